@@ -1,0 +1,1 @@
+"""Benchmark helpers: latency, power and energy measurement on target boards."""

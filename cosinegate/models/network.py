@@ -1,0 +1,118 @@
+"""CosineGateNet: stem, gateable residual blocks, classifier (stem and classifier never gated)."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cosinegate.errors import CosineGateError
+from cosinegate.models.backbones import backbone_spec
+from cosinegate.models.blocks import GatedBlock
+
+MODES = ("paper", "predictive", "none")
+
+
+@dataclass
+class GateStats:
+    """Per-sample, per-block gate information of one forward pass.
+
+    logits, probs, gates: [N, blocks]; gates are hard decisions, 1 = block ran.
+    Dense and dropped blocks report gates 1 and 0 and probs equal to their gate.
+    """
+
+    logits: torch.Tensor
+    probs: torch.Tensor
+    gates: torch.Tensor
+    cir_loss: torch.Tensor
+    consistency: torch.Tensor
+
+
+class CosineGateNet(nn.Module):
+    def __init__(self, backbone="resnet20", mode="predictive", num_classes=10, drop_blocks=(), gate_hidden=16, open_bias=3.0):
+        super().__init__()
+        if mode not in MODES:
+            raise CosineGateError(f"unknown gate mode {mode!r}; choose one of {', '.join(MODES)}.")
+        self.spec = backbone_spec(backbone)
+        drop_blocks = sorted(set(int(b) for b in drop_blocks))
+        bad = [b for b in drop_blocks if not 0 <= b < len(self.spec.blocks)]
+        if bad:
+            raise CosineGateError(
+                f"drop_blocks {bad} out of range for {backbone} ({len(self.spec.blocks)} blocks, 0-based indices)."
+            )
+        self.backbone = backbone
+        self.mode = mode
+        self.num_classes = num_classes
+        self.drop_blocks = tuple(drop_blocks)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, self.spec.stem_channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(self.spec.stem_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.blocks = nn.ModuleList(
+            GatedBlock(b, mode, self.spec.shortcut, self.spec.relu_after_add, b.index in drop_blocks, gate_hidden, open_bias)
+            for b in self.spec.blocks
+        )
+        self.fc = nn.Linear(self.spec.feature_channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @property
+    def num_blocks(self):
+        return len(self.blocks)
+
+    def set_temperature(self, temperature):
+        for block in self.blocks:
+            if block.gate is not None and self.mode == "predictive":
+                block.gate.temperature = temperature
+
+    def features(self, x):
+        """Run stem and blocks; return (pooled features, GateStats)."""
+        x = self.stem(x)
+        per_block = []
+        for block in self.blocks:
+            x, stats = block(x)
+            per_block.append(stats)
+        return x.mean(dim=(2, 3)), self._collect(per_block, x)
+
+    def forward(self, x):
+        pooled, stats = self.features(x)
+        return self.fc(pooled), stats
+
+    def _collect(self, per_block, like):
+        n = like.shape[0]
+        logits, probs, gates, cir, cons = [], [], [], [], []
+        for block, stats in zip(self.blocks, per_block):
+            if "gates" in stats:
+                logits.append(stats["logits"])
+                probs.append(stats["probs"])
+                gates.append(stats["gates"])
+            else:
+                fixed = like.new_full((n,), 0.0 if block.dropped else 1.0)
+                logits.append(like.new_full((n,), float("-inf") if block.dropped else float("inf")))
+                probs.append(fixed)
+                gates.append(fixed)
+            if "cir_loss" in stats:
+                cir.append(stats["cir_loss"])
+            if "consistency" in stats:
+                cons.append(stats["consistency"])
+        zero = like.new_zeros(())
+        return GateStats(
+            logits=torch.stack(logits, 1),
+            probs=torch.stack(probs, 1),
+            gates=torch.stack(gates, 1),
+            cir_loss=torch.stack(cir).mean() if cir else zero,
+            consistency=torch.stack(cons).mean() if cons else zero,
+        )
+
+
+def build_model(model_cfg, num_classes=10):
+    """Build a CosineGateNet from the `model` section of a config (a dict)."""
+    return CosineGateNet(
+        backbone=model_cfg["backbone"],
+        mode=model_cfg["mode"],
+        num_classes=num_classes,
+        drop_blocks=model_cfg.get("drop_blocks") or (),
+        gate_hidden=model_cfg.get("gate_hidden", 16),
+        open_bias=model_cfg.get("open_bias", 3.0),
+    )

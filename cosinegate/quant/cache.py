@@ -1,0 +1,196 @@
+"""TensorRT INT8 calibration cache: the plain-text format its calibrators read.
+
+Format (checked against real caches, e.g. ``TRT-8203-EntropyCalibration2`` in
+NVIDIA/TensorRT issue #2036 and ``TRT-100300-EntropyCalibration2`` in the
+DeepStream TrafficCamNet cache shipped for TensorRT 10.3):
+
+    TRT-<NV_TENSORRT_VERSION>-<algorithm>
+    <tensor name>: <8 hex digits>
+
+- The version number is TensorRT's ``NV_TENSORRT_VERSION``: ``major*1000 +
+  minor*100 + patch`` up to TensorRT 8 (NvInferRuntimeCommon.h, 8.x: 8.5.2 ->
+  8502) and ``major*10000 + minor*100 + patch`` from TensorRT 10
+  (NvInferRuntimeBase.h, ``NV_TENSORRT_VERSION_INT``: 10.3.0 -> 100300).
+- The hex is the big-endian IEEE-754 float32 bit pattern of the scale
+  amax / 127 (``3c010204`` = 1/127, i.e. amax 1.0).
+- The algorithm names the calibrator class that may read the cache; TensorRT
+  rejects a cache of another class ("Calibration table does not match
+  calibrator algorithm type", ModelTC/MQBench#95) and skips an incompatible one
+  (NVIDIA/TensorRT#1378), silently recalibrating, hence `check_cache`.
+"""
+
+import math
+import os
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from cosinegate.artifacts import atomic_write_text
+from cosinegate.errors import CosineGateError
+
+ENTROPY = "EntropyCalibration2"
+MINMAX = "MinMaxCalibration"
+ALGORITHMS = (ENTROPY, MINMAX)
+
+# Calibration method (cosinegate.quant.ranges) -> cache algorithm. TensorRT has no
+# percentile calibrator. A percentile amax is a clipped absolute range like a
+# minmax one, and MinMax and EntropyCalibration2 both calibrate per tensor before
+# layer fusion, so the scales mean the same under either tag; the tag only
+# selects which calibrator class accepts the cache. Percentile is tagged MinMax so
+# that EntropyCalibration2 always means "came from the KL search".
+_ALGORITHM_BY_METHOD = {"entropy": ENTROPY, "minmax": MINMAX, "percentile": MINMAX}
+
+_HEADER = re.compile(r"TRT-(\d+)-([A-Za-z0-9]+)")
+_HEX_SCALE = re.compile(r"[0-9a-fA-F]{1,8}")
+_INT8_MAX = 127.0
+
+
+def parse_version(trt_version):
+    """'8.5.2' or '8.5.2.2' -> (8, 5, 2). The build number is not in the cache."""
+    parts = str(trt_version).strip().split(".")
+    if len(parts) not in (3, 4) or not all(part.isdigit() for part in parts):
+        raise CosineGateError(
+            f"TensorRT version {trt_version!r} is not of the form MAJOR.MINOR.PATCH[.BUILD]; "
+            "pass it like 8.5.2 or 10.3.0."
+        )
+    return tuple(int(part) for part in parts[:3])
+
+
+def _version_code(version):
+    major, minor, patch = version
+    if major >= 10 and minor < 100 and patch < 100:
+        return major * 10000 + minor * 100 + patch
+    if major < 10 and minor < 10 and patch < 100:
+        return major * 1000 + minor * 100 + patch
+    raise CosineGateError(f"TensorRT version {'.'.join(map(str, version))} cannot be encoded in a cache header.")
+
+
+def _version_from_code(code):
+    if code >= 100000:
+        return code // 10000, code // 100 % 100, code % 100
+    if code < 10000:
+        return code // 1000, code // 100 % 10, code % 100
+    raise ValueError(code)
+
+
+def format_header(trt_version, algorithm):
+    """First cache line, e.g. ('8.5.2', 'EntropyCalibration2') -> 'TRT-8502-EntropyCalibration2'."""
+    if algorithm not in ALGORITHMS:
+        raise CosineGateError(f"unknown calibration algorithm {algorithm!r}; use one of: {', '.join(ALGORITHMS)}.")
+    return f"TRT-{_version_code(parse_version(trt_version))}-{algorithm}"
+
+
+def parse_header(header):
+    """'TRT-100300-MinMaxCalibration' -> ((10, 3, 0), 'MinMaxCalibration')."""
+    match = _HEADER.fullmatch(header.strip())
+    if not match:
+        raise CosineGateError(
+            f"calibration cache header {header.strip()!r} is not of the form TRT-<version>-<algorithm>; "
+            "the file is not a TensorRT calibration cache, regenerate it."
+        )
+    try:
+        version = _version_from_code(int(match.group(1)))
+    except ValueError:
+        raise CosineGateError(
+            f"calibration cache header {header.strip()!r} has an unknown version number; regenerate the cache."
+        ) from None
+    return version, match.group(2)
+
+
+def algorithm_for(method, trt_version):
+    """Cache algorithm for a calibration method on this TensorRT version.
+
+    Both calibrator classes exist in every TensorRT with Q/DQ support (>= 8), so
+    the version is only validated here.
+    """
+    parse_version(trt_version)
+    if method not in _ALGORITHM_BY_METHOD:
+        raise CosineGateError(
+            f"unknown calibration method {method!r}; use one of: {', '.join(_ALGORITHM_BY_METHOD)}."
+        )
+    return _ALGORITHM_BY_METHOD[method]
+
+
+def scale_hex(amax):
+    """amax -> 8 lowercase hex digits of the big-endian float32 scale amax/127."""
+    return struct.pack(">f", np.float32(amax / _INT8_MAX)).hex()
+
+
+def write_cache(path, amax_by_tensor, header):
+    """Write a cache (atomically) with one line per tensor, sorted by name."""
+    parse_header(header)
+    lines = [header]
+    for name in sorted(amax_by_tensor):
+        amax = float(amax_by_tensor[name])
+        if not name or "\n" in name:
+            raise CosineGateError(f"tensor name {name!r} cannot be written to a calibration cache.")
+        if not (math.isfinite(amax) and amax > 0.0):
+            raise CosineGateError(f"tensor {name!r} has amax {amax}; an INT8 scale needs a finite amax > 0.")
+        lines.append(f"{name}: {scale_hex(amax)}")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def parse_cache(path_or_text):
+    """(header, {tensor name: float32 scale}) from a cache path, or from its text.
+
+    A str containing a newline (or bytes) is cache text; any other str or a
+    path-like is a file path.
+    """
+    if isinstance(path_or_text, bytes):
+        where, text = "text", _decode(path_or_text, "calibration cache text")
+    elif isinstance(path_or_text, str) and "\n" in path_or_text:
+        where, text = "text", path_or_text
+    else:
+        where = Path(os.fspath(path_or_text))
+        if not where.is_file():
+            raise CosineGateError(f"calibration cache not found: {where}. Check the path or recalibrate.")
+        text = _decode(where.read_bytes(), f"calibration cache {where}")
+    lines = text.splitlines()
+    if not lines:
+        raise CosineGateError(f"calibration cache {where} is empty; recalibrate.")
+    header = lines[0].strip()
+    parse_header(header)
+    scales = {}
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        name, colon, value = line.rpartition(":")
+        value = value.strip()
+        if not colon or not name or not _HEX_SCALE.fullmatch(value):
+            raise CosineGateError(
+                f"calibration cache {where} line {number} is not '<tensor>: <hex scale>': {line!r}; "
+                "the file is corrupt, recalibrate."
+            )
+        if name in scales:
+            raise CosineGateError(f"calibration cache {where} lists tensor {name!r} twice; recalibrate.")
+        scale = float(struct.unpack(">f", bytes.fromhex(value.zfill(8)))[0])
+        if not (math.isfinite(scale) and scale > 0.0):
+            raise CosineGateError(
+                f"calibration cache {where} line {number} has scale {scale} for {name!r}; "
+                "scales must be finite and > 0, recalibrate."
+            )
+        scales[name] = scale
+    return header, scales
+
+
+def check_cache(path, trt_version, algorithm):
+    """Refuse a cache built for another TensorRT version or algorithm; return its scales."""
+    header, scales = parse_cache(path)
+    cache_version, cache_algorithm = parse_header(header)
+    if cache_version != parse_version(trt_version) or cache_algorithm != algorithm:
+        built_for = ".".join(map(str, cache_version))
+        raise CosineGateError(
+            f"calibration cache {path} was built for TensorRT {built_for} with {cache_algorithm}; "
+            f"this target uses TensorRT {trt_version} with {algorithm}; recalibrate with "
+            f"`python calibration/calibrate.py --trt-version {trt_version}` or pass the matching cache."
+        )
+    return scales
+
+
+def _decode(data, what):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CosineGateError(f"{what} is not plain text; the file is corrupt, recalibrate.") from None

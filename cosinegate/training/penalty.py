@@ -1,0 +1,33 @@
+"""The differentiable MAC-weighted compute penalty."""
+
+import torch
+
+
+def compute_ratio(probs, block_macs):
+    """Per-sample expected compute ratio r_i = sum_b MAC_b p_ib / sum_b MAC_b. probs: [N, B]."""
+    weights = probs.new_tensor(block_macs)
+    return probs @ weights / weights.sum()
+
+
+def compute_penalty(probs, block_macs, gate_cfg, weight, sample_losses=None):
+    """weight * hinge(r - target)^2 for the configured budget; returns (penalty, batch ratio r).
+
+    budget "batch": r is the batch mean (the paper's form). "sample": the hinge is
+    applied per sample and averaged. "difficulty": per-sample targets
+    target + spread * (2 * loss_rank - 1), so easy samples (low loss) get less
+    compute than hard ones while the mean target is unchanged.
+    With paper_exact the ratio is rebuilt from a Python float, as the authors'
+    code does with .item(), so the penalty has no gradient.
+    """
+    per_sample = compute_ratio(probs, block_macs)
+    ratio = per_sample.mean()
+    target = gate_cfg["target"]
+    if gate_cfg["paper_exact"]:
+        ratio_const = probs.new_tensor(ratio.item())
+        return weight * torch.clamp(ratio_const - target, min=0) ** 2, ratio
+    if gate_cfg["budget"] == "batch":
+        return weight * torch.clamp(ratio - target, min=0) ** 2, ratio
+    if gate_cfg["budget"] == "difficulty" and sample_losses is not None and len(sample_losses) > 1:
+        rank = sample_losses.detach().argsort().argsort().to(probs.dtype) / (len(sample_losses) - 1)
+        target = target + gate_cfg["budget_spread"] * (2 * rank - 1)
+    return weight * (torch.clamp(per_sample - target, min=0) ** 2).mean(), ratio

@@ -1,0 +1,1 @@
+"""TensorRT target layer: target profiles, TensorRT version guards, trtexec command lines."""

@@ -1,0 +1,268 @@
+"""Target profiles: one TOML file per board under engines/targets/ (adding a target = adding a file).
+
+A profile states the board's CPU architecture, CUDA compute capabilities, DLA cores, the
+TensorRT releases it runs (with the JetPack releases that ship them and the highest ONNX opset
+each one's parser takes), default build settings and the tegrastats power rails.
+
+TensorRT versions in a profile match by prefix: "8.5.2" covers 8.5.2.2, "10" covers every 10.x;
+the longest matching entry wins.
+"""
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cosinegate.errors import CosineGateError
+from cosinegate.trt.versions import parse_version
+
+DEFAULT_TARGETS_DIR = Path(__file__).resolve().parents[2] / "engines" / "targets"
+
+ARCHES = ("aarch64", "x86_64")
+PRECISIONS = ("fp32", "fp16", "int8")
+INT8_PATHS = ("qdq", "cache")
+
+_FIELDS = {
+    "name": str,
+    "description": str,
+    "arch": str,
+    "compute_capabilities": list,
+    "dla_cores": int,
+    "precisions": list,
+    "int8_paths": list,
+    "default_int8_path": str,
+    "default_workspace_mib": int,
+    "use_dla": bool,
+    "gpu_fallback": bool,
+    "total_power_rails": list,
+    "detail_power_rails": list,
+    "tensorrt": list,
+}
+_RELEASE_FIELDS = {"version": str, "jetpack": list, "max_onnx_opset": int}
+
+
+@dataclass(frozen=True)
+class TensorRTRelease:
+    """One TensorRT release a target runs; ``jetpack`` is empty off Jetson."""
+
+    version: object  # TrtVersion
+    jetpack: tuple
+    max_onnx_opset: int
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    description: str
+    arch: str
+    compute_capabilities: tuple  # strings like "8.7"
+    dla_cores: int
+    precisions: tuple
+    int8_paths: tuple
+    default_int8_path: str
+    default_workspace_mib: int
+    use_dla: bool
+    gpu_fallback: bool
+    total_power_rails: tuple  # summed into one power figure (energy per image)
+    detail_power_rails: tuple  # reported one by one
+    tensorrt: tuple  # TensorRTRelease, oldest first
+    source: Path
+
+    @property
+    def is_jetson(self):
+        return any(release.jetpack for release in self.tensorrt)
+
+    @property
+    def newest_tensorrt(self):
+        return self.tensorrt[-1].version
+
+    def release_for(self, trt_version):
+        """The TensorRTRelease covering ``trt_version``, or None when the target lists none."""
+        version = parse_version(trt_version)
+        matches = [r for r in self.tensorrt if version.starts_with(r.version)]
+        return max(matches, key=lambda r: len(r.version.parts), default=None)
+
+    def tensorrt_names(self):
+        return ", ".join(str(r.version) for r in self.tensorrt)
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What a build machine is: CPU arch, GPU compute capability, TensorRT version (or None)."""
+
+    arch: str
+    compute_capability: str
+    trt_version: object = None
+
+
+def compute_capability_text(value):
+    """Normalize 8.7, "8.7" or (8, 7) to "8.7"."""
+    if isinstance(value, (tuple, list)):
+        return ".".join(str(int(v)) for v in value)
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value).strip()
+
+
+def list_targets(targets_dir=None):
+    """Names of the targets, one per *.toml file, sorted."""
+    directory = Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR
+    return sorted(path.stem for path in directory.glob("*.toml"))
+
+
+def load_target(name, targets_dir=None):
+    """Load and validate engines/targets/<name>.toml."""
+    directory = Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR
+    path = directory / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(list_targets(directory)) or "none"
+        raise CosineGateError(
+            f"unknown target {name!r}; valid targets: {known}. "
+            f"Pick one of those or add {path.name} to {directory}."
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise CosineGateError(f"{path}: not valid TOML ({exc}); fix the file.") from exc
+    return _profile_from(data, path)
+
+
+def _fail(path, field, problem):
+    raise CosineGateError(f"{path}: field {field!r} {problem}; fix the file.")
+
+
+def _check_fields(data, fields, path, where=""):
+    for field, kind in fields.items():
+        if field not in data:
+            _fail(path, where + field, "is missing")
+        value = data[field]
+        wrong_type = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        if wrong_type:
+            _fail(path, where + field, f"must be a {kind.__name__}, not {type(value).__name__}")
+    for field in data:
+        if field not in fields:
+            _fail(path, where + field, f"is not a known field (known: {', '.join(fields)})")
+
+
+def _strings(data, field, path, allowed=None):
+    values = data[field]
+    for value in values:
+        if not isinstance(value, str):
+            _fail(path, field, f"must hold strings, found {value!r}")
+        if allowed is not None and value not in allowed:
+            _fail(path, field, f"has {value!r}; allowed: {', '.join(allowed)}")
+    return tuple(values)
+
+
+def _release_from(entry, index, path):
+    where = f"tensorrt[{index}]."
+    if not isinstance(entry, dict):
+        _fail(path, f"tensorrt[{index}]", "must be a table ([[tensorrt]])")
+    _check_fields(entry, _RELEASE_FIELDS, path, where)
+    try:
+        version = parse_version(entry["version"])
+    except CosineGateError:
+        _fail(path, where + "version", f"is {entry['version']!r}, not a version like 8.5.2")
+    if entry["max_onnx_opset"] < 7:
+        _fail(path, where + "max_onnx_opset", "must be an ONNX opset number (7 or more)")
+    jetpack = _strings(entry, "jetpack", path)
+    return TensorRTRelease(version, jetpack, entry["max_onnx_opset"])
+
+
+def _profile_from(data, path):
+    _check_fields(data, _FIELDS, path)
+    if data["name"] != path.stem:
+        _fail(path, "name", f"is {data['name']!r} but the file is {path.name}; make them agree")
+    if data["arch"] not in ARCHES:
+        _fail(path, "arch", f"is {data['arch']!r}; allowed: {', '.join(ARCHES)}")
+    if data["dla_cores"] < 0:
+        _fail(path, "dla_cores", "must be 0 or more")
+    if data["default_workspace_mib"] <= 0:
+        _fail(path, "default_workspace_mib", "must be a positive number of MiB")
+    capabilities = _strings(data, "compute_capabilities", path)
+    if not capabilities:
+        _fail(path, "compute_capabilities", "must list at least one, like \"8.7\"")
+    precisions = _strings(data, "precisions", path, PRECISIONS)
+    int8_paths = _strings(data, "int8_paths", path, INT8_PATHS)
+    if data["default_int8_path"] not in int8_paths:
+        _fail(path, "default_int8_path", f"is {data['default_int8_path']!r}, not in int8_paths")
+    if data["use_dla"] and data["dla_cores"] == 0:
+        _fail(path, "use_dla", "is true but dla_cores is 0")
+    if not data["tensorrt"]:
+        _fail(path, "tensorrt", "must list at least one [[tensorrt]] release")
+    releases = [_release_from(entry, i, path) for i, entry in enumerate(data["tensorrt"])]
+    return TargetProfile(
+        name=data["name"],
+        description=data["description"],
+        arch=data["arch"],
+        compute_capabilities=capabilities,
+        dla_cores=data["dla_cores"],
+        precisions=precisions,
+        int8_paths=int8_paths,
+        default_int8_path=data["default_int8_path"],
+        default_workspace_mib=data["default_workspace_mib"],
+        use_dla=data["use_dla"],
+        gpu_fallback=data["gpu_fallback"],
+        total_power_rails=_strings(data, "total_power_rails", path),
+        detail_power_rails=_strings(data, "detail_power_rails", path),
+        tensorrt=tuple(sorted(releases, key=lambda r: r.version)),
+        source=path,
+    )
+
+
+def check_dla_core(profile, dla_core):
+    """Raise unless ``dla_core`` is None or a DLA core index the target has."""
+    if dla_core is None:
+        return
+    if profile.dla_cores == 0:
+        raise CosineGateError(
+            f"target {profile.name} has no DLA; drop --dla-core to build for its GPU."
+        )
+    if not isinstance(dla_core, int) or isinstance(dla_core, bool) or not 0 <= dla_core < profile.dla_cores:
+        raise CosineGateError(
+            f"DLA core {dla_core!r} does not exist on {profile.name}; "
+            f"use a core from 0 to {profile.dla_cores - 1}."
+        )
+
+
+def max_opset(profile, trt_version=None):
+    """Highest ONNX opset the target's parser takes: for ``trt_version``, or for all its releases."""
+    if trt_version is None:
+        return min(release.max_onnx_opset for release in profile.tensorrt)
+    release = profile.release_for(trt_version)
+    if release is None:
+        raise CosineGateError(
+            f"TensorRT {trt_version} is not a release of target {profile.name} "
+            f"(it has {profile.tensorrt_names()}); pick one of those or add it to {profile.source.name}."
+        )
+    return release.max_onnx_opset
+
+
+def check_opset(profile, opset, trt_version=None):
+    """Raise when ``opset`` is above what the parser of ``trt_version`` (default: every release) takes."""
+    limit = max_opset(profile, trt_version)
+    if opset > limit:
+        which = f"TensorRT {trt_version}" if trt_version else f"every TensorRT release of {profile.name}"
+        raise CosineGateError(
+            f"ONNX opset {opset} is above what the parser of {which} takes ({limit}); "
+            f"export with opset {limit} (or lower)."
+        )
+
+
+def host_matches(profile, host):
+    """Can ``host`` build engines for ``profile``? Returns (bool, reason)."""
+    if host.arch != profile.arch:
+        return False, f"host is {host.arch}, target {profile.name} is {profile.arch}"
+    capability = compute_capability_text(host.compute_capability)
+    if capability not in profile.compute_capabilities:
+        return False, (
+            f"host GPU has compute capability {capability}, target {profile.name} takes "
+            f"{', '.join(profile.compute_capabilities)}"
+        )
+    if host.trt_version is None:
+        return True, f"arch and compute capability match {profile.name}; TensorRT version unknown"
+    release = profile.release_for(host.trt_version)
+    if release is None:
+        return False, (
+            f"host has TensorRT {host.trt_version}, target {profile.name} runs {profile.tensorrt_names()}"
+        )
+    return True, f"host matches {profile.name} (TensorRT {release.version})"
