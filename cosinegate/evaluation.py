@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from cosinegate.data.augment import to_tensor
-from cosinegate.macs import model_mac_table
+from cosinegate.macs import mac_table, model_mac_table
 
 ALWAYS_SKIPPED = 0.995  # skip rate at or above: the block is statically pruned in effect
 ALWAYS_RUN = 0.005  # skip rate at or below: the block is static, always executed
@@ -66,9 +66,10 @@ def report(model, decisions, classes):
     ran = decisions.gates
     skip_rates = 1.0 - ran.mean(0)
     per_image = np.array([table.executed(row, model.mode) for row in ran], dtype=np.float64)
-    dense = table.dense
+    full = mac_table(model.backbone, "none", model.num_classes)  # the whole backbone: dropped blocks count as saved
+    dense = full.dense
     kinds = block_classes(skip_rates)
-    saved = np.array([b.residual for b in table.blocks], dtype=np.float64) * skip_rates
+    saved = np.array([b.residual for b in full.blocks], dtype=np.float64) * skip_rates
     gate_cost = sum(b.gate for b in table.blocks)
     if model.mode == "paper":
         saved[:] = 0.0

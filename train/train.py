@@ -22,6 +22,7 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--schedule", help="learning-rate schedule: cosine|cosine_restarts|onecycle")
     parser.add_argument("--target", type=float, help="gate compute target r_target")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--seed", type=int)
@@ -44,6 +45,7 @@ def config_from_args(args):
         ("optim", "epochs"): args.epochs,
         ("optim", "batch_size"): args.batch_size,
         ("optim", "lr"): args.lr,
+        ("optim", "schedule"): args.schedule,
         ("gate", "target"): args.target,
     }
     for (section, key), value in overrides.items():

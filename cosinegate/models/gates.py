@@ -98,7 +98,7 @@ class PredictiveGate(nn.Module):
         """Straight-through Gumbel-sigmoid: hard 0/1 forward, soft gradient."""
         soft = torch.sigmoid((logit + logistic_noise(logit)) / self.temperature)
         hard = (soft > 0.5).to(soft.dtype)
-        return hard + soft - soft.detach()
+        return hard + (soft - soft.detach())  # the bracket is exactly 0 in forward: gates are exactly 0/1
 
     @staticmethod
     def decide(logit):

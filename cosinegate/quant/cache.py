@@ -35,11 +35,14 @@ MINMAX = "MinMaxCalibration"
 ALGORITHMS = (ENTROPY, MINMAX)
 
 # Calibration method (cosinegate.quant.ranges) -> cache algorithm. TensorRT has no
-# percentile calibrator. A percentile amax is a clipped absolute range like a
-# minmax one, and MinMax and EntropyCalibration2 both calibrate per tensor before
-# layer fusion, so the scales mean the same under either tag; the tag only
-# selects which calibrator class accepts the cache. Percentile is tagged MinMax so
-# that EntropyCalibration2 always means "came from the KL search".
+# percentile calibrator. Cache scales are absolute and both classes use per
+# activation tensor scales (TensorRT 8.5 API docs of IInt8MinMaxCalibrator and
+# IInt8EntropyCalibrator2), so the tag only selects which calibrator class
+# accepts the cache. A percentile amax is a clipped absolute range like a minmax
+# one, so it is tagged MinMax, and EntropyCalibration2 always means "came from
+# the KL search". Caveat: trtexec's built-in calibrator is IInt8EntropyCalibrator2
+# (samples/common/sampleEngines.cpp), as is the one DLA requires, so a MinMax-tagged
+# cache needs a builder that reads it with IInt8MinMaxCalibrator.
 _ALGORITHM_BY_METHOD = {"entropy": ENTROPY, "minmax": MINMAX, "percentile": MINMAX}
 
 _HEADER = re.compile(r"TRT-(\d+)-([A-Za-z0-9]+)")

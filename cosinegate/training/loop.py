@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from cosinegate.artifacts import atomic_write_json, atomic_write_text
 from cosinegate.data import balanced_subset, load_dataset, split_holdout
-from cosinegate.data.augment import random_crop_flip, to_tensor
+from cosinegate.data.augment import crop_flip_params, random_crop_flip, to_tensor
 from cosinegate.errors import CosineGateError
 from cosinegate.evaluation import evaluate
 from cosinegate.macs import model_mac_table
@@ -66,8 +66,9 @@ class Trainer:
         self.start_epoch, self.best_val = 0, -1.0
 
     # ---- state -------------------------------------------------------------
-    def state(self, epoch):
+    def state(self, epoch, skip_rates=None):
         return {
+            "skip_rates": skip_rates,  # held-out skip rates at this epoch: the deploy policy's input
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"kind": self.config["optim"]["schedule"], "epochs_done": epoch + 1},
@@ -101,10 +102,14 @@ class Trainer:
         torch.manual_seed(seed)  # Gumbel noise: reproducible per epoch, so resume is exact
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(self.labels), generator=generator)[self.dist.rank :: self.dist.world_size]
+        augment = crop_flip_params(len(order), generator).to(self.device)
+        order = order.to(self.device)
         local_batch = max(1, batch // self.dist.world_size)
         steps = math.ceil(len(order) / local_batch)
         self.net.train()
-        totals = {"loss": 0.0, "correct": 0.0, "count": 0.0, "ratio": 0.0, "penalty": 0.0}
+        totals = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss, correct, count, ratio, penalty
+        mac_weights = torch.tensor(self.block_macs, dtype=torch.float32, device=self.device)
+        mac_weights = mac_weights / mac_weights.sum().clamp(min=1)
         iterator = range(steps)
         if self.progress and self.dist.is_main:
             from tqdm import tqdm
@@ -116,10 +121,11 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.model.set_temperature(schedules.temperature(cfg["gate"], progress, epochs))
-            idx = order[step * local_batch : (step + 1) * local_batch].to(self.device)
+            batch_slice = slice(step * local_batch, (step + 1) * local_batch)
+            idx = order[batch_slice]
             x = to_tensor(self.images[idx], self.device)
             if cfg["data"]["augment"]:
-                x = random_crop_flip(x, generator)
+                x = random_crop_flip(x, params=augment[batch_slice])
             y = self.labels[idx]
             logits, stats = self.net(x)
             losses = F.cross_entropy(logits, y, reduction="none")
@@ -127,10 +133,10 @@ class Trainer:
             penalty = loss.new_zeros(())
             if self.model.mode != "none":
                 weight = schedules.penalty_weight(cfg["gate"], progress, epochs)
-                penalty, _ = compute_penalty(stats.probs, self.block_macs, cfg["gate"], weight, losses)
+                penalty, _ = compute_penalty(stats.probs, mac_weights, cfg["gate"], weight, losses)
                 loss = loss + penalty + cfg["gate"]["cir_weight"] * stats.cir_loss
                 loss = loss + cfg["gate"]["consistency_weight"] * stats.consistency
-            if not torch.isfinite(loss):
+            if (step % 25 == 0 or step == steps - 1) and not torch.isfinite(loss):
                 raise CosineGateError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower optim.lr or the gate penalty "
                     f"(now lr {lr:.4g}), then resume from {self.out / 'last.pt'} with --resume."
@@ -140,16 +146,11 @@ class Trainer:
             if optim["grad_clip"]:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), optim["grad_clip"])
             self.optimizer.step()
-            n = len(y)
-            ratio = float((stats.gates.detach() @ stats.gates.new_tensor(self.block_macs)).sum()) / sum(self.block_macs) if sum(self.block_macs) else float(n)
-            totals["loss"] += float(loss.detach()) * n
-            totals["correct"] += float((logits.argmax(1) == y).sum())
-            totals["count"] += n
-            totals["ratio"] += ratio
-            totals["penalty"] += float(penalty.detach()) * n
-        loss_sum, correct, count, ratio_sum, pen_sum = self.dist.all_sum(
-            [totals["loss"], totals["correct"], totals["count"], totals["ratio"], totals["penalty"]]
-        )
+            with torch.no_grad():
+                n = len(y)
+                ratio = (stats.gates @ mac_weights).sum() if self.block_macs and sum(self.block_macs) else loss.new_tensor(float(n))
+                totals += torch.stack([loss.detach() * n, (logits.argmax(1) == y).sum(), loss.new_tensor(float(n)), ratio, penalty.detach() * n]).double()
+        loss_sum, correct, count, ratio_sum, pen_sum = self.dist.all_sum(totals.tolist())
         return {
             "train_loss": loss_sum / count,
             "train_top1": correct / count,
@@ -189,8 +190,8 @@ class Trainer:
             handle.write(json.dumps(line) + "\n")
         if rep["top1"] > self.best_val:
             self.best_val = rep["top1"]
-            save_checkpoint(self.out / "best.pt", **self.state(epoch))
-        save_checkpoint(self.out / "last.pt", **self.state(epoch))
+            save_checkpoint(self.out / "best.pt", **self.state(epoch, rep["skip_rates"]))
+        save_checkpoint(self.out / "last.pt", **self.state(epoch, rep["skip_rates"]))
 
     def finish(self):
         from cosinegate.plots import training_curves

@@ -5,7 +5,7 @@ import torch
 
 def compute_ratio(probs, block_macs):
     """Per-sample expected compute ratio r_i = sum_b MAC_b p_ib / sum_b MAC_b. probs: [N, B]."""
-    weights = probs.new_tensor(block_macs)
+    weights = torch.as_tensor(block_macs, dtype=probs.dtype, device=probs.device)
     return probs @ weights / weights.sum()
 
 

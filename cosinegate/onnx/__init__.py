@@ -1,0 +1,109 @@
+"""ONNX export of CosineGate checkpoints: the flat twin, graph passes, and the deployable forms.
+
+Forms: `flat` (every block runs; the twin for graph passes and quantization),
+`masked` (any batch; each dynamic block selected per sample) and `conditional`
+(batch 1; one `If` per dynamic block, so a skipped block is not computed).
+"""
+
+from cosinegate.artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from cosinegate.errors import CosineGateError
+from cosinegate.onnx.checks import assert_clean, graph_problems, is_toolkit_onnx, load_toolkit_onnx
+from cosinegate.onnx.conditionalize import (
+    PAPER_CONDITIONAL,
+    POLICIES,
+    block_node_names,
+    conditionalize,
+    mask,
+    resolve_policy,
+)
+from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata
+from cosinegate.onnx.passes import optimize_flat
+
+FORMS = ("conditional", "masked", "flat")
+MANIFEST_FORMAT = "cosinegate-onnx-manifest-v1"
+
+
+def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAULT_OPSET, policy="auto", skip_rates=None):
+    """Export a checkpoint to `out` (.onnx) plus `<out>.json` manifest; return the manifest.
+
+    skip_rates: per-block held-out skip rates for policy `auto`; default the checkpoint's.
+    Both files are written atomically, and only after the graph passed its checks.
+    """
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    if form not in FORMS:
+        raise CosineGateError(f"unknown form {form!r}; choose one of {', '.join(FORMS)}.")
+    if policy not in POLICIES:
+        raise CosineGateError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}.")
+    check_opset(opset)
+    if form == "conditional" and batch != 1:
+        raise CosineGateError(
+            f"--form conditional needs --batch 1 (got {batch}): an If condition is one scalar, so a batch cannot "
+            "take different branches; use --form masked for batches."
+        )
+    model, state = model_from_checkpoint(checkpoint)
+    if form == "conditional" and model.mode == "paper":
+        raise CosineGateError(PAPER_CONDITIONAL)
+    skip_source = "argument" if skip_rates is not None else "checkpoint"
+    skip_rates = skip_rates if skip_rates is not None else state.get("skip_rates")
+    flat = optimize_flat(build_flat_graph(model, batch, opset))
+    if form == "conditional":
+        graph = conditionalize(flat, policy, skip_rates)
+    elif form == "masked":
+        graph = mask(flat, policy, skip_rates)
+    else:
+        graph = flat
+    assert_clean(graph)
+    data = graph.SerializeToString()
+    manifest = _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_source)
+    atomic_write_bytes(out, data)
+    atomic_write_json(f"{out}.json", manifest)
+    return manifest
+
+
+def _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_source):
+    meta = get_metadata(graph)
+    rule = GATE_RULES.get(model.mode)
+    blocks = []
+    for index, block in enumerate(meta["blocks"]):
+        entry = {"block": index, "kind": block["kind"], "post": block["post"]}
+        if skip_rates is not None and model.mode != "none":
+            entry["skip_rate"] = float(skip_rates[index])
+        if block["kind"] in ("gated", "dynamic"):
+            entry["gate"] = {"logit": f"block{index}/gate/logit", "decision": f"block{index}/gate/decision", "rule": rule}
+        blocks.append(entry)
+    return {
+        "format": MANIFEST_FORMAT,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "onnx_sha256": sha256_bytes(data),
+        "form": meta["form"],
+        "policy": meta["policy"],
+        "skip_rates_source": skip_source if skip_rates is not None else None,
+        "opset": opset,
+        "batch": batch,
+        "backbone": model.backbone,
+        "mode": model.mode,
+        "num_if": sum(node.op_type == "If" for node in graph.graph.node),
+        "blocks": blocks,
+        "input": {"name": "input", "shape": [batch, 3, 32, 32], "normalization": "cosinegate.data.augment.to_tensor"},
+        "outputs": {"logits": [batch, model.num_classes], "gates": [batch, len(blocks)]},
+    }
+
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "FORMS",
+    "POLICIES",
+    "assert_clean",
+    "block_node_names",
+    "build_flat_graph",
+    "conditionalize",
+    "export_checkpoint",
+    "graph_problems",
+    "is_toolkit_onnx",
+    "load_toolkit_onnx",
+    "mask",
+    "optimize_flat",
+    "resolve_policy",
+]

@@ -1,0 +1,109 @@
+"""Checks of exported graphs: ONNX validity, cleanliness, and the If rules TensorRT imposes."""
+
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto
+
+from cosinegate.errors import CosineGateError
+from cosinegate.onnx.export import GATES, INPUT, LOGITS
+from cosinegate.onnx.passes import ancestors, subgraphs
+
+
+def is_toolkit_onnx(model):
+    """True when the graph has this toolkit's interface: input `input`, outputs `logits` and `gates`."""
+    outputs = {o.name for o in model.graph.output}
+    return {LOGITS, GATES} <= outputs and INPUT in {i.name for i in model.graph.input}
+
+
+def load_toolkit_onnx(path):
+    """Load an ONNX file written by this toolkit; anything else is a CosineGateError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CosineGateError(f"ONNX file {path} not found; export one with `python deploy/export_onnx.py` or fix the path.")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several types for corrupt files
+        raise CosineGateError(f"{path} is not a readable ONNX file ({type(exc).__name__}); re-export it.") from exc
+    if not is_toolkit_onnx(model):
+        raise CosineGateError(
+            f"{path} was not produced by this toolkit (it needs input `{INPUT}` and outputs `{LOGITS}` and `{GATES}`); "
+            "export the model with deploy/export_onnx.py."
+        )
+    return model
+
+
+def graph_problems(model):
+    """Readable problems of an exported, shape-inferred model; [] when it is clean."""
+    problems = []
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        problems.append(f"checker: {str(exc).splitlines()[0]}")
+    graph = model.graph
+    types = _types(graph)
+    for node in _all_nodes(graph):
+        if node.op_type == "BatchNormalization":
+            problems.append(f"{node.name}: BatchNormalization not folded")
+        for out in node.output:
+            if not _static(types.get(out)):
+                problems.append(f"{node.name}: output {out} has no complete static shape")
+    live = ancestors(graph, [o.name for o in graph.output])
+    problems += [f"{node.name}: dead node" for node in graph.node if node.name not in live]
+    names = [node.name for node in _all_nodes(graph)]
+    if len(set(names)) != len(names) or "" in names:
+        problems.append("node names are not unique and non-empty")
+    for node in graph.node:
+        if node.op_type == "If":
+            problems += if_problems(node, types)
+    return problems
+
+
+def if_problems(node, types):
+    """TensorRT's IIfConditional rules: 0-D bool condition, equal branch shapes, distinct output names."""
+    problems = []
+    cond = types.get(node.input[0])
+    if cond is None or cond.tensor_type.elem_type != TensorProto.BOOL or len(cond.tensor_type.shape.dim) != 0:
+        problems.append(f"{node.name}: condition is not a 0-D bool")
+    branches = {a.name: a.g for a in node.attribute}
+    then_out, else_out = branches["then_branch"].output, branches["else_branch"].output
+    if [_shape(o.type) for o in then_out] != [_shape(o.type) for o in else_out]:
+        problems.append(f"{node.name}: branch output shapes differ")
+    names = [o.name for o in then_out] + [o.name for o in else_out] + list(node.output)
+    if len(set(names)) != len(names):
+        problems.append(f"{node.name}: branch output names are not unique")
+    return problems
+
+
+def assert_clean(model):
+    """Raise RuntimeError listing the problems of a graph this toolkit built (a bug, not user input)."""
+    problems = graph_problems(model)
+    if problems:
+        raise RuntimeError("exported graph failed its checks: " + "; ".join(problems[:10]))
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for sub in subgraphs(node):
+            yield from _all_nodes(sub)
+
+
+def _types(graph):
+    found = {v.name: v.type for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    found.update({t.name: onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)) for t in graph.initializer})
+    for node in graph.node:
+        for sub in subgraphs(node):
+            found.update(_types(sub))
+    return found
+
+
+def _shape(type_proto):
+    dims = type_proto.tensor_type.shape.dim
+    return type_proto.tensor_type.elem_type, [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
+def _static(type_proto):
+    if type_proto is None or not type_proto.tensor_type.HasField("shape"):
+        return False
+    return all(d.HasField("dim_value") for d in type_proto.tensor_type.shape.dim)

@@ -1,0 +1,244 @@
+"""From the flat twin to the deployable forms, as the last step ("conditionalize last").
+
+- The static policy: from held-out skip rates, an always-skipped block is removed
+  (its shortcut stays), an always-run block becomes plain (no gate head); only
+  dynamic blocks keep a gate. `gates` still reports every block (constants for the
+  static ones). `conditional-all` keeps every gated block dynamic.
+- `conditionalize`: each dynamic block's residual branch (its nodes, the add and
+  the post-ReLU) moves into the then-branch of an `If` whose condition is the
+  0-D bool gate decision of the single sample; the else-branch is
+  post(shortcut(x)). Branch outputs have equal static shapes and unique names,
+  as TensorRT's IIfConditional requires. Batch 1 only: the condition is a scalar.
+- `mask`: every dynamic block is computed and selected per sample,
+  y = post(s + g * F(x)); any batch, and the only form for paper-mode gates,
+  which need F(x) before they can decide.
+
+Blocks are found structurally from the anchors the flat twin names (see
+export.py), so graphs with inserted nodes (e.g. Q/DQ) can be conditionalized too.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+from cosinegate.errors import CosineGateError
+from cosinegate.onnx.export import GATES, block_names, get_metadata, set_metadata
+from cosinegate.onnx.passes import ancestors, infer_shapes, remove_dead_nodes, toposort, used_names
+
+POLICIES = ("auto", "conditional-all")
+STATIC_KINDS = {"always_skipped": 0.0, "always_run": 1.0, "dense": 1.0, "dropped": 0.0}
+
+PAPER_CONDITIONAL = (
+    "paper-mode gates cannot be exported as `conditional`: their decision uses CIR, which needs "
+    "F(x) first, so no block can be skipped before it is computed. Export with --form masked."
+)
+
+
+@dataclass
+class BlockPartition:
+    """Node names of one block: residual branch (with add and post), shortcut, gate head."""
+
+    residual: list
+    shortcut: list
+    gate: list
+    gate_needs_residual: bool
+
+
+def partition_block(graph, index):
+    """Split block `index` of a flat or masked graph; None when it has no residual branch."""
+    n = block_names(index)
+    by_name = {node.name: node for node in graph.node}
+    add = by_name.get(n["add"])
+    if add is None:
+        return None
+    before = ancestors(graph, [n["input"]])
+    shortcut_tensor, residual_tensor = add.input
+    shortcut = ancestors(graph, [shortcut_tensor]) - before
+    residual = ancestors(graph, [residual_tensor]) - before - shortcut
+    gate = ancestors(graph, [n["value"]]) - before - shortcut
+    named_gate = {name for name in residual if name.startswith(n["prefix"] + "gate/")}
+    needs_residual = bool(gate & (residual - named_gate))
+    gate = (gate - residual) | named_gate
+    residual = (residual - gate) | {add.name} | ancestors(graph, [n["out"]], stop={add.output[0]})
+    order = [node.name for node in graph.node]
+    return BlockPartition(
+        residual=[x for x in order if x in residual],
+        shortcut=[x for x in order if x in shortcut],
+        gate=[x for x in order if x in gate],
+        gate_needs_residual=needs_residual,
+    )
+
+
+def block_node_names(graph_or_model):
+    """Per block: dict(block, residual=[...], shortcut=[...], gate=[...]) of node names.
+
+    In a conditional graph a wrapped block lists its `If` then-branch nodes as residual;
+    a removed block has an empty residual list.
+    """
+    graph = getattr(graph_or_model, "graph", graph_or_model)
+    gates = next(o for o in graph.output if o.name == GATES)
+    out = []
+    for index in range(gates.type.tensor_type.shape.dim[1].dim_value):
+        part = partition_block(graph, index) or _wrapped_partition(graph, index)
+        out.append({"block": index, "residual": part.residual, "shortcut": part.shortcut, "gate": part.gate})
+    return out
+
+
+def _wrapped_partition(graph, index):
+    """Partition of a block whose residual branch sits in an `If` or was removed."""
+    n = block_names(index)
+    before = ancestors(graph, [n["input"]])
+    wrapped = [node for node in graph.node if node.name == f"block{index}/if"]
+    if wrapped:
+        branches = {a.name: a.g for a in wrapped[0].attribute}
+        residual = [node.name for node in branches["then_branch"].node]
+        shortcut = ancestors(graph, [branches["else_branch"].node[0].input[0]]) - before
+        gate_roots = [wrapped[0].input[0], n["value"]]
+    else:
+        residual = []
+        shortcut = ancestors(graph, [n["out"]]) - before
+        gate_roots = [n["value"]]
+    gate = ancestors(graph, gate_roots) - before - shortcut
+    order = [node.name for node in graph.node]
+    return BlockPartition(residual, [x for x in order if x in shortcut], [x for x in order if x in gate], False)
+
+
+def resolve_policy(kinds, policy, skip_rates):
+    """Deployed kind per block: 'dynamic', 'always_run', 'always_skipped' (gated blocks) or unchanged."""
+    from cosinegate.evaluation import block_classes
+
+    if policy not in POLICIES:
+        raise CosineGateError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}.")
+    gated = [i for i, k in enumerate(kinds) if k == "gated"]
+    if policy == "conditional-all" or not gated:
+        return ["dynamic" if k == "gated" else k for k in kinds]
+    if skip_rates is None:
+        raise CosineGateError(
+            "--policy auto needs held-out skip rates, and this checkpoint stores none; pass --skip-rates FILE "
+            "(a JSON list, or the JSON report of train/evaluate.py) or use --policy conditional-all."
+        )
+    if len(skip_rates) != len(kinds):
+        raise CosineGateError(
+            f"{len(skip_rates)} skip rates given for a model with {len(kinds)} blocks; pass the skip rates of this checkpoint."
+        )
+    classes = block_classes(np.asarray(skip_rates, dtype=np.float64))
+    return [classes[i] if k == "gated" else k for i, k in enumerate(kinds)]
+
+
+def conditionalize(flat_graph, policy="auto", skip_rates=None):
+    """Flat twin -> conditional graph: one `If` per dynamic block (batch 1 only)."""
+    meta = _flat_metadata(flat_graph)
+    if meta["mode"] == "paper":
+        raise CosineGateError(PAPER_CONDITIONAL)
+    if meta["batch"] != 1:
+        raise CosineGateError(
+            f"the conditional form takes batch 1 (an If condition is one scalar), this graph has batch {meta['batch']}; "
+            "export with --batch 1, or use --form masked for batches."
+        )
+    return _deploy(flat_graph, "conditional", policy, skip_rates, _wrap_in_if)
+
+
+def mask(flat_graph, policy="auto", skip_rates=None):
+    """Flat twin -> masked graph: dynamic blocks computed, y = post(s + g * F) per sample."""
+    _flat_metadata(flat_graph)
+    return _deploy(flat_graph, "masked", policy, skip_rates, _insert_mask)
+
+
+def _flat_metadata(model):
+    meta = get_metadata(model)
+    if meta.get("form") != "flat":
+        raise CosineGateError(f"expected the flat twin, got a {meta.get('form', 'foreign')!r} graph; pass a graph from build_flat_graph.")
+    return meta
+
+
+def _deploy(flat_graph, form, policy, skip_rates, wrap):
+    meta = get_metadata(flat_graph)
+    blocks = meta["blocks"]
+    kinds = resolve_policy([b["kind"] for b in blocks], policy, skip_rates)
+    model = infer_shapes(copy.deepcopy(flat_graph))
+    graph = model.graph
+    shapes = {v.name: v.type for v in list(graph.value_info) + list(graph.output)}
+    for index, kind in enumerate(kinds):
+        if kind == "always_skipped":
+            _remove_residual(graph, index, blocks[index]["post"])
+        if kind in ("always_skipped", "always_run"):
+            _fix_gate_column(graph, index, STATIC_KINDS[kind], meta["batch"])
+        elif kind == "dynamic":
+            wrap(graph, index, blocks[index]["post"], meta["batch"], shapes)
+    remove_dead_nodes(graph)
+    toposort(graph)
+    new_blocks = [dict(b, kind=k) for b, k in zip(blocks, kinds)]
+    set_metadata(model, form=form, policy=policy, blocks=new_blocks)
+    return infer_shapes(model)
+
+
+def _node(graph, name):
+    return next(node for node in graph.node if node.name == name)
+
+
+def _post_node(index, post, shortcut, out):
+    op = "Relu" if post == "relu" else "Identity"
+    return helper.make_node(op, [shortcut], [out], name=f"block{index}/skip")
+
+
+def _remove_residual(graph, index, post):
+    part = partition_block(graph, index)
+    n = block_names(index)
+    shortcut = _node(graph, n["add"]).input[0]
+    _drop_nodes(graph, set(part.residual))
+    graph.node.append(_post_node(index, post, shortcut, n["out"]))
+
+
+def _fix_gate_column(graph, index, value, batch):
+    n = block_names(index)
+    concat = _node(graph, n["gates_concat"])
+    graph.initializer.append(numpy_helper.from_array(np.full((batch, 1), value, np.float32), n["fixed"]))
+    concat.input[index] = n["fixed"]
+
+
+def _drop_nodes(graph, names):
+    keep = [node for node in graph.node if node.name not in names]
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _insert_mask(graph, index, post, batch, shapes):
+    n = block_names(index)
+    add = _node(graph, n["add"])
+    shape = f"block{index}/gate/mask_shape"
+    graph.initializer.append(numpy_helper.from_array(np.array([batch, 1, 1, 1], np.int64), shape))
+    mask = helper.make_node("Reshape", [n["value"], shape], [f"block{index}/gate/mask"], name=f"block{index}/gate/mask")
+    apply = helper.make_node("Mul", [add.input[1], mask.output[0]], [f"block{index}/gate/apply"], name=f"block{index}/gate/apply")
+    add.input[1] = apply.output[0]
+    graph.node.extend([mask, apply])
+
+
+def _wrap_in_if(graph, index, post, batch, shapes):
+    n = block_names(index)
+    part = partition_block(graph, index)
+    if part.gate_needs_residual:
+        raise CosineGateError(PAPER_CONDITIONAL)
+    inside = set(part.residual)
+    branch = [copy.deepcopy(node) for node in graph.node if node.name in inside]
+    produced = {out for node in branch for out in node.output}
+    read_outside = {t for node in graph.node if node.name not in inside for t in used_names(node)}
+    leaking = (produced & (read_outside | {o.name for o in graph.output})) - {n["out"]}
+    if leaking:
+        raise ValueError(f"block {index}: tensors {sorted(leaking)} of the residual branch are read outside it; cannot wrap it in an If")
+    then_out, else_out = f"block{index}/out_then", f"block{index}/out_else"
+    for node in branch:
+        node.output[:] = [then_out if o == n["out"] else o for o in node.output]
+    out_type = shapes[n["out"]]
+    then_graph = helper.make_graph(branch, f"block{index}/then", [], [helper.make_value_info(then_out, out_type)])
+    shortcut = _node(graph, n["add"]).input[0]
+    skip = _post_node(index, post, shortcut, else_out)
+    else_graph = helper.make_graph([skip], f"block{index}/else", [], [helper.make_value_info(else_out, out_type)])
+    cond_shape = f"block{index}/gate/cond_shape"
+    graph.initializer.append(numpy_helper.from_array(np.zeros((0,), np.int64), cond_shape))
+    cond = helper.make_node("Reshape", [n["decision"], cond_shape], [f"block{index}/gate/cond"], name=f"block{index}/gate/cond")
+    wrapped = helper.make_node("If", [cond.output[0]], [n["out"]], name=f"block{index}/if",
+                               then_branch=then_graph, else_branch=else_graph)
+    _drop_nodes(graph, inside)
+    graph.node.extend([cond, wrapped])

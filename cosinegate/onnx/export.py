@@ -1,0 +1,258 @@
+"""The flat twin: a CosineGateNet as an ONNX graph in which every block runs.
+
+The graph is written node by node from the trained weights (BatchNorm folded into
+the convolutions in numpy) instead of through torch.onnx.export, for two reasons:
+
+- stable, readable names (``block3/conv1``, ``block3/gate/logit``, ``block3/out``)
+  that the INT8 work keys Q/DQ insertion and TensorRT calibration caches on;
+  the exporter's names change with torch versions and module paths;
+- "conditionalize last": every graph pass (folding, quantization) runs on this
+  flat graph, and each dynamic block is wrapped into its ``If`` only at the end.
+  A ``torch.cond`` export puts the ``If`` in from the start; under ONNX Runtime
+  that loses the NCHWc layout optimization across each ``If`` boundary
+  (ResNet-20, batch 1, 1 thread: 1.45 ms conditional vs 0.62 ms dense).
+
+Every gated block computes its gate head from the block input and reports the
+decision in ``gates`` [N, blocks] (1 = the gate says run); in this twin the
+residual branch runs regardless. Anchor names that later passes rely on (keep
+them when inserting nodes): ``block{i}/add`` (inputs: shortcut, residual),
+``block{i}/out``, ``block{i}/gate/decision`` (bool [N, 1]) and
+``block{i}/gate/value`` (float [N, 1]).
+"""
+
+import json
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch.nn import functional as F
+
+from cosinegate.errors import CosineGateError
+
+DEFAULT_OPSET = 17  # highest opset TensorRT 8.5 (JetPack 5) parses; inside TensorRT 10.x's 9..20
+MIN_OPSET = 13  # Slice/ReduceSum/Pad with tensor inputs, Q/DQ with `axis`
+INPUT, LOGITS, GATES = "input", "logits", "gates"
+FORMAT = "cosinegate-onnx-v1"
+META_PREFIX = "cosinegate."
+GATE_RULES = {"predictive": "logit > 0", "paper": "sigmoid(logit) > 0.42"}
+
+
+def block_input(index):
+    return "stem/out" if index == 0 else f"block{index - 1}/out"
+
+
+def block_names(index):
+    """Anchor tensor and node names of block `index`."""
+    p = f"block{index}"
+    return {
+        "prefix": p + "/",
+        "input": block_input(index),
+        "shortcut": f"{p}/shortcut",
+        "add": f"{p}/add",
+        "out": f"{p}/out",
+        "logit": f"{p}/gate/logit",
+        "decision": f"{p}/gate/decision",
+        "value": f"{p}/gate/value",
+        "fixed": f"{p}/gate/fixed",
+        "gates_concat": "gates/concat",
+    }
+
+
+def check_opset(opset):
+    top = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= int(opset) <= top:
+        raise CosineGateError(
+            f"opset {opset} is not supported: use {MIN_OPSET}..{top} (default {DEFAULT_OPSET}: "
+            "TensorRT 8.5/JetPack 5 parses up to 17, TensorRT 10.x from 9 up to at least 20)."
+        )
+    return int(opset)
+
+
+def fold_batchnorm(weight, bn):
+    """Conv weight [O, I, k, k] and its BatchNorm -> (folded weight, bias), float32."""
+    w = weight.detach().double().numpy()
+    scale = bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
+    bias = bn.bias.detach().double().numpy() - bn.running_mean.detach().double().numpy() * scale
+    return (w * scale[:, None, None, None]).astype(np.float32), bias.astype(np.float32)
+
+
+def _array(t):
+    return t.detach().float().numpy().astype(np.float32)
+
+
+class GraphBuilder:
+    """Collects nodes and initializers; each node's output tensor carries the node's name."""
+
+    def __init__(self):
+        self.nodes, self.initializers = [], []
+
+    def const(self, name, value):
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op, name, inputs, output=None, **attrs):
+        output = output or name
+        self.nodes.append(helper.make_node(op, inputs, [output], name=name, **attrs))
+        return output
+
+    def conv(self, name, x, weight, bias, stride=1, output=None):
+        k = weight.shape[-1]
+        return self.node(
+            "Conv", name, [x, self.const(f"{name}/weight", weight), self.const(f"{name}/bias", bias)], output,
+            kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4,
+        )
+
+    def gemm(self, name, x, linear):
+        w, b = _array(linear.weight), _array(linear.bias)
+        return self.node("Gemm", name, [x, self.const(f"{name}/weight", w), self.const(f"{name}/bias", b)], transB=1)
+
+
+def build_flat_graph(model, batch=1, opset=DEFAULT_OPSET):
+    """The flat twin of an eval-mode CosineGateNet as an unchecked onnx.ModelProto."""
+    opset = check_opset(opset)
+    if batch < 1:
+        raise CosineGateError(f"--batch must be at least 1, got {batch}.")
+    spec, g = model.spec, GraphBuilder()
+    w, b = fold_batchnorm(model.stem[0].weight, model.stem[1])
+    x = g.node("Relu", "stem/relu", [g.conv("stem/conv", INPUT, w, b)], "stem/out")
+    gate_values, blocks = [], []
+    for index, block in enumerate(model.blocks):
+        x, value, kind = _block(g, index, block, model.mode, batch)
+        gate_values.append(value)
+        blocks.append({"kind": kind, "post": "relu" if block.relu_after_add else "none"})
+    pooled = g.node("Flatten", "head/flatten", [g.node("GlobalAveragePool", "head/pool", [x])], axis=1)
+    g.node("Gemm", "head/fc", [pooled, g.const("head/fc/weight", _array(model.fc.weight)),
+                               g.const("head/fc/bias", _array(model.fc.bias))], LOGITS, transB=1)
+    g.node("Concat", "gates/concat", gate_values, GATES, axis=1)
+    size = spec.image_size
+    graph = helper.make_graph(
+        g.nodes, f"cosinegate_{model.backbone}_{model.mode}",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [batch, spec.in_channels, size, size])],
+        [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, [batch, model.num_classes]),
+         helper.make_tensor_value_info(GATES, TensorProto.FLOAT, [batch, len(model.blocks)])],
+        g.initializers,
+    )
+    opsets = [helper.make_opsetid("", opset)]
+    onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="cosinegate")
+    # the lowest IR version for the opset (IR 8 for opset 17): older parsers (TensorRT 8.5) refuse newer IR
+    onnx_model.ir_version = helper.find_min_ir_version_for(opsets)
+    set_metadata(onnx_model, format=FORMAT, form="flat", policy="none", mode=model.mode, backbone=model.backbone,
+                 blocks=blocks, batch=batch)
+    return onnx_model
+
+
+def _block(g, index, block, mode, batch):
+    """Emit block `index`; return (output tensor, gates column tensor, kind)."""
+    n = block_names(index)
+    x, spec = n["input"], block.spec
+    s = _shortcut(g, index, block, x)
+    if block.dropped:
+        _post(g, index, block, s, n["out"])
+        return n["out"], g.const(n["fixed"], np.zeros((batch, 1), np.float32)), "dropped"
+    conv1, bn1, _, conv2, bn2 = block.residual
+    h = g.node("Relu", f"block{index}/relu1", [g.conv(f"block{index}/conv1", x, *fold_batchnorm(conv1.weight, bn1), spec.stride)])
+    f = g.conv(f"block{index}/conv2", h, *fold_batchnorm(conv2.weight, bn2))
+    if block.gate is None:
+        value, kind = g.const(n["fixed"], np.ones((batch, 1), np.float32)), "dense"
+    else:
+        logit = _predictive_logit(g, index, block.gate, x) if mode == "predictive" else _paper_logit(g, index, block.gate, x, s, f)
+        decision = _decide(g, index, block.gate, logit, mode)
+        value, kind = g.node("Cast", n["value"], [decision], to=TensorProto.FLOAT), "gated"
+    _post(g, index, block, g.node("Add", n["add"], [s, f]), n["out"])
+    return n["out"], value, kind
+
+
+def _post(g, index, block, y, out):
+    if block.relu_after_add:
+        g.node("Relu", f"block{index}/relu", [y], out)
+    else:
+        g.node("Identity", f"block{index}/identity", [y], out)
+
+
+def _shortcut(g, index, block, x):
+    spec = block.spec
+    if not spec.changes_shape:
+        return x
+    name = f"block{index}/shortcut"
+    if isinstance(block.shortcut, torch.nn.Sequential):  # option B: 1x1 projection + BN
+        return g.conv(f"{name}/conv", x, *fold_batchnorm(block.shortcut[0].weight, block.shortcut[1]), spec.stride, output=name)
+    sub = x
+    if block.shortcut.stride > 1:
+        big = np.iinfo(np.int64).max
+        sub = g.node("Slice", f"{name}/slice", [
+            x, g.const(f"{name}/slice/starts", np.array([0, 0], np.int64)), g.const(f"{name}/slice/ends", np.array([big, big], np.int64)),
+            g.const(f"{name}/slice/axes", np.array([2, 3], np.int64)), g.const(f"{name}/slice/steps", np.array([spec.stride] * 2, np.int64)),
+        ])
+    pad = block.shortcut.pad
+    return g.node("Pad", f"{name}/pad", [sub, g.const(f"{name}/pad/pads", np.array([0, pad, 0, 0, 0, pad, 0, 0], np.int64))],
+                  output=name, mode="constant")
+
+
+def _pooled(g, index, x):
+    return g.node("Flatten", f"block{index}/gate/flatten", [g.node("GlobalAveragePool", f"block{index}/gate/pool", [x])], axis=1)
+
+
+def _predictive_logit(g, index, gate, x):
+    """logit = softplus(a) * (softplus(cir_head(h)) - t) + control_head(h), h = ReLU(W1 avgpool(x))."""
+    p = f"block{index}/gate"
+    h = g.node("Relu", f"{p}/relu", [g.gemm(f"{p}/fc", _pooled(g, index, x), gate.hidden)])
+    cir = g.node("Softplus", f"{p}/cir", [g.gemm(f"{p}/cir_fc", h, gate.cir_head)])
+    offset = g.const(f"{p}/cir_offset", _array(gate.cir_offset))
+    slope = g.const(f"{p}/cir_slope", _array(F.softplus(gate.cir_slope)))
+    scaled = g.node("Mul", f"{p}/cir_scaled", [g.node("Sub", f"{p}/cir_centered", [cir, offset]), slope])
+    return g.node("Add", f"{p}/logit", [scaled, g.gemm(f"{p}/control", h, gate.control_head)])
+
+
+def _paper_logit(g, index, gate, x, s, f):
+    """logit = alpha * (CIR(s, f) + MLP(avgpool(x))); CIR = 1 - cos(vec s, vec f)."""
+    p = f"block{index}/gate"
+    h = _pooled(g, index, x)
+    for i, layer in ((1, 0), (2, 2)):
+        h = g.node("Relu", f"{p}/relu{i}", [g.gemm(f"{p}/fc{i}", h, gate.controller[layer])])
+    control = g.gemm(f"{p}/fc3", h, gate.controller[4])
+    axes = g.const(f"{p}/cir/axes", np.array([1], np.int64))
+    eps = g.const(f"{p}/cir/eps", np.array(1e-8, np.float32))
+    vs = g.node("Flatten", f"{p}/cir/flat_shortcut", [s], axis=1)
+    vf = g.node("Flatten", f"{p}/cir/flat_residual", [f], axis=1)
+
+    def norm(v, tag):
+        sq = g.node("ReduceSum", f"{p}/cir/{tag}_sq", [g.node("Mul", f"{p}/cir/{tag}_sq_elem", [v, v]), axes], keepdims=1)
+        return g.node("Max", f"{p}/cir/{tag}_norm", [g.node("Sqrt", f"{p}/cir/{tag}_sqrt", [sq]), eps])
+
+    dot = g.node("ReduceSum", f"{p}/cir/dot", [g.node("Mul", f"{p}/cir/dot_elem", [vs, vf]), axes], keepdims=1)
+    denom = g.node("Mul", f"{p}/cir/denom", [norm(vs, "shortcut"), norm(vf, "residual")])
+    cos = g.node("Div", f"{p}/cir/cos", [dot, denom])
+    cir = g.node("Sub", f"{p}/cir", [g.const(f"{p}/cir/one", np.array(1.0, np.float32)), cos])
+    alpha = g.const(f"{p}/alpha", _array(gate.alpha))
+    return g.node("Mul", f"{p}/logit", [g.node("Add", f"{p}/logit_sum", [cir, control]), alpha])
+
+
+def _decide(g, index, gate, logit, mode):
+    n = block_names(index)
+    if mode == "paper":
+        prob = g.node("Sigmoid", f"block{index}/gate/prob", [logit])
+        threshold = g.const(f"block{index}/gate/threshold", np.array(gate.threshold, np.float32))
+        return g.node("Greater", n["decision"], [prob, threshold])
+    return g.node("Greater", n["decision"], [logit, g.const(f"block{index}/gate/zero", np.array(0.0, np.float32))])
+
+
+def set_metadata(model, **values):
+    """Store toolkit metadata (JSON values) as `cosinegate.<key>` metadata_props."""
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({META_PREFIX + k: json.dumps(v) for k, v in values.items()})
+    del model.metadata_props[:]
+    for key in sorted(props):
+        model.metadata_props.add(key=key, value=props[key])
+
+
+def get_metadata(model):
+    """The toolkit metadata of a model as a dict (empty for foreign graphs)."""
+    out = {}
+    for p in model.metadata_props:
+        if p.key.startswith(META_PREFIX):
+            try:
+                out[p.key[len(META_PREFIX):]] = json.loads(p.value)
+            except ValueError:
+                continue
+    return out

@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Export a CosineGate checkpoint to ONNX (plus a <out>.json manifest).
+
+    python deploy/export_onnx.py --checkpoint runs/balanced/best.pt --out model.onnx
+    python deploy/export_onnx.py --checkpoint CKPT --out masked.onnx --form masked --batch 32
+    python deploy/export_onnx.py --checkpoint CKPT --out flat.onnx --form flat
+
+Forms: `conditional` (default; batch 1; one ONNX If per dynamic block, so a skipped
+block is not computed), `masked` (any batch; every block computed, selected per
+sample; the only form for paper-mode gates and for batches > 1, since a TensorRT
+conditional takes one scalar condition), `flat` (every block runs; the twin for
+graph passes and quantization). Outputs: `logits` [N, classes] and `gates`
+[N, blocks] (1 = block executed). Input `input` [N, 3, 32, 32], normalized like
+cosinegate.data.augment.to_tensor.
+
+Policy (conditional and masked): `auto` (default) uses held-out skip rates (the
+checkpoint's, or --skip-rates FILE): always-skipped blocks (>= 99.5%) are removed,
+always-run blocks (<= 0.5%) are plain, only dynamic blocks are gated.
+`conditional-all` gates every gated block.
+
+Opset: default 17, accepted by TensorRT 8.5 (JetPack 5, max 17) and TensorRT 10.x
+(JetPack 6, opsets 9-20).
+"""
+
+import argparse
+
+import _bootstrap  # noqa: F401
+
+
+def parse_args(argv=None):
+    from cosinegate.onnx import DEFAULT_OPSET
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint written by train/train.py (best.pt or last.pt)")
+    parser.add_argument("--out", required=True, help="ONNX file to write; the manifest goes to <out>.json")
+    parser.add_argument("--form", default="conditional", help="conditional | masked | flat")
+    parser.add_argument("--batch", type=int, default=1, help="static batch size (conditional: 1 only)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--policy", default="auto", help="auto | conditional-all")
+    parser.add_argument("--skip-rates", help="JSON list of per-block skip rates, or a train/evaluate.py JSON report")
+    return parser.parse_args(argv)
+
+
+def read_skip_rates(path):
+    from cosinegate.artifacts import read_json
+    from cosinegate.errors import CosineGateError
+
+    data = read_json(path, "skip-rates file")
+    rates = data.get("skip_rates") if isinstance(data, dict) else data
+    if not isinstance(rates, list) or not all(isinstance(r, (int, float)) and 0.0 <= r <= 1.0 for r in rates):
+        raise CosineGateError(f"{path} holds no skip rates: give a JSON list of numbers in [0, 1] or an object with 'skip_rates'.")
+    return rates
+
+
+def main(argv=None):
+    from cosinegate.onnx import export_checkpoint
+
+    args = parse_args(argv)
+    skip_rates = read_skip_rates(args.skip_rates) if args.skip_rates else None
+    manifest = export_checkpoint(args.checkpoint, args.out, args.form, args.batch, args.opset, args.policy, skip_rates)
+    kinds = ", ".join(f"{b['block']}:{b['kind']}" for b in manifest["blocks"])
+    print(f"wrote {args.out} ({manifest['form']}, policy {manifest['policy']}, opset {manifest['opset']}, "
+          f"batch {manifest['batch']}, {manifest['num_if']} If) and {args.out}.json")
+    print(f"blocks: {kinds}")
+
+
+if __name__ == "__main__":
+    from cosinegate.cli import run_main
+
+    run_main(main)

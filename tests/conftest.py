@@ -1,0 +1,182 @@
+"""Shared fixtures for the CosineGate tests.
+
+Tiny data (a fake cifar-10-batches-py folder, a Pillow image tree), a tiny trained
+checkpoint (session scope, trained once in-process), the real CIFAR-10 folder
+(skipped with a reason when absent) and `run_script`, which runs a command script
+in a subprocess with this interpreter (the venv's python).
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PYTHON = sys.executable
+REAL_CIFAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg"
+requires_real_cifar = pytest.mark.skipif(
+    not (REAL_CIFAR / "train").is_dir() or not (REAL_CIFAR / "test").is_dir(),
+    reason=f"real CIFAR-10 image folder not found at {REAL_CIFAR} (../shared/data/cifar10-jpeg is provided on CI machines only)",
+)
+
+# fake cifar10: 5 data batches of this many images + a test batch
+FAKE_PER_BATCH = 60
+FAKE_TEST = 100
+FAKE_CLASSES = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]
+
+
+def script_env(**extra):
+    """Environment for a subprocess: quiet, 1 intra-op thread per process, the session cache."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_script(path, *args, timeout=300, env=None, **kwargs):
+    """Run `python path args...` from the repository root; return the CompletedProcess (text output)."""
+    return subprocess.run(
+        [PYTHON, str(ROOT / path), *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or script_env(),
+        **kwargs,
+    )
+
+
+def write_fake_cifar10(root, per_batch=FAKE_PER_BATCH, test=FAKE_TEST, seed=5):
+    """Write ROOT/cifar-10-batches-py in the real format (pickled dicts with bytes keys, CHW rows).
+
+    The images are synthetic shapes (learnable); returns the arrays written as
+    {"train": (images [N,32,32,3], labels), "test": (...)} for comparison.
+    """
+    from cosinegate.data.synthetic import generate
+
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels = generate(5 * per_batch + test, seed)
+    written = {"train": (images[: 5 * per_batch], labels[: 5 * per_batch]), "test": (images[5 * per_batch :], labels[5 * per_batch :])}
+
+    def dump(name, imgs, labs, batch_label):
+        rows = imgs.transpose(0, 3, 1, 2).reshape(len(imgs), 3072)  # R plane, G plane, B plane
+        entry = {
+            b"batch_label": batch_label.encode(),
+            b"labels": [int(v) for v in labs],
+            b"data": np.ascontiguousarray(rows, dtype=np.uint8),
+            b"filenames": [f"img_{i}.png".encode() for i in range(len(labs))],
+        }
+        with open(folder / name, "wb") as handle:
+            pickle.dump(entry, handle, protocol=2)
+
+    for i in range(5):
+        sl = slice(i * per_batch, (i + 1) * per_batch)
+        dump(f"data_batch_{i + 1}", images[sl], labels[sl], f"training batch {i + 1} of 5")
+    dump("test_batch", *written["test"], "testing batch 1 of 1")
+    meta = {b"label_names": [c.encode() for c in FAKE_CLASSES], b"num_cases_per_batch": per_batch, b"num_vis": 3072}
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump(meta, handle, protocol=2)
+    return written
+
+
+def write_image_tree(root, classes=("ant", "bee", "cat"), train_per_class=4, test_per_class=2, seed=0):
+    """ROOT/{train,test}/<class>/NNN.png (lossless) plus one .jpg per class; returns {relpath: array}."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for cls in classes:
+            folder = Path(root) / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                if i:  # png: random pixels (lossless)
+                    array, name = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), f"{i:03d}.png"
+                else:  # jpg: a flat colour, which survives JPEG almost exactly
+                    array, name = np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (32, 32, 3)).copy(), f"{i:03d}.jpg"
+                Image.fromarray(array).save(folder / name, quality=95)
+                arrays[f"{split}/{cls}/{name}"] = array
+    return arrays
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Point the image-folder cache at a temporary directory for the whole session.
+
+    The user's own cache location is kept in USER_CACHE for the real-CIFAR smoke test.
+    """
+    global USER_CACHE
+    from cosinegate.data.imagefolder import cache_dir
+
+    USER_CACHE = cache_dir()
+    old = os.environ.get("COSINEGATE_CACHE")
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["COSINEGATE_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("COSINEGATE_CACHE", None)
+    else:
+        os.environ["COSINEGATE_CACHE"] = old
+
+
+USER_CACHE = None
+
+
+@pytest.fixture(scope="session")
+def fake_cifar(tmp_path_factory):
+    """(root, written arrays) of a tiny fake cifar-10-batches-py folder (300 train, 100 test)."""
+    root = tmp_path_factory.mktemp("cifar")
+    return root, write_fake_cifar10(root)
+
+
+@pytest.fixture(scope="session")
+def fake_cifar_root(fake_cifar):
+    return fake_cifar[0]
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    root = tmp_path / "images"
+    return root, write_image_tree(root)
+
+
+def tiny_config(data_root, mode="predictive", epochs=1, **gate):
+    """A quick config on the fake cifar10 folder."""
+    from cosinegate.config import load_config, validate
+
+    config = load_config("balanced")
+    config["model"]["mode"] = mode
+    config["data"].update(source="cifar10", root=str(data_root))
+    config["optim"].update(epochs=epochs, batch_size=64)
+    config["gate"].update(gate)
+    return validate(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, fake_cifar_root):
+    """A predictive ResNet-20 trained for 2 epochs on the fake cifar10 (in-process); returns its run folder."""
+    import torch
+
+    from cosinegate.training.loop import train
+
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    threads = torch.get_num_threads()
+    try:
+        train(tiny_config(fake_cifar_root, epochs=2), out, "cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_run):
+    return tiny_run / "last.pt"

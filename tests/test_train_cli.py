@@ -1,0 +1,169 @@
+"""The command scripts: every bad input gets exit 2 and one `error:` line (no traceback, no half-written file);
+`train/evaluate.py --json` writes the report."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import run_script, write_image_tree
+from cosinegate.training.checkpoint import load_checkpoint
+
+REQUIRED = {
+    "mode", "backbone", "top1", "dense_macs", "executed_macs", "real_savings", "nominal_savings",
+    "skip_rates", "num_images", "block_classes", "static_savings", "dynamic_savings",
+}
+
+
+def assert_user_error(result, *fragments):
+    """Exit 2, exactly one stderr line starting with `error:` that names each fragment, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stdout[-1500:], result.stderr[-1500:])
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
+
+
+def assert_no_run_files(out):
+    if out.exists():
+        names = [p.name for p in out.iterdir()]
+        assert "last.pt" not in names and "best.pt" not in names and "summary.json" not in names, names
+        assert not [n for n in names if n.endswith(".tmp")], names
+
+
+# ---- train/train.py ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--backbone", "resnet99"], ["unknown backbone 'resnet99'", "--backbone resnet20"]),
+        (["--mode", "fast"], ["unknown gate mode 'fast'", "predictive"]),
+        (["--config", "fastest"], ["unknown config or preset 'fastest'", "balanced", "--config"]),
+        (["--drop-blocks", "12", "--data", "cifar10", "--data-root", "{fake}"], ["out of range", "0-based"]),
+        (["--data", "imagefolder"], ["needs --data-root"]),
+    ],
+)
+def test_train_bad_choices(tmp_path, fake_cifar_root, args, fragments):
+    out = tmp_path / "run"
+    args = [str(fake_cifar_root) if a == "{fake}" else a for a in args]
+    assert_user_error(run_script("train/train.py", *args, "--epochs", "1", "--no-progress", "--out", out), *fragments)
+    assert_no_run_files(out)
+
+
+def _imagefolder_train(root, out):
+    return run_script("train/train.py", "--data", "imagefolder", "--data-root", root, "--epochs", "1", "--no-progress", "--out", out)
+
+
+def test_train_data_root_wrong_layout(tmp_path):
+    root = tmp_path / "flat"
+    root.mkdir()
+    (root / "cat.jpg").write_bytes(b"")
+    out = tmp_path / "run"
+    assert_user_error(_imagefolder_train(root, out), "no train/ folder", "ROOT/train/<class>/")
+    assert_no_run_files(out)
+    missing = _imagefolder_train(tmp_path / "nowhere", out)
+    assert_user_error(missing, "does not exist", "--data-root")
+
+
+def test_train_data_root_without_images(tmp_path):
+    root = tmp_path / "empty"
+    for split in ("train", "test"):
+        (root / split / "cat").mkdir(parents=True)
+        (root / split / "cat" / "notes.txt").write_text("no images here")
+    out = tmp_path / "run"
+    assert_user_error(_imagefolder_train(root, out), "no images under", "*.jpg")
+    assert_no_run_files(out)
+
+
+def test_train_class_folder_mismatch(tmp_path):
+    root = tmp_path / "images"
+    write_image_tree(root, classes=("ant", "bee"), train_per_class=2, test_per_class=1)
+    shutil.rmtree(root / "test" / "bee")
+    out = tmp_path / "run"
+    assert_user_error(_imagefolder_train(root, out), "class folders differ", "only in train: ['bee']", "same class folders")
+    assert_no_run_files(out)
+
+
+def test_train_nan_loss(tmp_path, fake_cifar_root):
+    out = tmp_path / "run"
+    result = run_script(
+        "train/train.py", "--data", "cifar10", "--data-root", fake_cifar_root, "--epochs", "1", "--batch-size", "32",
+        "--lr", "1e30", "--no-progress", "--out", out,
+    )
+    line = assert_user_error(result, "loss became", "lower optim.lr")
+    assert "nan" in line.lower() or "inf" in line.lower()
+    assert_no_run_files(out)
+
+
+def test_train_nan_loss_keeps_previous_checkpoint(tmp_path, tiny_run):
+    """A NaN in a resumed run leaves the previous last.pt untouched (byte for byte)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    state = load_checkpoint(run / "last.pt")
+    state["config"]["optim"]["epochs"] = 3  # one more epoch to train
+    state["config"]["optim"]["lr"] = 1e30  # ... which blows up
+    torch.save(state, run / "last.pt")
+    before = (run / "last.pt").read_bytes()
+    c = state["config"]
+    result = run_script(
+        "train/train.py", "--config", "balanced", "--data", "cifar10", "--data-root", c["data"]["root"], "--mode", "predictive",
+        "--epochs", "3", "--batch-size", "64", "--lr", "1e30", "--no-progress", "--out", run, "--resume",
+    )
+    assert_user_error(result, "loss became", "--resume")
+    assert (run / "last.pt").read_bytes() == before
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---- train/evaluate.py ---------------------------------------------------------------------------------
+
+
+def test_evaluate_json(tmp_path, tiny_checkpoint):
+    out = tmp_path / "eval.json"
+    result = run_script("train/evaluate.py", "--checkpoint", tiny_checkpoint, "--subset", "50", "--json", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert REQUIRED <= set(rep)
+    assert rep["mode"] == "predictive" and rep["backbone"] == "resnet20" and rep["num_images"] == 50
+    assert 0 <= rep["top1"] <= 1 and 0 <= rep["nominal_savings"] <= 1
+    assert rep["dense_macs"] == 40_551_040 and len(rep["skip_rates"]) == 9
+    assert rep["real_savings"] == pytest.approx(1 - rep["executed_macs"] / rep["dense_macs"])
+    assert "real savings" in result.stdout and "nominal" in result.stdout and "dense MACs" in result.stdout
+
+
+def test_evaluate_missing_checkpoint(tmp_path):
+    out = tmp_path / "eval.json"
+    result = run_script("train/evaluate.py", "--checkpoint", tmp_path / "nope.pt", "--json", out)
+    assert_user_error(result, "nope.pt not found", "train/train.py")
+    assert not out.exists()
+
+
+def test_evaluate_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"\x00\x13garbage bytes, not a checkpoint" * 10)
+    out = tmp_path / "eval.json"
+    assert_user_error(run_script("train/evaluate.py", "--checkpoint", bad, "--json", out), "corrupt or unreadable", "retrain or restore")
+    assert not out.exists()
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    assert_user_error(run_script("train/evaluate.py", "--checkpoint", foreign), "not a CosineGate checkpoint")
+
+
+def test_evaluate_backbone_mismatch(tmp_path, tiny_checkpoint):
+    out = tmp_path / "eval.json"
+    result = run_script("train/evaluate.py", "--checkpoint", tiny_checkpoint, "--backbone", "resnet56", "--json", out)
+    assert_user_error(result, "holds a resnet20 but --backbone resnet56", "drop --backbone")
+    assert not out.exists()
+
+
+def test_evaluate_wrong_data(tmp_path, tiny_checkpoint):
+    root = tmp_path / "images"
+    write_image_tree(root, classes=("ant", "bee", "cat"), train_per_class=1, test_per_class=1)
+    out = tmp_path / "eval.json"
+    result = run_script("train/evaluate.py", "--checkpoint", tiny_checkpoint, "--data", "imagefolder", "--data-root", root, "--json", out)
+    assert_user_error(result, "3 classes", "trained on 10")
+    assert not out.exists()

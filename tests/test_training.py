@@ -1,0 +1,182 @@
+"""Training: presets, schedules, run artifacts, deterministic resume after kill -9, DDP on CPU (gloo)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, run_script, script_env
+from cosinegate.config import DEFAULTS, load_config, merge, preset_names, validate
+from cosinegate.errors import CosineGateError
+from cosinegate.training import schedules
+from cosinegate.training.checkpoint import load_checkpoint, model_from_checkpoint
+
+# ---- configs -----------------------------------------------------------------------------------------
+
+
+def test_presets():
+    assert {"paper", "aggressive", "balanced", "conservative", "dense"} <= set(preset_names())
+    targets = {}
+    for name in ("aggressive", "balanced", "conservative"):
+        config = validate(load_config(name))
+        assert config["model"]["mode"] == "predictive" and config["name"] == name
+        targets[name] = config["gate"]["target"]
+    assert targets["aggressive"] < targets["balanced"] < targets["conservative"]
+    assert validate(load_config("dense"))["model"]["mode"] == "none"
+
+
+def test_paper_preset_is_the_authors_recipe():
+    c = validate(load_config("paper"))
+    assert c["model"] == {**c["model"], "backbone": "paper8", "mode": "paper"}
+    o = c["optim"]
+    assert (o["lr"], o["momentum"], o["weight_decay"], o["batch_size"]) == (0.1, 0.9, 5e-4, 128)
+    assert (o["schedule"], o["t0"], o["t_mult"], o["grad_clip"]) == ("cosine_restarts", 50, 2, 1.0)
+    g = c["gate"]
+    assert (g["penalty"], g["target"], g["ramp_epochs"], g["consistency_weight"]) == (2.5, 0.72, 40, 0.05)
+    assert g["budget"] == "batch" and g["paper_exact"] is False and c["data"]["augment"] is True
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(CosineGateError, match="unknown config or preset 'fastest'.*balanced"):
+        load_config("fastest")
+    with pytest.raises(CosineGateError, match="unknown key 'lrr'"):
+        merge(DEFAULTS, {"optim": {"lrr": 1}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {backbone: [unclosed\n")
+    with pytest.raises(CosineGateError, match="not valid YAML"):
+        load_config(str(bad))
+    config = load_config("balanced")
+    config["gate"]["budget"] = "monthly"
+    with pytest.raises(CosineGateError, match="gate.budget.*batch, sample, difficulty"):
+        validate(config)
+
+
+def test_warm_restarts_schedule():
+    optim = {"lr": 0.1, "epochs": 160, "schedule": "cosine_restarts", "t0": 50, "t_mult": 2}
+    assert schedules.learning_rate(optim, 0) == pytest.approx(0.1)
+    assert schedules.learning_rate(optim, 25) == pytest.approx(0.05)
+    assert schedules.learning_rate(optim, 49.999) < 1e-4
+    assert schedules.learning_rate(optim, 50) == pytest.approx(0.1)  # restart
+    assert schedules.learning_rate(optim, 100) == pytest.approx(0.05)  # second period is 100 epochs
+    assert schedules.learning_rate(optim, 150) == pytest.approx(0.1)
+
+
+# ---- one in-process run (session fixture) --------------------------------------------------------------
+
+
+def test_run_artifacts(tiny_run):
+    names = {p.name for p in tiny_run.iterdir()}
+    assert {"last.pt", "best.pt", "metrics.jsonl", "summary.json", "training.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    lines = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    for key in ("train_loss", "train_top1", "train_compute_ratio", "temperature", "penalty_weight", "val_top1", "val_skip_rates"):
+        assert key in lines[0], key
+    assert len(lines[0]["val_skip_rates"]) == 9 and 0 < lines[1]["train_compute_ratio"] <= 1
+    assert lines[1]["temperature"] < lines[0]["temperature"]
+    state = load_checkpoint(tiny_run / "last.pt")
+    for key in ("model", "optimizer", "scheduler", "rng", "config", "epoch"):
+        assert key in state, key
+    assert state["epoch"] == 1 and state["config"]["model"]["mode"] == "predictive"
+    assert {"torch", "numpy", "python"} <= set(state["rng"])
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["final"]["num_images"] == 100  # the test split
+    best = summary["best_by_held_out"]
+    # selection on the held-out split of the training data: its val_top1 is the best of the epochs' val_top1
+    assert best["val_top1"] == max(m["val_top1"] for m in lines)
+    assert best["epoch"] == max(lines, key=lambda m: m["val_top1"])["epoch"]
+    assert summary["train_images"] == 270  # 300 minus the 10% held-out split
+
+
+def test_checkpoint_roundtrip(tiny_checkpoint):
+    model, state = model_from_checkpoint(tiny_checkpoint)
+    assert not model.training and model.backbone == "resnet20" and model.mode == "predictive"
+    with pytest.raises(CosineGateError, match="holds a resnet20 but --backbone paper8"):
+        model_from_checkpoint(tiny_checkpoint, "paper8")
+
+
+# ---- deterministic resume (subprocess, kill -9) ----------------------------------------------------------
+
+
+def _train_cmd(data_root, out, *extra):
+    return [
+        sys.executable, str(ROOT / "train/train.py"), "--config", "balanced", "--data", "cifar10", "--data-root", str(data_root),
+        "--epochs", "3", "--batch-size", "64", "--seed", "1", "--no-progress", "--out", str(out), *extra,
+    ]
+
+
+def test_resume_after_kill_is_bitwise_identical(tmp_path, fake_cifar_root):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    env = script_env()
+    uninterrupted = subprocess.Popen(_train_cmd(fake_cifar_root, full), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    victim = subprocess.Popen(_train_cmd(fake_cifar_root, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        metrics = killed / "metrics.jsonl"
+        while time.time() < deadline and victim.poll() is None:
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 1 and (killed / "last.pt").is_file():
+                break
+            time.sleep(0.01)
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(30) == -signal.SIGKILL, "the run finished before it could be killed"
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert load_checkpoint(killed / "last.pt")["epoch"] < 2
+    assert not (killed / "summary.json").exists()
+    out, _ = uninterrupted.communicate(timeout=240)
+    assert uninterrupted.returncode == 0, out.decode()[-2000:]
+
+    resumed = subprocess.run(_train_cmd(fake_cifar_root, killed, "--resume"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = load_checkpoint(full / "last.pt"), load_checkpoint(killed / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for pid, sa in a["optimizer"]["state"].items():
+        assert torch.equal(sa["momentum_buffer"], b["optimizer"]["state"][pid]["momentum_buffer"])
+    la = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    lb = {json.loads(x)["epoch"]: json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()}
+    assert [m["train_loss"] for m in la] == [lb[e]["train_loss"] for e in (1, 2, 3)]
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (full, killed))
+    assert sa["final"]["top1"] == sb["final"]["top1"] and sa["final"]["skip_rates"] == sb["final"]["skip_rates"]
+
+    # resuming with another config is refused; a second run into the same folder without --resume too
+    other = run_script("train/train.py", *_train_cmd(fake_cifar_root, killed, "--resume", "--lr", "0.05")[2:])
+    assert other.returncode == 2 and "another config" in other.stderr and "Traceback" not in other.stderr
+    again = run_script("train/train.py", *_train_cmd(fake_cifar_root, killed)[2:])
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
+    assert torch.equal(load_checkpoint(killed / "last.pt")["model"]["fc.weight"], b["model"]["fc.weight"])
+
+
+def test_resume_without_a_run(tmp_path, fake_cifar_root):
+    result = run_script("train/train.py", *_train_cmd(fake_cifar_root, tmp_path / "none", "--resume")[2:])
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "does not exist" in result.stderr and "without --resume" in result.stderr
+
+
+# ---- DDP ---------------------------------------------------------------------------------------------------
+
+
+def test_ddp_two_processes_gloo(tmp_path, fake_cifar_root):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "train/train.py"),
+        "--config", "balanced", "--data", "cifar10", "--data-root", str(fake_cifar_root), "--epochs", "1",
+        "--batch-size", "64", "--device", "cpu", "--no-progress", "--out", str(out),
+    ]
+    env = script_env(OMP_NUM_THREADS=1)
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_images"] == 270 and summary["final"]["num_images"] == 100
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1  # written by rank 0 only
+    state = load_checkpoint(out / "last.pt")
+    assert not any(k.startswith("module.") for k in state["model"])  # the unwrapped model is saved
+    assert result.stdout.count("wrote ") == 1

@@ -1,0 +1,150 @@
+"""trtexec command lines for every target x precision, and their version-dependent flags."""
+
+import shlex
+
+import pytest
+
+from cosinegate.errors import CosineGateError
+from cosinegate.trt.targets import DEFAULT_TARGETS_DIR, list_targets, load_target
+from cosinegate.trt.trtexec import shell_line, trtexec_command
+
+GATES = ["/gate1/fc/Gemm", "/gate2/*"]
+BUILDS = ["fp32", "fp16", "int8-qdq", "int8-cache"]
+
+
+def _build(profile, build, version, **kwargs):
+    precision, _, int8_path = build.partition("-")
+    return trtexec_command(
+        profile, "model.onnx", "model.engine", precision, int8_path or None,
+        calib_cache="calib.cache", trt_version=version, fp32_layers=GATES, **kwargs,
+    )
+
+
+def _cases():
+    for name in list_targets():
+        for release in load_target(name).tensorrt:
+            for build in BUILDS:
+                yield name, str(release.version), build
+
+
+@pytest.mark.parametrize("name, version, build", list(_cases()))
+def test_every_target_release_and_precision(name, version, build):
+    profile = load_target(name)
+    args = _build(profile, build, version)
+    strong = profile.release_for(version).version.supports_strongly_typed
+    assert args[:3] == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine"]
+    assert f"--memPoolSize=workspace:{profile.default_workspace_mib}" in args
+    assert not any(a.startswith("--useDLACore") for a in args)
+    pins = "--layerPrecisions=/gate1/fc/Gemm:fp32,/gate2/*:fp32"
+    if build == "fp32":
+        assert not {"--fp16", "--int8", "--stronglyTyped"} & set(args)
+        assert pins not in args
+    elif build == "fp16":
+        assert "--fp16" in args and "--int8" not in args
+        assert "--precisionConstraints=obey" in args and pins in args
+        assert "--layerOutputTypes=/gate1/fc/Gemm:fp32,/gate2/*:fp32" in args
+    elif build == "int8-qdq":
+        if strong:
+            assert "--stronglyTyped" in args
+            assert not {"--fp16", "--int8"} & set(args)
+            assert not any(a.startswith("--precisionConstraints") for a in args)
+        else:
+            assert "--stronglyTyped" not in args
+            assert "--int8" in args and "--fp16" in args and pins in args
+        assert not any(a.startswith("--calib") for a in args)
+    else:
+        assert "--int8" in args and "--fp16" in args and "--calib=calib.cache" in args
+        assert "--stronglyTyped" not in args and pins in args
+
+
+def test_tensorrt_8_5_qdq_has_no_strongly_typed_flag():
+    args = _build(load_target("jetson-xavier-nx"), "int8-qdq", "8.5.2")
+    assert "--stronglyTyped" not in args
+    assert args[3:5] == ["--int8", "--fp16"]
+
+
+def test_default_version_is_the_targets_newest():
+    args = trtexec_command(load_target("jetson-orin"), "m.onnx", "m.engine", "int8", "qdq")
+    assert "--stronglyTyped" in args
+
+
+def test_default_int8_path_comes_from_the_profile():
+    args = trtexec_command(load_target("jetson-orin"), "m.onnx", "m.engine", "int8", trt_version="8.6.2")
+    assert "--int8" in args and not any(a.startswith("--calib") for a in args)
+
+
+def test_dla_flags_and_checks():
+    orin, nano = load_target("jetson-orin"), load_target("jetson-orin-nano")
+    args = trtexec_command(orin, "m.onnx", "m.engine", "fp16", dla_core=1, trt_version="8.5.2")
+    assert args[-3:-1] == ["--useDLACore=1", "--allowGPUFallback"]
+    with pytest.raises(CosineGateError, match="no DLA"):
+        trtexec_command(nano, "m.onnx", "m.engine", "fp16", dla_core=0)
+    with pytest.raises(CosineGateError, match="use a core from 0 to 1"):
+        trtexec_command(orin, "m.onnx", "m.engine", "fp16", dla_core=2)
+    with pytest.raises(CosineGateError, match="DLA runs fp16 or int8 only"):
+        trtexec_command(orin, "m.onnx", "m.engine", "fp32", dla_core=0)
+
+
+def test_workspace_timing_cache_shapes_and_skip_inference():
+    profile = load_target("jetson-orin-nano")
+    args = trtexec_command(
+        profile, "m.onnx", "m.engine", "fp16", workspace_mib=512, timing_cache="t.cache",
+        trt_version="10.3.0", batch=8, input_spec=("input", (3, 224, 224)), skip_inference=True,
+    )
+    assert "--memPoolSize=workspace:512" in args
+    assert "--timingCacheFile=t.cache" in args
+    for flag in ("--minShapes", "--optShapes", "--maxShapes"):
+        assert f"{flag}=input:8x3x224x224" in args
+    assert args[-1] == "--skipInference"
+    old = trtexec_command(profile, "m.onnx", "m.engine", "fp16", trt_version="8.5.2", skip_inference=True)
+    assert old[-1] == "--buildOnly"
+
+
+def test_batch_without_input_spec_and_bad_values():
+    profile = load_target("desktop")
+    with pytest.raises(CosineGateError, match="input_spec"):
+        trtexec_command(profile, "m.onnx", "m.engine", "fp16", batch=4)
+    with pytest.raises(CosineGateError, match="batch 0"):
+        trtexec_command(profile, "m.onnx", "m.engine", "fp16", batch=0)
+    with pytest.raises(CosineGateError, match="workspace"):
+        trtexec_command(profile, "m.onnx", "m.engine", "fp16", workspace_mib=-1)
+
+
+def test_wrong_precision_path_version_and_missing_cache():
+    profile = load_target("jetson-orin")
+    with pytest.raises(CosineGateError, match="precision 'bf16'"):
+        trtexec_command(profile, "m.onnx", "m.engine", "bf16")
+    with pytest.raises(CosineGateError, match="INT8 path 'ptq'"):
+        trtexec_command(profile, "m.onnx", "m.engine", "int8", "ptq")
+    with pytest.raises(CosineGateError, match="not a release of target jetson-orin"):
+        trtexec_command(profile, "m.onnx", "m.engine", "fp16", trt_version="9.2")
+    with pytest.raises(CosineGateError, match="needs a calibration cache"):
+        trtexec_command(profile, "m.onnx", "m.engine", "int8", "cache", trt_version="8.5.2")
+
+
+def test_tensorrt_11_is_strongly_typed_only(tmp_path):
+    text = (DEFAULT_TARGETS_DIR / "desktop.toml").read_text()
+    text = text.replace('name = "desktop"', 'name = "future"')
+    text += '\n[[tensorrt]]\nversion = "11"\njetpack = []\nmax_onnx_opset = 25\n'
+    (tmp_path / "future.toml").write_text(text)
+    future = load_target("future", tmp_path)
+    assert _build(future, "fp32", "11.0")[3:4] == ["--stronglyTyped"]
+    qdq = _build(future, "int8-qdq", "11.0")
+    assert "--stronglyTyped" in qdq and not {"--int8", "--fp16"} & set(qdq)
+    assert not any(a.startswith("--layerPrecisions") for a in qdq)
+    with pytest.raises(CosineGateError, match="removed calibration caches"):
+        _build(future, "int8-cache", "11.0")
+    with pytest.raises(CosineGateError, match="strongly typed only"):
+        _build(future, "fp16", "11.0")
+
+
+def test_layer_names_that_trtexec_cannot_take():
+    with pytest.raises(CosineGateError, match="cannot be pinned"):
+        trtexec_command(load_target("desktop"), "m.onnx", "m.engine", "fp16", fp32_layers=["a:b"])
+
+
+def test_shell_line_quotes_paths():
+    args = trtexec_command(load_target("desktop"), "my model.onnx", "out/m.engine", "fp32")
+    line = shell_line(args)
+    assert "'--onnx=my model.onnx'" in line
+    assert shlex.split(line) == args
