@@ -99,7 +99,9 @@ class GatedBlock(nn.Module):
             f = self.residual(x)
             g = self.gate.train_gate(logit)
             stats["gates"] = (g.detach() > 0.5).to(x.dtype)
-            stats["cir_loss"] = F.mse_loss(cir_hat, cosine_incongruity(s, f).detach())
+            with torch.no_grad():  # stop-gradient target: no autograd graph over the full activations
+                cir = cosine_incongruity(s, f)
+            stats["cir_loss"] = F.mse_loss(cir_hat, cir)
             return self.post(s + g.view(-1, 1, 1, 1) * f), stats
         return self._run_selected(x, s, decisions), stats
 

@@ -25,10 +25,10 @@ from onnx import helper, numpy_helper
 
 from cosinegate.errors import CosineGateError
 from cosinegate.onnx.export import GATES, block_names, get_metadata, set_metadata
-from cosinegate.onnx.passes import ancestors, infer_shapes, remove_dead_nodes, toposort, used_names
+from cosinegate.onnx.passes import ancestors, infer_shapes, producers, remove_dead_nodes, toposort, used_names
 
 POLICIES = ("auto", "conditional-all")
-STATIC_KINDS = {"always_skipped": 0.0, "always_run": 1.0, "dense": 1.0, "dropped": 0.0}
+STATIC_GATE_VALUE = {"always_skipped": 0.0, "always_run": 1.0}
 
 PAPER_CONDITIONAL = (
     "paper-mode gates cannot be exported as `conditional`: their decision uses CIR, which needs "
@@ -54,14 +54,15 @@ def partition_block(graph, index):
     if add is None:
         return None
     before = ancestors(graph, [n["input"]])
-    shortcut_tensor, residual_tensor = add.input
+    shortcut_tensor, add_qdq = shortcut_input(graph, add)
+    residual_tensor = add.input[1]
     shortcut = ancestors(graph, [shortcut_tensor]) - before
     residual = ancestors(graph, [residual_tensor]) - before - shortcut
     gate = ancestors(graph, [n["value"]]) - before - shortcut
     named_gate = {name for name in residual if name.startswith(n["prefix"] + "gate/")}
     needs_residual = bool(gate & (residual - named_gate))
     gate = (gate - residual) | named_gate
-    residual = (residual - gate) | {add.name} | ancestors(graph, [n["out"]], stop={add.output[0]})
+    residual = (residual - gate) | {add.name} | add_qdq | ancestors(graph, [n["out"]], stop={add.output[0]})
     order = [node.name for node in graph.node]
     return BlockPartition(
         residual=[x for x in order if x in residual],
@@ -69,6 +70,23 @@ def partition_block(graph, index):
         gate=[x for x in order if x in gate],
         gate_needs_residual=needs_residual,
     )
+
+
+def shortcut_input(graph, add):
+    """(shortcut tensor, Q/DQ node names) of a block's add.
+
+    A Q -> DQ pair that only feeds the add's shortcut input (TensorRT's INT8
+    residual-add placement) belongs to the residual branch: the skip path
+    (else-branch, removed block) reads the tensor in front of it.
+    """
+    made_by = producers(graph)
+    dq = made_by.get(add.input[0])
+    if dq is not None and dq.op_type == "DequantizeLinear":
+        q = made_by.get(dq.input[0])
+        readers = [node for node in graph.node if dq.input[0] in used_names(node) or add.input[0] in used_names(node)]
+        if q is not None and q.op_type == "QuantizeLinear" and {r.name for r in readers} == {dq.name, add.name}:
+            return q.input[0], {q.name, dq.name}
+    return add.input[0], set()
 
 
 def block_node_names(graph_or_model):
@@ -164,7 +182,7 @@ def _deploy(flat_graph, form, policy, skip_rates, wrap):
         if kind == "always_skipped":
             _remove_residual(graph, index, blocks[index]["post"])
         if kind in ("always_skipped", "always_run"):
-            _fix_gate_column(graph, index, STATIC_KINDS[kind], meta["batch"])
+            _fix_gate_column(graph, index, STATIC_GATE_VALUE[kind], meta["batch"])
         elif kind == "dynamic":
             wrap(graph, index, blocks[index]["post"], meta["batch"], shapes)
     remove_dead_nodes(graph)
@@ -186,7 +204,7 @@ def _post_node(index, post, shortcut, out):
 def _remove_residual(graph, index, post):
     part = partition_block(graph, index)
     n = block_names(index)
-    shortcut = _node(graph, n["add"]).input[0]
+    shortcut = shortcut_input(graph, _node(graph, n["add"]))[0]
     _drop_nodes(graph, set(part.residual))
     graph.node.append(_post_node(index, post, shortcut, n["out"]))
 
@@ -232,7 +250,7 @@ def _wrap_in_if(graph, index, post, batch, shapes):
         node.output[:] = [then_out if o == n["out"] else o for o in node.output]
     out_type = shapes[n["out"]]
     then_graph = helper.make_graph(branch, f"block{index}/then", [], [helper.make_value_info(then_out, out_type)])
-    shortcut = _node(graph, n["add"]).input[0]
+    shortcut = shortcut_input(graph, _node(graph, n["add"]))[0]
     skip = _post_node(index, post, shortcut, else_out)
     else_graph = helper.make_graph([skip], f"block{index}/else", [], [helper.make_value_info(else_out, out_type)])
     cond_shape = f"block{index}/gate/cond_shape"

@@ -16,7 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-from polygraphy.comparator import Comparator, CompareFunc
+from polygraphy.comparator import Comparator
+from polygraphy.comparator.compare import SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
 from cosinegate.data.augment import to_tensor
@@ -37,7 +38,7 @@ class Tolerance:
     min_gate_agreement: float
 
     def compare_func(self):
-        return CompareFunc.simple(atol={LOGITS: self.logits_atol, GATES: 0.0}, rtol={LOGITS: self.logits_rtol, GATES: 0.0})
+        return SimpleCompareFunc(atol={LOGITS: self.logits_atol, GATES: 0.0}, rtol={LOGITS: self.logits_rtol, GATES: 0.0})
 
 
 FP32 = Tolerance("fp32", 1e-4, 1e-3, min_top1=1.0, min_gate_agreement=1.0)
@@ -56,9 +57,9 @@ def input_feeds(images, batch, samples):
 def graph_runner(onnx_path, backend, int8=False):
     """Polygraphy runner for the exported graph; TensorRT is imported only when asked for."""
     if backend == "onnxrt":
-        from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+        from polygraphy.backend.onnxrt import OnnxrtRunner
 
-        return OnnxrtRunner(SessionFromOnnx(str(onnx_path), providers=["cpu"]), name="onnxrt")
+        return OnnxrtRunner(lambda: _ort_session(onnx_path), name="onnxrt")
     if backend == "trt":
         import importlib.util
 
@@ -71,6 +72,16 @@ def graph_runner(onnx_path, backend, int8=False):
 
         return TrtRunner(EngineFromNetwork(NetworkFromOnnxPath(str(onnx_path)), CreateConfig(int8=int8)), name="trt")
     raise CosineGateError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+
+
+def _ort_session(onnx_path):
+    """CPU session, one thread without spinning: parity runs one small batch at a time beside PyTorch."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
 def check_pairing(model, onnx_model):

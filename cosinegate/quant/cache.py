@@ -29,6 +29,7 @@ import numpy as np
 
 from cosinegate.artifacts import atomic_write_text
 from cosinegate.errors import CosineGateError
+from cosinegate.trt import versions
 
 ENTROPY = "EntropyCalibration2"
 MINMAX = "MinMaxCalibration"
@@ -51,38 +52,33 @@ _INT8_MAX = 127.0
 
 
 def parse_version(trt_version):
-    """'8.5.2' or '8.5.2.2' -> (8, 5, 2). The build number is not in the cache."""
+    """'8.5.2' or '8.5.2.2' -> (8, 5, 2). The build number is not in the cache.
+
+    Stricter than `cosinegate.trt.versions.parse_version`: a cache header needs
+    the patch number, so MAJOR.MINOR alone is refused.
+    """
     parts = str(trt_version).strip().split(".")
     if len(parts) not in (3, 4) or not all(part.isdigit() for part in parts):
         raise CosineGateError(
             f"TensorRT version {trt_version!r} is not of the form MAJOR.MINOR.PATCH[.BUILD]; "
             "pass it like 8.5.2 or 10.3.0."
         )
-    return tuple(int(part) for part in parts[:3])
+    version = versions.parse_version(".".join(parts[:3]))
+    _check_encodable(version)
+    return tuple(version.parts)
 
 
-def _version_code(version):
-    major, minor, patch = version
-    if major >= 10 and minor < 100 and patch < 100:
-        return major * 10000 + minor * 100 + patch
-    if major < 10 and minor < 10 and patch < 100:
-        return major * 1000 + minor * 100 + patch
-    raise CosineGateError(f"TensorRT version {'.'.join(map(str, version))} cannot be encoded in a cache header.")
-
-
-def _version_from_code(code):
-    if code >= 100000:
-        return code // 10000, code // 100 % 100, code % 100
-    if code < 10000:
-        return code // 1000, code // 100 % 10, code % 100
-    raise ValueError(code)
+def _check_encodable(version):
+    """NV_TENSORRT_VERSION packs minor and patch into two decimal digits each (one for minor before 10)."""
+    if version.minor >= (100 if version.major >= 10 else 10) or version.patch >= 100:
+        raise CosineGateError(f"TensorRT version {version} cannot be encoded in a cache header.")
 
 
 def format_header(trt_version, algorithm):
     """First cache line, e.g. ('8.5.2', 'EntropyCalibration2') -> 'TRT-8502-EntropyCalibration2'."""
     if algorithm not in ALGORITHMS:
         raise CosineGateError(f"unknown calibration algorithm {algorithm!r}; use one of: {', '.join(ALGORITHMS)}.")
-    return f"TRT-{_version_code(parse_version(trt_version))}-{algorithm}"
+    return versions.calibration_cache_header(".".join(map(str, parse_version(trt_version))), algorithm)
 
 
 def parse_header(header):
@@ -94,12 +90,16 @@ def parse_header(header):
             "the file is not a TensorRT calibration cache, regenerate it."
         )
     try:
-        version = _version_from_code(int(match.group(1)))
-    except ValueError:
+        version, algorithm = versions.parse_calibration_cache_header(header)
+        _check_encodable(version)
+        valid = version.nv_tensorrt_version == int(match.group(1))
+    except CosineGateError:
+        valid = False
+    if not valid:
         raise CosineGateError(
-            f"calibration cache header {header.strip()!r} has an unknown version number; regenerate the cache."
-        ) from None
-    return version, match.group(2)
+            f"calibration cache header {header.strip()!r} has an unknown version number or algorithm; regenerate the cache."
+        )
+    return tuple(version.parts), algorithm
 
 
 def algorithm_for(method, trt_version):

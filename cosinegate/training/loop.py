@@ -21,7 +21,7 @@ from cosinegate.models import build_model
 from cosinegate.training import schedules
 from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
 from cosinegate.training.distributed import DistContext
-from cosinegate.training.penalty import compute_penalty
+from cosinegate.training.penalty import collapse_penalty, compute_penalty
 
 
 def _epoch_seed(seed, epoch):
@@ -52,6 +52,7 @@ class Trainer:
         torch.manual_seed(config["seed"])
         self.model = build_model(config["model"], num_classes=len(self.classes)).to(self.device)
         self.block_macs = [b.residual for b in model_mac_table(self.model).blocks]
+        self.gated = [i for i, b in enumerate(self.model.blocks) if b.gate is not None]
         self.net = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -134,6 +135,7 @@ class Trainer:
             if self.model.mode != "none":
                 weight = schedules.penalty_weight(cfg["gate"], progress, epochs)
                 penalty, _ = compute_penalty(stats.probs, mac_weights, cfg["gate"], weight, losses)
+                penalty = penalty + collapse_penalty(stats.probs[:, self.gated], cfg["gate"])
                 loss = loss + penalty + cfg["gate"]["cir_weight"] * stats.cir_loss
                 loss = loss + cfg["gate"]["consistency_weight"] * stats.consistency
             if (step % 25 == 0 or step == steps - 1) and not torch.isfinite(loss):

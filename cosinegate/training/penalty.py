@@ -31,3 +31,16 @@ def compute_penalty(probs, block_macs, gate_cfg, weight, sample_losses=None):
         rank = sample_losses.detach().argsort().argsort().to(probs.dtype) / (len(sample_losses) - 1)
         target = target + gate_cfg["budget_spread"] * (2 * rank - 1)
     return weight * (torch.clamp(per_sample - target, min=0) ** 2).mean(), ratio
+
+
+def collapse_penalty(probs, gate_cfg):
+    """Anti-collapse term: min_rate_weight * sum_b hinge(min_rate - mean_i p_ib)^2.
+
+    A block whose gate closes for (almost) every input is static pruning in
+    disguise; this keeps each block executing for at least `min_rate` of a batch,
+    so the compute budget has to be met by choosing *which* inputs skip it.
+    """
+    if not gate_cfg["min_rate_weight"] or not gate_cfg["min_rate"]:
+        return probs.new_zeros(())
+    rates = probs.mean(0)
+    return gate_cfg["min_rate_weight"] * (torch.clamp(gate_cfg["min_rate"] - rates, min=0) ** 2).sum()

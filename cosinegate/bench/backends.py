@@ -1,0 +1,134 @@
+"""Bench backends: ONNX Runtime, PyTorch (CPU) and TensorRT (pycuda, imported lazily).
+
+Each backend is ``run(x) -> (outputs dict with "logits" and "gates", gpu_ms or None)``.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cosinegate.errors import CosineGateError
+
+BACKENDS = ("onnxrt", "torch", "trt")
+
+
+class OnnxrtBackend:
+    name = "onnxrt"
+
+    def __init__(self, onnx_path, threads=1, optimization="all"):
+        import onnxruntime as ort
+
+        from cosinegate.onnx import load_toolkit_onnx
+
+        load_toolkit_onnx(onnx_path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        }[optimization]
+        data = Path(onnx_path).read_bytes() if isinstance(onnx_path, (str, Path)) else onnx_path
+        self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0]
+        self.batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
+
+    def run(self, x):
+        logits, gates = self.session.run(["logits", "gates"], {self.input.name: x})
+        return {"logits": logits, "gates": gates}, None
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, checkpoint, threads=1):
+        import torch
+
+        from cosinegate.training.checkpoint import model_from_checkpoint
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model, _ = model_from_checkpoint(checkpoint)
+        self.model.eval()
+        self.batch = None
+
+    def run(self, x):
+        with self.torch.inference_mode():
+            logits, stats = self.model(self.torch.from_numpy(x))
+        return {"logits": logits.numpy(), "gates": stats.gates.numpy()}, None
+
+
+class TrtBackend:
+    """TensorRT engine with pycuda buffers, one stream, CUDA events around each execute_async_v3."""
+
+    name = "trt"
+
+    def __init__(self, engine_path):
+        from cosinegate.trt.build import detect_host
+        from cosinegate.trt.manifest import check_engine_manifest
+        from cosinegate.trt.versions import require_tensorrt
+
+        version = require_tensorrt("the trt bench backend")
+        host = detect_host()
+        self.manifest = check_engine_manifest(engine_path, version, host.compute_capability)
+        try:
+            import pycuda.autoinit  # noqa: F401
+            import pycuda.driver as cuda
+        except ImportError as exc:
+            raise CosineGateError("the trt backend needs pycuda (JetPack: pip install pycuda); not importable here.") from exc
+        import tensorrt as trt
+
+        if not version.has_execute_async_v3:
+            raise CosineGateError(f"TensorRT {version} lacks execute_async_v3 (8.5+); upgrade TensorRT.")
+        self.cuda = cuda
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        self.context = self.engine.create_execution_context()
+        self.stream = cuda.Stream()
+        self.start, self.end = cuda.Event(), cuda.Event()
+        self.host, self.device = {}, {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            shape = tuple(self.engine.get_tensor_shape(name))
+            dtype = trt.nptype(self.engine.get_tensor_dtype(name))
+            self.host[name] = cuda.pagelocked_empty(shape, dtype)
+            self.device[name] = cuda.mem_alloc(self.host[name].nbytes)
+            self.context.set_tensor_address(name, int(self.device[name]))
+        self.batch = self.host["input"].shape[0]
+
+    def run(self, x):
+        np.copyto(self.host["input"], x)
+        self.cuda.memcpy_htod_async(self.device["input"], self.host["input"], self.stream)
+        self.start.record(self.stream)
+        self.context.execute_async_v3(self.stream.handle)
+        self.end.record(self.stream)
+        for name in ("logits", "gates"):
+            self.cuda.memcpy_dtoh_async(self.host[name], self.device[name], self.stream)
+        self.stream.synchronize()
+        return {"logits": self.host["logits"].copy(), "gates": self.host["gates"].copy()}, self.end.time_since(self.start)
+
+
+def time_backend(backend, batches, warmup=10, warmup_seconds=None, iterations=200, duration=None):
+    """Run warmup then the timed loop over ``batches`` (cycled); return (wall ms list, gpu ms list, gates list)."""
+    n = len(batches)
+    i = 0
+    end = time.perf_counter() + warmup_seconds if warmup_seconds else None
+    while (end is not None and time.perf_counter() < end) or (end is None and i < warmup):
+        backend.run(batches[i % n])
+        i += 1
+    wall, gpu, gates = [], [], []
+    stop = time.perf_counter() + duration if duration else None
+    k = 0
+    while (stop is not None and time.perf_counter() < stop) or (stop is None and k < iterations):
+        x = batches[k % n]
+        t0 = time.perf_counter()
+        out, gpu_ms = backend.run(x)
+        wall.append((time.perf_counter() - t0) * 1e3)
+        if gpu_ms is not None:
+            gpu.append(gpu_ms)
+        if k < n:
+            gates.append(np.asarray(out["gates"]))
+        k += 1
+    return wall, gpu, gates

@@ -1,0 +1,95 @@
+"""The calibration set: a deterministic, seeded, class-stratified sample of the TRAINING split.
+
+The same (source, root, count, seed) always gives the same images in the same
+order (sorted by dataset index), so the set can be rebuilt from a manifest: its
+image ids are recorded there together with `ids_sha256`.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from cosinegate.errors import CosineGateError
+
+DEFAULT_COUNT = 512
+DEFAULT_SEED = 0
+IMAGE_SHAPE = (32, 32, 3)
+
+
+@dataclass
+class CalibrationSet:
+    images: np.ndarray  # [N, 32, 32, 3] uint8
+    labels: np.ndarray
+    ids: list
+    source: str
+    root: object
+    seed: int
+
+    def __len__(self):
+        return len(self.ids)
+
+    @property
+    def ids_sha256(self):
+        return ids_sha256(self.ids)
+
+
+def ids_sha256(ids):
+    """sha256 of the ids joined by newlines (order matters: it is the set's order)."""
+    return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
+
+
+def check_image_array(images, what="calibration data", shape=IMAGE_SHAPE):
+    """Refuse anything but uint8 [N, 32, 32, 3]."""
+    images = np.asarray(images)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape) or images.dtype != np.uint8:
+        raise CosineGateError(
+            f"{what}: expected uint8 images of shape [N, {', '.join(map(str, shape))}], got {images.dtype} "
+            f"{tuple(images.shape)}; resize the images to {shape[0]}x{shape[1]} RGB."
+        )
+    return images
+
+
+def select(train, count=DEFAULT_COUNT, seed=DEFAULT_SEED, source="custom", root=None):
+    """Class-stratified `count` images of an ImageSet (the training split)."""
+    from cosinegate.data.imageset import balanced_indices
+
+    check_image_array(train.images, f"{source} train split")
+    num_classes = len(train.classes)
+    count = int(count)
+    if count < num_classes:
+        raise CosineGateError(
+            f"--num-images {count} is fewer than the {num_classes} classes, so the calibration set cannot hold "
+            f"every class; use at least {num_classes} (default {DEFAULT_COUNT})."
+        )
+    present = len(np.unique(train.labels))
+    if present < num_classes:
+        raise CosineGateError(
+            f"the {source} train split has images of only {present} of its {num_classes} classes; "
+            "calibrate on a split that covers every class."
+        )
+    indices = balanced_indices(train.labels, count, int(seed), num_classes)
+    return CalibrationSet(train.images[indices], train.labels[indices], [train.ids[i] for i in indices], source, root, int(seed))
+
+
+def load_calibration_set(source="synthetic", root=None, count=DEFAULT_COUNT, seed=DEFAULT_SEED):
+    """The calibration set of a data source's training split."""
+    from cosinegate.data import load_dataset
+
+    train, _ = load_dataset(source, root)
+    return select(train, count, seed, source, None if root is None else str(root))
+
+
+def to_input(images):
+    """uint8 NHWC -> float32 NCHW, normalized like training (cosinegate.data.augment.to_tensor)."""
+    from cosinegate.data.augment import to_tensor
+
+    return np.ascontiguousarray(to_tensor(np.asarray(images)).numpy(), dtype=np.float32)
+
+
+def batches(images, batch_size):
+    """Consecutive float32 NCHW batches of at most `batch_size` images (the last may be smaller)."""
+    if int(batch_size) < 1:
+        raise CosineGateError(f"--batch-size must be at least 1, got {batch_size}.")
+    for start in range(0, len(images), int(batch_size)):
+        yield to_input(images[start : start + int(batch_size)])

@@ -1,0 +1,166 @@
+"""Engine builds through Polygraphy's TensorRT loaders (TensorRT and pycuda imported lazily).
+
+``build_settings`` turns the target profile, the TensorRT version and the request into plain
+settings (testable without TensorRT, decided with the guards of versions.py); ``build_engine``
+feeds them to ``NetworkFromOnnxPath`` -> ``CreateConfig`` -> ``EngineFromNetwork`` -> ``SaveEngine``:
+
+- Q/DQ INT8 on TensorRT >= 9 (and every build on 11): strongly typed network, precision from the graph.
+- Weakly typed fp16/int8: builder flags, gate-head layers (``*/gate/*``) pinned to FP32 with
+  ``precision_constraints="obey"`` (a flipped gate decision changes the computation, not just a digit).
+- INT8 from a cache: Polygraphy ``Calibrator`` reading the cache (no data), with the calibrator class
+  matching the cache header (EntropyCalibrator2 or MinMaxCalibrator).
+- Timing cache load/save, builder optimization level, workspace pool limit, DLA core with GPU fallback.
+"""
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cosinegate.errors import CosineGateError
+from cosinegate.trt.targets import HostInfo, check_dla_core
+from cosinegate.trt.versions import installed_tensorrt, parse_calibration_cache_header, parse_version, require_tensorrt
+
+
+@dataclass
+class BuildSettings:
+    precision: str
+    strongly_typed: bool
+    fp16: bool
+    int8: bool
+    calib_cache: str = None
+    calibrator: str = None  # "entropy2" | "minmax" (cache path only)
+    fp32_layers: tuple = ()
+    dla_core: int = None
+    gpu_fallback: bool = False
+    workspace_mib: int = 1024
+    timing_cache: str = None
+    optimization_level: int = 3
+    notes: list = field(default_factory=list)
+
+    def to_json(self):
+        return asdict(self)
+
+
+def cache_calibrator(calib_cache):
+    """'minmax' or 'entropy2' from a calibration cache's header line."""
+    header = Path(calib_cache).read_text(errors="replace").splitlines()[:1]
+    if not header:
+        raise CosineGateError(f"calibration cache {calib_cache} is empty; rerun calibration.")
+    _, algorithm = parse_calibration_cache_header(header[0])
+    return "minmax" if algorithm == "MinMaxCalibration" else "entropy2"
+
+
+def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=None, dla_core=None,
+                   workspace_mib=None, timing_cache=None, fp32_layers=(), optimization_level=3):
+    """Decide how to build (no TensorRT needed)."""
+    version = parse_version(trt_version)
+    if precision not in profile.precisions:
+        raise CosineGateError(f"precision {precision!r} is not offered by {profile.name}; use one of {', '.join(profile.precisions)}.")
+    check_dla_core(profile, dla_core)
+    if dla_core is None and profile.use_dla:
+        dla_core = 0
+    if dla_core is not None and precision == "fp32":
+        raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
+    int8_path = int8_path or profile.default_int8_path
+    s = BuildSettings(precision, False, precision in ("fp16", "int8"), precision == "int8",
+                      workspace_mib=workspace_mib or profile.default_workspace_mib, timing_cache=timing_cache,
+                      dla_core=dla_core, gpu_fallback=dla_core is not None and profile.gpu_fallback,
+                      optimization_level=optimization_level)
+    if precision == "int8" and int8_path == "qdq" and version.supports_strongly_typed or version.requires_strongly_typed:
+        if version.requires_strongly_typed and precision == "fp16":
+            raise CosineGateError(f"TensorRT {version} builds strongly typed only; export an fp16 graph and build it as fp32.")
+        if version.requires_strongly_typed and precision == "int8" and int8_path == "cache":
+            raise CosineGateError(f"TensorRT {version} removed calibration caches; use --int8 qdq.")
+        s.strongly_typed, s.fp16, s.int8 = True, False, False
+        s.notes.append("strongly typed: precision taken from the Q/DQ graph")
+        return s
+    if precision == "int8" and int8_path == "cache":
+        if calib_cache is None:
+            raise CosineGateError("--int8 cache needs a calibration cache; run calibration first or use --int8 qdq.")
+        s.calib_cache, s.calibrator = str(calib_cache), cache_calibrator(calib_cache)
+        if s.calibrator == "minmax" and dla_core is not None:
+            raise CosineGateError("DLA needs an EntropyCalibrator2 cache; this cache is MinMax. Drop --dla-core or recalibrate with entropy.")
+        if version.calibrator_deprecated:
+            s.notes.append(f"implicit INT8 calibration is deprecated in TensorRT {version}; prefer --int8 qdq")
+    if precision in ("fp16", "int8"):
+        s.fp32_layers = tuple(fp32_layers)
+    return s
+
+
+def gate_layer_names(onnx_path):
+    """Names of the gate-head nodes of a toolkit graph (top level): ``block{i}/gate/...``."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return tuple(n.name for n in model.graph.node if "/gate/" in n.name)
+
+
+def detect_host():
+    """HostInfo of this machine: CPU arch, GPU compute capability (None without a GPU), TensorRT version."""
+    capability = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            capability = ".".join(str(v) for v in torch.cuda.get_device_capability(0))
+    except ImportError:
+        pass
+    if capability is None:
+        try:
+            import pycuda.driver as cuda
+
+            cuda.init()
+            capability = ".".join(str(v) for v in cuda.Device(0).compute_capability())
+        except Exception:  # no pycuda or no GPU
+            capability = None
+    return HostInfo(platform.machine(), capability, installed_tensorrt())
+
+
+def build_engine(onnx_path, engine_path, settings):
+    """Build and save an engine with Polygraphy; return build seconds. Needs TensorRT."""
+    require_tensorrt("building an engine")
+    import tensorrt as trt
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, SaveEngine
+    from polygraphy.backend.trt import Calibrator, PostprocessNetwork
+
+    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=settings.strongly_typed or None)
+    if settings.fp32_layers:
+        pinned = set(settings.fp32_layers)
+
+        def pin(network):
+            for layer in network:
+                if layer.name in pinned or any(layer.name.startswith(p + "/") or layer.name == p for p in pinned):
+                    layer.precision = trt.float32
+                    for i in range(layer.num_outputs):
+                        layer.set_output_type(i, trt.float32)
+            return network
+
+        network = PostprocessNetwork(network, pin, name="pin-gate-heads-fp32")
+    calibrator = None
+    if settings.calib_cache:
+        base = trt.IInt8MinMaxCalibrator if settings.calibrator == "minmax" else trt.IInt8EntropyCalibrator2
+        calibrator = Calibrator(data_loader=None, cache=settings.calib_cache, BaseClass=base)
+    kwargs = dict(
+        fp16=settings.fp16,
+        int8=settings.int8,
+        calibrator=calibrator,
+        precision_constraints="obey" if settings.fp32_layers else None,
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: settings.workspace_mib << 20},
+        builder_optimization_level=settings.optimization_level,
+        load_timing_cache=settings.timing_cache if settings.timing_cache and Path(settings.timing_cache).is_file() else None,
+    )
+    if settings.dla_core is not None:
+        kwargs.update(use_dla=True, allow_gpu_fallback=settings.gpu_fallback)
+    config = CreateConfig(**kwargs)
+    if settings.dla_core:
+        from polygraphy.backend.trt import PostprocessConfig
+
+        def pick_core(builder, network, config):
+            config.DLA_core = settings.dla_core
+
+        config = PostprocessConfig(config, pick_core)
+    started = time.perf_counter()
+    engine = EngineFromNetwork(network, config, save_timing_cache=settings.timing_cache)
+    SaveEngine(engine, str(engine_path))()
+    return time.perf_counter() - started

@@ -1,0 +1,216 @@
+"""Stage artifacts (export, calibration, reference) with reuse by hash, and the device bundle.
+
+A bundle ``<out>/<model>-bundle/`` (plus ``<model>-bundle.tar.gz``) holds everything a Jetson needs
+to build and check the engine without PyTorch: the ONNX forms, Q/DQ graphs and calibration cache
+when INT8, the reference inputs/outputs in Polygraphy JSON, the target profile, ``build_on_device.sh``
+and ``manifest.json`` with the sha256 of every file. It is assembled in a temporary folder and
+renamed into place at the end, so a failure leaves nothing half-written.
+"""
+
+import importlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from cosinegate.artifacts import sha256_file
+from cosinegate.errors import CosineGateError
+from cosinegate.trt.manifest import record_stage, reusable, write_bundle_manifest
+from cosinegate.trt.trtexec import shell_line, trtexec_command
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE_SAMPLES = 16
+
+
+def model_name(path):
+    path = Path(path)
+    if path.stem in ("best", "last") and path.parent.name:
+        return path.parent.name
+    return path.stem.split(".")[0]
+
+
+class Stages:
+    """Runs the pipeline stages in ``workdir``, reusing artifacts whose input hashes match."""
+
+    def __init__(self, workdir, log=print):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.reused, self.made = [], []
+
+    def _stage(self, artifact, inputs, make):
+        if reusable(artifact, inputs):
+            self.reused.append(Path(artifact).name)
+            self.log(f"reused {artifact} (inputs unchanged)")
+            return Path(artifact)
+        make()
+        record_stage(artifact, inputs)
+        self.made.append(Path(artifact).name)
+        return Path(artifact)
+
+    def export(self, checkpoint, form, batch, opset, policy="auto"):
+        from cosinegate.onnx import export_checkpoint
+
+        out = self.workdir / f"model.{form}.onnx"
+        inputs = {"stage": "export", "checkpoint_sha256": sha256_file(checkpoint), "form": form, "batch": batch,
+                  "opset": opset, "policy": policy}
+        return self._stage(out, inputs, lambda: export_checkpoint(checkpoint, out, form, batch, opset, policy))
+
+    def calibrate(self, checkpoint, data=None, data_root=None):
+        """INT8 calibration output dir (model.qdq*.onnx, calibration.cache, manifest.json)."""
+        out = self.workdir / "calibration"
+        marker = out / "manifest.json"
+        inputs = {"stage": "calibrate", "checkpoint_sha256": sha256_file(checkpoint), "data": data, "data_root": data_root}
+        self._stage(marker, inputs, lambda: run_calibration(checkpoint, out, data, data_root))
+        return out
+
+    def reference(self, checkpoint, onnx_path, data=None, data_root=None, samples=REFERENCE_SAMPLES):
+        """Polygraphy inputs.json / reference.json (PyTorch outputs), via deploy/parity.py's machinery."""
+        out = self.workdir / "reference.json"
+        inputs_json = self.workdir / "inputs.json"
+        stage_inputs = {"stage": "reference", "checkpoint_sha256": sha256_file(checkpoint),
+                        "onnx_sha256": sha256_file(onnx_path), "data": data, "data_root": data_root, "samples": samples}
+
+        def make():
+            report = run_reference(checkpoint, onnx_path, out, inputs_json, data, data_root, samples)
+            if not report["passed"]:
+                raise CosineGateError(f"parity of the exported graph failed before bundling: {report['summary']}")
+
+        self._stage(out, stage_inputs, make)
+        return out, inputs_json
+
+
+def run_reference(checkpoint, onnx_path, reference, inputs_json, data=None, data_root=None, samples=REFERENCE_SAMPLES, backend="onnxrt"):
+    from cosinegate.data import load_dataset
+    from cosinegate.onnx import load_toolkit_onnx
+    from cosinegate.parity import FP32, run_parity
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(checkpoint)
+    graph = load_toolkit_onnx(onnx_path)
+    _, test = load_dataset(data or "synthetic", data_root)
+    return run_parity(model, graph, str(onnx_path), test, backend, samples, FP32, str(inputs_json) if inputs_json else None,
+                      str(reference) if reference else None)
+
+
+def run_calibration(checkpoint, out, data=None, data_root=None):
+    """Call the INT8 calibration library when present, else calibration/calibrate.py; else refuse."""
+    if importlib.util.find_spec("cosinegate.quant.calibrate") is not None and importlib.util.find_spec("cosinegate.quant.calibset"):
+        from cosinegate.quant.calibrate import calibrate, write_outputs
+        from cosinegate.quant.calibset import load_calibration_set
+
+        write_outputs(calibrate(checkpoint, load_calibration_set(data or "synthetic", data_root)), out)
+        return
+    script = ROOT / "calibration" / "calibrate.py"
+    if not script.is_file():
+        raise CosineGateError(
+            "INT8 needs calibration data or a cache, and this checkout has no calibration stage "
+            "(cosinegate/quant/calibrate.py or calibration/calibrate.py); pass --calibration DIR or --calib-cache FILE, "
+            "or build fp16/fp32."
+        )
+    command = [sys.executable, str(script), "--checkpoint", str(checkpoint), "--out", str(out)]
+    if data:
+        command += ["--data", data] + (["--data-root", str(data_root)] if data_root else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise CosineGateError(f"INT8 calibration failed ({last}); fix the calibration data or pass --calib-cache FILE.")
+
+
+def calibration_files(calib_dir, form):
+    """(Q/DQ graph for ``form`` or None, calibration cache or None) from a calibration output dir."""
+    calib_dir = Path(calib_dir)
+    qdq = calib_dir / ("model.qdq.conditional.onnx" if form == "conditional" else "model.qdq.onnx")
+    cache = calib_dir / "calibration.cache"
+    return (qdq if qdq.is_file() else None), (cache if cache.is_file() else None)
+
+
+def device_script(profile, name, form, precision, int8_path, onnx_rel, calib_rel, batch, fp32_layers, workspace_mib=None,
+                  dla_core=None, calibrator=None):
+    """Text of build_on_device.sh: a trtexec line per TensorRT release of the target, and the python path."""
+    from cosinegate.trt.versions import parse_version
+
+    cc = profile.compute_capabilities[0] if len(profile.compute_capabilities) == 1 else "${CC}"
+    lines = [
+        "#!/bin/sh",
+        f"# Build the {name} {form} {precision} engine for {profile.name} ({profile.description}) on the device.",
+        "# Run from anywhere; paths are relative to this bundle. Check the bundle first:",
+        "#   sha256sum of every file is in manifest.json (python deploy/build_engine.py --bundle checks them).",
+        "set -e",
+        'cd "$(dirname "$0")"',
+        'BUNDLE="$(pwd)"',
+        "TRT=$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || "
+        "dpkg-query -W -f='${Version}' libnvinfer-bin 2>/dev/null | cut -d- -f1)",
+        'echo "TensorRT: ${TRT:-unknown}"',
+    ]
+    minmax = calibrator == "minmax"
+    if minmax:
+        lines += [
+            "# The calibration cache is MinMax: trtexec --calib always uses an EntropyCalibrator2 (and DLA needs",
+            "# entropy2), so a MinMax cache cannot go through trtexec. Only the python path below applies; it uses",
+            "# Polygraphy's Calibrator with BaseClass=trt.IInt8MinMaxCalibrator reading calibration.cache.",
+        ]
+    else:
+        lines.append('case "$TRT" in')
+        for release in reversed(profile.tensorrt):
+            version = parse_version(release.version)
+            engine = f"{name}-{form}-{precision}-trt{version}-sm{cc.replace('.', '')}.engine"
+            try:
+                args = trtexec_command(profile, onnx_rel, engine, precision, int8_path, calib_rel, dla_core, workspace_mib,
+                                       "timing.cache", version, 1, fp32_layers if not version.requires_strongly_typed else ())
+                body = "    " + shell_line(args)
+            except CosineGateError as exc:
+                body = f"    echo 'not possible with TensorRT {version}: {exc}' >&2; exit 2"
+            jp = f" (JetPack {', '.join(release.jetpack)})" if release.jetpack else ""
+            lines += [f"  {version}*)  # TensorRT {version}{jp}", body, "    ;;"]
+        lines += ["  *)", f"    echo \"TensorRT $TRT is not a release of {profile.name} ({profile.tensorrt_names()})\" >&2; exit 2",
+                  "    ;;", "esac"]
+    flags = f"--target {profile.name} --precision {precision} --form {form} --batch {batch}"
+    if precision == "int8":
+        flags += f" --int8 {int8_path}"
+    if dla_core is not None:
+        flags += f" --dla-core {dla_core}"
+    lines += [
+        "",
+        "# The same build through Polygraphy (writes the engine manifest and runs parity against reference.json);",
+        "# run from a checkout of the CosineGate toolkit on the device (TOOLKIT defaults to ~/cosinegate):",
+        f'{"" if minmax else "# "}python3 "${{TOOLKIT:-$HOME/cosinegate}}/deploy/build_engine.py" --bundle "$BUNDLE" {flags}',
+        "",
+        "# Parity without PyTorch:",
+        f"#   polygraphy run {onnx_rel} --trt --load-inputs inputs.json --load-outputs reference.json "
+        "--atol logits:1e-4 gates:0 --rtol logits:1e-3 gates:0",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def make_bundle(out_dir, name, profile, files, script, manifest_fields, log=print):
+    """Assemble ``<out_dir>/<name>-bundle`` (+ .tar.gz) atomically from ``files`` {bundle name: source path}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / f"{name}-bundle"
+    archive = out_dir / f"{name}-bundle.tar.gz"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-bundle.", dir=out_dir))
+    try:
+        staging = tmp / final.name
+        staging.mkdir()
+        for rel, source in files.items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, staging / rel)
+        shutil.copy2(profile.source, staging / f"{profile.name}.toml")
+        (staging / "build_on_device.sh").write_text(script)
+        os.chmod(staging / "build_on_device.sh", 0o755)
+        manifest = write_bundle_manifest(staging, **manifest_fields)
+        tmp_archive = tmp / archive.name
+        with tarfile.open(tmp_archive, "w:gz") as tar:
+            tar.add(staging, arcname=final.name)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        os.replace(tmp_archive, archive)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final, archive, manifest

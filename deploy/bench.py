@@ -1,0 +1,294 @@
+#!/usr/bin/env python
+"""Latency, throughput, skip rate and executed MACs of an engine, an ONNX graph or a checkpoint.
+
+    python deploy/bench.py --onnx model.onnx --backend onnxrt --threads 1 --json bench.json
+    python deploy/bench.py --checkpoint CKPT --backend torch
+    python deploy/bench.py --engine engines/jetson-orin/m-conditional-fp16-trt10.3.0-sm87.engine     # on the device
+    python deploy/bench.py --checkpoint CKPT --backend onnxrt --compare-dense --data imagefolder --data-root DIR
+
+Skip rate and executed MACs come from the model's own `gates` output on real test images
+(--data; --random-input measures speed only). TensorRT: GPU time from CUDA events and host wall
+time; on Jetson the tegrastats power summary, nvpmodel mode and jetson_clocks state.
+--compare-dense runs the best dense graph (flat twin, full ORT optimization; --dense-onnx or
+exported from --checkpoint), the statically pruned dense graph (masked form, policy auto:
+always-skipped blocks removed) and the conditional graph with every gate forced on, beside the
+conditional graph, on the same images, and prints realized vs ideal speedup.
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import _bootstrap  # noqa: F401
+
+
+def parse_args(argv=None):
+    from cosinegate.cli import add_data_flags
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--engine", help="TensorRT engine built by deploy/build_engine.py (backend trt)")
+    p.add_argument("--onnx", help="graph from deploy/export_onnx.py (backend onnxrt)")
+    p.add_argument("--checkpoint", help="checkpoint (backend torch; or the source of exports for onnxrt/--compare-dense)")
+    p.add_argument("--backend", default=None, help="onnxrt | torch | trt (default: from the model given)")
+    p.add_argument("--policy", default="auto", help="policy when exporting the conditional graph from --checkpoint")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--warmup-seconds", type=float, default=None)
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--duration", type=float, default=None, help="timed loop length in seconds (instead of --iterations)")
+    add_data_flags(p)
+    p.add_argument("--samples", type=int, default=300, help="distinct test images cycled through")
+    p.add_argument("--random-input", action="store_true", help="random tensors: speed only, no skip statistics")
+    p.add_argument("--json", help="write the JSON report here")
+    p.add_argument("--csv", help="append one row per run to this CSV (default none)")
+    p.add_argument("--plot", help="latency histogram PNG")
+    p.add_argument("--compare-dense", action="store_true")
+    p.add_argument("--dense-onnx", help="dense graph for --compare-dense (default: flat twin exported from --checkpoint)")
+    p.add_argument("--power", action="store_true", help="sample tegrastats during the timed loop (Jetson)")
+    return p.parse_args(argv)
+
+
+def make_batches(args, input_shape):
+    import numpy as np
+
+    from cosinegate.data import load_dataset
+    from cosinegate.data.augment import to_tensor
+
+    if args.random_input:
+        rng = np.random.default_rng(0)
+        return [rng.standard_normal((args.batch, *input_shape), dtype=np.float32) for _ in range(8)]
+    _, test = load_dataset(args.data or "synthetic", args.data_root)
+    count = min(args.samples, len(test)) // args.batch * args.batch
+    x = to_tensor(test.images[:count]).numpy()
+    return [np.ascontiguousarray(x[i : i + args.batch]) for i in range(0, count, args.batch)]
+
+
+def forced_on(onnx_path, out):
+    """The conditional graph with every If condition replaced by Or(condition, True): all gates forced on,
+    the If boundaries kept (the condition stays data-dependent, so no optimizer folds the If away)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.array(True), "bench/forced_true"))
+    new_nodes = []
+    count = 0
+    for node in graph.node:
+        if node.op_type == "If":
+            forced = f"{node.input[0]}/forced_on"
+            new_nodes.append(helper.make_node("Or", [node.input[0], "bench/forced_true"], [forced], name=f"{node.name}/forced_on"))
+            node.input[0] = forced
+            count += 1
+        new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    onnx.save(model, str(out))
+    return count
+
+
+def graph_info(onnx_path):
+    import onnx
+
+    from cosinegate.macs import mac_table
+    from cosinegate.onnx.export import get_metadata
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    meta = get_metadata(model)
+    classes = next(o for o in model.graph.output if o.name == "logits").type.tensor_type.shape.dim[1].dim_value
+    table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), classes or 10)
+    kinds = [b["kind"] for b in meta.get("blocks", [])]
+    return meta, table, kinds, sum(n.op_type == "If" for n in model.graph.node)
+
+
+def measure(backend, batches, args, table=None, mode=None, kinds=None, label=None):
+    from cosinegate.bench.backends import time_backend
+    from cosinegate.bench.report import gate_stats, summarize
+
+    wall, gpu, gates = time_backend(backend, batches, args.warmup, args.warmup_seconds, args.iterations, args.duration)
+    report = summarize(wall, gpu, args.batch)
+    report["_wall"] = wall
+    if table is not None and not args.random_input:
+        full = [backend.run(b)[0]["gates"] for b in batches]  # every image once, for the statistics
+        report.update(gate_stats(full, table, mode, kinds))
+    elif table is not None:
+        report["dense_macs"] = int(table.dense)
+    return report
+
+
+def main(argv=None):
+    import numpy as np
+
+    from cosinegate.artifacts import atomic_write_json
+    from cosinegate.bench import report as rep
+    from cosinegate.bench.backends import OnnxrtBackend, TorchBackend, TrtBackend
+    from cosinegate.errors import CosineGateError
+
+    args = parse_args(argv)
+    backend_name = args.backend or ("trt" if args.engine else "onnxrt" if args.onnx else "torch")
+    if backend_name not in ("onnxrt", "torch", "trt"):
+        raise CosineGateError(f"unknown backend {backend_name!r}; choose onnxrt, torch or trt.")
+    if args.batch < 1 or args.threads < 1 or (args.iterations < 1 and not args.duration):
+        raise CosineGateError("--batch, --threads and --iterations must be at least 1.")
+    tmp = tempfile.TemporaryDirectory(prefix="cg-bench.")
+    workdir = Path(tmp.name)
+    mode, table, kinds, meta, model_path = "predictive", None, None, {}, None
+    if backend_name == "trt":
+        if not args.engine:
+            raise CosineGateError("--backend trt needs --engine FILE (built by deploy/build_engine.py).")
+        backend = TrtBackend(args.engine)
+        meta = backend.manifest.get("onnx_metadata", {})
+        model_path = args.engine
+    elif backend_name == "torch":
+        if not args.checkpoint:
+            raise CosineGateError("--backend torch needs --checkpoint CKPT.")
+        backend = TorchBackend(args.checkpoint, args.threads)
+        from cosinegate.macs import model_mac_table
+
+        table, mode, model_path = model_mac_table(backend.model), backend.model.mode, args.checkpoint
+    else:
+        model_path = args.onnx
+        if model_path is None:
+            if not args.checkpoint:
+                raise CosineGateError("--backend onnxrt needs --onnx MODEL or --checkpoint CKPT (exported here).")
+            from cosinegate.onnx import export_checkpoint
+
+            model_path = workdir / "conditional.onnx"
+            export_checkpoint(args.checkpoint, model_path, "conditional" if args.batch == 1 else "masked", args.batch,
+                              policy=args.policy)
+        backend = OnnxrtBackend(model_path, args.threads)
+    if backend_name != "torch":
+        if backend_name == "onnxrt" or args.engine and Path(str(model_path)).suffix == ".onnx":
+            meta, table, kinds, _ = graph_info(model_path)
+        elif meta:
+            from cosinegate.macs import mac_table
+
+            table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"))
+            kinds = [b["kind"] for b in meta.get("blocks", [])]
+        mode = meta.get("mode", "predictive")
+        if backend.batch and backend.batch != args.batch:
+            raise CosineGateError(f"the model has a static batch of {backend.batch}; pass --batch {backend.batch}.")
+    batches = make_batches(args, (3, 32, 32))
+    sampler = None
+    if args.power:
+        from cosinegate.bench.tegrastats import TegrastatsSampler
+
+        sampler = TegrastatsSampler()
+        sampler.__enter__()
+    started = time.perf_counter()
+    try:
+        result = measure(backend, batches, args, table, mode, kinds)
+    finally:
+        if sampler:
+            sampler.__exit__(None, None, None)
+    seconds = time.perf_counter() - started
+    report = {"backend": backend_name, "model": str(model_path), "batch": args.batch, "threads": args.threads,
+              "input": "random (speed only)" if args.random_input else f"{args.data or 'synthetic'} test images",
+              "device": rep.device_name(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **result}
+    wall = report.pop("_wall")
+    if sampler:
+        from cosinegate.bench.tegrastats import read_power_mode
+        from cosinegate.trt.targets import load_target
+
+        rails = ()
+        if backend_name == "trt":
+            rails = load_target(backend.manifest["target"]).total_power_rails
+        report["power"] = sampler.summary(rails, images=len(wall) * args.batch, seconds=seconds)
+        report["power_mode"] = read_power_mode()
+    series = {f"{backend_name}": wall}
+    if args.compare_dense:
+        report["compare_dense"], extra = compare_dense(args, model_path, report, batches, workdir, backend_name)
+        series.update(extra)
+        print_table(report["compare_dense"])
+    print(f"{backend_name} {report['input']}: mean {report['latency_ms']['mean']:.3f} ms, p50 {report['latency_ms']['p50']:.3f}, "
+          f"p90 {report['latency_ms']['p90']:.3f}, p99 {report['latency_ms']['p99']:.3f}, {report['throughput']:.1f} img/s"
+          + (f", skip rate {report['skip_rate']:.3f}, executed {report['executed_macs'] / 1e6:.2f}M / {report['dense_macs'] / 1e6:.2f}M MACs"
+             if "skip_rate" in report else ""))
+    if args.json:
+        atomic_write_json(args.json, report)
+    if args.csv:
+        rep.append_csv(args.csv, rep.csv_row(report))
+    if args.plot:
+        rep.plot_histogram(args.plot, series, f"{Path(str(model_path)).name} batch {args.batch}")
+    tmp.cleanup()
+    return 0
+
+
+def compare_dense(args, conditional_path, cond_report, batches, workdir, backend_name):
+    from cosinegate.bench.backends import OnnxrtBackend
+    from cosinegate.errors import CosineGateError
+
+    if backend_name != "onnxrt":
+        raise CosineGateError("--compare-dense runs ONNX graphs here; use --backend onnxrt (with --onnx or --checkpoint).")
+    if "executed_macs" not in cond_report:
+        raise CosineGateError("--compare-dense needs real images for executed MACs; drop --random-input.")
+    meta, table, kinds, num_if = graph_info(conditional_path)
+    if meta.get("form") != "conditional":
+        raise CosineGateError(f"--compare-dense compares a conditional graph; {conditional_path} is {meta.get('form')}.")
+    from cosinegate.onnx import export_checkpoint
+
+    dense_path = args.dense_onnx
+    if dense_path is None:
+        if not args.checkpoint:
+            raise CosineGateError("--compare-dense needs --dense-onnx FILE or --checkpoint CKPT to export the flat twin.")
+        dense_path = workdir / "flat.onnx"
+        export_checkpoint(args.checkpoint, dense_path, "flat", args.batch)
+    forced_path = workdir / "forced_on.onnx"
+    forced_on(conditional_path, forced_path)
+    runs = {"dense": measure(OnnxrtBackend(dense_path, args.threads), batches, args)}
+    runs["forced_on"] = measure(OnnxrtBackend(forced_path, args.threads), batches, args)
+    pruned_macs = None
+    if args.checkpoint:
+        try:
+            pruned_path = workdir / "pruned.onnx"
+            export_checkpoint(args.checkpoint, pruned_path, "masked", args.batch, policy="auto")
+            pmeta, _, pkinds, _ = graph_info(pruned_path)
+            runs["static_pruned"] = measure(OnnxrtBackend(pruned_path, args.threads), batches, args)
+            pruned_macs = table.executed([k != "always_skipped" for k in pkinds], meta.get("mode"))
+        except CosineGateError as exc:
+            print(f"static-pruned graph not available: {exc}")
+    # re-measure the conditional graph interleaved in time with the others (same machine state)
+    runs["conditional"] = measure(OnnxrtBackend(conditional_path, args.threads), batches, args)
+    stat = "p50"  # medians: robust to other jobs on a shared machine; means are in the *_latency_ms entries
+    dense_ms, cond_ms = runs["dense"]["latency_ms"][stat], runs["conditional"]["latency_ms"][stat]
+    dense_macs, executed = table.dense, cond_report["executed_macs"]
+    out = {
+        "speedup_statistic": stat, "dense_onnx": str(dense_path), "conditional_if_count": num_if, "policy": meta.get("policy"),
+        "dense_latency_ms": runs["dense"]["latency_ms"], "conditional_latency_ms": runs["conditional"]["latency_ms"],
+        "forced_on_latency_ms": runs["forced_on"]["latency_ms"],
+        "dense_macs": int(dense_macs), "executed_macs": executed, "executed_mac_ratio": executed / dense_macs,
+        "ideal_speedup": dense_macs / executed, "realized_speedup": dense_ms / cond_ms,
+        "forced_on_overhead": runs["forced_on"]["latency_ms"][stat] / dense_ms - 1.0,
+    }
+    out["realized_over_ideal"] = out["realized_speedup"] / out["ideal_speedup"]
+    if "static_pruned" in runs:
+        sp = runs["static_pruned"]["latency_ms"][stat]
+        out.update(static_pruned_latency_ms=runs["static_pruned"]["latency_ms"], static_pruned_macs=int(pruned_macs),
+                   static_pruned_speedup=dense_ms / sp, conditional_vs_static_pruned=sp / cond_ms)
+    return out, {k: v["_wall"] for k, v in runs.items()}
+
+
+def print_table(c):
+    s = c["speedup_statistic"]
+    rows = [("dense (flat twin, ORT all)", c["dense_latency_ms"], c["dense_macs"], 1.0)]
+    if "static_pruned_latency_ms" in c:
+        rows.append(("static pruned (masked auto)", c["static_pruned_latency_ms"], c["static_pruned_macs"],
+                     c["static_pruned_speedup"]))
+    rows.append((f"conditional ({c['conditional_if_count']} If)", c["conditional_latency_ms"], c["executed_macs"],
+                 c["realized_speedup"]))
+    rows.append(("conditional, all gates forced on", c["forced_on_latency_ms"], c["dense_macs"],
+                 c["dense_latency_ms"][s] / c["forced_on_latency_ms"][s]))
+    print(f"{'graph':34s} {'p50 ms':>8s} {'mean ms':>8s} {'MACs (M)':>9s} {'speedup':>8s}")
+    for name, lat, macs, speed in rows:
+        print(f"{name:34s} {lat['p50']:8.3f} {lat['mean']:8.3f} {macs / 1e6:9.2f} {speed:8.3f}")
+    print(f"ideal speedup {c['ideal_speedup']:.3f}, realized {c['realized_speedup']:.3f}, realized/ideal "
+          f"{c['realized_over_ideal']:.3f}, forced-on overhead {100 * c['forced_on_overhead']:+.1f}%")
+
+
+if __name__ == "__main__":
+    from cosinegate.cli import run_main
+
+    run_main(main)

@@ -1,0 +1,293 @@
+#!/usr/bin/env python
+"""Build a TensorRT engine for a target board, or the bundle the board needs to build it.
+
+    python deploy/build_engine.py --target jetson-orin --checkpoint CKPT
+    python deploy/build_engine.py --target jetson-orin --checkpoint CKPT --precision int8 --int8 cache --calib-cache calib.cache
+    python deploy/build_engine.py --target jetson-orin --bundle engines/jetson-orin/model-bundle    # on the device
+
+From a checkpoint it exports the ONNX forms (and runs INT8 calibration when asked), reusing
+artifacts whose input hashes match (stage records under <out>/.work/). When TensorRT is
+importable and this host matches the target (arch, compute capability, TensorRT release), it
+builds engines/<target>/<model>-<form>-<precision>-trt<ver>-sm<cc>.engine with Polygraphy, writes
+<engine>.json and checks parity against the saved PyTorch reference with TrtRunner
+(<engine>.parity.json). Otherwise it writes the device bundle engines/<target>/<model>-bundle/
+(+ .tar.gz) and prints what to copy and run on the device; --require-engine makes that an error.
+Exit status: 0 done, 1 engine parity failed, 2 bad input (nothing half-written).
+"""
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import _bootstrap  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv=None):
+    from cosinegate.cli import add_data_flags
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--target", required=True, help="engines/targets/<NAME>.toml")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint from train/train.py")
+    src.add_argument("--onnx", help="graph from deploy/export_onnx.py")
+    src.add_argument("--bundle", help="bundle folder made by this command (on the device)")
+    p.add_argument("--precision", default="fp16", choices=("int8", "fp16", "fp32"))
+    p.add_argument("--int8", dest="int8_path", choices=("qdq", "cache"), help="INT8 path (default: the target's)")
+    p.add_argument("--calib-cache", help="existing TensorRT calibration cache (--int8 cache)")
+    p.add_argument("--calibration", help="existing calibration output dir (model.qdq*.onnx, calibration.cache)")
+    p.add_argument("--form", default="conditional", choices=("conditional", "masked"))
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset for export (default: the toolkit's)")
+    p.add_argument("--dla-core", type=int, default=None)
+    p.add_argument("--workspace", type=int, default=None, help="workspace MiB (default: the target's)")
+    p.add_argument("--timing-cache", help="timing cache file (loaded if present, saved after the build)")
+    p.add_argument("--out", help="output folder (default engines/<target>)")
+    p.add_argument("--require-engine", action="store_true", help="fail instead of writing a bundle")
+    add_data_flags(p)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    from cosinegate.errors import CosineGateError
+    from cosinegate.trt.build import detect_host
+    from cosinegate.trt.targets import check_dla_core, check_opset, host_matches, load_target
+
+    args = parse_args(argv)
+    profile = load_target(args.target)
+    check_dla_core(profile, args.dla_core)
+    if args.precision not in profile.precisions:
+        raise CosineGateError(f"precision {args.precision} is not offered by {profile.name}; use {', '.join(profile.precisions)}.")
+    if args.form == "conditional" and args.batch != 1:
+        raise CosineGateError("--form conditional takes --batch 1 (an If condition is one scalar); use --form masked for batches.")
+    if args.dla_core is not None and args.precision == "fp32":
+        raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
+    int8_path = args.int8_path or profile.default_int8_path
+    if args.precision == "int8" and int8_path not in profile.int8_paths:
+        raise CosineGateError(f"INT8 path {int8_path} is not offered by {profile.name}; use {', '.join(profile.int8_paths)}.")
+    if args.precision == "int8" and not (args.checkpoint or args.bundle or args.calib_cache or args.calibration):
+        raise CosineGateError("INT8 needs calibration data or a cache: pass --checkpoint (calibrates), --calibration DIR or --calib-cache FILE.")
+    if args.calib_cache and not Path(args.calib_cache).is_file():
+        raise CosineGateError(f"calibration cache {args.calib_cache} not found; check the path or rerun calibration.")
+    host = detect_host()
+    can_build, why = (False, "TensorRT is not installed here") if host.trt_version is None else host_matches(profile, host)
+    if args.require_engine and not can_build:
+        raise CosineGateError(f"--require-engine: cannot build a {profile.name} engine on this host ({why}); run on the device.")
+    out = Path(args.out) if args.out else ROOT / "engines" / profile.name
+    if args.bundle:
+        return from_bundle(args, profile, host, can_build, why, out)
+    opset = args.opset
+    if opset is None:
+        from cosinegate.onnx import DEFAULT_OPSET
+
+        opset = DEFAULT_OPSET
+    check_opset(profile, opset, host.trt_version if can_build else None)
+    artifacts = prepare(args, profile, int8_path, opset)
+    if can_build:
+        return build_here(args, profile, host, artifacts, out)
+    return bundle(args, profile, artifacts, out, why)
+
+
+def prepare(args, profile, int8_path, opset):
+    """Run/reuse the stages; return {"name", "onnx": build graph, "forms": {...}, "cache", "reference", "inputs"}."""
+    import onnx
+
+    from cosinegate.errors import CosineGateError
+    from cosinegate.trt.bundle import Stages, calibration_files, model_name
+    from cosinegate.trt.targets import check_opset
+
+    art = {"cache": None, "reference": None, "inputs": None, "forms": {}, "calibration": None}
+    if args.checkpoint:
+        if not Path(args.checkpoint).is_file():
+            raise CosineGateError(f"checkpoint {args.checkpoint} not found; check the path.")
+        name = model_name(args.checkpoint)
+        stages = Stages(Path(args.out or ROOT / "engines" / profile.name) / ".work" / name)
+        art["forms"][args.form] = stages.export(args.checkpoint, args.form, args.batch, opset)
+        art["forms"]["flat"] = stages.export(args.checkpoint, "flat", args.batch, opset)
+        art["onnx"] = art["forms"][args.form]
+        art["reference"], art["inputs"] = stages.reference(args.checkpoint, art["onnx"], args.data, args.data_root)
+        art["stages"] = {"reused": stages.reused, "made": stages.made}
+    else:
+        from cosinegate.onnx import load_toolkit_onnx
+
+        model = load_toolkit_onnx(args.onnx)
+        found = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=opset)
+        check_opset(profile, found)
+        name = model_name(args.onnx)
+        art["onnx"] = art["forms"][args.form] = Path(args.onnx)
+        stages = None
+    art["name"] = name
+    if args.precision == "int8":
+        calib_dir = args.calibration
+        if calib_dir is None and args.calib_cache is None:
+            calib_dir = stages.calibrate(args.checkpoint, args.data, args.data_root)
+        if calib_dir:
+            qdq, cache = calibration_files(calib_dir, args.form)
+            art["calibration"] = str(calib_dir)
+            art["cache"] = cache
+            if int8_path == "qdq":
+                if qdq is None:
+                    raise CosineGateError(f"--int8 qdq needs a Q/DQ graph in {calib_dir}; rerun calibration or use --int8 cache.")
+                art["qdq"] = qdq
+                art["onnx"] = qdq
+        if args.calib_cache:
+            art["cache"] = Path(args.calib_cache)
+        if int8_path == "cache" and art["cache"] is None:
+            raise CosineGateError("--int8 cache needs a calibration cache and none was found; pass --calib-cache FILE.")
+        onnx_opset = max(o.version for o in onnx.load(str(art["onnx"]), load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
+        check_opset(profile, onnx_opset)
+    return art
+
+
+def _settings(args, profile, version, art):
+    from cosinegate.trt.build import build_settings, gate_layer_names
+
+    return build_settings(profile, version, args.precision, args.int8_path, art.get("cache"), args.dla_core, args.workspace,
+                          args.timing_cache, gate_layer_names(art["onnx"]))
+
+
+def bundle(args, profile, art, out, why):
+    from cosinegate.trt.build import cache_calibrator
+    from cosinegate.trt.bundle import device_script, make_bundle
+
+    name = art["name"]
+    files = {}
+    for form, path in art["forms"].items():
+        files[f"model.{form}.onnx"] = path
+        if Path(f"{path}.json").is_file():
+            files[f"model.{form}.onnx.json"] = Path(f"{path}.json")
+    build_rel = f"model.{args.form}.onnx"
+    if art.get("calibration"):
+        for extra in sorted(Path(art["calibration"]).glob("*")):
+            if extra.is_file() and not extra.name.endswith(".stage.json"):
+                files[f"calibration/{extra.name}"] = extra
+        if art.get("qdq"):
+            build_rel = f"calibration/{Path(art['qdq']).name}"
+    calib_rel, calibrator = None, None
+    if art.get("cache"):
+        calib_rel = "calibration.cache"
+        files[calib_rel] = art["cache"]
+        calibrator = cache_calibrator(art["cache"])
+    if art.get("reference"):
+        files["reference.json"] = art["reference"]
+        files["inputs.json"] = art["inputs"]
+    from cosinegate.trt.build import gate_layer_names
+
+    int8_path = args.int8_path or profile.default_int8_path
+    script = device_script(profile, name, args.form, args.precision, int8_path, build_rel, calib_rel, args.batch,
+                           gate_layer_names(files[build_rel] if build_rel in files else art["onnx"]), args.workspace,
+                           args.dla_core, calibrator)
+    fields = {"model": name, "target": profile.name, "form": args.form, "precision": args.precision, "batch": args.batch,
+              "int8_path": int8_path if args.precision == "int8" else None, "build_onnx": build_rel,
+              "calibration_cache": calib_rel, "calibrator": calibrator, "dla_core": args.dla_core,
+              "source": str(args.checkpoint or args.onnx)}
+    final, archive, manifest = make_bundle(out, name, profile, files, script, fields)
+    print(f"no engine built here ({why}); wrote the device bundle {final} ({len(manifest['files'])} files) and {archive}")
+    print("On the device:")
+    print(f"  1. copy:  scp {archive} <device>:~/")
+    print(f"  2. unpack: tar xzf {archive.name}")
+    print(f"  3. build:  sh {final.name}/build_on_device.sh      (trtexec)")
+    print(f"     or:     python3 deploy/build_engine.py --bundle {final.name} --target {profile.name} "
+          f"--precision {args.precision} --form {args.form}   (from a toolkit checkout; checks hashes, builds, runs parity)")
+    return 0
+
+
+def from_bundle(args, profile, host, can_build, why, out):
+    from cosinegate.errors import CosineGateError
+    from cosinegate.trt.manifest import verify_bundle
+    from cosinegate.trt.targets import check_opset
+
+    bundle_dir = Path(args.bundle)
+    manifest = verify_bundle(bundle_dir)
+    if manifest.get("target") != profile.name:
+        raise CosineGateError(f"bundle {bundle_dir} was made for {manifest.get('target')}, not {profile.name}; pass --target {manifest.get('target')}.")
+    import onnx
+
+    onnx_path = bundle_dir / manifest["build_onnx"]
+    opset = max(o.version for o in onnx.load(str(onnx_path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
+    check_opset(profile, opset, host.trt_version if can_build else None)
+    if not can_build:
+        print(f"bundle {bundle_dir} verified ({len(manifest['files'])} files, hashes match); no engine built here ({why}).")
+        return 0
+    args.precision, args.form, args.batch = manifest["precision"], manifest["form"], manifest["batch"]
+    args.int8_path = manifest.get("int8_path")
+    art = {"name": manifest["model"], "onnx": onnx_path,
+           "cache": bundle_dir / manifest["calibration_cache"] if manifest.get("calibration_cache") else None,
+           "reference": bundle_dir / "reference.json" if (bundle_dir / "reference.json").is_file() else None,
+           "inputs": bundle_dir / "inputs.json", "forms": {}}
+    return build_here(args, profile, host, art, out)
+
+
+def build_here(args, profile, host, art, out):
+    """Build the engine with Polygraphy (atomically), write its manifest, run TrtRunner parity."""
+    from cosinegate.artifacts import atomic_write_json, sha256_file
+    from cosinegate.trt.build import build_engine
+    from cosinegate.trt.manifest import write_engine_manifest
+    from cosinegate.trt.targets import compute_capability_text
+
+    version, cc = host.trt_version, compute_capability_text(host.compute_capability)
+    settings = _settings(args, profile, version, art)
+    out.mkdir(parents=True, exist_ok=True)
+    engine = out / f"{art['name']}-{args.form}-{args.precision}-trt{version}-sm{cc.replace('.', '')}.engine"
+    fd, tmp = tempfile.mkstemp(prefix=f".{engine.name}.", dir=out)
+    os.close(fd)
+    try:
+        seconds = build_engine(art["onnx"], tmp, settings)
+        os.replace(tmp, engine)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    meta = _onnx_meta(art["onnx"])
+    write_engine_manifest(
+        engine, model=art["name"], target=profile.name, trt_version=str(version), compute_capability=cc,
+        precision=args.precision, batch=args.batch, form=args.form, build_seconds=round(seconds, 2),
+        settings=settings.to_json(), inputs={"onnx": str(art["onnx"]), "onnx_sha256": sha256_file(art["onnx"])},
+        calibration_sha256=sha256_file(art["cache"]) if art.get("cache") else None,
+        gate_thresholds={b: "logit > 0" for b in range(len(meta.get("blocks", [])))}, onnx_metadata=meta,
+    )
+    print(f"built {engine} in {seconds:.1f}s (TensorRT {version}, sm{cc}); manifest {engine}.json")
+    if art.get("reference"):
+        report = engine_parity(engine, art["inputs"], art["reference"], args.precision)
+        atomic_write_json(f"{engine}.parity.json", report)
+        print(f"parity vs PyTorch reference: {'passed' if report['passed'] else 'FAILED'} -> {engine}.parity.json")
+        return 0 if report["passed"] else 1
+    return 0
+
+
+def _onnx_meta(path):
+    import onnx
+
+    from cosinegate.onnx.export import get_metadata
+
+    return get_metadata(onnx.load(str(path), load_external_data=False))
+
+
+def engine_parity(engine, inputs_json, reference_json, precision):
+    """Polygraphy TrtRunner on the saved inputs vs the saved PyTorch outputs (gates exact)."""
+    import numpy as np
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    from polygraphy.backend.common import BytesFromPath
+    from polygraphy.comparator import Comparator, CompareFunc, RunResults
+    from polygraphy.json import load_json
+
+    feeds = load_json(str(inputs_json))
+    reference = RunResults.load(str(reference_json))
+    results = Comparator.run([TrtRunner(EngineFromBytes(BytesFromPath(str(engine))), name="trt")], data_loader=feeds)
+    atol = {"logits": 1e-4 if precision == "fp32" else 5e-2, "gates": 0.0}
+    combined = RunResults()
+    combined.append(reference[0])
+    combined.append(results[0])
+    passed = bool(Comparator.compare_accuracy(combined, compare_func=CompareFunc.simple(atol=atol, rtol={"logits": 1e-3, "gates": 0.0})))
+    ref_g = np.concatenate([np.asarray(it["gates"]) for it in reference[0][1]])
+    got_g = np.concatenate([np.asarray(it["gates"]) for it in results[0][1]])
+    agreement = float((ref_g == got_g).mean())
+    return {"passed": passed and agreement == 1.0, "gate_agreement": agreement, "precision": precision, "samples": int(len(ref_g))}
+
+
+if __name__ == "__main__":
+    from cosinegate.cli import run_main
+
+    run_main(main)

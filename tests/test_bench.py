@@ -1,0 +1,106 @@
+"""deploy/bench.py: onnxrt and torch backends, JSON keys, --compare-dense, CSV, PNG, engine manifest refusal."""
+
+import csv
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "deploy"))
+import bench  # noqa: E402
+
+from cosinegate.errors import CosineGateError  # noqa: E402
+from cosinegate.trt.manifest import check_engine_manifest, write_engine_manifest  # noqa: E402
+
+FAST = ["--warmup", "2", "--iterations", "10", "--samples", "8", "--data", "cifar10"]
+KEYS = ("latency_ms", "throughput", "skip_rate", "executed_macs", "dense_macs")
+
+
+@pytest.fixture(scope="module")
+def conditional_onnx(tiny_checkpoint, tmp_path_factory):
+    from cosinegate.onnx import export_checkpoint
+
+    out = tmp_path_factory.mktemp("bench") / "c.onnx"
+    export_checkpoint(tiny_checkpoint, out, "conditional", policy="conditional-all")
+    return out
+
+
+def test_onnxrt_json_csv_png(conditional_onnx, tiny_checkpoint, fake_cifar_root, tmp_path):
+    report, table, plot = tmp_path / "r.json", tmp_path / "dev.csv", tmp_path / "h.png"
+    argv = ["--onnx", str(conditional_onnx), "--backend", "onnxrt", "--data-root", str(fake_cifar_root), *FAST,
+            "--json", str(report), "--csv", str(table), "--plot", str(plot)]
+    assert bench.main(argv) == 0
+    assert bench.main(argv) == 0
+    data = json.loads(report.read_text())
+    for key in KEYS:
+        assert key in data
+    assert set(data["latency_ms"]) >= {"mean", "p50", "p90", "p99"}
+    assert 0 <= data["skip_rate"] <= 1 and data["executed_macs"] <= 1.01 * data["dense_macs"]  # gate heads cost a little
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 2 and rows[0]["backend"] == "onnxrt"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_torch_backend(tiny_checkpoint, fake_cifar_root, tmp_path):
+    report = tmp_path / "t.json"
+    assert bench.main(["--checkpoint", str(tiny_checkpoint), "--backend", "torch", "--data-root", str(fake_cifar_root),
+                       *FAST, "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    for key in KEYS:
+        assert key in data
+
+
+def test_random_input_is_speed_only(conditional_onnx, tmp_path):
+    report = tmp_path / "r.json"
+    bench.main(["--onnx", str(conditional_onnx), "--random-input", "--warmup", "1", "--iterations", "5", "--json", str(report)])
+    data = json.loads(report.read_text())
+    assert "speed only" in data["input"] and "skip_rate" not in data
+
+
+def test_compare_dense(conditional_onnx, tiny_checkpoint, fake_cifar_root, tmp_path, capsys):
+    report = tmp_path / "c.json"
+    assert bench.main(["--onnx", str(conditional_onnx), "--checkpoint", str(tiny_checkpoint), "--compare-dense",
+                       "--data-root", str(fake_cifar_root), *FAST, "--json", str(report)]) == 0
+    c = json.loads(report.read_text())["compare_dense"]
+    for key in ("dense_latency_ms", "conditional_latency_ms", "executed_mac_ratio", "ideal_speedup", "realized_speedup",
+                "realized_over_ideal", "forced_on_overhead"):
+        assert key in c
+    assert "realized/ideal" in capsys.readouterr().out
+
+
+def test_forced_on_keeps_ifs(conditional_onnx, tmp_path):
+    import onnx
+
+    count = bench.forced_on(conditional_onnx, tmp_path / "f.onnx")
+    model = onnx.load(str(tmp_path / "f.onnx"))
+    assert count == sum(n.op_type == "If" for n in model.graph.node) > 0
+    onnx.checker.check_model(model)
+
+
+def test_bad_backend():
+    with pytest.raises(CosineGateError, match="unknown backend"):
+        bench.main(["--onnx", "x.onnx", "--backend", "tflite"])
+
+
+def test_engine_manifest_refusal(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"fake engine")
+    write_engine_manifest(engine, trt_version="8.5.2", compute_capability="8.7")
+    assert check_engine_manifest(engine, "8.5.2.2", "8.7")["trt_version"] == "8.5.2"
+    with pytest.raises(CosineGateError, match="built with TensorRT 8.5.2, this machine has TensorRT 10.3.0"):
+        check_engine_manifest(engine, "10.3.0", "8.7")
+    with pytest.raises(CosineGateError, match="compute capability 8.7, this GPU is 7.2"):
+        check_engine_manifest(engine, "8.5.2", (7, 2))
+    (tmp_path / "m.engine.json").unlink()
+    with pytest.raises(CosineGateError, match="no manifest"):
+        check_engine_manifest(engine, "8.5.2", "8.7")
+
+
+def test_trt_backend_refuses_without_tensorrt(tmp_path, monkeypatch):
+    import cosinegate.trt.versions as versions
+
+    monkeypatch.setattr(versions, "installed_tensorrt", lambda: None)
+    with pytest.raises(CosineGateError, match="TensorRT is not installed"):
+        bench.main(["--engine", str(tmp_path / "m.engine")])

@@ -1,0 +1,85 @@
+"""deploy/build_engine.py off the device: TensorRT-absent path, settings from the version guards, bad inputs."""
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT, run_script
+
+sys.path.insert(0, str(ROOT / "deploy"))
+import build_engine  # noqa: E402
+
+from cosinegate.errors import CosineGateError  # noqa: E402
+from cosinegate.trt import build as trt_build  # noqa: E402
+from cosinegate.trt.targets import HostInfo, load_target  # noqa: E402
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.fixture(autouse=True)
+def no_tensorrt(monkeypatch):
+    """Behave as on a machine without TensorRT or GPU, whatever this one has."""
+    monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+
+
+def test_require_engine_fails_without_tensorrt(tiny_checkpoint, tmp_path):
+    done = run_script("deploy/build_engine.py", "--target", "jetson-orin", "--checkpoint", tiny_checkpoint,
+                      "--out", tmp_path / "out", "--require-engine")
+    assert done.returncode == 2
+    assert "require-engine" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--target", "jetson-nope"], "valid targets: desktop"),
+    (["--target", "jetson-orin-nano", "--dla-core", "0"], "has no DLA"),
+    (["--target", "jetson-orin", "--dla-core", "5"], "does not exist"),
+    (["--target", "jetson-orin", "--opset", "19"], "opset 19"),
+])
+def test_bad_inputs(argv, words, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(CosineGateError, match=words):
+        build_engine.main(argv + ["--checkpoint", str(tiny_checkpoint), "--out", str(out)])
+    assert not list(out.glob("*bundle*")) if out.exists() else True
+
+
+def test_int8_cache_path_needs_cache(tiny_checkpoint, tmp_path):
+    with pytest.raises(CosineGateError, match="calibration cache .* not found"):
+        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(tiny_checkpoint), "--precision", "int8",
+                           "--int8", "cache", "--calib-cache", str(tmp_path / "none.cache"), "--out", str(tmp_path / "o")])
+
+
+def test_int8_onnx_without_cache(tmp_path):
+    with pytest.raises(CosineGateError, match="calibration data or a cache"):
+        build_engine.main(["--target", "jetson-orin", "--onnx", str(tmp_path / "m.onnx"), "--precision", "int8"])
+
+
+def test_settings_follow_version_guards(tmp_path):
+    orin = load_target("jetson-orin")
+    s = trt_build.build_settings(orin, "10.3.0", "int8", "qdq")
+    assert s.strongly_typed and not s.int8 and not s.fp16
+    s = trt_build.build_settings(orin, "8.5.2", "int8", "qdq", fp32_layers=("block0/gate/fc1",))
+    assert not s.strongly_typed and s.int8 and s.fp16 and s.fp32_layers == ("block0/gate/fc1",)
+    s = trt_build.build_settings(orin, "8.6.2", "fp16", fp32_layers=("g",), dla_core=1, workspace_mib=512)
+    assert s.fp16 and s.dla_core == 1 and s.gpu_fallback and s.workspace_mib == 512
+    cache = tmp_path / "c.cache"
+    cache.write_text("TRT-100300-MinMaxCalibration\ninput: 3c010a14\n")
+    s = trt_build.build_settings(orin, "10.3.0", "int8", "cache", calib_cache=cache)
+    assert s.calibrator == "minmax" and any("deprecated" in n for n in s.notes)
+    with pytest.raises(CosineGateError, match="DLA needs an EntropyCalibrator2"):
+        trt_build.build_settings(orin, "10.3.0", "int8", "cache", calib_cache=cache, dla_core=0)
+    with pytest.raises(CosineGateError, match="strongly typed only"):
+        trt_build.build_settings(orin, "11.0", "fp16")
+
+
+@pytest.mark.skipif(HAS_TRT, reason="checks the TensorRT-absent message")
+def test_build_engine_without_tensorrt(tmp_path):
+    with pytest.raises(CosineGateError, match="TensorRT is not installed"):
+        trt_build.build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", None)
+
+
+@pytest.mark.skipif(not HAS_TRT, reason="needs TensorRT and a GPU matching a target profile")
+def test_engine_build_on_device():  # pragma: no cover - device only
+    pytest.skip("run `python deploy/build_engine.py --target <this board> --checkpoint CKPT` on the device")

@@ -1,0 +1,263 @@
+"""INT8 calibration: calibration set, batch-invariant ranges, Q/DQ placement, conditional graph, cache, real-image agreement."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import conftest
+from conftest import REAL_CIFAR, requires_real_cifar, tiny_config
+from cosinegate.errors import CosineGateError
+from cosinegate.quant import cache as cache_mod
+from cosinegate.quant import calibrate as C
+from cosinegate.quant.calibset import ids_sha256, select
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_CHECKPOINT = ROOT / "runs/gpu6/resnet20-balanced-s0.pt"
+
+
+@pytest.fixture(scope="module")
+def train_split(fake_cifar_root):
+    from cosinegate.data import load_dataset
+
+    return load_dataset("cifar10", fake_cifar_root)[0]
+
+
+@pytest.fixture(scope="module")
+def calib_set(train_split, fake_cifar_root):
+    return select(train_split, 40, 0, "cifar10", str(fake_cifar_root))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, fake_cifar_root):
+    """An untrained predictive ResNet-20 checkpoint (instant; training is not what is tested here)."""
+    return paper_checkpoint(tmp_path_factory.mktemp("ckpt") / "predictive.pt", fake_cifar_root, "predictive")
+
+
+@pytest.fixture(scope="module")
+def built(tiny_checkpoint, calib_set):
+    """minmax calibration of the tiny checkpoint with every gated block dynamic (one If per gated block)."""
+    return C.calibrate(tiny_checkpoint, calib_set, "minmax", 16, trt_version="8.5", forms=("flat", "conditional"),
+                       policy="conditional-all")
+
+
+def paper_checkpoint(path, data_root, mode="paper"):
+    from cosinegate.models import build_model
+    from cosinegate.training.checkpoint import save_checkpoint
+
+    config = tiny_config(data_root, mode=mode)
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model(config["model"], num_classes=10)
+    save_checkpoint(path, config=config, num_classes=10, model=model.state_dict())
+    return path
+
+
+def _nodes(model):
+    return {n.name: n for n in model.graph.node}
+
+
+def _inits(model):
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def _producers(graph):
+    return {o: n for n in graph.node for o in n.output}
+
+
+# calibration set --------------------------------------------------------------
+
+
+def test_calibration_set_is_seeded_stratified_and_hashed(train_split):
+    a, b = select(train_split, 40, 3), select(train_split, 40, 3)
+    assert a.ids == b.ids and a.ids_sha256 == ids_sha256(a.ids)
+    assert select(train_split, 40, 4).ids != a.ids
+    assert np.bincount(a.labels, minlength=10).tolist() == [4] * 10
+    assert all(not i.startswith("test") for i in a.ids)
+
+
+def test_calibration_set_refuses_too_few_and_wrong_shape(train_split):
+    from cosinegate.data.imageset import ImageSet
+
+    with pytest.raises(CosineGateError, match="fewer than the 10 classes"):
+        select(train_split, 9)
+    bad = ImageSet(np.zeros((20, 64, 64, 3), np.uint8), np.arange(20) % 10, [str(i) for i in range(20)], list("abcdefghij"))
+    with pytest.raises(CosineGateError, match="expected uint8 images of shape"):
+        select(bad, 10)
+
+
+# ranges -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile"])
+def test_ranges_invariant_to_batch_size_and_order(tiny_checkpoint, calib_set, method):
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(tiny_checkpoint)
+    tensors = C.quantized_tensors(C.flat_twin(model, 1))
+    one = C.collect_ranges(model, calib_set.images, method, 40, tensors=tensors, num_bins=512)
+    seven = C.collect_ranges(model, calib_set.images, method, 7, tensors=tensors, num_bins=512)
+    shuffled = C.collect_ranges(model, calib_set.images, method, 16, tensors=tensors, num_bins=512,
+                                order=np.random.default_rng(1).permutation(len(calib_set)))
+    assert set(one) == set(tensors)
+    for other in (seven, shuffled):
+        for name in tensors:
+            # numerical noise only: ORT may sum a conv in another order per batch size
+            assert other[name] == pytest.approx(one[name], rel=1e-5), name
+
+
+def test_unknown_method_refused(tiny_checkpoint, calib_set):
+    with pytest.raises(CosineGateError, match="unknown calibration method 'mse'"):
+        C.calibrate(tiny_checkpoint, calib_set, "mse")
+
+
+# Q/DQ placement ---------------------------------------------------------------
+
+
+def test_flat_qdq_placement_rules(built):
+    model = onnx.load_from_string(built.files[C.FLAT_QDQ])
+    graph, inits, made_by = model.graph, _inits(model), _producers(model.graph)
+    qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    for node in qdq:  # symmetric INT8: zero points are int8 zeros
+        zero = inits[node.input[2]]
+        assert zero.dtype == np.int8 and not zero.any()
+        assert not C.is_gate_node(node.name)
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm") and not C.is_gate_node(node.name):
+            act, weight = made_by[node.input[0]], made_by[node.input[1]]
+            assert act.op_type == "DequantizeLinear" and inits[act.input[1]].ndim == 0  # per-tensor activation
+            assert weight.op_type == "DequantizeLinear"
+            axis = {a.name: a.i for a in weight.attribute}["axis"]
+            w = inits[made_by[weight.input[0]].input[0]]
+            assert axis == 0 and inits[weight.input[1]].shape == (w.shape[0],)  # per output channel
+            assert np.allclose(inits[weight.input[1]], np.abs(w).reshape(w.shape[0], -1).max(1) / 127, rtol=1e-6)
+        if C._is_block_add(node):
+            assert made_by[node.input[0]].op_type == "DequantizeLinear"  # the shortcut ("residual") input
+        if C.is_gate_node(node.name):  # the gate head reads FP32 only
+            for name in node.input:
+                assert name not in made_by or made_by[name].op_type not in ("QuantizeLinear", "DequantizeLinear"), node.name
+
+
+def test_activation_scales_come_from_amax(built):
+    model = onnx.load_from_string(built.files[C.FLAT_QDQ])
+    inits, amax = _inits(model), built.manifest["amax"]
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.name.endswith(("/input_q_QuantizeLinear", "/shortcut_q_QuantizeLinear")):
+            assert float(inits[node.input[1]]) == pytest.approx(amax[node.input[0]] / 127, rel=1e-6)
+
+
+def test_conditional_qdq_lives_in_then_branches(built):
+    model = onnx.load_from_string(built.files[C.CONDITIONAL_QDQ])
+    ifs = [n for n in model.graph.node if n.op_type == "If"]
+    assert ifs
+    top = [n.name for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    for node in ifs:
+        block = node.name.split("/")[0]
+        branches = {a.name: a.g for a in node.attribute}
+        inside = [n.name for n in branches["then_branch"].node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+        assert {f"{block}/conv1/input_q_QuantizeLinear", f"{block}/conv2/weight_q_DequantizeLinear",
+                f"{block}/add/shortcut_q_DequantizeLinear"} <= set(inside)
+        assert not [n for n in branches["else_branch"].node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+        assert not [name for name in top if name.startswith(f"{block}/conv") or name.startswith(f"{block}/add")]
+
+
+def test_paper_mode_conditional_refused(tmp_path, fake_cifar_root, calib_set):
+    path = paper_checkpoint(tmp_path / "paper.pt", fake_cifar_root)
+    with pytest.raises(CosineGateError, match="--forms flat,masked"):
+        C.calibrate(path, calib_set, "minmax")
+    result = C.calibrate(path, calib_set, "minmax", forms=("flat", "masked"), policy="conditional-all")
+    assert set(result.files) == {C.FLAT_QDQ, C.MASKED_QDQ, C.CACHE_NAME}
+
+
+# cache ------------------------------------------------------------------------
+
+
+def test_cache_round_trip_and_header(built, tmp_path):
+    C.write_outputs(built, tmp_path / "out")
+    header, scales = cache_mod.parse_cache(tmp_path / "out" / C.CACHE_NAME)
+    assert header == "TRT-8502-MinMaxCalibration"
+    amax = built.manifest["amax"]
+    assert set(scales) == set(amax) and set(built.manifest["quantized_tensors"]) <= set(scales)
+    assert not [name for name in scales if "/gate/" in name]
+    for name, scale in scales.items():
+        assert scale == float(np.float32(amax[name] / 127)), name
+    back = C.amax_from_cache(tmp_path / "out" / C.CACHE_NAME, "8.5", "minmax")
+    for name in amax:
+        assert back[name] == pytest.approx(amax[name], rel=1e-6)
+
+
+@pytest.mark.parametrize("method, trt, header", [
+    ("entropy", "8.5", "TRT-8502-EntropyCalibration2"), ("minmax", "10.3", "TRT-100300-MinMaxCalibration"),
+    ("percentile", "10.3", "TRT-100300-MinMaxCalibration"), ("entropy", "10.3.0", "TRT-100300-EntropyCalibration2"),
+])
+def test_header_by_method_and_version(method, trt, header):
+    assert cache_mod.format_header(C.resolve_trt_version(trt), cache_mod.algorithm_for(method, C.resolve_trt_version(trt))) == header
+
+
+def test_mismatched_cache_refused(built, tmp_path):
+    path = tmp_path / "c.cache"
+    path.write_bytes(built.files[C.CACHE_NAME])  # TRT 8.5.2 MinMax
+    with pytest.raises(CosineGateError, match="built for TensorRT 8.5.2 with MinMaxCalibration.*10.3.0"):
+        C.amax_from_cache(path, "10.3", "minmax")
+    with pytest.raises(CosineGateError, match="EntropyCalibration2"):
+        C.amax_from_cache(path, "8.5", "entropy")
+
+
+def test_reusing_a_matching_cache_gives_the_same_graph(built, tiny_checkpoint, tmp_path):
+    path = tmp_path / "c.cache"
+    path.write_bytes(built.files[C.CACHE_NAME])
+    again = C.calibrate(tiny_checkpoint, None, "minmax", trt_version="8.5", forms=("flat",), cache_in=path)
+    a, b = (_inits(onnx.load_from_string(r.files[C.FLAT_QDQ])) for r in (built, again))
+    for name in a:
+        if name.endswith("input_q_scale"):
+            assert b[name] == pytest.approx(a[name], rel=1e-6)
+
+
+# ONNX Runtime -----------------------------------------------------------------
+
+
+def _agreement(checkpoint, calib, test_images, policy):
+    from cosinegate.onnx import conditionalize, mask
+    from cosinegate.quant.calibset import to_input
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    result = C.calibrate(checkpoint, calib, "minmax", 32, forms=("flat", "conditional"), policy=policy)
+    model, state = model_from_checkpoint(checkpoint)
+    fp32_cond = C.session(conditionalize(C.flat_twin(model, 1), policy, state.get("skip_rates")))
+    flat_q = C.session(onnx.load_from_string(result.files[C.FLAT_QDQ]))
+    cond_q = C.session(onnx.load_from_string(result.files[C.CONDITIONAL_QDQ]))
+    masked_q = C.session(mask(C.quantize_flat(C.flat_twin(model, 1), result.manifest["amax"]), policy, state.get("skip_rates")))
+    agree, total = 0, 0
+    for image in test_images:
+        x = to_input(image[None])
+        lf, gf = fp32_cond.run(None, {"input": x})
+        flat_q.run(None, {"input": x})
+        lq, gq = cond_q.run(None, {"input": x})
+        lm, gm = masked_q.run(None, {"input": x})
+        # If graph ~ masked graph (the masked form also quantizes the shortcut of a skipped block)
+        assert np.array_equal(gq, gm)
+        assert float(np.dot(lq.ravel(), lm.ravel()) / np.linalg.norm(lq) / np.linalg.norm(lm)) > 0.99
+        agree += int((gf == gq).sum())
+        total += gf.size
+    return agree / total
+
+
+def test_ort_runs_qdq_graphs_tiny(tiny_checkpoint, calib_set, fake_cifar):
+    test_images = fake_cifar[1]["test"][0][:20]
+    assert _agreement(tiny_checkpoint, calib_set, test_images, "conditional-all") >= 0.9
+
+
+@requires_real_cifar
+@pytest.mark.skipif(not GPU_CHECKPOINT.is_file(), reason=f"trained checkpoint {GPU_CHECKPOINT} not present")
+def test_real_images_gate_agreement(monkeypatch):
+    from cosinegate.data import load_dataset
+
+    monkeypatch.setenv("COSINEGATE_CACHE", str(conftest.USER_CACHE))
+    train, test = load_dataset("imagefolder", REAL_CIFAR)
+    calib = select(train, 128, 0, "imagefolder", str(REAL_CIFAR))
+    pick = np.random.default_rng(0).choice(len(test), 40, replace=False)
+    assert _agreement(GPU_CHECKPOINT, calib, test.images[pick], "conditional-all") >= 0.99

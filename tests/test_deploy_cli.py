@@ -1,0 +1,121 @@
+"""deploy/export_onnx.py and deploy/parity.py: end to end, exit codes, and one-line errors on bad input."""
+
+import importlib.util
+import json
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ROOT, run_script
+from onnx import numpy_helper
+from test_onnx_export import make_dynamic_checkpoint
+
+from cosinegate.cli import run_main
+
+
+@pytest.fixture(scope="module")
+def test_images(fake_cifar_root):
+    from cosinegate.data import load_dataset
+
+    return load_dataset("cifar10", fake_cifar_root)[1]
+
+
+@pytest.fixture(scope="module")
+def dyn_checkpoint(tiny_checkpoint, test_images, tmp_path_factory):
+    return make_dynamic_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("dyn") / "dyn.pt", test_images)
+
+
+@pytest.fixture(scope="module")
+def paper_checkpoint(tiny_checkpoint, test_images, tmp_path_factory):
+    return make_dynamic_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("paper") / "paper.pt", test_images, "paper")
+
+
+def load_script(name):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "deploy"))
+    spec = importlib.util.spec_from_file_location(f"deploy_{name}", ROOT / "deploy" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+EXPORT, PARITY = load_script("export_onnx"), load_script("parity")
+
+
+def run_in_process(script, argv, capsys):
+    """(exit code, stdout, stderr) of a script's main under run_main, in this process."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: script.main([str(a) for a in argv]))
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def test_export_then_parity_end_to_end(dyn_checkpoint, fake_cifar_root, tmp_path):
+    out, report = tmp_path / "model.onnx", tmp_path / "parity.json"
+    exported = run_script("deploy/export_onnx.py", "--checkpoint", dyn_checkpoint, "--out", out)
+    assert exported.returncode == 0, exported.stderr
+    assert "7 If" in exported.stdout and json.loads((tmp_path / "model.onnx.json").read_text())["num_if"] == 7
+    checked = run_script("deploy/parity.py", "--checkpoint", dyn_checkpoint, "--onnx", out, "--data", "cifar10",
+                         "--data-root", fake_cifar_root, "--samples", 16, "--report", report)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    result = json.loads(report.read_text())
+    for key in ("passed", "gate_agreement", "gate_agreement_per_block", "top1_agreement", "max_abs_err", "num_samples",
+                "flipped_blocks", "static_policy_disagreement", "summary"):
+        assert key in result
+    assert result["passed"] and result["num_samples"] == 16 and "PASSED" in checked.stdout
+
+
+def test_failed_parity_exits_1_and_names_the_block(dyn_checkpoint, fake_cifar_root, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert run_in_process(EXPORT, ["--checkpoint", dyn_checkpoint, "--out", out], capsys)[0] == 0
+    graph = onnx.load(str(out))
+    for tensor in graph.graph.initializer:
+        if tensor.name == "block4/gate/control/bias":
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) - np.float32(50), tensor.name))
+    onnx.save(graph, str(out))
+    code, stdout, _ = run_in_process(PARITY, ["--checkpoint", dyn_checkpoint, "--onnx", out, "--data", "cifar10",
+                                              "--data-root", fake_cifar_root, "--samples", 16], capsys)
+    assert code == 1 and "FAILED" in stdout and "block4" in stdout
+
+
+def bad_cases(dyn, paper, tmp):
+    """(name, script, argv, expected message fragment)."""
+    foreign = tmp / "foreign.onnx"
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"], name="r")], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    onnx.save(onnx.helper.make_model(graph), str(foreign))
+    good = tmp / "good.onnx"
+    out = tmp / "out.onnx"
+    return good, out, [
+        ("missing checkpoint", EXPORT, ["--checkpoint", tmp / "nope.pt", "--out", out], "not found"),
+        ("corrupt checkpoint", EXPORT, ["--checkpoint", foreign, "--out", out], "corrupt"),
+        ("batch with conditional", EXPORT, ["--checkpoint", dyn, "--out", out, "--batch", 8], "--batch 1"),
+        ("paper conditional", EXPORT, ["--checkpoint", paper, "--out", out], "--form masked"),
+        ("unknown form", EXPORT, ["--checkpoint", dyn, "--out", out, "--form", "sparse"], "unknown form"),
+        ("bad skip-rates file", EXPORT, ["--checkpoint", dyn, "--out", out, "--skip-rates", foreign], "skip-rates"),
+        ("foreign onnx", PARITY, ["--checkpoint", dyn, "--onnx", foreign], "not produced by this toolkit"),
+        ("mismatched checkpoint", PARITY, ["--checkpoint", paper, "--onnx", good], "exported from a predictive"),
+        ("unknown backend", PARITY, ["--checkpoint", dyn, "--onnx", good, "--backend", "tflite"], "unknown backend"),
+        ("tensorrt absent", PARITY, ["--checkpoint", dyn, "--onnx", good, "--backend", "trt", "--samples", 2], "TensorRT"),
+    ]
+
+
+def test_bad_inputs_fail_with_one_line_and_exit_2(dyn_checkpoint, paper_checkpoint, tmp_path, capsys):
+    good, out, cases = bad_cases(dyn_checkpoint, paper_checkpoint, tmp_path)
+    assert run_in_process(EXPORT, ["--checkpoint", dyn_checkpoint, "--out", good], capsys)[0] == 0
+    trt_installed = importlib.util.find_spec("tensorrt") is not None
+    for name, script, argv, fragment in cases:
+        if name == "tensorrt absent" and trt_installed:
+            continue
+        code, _, err = run_in_process(script, argv, capsys)
+        assert code == 2, name
+        assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, (name, err)
+        assert not out.exists(), name
+
+
+def test_bad_input_in_a_subprocess_has_no_traceback(paper_checkpoint, tmp_path):
+    result = run_script("deploy/export_onnx.py", "--checkpoint", paper_checkpoint, "--out", tmp_path / "p.onnx")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "--form masked" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,163 @@
+"""Parity: PyTorch reference vs ONNX Runtime through Polygraphy, for every form; failures are caught and named."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import REAL_CIFAR, requires_real_cifar
+from onnx import numpy_helper
+from test_onnx_export import make_dynamic_checkpoint
+
+from cosinegate.data.augment import to_tensor
+from cosinegate.errors import CosineGateError
+from cosinegate.onnx import export_checkpoint
+from cosinegate.parity import FP32, INT8, TorchReference, run_parity
+from cosinegate.parity.compare import summarize
+from cosinegate.training.checkpoint import model_from_checkpoint
+
+POLYGRAPHY = Path(sys.executable).with_name("polygraphy")
+SAMPLES = 24
+
+
+@pytest.fixture(scope="module")
+def test_images(fake_cifar_root):
+    from cosinegate.data import load_dataset
+
+    return load_dataset("cifar10", fake_cifar_root)[1]
+
+
+@pytest.fixture(scope="module")
+def dyn_checkpoint(tiny_checkpoint, test_images, tmp_path_factory):
+    return make_dynamic_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("dyn") / "dyn.pt", test_images)
+
+
+@pytest.fixture(scope="module")
+def model(dyn_checkpoint):
+    return model_from_checkpoint(dyn_checkpoint)[0]
+
+
+def export(checkpoint, path, **kw):
+    export_checkpoint(checkpoint, path, **kw)
+    return onnx.load(str(path))
+
+
+def perturb_gate_bias(graph, block, delta, path):
+    """Shift one gate's control bias so its decisions flip (the graph otherwise unchanged)."""
+    for tensor in graph.graph.initializer:
+        if tensor.name == f"block{block}/gate/control/bias":
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) + np.float32(delta), tensor.name))
+    onnx.save(graph, str(path))
+    return graph
+
+
+FORMS = {
+    "conditional-auto": dict(form="conditional"),
+    "conditional-all": dict(form="conditional", policy="conditional-all"),
+    "masked": dict(form="masked", batch=4),
+    "flat": dict(form="flat"),
+}
+
+
+@pytest.mark.parametrize("name", list(FORMS))
+def test_parity_passes_for_every_form(name, dyn_checkpoint, model, test_images, tmp_path):
+    path = tmp_path / "m.onnx"
+    report = run_parity(model, export(dyn_checkpoint, path, **FORMS[name]), path, test_images, samples=SAMPLES)
+    assert report["passed"], report["summary"]
+    assert report["gate_agreement"] == 1.0 and report["top1_agreement"] == 1.0 and report["flipped_blocks"] == []
+    assert report["max_abs_err"]["gates"] == 0.0 and report["max_abs_err"]["logits"] < FP32.logits_atol
+    assert report["num_samples"] == SAMPLES
+    if name == "conditional-auto":
+        assert report["static_policy_disagreement"] == {"block0": 0.0, "block1": 0.0}
+
+
+def test_reference_with_own_gates_is_the_model_forward(model, test_images):
+    x = to_tensor(test_images.images[:8])
+    logits, gates, own = TorchReference(model, ["dynamic"] * 9)(x)
+    with torch.no_grad():
+        out, stats = model(x)
+    assert np.array_equal(logits, out.numpy()) and np.array_equal(gates, stats.gates.numpy()) and np.array_equal(own, gates)
+
+
+def test_perturbed_gate_bias_fails_parity_and_names_the_block(dyn_checkpoint, model, test_images, tmp_path):
+    path = tmp_path / "bad.onnx"
+    graph = perturb_gate_bias(export(dyn_checkpoint, tmp_path / "m.onnx"), 3, 50.0, path)
+    report = run_parity(model, graph, path, test_images, samples=SAMPLES)
+    assert not report["passed"]
+    assert report["flipped_blocks"][0] == "block3" and report["gate_agreement_per_block"][3] < 1.0
+    assert "block3" in report["summary"] and "FAILED" in report["summary"]
+
+
+def test_static_policy_disagreement_is_measured(dyn_checkpoint, model, test_images, tmp_path):
+    """Declaring the dynamic block 2 always-run: parity follows the policy, and reports how often PyTorch disagrees."""
+    path = tmp_path / "m.onnx"
+    rates = [0.0, 1.0, 0.0] + [0.5] * 6
+    report = run_parity(model, export(dyn_checkpoint, path, skip_rates=rates), path, test_images, samples=SAMPLES)
+    assert report["passed"], report["summary"]
+    assert 0.0 < report["static_policy_disagreement"]["block2"] < 1.0
+
+
+def test_int8_profile_thresholds():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(200, 10)).astype(np.float32)
+    gates = rng.integers(0, 2, (200, 9)).astype(np.float32)
+    ref = {"logits": logits, "gates": gates}
+    one_top1_flip = {"logits": logits.copy(), "gates": gates}
+    one_top1_flip["logits"][0, logits[0].argmax()] -= 100.0
+    own, kinds = gates, ["dynamic"] * 9
+    assert summarize(ref, one_top1_flip, own, kinds, INT8, polygraphy_passed=False)["passed"]
+    assert not summarize(ref, one_top1_flip, own, kinds, FP32, polygraphy_passed=False)["passed"]
+    flipped = {"logits": logits, "gates": gates.copy()}
+    flipped["gates"][:20, 0] = 1 - flipped["gates"][:20, 0]  # 20 of 1800 decisions: 98.9% agreement
+    report = summarize(ref, flipped, own, kinds, INT8, polygraphy_passed=True)
+    assert not report["passed"] and report["flipped_blocks"] == ["block0"]
+
+
+def test_saved_reference_reproduces_with_polygraphy_cli(dyn_checkpoint, model, test_images, tmp_path):
+    path = tmp_path / "model.onnx"
+    graph = export(dyn_checkpoint, path)
+    ref, inputs = tmp_path / "ref.json", tmp_path / "inputs.json"
+    run_parity(model, graph, path, test_images, samples=8, save_inputs=inputs, save_reference=ref)
+
+    def polygraphy_run(onnx_path):
+        """The device command of deploy/parity.py's docstring, with --onnxrt instead of --trt."""
+        command = [str(POLYGRAPHY), "run", str(onnx_path), "--onnxrt", "--load-inputs", str(inputs), "--load-outputs", str(ref),
+                   "--atol", "logits:1e-4", "gates:0", "--rtol", "logits:1e-3", "gates:0"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    good = polygraphy_run(path)
+    assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
+    perturb_gate_bias(graph, 3, 50.0, tmp_path / "bad.onnx")
+    assert polygraphy_run(tmp_path / "bad.onnx").returncode != 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_trt_backend_without_tensorrt_is_a_clear_error(dyn_checkpoint, model, test_images, tmp_path):
+    path = tmp_path / "m.onnx"
+    with pytest.raises(CosineGateError, match="TensorRT"):
+        run_parity(model, export(dyn_checkpoint, path), path, test_images, backend="trt", samples=2)
+
+
+def test_mismatched_checkpoint_is_refused(tiny_checkpoint, dyn_checkpoint, test_images, tmp_path):
+    path = tmp_path / "m.onnx"
+    graph = export(dyn_checkpoint, path)
+    paper = make_dynamic_checkpoint(tiny_checkpoint, tmp_path / "paper.pt", test_images, "paper")
+    with pytest.raises(CosineGateError, match="exported from a predictive model"):
+        run_parity(model_from_checkpoint(paper)[0], graph, path, test_images, samples=2)
+
+
+@requires_real_cifar
+def test_parity_on_real_cifar_images(dyn_checkpoint, model, tmp_path, monkeypatch):
+    import conftest
+
+    from cosinegate.data import load_dataset
+
+    monkeypatch.setenv("COSINEGATE_CACHE", str(conftest.USER_CACHE))
+    test = load_dataset("imagefolder", REAL_CIFAR)[1]
+    path = tmp_path / "m.onnx"
+    report = run_parity(model, export(dyn_checkpoint, path, policy="conditional-all"), path, test, samples=32)
+    assert report["passed"], report["summary"]
