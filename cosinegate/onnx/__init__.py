@@ -94,6 +94,7 @@ def _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_sou
 __all__ = [
     "DEFAULT_OPSET",
     "FORMS",
+    "PAPER_CONDITIONAL",
     "POLICIES",
     "assert_clean",
     "block_node_names",
