@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Fresh machine: the main job end to end on the embedded default (synthetic data, CPU).
+#   train -> evaluate -> export (conditional, masked, flat) -> parity of every form
+#   -> INT8 calibration + INT8 parity -> Jetson Orin bundle -> ONNX Runtime benchmark
+# Results in $OUT (default runs/pipeline). Real CIFAR-10 instead:
+#   DATA="--data imagefolder --data-root ../shared/data/cifar10-jpeg" bash scripts/pipeline.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+. .venv/bin/activate
+OUT=${OUT:-runs/pipeline}
+DATA=${DATA:---data synthetic}
+EPOCHS=${EPOCHS:-8}
+SUBSET=${SUBSET:-4000}
+CKPT=$OUT/train/best.pt
+step() { printf '\n=== %s\n' "$*"; }
+
+step "1/8 train a small predictive CosineGate (balanced preset, $EPOCHS epochs, $SUBSET images)"
+RESUME=""; [ -f "$OUT/train/last.pt" ] && RESUME="--resume"
+python train/train.py --config balanced $DATA --epochs "$EPOCHS" --subset "$SUBSET" --out "$OUT/train" $RESUME
+
+step "2/8 evaluate with hard decisions on the test split"
+python train/evaluate.py --checkpoint "$CKPT" $DATA --json "$OUT/eval.json" --plot "$OUT/executed_macs.png"
+
+step "3/8 export the conditional, masked and flat ONNX forms"
+for form in conditional masked flat; do
+  python deploy/export_onnx.py --checkpoint "$CKPT" --form $form --out "$OUT/onnx/model.$form.onnx"
+done
+
+step "4/8 parity against PyTorch (outputs and skip decisions), every form"
+for form in conditional masked flat; do
+  python deploy/parity.py --checkpoint "$CKPT" --onnx "$OUT/onnx/model.$form.onnx" $DATA --samples 200 \
+    --report "$OUT/parity/$form.json" --save-reference "$OUT/parity/$form.ref.json"
+done
+
+step "5/8 INT8 calibration (entropy, TensorRT 10.3) and INT8 parity"
+python calibration/calibrate.py --checkpoint "$CKPT" $DATA --num-images 512 --method entropy --trt-version 10.3 --out "$OUT/int8"
+python deploy/parity.py --checkpoint "$CKPT" --onnx "$OUT/int8/model.qdq.conditional.onnx" $DATA --samples 200 --int8 \
+  --report "$OUT/parity/int8-conditional.json"
+
+step "6/8 TensorRT engine for jetson-orin, or (no TensorRT here) the bundle to build it on the board"
+python deploy/build_engine.py --target jetson-orin --checkpoint "$CKPT" $DATA --out engines
+
+step "7/8 benchmark on ONNX Runtime (batch 1, 1 thread) against the best dense graph"
+python deploy/bench.py --checkpoint "$CKPT" --backend onnxrt --compare-dense $DATA --threads 1 \
+  --json "$OUT/bench.json" --csv "$OUT/bench.csv" --plot "$OUT/latency.png"
+
+step "8/8 done: $OUT (eval.json, onnx/, parity/, int8/, bench.json) and engines/jetson-orin/"
