@@ -236,8 +236,11 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
             raise CosineGateError("--compare-dense needs --dense-onnx FILE or --checkpoint CKPT to export the flat twin.")
         dense_path = workdir / "flat.onnx"
         export_checkpoint(args.checkpoint, dense_path, "flat", args.batch)
-    forced_path = workdir / "forced_on.onnx"
-    forced_on(conditional_path, forced_path)
+    forced_path, forced_source = workdir / "forced_on.onnx", conditional_path
+    if args.checkpoint:  # every gated block as an If, so forced-on measures the conditional machinery at full MACs
+        forced_source = workdir / "conditional_all.onnx"
+        export_checkpoint(args.checkpoint, forced_source, "conditional", args.batch, policy="conditional-all")
+    forced_on(forced_source, forced_path)
     runs = {"dense": measure(OnnxrtBackend(dense_path, args.threads), batches, args)}
     runs["forced_on"] = measure(OnnxrtBackend(forced_path, args.threads), batches, args)
     pruned_macs = None

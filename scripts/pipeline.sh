@@ -12,12 +12,13 @@ OUT=${OUT:-runs/pipeline}
 DATA=${DATA:---data synthetic}
 EPOCHS=${EPOCHS:-8}
 SUBSET=${SUBSET:-4000}
-CKPT=$OUT/train/best.pt
+RUN=$OUT/balanced-resnet20
+CKPT=$RUN/best.pt
 step() { printf '\n=== %s\n' "$*"; }
 
 step "1/8 train a small predictive CosineGate (balanced preset, $EPOCHS epochs, $SUBSET images)"
-RESUME=""; [ -f "$OUT/train/last.pt" ] && RESUME="--resume"
-python train/train.py --config balanced $DATA --epochs "$EPOCHS" --subset "$SUBSET" --out "$OUT/train" $RESUME
+RESUME=""; [ -f "$RUN/last.pt" ] && RESUME="--resume"
+python train/train.py --config balanced $DATA --epochs "$EPOCHS" --subset "$SUBSET" --out "$RUN" $RESUME
 
 step "2/8 evaluate with hard decisions on the test split"
 python train/evaluate.py --checkpoint "$CKPT" $DATA --json "$OUT/eval.json" --plot "$OUT/executed_macs.png"
@@ -39,7 +40,7 @@ python deploy/parity.py --checkpoint "$CKPT" --onnx "$OUT/int8/model.qdq.conditi
   --report "$OUT/parity/int8-conditional.json"
 
 step "6/8 TensorRT engine for jetson-orin, or (no TensorRT here) the bundle to build it on the board"
-python deploy/build_engine.py --target jetson-orin --checkpoint "$CKPT" $DATA --out engines
+python deploy/build_engine.py --target jetson-orin --checkpoint "$CKPT" $DATA
 
 step "7/8 benchmark on ONNX Runtime (batch 1, 1 thread) against the best dense graph"
 python deploy/bench.py --checkpoint "$CKPT" --backend onnxrt --compare-dense $DATA --threads 1 \

@@ -111,6 +111,9 @@ def test_int8_profile_thresholds():
     own, kinds = gates, ["dynamic"] * 9
     assert summarize(ref, one_top1_flip, own, kinds, INT8, polygraphy_passed=False)["passed"]
     assert not summarize(ref, one_top1_flip, own, kinds, FP32, polygraphy_passed=False)["passed"]
+    many_flips = {"logits": logits.copy(), "gates": gates}
+    many_flips["logits"][np.arange(10), logits[:10].argmax(1)] -= 100.0  # 95% top-1 agreement
+    assert not summarize(ref, many_flips, own, kinds, INT8, polygraphy_passed=False)["passed"]
     flipped = {"logits": logits, "gates": gates.copy()}
     flipped["gates"][:20, 0] = 1 - flipped["gates"][:20, 0]  # 20 of 1800 decisions: 98.9% agreement
     report = summarize(ref, flipped, own, kinds, INT8, polygraphy_passed=True)
@@ -151,7 +154,8 @@ def test_mismatched_checkpoint_is_refused(tiny_checkpoint, dyn_checkpoint, test_
 
 
 @requires_real_cifar
-def test_parity_on_real_cifar_images(dyn_checkpoint, model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", list(FORMS))
+def test_parity_on_real_cifar_images(name, dyn_checkpoint, model, tmp_path, monkeypatch):
     import conftest
 
     from cosinegate.data import load_dataset
@@ -159,5 +163,5 @@ def test_parity_on_real_cifar_images(dyn_checkpoint, model, tmp_path, monkeypatc
     monkeypatch.setenv("COSINEGATE_CACHE", str(conftest.USER_CACHE))
     test = load_dataset("imagefolder", REAL_CIFAR)[1]
     path = tmp_path / "m.onnx"
-    report = run_parity(model, export(dyn_checkpoint, path, policy="conditional-all"), path, test, samples=32)
+    report = run_parity(model, export(dyn_checkpoint, path, **FORMS[name]), path, test, samples=32)
     assert report["passed"], report["summary"]
