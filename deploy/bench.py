@@ -253,6 +253,10 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
             pruned_macs = table.executed([k != "always_skipped" for k in pkinds], meta.get("mode"))
         except CosineGateError as exc:
             print(f"static-pruned graph not available: {exc}")
+    if args.checkpoint:
+        native_paths = _ort_native_graphs(args, workdir)
+        runs["ort_native"] = measure(OnnxrtBackend(native_paths[0], args.threads), batches, args)
+        runs["ort_native_forced_on"] = measure(OnnxrtBackend(native_paths[1], args.threads), batches, args)
     # re-measure the conditional graph interleaved in time with the others (same machine state)
     runs["conditional"] = measure(OnnxrtBackend(conditional_path, args.threads), batches, args)
     stat = "p50"  # medians: robust to other jobs on a shared machine; means are in the *_latency_ms entries
@@ -267,11 +271,43 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
         "forced_on_overhead": runs["forced_on"]["latency_ms"][stat] / dense_ms - 1.0,
     }
     out["realized_over_ideal"] = out["realized_speedup"] / out["ideal_speedup"]
+    if "ort_native" in runs:
+        native_ms = runs["ort_native"]["latency_ms"][stat]
+        out.update(
+            ort_native_latency_ms=runs["ort_native"]["latency_ms"],
+            ort_native_forced_on_latency_ms=runs["ort_native_forced_on"]["latency_ms"],
+            ort_native_realized_speedup=dense_ms / native_ms,
+            ort_native_realized_over_ideal=dense_ms / native_ms / out["ideal_speedup"],
+            ort_native_forced_on_overhead=runs["ort_native_forced_on"]["latency_ms"][stat] / dense_ms - 1.0,
+        )
     if "static_pruned" in runs:
         sp = runs["static_pruned"]["latency_ms"][stat]
         out.update(static_pruned_latency_ms=runs["static_pruned"]["latency_ms"], static_pruned_macs=int(pruned_macs),
                    static_pruned_speedup=dense_ms / sp, conditional_vs_static_pruned=sp / cond_ms)
     return out, {k: v["_wall"] for k, v in runs.items()}
+
+
+def _ort_native_graphs(args, workdir):
+    """The ORT-native conditional graph (NCHWc kept inside each If) with the checkpoint's policy,
+    and its conditional-all twin with every gate forced on."""
+    import onnx
+
+    from cosinegate.onnx.ort_native import ort_native_conditional
+    from cosinegate.training.checkpoint import load_checkpoint
+
+    from cosinegate.onnx import export_checkpoint
+
+    flat_path = workdir / "flat.onnx"
+    if not flat_path.is_file():
+        export_checkpoint(args.checkpoint, flat_path, "flat", args.batch)
+    flat = onnx.load(str(flat_path))
+    skip_rates = load_checkpoint(args.checkpoint).get("skip_rates")
+    native, native_all = workdir / "ort_native.onnx", workdir / "ort_native_all.onnx"
+    onnx.save(ort_native_conditional(flat, args.policy, skip_rates, args.threads), str(native))
+    onnx.save(ort_native_conditional(flat, "conditional-all", skip_rates, args.threads), str(native_all))
+    forced = workdir / "ort_native_forced_on.onnx"
+    forced_on(native_all, forced)
+    return native, forced
 
 
 def print_table(c):
@@ -284,11 +320,19 @@ def print_table(c):
                  c["realized_speedup"]))
     rows.append(("conditional, all gates forced on", c["forced_on_latency_ms"], c["dense_macs"],
                  c["dense_latency_ms"][s] / c["forced_on_latency_ms"][s]))
-    print(f"{'graph':34s} {'p50 ms':>8s} {'mean ms':>8s} {'MACs (M)':>9s} {'speedup':>8s}")
+    if "ort_native_latency_ms" in c:
+        rows.append(("ORT-native conditional (NCHWc in If)", c["ort_native_latency_ms"], c["executed_macs"],
+                     c["ort_native_realized_speedup"]))
+        rows.append(("ORT-native, all gates forced on", c["ort_native_forced_on_latency_ms"], c["dense_macs"],
+                     c["dense_latency_ms"][s] / c["ort_native_forced_on_latency_ms"][s]))
+    print(f"{'graph':38s} {'p50 ms':>8s} {'mean ms':>8s} {'MACs (M)':>9s} {'speedup':>8s}")
     for name, lat, macs, speed in rows:
-        print(f"{name:34s} {lat['p50']:8.3f} {lat['mean']:8.3f} {macs / 1e6:9.2f} {speed:8.3f}")
+        print(f"{name:38s} {lat['p50']:8.3f} {lat['mean']:8.3f} {macs / 1e6:9.2f} {speed:8.3f}")
     print(f"ideal speedup {c['ideal_speedup']:.3f}, realized {c['realized_speedup']:.3f}, realized/ideal "
           f"{c['realized_over_ideal']:.3f}, forced-on overhead {100 * c['forced_on_overhead']:+.1f}%")
+    if "ort_native_latency_ms" in c:
+        print(f"ORT-native: realized {c['ort_native_realized_speedup']:.3f}, realized/ideal "
+              f"{c['ort_native_realized_over_ideal']:.3f}, forced-on overhead {100 * c['ort_native_forced_on_overhead']:+.1f}%")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,11 @@ class OnnxrtBackend:
 
         from cosinegate.onnx import load_toolkit_onnx
 
-        load_toolkit_onnx(onnx_path)
+        from cosinegate.onnx.export import get_metadata
+
+        model = load_toolkit_onnx(onnx_path)
+        if get_metadata(model).get("runtime") == "onnxruntime-native":
+            optimization = "none"  # optimized offline already (cosinegate.onnx.ort_native)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -29,6 +33,7 @@ class OnnxrtBackend:
         opts.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         }[optimization]
         data = Path(onnx_path).read_bytes() if isinstance(onnx_path, (str, Path)) else onnx_path
         self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
