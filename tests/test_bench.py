@@ -65,8 +65,10 @@ def test_compare_dense(conditional_onnx, tiny_checkpoint, fake_cifar_root, tmp_p
                        "--data-root", str(fake_cifar_root), *FAST, "--json", str(report)]) == 0
     c = json.loads(report.read_text())["compare_dense"]
     for key in ("dense_latency_ms", "conditional_latency_ms", "executed_mac_ratio", "ideal_speedup", "realized_speedup",
-                "realized_over_ideal", "forced_on_overhead"):
+                "realized_over_ideal", "forced_on_overhead", "ort_native_realized_over_ideal",
+                "ort_native_forced_on_overhead"):
         assert key in c
+    assert c["ideal_speedup"] == pytest.approx(1 / c["executed_mac_ratio"])
     assert "realized/ideal" in capsys.readouterr().out
 
 
