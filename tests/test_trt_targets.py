@@ -104,10 +104,18 @@ def test_a_new_target_is_just_a_file(tmp_path):
         ("default_workspace_mib = 1024", "default_workspace_mib = 0", "default_workspace_mib"),
         ("max_onnx_opset = 17", 'max_onnx_opset = "17"', "tensorrt[0].max_onnx_opset"),
         ('version = "8.5.2"', 'version = "eight"', "tensorrt[0].version"),
-        ("gpu_fallback = true", "gpu_fallback = true\nif_on_dla = false", "if_on_dla"),
+        ("if_on_dla = false", 'if_on_dla = "no"', "if_on_dla"),
         ('name = "board"', 'name = "other"', "name"),
     ],
 )
+def test_dla_board_without_gpu_fallback_is_refused(tmp_path):
+    text = (DEFAULT_TARGETS_DIR / "jetson-orin.toml").read_text().replace('name = "jetson-orin"', 'name = "board"')
+    assert load_target("jetson-orin").if_on_dla is False
+    path = _write(tmp_path, "board", text.replace("gpu_fallback = true", "gpu_fallback = false", 1))
+    with pytest.raises(CosineGateError, match="If layers cannot run on DLA"):
+        load_target("board", tmp_path)
+
+
 def test_schema_errors_name_file_and_field(tmp_path, old, new, field):
     text = _valid_text()
     assert old in text

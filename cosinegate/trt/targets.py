@@ -33,6 +33,7 @@ _FIELDS = {
     "default_workspace_mib": int,
     "use_dla": bool,
     "gpu_fallback": bool,
+    "if_on_dla": bool,
     "total_power_rails": list,
     "detail_power_rails": list,
     "tensorrt": list,
@@ -62,6 +63,7 @@ class TargetProfile:
     default_workspace_mib: int
     use_dla: bool
     gpu_fallback: bool
+    if_on_dla: bool  # whether conditional (If) layers can run on DLA; where not, a DLA build needs GPU fallback
     total_power_rails: tuple  # summed into one power figure (energy per image)
     detail_power_rails: tuple  # reported one by one
     tensorrt: tuple  # TensorRTRelease, oldest first
@@ -187,6 +189,8 @@ def _profile_from(data, path):
         _fail(path, "default_int8_path", f"is {data['default_int8_path']!r}, not in int8_paths")
     if data["use_dla"] and data["dla_cores"] == 0:
         _fail(path, "use_dla", "is true but dla_cores is 0")
+    if data["dla_cores"] and not data["if_on_dla"] and not data["gpu_fallback"]:
+        _fail(path, "gpu_fallback", "must be true: If layers cannot run on DLA (if_on_dla = false), so they need GPU fallback")
     if not data["tensorrt"]:
         _fail(path, "tensorrt", "must list at least one [[tensorrt]] release")
     releases = [_release_from(entry, i, path) for i, entry in enumerate(data["tensorrt"])]
@@ -202,6 +206,7 @@ def _profile_from(data, path):
         default_workspace_mib=data["default_workspace_mib"],
         use_dla=data["use_dla"],
         gpu_fallback=data["gpu_fallback"],
+        if_on_dla=data["if_on_dla"],
         total_power_rails=_strings(data, "total_power_rails", path),
         detail_power_rails=_strings(data, "detail_power_rails", path),
         tensorrt=tuple(sorted(releases, key=lambda r: r.version)),
