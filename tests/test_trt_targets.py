@@ -92,6 +92,14 @@ def test_a_new_target_is_just_a_file(tmp_path):
     assert load_target("board", tmp_path).dla_cores == 0
 
 
+def test_dla_board_without_gpu_fallback_is_refused(tmp_path):
+    text = (DEFAULT_TARGETS_DIR / "jetson-orin.toml").read_text().replace('name = "jetson-orin"', 'name = "board"')
+    assert load_target("jetson-orin").if_on_dla is False
+    path = _write(tmp_path, "board", text.replace("gpu_fallback = true", "gpu_fallback = false", 1))
+    with pytest.raises(CosineGateError, match="If layers cannot run on DLA"):
+        load_target("board", tmp_path)
+
+
 @pytest.mark.parametrize(
     "old, new, field",
     [
@@ -108,14 +116,6 @@ def test_a_new_target_is_just_a_file(tmp_path):
         ('name = "board"', 'name = "other"', "name"),
     ],
 )
-def test_dla_board_without_gpu_fallback_is_refused(tmp_path):
-    text = (DEFAULT_TARGETS_DIR / "jetson-orin.toml").read_text().replace('name = "jetson-orin"', 'name = "board"')
-    assert load_target("jetson-orin").if_on_dla is False
-    path = _write(tmp_path, "board", text.replace("gpu_fallback = true", "gpu_fallback = false", 1))
-    with pytest.raises(CosineGateError, match="If layers cannot run on DLA"):
-        load_target("board", tmp_path)
-
-
 def test_schema_errors_name_file_and_field(tmp_path, old, new, field):
     text = _valid_text()
     assert old in text
