@@ -12,6 +12,7 @@ import numpy as np
 
 from cosinegate.data.imageset import ImageSet
 
+GENERATOR_VERSION = 1  # bump when generate() changes, so cached arrays are regenerated
 CLASSES = ["disk", "square", "triangle", "cross", "ring", "hbars", "vbars", "diamond", "checker", "halfmoon"]
 
 
@@ -82,9 +83,27 @@ def _clutter(rng, count, xx, yy):
 
 
 def load_synthetic(train_size=10000, test_size=2000, seed=0):
-    """Return (train, test) ImageSets; train and test come from disjoint seeds."""
-    sets = []
-    for split, size, split_seed in (("train", train_size, seed * 2 + 11), ("test", test_size, seed * 2 + 12)):
-        images, labels = generate(size, split_seed)
-        sets.append(ImageSet(images, labels, [f"synthetic/{split}/{i}" for i in range(size)], list(CLASSES)))
-    return tuple(sets)
+    """Return (train, test) ImageSets; train and test come from disjoint seeds.
+
+    Generation takes seconds, so the arrays are kept in the user cache directory
+    (the same one as decoded image folders); they are a pure function of the sizes,
+    the seed and GENERATOR_VERSION.
+    """
+    from cosinegate.artifacts import atomic_path
+    from cosinegate.data.imagefolder import cache_dir
+
+    cached = cache_dir() / f"synthetic-v{GENERATOR_VERSION}-{train_size}-{test_size}-{seed}.npz"
+    arrays = {}
+    if cached.is_file():
+        with np.load(cached) as data:
+            arrays = {k: data[k] for k in data.files}
+    else:
+        for split, size, split_seed in (("train", train_size, seed * 2 + 11), ("test", test_size, seed * 2 + 12)):
+            arrays[f"{split}_images"], arrays[f"{split}_labels"] = generate(size, split_seed)
+        with atomic_path(cached) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+    return tuple(
+        ImageSet(arrays[f"{split}_images"], arrays[f"{split}_labels"], [f"synthetic/{split}/{i}" for i in range(size)], list(CLASSES))
+        for split, size in (("train", train_size), ("test", test_size))
+    )
