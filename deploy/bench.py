@@ -120,8 +120,6 @@ def measure(backend, batches, args, table=None, mode=None, kinds=None, label=Non
 
 
 def main(argv=None):
-    import numpy as np
-
     from cosinegate.artifacts import atomic_write_json
     from cosinegate.bench import report as rep
     from cosinegate.bench.backends import OnnxrtBackend, TorchBackend, TrtBackend

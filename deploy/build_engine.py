@@ -16,7 +16,6 @@ Exit status: 0 done, 1 engine parity failed, 2 bad input (nothing half-written).
 """
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path

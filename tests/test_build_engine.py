@@ -1,7 +1,6 @@
 """deploy/build_engine.py off the device: TensorRT-absent path, settings from the version guards, bad inputs."""
 
 import importlib.util
-import json
 import sys
 
 import pytest

@@ -1,6 +1,5 @@
 """Device bundle from a checkpoint: contents, hashes, script, printed instructions, reuse by hash."""
 
-import json
 import shutil
 import sys
 import tarfile

@@ -8,26 +8,8 @@ import onnx
 import pytest
 from conftest import ROOT, run_script
 from onnx import numpy_helper
-from test_onnx_export import make_dynamic_checkpoint
 
 from cosinegate.cli import run_main
-
-
-@pytest.fixture(scope="module")
-def test_images(fake_cifar_root):
-    from cosinegate.data import load_dataset
-
-    return load_dataset("cifar10", fake_cifar_root)[1]
-
-
-@pytest.fixture(scope="module")
-def dyn_checkpoint(tiny_checkpoint, test_images, tmp_path_factory):
-    return make_dynamic_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("dyn") / "dyn.pt", test_images)
-
-
-@pytest.fixture(scope="module")
-def paper_checkpoint(tiny_checkpoint, test_images, tmp_path_factory):
-    return make_dynamic_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("paper") / "paper.pt", test_images, "paper")
 
 
 def load_script(name):

@@ -4,7 +4,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import helper
 
 from cosinegate.errors import CosineGateError
@@ -21,56 +20,6 @@ from cosinegate.onnx import (
 from cosinegate.onnx.export import get_metadata
 
 KINDS = ["always_run", "always_skipped"] + ["dynamic"] * 7
-
-
-def make_dynamic_checkpoint(src, dst, images, mode="predictive"):
-    """Copy a checkpoint with gate biases set so block 0 always runs, block 1 never does and
-    the others skip about half of `images`; its skip rates are measured on `images`.
-
-    Each dynamic threshold sits midway between two neighbouring logits, so no image is a tie.
-    Paper mode: a freshly initialized paper-gate model with the same config.
-    """
-    from cosinegate.data.augment import to_tensor
-    from cosinegate.evaluation import run_model
-    from cosinegate.models import build_model
-    from cosinegate.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-
-    state = load_checkpoint(src)
-    if mode == "paper":
-        state["config"]["model"]["mode"] = "paper"
-        torch.manual_seed(0)
-        model = build_model(state["config"]["model"], state["num_classes"]).eval()
-    else:
-        model, _ = model_from_checkpoint(src)
-        with torch.no_grad():
-            h = model.stem(to_tensor(images.images))
-            for index, block in enumerate(model.blocks):
-                logit = np.sort(block.gate(h)[0].numpy())
-                k = len(logit) // 2
-                shift = {0: -50.0, 1: 50.0}.get(index, float(logit[k - 1] + logit[k]) / 2)
-                block.gate.control_head.bias -= shift
-                h, _ = block(h)
-    state["model"] = model.state_dict()
-    state["skip_rates"] = (1.0 - run_model(model, images).gates.mean(0)).tolist()
-    save_checkpoint(dst, **{k: v for k, v in state.items() if k != "format"})
-    return dst
-
-
-@pytest.fixture(scope="module")
-def test_images(fake_cifar_root):
-    from cosinegate.data import load_dataset
-
-    return load_dataset("cifar10", fake_cifar_root)[1]
-
-
-@pytest.fixture(scope="module")
-def dyn_checkpoint(tiny_checkpoint, test_images, tmp_path_factory):
-    return make_dynamic_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("dyn") / "dyn.pt", test_images)
-
-
-@pytest.fixture(scope="module")
-def paper_checkpoint(tiny_checkpoint, test_images, tmp_path_factory):
-    return make_dynamic_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("paper") / "paper.pt", test_images, "paper")
 
 
 @pytest.fixture(scope="module")

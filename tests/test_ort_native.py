@@ -3,24 +3,11 @@
 import numpy as np
 import onnx
 import pytest
-from test_onnx_export import make_dynamic_checkpoint
 
 from cosinegate.data.augment import to_tensor
 from cosinegate.onnx import export_checkpoint
 from cosinegate.onnx.ort_native import ort_native_conditional, session
 from cosinegate.training.checkpoint import load_checkpoint
-
-
-@pytest.fixture(scope="module")
-def test_images(fake_cifar_root):
-    from cosinegate.data import load_dataset
-
-    return load_dataset("cifar10", fake_cifar_root)[1]
-
-
-@pytest.fixture(scope="module")
-def dyn_checkpoint(tiny_checkpoint, test_images, tmp_path_factory):
-    return make_dynamic_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("native") / "dyn.pt", test_images)
 
 
 @pytest.mark.parametrize("policy", ["auto", "conditional-all"])

@@ -9,9 +9,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import REAL_CIFAR, requires_real_cifar
+from conftest import REAL_CIFAR, make_dynamic_checkpoint, requires_real_cifar
 from onnx import numpy_helper
-from test_onnx_export import make_dynamic_checkpoint
 
 from cosinegate.data.augment import to_tensor
 from cosinegate.errors import CosineGateError
@@ -22,18 +21,6 @@ from cosinegate.training.checkpoint import model_from_checkpoint
 
 POLYGRAPHY = Path(sys.executable).with_name("polygraphy")
 SAMPLES = 24
-
-
-@pytest.fixture(scope="module")
-def test_images(fake_cifar_root):
-    from cosinegate.data import load_dataset
-
-    return load_dataset("cifar10", fake_cifar_root)[1]
-
-
-@pytest.fixture(scope="module")
-def dyn_checkpoint(tiny_checkpoint, test_images, tmp_path_factory):
-    return make_dynamic_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("dyn") / "dyn.pt", test_images)
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ def test_a_new_target_is_just_a_file(tmp_path):
 def test_dla_board_without_gpu_fallback_is_refused(tmp_path):
     text = (DEFAULT_TARGETS_DIR / "jetson-orin.toml").read_text().replace('name = "jetson-orin"', 'name = "board"')
     assert load_target("jetson-orin").if_on_dla is False
-    path = _write(tmp_path, "board", text.replace("gpu_fallback = true", "gpu_fallback = false", 1))
+    _write(tmp_path, "board", text.replace("gpu_fallback = true", "gpu_fallback = false", 1))
     with pytest.raises(CosineGateError, match="If layers cannot run on DLA"):
         load_target("board", tmp_path)
 
