@@ -30,8 +30,9 @@ def parse_args(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", required=True, help="engines/targets/<NAME>.toml")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="checkpoint from train/train.py")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="checkpoint from train/train.py (default: the embedded default model, "
+                                          "runs/pipeline/balanced-resnet20/best.pt, trained first if missing)")
     src.add_argument("--onnx", help="graph from deploy/export_onnx.py")
     src.add_argument("--bundle", help="bundle folder made by this command (on the device)")
     p.add_argument("--precision", default="fp16", choices=("int8", "fp16", "fp32"))
@@ -57,6 +58,10 @@ def main(argv=None):
 
     args = parse_args(argv)
     profile = load_target(args.target)
+    if not (args.checkpoint or args.onnx or args.bundle):
+        from cosinegate.defaults import default_checkpoint
+
+        args.checkpoint = str(default_checkpoint())
     check_dla_core(profile, args.dla_core)
     if args.precision not in profile.precisions:
         raise CosineGateError(f"precision {args.precision} is not offered by {profile.name}; use {', '.join(profile.precisions)}.")

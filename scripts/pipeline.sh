@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 . .venv/bin/activate
-OUT=${OUT:-runs/pipeline}
+OUT=${OUT:-runs/pipeline}   # runs/pipeline/balanced-resnet20 is the embedded default model (cosinegate/defaults.py)
 DATA=${DATA:---data synthetic}
 EPOCHS=${EPOCHS:-8}
 SUBSET=${SUBSET:-4000}

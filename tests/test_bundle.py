@@ -114,3 +114,16 @@ def test_trtexec_line_per_target_and_precision(target, precision, tmp_path):
     minmax = device_script(profile, "m", "conditional", "int8", "cache", "model.conditional.onnx", "calibration.cache", 1,
                            (), calibrator="minmax")
     assert "trtexec --onnx" not in minmax and "MinMax" in minmax and "\npython3 " in minmax
+
+
+def test_without_a_source_the_embedded_default_model_is_bundled(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    from cosinegate import defaults
+
+    run = tmp_path / "runs" / "pipeline" / "balanced-resnet20"
+    run.mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, run / "best.pt")
+    monkeypatch.setattr(defaults, "DEFAULT_RUN", run)
+    monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+    assert build_engine.main(["--target", "jetson-orin", "--out", str(tmp_path / "engines")]) == 0
+    verify_bundle(tmp_path / "engines" / "balanced-resnet20-bundle")
+    assert "build_on_device.sh" in capsys.readouterr().out
