@@ -67,9 +67,21 @@ def static_drop_blocks(backbone, target_ratio):
     return sorted(dropped)
 
 
-def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=None):
+def static_baselines(presets):
+    """(label, compute target) of the static baselines: one per distinct target of the gated
+    presets in the plan (the balanced target when there is none), so every gated point has a
+    statically pruned neighbour at about the same MACs."""
     from cosinegate.config import load_config
 
+    gated = [p for p in presets if p not in ("dense", "static", "paper")] or ["balanced"]
+    by_target = {}
+    for preset in gated:
+        target = load_config(preset)["gate"]["target"]
+        by_target.setdefault(target, "static" if preset.startswith("balanced") else f"static-{preset}")
+    return [(label, target) for target, label in by_target.items()]
+
+
+def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=None):
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise CosineGateError(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}.")
@@ -79,14 +91,16 @@ def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=No
         common += ["--data-root", str(data_root)]
     if subset:
         common += ["--subset", str(subset)]
-    balanced_target = load_config("balanced")["gate"]["target"]
     for backbone in backbones:
         for preset in presets:
-            for seed in range(seeds):
-                args = ["--config", "dense" if preset == "static" else preset, "--backbone", backbone, "--seed", str(seed)] + common
-                if preset == "static":
-                    args += ["--drop-blocks", ",".join(map(str, static_drop_blocks(backbone, balanced_target)))]
-                runs.append(RunSpec(f"{backbone}-{preset}-s{seed}", preset, backbone, seed, args))
+            variants = static_baselines(presets) if preset == "static" else [(preset, None)]
+            for label, target in variants:
+                for seed in range(seeds):
+                    config = "dense" if preset == "static" else preset
+                    args = ["--config", config, "--backbone", backbone, "--seed", str(seed)] + common
+                    if target is not None:
+                        args += ["--drop-blocks", ",".join(map(str, static_drop_blocks(backbone, target)))]
+                    runs.append(RunSpec(f"{backbone}-{label}-s{seed}", label, backbone, seed, args))
     return runs
 
 
@@ -141,7 +155,7 @@ def collect(out, runs):
             "mutual_information_bits": np.mean([f["mutual_information_bits"] for f in finals], axis=0).round(4).tolist(),
         })
     order = {p: i for i, p in enumerate(PRESETS)}
-    return sorted(rows, key=lambda r: (r["backbone"], order[r["preset"]]))
+    return sorted(rows, key=lambda r: (r["backbone"], order[r["preset"].split("-")[0] if r["preset"].startswith("static") else r["preset"]], r["preset"]))
 
 
 def results_markdown(rows, note):

@@ -28,6 +28,9 @@ def test_plan_is_one_recipe_per_backbone():
         assert (args["--epochs"], args["--schedule"], args["--lr"], args["--batch-size"]) == ("7", "cosine", "0.1", "128")
     static = next(r for r in runs if r.preset == "static")
     assert "--drop-blocks" in static.args
+    neighbours = plan_runs(["resnet20"], ["static", "aggressive", "balanced", "balanced-batch"], 1, 7, "synthetic")
+    labels = [r.preset for r in neighbours if r.preset.startswith("static")]
+    assert labels == ["static-aggressive", "static"]  # one static neighbour per distinct compute target
     with pytest.raises(CosineGateError, match="unknown preset"):
         plan_runs(["resnet20"], ["turbo"], 1, 1, "synthetic")
 
