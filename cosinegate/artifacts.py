@@ -17,6 +17,11 @@ def sha256_file(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
+def input_record(**paths):
+    """{name: {"path", "sha256"}} for a report's inputs (None entries are left out)."""
+    return {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in paths.items() if path}
+
+
 def sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
 

@@ -120,7 +120,7 @@ def measure(backend, batches, args, table=None, mode=None, kinds=None, label=Non
 
 
 def main(argv=None):
-    from cosinegate.artifacts import atomic_write_json
+    from cosinegate.artifacts import atomic_write_json, input_record
     from cosinegate.bench import report as rep
     from cosinegate.bench.backends import OnnxrtBackend, TorchBackend, TrtBackend
     from cosinegate.errors import CosineGateError
@@ -185,7 +185,8 @@ def main(argv=None):
     seconds = time.perf_counter() - started
     report = {"backend": backend_name, "model": str(model_path), "batch": args.batch, "threads": args.threads,
               "input": "random (speed only)" if args.random_input else f"{args.data or 'synthetic'} test images",
-              "device": rep.device_name(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **result}
+              "device": rep.device_name(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "inputs": input_record(model=model_path, checkpoint=args.checkpoint), **result}
     wall = report.pop("_wall")
     if sampler:
         from cosinegate.bench.tegrastats import read_power_mode

@@ -53,6 +53,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
+    from cosinegate.artifacts import input_record
     from cosinegate.data import balanced_subset, load_dataset
     from cosinegate.errors import CosineGateError
     from cosinegate.onnx import load_toolkit_onnx
@@ -74,7 +75,8 @@ def main(argv=None):
         save_inputs = args.save_inputs or str(Path(args.save_reference).with_name("inputs.json"))
     report = run_parity(model, graph, args.onnx, test, args.backend, args.samples, INT8 if args.int8 else FP32,
                         save_inputs, args.save_reference)
-    report.update(checkpoint=str(args.checkpoint), onnx=str(args.onnx), data=args.data or "synthetic")
+    report.update(checkpoint=str(args.checkpoint), onnx=str(args.onnx), data=args.data or "synthetic",
+                  inputs=input_record(checkpoint=args.checkpoint, onnx=args.onnx))
     if args.report:
         atomic_write_json(args.report, report)
     print(report["summary"])

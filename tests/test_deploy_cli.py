@@ -46,6 +46,10 @@ def test_export_then_parity_end_to_end(dyn_checkpoint, fake_cifar_root, tmp_path
                 "flipped_blocks", "static_policy_disagreement", "summary"):
         assert key in result
     assert result["passed"] and result["num_samples"] == 16 and "PASSED" in checked.stdout
+    from cosinegate.artifacts import sha256_file
+
+    assert result["inputs"]["onnx"]["sha256"] == sha256_file(out)  # the report names its inputs by hash
+    assert result["inputs"]["checkpoint"]["sha256"] == sha256_file(dyn_checkpoint)
 
 
 def test_failed_parity_exits_1_and_names_the_block(dyn_checkpoint, fake_cifar_root, tmp_path, capsys):
