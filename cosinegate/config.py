@@ -20,7 +20,7 @@ DEFAULTS = {
         "temperature_start": 1.0,
         "temperature_end": 0.2,
         "min_rate": 0.0,  # anti-collapse: each block should run for at least this fraction of a batch
-        "min_rate_weight": 0.0,  # weight of hinge(min_rate - batch-mean gate probability)^2, summed over blocks
+        "min_rate_weight": 0.0,  # weight of hinge(0.5 - (1 - min_rate) logit quantile)^2, summed over blocks
         "cir_weight": 1.0,  # predictive: weight of the CIR regression loss
         "consistency_weight": 0.0,  # paper: MSE of normalized gated vs ungated block outputs
     },

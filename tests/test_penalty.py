@@ -120,3 +120,16 @@ def test_temperature_anneals():
     assert schedules.temperature(cfg, 10, 10) == pytest.approx(0.2)
     values = [schedules.temperature(cfg, e, 10) for e in range(11)]
     assert values == sorted(values, reverse=True)
+
+
+def test_collapse_penalty_reopens_a_saturated_gate():
+    from cosinegate.training.penalty import collapse_penalty
+
+    cfg = {"min_rate": 0.25, "min_rate_weight": 20.0}
+    closed = torch.full((64, 2), -30.0, requires_grad=True)  # sigmoid(-30): no gradient through probabilities
+    penalty = collapse_penalty(closed, cfg)
+    penalty.backward()
+    assert penalty.item() > 0 and (closed.grad < 0).any(dim=0).all()  # descent raises some logits of every block
+    open_enough = torch.cat([torch.full((16, 2), 2.0), torch.full((48, 2), -2.0)])  # 25% open with margin
+    assert collapse_penalty(open_enough, cfg).item() == 0.0
+    assert collapse_penalty(closed, {"min_rate": 0.0, "min_rate_weight": 20.0}).item() == 0.0

@@ -135,7 +135,7 @@ class Trainer:
             if self.model.mode != "none":
                 weight = schedules.penalty_weight(cfg["gate"], progress, epochs)
                 penalty, _ = compute_penalty(stats.probs, mac_weights, cfg["gate"], weight, losses)
-                penalty = penalty + collapse_penalty(stats.probs[:, self.gated], cfg["gate"])
+                penalty = penalty + collapse_penalty(stats.logits[:, self.gated], cfg["gate"])
                 loss = loss + penalty + cfg["gate"]["cir_weight"] * stats.cir_loss
                 loss = loss + cfg["gate"]["consistency_weight"] * stats.consistency
             if (step % 25 == 0 or step == steps - 1) and not torch.isfinite(loss):

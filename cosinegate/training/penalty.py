@@ -33,14 +33,18 @@ def compute_penalty(probs, block_macs, gate_cfg, weight, sample_losses=None):
     return weight * (torch.clamp(per_sample - target, min=0) ** 2).mean(), ratio
 
 
-def collapse_penalty(probs, gate_cfg):
-    """Anti-collapse term: min_rate_weight * sum_b hinge(min_rate - mean_i p_ib)^2.
+def collapse_penalty(logits, gate_cfg, margin=0.5):
+    """Anti-collapse term: min_rate_weight * sum_b hinge(margin - q_b)^2, where q_b is the
+    (1 - min_rate) quantile of block b's gate logits over the batch.
 
-    A block whose gate closes for (almost) every input is static pruning in
-    disguise; this keeps each block executing for at least `min_rate` of a batch,
-    so the compute budget has to be met by choosing *which* inputs skip it.
+    A block whose gate closes for (almost) every input is static pruning in disguise.
+    This keeps each block open (logit above `margin`) for at least `min_rate` of a
+    batch, so the compute budget has to be met by choosing *which* inputs skip it.
+    It acts on logits, not probabilities: a collapsed gate has a saturated sigmoid,
+    whose gradient vanishes, so a penalty on probabilities cannot reopen it (measured:
+    blocks stayed at 100% skip under a probability floor).
     """
-    if not gate_cfg["min_rate_weight"] or not gate_cfg["min_rate"]:
-        return probs.new_zeros(())
-    rates = probs.mean(0)
-    return gate_cfg["min_rate_weight"] * (torch.clamp(gate_cfg["min_rate"] - rates, min=0) ** 2).sum()
+    if not gate_cfg["min_rate_weight"] or not gate_cfg["min_rate"] or logits.shape[1] == 0:
+        return logits.new_zeros(())
+    quantile = torch.quantile(logits, 1.0 - gate_cfg["min_rate"], dim=0)
+    return gate_cfg["min_rate_weight"] * (torch.clamp(margin - quantile, min=0) ** 2).sum()
