@@ -187,7 +187,8 @@ def results_markdown(rows, note):
     return "\n".join(lines) + "\n"
 
 
-def pareto_plot(rows, path, title):
+def pareto_plot(rows, path, title, paper_points=True):
+    """Accuracy vs executed MACs; the paper's published CIFAR-10 points only when the data is CIFAR-10."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,7 +202,7 @@ def pareto_plot(rows, path, title):
         x = r["executed_macs"] / r["dense_macs"]
         label = f"{r['backbone']} {r['preset']}"
         ax.errorbar(x, r["top1_mean"] * 100, yerr=r["top1_std"] * 100, marker=markers[r["mode"]], linestyle="none", label=label)
-    for p in PAPER_POINTS:
+    for p in PAPER_POINTS if paper_points else ():
         ax.scatter(1 - p["nominal_savings"], p["top1"] * 100, marker="x", color="grey")
         ax.annotate(p["label"], (1 - p["nominal_savings"], p["top1"] * 100), fontsize=7, color="grey")
     ax.set(xlabel="executed MACs / dense MACs of the same backbone (paper points: 1 - nominal savings)",

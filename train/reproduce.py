@@ -55,7 +55,8 @@ def main(argv=None):
             f"seeds: {args.seeds}.")
     atomic_write_json(out / "results.json", {"note": note, "rows": rows, "failed": failed})
     atomic_write_text(out / "results.md", results_markdown(rows, note))
-    pareto_plot(rows, out / "pareto.png", f"CIFAR-10 ({args.data}), {args.epochs} epochs")
+    title = f"{'CIFAR-10 (' + args.data + ')' if args.data != 'synthetic' else 'synthetic data'}, {args.epochs} epochs"
+    pareto_plot(rows, out / "pareto.png", title, paper_points=args.data != "synthetic")
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.md, results.json, pareto.png")
     if failed:
