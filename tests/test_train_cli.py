@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import run_script, write_image_tree
+from conftest import ROOT, run_script, write_image_tree
 from cosinegate.training.checkpoint import load_checkpoint
 
 REQUIRED = {
@@ -167,3 +167,26 @@ def test_evaluate_wrong_data(tmp_path, tiny_checkpoint):
     result = run_script("train/evaluate.py", "--checkpoint", tiny_checkpoint, "--data", "imagefolder", "--data-root", root, "--json", out)
     assert_user_error(result, "3 classes", "trained on 10")
     assert not out.exists()
+
+
+def test_drop_blocks_from_a_gated_checkpoint(tmp_path):
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ROOT / "train"))  # for the script's _bootstrap import
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train" / "train.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    parse_drop_blocks = script.parse_drop_blocks
+
+    from cosinegate.errors import CosineGateError
+    from cosinegate.training.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "gated.pt", skip_rates=[0.0, 1.0, 0.3, 0.996, 0.0], config={}, model={}, epoch=0)
+    assert parse_drop_blocks(f"from:{tmp_path / 'gated.pt'}") == [1, 3]  # the always-skipped blocks only
+    assert parse_drop_blocks("2, 5,8") == [2, 5, 8]
+    with pytest.raises(CosineGateError, match="block indices"):
+        parse_drop_blocks("two")
+    save_checkpoint(tmp_path / "dense.pt", skip_rates=None, config={}, model={}, epoch=0)
+    with pytest.raises(CosineGateError, match="stores no skip rates"):
+        parse_drop_blocks(f"from:{tmp_path / 'dense.pt'}")

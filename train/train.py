@@ -17,7 +17,8 @@ def parse_args(argv=None):
     parser.add_argument("--config", default="balanced", help="preset name (train/configs/*.yaml) or YAML path")
     parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8")
     parser.add_argument("--mode", help="gate mode: paper|predictive|none")
-    parser.add_argument("--drop-blocks", help="comma-separated 0-based block indices removed for good (static baseline)")
+    parser.add_argument("--drop-blocks", help="0-based block indices removed for good (static baseline), e.g. 2,5,8; "
+                                              "or from:CKPT = the blocks that gated checkpoint always skips")
     add_data_flags(parser)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -30,6 +31,24 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
+
+
+def parse_drop_blocks(text):
+    """'2,5,8' -> [2, 5, 8]; 'from:CKPT' -> the blocks whose stored held-out skip rate makes them always skipped."""
+    from cosinegate.errors import CosineGateError
+
+    if text.startswith("from:"):
+        from cosinegate.evaluation import block_classes
+        from cosinegate.training.checkpoint import load_checkpoint
+
+        rates = load_checkpoint(text[5:]).get("skip_rates")
+        if rates is None:
+            raise CosineGateError(f"{text[5:]} stores no skip rates; pass the indices, e.g. --drop-blocks 2,5,8.")
+        return [i for i, kind in enumerate(block_classes(rates)) if kind == "always_skipped"]
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError as exc:
+        raise CosineGateError(f"--drop-blocks {text!r}: expected comma-separated block indices or from:CKPT.") from exc
 
 
 def config_from_args(args):
@@ -52,7 +71,7 @@ def config_from_args(args):
         if value is not None:
             config[section][key] = value
     if args.drop_blocks is not None:
-        config["model"]["drop_blocks"] = [int(b) for b in args.drop_blocks.split(",") if b.strip()]
+        config["model"]["drop_blocks"] = parse_drop_blocks(args.drop_blocks)
     if args.seed is not None:
         config["seed"] = args.seed
     return validate(config)
