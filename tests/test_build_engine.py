@@ -79,6 +79,22 @@ def test_build_engine_without_tensorrt(tmp_path):
         trt_build.build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", None)
 
 
+@pytest.mark.trt
 @pytest.mark.skipif(not HAS_TRT, reason="needs TensorRT and a GPU matching a target profile")
-def test_engine_build_on_device():  # pragma: no cover - device only
-    pytest.skip("run `python deploy/build_engine.py --target <this board> --checkpoint CKPT` on the device")
+def test_engine_build_on_device(tiny_checkpoint, tmp_path, monkeypatch):  # pragma: no cover - device only
+    """On a board (or desktop) with TensorRT: build an fp32 engine of the host's target and pass parity."""
+    import json
+
+    from cosinegate.trt.manifest import engine_manifest_path
+    from cosinegate.trt.targets import host_matches, list_targets
+
+    monkeypatch.undo()  # the real host, not the no-TensorRT stand-in
+    host = trt_build.detect_host()
+    matching = [name for name in list_targets() if host_matches(load_target(name), host)[0]]
+    if not matching:
+        pytest.skip(f"no target profile matches this host ({host}); add one under engines/targets/")
+    assert build_engine.main(["--target", matching[0], "--checkpoint", str(tiny_checkpoint), "--precision", "fp32",
+                              "--out", str(tmp_path), "--require-engine"]) == 0
+    engines = list(tmp_path.glob("*.engine"))
+    assert len(engines) == 1
+    assert json.loads(engine_manifest_path(engines[0]).read_text())["precision"] == "fp32"
