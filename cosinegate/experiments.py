@@ -118,8 +118,8 @@ def launch(run, out, device, script):
     if run_state(run_dir) == "partial":
         args.append("--resume")
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / "train.log", "a")
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    with open(run_dir / "train.log", "a") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
 
 
 def collect(out, runs):

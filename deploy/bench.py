@@ -61,6 +61,10 @@ def make_batches(args, input_shape):
         return [rng.standard_normal((args.batch, *input_shape), dtype=np.float32) for _ in range(8)]
     _, test = load_dataset(args.data or "synthetic", args.data_root)
     count = min(args.samples, len(test)) // args.batch * args.batch
+    if count == 0:
+        from cosinegate.errors import CosineGateError
+
+        raise CosineGateError(f"--batch {args.batch} needs at least that many images; raise --samples (now {args.samples}).")
     x = to_tensor(test.images[:count]).numpy()
     return [np.ascontiguousarray(x[i : i + args.batch]) for i in range(0, count, args.batch)]
 
@@ -131,6 +135,8 @@ def main(argv=None):
         raise CosineGateError(f"unknown backend {backend_name!r}; choose onnxrt, torch or trt.")
     if args.batch < 1 or args.threads < 1 or (args.iterations < 1 and not args.duration):
         raise CosineGateError("--batch, --threads and --iterations must be at least 1.")
+    if args.power and backend_name != "trt":
+        raise CosineGateError("--power reads the Jetson power rails of an engine's target; use it with --engine on the device.")
     tmp = tempfile.TemporaryDirectory(prefix="cg-bench.")
     workdir = Path(tmp.name)
     mode, table, kinds, meta, model_path = "predictive", None, None, {}, None
@@ -159,7 +165,7 @@ def main(argv=None):
                               policy=args.policy)
         backend = OnnxrtBackend(model_path, args.threads)
     if backend_name != "torch":
-        if backend_name == "onnxrt" or args.engine and Path(str(model_path)).suffix == ".onnx":
+        if backend_name == "onnxrt":
             meta, table, kinds, _ = graph_info(model_path)
         elif meta:
             from cosinegate.macs import mac_table
@@ -247,7 +253,7 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
         try:
             pruned_path = workdir / "pruned.onnx"
             export_checkpoint(args.checkpoint, pruned_path, "masked", args.batch, policy="auto")
-            pmeta, _, pkinds, _ = graph_info(pruned_path)
+            _, _, pkinds, _ = graph_info(pruned_path)
             runs["static_pruned"] = measure(OnnxrtBackend(pruned_path, args.threads), batches, args)
             pruned_macs = table.executed([k != "always_skipped" for k in pkinds], meta.get("mode"))
         except CosineGateError as exc:

@@ -16,8 +16,6 @@ Exit status: 0 done, 1 engine parity failed, 2 bad input (nothing half-written).
 """
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import _bootstrap  # noqa: F401
@@ -227,7 +225,7 @@ def from_bundle(args, profile, host, can_build, why, out):
 
 def build_here(args, profile, host, art, out):
     """Build the engine with Polygraphy (atomically), write its manifest, run TrtRunner parity."""
-    from cosinegate.artifacts import atomic_write_json, sha256_file
+    from cosinegate.artifacts import atomic_path, atomic_write_json, sha256_file
     from cosinegate.trt.build import build_engine
     from cosinegate.trt.manifest import write_engine_manifest
     from cosinegate.trt.targets import compute_capability_text
@@ -236,14 +234,8 @@ def build_here(args, profile, host, art, out):
     settings = _settings(args, profile, version, art)
     out.mkdir(parents=True, exist_ok=True)
     engine = out / f"{art['name']}-{args.form}-{args.precision}-trt{version}-sm{cc.replace('.', '')}.engine"
-    fd, tmp = tempfile.mkstemp(prefix=f".{engine.name}.", dir=out)
-    os.close(fd)
-    try:
+    with atomic_path(engine) as tmp:
         seconds = build_engine(art["onnx"], tmp, settings)
-        os.replace(tmp, engine)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     meta = _onnx_meta(art["onnx"])
     write_engine_manifest(
         engine, model=art["name"], target=profile.name, trt_version=str(version), compute_capability=cc,
@@ -270,25 +262,23 @@ def _onnx_meta(path):
 
 
 def engine_parity(engine, inputs_json, reference_json, precision):
-    """Polygraphy TrtRunner on the saved inputs vs the saved PyTorch outputs (gates exact)."""
+    """Polygraphy TrtRunner on the saved inputs vs the saved PyTorch outputs, under the precision's profile."""
     import numpy as np
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
     from polygraphy.backend.common import BytesFromPath
-    from polygraphy.comparator import Comparator, CompareFunc, RunResults
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    from polygraphy.comparator import Comparator, RunResults
     from polygraphy.json import load_json
+
+    from cosinegate.parity import PROFILES, agreement_report
 
     feeds = load_json(str(inputs_json))
     reference = RunResults.load(str(reference_json))
     results = Comparator.run([TrtRunner(EngineFromBytes(BytesFromPath(str(engine))), name="trt")], data_loader=feeds)
-    atol = {"logits": 1e-4 if precision == "fp32" else 5e-2, "gates": 0.0}
-    combined = RunResults()
-    combined.append(reference[0])
-    combined.append(results[0])
-    passed = bool(Comparator.compare_accuracy(combined, compare_func=CompareFunc.simple(atol=atol, rtol={"logits": 1e-3, "gates": 0.0})))
-    ref_g = np.concatenate([np.asarray(it["gates"]) for it in reference[0][1]])
-    got_g = np.concatenate([np.asarray(it["gates"]) for it in results[0][1]])
-    agreement = float((ref_g == got_g).mean())
-    return {"passed": passed and agreement == 1.0, "gate_agreement": agreement, "precision": precision, "samples": int(len(ref_g))}
+
+    def stacked(run):
+        return {name: np.concatenate([np.asarray(it[name]) for it in run[1]]) for name in ("logits", "gates")}
+
+    return {"precision": precision, **agreement_report(stacked(reference[0]), stacked(results[0]), PROFILES[precision])}
 
 
 if __name__ == "__main__":

@@ -152,3 +152,15 @@ def test_parity_on_real_cifar_images(name, dyn_checkpoint, model, tmp_path, monk
     path = tmp_path / "m.onnx"
     report = run_parity(model, export(dyn_checkpoint, path, **FORMS[name]), path, test, samples=32)
     assert report["passed"], report["summary"]
+
+
+def test_engine_profiles_by_precision():
+    from cosinegate.parity import FP16, PROFILES, agreement_report
+
+    rng = np.random.default_rng(1)
+    ref = {"logits": rng.normal(size=(100, 10)).astype(np.float32), "gates": rng.integers(0, 2, (100, 9)).astype(np.float32)}
+    fp16_like = {"logits": ref["logits"] + 1e-3, "gates": ref["gates"].copy()}
+    assert agreement_report(ref, fp16_like, FP16)["passed"] and not agreement_report(ref, fp16_like, PROFILES["fp32"])["passed"]
+    fp16_like["gates"][:10, 4] = 1 - fp16_like["gates"][:10, 4]  # 10 of 900 decisions flipped: 98.9%
+    report = agreement_report(ref, fp16_like, FP16)
+    assert not report["passed"] and report["gate_agreement"] == pytest.approx(890 / 900)

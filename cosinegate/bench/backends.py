@@ -20,7 +20,6 @@ class OnnxrtBackend:
         import onnxruntime as ort
 
         from cosinegate.onnx import load_toolkit_onnx
-
         from cosinegate.onnx.export import get_metadata
 
         model = load_toolkit_onnx(onnx_path)

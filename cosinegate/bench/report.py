@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cosinegate.artifacts import atomic_write_json
 
 CSV_FIELDS = ("time", "device", "backend", "model", "batch", "threads", "input", "mean_ms", "p50_ms", "p90_ms", "p99_ms",
               "throughput", "skip_rate", "executed_macs", "dense_macs")
@@ -44,10 +43,6 @@ def device_name():
     if model.is_file():
         return model.read_text(errors="replace").strip("\x00 \n").replace(" ", "-")
     return f"{platform.machine()}-{platform.node()}"
-
-
-def write_json(path, report):
-    atomic_write_json(path, report)
 
 
 def append_csv(path, row):

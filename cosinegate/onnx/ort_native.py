@@ -10,8 +10,8 @@ block's *optimized* node set wrapped into an `If`. The branches then hold
 `com.microsoft.nchwc` kernels working on blocked tensors.
 
 The result is tied to the ONNX Runtime version and CPU that optimized it: a
-benchmark artifact for the onnxrt backend (load it with optimizations disabled,
-see `session`), never a graph for TensorRT.
+benchmark artifact for the onnxrt backend, which loads it with optimizations
+disabled (it is marked `runtime: onnxruntime-native`), never a graph for TensorRT.
 """
 
 import copy
@@ -42,18 +42,6 @@ def ort_optimize(model, threads=1):
         options.log_severity_level = 3
         ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
         return onnx.load(dst)
-
-
-def session(path, threads=1):
-    """Load an ORT-native graph as it is (it is optimized already; a second pass could undo the wrapping)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def ort_native_conditional(flat_graph, policy="auto", skip_rates=None, threads=1):

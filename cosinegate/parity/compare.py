@@ -47,6 +47,24 @@ class Tolerance:
 
 FP32 = Tolerance("fp32", 1e-4, 1e-3, min_top1=1.0, min_gate_agreement=1.0)
 INT8 = Tolerance("int8", float("inf"), float("inf"), min_top1=0.97, min_gate_agreement=0.995)
+# FP16 engines (gate heads pinned to FP32, their inputs computed in FP16): logits within 5e-2, and a
+# near-threshold gate may flip, so agreement thresholds as for INT8 with a tighter top-1 bound.
+FP16 = Tolerance("fp16", 5e-2, 5e-2, min_top1=0.99, min_gate_agreement=0.995)
+PROFILES = {"fp32": FP32, "fp16": FP16, "int8": INT8}
+
+
+def agreement_report(reference, outputs, tolerance):
+    """Parity of stacked outputs ({"logits", "gates"} arrays) against a reference under a profile."""
+    ref_logits, logits = np.asarray(reference[LOGITS]), np.asarray(outputs[LOGITS])
+    ref_gates, gates = np.asarray(reference[GATES]), np.asarray(outputs[GATES])
+    logits_ok = bool(np.all(np.abs(logits - ref_logits) <= tolerance.logits_atol + tolerance.logits_rtol * np.abs(ref_logits)))
+    top1 = float((logits.argmax(1) == ref_logits.argmax(1)).mean())
+    gate = float((gates == ref_gates).mean())
+    passed = logits_ok and top1 >= tolerance.min_top1 and gate >= tolerance.min_gate_agreement
+    return {"passed": passed, "profile": tolerance.name, "logits_within_tolerance": logits_ok, "top1_agreement": top1,
+            "gate_agreement": gate, "max_abs_err": {LOGITS: float(np.abs(logits - ref_logits).max()),
+                                                     GATES: float(np.abs(gates - ref_gates).max())},
+            "num_samples": int(len(ref_gates))}
 
 
 def input_feeds(images, batch, samples):

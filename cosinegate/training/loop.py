@@ -21,7 +21,7 @@ from cosinegate.models import build_model
 from cosinegate.training import schedules
 from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
 from cosinegate.training.distributed import DistContext
-from cosinegate.training.penalty import collapse_penalty, compute_penalty
+from cosinegate.training.penalty import collapse_penalty, compute_penalty, compute_ratio
 
 
 def _epoch_seed(seed, epoch):
@@ -110,7 +110,6 @@ class Trainer:
         self.net.train()
         totals = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss, correct, count, ratio, penalty
         mac_weights = torch.tensor(self.block_macs, dtype=torch.float32, device=self.device)
-        mac_weights = mac_weights / mac_weights.sum().clamp(min=1)
         iterator = range(steps)
         if self.progress and self.dist.is_main:
             from tqdm import tqdm
@@ -150,7 +149,7 @@ class Trainer:
             self.optimizer.step()
             with torch.no_grad():
                 n = len(y)
-                ratio = (stats.gates @ mac_weights).sum() if self.block_macs and sum(self.block_macs) else loss.new_tensor(float(n))
+                ratio = compute_ratio(stats.gates, mac_weights).sum() if sum(self.block_macs) else loss.new_tensor(float(n))
                 totals += torch.stack([loss.detach() * n, (logits.argmax(1) == y).sum(), loss.new_tensor(float(n)), ratio, penalty.detach() * n]).double()
         loss_sum, correct, count, ratio_sum, pen_sum = self.dist.all_sum(totals.tolist())
         return {

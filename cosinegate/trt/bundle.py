@@ -7,7 +7,6 @@ and ``manifest.json`` with the sha256 of every file. It is assembled in a tempor
 renamed into place at the end, so a failure leaves nothing half-written.
 """
 
-import importlib
 import importlib.util
 import os
 import shutil
@@ -129,12 +128,16 @@ def calibration_files(calib_dir, form):
     return (qdq if qdq.is_file() else None), (cache if cache.is_file() else None)
 
 
-# logits tolerance per engine precision against the FP32 PyTorch reference (gates always exact)
-POLYGRAPHY_TOLERANCE = {
-    "fp32": "--atol logits:1e-4 gates:0 --rtol logits:1e-3 gates:0",
-    "fp16": "--atol logits:5e-2 gates:0 --rtol logits:5e-2 gates:0",
-    "int8": "--atol logits:1e9 gates:0 --rtol logits:1e9 gates:0",
-}
+def polygraphy_tolerance(precision):
+    """`polygraphy run` tolerance flags of the precision's parity profile (gates always exact there;
+    the profile's agreement thresholds are applied by `build_engine.py --bundle`)."""
+    from cosinegate.parity import PROFILES
+
+    profile = PROFILES[precision]
+    atol, rtol = (min(v, 1e9) for v in (profile.logits_atol, profile.logits_rtol))
+    return f"--atol logits:{atol:g} gates:0 --rtol logits:{rtol:g} gates:0"
+
+
 POLYGRAPHY_PRECISION_FLAGS = {"fp32": "", "fp16": "--fp16 ", "int8": "--int8 "}
 
 
@@ -191,11 +194,11 @@ def device_script(profile, name, form, precision, int8_path, onnx_rel, calib_rel
         "",
         "# Parity without PyTorch (gate decisions exact; logits within the precision's tolerance):",
         f"#   polygraphy run {onnx_rel} --trt {POLYGRAPHY_PRECISION_FLAGS[precision]}--load-inputs inputs.json "
-        f"--load-outputs reference.json {POLYGRAPHY_TOLERANCE[precision]}",
+        f"--load-outputs reference.json {polygraphy_tolerance(precision)}",
     ]
-    if precision == "int8":
-        lines.append("#   INT8 may flip a near-threshold gate; its agreement thresholds (top-1 >= 0.97, gates >= 0.995) are "
-                     "applied by the --bundle command above.")
+    if precision != "fp32":
+        lines.append(f"#   {precision} may flip a near-threshold gate, which this exact check reports; the --bundle command "
+                     "above applies the profile's agreement thresholds instead.")
     return "\n".join(lines) + "\n"
 
 
