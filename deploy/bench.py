@@ -182,13 +182,11 @@ def main(argv=None):
 
         sampler = TegrastatsSampler()
         sampler.__enter__()
-    started = time.perf_counter()
     try:
         result = measure(backend, batches, args, table, mode, kinds)
     finally:
         if sampler:
             sampler.__exit__(None, None, None)
-    seconds = time.perf_counter() - started
     report = {"backend": backend_name, "model": str(model_path), "batch": args.batch, "threads": args.threads,
               "input": "random (speed only)" if args.random_input else f"{args.data or 'synthetic'} test images",
               "device": rep.device_name(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -201,7 +199,8 @@ def main(argv=None):
         rails = ()
         if backend_name == "trt":
             rails = load_target(backend.manifest["target"]).total_power_rails
-        report["power"] = sampler.summary(rails, images=len(wall) * args.batch, seconds=seconds)
+        # mean power over the sampled span, energy per image over the timed loop only
+        report["power"] = sampler.summary(rails, images=len(wall) * args.batch, seconds=sum(wall) / 1e3)
         report["power_mode"] = read_power_mode()
     series = {f"{backend_name}": wall}
     if args.compare_dense:
