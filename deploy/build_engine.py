@@ -67,7 +67,7 @@ def main(argv=None):
         raise CosineGateError("--form conditional takes --batch 1 (an If condition is one scalar); use --form masked for batches.")
     if args.dla_core is not None and args.precision == "fp32":
         raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
-    int8_path = args.int8_path or profile.default_int8_path
+    int8_path = args.int8_path = args.int8_path or profile.default_int8_path
     if args.precision == "int8" and int8_path not in profile.int8_paths:
         raise CosineGateError(f"INT8 path {int8_path} is not offered by {profile.name}; use {', '.join(profile.int8_paths)}.")
     if args.precision == "int8" and not (args.checkpoint or args.bundle or args.calib_cache or args.calibration):
@@ -116,8 +116,7 @@ def prepare(args, profile, int8_path, opset):
         from cosinegate.onnx import load_toolkit_onnx
 
         model = load_toolkit_onnx(args.onnx)
-        found = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=opset)
-        check_opset(profile, found)
+        check_opset(profile, onnx_opset(model, default=opset))
         name = model_name(args.onnx)
         art["onnx"] = art["forms"][args.form] = Path(args.onnx)
         stages = None
@@ -139,8 +138,7 @@ def prepare(args, profile, int8_path, opset):
             art["cache"] = Path(args.calib_cache)
         if int8_path == "cache" and art["cache"] is None:
             raise CosineGateError("--int8 cache needs a calibration cache and none was found; pass --calib-cache FILE.")
-        onnx_opset = max(o.version for o in onnx.load(str(art["onnx"]), load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
-        check_opset(profile, onnx_opset)
+        check_opset(profile, onnx_opset(onnx.load(str(art["onnx"]), load_external_data=False)))
     return art
 
 
@@ -178,7 +176,7 @@ def bundle(args, profile, art, out, why):
         files["inputs.json"] = art["inputs"]
     from cosinegate.trt.build import gate_layer_names
 
-    int8_path = args.int8_path or profile.default_int8_path
+    int8_path = args.int8_path
     script = device_script(profile, name, args.form, args.precision, int8_path, build_rel, calib_rel, args.batch,
                            gate_layer_names(files[build_rel] if build_rel in files else art["onnx"]), args.workspace,
                            args.dla_core, calibrator)
@@ -209,8 +207,7 @@ def from_bundle(args, profile, host, can_build, why, out):
     import onnx
 
     onnx_path = bundle_dir / manifest["build_onnx"]
-    opset = max(o.version for o in onnx.load(str(onnx_path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
-    check_opset(profile, opset, host.trt_version if can_build else None)
+    check_opset(profile, onnx_opset(onnx.load(str(onnx_path), load_external_data=False)), host.trt_version if can_build else None)
     if not can_build:
         print(f"bundle {bundle_dir} verified ({len(manifest['files'])} files, hashes match); no engine built here ({why}).")
         return 0
@@ -251,6 +248,11 @@ def build_here(args, profile, host, art, out):
         print(f"parity vs PyTorch reference: {'passed' if report['passed'] else 'FAILED'} -> {engine}.parity.json")
         return 0 if report["passed"] else 1
     return 0
+
+
+def onnx_opset(model, default=None):
+    """The default-domain opset a model imports."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=default)
 
 
 def _onnx_meta(path):
