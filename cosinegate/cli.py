@@ -18,10 +18,10 @@ def run_main(main):
     sys.exit(code or 0)
 
 
-def add_data_flags(parser, default_source="synthetic"):
+def add_data_flags(parser):
     from cosinegate.data import SOURCES
 
-    parser.add_argument("--data", default=None, choices=SOURCES, help=f"data source (default: the config's, else {default_source})")
+    parser.add_argument("--data", default=None, choices=SOURCES, help="data source (default: the config's, else synthetic)")
     parser.add_argument("--data-root", default=None, help="folder of cifar10 batches or ROOT/{train,test}/<class>/ images")
     parser.add_argument("--subset", type=int, default=None, help="deterministic class-balanced subset of N images")
 

@@ -134,7 +134,7 @@ def collect(out, runs):
         finals = [s["final"] for s in summaries]
         top1 = np.array([f["top1"] for f in finals])
         rows.append({
-            "backbone": finals[0]["backbone"] if preset != "paper" else backbone,
+            "backbone": backbone,
             "preset": preset,
             "mode": finals[0]["mode"],
             "seeds": len(finals),
