@@ -19,6 +19,7 @@ DEFAULTS = {
         "paper_exact": False,  # reproduce the authors' bug: r from .item(), so the penalty has no gradient
         "temperature_start": 1.0,
         "temperature_end": 0.2,
+        "noise_end": 1.0,  # predictive: scale of the logistic noise at the end (linear from 1); 0 = train on test-time routing
         "min_rate": 0.0,  # anti-collapse: each block should run for at least this fraction of a batch
         "min_rate_weight": 0.0,  # weight of hinge(0.5 - (1 - min_rate) logit quantile)^2, summed over blocks
         "cir_weight": 1.0,  # predictive: weight of the CIR regression loss
@@ -105,4 +106,6 @@ def validate(config):
         raise CosineGateError("optim.epochs and optim.batch_size must be at least 1.")
     if not 0.0 < config["gate"]["target"] <= 1.0:
         raise CosineGateError("gate.target is a compute ratio and must lie in (0, 1].")
+    if not 0.0 <= config["gate"]["noise_end"] <= 1.0:
+        raise CosineGateError("gate.noise_end scales the gate noise at the end of training and must lie in [0, 1].")
     return config

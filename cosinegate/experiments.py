@@ -3,7 +3,8 @@
 Every run of a backbone shares one recipe (epochs, schedule, batch, data) taken
 from --epochs and the dense preset; presets differ only in their gate settings.
 The static baseline ("static") is the dense backbone with whole blocks removed so
-that its MACs match the balanced preset's compute target.
+that its MACs match the balanced preset's compute target; --static-curve adds more
+static points, and every gated run is compared with that curve at its own MACs.
 """
 
 import json
@@ -36,18 +37,13 @@ class RunSpec:
     args: list = field(default_factory=list)
 
 
-def static_drop_blocks(backbone, target_ratio):
-    """Blocks to remove so that the dense MACs shrink to about target_ratio.
-
-    A sensible shallower network: never the first block of a stage, and blocks are
-    taken round-robin from the end of each stage, as long as each removal brings the
-    MAC ratio closer to the target.
-    """
+def removal_order(backbone):
+    """Blocks in the order a sensible shallower network loses them: never the first block
+    of a stage, taken round-robin from the end of each stage."""
     from cosinegate.models.backbones import backbone_spec
 
-    spec, table = backbone_spec(backbone), mac_table(backbone)
     stages = []
-    for block in spec.blocks:
+    for block in backbone_spec(backbone).blocks:
         if block.index == 0 or block.changes_shape:
             stages.append([])
         else:
@@ -57,8 +53,15 @@ def static_drop_blocks(backbone, target_ratio):
         for stage in stages:
             if stage:
                 order.append(stage.pop())
+    return order
+
+
+def static_drop_blocks(backbone, target_ratio):
+    """Blocks to remove (in removal_order) so that the dense MACs shrink to about target_ratio,
+    as long as each removal brings the MAC ratio closer to the target."""
+    table = mac_table(backbone)
     dense, current, dropped = table.dense, table.dense, []
-    for index in order:
+    for index in removal_order(backbone):
         after = current - table.blocks[index].residual
         if abs(after / dense - target_ratio) >= abs(current / dense - target_ratio):
             break
@@ -81,7 +84,10 @@ def static_baselines(presets):
     return [(label, target) for target, label in by_target.items()]
 
 
-def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=None):
+def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=None, static_curve=0):
+    """One RunSpec per (backbone, preset or static baseline, seed). static_curve=K adds the
+    static points with 1..K blocks removed (labels static-d1..static-dK), so gated points can
+    be compared with the static curve at their own executed MACs."""
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise CosineGateError(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}.")
@@ -92,15 +98,24 @@ def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=No
     if subset:
         common += ["--subset", str(subset)]
     for backbone in backbones:
+        if not 0 <= static_curve <= len(removal_order(backbone)):
+            raise CosineGateError(f"--static-curve {static_curve}: {backbone} has {len(removal_order(backbone))} removable "
+                                  "blocks (not the first of a stage); pick 0..that many.")
+        curve = [(f"static-d{k}", sorted(removal_order(backbone)[:k])) for k in range(1, static_curve + 1)]
+        variants = []
         for preset in presets:
-            variants = static_baselines(presets) if preset == "static" else [(preset, None)]
-            for label, target in variants:
-                for seed in range(seeds):
-                    config = "dense" if preset == "static" else preset
-                    args = ["--config", config, "--backbone", backbone, "--seed", str(seed)] + common
-                    if target is not None:
-                        args += ["--drop-blocks", ",".join(map(str, static_drop_blocks(backbone, target)))]
-                    runs.append(RunSpec(f"{backbone}-{label}-s{seed}", label, backbone, seed, args))
+            if preset == "static":
+                variants += [("dense", label, static_drop_blocks(backbone, target)) for label, target in static_baselines(presets)]
+            else:
+                variants.append((preset, preset, None))
+        taken = [drops for _, _, drops in variants]
+        variants += [("dense", label, drops) for label, drops in curve if drops not in taken]
+        for config, label, drops in variants:
+            for seed in range(seeds):
+                args = ["--config", config, "--backbone", backbone, "--seed", str(seed)] + common
+                if drops is not None:
+                    args += ["--drop-blocks", ",".join(map(str, drops))]
+                runs.append(RunSpec(f"{backbone}-{label}-s{seed}", label, backbone, seed, args))
     return runs
 
 
@@ -155,7 +170,33 @@ def collect(out, runs):
             "mutual_information_bits": np.mean([f["mutual_information_bits"] for f in finals], axis=0).round(4).tolist(),
         })
     order = {p: i for i, p in enumerate(PRESETS)}
+    compare_with_static_curve(rows)
     return sorted(rows, key=lambda r: (r["backbone"], order[r["preset"].split("-")[0] if r["preset"].startswith("static") else r["preset"]], r["preset"]))
+
+
+def compare_with_static_curve(rows, min_gain=0.003):
+    """Set, on every gated row, the static curve's top-1 at the row's executed MACs.
+
+    The curve runs through the dense row and the statically pruned rows of the same
+    backbone (linear between neighbouring points); a gated row outside the curve's MAC
+    range gets None. Also sets the issue-7 goal: dynamic savings >= half of the savings
+    from skipped blocks (static + dynamic) and top-1 >= min_gain above the curve.
+    """
+    for backbone in {r["backbone"] for r in rows}:
+        points = sorted((r["executed_macs"], r["top1_mean"]) for r in rows
+                        if r["backbone"] == backbone and r["mode"] == "none")
+        macs, top1 = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+        for r in rows:
+            if r["backbone"] != backbone or r["mode"] == "none":
+                continue
+            inside = len(points) > 1 and macs[0] <= r["executed_macs"] <= macs[-1]
+            r["static_top1_at_equal_macs"] = float(np.interp(r["executed_macs"], macs, top1)) if inside else None
+            r["gain_vs_static"] = r["top1_mean"] - r["static_top1_at_equal_macs"] if inside else None
+            skipped = r["static_savings"] + r["dynamic_savings"]
+            dynamic_share = r["dynamic_savings"] / skipped if skipped > 0 else 0.0
+            r["dynamic_share"] = dynamic_share
+            r["beats_static"] = bool(inside and dynamic_share >= 0.5 and r["gain_vs_static"] >= min_gain)
+    return rows
 
 
 def results_markdown(rows, note):
@@ -179,6 +220,19 @@ def results_markdown(rows, note):
             f"{r['static_savings'] * 100:.1f} | {r['dynamic_savings'] * 100:.1f} | {r['nominal_savings'] * 100:.1f} | "
             f"{','.join(map(str, r['drop_blocks'])) or '-'} |"
         )
+    gated = [r for r in rows if "static_top1_at_equal_macs" in r]
+    if gated:
+        lines += ["", "Against the static curve (dense and statically pruned runs, linear between points) at each gated",
+                  "run's executed MACs. Goal: dynamic savings >= half of the savings from skipped blocks, top-1 >= 0.3 pp above the curve.",
+                  "", "| backbone | preset | executed MMACs | top-1 % | static curve top-1 % | gain pp | dynamic share of savings | goal met |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in gated:
+            curve, gain = r["static_top1_at_equal_macs"], r["gain_vs_static"]
+            lines.append(
+                f"| {r['backbone']} | {r['preset']} | {r['executed_macs'] / 1e6:.2f} | {r['top1_mean'] * 100:.2f} | "
+                f"{'outside the curve' if curve is None else f'{curve * 100:.2f}'} | "
+                f"{'-' if gain is None else f'{gain * 100:+.2f}'} | "
+                f"{r['dynamic_share'] * 100:.0f}% | {'yes' if r['beats_static'] else 'no'} |")
     lines += ["", "Per-block skip rates (test split) and block classes:", ""]
     for r in rows:
         if r["mode"] != "none":
@@ -202,6 +256,11 @@ def pareto_plot(rows, path, title, paper_points=True):
         x = r["executed_macs"] / r["dense_macs"]
         label = f"{r['backbone']} {r['preset']}"
         ax.errorbar(x, r["top1_mean"] * 100, yerr=r["top1_std"] * 100, marker=markers[r["mode"]], linestyle="none", label=label)
+    for backbone in sorted({r["backbone"] for r in rows}):
+        curve = sorted((r["executed_macs"] / r["dense_macs"], r["top1_mean"] * 100) for r in rows
+                       if r["backbone"] == backbone and r["mode"] == "none")
+        if len(curve) > 1:
+            ax.plot(*zip(*curve), color="grey", linestyle="--", linewidth=1, label=f"{backbone} static curve")
     for p in PAPER_POINTS if paper_points else ():
         ax.scatter(1 - p["nominal_savings"], p["top1"] * 100, marker="x", color="grey")
         ax.annotate(p["label"], (1 - p["nominal_savings"], p["top1"] * 100), fontsize=7, color="grey")

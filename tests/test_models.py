@@ -168,8 +168,20 @@ def test_predictive_cir_regression_target_is_detached():
 
 def test_set_temperature():
     model = CosineGateNet("resnet20", "predictive")
-    model.set_temperature(0.3)
-    assert all(block.gate.temperature == 0.3 for block in model.blocks)
+    model.set_temperature(0.3, noise_scale=0.5)
+    assert all(block.gate.temperature == 0.3 and block.gate.noise_scale == 0.5 for block in model.blocks)
+
+
+def test_without_noise_training_decisions_are_the_test_time_decisions():
+    torch.manual_seed(0)
+    gate = PredictiveGate(16)
+    with torch.no_grad():
+        gate.control_head.bias.fill_(0.0)  # logits near 0: noise would flip many decisions
+    logit, _ = gate(torch.randn(256, 16, 8, 8))
+    gate.noise_scale = 0.0
+    assert torch.equal(gate.train_gate(logit).bool(), PredictiveGate.decide(logit))
+    gate.noise_scale = 1.0
+    assert not torch.equal(gate.train_gate(logit).bool(), PredictiveGate.decide(logit))
 
 
 # ---- paper mode ----------------------------------------------------------------------------------

@@ -122,6 +122,12 @@ def test_temperature_anneals():
     assert values == sorted(values, reverse=True)
 
 
+def test_noise_scale_anneals_linearly_to_noise_end():
+    cfg = gate_cfg(noise_end=0.0)
+    assert [schedules.noise_scale(cfg, e, 10) for e in (0, 5, 10, 12)] == [1.0, 0.5, 0.0, 0.0]
+    assert schedules.noise_scale(gate_cfg(), 10, 10) == 1.0  # default: the noise is never annealed
+
+
 def test_collapse_penalty_reopens_a_saturated_gate():
     from cosinegate.training.penalty import collapse_penalty
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import run_script
 
 from cosinegate.errors import CosineGateError
-from cosinegate.experiments import plan_runs, static_drop_blocks
+from cosinegate.experiments import compare_with_static_curve, plan_runs, removal_order, static_drop_blocks
 from cosinegate.macs import mac_table
 from cosinegate.models import backbone_spec
 
@@ -33,6 +33,35 @@ def test_plan_is_one_recipe_per_backbone():
     assert labels == ["static-aggressive", "static"]  # one static neighbour per distinct compute target
     with pytest.raises(CosineGateError, match="unknown preset"):
         plan_runs(["resnet20"], ["turbo"], 1, 1, "synthetic")
+
+
+def test_static_curve_adds_one_point_per_removed_block_without_duplicates():
+    runs = plan_runs(["resnet20"], ["dense", "static", "balanced"], 1, 7, "synthetic", static_curve=3)
+    drops = {r.preset: r.args[r.args.index("--drop-blocks") + 1] for r in runs if "--drop-blocks" in r.args}
+    assert drops == {"static": "2,5,8", "static-d1": "2", "static-d2": "2,5"}  # d3 is the balanced baseline itself
+    assert removal_order("resnet20")[:3] == [2, 5, 8]
+    alone = plan_runs(["resnet20"], ["balanced"], 1, 7, "synthetic", static_curve=1)
+    assert [r.preset for r in alone] == ["balanced", "static-d1"]
+    with pytest.raises(CosineGateError, match="removable"):
+        plan_runs(["resnet20"], ["dense"], 1, 1, "synthetic", static_curve=7)
+
+
+def _row(preset, mode, macs, top1, static=0.0, dynamic=0.0):
+    dense = 40e6
+    return {"backbone": "resnet20", "preset": preset, "mode": mode, "executed_macs": macs, "dense_macs": dense,
+            "top1_mean": top1, "real_savings": 1 - macs / dense, "static_savings": static, "dynamic_savings": dynamic}
+
+
+def test_gated_runs_are_compared_with_the_static_curve_at_their_own_macs():
+    rows = [_row("dense", "none", 40e6, 0.90), _row("static-d1", "none", 30e6, 0.88), _row("static", "none", 20e6, 0.80),
+            _row("dyn", "predictive", 25e6, 0.845, dynamic=0.3, static=0.075),
+            _row("static-ish", "predictive", 25e6, 0.86, static=0.3, dynamic=0.075),
+            _row("tiny", "predictive", 10e6, 0.70, dynamic=0.75)]
+    dyn, staticish, tiny = compare_with_static_curve(rows)[3:]
+    assert dyn["static_top1_at_equal_macs"] == pytest.approx(0.84)  # halfway between 0.88 and 0.80
+    assert dyn["gain_vs_static"] == pytest.approx(0.005) and dyn["beats_static"]
+    assert staticish["gain_vs_static"] == pytest.approx(0.02) and not staticish["beats_static"]  # savings mostly static
+    assert tiny["static_top1_at_equal_macs"] is None and not tiny["beats_static"]  # below the cheapest static point
 
 
 def test_reproduce_tiny_synthetic_then_skips_finished_runs(tmp_path):

@@ -53,6 +53,10 @@ def test_config_errors(tmp_path):
     config["gate"]["budget"] = "monthly"
     with pytest.raises(CosineGateError, match="gate.budget.*batch, sample, difficulty"):
         validate(config)
+    config = load_config("balanced")
+    config["gate"]["noise_end"] = 2.0
+    with pytest.raises(CosineGateError, match="gate.noise_end.*\\[0, 1\\]"):
+        validate(config)
 
 
 def test_warm_restarts_schedule():

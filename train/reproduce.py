@@ -4,6 +4,9 @@
     python train/reproduce.py --data imagefolder --data-root ../shared/data/cifar10-jpeg \\
         --backbones resnet20,resnet56 --epochs 30 --device cuda --jobs 6 --out train/results
 
+    # issue 7: gated presets against a static curve (1..3 blocks removed) at equal MACs
+    python train/reproduce.py --presets dense,static,balanced,balanced-floor --static-curve 3 ...
+
 Each run lives in OUT/runs/<backbone>-<preset>-s<seed>/; finished runs are skipped,
 interrupted ones resumed. Writes OUT/results.md, OUT/results.json and OUT/pareto.png.
 """
@@ -31,6 +34,9 @@ def main(argv=None):
     parser.add_argument("--subset", type=int, help="train on a class-balanced subset (quick checks only)")
     parser.add_argument("--backbones", default="resnet20", help="comma-separated, e.g. resnet20,resnet56")
     parser.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated subset of {','.join(PRESETS)}")
+    parser.add_argument("--static-curve", type=int, default=0, metavar="K",
+                        help="also train static baselines with 1..K blocks removed (static-d1..static-dK): the static "
+                             "curve each gated run is compared with at its own executed MACs")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -41,7 +47,7 @@ def main(argv=None):
 
     device = pick_device(args.device)
     runs = plan_runs([b.strip() for b in args.backbones.split(",")], [p.strip() for p in args.presets.split(",")],
-                     args.seeds, args.epochs, args.data, args.data_root, args.subset)
+                     args.seeds, args.epochs, args.data, args.data_root, args.subset, args.static_curve)
     out = Path(args.out)
     pending = [r for r in runs if run_state(out / "runs" / r.name) != "done"]
     print(f"{len(runs)} runs planned, {len(runs) - len(pending)} already finished, {len(pending)} to train on {device}")

@@ -68,7 +68,7 @@ class PredictiveGate(nn.Module):
     b_g starts at `open_bias` so every gate starts open.
 
     Training: logistic-noise Gumbel-sigmoid, hard (straight-through) forward,
-    temperature annealed by the trainer. Inference: run when logit > 0, i.e.
+    temperature (and optionally the noise scale) annealed by the trainer. Inference: run when logit > 0, i.e.
     sigmoid(logit) > 0.5.
     """
 
@@ -84,6 +84,7 @@ class PredictiveGate(nn.Module):
         nn.init.zeros_(self.control_head.weight)
         nn.init.constant_(self.control_head.bias, open_bias)
         self.temperature = 1.0
+        self.noise_scale = 1.0
         self.threshold = 0.5
 
     def forward(self, x):
@@ -96,7 +97,7 @@ class PredictiveGate(nn.Module):
 
     def train_gate(self, logit):
         """Straight-through Gumbel-sigmoid: hard 0/1 forward, soft gradient."""
-        soft = torch.sigmoid((logit + logistic_noise(logit)) / self.temperature)
+        soft = torch.sigmoid((logit + self.noise_scale * logistic_noise(logit)) / self.temperature)
         hard = (soft > 0.5).to(soft.dtype)
         return hard + (soft - soft.detach())  # the bracket is exactly 0 in forward: gates are exactly 0/1
 

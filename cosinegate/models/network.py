@@ -61,10 +61,12 @@ class CosineGateNet(nn.Module):
     def num_blocks(self):
         return len(self.blocks)
 
-    def set_temperature(self, temperature):
+    def set_temperature(self, temperature, noise_scale=1.0):
+        """Predictive gates: Gumbel-sigmoid temperature and logistic-noise scale (the paper's gate keeps its own)."""
         for block in self.blocks:
             if block.gate is not None and self.mode == "predictive":
                 block.gate.temperature = temperature
+                block.gate.noise_scale = noise_scale
 
     def features(self, x):
         """Run stem and blocks; return (pooled features, GateStats)."""

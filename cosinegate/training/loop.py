@@ -120,7 +120,8 @@ class Trainer:
             lr = schedules.learning_rate(optim, progress)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            self.model.set_temperature(schedules.temperature(cfg["gate"], progress, epochs))
+            self.model.set_temperature(schedules.temperature(cfg["gate"], progress, epochs),
+                                       schedules.noise_scale(cfg["gate"], progress, epochs))
             batch_slice = slice(step * local_batch, (step + 1) * local_batch)
             idx = order[batch_slice]
             x = to_tensor(self.images[idx], self.device)

@@ -31,6 +31,11 @@ def temperature(gate_cfg, progress, epochs):
     return t0 * (t1 / t0) ** min(progress / epochs, 1.0)
 
 
+def noise_scale(gate_cfg, progress, epochs):
+    """Linear anneal of the gate noise scale from 1 to noise_end over the schedule."""
+    return 1.0 + (gate_cfg["noise_end"] - 1.0) * min(progress / epochs, 1.0)
+
+
 def ramp_epochs(gate_cfg, epochs):
     ramp = gate_cfg["ramp_epochs"]
     return ramp * epochs if isinstance(ramp, float) and ramp < 1 else float(ramp)
