@@ -18,7 +18,7 @@ import numpy as np
 from cosinegate.errors import CosineGateError
 from cosinegate.macs import mac_table
 
-PRESETS = ("dense", "static", "paper", "aggressive", "balanced", "conservative", "balanced-batch", "balanced-sample", "balanced-floor")
+PRESETS = ("dense", "static", "paper", "aggressive", "balanced", "conservative", "balanced-batch", "balanced-sample", "balanced-floor", "balanced-quiet")
 # Published CIFAR-10 points of arXiv 2512.22206 (nominal savings: 1 - mean gate probability, gate needs F(x)).
 PAPER_POINTS = [
     {"label": "paper aggressive (nominal)", "top1": 0.899, "nominal_savings": 0.241},
