@@ -12,7 +12,8 @@ time; on Jetson the tegrastats power summary, nvpmodel mode and jetson_clocks st
 --compare-dense runs the best dense graph (flat twin, full ORT optimization; --dense-onnx or
 exported from --checkpoint), the statically pruned dense graph (masked form, policy auto:
 always-skipped blocks removed) and the conditional graph with every gate forced on, beside the
-conditional graph, on the same images, and prints realized vs ideal speedup.
+conditional graph, on the same images, timed in turns (--rounds), and prints realized vs ideal
+speedup.
 """
 
 import argparse
@@ -45,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--csv", help="append one row per run to this CSV (default none)")
     p.add_argument("--plot", help="latency histogram PNG")
     p.add_argument("--compare-dense", action="store_true")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="--compare-dense: graphs are timed in turns, this many rounds of iterations/rounds each")
     p.add_argument("--dense-onnx", help="dense graph for --compare-dense (default: flat twin exported from --checkpoint)")
     p.add_argument("--power", action="store_true", help="sample tegrastats during the timed loop (Jetson)")
     return p.parse_args(argv)
@@ -133,8 +136,8 @@ def main(argv=None):
     backend_name = args.backend or ("trt" if args.engine else "onnxrt" if args.onnx else "torch")
     if backend_name not in ("onnxrt", "torch", "trt"):
         raise CosineGateError(f"unknown backend {backend_name!r}; choose onnxrt, torch or trt.")
-    if args.batch < 1 or args.threads < 1 or (args.iterations < 1 and not args.duration):
-        raise CosineGateError("--batch, --threads and --iterations must be at least 1.")
+    if args.batch < 1 or args.threads < 1 or args.rounds < 1 or (args.iterations < 1 and not args.duration):
+        raise CosineGateError("--batch, --threads, --rounds and --iterations must be at least 1.")
     if args.power and backend_name != "trt":
         raise CosineGateError("--power reads the Jetson power rails of an engine's target; use it with --engine on the device.")
     tmp = tempfile.TemporaryDirectory(prefix="cg-bench.")
@@ -222,7 +225,8 @@ def main(argv=None):
 
 
 def compare_dense(args, conditional_path, cond_report, batches, workdir, backend_name):
-    from cosinegate.bench.backends import OnnxrtBackend
+    from cosinegate.bench.backends import OnnxrtBackend, time_interleaved
+    from cosinegate.bench.report import summarize
     from cosinegate.errors import CosineGateError
 
     if backend_name != "onnxrt":
@@ -245,24 +249,23 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
         forced_source = workdir / "conditional_all.onnx"
         export_checkpoint(args.checkpoint, forced_source, "conditional", args.batch, policy="conditional-all")
     forced_on(forced_source, forced_path)
-    runs = {"dense": measure(OnnxrtBackend(dense_path, args.threads), batches, args)}
-    runs["forced_on"] = measure(OnnxrtBackend(forced_path, args.threads), batches, args)
+    graphs = {"dense": dense_path, "forced_on": forced_path}
     pruned_macs = None
     if args.checkpoint:
         try:
             pruned_path = workdir / "pruned.onnx"
             export_checkpoint(args.checkpoint, pruned_path, "masked", args.batch, policy="auto")
             _, _, pkinds, _ = graph_info(pruned_path)
-            runs["static_pruned"] = measure(OnnxrtBackend(pruned_path, args.threads), batches, args)
+            graphs["static_pruned"] = pruned_path
             pruned_macs = table.executed([k != "always_skipped" for k in pkinds], meta.get("mode"))
         except CosineGateError as exc:
             print(f"static-pruned graph not available: {exc}")
-    if args.checkpoint:
-        native_paths = _ort_native_graphs(args, workdir)
-        runs["ort_native"] = measure(OnnxrtBackend(native_paths[0], args.threads), batches, args)
-        runs["ort_native_forced_on"] = measure(OnnxrtBackend(native_paths[1], args.threads), batches, args)
-    # re-measure the conditional graph interleaved in time with the others (same machine state)
-    runs["conditional"] = measure(OnnxrtBackend(conditional_path, args.threads), batches, args)
+        graphs["ort_native"], graphs["ort_native_forced_on"] = _ort_native_graphs(args, workdir)
+    graphs["conditional"] = conditional_path
+    # all graphs timed in turns (--rounds), so drift of the machine's state falls on each alike
+    walls = time_interleaved({name: OnnxrtBackend(path, args.threads) for name, path in graphs.items()}, batches,
+                             args.warmup, args.iterations, args.duration, args.rounds)
+    runs = {name: {**summarize(wall, [], args.batch), "_wall": wall} for name, wall in walls.items()}
     stat = "p50"  # medians: robust to other jobs on a shared machine; means are in the *_latency_ms entries
     dense_ms, cond_ms = runs["dense"]["latency_ms"][stat], runs["conditional"]["latency_ms"][stat]
     dense_macs, executed = table.dense, cond_report["executed_macs"]

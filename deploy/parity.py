@@ -44,7 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--backend", default="onnxrt", help="onnxrt | trt")
     add_data_flags(parser)
     parser.add_argument("--samples", type=int, default=500, help="test images to compare (default 500)")
-    parser.add_argument("--report", help="write the JSON report here")
+    parser.add_argument("--report", "--json", help="write the JSON report here")
     parser.add_argument("--save-reference", help="write PyTorch outputs as Polygraphy RunResults JSON")
     parser.add_argument("--save-inputs", help="where the inputs go with --save-reference (default inputs.json beside it)")
     parser.add_argument("--int8", action="store_true", help="INT8 tolerance profile: top-1 >= 0.97, gates >= 0.995")

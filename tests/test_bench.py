@@ -4,6 +4,7 @@ import csv
 import json
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -70,6 +71,24 @@ def test_compare_dense(conditional_onnx, tiny_checkpoint, fake_cifar_root, tmp_p
         assert key in c
     assert c["ideal_speedup"] == pytest.approx(1 / c["executed_mac_ratio"])
     assert "realized/ideal" in capsys.readouterr().out
+
+
+def test_interleaved_timing_takes_turns():
+    from cosinegate.bench.backends import time_interleaved
+
+    calls = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, x):
+            calls.append(self.name)
+            return {"gates": np.zeros(1)}, None
+
+    walls = time_interleaved({"a": Fake("a"), "b": Fake("b")}, [np.zeros(1)], warmup=2, iterations=6, rounds=3)
+    assert calls == ["a", "a", "b", "b"] + ["a", "a", "b", "b"] * 3  # warmup, then 3 rounds of 2 runs each, in turns
+    assert {k: len(v) for k, v in walls.items()} == {"a": 6, "b": 6}
 
 
 def test_forced_on_keeps_ifs(conditional_onnx, tmp_path):

@@ -64,6 +64,17 @@ def test_gated_runs_are_compared_with_the_static_curve_at_their_own_macs():
     assert tiny["static_top1_at_equal_macs"] is None and not tiny["beats_static"]  # below the cheapest static point
 
 
+def test_each_seed_is_read_off_the_curve_at_its_own_macs():
+    rows = [_row("dense", "none", 40e6, 0.90), _row("static", "none", 20e6, 0.80),
+            _row("dyn", "predictive", 30e6, 0.84, dynamic=0.25)]
+    rows[2]["per_seed"] = [{"top1": 0.86, "executed_macs": 36e6}, {"top1": 0.82, "executed_macs": 24e6}]
+    dyn = compare_with_static_curve(rows)[2]
+    assert dyn["static_top1_at_equal_macs"] == pytest.approx((0.88 + 0.82) / 2)
+    assert dyn["gain_vs_static"] == pytest.approx((-0.02 + 0.0) / 2)
+    rows[2]["per_seed"][1]["executed_macs"] = 18e6  # one seed below the cheapest static point
+    assert compare_with_static_curve(rows)[2]["gain_vs_static"] is None
+
+
 def test_reproduce_tiny_synthetic_then_skips_finished_runs(tmp_path):
     out = tmp_path / "repro"
     args = ["--data", "synthetic", "--subset", "200", "--epochs", "1", "--presets", "dense,static,balanced",

@@ -114,6 +114,21 @@ class TrtBackend:
         return {"logits": self.host["logits"].copy(), "gates": self.host["gates"].copy()}, self.end.time_since(self.start)
 
 
+def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None, rounds=5):
+    """Time several backends in turns: `rounds` rounds, each running every backend for
+    iterations/rounds runs (or duration/rounds seconds) in order, so drift in the machine's
+    state (clock, other jobs, caches) falls on all of them alike. Returns {name: wall ms list}."""
+    for backend in backends.values():
+        time_backend(backend, batches, warmup=warmup, iterations=0)
+    walls = {name: [] for name in backends}
+    for _ in range(rounds):
+        for name, backend in backends.items():
+            chunk = time_backend(backend, batches, warmup=0, iterations=-(-iterations // rounds),
+                                 duration=duration / rounds if duration else None)
+            walls[name] += chunk[0]
+    return walls
+
+
 def time_backend(backend, batches, warmup=10, warmup_seconds=None, iterations=200, duration=None):
     """Run warmup then the timed loop over ``batches`` (cycled); return (wall ms list, gpu ms list, gates list)."""
     n = len(batches)
