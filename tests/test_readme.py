@@ -28,3 +28,21 @@ def test_script_help(script):
     done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout.lower()
+
+
+def _flags_by_script():
+    """{script: flags written after it on the same README line (up to the next script named)}."""
+    flags = {}
+    for line in README.splitlines():
+        parts = re.split(r"python ((?:train|deploy|calibration)/\w+\.py)", line)
+        for script, segment in zip(parts[1::2], parts[2::2]):
+            flags.setdefault(script, set()).update(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", segment))
+    return flags
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_readme_flags_exist(script):
+    """Every --flag the README writes after a script is one that script accepts."""
+    done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    unknown = sorted(f for f in _flags_by_script().get(script, ()) if not re.search(rf"{f}(?![\w-])", done.stdout))
+    assert not unknown, f"README gives {script} flags its --help does not list: {unknown}"
