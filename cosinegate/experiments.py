@@ -98,10 +98,11 @@ def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=No
     if subset:
         common += ["--subset", str(subset)]
     for backbone in backbones:
-        if not 0 <= static_curve <= len(removal_order(backbone)):
-            raise CosineGateError(f"--static-curve {static_curve}: {backbone} has {len(removal_order(backbone))} removable "
+        order = removal_order(backbone)
+        if not 0 <= static_curve <= len(order):
+            raise CosineGateError(f"--static-curve {static_curve}: {backbone} has {len(order)} removable "
                                   "blocks (not the first of a stage); pick 0..that many.")
-        curve = [(f"static-d{k}", sorted(removal_order(backbone)[:k])) for k in range(1, static_curve + 1)]
+        curve = [(f"static-d{k}", sorted(order[:k])) for k in range(1, static_curve + 1)]
         variants = []
         for preset in presets:
             if preset == "static":
@@ -177,6 +178,11 @@ def collect(out, runs):
     return sorted(rows, key=lambda r: (r["backbone"], order[r["preset"].split("-")[0] if r["preset"].startswith("static") else r["preset"]], r["preset"]))
 
 
+def static_curve(rows, backbone):
+    """The dense and statically pruned rows of a backbone, cheapest first: the static curve."""
+    return sorted((r for r in rows if r["backbone"] == backbone and r["mode"] == "none"), key=lambda r: r["executed_macs"])
+
+
 def compare_with_static_curve(rows, min_gain=0.003):
     """Set, on every gated row, the static curve's top-1 at the row's executed MACs.
 
@@ -187,13 +193,12 @@ def compare_with_static_curve(rows, min_gain=0.003):
     >= half of the savings from skipped blocks and a mean gain >= min_gain.
     """
     for backbone in {r["backbone"] for r in rows}:
-        points = sorted((r["executed_macs"], r["top1_mean"]) for r in rows
-                        if r["backbone"] == backbone and r["mode"] == "none")
-        macs, top1 = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+        points = static_curve(rows, backbone)
+        macs, top1 = np.array([p["executed_macs"] for p in points]), np.array([p["top1_mean"] for p in points])
         for r in rows:
             if r["backbone"] != backbone or r["mode"] == "none":
                 continue
-            seeds = r.get("per_seed") or [{"top1": r["top1_mean"], "executed_macs": r["executed_macs"]}]
+            seeds = r["per_seed"]
             inside = len(points) > 1 and all(macs[0] <= x["executed_macs"] <= macs[-1] for x in seeds)
             curve = [float(np.interp(x["executed_macs"], macs, top1)) for x in seeds] if inside else None
             r["static_top1_at_equal_macs"] = float(np.mean(curve)) if inside else None
@@ -262,8 +267,7 @@ def pareto_plot(rows, path, title, paper_points=True):
         label = f"{r['backbone']} {r['preset']}"
         ax.errorbar(x, r["top1_mean"] * 100, yerr=r["top1_std"] * 100, marker=markers[r["mode"]], linestyle="none", label=label)
     for backbone in sorted({r["backbone"] for r in rows}):
-        curve = sorted((r["executed_macs"] / r["dense_macs"], r["top1_mean"] * 100) for r in rows
-                       if r["backbone"] == backbone and r["mode"] == "none")
+        curve = [(r["executed_macs"] / r["dense_macs"], r["top1_mean"] * 100) for r in static_curve(rows, backbone)]
         if len(curve) > 1:
             ax.plot(*zip(*curve), color="grey", linestyle="--", linewidth=1, label=f"{backbone} static curve")
     for p in PAPER_POINTS if paper_points else ():

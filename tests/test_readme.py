@@ -1,5 +1,6 @@
 """The README's commands exist: every script it names answers --help without TensorRT or a GPU."""
 
+import functools
 import re
 import subprocess
 import sys
@@ -22,10 +23,16 @@ def test_readme_names_scripts():
     assert len(SCRIPTS) >= 9, SCRIPTS
 
 
+@functools.cache
+def _help(script):
+    """The script's --help run (once per script for all tests)."""
+    return subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_help(script):
     assert (ROOT / script).is_file(), f"README names {script}, which does not exist"
-    done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = _help(script)
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout.lower()
 
@@ -43,6 +50,5 @@ def _flags_by_script():
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_readme_flags_exist(script):
     """Every --flag the README writes after a script is one that script accepts."""
-    done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    unknown = sorted(f for f in _flags_by_script().get(script, ()) if not re.search(rf"{f}(?![\w-])", done.stdout))
+    unknown = sorted(f for f in _flags_by_script().get(script, ()) if not re.search(rf"{f}(?![\w-])", _help(script).stdout))
     assert not unknown, f"README gives {script} flags its --help does not list: {unknown}"

@@ -49,7 +49,8 @@ def test_static_curve_adds_one_point_per_removed_block_without_duplicates():
 def _row(preset, mode, macs, top1, static=0.0, dynamic=0.0):
     dense = 40e6
     return {"backbone": "resnet20", "preset": preset, "mode": mode, "executed_macs": macs, "dense_macs": dense,
-            "top1_mean": top1, "real_savings": 1 - macs / dense, "static_savings": static, "dynamic_savings": dynamic}
+            "top1_mean": top1, "real_savings": 1 - macs / dense, "static_savings": static, "dynamic_savings": dynamic,
+            "per_seed": [{"top1": top1, "executed_macs": macs}]}
 
 
 def test_gated_runs_are_compared_with_the_static_curve_at_their_own_macs():
