@@ -98,7 +98,7 @@ def prepare(args, profile, int8_path, opset):
     import onnx
 
     from cosinegate.errors import CosineGateError
-    from cosinegate.trt.bundle import Stages, calibration_files, model_name
+    from cosinegate.pipeline import Stages, calibration_files, model_name
     from cosinegate.trt.targets import check_opset
 
     art = {"cache": None, "reference": None, "inputs": None, "forms": {}, "calibration": None}

@@ -94,7 +94,9 @@ def test_interleaved_timing_takes_turns():
 def test_forced_on_keeps_ifs(conditional_onnx, tmp_path):
     import onnx
 
-    count = bench.forced_on(conditional_onnx, tmp_path / "f.onnx")
+    from cosinegate.bench.graphs import forced_on
+
+    count = forced_on(conditional_onnx, tmp_path / "f.onnx")
     model = onnx.load(str(tmp_path / "f.onnx"))
     assert count == sum(n.op_type == "If" for n in model.graph.node) > 0
     onnx.checker.check_model(model)

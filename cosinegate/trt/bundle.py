@@ -1,4 +1,4 @@
-"""Stage artifacts (export, calibration, reference) with reuse by hash, and the device bundle.
+"""The device bundle: the build script for trtexec and the atomic bundle folder and archive.
 
 A bundle ``<out>/<model>-bundle/`` (plus ``<model>-bundle.tar.gz``) holds everything a Jetson needs
 to build and check the engine without PyTorch: the ONNX forms, Q/DQ graphs and calibration cache
@@ -7,125 +7,15 @@ and ``manifest.json`` with the sha256 of every file. It is assembled in a tempor
 renamed into place at the end, so a failure leaves nothing half-written.
 """
 
-import importlib.util
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-from cosinegate.artifacts import sha256_file
 from cosinegate.errors import CosineGateError
-from cosinegate.trt.manifest import record_stage, reusable, write_bundle_manifest
+from cosinegate.trt.manifest import write_bundle_manifest
 from cosinegate.trt.trtexec import shell_line, trtexec_command
-
-ROOT = Path(__file__).resolve().parents[2]
-REFERENCE_SAMPLES = 16
-
-
-def model_name(path):
-    path = Path(path)
-    if path.stem in ("best", "last") and path.parent.name:
-        return path.parent.name
-    return path.stem.split(".")[0]
-
-
-class Stages:
-    """Runs the pipeline stages in ``workdir``, reusing artifacts whose input hashes match."""
-
-    def __init__(self, workdir, log=print):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log = log
-        self.reused, self.made = [], []
-
-    def _stage(self, artifact, inputs, make):
-        if reusable(artifact, inputs):
-            self.reused.append(Path(artifact).name)
-            self.log(f"reused {artifact} (inputs unchanged)")
-            return Path(artifact)
-        make()
-        record_stage(artifact, inputs)
-        self.made.append(Path(artifact).name)
-        return Path(artifact)
-
-    def export(self, checkpoint, form, batch, opset, policy="auto"):
-        from cosinegate.onnx import export_checkpoint
-
-        out = self.workdir / f"model.{form}.onnx"
-        inputs = {"stage": "export", "checkpoint_sha256": sha256_file(checkpoint), "form": form, "batch": batch,
-                  "opset": opset, "policy": policy}
-        return self._stage(out, inputs, lambda: export_checkpoint(checkpoint, out, form, batch, opset, policy))
-
-    def calibrate(self, checkpoint, data=None, data_root=None):
-        """INT8 calibration output dir (model.qdq*.onnx, calibration.cache, manifest.json)."""
-        out = self.workdir / "calibration"
-        marker = out / "manifest.json"
-        inputs = {"stage": "calibrate", "checkpoint_sha256": sha256_file(checkpoint), "data": data, "data_root": data_root}
-        self._stage(marker, inputs, lambda: run_calibration(checkpoint, out, data, data_root))
-        return out
-
-    def reference(self, checkpoint, onnx_path, data=None, data_root=None, samples=REFERENCE_SAMPLES):
-        """Polygraphy inputs.json / reference.json (PyTorch outputs), via deploy/parity.py's machinery."""
-        out = self.workdir / "reference.json"
-        inputs_json = self.workdir / "inputs.json"
-        stage_inputs = {"stage": "reference", "checkpoint_sha256": sha256_file(checkpoint),
-                        "onnx_sha256": sha256_file(onnx_path), "data": data, "data_root": data_root, "samples": samples}
-
-        def make():
-            report = run_reference(checkpoint, onnx_path, out, inputs_json, data, data_root, samples)
-            if not report["passed"]:
-                raise CosineGateError(f"parity of the exported graph failed before bundling: {report['summary']}")
-
-        self._stage(out, stage_inputs, make)
-        return out, inputs_json
-
-
-def run_reference(checkpoint, onnx_path, reference, inputs_json, data=None, data_root=None, samples=REFERENCE_SAMPLES, backend="onnxrt"):
-    from cosinegate.data import load_dataset
-    from cosinegate.onnx import load_toolkit_onnx
-    from cosinegate.parity import FP32, run_parity
-    from cosinegate.training.checkpoint import model_from_checkpoint
-
-    model, _ = model_from_checkpoint(checkpoint)
-    graph = load_toolkit_onnx(onnx_path)
-    _, test = load_dataset(data or "synthetic", data_root)
-    return run_parity(model, graph, str(onnx_path), test, backend, samples, FP32, str(inputs_json) if inputs_json else None,
-                      str(reference) if reference else None)
-
-
-def run_calibration(checkpoint, out, data=None, data_root=None):
-    """Call the INT8 calibration library when present, else calibration/calibrate.py; else refuse."""
-    if importlib.util.find_spec("cosinegate.quant.calibrate") is not None and importlib.util.find_spec("cosinegate.quant.calibset"):
-        from cosinegate.quant.calibrate import calibrate, write_outputs
-        from cosinegate.quant.calibset import load_calibration_set
-
-        write_outputs(calibrate(checkpoint, load_calibration_set(data or "synthetic", data_root)), out)
-        return
-    script = ROOT / "calibration" / "calibrate.py"
-    if not script.is_file():
-        raise CosineGateError(
-            "INT8 needs calibration data or a cache, and this checkout has no calibration stage "
-            "(cosinegate/quant/calibrate.py or calibration/calibrate.py); pass --calibration DIR or --calib-cache FILE, "
-            "or build fp16/fp32."
-        )
-    command = [sys.executable, str(script), "--checkpoint", str(checkpoint), "--out", str(out)]
-    if data:
-        command += ["--data", data] + (["--data-root", str(data_root)] if data_root else [])
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise CosineGateError(f"INT8 calibration failed ({last}); fix the calibration data or pass --calib-cache FILE.")
-
-
-def calibration_files(calib_dir, form):
-    """(Q/DQ graph for ``form`` or None, calibration cache or None) from a calibration output dir."""
-    calib_dir = Path(calib_dir)
-    qdq = calib_dir / ("model.qdq.conditional.onnx" if form == "conditional" else "model.qdq.onnx")
-    cache = calib_dir / "calibration.cache"
-    return (qdq if qdq.is_file() else None), (cache if cache.is_file() else None)
 
 
 def polygraphy_tolerance(precision):

@@ -1,15 +1,11 @@
-"""Manifests of engines and bundles: file hashes, stage reuse by input hash, engine compatibility.
+"""Manifests of engines and bundles: file hashes, engine compatibility.
 
-- Stage artifacts (exported ONNX, calibration output) get a ``<file>.stage.json`` beside them
-  holding the hashes of their inputs and of the file itself; ``reusable`` says whether a stage
-  can be skipped (same inputs, file unchanged).
 - A bundle's ``manifest.json`` holds the sha256 of every other file in the bundle;
   ``verify_bundle`` refuses a bundle with a missing, altered or unlisted-but-required file.
 - An engine's ``<engine>.json`` records the TensorRT version and compute capability it was built
   for; ``check_engine_manifest`` refuses an engine handed to another TensorRT or GPU.
 """
 
-import json
 from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_json, read_json, sha256_file
@@ -17,32 +13,7 @@ from cosinegate.errors import CosineGateError
 
 BUNDLE_FORMAT = "cosinegate-bundle-v1"
 ENGINE_FORMAT = "cosinegate-engine-v1"
-STAGE_FORMAT = "cosinegate-stage-v1"
 BUNDLE_MANIFEST = "manifest.json"
-
-
-def stage_record_path(artifact):
-    return Path(f"{artifact}.stage.json")
-
-
-def reusable(artifact, inputs):
-    """True when ``artifact`` exists, is unchanged, and was made from exactly ``inputs`` (a JSON dict)."""
-    artifact = Path(artifact)
-    record = stage_record_path(artifact)
-    if not artifact.is_file() or not record.is_file():
-        return False
-    try:
-        data = json.loads(record.read_text())
-    except ValueError:
-        return False
-    if data.get("format") != STAGE_FORMAT or data.get("inputs") != json.loads(json.dumps(inputs)):
-        return False
-    return data.get("sha256") == sha256_file(artifact)
-
-
-def record_stage(artifact, inputs):
-    """Write the stage record of a freshly made ``artifact``."""
-    atomic_write_json(stage_record_path(artifact), {"format": STAGE_FORMAT, "inputs": inputs, "sha256": sha256_file(artifact)})
 
 
 def file_hashes(directory, exclude=(BUNDLE_MANIFEST,)):

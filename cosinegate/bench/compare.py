@@ -1,0 +1,102 @@
+"""The dense comparison: a conditional graph timed in turns beside its dense, statically pruned and forced-on
+twins on the same images, with realized against ideal speedup."""
+
+from cosinegate.bench.graphs import forced_on, graph_info
+
+
+def compare_dense(args, conditional_path, cond_report, batches, workdir, backend_name, log=print):
+    """Time the dense graph, the statically pruned one, the conditional one with every gate forced on and the
+    ORT-native conditional graphs beside ``conditional_path`` on ``batches``, in turns; return (summary, walls).
+
+    ``args`` holds the bench settings: checkpoint, dense_onnx, policy, batch, threads, warmup, iterations,
+    duration, rounds (the parsed arguments of deploy/bench.py)."""
+    from cosinegate.bench.backends import OnnxrtBackend, time_interleaved
+    from cosinegate.bench.report import summarize
+    from cosinegate.errors import CosineGateError
+
+    if backend_name != "onnxrt":
+        raise CosineGateError("--compare-dense runs ONNX graphs here; use --backend onnxrt (with --onnx or --checkpoint).")
+    if "executed_macs" not in cond_report:
+        raise CosineGateError("--compare-dense needs real images for executed MACs; drop --random-input.")
+    meta, table, kinds, num_if = graph_info(conditional_path)
+    if meta.get("form") != "conditional":
+        raise CosineGateError(f"--compare-dense compares a conditional graph; {conditional_path} is {meta.get('form')}.")
+    from cosinegate.onnx import export_checkpoint
+
+    dense_path = args.dense_onnx
+    if dense_path is None:
+        if not args.checkpoint:
+            raise CosineGateError("--compare-dense needs --dense-onnx FILE or --checkpoint CKPT to export the flat twin.")
+        dense_path = workdir / "flat.onnx"
+        export_checkpoint(args.checkpoint, dense_path, "flat", args.batch)
+    forced_path, forced_source = workdir / "forced_on.onnx", conditional_path
+    if args.checkpoint:  # every gated block as an If, so forced-on measures the conditional machinery at full MACs
+        forced_source = workdir / "conditional_all.onnx"
+        export_checkpoint(args.checkpoint, forced_source, "conditional", args.batch, policy="conditional-all")
+    forced_on(forced_source, forced_path)
+    graphs = {"dense": dense_path, "forced_on": forced_path}
+    pruned_macs = None
+    if args.checkpoint:
+        try:
+            pruned_path = workdir / "pruned.onnx"
+            export_checkpoint(args.checkpoint, pruned_path, "masked", args.batch, policy="auto")
+            _, _, pkinds, _ = graph_info(pruned_path)
+            graphs["static_pruned"] = pruned_path
+            pruned_macs = table.executed([k != "always_skipped" for k in pkinds], meta.get("mode"))
+        except CosineGateError as exc:
+            log(f"static-pruned graph not available: {exc}")
+        graphs["ort_native"], graphs["ort_native_forced_on"] = ort_native_graphs(args, workdir)
+    graphs["conditional"] = conditional_path
+    # all graphs timed in turns (--rounds), so drift of the machine's state falls on each alike
+    walls = time_interleaved({name: OnnxrtBackend(path, args.threads) for name, path in graphs.items()}, batches,
+                             args.warmup, args.iterations, args.duration, args.rounds)
+    runs = {name: {**summarize(wall, [], args.batch), "_wall": wall} for name, wall in walls.items()}
+    stat = "p50"  # medians: robust to other jobs on a shared machine; means are in the *_latency_ms entries
+    dense_ms, cond_ms = runs["dense"]["latency_ms"][stat], runs["conditional"]["latency_ms"][stat]
+    dense_macs, executed = table.dense, cond_report["executed_macs"]
+    out = {
+        "speedup_statistic": stat, "dense_onnx": str(dense_path), "conditional_if_count": num_if, "policy": meta.get("policy"),
+        "dense_latency_ms": runs["dense"]["latency_ms"], "conditional_latency_ms": runs["conditional"]["latency_ms"],
+        "forced_on_latency_ms": runs["forced_on"]["latency_ms"],
+        "dense_macs": int(dense_macs), "executed_macs": executed, "executed_mac_ratio": executed / dense_macs,
+        "ideal_speedup": dense_macs / executed, "realized_speedup": dense_ms / cond_ms,
+        "forced_on_overhead": runs["forced_on"]["latency_ms"][stat] / dense_ms - 1.0,
+    }
+    out["realized_over_ideal"] = out["realized_speedup"] / out["ideal_speedup"]
+    if "ort_native" in runs:
+        native_ms = runs["ort_native"]["latency_ms"][stat]
+        out.update(
+            ort_native_latency_ms=runs["ort_native"]["latency_ms"],
+            ort_native_forced_on_latency_ms=runs["ort_native_forced_on"]["latency_ms"],
+            ort_native_realized_speedup=dense_ms / native_ms,
+            ort_native_realized_over_ideal=dense_ms / native_ms / out["ideal_speedup"],
+            ort_native_forced_on_overhead=runs["ort_native_forced_on"]["latency_ms"][stat] / dense_ms - 1.0,
+        )
+    if "static_pruned" in runs:
+        sp = runs["static_pruned"]["latency_ms"][stat]
+        out.update(static_pruned_latency_ms=runs["static_pruned"]["latency_ms"], static_pruned_macs=int(pruned_macs),
+                   static_pruned_speedup=dense_ms / sp, conditional_vs_static_pruned=sp / cond_ms)
+    return out, {k: v["_wall"] for k, v in runs.items()}
+
+
+def ort_native_graphs(args, workdir):
+    """The ORT-native conditional graph (NCHWc kept inside each If) with the checkpoint's policy,
+    and its conditional-all twin with every gate forced on."""
+    import onnx
+
+    from cosinegate.onnx.ort_native import ort_native_conditional
+    from cosinegate.training.checkpoint import load_checkpoint
+
+    from cosinegate.onnx import export_checkpoint
+
+    flat_path = workdir / "flat.onnx"
+    if not flat_path.is_file():
+        export_checkpoint(args.checkpoint, flat_path, "flat", args.batch)
+    flat = onnx.load(str(flat_path))
+    skip_rates = load_checkpoint(args.checkpoint).get("skip_rates")
+    native, native_all = workdir / "ort_native.onnx", workdir / "ort_native_all.onnx"
+    onnx.save(ort_native_conditional(flat, args.policy, skip_rates, args.threads), str(native))
+    onnx.save(ort_native_conditional(flat, "conditional-all", skip_rates, args.threads), str(native_all))
+    forced = workdir / "ort_native_forced_on.onnx"
+    forced_on(native_all, forced)
+    return native, forced

@@ -1,0 +1,147 @@
+"""The pipeline stages (export, calibration, reference) run in a work folder, reused by input hash.
+
+Each stage artifact gets a ``<file>.stage.json`` beside it holding the hashes of its inputs and of
+the file itself; ``reusable`` says whether a stage can be skipped (same inputs, file unchanged).
+``deploy/build_engine.py`` runs the stages and hands their artifacts to ``cosinegate.trt`` (engine
+build, device bundle).
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from cosinegate.artifacts import atomic_write_json, sha256_file
+from cosinegate.errors import CosineGateError
+
+STAGE_FORMAT = "cosinegate-stage-v1"
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_SAMPLES = 16
+
+
+def model_name(path):
+    path = Path(path)
+    if path.stem in ("best", "last") and path.parent.name:
+        return path.parent.name
+    return path.stem.split(".")[0]
+
+
+class Stages:
+    """Runs the pipeline stages in ``workdir``, reusing artifacts whose input hashes match."""
+
+    def __init__(self, workdir, log=print):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.reused, self.made = [], []
+
+    def _stage(self, artifact, inputs, make):
+        if reusable(artifact, inputs):
+            self.reused.append(Path(artifact).name)
+            self.log(f"reused {artifact} (inputs unchanged)")
+            return Path(artifact)
+        make()
+        record_stage(artifact, inputs)
+        self.made.append(Path(artifact).name)
+        return Path(artifact)
+
+    def export(self, checkpoint, form, batch, opset, policy="auto"):
+        from cosinegate.onnx import export_checkpoint
+
+        out = self.workdir / f"model.{form}.onnx"
+        inputs = {"stage": "export", "checkpoint_sha256": sha256_file(checkpoint), "form": form, "batch": batch,
+                  "opset": opset, "policy": policy}
+        return self._stage(out, inputs, lambda: export_checkpoint(checkpoint, out, form, batch, opset, policy))
+
+    def calibrate(self, checkpoint, data=None, data_root=None):
+        """INT8 calibration output dir (model.qdq*.onnx, calibration.cache, manifest.json)."""
+        out = self.workdir / "calibration"
+        marker = out / "manifest.json"
+        inputs = {"stage": "calibrate", "checkpoint_sha256": sha256_file(checkpoint), "data": data, "data_root": data_root}
+        self._stage(marker, inputs, lambda: run_calibration(checkpoint, out, data, data_root))
+        return out
+
+    def reference(self, checkpoint, onnx_path, data=None, data_root=None, samples=REFERENCE_SAMPLES):
+        """Polygraphy inputs.json / reference.json (PyTorch outputs), via deploy/parity.py's machinery."""
+        out = self.workdir / "reference.json"
+        inputs_json = self.workdir / "inputs.json"
+        stage_inputs = {"stage": "reference", "checkpoint_sha256": sha256_file(checkpoint),
+                        "onnx_sha256": sha256_file(onnx_path), "data": data, "data_root": data_root, "samples": samples}
+
+        def make():
+            report = run_reference(checkpoint, onnx_path, out, inputs_json, data, data_root, samples)
+            if not report["passed"]:
+                raise CosineGateError(f"parity of the exported graph failed before bundling: {report['summary']}")
+
+        self._stage(out, stage_inputs, make)
+        return out, inputs_json
+
+
+def run_reference(checkpoint, onnx_path, reference, inputs_json, data=None, data_root=None, samples=REFERENCE_SAMPLES, backend="onnxrt"):
+    from cosinegate.data import load_dataset
+    from cosinegate.onnx import load_toolkit_onnx
+    from cosinegate.parity import FP32, run_parity
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(checkpoint)
+    graph = load_toolkit_onnx(onnx_path)
+    _, test = load_dataset(data or "synthetic", data_root)
+    return run_parity(model, graph, str(onnx_path), test, backend, samples, FP32, str(inputs_json) if inputs_json else None,
+                      str(reference) if reference else None)
+
+
+def run_calibration(checkpoint, out, data=None, data_root=None):
+    """Call the INT8 calibration library when present, else calibration/calibrate.py; else refuse."""
+    if importlib.util.find_spec("cosinegate.quant.calibrate") is not None and importlib.util.find_spec("cosinegate.quant.calibset"):
+        from cosinegate.quant.calibrate import calibrate, write_outputs
+        from cosinegate.quant.calibset import load_calibration_set
+
+        write_outputs(calibrate(checkpoint, load_calibration_set(data or "synthetic", data_root)), out)
+        return
+    script = ROOT / "calibration" / "calibrate.py"
+    if not script.is_file():
+        raise CosineGateError(
+            "INT8 needs calibration data or a cache, and this checkout has no calibration stage "
+            "(cosinegate/quant/calibrate.py or calibration/calibrate.py); pass --calibration DIR or --calib-cache FILE, "
+            "or build fp16/fp32."
+        )
+    command = [sys.executable, str(script), "--checkpoint", str(checkpoint), "--out", str(out)]
+    if data:
+        command += ["--data", data] + (["--data-root", str(data_root)] if data_root else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise CosineGateError(f"INT8 calibration failed ({last}); fix the calibration data or pass --calib-cache FILE.")
+
+
+def calibration_files(calib_dir, form):
+    """(Q/DQ graph for ``form`` or None, calibration cache or None) from a calibration output dir."""
+    calib_dir = Path(calib_dir)
+    qdq = calib_dir / ("model.qdq.conditional.onnx" if form == "conditional" else "model.qdq.onnx")
+    cache = calib_dir / "calibration.cache"
+    return (qdq if qdq.is_file() else None), (cache if cache.is_file() else None)
+
+
+def stage_record_path(artifact):
+    return Path(f"{artifact}.stage.json")
+
+
+def reusable(artifact, inputs):
+    """True when ``artifact`` exists, is unchanged, and was made from exactly ``inputs`` (a JSON dict)."""
+    artifact = Path(artifact)
+    record = stage_record_path(artifact)
+    if not artifact.is_file() or not record.is_file():
+        return False
+    try:
+        data = json.loads(record.read_text())
+    except ValueError:
+        return False
+    if data.get("format") != STAGE_FORMAT or data.get("inputs") != json.loads(json.dumps(inputs)):
+        return False
+    return data.get("sha256") == sha256_file(artifact)
+
+
+def record_stage(artifact, inputs):
+    """Write the stage record of a freshly made ``artifact``."""
+    atomic_write_json(stage_record_path(artifact), {"format": STAGE_FORMAT, "inputs": inputs, "sha256": sha256_file(artifact)})
