@@ -67,12 +67,12 @@ def test_reuse_by_hash_and_rebuild(bundled, tmp_path):
     out, ckpt, first, second, _ = bundled
     assert "reused" not in first
     assert second.count("reused") == 3
-    import torch
+    from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
 
-    state = torch.load(ckpt, weights_only=False)
+    state = load_checkpoint(ckpt)
     state["epoch"] = state.get("epoch", 0) + 100
     changed = out / "tiny.pt"
-    torch.save(state, changed)
+    save_checkpoint(changed, **{k: v for k, v in state.items() if k != "format"})
     import contextlib
     import io
 

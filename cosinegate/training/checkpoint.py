@@ -1,32 +1,160 @@
-"""Checkpoints: atomic save, validated load, model reconstruction."""
+"""Checkpoints: atomic save, safe validated load, model reconstruction.
 
+A checkpoint holds only tensors, numbers, strings, None, lists and dicts, so it is
+read with `torch.load(weights_only=True)`: a file from someone else can hold data,
+never code. RNG states are stored in that form too (`capture_rng`/`restore_rng`).
+"""
+
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cosinegate.artifacts import atomic_path
 from cosinegate.errors import CosineGateError
 
-FORMAT = "cosinegate-checkpoint-v1"
+FORMAT = "cosinegate-checkpoint-v2"
+OLD_FORMATS = ("cosinegate-checkpoint-v1",)  # v1 kept numpy's RNG state and scalars as numpy objects
+PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+
+
+def _numpy_data_globals():
+    """{pickled name: object} of numpy's data-only globals that v1 files use.
+
+    An ndarray, dtype or scalar is data: what it holds is unpickled by the same restricted
+    unpickler, so allowing these lets no other object be built.
+    """
+    import numpy._core.multiarray as multiarray
+
+    found = {"numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray}
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):  # written by numpy 2 / numpy 1
+        found[f"{module}._reconstruct"] = multiarray._reconstruct
+        found[f"{module}.scalar"] = multiarray.scalar
+    for code in ("u1", "u4", "i4", "i8", "f4", "f8", "b1"):
+        kind = type(np.dtype(code))
+        found[f"numpy.dtypes.{kind.__name__}"] = kind
+    return found
+
+
+
+
+def _check_plain(value, where="state"):
+    """Refuse (TypeError: a bug, not a user error) anything a weights_only load could not read back."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"checkpoint {where} has a {type(key).__name__} key")
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+    elif not isinstance(value, PLAIN) or type(value).__module__ == "numpy":
+        raise TypeError(f"checkpoint {where} is a {type(value).__module__}.{type(value).__name__}; store plain data")
 
 
 def save_checkpoint(path, **state):
+    state = {"format": FORMAT, **state}
+    _check_plain(state)
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+        torch.save(state, tmp)
+
+
+def capture_rng():
+    """torch, numpy and Python RNG states as tensors, numbers and lists."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def restore_rng(rng):
+    """Inverse of capture_rng."""
+    torch.set_rng_state(rng["torch"])
+    numpy_state, python_state = rng["numpy"], rng["python"]
+    key = np.asarray(numpy_state["key"].numpy(), dtype=np.uint32)
+    np.random.set_state((numpy_state["kind"], key, numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss_next"]))
+
+
+def _plain(value):
+    """A v1 value in v2 form: numpy arrays become tensors, numpy scalars Python numbers, tuples lists."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.astype(np.int64) if value.dtype == np.uint32 else value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _upgrade(state):
+    """A v1 checkpoint dict in v2 form (its RNG states as capture_rng writes them)."""
+    rng = state.get("rng")
+    state = _plain(state)
+    if rng is not None:
+        kind, key, pos, has_gauss, cached = rng["numpy"]
+        version, internal, gauss_next = rng["python"]
+        state["rng"] = {
+            "torch": rng["torch"],
+            "numpy": {"kind": kind, "key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        }
+    state["format"] = FORMAT
+    return state
+
+
+def _corrupt(path, exc):
+    return CosineGateError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); retrain or restore it.")
+
+
+def _safe_load(path):
+    """torch.load(weights_only=True); a file that needs more than numpy's data globals is refused unread."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for a refused global, many types for corrupt files
+        first = exc
+    try:
+        needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))  # scans opcodes, runs nothing
+    except Exception:
+        needed = set()
+    if not needed:
+        raise _corrupt(path, first) from first
+    numpy_data = _numpy_data_globals()
+    foreign = sorted(needed - set(numpy_data))
+    if foreign:
+        raise CosineGateError(
+            f"checkpoint {path} holds pickled Python objects ({', '.join(foreign[:3])}) that could run code when loaded, "
+            "so it was refused unread; use a checkpoint written by train/train.py (it holds tensors, numbers, strings, "
+            "lists and dicts only) and never load this file with weights_only=False unless you trust who made it."
+        )
+    try:
+        dtype_kinds = [kind for name, kind in numpy_data.items() if name.startswith("numpy.dtypes.")]  # set by BUILD
+        with torch.serialization.safe_globals([(numpy_data[name], name) for name in needed] + dtype_kinds):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise _corrupt(path, exc) from exc
 
 
 def load_checkpoint(path):
-    """Load a checkpoint dict; missing, corrupt or foreign files are a CosineGateError."""
+    """Load a checkpoint dict safely; missing, corrupt, code-carrying or foreign files are a CosineGateError.
+
+    Files of the older v1 format are read (their numpy RNG state is data only) and returned in v2 form.
+    """
     path = Path(path)
     if not path.is_file():
         raise CosineGateError(f"checkpoint {path} not found; train one with `python train/train.py` or fix the path.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise CosineGateError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); retrain or restore it.") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    state = _safe_load(path)
+    if not isinstance(state, dict) or state.get("format") not in (FORMAT, *OLD_FORMATS):
         raise CosineGateError(f"{path} is not a CosineGate checkpoint (no '{FORMAT}' marker); pass a file written by train/train.py.")
-    return state
+    return state if state["format"] == FORMAT else _upgrade(state)
 
 
 def model_from_checkpoint(path, backbone=None):
@@ -34,13 +162,25 @@ def model_from_checkpoint(path, backbone=None):
     from cosinegate.models import build_model
 
     state = load_checkpoint(path)
-    config = state["config"]
-    if backbone is not None and backbone != config["model"]["backbone"]:
+    config = state.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or not isinstance(state.get("model"), dict):
+        raise CosineGateError(f"checkpoint {path} has no model config or weights; pass a file written by train/train.py.")
+    if backbone is not None and backbone != config["model"].get("backbone"):
         raise CosineGateError(
-            f"checkpoint {path} holds a {config['model']['backbone']} but --backbone {backbone} was asked for; "
+            f"checkpoint {path} holds a {config['model'].get('backbone')} but --backbone {backbone} was asked for; "
             "drop --backbone or pass a matching checkpoint."
         )
-    model = build_model(config["model"], num_classes=state["num_classes"])
-    model.load_state_dict(state["model"])
+    bad = [name for name, tensor in state["model"].items()
+           if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CosineGateError(f"checkpoint {path} has NaN or infinite weights ({', '.join(bad[:3])}); "
+                              "the run diverged: resume an earlier checkpoint with a lower learning rate.")
+    try:
+        model = build_model(config["model"], num_classes=state["num_classes"])
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:240] or type(exc).__name__
+        raise CosineGateError(f"checkpoint {path} does not match the model its config describes ({first}); "
+                              "pass an unmodified file written by train/train.py.") from exc
     model.eval()
     return model, state

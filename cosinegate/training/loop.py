@@ -3,11 +3,9 @@
 import json
 import math
 import platform
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -19,7 +17,7 @@ from cosinegate.evaluation import evaluate
 from cosinegate.macs import model_mac_table
 from cosinegate.models import build_model
 from cosinegate.training import schedules
-from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
+from cosinegate.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from cosinegate.training.distributed import DistContext
 from cosinegate.training.penalty import collapse_penalty, compute_penalty, compute_ratio
 
@@ -73,7 +71,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"kind": self.config["optim"]["schedule"], "epochs_done": epoch + 1},
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "rng": capture_rng(),
             "config": self.config,
             "epoch": epoch,
             "best_val": self.best_val,
@@ -90,9 +88,7 @@ class Trainer:
             raise CosineGateError(f"{path} was trained with another config; resume with the same flags or use a new --out.")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        restore_rng(state["rng"])
         self.start_epoch, self.best_val = state["epoch"] + 1, state["best_val"]
 
     # ---- one epoch ---------------------------------------------------------

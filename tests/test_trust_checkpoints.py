@@ -1,0 +1,152 @@
+"""Checkpoints from strangers: read with weights_only=True, a pickled object is refused by every command before it runs."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from scripts_in_process import run
+
+from cosinegate.errors import CosineGateError
+from cosinegate.training import checkpoint as ckpt
+
+
+class _WritesMarker:
+    """Unpickling this runs exec(), which writes a marker file: the proof that loading ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def crafted_checkpoint(path, marker, where="config"):
+    """A file that passes for a CosineGate checkpoint, with a code-running object at `where`."""
+    state = {"format": ckpt.FORMAT, "config": {}, "model": {}, "num_classes": 10, "epoch": 0, "skip_rates": [0.0] * 9}
+    state[where] = _WritesMarker(marker)
+    torch.save(state, path)
+    return path
+
+
+def test_the_crafted_pickle_really_runs_code_when_loaded_unsafely(tmp_path):
+    """Control: without weights_only the same file does run its code, so the refusals below mean something."""
+    marker = tmp_path / "ran"
+    path = crafted_checkpoint(tmp_path / "evil.pt", marker)
+    torch.load(path, weights_only=False)
+    assert marker.read_text() == "ran"
+
+
+@pytest.mark.parametrize("where", ["config", "model", "rng"])
+def test_load_refuses_a_pickled_object_without_running_it(tmp_path, where):
+    marker = tmp_path / "ran"
+    path = crafted_checkpoint(tmp_path / "evil.pt", marker, where)
+    with pytest.raises(CosineGateError, match="pickled Python objects .*builtins.exec.* refused unread"):
+        ckpt.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_an_object_inside_a_numpy_array_is_refused_too(tmp_path):
+    """numpy arrays are allowed for v1 files; an object array must not smuggle code through them."""
+    marker = tmp_path / "ran"
+    torch.save({"format": "cosinegate-checkpoint-v1", "rng": np.array([_WritesMarker(marker)], dtype=object)}, tmp_path / "a.pt")
+    with pytest.raises(CosineGateError, match="builtins.exec"):
+        ckpt.load_checkpoint(tmp_path / "a.pt")
+    assert not marker.exists()
+
+
+def test_a_trained_checkpoint_needs_no_unsafe_global(tiny_checkpoint):
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(tiny_checkpoint) == []
+    state = torch.load(tiny_checkpoint, weights_only=True)  # what a stranger's loader would do
+    assert state["format"] == ckpt.FORMAT and isinstance(state["rng"]["numpy"]["key"], torch.Tensor)
+
+
+def test_save_refuses_what_a_safe_load_could_not_read(tmp_path):
+    with pytest.raises(TypeError, match="numpy"):
+        ckpt.save_checkpoint(tmp_path / "x.pt", best_val=np.float64(0.5))
+    assert not list(tmp_path.iterdir())
+
+
+def test_rng_roundtrip_is_exact():
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    np.random.standard_normal()  # leaves a cached gaussian behind
+    saved = ckpt.capture_rng()
+    expected = (torch.rand(4), np.random.rand(4), np.random.standard_normal(), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    ckpt.restore_rng(saved)
+    again = (torch.rand(4), np.random.rand(4), np.random.standard_normal(), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2:] == again[2:]
+
+
+def test_v1_checkpoint_is_read_safely_and_upgraded(tiny_checkpoint, tmp_path):
+    """v1 stored numpy's RNG state as an ndarray and tuples: read with only numpy's data globals allowed."""
+    state = ckpt.load_checkpoint(tiny_checkpoint)
+    np.random.seed(4), random.seed(4)
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    state.update(format="cosinegate-checkpoint-v1", best_val=np.float64(state["best_val"]),
+                 rng={"torch": torch.get_rng_state(), "numpy": numpy_state, "python": python_state})
+    torch.save(state, tmp_path / "v1.pt")
+    assert "numpy.ndarray" in torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "v1.pt")
+    upgraded = ckpt.load_checkpoint(tmp_path / "v1.pt")
+    assert upgraded["format"] == ckpt.FORMAT and type(upgraded["best_val"]) is float
+    np.random.seed(0), random.seed(0)
+    ckpt.restore_rng(upgraded["rng"])
+    assert np.array_equal(np.random.get_state()[1], numpy_state[1]) and random.getstate() == python_state
+    ckpt.save_checkpoint(tmp_path / "v2.pt", **{k: v for k, v in upgraded.items() if k != "format"})  # plain again
+    model, _ = ckpt.model_from_checkpoint(tmp_path / "v1.pt")
+    assert torch.equal(model.state_dict()["fc.weight"], state["model"]["fc.weight"])
+
+
+def test_every_command_that_loads_a_checkpoint_refuses_the_crafted_one(tmp_path, fake_cifar_root):
+    """evaluate, export, parity, calibrate, evaluate_int8, build_engine, bench (torch and onnxrt-from-checkpoint),
+    train --resume and train --drop-blocks from: all refuse before running anything of the file."""
+    marker = tmp_path / "ran"
+    evil = crafted_checkpoint(tmp_path / "evil.pt", marker)
+    resume_dir = tmp_path / "run"
+    resume_dir.mkdir()
+    crafted_checkpoint(resume_dir / "last.pt", marker)
+    data = ["--data", "cifar10", "--data-root", fake_cifar_root]
+    commands = {
+        "evaluate": ("train/evaluate.py", "--checkpoint", evil),
+        "export": ("deploy/export_onnx.py", "--checkpoint", evil, "--out", tmp_path / "m.onnx"),
+        "parity": ("deploy/parity.py", "--checkpoint", evil, "--onnx", tmp_path / "m.onnx"),
+        "calibrate": ("calibration/calibrate.py", "--checkpoint", evil, "--out", tmp_path / "cal"),
+        "evaluate_int8": ("calibration/evaluate_int8.py", "--checkpoint", evil),
+        "build_engine": ("deploy/build_engine.py", "--target", "jetson-orin", "--checkpoint", evil, "--out", tmp_path / "eng"),
+        "bench torch": ("deploy/bench.py", "--backend", "torch", "--checkpoint", evil),
+        "bench onnxrt": ("deploy/bench.py", "--backend", "onnxrt", "--checkpoint", evil),
+        "train --resume": ("train/train.py", *data, "--epochs", "1", "--resume", "--no-progress", "--out", resume_dir),
+        "train --drop-blocks": ("train/train.py", "--drop-blocks", f"from:{evil}", "--out", tmp_path / "drop"),
+    }
+    for name, (path, *argv) in commands.items():
+        code, _, err = run(path, *argv)
+        assert code == 2 and "refused unread" in err and "Traceback" not in err, (name, code, err[-800:])
+        assert not marker.exists(), name
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "cal").exists() and not (tmp_path / "drop").exists()
+
+
+def _altered(src, dst, change):
+    state = ckpt.load_checkpoint(src)
+    change(state)
+    ckpt.save_checkpoint(dst, **{k: v for k, v in state.items() if k != "format"})
+    return dst
+
+
+def test_damaged_weights_are_refused_in_one_line(tiny_checkpoint, tmp_path):
+    def nan(state):
+        state["model"]["fc.weight"][0, 0] = float("nan")
+
+    def shape(state):
+        state["num_classes"] = 7
+
+    def missing(state):
+        del state["model"]["fc.bias"]
+
+    def no_config(state):
+        state["config"] = "resnet20"
+
+    for change, message in ((nan, "NaN or infinite weights \\(fc.weight\\)"), (shape, "does not match the model"),
+                            (missing, "does not match the model .*fc.bias"), (no_config, "no model config")):
+        path = _altered(tiny_checkpoint, tmp_path / f"{change.__name__}.pt", change)
+        with pytest.raises(CosineGateError, match=message):
+            ckpt.model_from_checkpoint(path)
