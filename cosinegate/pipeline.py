@@ -8,6 +8,7 @@ build, device bundle).
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,11 @@ REFERENCE_SAMPLES = 16
 
 
 def model_name(path):
+    """The model's name for output files: its run folder's (best.pt/last.pt) or file's name, as a plain name
+    (anything but letters, digits, '.', '_', '+', '-' becomes '_'), so no path or shell text reaches a file name."""
     path = Path(path)
-    if path.stem in ("best", "last") and path.parent.name:
-        return path.parent.name
-    return path.stem.split(".")[0]
+    name = path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem.split(".")[0]
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".-") or "model"
 
 
 class Stages:

@@ -21,6 +21,7 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
+FORMS = ("conditional", "masked")
 
 
 def parse_args(argv=None):
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--int8", dest="int8_path", choices=("qdq", "cache"), help="INT8 path (default: the target's)")
     p.add_argument("--calib-cache", help="existing TensorRT calibration cache (--int8 cache)")
     p.add_argument("--calibration", help="existing calibration output dir (model.qdq*.onnx, calibration.cache)")
-    p.add_argument("--form", default="conditional", choices=("conditional", "masked"))
+    p.add_argument("--form", default="conditional", choices=FORMS)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for export (default: the toolkit's)")
     p.add_argument("--dla-core", type=int, default=None)
@@ -197,27 +198,49 @@ def bundle(args, profile, art, out, why):
 
 def from_bundle(args, profile, host, can_build, why, out):
     from cosinegate.errors import CosineGateError
-    from cosinegate.trt.manifest import verify_bundle
+    from cosinegate.trt.manifest import bundle_member, listed_member, verify_bundle
     from cosinegate.trt.targets import check_opset
 
     bundle_dir = Path(args.bundle)
     manifest = verify_bundle(bundle_dir)
     if manifest.get("target") != profile.name:
-        raise CosineGateError(f"bundle {bundle_dir} was made for {manifest.get('target')}, not {profile.name}; pass --target {manifest.get('target')}.")
+        raise CosineGateError(f"bundle {bundle_dir} was made for {manifest.get('target')!r}, not {profile.name}; pass --target {manifest.get('target')}.")
+    fields = bundle_fields(manifest, profile)
     import onnx
 
-    onnx_path = bundle_dir / manifest["build_onnx"]
+    onnx_path = listed_member(bundle_dir, manifest, "build_onnx")
+    if onnx_path is None:
+        raise CosineGateError(f"bundle {bundle_dir} names no build_onnx; re-create the bundle.")
+    reference = "reference.json" in manifest["files"] and "inputs.json" in manifest["files"]
+    art = {"name": fields["model"], "onnx": onnx_path, "cache": listed_member(bundle_dir, manifest, "calibration_cache"),
+           "reference": bundle_member(bundle_dir, "reference.json") if reference else None,
+           "inputs": bundle_member(bundle_dir, "inputs.json") if reference else None, "forms": {}}
     check_opset(profile, onnx_opset(onnx.load(str(onnx_path), load_external_data=False)), host.trt_version if can_build else None)
     if not can_build:
         print(f"bundle {bundle_dir} verified ({len(manifest['files'])} files, hashes match); no engine built here ({why}).")
         return 0
-    args.precision, args.form, args.batch = manifest["precision"], manifest["form"], manifest["batch"]
-    args.int8_path = manifest.get("int8_path")
-    art = {"name": manifest["model"], "onnx": onnx_path,
-           "cache": bundle_dir / manifest["calibration_cache"] if manifest.get("calibration_cache") else None,
-           "reference": bundle_dir / "reference.json" if (bundle_dir / "reference.json").is_file() else None,
-           "inputs": bundle_dir / "inputs.json", "forms": {}}
+    args.precision, args.form, args.batch, args.int8_path = fields["precision"], fields["form"], fields["batch"], fields["int8_path"]
     return build_here(args, profile, host, art, out)
+
+
+def bundle_fields(manifest, profile):
+    """The manifest values that name outputs or choose the build, checked: plain names and known choices only."""
+    from cosinegate.errors import CosineGateError
+    from cosinegate.trt.manifest import safe_name
+
+    fields = {"model": safe_name(manifest.get("model"), "bundle model name")}
+    for key, choices in (("form", FORMS), ("precision", profile.precisions)):
+        fields[key] = manifest.get(key)
+        if fields[key] not in choices:
+            raise CosineGateError(f"bundle {key} {fields[key]!r} is not one of {', '.join(choices)}; re-create the bundle.")
+    batch = manifest.get("batch")
+    if type(batch) is not int or not 1 <= batch <= 4096:
+        raise CosineGateError(f"bundle batch {batch!r} is not a whole number from 1 to 4096; re-create the bundle.")
+    fields["batch"] = batch
+    fields["int8_path"] = manifest.get("int8_path")
+    if fields["precision"] == "int8" and fields["int8_path"] not in profile.int8_paths:
+        raise CosineGateError(f"bundle int8_path {fields['int8_path']!r} is not one of {', '.join(profile.int8_paths)}; re-create the bundle.")
+    return fields
 
 
 def build_here(args, profile, host, art, out):

@@ -6,7 +6,10 @@
   for; ``check_engine_manifest`` refuses an engine handed to another TensorRT or GPU.
 """
 
-from pathlib import Path
+import os
+import re
+import stat
+from pathlib import Path, PurePosixPath
 
 from cosinegate.artifacts import atomic_write_json, read_json, sha256_file
 from cosinegate.errors import CosineGateError
@@ -14,6 +17,7 @@ from cosinegate.errors import CosineGateError
 BUNDLE_FORMAT = "cosinegate-bundle-v1"
 ENGINE_FORMAT = "cosinegate-engine-v1"
 BUNDLE_MANIFEST = "manifest.json"
+SAFE_PART = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")  # a file or folder name a bundle may hold
 
 
 def file_hashes(directory, exclude=(BUNDLE_MANIFEST,)):
@@ -33,20 +37,56 @@ def write_bundle_manifest(directory, **fields):
     return manifest
 
 
+def safe_name(value, what):
+    """`value` if it is one plain name (letters, digits, . _ + -; no path, no control or shell characters)."""
+    if not isinstance(value, str) or not SAFE_PART.fullmatch(value) or ".." in value:
+        raise CosineGateError(f"{what} {value!r} is not a plain name (letters, digits, '.', '_', '+', '-'); "
+                              "re-create the bundle with deploy/build_engine.py.")
+    return value
+
+
+def bundle_member(directory, rel, what="bundle file"):
+    """``directory/rel`` if ``rel`` names a regular file inside the bundle: a relative path of plain names,
+    no symlink on the way. Raises CosineGateError otherwise (``FileNotFoundError`` if it is just missing)."""
+    parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
+    if not parts or "\\" in rel or rel.startswith("/") or any(part in (".", "..") or not SAFE_PART.fullmatch(part) for part in parts):
+        raise CosineGateError(f"{what} {rel!r} in the bundle manifest is not a relative path inside the bundle "
+                              "(no '..', absolute paths or odd characters); the bundle is refused: re-create it.")
+    path = Path(directory)
+    for index, part in enumerate(parts):
+        path = path / part
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            raise CosineGateError(f"{what} {rel!r} is or passes through a symlink ({path}); a bundle holds plain files "
+                                  "only: copy it with the files themselves (cp -rL, tar without -h) or re-create it.")
+        if index < len(parts) - 1 and not stat.S_ISDIR(mode):
+            raise FileNotFoundError(path)
+    if not stat.S_ISREG(mode):
+        raise CosineGateError(f"{what} {rel!r} is not a regular file; re-create the bundle.")
+    return path
+
+
 def verify_bundle(directory):
-    """Load a bundle's manifest and check every listed file's sha256; return the manifest."""
+    """Load a bundle's manifest and check every listed file's sha256; return the manifest.
+
+    Every listed name must be a plain file inside the bundle (see ``bundle_member``).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise CosineGateError(f"bundle {directory} is not a directory; pass the unpacked <model>-bundle folder.")
+    if (directory / BUNDLE_MANIFEST).is_symlink():
+        raise CosineGateError(f"{directory / BUNDLE_MANIFEST} is a symlink; a bundle holds plain files only: re-create it.")
     manifest = read_json(directory / BUNDLE_MANIFEST, "bundle manifest")
-    if manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
         raise CosineGateError(f"{directory / BUNDLE_MANIFEST} is not a CosineGate bundle manifest; re-create the bundle.")
     missing, altered = [], []
     for rel, digest in sorted(manifest["files"].items()):
-        path = directory / rel
-        if not path.is_file():
+        try:
+            path = bundle_member(directory, rel)
+        except FileNotFoundError:
             missing.append(rel)
-        elif sha256_file(path) != digest:
+            continue
+        if sha256_file(path) != digest:
             altered.append(rel)
     if missing or altered:
         parts = []
@@ -56,6 +96,16 @@ def verify_bundle(directory):
             parts.append("hash mismatch: " + ", ".join(altered))
         raise CosineGateError(f"bundle {directory} is damaged ({'; '.join(parts)}); copy it again or re-create it.")
     return manifest
+
+
+def listed_member(directory, manifest, field):
+    """The bundle file a manifest field names (e.g. build_onnx), which must be one of its hashed files; None if unset."""
+    rel = manifest.get(field)
+    if rel is None:
+        return None
+    if not isinstance(rel, str) or rel not in manifest["files"]:
+        raise CosineGateError(f"the bundle manifest's {field} {rel!r} is not one of its hashed files; re-create the bundle.")
+    return bundle_member(directory, rel, field)
 
 
 def engine_manifest_path(engine):
