@@ -50,6 +50,10 @@ def parse_args(argv=None):
                    help="--compare-dense: graphs are timed in turns, this many rounds of iterations/rounds each")
     p.add_argument("--dense-onnx", help="dense graph for --compare-dense (default: flat twin exported from --checkpoint)")
     p.add_argument("--power", action="store_true", help="sample tegrastats during the timed loop (Jetson)")
+    p.add_argument("--if-cost", action="store_true",
+                   help="cost of a conditional: If chains (K = 0, 1, 3, 9) at the model's input size and each gated block "
+                        "plain vs in its If, with the break-even block latency (--checkpoint CKPT or --onnx model.flat.onnx)")
+    p.add_argument("--precision", default="fp16", help="--if-cost --backend trt: engine precision (fp32 | fp16)")
     return p.parse_args(argv)
 
 
@@ -94,13 +98,15 @@ def main(argv=None):
     from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
-    backend_name = args.backend or ("trt" if args.engine else "onnxrt" if args.onnx else "torch")
+    backend_name = args.backend or ("trt" if args.engine else "onnxrt" if args.onnx or args.if_cost else "torch")
     if backend_name not in ("onnxrt", "torch", "trt"):
         raise CosineGateError(f"unknown backend {backend_name!r}; choose onnxrt, torch or trt.")
     if args.batch < 1 or args.threads < 1 or args.rounds < 1 or (args.iterations < 1 and not args.duration):
         raise CosineGateError("--batch, --threads, --rounds and --iterations must be at least 1.")
     if args.power and backend_name != "trt":
         raise CosineGateError("--power reads the Jetson power rails of an engine's target; use it with --engine on the device.")
+    if args.if_cost:
+        return if_cost(args, backend_name)
     tmp = tempfile.TemporaryDirectory(prefix="cg-bench.")
     workdir = Path(tmp.name)
     mode, table, kinds, meta, model_path = "predictive", None, None, {}, None
@@ -187,6 +193,63 @@ def main(argv=None):
         rep.plot_histogram(args.plot, series, f"{Path(str(model_path)).name} batch {args.batch}")
     tmp.cleanup()
     return 0
+
+
+def if_cost(args, backend_name):
+    """--if-cost: measure, print the table (and per gated block its latency next to its break-even), write --json."""
+    from tqdm import tqdm
+
+    from cosinegate.artifacts import atomic_write_json, input_record
+    from cosinegate.bench import report as rep
+    from cosinegate.bench.ifcost import measure_if_cost, model_graphs
+    from cosinegate.errors import CosineGateError
+
+    if backend_name == "onnxrt":
+        from cosinegate.bench.backends import OnnxrtGraph
+
+        def make_runner(model):
+            return OnnxrtGraph(model, args.threads)
+    elif backend_name == "trt":
+        from cosinegate.trt.timing import TrtGraph
+
+        def make_runner(model):
+            return TrtGraph(model, args.precision)
+    else:
+        raise CosineGateError("--if-cost times ONNX graphs: use --backend onnxrt (here) or --backend trt (on the device).")
+    if args.batch != 1:
+        raise CosineGateError("--if-cost measures batch 1 (an If condition is one scalar); drop --batch.")
+    flat, cond_all, skip_rates, kinds = model_graphs(args.checkpoint, args.onnx)
+    bar = tqdm(total=sum(k == "dynamic" or k in ("always_run", "always_skipped") for k in kinds), desc="blocks", leave=False)
+    table = measure_if_cost(make_runner, flat, cond_all, skip_rates, kinds, args.warmup, args.iterations, args.rounds,
+                            progress=lambda i: bar.update())
+    bar.close()
+    table.update(backend=backend_name, threads=args.threads, precision=args.precision if backend_name == "trt" else "fp32",
+                 device=rep.device_name(), time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 inputs=input_record(model=args.onnx, checkpoint=args.checkpoint))
+    print_if_cost(table)
+    if args.json:
+        atomic_write_json(args.json, table)
+    return 0
+
+
+def print_if_cost(t):
+    shape = "x".join(str(d) for d in t["input_shape"])
+    print(f"If cost on {t['backend']} ({t['device']}, {t['threads']} thread(s)), input {shape}, median latency:")
+    print(f"{'If nodes':>9s} {'us':>9s}")
+    for k, us in zip(t["if_counts"], t["chain_latency_us"]):
+        print(f"{k:9d} {us:9.1f}")
+    print(f"cost per conditional (trivial branches): {t['trivial_cost_per_if_us']:.1f} us; break-even block latency: "
+          + ", ".join(f"{v:.1f} us at skip rate {s}" for s, v in t["break_even_us"].items()))
+    if not t["blocks"]:
+        return
+    print(f"{'block':>5s} {'kind':>14s} {'skip':>6s} {'latency us':>10s} {'If cost us':>10s} {'saving us':>9s} "
+          f"{'break-even us':>13s}  verdict")
+    for b in t["blocks"]:
+        skip = "" if b["skip_rate"] is None else f"{b['skip_rate']:.3f}"
+        saving = f"{b['expected_saving_us']:.1f}" if "expected_saving_us" in b else ""
+        even = f"{b['break_even_us']:.1f}" if "break_even_us" in b else ""
+        print(f"{b['block']:5d} {b['kind']:>14s} {skip:>6s} {b['latency_us']:10.1f} {b['if_cost_us']:10.1f} {saving:>9s} "
+              f"{even:>13s}  {b.get('verdict', '')}")
 
 
 def print_table(c):

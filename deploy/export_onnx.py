@@ -15,8 +15,10 @@ cosinegate.data.augment.to_tensor.
 
 Policy (conditional and masked): `auto` (default) uses held-out skip rates (the
 checkpoint's, or --skip-rates FILE): always-skipped blocks (>= 99.5%) are removed,
-always-run blocks (<= 0.5%) are plain, only dynamic blocks are gated.
-`conditional-all` gates every gated block.
+always-run blocks (<= 0.5%) are plain, only dynamic blocks are gated; with
+--if-cost-table FILE also the dynamic blocks whose expected saving (skip rate x
+block latency) is below their If cost. `conditional-all` gates every gated block,
+`pruned` is auto with every dynamic block plain (no If), `dense` the gate-free network.
 
 Opset: default 17, accepted by TensorRT 8.5 (JetPack 5, max 17) and TensorRT 10.x
 (JetPack 6, opsets 9-20).
@@ -36,7 +38,9 @@ def parse_args(argv=None):
     parser.add_argument("--form", default="conditional", help="conditional | masked | flat")
     parser.add_argument("--batch", type=int, default=1, help="static batch size (conditional: 1 only)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--policy", default="auto", help="auto | conditional-all")
+    parser.add_argument("--policy", default="auto", help="auto | conditional-all | pruned (no If) | dense (gate-free)")
+    parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "
+                                                "If cost in this table (deploy/bench.py --if-cost --json)")
     parser.add_argument("--skip-rates", help="JSON list of per-block skip rates, or a train/evaluate.py JSON report")
     return parser.parse_args(argv)
 
@@ -57,11 +61,15 @@ def main(argv=None):
 
     args = parse_args(argv)
     skip_rates = read_skip_rates(args.skip_rates) if args.skip_rates else None
-    manifest = export_checkpoint(args.checkpoint, args.out, args.form, args.batch, args.opset, args.policy, skip_rates)
+    manifest = export_checkpoint(args.checkpoint, args.out, args.form, args.batch, args.opset, args.policy, skip_rates,
+                                 args.if_cost_table)
     kinds = ", ".join(f"{b['block']}:{b['kind']}" for b in manifest["blocks"])
     print(f"wrote {args.out} ({manifest['form']}, policy {manifest['policy']}, opset {manifest['opset']}, "
           f"batch {manifest['batch']}, {manifest['num_if']} If) and {args.out}.json")
     print(f"blocks: {kinds}")
+    if manifest.get("if_cost"):
+        plain = manifest["if_cost"]["plain_by_cost"]
+        print(f"If cost table {args.if_cost_table}: kept plain {', '.join(map(str, plain)) if plain else 'no block'}")
 
 
 if __name__ == "__main__":

@@ -17,31 +17,49 @@ class OnnxrtBackend:
     name = "onnxrt"
 
     def __init__(self, onnx_path, threads=1, optimization="all"):
-        import onnxruntime as ort
-
         from cosinegate.onnx import load_toolkit_onnx
         from cosinegate.onnx.export import get_metadata
 
         model = load_toolkit_onnx(onnx_path)
         if get_metadata(model).get("runtime") == "onnxruntime-native":
             optimization = "none"  # optimized offline already (cosinegate.onnx.ort_native)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = {
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        }[optimization]
         data = Path(onnx_path).read_bytes() if isinstance(onnx_path, (str, Path)) else onnx_path
-        self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        self.session = onnxrt_session(data, threads, optimization)
         self.input = self.session.get_inputs()[0]
         self.batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
 
     def run(self, x):
         logits, gates = self.session.run(["logits", "gates"], {self.input.name: x})
         return {"logits": logits, "gates": gates}, None
+
+
+class OnnxrtGraph:
+    """Any ONNX model (a ModelProto) on ONNX Runtime's CPU provider: first input fed, every output fetched."""
+
+    name = "onnxrt"
+
+    def __init__(self, model, threads=1):
+        self.session = onnxrt_session(model.SerializeToString(), threads, "all")
+        self.input = self.session.get_inputs()[0].name
+
+    def run(self, x):
+        return {"outputs": self.session.run(None, {self.input: x})}, None
+
+
+def onnxrt_session(data, threads=1, optimization="all"):
+    """A sequential CPU session of serialized ONNX ``data`` with ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[optimization]
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
 class TorchBackend:
@@ -147,7 +165,7 @@ def time_backend(backend, batches, warmup=10, warmup_seconds=None, iterations=20
         wall.append((time.perf_counter() - t0) * 1e3)
         if gpu_ms is not None:
             gpu.append(gpu_ms)
-        if k < n:
+        if k < n and "gates" in out:
             gates.append(np.asarray(out["gates"]))
         k += 1
     return wall, gpu, gates

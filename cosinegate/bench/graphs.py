@@ -1,14 +1,30 @@
-"""Graph surgery and inspection for benchmarks: every gate forced on; metadata, MAC table and If count."""
+"""Graph surgery and inspection for benchmarks: every gate forced on, one block cut out; metadata, MAC table, If count."""
 
 
 def forced_on(onnx_path, out):
     """The conditional graph with every If condition replaced by Or(condition, True): all gates forced on,
     the If boundaries kept (the condition stays data-dependent, so no optimizer folds the If away)."""
-    import numpy as np
     import onnx
-    from onnx import helper, numpy_helper
 
     model = onnx.load(str(onnx_path))
+    count = _force_on(model)
+    onnx.save(model, str(out))
+    return count
+
+
+def forced_on_model(model):
+    """A copy of ``model`` with every gate forced on (see ``forced_on``)."""
+    import copy
+
+    model = copy.deepcopy(model)
+    _force_on(model)
+    return model
+
+
+def _force_on(model):
+    import numpy as np
+    from onnx import helper, numpy_helper
+
     graph = model.graph
     graph.initializer.append(numpy_helper.from_array(np.array(True), "bench/forced_true"))
     new_nodes = []
@@ -22,7 +38,6 @@ def forced_on(onnx_path, out):
         new_nodes.append(node)
     del graph.node[:]
     graph.node.extend(new_nodes)
-    onnx.save(model, str(out))
     return count
 
 
@@ -39,3 +54,23 @@ def graph_info(onnx_path):
     table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), classes or 10)
     kinds = [b["kind"] for b in meta.get("blocks", [])]
     return meta, table, kinds, sum(n.op_type == "If" for n in model.graph.node)
+
+
+def block_subgraph(model, index):
+    """Block ``index`` of a toolkit graph alone: its input tensor in, its output tensor out (opset, IR kept)."""
+    from onnx import helper
+
+    from cosinegate.onnx.export import block_names
+    from cosinegate.onnx.passes import ancestors, infer_shapes, used_names
+
+    model = infer_shapes(model)
+    graph = model.graph
+    n = block_names(index)
+    types = {v.name: v for v in list(graph.value_info) + list(graph.output) + list(graph.input)}
+    live = ancestors(graph, [n["out"]], stop={n["input"]})
+    nodes = [node for node in graph.node if node.name in live]
+    read = {name for node in nodes for name in used_names(node)}
+    inputs = [types[n["input"]]]
+    sub = helper.make_graph(nodes, f"block{index}", inputs, [types[n["out"]]],
+                            [t for t in graph.initializer if t.name in read])
+    return helper.make_model(sub, opset_imports=list(model.opset_import), ir_version=model.ir_version)

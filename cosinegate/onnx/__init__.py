@@ -23,10 +23,13 @@ FORMS = ("conditional", "masked", "flat")
 MANIFEST_FORMAT = "cosinegate-onnx-manifest-v1"
 
 
-def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAULT_OPSET, policy="auto", skip_rates=None):
+def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAULT_OPSET, policy="auto", skip_rates=None,
+                      if_cost_table=None):
     """Export a checkpoint to `out` (.onnx) plus `<out>.json` manifest; return the manifest.
 
     skip_rates: per-block held-out skip rates for policy `auto`; default the checkpoint's.
+    if_cost_table: a `bench.py --if-cost` JSON table; policy `auto` keeps plain the dynamic blocks whose
+    expected saving (skip rate x block latency) is below their If cost.
     Both files are written atomically, and only after the graph passed its checks.
     """
     from cosinegate.training.checkpoint import model_from_checkpoint
@@ -47,18 +50,37 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
     skip_source = "argument" if skip_rates is not None else "checkpoint"
     skip_rates = skip_rates if skip_rates is not None else state.get("skip_rates")
     flat = optimize_flat(build_flat_graph(model, batch, opset))
+    plain, cost = (), None
+    if if_cost_table is not None and form != "flat":
+        plain, cost = _plain_by_cost(if_cost_table, flat, policy, skip_rates)
     if form == "conditional":
-        graph = conditionalize(flat, policy, skip_rates)
+        graph = conditionalize(flat, policy, skip_rates, plain)
     elif form == "masked":
-        graph = mask(flat, policy, skip_rates)
+        graph = mask(flat, policy, skip_rates, plain)
     else:
         graph = flat
     assert_clean(graph)
     data = graph.SerializeToString()
     manifest = _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_source)
+    if cost is not None:
+        manifest["if_cost"] = cost
     atomic_write_bytes(out, data)
     atomic_write_json(f"{out}.json", manifest)
     return manifest
+
+
+def _plain_by_cost(path, flat, policy, skip_rates):
+    """(dynamic blocks kept plain by the If cost table at ``path``, its manifest record)."""
+    from cosinegate.bench.ifcost import load_table, plain_by_cost
+
+    if policy != "auto":
+        raise CosineGateError(f"--if-cost-table applies to --policy auto, not {policy}; drop one of them.")
+    meta = get_metadata(flat)
+    kinds = resolve_policy([b["kind"] for b in meta["blocks"]], policy, skip_rates)
+    table = load_table(path)
+    plain = plain_by_cost(table, skip_rates, kinds, meta["backbone"], len(kinds))
+    return plain, {"table": str(path), "table_sha256": sha256_file(path), "backend": table.get("backend"),
+                   "device": table.get("device"), "plain_by_cost": plain}
 
 
 def _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_source):

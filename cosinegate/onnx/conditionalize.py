@@ -3,7 +3,11 @@
 - The static policy: from held-out skip rates, an always-skipped block is removed
   (its shortcut stays), an always-run block becomes plain (no gate head); only
   dynamic blocks keep a gate. `gates` still reports every block (constants for the
-  static ones). `conditional-all` keeps every gated block dynamic.
+  static ones). `conditional-all` keeps every gated block dynamic; `pruned` is `auto`
+  with every dynamic block plain (no gate, no If: the statically pruned network);
+  `dense` makes every gated block plain (the gate-free network). Dynamic blocks named
+  in `plain` (an If that costs more than the block saves, see cosinegate.bench.ifcost)
+  become plain too.
 - `conditionalize`: each dynamic block's residual branch (its nodes, the add and
   the post-ReLU) moves into the then-branch of an `If` whose condition is the
   0-D bool gate decision of the single sample; the else-branch is
@@ -27,7 +31,7 @@ from cosinegate.errors import CosineGateError
 from cosinegate.onnx.export import GATES, block_names, get_metadata, set_metadata
 from cosinegate.onnx.passes import ancestors, infer_shapes, producers, remove_dead_nodes, toposort, used_names
 
-POLICIES = ("auto", "conditional-all")
+POLICIES = ("auto", "conditional-all", "pruned", "dense")
 STATIC_GATE_VALUE = {"always_skipped": 0.0, "always_run": 1.0}
 
 PAPER_CONDITIONAL = (
@@ -123,13 +127,22 @@ def _wrapped_partition(graph, index):
     return BlockPartition(residual, [x for x in order if x in shortcut], [x for x in order if x in gate], False)
 
 
-def resolve_policy(kinds, policy, skip_rates):
+def resolve_policy(kinds, policy, skip_rates, plain=()):
     """Deployed kind per block: 'dynamic', 'always_run', 'always_skipped' (gated blocks) or unchanged."""
+    kinds = _policy_kinds(kinds, policy, skip_rates)
+    if policy == "pruned":
+        plain = range(len(kinds))
+    return ["always_run" if k == "dynamic" and i in plain else k for i, k in enumerate(kinds)]
+
+
+def _policy_kinds(kinds, policy, skip_rates):
     from cosinegate.evaluation import block_classes
 
     if policy not in POLICIES:
         raise CosineGateError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}.")
     gated = [i for i, k in enumerate(kinds) if k == "gated"]
+    if policy == "dense":
+        return ["always_run" if k == "gated" else k for k in kinds]
     if policy == "conditional-all" or not gated:
         return ["dynamic" if k == "gated" else k for k in kinds]
     if skip_rates is None:
@@ -145,7 +158,7 @@ def resolve_policy(kinds, policy, skip_rates):
     return [classes[i] if k == "gated" else k for i, k in enumerate(kinds)]
 
 
-def conditionalize(flat_graph, policy="auto", skip_rates=None):
+def conditionalize(flat_graph, policy="auto", skip_rates=None, plain=()):
     """Flat twin -> conditional graph: one `If` per dynamic block (batch 1 only)."""
     meta = _flat_metadata(flat_graph)
     if meta["mode"] == "paper":
@@ -155,13 +168,13 @@ def conditionalize(flat_graph, policy="auto", skip_rates=None):
             f"the conditional form takes batch 1 (an If condition is one scalar), this graph has batch {meta['batch']}; "
             "export with --batch 1, or use --form masked for batches."
         )
-    return _deploy(flat_graph, "conditional", policy, skip_rates, _wrap_in_if)
+    return _deploy(flat_graph, "conditional", policy, skip_rates, _wrap_in_if, plain)
 
 
-def mask(flat_graph, policy="auto", skip_rates=None):
+def mask(flat_graph, policy="auto", skip_rates=None, plain=()):
     """Flat twin -> masked graph: dynamic blocks computed, y = post(s + g * F) per sample."""
     _flat_metadata(flat_graph)
-    return _deploy(flat_graph, "masked", policy, skip_rates, _insert_mask)
+    return _deploy(flat_graph, "masked", policy, skip_rates, _insert_mask, plain)
 
 
 def _flat_metadata(model):
@@ -171,10 +184,10 @@ def _flat_metadata(model):
     return meta
 
 
-def _deploy(flat_graph, form, policy, skip_rates, wrap):
+def _deploy(flat_graph, form, policy, skip_rates, wrap, plain=()):
     meta = get_metadata(flat_graph)
     blocks = meta["blocks"]
-    kinds = resolve_policy([b["kind"] for b in blocks], policy, skip_rates)
+    kinds = resolve_policy([b["kind"] for b in blocks], policy, skip_rates, plain)
     model = infer_shapes(copy.deepcopy(flat_graph))
     graph = model.graph
     shapes = {v.name: v.type for v in list(graph.value_info) + list(graph.output)}
@@ -188,7 +201,7 @@ def _deploy(flat_graph, form, policy, skip_rates, wrap):
     remove_dead_nodes(graph)
     toposort(graph)
     new_blocks = [dict(b, kind=k) for b, k in zip(blocks, kinds)]
-    set_metadata(model, form=form, policy=policy, blocks=new_blocks)
+    set_metadata(model, form=form, policy=policy, blocks=new_blocks, **({"plain_by_cost": sorted(plain)} if plain else {}))
     return infer_shapes(model)
 
 
