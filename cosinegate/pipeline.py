@@ -48,13 +48,17 @@ class Stages:
         self.made.append(Path(artifact).name)
         return Path(artifact)
 
-    def export(self, checkpoint, form, batch, opset, policy="auto"):
+    def export(self, checkpoint, form, batch, opset, policy="auto", name=None, if_cost_table=None):
+        """model.<name or form>.onnx (the selection's candidates are named after their policy)."""
         from cosinegate.onnx import export_checkpoint
 
-        out = self.workdir / f"model.{form}.onnx"
+        out = self.workdir / f"model.{name or form}.onnx"
         inputs = {"stage": "export", "checkpoint_sha256": sha256_file(checkpoint), "form": form, "batch": batch,
                   "opset": opset, "policy": policy}
-        return self._stage(out, inputs, lambda: export_checkpoint(checkpoint, out, form, batch, opset, policy))
+        if if_cost_table:
+            inputs["if_cost_table_sha256"] = sha256_file(if_cost_table)
+        return self._stage(out, inputs, lambda: export_checkpoint(checkpoint, out, form, batch, opset, policy,
+                                                                  if_cost_table=if_cost_table))
 
     def calibrate(self, checkpoint, data=None, data_root=None):
         """INT8 calibration output dir (model.qdq*.onnx, calibration.cache, manifest.json)."""
@@ -64,10 +68,10 @@ class Stages:
         self._stage(marker, inputs, lambda: run_calibration(checkpoint, out, data, data_root))
         return out
 
-    def reference(self, checkpoint, onnx_path, data=None, data_root=None, samples=REFERENCE_SAMPLES):
-        """Polygraphy inputs.json / reference.json (PyTorch outputs), via deploy/parity.py's machinery."""
-        out = self.workdir / "reference.json"
-        inputs_json = self.workdir / "inputs.json"
+    def reference(self, checkpoint, onnx_path, data=None, data_root=None, samples=REFERENCE_SAMPLES, tag=""):
+        """Polygraphy inputs<tag>.json / reference<tag>.json (PyTorch outputs), via deploy/parity.py's machinery."""
+        out = self.workdir / f"reference{tag}.json"
+        inputs_json = self.workdir / f"inputs{tag}.json"
         stage_inputs = {"stage": "reference", "checkpoint_sha256": sha256_file(checkpoint),
                         "onnx_sha256": sha256_file(onnx_path), "data": data, "data_root": data_root, "samples": samples}
 
@@ -147,3 +151,31 @@ def reusable(artifact, inputs):
 def record_stage(artifact, inputs):
     """Write the stage record of a freshly made ``artifact``."""
     atomic_write_json(stage_record_path(artifact), {"format": STAGE_FORMAT, "inputs": inputs, "sha256": sha256_file(artifact)})
+
+
+def candidate_graphs(stages, checkpoint, opset, names, if_cost_table=None, data=None, data_root=None):
+    """{candidate: {"onnx", "reference", "inputs"}}: each selection candidate (conditional form, batch 1) exported
+    with its policy (cosinegate.bench.candidates.POLICY) and checked against PyTorch following that policy."""
+    from cosinegate.bench.candidates import POLICY
+
+    out = {}
+    for name in names:
+        onnx_path = stages.export(checkpoint, "conditional", 1, opset, POLICY[name], name=None if name == "conditional" else name,
+                                  if_cost_table=if_cost_table if name == "conditional" else None)
+        tag = "" if name == "conditional" else f".{name}"
+        reference, inputs = stages.reference(checkpoint, onnx_path, data, data_root, tag=tag)
+        out[name] = {"onnx": onnx_path, "reference": reference, "inputs": inputs}
+    return out
+
+
+def reference_images(data=None, data_root=None, samples=300):
+    """(batches of 1 image as float arrays, labels) of the first ``samples`` test images."""
+    from cosinegate.data import load_dataset
+    from cosinegate.data.augment import to_tensor
+
+    _, test = load_dataset(data or "synthetic", data_root)
+    count = min(samples, len(test))
+    if count == 0:
+        raise CosineGateError("the reference set has no test images; check --data/--data-root.")
+    x = to_tensor(test.images[:count]).numpy()
+    return [x[i : i + 1] for i in range(count)], test.labels[:count]

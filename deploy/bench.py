@@ -76,6 +76,12 @@ def make_batches(args, input_shape):
     return [np.ascontiguousarray(x[i : i + args.batch]) for i in range(0, count, args.batch)]
 
 
+def test_labels(args, count):
+    from cosinegate.data import load_dataset
+
+    return load_dataset(args.data or "synthetic", args.data_root)[1].labels[:count]
+
+
 def measure(backend, batches, args, table=None, mode=None, kinds=None, label=None):
     from cosinegate.bench.backends import time_backend
     from cosinegate.bench.report import gate_stats, summarize
@@ -178,7 +184,8 @@ def main(argv=None):
     if args.compare_dense:
         from cosinegate.bench.compare import compare_dense
 
-        report["compare_dense"], extra = compare_dense(args, model_path, report, batches, workdir, backend_name)
+        labels = None if args.random_input else test_labels(args, sum(len(b) for b in batches))
+        report["compare_dense"], extra = compare_dense(args, model_path, report, batches, workdir, backend_name, labels=labels)
         series.update(extra)
         print_table(report["compare_dense"])
     print(f"{backend_name} {report['input']}: mean {report['latency_ms']['mean']:.3f} ms, p50 {report['latency_ms']['p50']:.3f}, "
@@ -272,6 +279,11 @@ def print_table(c):
         print(f"{name:38s} {lat['p50']:8.3f} {lat['mean']:8.3f} {macs / 1e6:9.2f} {speed:8.3f}")
     print(f"ideal speedup {c['ideal_speedup']:.3f}, realized {c['realized_speedup']:.3f}, realized/ideal "
           f"{c['realized_over_ideal']:.3f}, forced-on overhead {100 * c['forced_on_overhead']:+.1f}%")
+    if "selection" in c:
+        sel = c["selection"]
+        print("selection (build_engine.py --select rule): " + ", ".join(
+            f"{n} {s['latency_ms']['p50']:.3f} ms acc {s['accuracy']:.4f}" for n, s in sel["candidates"].items())
+            + f" -> {sel['chosen']}")
     if "ort_native_latency_ms" in c:
         print(f"ORT-native: realized {c['ort_native_realized_speedup']:.3f}, realized/ideal "
               f"{c['ort_native_realized_over_ideal']:.3f}, forced-on overhead {100 * c['ort_native_forced_on_overhead']:+.1f}%")

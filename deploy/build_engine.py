@@ -46,6 +46,13 @@ def parse_args(argv=None):
     p.add_argument("--timing-cache", help="timing cache file (loaded if present, saved after the build)")
     p.add_argument("--out", help="output folder (default engines/<target>)")
     p.add_argument("--require-engine", action="store_true", help="fail instead of writing a bundle")
+    p.add_argument("--select", choices=("fastest", "conditional", "pruned", "dense"), default=None,
+                   help="fastest (default from a checkpoint, conditional form, fp32/fp16): build the conditional, statically "
+                        "pruned and gate-free dense candidates, time each, keep the fastest whose accuracy is within the "
+                        "profile's tolerance of the conditional one; or force one")
+    p.add_argument("--select-images", type=int, default=300, help="labelled test images the candidates are timed and scored on")
+    p.add_argument("--if-cost-table", help="--policy auto keeps plain the dynamic blocks whose expected saving is below their "
+                                           "If cost in this table (deploy/bench.py --if-cost --json)")
     add_data_flags(p)
     return p.parse_args(argv)
 
@@ -79,6 +86,7 @@ def main(argv=None):
     can_build, why = (False, "TensorRT is not installed here") if host.trt_version is None else host_matches(profile, host)
     if args.require_engine and not can_build:
         raise CosineGateError(f"--require-engine: cannot build a {profile.name} engine on this host ({why}); run on the device.")
+    args.select = resolve_select(args)
     out = Path(args.out) if args.out else ROOT / "engines" / profile.name
     if args.bundle:
         return from_bundle(args, profile, host, can_build, why, out)
@@ -89,9 +97,31 @@ def main(argv=None):
         opset = DEFAULT_OPSET
     check_opset(profile, opset, host.trt_version if can_build else None)
     artifacts = prepare(args, profile, int8_path, opset)
+    if can_build and args.select == "fastest":
+        return select_engines(args, profile, host, artifacts, out)
     if can_build:
         return build_here(args, profile, host, artifacts, out)
     return bundle(args, profile, artifacts, out, why)
+
+
+def resolve_select(args):
+    """The --select in force: fastest by default where the candidates can be made, else the conditional graph."""
+    from cosinegate.errors import CosineGateError
+
+    if args.bundle:  # the bundle's manifest names its candidates; --select pruned|dense builds one of them
+        return args.select if args.select in ("pruned", "dense") else "conditional"
+    possible = bool(args.checkpoint) and args.form == "conditional" and args.precision != "int8"
+    why = ("it needs --checkpoint" if not args.checkpoint else "it takes --form conditional" if args.form != "conditional"
+           else "INT8 candidates would each need their own Q/DQ graph and calibration")
+    if args.select is None:
+        if not possible and args.checkpoint and not args.bundle:
+            print(f"selection: building the conditional graph only ({why}); --select conditional silences this.")
+        return "fastest" if possible else "conditional"
+    if args.select != "conditional" and not possible:
+        raise CosineGateError(f"--select {args.select} is not available here: {why}; use --select conditional.")
+    if args.select_images < 1:
+        raise CosineGateError("--select-images must be at least 1.")
+    return args.select
 
 
 def prepare(args, profile, int8_path, opset):
@@ -108,10 +138,19 @@ def prepare(args, profile, int8_path, opset):
             raise CosineGateError(f"checkpoint {args.checkpoint} not found; check the path.")
         name = model_name(args.checkpoint)
         stages = Stages(Path(args.out or ROOT / "engines" / profile.name) / ".work" / name)
-        art["forms"][args.form] = stages.export(args.checkpoint, args.form, args.batch, opset)
+        art["forms"][args.form] = stages.export(args.checkpoint, args.form, args.batch, opset, if_cost_table=args.if_cost_table)
         art["forms"]["flat"] = stages.export(args.checkpoint, "flat", args.batch, opset)
         art["onnx"] = art["forms"][args.form]
         art["reference"], art["inputs"] = stages.reference(args.checkpoint, art["onnx"], args.data, args.data_root)
+        if args.select != "conditional":
+            from cosinegate.pipeline import candidate_graphs
+
+            names = ("pruned", "dense") if args.select == "fastest" else (args.select,)
+            art["candidates"] = candidate_graphs(stages, args.checkpoint, opset, names, None, args.data, args.data_root)
+            art["candidates"]["conditional"] = {"onnx": art["onnx"], "reference": art["reference"], "inputs": art["inputs"]}
+            if args.select != "fastest":  # forced: that candidate is the build graph
+                chosen = art["candidates"][args.select]
+                art["onnx"], art["reference"], art["inputs"] = chosen["onnx"], chosen["reference"], chosen["inputs"]
         art["stages"] = {"reused": stages.reused, "made": stages.made}
     else:
         from cosinegate.onnx import load_toolkit_onnx
@@ -175,6 +214,15 @@ def bundle(args, profile, art, out, why):
     if art.get("reference"):
         files["reference.json"] = art["reference"]
         files["inputs.json"] = art["inputs"]
+    candidates = {}
+    for cand, paths in art.get("candidates", {}).items():
+        suffix = "" if cand == "conditional" else f".{cand}"
+        rels = {"onnx": f"model.{cand}.onnx", "reference": f"reference{suffix}.json", "inputs": f"inputs{suffix}.json"}
+        for key, rel in rels.items():
+            files.setdefault(rel, paths[key])
+        candidates[cand] = rels
+    if args.select not in ("fastest", "conditional"):
+        build_rel = f"model.{args.select}.onnx"
     from cosinegate.trt.build import gate_layer_names
 
     int8_path = args.int8_path
@@ -185,6 +233,8 @@ def bundle(args, profile, art, out, why):
               "int8_path": int8_path if args.precision == "int8" else None, "build_onnx": build_rel,
               "calibration_cache": calib_rel, "calibrator": calibrator, "dla_core": args.dla_core,
               "source": str(args.checkpoint or args.onnx)}
+    if candidates:
+        fields.update(candidates=candidates, selection=select_here(args, art, candidates))
     final, archive, manifest = make_bundle(out, name, profile, files, script, fields)
     print(f"no engine built here ({why}); wrote the device bundle {final} ({len(manifest['files'])} files) and {archive}")
     print("On the device:")
@@ -194,6 +244,25 @@ def bundle(args, profile, art, out, why):
     print(f"     or:     python3 deploy/build_engine.py --bundle {final.name} --target {profile.name} "
           f"--precision {args.precision} --form {args.form}   (from a toolkit checkout; checks hashes, builds, runs parity)")
     return 0
+
+
+def select_here(args, art, rels):
+    """The selection on ONNX Runtime (this host has no TensorRT); printed, and recorded with bundle-relative names."""
+    from cosinegate.bench.candidates import choose, max_accuracy_drop, select_onnxrt, selection_lines
+    from cosinegate.parity import PROFILES
+    from cosinegate.pipeline import reference_images
+
+    max_drop = max_accuracy_drop(PROFILES[args.precision])
+    if args.select != "fastest":
+        return {"chosen": args.select, "reason": choose(rels, max_drop, args.select)[1], "backend": None}
+    batches, labels = reference_images(args.data, args.data_root, args.select_images)
+    record = select_onnxrt({n: c["onnx"] for n, c in art["candidates"].items()}, batches, labels, max_drop)
+    for cand, row in record["candidates"].items():
+        row["onnx"] = rels[cand]["onnx"]
+    print("selection on ONNX Runtime (CPU):")
+    print("\n".join(selection_lines(record)))
+    print("the device repeats the selection with TensorRT (build_on_device.sh, or --bundle); its choice is the one that counts.")
+    return record
 
 
 def from_bundle(args, profile, host, can_build, why, out):
@@ -220,6 +289,14 @@ def from_bundle(args, profile, host, can_build, why, out):
         print(f"bundle {bundle_dir} verified ({len(manifest['files'])} files, hashes match); no engine built here ({why}).")
         return 0
     args.precision, args.form, args.batch, args.int8_path = fields["precision"], fields["form"], fields["batch"], fields["int8_path"]
+    if args.select in ("pruned", "dense"):
+        rels = manifest.get("candidates", {}).get(args.select) if isinstance(manifest.get("candidates"), dict) else None
+        if not isinstance(rels, dict):
+            raise CosineGateError(f"bundle {bundle_dir} has no {args.select} candidate; re-create it with --select fastest.")
+        for key in ("onnx", "reference", "inputs"):
+            if not isinstance(rels.get(key), str) or rels[key] not in manifest["files"]:
+                raise CosineGateError(f"bundle {bundle_dir} names {args.select} files it does not list; re-create the bundle.")
+            art[key] = bundle_member(bundle_dir, rels[key], f"{args.select} {key}")
     return build_here(args, profile, host, art, out)
 
 
@@ -245,6 +322,40 @@ def bundle_fields(manifest, profile):
 
 def build_here(args, profile, host, art, out):
     """Build the engine with Polygraphy (atomically), write its manifest, run TrtRunner parity."""
+    _, report = build_one(args, profile, host, art, out, args.select if args.select in ("pruned", "dense") else args.form)
+    return 0 if report is None or report["passed"] else 1
+
+
+def select_engines(args, profile, host, art, out):
+    """--select fastest with TensorRT here: build and check every candidate engine, time each with the bench's
+    TensorRT backend on the reference images, keep the fastest within the profile's accuracy tolerance."""
+    from cosinegate.artifacts import atomic_write_json
+    from cosinegate.bench.backends import TrtBackend
+    from cosinegate.bench.candidates import compare_candidates, max_accuracy_drop, selection_lines
+    from cosinegate.parity import PROFILES
+    from cosinegate.pipeline import reference_images
+    from cosinegate.trt.manifest import read_engine_manifest, write_engine_manifest
+
+    engines, extra = {}, {}
+    for name, paths in art["candidates"].items():
+        engine, report = build_one(args, profile, host, dict(art, **paths), out, name)
+        engines[name] = engine
+        extra[name] = {"engine": engine.name, "onnx": str(paths["onnx"]), "parity_passed": bool(report and report["passed"])}
+    batches, labels = reference_images(args.data, args.data_root, args.select_images)
+    record = compare_candidates({n: TrtBackend(e) for n, e in engines.items()}, batches, labels,
+                                max_accuracy_drop(PROFILES[args.precision]), extra=extra)
+    record.update(backend="trt")
+    print("\n".join(selection_lines(record)))
+    chosen = engines[record["chosen"]]
+    manifest = {k: v for k, v in read_engine_manifest(chosen).items() if k not in ("format", "engine_sha256")}
+    write_engine_manifest(chosen, **manifest, selection=record)
+    atomic_write_json(out / f"{art['name']}-selection.json", record)
+    print(f"deploy {chosen} (selection in {chosen}.json and {out / (art['name'] + '-selection.json')})")
+    return 0 if extra[record["chosen"]]["parity_passed"] else 1
+
+
+def build_one(args, profile, host, art, out, label):
+    """Build one engine (``label`` names it: the form or the candidate), its manifest and its parity report."""
     from cosinegate.artifacts import atomic_path, atomic_write_json, sha256_file
     from cosinegate.trt.build import build_engine
     from cosinegate.trt.manifest import write_engine_manifest
@@ -253,7 +364,7 @@ def build_here(args, profile, host, art, out):
     version, cc = host.trt_version, compute_capability_text(host.compute_capability)
     settings = _settings(args, profile, version, art)
     out.mkdir(parents=True, exist_ok=True)
-    engine = out / f"{art['name']}-{args.form}-{args.precision}-trt{version}-sm{cc.replace('.', '')}.engine"
+    engine = out / f"{art['name']}-{label}-{args.precision}-trt{version}-sm{cc.replace('.', '')}.engine"
     with atomic_path(engine) as tmp:
         seconds = build_engine(art["onnx"], tmp, settings)
     meta = _onnx_meta(art["onnx"])
@@ -265,12 +376,12 @@ def build_here(args, profile, host, art, out):
         gate_thresholds={b: "logit > 0" for b in range(len(meta.get("blocks", [])))}, onnx_metadata=meta,
     )
     print(f"built {engine} in {seconds:.1f}s (TensorRT {version}, sm{cc}); manifest {engine}.json")
-    if art.get("reference"):
-        report = engine_parity(engine, art["inputs"], art["reference"], args.precision)
-        atomic_write_json(f"{engine}.parity.json", report)
-        print(f"parity vs PyTorch reference: {'passed' if report['passed'] else 'FAILED'} -> {engine}.parity.json")
-        return 0 if report["passed"] else 1
-    return 0
+    if not art.get("reference"):
+        return engine, None
+    report = engine_parity(engine, art["inputs"], art["reference"], args.precision)
+    atomic_write_json(f"{engine}.parity.json", report)
+    print(f"parity vs PyTorch reference: {'passed' if report['passed'] else 'FAILED'} -> {engine}.parity.json")
+    return engine, report
 
 
 def onnx_opset(model, default=None):

@@ -70,6 +70,11 @@ def test_compare_dense(conditional_onnx, tiny_checkpoint, fake_cifar_root, tmp_p
                 "ort_native_forced_on_overhead"):
         assert key in c
     assert c["ideal_speedup"] == pytest.approx(1 / c["executed_mac_ratio"])
+    sel = c["selection"]
+    assert set(sel["candidates"]) == {"conditional", "pruned", "dense"}
+    from cosinegate.bench.candidates import choose
+
+    assert sel["chosen"] == choose(sel["candidates"], sel["max_accuracy_drop"])[0]
     assert "realized/ideal" in capsys.readouterr().out
 
 

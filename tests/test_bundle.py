@@ -66,7 +66,7 @@ def test_script_has_trtexec_and_python_path(bundled):
 def test_reuse_by_hash_and_rebuild(bundled, tmp_path):
     out, ckpt, first, second, _ = bundled
     assert "reused" not in first
-    assert second.count("reused") == 3
+    assert second.count("reused") == 7  # conditional, flat, reference; pruned and dense candidates and their references
     from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
 
     state = load_checkpoint(ckpt)

@@ -4,12 +4,13 @@ twins on the same images, with realized against ideal speedup."""
 from cosinegate.bench.graphs import forced_on, graph_info
 
 
-def compare_dense(args, conditional_path, cond_report, batches, workdir, backend_name, log=print):
+def compare_dense(args, conditional_path, cond_report, batches, workdir, backend_name, log=print, labels=None):
     """Time the dense graph, the statically pruned one, the conditional one with every gate forced on and the
     ORT-native conditional graphs beside ``conditional_path`` on ``batches``, in turns; return (summary, walls).
 
     ``args`` holds the bench settings: checkpoint, dense_onnx, policy, batch, threads, warmup, iterations,
-    duration, rounds (the parsed arguments of deploy/bench.py)."""
+    duration, rounds (the parsed arguments of deploy/bench.py). With ``labels`` (one per image of ``batches``) the
+    summary adds the selection among conditional, statically pruned and dense graphs (cosinegate.bench.candidates)."""
     from cosinegate.bench.backends import OnnxrtBackend, time_interleaved
     from cosinegate.bench.report import summarize
     from cosinegate.errors import CosineGateError
@@ -76,7 +77,23 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
         sp = runs["static_pruned"]["latency_ms"][stat]
         out.update(static_pruned_latency_ms=runs["static_pruned"]["latency_ms"], static_pruned_macs=int(pruned_macs),
                    static_pruned_speedup=dense_ms / sp, conditional_vs_static_pruned=sp / cond_ms)
+    if labels is not None:
+        out["selection"] = _selection(graphs, runs, batches, labels, args.threads)
     return out, {k: v["_wall"] for k, v in runs.items()}
+
+
+def _selection(graphs, runs, batches, labels, threads):
+    """build_engine.py --select's rule applied to the graphs just timed (fp32 profile: no accuracy may be lost)."""
+    from cosinegate.bench.backends import OnnxrtBackend
+    from cosinegate.bench.candidates import accuracy, choose, max_accuracy_drop
+    from cosinegate.parity import FP32
+
+    names = {"conditional": "conditional", "pruned": "static_pruned", "dense": "dense"}
+    candidates = {c: {"latency_ms": runs[g]["latency_ms"], "accuracy": accuracy(OnnxrtBackend(graphs[g], threads), batches, labels)}
+                  for c, g in names.items() if g in runs}
+    drop = max_accuracy_drop(FP32)
+    chosen, reason = choose(candidates, drop)
+    return {"chosen": chosen, "reason": reason, "max_accuracy_drop": drop, "candidates": candidates}
 
 
 def ort_native_graphs(args, workdir):
