@@ -8,7 +8,14 @@ from cosinegate.errors import CosineGateError
 DEFAULTS = {
     "name": "custom",
     "seed": 0,
-    "model": {"backbone": "resnet20", "mode": "predictive", "drop_blocks": [], "gate_hidden": 16, "open_bias": 3.0},
+    "model": {
+        "backbone": "resnet20", "mode": "predictive", "drop_blocks": [], "gate_hidden": 16, "open_bias": 3.0,
+        "ungated_blocks": [],  # blocks that keep no gate (always run): 0-based indices, or "stage_first"
+    },
+    # two phases: initialise from this CosineGate checkpoint (train.py --init-from); gates stay freshly initialised
+    "init_from": None,
+    # distillation from the --init-from checkpoint's logits: (1 - weight) * CE + weight * T^2 * KL(teacher || student)
+    "distill": {"weight": 0.0, "temperature": 4.0},
     "gate": {
         # compute penalty: lambda * ramp(epoch) * hinge(r - target)^2 on the MAC-weighted expected compute ratio r
         "target": 0.72,
@@ -24,6 +31,15 @@ DEFAULTS = {
         "min_rate_weight": 0.0,  # weight of hinge(0.5 - (1 - min_rate) logit quantile)^2, summed over blocks
         "cir_weight": 1.0,  # predictive: weight of the CIR regression loss
         "consistency_weight": 0.0,  # paper: MSE of normalized gated vs ungated block outputs
+        # per-block target execution rates (ConvNet-AIG): block_rate_weight * ramp * mean_b (mean_batch p_b - t_b)^2
+        "block_rates": None,  # None (off), one rate for every gated block, or a list with one rate per block
+        "block_rate_weight": 0.0,
+        # batch-shaping (Bejnordi et al. 2020): Cramer-von Mises distance of each gate's batch distribution to a Beta prior
+        "batch_shaping_weight": 0.0,
+        "batch_shaping_prior": [0.6, 0.4],  # Beta(a, b)
+        "batch_shaping_end": 1.0,  # weight multiplier at the end of training (linear from 1)
+        # predictive: the gates are blended in, g_train = 1 - a * (1 - g), a from 0 to 1 over this many epochs
+        "gate_ramp_epochs": 0,  # an int counts epochs, a float below 1 is a fraction of the schedule; 0 = on from the start
     },
     "optim": {
         "epochs": 30,
@@ -108,4 +124,29 @@ def validate(config):
         raise CosineGateError("gate.target is a compute ratio and must lie in (0, 1].")
     if not 0.0 <= config["gate"]["noise_end"] <= 1.0:
         raise CosineGateError("gate.noise_end scales the gate noise at the end of training and must lie in [0, 1].")
+    _validate_methods(config)
     return config
+
+
+def _validate_methods(config):
+    """The per-block rates, batch-shaping, ungated-block and distillation settings."""
+    from cosinegate.models.backbones import backbone_spec
+    from cosinegate.models.ungated import resolve_ungated
+
+    gate, blocks = config["gate"], len(backbone_spec(config["model"]["backbone"]).blocks)
+    resolve_ungated(config["model"]["backbone"], config["model"]["ungated_blocks"])
+    rates = gate["block_rates"]
+    if rates is not None:
+        values = rates if isinstance(rates, list) else [rates]
+        if isinstance(rates, list) and len(rates) != blocks:
+            raise CosineGateError(f"gate.block_rates has {len(rates)} entries but {config['model']['backbone']} has {blocks} "
+                                  "blocks; give one rate per block or a single number.")
+        if not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in values):
+            raise CosineGateError("gate.block_rates are execution rates and must lie in [0, 1].")
+    prior = gate["batch_shaping_prior"]
+    if not (isinstance(prior, list) and len(prior) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in prior)):
+        raise CosineGateError(f"gate.batch_shaping_prior = {prior!r}; give the Beta prior as [a, b] with a, b > 0, e.g. [0.6, 0.4].")
+    if config["distill"]["weight"] and not config["init_from"]:
+        raise CosineGateError("distill.weight > 0 needs a teacher: pass --init-from CKPT (the dense checkpoint of phase one).")
+    if not 0.0 <= config["distill"]["weight"] <= 1.0 or config["distill"]["temperature"] <= 0:
+        raise CosineGateError("distill.weight must lie in [0, 1] and distill.temperature be positive.")

@@ -79,7 +79,11 @@ def mac_table(backbone, mode="none", num_classes=10, drop_blocks=(), gate_hidden
 
 
 def model_mac_table(model):
-    return mac_table(model.backbone, model.mode, model.num_classes, model.drop_blocks, _gate_hidden(model))
+    """The MacTable of a built model; its ungated blocks (always run, no gate) cost no gate MACs."""
+    table = mac_table(model.backbone, model.mode, model.num_classes, model.drop_blocks, _gate_hidden(model))
+    ungated = set(getattr(model, "ungated_blocks", ()))
+    blocks = tuple(BlockMacs(b.residual, b.shortcut, 0) if i in ungated else b for i, b in enumerate(table.blocks))
+    return MacTable(table.stem, blocks, table.classifier)
 
 
 def _gate_hidden(model):

@@ -2,10 +2,16 @@
 """Train a CosineGate model (or its dense baseline) from a preset or YAML config.
 
     python train/train.py --config train/configs/balanced.yaml --epochs 5 --out runs/balanced
+    # two phases: dense first, then gated fine-tuning from it (gates and penalty ramped in, distilled)
+    python train/train.py --config dense --out runs/dense
+    python train/train.py --config two-phase --init-from runs/dense/last.pt --out runs/two-phase
+    # the GPU speed path (bf16 autocast, channels_last, fused SGD), stopping cleanly after 9 minutes
+    python train/train.py --config balanced --device cuda --fast --time-limit 540 --out runs/b
     torchrun --nproc_per_node=2 train/train.py --config balanced --device cpu ...
 """
 
 import argparse
+from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
@@ -29,6 +35,18 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", default="runs/train", help="run folder (last.pt, best.pt, metrics.jsonl, summary.json)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--init-from", metavar="CKPT", help="phase two: start from this checkpoint's weights (matching "
+                                                             "tensors; the gates stay freshly initialised, open)")
+    parser.add_argument("--distill", type=float, metavar="W", help="distil from the --init-from model's logits with weight W "
+                                                                   "(distill.weight; temperature distill.temperature)")
+    speed = parser.add_argument_group("speed (how the run executes, not what it learns; may differ on --resume)")
+    speed.add_argument("--fast", action="store_true", help="on CUDA: --amp bf16 --channels-last --fused")
+    speed.add_argument("--amp", choices=("none", "bf16"), help="bf16 autocast of the forward pass (fp32 master weights)")
+    speed.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
+    speed.add_argument("--fused", action="store_true", help="fused SGD kernel")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+                        help="stop after the last epoch that fits in SECONDS (last.pt kept; continue with --resume)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -74,7 +92,19 @@ def config_from_args(args):
         config["model"]["drop_blocks"] = parse_drop_blocks(args.drop_blocks)
     if args.seed is not None:
         config["seed"] = args.seed
+    if args.init_from is not None:
+        config["init_from"] = args.init_from
+    if args.distill is not None:
+        config["distill"]["weight"] = args.distill
     return validate(config)
+
+
+def runtime_from_args(args, device):
+    from cosinegate.training.runtime import Runtime
+
+    base = Runtime.fast(device) if args.fast else Runtime()
+    return Runtime(amp=args.amp or base.amp, channels_last=args.channels_last or base.channels_last,
+                   compile=args.compile, fused=args.fused or base.fused)
 
 
 def main(argv=None):
@@ -84,7 +114,15 @@ def main(argv=None):
 
     args = parse_args(argv)
     config = config_from_args(args)
-    summary = train(config, args.out, pick_device(args.device), resume=args.resume, progress=not args.no_progress)
+    device = pick_device(args.device)
+    summary = train(config, args.out, device, resume=args.resume, progress=not args.no_progress,
+                    runtime=runtime_from_args(args, device), time_limit=args.time_limit)
+    if summary is None and args.time_limit is not None:
+        from cosinegate.training.checkpoint import load_checkpoint
+
+        last = Path(args.out) / "last.pt"
+        done = load_checkpoint(last)["epoch"] + 1 if last.is_file() else 0
+        print(f"stopped at the time limit after epoch {done} of {config['optim']['epochs']}; continue with --resume --out {args.out}")
     if summary is not None:
         print(f"final epoch, test split ({summary['data']}, {summary['epochs']} epochs, {summary['hardware']}):")
         print(format_table(summary["final"]))

@@ -99,6 +99,8 @@ class GatedBlock(nn.Module):
             f = self.residual(x)
             g = self.gate.train_gate(logit)
             stats["gates"] = (g.detach() > 0.5).to(x.dtype)
+            if self.gate.blend < 1.0:  # gates introduced gradually (two-phase fine-tuning)
+                g = 1.0 - self.gate.blend * (1.0 - g)
             with torch.no_grad():  # stop-gradient target: no autograd graph over the full activations
                 cir = cosine_incongruity(s, f)
             stats["cir_loss"] = F.mse_loss(cir_hat, cir)

@@ -86,6 +86,7 @@ class PredictiveGate(nn.Module):
         self.temperature = 1.0
         self.noise_scale = 1.0
         self.threshold = 0.5
+        self.blend = 1.0  # set by the trainer while the gates are blended in (gate.gate_ramp_epochs)
 
     def forward(self, x):
         """Return (logit, predicted CIR), each of shape [N]."""

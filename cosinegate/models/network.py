@@ -8,6 +8,7 @@ from torch import nn
 from cosinegate.errors import CosineGateError
 from cosinegate.models.backbones import backbone_spec
 from cosinegate.models.blocks import GatedBlock
+from cosinegate.models.ungated import resolve_ungated
 
 MODES = ("paper", "predictive", "none")
 
@@ -28,7 +29,8 @@ class GateStats:
 
 
 class CosineGateNet(nn.Module):
-    def __init__(self, backbone="resnet20", mode="predictive", num_classes=10, drop_blocks=(), gate_hidden=16, open_bias=3.0):
+    def __init__(self, backbone="resnet20", mode="predictive", num_classes=10, drop_blocks=(), gate_hidden=16, open_bias=3.0,
+                 ungated_blocks=()):
         super().__init__()
         if mode not in MODES:
             raise CosineGateError(f"unknown gate mode {mode!r}; choose one of {', '.join(MODES)}.")
@@ -52,6 +54,9 @@ class CosineGateNet(nn.Module):
             GatedBlock(b, mode, self.spec.shortcut, self.spec.relu_after_add, b.index in drop_blocks, gate_hidden, open_bias)
             for b in self.spec.blocks
         )
+        self.ungated_blocks = tuple(resolve_ungated(backbone, ungated_blocks if isinstance(ungated_blocks, str) else list(ungated_blocks)))
+        for index in self.ungated_blocks:  # always run: a dense block (the gate was built first, so the init is unchanged)
+            self.blocks[index].gate = None
         self.fc = nn.Linear(self.spec.feature_channels, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -60,6 +65,12 @@ class CosineGateNet(nn.Module):
     @property
     def num_blocks(self):
         return len(self.blocks)
+
+    def set_gate_blend(self, blend):
+        """Predictive gates in training: g_train = 1 - blend * (1 - g); 0 = every block runs, 1 = the gates decide."""
+        for block in self.blocks:
+            if block.gate is not None and self.mode == "predictive":
+                block.gate.blend = blend
 
     def set_temperature(self, temperature, noise_scale=1.0):
         """Predictive gates: Gumbel-sigmoid temperature and logistic-noise scale (the paper's gate keeps its own)."""
@@ -117,4 +128,5 @@ def build_model(model_cfg, num_classes=10):
         drop_blocks=model_cfg.get("drop_blocks") or (),
         gate_hidden=model_cfg.get("gate_hidden", 16),
         open_bias=model_cfg.get("open_bias", 3.0),
+        ungated_blocks=model_cfg.get("ungated_blocks") or (),
     )

@@ -19,7 +19,10 @@ from cosinegate.models import build_model
 from cosinegate.training import schedules
 from cosinegate.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from cosinegate.training.distributed import DistContext
-from cosinegate.training.penalty import collapse_penalty, compute_penalty, compute_ratio
+from cosinegate.training.init_from import apply_init, load_teacher, read_init_weights
+from cosinegate.training.penalty import block_rate_loss, block_rate_targets, collapse_penalty, compute_penalty, compute_ratio
+from cosinegate.training.runtime import Runtime
+from cosinegate.training.shaping import batch_shaping_loss
 
 
 def _epoch_seed(seed, epoch):
@@ -35,11 +38,12 @@ def hardware_label(device):
 class Trainer:
     """Holds data, model and optimizer of one run in `out_dir`."""
 
-    def __init__(self, config, out_dir, device="cpu", progress=True):
+    def __init__(self, config, out_dir, device="cpu", progress=True, runtime=None):
         self.config = config
         self.out = Path(out_dir)
         self.device = torch.device(device)
         self.progress = progress
+        self.runtime = runtime or Runtime()
         self.dist = DistContext.from_env(device)
         data = config["data"]
         train, self.test = load_dataset(data["source"], data["root"])
@@ -48,21 +52,35 @@ class Trainer:
         self.train_set, self.val_set = split_holdout(train, data["val_fraction"], seed=config["seed"])
         self.classes = train.classes
         torch.manual_seed(config["seed"])
-        self.model = build_model(config["model"], num_classes=len(self.classes)).to(self.device)
+        self.model = build_model(config["model"], num_classes=len(self.classes))
         self.block_macs = [b.residual for b in model_mac_table(self.model).blocks]
         self.gated = [i for i, b in enumerate(self.model.blocks) if b.gate is not None]
+        self.init_report = None
+        if config["init_from"]:  # phase two: start from another run's weights (a resumed run overwrites them)
+            self.init_report = apply_init(self.model, *read_init_weights(config["init_from"]))
+        self.model = self.runtime.prepare(self.model.to(self.device))
+        self.teacher = None
+        if config["distill"]["weight"]:
+            self.teacher = self.runtime.prepare(load_teacher(config["init_from"], self.device))
+        # constants of a step, made once on the device (no host-to-device copy inside a step)
+        self.gated_index = torch.tensor(self.gated, dtype=torch.long, device=self.device)
+        self.mac_weights = torch.tensor(self.block_macs, dtype=torch.float32, device=self.device)
+        rates = config["gate"]["block_rates"]
+        self.rate_targets = None if rates is None else torch.tensor(
+            [block_rate_targets(rates, len(self.block_macs))[i] for i in self.gated], dtype=torch.float32, device=self.device)
         self.net = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         optim = config["optim"]
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=optim["lr"], momentum=optim["momentum"], weight_decay=optim["weight_decay"]
+        self.optimizer = self.runtime.optimizer(
+            list(self.model.parameters()), self.device, lr=optim["lr"], momentum=optim["momentum"], weight_decay=optim["weight_decay"]
         )
+        self.forward_loss = torch.compile(self._forward_loss) if self.runtime.compile else self._forward_loss
         self.images = torch.as_tensor(self.train_set.images, device=self.device)
         self.labels = torch.as_tensor(self.train_set.labels, device=self.device)
-        self.start_epoch, self.best_val = 0, -1.0
+        self.start_epoch, self.best_val, self.stopped_at = 0, -1.0, None
 
     # ---- state -------------------------------------------------------------
     def state(self, epoch, skip_rates=None):
@@ -77,6 +95,7 @@ class Trainer:
             "best_val": self.best_val,
             "num_classes": len(self.classes),
             "classes": self.classes,
+            "init_from": self.init_report,
         }
 
     def resume(self):
@@ -84,71 +103,123 @@ class Trainer:
         if not path.is_file():
             raise CosineGateError(f"--resume given but {path} does not exist; start without --resume.")
         state = load_checkpoint(path)
-        if state["config"] != self.config:
+        from cosinegate.config import DEFAULTS, merge
+
+        if merge(DEFAULTS, state["config"]) != self.config:  # a run from before a key was added still resumes
             raise CosineGateError(f"{path} was trained with another config; resume with the same flags or use a new --out.")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"])
         self.start_epoch, self.best_val = state["epoch"] + 1, state["best_val"]
+        self.init_report = state.get("init_from")
+
+    # ---- one step -----------------------------------------------------------
+    def _forward_loss(self, x, y, progress):
+        """Forward and the whole training loss of one batch; returns (loss, logits, gates, penalty).
+
+        Pure tensor work with no host synchronization, so it can run ahead of the host (and be compiled).
+        """
+        cfg, epochs = self.config, self.config["optim"]["epochs"]
+        with self.runtime.autocast(self.device):
+            logits, stats = self.net(x)
+            teacher = None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher, _ = self.teacher(x)
+        logits = logits.float()
+        losses = F.cross_entropy(logits, y, reduction="none")
+        loss = losses.mean()
+        if teacher is not None:
+            weight, temp = cfg["distill"]["weight"], cfg["distill"]["temperature"]
+            kd = F.kl_div(F.log_softmax(logits / temp, 1), F.log_softmax(teacher.float() / temp, 1), reduction="batchmean", log_target=True)
+            loss = (1.0 - weight) * loss + weight * temp**2 * kd
+        penalty = loss.new_zeros(())
+        if self.model.mode != "none":
+            gate = cfg["gate"]
+            probs = stats.probs.float()
+            ramp = schedules.penalty_ramp(gate, progress, epochs)
+            if gate["penalty"]:
+                penalty, _ = compute_penalty(probs, self.mac_weights, gate, gate["penalty"] * ramp, losses)
+            gated_probs = probs.index_select(1, self.gated_index)
+            if self.rate_targets is not None and gate["block_rate_weight"]:
+                penalty = penalty + gate["block_rate_weight"] * ramp * block_rate_loss(gated_probs, self.rate_targets)
+            if gate["batch_shaping_weight"]:
+                weight = schedules.batch_shaping_weight(gate, progress, epochs)
+                penalty = penalty + weight * batch_shaping_loss(gated_probs, gate["batch_shaping_prior"])
+            penalty = penalty + collapse_penalty(stats.logits.float().index_select(1, self.gated_index), gate)
+            loss = loss + penalty + gate["cir_weight"] * stats.cir_loss.float()
+            loss = loss + gate["consistency_weight"] * stats.consistency.float()
+        return loss, logits, stats.gates, penalty
+
+    def set_schedules(self, progress):
+        """Learning rate, gate temperature, noise and blend at fractional epoch `progress`; returns the lr."""
+        cfg, epochs = self.config, self.config["optim"]["epochs"]
+        lr = schedules.learning_rate(cfg["optim"], progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.set_temperature(schedules.temperature(cfg["gate"], progress, epochs),
+                                   schedules.noise_scale(cfg["gate"], progress, epochs))
+        self.model.set_gate_blend(schedules.gate_blend(cfg["gate"], progress, epochs))
+        return lr
+
+    def batch(self, idx, params):
+        """The augmented float batch of training images `idx` (on the device) and its labels."""
+        x = to_tensor(self.images[idx], self.device)
+        if self.config["data"]["augment"]:
+            x = random_crop_flip(x, params=params)
+        return self.runtime.layout(x), self.labels[idx]
+
+    def step(self, idx, params, progress, totals):
+        """One optimizer step on batch `idx`; adds loss, correct, count, executed ratio, penalty and a
+        non-finite count to `totals` (a device tensor), with no host synchronization."""
+        x, y = self.batch(idx, params)
+        loss, logits, gates, penalty = self.forward_loss(x, y, progress)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config["optim"]["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config["optim"]["grad_clip"])
+        self.optimizer.step()
+        with torch.no_grad():
+            n = logits.new_full((), float(len(idx)))
+            ratio = compute_ratio(gates, self.mac_weights).sum() if sum(self.block_macs) else n
+            finite = torch.isfinite(loss)
+            totals += torch.stack([torch.where(finite, loss, 0.0) * n, (logits.argmax(1) == y).sum(), n, ratio,
+                                   torch.where(finite, penalty, 0.0) * n, (~finite).float()]).double()
 
     # ---- one epoch ---------------------------------------------------------
-    def train_epoch(self, epoch):
-        cfg, optim = self.config, self.config["optim"]
-        epochs, batch = optim["epochs"], optim["batch_size"]
-        seed = _epoch_seed(cfg["seed"], epoch)
+    def epoch_plan(self, epoch):
+        """(batch index order, crop/flip params) of an epoch, both on the device; reproducible per epoch."""
+        seed = _epoch_seed(self.config["seed"], epoch)
         torch.manual_seed(seed)  # Gumbel noise: reproducible per epoch, so resume is exact
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(self.labels), generator=generator)[self.dist.rank :: self.dist.world_size]
         augment = crop_flip_params(len(order), generator).to(self.device)
-        order = order.to(self.device)
+        return order.to(self.device), augment
+
+    def train_epoch(self, epoch):
+        cfg, optim = self.config, self.config["optim"]
+        epochs, batch = optim["epochs"], optim["batch_size"]
+        order, augment = self.epoch_plan(epoch)
         local_batch = max(1, batch // self.dist.world_size)
         steps = math.ceil(len(order) / local_batch)
         self.net.train()
-        totals = torch.zeros(5, dtype=torch.float64, device=self.device)  # loss, correct, count, ratio, penalty
-        mac_weights = torch.tensor(self.block_macs, dtype=torch.float32, device=self.device)
+        totals = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss, correct, count, ratio, penalty, non-finite
         iterator = range(steps)
         if self.progress and self.dist.is_main:
             from tqdm import tqdm
 
             iterator = tqdm(iterator, desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=False)
+        check_every = 25 if self.device.type == "cpu" else steps  # a GPU checks once per epoch: no sync inside steps
         for step in iterator:
-            progress = epoch + step / steps
-            lr = schedules.learning_rate(optim, progress)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self.model.set_temperature(schedules.temperature(cfg["gate"], progress, epochs),
-                                       schedules.noise_scale(cfg["gate"], progress, epochs))
+            lr = self.set_schedules(epoch + step / steps)
             batch_slice = slice(step * local_batch, (step + 1) * local_batch)
-            idx = order[batch_slice]
-            x = to_tensor(self.images[idx], self.device)
-            if cfg["data"]["augment"]:
-                x = random_crop_flip(x, params=augment[batch_slice])
-            y = self.labels[idx]
-            logits, stats = self.net(x)
-            losses = F.cross_entropy(logits, y, reduction="none")
-            loss = losses.mean()
-            penalty = loss.new_zeros(())
-            if self.model.mode != "none":
-                weight = schedules.penalty_weight(cfg["gate"], progress, epochs)
-                penalty, _ = compute_penalty(stats.probs, mac_weights, cfg["gate"], weight, losses)
-                penalty = penalty + collapse_penalty(stats.logits[:, self.gated], cfg["gate"])
-                loss = loss + penalty + cfg["gate"]["cir_weight"] * stats.cir_loss
-                loss = loss + cfg["gate"]["consistency_weight"] * stats.consistency
-            if (step % 25 == 0 or step == steps - 1) and not torch.isfinite(loss):
+            self.step(order[batch_slice], augment[batch_slice], epoch + step / steps, totals)
+            if (step % check_every == 0 or step == steps - 1) and totals[5].item() > 0:
                 raise CosineGateError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; lower optim.lr or the gate penalty "
+                    f"loss became nan or inf at epoch {epoch + 1} (by step {step + 1}); lower optim.lr or the gate penalty "
                     f"(now lr {lr:.4g}), then resume from {self.out / 'last.pt'} with --resume."
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if optim["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), optim["grad_clip"])
-            self.optimizer.step()
-            with torch.no_grad():
-                n = len(y)
-                ratio = compute_ratio(stats.gates, mac_weights).sum() if sum(self.block_macs) else loss.new_tensor(float(n))
-                totals += torch.stack([loss.detach() * n, (logits.argmax(1) == y).sum(), loss.new_tensor(float(n)), ratio, penalty.detach() * n]).double()
-        loss_sum, correct, count, ratio_sum, pen_sum = self.dist.all_sum(totals.tolist())
+        loss_sum, correct, count, ratio_sum, pen_sum, _ = self.dist.all_sum(totals.tolist())
         return {
             "train_loss": loss_sum / count,
             "train_top1": correct / count,
@@ -160,7 +231,10 @@ class Trainer:
         }
 
     # ---- whole run ---------------------------------------------------------
-    def run(self, resume=False):
+    def run(self, resume=False, time_limit=None):
+        """Train to the end (returns the summary), or, with `time_limit` seconds, stop after the last
+        epoch that fits (returns None; last.pt holds it and --resume continues exactly there)."""
+        began = time.time()
         if resume:
             self.resume()
         elif (self.out / "last.pt").exists():
@@ -168,12 +242,18 @@ class Trainer:
         epochs = self.config["optim"]["epochs"]
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+        longest = 0.0
         for epoch in range(self.start_epoch, epochs):
+            if time_limit is not None and time.time() - began + 1.1 * longest > time_limit:
+                self.stopped_at = epoch
+                self.dist.close()
+                return None
             start = time.time()
             metrics = self.train_epoch(epoch)
             if self.dist.is_main:
                 self._end_epoch(epoch, metrics, time.time() - start)
             self.dist.barrier()
+            longest = max(longest, time.time() - start)
         summary = self.finish() if self.dist.is_main else None
         self.dist.barrier()
         self.dist.close()
@@ -207,6 +287,8 @@ class Trainer:
             "epochs": self.config["optim"]["epochs"],
             "data": self.config["data"]["source"],
             "hardware": hardware_label(self.device),
+            "runtime": self.runtime.as_dict(),
+            "init_from": self.init_report,
             "train_images": len(self.train_set),
             "final": {k: v for k, v in final.items() if k != "executed_macs_per_image"},
             "best_by_held_out": {
@@ -221,5 +303,5 @@ class Trainer:
         return summary
 
 
-def train(config, out_dir, device="cpu", resume=False, progress=True):
-    return Trainer(config, out_dir, device, progress).run(resume)
+def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None):
+    return Trainer(config, out_dir, device, progress, runtime).run(resume, time_limit)

@@ -48,3 +48,17 @@ def collapse_penalty(logits, gate_cfg, margin=0.5):
         return logits.new_zeros(())
     quantile = torch.quantile(logits, 1.0 - gate_cfg["min_rate"], dim=0)
     return gate_cfg["min_rate_weight"] * (torch.clamp(margin - quantile, min=0) ** 2).sum()
+
+
+def block_rate_targets(rates, num_blocks):
+    """gate.block_rates (one number or one per block) -> a list with one target rate per block."""
+    return list(rates) if isinstance(rates, (list, tuple)) else [float(rates)] * num_blocks
+
+
+def block_rate_loss(probs, targets):
+    """ConvNet-AIG's target-rate loss: mean over blocks of (batch-mean gate probability - target)^2.
+
+    probs: [N, B] of the gated blocks; targets: [B] execution rates. Unlike the MAC hinge it is two-sided
+    and per block, so every block is held at its own rate instead of the network meeting one global budget.
+    """
+    return ((probs.mean(0) - targets) ** 2).mean()

@@ -36,12 +36,32 @@ def noise_scale(gate_cfg, progress, epochs):
     return 1.0 + (gate_cfg["noise_end"] - 1.0) * min(progress / epochs, 1.0)
 
 
+def _epochs(value, epochs):
+    return value * epochs if isinstance(value, float) and value < 1 else float(value)
+
+
 def ramp_epochs(gate_cfg, epochs):
-    ramp = gate_cfg["ramp_epochs"]
-    return ramp * epochs if isinstance(ramp, float) and ramp < 1 else float(ramp)
+    return _epochs(gate_cfg["ramp_epochs"], epochs)
+
+
+def penalty_ramp(gate_cfg, progress, epochs):
+    """Linear ramp from 0 to 1 over ramp_epochs: scales every compute penalty (MAC hinge, block rates)."""
+    ramp = ramp_epochs(gate_cfg, epochs)
+    return min(progress / ramp, 1.0) if ramp > 0 else 1.0
 
 
 def penalty_weight(gate_cfg, progress, epochs):
     """lambda * linear ramp from 0 to 1 over ramp_epochs."""
-    ramp = ramp_epochs(gate_cfg, epochs)
-    return gate_cfg["penalty"] * (min(progress / ramp, 1.0) if ramp > 0 else 1.0)
+    return gate_cfg["penalty"] * penalty_ramp(gate_cfg, progress, epochs)
+
+
+def gate_blend(gate_cfg, progress, epochs):
+    """How far the gates decide in training: linear from 0 (every block runs) to 1 over gate_ramp_epochs."""
+    ramp = _epochs(gate_cfg["gate_ramp_epochs"], epochs)
+    return min(progress / ramp, 1.0) if ramp > 0 else 1.0
+
+
+def batch_shaping_weight(gate_cfg, progress, epochs):
+    """batch_shaping_weight, linear from 1x to batch_shaping_end x over the schedule."""
+    end = gate_cfg["batch_shaping_end"]
+    return gate_cfg["batch_shaping_weight"] * (1.0 + (end - 1.0) * min(progress / epochs, 1.0))

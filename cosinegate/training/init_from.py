@@ -1,0 +1,66 @@
+"""Two-phase training: initialise a model from another run's checkpoint (train.py --init-from CKPT).
+
+`read_init_weights` turns a file into a state dict plus a description of where it
+came from; `apply_init` copies every tensor whose name and shape the new model
+shares and leaves the rest (typically the gates of a dense phase-one checkpoint)
+freshly initialised. Other weight formats slot in as further readers of
+`read_init_weights`; they return the same (state dict, source) pair.
+"""
+
+import hashlib
+from pathlib import Path
+
+from cosinegate.errors import CosineGateError
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_init_weights(path):
+    """(state dict, source description) of a CosineGate checkpoint written by train/train.py."""
+    from cosinegate.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    model_cfg = state["config"]["model"]
+    source = {"path": str(path), "sha256": file_sha256(path), "format": "cosinegate-checkpoint",
+              "backbone": model_cfg["backbone"], "mode": model_cfg["mode"], "epoch": state["epoch"] + 1,
+              "num_classes": state["num_classes"]}
+    return state["model"], source
+
+
+def apply_init(model, weights, source):
+    """Load the shared tensors of `weights` into `model`; return a JSON-ready report of what was loaded."""
+    if source.get("backbone") not in (None, model.backbone):
+        raise CosineGateError(f"--init-from {source['path']} holds a {source['backbone']} but this run trains a {model.backbone}; "
+                              "pass a checkpoint of the same backbone or change --backbone.")
+    own = model.state_dict()
+    mismatched = [k for k in weights if k in own and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if mismatched:
+        raise CosineGateError(f"--init-from {source['path']}: {len(mismatched)} tensors have other shapes than this model's "
+                              f"(first: {mismatched[0]} {tuple(weights[mismatched[0]].shape)} vs {tuple(own[mismatched[0]].shape)}); "
+                              "the number of classes or the backbone differs.")
+    shared = {k: v for k, v in weights.items() if k in own}
+    if not shared:
+        raise CosineGateError(f"--init-from {source['path']} shares no tensor with this model; pass a checkpoint of the same backbone.")
+    own.update({k: v.to(own[k].dtype) for k, v in shared.items()})
+    model.load_state_dict(own)
+    fresh = sorted(k for k in own if k not in shared)
+    return {**source, "loaded_tensors": len(shared), "fresh_tensors": len(fresh),
+            "fresh_modules": sorted({k.rsplit(".", 1)[0] for k in fresh}), "ignored_tensors": sorted(k for k in weights if k not in own)}
+
+
+def load_teacher(path, device):
+    """The --init-from checkpoint as a frozen teacher (eval mode, no gradients) for distillation."""
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    if not Path(path).is_file():
+        raise CosineGateError(f"teacher checkpoint {path} not found; pass --init-from an existing checkpoint.")
+    teacher, _ = model_from_checkpoint(path)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.to(device).eval()
