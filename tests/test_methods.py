@@ -212,3 +212,40 @@ def test_train_init_from_cli_records_the_source(dense_run, fake_cifar_root, tmp_
     assert summary["config"]["distill"]["weight"] == 0.5 and summary["final"]["skip_rates"][0] == 0.0
     missing = run_script("train/train.py", "--config", "two-phase", "--epochs", "1", "--no-progress", "--out", tmp_path / "x")
     assert missing.returncode == 2 and "needs a teacher" in missing.stderr
+
+
+# ---- deeper CIFAR backbones ------------------------------------------------------------------------------------
+
+
+def _closed_form_dense_macs(n):
+    """He et al.'s CIFAR ResNet-(6n+2) with option-A shortcuts, counted by hand: stem, 3 stages, classifier."""
+    total = 9 * 3 * 16 * 32 * 32 + 64 * 10
+    for stage, (width, size) in enumerate(((16, 32), (32, 16), (64, 8))):
+        first_in = width if stage == 0 else width // 2
+        total += 9 * first_in * width * size * size + 9 * width * width * size * size  # first block of the stage
+        total += (n - 1) * 2 * 9 * width * width * size * size
+    return total
+
+
+@pytest.mark.parametrize("backbone, n", [("resnet20", 3), ("resnet32", 5), ("resnet44", 7), ("resnet56", 9), ("resnet110", 18)])
+def test_deeper_backbones_dense_macs(backbone, n):
+    from torch import nn
+
+    from cosinegate.macs import mac_table
+
+    model = CosineGateNet(backbone, "none").eval()
+    assert len(model.blocks) == 3 * n
+    counted = []
+
+    def hook(module, inputs, output):  # an independent count: the layers actually run
+        if isinstance(module, nn.Conv2d):
+            counted.append(module.kernel_size[0] * module.kernel_size[1] * module.in_channels * output[0].numel())
+        else:
+            counted.append(module.in_features * module.out_features)
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    assert mac_table(backbone).dense == _closed_form_dense_macs(n) == sum(counted)
