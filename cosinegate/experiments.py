@@ -18,7 +18,9 @@ import numpy as np
 from cosinegate.errors import CosineGateError
 from cosinegate.macs import mac_table
 
-PRESETS = ("dense", "static", "paper", "aggressive", "balanced", "conservative", "balanced-batch", "balanced-sample", "balanced-floor", "balanced-quiet")
+PRESETS = ("dense", "static", "paper", "aggressive", "balanced", "conservative", "balanced-batch", "balanced-sample", "balanced-floor",
+           "balanced-quiet", "rates", "shaping", "two-phase")
+TWO_PHASE = "two-phase"  # fine-tunes the same backbone's and seed's dense run (which the plan then includes)
 # Published CIFAR-10 points of arXiv 2512.22206 (nominal savings: 1 - mean gate probability, gate needs F(x)).
 PAPER_POINTS = [
     {"label": "paper aggressive (nominal)", "top1": 0.899, "nominal_savings": 0.241},
@@ -35,6 +37,7 @@ class RunSpec:
     backbone: str
     seed: int
     args: list = field(default_factory=list)
+    init_from_run: str = None  # two-phase: the run whose last.pt it starts from (and waits for)
 
 
 def removal_order(backbone):
@@ -70,6 +73,21 @@ def static_drop_blocks(backbone, target_ratio):
     return sorted(dropped)
 
 
+def compute_target(config):
+    """The MAC ratio a preset aims at: gate.target for the MAC hinge; with per-block rates (and no hinge),
+    the MAC-weighted mean of the block rates, ungated blocks counting as always run."""
+    from cosinegate.models.ungated import resolve_ungated
+    from cosinegate.training.penalty import block_rate_targets
+
+    gate, model = config["gate"], config["model"]
+    if gate["block_rates"] is None or gate["penalty"]:
+        return gate["target"]
+    macs = [b.residual for b in mac_table(model["backbone"]).blocks]
+    rates = block_rate_targets(gate["block_rates"], len(macs))
+    ungated = set(resolve_ungated(model["backbone"], model["ungated_blocks"]))
+    return sum(m * (1.0 if i in ungated else r) for i, (m, r) in enumerate(zip(macs, rates))) / sum(macs)
+
+
 def static_baselines(presets):
     """(label, compute target) of the static baselines: one per distinct target of the gated
     presets in the plan (the balanced target when there is none), so every gated point has a
@@ -79,20 +97,24 @@ def static_baselines(presets):
     gated = [p for p in presets if p not in ("dense", "static", "paper")] or ["balanced"]
     by_target = {}
     for preset in gated:
-        target = load_config(preset)["gate"]["target"]
+        target = round(compute_target(load_config(preset)), 3)
         by_target.setdefault(target, "static" if preset.startswith("balanced") else f"static-{preset}")
     return [(label, target) for target, label in by_target.items()]
 
 
-def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=None, static_curve=0):
+def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=None, static_curve=0, finetune_epochs=None):
     """One RunSpec per (backbone, preset or static baseline, seed). static_curve=K adds the
     static points with 1..K blocks removed (labels static-d1..static-dK), so gated points can
-    be compared with the static curve at their own executed MACs."""
+    be compared with the static curve at their own executed MACs. two-phase runs fine-tune the
+    dense run of their backbone and seed for `finetune_epochs` (default epochs // 4) at the
+    preset's own learning rate; the dense run joins the plan if it is not in it."""
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise CosineGateError(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}.")
+    if TWO_PHASE in presets and "dense" not in presets:
+        presets = ["dense", *presets]
     runs = []
-    common = ["--epochs", str(epochs), "--data", data, "--schedule", "cosine", "--lr", "0.1", "--batch-size", "128"]
+    common = ["--data", data, "--schedule", "cosine", "--batch-size", "128"]
     if data_root:
         common += ["--data-root", str(data_root)]
     if subset:
@@ -114,9 +136,15 @@ def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=No
         for config, label, drops in variants:
             for seed in range(seeds):
                 args = ["--config", config, "--backbone", backbone, "--seed", str(seed)] + common
+                after = None
+                if config == TWO_PHASE:
+                    args += ["--epochs", str(finetune_epochs or max(1, epochs // 4))]
+                    after = f"{backbone}-dense-s{seed}"
+                else:
+                    args += ["--epochs", str(epochs), "--lr", "0.1"]
                 if drops is not None:
                     args += ["--drop-blocks", ",".join(map(str, drops))]
-                runs.append(RunSpec(f"{backbone}-{label}-s{seed}", label, backbone, seed, args))
+                runs.append(RunSpec(f"{backbone}-{label}-s{seed}", label, backbone, seed, args, after))
     return runs
 
 
@@ -127,10 +155,13 @@ def run_state(run_dir):
     return "partial" if (run_dir / "last.pt").is_file() else "new"
 
 
-def launch(run, out, device, script):
-    """Start one run as a subprocess (resuming a partial one); return the Popen."""
+def launch(run, out, device, script, extra=()):
+    """Start one run as a subprocess (resuming a partial one); return the Popen. `extra`: more train.py flags
+    (speed settings, --time-limit)."""
     run_dir = Path(out) / "runs" / run.name
-    args = [sys.executable, str(script), *run.args, "--device", device, "--out", str(run_dir), "--no-progress"]
+    args = [sys.executable, str(script), *run.args, "--device", device, "--out", str(run_dir), "--no-progress", *extra]
+    if run.init_from_run:
+        args += ["--init-from", str(Path(out) / "runs" / run.init_from_run / "last.pt")]
     if run_state(run_dir) == "partial":
         args.append("--resume")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +206,7 @@ def collect(out, runs):
         })
     order = {p: i for i, p in enumerate(PRESETS)}
     compare_with_static_curve(rows)
+    compare_with_depths(rows)
     return sorted(rows, key=lambda r: (r["backbone"], order[r["preset"].split("-")[0] if r["preset"].startswith("static") else r["preset"]], r["preset"]))
 
 
@@ -206,6 +238,33 @@ def compare_with_static_curve(rows, min_gain=0.003):
             skipped = r["static_savings"] + r["dynamic_savings"]
             r["dynamic_share"] = r["dynamic_savings"] / skipped if skipped > 0 else 0.0
             r["beats_static"] = bool(inside and r["dynamic_share"] >= 0.5 and r["gain_vs_static"] >= min_gain)
+    return rows
+
+
+def depth_curve(rows):
+    """The dense rows of the CIFAR ResNets (every block, no gate), cheapest first: real shallower networks."""
+    from cosinegate.models.backbones import CIFAR_DEPTHS
+
+    return sorted((r for r in rows if r["backbone"] in CIFAR_DEPTHS and r["mode"] == "none" and not r["drop_blocks"]),
+                  key=lambda r: r["executed_macs"])
+
+
+def compare_with_depths(rows, min_gain=0.003):
+    """Set, on every gated CIFAR-ResNet row, the top-1 of the dense-depth curve (ResNet-20/32/44/56/110 trained with
+    the same recipe, linear between them) at the row's executed MACs, read per seed; None outside the curve."""
+    from cosinegate.models.backbones import CIFAR_DEPTHS
+
+    points = depth_curve(rows)
+    macs, top1 = np.array([p["executed_macs"] for p in points]), np.array([p["top1_mean"] for p in points])
+    for r in rows:
+        if r["mode"] == "none" or r["backbone"] not in CIFAR_DEPTHS:
+            continue
+        seeds = r["per_seed"]
+        inside = len(points) > 1 and all(macs[0] <= x["executed_macs"] <= macs[-1] for x in seeds)
+        curve = [float(np.interp(x["executed_macs"], macs, top1)) for x in seeds] if inside else None
+        r["depth_top1_at_equal_macs"] = float(np.mean(curve)) if inside else None
+        r["gain_vs_depths"] = float(np.mean([x["top1"] - c for x, c in zip(seeds, curve)])) if inside else None
+        r["beats_depths"] = bool(inside and r["gain_vs_depths"] >= min_gain)
     return rows
 
 
@@ -243,6 +302,15 @@ def results_markdown(rows, note):
                 f"{'outside the curve' if curve is None else f'{curve * 100:.2f}'} | "
                 f"{'-' if gain is None else f'{gain * 100:+.2f}'} | "
                 f"{r['dynamic_share'] * 100:.0f}% | {'yes' if r['beats_static'] else 'no'} |")
+    deep = [r for r in rows if r.get("depth_top1_at_equal_macs") is not None]
+    if deep:
+        names = ", ".join(p["backbone"] for p in depth_curve(rows))
+        lines += ["", f"Against real shallower networks (dense {names}, same recipe, linear between them), each seed read off",
+                  "at its own executed MACs. Goal: top-1 >= 0.3 pp above the depth curve.", "",
+                  "| backbone | preset | executed MMACs | top-1 % | depth curve top-1 % | gain pp | goal met |", "|---|---|---|---|---|---|---|"]
+        for r in deep:
+            lines.append(f"| {r['backbone']} | {r['preset']} | {r['executed_macs'] / 1e6:.2f} | {r['top1_mean'] * 100:.2f} | "
+                         f"{r['depth_top1_at_equal_macs'] * 100:.2f} | {r['gain_vs_depths'] * 100:+.2f} | {'yes' if r['beats_depths'] else 'no'} |")
     lines += ["", "Per-block skip rates (test split) and block classes:", ""]
     for r in rows:
         if r["mode"] != "none":

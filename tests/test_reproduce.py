@@ -95,3 +95,80 @@ def test_reproduce_tiny_synthetic_then_skips_finished_runs(tmp_path):
     assert (out / "pareto.png").stat().st_size > 1000
     again = run_script("train/reproduce.py", *args, timeout=300)
     assert again.returncode == 0 and "3 already finished, 0 to train" in again.stdout
+
+
+# ---- issue 16: two phases, per-block-rate targets, real shallower networks, scheduling ------------------------
+
+
+def test_two_phase_runs_start_from_their_dense_run():
+    runs = plan_runs(["resnet20"], ["static", "rates", "two-phase"], 2, 40, "synthetic")
+    names = [r.name for r in runs]
+    assert names[:2] == ["resnet20-dense-s0", "resnet20-dense-s1"]  # the dense phase joins the plan
+    phase2 = [r for r in runs if r.preset == "two-phase"]
+    assert [r.init_from_run for r in phase2] == ["resnet20-dense-s0", "resnet20-dense-s1"]
+    args = dict(zip(phase2[0].args[::2], phase2[0].args[1::2]))
+    assert args["--epochs"] == "10" and "--lr" not in args  # epochs // 4 at the preset's own learning rate
+    static = [r for r in runs if r.preset.startswith("static")]
+    assert {r.preset for r in static} == {"static-rates"}  # rates and two-phase share one MAC target
+
+
+def test_rates_target_is_the_mac_weighted_block_rates():
+    from cosinegate.config import load_config
+    from cosinegate.experiments import compute_target
+
+    macs = [b.residual for b in mac_table("resnet20").blocks]
+    expected = (sum(macs[i] for i in (0, 3, 6)) + 0.6 * sum(macs[i] for i in (1, 2, 4, 5, 7, 8))) / sum(macs)
+    assert compute_target(load_config("rates")) == pytest.approx(expected)
+    assert compute_target(load_config("balanced")) == 0.68
+
+
+def test_gated_runs_are_compared_with_real_shallower_networks():
+    from cosinegate.experiments import compare_with_depths
+
+    def row(backbone, mode, macs, top1, drops=()):
+        return {**_row("x", mode, macs, top1), "backbone": backbone, "drop_blocks": list(drops)}
+
+    rows = [row("resnet20", "none", 40e6, 0.91), row("resnet32", "none", 70e6, 0.92), row("resnet44", "none", 100e6, 0.93),
+            row("resnet56", "none", 100e6, 0.80, drops=(4,)),  # a dropped-block variant is not a real depth
+            row("resnet56", "predictive", 55e6, 0.92), row("resnet56", "predictive", 130e6, 0.94)]
+    gated, outside = compare_with_depths(rows)[4:]
+    assert gated["depth_top1_at_equal_macs"] == pytest.approx(0.915) and gated["gain_vs_depths"] == pytest.approx(0.005)
+    assert gated["beats_depths"] and outside["depth_top1_at_equal_macs"] is None and not outside["beats_depths"]
+
+
+def test_scheduler_waits_for_dependencies_and_honours_the_deadline(tmp_path, monkeypatch):
+    import importlib.util
+    import time
+
+    import cosinegate.experiments as experiments
+    from conftest import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "train"))  # the script imports its _bootstrap
+    spec = importlib.util.spec_from_file_location("reproduce_script", ROOT / "train/reproduce.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    started = []
+
+    class Done:
+        returncode = 0
+
+        def poll(self):
+            return 0
+
+    def fake_launch(run, out, device, path, extra=()):
+        started.append((run.name, list(extra)))
+        folder = out / "runs" / run.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text("{}")
+        return Done()
+
+    monkeypatch.setattr(experiments, "launch", fake_launch)
+    runs = plan_runs(["resnet20"], ["two-phase"], 1, 8, "synthetic")
+    two_phase_first = sorted(runs, key=lambda r: r.preset != "two-phase")
+    assert script._run_all(two_phase_first, tmp_path, "cpu", jobs=4) == []
+    assert [name for name, _ in started] == ["resnet20-dense-s0", "resnet20-two-phase-s0"]  # waited for its teacher
+    started.clear()
+    assert script._run_all(runs, tmp_path / "late", "cpu", jobs=4, deadline=time.time() + 10) == []
+    assert started == []  # under MIN_LAUNCH_SECONDS left: nothing starts
+    script._run_all(runs[:1], tmp_path / "timed", "cpu", jobs=4, deadline=time.time() + 300)
+    assert started[0][1][0] == "--time-limit" and 250 < float(started[0][1][1]) <= 290

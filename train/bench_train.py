@@ -1,113 +1,204 @@
 #!/usr/bin/env python
-"""Training throughput (images/s) of gated (predictive) vs dense ResNet-20 on this device.
+"""Training throughput (images/s), dense vs gated, for each speed setting of train/train.py.
 
-    python train/bench_train.py [--device cpu] [--batch-size 128] [--steps 20] [--warmup 3]
+    python train/bench_train.py --device cuda                  # every setting, dense and gated, sync check
+    python train/bench_train.py --device cpu --steps 5         # the CPU dry-run
+    python train/bench_train.py --device cuda --backbone resnet56 --compile
 
-Each step is what train/train.py does per batch: crop+flip, forward, the loss with
-the compute penalty and the CIR term (gated), backward, gradient clipping and an
-SGD step, plus the loop's per-step host syncs. Prints a table and the gated
-overhead in percent (goal: <= 15 % on CPU).
+Each step is exactly train/train.py's step (cosinegate.training.loop.Trainer.step): the batch gathered
+from the uint8 images already on the device, crop+flip on the device, forward, the loss with the
+compute penalties and the CIR term (gated), backward, gradient clipping and an SGD step, with no host
+synchronization. On CUDA, --sync-check (on by default) runs a few steps under
+torch.cuda.set_sync_debug_mode("error") and reports the first synchronizing call, if any.
+--probe is what `train/reproduce.py --jobs auto` runs in several processes at once to measure the
+aggregate throughput against the number of concurrent runs.
 """
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
-
-def make_step(mode, device, batch_size, seed=0):
-    import torch
-    from torch.nn import functional as F
-
-    from cosinegate.config import DEFAULTS
-    from cosinegate.data.augment import random_crop_flip
-    from cosinegate.macs import model_mac_table
-    from cosinegate.models import CosineGateNet
-    from cosinegate.training.penalty import compute_penalty
-
-    torch.manual_seed(seed)
-    model = CosineGateNet("resnet20", mode).to(device).train()
-    model.set_temperature(0.5)
-    gate_cfg = dict(DEFAULTS["gate"], target=0.6, budget="difficulty", budget_spread=0.15)
-    block_macs = [b.residual for b in model_mac_table(model).blocks]
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    generator = torch.Generator().manual_seed(seed)
-    x0 = torch.randn(batch_size, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (batch_size,), device=device)
-    macs = torch.tensor(block_macs, dtype=torch.float32, device=device)
-
-    def step():
-        x = random_crop_flip(x0, generator)
-        logits, stats = model(x)
-        losses = F.cross_entropy(logits, y, reduction="none")
-        loss = losses.mean()
-        if mode != "none":
-            penalty, _ = compute_penalty(stats.probs, block_macs, gate_cfg, 1.0, losses)
-            loss = loss + penalty + stats.cir_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        # the loop's host syncs: loss, accuracy, executed-compute ratio
-        float(loss.detach()), float((logits.argmax(1) == y).sum()), float(stats.gates.detach().sum(0) @ macs)
-
-    return step
+SETTINGS = {  # name -> Runtime fields
+    "fp32": {},
+    "fp32+channels_last": {"channels_last": True},
+    "bf16": {"amp": "bf16"},
+    "bf16+channels_last+fused": {"amp": "bf16", "channels_last": True, "fused": True},
+    "bf16+channels_last+fused+compile": {"amp": "bf16", "channels_last": True, "fused": True, "compile": True},
+}
+PRESET_OF_MODE = {"none": "dense", "predictive": "balanced"}
 
 
-def measure(step, steps, warmup, device):
+def make_trainer(mode, backbone, device, batch_size, runtime, images=4096, folder=None):
+    """A Trainer on the embedded synthetic set (a class-balanced subset), preset dense or balanced."""
+    import tempfile
+
+    from cosinegate.config import load_config, validate
+    from cosinegate.training.loop import Trainer
+
+    config = load_config(PRESET_OF_MODE[mode])
+    config["model"]["backbone"] = backbone
+    config["data"].update(source="synthetic", subset=images)
+    config["optim"]["batch_size"] = batch_size
+    return Trainer(validate(config), folder or tempfile.mkdtemp(prefix="bench-train-"), device, progress=False, runtime=runtime)
+
+
+def timed_steps(trainer, steps, start_step=0):
+    """Run `steps` training steps (the loop's batches of epoch 0); return the device tensor of totals."""
     import torch
 
-    def sync():
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
+    order, augment = trainer.epoch_plan(0)
+    batch = trainer.config["optim"]["batch_size"]
+    per_epoch = max(1, len(order) // batch)
+    totals = torch.zeros(6, dtype=torch.float64, device=trainer.device)
+    trainer.net.train()
+    for i in range(start_step, start_step + steps):
+        k = i % per_epoch
+        trainer.set_schedules(0.5)
+        trainer.step(order[k * batch:(k + 1) * batch], augment[k * batch:(k + 1) * batch], 0.5, totals)
+    return totals
 
-    for _ in range(warmup):
-        step()
-    sync()
-    start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        step()
-    sync()
-    return time.perf_counter() - start, time.process_time() - cpu
+
+def sync(device):
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(trainer, steps, warmup, repeats):
+    """Best wall time per step over `repeats` timed runs of `steps` steps (after `warmup` steps)."""
+    timed_steps(trainer, warmup)
+    sync(trainer.device)
+    best = float("inf")
+    for r in range(repeats):
+        start = time.perf_counter()
+        timed_steps(trainer, steps, warmup + r * steps)
+        sync(trainer.device)
+        best = min(best, (time.perf_counter() - start) / steps)
+    return best
+
+
+def sync_check(trainer):
+    """'none' when three steps run under set_sync_debug_mode('error'), else the error's first line."""
+    import torch
+
+    if trainer.device.type != "cuda":
+        return "n/a (cpu)"
+    timed_steps(trainer, 2)
+    sync(trainer.device)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        timed_steps(trainer, 3)
+        return "none"
+    except RuntimeError as exc:
+        return str(exc).splitlines()[0][:160]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def probe(args):
+    """One process of the concurrency probe: warm up, say ready, wait for 'go', count images for --seconds."""
+    import torch
+
+    from cosinegate.training.runtime import Runtime
+
+    barrier = Path(args.probe)
+    runtime = Runtime(**SETTINGS[args.settings.split(",")[0]])
+    trainer = make_trainer("predictive", args.backbone, args.device, args.batch_size, runtime)
+    timed_steps(trainer, args.warmup)
+    sync(trainer.device)
+    (barrier / f"ready-{args.probe_id}").write_text("ready")
+    while not (barrier / "go").exists():
+        time.sleep(0.02)
+    start = float((barrier / "go").read_text())
+    while time.time() < start:
+        time.sleep(0.001)
+    images, step = 0, args.warmup
+    while time.time() < start + args.seconds:
+        timed_steps(trainer, 10, step)
+        sync(trainer.device)
+        step += 10
+        if time.time() <= start + args.seconds:
+            images += 10 * args.batch_size
+    (barrier / f"result-{args.probe_id}.json").write_text(json.dumps({"images": images, "seconds": args.seconds,
+                                                                       "memory": torch.cuda.max_memory_allocated() if trainer.device.type == "cuda" else 0}))
 
 
 def main(argv=None):
     import torch
 
     from cosinegate.cli import pick_device
+    from cosinegate.errors import CosineGateError
     from cosinegate.training.loop import hardware_label
+    from cosinegate.training.runtime import Runtime
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backbone", default="resnet20")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3, help="alternate dense/gated this many times, keep the best of each")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting; the best is kept")
+    parser.add_argument("--settings", help=f"comma-separated subset of {','.join(SETTINGS)} (default: all but compile; "
+                                           "on a CPU fp32, fp32+channels_last, bf16)")
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile setting")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    parser.add_argument("--probe", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-id", default="0", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=8.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = pick_device(args.device)
-    if args.steps < 1 or args.batch_size < 1:
-        from cosinegate.errors import CosineGateError
-
-        raise CosineGateError("--steps and --batch-size must be at least 1.")
+    if args.steps < 1 or args.batch_size < 1 or args.repeats < 1:
+        raise CosineGateError("--steps, --batch-size and --repeats must be at least 1.")
     if args.threads:
         torch.set_num_threads(args.threads)
-    steps = {mode: make_step(mode, device, args.batch_size) for mode in ("none", "predictive")}
-    best = {mode: float("inf") for mode in steps}
-    cpu = {mode: float("inf") for mode in steps}
-    for _ in range(args.repeats):  # interleaved, so load changes on a shared machine hit both alike
-        for mode, step in steps.items():
-            wall, used = measure(step, args.steps, args.warmup, device)
-            best[mode], cpu[mode] = min(best[mode], wall), min(cpu[mode], used)
-    rate = {mode: args.steps * args.batch_size / seconds for mode, seconds in best.items()}
-    overhead = rate["none"] / rate["predictive"] - 1.0
-    print(f"training throughput, ResNet-20, batch {args.batch_size}, {args.steps} steps (best of {args.repeats}), {hardware_label(device)}, torch {torch.__version__}")
-    print(f"{'model':<22}{'images/s':>12}{'ms/step':>12}{'cpu-ms/step':>14}")
-    for mode, label in (("none", "dense (mode none)"), ("predictive", "gated (predictive)")):
-        print(f"{label:<22}{rate[mode]:>12.1f}{1000 * best[mode] / args.steps:>12.1f}{1000 * cpu[mode] / args.steps:>14.1f}")
-    print(f"gated overhead: {overhead * 100:+.1f} % wall time per image (goal <= 15 % on CPU)")
-    if str(device) == "cpu":
-        print(f"gated overhead by process CPU time: {(cpu['predictive'] / cpu['none'] - 1) * 100:+.1f} % (robust to other load on a shared machine)")
+    if args.probe:
+        args.settings = args.settings or "fp32"
+        return probe(args)
+    cuda = str(device).startswith("cuda")
+    names = args.settings.split(",") if args.settings else [n for n in SETTINGS if "compile" not in n] if cuda else ["fp32", "fp32+channels_last", "bf16"]
+    if args.compile and not any("compile" in n for n in names):
+        names.append("bf16+channels_last+fused+compile")
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        raise CosineGateError(f"unknown --settings {unknown}; choose from {', '.join(SETTINGS)}.")
+    rows = []
+    for name in names:
+        for mode in ("none", "predictive"):
+            trainer = make_trainer(mode, args.backbone, device, args.batch_size, Runtime(**SETTINGS[name]))
+            try:
+                seconds = measure(trainer, args.steps, args.warmup, args.repeats)
+                syncs = sync_check(trainer)
+            except Exception as exc:  # a setting torch cannot run here (e.g. compile without a compiler) is reported
+                rows.append({"setting": name, "mode": mode, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"})
+                continue
+            rows.append({"setting": name, "mode": mode, "images_per_s": args.batch_size / seconds, "ms_per_step": 1000 * seconds,
+                         "host_syncs": syncs})
+    print(f"training throughput, {args.backbone}, batch {args.batch_size}, {args.steps} steps x {args.repeats} (best), "
+          f"{hardware_label(device)}, torch {torch.__version__}")
+    print(f"{'setting':<34}{'dense img/s':>13}{'gated img/s':>13}{'gated/dense time':>18}  host syncs in a step (dense / gated)")
+    for name in names:
+        dense, gated = (next(r for r in rows if r["setting"] == name and r["mode"] == m) for m in ("none", "predictive"))
+        if "error" in dense or "error" in gated:
+            print(f"{name:<34}  failed: {dense.get('error') or gated.get('error')}")
+            continue
+        ratio = dense["images_per_s"] / gated["images_per_s"]
+        print(f"{name:<34}{dense['images_per_s']:>13.0f}{gated['images_per_s']:>13.0f}{ratio:>17.2f}x  "
+              f"{dense['host_syncs']} / {gated['host_syncs']}")
+    epoch_images = 45_000
+    best = max((r for r in rows if r.get("mode") == "none" and "error" not in r), key=lambda r: r["images_per_s"], default=None)
+    if best:
+        print(f"at the best dense setting ({best['setting']}): a 160-epoch run over {epoch_images} images would take "
+              f"{160 * epoch_images / best['images_per_s'] / 60:.1f} min of training steps (evaluation not counted)")
+    if args.json:
+        from cosinegate.artifacts import atomic_write_json
+
+        atomic_write_json(args.json, {"backbone": args.backbone, "batch_size": args.batch_size, "hardware": hardware_label(device),
+                                      "torch": torch.__version__, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -7,11 +7,16 @@
     # issue 7: gated presets against a static curve (1..3 blocks removed) at equal MACs
     python train/reproduce.py --presets dense,static,balanced,balanced-floor --static-curve 3 ...
 
+    # issue 16 on a GPU: fast path, as many runs at once as raise throughput, stop cleanly after 9 minutes
+    python train/reproduce.py --presets dense,rates,shaping,two-phase --device cuda --fast --jobs auto --time-limit 540 ...
+
 Each run lives in OUT/runs/<backbone>-<preset>-s<seed>/; finished runs are skipped,
-interrupted ones resumed. Writes OUT/results.md, OUT/results.json and OUT/pareto.png.
+interrupted ones resumed (also across machines: rerun the same command to continue).
+Writes OUT/results.md, OUT/results.json and OUT/pareto.png.
 """
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -40,20 +45,40 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (several fit on one GPU)")
+    parser.add_argument("--finetune-epochs", type=int, help="two-phase: epochs of the gated fine-tuning (default epochs // 4)")
+    parser.add_argument("--jobs", default="1", help="runs trained at the same time (several fit on one GPU), or 'auto': "
+                                                    "measure aggregate images/s at --jobs-levels and take the best (kept in "
+                                                    "OUT/concurrency.json for this device and setting)")
+    parser.add_argument("--jobs-levels", default="1,2,4,8,12", help="concurrency levels --jobs auto tries")
+    speed = parser.add_argument_group("speed (passed to every train.py run)")
+    speed.add_argument("--fast", action="store_true", help="on CUDA: bf16 autocast, channels_last, fused SGD")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
+    parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop every run cleanly after its last epoch "
+                        "that fits in SECONDS from now (partial runs continue on the next invocation)")
     parser.add_argument("--out", default="runs/reproduce")
     parser.add_argument("--collect-only", action="store_true", help="train nothing; tabulate the runs that finished")
     args = parser.parse_args(argv)
 
+    began = time.time()
     device = pick_device(args.device)
     runs = plan_runs([b.strip() for b in args.backbones.split(",")], [p.strip() for p in args.presets.split(",")],
-                     args.seeds, args.epochs, args.data, args.data_root, args.subset, args.static_curve)
+                     args.seeds, args.epochs, args.data, args.data_root, args.subset, args.static_curve, args.finetune_epochs)
     out = Path(args.out)
     pending = [r for r in runs if run_state(out / "runs" / r.name) != "done"]
     print(f"{len(runs)} runs planned, {len(runs) - len(pending)} already finished, {len(pending)} to train on {device}")
-    failed = [] if args.collect_only else _run_all(pending, out, device, max(1, args.jobs))
+    extra = (["--fast"] if args.fast else []) + (["--compile"] if args.compile else [])
+    deadline = None if args.time_limit is None else began + args.time_limit
+    failed = []
+    if not args.collect_only and pending:
+        jobs = _jobs(args, device, out, len(pending))
+        failed = _run_all(pending, out, device, jobs, extra, deadline)
     rows = collect(out, runs)
+    left = [r.name for r in runs if run_state(out / "runs" / r.name) != "done"]
+    if left and deadline is not None:
+        print(f"time limit: {len(left)} runs not finished ({', '.join(left)}); rerun the same command to continue them")
     if not rows:
+        if deadline is not None and not failed:
+            return 0
         raise CosineGateError(f"no run finished; see the train.log files under {out / 'runs'}.")
     hardware = sorted({r["hardware"] for r in rows})
     note = (f"Schedule: {args.epochs} epochs, cosine LR 0.1, batch 128, SGD momentum 0.9, wd 5e-4; "
@@ -69,20 +94,63 @@ def main(argv=None):
         raise CosineGateError(f"runs failed: {', '.join(failed)}; see their train.log, fix, and rerun (finished runs are kept).")
 
 
-def _run_all(pending, out, device, jobs):
-    """Train pending runs, `jobs` at a time, with a tqdm bar over runs; return failed names."""
+def _jobs(args, device, out, pending):
+    """--jobs N, or the measured best concurrency for --jobs auto (probed once per device and setting)."""
+    from cosinegate.artifacts import atomic_write_json
+    from cosinegate.errors import CosineGateError
+    from cosinegate.training.loop import hardware_label
+    from cosinegate.training.packing import choose_jobs
+
+    if args.jobs != "auto":
+        try:
+            return max(1, int(args.jobs))
+        except ValueError as exc:
+            raise CosineGateError(f"--jobs {args.jobs!r}: give a number or auto.") from exc
+    setting = "bf16+channels_last+fused" if args.fast and str(device).startswith("cuda") else "fp32"
+    key = {"hardware": hardware_label(device), "setting": setting}
+    cache = out / "concurrency.json"
+    if cache.is_file():
+        known = json.loads(cache.read_text())
+        if {k: known.get(k) for k in key} == key:
+            print(f"--jobs auto: {known['chosen']} (measured before, {cache})")
+            return min(known["chosen"], pending)
+    levels = sorted({int(k) for k in args.jobs_levels.split(",")})
+    chosen, measured = choose_jobs(levels, HERE / "bench_train.py", device, setting=setting)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cache, {**key, "chosen": chosen, "levels": measured})
+    print(f"--jobs auto: {chosen} concurrent runs (aggregate images/s: "
+          + ", ".join(f"{r['jobs']}: {r['images_per_s']:.0f}" for r in measured) + ")")
+    return min(chosen, pending)
+
+
+MIN_LAUNCH_SECONDS = 45  # no run is started with less time than this left before the deadline
+
+
+def _run_all(pending, out, device, jobs, extra=(), deadline=None):
+    """Train pending runs, `jobs` at a time, with a tqdm bar over runs; return failed names. A run that
+    starts from another (two-phase) waits until that one is done; with a deadline every run gets the
+    time left as --time-limit and none is started with less than MIN_LAUNCH_SECONDS left."""
     from tqdm import tqdm
 
-    from cosinegate.experiments import launch
+    from cosinegate.experiments import launch, run_state
 
     queue, active, failed = list(pending), {}, []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` also stops the runs in flight
     with tqdm(total=len(pending), desc="runs", unit="run") as bar:
         try:
             while queue or active:
-                while queue and len(active) < jobs:
-                    run = queue.pop(0)
-                    active[run.name] = launch(run, out, device, HERE / "train.py")
+                for run in [r for r in queue if r.init_from_run in failed]:
+                    queue.remove(run)
+                    failed.append(run.name)
+                ready = [r for r in queue if not r.init_from_run or run_state(out / "runs" / r.init_from_run) == "done"]
+                left = None if deadline is None else deadline - time.time()
+                while ready and len(active) < jobs and (left is None or left > MIN_LAUNCH_SECONDS):
+                    run = ready.pop(0)
+                    queue.remove(run)
+                    limit = [] if left is None else ["--time-limit", f"{left - 10:.0f}"]
+                    active[run.name] = launch(run, out, device, HERE / "train.py", [*extra, *limit])
+                if not active and (not ready or (left is not None and left <= MIN_LAUNCH_SECONDS)):
+                    break  # what is left waits for a run that is not done, or for the next invocation
                 for name, proc in list(active.items()):
                     if proc.poll() is not None:
                         if proc.returncode != 0:

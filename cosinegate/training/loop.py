@@ -39,6 +39,7 @@ class Trainer:
     """Holds data, model and optimizer of one run in `out_dir`."""
 
     def __init__(self, config, out_dir, device="cpu", progress=True, runtime=None):
+        self.created = time.time()  # a --time-limit counts from here: loading the data is part of it
         self.config = config
         self.out = Path(out_dir)
         self.device = torch.device(device)
@@ -234,7 +235,6 @@ class Trainer:
     def run(self, resume=False, time_limit=None):
         """Train to the end (returns the summary), or, with `time_limit` seconds, stop after the last
         epoch that fits (returns None; last.pt holds it and --resume continues exactly there)."""
-        began = time.time()
         if resume:
             self.resume()
         elif (self.out / "last.pt").exists():
@@ -242,9 +242,9 @@ class Trainer:
         epochs = self.config["optim"]["epochs"]
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        longest = 0.0
+        longest = self._longest_epoch()
         for epoch in range(self.start_epoch, epochs):
-            if time_limit is not None and time.time() - began + 1.1 * longest > time_limit:
+            if time_limit is not None and time.time() - self.created + 1.1 * longest > time_limit:
                 self.stopped_at = epoch
                 self.dist.close()
                 return None
@@ -258,6 +258,14 @@ class Trainer:
         self.dist.barrier()
         self.dist.close()
         return summary
+
+    def _longest_epoch(self):
+        """An estimate of one epoch's seconds from this run's metrics so far (0 for a new run): the longest
+        recorded training time plus 15% for evaluation and checkpoints."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return 0.0
+        return 1.15 * max([json.loads(line).get("seconds", 0.0) for line in path.read_text().splitlines()] or [0.0])
 
     def _end_epoch(self, epoch, metrics, seconds):
         held_out = self.val_set if self.val_set is not None else self.train_set
