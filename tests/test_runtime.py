@@ -49,28 +49,30 @@ def test_fused_sgd_takes_the_same_step(config, tmp_path):
     torch.testing.assert_close(params[True], params[False], rtol=1e-5, atol=1e-6)
 
 
-def test_time_limit_stops_after_whole_epochs_and_resumes_exactly(tiny_run, fake_cifar_root, tmp_path, monkeypatch):
+def test_time_limit_stops_after_whole_epochs_and_resumes_exactly(fake_cifar_root, tmp_path, monkeypatch):
     """A clock that advances 100 s per epoch: with 150 s the run trains epoch 1, sees that epoch 2 would not fit,
-    stops with last.pt at epoch 1; --resume finishes it bit-identical to the uninterrupted tiny run."""
-    clock = [0.0]
-    monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: clock[0]))
-    train_epoch = loop.Trainer.train_epoch
-
-    def slow_epoch(self, epoch):
-        clock[0] += 100.0
-        return train_epoch(self, epoch)
-
-    monkeypatch.setattr(loop.Trainer, "train_epoch", slow_epoch)
-    out = tmp_path / "run"
+    stops with last.pt at epoch 1; resuming finishes it bit-identical to an uninterrupted run."""
     config = tiny_config(fake_cifar_root, epochs=2)
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # both runs on the same thread count: conv backward sums in a thread-dependent order
     try:
+        loop.train(config, tmp_path / "full", progress=False)
+        clock = [0.0]
+        monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: clock[0]))
+        train_epoch = loop.Trainer.train_epoch
+
+        def slow_epoch(self, epoch):
+            clock[0] += 100.0
+            return train_epoch(self, epoch)
+
+        monkeypatch.setattr(loop.Trainer, "train_epoch", slow_epoch)
+        out = tmp_path / "run"
         assert loop.train(config, out, progress=False, time_limit=150.0) is None
         assert load_checkpoint(out / "last.pt")["epoch"] == 0 and not (out / "summary.json").exists()
         summary = loop.train(config, out, progress=False, resume=True)
     finally:
         torch.set_num_threads(threads)
     assert summary is not None and summary["runtime"] == Runtime().as_dict()
-    a, b = load_checkpoint(tiny_run / "last.pt"), load_checkpoint(out / "last.pt")
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(out / "last.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
