@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Batch-1 cost of deciding on the host at each gate, with PyTorch (no TensorRT needed):
+
+    python deploy/gpu_gate_sync.py --checkpoint CKPT --device cuda --json gpu_gate_sync.json
+    python deploy/gpu_gate_sync.py --backbone resnet20 --device cpu --iterations 5      # dry run, any machine
+
+Variants: the dense (gate-free) network eager and captured in a CUDA graph (GPU only), the gated network
+as deployed in PyTorch (each gate's decision read by the host, skipped blocks not computed), and the gated
+network with every gate forced open (the sync cost alone). Inputs are real test images (--data) at the
+checkpoint's size; without --checkpoint an untrained predictive network of --backbone is used, which
+measures speed only (its gates skip little) and says so.
+"""
+
+import argparse
+import json
+
+import _bootstrap  # noqa: F401
+
+
+def parse_args(argv=None):
+    from cosinegate.cli import add_data_flags
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="checkpoint from train/train.py (default: an untrained --backbone network)")
+    p.add_argument("--backbone", default="resnet20", help="without --checkpoint: the backbone built (default resnet20)")
+    p.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a dry run without the CUDA graph)")
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--samples", type=int, default=64, help="distinct test images cycled through")
+    p.add_argument("--json", help="write the table here")
+    add_data_flags(p)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    import torch
+
+    from cosinegate.bench.host_sync import measure
+    from cosinegate.data import load_dataset
+    from cosinegate.data.augment import to_tensor
+    from cosinegate.errors import CosineGateError
+
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CosineGateError("no CUDA device here; run on a GPU, or pass --device cpu for a dry run.")
+    if args.iterations < 1 or args.samples < 1:
+        raise CosineGateError("--iterations and --samples must be at least 1.")
+    if args.checkpoint:
+        from cosinegate.training.checkpoint import model_from_checkpoint
+
+        model, _ = model_from_checkpoint(args.checkpoint)
+        source = args.checkpoint
+    else:
+        from cosinegate.config import load_config
+        from cosinegate.models import build_model
+
+        config = load_config("balanced")["model"]
+        model = build_model(dict(config, backbone=args.backbone, mode="predictive")).eval()
+        source = f"untrained predictive {args.backbone} (speed only)"
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # a dry run: stable, and polite on shared machines
+    model = model.to(args.device).eval()
+    _, test = load_dataset(args.data or "synthetic", args.data_root)
+    x = to_tensor(test.images[: args.samples]).to(args.device)
+    inputs = [x[i : i + 1] for i in range(x.shape[0])]
+    report = measure(model, inputs, args.warmup, args.iterations)
+    report.update(model=source, backbone=model.backbone, input=list(inputs[0].shape), data=args.data or "synthetic",
+                  torch=torch.__version__)
+    print(f"{source} on {report['device']}, input {'x'.join(map(str, report['input']))}, {report['gates']} gates, "
+          f"skip rate {report['skip_rate']:.3f} on {len(inputs)} test images:")
+    print(f"{'variant':28s} {'p50 us':>9s} {'mean us':>9s}")
+    for name, row in report["variants"].items():
+        print(f"{name:28s} {row['p50_us']:9.1f} {row['mean_us']:9.1f}")
+    if report["sync_cost_per_gate_us"] is not None:
+        print(f"host decision per gate: {report['sync_cost_per_gate_us']:.1f} us; gated / best dense: "
+              f"{report['gated_over_best_dense']:.3f}")
+    if args.json:
+        from cosinegate.artifacts import atomic_write_json
+
+        atomic_write_json(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    from cosinegate.cli import run_main
+
+    run_main(main)
