@@ -54,6 +54,9 @@ def parse_args(argv=None):
                    help="cost of a conditional: If chains (K = 0, 1, 3, 9) at the model's input size and each gated block "
                         "plain vs in its If, with the break-even block latency (--checkpoint CKPT or --onnx model.flat.onnx)")
     p.add_argument("--precision", default="fp16", help="--if-cost --backend trt: engine precision (fp32 | fp16)")
+    p.add_argument("--if-cost-table", help="a --if-cost --json table of this model: the report adds per block its latency "
+                                           "and If cost next to the break-even at the skip rate measured here (and "
+                                           "--policy auto uses it when exporting from --checkpoint)")
     return p.parse_args(argv)
 
 
@@ -138,7 +141,7 @@ def main(argv=None):
 
             model_path = workdir / "conditional.onnx"
             export_checkpoint(args.checkpoint, model_path, "conditional" if args.batch == 1 else "masked", args.batch,
-                              policy=args.policy)
+                              policy=args.policy, if_cost_table=args.if_cost_table if args.policy == "auto" else None)
         backend = OnnxrtBackend(model_path, args.threads)
     if backend_name != "torch":
         if backend_name == "onnxrt":
@@ -181,6 +184,13 @@ def main(argv=None):
         report["power"] = sampler.summary(rails, images=len(wall) * args.batch, seconds=sum(wall) / 1e3)
         report["power_mode"] = read_power_mode()
     series = {f"{backend_name}": wall}
+    if args.if_cost_table:
+        from cosinegate.bench.ifcost import block_rows
+
+        if "skip_rate_per_block" not in report:
+            raise CosineGateError("--if-cost-table compares measured skip rates with the table; drop --random-input.")
+        report["if_cost_blocks"] = block_rows(args.if_cost_table, report["skip_rate_per_block"], kinds)
+        print_block_rows(report["if_cost_blocks"])
     if args.compare_dense:
         from cosinegate.bench.compare import compare_dense
 
@@ -247,11 +257,15 @@ def print_if_cost(t):
         print(f"{k:9d} {us:9.1f}")
     print(f"cost per conditional (trivial branches): {t['trivial_cost_per_if_us']:.1f} us; break-even block latency: "
           + ", ".join(f"{v:.1f} us at skip rate {s}" for s, v in t["break_even_us"].items()))
-    if not t["blocks"]:
+    print_block_rows(t["blocks"])
+
+
+def print_block_rows(blocks):
+    if not blocks:
         return
     print(f"{'block':>5s} {'kind':>14s} {'skip':>6s} {'latency us':>10s} {'If cost us':>10s} {'saving us':>9s} "
           f"{'break-even us':>13s}  verdict")
-    for b in t["blocks"]:
+    for b in blocks:
         skip = "" if b["skip_rate"] is None else f"{b['skip_rate']:.3f}"
         saving = f"{b['expected_saving_us']:.1f}" if "expected_saving_us" in b else ""
         even = f"{b['break_even_us']:.1f}" if "break_even_us" in b else ""

@@ -123,3 +123,21 @@ def test_trt_backend_says_what_is_missing(dyn_checkpoint):
         pytest.skip("TensorRT is installed here: the device run measures it")
     with pytest.raises(CosineGateError, match="TensorRT is not installed here"):
         bench.main(["--if-cost", "--backend", "trt", "--checkpoint", str(dyn_checkpoint), *FAST])
+
+
+def test_bench_report_puts_block_latency_next_to_break_even(dyn_checkpoint, cost_table, fake_cifar_root, tmp_path):
+    from cosinegate.onnx import export_checkpoint
+
+    graph, report = tmp_path / "c.onnx", tmp_path / "r.json"
+    export_checkpoint(dyn_checkpoint, graph, "conditional")
+    assert bench.main(["--onnx", str(graph), "--if-cost-table", str(cost_table), "--data", "cifar10", "--data-root",
+                       str(fake_cifar_root), "--samples", "24", *FAST, "--json", str(report)]) == 0
+    data = json.loads(report.read_text())
+    rows = {r["block"]: r for r in data["if_cost_blocks"]}
+    table = {r["block"]: r for r in json.loads(cost_table.read_text())["blocks"]}
+    for i, row in rows.items():
+        assert row["skip_rate"] == pytest.approx(data["skip_rate_per_block"][i])  # measured in this run
+        assert row["latency_us"] == table[i]["latency_us"]
+        if row["kind"] == "dynamic":
+            assert row["break_even_us"] == pytest.approx(row["if_cost_us"] / row["skip_rate"])
+    assert rows[1]["verdict"] == "removed (always skipped)" and rows[2]["kind"] == "dynamic"

@@ -123,6 +123,17 @@ def load_table(path):
     return data
 
 
+def block_rows(path, skip_rates, kinds):
+    """The table's rows at ``path`` re-judged at the skip rates measured now (``kinds``: the graph's block kinds, or
+    None for the table's own)."""
+    table = load_table(path)
+    if table.get("num_blocks") != len(skip_rates):
+        raise CosineGateError(f"the If cost table {path} has {table.get('num_blocks')} blocks, this model {len(skip_rates)}; "
+                              "measure this model: python deploy/bench.py --if-cost --checkpoint CKPT --json FILE.")
+    return [block_row(r["block"], kinds[r["block"]] if kinds else r.get("kind"), float(skip_rates[r["block"]]),
+                      r["latency_us"], r["if_cost_us"]) for r in table["blocks"] if 0 <= r["block"] < len(skip_rates)]
+
+
 def plain_by_cost(table, skip_rates, kinds, backbone, num_blocks):
     """Indices of the dynamic blocks whose expected saving (skip rate x block latency) is below their If cost."""
     if table.get("backbone") != backbone or table.get("num_blocks") != num_blocks:
