@@ -343,7 +343,7 @@ def select_engines(args, profile, host, art, out):
         extra[name] = {"engine": engine.name, "onnx": str(paths["onnx"]), "parity_passed": bool(report and report["passed"])}
     batches, labels = reference_images(args.data, args.data_root, args.select_images)
     record = compare_candidates({n: TrtBackend(e) for n, e in engines.items()}, batches, labels,
-                                max_accuracy_drop(PROFILES[args.precision]), extra=extra)
+                                max_accuracy_drop(PROFILES[args.precision]), extra=extra, clock="gpu")
     record.update(backend="trt")
     print("\n".join(selection_lines(record)))
     chosen = engines[record["chosen"]]

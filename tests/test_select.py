@@ -81,3 +81,25 @@ def test_select_needs_a_checkpoint_and_fp(tmp_path, dyn_checkpoint):
         build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), "--precision", "int8",
                            "--select", "fastest", "--out", str(tmp_path)])
     assert not list(tmp_path.glob("*bundle*"))
+
+
+def test_gpu_clock_decides_when_asked():
+    """The TensorRT path times by CUDA events: a candidate slow on the host clock but fast on the GPU clock wins."""
+    import time
+
+    import numpy as np
+
+    from cosinegate.bench.candidates import compare_candidates
+
+    class Fake:
+        def __init__(self, gpu_ms, host_s):
+            self.gpu_ms, self.host_s = gpu_ms, host_s
+
+        def run(self, x):
+            time.sleep(self.host_s)
+            return {"logits": np.array([[1.0, 0.0]])}, self.gpu_ms
+
+    backends = {"conditional": Fake(5.0, 0.0), "dense": Fake(1.0, 0.004)}
+    batches, labels = [np.zeros((1, 1))], np.zeros(1, np.int64)
+    assert compare_candidates(backends, batches, labels, 0.0, 1, 4, 2, clock="gpu")["chosen"] == "dense"
+    assert compare_candidates(backends, batches, labels, 0.0, 1, 4, 2, clock="wall")["chosen"] == "conditional"

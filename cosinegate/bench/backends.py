@@ -132,10 +132,11 @@ class TrtBackend:
         return {"logits": self.host["logits"].copy(), "gates": self.host["gates"].copy()}, self.end.time_since(self.start)
 
 
-def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None, rounds=5):
+def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None, rounds=5, clock="wall"):
     """Time several backends in turns: `rounds` rounds, each running every backend for
     iterations/rounds runs (or duration/rounds seconds) in order, so drift in the machine's
-    state (clock, other jobs, caches) falls on all of them alike. Returns {name: wall ms list}."""
+    state (clock, other jobs, caches) falls on all of them alike. Returns {name: ms list}: host wall
+    time, or with clock="gpu" the backends' CUDA-event times (TensorRT)."""
     for backend in backends.values():
         time_backend(backend, batches, warmup=warmup, iterations=0)
     walls = {name: [] for name in backends}
@@ -143,7 +144,7 @@ def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None
         for name, backend in backends.items():
             chunk = time_backend(backend, batches, warmup=0, iterations=-(-iterations // rounds),
                                  duration=duration / rounds if duration else None)
-            walls[name] += chunk[0]
+            walls[name] += chunk[1] if clock == "gpu" else chunk[0]
     return walls
 
 

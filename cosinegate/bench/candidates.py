@@ -50,18 +50,21 @@ def choose(candidates, max_drop, forced=None):
     return name, reason
 
 
-def compare_candidates(backends, batches, labels, max_drop, warmup=20, iterations=300, rounds=5, forced=None, extra=None):
+def compare_candidates(backends, batches, labels, max_drop, warmup=20, iterations=300, rounds=5, forced=None, extra=None,
+                       clock="wall"):
     """Time and score every backend ({name: backend with run(x)}); return the selection record.
 
-    ``extra``: {name: dict} of facts to keep with each candidate (graph path, If count, parity verdict)."""
+    ``extra``: {name: dict} of facts to keep with each candidate (graph path, If count, parity verdict);
+    ``clock``: "wall" (host) or "gpu" (CUDA events of the TensorRT backend)."""
     from cosinegate.bench.backends import time_interleaved
     from cosinegate.bench.report import latency_stats
 
-    walls = time_interleaved(backends, batches, warmup, iterations, None, rounds)
+    walls = time_interleaved(backends, batches, warmup, iterations, None, rounds, clock)
     candidates = {name: {"latency_ms": latency_stats(walls[name]), "accuracy": accuracy(b, batches, labels),
                          **(extra or {}).get(name, {})} for name, b in backends.items()}
     name, reason = choose(candidates, max_drop, forced)
-    return {"chosen": name, "reason": reason, "statistic": STAT, "max_accuracy_drop": max_drop, "images": int(len(labels)),
+    return {"chosen": name, "reason": reason, "statistic": STAT, "clock": clock, "max_accuracy_drop": max_drop,
+            "images": int(len(labels)),
             "candidates": candidates}
 
 
