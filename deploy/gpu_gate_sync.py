@@ -27,6 +27,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--samples", type=int, default=64, help="distinct test images cycled through")
+    p.add_argument("--random-input", action="store_true",
+                   help="random tensors at the backbone's input size instead of test images (speed only)")
     p.add_argument("--json", help="write the table here")
     add_data_flags(p)
     return p.parse_args(argv)
@@ -60,14 +62,24 @@ def main(argv=None):
     if args.device == "cpu":
         torch.set_num_threads(1)  # a dry run: stable, and polite on shared machines
     model = model.to(args.device).eval()
-    _, test = load_dataset(args.data or "synthetic", args.data_root)
-    x = to_tensor(test.images[: args.samples]).to(args.device)
+    size = model.spec.image_size
+    if args.random_input:
+        x = torch.randn(args.samples, model.spec.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+        data = "random (speed only)"
+    else:
+        _, test = load_dataset(args.data or "synthetic", args.data_root)
+        x = to_tensor(test.images[: args.samples])
+        data = args.data or "synthetic"
+        if x.shape[-1] != size:
+            raise CosineGateError(f"the test images are {x.shape[-1]}x{x.shape[-1]}, {model.backbone} takes {size}x{size}; "
+                                  "pass --data/--data-root with images of that size, or --random-input.")
+    x = x.to(args.device)
     inputs = [x[i : i + 1] for i in range(x.shape[0])]
     report = measure(model, inputs, args.warmup, args.iterations)
-    report.update(model=source, backbone=model.backbone, input=list(inputs[0].shape), data=args.data or "synthetic",
+    report.update(model=source, backbone=model.backbone, input=list(inputs[0].shape), data=data,
                   torch=torch.__version__)
     print(f"{source} on {report['device']}, input {'x'.join(map(str, report['input']))}, {report['gates']} gates, "
-          f"skip rate {report['skip_rate']:.3f} on {len(inputs)} test images:")
+          f"skip rate {report['skip_rate']:.3f} on {len(inputs)} {'random inputs' if args.random_input else 'test images'}:")
     print(f"{'variant':28s} {'p50 us':>9s} {'mean us':>9s}")
     for name, row in report["variants"].items():
         print(f"{name:28s} {row['p50_us']:9.1f} {row['mean_us']:9.1f}")

@@ -34,3 +34,12 @@ def test_cpu_dry_run(tiny_checkpoint, fake_cifar_root, tmp_path):
     report = json.loads(out.read_text())
     assert set(report["variants"]) == {"dense eager", "gated, host sync per gate", "gated, gates forced open"}
     assert report["gates"] == 9 and report["input"] == [1, 3, 32, 32] and 0.0 <= report["skip_rate"] <= 1.0
+
+
+def test_random_input_dry_run_of_an_untrained_backbone(tmp_path, capsys):
+    out = tmp_path / "g.json"
+    assert gpu_gate_sync.main(["--backbone", "resnet20", "--device", "cpu", "--iterations", "2", "--warmup", "1",
+                               "--samples", "2", "--random-input", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["data"] == "random (speed only)" and "untrained" in report["model"]
+    assert "untrained predictive resnet20 (speed only)" in capsys.readouterr().out
