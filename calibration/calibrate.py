@@ -55,9 +55,12 @@ def main(argv=None):
     if args.subset is not None:
         raise CosineGateError("--subset is not used by calibration; use --num-images N.")
     forms = [f.strip() for f in args.forms.split(",") if f.strip()]
+    from cosinegate.training.checkpoint import check_image_size, load_checkpoint
+
+    size = check_image_size(args.image_size, load_checkpoint(args.checkpoint), args.checkpoint)
     calib_set = None
     if args.cache_in is None:
-        calib_set = load_calibration_set(args.data or "synthetic", args.data_root, args.num_images, args.seed)
+        calib_set = load_calibration_set(args.data or "synthetic", args.data_root, args.num_images, args.seed, size)
     result = calibrate(args.checkpoint, calib_set, args.method, args.batch_size, args.percentile, args.trt_version,
                        forms, args.policy, cache_in=args.cache_in)
     names = write_outputs(result, args.out)

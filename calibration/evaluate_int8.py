@@ -52,9 +52,9 @@ def main(argv=None):
         check_method(method)
     if args.subset is not None:
         raise CosineGateError("--subset is not used here; use --limit N for the test split and --num-images for calibration.")
-    model, state = model_from_checkpoint(args.checkpoint)
+    model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
     source = args.data or "synthetic"
-    train, test = load_dataset(source, args.data_root)
+    train, test = load_dataset(source, args.data_root, image_size=model.image_size)
     calib = select(train, args.num_images, args.seed, source, args.data_root)
     images, labels = test.images, test.labels
     if args.limit is not None:

@@ -24,6 +24,9 @@ def add_data_flags(parser):
     parser.add_argument("--data", default=None, choices=SOURCES, help="data source (default: the config's, else synthetic)")
     parser.add_argument("--data-root", default=None, help="folder of cifar10 batches or ROOT/{train,test}/<class>/ images")
     parser.add_argument("--subset", type=int, default=None, help="deterministic class-balanced subset of N images")
+    parser.add_argument("--image-size", type=int, default=None, metavar="N",
+                        help="input size N x N (train: default 32, 224 for resnet18/34/50; later stages: the checkpoint's, "
+                             "a different N is refused)")
 
 
 def pick_device(name):

@@ -53,7 +53,11 @@ DEFAULTS = {
         "warmup_epochs": 0,
         "grad_clip": 1.0,
     },
-    "data": {"source": "synthetic", "root": None, "subset": None, "val_fraction": 0.1, "augment": True},
+    "data": {
+        "source": "synthetic", "root": None, "subset": None, "val_fraction": 0.1, "augment": True,
+        "image_size": None,  # input height = width; None = the backbone's usual size (32 CIFAR/paper8, 224 ImageNet ResNets)
+        "normalization": "auto",  # auto (per-channel mean/std of the training split) | cifar10 | imagenet | [[m,m,m],[s,s,s]]
+    },
 }
 
 CHOICES = {
@@ -112,7 +116,16 @@ def validate(config):
     from cosinegate.models.backbones import backbone_spec
     from cosinegate.models.network import MODES
 
-    backbone_spec(config["model"]["backbone"])
+    from cosinegate.data.normalization import check_normalization
+    from cosinegate.models.backbones import default_image_size
+
+    data = config["data"]
+    if data["image_size"] is None:
+        data["image_size"] = default_image_size(config["model"]["backbone"])
+    if isinstance(data["image_size"], bool) or not isinstance(data["image_size"], int):
+        raise CosineGateError(f"data.image_size = {data['image_size']!r}; give a whole number of pixels, e.g. --image-size 224.")
+    backbone_spec(config["model"]["backbone"], data["image_size"])
+    check_normalization(data["normalization"])
     if config["model"]["mode"] not in MODES:
         raise CosineGateError(f"unknown gate mode {config['model']['mode']!r}; choose one of {', '.join(MODES)}.")
     for (section, key), allowed in CHOICES.items():

@@ -34,7 +34,7 @@ def run_model(model, images, batch_size=256, device="cpu", progress=False):
 
         starts = tqdm(starts, desc="evaluate", unit="batch", leave=False)
     for start in starts:
-        x = to_tensor(images.images[start : start + batch_size], device)
+        x = to_tensor(images.images[start : start + batch_size], device, model.normalization)
         out, stats = model(x)
         logits.append(out.float().cpu().numpy())
         preds.append(out.argmax(1).cpu().numpy())
@@ -66,7 +66,7 @@ def report(model, decisions, classes):
     ran = decisions.gates
     skip_rates = 1.0 - ran.mean(0)
     per_image = np.array([table.executed(row, model.mode) for row in ran], dtype=np.float64)
-    full = mac_table(model.backbone, "none", model.num_classes)  # the whole backbone: dropped blocks count as saved
+    full = mac_table(model.backbone, "none", model.num_classes, image_size=model.image_size)  # the whole backbone: dropped blocks count as saved
     dense = full.dense
     kinds = block_classes(skip_rates)
     saved = np.array([b.residual for b in full.blocks], dtype=np.float64) * skip_rates

@@ -4,7 +4,9 @@ Counted: convolutions (k*k*Cin*Cout*Hout*Wout), linear layers (in*out), and for
 gates the average pooling (C*H*W accumulates) plus, in paper mode, CIR (3*C*H*W:
 one dot product and two squared norms). BatchNorm is folded into the
 convolutions at deployment and ReLU/add are not MACs, so neither is counted.
-Option-A shortcuts cost 0 MACs; ResNet-20 dense is 40,551,040 MACs (40.55M).
+Option-A shortcuts cost 0 MACs; ResNet-20 dense is 40,551,040 MACs (40.55M) at 32x32.
+Max-pooling is comparisons, not MACs. ImageNet ResNets at 224x224 with 1000 classes:
+ResNet-18 1.814G, ResNet-34 3.664G, ResNet-50 4.089G (torchvision: 1.82/3.67/4.09 GFLOPS).
 """
 
 from dataclasses import dataclass
@@ -63,24 +65,31 @@ def gate_macs(mode, block, gate_hidden):
     return 0
 
 
-def mac_table(backbone, mode="none", num_classes=10, drop_blocks=(), gate_hidden=16):
-    spec = backbone_spec(backbone)
+def residual_macs(b):
+    """MACs of F(x) of one block: basic 3x3 + 3x3; bottleneck 1x1 (at the input size) + 3x3 + 1x1."""
+    if b.kind == "bottleneck":
+        return (conv_macs(b.in_channels, b.mid_channels, 1, b.in_size) + conv_macs(b.mid_channels, b.mid_channels, 3, b.out_size)
+                + conv_macs(b.mid_channels, b.out_channels, 1, b.out_size))
+    return conv_macs(b.in_channels, b.out_channels, 3, b.out_size) + conv_macs(b.out_channels, b.out_channels, 3, b.out_size)
+
+
+def mac_table(backbone, mode="none", num_classes=10, drop_blocks=(), gate_hidden=16, image_size=None):
+    """MacTable of a backbone at `image_size` (default: the backbone's usual size)."""
+    spec = backbone_spec(backbone, image_size)
     blocks = []
     for b in spec.blocks:
         dropped = b.index in drop_blocks
-        residual = 0 if dropped else conv_macs(b.in_channels, b.out_channels, 3, b.out_size) + conv_macs(
-            b.out_channels, b.out_channels, 3, b.out_size
-        )
+        residual = 0 if dropped else residual_macs(b)
         shortcut = conv_macs(b.in_channels, b.out_channels, 1, b.out_size) if b.changes_shape and spec.shortcut == "B" else 0
         gate = 0 if dropped else gate_macs(mode, b, gate_hidden)
         blocks.append(BlockMacs(residual, shortcut, gate))
-    stem = conv_macs(3, spec.stem_channels, 3, spec.image_size)
+    stem = conv_macs(spec.in_channels, spec.stem_channels, spec.stem_kernel, spec.stem_conv_size)  # the max-pool is no MACs
     return MacTable(stem, tuple(blocks), linear_macs(spec.feature_channels, num_classes))
 
 
 def model_mac_table(model):
     """The MacTable of a built model; its ungated blocks (always run, no gate) cost no gate MACs."""
-    table = mac_table(model.backbone, model.mode, model.num_classes, model.drop_blocks, _gate_hidden(model))
+    table = mac_table(model.backbone, model.mode, model.num_classes, model.drop_blocks, _gate_hidden(model), model.image_size)
     ungated = set(getattr(model, "ungated_blocks", ()))
     blocks = tuple(BlockMacs(b.residual, b.shortcut, 0) if i in ungated else b for i, b in enumerate(table.blocks))
     return MacTable(table.stem, blocks, table.classifier)

@@ -65,9 +65,9 @@ def main(argv=None):
         raise CosineGateError(f"unknown backend {args.backend!r}; choose one of {', '.join(BACKENDS)}.")
     if args.samples < 1:
         raise CosineGateError(f"--samples must be at least 1, got {args.samples}.")
-    model, _ = model_from_checkpoint(args.checkpoint)
+    model, _ = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
     graph = load_toolkit_onnx(args.onnx)
-    _, test = load_dataset(args.data or "synthetic", args.data_root)
+    _, test = load_dataset(args.data or "synthetic", args.data_root, image_size=model.image_size)
     if args.subset:
         test = balanced_subset(test, args.subset)
     save_inputs = None

@@ -194,6 +194,7 @@ def make_dynamic_checkpoint(src, dst, images, mode="predictive"):
     Paper mode: a freshly initialized paper-gate model with the same config.
     """
     from cosinegate.data.augment import to_tensor
+    from cosinegate.data.normalization import of_checkpoint
     from cosinegate.evaluation import run_model
     from cosinegate.models import build_model
     from cosinegate.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -203,10 +204,11 @@ def make_dynamic_checkpoint(src, dst, images, mode="predictive"):
         state["config"]["model"]["mode"] = "paper"
         torch.manual_seed(0)
         model = build_model(state["config"]["model"], state["num_classes"]).eval()
+        model.normalization = of_checkpoint(state)
     else:
         model, _ = model_from_checkpoint(src)
         with torch.no_grad():
-            h = model.stem(to_tensor(images.images))
+            h = model.stem(to_tensor(images.images, "cpu", model.normalization))
             for index, block in enumerate(model.blocks):
                 logit = np.sort(block.gate(h)[0].numpy())
                 k = len(logit) // 2

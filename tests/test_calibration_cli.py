@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from conftest import run_script, write_image_tree
+from conftest import run_script
 from test_calibration import paper_checkpoint
 
 
@@ -54,16 +54,11 @@ def test_cli_writes_everything_and_data_loader_matches(tmp_path, fake_cifar_root
 def test_cli_bad_inputs(tmp_path, fake_cifar_root):
     ckpt = _ckpt(tmp_path, fake_cifar_root)
     paper = _ckpt(tmp_path, fake_cifar_root, "paper")
-    tree = tmp_path / "big"
-    write_image_tree(tree)
-    from PIL import Image
-
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tree / "train" / "ant" / "big.png")
     common = ["--data", "cifar10", "--data-root", fake_cifar_root]
     cases = [
         ([ckpt, *common, "--num-images", 5], "fewer than the 10 classes"),
         ([ckpt, *common, "--method", "mse"], "unknown calibration method"),
-        ([ckpt, "--data", "imagefolder", "--data-root", tree], "64x64"),
+        ([ckpt, *common, "--image-size", 64], "--image-size 64 conflicts with checkpoint"),
         ([paper, *common, "--num-images", 10, "--policy", "conditional-all"], "--forms flat,masked"),
         ([ckpt, *common, "--trt-version", "banana"], "TensorRT version"),
     ]

@@ -97,10 +97,10 @@ def test_imagefolder_decodes_and_caches(image_tree, session_cache, monkeypatch):
     assert len(created) == 2  # train and test, in COSINEGATE_CACHE, not in the data folder
     assert not list(root.rglob("*.npz"))
 
-    def no_decode(path):
+    def no_decode(*args):
         raise AssertionError("decoded again although cached")
 
-    monkeypatch.setattr(imagefolder, "_decode", no_decode)
+    monkeypatch.setattr(imagefolder, "_decode_all", no_decode)
     train2, test2 = imagefolder.load_imagefolder(root)
     assert np.array_equal(train2.images, train.images) and train2.ids == train.ids
     # a changed folder is decoded again
@@ -130,16 +130,12 @@ def test_imagefolder_cache_dir_default(monkeypatch, tmp_path):
     assert imagefolder.cache_dir() == tmp_path / "cosinegate"
 
 
-def test_imagefolder_bad_images(tmp_path):
-    from PIL import Image
-
+def test_imagefolder_unreadable_files_are_named(tmp_path):
     root = tmp_path / "bad"
-    write_image_tree(root, classes=("a",), train_per_class=1, test_per_class=1)
-    Image.fromarray(np.zeros((40, 32, 3), np.uint8)).save(root / "train" / "a" / "big.png")
-    with pytest.raises(CosineGateError, match="big.png is 32x40.*32x32"):
-        imagefolder.load_imagefolder(root)
-    (root / "train" / "a" / "big.png").write_bytes(b"not a png")
-    with pytest.raises(CosineGateError, match="cannot decode .*big.png"):
+    write_image_tree(root, classes=("a",), train_per_class=2, test_per_class=1)
+    (root / "train" / "a" / "broken.png").write_bytes(b"not a png")
+    (root / "train" / "a" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(CosineGateError, match=r"2 unreadable image\(s\) in train/: .*broken.png, .*empty.jpg; remove or replace"):
         imagefolder.load_imagefolder(root)
 
 

@@ -46,7 +46,7 @@ def test_unknown_backbone_and_mode():
         CosineGateNet("resnet99")
     with pytest.raises(CosineGateError, match="unknown gate mode 'fast'.*predictive"):
         CosineGateNet("resnet20", "fast")
-    assert set(BACKBONES) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "paper8"}
+    assert set(BACKBONES) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "paper8", "resnet18", "resnet34", "resnet50"}
 
 
 def test_stem_and_classifier_never_gated():

@@ -26,11 +26,11 @@ def main(argv=None):
     parser.add_argument("--plot", help="write a histogram of executed MACs per image here (PNG)")
     args = parser.parse_args(argv)
 
-    model, state = model_from_checkpoint(args.checkpoint, args.backbone)
+    model, state = model_from_checkpoint(args.checkpoint, args.backbone, args.image_size)
     data = state["config"]["data"]
     source = args.data or data["source"]
     root = args.data_root if args.data_root is not None else (data["root"] if source == data["source"] else None)
-    train, test = load_dataset(source, root)
+    train, test = load_dataset(source, root, image_size=model.image_size)
     images = test if args.split == "test" else train
     if len(images.classes) != model.num_classes:
         from cosinegate.errors import CosineGateError
@@ -41,7 +41,8 @@ def main(argv=None):
     if args.subset:
         images = balanced_subset(images, args.subset)
     rep = evaluate(model.to(pick_device(args.device)), images, device=args.device, progress=True)
-    rep.update({"checkpoint": str(args.checkpoint), "data": source, "split": args.split, "epochs_trained": state["epoch"] + 1})
+    rep.update({"checkpoint": str(args.checkpoint), "data": source, "split": args.split, "epochs_trained": state["epoch"] + 1,
+                "image_size": model.image_size, "normalization": model.normalization})
     print(format_table(rep))
     if args.json:
         atomic_write_json(args.json, rep)

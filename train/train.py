@@ -21,11 +21,13 @@ def parse_args(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="balanced", help="preset name (train/configs/*.yaml) or YAML path")
-    parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8")
+    parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style)")
     parser.add_argument("--mode", help="gate mode: paper|predictive|none")
     parser.add_argument("--drop-blocks", help="0-based block indices removed for good (static baseline), e.g. 2,5,8; "
                                               "or from:CKPT = the blocks that gated checkpoint always skips")
     add_data_flags(parser)
+    parser.add_argument("--normalization", help="input normalization: auto (default: mean/std of the training split) | "
+                                                "cifar10 | imagenet | R,G,B/R,G,B")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
@@ -79,6 +81,7 @@ def config_from_args(args):
         ("data", "source"): args.data,
         ("data", "root"): args.data_root,
         ("data", "subset"): args.subset,
+        ("data", "image_size"): args.image_size,
         ("optim", "epochs"): args.epochs,
         ("optim", "batch_size"): args.batch_size,
         ("optim", "lr"): args.lr,
@@ -88,6 +91,10 @@ def config_from_args(args):
     for (section, key), value in overrides.items():
         if value is not None:
             config[section][key] = value
+    if args.normalization is not None:
+        from cosinegate.data.normalization import parse_flag
+
+        config["data"]["normalization"] = parse_flag(args.normalization)
     if args.drop_blocks is not None:
         config["model"]["drop_blocks"] = parse_drop_blocks(args.drop_blocks)
     if args.seed is not None:

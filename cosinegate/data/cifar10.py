@@ -119,8 +119,11 @@ def _read_batch(path):
     return np.ascontiguousarray(images), labels
 
 
-def load_cifar10(root, allow_download=True):
-    """Return (train, test) ImageSets from the pickle batches under root."""
+def load_cifar10(root, allow_download=True, image_size=32, training=False):
+    """Return (train, test) ImageSets from the pickle batches under root, resized to `image_size`
+    by the rules of cosinegate.data.resize (32 = as stored)."""
+    from cosinegate.data.resize import fit_arrays, split_rule
+
     folder = _batch_dir(root)
     if not (folder / "test_batch").is_file():
         if not allow_download:
@@ -136,6 +139,8 @@ def load_cifar10(root, allow_download=True):
     train_images = np.concatenate([p[0] for p in parts])
     train_labels = np.concatenate([p[1] for p in parts])
     test_images, test_labels = _read_batch(folder / "test_batch")
+    train_images = fit_arrays(train_images, image_size, split_rule([(32, 32)], image_size, training))
+    test_images = fit_arrays(test_images, image_size, split_rule([(32, 32)], image_size, False))
     return (
         ImageSet(train_images, train_labels, [f"cifar10/train/{i}" for i in range(len(train_labels))], classes),
         ImageSet(test_images, test_labels, [f"cifar10/test/{i}" for i in range(len(test_labels))], classes),

@@ -9,13 +9,19 @@ from cosinegate.errors import CosineGateError
 
 @dataclass
 class ImageSet:
-    images: np.ndarray  # [N, 32, 32, 3] uint8
+    images: np.ndarray  # [N, S, S, 3] uint8
     labels: np.ndarray  # [N] int64
     ids: list  # stable per-image ids, e.g. "test/cat/0001.jpg" or "synthetic/train/17"
     classes: list
 
     def __len__(self):
         return len(self.labels)
+
+    def cropped(self, size):
+        """The same images center-cropped to size x size (a training split stored larger, evaluated)."""
+        from cosinegate.data.resize import center_crop
+
+        return ImageSet(np.ascontiguousarray(center_crop(self.images, size)), self.labels, self.ids, self.classes)
 
     def take(self, indices):
         indices = np.asarray(indices, dtype=np.int64)
@@ -50,12 +56,20 @@ def split_holdout(images, fraction, seed=0):
     return images.take(keep), images.take(held)
 
 
-def check_images(images, source):
-    """Refuse data of the wrong shape with a message naming what was found."""
-    if images.images.ndim != 4 or images.images.shape[1:] != (32, 32, 3) or images.images.dtype != np.uint8:
+def check_images(images, source, size=32, training=False):
+    """Refuse data of the wrong shape with a message naming what was found.
+
+    Expected: uint8 [N, size, size, 3]; a training split may be stored at the `train`
+    rule's larger size (random crops of `size` are taken from it).
+    """
+    from cosinegate.data.resize import resized_side
+
+    sides = {size, resized_side(size)} if training else {size}
+    shape = tuple(images.images.shape)
+    if images.images.ndim != 4 or shape[3:] != (3,) or shape[1] != shape[2] or shape[1] not in sides or images.images.dtype != np.uint8:
         raise CosineGateError(
-            f"{source}: expected uint8 images of shape [N, 32, 32, 3], got {images.images.dtype} {tuple(images.images.shape)}; "
-            "resize the images to 32x32 RGB."
+            f"{source}: expected uint8 {size}x{size} RGB images ([N, {size}, {size}, 3]), got {images.images.dtype} {shape}; "
+            f"load the data with image_size={size} (--image-size {size})."
         )
     if len(images) == 0:
         raise CosineGateError(f"{source}: no images found.")

@@ -1,4 +1,4 @@
-"""The embedded default dataset: procedurally generated 32x32 shapes, no files, no network.
+"""The embedded default dataset: procedurally generated 32x32 shapes (scaled to other sizes), no files, no network.
 
 Ten classes of shapes (disk, square, triangle, cross, ring, and the same five
 outlined or striped variants alike are distinct classes) drawn with random
@@ -82,17 +82,29 @@ def _clutter(rng, count, xx, yy):
     return inside & on[:, None, None]
 
 
-def load_synthetic(train_size=10000, test_size=2000, seed=0):
+def load_synthetic(train_size=10000, test_size=2000, seed=0, image_size=32):
     """Return (train, test) ImageSets; train and test come from disjoint seeds.
 
     Generation takes seconds, so the arrays are kept in the user cache directory
     (the same one as decoded image folders); they are a pure function of the sizes,
-    the seed and GENERATOR_VERSION.
+    the seed and GENERATOR_VERSION. At another `image_size` the same 32x32 images
+    are scaled (bilinear) to image_size x image_size, cached per size.
     """
     from cosinegate.artifacts import atomic_path
     from cosinegate.data.imagefolder import cache_dir
+    from cosinegate.data.resize import scale_arrays
 
-    cached = cache_dir() / f"synthetic-v{GENERATOR_VERSION}-{train_size}-{test_size}-{seed}.npz"
+    if image_size != 32:
+        cached = cache_dir() / f"synthetic-v{GENERATOR_VERSION}-{train_size}-{test_size}-{seed}-scaled{image_size}.npz"
+        if not cached.is_file():
+            base = load_synthetic(train_size, test_size, seed)
+            arrays = {f"{split}_images": scale_arrays(images.images, image_size) for split, images in zip(("train", "test"), base)}
+            arrays.update({f"{split}_labels": images.labels for split, images in zip(("train", "test"), base)})
+            with atomic_path(cached) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.savez(handle, **arrays)
+    else:
+        cached = cache_dir() / f"synthetic-v{GENERATOR_VERSION}-{train_size}-{test_size}-{seed}.npz"
     arrays = {}
     if cached.is_file():
         with np.load(cached) as data:

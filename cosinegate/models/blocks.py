@@ -32,13 +32,19 @@ def make_shortcut(spec, kind):
 
 
 def make_residual(spec):
-    return nn.Sequential(
-        nn.Conv2d(spec.in_channels, spec.out_channels, 3, spec.stride, 1, bias=False),
-        nn.BatchNorm2d(spec.out_channels),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(spec.out_channels, spec.out_channels, 3, 1, 1, bias=False),
-        nn.BatchNorm2d(spec.out_channels),
-    )
+    """F(x): conv-BN pairs with ReLU between them (none after the last).
+
+    basic: 3x3 (with the stride), 3x3. bottleneck: 1x1 reduce, 3x3 (with the stride), 1x1 expand.
+    """
+    if spec.kind == "bottleneck":
+        mid = spec.mid_channels
+        layers = [(spec.in_channels, mid, 1, 1), (mid, mid, 3, spec.stride), (mid, spec.out_channels, 1, 1)]
+    else:
+        layers = [(spec.in_channels, spec.out_channels, 3, spec.stride), (spec.out_channels, spec.out_channels, 3, 1)]
+    modules = []
+    for cin, cout, k, stride in layers:
+        modules += [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*modules[:-1])
 
 
 class GatedBlock(nn.Module):

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cosinegate.data.normalization import CIFAR10
 from cosinegate.errors import CosineGateError
 from cosinegate.models.backbones import backbone_spec
 from cosinegate.models.blocks import GatedBlock
@@ -28,13 +29,24 @@ class GateStats:
     consistency: torch.Tensor
 
 
+def make_stem(spec):
+    """CIFAR: 3x3 stride-1 conv, BN, ReLU. ImageNet: 7x7 stride-2 conv, BN, ReLU, 3x3 stride-2 max-pool."""
+    k, stride = spec.stem_kernel, spec.stem_stride
+    layers = [nn.Conv2d(spec.in_channels, spec.stem_channels, k, stride, k // 2, bias=False),
+              nn.BatchNorm2d(spec.stem_channels), nn.ReLU(inplace=True)]
+    if spec.stem == "imagenet":
+        layers.append(nn.MaxPool2d(3, 2, 1))
+    return nn.Sequential(*layers)
+
+
 class CosineGateNet(nn.Module):
     def __init__(self, backbone="resnet20", mode="predictive", num_classes=10, drop_blocks=(), gate_hidden=16, open_bias=3.0,
-                 ungated_blocks=()):
+                 ungated_blocks=(), image_size=None):
         super().__init__()
         if mode not in MODES:
             raise CosineGateError(f"unknown gate mode {mode!r}; choose one of {', '.join(MODES)}.")
-        self.spec = backbone_spec(backbone)
+        self.spec = backbone_spec(backbone, image_size)
+        self.normalization = dict(CIFAR10)  # input mean/std; training and checkpoints set the real one
         drop_blocks = sorted(set(int(b) for b in drop_blocks))
         bad = [b for b in drop_blocks if not 0 <= b < len(self.spec.blocks)]
         if bad:
@@ -45,11 +57,7 @@ class CosineGateNet(nn.Module):
         self.mode = mode
         self.num_classes = num_classes
         self.drop_blocks = tuple(drop_blocks)
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, self.spec.stem_channels, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(self.spec.stem_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.stem = make_stem(self.spec)
         self.blocks = nn.ModuleList(
             GatedBlock(b, mode, self.spec.shortcut, self.spec.relu_after_add, b.index in drop_blocks, gate_hidden, open_bias)
             for b in self.spec.blocks
@@ -61,6 +69,10 @@ class CosineGateNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @property
+    def image_size(self):
+        return self.spec.image_size
 
     @property
     def num_blocks(self):
@@ -119,8 +131,8 @@ class CosineGateNet(nn.Module):
         )
 
 
-def build_model(model_cfg, num_classes=10):
-    """Build a CosineGateNet from the `model` section of a config (a dict)."""
+def build_model(model_cfg, num_classes=10, image_size=None):
+    """Build a CosineGateNet from the `model` section of a config (a dict) for `image_size` inputs."""
     return CosineGateNet(
         backbone=model_cfg["backbone"],
         mode=model_cfg["mode"],
@@ -129,4 +141,5 @@ def build_model(model_cfg, num_classes=10):
         gate_hidden=model_cfg.get("gate_hidden", 16),
         open_bias=model_cfg.get("open_bias", 3.0),
         ungated_blocks=model_cfg.get("ungated_blocks") or (),
+        image_size=image_size,
     )

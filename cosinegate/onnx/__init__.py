@@ -108,7 +108,8 @@ def _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_sou
         "mode": model.mode,
         "num_if": sum(node.op_type == "If" for node in graph.graph.node),
         "blocks": blocks,
-        "input": {"name": "input", "shape": [batch, 3, 32, 32], "normalization": "cosinegate.data.augment.to_tensor"},
+        "input": {"name": "input", "shape": [batch, 3, model.image_size, model.image_size],
+                  "normalization": {"rule": "(pixel / 255 - mean) / std per RGB channel", **model.normalization}},
         "outputs": {"logits": [batch, model.num_classes], "gates": [batch, len(blocks)]},
     }
 

@@ -103,6 +103,10 @@ class GraphBuilder:
             kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4,
         )
 
+    def conv_bn(self, name, x, conv, bn, output=None):
+        """A torch Conv2d + BatchNorm2d pair as one Conv with the BatchNorm folded in."""
+        return self.conv(name, x, *fold_batchnorm(conv.weight, bn), conv.stride[0], output)
+
     def gemm(self, name, x, linear):
         w, b = _array(linear.weight), _array(linear.bias)
         return self.node("Gemm", name, [x, self.const(f"{name}/weight", w), self.const(f"{name}/bias", b)], transB=1)
@@ -114,8 +118,7 @@ def build_flat_graph(model, batch=1, opset=DEFAULT_OPSET):
     if batch < 1:
         raise CosineGateError(f"--batch must be at least 1, got {batch}.")
     spec, g = model.spec, GraphBuilder()
-    w, b = fold_batchnorm(model.stem[0].weight, model.stem[1])
-    x = g.node("Relu", "stem/relu", [g.conv("stem/conv", INPUT, w, b)], "stem/out")
+    x = _stem(g, model)
     gate_values, blocks = [], []
     for index, block in enumerate(model.blocks):
         x, value, kind = _block(g, index, block, model.mode, batch)
@@ -138,21 +141,39 @@ def build_flat_graph(model, batch=1, opset=DEFAULT_OPSET):
     # the lowest IR version for the opset (IR 8 for opset 17): older parsers (TensorRT 8.5) refuse newer IR
     onnx_model.ir_version = helper.find_min_ir_version_for(opsets)
     set_metadata(onnx_model, format=FORMAT, form="flat", policy="none", mode=model.mode, backbone=model.backbone,
-                 blocks=blocks, batch=batch)
+                 blocks=blocks, batch=batch, image_size=size, normalization=model.normalization)
     return onnx_model
+
+
+def _stem(g, model):
+    """stem/conv (+BN) -> stem/relu [-> stem/pool, 3x3 stride-2 max-pool]; output `stem/out`."""
+    pooled = model.spec.stem == "imagenet"
+    x = g.conv_bn("stem/conv", INPUT, model.stem[0], model.stem[1])
+    x = g.node("Relu", "stem/relu", [x], None if pooled else "stem/out")
+    if pooled:
+        x = g.node("MaxPool", "stem/pool", [x], "stem/out", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    return x
+
+
+def _residual(g, index, residual, x):
+    """F(x) as block{i}/conv1, block{i}/relu1, block{i}/conv2 (..., conv3 for bottlenecks); return F's tensor."""
+    pairs = [(m, residual[i + 1]) for i, m in enumerate(residual) if isinstance(m, torch.nn.Conv2d)]
+    for k, (conv, bn) in enumerate(pairs, 1):
+        x = g.conv_bn(f"block{index}/conv{k}", x, conv, bn)
+        if k < len(pairs):
+            x = g.node("Relu", f"block{index}/relu{k}", [x])
+    return x
 
 
 def _block(g, index, block, mode, batch):
     """Emit block `index`; return (output tensor, gates column tensor, kind)."""
     n = block_names(index)
-    x, spec = n["input"], block.spec
+    x = n["input"]
     s = _shortcut(g, index, block, x)
     if block.dropped:
         _post(g, index, block, s, n["out"])
         return n["out"], g.const(n["fixed"], np.zeros((batch, 1), np.float32)), "dropped"
-    conv1, bn1, _, conv2, bn2 = block.residual
-    h = g.node("Relu", f"block{index}/relu1", [g.conv(f"block{index}/conv1", x, *fold_batchnorm(conv1.weight, bn1), spec.stride)])
-    f = g.conv(f"block{index}/conv2", h, *fold_batchnorm(conv2.weight, bn2))
+    f = _residual(g, index, block.residual, x)
     if block.gate is None:
         value, kind = g.const(n["fixed"], np.ones((batch, 1), np.float32)), "dense"
     else:
@@ -176,7 +197,7 @@ def _shortcut(g, index, block, x):
         return x
     name = f"block{index}/shortcut"
     if isinstance(block.shortcut, torch.nn.Sequential):  # option B: 1x1 projection + BN
-        return g.conv(f"{name}/conv", x, *fold_batchnorm(block.shortcut[0].weight, block.shortcut[1]), spec.stride, output=name)
+        return g.conv_bn(f"{name}/conv", x, block.shortcut[0], block.shortcut[1], output=name)
     sub = x
     if block.shortcut.stride > 1:
         big = np.iinfo(np.int64).max

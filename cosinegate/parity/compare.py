@@ -67,12 +67,12 @@ def agreement_report(reference, outputs, tolerance):
             "num_samples": int(len(ref_gates))}
 
 
-def input_feeds(images, batch, samples):
-    """Polygraphy feed dicts of `samples` test images (rounded down to whole batches)."""
+def input_feeds(images, batch, samples, normalization=None):
+    """Polygraphy feed dicts of `samples` test images (rounded down to whole batches), normalized like training."""
     count = min(samples, len(images)) // batch * batch
     if count == 0:
         raise CosineGateError(f"need at least {batch} images for batch {batch}, have {min(samples, len(images))}; raise --samples.")
-    x = to_tensor(images.images[:count]).numpy()
+    x = to_tensor(images.images[:count], "cpu", normalization).numpy()
     return [OrderedDict([(INPUT, x[i : i + batch])]) for i in range(0, count, batch)]
 
 
@@ -134,7 +134,7 @@ def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=2
     batch = check_pairing(model, onnx_model)
     meta = get_metadata(onnx_model)
     kinds = [b["kind"] for b in meta.get("blocks", [])] or ["dynamic"] * model.num_blocks
-    feeds = input_feeds(images, batch, samples)
+    feeds = input_feeds(images, batch, samples, model.normalization)
     torch_runner = TorchRunner(TorchReference(model, kinds), (batch, model.spec.in_channels, model.spec.image_size, model.spec.image_size))
     runners = [torch_runner, graph_runner(onnx_path, backend, tolerance is INT8)]
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # the report says what failed

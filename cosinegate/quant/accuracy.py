@@ -12,11 +12,11 @@ from cosinegate.quant.calibrate import collect_ranges, flat_twin, quantize_flat,
 from cosinegate.quant.calibset import check_image_array, to_input
 
 
-def _run(make_graph, images, batch):
+def _run(make_graph, images, batch, normalization):
     """(logits, gates) of uint8 images through graphs built per batch size by make_graph(n)."""
     sessions, logits, gates = {}, [], []
     for start in range(0, len(images), batch):
-        chunk = to_input(images[start : start + batch])
+        chunk = to_input(images[start : start + batch], normalization)
         n = len(chunk)
         if n not in sessions:
             sessions[n] = session(make_graph(n))
@@ -54,12 +54,12 @@ def evaluate(model, state, test_images, test_labels, calib_images, methods, poli
 
     test_images = check_image_array(test_images, "test data")
     skip_rates = state.get("skip_rates")
-    fp32 = _run(lambda n: mask(flat_twin(model, n), policy, skip_rates), test_images, batch)
+    fp32 = _run(lambda n: mask(flat_twin(model, n), policy, skip_rates), test_images, batch, model.normalization)
     tensors = quantized_tensors(flat_twin(model, 1))
     report = {"num_images": int(len(test_labels)), "policy": policy, "methods": {}}
     for method in methods:
         amax = collect_ranges(model, calib_images, method, calib_batch, percentile, tensors=tensors)
-        int8 = _run(lambda n: mask(quantize_flat(flat_twin(model, n), amax), policy, skip_rates), test_images, batch)
+        int8 = _run(lambda n: mask(quantize_flat(flat_twin(model, n), amax), policy, skip_rates), test_images, batch, model.normalization)
         report["methods"][method] = compare(fp32, int8, np.asarray(test_labels))
     return report
 

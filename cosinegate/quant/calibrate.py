@@ -152,7 +152,7 @@ def collect_ranges(model, images, method="entropy", batch_size=32, percentile=99
     sessions = {}
 
     def run_pass():
-        for batch in batches(images, batch_size):
+        for batch in batches(images, batch_size, model.normalization):
             n = len(batch)
             if n not in sessions:
                 flat = flat_twin(model, n)

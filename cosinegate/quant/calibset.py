@@ -72,24 +72,24 @@ def select(train, count=DEFAULT_COUNT, seed=DEFAULT_SEED, source="custom", root=
     return CalibrationSet(train.images[indices], train.labels[indices], [train.ids[i] for i in indices], source, root, int(seed))
 
 
-def load_calibration_set(source="synthetic", root=None, count=DEFAULT_COUNT, seed=DEFAULT_SEED):
-    """The calibration set of a data source's training split."""
+def load_calibration_set(source="synthetic", root=None, count=DEFAULT_COUNT, seed=DEFAULT_SEED, image_size=32):
+    """The calibration set of a data source's training split, at `image_size` (sized like evaluation images)."""
     from cosinegate.data import load_dataset
 
-    train, _ = load_dataset(source, root)
+    train, _ = load_dataset(source, root, image_size=image_size)
     return select(train, count, seed, source, None if root is None else str(root))
 
 
-def to_input(images):
-    """uint8 NHWC -> float32 NCHW, normalized like training (cosinegate.data.augment.to_tensor)."""
+def to_input(images, normalization=None):
+    """uint8 NHWC -> float32 NCHW, normalized like training (a model's `normalization`; default CIFAR-10's)."""
     from cosinegate.data.augment import to_tensor
 
-    return np.ascontiguousarray(to_tensor(np.asarray(images)).numpy(), dtype=np.float32)
+    return np.ascontiguousarray(to_tensor(np.asarray(images), "cpu", normalization).numpy(), dtype=np.float32)
 
 
-def batches(images, batch_size):
+def batches(images, batch_size, normalization=None):
     """Consecutive float32 NCHW batches of at most `batch_size` images (the last may be smaller)."""
     if int(batch_size) < 1:
         raise CosineGateError(f"--batch-size must be at least 1, got {batch_size}.")
     for start in range(0, len(images), int(batch_size)):
-        yield to_input(images[start : start + int(batch_size)])
+        yield to_input(images[start : start + int(batch_size)], normalization)

@@ -157,8 +157,28 @@ def load_checkpoint(path):
     return state if state["format"] == FORMAT else _upgrade(state)
 
 
-def model_from_checkpoint(path, backbone=None):
-    """Rebuild the model in eval mode; `backbone`, if given, must match the checkpoint."""
+def image_size_of(state):
+    """The input size a checkpoint was trained at (32 for checkpoints written before it was stored)."""
+    return int(state["config"]["data"].get("image_size") or 32)
+
+
+def check_image_size(requested, state, path):
+    """The checkpoint's image size; a different `requested` size (e.g. --image-size) is a CosineGateError."""
+    size = image_size_of(state)
+    if requested is not None and int(requested) != size:
+        raise CosineGateError(
+            f"--image-size {requested} conflicts with checkpoint {path}, trained at {size}x{size}; "
+            f"drop --image-size (every stage uses the checkpoint's size) or pass --image-size {size}."
+        )
+    return size
+
+
+def model_from_checkpoint(path, backbone=None, image_size=None):
+    """Rebuild the model in eval mode, at the checkpoint's image size and with its normalization.
+
+    `backbone` and `image_size`, if given, must match the checkpoint.
+    """
+    from cosinegate.data.normalization import of_checkpoint
     from cosinegate.models import build_model
 
     state = load_checkpoint(path)
@@ -175,12 +195,14 @@ def model_from_checkpoint(path, backbone=None):
     if bad:
         raise CosineGateError(f"checkpoint {path} has NaN or infinite weights ({', '.join(bad[:3])}); "
                               "the run diverged: resume an earlier checkpoint with a lower learning rate.")
+    size = check_image_size(image_size, state, path)
     try:
-        model = build_model(config["model"], num_classes=state["num_classes"])
+        model = build_model(config["model"], num_classes=state["num_classes"], image_size=size)
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:240] or type(exc).__name__
         raise CosineGateError(f"checkpoint {path} does not match the model its config describes ({first}); "
                               "pass an unmodified file written by train/train.py.") from exc
+    model.normalization = of_checkpoint(state)
     model.eval()
     return model, state

@@ -11,7 +11,8 @@ from torch.nn import functional as F
 
 from cosinegate.artifacts import atomic_write_json, atomic_write_text
 from cosinegate.data import balanced_subset, load_dataset, split_holdout
-from cosinegate.data.augment import crop_flip_params, random_crop_flip, to_tensor
+from cosinegate.data import normalization
+from cosinegate.data.augment import crop_flip_params, crop_padding, random_crop_flip, to_tensor
 from cosinegate.errors import CosineGateError
 from cosinegate.evaluation import evaluate
 from cosinegate.macs import model_mac_table
@@ -47,13 +48,17 @@ class Trainer:
         self.runtime = runtime or Runtime()
         self.dist = DistContext.from_env(device)
         data = config["data"]
-        train, self.test = load_dataset(data["source"], data["root"])
+        self.image_size = data["image_size"]
+        train, self.test = load_dataset(data["source"], data["root"], image_size=self.image_size, training=True)
         if data["subset"]:
             train = balanced_subset(train, int(data["subset"]), seed=config["seed"])
-        self.train_set, self.val_set = split_holdout(train, data["val_fraction"], seed=config["seed"])
+        self.train_set, val_set = split_holdout(train, data["val_fraction"], seed=config["seed"])
+        self.val_set = None if val_set is None else val_set.cropped(self.image_size)  # held out: evaluated like the test split
         self.classes = train.classes
+        self.normalization = normalization.resolve(data["normalization"], self.train_set.images)
         torch.manual_seed(config["seed"])
-        self.model = build_model(config["model"], num_classes=len(self.classes))
+        self.model = build_model(config["model"], num_classes=len(self.classes), image_size=self.image_size)
+        self.model.normalization = self.normalization
         self.block_macs = [b.residual for b in model_mac_table(self.model).blocks]
         self.gated = [i for i, b in enumerate(self.model.blocks) if b.gate is not None]
         self.init_report = None
@@ -80,6 +85,9 @@ class Trainer:
         )
         self.forward_loss = torch.compile(self._forward_loss) if self.runtime.compile else self._forward_loss
         self.images = torch.as_tensor(self.train_set.images, device=self.device)
+        # stored N x N: pad by N/8 and crop N (the CIFAR recipe); stored larger (resize rule `train`): crop N inside it
+        self.slack = self.train_set.images.shape[1] - self.image_size
+        self.padding = 0 if self.slack else crop_padding(self.image_size)
         self.labels = torch.as_tensor(self.train_set.labels, device=self.device)
         self.start_epoch, self.best_val, self.stopped_at = 0, -1.0, None
 
@@ -97,6 +105,7 @@ class Trainer:
             "num_classes": len(self.classes),
             "classes": self.classes,
             "init_from": self.init_report,
+            "normalization": self.normalization,
         }
 
     def resume(self):
@@ -165,9 +174,12 @@ class Trainer:
 
     def batch(self, idx, params):
         """The augmented float batch of training images `idx` (on the device) and its labels."""
-        x = to_tensor(self.images[idx], self.device)
+        x = to_tensor(self.images[idx], self.device, self.normalization)
         if self.config["data"]["augment"]:
-            x = random_crop_flip(x, params=params)
+            x = random_crop_flip(x, padding=self.padding, params=params, size=self.image_size)
+        elif self.slack:  # stored larger than the input: its central crop
+            top = self.slack // 2
+            x = x[:, :, top : top + self.image_size, top : top + self.image_size]
         return self.runtime.layout(x), self.labels[idx]
 
     def step(self, idx, params, progress, totals):
@@ -194,7 +206,7 @@ class Trainer:
         torch.manual_seed(seed)  # Gumbel noise: reproducible per epoch, so resume is exact
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(self.labels), generator=generator)[self.dist.rank :: self.dist.world_size]
-        augment = crop_flip_params(len(order), generator).to(self.device)
+        augment = crop_flip_params(len(order), generator, self.padding, self.slack).to(self.device)
         return order.to(self.device), augment
 
     def train_epoch(self, epoch):
@@ -268,7 +280,7 @@ class Trainer:
         return 1.15 * max([json.loads(line).get("seconds", 0.0) for line in path.read_text().splitlines()] or [0.0])
 
     def _end_epoch(self, epoch, metrics, seconds):
-        held_out = self.val_set if self.val_set is not None else self.train_set
+        held_out = self.val_set if self.val_set is not None else self.train_set.cropped(self.image_size)
         rep = evaluate(self.model, held_out, device=self.device)
         line = {"epoch": epoch + 1, **metrics, "seconds": seconds, "val_top1": rep["top1"],
                 "val_real_savings": rep["real_savings"], "val_skip_rates": rep["skip_rates"]}

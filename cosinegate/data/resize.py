@@ -1,0 +1,78 @@
+"""How images of any size and aspect become N x N arrays (Pillow, bilinear).
+
+- native: every image of a split is already N x N: taken as it is (the CIFAR case;
+  training then pads by N/8 and crops N, as the CIFAR recipe does);
+- eval: shorter side to round(N / 0.875), center crop N x N (evaluation,
+  calibration, parity, bench);
+- train: shorter side to round(N / 0.875), center crop of that square; training
+  crops N x N at random from it (and flips), so its objects have the scale of eval's.
+"""
+
+import numpy as np
+
+RULES = ("native", "eval", "train")
+CROP_FRACTION = 0.875
+
+
+def resized_side(size):
+    """The shorter side images are resized to before cropping: round(N / 0.875) (256 for 224)."""
+    return int(round(size / CROP_FRACTION))
+
+
+def stored_size(size, rule):
+    """Height = width of the arrays a rule stores."""
+    return resized_side(size) if rule == "train" else size
+
+
+def rule_key(size, rule):
+    """Cache-key part naming the size and the resize rule."""
+    return f"{size}-native" if rule == "native" else f"{size}-{rule}-short{resized_side(size)}-crop{stored_size(size, rule)}"
+
+
+def fit(image, size, rule):
+    """A Pillow RGB image -> uint8 [s, s, 3] under `rule` (s = stored_size(size, rule))."""
+    from PIL import Image
+
+    if rule == "native":
+        return np.asarray(image, dtype=np.uint8)
+    side, crop = resized_side(size), stored_size(size, rule)
+    w, h = image.size
+    scale = side / min(w, h)
+    new = (max(crop, int(round(w * scale))), max(crop, int(round(h * scale))))
+    image = image.resize(new, Image.BILINEAR)
+    left, top = (new[0] - crop) // 2, (new[1] - crop) // 2
+    return np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+
+
+def fit_arrays(images, size, rule):
+    """uint8 [N, h, w, 3] -> [N, s, s, 3] under `rule`."""
+    from PIL import Image
+
+    if rule == "native":
+        return images
+    return np.stack([fit(Image.fromarray(a), size, rule) for a in images])
+
+
+def scale_arrays(images, size):
+    """uint8 [N, s, s, 3] -> [N, size, size, 3], bilinear (the synthetic set at another size)."""
+    from PIL import Image
+
+    if images.shape[1] == size:
+        return images
+    return np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR), dtype=np.uint8) for a in images])
+
+
+def split_rule(shapes, size, training):
+    """native when every (w, h) is size x size, else train (for a training split) or eval."""
+    if all(tuple(s) == (size, size) for s in shapes):
+        return "native"
+    return "train" if training else "eval"
+
+
+def center_crop(images, size):
+    """uint8 [N, s, s, 3] -> the central [N, size, size, 3] (identity when s == size)."""
+    s = images.shape[1]
+    if s == size:
+        return images
+    top = (s - size) // 2
+    return images[:, top : top + size, top : top + size]
