@@ -92,7 +92,7 @@ def run_reference(checkpoint, onnx_path, reference, inputs_json, data=None, data
 
     model, _ = model_from_checkpoint(checkpoint)
     graph = load_toolkit_onnx(onnx_path)
-    _, test = load_dataset(data or "synthetic", data_root)
+    _, test = load_dataset(data or "synthetic", data_root, image_size=model.image_size)
     return run_parity(model, graph, str(onnx_path), test, backend, samples, FP32, str(inputs_json) if inputs_json else None,
                       str(reference) if reference else None)
 
@@ -102,8 +102,10 @@ def run_calibration(checkpoint, out, data=None, data_root=None):
     if importlib.util.find_spec("cosinegate.quant.calibrate") is not None and importlib.util.find_spec("cosinegate.quant.calibset"):
         from cosinegate.quant.calibrate import calibrate, write_outputs
         from cosinegate.quant.calibset import load_calibration_set
+        from cosinegate.training.checkpoint import image_size_of, load_checkpoint
 
-        write_outputs(calibrate(checkpoint, load_calibration_set(data or "synthetic", data_root)), out)
+        size = image_size_of(load_checkpoint(checkpoint))
+        write_outputs(calibrate(checkpoint, load_calibration_set(data or "synthetic", data_root, image_size=size)), out)
         return
     script = ROOT / "calibration" / "calibrate.py"
     if not script.is_file():

@@ -60,7 +60,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def make_batches(args, input_shape):
+def make_batches(args, image_size, normalization):
+    """Batches of test images at the model's size, normalized like its training (or random tensors)."""
     import numpy as np
 
     from cosinegate.data import load_dataset
@@ -68,14 +69,14 @@ def make_batches(args, input_shape):
 
     if args.random_input:
         rng = np.random.default_rng(0)
-        return [rng.standard_normal((args.batch, *input_shape), dtype=np.float32) for _ in range(8)]
-    _, test = load_dataset(args.data or "synthetic", args.data_root)
+        return [rng.standard_normal((args.batch, 3, image_size, image_size), dtype=np.float32) for _ in range(8)]
+    _, test = load_dataset(args.data or "synthetic", args.data_root, image_size=image_size)
     count = min(args.samples, len(test)) // args.batch * args.batch
     if count == 0:
         from cosinegate.errors import CosineGateError
 
         raise CosineGateError(f"--batch {args.batch} needs at least that many images; raise --samples (now {args.samples}).")
-    x = to_tensor(test.images[:count]).numpy()
+    x = to_tensor(test.images[:count], "cpu", normalization).numpy()
     return [np.ascontiguousarray(x[i : i + args.batch]) for i in range(0, count, args.batch)]
 
 
@@ -151,12 +152,20 @@ def main(argv=None):
         elif meta:
             from cosinegate.macs import mac_table
 
-            table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"))
+            table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), image_size=meta.get("image_size", 32))
             kinds = [b["kind"] for b in meta.get("blocks", [])]
         mode = meta.get("mode", "predictive")
         if backend.batch and backend.batch != args.batch:
             raise CosineGateError(f"the model has a static batch of {backend.batch}; pass --batch {backend.batch}.")
-    batches = make_batches(args, (3, 32, 32))
+    from cosinegate.data.normalization import LEGACY_SOURCE, named
+    from cosinegate.data.resize import refuse_other_size
+
+    if backend_name == "torch":
+        size, normalization = backend.model.image_size, backend.model.normalization
+    else:
+        size, normalization = meta.get("image_size", 32), meta.get("normalization") or named("cifar10", LEGACY_SOURCE)
+    size = refuse_other_size(args.image_size, size, model_path)
+    batches = make_batches(args, size, normalization)
     sampler = None
     if args.power:
         from cosinegate.bench.tegrastats import TegrastatsSampler

@@ -136,6 +136,9 @@ def prepare(args, profile, int8_path, opset):
     if args.checkpoint:
         if not Path(args.checkpoint).is_file():
             raise CosineGateError(f"checkpoint {args.checkpoint} not found; check the path.")
+        from cosinegate.training.checkpoint import check_image_size, load_checkpoint
+
+        check_image_size(args.image_size, load_checkpoint(args.checkpoint), args.checkpoint)
         name = model_name(args.checkpoint)
         stages = Stages(Path(args.out or ROOT / "engines" / profile.name) / ".work" / name)
         art["forms"][args.form] = stages.export(args.checkpoint, args.form, args.batch, opset, if_cost_table=args.if_cost_table)

@@ -84,9 +84,17 @@ def test_calibration_set_refuses_too_few_and_wrong_shape(train_split):
 
     with pytest.raises(CosineGateError, match="fewer than the 10 classes"):
         select(train_split, 9)
-    bad = ImageSet(np.zeros((20, 64, 64, 3), np.uint8), np.arange(20) % 10, [str(i) for i in range(20)], list("abcdefghij"))
-    with pytest.raises(CosineGateError, match="expected uint8 images of shape"):
+    bad = ImageSet(np.zeros((20, 64, 48, 3), np.uint8), np.arange(20) % 10, [str(i) for i in range(20)], list("abcdefghij"))
+    with pytest.raises(CosineGateError, match="expected uint8 square RGB images"):
         select(bad, 10)
+
+
+def test_ranges_refuse_images_of_another_size(tiny_checkpoint):
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(tiny_checkpoint)
+    with pytest.raises(CosineGateError, match="expected uint8 32x32 RGB images"):
+        C.collect_ranges(model, np.zeros((4, 64, 64, 3), np.uint8), "minmax")
 
 
 # ranges -----------------------------------------------------------------------

@@ -51,7 +51,8 @@ def graph_info(onnx_path):
     model = onnx.load(str(onnx_path), load_external_data=False)
     meta = get_metadata(model)
     classes = next(o for o in model.graph.output if o.name == "logits").type.tensor_type.shape.dim[1].dim_value
-    table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), classes or 10)
+    table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), classes or 10,
+                      image_size=meta.get("image_size", 32))
     kinds = [b["kind"] for b in meta.get("blocks", [])]
     return meta, table, kinds, sum(n.op_type == "If" for n in model.graph.node)
 

@@ -14,6 +14,18 @@ RULES = ("native", "eval", "train")
 CROP_FRACTION = 0.875
 
 
+def refuse_other_size(requested, size, source):
+    """`size`; a different `requested` size (e.g. --image-size) is a CosineGateError naming `source`."""
+    from cosinegate.errors import CosineGateError
+
+    if requested is not None and int(requested) != int(size):
+        raise CosineGateError(
+            f"--image-size {requested} conflicts with {source}, made for {size}x{size} inputs; "
+            f"drop --image-size (every stage uses the size it was trained at) or pass --image-size {size}."
+        )
+    return int(size)
+
+
 def resized_side(size):
     """The shorter side images are resized to before cropping: round(N / 0.875) (256 for 224)."""
     return int(round(size / CROP_FRACTION))

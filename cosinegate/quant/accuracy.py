@@ -52,7 +52,7 @@ def evaluate(model, state, test_images, test_labels, calib_images, methods, poli
     """{"fp32": ..., "methods": {method: metrics, with "amax"}} on the given test images."""
     from cosinegate.onnx import mask
 
-    test_images = check_image_array(test_images, "test data")
+    test_images = check_image_array(test_images, "test data", model.image_size)
     skip_rates = state.get("skip_rates")
     fp32 = _run(lambda n: mask(flat_twin(model, n), policy, skip_rates), test_images, batch, model.normalization)
     tensors = quantized_tensors(flat_twin(model, 1))

@@ -142,10 +142,7 @@ def collect_ranges(model, images, method="entropy", batch_size=32, percentile=99
     from cosinegate.quant.calibset import batches, check_image_array
 
     check_method(method)
-    images = check_image_array(images)
-    size = model.spec.image_size
-    if images.shape[1] != size:
-        raise CosineGateError(f"the model takes {size}x{size} images, the calibration data is {images.shape[1]}x{images.shape[2]}.")
+    images = check_image_array(images, size=model.image_size)
     if order is not None:
         images = images[np.asarray(order)]
     collector = RangeCollector(method, num_bins, percentile)

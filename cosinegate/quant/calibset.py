@@ -14,12 +14,11 @@ from cosinegate.errors import CosineGateError
 
 DEFAULT_COUNT = 512
 DEFAULT_SEED = 0
-IMAGE_SHAPE = (32, 32, 3)
 
 
 @dataclass
 class CalibrationSet:
-    images: np.ndarray  # [N, 32, 32, 3] uint8
+    images: np.ndarray  # [N, S, S, 3] uint8, S = the model's image size
     labels: np.ndarray
     ids: list
     source: str
@@ -39,13 +38,16 @@ def ids_sha256(ids):
     return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
 
 
-def check_image_array(images, what="calibration data", shape=IMAGE_SHAPE):
-    """Refuse anything but uint8 [N, 32, 32, 3]."""
+def check_image_array(images, what="calibration data", size=None):
+    """Refuse anything but uint8 [N, S, S, 3] (S = `size` when given)."""
     images = np.asarray(images)
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape) or images.dtype != np.uint8:
+    shape = tuple(images.shape)
+    square = images.ndim == 4 and shape[3] == 3 and shape[1] == shape[2] and (size is None or shape[1] == size)
+    if not square or images.dtype != np.uint8:
+        want = f"{size}x{size}" if size else "square"
         raise CosineGateError(
-            f"{what}: expected uint8 images of shape [N, {', '.join(map(str, shape))}], got {images.dtype} "
-            f"{tuple(images.shape)}; resize the images to {shape[0]}x{shape[1]} RGB."
+            f"{what}: expected uint8 {want} RGB images [N, S, S, 3], got {images.dtype} {shape}; "
+            "load the data at the checkpoint's size (the stages do this from the checkpoint)."
         )
     return images
 

@@ -164,13 +164,9 @@ def image_size_of(state):
 
 def check_image_size(requested, state, path):
     """The checkpoint's image size; a different `requested` size (e.g. --image-size) is a CosineGateError."""
-    size = image_size_of(state)
-    if requested is not None and int(requested) != size:
-        raise CosineGateError(
-            f"--image-size {requested} conflicts with checkpoint {path}, trained at {size}x{size}; "
-            f"drop --image-size (every stage uses the checkpoint's size) or pass --image-size {size}."
-        )
-    return size
+    from cosinegate.data.resize import refuse_other_size
+
+    return refuse_other_size(requested, image_size_of(state), f"checkpoint {path}")
 
 
 def model_from_checkpoint(path, backbone=None, image_size=None):
