@@ -1,6 +1,6 @@
 """ImageNet-style gated ResNets (resnet18/34/50): layout, analytic MACs vs published figures and
 forward hooks, skipping, and the ONNX path (If wrapping, masked form, gate-head FP32 pin) for
-bottleneck blocks. Export checks run at 64x64 to stay fast."""
+bottleneck blocks. Export checks run at 32x32 to stay fast."""
 
 import numpy as np
 import onnx
@@ -104,7 +104,7 @@ def resnet50_graphs():
     from cosinegate.onnx import build_flat_graph, conditionalize, mask, optimize_flat
 
     torch.manual_seed(0)
-    model = _randomize_bn(CosineGateNet("resnet50", "predictive", num_classes=3, image_size=64))
+    model = _randomize_bn(CosineGateNet("resnet50", "predictive", num_classes=3, image_size=32))
     _set_gates(model, PATTERN)
     flat = optimize_flat(build_flat_graph(model, 1))
     return model, flat, conditionalize(flat, "conditional-all", None), mask(optimize_flat(build_flat_graph(model, 2)), "conditional-all", None)
@@ -125,7 +125,7 @@ def test_bottleneck_conditional_and_masked_graphs_match_pytorch(resnet50_graphs)
         assert {f"{block}/conv1", f"{block}/conv2", f"{block}/conv3", f"{block}/add"} <= then
     top = {n.name for n in conditional.graph.node}
     assert {"stem/conv", "stem/pool", "block3/shortcut/conv"} <= top  # the projection stays outside the If
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         logits, stats = model(x)
     assert stats.gates[0].tolist() == [float(p) for p in PATTERN]
@@ -144,7 +144,7 @@ def test_bottleneck_gate_heads_stay_fp32_and_qdq_moves_into_the_ifs(resnet50_gra
     from cosinegate.trt.build import gate_layer_names
 
     model, flat, _, _ = resnet50_graphs
-    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     amax = C.collect_ranges(model, images, "minmax", batch_size=4, tensors=C.quantized_tensors(flat))
     qdq = C.quantize_flat(flat, amax)
     made_by = {o: n for n in qdq.graph.node for o in n.output}

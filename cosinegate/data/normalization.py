@@ -28,7 +28,7 @@ CIFAR10 = named("cifar10")
 
 def check_normalization(value):
     """Refuse a config value that is not auto, a known name or [[3 means], [3 positive stds]]."""
-    if value == "auto" or value in NAMED:
+    if isinstance(value, str) and (value == "auto" or value in NAMED):
         return value
     try:
         mean, std = ([float(v) for v in part] for part in value)
@@ -68,9 +68,9 @@ def channel_stats(images, chunk=512):
 def resolve(value, train_images):
     """The numbers of a config value; 'auto' measures the training images (uint8 NHWC)."""
     value = check_normalization(value)
-    if value in NAMED:
+    if isinstance(value, str) and value in NAMED:
         return named(value)
-    if value == "auto":
+    if isinstance(value, str):  # auto
         mean, std = channel_stats(train_images)
         if min(std) <= 1e-6:
             raise CosineGateError("the training images have a constant colour channel (std 0); pass --normalization cifar10 or R,G,B/R,G,B.")
