@@ -170,14 +170,18 @@ def candidate_graphs(stages, checkpoint, opset, names, if_cost_table=None, data=
     return out
 
 
-def reference_images(data=None, data_root=None, samples=300):
-    """(batches of 1 image as float arrays, labels) of the first ``samples`` test images."""
+def reference_images(data=None, data_root=None, samples=300, checkpoint=None):
+    """(batches of 1 image as float arrays, labels) of the first ``samples`` test images, at the
+    checkpoint's image size and normalization (32x32 and CIFAR-10's without one)."""
     from cosinegate.data import load_dataset
     from cosinegate.data.augment import to_tensor
+    from cosinegate.data.normalization import of_checkpoint
+    from cosinegate.training.checkpoint import image_size_of, load_checkpoint
 
-    _, test = load_dataset(data or "synthetic", data_root)
+    state = load_checkpoint(checkpoint) if checkpoint else {"config": {"data": {}}}
+    _, test = load_dataset(data or "synthetic", data_root, image_size=image_size_of(state))
     count = min(samples, len(test))
     if count == 0:
         raise CosineGateError("the reference set has no test images; check --data/--data-root.")
-    x = to_tensor(test.images[:count]).numpy()
+    x = to_tensor(test.images[:count], "cpu", of_checkpoint(state)).numpy()
     return [x[i : i + 1] for i in range(count)], test.labels[:count]

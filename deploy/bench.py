@@ -80,10 +80,10 @@ def make_batches(args, image_size, normalization):
     return [np.ascontiguousarray(x[i : i + args.batch]) for i in range(0, count, args.batch)]
 
 
-def test_labels(args, count):
+def test_labels(args, count, image_size):
     from cosinegate.data import load_dataset
 
-    return load_dataset(args.data or "synthetic", args.data_root)[1].labels[:count]
+    return load_dataset(args.data or "synthetic", args.data_root, image_size=image_size)[1].labels[:count]
 
 
 def measure(backend, batches, args, table=None, mode=None, kinds=None, label=None):
@@ -203,7 +203,7 @@ def main(argv=None):
     if args.compare_dense:
         from cosinegate.bench.compare import compare_dense
 
-        labels = None if args.random_input else test_labels(args, sum(len(b) for b in batches))
+        labels = None if args.random_input else test_labels(args, sum(len(b) for b in batches), size)
         report["compare_dense"], extra = compare_dense(args, model_path, report, batches, workdir, backend_name, labels=labels)
         series.update(extra)
         print_table(report["compare_dense"])

@@ -258,7 +258,7 @@ def select_here(args, art, rels):
     max_drop = max_accuracy_drop(PROFILES[args.precision])
     if args.select != "fastest":
         return {"chosen": args.select, "reason": choose(rels, max_drop, args.select)[1], "backend": None}
-    batches, labels = reference_images(args.data, args.data_root, args.select_images)
+    batches, labels = reference_images(args.data, args.data_root, args.select_images, args.checkpoint)
     record = select_onnxrt({n: c["onnx"] for n, c in art["candidates"].items()}, batches, labels, max_drop)
     for cand, row in record["candidates"].items():
         row["onnx"] = rels[cand]["onnx"]
@@ -344,7 +344,7 @@ def select_engines(args, profile, host, art, out):
         engine, report = build_one(args, profile, host, dict(art, **paths), out, name)
         engines[name] = engine
         extra[name] = {"engine": engine.name, "onnx": str(paths["onnx"]), "parity_passed": bool(report and report["passed"])}
-    batches, labels = reference_images(args.data, args.data_root, args.select_images)
+    batches, labels = reference_images(args.data, args.data_root, args.select_images, args.checkpoint)
     record = compare_candidates({n: TrtBackend(e) for n, e in engines.items()}, batches, labels,
                                 max_accuracy_drop(PROFILES[args.precision]), extra=extra, clock="gpu")
     record.update(backend="trt")
