@@ -1,11 +1,24 @@
-"""Atomic file writes and content hashes for artifacts and their manifests."""
+"""Atomic file writes, folder swaps, run-folder locks and content hashes for artifacts and their manifests.
+
+Temporary names carry the writer's pid (``.<name>.<pid>.<random>.tmp``), so a later writer removes
+what a killed one left behind (``remove_stale``) without touching a live writer's files.
+"""
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
+
+from cosinegate.errors import CosineGateError
+
+# errors of the place written to, not of the program: one line naming the path
+WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST}
 
 
 def sha256_file(path, chunk=1 << 20):
@@ -32,25 +45,167 @@ def _umask():
     return mask
 
 
+def write_error(path, exc):
+    """The one-line CosineGateError for an OSError while writing ``path``."""
+    why = {errno.ENOSPC: "no space left", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
+           errno.EISDIR: "it is a directory", errno.ENOTDIR: "a parent is not a directory",
+           errno.EEXIST: "a file is in the way of a folder"}.get(exc.errno, exc.strerror)
+    return CosineGateError(f"cannot write {path} ({why}); choose a writable output path with free space.")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(folder, prefix):
+    """Remove ``folder/<prefix><pid>.*`` temporaries whose writer process is gone; return how many."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    removed = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            match = pattern.match(entry.name)
+            if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.remove(entry.path)
+                    removed += 1
+    return removed
+
+
+def temp_prefix(name):
+    """Prefix of this process's temporaries for ``name`` (hidden, pid-tagged)."""
+    return f".{name}.{os.getpid()}."
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; rename it onto `path` only on success.
 
     Nothing half-written is ever left at `path`: on an exception the temporary
-    file is removed and the old file (if any) is untouched.
+    file is removed and the old file (if any) is untouched. Write errors of the place
+    (read-only, full disk, a directory in the way) become one-line CosineGateErrors.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise CosineGateError(f"{path} is a directory; name a file to write (e.g. {path / 'out'}).")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(path.parent, f".{path.name}.")
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            raise write_error(path, exc) from exc
         raise
+
+
+def _exchange(a, b):
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def staging_dir(final):
+    """A fresh hidden, pid-tagged folder beside ``final`` to build a multi-file artifact in (stale ones removed)."""
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(final.parent, f".{final.name}.")
+        staged = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), suffix=".tmp", dir=final.parent))
+        os.chmod(staged, 0o777 & ~_umask())  # mkdtemp makes 0700; the published folder gets the usual permissions
+        return staged
+    except OSError as exc:
+        raise write_error(final, exc) from exc
+
+
+def publish_dir(staged, final):
+    """Make the complete folder ``staged`` appear at ``final`` in one step, replacing what was there.
+
+    With RENAME_EXCHANGE (Linux) readers see the whole old folder or the whole new one, even across a
+    kill; elsewhere the old folder is moved aside for the instant between two renames.
+    """
+    staged, final = Path(staged), Path(final)
+    if not final.exists():
+        os.rename(staged, final)
+        return
+    if _exchange(staged, final):
+        shutil.rmtree(staged)  # now the old folder
+        return
+    aside = Path(f"{staged}.old")
+    os.rename(final, aside)
+    os.rename(staged, final)
+    shutil.rmtree(aside)
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what):
+    """Hold an exclusive lock on ``folder`` (flock on the folder itself) or refuse at once with a CosineGateError."""
+    import fcntl
+
+    folder = Path(folder)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CosineGateError(f"{folder} is in use by another {what} (it holds the folder's lock); "
+                                  "wait for it to finish or choose another --out.") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def append_line(path, line):
+    """Append one whole line to ``path`` or nothing: a partial line (a full disk, a kill) is cut off again,
+    and a partial line an earlier writer left at the end is dropped first."""
+    path = Path(path)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if size:
+            os.lseek(fd, max(0, size - 65536), os.SEEK_SET)
+            tail = os.read(fd, 65536)
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                size = size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else size)
+                os.ftruncate(fd, size)
+        try:
+            os.lseek(fd, size, os.SEEK_SET)
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)
+            raise write_error(path, exc) from exc
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path, data):
@@ -68,8 +223,6 @@ def atomic_write_json(path, obj):
 
 def read_json(path, what="JSON file"):
     """Read JSON, turning a missing or corrupt file into a CosineGateError."""
-    from cosinegate.errors import CosineGateError
-
     path = Path(path)
     if not path.is_file():
         raise CosineGateError(f"{what} not found: {path}. Check the path.")

@@ -38,13 +38,13 @@ class Stages:
         self.log = log
         self.reused, self.made = [], []
 
-    def _stage(self, artifact, inputs, make):
-        if reusable(artifact, inputs):
+    def _stage(self, artifact, inputs, make, companions=()):
+        if reusable(artifact, inputs, companions):
             self.reused.append(Path(artifact).name)
             self.log(f"reused {artifact} (inputs unchanged)")
             return Path(artifact)
         make()
-        record_stage(artifact, inputs)
+        record_stage(artifact, inputs, companions)
         self.made.append(Path(artifact).name)
         return Path(artifact)
 
@@ -80,7 +80,7 @@ class Stages:
             if not report["passed"]:
                 raise CosineGateError(f"parity of the exported graph failed before bundling: {report['summary']}")
 
-        self._stage(out, stage_inputs, make)
+        self._stage(out, stage_inputs, make, companions=(inputs_json,))
         return out, inputs_json
 
 
@@ -135,24 +135,30 @@ def stage_record_path(artifact):
     return Path(f"{artifact}.stage.json")
 
 
-def reusable(artifact, inputs):
-    """True when ``artifact`` exists, is unchanged, and was made from exactly ``inputs`` (a JSON dict)."""
+def reusable(artifact, inputs, companions=()):
+    """True when ``artifact`` (and each companion file made with it) exists, is unchanged, and was made
+    from exactly ``inputs`` (a JSON dict)."""
     artifact = Path(artifact)
     record = stage_record_path(artifact)
-    if not artifact.is_file() or not record.is_file():
+    if not artifact.is_file() or not record.is_file() or not all(Path(c).is_file() for c in companions):
         return False
     try:
         data = json.loads(record.read_text())
     except ValueError:
         return False
-    if data.get("format") != STAGE_FORMAT or data.get("inputs") != json.loads(json.dumps(inputs)):
+    if not isinstance(data, dict) or data.get("format") != STAGE_FORMAT or data.get("inputs") != json.loads(json.dumps(inputs)):
+        return False
+    if data.get("companions", {}) != {Path(c).name: sha256_file(c) for c in companions}:
         return False
     return data.get("sha256") == sha256_file(artifact)
 
 
-def record_stage(artifact, inputs):
-    """Write the stage record of a freshly made ``artifact``."""
-    atomic_write_json(stage_record_path(artifact), {"format": STAGE_FORMAT, "inputs": inputs, "sha256": sha256_file(artifact)})
+def record_stage(artifact, inputs, companions=()):
+    """Write the stage record of a freshly made ``artifact`` (and the hashes of its companion files)."""
+    record = {"format": STAGE_FORMAT, "inputs": inputs, "sha256": sha256_file(artifact)}
+    if companions:
+        record["companions"] = {Path(c).name: sha256_file(c) for c in companions}
+    atomic_write_json(stage_record_path(artifact), record)
 
 
 def candidate_graphs(stages, checkpoint, opset, names, if_cost_table=None, data=None, data_root=None):

@@ -17,6 +17,7 @@ speedup.
 """
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -102,9 +103,7 @@ def measure(backend, batches, args, table=None, mode=None, kinds=None, label=Non
 
 
 def main(argv=None):
-    from cosinegate.artifacts import atomic_write_json, input_record
-    from cosinegate.bench import report as rep
-    from cosinegate.bench.backends import OnnxrtBackend, TorchBackend, TrtBackend
+    from cosinegate.artifacts import remove_stale
     from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
@@ -117,8 +116,18 @@ def main(argv=None):
         raise CosineGateError("--power reads the Jetson power rails of an engine's target; use it with --engine on the device.")
     if args.if_cost:
         return if_cost(args, backend_name)
-    tmp = tempfile.TemporaryDirectory(prefix="cg-bench.")
-    workdir = Path(tmp.name)
+    remove_stale(tempfile.gettempdir(), "cg-bench.")  # what killed runs left (their pid is in the name)
+    with tempfile.TemporaryDirectory(prefix=f"cg-bench.{os.getpid()}.") as tmp:
+        return run_bench(args, backend_name, Path(tmp))
+
+
+def run_bench(args, backend_name, workdir):
+    """Measure, report and write; `workdir` holds the graphs made on the way."""
+    from cosinegate.artifacts import atomic_write_json, input_record
+    from cosinegate.bench import report as rep
+    from cosinegate.bench.backends import OnnxrtBackend, TorchBackend, TrtBackend
+    from cosinegate.errors import CosineGateError
+
     mode, table, kinds, meta, model_path = "predictive", None, None, {}, None
     if backend_name == "trt":
         if not args.engine:
@@ -217,7 +226,6 @@ def main(argv=None):
         rep.append_csv(args.csv, rep.csv_row(report))
     if args.plot:
         rep.plot_histogram(args.plot, series, f"{Path(str(model_path)).name} batch {args.batch}")
-    tmp.cleanup()
     return 0
 
 

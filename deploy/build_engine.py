@@ -58,6 +58,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from cosinegate.artifacts import folder_lock, write_error
     from cosinegate.errors import CosineGateError
     from cosinegate.trt.build import detect_host
     from cosinegate.trt.targets import check_dla_core, check_opset, host_matches, load_target
@@ -96,12 +97,17 @@ def main(argv=None):
 
         opset = DEFAULT_OPSET
     check_opset(profile, opset, host.trt_version if can_build else None)
-    artifacts = prepare(args, profile, int8_path, opset)
-    if can_build and args.select == "fastest":
-        return select_engines(args, profile, host, artifacts, out)
-    if can_build:
-        return build_here(args, profile, host, artifacts, out)
-    return bundle(args, profile, artifacts, out, why)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(out, exc) from exc
+    with folder_lock(out, "build_engine.py"):  # stages, bundle and engine of two runs would mix
+        artifacts = prepare(args, profile, int8_path, opset)
+        if can_build and args.select == "fastest":
+            return select_engines(args, profile, host, artifacts, out)
+        if can_build:
+            return build_here(args, profile, host, artifacts, out)
+        return bundle(args, profile, artifacts, out, why)
 
 
 def resolve_select(args):
@@ -193,6 +199,7 @@ def _settings(args, profile, version, art):
 
 
 def bundle(args, profile, art, out, why):
+    from cosinegate.onnx import matching_manifest
     from cosinegate.trt.build import cache_calibrator
     from cosinegate.trt.bundle import device_script, make_bundle
 
@@ -200,7 +207,7 @@ def bundle(args, profile, art, out, why):
     files = {}
     for form, path in art["forms"].items():
         files[f"model.{form}.onnx"] = path
-        if Path(f"{path}.json").is_file():
+        if matching_manifest(path) is not None:  # a manifest naming another graph (a killed export) stays out
             files[f"model.{form}.onnx.json"] = Path(f"{path}.json")
     build_rel = f"model.{args.form}.onnx"
     if art.get("calibration"):

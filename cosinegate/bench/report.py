@@ -2,6 +2,7 @@
 model's own ``gates`` output, JSON, per-device CSV rows, latency histogram PNG."""
 
 import csv
+import io
 import platform
 from pathlib import Path
 
@@ -46,15 +47,19 @@ def device_name():
 
 
 def append_csv(path, row):
-    """Append one row (CSV_FIELDS) to a per-device CSV; header on creation."""
+    """Append one whole row (CSV_FIELDS) to a per-device CSV, or nothing (see append_line); header on creation."""
+    from cosinegate.artifacts import append_line
+
+    def line(values):
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerow(values)
+        return text.getvalue()
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.is_file() or path.stat().st_size == 0
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    if not path.is_file() or path.stat().st_size == 0:
+        append_line(path, line(CSV_FIELDS))
+    append_line(path, line([row.get(name) for name in CSV_FIELDS]))
 
 
 def csv_row(report):

@@ -5,6 +5,11 @@ Forms: `flat` (every block runs; the twin for graph passes and quantization),
 (batch 1; one `If` per dynamic block, so a skipped block is not computed).
 """
 
+import contextlib
+import json
+import os
+from pathlib import Path
+
 from cosinegate.artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from cosinegate.errors import CosineGateError
 from cosinegate.onnx.checks import assert_clean, graph_problems, is_toolkit_onnx, load_toolkit_onnx
@@ -64,9 +69,31 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
     manifest = _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_source)
     if cost is not None:
         manifest["if_cost"] = cost
+    write_graph_and_manifest(out, data, manifest)
+    return manifest
+
+
+def write_graph_and_manifest(out, data, manifest):
+    """Write the graph bytes and its manifest (which names them by hash) as a pair.
+
+    The old manifest goes first and the new one comes last: a kill in between leaves a graph without
+    a manifest, never a graph beside another graph's manifest (see matching_manifest)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(f"{out}.json")
     atomic_write_bytes(out, data)
     atomic_write_json(f"{out}.json", manifest)
-    return manifest
+
+
+def matching_manifest(onnx_path):
+    """The ``<onnx>.json`` manifest if it is there and names this graph's sha256, else None."""
+    path = Path(f"{onnx_path}.json")
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("onnx_sha256") == sha256_file(onnx_path) else None
 
 
 def _plain_by_cost(path, flat, policy, skip_rates):
@@ -128,6 +155,7 @@ __all__ = [
     "is_toolkit_onnx",
     "load_toolkit_onnx",
     "mask",
+    "matching_manifest",
     "optimize_flat",
     "resolve_policy",
 ]

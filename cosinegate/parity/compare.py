@@ -16,6 +16,7 @@ Tolerance profiles:
   decisions, which quantization must not flip, keep the 99.5% goal.
 """
 
+import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from polygraphy.comparator import Comparator
 from polygraphy.comparator.compare import SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
+from cosinegate.artifacts import atomic_path
 from cosinegate.data.augment import to_tensor
 from cosinegate.errors import CosineGateError
 from cosinegate.onnx.export import GATES, INPUT, LOGITS, get_metadata
@@ -137,8 +139,9 @@ def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=2
     feeds = input_feeds(images, batch, samples, model.normalization)
     torch_runner = TorchRunner(TorchReference(model, kinds), (batch, model.spec.in_channels, model.spec.image_size, model.spec.image_size))
     runners = [torch_runner, graph_runner(onnx_path, backend, tolerance is INT8)]
-    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # the report says what failed
-        results = Comparator.run(runners, data_loader=feeds, save_inputs_path=save_inputs)
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL), contextlib.ExitStack() as stack:  # the report says what failed
+        inputs_tmp = stack.enter_context(atomic_path(save_inputs)) if save_inputs else None  # renamed in on success
+        results = Comparator.run(runners, data_loader=feeds, save_inputs_path=str(inputs_tmp) if inputs_tmp else None)
         accuracy = Comparator.compare_accuracy(results, compare_func=tolerance.compare_func())
         if save_reference:
             _save_reference(results, save_reference)
@@ -153,8 +156,6 @@ def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=2
 def _save_reference(results, path):
     """Store the PyTorch side alone as Polygraphy RunResults JSON (for `polygraphy run --load-outputs`)."""
     from polygraphy.comparator import RunResults
-
-    from cosinegate.artifacts import atomic_path
 
     reference = RunResults()
     reference.append(results[0])

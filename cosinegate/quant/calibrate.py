@@ -302,21 +302,34 @@ def _cache_text(amax, header):
 
 
 def write_outputs(calibration, out):
-    """Write every file into a temporary folder beside `out`, then move each into `out` (os.replace)."""
+    """Build the whole output folder beside `out`, then swap it in at once (`publish_dir`).
+
+    A kill at any point leaves `out` as it was or complete: never new graphs beside an old cache
+    or manifest. `out` may hold calibration outputs only (and stage records), since it is replaced whole.
+    """
     import json
 
+    from cosinegate.artifacts import publish_dir, staging_dir, write_error
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    ours = set(FILE_BY_FORM.values()) | {CACHE_NAME, MANIFEST_NAME}
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.endswith(".stage.json"))
+        if foreign:
+            raise CosineGateError(f"--out {out} holds other files ({', '.join(foreign[:3])}), and calibration replaces its "
+                                  "folder whole; pass a new folder or an earlier calibration --out.")
+    elif out.exists():
+        raise CosineGateError(f"--out {out} is a file; calibration writes a folder: pass a folder path.")
+    staging = staging_dir(out)
     try:
         files = dict(calibration.files)
         files[MANIFEST_NAME] = (json.dumps(calibration.manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
-        out.mkdir(parents=True, exist_ok=True)
-        # manifest last: its presence says the rest is complete
-        for name in sorted(files, key=lambda n: n == MANIFEST_NAME):
-            os.replace(staging / name, out / name)
+        try:
+            for name, data in files.items():
+                (staging / name).write_bytes(data)
+            publish_dir(staging, out)
+        except OSError as exc:
+            raise write_error(out, exc) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(staging)

@@ -1,15 +1,17 @@
 """The training loop: resumable, deterministic per epoch, DDP-aware, selects on a held-out split."""
 
+import contextlib
 import json
 import math
 import platform
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from cosinegate.artifacts import atomic_write_json, atomic_write_text
+from cosinegate.artifacts import append_line, atomic_write_json, atomic_write_text, folder_lock, write_error
 from cosinegate.data import balanced_subset, load_dataset, split_holdout
 from cosinegate.data import normalization
 from cosinegate.data.augment import crop_flip_params, crop_padding, random_crop_flip, to_tensor
@@ -247,13 +249,27 @@ class Trainer:
     def run(self, resume=False, time_limit=None):
         """Train to the end (returns the summary), or, with `time_limit` seconds, stop after the last
         epoch that fits (returns None; last.pt holds it and --resume continues exactly there)."""
+        with self._claim_out():
+            return self._run(resume, time_limit)
+
+    def _claim_out(self):
+        """Rank 0: make --out, check it is writable, and hold its lock for the whole run (a second writer is refused)."""
+        if not self.dist.is_main:
+            return contextlib.nullcontext()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.out):
+                pass
+        except OSError as exc:
+            raise write_error(self.out, exc) from exc
+        return folder_lock(self.out, "train.py run")
+
+    def _run(self, resume, time_limit):
         if resume:
             self.resume()
         elif (self.out / "last.pt").exists():
             raise CosineGateError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out.")
         epochs = self.config["optim"]["epochs"]
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
         longest = self._longest_epoch()
         for epoch in range(self.start_epoch, epochs):
             if time_limit is not None and time.time() - self.created + 1.1 * longest > time_limit:
@@ -277,15 +293,14 @@ class Trainer:
         path = self.out / "metrics.jsonl"
         if not path.is_file():
             return 0.0
-        return 1.15 * max([json.loads(line).get("seconds", 0.0) for line in path.read_text().splitlines()] or [0.0])
+        return 1.15 * max([m.get("seconds", 0.0) for m in read_metrics(path)] or [0.0])
 
     def _end_epoch(self, epoch, metrics, seconds):
         held_out = self.val_set if self.val_set is not None else self.train_set.cropped(self.image_size)
         rep = evaluate(self.model, held_out, device=self.device)
         line = {"epoch": epoch + 1, **metrics, "seconds": seconds, "val_top1": rep["top1"],
                 "val_real_savings": rep["real_savings"], "val_skip_rates": rep["skip_rates"]}
-        with open(self.out / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(line) + "\n")
+        append_line(self.out / "metrics.jsonl", json.dumps(line))  # whole lines only, a killed run's partial one dropped
         if rep["top1"] > self.best_val:
             self.best_val = rep["top1"]
             save_checkpoint(self.out / "best.pt", **self.state(epoch, rep["skip_rates"]))
@@ -295,9 +310,8 @@ class Trainer:
         from cosinegate.plots import training_curves
         from cosinegate.training.checkpoint import model_from_checkpoint
 
-        metrics = [json.loads(line) for line in (self.out / "metrics.jsonl").read_text().splitlines()]
         # keep only the last record of each epoch (a run killed after writing metrics but before last.pt repeats one)
-        metrics = list({m["epoch"]: m for m in metrics}.values())
+        metrics = list({m["epoch"]: m for m in read_metrics(self.out / "metrics.jsonl")}.values())
         final = evaluate(self.model, self.test, device=self.device)
         best_model, best_state = model_from_checkpoint(self.out / "best.pt")
         best = evaluate(best_model.to(self.device), self.test, device=self.device)
@@ -321,6 +335,19 @@ class Trainer:
         atomic_write_text(self.out / "config.json", json.dumps(self.config, indent=2) + "\n")
         training_curves(metrics, self.out / "training.png", f"{self.config['name']}: {self.config['model']['backbone']} {self.config['model']['mode']}")
         return summary
+
+
+def read_metrics(path):
+    """The records of a metrics.jsonl; a line a kill cut short (only the last can be) is skipped."""
+    records = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "epoch" in record:
+            records.append(record)
+    return records
 
 
 def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None):

@@ -10,7 +10,6 @@ renamed into place at the end, so a failure leaves nothing half-written.
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 
 from cosinegate.errors import CosineGateError
@@ -93,12 +92,18 @@ def device_script(profile, name, form, precision, int8_path, onnx_rel, calib_rel
 
 
 def make_bundle(out_dir, name, profile, files, script, manifest_fields, log=print):
-    """Assemble ``<out_dir>/<name>-bundle`` (+ .tar.gz) atomically from ``files`` {bundle name: source path}."""
+    """Assemble ``<out_dir>/<name>-bundle`` (+ .tar.gz) from ``files`` {bundle name: source path}.
+
+    Both are built aside first. Then the old archive goes, the folder is swapped in whole, and the new
+    archive comes last: after a kill at any step the folder is a whole bundle, and an archive beside
+    it is always the same bundle (a missing archive says the last run did not finish).
+    """
+    from cosinegate.artifacts import publish_dir, staging_dir, write_error
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / f"{name}-bundle"
     archive = out_dir / f"{name}-bundle.tar.gz"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-bundle.", dir=out_dir))
+    tmp = staging_dir(final)
     try:
         staging = tmp / final.name
         staging.mkdir()
@@ -112,10 +117,12 @@ def make_bundle(out_dir, name, profile, files, script, manifest_fields, log=prin
         tmp_archive = tmp / archive.name
         with tarfile.open(tmp_archive, "w:gz") as tar:
             tar.add(staging, arcname=final.name)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        if archive.exists():
+            os.remove(archive)
+        publish_dir(staging, final)
         os.replace(tmp_archive, archive)
+    except OSError as exc:
+        raise write_error(final, exc) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final, archive, manifest
