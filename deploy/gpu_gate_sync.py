@@ -7,7 +7,7 @@
 Variants: the dense (gate-free) network eager and captured in a CUDA graph (GPU only), the gated network
 as deployed in PyTorch (each gate's decision read by the host, skipped blocks not computed), and the gated
 network with every gate forced open (the sync cost alone). Inputs are real test images (--data) at the
-checkpoint's size; without --checkpoint an untrained predictive network of --backbone is used, which
+model's input size and normalization; without --checkpoint an untrained predictive network of --backbone is used, which
 measures speed only (its gates skip little) and says so.
 """
 
@@ -27,8 +27,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--samples", type=int, default=64, help="distinct test images cycled through")
-    p.add_argument("--random-input", action="store_true",
-                   help="random tensors at the backbone's input size instead of test images (speed only)")
+    p.add_argument("--random-input", action="store_true", help="random tensors instead of test images (speed only)")
     p.add_argument("--json", help="write the table here")
     add_data_flags(p)
     return p.parse_args(argv)
@@ -50,15 +49,17 @@ def main(argv=None):
     if args.checkpoint:
         from cosinegate.training.checkpoint import model_from_checkpoint
 
-        model, _ = model_from_checkpoint(args.checkpoint)
-        source = args.checkpoint
+        from cosinegate.data.normalization import of_checkpoint
+
+        model, state = model_from_checkpoint(args.checkpoint)
+        source, normalization = args.checkpoint, of_checkpoint(state)
     else:
         from cosinegate.config import load_config
         from cosinegate.models import build_model
 
         config = load_config("balanced")["model"]
         model = build_model(dict(config, backbone=args.backbone, mode="predictive")).eval()
-        source = f"untrained predictive {args.backbone} (speed only)"
+        source, normalization = f"untrained predictive {args.backbone} (speed only)", None
     if args.device == "cpu":
         torch.set_num_threads(1)  # a dry run: stable, and polite on shared machines
     model = model.to(args.device).eval()
@@ -67,12 +68,9 @@ def main(argv=None):
         x = torch.randn(args.samples, model.spec.in_channels, size, size, generator=torch.Generator().manual_seed(0))
         data = "random (speed only)"
     else:
-        _, test = load_dataset(args.data or "synthetic", args.data_root)
-        x = to_tensor(test.images[: args.samples])
+        _, test = load_dataset(args.data or "synthetic", args.data_root, image_size=size)
+        x = to_tensor(test.images[: args.samples], "cpu", normalization)
         data = args.data or "synthetic"
-        if x.shape[-1] != size:
-            raise CosineGateError(f"the test images are {x.shape[-1]}x{x.shape[-1]}, {model.backbone} takes {size}x{size}; "
-                                  "pass --data/--data-root with images of that size, or --random-input.")
     x = x.to(args.device)
     inputs = [x[i : i + 1] for i in range(x.shape[0])]
     report = measure(model, inputs, args.warmup, args.iterations)
