@@ -37,8 +37,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", default="runs/train", help="run folder (last.pt, best.pt, metrics.jsonl, summary.json)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    parser.add_argument("--init-from", metavar="CKPT", help="phase two: start from this checkpoint's weights (matching "
-                                                             "tensors; the gates stay freshly initialised, open)")
+    parser.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights (matching tensors; the gates "
+                                                             "stay freshly initialised, open), or from a torchvision-format "
+                                                             "resnet18/34/50 state dict (classifier re-initialised if the "
+                                                             "class count differs; normalization auto = imagenet)")
     parser.add_argument("--distill", type=float, metavar="W", help="distil from the --init-from model's logits with weight W "
                                                                    "(distill.weight; temperature distill.temperature)")
     speed = parser.add_argument_group("speed (how the run executes, not what it learns; may differ on --resume)")
@@ -131,6 +133,8 @@ def main(argv=None):
         done = load_checkpoint(last)["epoch"] + 1 if last.is_file() else 0
         print(f"stopped at the time limit after epoch {done} of {config['optim']['epochs']}; continue with --resume --out {args.out}")
     if summary is not None:
+        size, norm = summary["image_size"], summary["normalization"]
+        print(f"input {size}x{size}, normalization mean {norm['mean']} std {norm['std']} ({norm['source']})")
         print(f"final epoch, test split ({summary['data']}, {summary['epochs']} epochs, {summary['hardware']}):")
         print(format_table(summary["final"]))
         print(f"wrote {args.out}/last.pt, best.pt, metrics.jsonl, summary.json, training.png")

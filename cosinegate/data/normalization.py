@@ -65,11 +65,14 @@ def channel_stats(images, chunk=512):
     return mean, std
 
 
-def resolve(value, train_images):
-    """The numbers of a config value; 'auto' measures the training images (uint8 NHWC)."""
+def resolve(value, train_images, pretrained=None):
+    """The numbers of a config value; 'auto' measures the training images (uint8 NHWC), unless the
+    run starts from weights trained with a named normalization (`pretrained`, e.g. imagenet)."""
     value = check_normalization(value)
     if isinstance(value, str) and value in NAMED:
         return named(value)
+    if value == "auto" and pretrained in NAMED:
+        return named(pretrained, f"{pretrained} (auto: the --init-from weights were trained with it)")
     if isinstance(value, str):  # auto
         mean, std = channel_stats(train_images)
         if min(std) <= 1e-6:

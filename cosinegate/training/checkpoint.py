@@ -143,6 +143,14 @@ def _safe_load(path):
         raise _corrupt(path, exc) from exc
 
 
+def load_tensor_file(path):
+    """Any torch file read as safely as a checkpoint (weights_only, nothing runs): a checkpoint or a foreign state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise CosineGateError(f"{path} not found; check the path.")
+    return _safe_load(path)
+
+
 def load_checkpoint(path):
     """Load a checkpoint dict safely; missing, corrupt, code-carrying or foreign files are a CosineGateError.
 

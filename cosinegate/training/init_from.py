@@ -3,8 +3,9 @@
 `read_init_weights` turns a file into a state dict plus a description of where it
 came from; `apply_init` copies every tensor whose name and shape the new model
 shares and leaves the rest (typically the gates of a dense phase-one checkpoint)
-freshly initialised. Other weight formats slot in as further readers of
-`read_init_weights`; they return the same (state dict, source) pair.
+freshly initialised. A torchvision-format ResNet state dict (recognised from its keys) is
+mapped by `cosinegate.models.torchvision_import`; its classifier is re-initialised when the
+class count differs.
 """
 
 import hashlib
@@ -22,9 +23,22 @@ def file_sha256(path):
 
 
 def read_init_weights(path):
-    """(state dict, source description) of a CosineGate checkpoint written by train/train.py."""
-    from cosinegate.training.checkpoint import load_checkpoint
+    """(state dict, source description) of a CosineGate checkpoint written by train/train.py or of a
+    torchvision-format ResNet state dict (resnet18/34/50)."""
+    from cosinegate.models import torchvision_import
+    from cosinegate.training.checkpoint import load_checkpoint, load_tensor_file
 
+    raw = load_tensor_file(path)
+    if not (isinstance(raw, dict) and "format" in raw):
+        tensors = torchvision_import.unwrap(raw)
+        if not torchvision_import.is_torchvision_layout(tensors):
+            raise CosineGateError(f"--init-from {path} is neither a CosineGate checkpoint nor a torchvision ResNet state dict "
+                                  "(conv1, bn1, layer1..4, fc); pass a file written by train/train.py or torchvision weights.")
+        weights, backbone = torchvision_import.map_state_dict(tensors)
+        source = {"path": str(path), "sha256": file_sha256(path), "format": torchvision_import.FORMAT, "backbone": backbone,
+                  "num_classes": int(weights["fc.weight"].shape[0]), "replaceable": list(torchvision_import.CLASSIFIER),
+                  "normalization": "imagenet"}
+        return weights, source
     state = load_checkpoint(path)
     model_cfg = state["config"]["model"]
     source = {"path": str(path), "sha256": file_sha256(path), "format": "cosinegate-checkpoint",
@@ -40,18 +54,21 @@ def apply_init(model, weights, source):
                               "pass a checkpoint of the same backbone or change --backbone.")
     own = model.state_dict()
     mismatched = [k for k in weights if k in own and tuple(weights[k].shape) != tuple(own[k].shape)]
+    reinitialised = sorted(k for k in mismatched if k in source.get("replaceable", ()))  # e.g. another class count's classifier
+    mismatched = [k for k in mismatched if k not in reinitialised]
     if mismatched:
         raise CosineGateError(f"--init-from {source['path']}: {len(mismatched)} tensors have other shapes than this model's "
                               f"(first: {mismatched[0]} {tuple(weights[mismatched[0]].shape)} vs {tuple(own[mismatched[0]].shape)}); "
                               "the number of classes or the backbone differs.")
-    shared = {k: v for k, v in weights.items() if k in own}
+    shared = {k: v for k, v in weights.items() if k in own and k not in reinitialised}
     if not shared:
         raise CosineGateError(f"--init-from {source['path']} shares no tensor with this model; pass a checkpoint of the same backbone.")
     own.update({k: v.to(own[k].dtype) for k, v in shared.items()})
     model.load_state_dict(own)
     fresh = sorted(k for k in own if k not in shared)
     return {**source, "loaded_tensors": len(shared), "fresh_tensors": len(fresh),
-            "fresh_modules": sorted({k.rsplit(".", 1)[0] for k in fresh}), "ignored_tensors": sorted(k for k in weights if k not in own)}
+            "fresh_modules": sorted({k.rsplit(".", 1)[0] for k in fresh}), "ignored_tensors": sorted(k for k in weights if k not in own),
+            "reinitialised": reinitialised}
 
 
 def load_teacher(path, device):

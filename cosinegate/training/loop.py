@@ -57,7 +57,8 @@ class Trainer:
         self.train_set, val_set = split_holdout(train, data["val_fraction"], seed=config["seed"])
         self.val_set = None if val_set is None else val_set.cropped(self.image_size)  # held out: evaluated like the test split
         self.classes = train.classes
-        self.normalization = normalization.resolve(data["normalization"], self.train_set.images)
+        init = read_init_weights(config["init_from"]) if config["init_from"] else None
+        self.normalization = normalization.resolve(data["normalization"], self.train_set.images, init and init[1].get("normalization"))
         torch.manual_seed(config["seed"])
         self.model = build_model(config["model"], num_classes=len(self.classes), image_size=self.image_size)
         self.model.normalization = self.normalization
@@ -65,7 +66,7 @@ class Trainer:
         self.gated = [i for i, b in enumerate(self.model.blocks) if b.gate is not None]
         self.init_report = None
         if config["init_from"]:  # phase two: start from another run's weights (a resumed run overwrites them)
-            self.init_report = apply_init(self.model, *read_init_weights(config["init_from"]))
+            self.init_report = apply_init(self.model, *init)
         self.model = self.runtime.prepare(self.model.to(self.device))
         self.teacher = None
         if config["distill"]["weight"]:
@@ -323,6 +324,8 @@ class Trainer:
             "hardware": hardware_label(self.device),
             "runtime": self.runtime.as_dict(),
             "init_from": self.init_report,
+            "image_size": self.image_size,
+            "normalization": self.normalization,
             "train_images": len(self.train_set),
             "final": {k: v for k, v in final.items() if k != "executed_macs_per_image"},
             "best_by_held_out": {
