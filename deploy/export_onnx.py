@@ -10,8 +10,8 @@ block is not computed), `masked` (any batch; every block computed, selected per
 sample; the only form for paper-mode gates and for batches > 1, since a TensorRT
 conditional takes one scalar condition), `flat` (every block runs; the twin for
 graph passes and quantization). Outputs: `logits` [N, classes] and `gates`
-[N, blocks] (1 = block executed). Input `input` [N, 3, 32, 32], normalized like
-cosinegate.data.augment.to_tensor.
+[N, blocks] (1 = block executed). Input `input` [N, 3, S, S] (S = the checkpoint's image size), normalized
+with the checkpoint's mean/std (in the manifest and the graph metadata).
 
 Policy (conditional and masked): `auto` (default) uses held-out skip rates (the
 checkpoint's, or --skip-rates FILE): always-skipped blocks (>= 99.5%) are removed,

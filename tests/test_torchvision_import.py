@@ -145,25 +145,19 @@ def test_detection_and_refusals(tmp_path):
 
 
 def test_training_from_torchvision_weights(tmp_path, fake_cifar_root):
-    """train.py's path: 10 fake-CIFAR classes onto 1000-class weights; ImageNet normalization chosen and recorded."""
+    """train.py's path (the Trainer a run starts with): 10 fake-CIFAR classes onto 1000-class weights; ImageNet
+    normalization chosen, and the source recorded in the checkpoint state."""
     from conftest import tiny_config
-    from cosinegate.training.checkpoint import load_checkpoint, model_from_checkpoint
-    from cosinegate.training.loop import train
+    from cosinegate.training.loop import Trainer
 
     ref = reference("resnet18", 1000)
     torch.save(ref.state_dict(), tmp_path / "r18.pth")
     config = tiny_config(fake_cifar_root)
     config["model"]["backbone"] = "resnet18"
     config["init_from"] = str(tmp_path / "r18.pth")
-    config["optim"]["lr"] = 0.0  # nothing moves: the checkpoint must hold the file's backbone exactly
-    config["data"]["subset"] = 40
-    threads = torch.get_num_threads()
-    try:
-        train(config, tmp_path / "run", "cpu", progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    trainer = Trainer(config, tmp_path / "run", "cpu", progress=False)
+    state = trainer.state(0)
     assert state["init_from"]["format"] == "torchvision-state-dict" and state["init_from"]["reinitialised"] == ["fc.bias", "fc.weight"]
     assert state["normalization"]["mean"] == [0.485, 0.456, 0.406] and "init-from" in state["normalization"]["source"]
-    model, _ = model_from_checkpoint(tmp_path / "run" / "last.pt")
-    assert torch.equal(model.blocks[5].residual[3].weight, ref.layer3[1].conv2.weight)
+    assert torch.equal(state["model"]["blocks.5.residual.3.weight"], ref.layer3[1].conv2.weight)
+    assert state["model"]["fc.weight"].shape == (10, 512)

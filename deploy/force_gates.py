@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Benchmark helper: a copy of a predictive checkpoint whose gates skip a known fraction of images.
+
+    python deploy/force_gates.py --checkpoint CKPT --skip 0.5 --out forced.pt
+
+Each gated block's threshold is moved, block by block, so that it skips --skip of the first
+--samples test images (of the checkpoint's data, at its image size) exactly; the skip rates
+stored for the deploy policy are measured on those images. The copy records that its gates
+were forced: it is for speed measurements (realized vs ideal speedup), not for accuracy.
+"""
+
+import argparse
+
+import _bootstrap  # noqa: F401
+
+
+def main(argv=None):
+    from cosinegate.artifacts import sha256_file
+    from cosinegate.bench.gate_patterns import force_skip_fraction
+    from cosinegate.cli import add_data_flags
+    from cosinegate.data import load_dataset
+    from cosinegate.errors import CosineGateError
+    from cosinegate.evaluation import run_model
+    from cosinegate.training.checkpoint import model_from_checkpoint, save_checkpoint
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--skip", type=float, default=0.5, help="fraction of images each gated block skips (0..1)")
+    parser.add_argument("--samples", type=int, default=200, help="test images the thresholds are placed on")
+    add_data_flags(parser)
+    parser.add_argument("--out", required=True, help="the forced checkpoint (.pt)")
+    args = parser.parse_args(argv)
+
+    model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
+    data = state["config"]["data"]
+    source = args.data or data["source"]
+    root = args.data_root if args.data_root is not None else (data["root"] if source == data["source"] else None)
+    _, test = load_dataset(source, root, image_size=model.image_size)
+    if args.samples < 2 or args.samples > len(test):
+        raise CosineGateError(f"--samples {args.samples}: use 2..{len(test)} (the test split's size).")
+    images = test.take(range(args.samples))
+    force_skip_fraction(model, images.images, args.skip)
+    skip_rates = (1.0 - run_model(model, images).gates.mean(0)).tolist()
+    forced = {"skip": args.skip, "samples": args.samples, "data": source, "from": str(args.checkpoint),
+              "from_sha256": sha256_file(args.checkpoint), "note": "gates forced for benchmarks; not a trained model"}
+    save_checkpoint(args.out, **{**{k: v for k, v in state.items() if k != "format"}, "model": model.state_dict(),
+                                 "skip_rates": skip_rates, "forced_gates": forced})
+    print(f"wrote {args.out}: {model.backbone} at {model.image_size}x{model.image_size}, skip rates "
+          f"{' '.join(f'{s:.2f}' for s in skip_rates)} on {args.samples} {source} test images")
+
+
+if __name__ == "__main__":
+    from cosinegate.cli import run_main
+
+    run_main(main)
