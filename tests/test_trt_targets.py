@@ -129,7 +129,7 @@ def test_schema_errors_name_file_and_field(tmp_path, old, new, field):
 
 def test_broken_toml_names_the_file(tmp_path):
     path = _write(tmp_path, "board", "name = \n")
-    with pytest.raises(CosineGateError, match="not valid TOML") as caught:
+    with pytest.raises(CosineGateError, match="not valid profile TOML") as caught:
         load_target("board", tmp_path)
     assert str(path) in str(caught.value)
 
