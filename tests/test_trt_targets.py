@@ -185,7 +185,7 @@ def test_desktop_versions_match_by_prefix():
         ("desktop", HostInfo("x86_64", "8.9", "10.7.0"), True, "TensorRT 10"),
         ("desktop", HostInfo("x86_64", "6.1", "10.7.0"), False, "compute capability 6.1"),
         ("desktop", HostInfo("x86_64", (12, 0), "11.4.0.106"), True, "TensorRT 11"),
-        ("desktop", HostInfo("x86_64", "10.0", "10.16.1.11"), True, "TensorRT 10.15"),
+        ("desktop", HostInfo("x86_64", "10.0", "10.15.1.29"), True, "TensorRT 10.15"),
     ],
 )
 def test_host_matches(target, host, ok, reason):

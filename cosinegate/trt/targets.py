@@ -14,7 +14,7 @@ the longest matching entry wins.
 from dataclasses import dataclass
 from pathlib import Path
 
-from cosinegate import minitoml
+from cosinegate.minitoml import TOMLError, loads as toml_loads
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.versions import parse_version
 
@@ -125,8 +125,8 @@ def load_target(name, targets_dir=None):
             f"Pick one of those or add {path.name} to {directory}."
         )
     try:
-        data = minitoml.loads(path.read_text(encoding="utf-8"))
-    except minitoml.TOMLError as exc:
+        data = toml_loads(path.read_text(encoding="utf-8"))
+    except TOMLError as exc:
         raise CosineGateError(f"{path}: not valid profile TOML ({exc}); fix the file.") from exc
     return _profile_from(data, path)
 
