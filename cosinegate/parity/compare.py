@@ -22,14 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from polygraphy.comparator import Comparator
-from polygraphy.comparator.compare import SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
 from cosinegate.artifacts import atomic_path
-from cosinegate.data.augment import to_tensor
 from cosinegate.errors import CosineGateError
-from cosinegate.onnx.export import GATES, INPUT, LOGITS, get_metadata
-from cosinegate.parity.torch_runner import TorchReference, TorchRunner
+
+# The graph's tensor names (cosinegate.onnx.export, which needs torch; this module must not: the
+# tolerance profiles and agreement_report serve device parity, where PyTorch is absent).
+INPUT, LOGITS, GATES = "input", "logits", "gates"
 
 BACKENDS = ("onnxrt", "trt")
 STATIC = ("always_run", "always_skipped")
@@ -44,7 +44,20 @@ class Tolerance:
     min_gate_agreement: float
 
     def compare_func(self):
-        return SimpleCompareFunc(atol={LOGITS: self.logits_atol, GATES: 0.0}, rtol={LOGITS: self.logits_rtol, GATES: 0.0})
+        return simple_compare_func(atol={LOGITS: self.logits_atol, GATES: 0.0}, rtol={LOGITS: self.logits_rtol, GATES: 0.0})
+
+
+def simple_compare_func(atol, rtol):
+    """Polygraphy's per-output tolerance comparison: ``SimpleCompareFunc`` (0.51+) where it exists,
+    else ``CompareFunc.simple`` (0.49/0.50, the Polygraphy of TensorRT 10.x's own tools), which later
+    releases deprecate."""
+    try:
+        from polygraphy.comparator.compare import SimpleCompareFunc
+    except ImportError:
+        from polygraphy.comparator import CompareFunc
+
+        return CompareFunc.simple(atol=atol, rtol=rtol)
+    return SimpleCompareFunc(atol=atol, rtol=rtol)
 
 
 FP32 = Tolerance("fp32", 1e-4, 1e-3, min_top1=1.0, min_gate_agreement=1.0)
@@ -71,6 +84,8 @@ def agreement_report(reference, outputs, tolerance):
 
 def input_feeds(images, batch, samples, normalization=None):
     """Polygraphy feed dicts of `samples` test images (rounded down to whole batches), normalized like training."""
+    from cosinegate.data.augment import to_tensor
+
     count = min(samples, len(images)) // batch * batch
     if count == 0:
         raise CosineGateError(f"need at least {batch} images for batch {batch}, have {min(samples, len(images))}; raise --samples.")
@@ -110,6 +125,8 @@ def _ort_session(onnx_path):
 
 def check_pairing(model, onnx_model):
     """The ONNX graph must have this checkpoint's backbone, gate mode, classes, blocks and image shape."""
+    from cosinegate.onnx.export import get_metadata
+
     meta = get_metadata(onnx_model)
     for key, have in (("backbone", model.backbone), ("mode", model.mode)):
         if meta.get(key, have) != have:
@@ -133,6 +150,9 @@ def check_pairing(model, onnx_model):
 
 def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=200, tolerance=FP32, save_inputs=None, save_reference=None):
     """Run both sides on `images` and return the parity report (a JSON-ready dict)."""
+    from cosinegate.onnx.export import get_metadata
+    from cosinegate.parity.torch_runner import TorchReference, TorchRunner
+
     batch = check_pairing(model, onnx_model)
     meta = get_metadata(onnx_model)
     kinds = [b["kind"] for b in meta.get("blocks", [])] or ["dynamic"] * model.num_blocks

@@ -55,9 +55,23 @@ def cache_calibrator(calib_cache):
     return "minmax" if algorithm == "MinMaxCalibration" else "entropy2"
 
 
+CONDITIONAL_CACHE = (
+    "the INT8 calibration cache does not fit the conditional graph: it is keyed to the flat twin's tensor "
+    "names, while TensorRT's ONNX parser renames tensors entering an If branch (<name>_InputLayer_output) and "
+    "the branch outputs have no entry, so those tensors would silently run uncalibrated; build the conditional "
+    "form with --int8 qdq, or use --int8 cache with --form masked."
+)
+
+
+def check_int8_form(form, precision, int8_path):
+    """Refuse the calibration cache for the conditional (If) graph; see CONDITIONAL_CACHE."""
+    if precision == "int8" and int8_path == "cache" and form == "conditional":
+        raise CosineGateError(CONDITIONAL_CACHE)
+
+
 def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=None, dla_core=None,
-                   workspace_mib=None, timing_cache=None, fp32_layers=(), optimization_level=3):
-    """Decide how to build (no TensorRT needed)."""
+                   workspace_mib=None, timing_cache=None, fp32_layers=(), optimization_level=3, form=None):
+    """Decide how to build (no TensorRT needed; every version decision through versions.py's guards)."""
     version = parse_version(trt_version)
     if precision not in profile.precisions:
         raise CosineGateError(f"precision {precision!r} is not offered by {profile.name}; use one of {', '.join(profile.precisions)}.")
@@ -66,12 +80,22 @@ def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=
         dla_core = 0
     if dla_core is not None and precision == "fp32":
         raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
+    if dla_core is not None and version.dla_int8_path is None:
+        raise CosineGateError(f"TensorRT {version} has no DLA support on this target; drop --dla-core.")
     int8_path = int8_path or profile.default_int8_path
+    check_int8_form(form, precision, int8_path)
     s = BuildSettings(precision, False, precision in ("fp16", "int8"), precision == "int8",
                       workspace_mib=workspace_mib or profile.default_workspace_mib, timing_cache=timing_cache,
                       dla_core=dla_core, gpu_fallback=dla_core is not None and profile.gpu_fallback,
                       optimization_level=optimization_level)
-    if precision == "int8" and int8_path == "qdq" and version.supports_strongly_typed or version.requires_strongly_typed:
+    qdq = precision == "int8" and int8_path == "qdq"
+    if qdq and dla_core is not None:
+        if version.dla_int8_path == "cache":
+            raise CosineGateError(f"DLA on TensorRT {version} takes INT8 only from a calibration cache, not from a Q/DQ "
+                                  "graph; use --int8 cache (masked form) or drop --dla-core.")
+        s.notes.append("Q/DQ graph built weakly typed for DLA (--int8 --fp16): DLA turns on FP16, which a strongly "
+                       "typed network refuses")
+    elif qdq and version.supports_strongly_typed or version.requires_strongly_typed:
         if version.requires_strongly_typed and precision == "fp16":
             raise CosineGateError(f"TensorRT {version} builds strongly typed only; export an fp16 graph and build it as fp32.")
         if version.requires_strongly_typed and precision == "int8" and int8_path == "cache":
@@ -83,6 +107,7 @@ def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=
         if calib_cache is None:
             raise CosineGateError("--int8 cache needs a calibration cache; run calibration first or use --int8 qdq.")
         s.calib_cache, s.calibrator = str(calib_cache), cache_calibrator(calib_cache)
+        check_cache_version(calib_cache, version)
         if s.calibrator == "minmax" and dla_core is not None:
             raise CosineGateError("DLA needs an EntropyCalibrator2 cache; this cache is MinMax. Drop --dla-core or recalibrate with entropy.")
         if version.calibrator_deprecated:
@@ -90,6 +115,19 @@ def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=
     if precision in ("fp16", "int8"):
         s.fp32_layers = tuple(fp32_layers)
     return s
+
+
+def check_cache_version(calib_cache, version):
+    """Refuse a cache whose header names another TensorRT release: TensorRT skips it silently and calibrates
+    again (on no data), so the engine would not use these scales."""
+    header = Path(calib_cache).read_text(errors="replace").splitlines()[:1]
+    written_for, _ = parse_calibration_cache_header(header[0])
+    if written_for.parts[:3] != tuple(version._part(i) for i in range(3)):
+        raise CosineGateError(
+            f"calibration cache {calib_cache} was written for TensorRT {written_for} (header {header[0].strip()}), "
+            f"this build uses {version}; TensorRT would ignore it. Use the cache made for {version} "
+            f"(bundles carry one per release) or recalibrate with --trt-version {version}."
+        )
 
 
 FLOAT_TYPES = (1, 10, 16)  # onnx.TensorProto FLOAT, FLOAT16, BFLOAT16
@@ -162,7 +200,7 @@ def config_kwargs(settings, version, trt):
         kwargs["fp16"] = True
     if settings.int8:
         kwargs["int8"] = True
-    if settings.fp32_layers and version.has_precision_constraints:
+    if settings.fp32_layers:  # weakly typed builds only (build_settings): TensorRT 11 has no per-layer precision
         kwargs["precision_constraints"] = "obey"
     if version.has_builder_optimization_level:
         kwargs["builder_optimization_level"] = settings.optimization_level
@@ -208,7 +246,7 @@ def build_engine(onnx_path, engine_path, settings):
     from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, PostprocessNetwork, SaveEngine
 
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=settings.strongly_typed or None)
-    if settings.fp32_layers and version.has_precision_constraints:
+    if settings.fp32_layers:
         pinned = set(settings.fp32_layers)
         network = PostprocessNetwork(network, lambda network: pin_float_layers(network, pinned, trt), name="pin-gate-heads-fp32")
     kwargs = config_kwargs(settings, version, trt)

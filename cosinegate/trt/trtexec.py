@@ -122,7 +122,7 @@ def _precision_args(profile, version, precision, int8_path, calib_cache, fp32_la
             )
     if version.requires_strongly_typed:
         return _strongly_typed_only(version, precision, int8_path)
-    pins = _fp32_pins(fp32_layers) if version.has_precision_constraints else []
+    pins = _fp32_pins(fp32_layers)  # weakly typed only: TensorRT 11 (no per-layer precision) returned above
     if precision == "fp32":
         return []
     if precision == "fp16":

@@ -14,8 +14,7 @@ Version guards (sources in brackets):
   ``--fp16``/``--int8`` builder flags and per-layer precision constraints are gone, and an INT8
   engine can only come from a Q/DQ graph.
 - ``skip_inference_flag``: trtexec 8.6+ calls it ``--skipInference``; 8.5 only has ``--buildOnly``.
-- ``has_builder_optimization_level`` (8.6+), ``has_precision_constraints`` (before 11) and
-  ``dla_int8_path`` (cache on 8.x, weakly typed Q/DQ on 10.x, no DLA on 11): see each property.
+- ``has_builder_optimization_level`` (8.6+) and ``dla_int8_path`` (cache on 8.x, weakly typed Q/DQ on 10.x, no DLA on 11): see each property.
 
 The API names each guarded branch touches are checked against the official bindings of every
 release (tests/data/trt_api/, tests/test_trt_api_surface.py); the trtexec flags against each
@@ -107,12 +106,6 @@ class TrtVersion:
         """``IBuilderConfig.builder_optimization_level`` / trtexec ``--builderOptimizationLevel``: 8.6+
         (absent from the 8.5.2 bindings, pyCore.cpp at tag 8.5.2; present in the 8.6.1 wheel)."""
         return self.at_least(8, 6)
-
-    @property
-    def has_precision_constraints(self):
-        """Per-layer precision pins (``ILayer.precision``/``set_output_type``, ``OBEY_PRECISION_CONSTRAINTS``,
-        trtexec ``--precisionConstraints``/``--layerPrecisions``/``--layerOutputTypes``): gone in 11."""
-        return not self.at_least(11)
 
     @property
     def dla_int8_path(self):
