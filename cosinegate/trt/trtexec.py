@@ -90,7 +90,7 @@ def trtexec_timing_command(profile, engine_path, trt_version, inputs=None, expor
     """trtexec line timing a built engine: ``--loadEngine``, real inputs (``inputs`` = {name: .bin file},
     passed as ``--loadInputs``), ``--useSpinWait``, and with ``export_prefix`` the per-run times, the
     per-layer profile and the layer information as JSON (``<prefix>.times.json`` etc.)."""
-    version = parse_version(trt_version)
+    parse_version(trt_version)  # same flags from 8.5 to 11.x (tests/test_trtexec_flags.py)
     args = ["trtexec", f"--loadEngine={engine_path}", "--useSpinWait"]
     if inputs:
         args.append("--loadInputs=" + ",".join(f"{name}:{path}" for name, path in inputs.items()))
@@ -101,9 +101,7 @@ def trtexec_timing_command(profile, engine_path, trt_version, inputs=None, expor
         args.append(f"--useDLACore={dla_core}")
     if export_prefix is not None:
         args += [f"--exportTimes={export_prefix}.times.json", f"--exportProfile={export_prefix}.profile.json",
-                 f"--exportLayerInfo={export_prefix}.layers.json", "--separateProfileRun"]
-        if version.at_least(8, 6):
-            args.append("--profilingVerbosity=detailed")
+                 f"--exportLayerInfo={export_prefix}.layers.json", "--separateProfileRun", "--profilingVerbosity=detailed"]
     return args
 
 
