@@ -73,6 +73,7 @@ def test_refusals_are_the_expected_ones():
     (["trtexec", "--onnx=m", "--skipInference"], "8.5.2", "not a flag"),
     (["trtexec", "--onnx=m", "--builderOptimizationLevel=3"], "8.5.2", "not a flag"),
     (["trtexec", "--onnx=m", "--fp16"], "11", "not a flag"),
+    (["trtexec", "--onnx=m", "--int8"], "11", "strongly typed only"),
     (["trtexec", "--onnx=m", "--stronglyTyped", "--fp16"], "10.3.0", "precision flag"),
     (["trtexec", "--onnx=m", "--stronglyTyped", "--useDLACore=0"], "10.3.0", "sets FP16 for DLA"),
     (["trtexec", "--onnx=m", "--calib=c"], "10.3.0", "without --int8"),

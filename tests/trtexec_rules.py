@@ -47,6 +47,9 @@ def problems(args, version):
     if strong and PRECISION_FLAGS & set(flags):
         # 10.x sampleOptions.cpp: "Invalid usage, setting fp16 mode is not allowed if graph is strongly typed"
         found.append("--stronglyTyped with a precision flag")
+    if version.major >= 11 and PRECISION_FLAGS & set(flags):
+        # 11.x: no weakly typed builds; the --int8 literal of v11.1 belongs to the safety-runtime options
+        found.append("a precision flag on TensorRT 11 (strongly typed only)")
     if strong and PIN_FLAGS & set(flags):
         found.append("--stronglyTyped with per-layer precision flags (strongly typed networks take precision from the graph)")
     if strong and has("--useDLACore") and version.major < 11:
