@@ -1,12 +1,10 @@
 """trtexec command lines for every target x precision, and their version-dependent flags."""
 
-import shlex
-
 import pytest
 
 from cosinegate.errors import CosineGateError
-from cosinegate.trt.targets import DEFAULT_TARGETS_DIR, list_targets, load_target
-from cosinegate.trt.trtexec import shell_line, trtexec_command
+from cosinegate.trt.targets import list_targets, load_target
+from cosinegate.trt.trtexec import trtexec_command
 
 GATES = ["/gate1/fc/Gemm", "/gate2/*"]
 BUILDS = ["fp32", "fp16", "int8-qdq", "int8-cache"]
@@ -148,10 +146,3 @@ def test_tensorrt_11_is_strongly_typed_only():
 def test_layer_names_that_trtexec_cannot_take():
     with pytest.raises(CosineGateError, match="cannot be pinned"):
         trtexec_command(load_target("desktop"), "m.onnx", "m.engine", "fp16", fp32_layers=["a:b"], trt_version="10.15")
-
-
-def test_shell_line_quotes_paths():
-    args = trtexec_command(load_target("desktop"), "my model.onnx", "out/m.engine", "fp32", trt_version="10.15")
-    line = shell_line(args)
-    assert "'--onnx=my model.onnx'" in line
-    assert shlex.split(line) == args

@@ -26,10 +26,7 @@ from polygraphy.logger import G_LOGGER
 
 from cosinegate.artifacts import atomic_path
 from cosinegate.errors import CosineGateError
-
-# The graph's tensor names (cosinegate.onnx.export, which needs torch; this module must not: the
-# tolerance profiles and agreement_report serve device parity, where PyTorch is absent).
-INPUT, LOGITS, GATES = "input", "logits", "gates"
+from cosinegate.graphmeta import GATES, INPUT, LOGITS, get_metadata
 
 BACKENDS = ("onnxrt", "trt")
 STATIC = ("always_run", "always_skipped")
@@ -48,16 +45,23 @@ class Tolerance:
 
 
 def simple_compare_func(atol, rtol):
-    """Polygraphy's per-output tolerance comparison: ``SimpleCompareFunc`` (0.51+) where it exists,
-    else ``CompareFunc.simple`` (0.49/0.50, the Polygraphy of TensorRT 10.x's own tools), which later
-    releases deprecate."""
-    try:
-        from polygraphy.comparator.compare import SimpleCompareFunc
-    except ImportError:
+    """Polygraphy's per-output tolerance comparison: ``SimpleCompareFunc`` (0.51+) where it exists, else
+    ``CompareFunc.simple`` (0.49/0.50, e.g. the Polygraphy of TensorRT 10.x's tools/, which has no
+    SimpleCompareFunc), which later releases deprecate."""
+    simple = _simple_compare_class()
+    if simple is None:
         from polygraphy.comparator import CompareFunc
 
         return CompareFunc.simple(atol=atol, rtol=rtol)
-    return SimpleCompareFunc(atol=atol, rtol=rtol)
+    return simple(atol=atol, rtol=rtol)
+
+
+def _simple_compare_class():
+    try:
+        from polygraphy.comparator.compare import SimpleCompareFunc
+    except ImportError:
+        return None
+    return SimpleCompareFunc
 
 
 FP32 = Tolerance("fp32", 1e-4, 1e-3, min_top1=1.0, min_gate_agreement=1.0)
@@ -125,8 +129,6 @@ def _ort_session(onnx_path):
 
 def check_pairing(model, onnx_model):
     """The ONNX graph must have this checkpoint's backbone, gate mode, classes, blocks and image shape."""
-    from cosinegate.onnx.export import get_metadata
-
     meta = get_metadata(onnx_model)
     for key, have in (("backbone", model.backbone), ("mode", model.mode)):
         if meta.get(key, have) != have:
@@ -150,7 +152,6 @@ def check_pairing(model, onnx_model):
 
 def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=200, tolerance=FP32, save_inputs=None, save_reference=None):
     """Run both sides on `images` and return the parity report (a JSON-ready dict)."""
-    from cosinegate.onnx.export import get_metadata
     from cosinegate.parity.torch_runner import TorchReference, TorchRunner
 
     batch = check_pairing(model, onnx_model)

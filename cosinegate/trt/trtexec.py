@@ -23,8 +23,6 @@ Every line is checked against the flag list of each release's trtexec (tests/tes
 - TensorRT 11 builds strongly typed only (see versions.py): no ``--fp16``/``--int8``/``--calib``.
 """
 
-import shlex
-
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.targets import check_dla_core
 from cosinegate.trt.versions import parse_version
@@ -103,11 +101,6 @@ def trtexec_timing_command(profile, engine_path, trt_version, inputs=None, expor
         args += [f"--exportTimes={export_prefix}.times.json", f"--exportProfile={export_prefix}.profile.json",
                  f"--exportLayerInfo={export_prefix}.layers.json", "--separateProfileRun", "--profilingVerbosity=detailed"]
     return args
-
-
-def shell_line(args):
-    """One shell-quoted line for ``args``."""
-    return shlex.join(str(arg) for arg in args)
 
 
 def _precision_args(profile, version, precision, int8_path, calib_cache, fp32_layers, dla_core=None):
