@@ -43,6 +43,8 @@ def parse_args(argv=None):
     add_data_flags(p)
     p.add_argument("--samples", type=int, default=300, help="distinct test images cycled through")
     p.add_argument("--random-input", action="store_true", help="random tensors: speed only, no skip statistics")
+    p.add_argument("--inputs", help="Polygraphy inputs JSON (a bundle's inputs.json) as the images; no dataset or torch "
+                                    "needed (default for --engine: the reference inputs its manifest or bundle names)")
     p.add_argument("--json", help="write the JSON report here")
     p.add_argument("--csv", help="append one row per run to this CSV (default none)")
     p.add_argument("--plot", help="latency histogram PNG")
@@ -59,6 +61,31 @@ def parse_args(argv=None):
                                            "and If cost next to the break-even at the skip rate measured here (and "
                                            "--policy auto uses it when exporting from --checkpoint)")
     return p.parse_args(argv)
+
+
+def reference_inputs(engine, manifest):
+    """The reference inputs an engine was checked with: its manifest's, or the bundle's beside results/."""
+    named = manifest.get("reference_inputs")
+    candidates = ([Path(named)] if named else []) + [Path(engine).resolve().parent.parent / "inputs.json"]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def batches_from_inputs(path, batch):
+    """Batches of ``batch`` images from a Polygraphy inputs JSON (torch-free)."""
+    import numpy as np
+    from polygraphy.json import load_json
+
+    from cosinegate.errors import CosineGateError
+    from cosinegate.graphmeta import INPUT
+
+    try:
+        x = np.concatenate([np.asarray(feed[INPUT], dtype=np.float32) for feed in load_json(str(path))])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CosineGateError(f"{path} is not a Polygraphy inputs JSON with an '{INPUT}' tensor ({exc}); pass a bundle's inputs.json.") from exc
+    count = len(x) // batch * batch
+    if count == 0:
+        raise CosineGateError(f"{path} holds {len(x)} images, fewer than --batch {batch}; lower --batch.")
+    return [np.ascontiguousarray(x[i : i + batch]) for i in range(0, count, batch)]
 
 
 def make_batches(args, image_size, normalization):
@@ -116,6 +143,8 @@ def main(argv=None):
         raise CosineGateError("--power reads the Jetson power rails of an engine's target; use it with --engine on the device.")
     if args.if_cost:
         return if_cost(args, backend_name)
+    if args.inputs and (args.data or args.random_input or args.compare_dense):
+        raise CosineGateError("--inputs gives unlabelled images; drop --data/--random-input/--compare-dense (or --inputs).")
     remove_stale(tempfile.gettempdir(), "cg-bench.")  # what killed runs left (their pid is in the name)
     with tempfile.TemporaryDirectory(prefix=f"cg-bench.{os.getpid()}.") as tmp:
         return run_bench(args, backend_name, Path(tmp))
@@ -128,10 +157,19 @@ def run_bench(args, backend_name, workdir):
     from cosinegate.bench.backends import OnnxrtBackend, TorchBackend, TrtBackend
     from cosinegate.errors import CosineGateError
 
-    mode, table, kinds, meta, model_path = "predictive", None, None, {}, None
+    mode, table, kinds, meta, model_path, batches = "predictive", None, None, {}, None, None
     if backend_name == "trt":
         if not args.engine:
             raise CosineGateError("--backend trt needs --engine FILE (built by deploy/build_engine.py).")
+        from cosinegate.trt.manifest import read_engine_manifest
+
+        if not (args.inputs or args.data or args.random_input):
+            args.inputs = reference_inputs(args.engine, read_engine_manifest(args.engine))
+            if args.inputs is None:
+                raise CosineGateError("no images for the engine: pass --inputs BUNDLE/inputs.json (the reference inputs), "
+                                      "--data with a dataset, or --random-input (speed only).")
+        if args.inputs:  # before TensorRT is needed, so a bad --inputs is said first
+            batches = batches_from_inputs(args.inputs, args.batch)
         backend = TrtBackend(args.engine)
         meta = backend.manifest.get("onnx_metadata", {})
         model_path = args.engine
@@ -166,15 +204,18 @@ def run_bench(args, backend_name, workdir):
         mode = meta.get("mode", "predictive")
         if backend.batch and backend.batch != args.batch:
             raise CosineGateError(f"the model has a static batch of {backend.batch}; pass --batch {backend.batch}.")
-    from cosinegate.data.normalization import LEGACY_SOURCE, named
-    from cosinegate.data.resize import refuse_other_size
+    if batches is None and args.inputs:
+        batches = batches_from_inputs(args.inputs, args.batch)
+    if batches is None:
+        from cosinegate.data.normalization import LEGACY_SOURCE, named
+        from cosinegate.data.resize import refuse_other_size
 
-    if backend_name == "torch":
-        size, normalization = backend.model.image_size, backend.model.normalization
-    else:
-        size, normalization = meta.get("image_size", 32), meta.get("normalization") or named("cifar10", LEGACY_SOURCE)
-    size = refuse_other_size(args.image_size, size, model_path)
-    batches = make_batches(args, size, normalization)
+        if backend_name == "torch":
+            size, normalization = backend.model.image_size, backend.model.normalization
+        else:
+            size, normalization = meta.get("image_size", 32), meta.get("normalization") or named("cifar10", LEGACY_SOURCE)
+        size = refuse_other_size(args.image_size, size, model_path)
+        batches = make_batches(args, size, normalization)
     sampler = None
     if args.power:
         from cosinegate.bench.tegrastats import TegrastatsSampler
@@ -187,7 +228,8 @@ def run_bench(args, backend_name, workdir):
         if sampler:
             sampler.__exit__(None, None, None)
     report = {"backend": backend_name, "model": str(model_path), "batch": args.batch, "threads": args.threads,
-              "input": "random (speed only)" if args.random_input else f"{args.data or 'synthetic'} test images",
+              "input": "random (speed only)" if args.random_input else f"reference inputs {args.inputs} ({len(batches) * args.batch} images)"
+              if args.inputs else f"{args.data or 'synthetic'} test images",
               "device": rep.device_name(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "inputs": input_record(model=model_path, checkpoint=args.checkpoint), **result}
     wall = report.pop("_wall")

@@ -60,7 +60,7 @@ def parse_args(argv=None):
 def main(argv=None):
     from cosinegate.artifacts import folder_lock, write_error
     from cosinegate.errors import CosineGateError
-    from cosinegate.trt.build import detect_host
+    from cosinegate.trt.build import check_int8_form, detect_host
     from cosinegate.trt.targets import check_dla_core, check_opset, host_matches, load_target
 
     args = parse_args(argv)
@@ -79,6 +79,8 @@ def main(argv=None):
     int8_path = args.int8_path = args.int8_path or profile.default_int8_path
     if args.precision == "int8" and int8_path not in profile.int8_paths:
         raise CosineGateError(f"INT8 path {int8_path} is not offered by {profile.name}; use {', '.join(profile.int8_paths)}.")
+    if not args.bundle:
+        check_int8_form(args.form, args.precision, int8_path)
     if args.precision == "int8" and not (args.checkpoint or args.bundle or args.calib_cache or args.calibration):
         raise CosineGateError("INT8 needs calibration data or a cache: pass --checkpoint (calibrates), --calibration DIR or --calib-cache FILE.")
     if args.calib_cache and not Path(args.calib_cache).is_file():
@@ -195,35 +197,68 @@ def _settings(args, profile, version, art):
     from cosinegate.trt.build import build_settings, gate_layer_names
 
     return build_settings(profile, version, args.precision, args.int8_path, art.get("cache"), args.dla_core, args.workspace,
-                          args.timing_cache, gate_layer_names(art["onnx"]))
+                          args.timing_cache, gate_layer_names(art["onnx"]), form=args.form)
+
+
+def int8_note(profile, args, calibrator):
+    """What INT8 means in this bundle, per release (manifest and README)."""
+    if args.precision != "int8":
+        return None
+    from cosinegate.trt.versions import parse_version
+
+    notes = []
+    if args.int8_path == "qdq":
+        notes.append("INT8 from the Q/DQ graph (explicit quantization): strongly typed on TensorRT 9+, "
+                     "--int8 --fp16 on 8.x.")
+    else:
+        notes.append(f"INT8 from the calibration cache ({calibrator}), masked form only: the cache is keyed to the "
+                     "flat twin's tensor names, which TensorRT renames inside If branches. The bundle carries one cache "
+                     "per TensorRT release (calibration-trt<version>.cache): TensorRT skips a cache of another release.")
+    if args.dla_core is not None:
+        for release in profile.tensorrt:
+            path = parse_version(release.version).dla_int8_path
+            meaning = {"cache": "the calibration cache (DLA takes no Q/DQ on 8.x)",
+                       "qdq-weak": "the Q/DQ graph built weakly typed (--int8 --fp16; DLA turns on FP16)",
+                       None: "not available (no DLA)"}[path if args.int8_path == "qdq" else "cache" if path else None]
+            notes.append(f"DLA with TensorRT {release.version}: {meaning}.")
+    return " ".join(notes)
 
 
 def bundle(args, profile, art, out, why):
+    import shlex
+
+    from cosinegate.errors import CosineGateError
+    from cosinegate.graphmeta import get_metadata
     from cosinegate.onnx import matching_manifest
-    from cosinegate.trt.build import cache_calibrator
-    from cosinegate.trt.bundle import device_script, make_bundle
+    from cosinegate.trt.build import cache_calibrator, gate_layer_names
+    from cosinegate.trt.bundle import input_bin, make_bundle, polygraphy_tolerance, release_cache_name, release_caches
+    from cosinegate.trt.bundle_readme import bundle_readme
+    from cosinegate.trt.device_script import ScriptPlan, device_script
 
     name = art["name"]
-    files = {}
+    files, texts = {}, {}
     for form, path in art["forms"].items():
         files[f"model.{form}.onnx"] = path
         if matching_manifest(path) is not None:  # a manifest naming another graph (a killed export) stays out
             files[f"model.{form}.onnx.json"] = Path(f"{path}.json")
-    build_rel = f"model.{args.form}.onnx"
+    float_rel = build_rel = f"model.{args.form}.onnx"
     if art.get("calibration"):
         for extra in sorted(Path(art["calibration"]).glob("*")):
             if extra.is_file() and not extra.name.endswith(".stage.json"):
                 files[f"calibration/{extra.name}"] = extra
         if art.get("qdq"):
             build_rel = f"calibration/{Path(art['qdq']).name}"
-    calib_rel, calibrator = None, None
-    if art.get("cache"):
-        calib_rel = "calibration.cache"
-        files[calib_rel] = art["cache"]
+    calibrator, caches = None, {}
+    if art.get("cache") and args.precision == "int8":
         calibrator = cache_calibrator(art["cache"])
-    if art.get("reference"):
-        files["reference.json"] = art["reference"]
-        files["inputs.json"] = art["inputs"]
+        for version, text in release_caches(art["cache"], profile).items():
+            texts[release_cache_name(version)] = text
+            caches[version] = release_cache_name(version)
+    if not art.get("reference"):
+        raise CosineGateError("a bundle needs the PyTorch reference (reference.json, inputs.json), made from --checkpoint; "
+                              "pass --checkpoint instead of --onnx.")
+    files["reference.json"] = art["reference"]
+    files["inputs.json"] = art["inputs"]
     candidates = {}
     for cand, paths in art.get("candidates", {}).items():
         suffix = "" if cand == "conditional" else f".{cand}"
@@ -231,28 +266,48 @@ def bundle(args, profile, art, out, why):
         for key, rel in rels.items():
             files.setdefault(rel, paths[key])
         candidates[cand] = rels
+    check_rels = {"reference": "reference.json", "inputs": "inputs.json"}
     if args.select not in ("fastest", "conditional"):
-        build_rel = f"model.{args.select}.onnx"
-    from cosinegate.trt.build import gate_layer_names
+        build_rel = float_rel = f"model.{args.select}.onnx"
+        check_rels = {key: candidates[args.select][key] for key in check_rels}
+    import onnx
+    import tempfile
 
-    int8_path = args.int8_path
-    script = device_script(profile, name, args.form, args.precision, int8_path, build_rel, calib_rel, args.batch,
-                           gate_layer_names(files[build_rel] if build_rel in files else art["onnx"]), args.workspace,
-                           args.dla_core, calibrator)
+    tmp = tempfile.TemporaryDirectory(prefix="cg-bundle.")
+    files["input.bin"] = Path(tmp.name) / "input.bin"
+    input_bin(art["inputs"], files["input.bin"])
+    build_path = files.get(build_rel, art["onnx"])
+    meta = get_metadata(onnx.load(str(build_path), load_external_data=False))
+    note = int8_note(profile, args, calibrator)
     fields = {"model": name, "target": profile.name, "form": args.form, "precision": args.precision, "batch": args.batch,
-              "int8_path": int8_path if args.precision == "int8" else None, "build_onnx": build_rel,
-              "calibration_cache": calib_rel, "calibrator": calibrator, "dla_core": args.dla_core,
-              "source": str(args.checkpoint or args.onnx)}
+              "int8_path": args.int8_path if args.precision == "int8" else None, "build_onnx": build_rel,
+              "float_onnx": float_rel, "calibration_caches": caches or None, "calibrator": calibrator,
+              "dla_core": args.dla_core, "int8": note, "source": str(args.checkpoint or args.onnx)}
     if candidates:
         fields.update(candidates=candidates, selection=select_here(args, art, candidates))
-    final, archive, manifest = make_bundle(out, name, profile, files, script, fields)
+    engine_fields = {"model": name, "target": profile.name, "precision": args.precision, "batch": args.batch,
+                     "form": args.form, "built_by": "build_on_device.sh (trtexec)", "onnx_metadata": meta,
+                     "gate_thresholds": {str(b): "logit > 0" for b in range(len(meta.get("blocks", [])))},
+                     "settings": {"dla_core": args.dla_core, "workspace_mib": args.workspace or profile.default_workspace_mib}}
+    plan = ScriptPlan(profile, name, args.form, args.precision, args.int8_path if args.precision == "int8" else None,
+                      build_rel, float_rel, caches, calibrator, args.batch, gate_layer_names(build_path), args.workspace,
+                      args.dla_core, tolerance_args=tuple(shlex.split(polygraphy_tolerance(args.precision))),
+                      reference=check_rels["reference"], reference_inputs=check_rels["inputs"], manifest_fields=engine_fields)
+    archive_name = f"{name}-bundle.tar.gz"
+    texts["README.md"] = bundle_readme(profile, name, args.form, args.precision, note, archive_name)
+    try:
+        final, archive, manifest = make_bundle(out, name, profile, files, device_script(plan), fields, texts)
+    finally:
+        tmp.cleanup()
     print(f"no engine built here ({why}); wrote the device bundle {final} ({len(manifest['files'])} files) and {archive}")
-    print("On the device:")
-    print(f"  1. copy:  scp {archive} <device>:~/")
+    if note:
+        print(f"INT8: {note}")
+    print("On the device (see its README.md):")
+    print(f"  1. copy:   scp {archive} <user>@<device>:~/")
     print(f"  2. unpack: tar xzf {archive.name}")
-    print(f"  3. build:  sh {final.name}/build_on_device.sh      (trtexec)")
-    print(f"     or:     python3 deploy/build_engine.py --bundle {final.name} --target {profile.name} "
-          f"--precision {args.precision} --form {args.form}   (from a toolkit checkout; checks hashes, builds, runs parity)")
+    print(f"  3. build, check, time: sh {final.name}/build_on_device.sh      (trtexec; results in {final.name}/results/)")
+    print(f"     or:     python3 deploy/build_engine.py --bundle {final.name} --target {profile.name}   "
+          "(from a toolkit checkout with the device extra; checks hashes, builds with Polygraphy, runs parity)")
     return 0
 
 
@@ -299,6 +354,17 @@ def from_bundle(args, profile, host, can_build, why, out):
         print(f"bundle {bundle_dir} verified ({len(manifest['files'])} files, hashes match); no engine built here ({why}).")
         return 0
     args.precision, args.form, args.batch, args.int8_path = fields["precision"], fields["form"], fields["batch"], fields["int8_path"]
+    args.dla_core = fields["dla_core"]
+    version = host.trt_version
+    if args.int8_path == "qdq" and args.dla_core is not None and version.dla_int8_path == "cache":
+        args.int8_path, art["onnx"] = "cache", listed_member(bundle_dir, manifest, "float_onnx")  # DLA takes no Q/DQ on 8.x
+        print(f"INT8 on DLA with TensorRT {version}: building {art['onnx'].name} from the calibration cache")
+    caches = manifest.get("calibration_caches") or {}
+    if not isinstance(caches, dict):
+        raise CosineGateError("the bundle manifest's calibration_caches is not a table of release: file; re-create the bundle.")
+    release = ".".join(str(version._part(i)) for i in range(3))
+    if art["cache"] is None and caches.get(release) is not None:
+        art["cache"] = listed_member(bundle_dir, {"files": manifest["files"], "cache": caches[release]}, "cache")
     if args.select in ("pruned", "dense"):
         rels = manifest.get("candidates", {}).get(args.select) if isinstance(manifest.get("candidates"), dict) else None
         if not isinstance(rels, dict):
@@ -314,6 +380,7 @@ def bundle_fields(manifest, profile):
     """The manifest values that name outputs or choose the build, checked: plain names and known choices only."""
     from cosinegate.errors import CosineGateError
     from cosinegate.trt.manifest import safe_name
+    from cosinegate.trt.targets import check_dla_core
 
     fields = {"model": safe_name(manifest.get("model"), "bundle model name")}
     for key, choices in (("form", FORMS), ("precision", profile.precisions)):
@@ -325,6 +392,11 @@ def bundle_fields(manifest, profile):
         raise CosineGateError(f"bundle batch {batch!r} is not a whole number from 1 to 4096; re-create the bundle.")
     fields["batch"] = batch
     fields["int8_path"] = manifest.get("int8_path")
+    fields["dla_core"] = manifest.get("dla_core")
+    if fields["dla_core"] is not None:
+        if type(fields["dla_core"]) is not int:
+            raise CosineGateError(f"bundle dla_core {fields['dla_core']!r} is not a core number; re-create the bundle.")
+        check_dla_core(profile, fields["dla_core"])
     if fields["precision"] == "int8" and fields["int8_path"] not in profile.int8_paths:
         raise CosineGateError(f"bundle int8_path {fields['int8_path']!r} is not one of {', '.join(profile.int8_paths)}; re-create the bundle.")
     return fields
@@ -384,6 +456,7 @@ def build_one(args, profile, host, art, out, label):
         settings=settings.to_json(), inputs={"onnx": str(art["onnx"]), "onnx_sha256": sha256_file(art["onnx"])},
         calibration_sha256=sha256_file(art["cache"]) if art.get("cache") else None,
         gate_thresholds={b: "logit > 0" for b in range(len(meta.get("blocks", [])))}, onnx_metadata=meta,
+        reference_inputs=str(art["inputs"]) if art.get("inputs") else None,
     )
     print(f"built {engine} in {seconds:.1f}s (TensorRT {version}, sm{cc}); manifest {engine}.json")
     if not art.get("reference"):
@@ -402,7 +475,7 @@ def onnx_opset(model, default=None):
 def _onnx_meta(path):
     import onnx
 
-    from cosinegate.onnx.export import get_metadata
+    from cosinegate.graphmeta import get_metadata
 
     return get_metadata(onnx.load(str(path), load_external_data=False))
 

@@ -131,4 +131,4 @@ def test_trt_backend_refuses_without_tensorrt(tmp_path, monkeypatch):
 
     monkeypatch.setattr(versions, "installed_tensorrt", lambda: None)
     with pytest.raises(CosineGateError, match="TensorRT is not installed"):
-        bench.main(["--engine", str(tmp_path / "m.engine")])
+        bench.main(["--engine", str(tmp_path / "m.engine"), "--random-input"])  # images given: TensorRT is next

@@ -47,7 +47,8 @@ def test_bad_inputs(argv, words, tiny_checkpoint, tmp_path):
 def test_int8_cache_path_needs_cache(tiny_checkpoint, tmp_path):
     with pytest.raises(CosineGateError, match="calibration cache .* not found"):
         build_engine.main(["--target", "jetson-orin", "--checkpoint", str(tiny_checkpoint), "--precision", "int8",
-                           "--int8", "cache", "--calib-cache", str(tmp_path / "none.cache"), "--out", str(tmp_path / "o")])
+                           "--int8", "cache", "--form", "masked", "--calib-cache", str(tmp_path / "none.cache"),
+                           "--out", str(tmp_path / "o")])
 
 
 def test_int8_onnx_without_cache(tmp_path):
@@ -71,6 +72,40 @@ def test_settings_follow_version_guards(tmp_path):
         trt_build.build_settings(orin, "10.3.0", "int8", "cache", calib_cache=cache, dla_core=0)
     with pytest.raises(CosineGateError, match="strongly typed only"):
         trt_build.build_settings(orin, "11.0", "fp16")
+
+
+def test_settings_per_release_int8_dla_cache_and_form(tmp_path):
+    """Defects 4, 7, 10: cache of another release, INT8 on DLA per release, cache with the conditional graph."""
+    orin = load_target("jetson-orin")
+    with pytest.raises(CosineGateError, match="takes INT8 only from a calibration cache"):
+        trt_build.build_settings(orin, "8.5.2", "int8", "qdq", dla_core=0)
+    s = trt_build.build_settings(orin, "10.3.0", "int8", "qdq", dla_core=0, fp32_layers=("g",))
+    assert not s.strongly_typed and s.int8 and s.fp16 and s.fp32_layers == ("g",)
+    with pytest.raises(CosineGateError, match="no DLA support"):
+        trt_build.build_settings(orin, "11.0", "int8", "qdq", dla_core=0)
+    cache = tmp_path / "c.cache"
+    cache.write_text("TRT-100300-EntropyCalibration2\ninput: 3c010a14\n")
+    with pytest.raises(CosineGateError, match="written for TensorRT 10.3.0.*TensorRT would ignore it"):
+        trt_build.build_settings(orin, "8.5.2.2", "int8", "cache", calib_cache=cache)
+    assert trt_build.build_settings(orin, "10.3.0.30", "int8", "cache", calib_cache=cache, form="masked").calib_cache
+    with pytest.raises(CosineGateError, match="If branch"):
+        trt_build.build_settings(orin, "10.3.0", "int8", "cache", calib_cache=cache, form="conditional")
+
+
+def test_gate_pins_are_float_layers_only(tmp_path):
+    """Defect 6: the ONNX gate nodes that take or make bool are not pinned (trtexec and Polygraphy alike)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="block0/gate/relu"),
+             helper.make_node("Greater", ["h", "zero"], ["d"], name="block0/gate/decision"),
+             helper.make_node("Cast", ["d"], ["v"], name="block0/gate/value", to=TensorProto.FLOAT),
+             helper.make_node("Add", ["v", "h"], ["y"], name="block0/add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "g.onnx")
+    assert trt_build.gate_layer_names(tmp_path / "g.onnx") == ("block0/gate/relu",)
 
 
 @pytest.mark.skipif(HAS_TRT, reason="checks the TensorRT-absent message")

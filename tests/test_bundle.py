@@ -1,5 +1,6 @@
 """Device bundle from a checkpoint: contents, hashes, script, printed instructions, reuse by hash."""
 
+import json
 import shutil
 import sys
 import tarfile
@@ -13,7 +14,11 @@ import build_engine  # noqa: E402
 
 from cosinegate.errors import CosineGateError  # noqa: E402
 from cosinegate.trt import build as trt_build  # noqa: E402
-from cosinegate.trt.bundle import device_script  # noqa: E402
+import shlex  # noqa: E402
+
+from trtexec_rules import problems  # noqa: E402
+
+from cosinegate.trt.device_script import ScriptPlan, device_script  # noqa: E402
 from cosinegate.trt.manifest import verify_bundle  # noqa: E402
 from cosinegate.trt.targets import HostInfo, list_targets, load_target  # noqa: E402
 
@@ -52,15 +57,27 @@ def test_bundle_contents_and_hashes(bundled):
     assert not [p for p in out.iterdir() if p.name.startswith(".tiny-bundle")]  # no temp left
 
 
-def test_script_has_trtexec_and_python_path(bundled):
+def script_builds(script):
+    """{release: trtexec args} of each case branch of build_on_device.sh (its `set --` build line)."""
+    builds, release = {}, None
+    for line in script.splitlines():
+        line = line.strip()
+        if line.startswith("RELEASE="):
+            release = shlex.split(line[len("RELEASE="):])[0]
+        elif line.startswith("set -- --onnx=") and release:
+            builds[release] = ["trtexec"] + shlex.split(line)[2:]
+    return builds
+
+
+def test_script_builds_each_release_with_float_pins_only(bundled):
     out = bundled[0]
     script = (out / "tiny-bundle" / "build_on_device.sh").read_text()
-    assert "trtexec --onnx=model.conditional.onnx --saveEngine=tiny-conditional-fp16-trt10.3.0-sm87.engine --fp16" in script
-    from cosinegate.trt.build import gate_layer_names
-
-    gates = gate_layer_names(out / "tiny-bundle" / "model.conditional.onnx")
-    assert ("--precisionConstraints=obey" in script) == bool(gates)  # gate heads pinned fp32 when the graph has any
-    assert "deploy/build_engine.py\" --bundle \"$BUNDLE\" --target jetson-orin" in script
+    builds = script_builds(script)
+    assert set(builds) == {"8.5.2", "8.6.2", "10.3.0"}
+    for args in builds.values():
+        assert args[1:4] == ["--onnx=model.conditional.onnx", "--saveEngine=$ENGINE_TMP", "--fp16"]
+        assert "--verbose" in args and "--profilingVerbosity=detailed" in args
+        assert not any("/gate/decision" in a or "/gate/cond" in a or "/gate/value" in a for a in args)
 
 
 def test_reuse_by_hash_and_rebuild(bundled, tmp_path):
@@ -96,24 +113,59 @@ def test_bundle_verification_refuses_damage(bundled, tmp_path):
         verify_bundle(copy)
 
 
-@pytest.mark.parametrize("target", list_targets())
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_trtexec_line_per_target_and_precision(target, precision, tmp_path):
+def _plan(profile, precision, int8_path, dla_core, form="masked", calibrator="entropy2"):
+    caches = {str(r.version): f"calibration-trt{r.version}.cache" for r in profile.tensorrt if len(r.version.parts) >= 3}
+    build = "calibration/model.qdq.onnx" if int8_path == "qdq" else f"model.{form}.onnx"
+    return ScriptPlan(profile, "m", form, precision, int8_path, build, f"model.{form}.onnx", caches if int8_path == "cache" or dla_core is not None else {},
+                      calibrator, 1, ("block0/gate/fc", "block0/gate/logit"), dla_core=dla_core)
+
+
+def _script_cases():
+    for target in list_targets():
+        profile = load_target(target)
+        for precision, int8_path in (("fp32", None), ("fp16", None), ("int8", "qdq"), ("int8", "cache")):
+            for dla_core in [None] + list(range(profile.dla_cores))[:1]:
+                if not (precision == "fp32" and dla_core is not None):
+                    yield target, precision, int8_path, dla_core
+
+
+@pytest.mark.parametrize("target, precision, int8_path, dla_core", list(_script_cases()))
+def test_every_script_line_is_accepted_by_its_trtexec(target, precision, int8_path, dla_core):
+    """Deliverable: each generated trtexec line (target x release x precision x INT8 path x DLA), checked
+    against that release's flag list and combination rules (tests/trtexec_rules.py)."""
     profile = load_target(target)
-    cache = None
-    if precision == "int8":
-        cache = "calibration.cache"
-    script = device_script(profile, "m", "conditional", precision, "cache" if precision == "int8" else None,
-                           "model.conditional.onnx", cache, 1, ("block0/gate/fc",), calibrator="entropy2")
+    script = device_script(_plan(profile, precision, int8_path, dla_core))
+    builds = script_builds(script)
     for release in profile.tensorrt:
-        assert f"--saveEngine=m-conditional-{precision}-trt{release.version}-sm" in script or "not possible" in script
-    if precision == "fp16":
-        assert "--fp16" in script
-    if precision == "int8":
-        assert "--calib=calibration.cache" in script or "not possible" in script
-    minmax = device_script(profile, "m", "conditional", "int8", "cache", "model.conditional.onnx", "calibration.cache", 1,
-                           (), calibrator="minmax")
-    assert "trtexec --onnx" not in minmax and "MinMax" in minmax and "\npython3 " in minmax
+        version = str(release.version)
+        if version not in builds:  # a refused branch says why and exits 2
+            assert "error: not possible with TensorRT " + version in script
+            continue
+        assert problems(builds[version], version) == [], (version, builds[version])
+        if int8_path == "cache" or (int8_path == "qdq" and dla_core is not None and release.version.major == 8):
+            assert f"--calib=calibration-trt{version}.cache" in builds[version]
+    timing = next(line for line in script.splitlines() if line.startswith("set -- --loadEngine="))
+    assert problems(["trtexec"] + shlex.split(timing)[2:], profile.newest_tensorrt) == []
+
+
+def test_jetson_dla_int8_qdq_uses_the_cache_on_8x_and_weak_qdq_on_10():
+    builds = script_builds(device_script(_plan(load_target("jetson-orin"), "int8", "qdq", 0)))
+    assert "--onnx=model.masked.onnx" in builds["8.5.2"] and "--calib=calibration-trt8.5.2.cache" in builds["8.5.2"]
+    assert "--onnx=calibration/model.qdq.onnx" in builds["10.3.0"] and "--stronglyTyped" not in builds["10.3.0"]
+    assert {"--int8", "--fp16", "--useDLACore=0"} <= set(builds["10.3.0"])
+
+
+def test_conditional_cache_branches_refuse_and_minmax_points_to_python():
+    script = device_script(_plan(load_target("jetson-orin"), "int8", "cache", None, form="conditional"))
+    assert script_builds(script) == {} and "If branch" in script
+    minmax = device_script(_plan(load_target("jetson-orin"), "int8", "cache", None, calibrator="minmax"))
+    assert "set -- --onnx" not in minmax and "MinMax" in minmax and "build_engine.py --target jetson-orin --bundle" in minmax
+
+
+def test_desktop_names_engines_by_the_gpu_it_finds():
+    script = device_script(_plan(load_target("desktop"), "fp16", None, None))
+    assert "${CC}" not in script.replace("${CC:-", "")
+    assert "nvidia-smi --query-gpu=compute_cap" in script and '-sm$SM.engine"' in script
 
 
 def test_without_a_source_the_embedded_default_model_is_bundled(tiny_checkpoint, tmp_path, monkeypatch, capsys):
@@ -127,3 +179,156 @@ def test_without_a_source_the_embedded_default_model_is_bundled(tiny_checkpoint,
     assert build_engine.main(["--target", "jetson-orin", "--out", str(tmp_path / "engines")]) == 0
     verify_bundle(tmp_path / "engines" / "balanced-resnet20-bundle")
     assert "build_on_device.sh" in capsys.readouterr().out
+
+
+# ---- build_on_device.sh run here with a fake trtexec/nvpmodel/polygraphy on PATH: proves the shell logic
+# (hash check, trtexec lookup, release branch, manifest, check, timing, results), never a build. ----
+
+FAKE_TRTEXEC = """#!/bin/sh
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT v${FAKE_TRT_NV:-100300}] # trtexec $*"
+echo "$*" >> "$FAKE_LOG"
+for arg in "$@"; do
+  case "$arg" in
+    --saveEngine=*) printf 'not an engine' > "${arg#--saveEngine=}" ;;
+    --export*=*) printf '[]' > "${arg#*=}" ;;
+  esac
+done
+exit "${FAKE_TRTEXEC_RC:-0}"
+"""
+FAKE_NVPMODEL = "#!/bin/sh\necho 'NV Power Mode: MAXN'\necho 0\n"
+FAKE_JETSON_CLOCKS = "#!/bin/sh\necho 'SOC family:tegra234  Machine:Jetson AGX Orin'\necho 'GPU MinFreq=1300500000 MaxFreq=1300500000 CurrentFreq=1300500000'\n"
+FAKE_POLYGRAPHY = "#!/bin/sh\necho \"$*\" >> \"$FAKE_LOG.polygraphy\"\n"
+
+
+def run_device_script(bundle, tmp_path, tools=("trtexec", "nvpmodel", "jetson_clocks", "polygraphy"), **env):
+    import os
+    import subprocess
+
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    texts = {"trtexec": FAKE_TRTEXEC, "nvpmodel": FAKE_NVPMODEL, "jetson_clocks": FAKE_JETSON_CLOCKS,
+             "polygraphy": FAKE_POLYGRAPHY}
+    for tool in tools:
+        (fake / tool).write_text(texts[tool])
+        (fake / tool).chmod(0o755)
+    system = [d for d in ("/usr/bin", "/bin") if os.path.isdir(d)]
+    full = {"PATH": os.pathsep.join([str(fake)] + system), "HOME": str(tmp_path), "USER": "nvidia",
+            "FAKE_LOG": str(tmp_path / "trtexec.log"), **env}
+    return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=60)
+
+
+@pytest.fixture()
+def bundle_copy(bundled, tmp_path):
+    copy = tmp_path / "tiny-bundle"
+    shutil.copytree(bundled[0] / "tiny-bundle", copy)
+    return copy
+
+
+def test_device_script_builds_checks_times_and_records(bundle_copy, tmp_path):
+    from cosinegate.trt.manifest import check_engine_manifest
+
+    done = run_device_script(bundle_copy, tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = bundle_copy / "results"
+    engine = results / "tiny-conditional-fp16-trt10.3.0-sm87.engine"
+    manifest = check_engine_manifest(engine, "10.3.0.30", "8.7")  # what bench.py --engine checks
+    assert manifest["settings"]["release"] == "10.3.0" and manifest["onnx_metadata"]["form"] == "conditional"
+    assert manifest["settings"]["command"][0] == "trtexec" and "--verbose" in manifest["settings"]["command"]
+    assert not list(results.glob("*.partial"))
+    build, timing = [line for line in (tmp_path / "trtexec.log").read_text().splitlines() if line != "--help"]
+    assert build.startswith("--onnx=model.conditional.onnx --saveEngine=" + str(engine) + ".partial --fp16")
+    for flag in ("--loadEngine=" + str(engine), "--loadInputs=input:input.bin", "--useSpinWait",
+                 f"--exportTimes={results}/timing.times.json", "--exportProfile=", "--exportLayerInfo="):
+        assert flag in timing
+    polygraphy = (tmp_path / "trtexec.log.polygraphy").read_text()
+    assert polygraphy.startswith(f"run {engine} --trt --model-type engine --load-inputs inputs.json --load-outputs reference.json")
+    assert "--atol logits:" in polygraphy and "gates:0" in polygraphy
+    assert (results / "nvpmodel.txt").read_text().startswith("NV Power Mode: MAXN")
+    assert (results / "jetson_clocks_state.txt").read_text().strip() == "on"
+    assert (results / "parity.txt").read_text().strip() == "parity: passed"
+    assert done.stdout.strip().splitlines()[-1].strip() == f"scp -r nvidia@{__import__('socket').gethostname()}:{results} ./tiny-results"
+
+
+def test_device_script_picks_the_release_from_trtexec_and_trtexec_from_env(bundle_copy, tmp_path):
+    import os
+
+    hidden = tmp_path / "elsewhere"
+    hidden.mkdir()
+    (hidden / "trtexec").write_text(FAKE_TRTEXEC)
+    os.chmod(hidden / "trtexec", 0o755)
+    done = run_device_script(bundle_copy, tmp_path, tools=("nvpmodel",), TRTEXEC=str(hidden / "trtexec"), FAKE_TRT_NV="8502")
+    assert done.returncode == 0, done.stderr
+    assert (bundle_copy / "results" / "tiny-conditional-fp16-trt8.5.2-sm87.engine.json").is_file()
+    assert "polygraphy not installed" in (bundle_copy / "results" / "parity.txt").read_text()
+
+
+@pytest.mark.parametrize("case, env, tools, message, code", [
+    ("no trtexec", {}, ("nvpmodel",), "trtexec not found", 2),
+    ("release the target lacks", {"FAKE_TRT_NV": "9200"}, ("trtexec",), "TensorRT 9.2.0 is not a release of jetson-orin", 2),
+    ("build fails", {"FAKE_TRTEXEC_RC": "1"}, ("trtexec",), "could not build the engine", 1),
+])
+def test_device_script_failures_say_why(bundle_copy, tmp_path, case, env, tools, message, code):
+    done = run_device_script(bundle_copy, tmp_path, tools=tools, **env)
+    assert done.returncode == code and message in done.stderr, (case, done.stderr)
+    assert not list((bundle_copy / "results").glob("*.engine*"))
+
+
+def test_device_script_refuses_a_damaged_bundle(bundle_copy, tmp_path):
+    with open(bundle_copy / "model.conditional.onnx", "ab") as handle:
+        handle.write(b"x")
+    done = run_device_script(bundle_copy, tmp_path)
+    assert done.returncode == 2 and "bundle is damaged" in done.stderr and "model.conditional.onnx: FAILED" in done.stderr
+    assert not (tmp_path / "trtexec.log").exists()
+
+
+def test_int8_cache_bundle_carries_a_cache_per_release(bundled, tmp_path):
+    from cosinegate.trt.versions import parse_calibration_cache_header
+
+    ckpt, out = bundled[1], tmp_path / "int8-out"
+    shutil.copytree(bundled[0] / ".work", out / ".work")  # reuse the exports by hash; the shared bundle stays fp16
+    cache = tmp_path / "calib.cache"
+    cache.write_text("TRT-100300-EntropyCalibration2\ninput: 3c010204\n")
+    assert build_engine.main(["--target", "jetson-orin", "--checkpoint", str(ckpt), "--out", str(out), "--precision", "int8",
+                              "--int8", "cache", "--form", "masked", "--calib-cache", str(cache)]) == 0
+    bundle = out / "tiny-bundle"
+    for version in ("8.5.2", "8.6.2", "10.3.0"):
+        text = (bundle / f"calibration-trt{version}.cache").read_text()
+        assert parse_calibration_cache_header(text.splitlines()[0])[0].parts == tuple(int(p) for p in version.split("."))
+        assert text.splitlines()[1:] == ["input: 3c010204"]
+    copy = tmp_path / "int8-bundle"
+    shutil.copytree(bundle, copy)
+    done = run_device_script(copy, tmp_path, tools=("trtexec",), FAKE_TRT_NV="8502")
+    assert done.returncode == 0, done.stderr
+    assert "--calib=calibration-trt8.5.2.cache" in (tmp_path / "trtexec.log").read_text()
+    manifest = json.loads((copy / "results" / "tiny-masked-int8-trt8.5.2-sm87.engine.json").read_text())
+    assert manifest["calibration_sha256"] and manifest["settings"]["calibration_cache"] == "calibration-trt8.5.2.cache"
+    assert "one cache per TensorRT release" in (copy / "README.md").read_text()
+    with pytest.raises(CosineGateError, match="If branch"):
+        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(ckpt), "--out", str(out), "--precision", "int8",
+                           "--int8", "cache", "--calib-cache", str(cache)])
+
+
+def run_without_torch(script, *args):
+    """Run a deploy/ script in a process where `import torch` fails (as on a board without PyTorch)."""
+    import subprocess
+
+    code = ("import runpy, sys; sys.modules['torch'] = None; sys.path.insert(0, sys.argv[1]); script = sys.argv[2]; "
+            "sys.argv = sys.argv[2:]; runpy.run_path(script, run_name='__main__')")
+    return subprocess.run([sys.executable, "-c", code, str(ROOT / "deploy"), str(ROOT / "deploy" / script), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_device_commands_run_without_torch(bundle_copy, tmp_path):
+    """build_engine.py --bundle and bench.py --engine go as far as they can without TensorRT, torch-free."""
+    done = run_without_torch("build_engine.py", "--target", "jetson-orin", "--bundle", bundle_copy)
+    assert done.returncode == 0 and "hashes match" in done.stdout and "TensorRT is not installed" in done.stdout, done.stderr
+    assert run_device_script(bundle_copy, tmp_path, tools=("trtexec",)).returncode == 0
+    engine = bundle_copy / "results" / "tiny-conditional-fp16-trt10.3.0-sm87.engine"
+    done = run_without_torch("bench.py", "--engine", engine)  # manifest read, reference inputs found, then TensorRT
+    assert done.returncode == 2 and "TensorRT is not installed here" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    done = run_without_torch("bench.py", "--engine", engine, "--inputs", bundle_copy / "reference.json")
+    assert done.returncode == 2 and "is not a Polygraphy inputs JSON" in done.stderr, done.stderr
+    (bundle_copy / "inputs.json").rename(tmp_path / "moved.json")
+    done = run_without_torch("bench.py", "--engine", engine)
+    assert done.returncode == 2 and "pass --inputs BUNDLE/inputs.json" in done.stderr, done.stderr

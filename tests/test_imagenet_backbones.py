@@ -161,5 +161,6 @@ def test_bottleneck_gate_heads_stay_fp32_and_qdq_moves_into_the_ifs(resnet50_gra
         assert {f"{block}/conv3/input_q_QuantizeLinear", f"{block}/conv3/weight_q_DequantizeLinear"} <= inside
     onnx.save(conditional, str(tmp_path / "qdq.onnx"))
     pinned = gate_layer_names(tmp_path / "qdq.onnx")
-    assert {f"block{i}/gate/decision" for i in range(16)} <= set(pinned)  # TensorRT pins every block's gate head
+    assert {f"block{i}/gate/logit" for i in range(16)} <= set(pinned)  # TensorRT pins every block's gate head
+    assert not [name for name in pinned if name.endswith(("/gate/decision", "/gate/value", "/gate/cond"))]  # bool: not pinnable
 

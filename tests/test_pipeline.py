@@ -4,7 +4,7 @@ import ast
 
 from conftest import ROOT
 
-ALLOWED = ("cosinegate.trt", "cosinegate.errors", "cosinegate.artifacts", "cosinegate.parity")
+ALLOWED = ("cosinegate.trt", "cosinegate.errors", "cosinegate.artifacts", "cosinegate.parity", "cosinegate.minitoml")
 
 
 def cosinegate_imports(path):

@@ -48,7 +48,7 @@ def test_every_target_loads(name):
         ("jetson-orin-nano", "aarch64", ("8.7",), 0, {"5.1": "8.5.2", "6.0": "8.6.2", "6.1": "10.3.0", "6.2": "10.3.0"}),
         ("jetson-xavier-nx", "aarch64", ("7.2",), 2, {"5.1": "8.5.2"}),
         ("jetson-agx-xavier", "aarch64", ("7.2",), 2, {"5.1": "8.5.2"}),
-        ("desktop", "x86_64", ("7.5", "8.0", "8.6", "8.9", "9.0"), 0, {}),
+        ("desktop", "x86_64", ("7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0"), 0, {}),
     ],
 )
 def test_target_facts(name, arch, capabilities, dla, jetpack_trt):
@@ -129,7 +129,7 @@ def test_schema_errors_name_file_and_field(tmp_path, old, new, field):
 
 def test_broken_toml_names_the_file(tmp_path):
     path = _write(tmp_path, "board", "name = \n")
-    with pytest.raises(CosineGateError, match="not valid TOML") as caught:
+    with pytest.raises(CosineGateError, match="not valid profile TOML") as caught:
         load_target("board", tmp_path)
     assert str(path) in str(caught.value)
 
@@ -168,6 +168,7 @@ def test_desktop_versions_match_by_prefix():
     assert max_opset(desktop, "8.6.1.6") == 17
     assert max_opset(desktop, "10.8.0") == 19
     assert max_opset(desktop, "10.15.1") == 24
+    assert max_opset(desktop, "11.4.0.106") == 24
     with pytest.raises(CosineGateError, match="not a release"):
         max_opset(desktop, "8.5.3")
 
@@ -183,6 +184,8 @@ def test_desktop_versions_match_by_prefix():
         ("jetson-xavier-nx", HostInfo("aarch64", "7.2", "10.3.0"), False, "runs 8.5.2"),
         ("desktop", HostInfo("x86_64", "8.9", "10.7.0"), True, "TensorRT 10"),
         ("desktop", HostInfo("x86_64", "6.1", "10.7.0"), False, "compute capability 6.1"),
+        ("desktop", HostInfo("x86_64", (12, 0), "11.4.0.106"), True, "TensorRT 11"),
+        ("desktop", HostInfo("x86_64", "10.0", "10.15.1.29"), True, "TensorRT 10.15"),
     ],
 )
 def test_host_matches(target, host, ok, reason):

@@ -28,7 +28,25 @@ def test_parse_version(text, parts, major, minor, patch):
     assert (version.major, version.minor, version.patch) == (major, minor, patch)
 
 
-@pytest.mark.parametrize("bad", ["", "ten", "8.5.2.2.1", "8..5", "8.5-rc1"])
+@pytest.mark.parametrize(
+    "text, parts, tail",
+    [("10.13.3.9.post1", (10, 13, 3, 9), ".post1"), ("10.14.1.48.post1", (10, 14, 1, 48), ".post1"),
+     ("10.0.0b6", (10, 0, 0), "b6"), ("10.3.0.30-1+cuda12.5", (10, 3, 0, 30), "-1+cuda12.5")],
+)
+def test_parse_version_takes_wheel_and_package_suffixes(text, parts, tail):
+    """Real version strings (tensorrt-cu12 wheels, JetPack's dpkg): the suffix is kept but not compared."""
+    version = parse_version(text)
+    assert (version.parts, version.tail) == (parts, tail)
+    assert version == parse_version(".".join(map(str, parts)))
+    assert version.supports_strongly_typed
+
+
+def test_installed_tensorrt_with_post_release(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.13.3.9.post1"))
+    assert installed_tensorrt().parts == (10, 13, 3, 9)
+
+
+@pytest.mark.parametrize("bad", ["", "ten", "8.5.2.2.1", "8..5", "8.5-foo", "10.3.0.postx"])
 def test_parse_version_rejects_garbage(bad):
     with pytest.raises(CosineGateError, match="MAJOR"):
         parse_version(bad)

@@ -105,8 +105,15 @@ class TrtBackend:
         if not version.has_execute_async_v3:
             raise CosineGateError(f"TensorRT {version} lacks execute_async_v3 (8.5+); upgrade TensorRT.")
         self.cuda = cuda
+        self.bind(trt, cuda, Path(engine_path).read_bytes())
+        self.batch = self.host["input"].shape[0]
+
+    def bind(self, trt, cuda, engine_bytes):
+        """Deserialize the engine and give every I/O tensor a pinned host and a device buffer (the
+        TensorRT calls of this backend; ``trt`` and ``cuda`` are the modules, so the API-surface test
+        can record what is used)."""
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        self.engine = runtime.deserialize_cuda_engine(engine_bytes)
         self.context = self.engine.create_execution_context()
         self.stream = cuda.Stream()
         self.start, self.end = cuda.Event(), cuda.Event()
@@ -118,7 +125,6 @@ class TrtBackend:
             self.host[name] = cuda.pagelocked_empty(shape, dtype)
             self.device[name] = cuda.mem_alloc(self.host[name].nbytes)
             self.context.set_tensor_address(name, int(self.device[name]))
-        self.batch = self.host["input"].shape[0]
 
     def run(self, x):
         np.copyto(self.host["input"], x)

@@ -29,12 +29,11 @@ from onnx import TensorProto, helper, numpy_helper
 from torch.nn import functional as F
 
 from cosinegate.errors import CosineGateError
+from cosinegate.graphmeta import GATES, INPUT, LOGITS, META_PREFIX, get_metadata, set_metadata  # noqa: F401 (re-exported)
 
 DEFAULT_OPSET = 17  # highest opset TensorRT 8.5 (JetPack 5) parses; inside TensorRT 10.x's 9..20
 MIN_OPSET = 13  # Slice/ReduceSum/Pad with tensor inputs, Q/DQ with `axis`
-INPUT, LOGITS, GATES = "input", "logits", "gates"
 FORMAT = "cosinegate-onnx-v1"
-META_PREFIX = "cosinegate."
 GATE_RULES = {"predictive": "logit > 0", "paper": "sigmoid(logit) > 0.42"}
 
 
@@ -256,24 +255,3 @@ def _decide(g, index, gate, logit, mode):
         threshold = g.const(f"block{index}/gate/threshold", np.array(gate.threshold, np.float32))
         return g.node("Greater", n["decision"], [prob, threshold])
     return g.node("Greater", n["decision"], [logit, g.const(f"block{index}/gate/zero", np.array(0.0, np.float32))])
-
-
-def set_metadata(model, **values):
-    """Store toolkit metadata (JSON values) as `cosinegate.<key>` metadata_props."""
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update({META_PREFIX + k: json.dumps(v) for k, v in values.items()})
-    del model.metadata_props[:]
-    for key in sorted(props):
-        model.metadata_props.add(key=key, value=props[key])
-
-
-def get_metadata(model):
-    """The toolkit metadata of a model as a dict (empty for foreign graphs)."""
-    out = {}
-    for p in model.metadata_props:
-        if p.key.startswith(META_PREFIX):
-            try:
-                out[p.key[len(META_PREFIX):]] = json.loads(p.value)
-            except ValueError:
-                continue
-    return out

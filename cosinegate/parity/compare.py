@@ -22,14 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from polygraphy.comparator import Comparator
-from polygraphy.comparator.compare import SimpleCompareFunc
 from polygraphy.logger import G_LOGGER
 
 from cosinegate.artifacts import atomic_path
-from cosinegate.data.augment import to_tensor
 from cosinegate.errors import CosineGateError
-from cosinegate.onnx.export import GATES, INPUT, LOGITS, get_metadata
-from cosinegate.parity.torch_runner import TorchReference, TorchRunner
+from cosinegate.graphmeta import GATES, INPUT, LOGITS, get_metadata
 
 BACKENDS = ("onnxrt", "trt")
 STATIC = ("always_run", "always_skipped")
@@ -44,7 +41,27 @@ class Tolerance:
     min_gate_agreement: float
 
     def compare_func(self):
-        return SimpleCompareFunc(atol={LOGITS: self.logits_atol, GATES: 0.0}, rtol={LOGITS: self.logits_rtol, GATES: 0.0})
+        return simple_compare_func(atol={LOGITS: self.logits_atol, GATES: 0.0}, rtol={LOGITS: self.logits_rtol, GATES: 0.0})
+
+
+def simple_compare_func(atol, rtol):
+    """Polygraphy's per-output tolerance comparison: ``SimpleCompareFunc`` (0.51+) where it exists, else
+    ``CompareFunc.simple`` (0.49/0.50, e.g. the Polygraphy of TensorRT 10.x's tools/, which has no
+    SimpleCompareFunc), which later releases deprecate."""
+    simple = _simple_compare_class()
+    if simple is None:
+        from polygraphy.comparator import CompareFunc
+
+        return CompareFunc.simple(atol=atol, rtol=rtol)
+    return simple(atol=atol, rtol=rtol)
+
+
+def _simple_compare_class():
+    try:
+        from polygraphy.comparator.compare import SimpleCompareFunc
+    except ImportError:
+        return None
+    return SimpleCompareFunc
 
 
 FP32 = Tolerance("fp32", 1e-4, 1e-3, min_top1=1.0, min_gate_agreement=1.0)
@@ -71,6 +88,8 @@ def agreement_report(reference, outputs, tolerance):
 
 def input_feeds(images, batch, samples, normalization=None):
     """Polygraphy feed dicts of `samples` test images (rounded down to whole batches), normalized like training."""
+    from cosinegate.data.augment import to_tensor
+
     count = min(samples, len(images)) // batch * batch
     if count == 0:
         raise CosineGateError(f"need at least {batch} images for batch {batch}, have {min(samples, len(images))}; raise --samples.")
@@ -133,6 +152,8 @@ def check_pairing(model, onnx_model):
 
 def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=200, tolerance=FP32, save_inputs=None, save_reference=None):
     """Run both sides on `images` and return the parity report (a JSON-ready dict)."""
+    from cosinegate.parity.torch_runner import TorchReference, TorchRunner
+
     batch = check_pairing(model, onnx_model)
     meta = get_metadata(onnx_model)
     kinds = [b["kind"] for b in meta.get("blocks", [])] or ["dynamic"] * model.num_blocks

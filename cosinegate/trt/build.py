@@ -9,7 +9,11 @@ feeds them to ``NetworkFromOnnxPath`` -> ``CreateConfig`` -> ``EngineFromNetwork
   ``precision_constraints="obey"`` (a flipped gate decision changes the computation, not just a digit).
 - INT8 from a cache: Polygraphy ``Calibrator`` reading the cache (no data), with the calibrator class
   matching the cache header (EntropyCalibrator2 or MinMaxCalibrator).
-- Timing cache load/save, builder optimization level, workspace pool limit, DLA core with GPU fallback.
+- Timing cache load/save, builder optimization level (8.6+), workspace pool limit, DLA core with GPU fallback.
+
+The functions that touch TensorRT (``config_kwargs``, ``cache_calibrator``, ``pin_float_layers``) take the
+``tensorrt`` module as an argument, so tests/test_trt_api_surface.py can record the names they use on
+each release's branch and check them against that release's bindings.
 """
 
 import platform
@@ -51,9 +55,23 @@ def cache_calibrator(calib_cache):
     return "minmax" if algorithm == "MinMaxCalibration" else "entropy2"
 
 
+CONDITIONAL_CACHE = (
+    "the INT8 calibration cache does not fit the conditional graph: it is keyed to the flat twin's tensor "
+    "names, while TensorRT's ONNX parser renames tensors entering an If branch (<name>_InputLayer_output) and "
+    "the branch outputs have no entry, so those tensors would silently run uncalibrated; build the conditional "
+    "form with --int8 qdq, or use --int8 cache with --form masked."
+)
+
+
+def check_int8_form(form, precision, int8_path):
+    """Refuse the calibration cache for the conditional (If) graph; see CONDITIONAL_CACHE."""
+    if precision == "int8" and int8_path == "cache" and form == "conditional":
+        raise CosineGateError(CONDITIONAL_CACHE)
+
+
 def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=None, dla_core=None,
-                   workspace_mib=None, timing_cache=None, fp32_layers=(), optimization_level=3):
-    """Decide how to build (no TensorRT needed)."""
+                   workspace_mib=None, timing_cache=None, fp32_layers=(), optimization_level=3, form=None):
+    """Decide how to build (no TensorRT needed; every version decision through versions.py's guards)."""
     version = parse_version(trt_version)
     if precision not in profile.precisions:
         raise CosineGateError(f"precision {precision!r} is not offered by {profile.name}; use one of {', '.join(profile.precisions)}.")
@@ -62,12 +80,22 @@ def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=
         dla_core = 0
     if dla_core is not None and precision == "fp32":
         raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
+    if dla_core is not None and version.dla_int8_path is None:
+        raise CosineGateError(f"TensorRT {version} has no DLA support on this target; drop --dla-core.")
     int8_path = int8_path or profile.default_int8_path
+    check_int8_form(form, precision, int8_path)
     s = BuildSettings(precision, False, precision in ("fp16", "int8"), precision == "int8",
                       workspace_mib=workspace_mib or profile.default_workspace_mib, timing_cache=timing_cache,
                       dla_core=dla_core, gpu_fallback=dla_core is not None and profile.gpu_fallback,
                       optimization_level=optimization_level)
-    if precision == "int8" and int8_path == "qdq" and version.supports_strongly_typed or version.requires_strongly_typed:
+    qdq = precision == "int8" and int8_path == "qdq"
+    if qdq and dla_core is not None:
+        if version.dla_int8_path == "cache":
+            raise CosineGateError(f"DLA on TensorRT {version} takes INT8 only from a calibration cache, not from a Q/DQ "
+                                  "graph; use --int8 cache (masked form) or drop --dla-core.")
+        s.notes.append("Q/DQ graph built weakly typed for DLA (--int8 --fp16): DLA turns on FP16, which a strongly "
+                       "typed network refuses")
+    elif qdq and version.supports_strongly_typed or version.requires_strongly_typed:
         if version.requires_strongly_typed and precision == "fp16":
             raise CosineGateError(f"TensorRT {version} builds strongly typed only; export an fp16 graph and build it as fp32.")
         if version.requires_strongly_typed and precision == "int8" and int8_path == "cache":
@@ -79,6 +107,7 @@ def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=
         if calib_cache is None:
             raise CosineGateError("--int8 cache needs a calibration cache; run calibration first or use --int8 qdq.")
         s.calib_cache, s.calibrator = str(calib_cache), cache_calibrator(calib_cache)
+        check_cache_version(calib_cache, version)
         if s.calibrator == "minmax" and dla_core is not None:
             raise CosineGateError("DLA needs an EntropyCalibrator2 cache; this cache is MinMax. Drop --dla-core or recalibrate with entropy.")
         if version.calibrator_deprecated:
@@ -88,12 +117,41 @@ def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=
     return s
 
 
+def check_cache_version(calib_cache, version):
+    """Refuse a cache whose header names another TensorRT release: TensorRT skips it silently and calibrates
+    again (on no data), so the engine would not use these scales."""
+    header = Path(calib_cache).read_text(errors="replace").splitlines()[:1]
+    written_for, _ = parse_calibration_cache_header(header[0])
+    if written_for.parts[:3] != tuple(version._part(i) for i in range(3)):
+        raise CosineGateError(
+            f"calibration cache {calib_cache} was written for TensorRT {written_for} (header {header[0].strip()}), "
+            f"this build uses {version}; TensorRT would ignore it. Use the cache made for {version} "
+            f"(bundles carry one per release) or recalibrate with --trt-version {version}."
+        )
+
+
+FLOAT_TYPES = (1, 10, 16)  # onnx.TensorProto FLOAT, FLOAT16, BFLOAT16
+
+
 def gate_layer_names(onnx_path):
-    """Names of the gate-head nodes of a toolkit graph (top level): ``block{i}/gate/...``."""
+    """Names of the float-only gate-head nodes of a toolkit graph (top level): ``block{i}/gate/...``.
+
+    Only nodes whose inputs and outputs are all float are pinned to FP32: TensorRT refuses a float
+    precision or output type on a layer that takes or makes bool (``gate/decision`` Greater,
+    ``gate/cond``, the bool->float ``gate/value`` Cast; NVIDIA/TensorRT#3570).
+    """
     import onnx
+    from onnx import shape_inference
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return tuple(n.name for n in model.graph.node if "/gate/" in n.name)
+    inferred = shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.value_info, *inferred.input, *inferred.output)}
+    types.update({t.name: t.data_type for t in inferred.initializer})
+
+    def all_float(names):
+        return all(types.get(name) in FLOAT_TYPES for name in names if name)
+
+    return tuple(n.name for n in model.graph.node if "/gate/" in n.name and all_float(n.input) and all_float(n.output))
 
 
 def detect_host():
@@ -117,41 +175,83 @@ def detect_host():
     return HostInfo(platform.machine(), capability, installed_tensorrt())
 
 
+# The TensorRT names each CreateConfig / NetworkFromOnnxPath argument makes Polygraphy touch
+# (polygraphy/backend/trt/config.py and loader.py, 0.49-0.53); tests/test_trt_api_surface.py checks
+# them against the bindings of every release whose settings produce the argument.
+POLYGRAPHY_TRT_NAMES = {
+    "fp16": ("BuilderFlag", "FP16"),
+    "int8": ("BuilderFlag", "INT8"),
+    "calibrator": ("int8_calibrator",),
+    "precision_constraints": ("BuilderFlag", "OBEY_PRECISION_CONSTRAINTS"),
+    "memory_pool_limits": ("MemoryPoolType", "WORKSPACE", "set_memory_pool_limit"),
+    "builder_optimization_level": ("builder_optimization_level",),
+    "load_timing_cache": ("create_timing_cache", "set_timing_cache"),
+    "use_dla": ("DeviceType", "DLA", "default_device_type", "DLA_core"),
+    "allow_gpu_fallback": ("BuilderFlag", "GPU_FALLBACK"),
+    "strongly_typed": ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"),
+}
+
+
+def config_kwargs(settings, version, trt):
+    """CreateConfig keyword arguments for ``settings`` on TensorRT ``version`` (guards from versions.py)."""
+    version = parse_version(version)
+    kwargs = {"memory_pool_limits": {trt.MemoryPoolType.WORKSPACE: settings.workspace_mib << 20}}
+    if settings.fp16:
+        kwargs["fp16"] = True
+    if settings.int8:
+        kwargs["int8"] = True
+    if settings.fp32_layers:  # weakly typed builds only (build_settings): TensorRT 11 has no per-layer precision
+        kwargs["precision_constraints"] = "obey"
+    if version.has_builder_optimization_level:
+        kwargs["builder_optimization_level"] = settings.optimization_level
+    if settings.timing_cache and Path(settings.timing_cache).is_file():
+        kwargs["load_timing_cache"] = settings.timing_cache
+    if settings.dla_core is not None:
+        kwargs.update(use_dla=True, allow_gpu_fallback=settings.gpu_fallback)
+    return kwargs
+
+
+def cache_reading_calibrator(calib_cache, calibrator, trt):
+    """A Polygraphy Calibrator that only reads ``calib_cache`` (class from the cache header).
+
+    The data loader is an empty sequence, not None: Polygraphy's calibrator iterates it on creation
+    (``reset()``, 0.49-0.53). If TensorRT rejects the cache it asks for batches, gets none, and the
+    build fails instead of calibrating on made-up data.
+    """
+    from polygraphy.backend.trt import Calibrator
+
+    base = trt.IInt8MinMaxCalibrator if calibrator == "minmax" else trt.IInt8EntropyCalibrator2
+    return Calibrator(data_loader=(), cache=str(calib_cache), BaseClass=base)
+
+
+def pin_float_layers(network, pinned, trt):
+    """Pin the layers named in ``pinned`` (or under ``name/``) to FP32, skipping any that touch bool."""
+    def touches_bool(layer):
+        tensors = [layer.get_input(i) for i in range(layer.num_inputs)] + [layer.get_output(i) for i in range(layer.num_outputs)]
+        return any(t is not None and t.dtype == trt.bool for t in tensors)
+
+    for layer in network:
+        if not any(layer.name == p or layer.name.startswith(p + "/") for p in pinned) or touches_bool(layer):
+            continue
+        layer.precision = trt.float32
+        for i in range(layer.num_outputs):
+            layer.set_output_type(i, trt.float32)
+    return network
+
+
 def build_engine(onnx_path, engine_path, settings):
     """Build and save an engine with Polygraphy; return build seconds. Needs TensorRT."""
-    require_tensorrt("building an engine")
+    version = require_tensorrt("building an engine")
     import tensorrt as trt
-    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, SaveEngine
-    from polygraphy.backend.trt import Calibrator, PostprocessNetwork
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, PostprocessNetwork, SaveEngine
 
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=settings.strongly_typed or None)
     if settings.fp32_layers:
         pinned = set(settings.fp32_layers)
-
-        def pin(network):
-            for layer in network:
-                if layer.name in pinned or any(layer.name.startswith(p + "/") or layer.name == p for p in pinned):
-                    layer.precision = trt.float32
-                    for i in range(layer.num_outputs):
-                        layer.set_output_type(i, trt.float32)
-            return network
-
-        network = PostprocessNetwork(network, pin, name="pin-gate-heads-fp32")
-    calibrator = None
+        network = PostprocessNetwork(network, lambda network: pin_float_layers(network, pinned, trt), name="pin-gate-heads-fp32")
+    kwargs = config_kwargs(settings, version, trt)
     if settings.calib_cache:
-        base = trt.IInt8MinMaxCalibrator if settings.calibrator == "minmax" else trt.IInt8EntropyCalibrator2
-        calibrator = Calibrator(data_loader=None, cache=settings.calib_cache, BaseClass=base)
-    kwargs = dict(
-        fp16=settings.fp16,
-        int8=settings.int8,
-        calibrator=calibrator,
-        precision_constraints="obey" if settings.fp32_layers else None,
-        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: settings.workspace_mib << 20},
-        builder_optimization_level=settings.optimization_level,
-        load_timing_cache=settings.timing_cache if settings.timing_cache and Path(settings.timing_cache).is_file() else None,
-    )
-    if settings.dla_core is not None:
-        kwargs.update(use_dla=True, allow_gpu_fallback=settings.gpu_fallback)
+        kwargs["calibrator"] = cache_reading_calibrator(settings.calib_cache, settings.calibrator, trt)
     config = CreateConfig(**kwargs)
     if settings.dla_core:
         from polygraphy.backend.trt import PostprocessConfig

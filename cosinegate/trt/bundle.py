@@ -1,4 +1,5 @@
-"""The device bundle: the build script for trtexec and the atomic bundle folder and archive.
+"""The device bundle: per-release calibration caches, SHA256SUMS, the reference input for trtexec, and the
+atomic bundle folder and archive (the script itself: device_script.py; its README: bundle_readme.py).
 
 A bundle ``<out>/<model>-bundle/`` (plus ``<model>-bundle.tar.gz``) holds everything a Jetson needs
 to build and check the engine without PyTorch: the ONNX forms, Q/DQ graphs and calibration cache
@@ -12,9 +13,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from cosinegate.errors import CosineGateError
-from cosinegate.trt.manifest import write_bundle_manifest
-from cosinegate.trt.trtexec import shell_line, trtexec_command
+from cosinegate.trt.manifest import file_hashes, write_bundle_manifest
+from cosinegate.trt.versions import calibration_cache_header, parse_calibration_cache_header
 
 
 def polygraphy_tolerance(precision):
@@ -27,72 +27,47 @@ def polygraphy_tolerance(precision):
     return f"--atol logits:{atol:g} gates:0 --rtol logits:{rtol:g} gates:0"
 
 
-POLYGRAPHY_PRECISION_FLAGS = {"fp32": "", "fp16": "--fp16 ", "int8": "--int8 "}
+def release_caches(cache_path, profile):
+    """{release version: cache text} for every exact TensorRT release of ``profile`` (MAJOR.MINOR.PATCH).
+
+    TensorRT skips a cache whose header names another release and calibrates again, silently. The
+    scales do not depend on the release (cosinegate.quant writes the same ones for any --trt-version), so
+    the bundle carries one copy per release with that release's header; prefix releases ("10") get none,
+    and their cache branches refuse.
+    """
+    lines = Path(cache_path).read_text().splitlines()
+    _, algorithm = parse_calibration_cache_header(lines[0])
+    out = {}
+    for release in profile.tensorrt:
+        if len(release.version.parts) >= 3:
+            header = calibration_cache_header(release.version, algorithm)
+            out[str(release.version)] = "\n".join([header] + lines[1:]) + "\n"
+    return out
 
 
-def device_script(profile, name, form, precision, int8_path, onnx_rel, calib_rel, batch, fp32_layers, workspace_mib=None,
-                  dla_core=None, calibrator=None):
-    """Text of build_on_device.sh: a trtexec line per TensorRT release of the target, and the python path."""
-    from cosinegate.trt.versions import parse_version
-
-    cc = profile.compute_capabilities[0] if len(profile.compute_capabilities) == 1 else "${CC}"
-    lines = [
-        "#!/bin/sh",
-        f"# Build the {name} {form} {precision} engine for {profile.name} ({profile.description}) on the device.",
-        "# Run from anywhere; paths are relative to this bundle. Check the bundle first:",
-        "#   sha256sum of every file is in manifest.json (python deploy/build_engine.py --bundle checks them).",
-        "set -e",
-        'cd "$(dirname "$0")"',
-        'BUNDLE="$(pwd)"',
-        "TRT=$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || "
-        "dpkg-query -W -f='${Version}' libnvinfer-bin 2>/dev/null | cut -d- -f1)",
-        'echo "TensorRT: ${TRT:-unknown}"',
-    ]
-    minmax = calibrator == "minmax"
-    if minmax:
-        lines += [
-            "# The calibration cache is MinMax: trtexec --calib always uses an EntropyCalibrator2 (and DLA needs",
-            "# entropy2), so a MinMax cache cannot go through trtexec. Only the python path below applies; it uses",
-            "# Polygraphy's Calibrator with BaseClass=trt.IInt8MinMaxCalibrator reading calibration.cache.",
-        ]
-    else:
-        lines.append('case "$TRT" in')
-        for release in reversed(profile.tensorrt):
-            version = parse_version(release.version)
-            engine = f"{name}-{form}-{precision}-trt{version}-sm{cc.replace('.', '')}.engine"
-            try:
-                args = trtexec_command(profile, onnx_rel, engine, precision, int8_path, calib_rel, dla_core, workspace_mib,
-                                       "timing.cache", version, 1, fp32_layers if not version.requires_strongly_typed else ())
-                body = "    " + shell_line(args)
-            except CosineGateError as exc:
-                body = f"    echo 'not possible with TensorRT {version}: {exc}' >&2; exit 2"
-            jp = f" (JetPack {', '.join(release.jetpack)})" if release.jetpack else ""
-            lines += [f"  {version}*)  # TensorRT {version}{jp}", body, "    ;;"]
-        lines += ["  *)", f"    echo \"TensorRT $TRT is not a release of {profile.name} ({profile.tensorrt_names()})\" >&2; exit 2",
-                  "    ;;", "esac"]
-    flags = f"--target {profile.name} --precision {precision} --form {form} --batch {batch}"
-    if precision == "int8":
-        flags += f" --int8 {int8_path}"
-    if dla_core is not None:
-        flags += f" --dla-core {dla_core}"
-    lines += [
-        "",
-        "# The same build through Polygraphy (writes the engine manifest and runs parity against reference.json);",
-        "# run from a checkout of the CosineGate toolkit on the device (TOOLKIT defaults to ~/cosinegate):",
-        f'{"" if minmax else "# "}python3 "${{TOOLKIT:-$HOME/cosinegate}}/deploy/build_engine.py" --bundle "$BUNDLE" {flags}',
-        "",
-        "# Parity without PyTorch (gate decisions exact; logits within the precision's tolerance):",
-        f"#   polygraphy run {onnx_rel} --trt {POLYGRAPHY_PRECISION_FLAGS[precision]}--load-inputs inputs.json "
-        f"--load-outputs reference.json {polygraphy_tolerance(precision)}",
-    ]
-    if precision != "fp32":
-        lines.append(f"#   {precision} may flip a near-threshold gate, which this exact check reports; the --bundle command "
-                     "above applies the profile's agreement thresholds instead.")
-    return "\n".join(lines) + "\n"
+def release_cache_name(version):
+    return f"calibration-trt{version}.cache"
 
 
-def make_bundle(out_dir, name, profile, files, script, manifest_fields, log=print):
-    """Assemble ``<out_dir>/<name>-bundle`` (+ .tar.gz) from ``files`` {bundle name: source path}.
+def write_sha256sums(directory):
+    """``SHA256SUMS`` in ``sha256sum -c`` format for every file of ``directory`` but itself."""
+    directory = Path(directory)
+    lines = [f"{digest}  {rel}" for rel, digest in file_hashes(directory, exclude=("SHA256SUMS",)).items()]
+    (directory / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+def input_bin(inputs_json, out, name="input"):
+    """The first reference input as raw float32 (trtexec --loadInputs=input:input.bin)."""
+    import numpy as np
+    from polygraphy.json import load_json
+
+    feeds = load_json(str(inputs_json))
+    np.ascontiguousarray(feeds[0][name], dtype=np.float32).tofile(str(out))
+
+
+def make_bundle(out_dir, name, profile, files, script, manifest_fields, texts=None, log=print):
+    """Assemble ``<out_dir>/<name>-bundle`` (+ .tar.gz) from ``files`` {bundle name: source path} and ``texts``
+    {bundle name: text} (README, per-release caches); ``manifest.json`` and ``SHA256SUMS`` last.
 
     Both are built aside first. Then the old archive goes, the folder is swapped in whole, and the new
     archive comes last: after a kill at any step the folder is a whole bundle, and an archive beside
@@ -110,10 +85,14 @@ def make_bundle(out_dir, name, profile, files, script, manifest_fields, log=prin
         for rel, source in files.items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, staging / rel)
+        for rel, text in (texts or {}).items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_text(text)
         shutil.copy2(profile.source, staging / f"{profile.name}.toml")
         (staging / "build_on_device.sh").write_text(script)
         os.chmod(staging / "build_on_device.sh", 0o755)
         manifest = write_bundle_manifest(staging, **manifest_fields)
+        write_sha256sums(staging)
         tmp_archive = tmp / archive.name
         with tarfile.open(tmp_archive, "w:gz") as tar:
             tar.add(staging, arcname=final.name)

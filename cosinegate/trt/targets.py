@@ -4,14 +4,17 @@ A profile states the board's CPU architecture, CUDA compute capabilities, DLA co
 TensorRT releases it runs (with the JetPack releases that ship them and the highest ONNX opset
 each one's parser takes), default build settings and the tegrastats power rails.
 
+Profiles are read with ``cosinegate.minitoml`` (a strict TOML subset reader), not ``tomllib``: the
+device runs JetPack's Python 3.8/3.10.
+
 TensorRT versions in a profile match by prefix: "8.5.2" covers 8.5.2.2, "10" covers every 10.x;
 the longest matching entry wins.
 """
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from cosinegate.minitoml import TOMLError, loads as toml_loads
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.versions import parse_version
 
@@ -122,9 +125,9 @@ def load_target(name, targets_dir=None):
             f"Pick one of those or add {path.name} to {directory}."
         )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise CosineGateError(f"{path}: not valid TOML ({exc}); fix the file.") from exc
+        data = toml_loads(path.read_text(encoding="utf-8"))
+    except TOMLError as exc:
+        raise CosineGateError(f"{path}: not valid profile TOML ({exc}); fix the file.") from exc
     return _profile_from(data, path)
 
 

@@ -10,11 +10,18 @@ Flag conventions followed (trtexec help text of TensorRT 8.5 to 10.x):
 - ``--precisionConstraints=obey --layerPrecisions=<l>:fp32,... --layerOutputTypes=...`` pins
   layers (the gate heads) to fp32 in weakly typed fp16/int8 builds; strongly typed builds take
   precision from the graph and reject these flags, so they are left out there.
-- ``--useDLACore=N --allowGPUFallback``; DLA runs fp16 or int8 only.
+- ``--useDLACore=N --allowGPUFallback``; DLA runs fp16 or int8 only. INT8 on DLA
+  (``TrtVersion.dla_int8_path``): the calibration cache on 8.x (DLA takes no Q/DQ there); on 10.x
+  the Q/DQ graph weakly typed (``--int8 --fp16``), because trtexec sets kFP16 for DLA unless
+  ``--int8`` is on, and a ``--stronglyTyped`` network refuses that (sampleEngines.cpp, v10.3.0).
+- Gate-head pins list float layers only (``cosinegate.trt.build.gate_layer_names``): TensorRT
+  refuses a float precision on a layer that takes or makes bool.
+- Timing (``trtexec_timing_command``): ``--loadEngine``, ``--loadInputs``, ``--useSpinWait``,
+  ``--exportTimes``/``--exportProfile``/``--exportLayerInfo`` with ``--separateProfileRun``.
+
+Every line is checked against the flag list of each release's trtexec (tests/test_trtexec_flags.py).
 - TensorRT 11 builds strongly typed only (see versions.py): no ``--fp16``/``--int8``/``--calib``.
 """
-
-import shlex
 
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.targets import check_dla_core
@@ -36,12 +43,16 @@ def trtexec_command(
     fp32_layers=(),
     skip_inference=False,
     input_spec=None,
+    verbose=False,
+    detailed_profile=False,
 ):
     """Argument list for trtexec building ``onnx_path`` into ``engine_path`` for ``profile``.
 
     ``trt_version`` defaults to the target's newest TensorRT; ``int8_path`` to the target's
     default. ``input_spec`` is (input name, dims without batch), needed when ``batch`` is not 1
-    (dynamic-batch ONNX): all three shape profiles are set to that batch.
+    (dynamic-batch ONNX): all three shape profiles are set to that batch. ``verbose`` adds
+    ``--verbose`` (the build log); ``detailed_profile`` ``--profilingVerbosity=detailed`` (layer
+    information for ``--exportLayerInfo`` when timing).
     """
     version = parse_version(trt_version) if trt_version is not None else profile.newest_tensorrt
     if profile.release_for(version) is None:
@@ -57,23 +68,42 @@ def trtexec_command(
     if dla_core is None and profile.use_dla:
         dla_core = 0
     args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
-    args += _precision_args(profile, version, precision, int8_path, calib_cache, fp32_layers)
-    args += _dla_args(profile, precision, dla_core)
+    args += _precision_args(profile, version, precision, int8_path, calib_cache, fp32_layers, dla_core)
+    args += _dla_args(profile, version, precision, dla_core)
     args.append(f"--memPoolSize=workspace:{_workspace(profile, workspace_mib)}")
     if timing_cache is not None:
         args.append(f"--timingCacheFile={timing_cache}")
     args += _shape_args(batch, input_spec)
     if skip_inference:
         args.append(version.skip_inference_flag)
+    if detailed_profile:
+        args.append("--profilingVerbosity=detailed")
+    if verbose:
+        args.append("--verbose")
     return args
 
 
-def shell_line(args):
-    """One shell-quoted line for ``args``."""
-    return shlex.join(str(arg) for arg in args)
+def trtexec_timing_command(profile, engine_path, trt_version, inputs=None, export_prefix=None, dla_core=None,
+                           iterations=None):
+    """trtexec line timing a built engine: ``--loadEngine``, real inputs (``inputs`` = {name: .bin file},
+    passed as ``--loadInputs``), ``--useSpinWait``, and with ``export_prefix`` the per-run times, the
+    per-layer profile and the layer information as JSON (``<prefix>.times.json`` etc.)."""
+    parse_version(trt_version)  # same flags from 8.5 to 11.x (tests/test_trtexec_flags.py)
+    args = ["trtexec", f"--loadEngine={engine_path}", "--useSpinWait"]
+    if inputs:
+        args.append("--loadInputs=" + ",".join(f"{name}:{path}" for name, path in inputs.items()))
+    if iterations is not None:
+        args.append(f"--iterations={int(iterations)}")
+    if dla_core is not None:
+        check_dla_core(profile, dla_core)
+        args.append(f"--useDLACore={dla_core}")
+    if export_prefix is not None:
+        args += [f"--exportTimes={export_prefix}.times.json", f"--exportProfile={export_prefix}.profile.json",
+                 f"--exportLayerInfo={export_prefix}.layers.json", "--separateProfileRun", "--profilingVerbosity=detailed"]
+    return args
 
 
-def _precision_args(profile, version, precision, int8_path, calib_cache, fp32_layers):
+def _precision_args(profile, version, precision, int8_path, calib_cache, fp32_layers, dla_core=None):
     if precision == "int8":
         int8_path = int8_path or profile.default_int8_path
         if int8_path not in profile.int8_paths:
@@ -83,20 +113,34 @@ def _precision_args(profile, version, precision, int8_path, calib_cache, fp32_la
             )
     if version.requires_strongly_typed:
         return _strongly_typed_only(version, precision, int8_path)
+    pins = _fp32_pins(fp32_layers)  # weakly typed only: TensorRT 11 (no per-layer precision) returned above
     if precision == "fp32":
         return []
     if precision == "fp16":
-        return ["--fp16"] + _fp32_pins(fp32_layers)
+        return ["--fp16"] + pins
     if int8_path == "qdq":
+        if dla_core is not None:
+            return _dla_qdq_args(version, pins)
         if version.supports_strongly_typed:
             return ["--stronglyTyped"]
-        return ["--int8", "--fp16"] + _fp32_pins(fp32_layers)
+        return ["--int8", "--fp16"] + pins
     if calib_cache is None:
         raise CosineGateError(
             "the INT8 cache path needs a calibration cache; pass calib_cache "
             "(run calibration first) or use the qdq INT8 path."
         )
-    return ["--int8", "--fp16", f"--calib={calib_cache}"] + _fp32_pins(fp32_layers)
+    return ["--int8", "--fp16", f"--calib={calib_cache}"] + pins
+
+
+def _dla_qdq_args(version, pins):
+    """A Q/DQ graph for DLA: weakly typed on 10.x (trtexec turns on FP16 for DLA unless --int8 is set,
+    which a --stronglyTyped network refuses); not on 8.x, whose DLA takes INT8 from a calibration cache only."""
+    if version.dla_int8_path == "cache":
+        raise CosineGateError(
+            f"DLA on TensorRT {version} takes INT8 only from a calibration cache (implicit quantization), "
+            "not from a Q/DQ graph; use the cache INT8 path (--int8 cache, masked form) or drop --dla-core."
+        )
+    return ["--int8", "--fp16"] + pins
 
 
 def _strongly_typed_only(version, precision, int8_path):
@@ -126,10 +170,12 @@ def _fp32_pins(fp32_layers):
     return ["--precisionConstraints=obey", f"--layerPrecisions={spec}", f"--layerOutputTypes={spec}"]
 
 
-def _dla_args(profile, precision, dla_core):
+def _dla_args(profile, version, precision, dla_core):
     if dla_core is None:
         return []
     check_dla_core(profile, dla_core)
+    if version.dla_int8_path is None:
+        raise CosineGateError(f"TensorRT {version} has no DLA support on this target; drop --dla-core.")
     if precision == "fp32":
         raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
     return [f"--useDLACore={dla_core}"] + (["--allowGPUFallback"] if profile.gpu_fallback else [])

@@ -14,6 +14,11 @@ Version guards (sources in brackets):
   ``--fp16``/``--int8`` builder flags and per-layer precision constraints are gone, and an INT8
   engine can only come from a Q/DQ graph.
 - ``skip_inference_flag``: trtexec 8.6+ calls it ``--skipInference``; 8.5 only has ``--buildOnly``.
+- ``has_builder_optimization_level`` (8.6+) and ``dla_int8_path`` (cache on 8.x, weakly typed Q/DQ on 10.x, no DLA on 11): see each property.
+
+The API names each guarded branch touches are checked against the official bindings of every
+release (tests/data/trt_api/, tests/test_trt_api_surface.py); the trtexec flags against each
+release's sampleOptions.cpp (tests/data/trtexec_flags/, tests/test_trtexec_flags.py).
 
 Calibration cache header: the first line of a TensorRT calibration cache is
 ``TRT-<NV_TENSORRT_VERSION>-<algorithm>``, e.g. ``TRT-8502-EntropyCalibration2`` (8.5.2) and
@@ -23,11 +28,14 @@ major*1000 + minor*100 + patch before 10 and major*10000 + minor*100 + patch fro
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cosinegate.errors import CosineGateError
 
-_VERSION_RE = re.compile(r"^\s*v?(\d+(?:\.\d+){0,3})\s*$")
+# MAJOR[.MINOR[.PATCH[.BUILD]]] with an optional pre/post/dev-release tail as wheels and packages write
+# it: 10.13.3.9.post1 and 10.14.1.48.post1 (tensorrt-cu12 wheels), 10.0.0b6, 8.6.1.post1, 10.3.0.30-1+cuda12.5
+# (JetPack's dpkg version). The tail is kept as text and takes no part in comparisons.
+_VERSION_RE = re.compile(r"^\s*v?(\d+(?:\.\d+){0,3})((?:[.-]?(?:post|dev|rc|a|b)\d*)*(?:-\d+)?(?:\+[A-Za-z0-9.]+)?)\s*$")
 _HEADER_RE = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
 
 CALIBRATION_ALGORITHMS = {
@@ -40,9 +48,11 @@ CALIBRATION_ALGORITHMS = {
 
 @dataclass(frozen=True, order=True)
 class TrtVersion:
-    """A TensorRT version; ``parts`` keeps as many numbers as were written (1 to 4)."""
+    """A TensorRT version; ``parts`` keeps as many numbers as were written (1 to 4), ``tail`` any
+    ``.post1``/``b6``/``-1+cuda12.5`` suffix (not compared)."""
 
     parts: tuple
+    tail: str = field(default="", compare=False)
 
     @property
     def major(self):
@@ -92,6 +102,23 @@ class TrtVersion:
         return self.at_least(11)
 
     @property
+    def has_builder_optimization_level(self):
+        """``IBuilderConfig.builder_optimization_level`` / trtexec ``--builderOptimizationLevel``: 8.6+
+        (absent from the 8.5.2 bindings, pyCore.cpp at tag 8.5.2; present in the 8.6.1 wheel)."""
+        return self.at_least(8, 6)
+
+    @property
+    def dla_int8_path(self):
+        """What INT8 on DLA means here: "cache" on 8.x (DLA takes implicit quantization only, so the
+        calibration cache, EntropyCalibrator2); "qdq-weak" on 9/10 (the Q/DQ graph built weakly typed
+        with --int8 --fp16, because trtexec sets kFP16 for DLA unless --int8 is on, which a strongly
+        typed network refuses: sampleEngines.cpp setupNetworkAndConfig at v10.3.0); None on 11
+        (no DLA on JetPack/SBSA in 11.0-11.4, per the 11.x DLA docs)."""
+        if self.major < 9:
+            return "cache"
+        return "qdq-weak" if self.major < 11 else None
+
+    @property
     def skip_inference_flag(self):
         return "--skipInference" if self.at_least(8, 6) else "--buildOnly"
 
@@ -103,7 +130,7 @@ class TrtVersion:
 
 
 def parse_version(text):
-    """Parse "8.5.2.2", "10.3.0", "11.0" or "10" into a TrtVersion."""
+    """Parse "8.5.2.2", "10.3.0", "11.0", "10" or "10.13.3.9.post1" into a TrtVersion."""
     if isinstance(text, TrtVersion):
         return text
     match = _VERSION_RE.match(str(text))
@@ -112,7 +139,7 @@ def parse_version(text):
             f"TensorRT version {text!r} is not of the form MAJOR[.MINOR[.PATCH[.BUILD]]]; "
             "give it like 8.5.2 or 10.3.0."
         )
-    return TrtVersion(tuple(int(p) for p in match.group(1).split(".")))
+    return TrtVersion(tuple(int(p) for p in match.group(1).split(".")), match.group(2))
 
 
 def calibration_cache_header(version, method):

@@ -1,0 +1,64 @@
+"""README.md of a device bundle: what the board needs per JetPack release, and the steps."""
+
+# What each JetPack ships (JetPack release notes): TensorRT with trtexec in /usr/src/tensorrt/bin and
+# the Python bindings for the system Python only.
+JETPACK = {
+    "5.1": ("TensorRT 8.5.2", "Python 3.8", "Ubuntu 20.04"),
+    "6.0": ("TensorRT 8.6.2", "Python 3.10", "Ubuntu 22.04"),
+    "6.1": ("TensorRT 10.3.0", "Python 3.10", "Ubuntu 22.04"),
+    "6.2": ("TensorRT 10.3.0", "Python 3.10", "Ubuntu 22.04"),
+}
+
+
+def bundle_readme(profile, name, form, precision, int8_note, archive_name):
+    """Markdown text for the bundle of ``name`` on ``profile``."""
+    folder = f"{name}-bundle"
+    lines = [
+        f"# {name}: {form} {precision} engine for {profile.name}",
+        "",
+        f"{profile.description}. Built on the board from this bundle; PyTorch is not needed there.",
+        "",
+        "## What the board needs",
+        "",
+    ]
+    if profile.is_jetson:
+        lines += ["| JetPack | ships | Python | OS |", "|---|---|---|---|"]
+        for release in profile.tensorrt:
+            for jetpack in release.jetpack:
+                trt, python, os_name = JETPACK.get(jetpack, (f"TensorRT {release.version}", "system Python 3", ""))
+                lines.append(f"| {jetpack} | {trt} | {python} | {os_name} |")
+        lines += [
+            "",
+            "- trtexec comes with JetPack (`sudo apt install nvidia-jetpack`, or `sudo apt install tensorrt`) in",
+            "  `/usr/src/tensorrt/bin/trtexec`; the script also finds it on PATH or in `$TRTEXEC`.",
+            "- For the engine check (optional, recommended): `sudo apt install python3-pip && pip3 install polygraphy`.",
+            "- For `bench.py --engine` and the Python build path: the system Python's TensorRT (`python3-libnvinfer`,",
+            "  part of JetPack), `pip3 install pycuda` (with `/usr/local/cuda/bin` on PATH), and the toolkit's device",
+            "  extra from a checkout: `pip3 install -e '.[device]'` (numpy, onnx, polygraphy; no torch).",
+        ]
+    else:
+        lines += [
+            f"- TensorRT {profile.tensorrt_names()} with trtexec (on PATH, in `/usr/src/tensorrt/bin`, or `$TRTEXEC`),",
+            "  `nvidia-smi` (the script reads the GPU's compute capability; or set `CC=8.9`).",
+            "- Optional: `pip install polygraphy` (engine check), the toolkit's device extra `pip install -e '.[device]'`.",
+        ]
+    lines += [
+        "",
+        "## Steps",
+        "",
+        "```sh",
+        f"tar xzf {archive_name}",
+        f"sh {folder}/build_on_device.sh",
+        "```",
+        "",
+        "The script checks `SHA256SUMS`, picks the trtexec line of the installed TensorRT, builds with the",
+        "verbose log, writes the engine's manifest (`<engine>.json`), checks the engine against the PyTorch",
+        "reference with Polygraphy where installed, times it with trtexec on the reference input, records",
+        "`nvpmodel -q` and the `jetson_clocks` state, and prints the `scp` command that brings `results/` back.",
+        "",
+        "Then, with the device extra installed: `python3 deploy/bench.py --engine results/<engine>.engine`",
+        f"(`--inputs {folder}/inputs.json` for the reference images; no dataset needed).",
+    ]
+    if int8_note:
+        lines += ["", "## INT8", "", int8_note]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,311 @@
+"""build_on_device.sh: the bundle's POSIX-sh script that builds, checks and times the engine on the board.
+
+What it does, in order (everything it writes goes to ``results/`` beside it):
+
+1. ``sha256sum -c SHA256SUMS`` (refuses a damaged bundle).
+2. Finds trtexec: ``$TRTEXEC``, then PATH, then ``/usr/src/tensorrt/bin/trtexec`` (where JetPack puts it).
+3. Reads the TensorRT version (trtexec's ``[TensorRT v8502]`` banner, else ``import tensorrt``, else dpkg) and
+   picks the branch of that release; each branch is a ``trtexec_command`` line for it (per-release INT8
+   decisions and calibration cache, see versions.py).
+4. Builds with ``--verbose`` into ``results/build.log``, to a temporary name renamed on success.
+5. Writes ``<engine>.json``, the engine manifest ``bench.py --engine`` reads.
+6. Checks the engine with ``polygraphy run ENGINE --trt --model-type engine --load-inputs inputs.json
+   --load-outputs reference.json`` and the precision's tolerances, where Polygraphy is installed.
+7. Times it with ``trtexec --loadEngine --loadInputs --useSpinWait --exportTimes/--exportProfile/--exportLayerInfo``.
+8. Records ``nvpmodel -q`` and whether ``jetson_clocks`` is on, and prints the one command that copies
+   ``results/`` back to the desktop.
+
+Every value written into the script goes through ``sh_word`` (``shlex.quote``; the script's own
+variables such as ``$ENGINE`` stay expandable). The embedded manifest writer is a stdlib-only Python 3.8
+program fed by a quoted here-document.
+"""
+
+import json
+import shlex
+from dataclasses import dataclass, field
+
+from cosinegate.errors import CosineGateError
+from cosinegate.trt.trtexec import trtexec_command, trtexec_timing_command
+from cosinegate.trt.versions import parse_version
+
+# The script's own variables that may appear inside generated arguments; they are left expandable.
+SCRIPT_VARIABLES = ("$ENGINE_TMP", "$ENGINE", "$RESULTS")
+
+
+@dataclass
+class ScriptPlan:
+    """Everything the script needs, decided on the desktop (paths relative to the bundle)."""
+
+    profile: object
+    name: str
+    form: str
+    precision: str
+    int8_path: str  # None unless int8
+    build_onnx: str  # the graph of the requested path (Q/DQ graph for --int8 qdq)
+    float_onnx: str  # the float graph (cache builds)
+    caches: dict  # {release version string: cache file} for releases whose branch reads a cache
+    calibrator: str  # "entropy2" | "minmax" | None
+    batch: int
+    fp32_layers: tuple
+    workspace_mib: int = None
+    dla_core: int = None
+    input_bin: str = "input.bin"
+    input_name: str = "input"
+    tolerance_args: tuple = ()
+    reference: str = "reference.json"  # Polygraphy RunResults of the PyTorch side, for the engine check
+    reference_inputs: str = "inputs.json"
+    manifest_fields: dict = field(default_factory=dict)  # static engine-manifest fields (model, metadata, ...)
+
+
+def sh_word(text):
+    """One shell word for ``text``: shlex-quoted, except the script's own ``$VARIABLES``, kept expandable."""
+    text = str(text)
+    for variable in SCRIPT_VARIABLES:
+        if variable in text:
+            before, _, after = text.partition(variable)
+            return (sh_word(before) if before else "") + f'"{variable}"' + (sh_word(after) if after else "")
+    return shlex.quote(text)
+
+
+def sh_words(args):
+    return " ".join(sh_word(arg) for arg in args)
+
+
+def release_pattern(version):
+    """case pattern of a profile release: "8.5.2" matches 8.5.2 and 8.5.2.x, "10" every 10.x (not 100)."""
+    return f"{version}|{version}.*"
+
+
+def branch(plan, release):
+    """(comment, shell lines) of the case branch building for ``release``."""
+    version = parse_version(release.version)
+    jetpack = f" (JetPack {', '.join(release.jetpack)})" if release.jetpack else ""
+    int8_path, onnx_rel, note = plan.int8_path, plan.build_onnx, None
+    if plan.precision == "int8" and int8_path == "qdq" and plan.dla_core is not None and version.dla_int8_path == "cache":
+        int8_path, onnx_rel = "cache", plan.float_onnx
+        note = f"INT8 on DLA with TensorRT {version} comes from the calibration cache (DLA takes no Q/DQ on 8.x)"
+    cache = plan.caches.get(str(version)) if plan.precision == "int8" and int8_path == "cache" else None
+    try:
+        if plan.precision == "int8" and int8_path == "cache":
+            if plan.form == "conditional":
+                from cosinegate.trt.build import CONDITIONAL_CACHE
+
+                raise CosineGateError(CONDITIONAL_CACHE)
+            if cache is None:
+                raise CosineGateError(f"this bundle has no calibration cache written for TensorRT {version} (a cache is "
+                                      "tied to the exact release in its header); make the bundle for an exact release")
+        args = trtexec_command(plan.profile, onnx_rel, "$ENGINE_TMP", plan.precision, int8_path, cache, plan.dla_core,
+                               plan.workspace_mib, "$RESULTS/timing.cache", version, plan.batch, plan.fp32_layers,
+                               verbose=True, detailed_profile=True)
+    except CosineGateError as exc:
+        message = f"error: not possible with TensorRT {version}: {exc}"
+        return f"TensorRT {version}{jetpack}", [f"echo {sh_word(message)} >&2", "exit 2"]
+    lines = [f"RELEASE={sh_word(version)}", f"BUILD_ONNX={sh_word(onnx_rel)}", f"INT8_PATH={sh_word(int8_path or '')}",
+             f"CALIB={sh_word(cache or '')}"]
+    if note:
+        lines.append(f"echo {sh_word('note: ' + note)}")
+    lines.append("set -- " + sh_words(args[1:]))
+    return f"TensorRT {version}{jetpack}", lines
+
+
+MANIFEST_WRITER = r'''
+import hashlib, json, os, sys
+engine, trt, cc, seconds, release, build_onnx, int8_path, calib = sys.argv[1:9]
+command = sys.argv[9:]
+fields = json.loads(STATIC)
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+fields.update(format="cosinegate-engine-v1", engine_sha256=sha256(engine), trt_version=trt, compute_capability=cc,
+              build_seconds=float(seconds), calibration_sha256=sha256(calib) if calib else None,
+              inputs={"onnx": build_onnx, "onnx_sha256": sha256(build_onnx)})
+fields["settings"].update(release=release, int8_path=int8_path or None, calibration_cache=calib or None,
+                          command=["trtexec"] + command)
+tmp = engine + ".json.tmp"
+with open(tmp, "w") as f:
+    json.dump(fields, f, indent=2, sort_keys=True)
+os.replace(tmp, engine + ".json")
+'''
+
+
+def manifest_writer(static_fields):
+    """The stdlib-only Python program that writes <engine>.json (static fields embedded as a literal)."""
+    return f"STATIC = {json.dumps(json.dumps(static_fields, sort_keys=True))}\n" + MANIFEST_WRITER.lstrip("\n")
+
+
+def device_script(plan):
+    """Text of build_on_device.sh for ``plan``."""
+    profile = plan.profile
+    lines = [
+        "#!/bin/sh",
+        f"# Build, check and time the {plan.name} {plan.form} {plan.precision} engine for {profile.name} on the device.",
+        "#   sh build_on_device.sh                 (TRTEXEC=/path/to/trtexec sh build_on_device.sh to pick a trtexec)",
+        "# Everything it writes lands in results/ beside it; it ends by printing the command that copies results/ back.",
+        "set -eu",
+        'cd "$(dirname "$0")"',
+        'BUNDLE=$(pwd)',
+        'RESULTS="$BUNDLE/results"',
+        'mkdir -p "$RESULTS"',
+        "",
+        'echo "checking the bundle (sha256sum -c SHA256SUMS)"',
+        'if ! sha256sum -c SHA256SUMS > "$RESULTS/sha256sum.txt" 2>&1; then',
+        "    grep -v ': OK$' \"$RESULTS/sha256sum.txt\" >&2 || true",
+        '    echo "error: the bundle is damaged (see results/sha256sum.txt); copy it again." >&2',
+        "    exit 2",
+        "fi",
+        "",
+        'if [ -n "${TRTEXEC:-}" ]; then',
+        "    :",
+        "elif command -v trtexec > /dev/null 2>&1; then",
+        "    TRTEXEC=$(command -v trtexec)",
+        "elif [ -x /usr/src/tensorrt/bin/trtexec ]; then",
+        "    TRTEXEC=/usr/src/tensorrt/bin/trtexec",
+        "else",
+        '    echo "error: trtexec not found (\\$TRTEXEC, PATH, /usr/src/tensorrt/bin); install TensorRT\'s samples '
+        '(JetPack: sudo apt install tensorrt) or set TRTEXEC=/path/to/trtexec." >&2',
+        "    exit 2",
+        "fi",
+        'if [ ! -x "$TRTEXEC" ]; then',
+        '    echo "error: TRTEXEC=$TRTEXEC is not an executable file; point it at trtexec." >&2',
+        "    exit 2",
+        "fi",
+        "",
+        "# TensorRT version: trtexec's banner ([TensorRT v8502] / [TensorRT v100300]), else the Python bindings, else dpkg.",
+        "TRT=''",
+        'N=$("$TRTEXEC" --help 2>&1 | sed -n \'s/.*TensorRT v\\([0-9][0-9]*\\).*/\\1/p\' | head -n 1) || N=\'\'',
+        'if [ -n "$N" ] && [ "$N" -ge 100000 ]; then TRT="$((N / 10000)).$((N / 100 % 100)).$((N % 100))"',
+        'elif [ -n "$N" ]; then TRT="$((N / 1000)).$((N / 100 % 10)).$((N % 100))"; fi',
+        "[ -n \"$TRT\" ] || TRT=$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null) || TRT=''",
+        "[ -n \"$TRT\" ] || TRT=$(dpkg-query -W -f='${Version}' libnvinfer-bin 2>/dev/null | cut -d- -f1) || TRT=''",
+        'echo "trtexec: $TRTEXEC (TensorRT ${TRT:-unknown})"',
+        "",
+    ]
+    lines += _compute_capability(profile)
+    if plan.precision == "int8" and plan.calibrator == "minmax" and plan.int8_path == "cache":
+        # trtexec --calib always reads a cache with an EntropyCalibrator2 (and DLA needs entropy2), so a MinMax
+        # cache builds only through the toolkit's Python path (Polygraphy Calibrator, BaseClass IInt8MinMaxCalibrator).
+        python_path = f"python3 ~/cosinegate/deploy/build_engine.py --target {profile.name} --bundle"
+        lines += [
+            "echo " + sh_word("error: this bundle's calibration cache is MinMax, which trtexec cannot read; build it from a "
+                              "toolkit checkout (pip3 install -e 'cosinegate[device]') with:") + " >&2",
+            "echo " + sh_word("  " + python_path) + ' "$BUNDLE" >&2',
+            "exit 2",
+        ]
+        return "\n".join(lines) + "\n"
+    engine = f"{plan.name}-{plan.form}-{plan.precision}-trt"
+    lines += [f'ENGINE="$RESULTS/"{sh_word(engine)}"$TRT-sm$SM.engine"', 'ENGINE_TMP="$ENGINE.partial"', ""]
+    lines.append('case "$TRT" in')
+    releases = sorted(profile.tensorrt, key=lambda r: len(r.version.parts), reverse=True)  # most specific first
+    for release in releases:
+        comment, body = branch(plan, release)
+        lines.append(f"    {release_pattern(release.version)})  # {comment}")
+        lines += ["        " + line for line in body] + ["        ;;"]
+    lines += [
+        "    *)",
+        '        echo "error: TensorRT $TRT is not a release of "'
+        + sh_word(f"{profile.name} ({profile.tensorrt_names()}); install one of those or make the bundle for another target.")
+        + " >&2",
+        "        exit 2",
+        "        ;;",
+        "esac",
+    ]
+    lines += _build_and_manifest(plan)
+    lines += _check(plan)
+    lines += _timing(plan)
+    lines += _power_state_and_return(plan)
+    return "\n".join(lines) + "\n"
+
+
+def _compute_capability(profile):
+    capabilities = "|".join(profile.compute_capabilities)
+    if len(profile.compute_capabilities) == 1:
+        first = ["CC=" + sh_word(profile.compute_capabilities[0])]
+    else:
+        first = ["CC=${CC:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1)}"]
+    return first + [
+        'case "$CC" in',
+        f"    {capabilities}) ;;",
+        "    *)",
+        f"        echo \"error: GPU compute capability '$CC' is not one of {profile.name}'s "
+        f"({', '.join(profile.compute_capabilities)}); set CC=X.Y if nvidia-smi cannot tell, or use another target.\" >&2",
+        "        exit 2",
+        "        ;;",
+        "esac",
+        "SM=$(echo \"$CC\" | tr -d .)",
+        "",
+    ]
+
+
+def _build_and_manifest(plan):
+    return [
+        "",
+        'echo "building $ENGINE (log: results/build.log)"',
+        'START=$(date +%s)',
+        'if ! "$TRTEXEC" "$@" > "$RESULTS/build.log" 2>&1; then',
+        '    rm -f "$ENGINE_TMP"',
+        '    tail -n 20 "$RESULTS/build.log" >&2',
+        '    echo "error: trtexec could not build the engine (full log: results/build.log)." >&2',
+        "    exit 1",
+        "fi",
+        'mv "$ENGINE_TMP" "$ENGINE"',
+        'BUILD_SECONDS=$(( $(date +%s) - START ))',
+        "python3 - \"$ENGINE\" \"$TRT\" \"$CC\" \"$BUILD_SECONDS\" \"$RELEASE\" \"$BUILD_ONNX\" \"$INT8_PATH\" \"$CALIB\" \"$@\" "
+        "<<'COSINEGATE_MANIFEST'",
+        manifest_writer(plan.manifest_fields).rstrip("\n"),
+        "COSINEGATE_MANIFEST",
+        'echo "wrote $ENGINE and its manifest $ENGINE.json"',
+    ]
+
+
+def _check(plan):
+    # --trt is needed: without a runner flag `polygraphy run` runs nothing and compares the loaded outputs with
+    # nothing, reporting PASSED (seen with Polygraphy 0.53 on a file that is no engine at all).
+    polygraphy = "polygraphy run " + sh_words(["$ENGINE", "--trt", "--model-type", "engine", "--load-inputs", plan.reference_inputs,
+                                               "--load-outputs", plan.reference, *plan.tolerance_args])
+    return [
+        "",
+        "if command -v polygraphy > /dev/null 2>&1; then",
+        f'    echo "checking the engine against the PyTorch reference ({plan.precision} tolerances; log: results/polygraphy.log)"',
+        f"    if {polygraphy} > \"$RESULTS/polygraphy.log\" 2>&1; then PARITY=passed; else PARITY=FAILED; fi",
+        "else",
+        "    PARITY='not run (polygraphy not installed: pip3 install polygraphy)'",
+        "fi",
+        'echo "parity: $PARITY" | tee "$RESULTS/parity.txt"',
+    ]
+
+
+def _timing(plan):
+    args = trtexec_timing_command(plan.profile, "$ENGINE", plan.profile.newest_tensorrt, {plan.input_name: plan.input_bin},
+                                  "$RESULTS/timing", plan.dla_core)
+    return [
+        "",
+        'echo "timing the engine (log: results/timing.log)"',
+        "set -- " + sh_words(args[1:]),
+        'if ! "$TRTEXEC" "$@" > "$RESULTS/timing.log" 2>&1; then echo "warning: timing failed (see results/timing.log)" >&2; fi',
+    ]
+
+
+def _power_state_and_return(plan):
+    return [
+        "",
+        "if command -v nvpmodel > /dev/null 2>&1; then nvpmodel -q > \"$RESULTS/nvpmodel.txt\" 2>&1 || true; fi",
+        "if command -v jetson_clocks > /dev/null 2>&1; then",
+        "    { jetson_clocks --show 2>/dev/null || sudo -n jetson_clocks --show 2>/dev/null || "
+        "echo 'jetson_clocks --show needs root: run sudo jetson_clocks --show'; } > \"$RESULTS/jetson_clocks.txt\"",
+        "    # on = the GPU's minimum clock raised to its maximum (jetson_clocks --show: GPU MinFreq=... MaxFreq=...)",
+        "    awk '/^GPU / { for (i = 2; i <= NF; i++) { split($i, kv, \"=\"); f[kv[1]] = kv[2] }",
+        "                   print (f[\"MinFreq\"] != \"\" && f[\"MinFreq\"] == f[\"MaxFreq\"]) ? \"on\" : \"off\" }' "
+        "\"$RESULTS/jetson_clocks.txt\" > \"$RESULTS/jetson_clocks_state.txt\" || true",
+        "fi",
+        "",
+        'echo "results: $RESULTS"',
+        'echo "bring them back (run on the desktop):"',
+        f'echo "  scp -r ${{USER:-$(id -un)}}@$(hostname):$RESULTS ./"{sh_word(plan.name + "-results")}',
+    ]

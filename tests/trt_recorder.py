@@ -1,0 +1,63 @@
+"""A recording stand-in for the ``tensorrt`` module: it only drives the version-guarded branches and
+records every attribute the code reads, sets or calls, so tests/test_trt_api_surface.py can check those
+names against the official bindings of each release. It is never evidence that a build works."""
+
+CLASSES = ("IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator")
+
+
+class Recorder:
+    """Attribute access, attribute assignment and calls all record the attribute name in ``log``."""
+
+    def __init__(self, log, values=None, label="trt"):
+        object.__setattr__(self, "_log", log)
+        object.__setattr__(self, "_values", dict(values or {}))
+        object.__setattr__(self, "_label", label)
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name != "__version__":
+            raise AttributeError(name)
+        self._log.add(name)
+        if name in self._values:
+            return self._values[name]
+        child = Recorder(self._log, label=f"{self._label}.{name}")
+        self._values[name] = child
+        return child
+
+    def __setattr__(self, name, value):
+        self._log.add(name)
+        self._values[name] = value
+
+    def __call__(self, *args, **kwargs):
+        return Recorder(self._log, label=f"{self._label}()")
+
+    def __int__(self):
+        return 0
+
+    __index__ = __int__
+
+    def __iter__(self):
+        return iter(())
+
+    def __repr__(self):
+        return f"<{self._label}>"
+
+
+def fake_tensorrt(version, log):
+    """A ``tensorrt`` module stand-in reporting ``version``; calibrator bases are real classes."""
+    values = {"__version__": version}
+    for name in CLASSES:
+        values[name] = type(name, (), {"__init__": lambda self: None})
+    return Recorder(log, values)
+
+
+class FakeTensor(Recorder):
+    def __init__(self, log, dtype):
+        super().__init__(log, {"dtype": dtype}, "tensor")
+
+
+def fake_layer(log, name, dtypes_in, dtypes_out):
+    """A layer recorder with a name and tensors of the given dtypes (trt.float32 / trt.bool recorders)."""
+    inputs = [FakeTensor(log, d) for d in dtypes_in]
+    outputs = [FakeTensor(log, d) for d in dtypes_out]
+    return Recorder(log, {"name": name, "num_inputs": len(inputs), "num_outputs": len(outputs),
+                          "get_input": inputs.__getitem__, "get_output": outputs.__getitem__}, f"layer {name}")
