@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosinegate.config import load_config
 from cosinegate.errors import CosineGateError
 from cosinegate.macs import mac_table
 
@@ -88,33 +89,37 @@ def compute_target(config):
     return sum(m * (1.0 if i in ungated else r) for i, (m, r) in enumerate(zip(macs, rates))) / sum(macs)
 
 
-def static_baselines(presets):
+def static_baselines(presets, block_rates=None):
     """(label, compute target) of the static baselines: one per distinct target of the gated
     presets in the plan (the balanced target when there is none), so every gated point has a
     statically pruned neighbour at about the same MACs."""
-    from cosinegate.config import load_config
-
     gated = [p for p in presets if p not in ("dense", "static", "paper")] or ["balanced"]
     by_target = {}
     for preset in gated:
-        target = round(compute_target(load_config(preset)), 3)
+        config = load_config(preset)
+        if block_rates is not None and config["gate"]["block_rates"] is not None:
+            config["gate"]["block_rates"] = block_rates
+        target = round(compute_target(config), 3)
         by_target.setdefault(target, "static" if preset.startswith("balanced") else f"static-{preset}")
     return [(label, target) for target, label in by_target.items()]
 
 
-def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=None, static_curve=0, finetune_epochs=None):
+def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=None, static_curve=0, finetune_epochs=None,
+              block_rates=None, own_recipe=()):
     """One RunSpec per (backbone, preset or static baseline, seed). static_curve=K adds the
     static points with 1..K blocks removed (labels static-d1..static-dK), so gated points can
     be compared with the static curve at their own executed MACs. two-phase runs fine-tune the
     dense run of their backbone and seed for `finetune_epochs` (default epochs // 4) at the
-    preset's own learning rate; the dense run joins the plan if it is not in it."""
+    preset's own learning rate; the dense run joins the plan if it is not in it. block_rates overrides
+    the rate of the presets that use per-block rates; presets in own_recipe keep their YAML schedule and
+    learning rate (e.g. the paper's warm restarts) instead of the shared cosine recipe."""
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise CosineGateError(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}.")
     if TWO_PHASE in presets and "dense" not in presets:
         presets = ["dense", *presets]
     runs = []
-    common = ["--data", data, "--schedule", "cosine", "--batch-size", "128"]
+    common = ["--data", data, "--batch-size", "128"]
     if data_root:
         common += ["--data-root", str(data_root)]
     if subset:
@@ -128,7 +133,8 @@ def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=No
         variants = []
         for preset in presets:
             if preset == "static":
-                variants += [("dense", label, static_drop_blocks(backbone, target)) for label, target in static_baselines(presets)]
+                variants += [("dense", label, static_drop_blocks(backbone, target))
+                             for label, target in static_baselines(presets, block_rates)]
             else:
                 variants.append((preset, preset, None))
         taken = [drops for _, _, drops in variants]
@@ -138,10 +144,14 @@ def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=No
                 args = ["--config", config, "--backbone", backbone, "--seed", str(seed)] + common
                 after = None
                 if config == TWO_PHASE:
-                    args += ["--epochs", str(finetune_epochs or max(1, epochs // 4))]
+                    args += ["--epochs", str(finetune_epochs or max(1, epochs // 4)), "--schedule", "cosine"]
                     after = f"{backbone}-dense-s{seed}"
+                elif config in own_recipe:
+                    args += ["--epochs", str(epochs)]
                 else:
-                    args += ["--epochs", str(epochs), "--lr", "0.1"]
+                    args += ["--epochs", str(epochs), "--schedule", "cosine", "--lr", "0.1"]
+                if block_rates is not None and load_config(config)["gate"]["block_rates"] is not None:
+                    args += ["--block-rates", str(block_rates)]
                 if drops is not None:
                     args += ["--drop-blocks", ",".join(map(str, drops))]
                 runs.append(RunSpec(f"{backbone}-{label}-s{seed}", label, backbone, seed, args, after))

@@ -137,16 +137,11 @@ def test_gated_runs_are_compared_with_real_shallower_networks():
 
 
 def test_scheduler_waits_for_dependencies_and_honours_the_deadline(tmp_path, monkeypatch):
-    import importlib.util
     import time
 
     import cosinegate.experiments as experiments
-    from conftest import ROOT
+    from cosinegate.training import packing
 
-    monkeypatch.syspath_prepend(str(ROOT / "train"))  # the script imports its _bootstrap
-    spec = importlib.util.spec_from_file_location("reproduce_script", ROOT / "train/reproduce.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     started = []
 
     class Done:
@@ -165,10 +160,10 @@ def test_scheduler_waits_for_dependencies_and_honours_the_deadline(tmp_path, mon
     monkeypatch.setattr(experiments, "launch", fake_launch)
     runs = plan_runs(["resnet20"], ["two-phase"], 1, 8, "synthetic")
     two_phase_first = sorted(runs, key=lambda r: r.preset != "two-phase")
-    assert script._run_all(two_phase_first, tmp_path, "cpu", jobs=4) == []
+    assert packing.run_all(two_phase_first, tmp_path, "cpu", 4, "train.py") == []
     assert [name for name, _ in started] == ["resnet20-dense-s0", "resnet20-two-phase-s0"]  # waited for its teacher
     started.clear()
-    assert script._run_all(runs, tmp_path / "late", "cpu", jobs=4, deadline=time.time() + 10) == []
+    assert packing.run_all(runs, tmp_path / "late", "cpu", 4, "train.py", deadline=time.time() + 10) == []
     assert started == []  # under MIN_LAUNCH_SECONDS left: nothing starts
-    script._run_all(runs[:1], tmp_path / "timed", "cpu", jobs=4, deadline=time.time() + 300)
+    packing.run_all(runs[:1], tmp_path / "timed", "cpu", 4, "train.py", deadline=time.time() + 300)
     assert started[0][1][0] == "--time-limit" and 250 < float(started[0][1][1]) <= 290

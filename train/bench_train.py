@@ -117,12 +117,13 @@ def probe(args):
     while time.time() < start:
         time.sleep(0.001)
     images, step = 0, args.warmup
+    chunk = 10 if trainer.device.type == "cuda" else 1  # steps between synchronizations
     while time.time() < start + args.seconds:
-        timed_steps(trainer, 10, step)
+        timed_steps(trainer, chunk, step)
         sync(trainer.device)
-        step += 10
+        step += chunk
         if time.time() <= start + args.seconds:
-            images += 10 * args.batch_size
+            images += chunk * args.batch_size
     (barrier / f"result-{args.probe_id}.json").write_text(json.dumps({"images": images, "seconds": args.seconds,
                                                                        "memory": torch.cuda.max_memory_allocated() if trainer.device.type == "cuda" else 0}))
 

@@ -16,9 +16,6 @@ Writes OUT/results.md, OUT/results.json and OUT/pareto.png.
 """
 
 import argparse
-import json
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +29,7 @@ def main(argv=None):
     from cosinegate.cli import pick_device
     from cosinegate.errors import CosineGateError
     from cosinegate.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
+    from cosinegate.training.packing import resolve_jobs, run_all
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="synthetic", choices=("synthetic", "cifar10", "imagefolder"))
@@ -70,8 +68,9 @@ def main(argv=None):
     deadline = None if args.time_limit is None else began + args.time_limit
     failed = []
     if not args.collect_only and pending:
-        jobs = _jobs(args, device, out, len(pending))
-        failed = _run_all(pending, out, device, jobs, extra, deadline)
+        setting = "bf16+channels_last+fused" if args.fast and str(device).startswith("cuda") else "fp32"
+        jobs = resolve_jobs(args.jobs, args.jobs_levels, device, out, len(pending), HERE / "bench_train.py", setting)
+        failed = run_all(pending, out, device, jobs, HERE / "train.py", extra, deadline)
     rows = collect(out, runs)
     left = [r.name for r in runs if run_state(out / "runs" / r.name) != "done"]
     if left and deadline is not None:
@@ -92,76 +91,6 @@ def main(argv=None):
     print(f"wrote {out}/results.md, results.json, pareto.png")
     if failed:
         raise CosineGateError(f"runs failed: {', '.join(failed)}; see their train.log, fix, and rerun (finished runs are kept).")
-
-
-def _jobs(args, device, out, pending):
-    """--jobs N, or the measured best concurrency for --jobs auto (probed once per device and setting)."""
-    from cosinegate.artifacts import atomic_write_json
-    from cosinegate.errors import CosineGateError
-    from cosinegate.training.loop import hardware_label
-    from cosinegate.training.packing import choose_jobs
-
-    if args.jobs != "auto":
-        try:
-            return max(1, int(args.jobs))
-        except ValueError as exc:
-            raise CosineGateError(f"--jobs {args.jobs!r}: give a number or auto.") from exc
-    setting = "bf16+channels_last+fused" if args.fast and str(device).startswith("cuda") else "fp32"
-    key = {"hardware": hardware_label(device), "setting": setting}
-    cache = out / "concurrency.json"
-    if cache.is_file():
-        known = json.loads(cache.read_text())
-        if {k: known.get(k) for k in key} == key:
-            print(f"--jobs auto: {known['chosen']} (measured before, {cache})")
-            return min(known["chosen"], pending)
-    levels = sorted({int(k) for k in args.jobs_levels.split(",")})
-    chosen, measured = choose_jobs(levels, HERE / "bench_train.py", device, setting=setting)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cache, {**key, "chosen": chosen, "levels": measured})
-    print(f"--jobs auto: {chosen} concurrent runs (aggregate images/s: "
-          + ", ".join(f"{r['jobs']}: {r['images_per_s']:.0f}" for r in measured) + ")")
-    return min(chosen, pending)
-
-
-MIN_LAUNCH_SECONDS = 45  # no run is started with less time than this left before the deadline
-
-
-def _run_all(pending, out, device, jobs, extra=(), deadline=None):
-    """Train pending runs, `jobs` at a time, with a tqdm bar over runs; return failed names. A run that
-    starts from another (two-phase) waits until that one is done; with a deadline every run gets the
-    time left as --time-limit and none is started with less than MIN_LAUNCH_SECONDS left."""
-    from tqdm import tqdm
-
-    from cosinegate.experiments import launch, run_state
-
-    queue, active, failed = list(pending), {}, []
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` also stops the runs in flight
-    with tqdm(total=len(pending), desc="runs", unit="run") as bar:
-        try:
-            while queue or active:
-                for run in [r for r in queue if r.init_from_run in failed]:
-                    queue.remove(run)
-                    failed.append(run.name)
-                ready = [r for r in queue if not r.init_from_run or run_state(out / "runs" / r.init_from_run) == "done"]
-                left = None if deadline is None else deadline - time.time()
-                while ready and len(active) < jobs and (left is None or left > MIN_LAUNCH_SECONDS):
-                    run = ready.pop(0)
-                    queue.remove(run)
-                    limit = [] if left is None else ["--time-limit", f"{left - 10:.0f}"]
-                    active[run.name] = launch(run, out, device, HERE / "train.py", [*extra, *limit])
-                if not active and (not ready or (left is not None and left <= MIN_LAUNCH_SECONDS)):
-                    break  # what is left waits for a run that is not done, or for the next invocation
-                for name, proc in list(active.items()):
-                    if proc.poll() is not None:
-                        if proc.returncode != 0:
-                            failed.append(name)
-                        del active[name]
-                        bar.update(1)
-                time.sleep(0.5)
-        finally:
-            for proc in active.values():
-                proc.terminate()
-    return failed
 
 
 if __name__ == "__main__":

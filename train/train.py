@@ -33,6 +33,8 @@ def parse_args(argv=None):
     parser.add_argument("--lr", type=float)
     parser.add_argument("--schedule", help="learning-rate schedule: cosine|cosine_restarts|onecycle")
     parser.add_argument("--target", type=float, help="gate compute target r_target")
+    parser.add_argument("--block-rates", type=float, metavar="R", help="per-block target execution rate of every gated "
+                                                                       "block (gate.block_rates; presets rates, shaping, two-phase)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", default="runs/train", help="run folder (last.pt, best.pt, metrics.jsonl, summary.json)")
@@ -89,6 +91,7 @@ def config_from_args(args):
         ("optim", "lr"): args.lr,
         ("optim", "schedule"): args.schedule,
         ("gate", "target"): args.target,
+        ("gate", "block_rates"): args.block_rates,
     }
     for (section, key), value in overrides.items():
         if value is not None:

@@ -7,6 +7,7 @@ since fewer concurrent runs finish sooner each and carry less partial state to t
 """
 
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,3 +59,78 @@ def choose_jobs(levels, script, device, backbone="resnet20", setting="fp32", sec
     best = max(r["images_per_s"] for r in measured)
     chosen = min(r["jobs"] for r in measured if r["images_per_s"] >= (1 - tolerance) * best)
     return chosen, measured
+
+
+def resolve_jobs(jobs, levels, device, out, pending, bench_script, setting="fp32", seconds=8.0):
+    """--jobs N, or for 'auto' the measured best concurrency (probed once per device and setting, kept in
+    OUT/concurrency.json); never more than the runs pending."""
+    from cosinegate.artifacts import atomic_write_json
+    from cosinegate.training.loop import hardware_label
+
+    if str(jobs) != "auto":
+        try:
+            return max(1, int(jobs))
+        except ValueError as exc:
+            raise CosineGateError(f"--jobs {jobs!r}: give a number or auto.") from exc
+    key = {"hardware": hardware_label(device), "setting": setting}
+    cache = Path(out) / "concurrency.json"
+    if cache.is_file():
+        known = json.loads(cache.read_text())
+        if {k: known.get(k) for k in key} == key:
+            print(f"--jobs auto: {known['chosen']} (measured before, {cache})")
+            return min(known["chosen"], pending)
+    chosen, measured = choose_jobs(sorted({int(k) for k in str(levels).split(",")}), bench_script, device, setting=setting,
+                                   seconds=seconds)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cache, {**key, "chosen": chosen, "levels": measured})
+    print(f"--jobs auto: {chosen} concurrent runs (aggregate images/s: "
+          + ", ".join(f"{r['jobs']}: {r['images_per_s']:.0f}" for r in measured) + ")")
+    return min(chosen, pending)
+
+
+MIN_LAUNCH_SECONDS = 45  # no run is started with less time than this left before the deadline
+
+
+def run_all(pending, out, device, jobs, train_script, extra=(), deadline=None, admit=None):
+    """Train pending runs, `jobs` at a time, with a tqdm bar over runs; return failed names.
+
+    A run that starts from another (two-phase) waits until that one is done. With a deadline (time.time()
+    value) every run gets the time left as --time-limit and none is started with less than
+    MIN_LAUNCH_SECONDS left. `admit(run, active_names)`, if given, may hold a run back (e.g. to bound the
+    partial state a deadline leaves behind).
+    """
+    from tqdm import tqdm
+
+    from cosinegate import experiments
+
+    out = Path(out)
+    queue, active, failed = list(pending), {}, []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` also stops the runs in flight
+    with tqdm(total=len(pending), desc="runs", unit="run") as bar:
+        try:
+            while queue or active:
+                for run in [r for r in queue if r.init_from_run in failed]:
+                    queue.remove(run)
+                    failed.append(run.name)
+                ready = [r for r in queue if not r.init_from_run or experiments.run_state(out / "runs" / r.init_from_run) == "done"]
+                ready = [r for r in ready if admit is None or admit(r, list(active))]
+                left = None if deadline is None else deadline - time.time()
+                while ready and len(active) < jobs and (left is None or left > MIN_LAUNCH_SECONDS):
+                    run = ready.pop(0)
+                    queue.remove(run)
+                    limit = [] if left is None else ["--time-limit", f"{left - 10:.0f}"]
+                    active[run.name] = experiments.launch(run, out, device, train_script, [*extra, *limit])
+                    ready = [r for r in ready if admit is None or admit(r, list(active))]
+                if not active and (not ready or (left is not None and left <= MIN_LAUNCH_SECONDS)):
+                    break  # what is left waits for a run that is not done, or for the next invocation
+                for name, proc in list(active.items()):
+                    if proc.poll() is not None:
+                        if proc.returncode != 0:
+                            failed.append(name)
+                        del active[name]
+                        bar.update(1)
+                time.sleep(0.5)
+        finally:
+            for proc in active.values():
+                proc.terminate()
+    return failed
