@@ -50,6 +50,7 @@ def parse_args(argv):
     parser.add_argument("--jobs", default="auto", help="concurrent runs, or auto (measured once, kept in the state)")
     parser.add_argument("--jobs-levels", default="1,4,8,12", help="concurrency levels --jobs auto measures (first run only)")
     parser.add_argument("--bench-steps", type=int, default=30)
+    parser.add_argument("--compile", action="store_true", help="also torch.compile every run (if bench.txt shows it pays)")
     parser.add_argument("--tiny", action="store_true", help="CPU dry-run size: 2 epochs, 1 seed, 600 images, 2 stages")
     parser.add_argument("--work", default=str(WORK), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -165,7 +166,8 @@ def campaign(args):
         partial = [r for r in runs if r.name in active or run_state(campaign_dir / "runs" / r.name) == "partial"]
         return sum(sizes[r.backbone] for r in partial if r.name != run.name) + sizes[run.backbone] <= cp.STATE_LIMIT_BYTES - 2**20
 
-    failed = run_all(pending, campaign_dir, device, jobs, HERE / "train.py", ["--fast"] if cuda else [], deadline, admit) if pending else []
+    extra = speed_flags(campaign_dir / "bench.json", cuda, args.compile, log)
+    failed = run_all(pending, campaign_dir, device, jobs, HERE / "train.py", extra, deadline, admit) if pending else []
     log(f"training stopped at {time.time() - began:.0f}s; {jobs} concurrent; failed: {failed or 'none'}")
     rows = collect(campaign_dir, runs)
     if rows:
@@ -200,6 +202,17 @@ def campaign(args):
         raise CosineGateError(f"{len(files)} files in {out} (limit {MAX_FILES}), over 16 MiB: {too_big}.")
     print(f"wrote {', '.join(p.name for p in files)} to {out}")
     return 0
+
+
+def speed_flags(bench_json, cuda, compile_, log):
+    """--fast on CUDA unless the bench could not run that setting (then the plain fp32 path), --compile if asked."""
+    flags = ["--fast"] if cuda else []
+    if cuda and bench_json.is_file():
+        rows = json.loads(bench_json.read_text())["rows"]
+        if any("error" in r for r in rows if r["setting"] == "bf16+channels_last+fused"):
+            log("bench: the fast setting failed on this machine; training with the fp32 path")
+            flags = []
+    return flags + (["--compile"] if compile_ else [])
 
 
 def _count_states(report):

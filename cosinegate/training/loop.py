@@ -86,7 +86,6 @@ class Trainer:
         self.optimizer = self.runtime.optimizer(
             list(self.model.parameters()), self.device, lr=optim["lr"], momentum=optim["momentum"], weight_decay=optim["weight_decay"]
         )
-        self.forward_loss = torch.compile(self._forward_loss) if self.runtime.compile else self._forward_loss
         self.images = torch.as_tensor(self.train_set.images, device=self.device)
         # stored N x N: pad by N/8 and crop N (the CIFAR recipe); stored larger (resize rule `train`): crop N inside it
         self.slack = self.train_set.images.shape[1] - self.image_size
@@ -127,10 +126,10 @@ class Trainer:
         self.init_report = state.get("init_from")
 
     # ---- one step -----------------------------------------------------------
-    def _forward_loss(self, x, y, progress):
+    def forward_loss(self, x, y, progress):
         """Forward and the whole training loss of one batch; returns (loss, logits, gates, penalty).
 
-        Pure tensor work with no host synchronization, so it can run ahead of the host (and be compiled).
+        Pure tensor work with no host synchronization, so it can run ahead of the host.
         """
         cfg, epochs = self.config, self.config["optim"]["epochs"]
         with self.runtime.autocast(self.device):
@@ -197,7 +196,7 @@ class Trainer:
         self.optimizer.step()
         with torch.no_grad():
             n = logits.new_full((), float(len(idx)))
-            ratio = compute_ratio(gates, self.mac_weights).sum() if sum(self.block_macs) else n
+            ratio = compute_ratio(gates.float(), self.mac_weights).sum() if sum(self.block_macs) else n
             finite = torch.isfinite(loss)
             totals += torch.stack([torch.where(finite, loss, 0.0) * n, (logits.argmax(1) == y).sum(), n, ratio,
                                    torch.where(finite, penalty, 0.0) * n, (~finite).float()]).double()

@@ -20,7 +20,7 @@ AMP_CHOICES = ("none", "bf16")
 class Runtime:
     amp: str = "none"  # "bf16": forward under torch.autocast(bfloat16); weights, optimizer and losses stay fp32
     channels_last: bool = False  # NHWC activations and weights (tensor-core friendly convolutions)
-    compile: bool = False  # torch.compile the forward + loss (backward through AOTAutograd)
+    compile: bool = False  # torch.compile the stem and every residual branch in place (state-dict keys unchanged)
     fused: bool = False  # fused SGD kernel (CUDA; falls back to foreach where torch has no fused kernel)
 
     def __post_init__(self):
@@ -43,7 +43,17 @@ class Runtime:
         return contextlib.nullcontext()
 
     def prepare(self, model):
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+        """Memory format, and with compile the stem and each residual branch compiled in place. The gates stay
+        eager: their temperature, noise scale and blend are Python numbers that change every step, which
+        would make a compiled graph recompile."""
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.compile:
+            model.stem.compile()
+            for block in model.blocks:
+                if block.residual is not None:
+                    block.residual.compile()
+        return model
 
     def layout(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
