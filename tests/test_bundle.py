@@ -332,3 +332,12 @@ def test_device_commands_run_without_torch(bundle_copy, tmp_path):
     (bundle_copy / "inputs.json").rename(tmp_path / "moved.json")
     done = run_without_torch("bench.py", "--engine", engine)
     assert done.returncode == 2 and "pass --inputs BUNDLE/inputs.json" in done.stderr, done.stderr
+
+
+def test_engine_check_runs_the_built_engine_never_a_recalibrating_onnx_build():
+    """Defect 13: the INT8 check is on the engine trtexec calibrated from the release's cache, not a
+    `polygraphy run model.onnx --trt --int8` that would calibrate on random data without --calibration-cache."""
+    script = device_script(_plan(load_target("jetson-orin"), "int8", "cache", None))
+    checks = [line for line in script.splitlines() if "polygraphy run" in line]
+    assert checks and all('"$ENGINE" --trt --model-type engine' in line for line in checks)
+    assert not any("--int8" in line and "--calibration-cache" not in line for line in checks)
