@@ -292,7 +292,8 @@ def bundle(args, profile, art, out, why):
     plan = ScriptPlan(profile, name, args.form, args.precision, args.int8_path if args.precision == "int8" else None,
                       build_rel, float_rel, caches, calibrator, args.batch, gate_layer_names(build_path), args.workspace,
                       args.dla_core, tolerance_args=tuple(shlex.split(polygraphy_tolerance(args.precision))),
-                      reference=check_rels["reference"], reference_inputs=check_rels["inputs"], manifest_fields=engine_fields)
+                      reference=check_rels["reference"], reference_inputs=check_rels["inputs"], manifest_fields=engine_fields,
+                      candidates=device_candidates(fields.get("selection"), candidates, args.select))
     archive_name = f"{name}-bundle.tar.gz"
     texts["README.md"] = bundle_readme(profile, name, args.form, args.precision, note, archive_name)
     try:
@@ -309,6 +310,15 @@ def bundle(args, profile, art, out, why):
     print(f"     or:     python3 deploy/build_engine.py --bundle {final.name} --target {profile.name}   "
           "(from a toolkit checkout with the device extra; checks hashes, builds with Polygraphy, runs parity)")
     return 0
+
+
+def device_candidates(selection, rels, select):
+    """The candidates build_on_device.sh builds and times beside the conditional engine (--select fastest only),
+    with whether their accuracy here was within tolerance."""
+    if select != "fastest" or not selection:
+        return {}
+    return {name: {**rels[name], "eligible": bool(selection["candidates"][name].get("eligible"))}
+            for name in rels if name != "conditional"}
 
 
 def select_here(args, art, rels):

@@ -103,3 +103,91 @@ def test_gpu_clock_decides_when_asked():
     batches, labels = [np.zeros((1, 1))], np.zeros(1, np.int64)
     assert compare_candidates(backends, batches, labels, 0.0, 1, 4, 2, clock="gpu")["chosen"] == "dense"
     assert compare_candidates(backends, batches, labels, 0.0, 1, 4, 2, clock="wall")["chosen"] == "conditional"
+
+
+# ---- build_on_device.sh's candidate table, run here with a fake trtexec on PATH (shell logic only, never a build) ----
+
+FAKE_TRTEXEC = """#!/bin/sh
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec $*"
+echo "$*" >> "$FAKE_LOG"
+for arg in "$@"; do
+  case "$arg" in
+    --saveEngine=*pruned*) [ -n "${FAIL_PRUNED:-}" ] && exit 1; printf 'e' > "${arg#--saveEngine=}" ;;
+    --saveEngine=*) printf 'e' > "${arg#--saveEngine=}" ;;
+    --export*=*) printf '[]' > "${arg#*=}" ;;
+    --loadEngine=*pruned*) M=0.41 ;;
+    --loadEngine=*dense*) M=0.52 ;;
+    --loadEngine=*) M=0.93 ;;
+  esac
+done
+if [ -n "${M:-}" ]; then
+  echo "[12/01/2026-20:00:00] [I] H2D Latency: min = 0.01 ms, max = 0.02 ms, mean = 0.01 ms, median = 0.01 ms, percentile(90%) = 0.02 ms"
+  echo "[12/01/2026-20:00:00] [I] Latency: min = 0.3 ms, max = 2 ms, mean = 1 ms, median = $M ms, percentile(90%) = 1.5 ms"
+fi
+exit 0
+"""
+
+
+def run_script(bundle, tmp_path, **env):
+    import os
+    import subprocess
+
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "trtexec").write_text(FAKE_TRTEXEC)
+    (fake / "trtexec").chmod(0o755)
+    system = [d for d in ("/usr/bin", "/bin") if os.path.isdir(d)]
+    full = {"PATH": os.pathsep.join([str(fake)] + system), "HOME": str(tmp_path), "USER": "nvidia",
+            "FAKE_LOG": str(tmp_path / "trtexec.log"), **env}
+    return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def wide_bundle(dyn_checkpoint, fake_cifar_root, tmp_path_factory):
+    """A bundle whose desktop selection admitted every candidate (tolerance 1.0)."""
+    import cosinegate.bench.candidates as candidates
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+    mp.setattr(candidates, "max_accuracy_drop", lambda tolerance: 1.0)
+    out = tmp_path_factory.mktemp("wide")
+    assert build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), "--data", "cifar10",
+                              "--data-root", str(fake_cifar_root), "--select-images", "20", "--out", str(out)]) == 0
+    mp.undo()
+    return next(out.glob("*-bundle"))
+
+
+def device_run(bundle, tmp_path, **env):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    done = run_script(copy, tmp_path, **env)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split() for line in (copy / "results" / "candidates.txt").read_text().splitlines()[1:]}
+    return copy, done, rows, (tmp_path / "trtexec.log").read_text()
+
+
+@pytest.mark.parametrize("fail_pruned, winner", [(False, "pruned"), (True, "dense")])
+def test_device_script_times_every_candidate_and_names_the_winner(wide_bundle, tmp_path, fail_pruned, winner):
+    bundle, done, rows, log = device_run(wide_bundle, tmp_path, **({"FAIL_PRUNED": "1"} if fail_pruned else {}))
+    assert set(rows) == {"conditional", "pruned", "dense"} and all(r[3] in ("reference", "within") for r in rows.values())
+    assert rows["conditional"][1] == "0.93" and rows["dense"][1] == "0.52"
+    assert rows["pruned"][1] == ("n/a" if fail_pruned else "0.41")
+    for name in ("pruned", "dense"):
+        assert f"--onnx=model.{name}.onnx" in log
+    timing = [line for line in log.splitlines() if "--loadEngine=" in line and "dense" in line]
+    assert timing and "--loadInputs=input:input.bin" in timing[0] and "--useSpinWait" in timing[0]
+    assert (bundle / "results" / "winner.txt").read_text().strip() == f"winner: {winner}"
+    assert f"winner: {winner}" in done.stdout
+
+
+def test_device_script_skips_candidates_outside_the_tolerance(selected, tmp_path):
+    out, _ = selected
+    bundle, done, rows, _ = device_run(next(out.glob("*-bundle")), tmp_path)
+    sel = verify_bundle(bundle)["selection"]["candidates"]
+    medians = {"conditional": 0.93, "dense": 0.52, "pruned": 0.41}
+    for name in ("pruned", "dense"):
+        assert rows[name][3] == ("within" if sel[name]["eligible"] else "outside")
+    expected = min((n for n in medians if sel[n]["eligible"]), key=medians.get)
+    assert (bundle / "results" / "winner.txt").read_text().strip() == f"winner: {expected}"

@@ -28,17 +28,22 @@ def max_accuracy_drop(tolerance):
     return max(0.0, 1.0 - tolerance.min_top1)
 
 
+def eligible_names(candidates, max_drop):
+    """Candidates within ``max_drop`` accuracy of the conditional one whose parity did not fail (it always is)."""
+    if "conditional" not in candidates:
+        raise CosineGateError("selection needs the conditional candidate as the accuracy reference.")
+    floor = candidates["conditional"]["accuracy"] - max_drop
+    return [n for n, c in candidates.items()
+            if n == "conditional" or c["accuracy"] >= floor - 1e-12 and c.get("parity_passed", True)]
+
+
 def choose(candidates, max_drop, forced=None):
     """(name, reason) from {name: {"latency_ms": {...}, "accuracy": float}}; see the module docstring."""
     if forced and forced != "fastest":
         if forced not in candidates:
             raise CosineGateError(f"--select {forced}: no such candidate was built (have {', '.join(candidates)}).")
         return forced, f"forced by --select {forced}"
-    if "conditional" not in candidates:
-        raise CosineGateError("selection needs the conditional candidate as the accuracy reference.")
-    floor = candidates["conditional"]["accuracy"] - max_drop
-    eligible = {n: c for n, c in candidates.items()
-                if c["accuracy"] >= floor - 1e-12 and c.get("parity_passed", True) or n == "conditional"}
+    eligible = {n: candidates[n] for n in eligible_names(candidates, max_drop)}
     name = min(eligible, key=lambda n: eligible[n]["latency_ms"][STAT])
     ms = eligible[name]["latency_ms"][STAT]
     others = ", ".join(f"{n} {c['latency_ms'][STAT]:.3f} ms" for n, c in candidates.items() if n != name)
@@ -63,6 +68,10 @@ def compare_candidates(backends, batches, labels, max_drop, warmup=20, iteration
     candidates = {name: {"latency_ms": latency_stats(walls[name]), "accuracy": accuracy(b, batches, labels),
                          **(extra or {}).get(name, {})} for name, b in backends.items()}
     name, reason = choose(candidates, max_drop, forced)
+    for n in eligible_names(candidates, max_drop):
+        candidates[n]["eligible"] = True
+    for c in candidates.values():
+        c.setdefault("eligible", False)
     return {"chosen": name, "reason": reason, "statistic": STAT, "clock": clock, "max_accuracy_drop": max_drop,
             "images": int(len(labels)),
             "candidates": candidates}

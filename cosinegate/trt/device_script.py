@@ -12,7 +12,11 @@ What it does, in order (everything it writes goes to ``results/`` beside it):
 6. Checks the engine with ``polygraphy run ENGINE --trt --model-type engine --load-inputs inputs.json
    --load-outputs reference.json`` and the precision's tolerances, where Polygraphy is installed.
 7. Times it with ``trtexec --loadEngine --loadInputs --useSpinWait --exportTimes/--exportProfile/--exportLayerInfo``.
-8. Records ``nvpmodel -q`` and whether ``jetson_clocks`` is on, and prints the one command that copies
+8. With the selection's other candidates in the bundle (``build_engine.py --select fastest``): builds each
+   (pruned, dense), checks it against its own reference, times it the same way, prints one table of median
+   latencies (trtexec's ``Latency``) and names the winner among the candidates within the desktop's accuracy
+   tolerance whose check did not fail (``results/candidates.txt``, ``results/winner.txt``).
+9. Records ``nvpmodel -q`` and whether ``jetson_clocks`` is on, and prints the one command that copies
    ``results/`` back to the desktop.
 
 Every value written into the script goes through ``sh_word`` (``shlex.quote``; the script's own
@@ -29,7 +33,7 @@ from cosinegate.trt.trtexec import trtexec_command, trtexec_timing_command
 from cosinegate.trt.versions import parse_version
 
 # The script's own variables that may appear inside generated arguments; they are left expandable.
-SCRIPT_VARIABLES = ("$ENGINE_TMP", "$ENGINE", "$RESULTS")
+SCRIPT_VARIABLES = ("$ENGINE_TMP", "$ENGINE", "$CAND_TMP", "$CAND_ENGINE", "$RESULTS")
 
 
 @dataclass
@@ -55,6 +59,8 @@ class ScriptPlan:
     reference: str = "reference.json"  # Polygraphy RunResults of the PyTorch side, for the engine check
     reference_inputs: str = "inputs.json"
     manifest_fields: dict = field(default_factory=dict)  # static engine-manifest fields (model, metadata, ...)
+    # the selection's other candidates: {name: {"onnx", "reference", "inputs": bundle paths, "eligible": bool}}
+    candidates: dict = field(default_factory=dict)
 
 
 def sh_word(text):
@@ -105,6 +111,10 @@ def branch(plan, release):
     if note:
         lines.append(f"echo {sh_word('note: ' + note)}")
     lines.append("set -- " + sh_words(args[1:]))
+    for name, cand in plan.candidates.items():  # plain float graphs: no gate layers to pin
+        cand_args = trtexec_command(plan.profile, cand["onnx"], "$CAND_TMP", plan.precision, None, None, plan.dla_core,
+                                    plan.workspace_mib, "$RESULTS/timing.cache", version, plan.batch, (), verbose=True)
+        lines.append(f'build_{name}() {{ "$TRTEXEC" {sh_words(cand_args[1:])}; }}')
     return f"TensorRT {version}{jetpack}", lines
 
 
@@ -219,6 +229,7 @@ def device_script(plan):
     lines += _build_and_manifest(plan)
     lines += _check(plan)
     lines += _timing(plan)
+    lines += _candidate_table(plan)
     lines += _power_state_and_return(plan)
     return "\n".join(lines) + "\n"
 
@@ -290,6 +301,58 @@ def _timing(plan):
         "set -- " + sh_words(args[1:]),
         'if ! "$TRTEXEC" "$@" > "$RESULTS/timing.log" 2>&1; then echo "warning: timing failed (see results/timing.log)" >&2; fi',
     ]
+
+
+# Median of trtexec's "Latency" line (H2D + GPU compute + D2H of one query; sampleReporting.cpp printEpilog).
+MEDIAN_LATENCY = ("median_ms() { awk '/\\] Latency: min = / { for (i = 1; i < NF; i++) if ($i == \"median\") v = $(i + 2) } "
+                  "END { print v }' \"$1\" 2>/dev/null || true; }")
+
+
+def _candidate_table(plan):
+    """Build, check and time the other candidates; one table; the winner (none without candidates)."""
+    if not plan.candidates:
+        return []
+    timing = trtexec_timing_command(plan.profile, "$CAND_ENGINE", plan.profile.newest_tensorrt,
+                                    {plan.input_name: plan.input_bin}, None, plan.dla_core)
+    lines = ["", MEDIAN_LATENCY, 'TABLE="$RESULTS/candidates.txt"',
+             "printf '%-12s %10s %-10s %s\\n' candidate 'median ms' parity accuracy > \"$TABLE\"",
+             'M=$(median_ms "$RESULTS/timing.log")',
+             'case "$PARITY" in passed|FAILED) P=$PARITY ;; *) P=not-run ;; esac',
+             "printf '%-12s %10s %-10s %s\\n' " + sh_word(plan.form) + ' "${M:-n/a}" "$P" reference >> "$TABLE"']
+    for name, cand in plan.candidates.items():
+        engine = f"{plan.name}-{name}-{plan.precision}-trt"
+        check = "polygraphy run " + sh_words(["$CAND_ENGINE", "--trt", "--model-type", "engine", "--load-inputs", cand["inputs"],
+                                              "--load-outputs", cand["reference"], *plan.tolerance_args])
+        accuracy = "within" if cand["eligible"] else "outside"
+        lines += [
+            "",
+            f'CAND_ENGINE="$RESULTS/"{sh_word(engine)}"$TRT-sm$SM.engine"',
+            'CAND_TMP="$CAND_ENGINE.partial"',
+            f'echo "candidate {name}: building (log: results/build.{name}.log)"',
+            "M=''; P=not-built",
+            f'if build_{name} > "$RESULTS/build.{name}.log" 2>&1; then',
+            '    mv "$CAND_TMP" "$CAND_ENGINE"',
+            "    if command -v polygraphy > /dev/null 2>&1; then",
+            f'        if {check} > "$RESULTS/polygraphy.{name}.log" 2>&1; then P=passed; else P=FAILED; fi',
+            "    else P=not-run; fi",
+            f'    set -- {sh_words(timing[1:])}',
+            f'    if "$TRTEXEC" "$@" > "$RESULTS/timing.{name}.log" 2>&1; then M=$(median_ms "$RESULTS/timing.{name}.log"); fi',
+            "else",
+            '    rm -f "$CAND_TMP"',
+            f'    echo "warning: candidate {name} did not build (see results/build.{name}.log)" >&2',
+            "fi",
+            f"printf '%-12s %10s %-10s %s\\n' {sh_word(name)} \"${{M:-n/a}}\" \"$P\" {accuracy} >> \"$TABLE\"",
+        ]
+    lines += [
+        "",
+        'echo "candidates (trtexec --loadInputs, --useSpinWait; accuracy: within the profile\'s tolerance of the '
+        'conditional graph, measured on the desktop):"',
+        'cat "$TABLE"',
+        "WINNER=$(awk 'NR > 1 && $2 != \"n/a\" && $3 != \"FAILED\" && $4 != \"outside\" "
+        "{ if (best == \"\" || $2 + 0 < best + 0) { best = $2; name = $1 } } END { print name }' \"$TABLE\")",
+        'echo "winner: ${WINNER:-none (no candidate timed)}" | tee "$RESULTS/winner.txt"',
+    ]
+    return lines
 
 
 def _power_state_and_return(plan):
