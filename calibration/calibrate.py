@@ -25,15 +25,15 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags
+    from cosinegate.cli import add_data_flags, positive_int
     from cosinegate.quant.calibrate import DEFAULT_FORMS, DEFAULT_TRT
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     add_data_flags(parser)
-    parser.add_argument("--num-images", type=int, default=512)
+    parser.add_argument("--num-images", type=positive_int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--method", default="entropy", help="minmax | entropy | percentile")
     parser.add_argument("--percentile", type=float, default=99.99)
     parser.add_argument("--trt-version", default=DEFAULT_TRT, help="8.5 | 10.3 | MAJOR.MINOR.PATCH")

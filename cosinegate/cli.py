@@ -23,10 +23,49 @@ def add_data_flags(parser):
 
     parser.add_argument("--data", default=None, choices=SOURCES, help="data source (default: the config's, else synthetic)")
     parser.add_argument("--data-root", default=None, help="folder of cifar10 batches or ROOT/{train,test}/<class>/ images")
-    parser.add_argument("--subset", type=int, default=None, help="deterministic class-balanced subset of N images")
-    parser.add_argument("--image-size", type=int, default=None, metavar="N",
+    parser.add_argument("--subset", type=positive_int, default=None, help="deterministic class-balanced subset of N images")
+    parser.add_argument("--image-size", type=positive_int, default=None, metavar="N",
                         help="input size N x N (train: default 32, 224 for resnet18/34/50; later stages: the checkpoint's, "
                              "a different N is refused)")
+
+
+def _number(kind, text, low, what):
+    import argparse
+    import math
+
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+    if not math.isfinite(value) or value < low or (what == "positive" and value <= 0):
+        raise argparse.ArgumentTypeError(f"must be {'at least ' + str(low) if what != 'positive' else 'above 0'}, got {text}")
+    return value
+
+
+def positive_int(text):
+    """argparse type: a whole number >= 1."""
+    return _number(int, text, 1, "at least")
+
+
+def nonnegative_int(text):
+    """argparse type: a whole number >= 0."""
+    return _number(int, text, 0, "at least")
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    return _number(float, text, 0.0, "positive")
+
+
+def check_output_files(**paths):
+    """Refuse output paths that are folders before any work is done (flag name -> path; None skipped)."""
+    from pathlib import Path
+
+    from cosinegate.errors import CosineGateError
+
+    for flag, path in paths.items():
+        if path is not None and Path(path).is_dir():
+            raise CosineGateError(f"--{flag.replace('_', '-')} {path} is a folder; name a file to write.")
 
 
 def pick_device(name):

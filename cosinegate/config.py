@@ -1,6 +1,7 @@
 """Training configurations: defaults, YAML presets, validation and overrides."""
 
 import copy
+import math
 from pathlib import Path
 
 from cosinegate.errors import CosineGateError
@@ -93,6 +94,9 @@ def load_config(name_or_path):
         overrides = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise CosineGateError(f"config {path} is not valid YAML ({exc}).") from exc
+    if not isinstance(overrides, dict):
+        raise CosineGateError(f"config {path} holds a YAML {type(overrides).__name__}, not a mapping of sections "
+                              "(model:, data:, optim:, gate:); start from one of train/configs/*.yaml.")
     return merge(DEFAULTS, overrides, str(path))
 
 
@@ -107,6 +111,13 @@ def merge(base, overrides, source="config"):
                 raise CosineGateError(f"{source}: {key!r} must be a mapping.")
             merged[key] = merge(merged[key], value, f"{source}:{key}")
         else:
+            default = merged[key]
+            number = (int, float)
+            if (isinstance(default, number) and not isinstance(default, bool)
+                    and (not isinstance(value, number) or isinstance(value, bool))):
+                raise CosineGateError(f"{source}: {key!r} = {value!r} must be a number (default {default!r}).")
+            if isinstance(default, bool) and not isinstance(value, bool):
+                raise CosineGateError(f"{source}: {key!r} = {value!r} must be true or false.")
             merged[key] = value
     return merged
 
@@ -131,8 +142,16 @@ def validate(config):
     for (section, key), allowed in CHOICES.items():
         if config[section][key] not in allowed:
             raise CosineGateError(f"{section}.{key} = {config[section][key]!r}; choose one of {', '.join(allowed)}.")
-    if config["optim"]["epochs"] < 1 or config["optim"]["batch_size"] < 1:
-        raise CosineGateError("optim.epochs and optim.batch_size must be at least 1.")
+    for key in ("epochs", "batch_size"):
+        value = config["optim"][key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CosineGateError(f"optim.{key} = {value!r}; it must be a whole number of at least 1.")
+    lr = config["optim"]["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise CosineGateError(f"optim.lr = {lr!r}; the learning rate must be a finite number above 0.")
+    subset = config["data"].get("subset")
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise CosineGateError(f"data.subset = {subset!r}; give a whole number of images of at least 1, or leave it out.")
     if not 0.0 < config["gate"]["target"] <= 1.0:
         raise CosineGateError("gate.target is a compute ratio and must lie in (0, 1].")
     if not 0.0 <= config["gate"]["noise_end"] <= 1.0:

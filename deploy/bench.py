@@ -24,9 +24,11 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
+MIN_DURATION = 0.01  # seconds of timed loop, at the least
+
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags
+    from cosinegate.cli import add_data_flags, nonnegative_int, positive_float, positive_int
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine", help="TensorRT engine built by deploy/build_engine.py (backend trt)")
@@ -34,14 +36,14 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", help="checkpoint (backend torch; or the source of exports for onnxrt/--compare-dense)")
     p.add_argument("--backend", default=None, help="onnxrt | torch | trt (default: from the model given)")
     p.add_argument("--policy", default="auto", help="policy when exporting the conditional graph from --checkpoint")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--warmup-seconds", type=float, default=None)
-    p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--duration", type=float, default=None, help="timed loop length in seconds (instead of --iterations)")
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--warmup", type=nonnegative_int, default=20)
+    p.add_argument("--warmup-seconds", type=positive_float, default=None)
+    p.add_argument("--iterations", type=positive_int, default=300)
+    p.add_argument("--duration", type=positive_float, default=None, help="timed loop length in seconds (instead of --iterations)")
     add_data_flags(p)
-    p.add_argument("--samples", type=int, default=300, help="distinct test images cycled through")
+    p.add_argument("--samples", type=positive_int, default=300, help="distinct test images cycled through")
     p.add_argument("--random-input", action="store_true", help="random tensors: speed only, no skip statistics")
     p.add_argument("--inputs", help="Polygraphy inputs JSON (a bundle's inputs.json) as the images; no dataset or torch "
                                     "needed (default for --engine: the reference inputs its manifest or bundle names)")
@@ -49,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--csv", help="append one row per run to this CSV (default none)")
     p.add_argument("--plot", help="latency histogram PNG")
     p.add_argument("--compare-dense", action="store_true")
-    p.add_argument("--rounds", type=int, default=5,
+    p.add_argument("--rounds", type=positive_int, default=5,
                    help="--compare-dense: graphs are timed in turns, this many rounds of iterations/rounds each")
     p.add_argument("--dense-onnx", help="dense graph for --compare-dense (default: flat twin exported from --checkpoint)")
     p.add_argument("--power", action="store_true", help="sample tegrastats during the timed loop (Jetson)")
@@ -131,6 +133,7 @@ def measure(backend, batches, args, table=None, mode=None, kinds=None, label=Non
 
 def main(argv=None):
     from cosinegate.artifacts import remove_stale
+    from cosinegate.cli import check_output_files
     from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
@@ -139,6 +142,10 @@ def main(argv=None):
         raise CosineGateError(f"unknown backend {backend_name!r}; choose onnxrt, torch or trt.")
     if args.batch < 1 or args.threads < 1 or args.rounds < 1 or (args.iterations < 1 and not args.duration):
         raise CosineGateError("--batch, --threads, --rounds and --iterations must be at least 1.")
+    check_output_files(json=args.json, csv=args.csv, plot=args.plot)
+    if args.duration is not None and args.duration < MIN_DURATION:
+        raise CosineGateError(f"--duration {args.duration:g} s is too short to time a run; give at least {MIN_DURATION} s "
+                              "or use --iterations N.")
     if args.power and backend_name != "trt":
         raise CosineGateError("--power reads the Jetson power rails of an engine's target; use it with --engine on the device.")
     if args.if_cost:

@@ -16,6 +16,7 @@ Exit status: 0 done, 1 engine parity failed, 2 bad input (nothing half-written).
 """
 
 import argparse
+import shutil
 from pathlib import Path
 
 import _bootstrap  # noqa: F401
@@ -25,7 +26,7 @@ FORMS = ("conditional", "masked")
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags
+    from cosinegate.cli import add_data_flags, nonnegative_int, positive_int
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", required=True, help="engines/targets/<NAME>.toml")
@@ -39,10 +40,10 @@ def parse_args(argv=None):
     p.add_argument("--calib-cache", help="existing TensorRT calibration cache (--int8 cache)")
     p.add_argument("--calibration", help="existing calibration output dir (model.qdq*.onnx, calibration.cache)")
     p.add_argument("--form", default="conditional", choices=FORMS)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for export (default: the toolkit's)")
-    p.add_argument("--dla-core", type=int, default=None)
-    p.add_argument("--workspace", type=int, default=None, help="workspace MiB (default: the target's)")
+    p.add_argument("--dla-core", type=nonnegative_int, default=None)
+    p.add_argument("--workspace", type=positive_int, default=None, help="workspace MiB (default: the target's)")
     p.add_argument("--timing-cache", help="timing cache file (loaded if present, saved after the build)")
     p.add_argument("--out", help="output folder (default engines/<target>)")
     p.add_argument("--require-engine", action="store_true", help="fail instead of writing a bundle")
@@ -85,6 +86,10 @@ def main(argv=None):
         raise CosineGateError("INT8 needs calibration data or a cache: pass --checkpoint (calibrates), --calibration DIR or --calib-cache FILE.")
     if args.calib_cache and not Path(args.calib_cache).is_file():
         raise CosineGateError(f"calibration cache {args.calib_cache} not found; check the path or rerun calibration.")
+    if args.calib_cache:
+        from cosinegate.quant.cache import parse_cache
+
+        parse_cache(args.calib_cache)  # the checks calibrate --cache-in makes: header, finite scales > 0
     host = detect_host()
     can_build, why = (False, "TensorRT is not installed here") if host.trt_version is None else host_matches(profile, host)
     if args.require_engine and not can_build:
@@ -99,17 +104,23 @@ def main(argv=None):
 
         opset = DEFAULT_OPSET
     check_opset(profile, opset, host.trt_version if can_build else None)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_error(out, exc) from exc
-    with folder_lock(out, "build_engine.py"):  # stages, bundle and engine of two runs would mix
-        artifacts = prepare(args, profile, int8_path, opset)
-        if can_build and args.select == "fastest":
-            return select_engines(args, profile, host, artifacts, out)
-        if can_build:
-            return build_here(args, profile, host, artifacts, out)
-        return bundle(args, profile, artifacts, out, why)
+    try:
+        with folder_lock(out, "build_engine.py"):  # stages, bundle and engine of two runs would mix
+            artifacts = prepare(args, profile, int8_path, opset)
+            if can_build and args.select == "fastest":
+                return select_engines(args, profile, host, artifacts, out)
+            if can_build:
+                return build_here(args, profile, host, artifacts, out)
+            return bundle(args, profile, artifacts, out, why)
+    except BaseException:
+        if created:  # a folder this run made holds only what it left half-done
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def resolve_select(args):

@@ -30,13 +30,14 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
+    from cosinegate.cli import positive_int
     from cosinegate.onnx import DEFAULT_OPSET
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by train/train.py (best.pt or last.pt)")
     parser.add_argument("--out", required=True, help="ONNX file to write; the manifest goes to <out>.json")
     parser.add_argument("--form", default="conditional", help="conditional | masked | flat")
-    parser.add_argument("--batch", type=int, default=1, help="static batch size (conditional: 1 only)")
+    parser.add_argument("--batch", type=positive_int, default=1, help="static batch size (conditional: 1 only)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all | pruned (no If) | dense (gate-free)")
     parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "

@@ -36,14 +36,14 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags
+    from cosinegate.cli import add_data_flags, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="the checkpoint the graph was exported from")
     parser.add_argument("--onnx", required=True, help="graph written by deploy/export_onnx.py")
     parser.add_argument("--backend", default="onnxrt", help="onnxrt | trt")
     add_data_flags(parser)
-    parser.add_argument("--samples", type=int, default=500, help="test images to compare (default 500)")
+    parser.add_argument("--samples", type=positive_int, default=500, help="test images to compare (default 500)")
     parser.add_argument("--report", "--json", help="write the JSON report here")
     parser.add_argument("--save-reference", help="write PyTorch outputs as Polygraphy RunResults JSON")
     parser.add_argument("--save-inputs", help="where the inputs go with --save-reference (default inputs.json beside it)")

@@ -11,7 +11,7 @@ import _bootstrap  # noqa: F401
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import add_data_flags, pick_device
+    from cosinegate.cli import add_data_flags, check_output_files, pick_device
     from cosinegate.data import balanced_subset, load_dataset
     from cosinegate.evaluation import evaluate, format_table
     from cosinegate.training.checkpoint import model_from_checkpoint
@@ -25,6 +25,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the report as JSON here")
     parser.add_argument("--plot", help="write a histogram of executed MACs per image here (PNG)")
     args = parser.parse_args(argv)
+    check_output_files(json=args.json, plot=args.plot)
 
     model, state = model_from_checkpoint(args.checkpoint, args.backbone, args.image_size)
     data = state["config"]["data"]

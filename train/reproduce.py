@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, atomic_write_text
-    from cosinegate.cli import pick_device
+    from cosinegate.cli import nonnegative_int, pick_device, positive_float, positive_int
     from cosinegate.errors import CosineGateError
     from cosinegate.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
     from cosinegate.training.packing import resolve_jobs, run_all
@@ -34,16 +34,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="synthetic", choices=("synthetic", "cifar10", "imagefolder"))
     parser.add_argument("--data-root")
-    parser.add_argument("--subset", type=int, help="train on a class-balanced subset (quick checks only)")
+    parser.add_argument("--subset", type=positive_int, help="train on a class-balanced subset (quick checks only)")
     parser.add_argument("--backbones", default="resnet20", help="comma-separated, e.g. resnet20,resnet56")
     parser.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated subset of {','.join(PRESETS)}")
-    parser.add_argument("--static-curve", type=int, default=0, metavar="K",
+    parser.add_argument("--static-curve", type=nonnegative_int, default=0, metavar="K",
                         help="also train static baselines with 1..K blocks removed (static-d1..static-dK): the static "
                              "curve each gated run is compared with at its own executed MACs")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--epochs", type=positive_int, default=30)
+    parser.add_argument("--seeds", type=positive_int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--finetune-epochs", type=int, help="two-phase: epochs of the gated fine-tuning (default epochs // 4)")
+    parser.add_argument("--finetune-epochs", type=positive_int, help="two-phase: epochs of the gated fine-tuning (default epochs // 4)")
     parser.add_argument("--jobs", default="1", help="runs trained at the same time (several fit on one GPU), or 'auto': "
                                                     "measure aggregate images/s at --jobs-levels and take the best (kept in "
                                                     "OUT/concurrency.json for this device and setting)")
@@ -51,7 +51,7 @@ def main(argv=None):
     speed = parser.add_argument_group("speed (passed to every train.py run)")
     speed.add_argument("--fast", action="store_true", help="on CUDA: bf16 autocast, channels_last, fused SGD")
     speed.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
-    parser.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop every run cleanly after its last epoch "
+    parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="stop every run cleanly after its last epoch "
                         "that fits in SECONDS from now (partial runs continue on the next invocation)")
     parser.add_argument("--out", default="runs/reproduce")
     parser.add_argument("--collect-only", action="store_true", help="train nothing; tabulate the runs that finished")

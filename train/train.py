@@ -17,7 +17,7 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags
+    from cosinegate.cli import add_data_flags, positive_float, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="balanced", help="preset name (train/configs/*.yaml) or YAML path")
@@ -28,9 +28,9 @@ def parse_args(argv=None):
     add_data_flags(parser)
     parser.add_argument("--normalization", help="input normalization: auto (default: mean/std of the training split) | "
                                                 "cifar10 | imagenet | R,G,B/R,G,B")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--lr", type=positive_float)
     parser.add_argument("--schedule", help="learning-rate schedule: cosine|cosine_restarts|onecycle")
     parser.add_argument("--target", type=float, help="gate compute target r_target")
     parser.add_argument("--block-rates", type=float, metavar="R", help="per-block target execution rate of every gated "
@@ -51,7 +51,7 @@ def parse_args(argv=None):
     speed.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     speed.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
     speed.add_argument("--fused", action="store_true", help="fused SGD kernel")
-    parser.add_argument("--time-limit", type=float, metavar="SECONDS",
+    parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
                         help="stop after the last epoch that fits in SECONDS (last.pt kept; continue with --resume)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)

@@ -90,10 +90,16 @@ def _decode_all(paths, size, rule, split):
 
 def _load_split(root, split, classes, files, size, training):
     paths = [(label, path) for label, (_, group) in enumerate(files) for path in group]
-    key = hashlib.sha256()
+    key, missing = hashlib.sha256(), []
     for _, path in paths:
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError:  # e.g. a broken symlink
+            missing.append(path)
+            continue
         key.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    if missing:
+        raise _unreadable(missing, split)
     ids = [f"{split}/{path.parent.name}/{path.name}" for _, path in paths]
     labels = np.asarray([label for label, _ in paths], dtype=np.int64)
     wanted = "train" if training else "eval"

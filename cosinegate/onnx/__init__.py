@@ -26,6 +26,7 @@ from cosinegate.onnx.passes import optimize_flat
 
 FORMS = ("conditional", "masked", "flat")
 MANIFEST_FORMAT = "cosinegate-onnx-manifest-v1"
+MAX_BATCH = 4096
 
 
 def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAULT_OPSET, policy="auto", skip_rates=None,
@@ -44,6 +45,9 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
     if policy not in POLICIES:
         raise CosineGateError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}.")
     check_opset(opset)
+    if not 1 <= batch <= MAX_BATCH:
+        raise CosineGateError(f"--batch {batch}: a static batch from 1 to {MAX_BATCH} (the masked graph's activations grow "
+                              "with it); pick a batch the device will run.")
     if form == "conditional" and batch != 1:
         raise CosineGateError(
             f"--form conditional needs --batch 1 (got {batch}): an If condition is one scalar, so a batch cannot "
@@ -78,7 +82,7 @@ def write_graph_and_manifest(out, data, manifest):
 
     The old manifest goes first and the new one comes last: a kill in between leaves a graph without
     a manifest, never a graph beside another graph's manifest (see matching_manifest)."""
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         os.remove(f"{out}.json")
     atomic_write_bytes(out, data)
     atomic_write_json(f"{out}.json", manifest)

@@ -11,9 +11,14 @@ from cosinegate.onnx.passes import ancestors, subgraphs
 
 
 def is_toolkit_onnx(model):
-    """True when the graph has this toolkit's interface: input `input`, outputs `logits` and `gates`."""
+    """True when the graph has this toolkit's interface (input `input`, outputs `logits` and `gates`) and its
+    metadata (format, backbone, blocks): a foreign graph that merely reuses the names is not one."""
+    from cosinegate.onnx.export import FORMAT, get_metadata
+
     outputs = {o.name for o in model.graph.output}
-    return {LOGITS, GATES} <= outputs and INPUT in {i.name for i in model.graph.input}
+    meta = get_metadata(model)
+    return ({LOGITS, GATES} <= outputs and INPUT in {i.name for i in model.graph.input} and meta.get("format") == FORMAT
+            and isinstance(meta.get("blocks"), list) and isinstance(meta.get("backbone"), str))
 
 
 def load_toolkit_onnx(path):
@@ -27,7 +32,8 @@ def load_toolkit_onnx(path):
         raise CosineGateError(f"{path} is not a readable ONNX file ({type(exc).__name__}); re-export it.") from exc
     if not is_toolkit_onnx(model):
         raise CosineGateError(
-            f"{path} was not produced by this toolkit (it needs input `{INPUT}` and outputs `{LOGITS}` and `{GATES}`); "
+            f"{path} was not produced by this toolkit (it needs input `{INPUT}`, outputs `{LOGITS}` and `{GATES}` and the "
+            "toolkit's metadata); "
             "export the model with deploy/export_onnx.py."
         )
     return model
