@@ -165,7 +165,7 @@ def time_backend(backend, batches, warmup=10, warmup_seconds=None, iterations=20
     wall, gpu, gates = [], [], []
     stop = time.perf_counter() + duration if duration else None
     k = 0
-    while k == 0 or (stop is not None and time.perf_counter() < stop) or (stop is None and k < iterations):  # one run at least
+    while (stop is not None and (k == 0 or time.perf_counter() < stop)) or (stop is None and k < iterations):  # a duration runs once at least
         x = batches[k % n]
         t0 = time.perf_counter()
         out, gpu_ms = backend.run(x)
