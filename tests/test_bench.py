@@ -132,3 +132,20 @@ def test_trt_backend_refuses_without_tensorrt(tmp_path, monkeypatch):
     monkeypatch.setattr(versions, "installed_tensorrt", lambda: None)
     with pytest.raises(CosineGateError, match="TensorRT is not installed"):
         bench.main(["--engine", str(tmp_path / "m.engine"), "--random-input"])  # images given: TensorRT is next
+
+
+def test_compare_dense_without_an_ort_native_graph(conditional_onnx, tiny_checkpoint, fake_cifar_root, tmp_path, capsys, monkeypatch):
+    """When ONNX Runtime's optimized graph cannot be split into Ifs (e.g. ResNet-18, whose projection-shortcut
+    convolutions absorb the add), the comparison still reports the portable graphs and says why."""
+    from cosinegate.bench import compare
+
+    def refuse(*args):
+        raise CosineGateError("cannot be split into one If per dynamic block")
+
+    monkeypatch.setattr(compare, "ort_native_graphs", refuse)
+    report = tmp_path / "c.json"
+    assert bench.main(["--onnx", str(conditional_onnx), "--checkpoint", str(tiny_checkpoint), "--compare-dense",
+                       "--data-root", str(fake_cifar_root), *FAST, "--json", str(report)]) == 0
+    c = json.loads(report.read_text())["compare_dense"]
+    assert "realized_over_ideal" in c and "ort_native_realized_over_ideal" not in c
+    assert "ORT-native conditional graph not available: cannot be split" in capsys.readouterr().out

@@ -46,7 +46,10 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
             pruned_macs = table.executed([k != "always_skipped" for k in pkinds], meta.get("mode"))
         except CosineGateError as exc:
             log(f"static-pruned graph not available: {exc}")
-        graphs["ort_native"], graphs["ort_native_forced_on"] = ort_native_graphs(args, workdir)
+        try:
+            graphs["ort_native"], graphs["ort_native_forced_on"] = ort_native_graphs(args, workdir)
+        except CosineGateError as exc:
+            log(f"ORT-native conditional graph not available: {exc}")
     graphs["conditional"] = conditional_path
     # all graphs timed in turns (--rounds), so drift of the machine's state falls on each alike
     walls = time_interleaved({name: OnnxrtBackend(path, args.threads) for name, path in graphs.items()}, batches,

@@ -55,7 +55,11 @@ def ort_native_conditional(flat_graph, policy="auto", skip_rates=None, threads=1
     for index, kind in enumerate(kinds):
         if kind == "dynamic":
             _wrap_optimized_block(model.graph, index)
-    toposort(model.graph)
+    try:
+        toposort(model.graph)
+    except ValueError as exc:  # e.g. ORT fused a block's add into its projection shortcut, which then reads the If
+        raise CosineGateError(f"ONNX Runtime's optimized graph cannot be split into one If per dynamic block ({exc}); "
+                              "the portable conditional graph is unaffected.") from exc
     set_metadata(model, form="conditional", policy=policy, blocks=[dict(b, kind=k) for b, k in zip(meta["blocks"], kinds)])
     set_metadata(model, runtime="onnxruntime-native")
     return model
