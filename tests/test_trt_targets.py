@@ -114,6 +114,9 @@ def test_dla_board_without_gpu_fallback_is_refused(tmp_path):
         ('version = "8.5.2"', 'version = "eight"', "tensorrt[0].version"),
         ("if_on_dla = false", 'if_on_dla = "no"', "if_on_dla"),
         ('name = "board"', 'name = "other"', "name"),
+        # text that reaches build_on_device.sh, the bundle README and file names: no control characters
+        ('description = "', 'description = "x\\nrm -rf ~ #', "description"),
+        ('jetpack = ["', 'jetpack = ["6.1\\u001b', "tensorrt[0].jetpack"),
     ],
 )
 def test_schema_errors_name_file_and_field(tmp_path, old, new, field):

@@ -143,6 +143,7 @@ def test_tensorrt_11_is_strongly_typed_only():
         _build(future, "fp16", "11.0")
 
 
-def test_layer_names_that_trtexec_cannot_take():
+@pytest.mark.parametrize("layer", ["a:b", "a,b", "", "gate/logit\n; touch /tmp/x", "a\tb"])
+def test_layer_names_that_trtexec_cannot_take(layer):
     with pytest.raises(CosineGateError, match="cannot be pinned"):
-        trtexec_command(load_target("desktop"), "m.onnx", "m.engine", "fp16", fp32_layers=["a:b"], trt_version="10.15")
+        trtexec_command(load_target("desktop"), "m.onnx", "m.engine", "fp16", fp32_layers=[layer], trt_version="10.15")

@@ -143,18 +143,27 @@ def _check_fields(data, fields, path, where=""):
         wrong_type = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
         if wrong_type:
             _fail(path, where + field, f"must be a {kind.__name__}, not {type(value).__name__}")
+        if kind is str:
+            _check_text(path, where + field, value)
     for field in data:
         if field not in fields:
             _fail(path, where + field, f"is not a known field (known: {', '.join(fields)})")
 
 
-def _strings(data, field, path, allowed=None):
+def _check_text(path, field, value):
+    """Profile text reaches generated scripts, READMEs and file names: no control characters."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        _fail(path, field, f"holds a control character ({value!r})")
+
+
+def _strings(data, field, path, allowed=None, where=""):
     values = data[field]
     for value in values:
         if not isinstance(value, str):
-            _fail(path, field, f"must hold strings, found {value!r}")
+            _fail(path, where + field, f"must hold strings, found {value!r}")
+        _check_text(path, where + field, value)
         if allowed is not None and value not in allowed:
-            _fail(path, field, f"has {value!r}; allowed: {', '.join(allowed)}")
+            _fail(path, where + field, f"has {value!r}; allowed: {', '.join(allowed)}")
     return tuple(values)
 
 
@@ -169,7 +178,7 @@ def _release_from(entry, index, path):
         _fail(path, where + "version", f"is {entry['version']!r}, not a version like 8.5.2")
     if entry["max_onnx_opset"] < 7:
         _fail(path, where + "max_onnx_opset", "must be an ONNX opset number (7 or more)")
-    jetpack = _strings(entry, "jetpack", path)
+    jetpack = _strings(entry, "jetpack", path, where=where)
     return TensorRTRelease(version, jetpack, entry["max_onnx_opset"])
 
 

@@ -161,9 +161,9 @@ def _fp32_pins(fp32_layers):
     if not fp32_layers:
         return []
     for layer in fp32_layers:
-        if not layer or "," in layer or ":" in layer:
+        if not layer or "," in layer or ":" in layer or not layer.isprintable():
             raise CosineGateError(
-                f"layer name {layer!r} cannot be pinned with trtexec (empty, or holds ',' or ':'); "
+                f"layer name {layer!r} cannot be pinned with trtexec (empty, or holds ',', ':' or a control character); "
                 "rename the ONNX node or pin it through the builder API."
             )
     spec = ",".join(f"{layer}:fp32" for layer in fp32_layers)
