@@ -18,11 +18,19 @@ def run_main(main):
     sys.exit(code or 0)
 
 
-def add_data_flags(parser):
+def add_version_flag(parser):
+    """--version: the toolkit's version, the same on every command."""
+    from cosinegate import __version__
+
+    parser.add_argument("--version", action="version", version=f"cosinegate {__version__}")
+
+
+def add_data_flags(parser, default="the checkpoint's"):
+    """--data, --data-root, --subset; `default` says where the data comes from when they are not given."""
     from cosinegate.data import SOURCES
 
-    parser.add_argument("--data", default=None, choices=SOURCES, help="data source (default: the config's, else synthetic)")
-    parser.add_argument("--data-root", default=None, help="folder of cifar10 batches or ROOT/{train,test}/<class>/ images")
+    parser.add_argument("--data", default=None, choices=SOURCES, help=f"data source (default: {default})")
+    parser.add_argument("--data-root", default=None, help=f"folder of cifar10 batches or ROOT/{{train,test}}/<class>/ images (default: {default})")
     parser.add_argument("--subset", type=positive_int, default=None, help="deterministic class-balanced subset of N images")
     parser.add_argument("--image-size", type=positive_int, default=None, metavar="N",
                         help="input size N x N (train: default 32, 224 for resnet18/34/50; later stages: the checkpoint's, "

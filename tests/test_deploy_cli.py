@@ -82,7 +82,7 @@ def bad_cases(dyn, paper, tmp):
         ("unknown form", EXPORT, ["--checkpoint", dyn, "--out", out, "--form", "sparse"], "unknown form"),
         ("bad skip-rates file", EXPORT, ["--checkpoint", dyn, "--out", out, "--skip-rates", foreign], "skip-rates"),
         ("foreign onnx", PARITY, ["--checkpoint", dyn, "--onnx", foreign], "not produced by this toolkit"),
-        ("mismatched checkpoint", PARITY, ["--checkpoint", paper, "--onnx", good], "exported from a predictive"),
+        ("mismatched checkpoint", PARITY, ["--checkpoint", paper, "--onnx", good], "exported from another checkpoint"),
         ("unknown backend", PARITY, ["--checkpoint", dyn, "--onnx", good, "--backend", "tflite"], "unknown backend"),
         ("tensorrt absent", PARITY, ["--checkpoint", dyn, "--onnx", good, "--backend", "trt", "--samples", 2], "TensorRT"),
     ]

@@ -11,8 +11,9 @@ import _bootstrap  # noqa: F401
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import add_data_flags, check_output_files, pick_device
-    from cosinegate.data import balanced_subset, load_dataset
+    from cosinegate.cli import add_data_flags, add_version_flag, check_output_files, pick_device
+    from cosinegate.data import balanced_subset
+    from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.evaluation import evaluate, format_table
     from cosinegate.training.checkpoint import model_from_checkpoint
 
@@ -22,27 +23,19 @@ def main(argv=None):
     add_data_flags(parser)
     parser.add_argument("--split", default="test", choices=("test", "train"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", help="write the report as JSON here")
+    parser.add_argument("--json", metavar="REPORT", help="write the report as JSON here")
     parser.add_argument("--plot", help="write a histogram of executed MACs per image here (PNG)")
+    add_version_flag(parser)
     args = parser.parse_args(argv)
     check_output_files(json=args.json, plot=args.plot)
 
     model, state = model_from_checkpoint(args.checkpoint, args.backbone, args.image_size)
-    data = state["config"]["data"]
-    source = args.data or data["source"]
-    root = args.data_root if args.data_root is not None else (data["root"] if source == data["source"] else None)
-    train, test = load_dataset(source, root, image_size=model.image_size)
-    images = test if args.split == "test" else train
-    if len(images.classes) != model.num_classes:
-        from cosinegate.errors import CosineGateError
-
-        raise CosineGateError(
-            f"the data has {len(images.classes)} classes but the checkpoint was trained on {model.num_classes}; pass matching --data."
-        )
+    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
+    images = data.test if args.split == "test" else data.train
     if args.subset:
         images = balanced_subset(images, args.subset)
     rep = evaluate(model.to(pick_device(args.device)), images, device=args.device, progress=True)
-    rep.update({"checkpoint": str(args.checkpoint), "data": source, "split": args.split, "epochs_trained": state["epoch"] + 1,
+    rep.update({"checkpoint": str(args.checkpoint), "data": data.record(), "split": args.split, "epochs_trained": state["epoch"] + 1,
                 "image_size": model.image_size, "normalization": model.normalization})
     print(format_table(rep))
     if args.json:

@@ -25,7 +25,7 @@ def parse_args(argv=None):
     parser.add_argument("--mode", help="gate mode: paper|predictive|none")
     parser.add_argument("--drop-blocks", help="0-based block indices removed for good (static baseline), e.g. 2,5,8; "
                                               "or from:CKPT = the blocks that gated checkpoint always skips")
-    add_data_flags(parser)
+    add_data_flags(parser, "the config's, else synthetic")
     parser.add_argument("--normalization", help="input normalization: auto (default: mean/std of the training split) | "
                                                 "cifar10 | imagenet | R,G,B/R,G,B")
     parser.add_argument("--epochs", type=positive_int)

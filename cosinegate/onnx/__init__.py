@@ -21,7 +21,8 @@ from cosinegate.onnx.conditionalize import (
     mask,
     resolve_policy,
 )
-from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata
+from cosinegate.onnx.card import card_of, model_card
+from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata, set_metadata
 from cosinegate.onnx.passes import optimize_flat
 
 FORMS = ("conditional", "masked", "flat")
@@ -68,6 +69,7 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
         graph = mask(flat, policy, skip_rates, plain)
     else:
         graph = flat
+    set_metadata(graph, **model_card(checkpoint, state, model))
     assert_clean(graph)
     data = graph.SerializeToString()
     manifest = _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_source)
@@ -139,9 +141,10 @@ def _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_sou
         "mode": model.mode,
         "num_if": sum(node.op_type == "If" for node in graph.graph.node),
         "blocks": blocks,
-        "input": {"name": "input", "shape": [batch, 3, model.image_size, model.image_size],
-                  "normalization": {"rule": "(pixel / 255 - mean) / std per RGB channel", **model.normalization}},
+        "input": {"name": "input", "shape": [batch, *meta["input_size"]], "layout": meta["input_layout"],
+                  "normalization": meta["normalization"]},
         "outputs": {"logits": [batch, model.num_classes], "gates": [batch, len(blocks)]},
+        "card": card_of(meta),
     }
 
 

@@ -92,7 +92,7 @@ def input_feeds(images, batch, samples, normalization=None):
 
     count = min(samples, len(images)) // batch * batch
     if count == 0:
-        raise CosineGateError(f"need at least {batch} images for batch {batch}, have {min(samples, len(images))}; raise --samples.")
+        raise CosineGateError(f"need at least {batch} images for batch {batch}, have {min(samples, len(images))}; raise --test-images.")
     x = to_tensor(images.images[:count], "cpu", normalization).numpy()
     return [OrderedDict([(INPUT, x[i : i + batch])]) for i in range(0, count, batch)]
 

@@ -230,6 +230,8 @@ def calibrate(checkpoint, calib_set=None, method="entropy", batch_size=32, perce
     """Build the Q/DQ graphs, cache and manifest in memory (nothing written); return a Calibration."""
     from cosinegate.artifacts import sha256_bytes, sha256_file
     from cosinegate.onnx import assert_clean, conditionalize, mask
+    from cosinegate.onnx.card import model_card
+    from cosinegate.onnx.export import set_metadata
     from cosinegate.training.checkpoint import model_from_checkpoint
 
     check_method(method)
@@ -264,7 +266,9 @@ def calibrate(checkpoint, calib_set=None, method="entropy", batch_size=32, perce
         graphs["masked"] = mask(qdq_flat, policy, skip_rates)
     result = Calibration()
     onnx_hashes = {}
+    card = model_card(checkpoint, state, model)
     for form, graph in graphs.items():
+        set_metadata(graph, **card)
         assert_clean(graph)
         data = graph.SerializeToString()
         result.files[FILE_BY_FORM[form]] = data
@@ -289,6 +293,7 @@ def calibrate(checkpoint, calib_set=None, method="entropy", batch_size=32, perce
         "mode": model.mode,
         "quantized_tensors": quantized_tensors(flat),
         "amax": {name: float(value) for name, value in sorted(amax.items())},
+        "card": card,
     }
     return result
 

@@ -61,7 +61,7 @@ def select(train, count=DEFAULT_COUNT, seed=DEFAULT_SEED, source="custom", root=
     count = int(count)
     if count < num_classes:
         raise CosineGateError(
-            f"--num-images {count} is fewer than the {num_classes} classes, so the calibration set cannot hold "
+            f"--calib-images {count} is fewer than the {num_classes} classes, so the calibration set cannot hold "
             f"every class; use at least {num_classes} (default {DEFAULT_COUNT})."
         )
     present = len(np.unique(train.labels))

@@ -1,0 +1,88 @@
+"""Which data a stage runs on: by default the data its checkpoint was trained on.
+
+Every command that needs images (calibrate, parity, bench, build_engine, evaluate,
+evaluate_int8) asks `choose_data` with the model's origin (source, root and class
+names from the checkpoint, or from an exported graph's metadata) and the user's
+--data/--data-root. A root that is not there is refused with the flag that
+overrides it; a data source whose class count differs from the model's is an
+error; the choice is printed (`describe`) and recorded (`record`).
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cosinegate.errors import CosineGateError
+
+OVERRIDE = "pass --data-root DIR where that data is, or --data SOURCE [--data-root DIR] for other data"
+
+
+@dataclass(frozen=True)
+class DataOrigin:
+    """The data a model was trained on."""
+
+    source: str
+    root: object  # str or None
+    classes: tuple
+    image_size: int = 32
+
+    @classmethod
+    def of_checkpoint(cls, state):
+        from cosinegate.training.checkpoint import image_size_of
+
+        data = state["config"]["data"]
+        classes = state.get("classes") or [str(i) for i in range(state["num_classes"])]
+        return cls(data["source"], data.get("root"), tuple(classes), image_size_of(state))
+
+    @classmethod
+    def of_metadata(cls, meta):
+        """From an exported graph's toolkit metadata (None when the graph does not say)."""
+        data = meta.get("data")
+        if not isinstance(data, dict) or "source" not in data:
+            return None
+        size = (meta.get("input_size") or [3, 32, 32])[-1]
+        return cls(data["source"], data.get("root"), tuple(meta.get("classes") or ()), int(size))
+
+
+@dataclass
+class DataChoice:
+    source: str
+    root: object
+    from_model: bool  # True: the model's own data (the default), False: the user's flags
+    train: object
+    test: object
+
+    def record(self):
+        return {"source": self.source, "root": None if self.root is None else str(self.root),
+                "default": "model's training data" if self.from_model else "given by --data/--data-root",
+                "classes": list(self.test.classes)}
+
+    def describe(self):
+        where = f" at {self.root}" if self.root is not None else ""
+        why = "the checkpoint's training data" if self.from_model else "as given"
+        return f"data: {self.source}{where} ({why}; {len(self.test.classes)} classes)"
+
+
+def choose_data(origin, source=None, root=None, log=print):
+    """Load the data for a model of `origin` (a DataOrigin or None), honouring --data/--data-root."""
+    from cosinegate.data import load_dataset
+
+    from_model = origin is not None and (source is None or source == origin.source) and root is None
+    if source is None:
+        source = origin.source if origin is not None else "synthetic"
+    if root is None and origin is not None and source == origin.source:
+        root = origin.root
+    if from_model and source != "synthetic":
+        if root is None or not Path(root).exists():
+            raise CosineGateError(
+                f"the checkpoint was trained on {source} data at {root}, which is not here; {OVERRIDE}."
+            )
+    train, test = load_dataset(source, root, image_size=origin.image_size if origin is not None else 32)
+    if origin is not None and origin.classes and len(test.classes) != len(origin.classes):
+        raise CosineGateError(
+            f"the data ({source}{'' if root is None else ' at ' + str(root)}) has {len(test.classes)} classes but the model "
+            f"was trained on {len(origin.classes)} ({origin.source}); {OVERRIDE} with {len(origin.classes)} classes."
+        )
+    choice = DataChoice(source, root, from_model, train, test)
+    if log:
+        log(choice.describe())
+    return choice
