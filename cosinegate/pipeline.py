@@ -6,19 +6,15 @@ the file itself; ``reusable`` says whether a stage can be skipped (same inputs, 
 build, device bundle).
 """
 
-import importlib.util
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-from cosinegate.artifacts import atomic_write_json, sha256_file
+from cosinegate.artifacts import atomic_write_json, read_json, sha256_file
 from cosinegate.errors import CosineGateError
 
 STAGE_FORMAT = "cosinegate-stage-v1"
-ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_SAMPLES = 16
+REFERENCE_SAMPLES = 256  # enough test images for every dynamic gate to be seen both ways
 
 
 def model_name(path):
@@ -60,73 +56,104 @@ class Stages:
         return self._stage(out, inputs, lambda: export_checkpoint(checkpoint, out, form, batch, opset, policy,
                                                                   if_cost_table=if_cost_table))
 
-    def calibrate(self, checkpoint, data=None, data_root=None):
-        """INT8 calibration output dir (model.qdq*.onnx, calibration.cache, manifest.json)."""
+    def calibrate(self, checkpoint, data, form="conditional"):
+        """INT8 calibration output dir (model.qdq*.onnx incl. the Q/DQ graph of ``form``, calibration.cache,
+        manifest.json), calibrated on the train split of ``data`` (a cosinegate.data.choice.DataChoice)."""
         out = self.workdir / "calibration"
         marker = out / "manifest.json"
-        inputs = {"stage": "calibrate", "checkpoint_sha256": sha256_file(checkpoint), "data": data, "data_root": data_root}
-        self._stage(marker, inputs, lambda: run_calibration(checkpoint, out, data, data_root))
+        forms = calibration_forms(form)
+        inputs = {"stage": "calibrate", "checkpoint_sha256": sha256_file(checkpoint), "data": data_key(data),
+                  "forms": list(forms)}
+        self._stage(marker, inputs, lambda: run_calibration(checkpoint, out, data, forms))
         return out
 
-    def reference(self, checkpoint, onnx_path, data=None, data_root=None, samples=REFERENCE_SAMPLES, tag=""):
-        """Polygraphy inputs<tag>.json / reference<tag>.json (PyTorch outputs), via deploy/parity.py's machinery."""
+    def reference(self, checkpoint, onnx_path, data, samples=REFERENCE_SAMPLES, tag=""):
+        """Polygraphy inputs<tag>.json / reference<tag>.json (PyTorch outputs) on the test split of ``data`` (a
+        cosinegate.data.choice.DataChoice), via deploy/parity.py's machinery, and reference<tag>.report.json
+        (its parity report, decision counts included)."""
         out = self.workdir / f"reference{tag}.json"
         inputs_json = self.workdir / f"inputs{tag}.json"
+        report_json = self.workdir / f"reference{tag}.report.json"
         stage_inputs = {"stage": "reference", "checkpoint_sha256": sha256_file(checkpoint),
-                        "onnx_sha256": sha256_file(onnx_path), "data": data, "data_root": data_root, "samples": samples}
+                        "onnx_sha256": sha256_file(onnx_path), "data": data_key(data), "samples": samples}
 
         def make():
-            report = run_reference(checkpoint, onnx_path, out, inputs_json, data, data_root, samples)
+            report = run_reference(checkpoint, onnx_path, out, inputs_json, data, samples)
             if not report["passed"]:
                 raise CosineGateError(f"parity of the exported graph failed before bundling: {report['summary']}")
+            atomic_write_json(report_json, report)
 
-        self._stage(out, stage_inputs, make, companions=(inputs_json,))
-        return out, inputs_json
+        self._stage(out, stage_inputs, make, companions=(inputs_json, report_json))
+        return out, inputs_json, read_json(report_json, "reference report")
 
 
-def run_reference(checkpoint, onnx_path, reference, inputs_json, data=None, data_root=None, samples=REFERENCE_SAMPLES, backend="onnxrt"):
-    from cosinegate.data import load_dataset
+def data_key(data):
+    """What identifies a data choice in a stage record."""
+    return {"source": data.source, "root": None if data.root is None else str(data.root)}
+
+
+def calibration_forms(form):
+    """Q/DQ forms to calibrate for a build of ``form``: the flat twin and the form itself."""
+    return ("flat",) if form == "flat" else ("flat", form)
+
+
+def reference_subset(test, samples):
+    """A class-balanced, deterministic sample of ``samples`` test images (all of them when the split is smaller)."""
+    from cosinegate.data import balanced_subset
+
+    return test if samples >= len(test) else balanced_subset(test, samples)
+
+
+def decision_counts(report, kinds):
+    """Per block: its kind and how many reference images run / skip it; dynamic blocks seen only one way."""
+    ran, total = report["decisions"]["ran"], report["num_samples"]
+    blocks = [{"block": i, "kind": kind, "ran": int(r), "skipped": int(total - r)} for i, (kind, r) in enumerate(zip(kinds, ran))]
+    one_way = [b["block"] for b in blocks if b["kind"] in ("dynamic", "gated") and (b["ran"] == 0 or b["skipped"] == 0)]
+    return {"images": total, "blocks": blocks, "dynamic_blocks_seen_one_way": one_way}
+
+
+def parity_profile(precision):
+    """The precision's parity profile as JSON (null: no bound), for the bundle's check_parity.py."""
+    import math
+
+    from cosinegate.parity import PROFILES
+
+    t = PROFILES[precision]
+    finite = [None if math.isinf(v) else v for v in (t.logits_atol, t.logits_rtol)]
+    return {"profile": t.name, "logits_atol": finite[0], "logits_rtol": finite[1], "min_top1_agreement": t.min_top1,
+            "min_gate_agreement": t.min_gate_agreement}
+
+
+def run_reference(checkpoint, onnx_path, reference, inputs_json, data, samples=REFERENCE_SAMPLES, backend="onnxrt"):
     from cosinegate.onnx import load_toolkit_onnx
     from cosinegate.parity import FP32, run_parity
     from cosinegate.training.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(checkpoint)
     graph = load_toolkit_onnx(onnx_path)
-    _, test = load_dataset(data or "synthetic", data_root, image_size=model.image_size)
-    return run_parity(model, graph, str(onnx_path), test, backend, samples, FP32, str(inputs_json) if inputs_json else None,
-                      str(reference) if reference else None)
+    images = reference_subset(data.test, samples)
+    report = run_parity(model, graph, str(onnx_path), images, backend, samples, FP32, str(inputs_json) if inputs_json else None,
+                        str(reference) if reference else None)
+    report["data"] = data.record()
+    return report
 
 
-def run_calibration(checkpoint, out, data=None, data_root=None):
-    """Call the INT8 calibration library when present, else calibration/calibrate.py; else refuse."""
-    if importlib.util.find_spec("cosinegate.quant.calibrate") is not None and importlib.util.find_spec("cosinegate.quant.calibset"):
-        from cosinegate.quant.calibrate import calibrate, write_outputs
-        from cosinegate.quant.calibset import load_calibration_set
-        from cosinegate.training.checkpoint import image_size_of, load_checkpoint
+def run_calibration(checkpoint, out, data, forms):
+    """Calibrate on the train split of ``data`` and write the outputs to ``out``."""
+    from cosinegate.quant.calibrate import calibrate, write_outputs
+    from cosinegate.quant.calibset import DEFAULT_COUNT, select
 
-        size = image_size_of(load_checkpoint(checkpoint))
-        write_outputs(calibrate(checkpoint, load_calibration_set(data or "synthetic", data_root, image_size=size)), out)
-        return
-    script = ROOT / "calibration" / "calibrate.py"
-    if not script.is_file():
-        raise CosineGateError(
-            "INT8 needs calibration data or a cache, and this checkout has no calibration stage "
-            "(cosinegate/quant/calibrate.py or calibration/calibrate.py); pass --calibration DIR or --calib-cache FILE, "
-            "or build fp16/fp32."
-        )
-    command = [sys.executable, str(script), "--checkpoint", str(checkpoint), "--out", str(out)]
-    if data:
-        command += ["--data", data] + (["--data-root", str(data_root)] if data_root else [])
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise CosineGateError(f"INT8 calibration failed ({last}); fix the calibration data or pass --calib-cache FILE.")
+    count = min(DEFAULT_COUNT, len(data.train))
+    calib_set = select(data.train, count, source=data.source, root=None if data.root is None else str(data.root))
+    write_outputs(calibrate(checkpoint, calib_set, forms=forms), out)
 
 
 def calibration_files(calib_dir, form):
     """(Q/DQ graph for ``form`` or None, calibration cache or None) from a calibration output dir."""
+    from cosinegate.quant.calibrate import FILE_BY_FORM
+
     calib_dir = Path(calib_dir)
-    qdq = calib_dir / ("model.qdq.conditional.onnx" if form == "conditional" else "model.qdq.onnx")
+    qdq = calib_dir / FILE_BY_FORM[form]
     cache = calib_dir / "calibration.cache"
     return (qdq if qdq.is_file() else None), (cache if cache.is_file() else None)
 
@@ -161,7 +188,7 @@ def record_stage(artifact, inputs, companions=()):
     atomic_write_json(stage_record_path(artifact), record)
 
 
-def candidate_graphs(stages, checkpoint, opset, names, if_cost_table=None, data=None, data_root=None):
+def candidate_graphs(stages, checkpoint, opset, names, data, if_cost_table=None):
     """{candidate: {"onnx", "reference", "inputs"}}: each selection candidate (conditional form, batch 1) exported
     with its policy (cosinegate.bench.candidates.POLICY) and checked against PyTorch following that policy."""
     from cosinegate.bench.candidates import POLICY
@@ -171,21 +198,20 @@ def candidate_graphs(stages, checkpoint, opset, names, if_cost_table=None, data=
         onnx_path = stages.export(checkpoint, "conditional", 1, opset, POLICY[name], name=None if name == "conditional" else name,
                                   if_cost_table=if_cost_table if name == "conditional" else None)
         tag = "" if name == "conditional" else f".{name}"
-        reference, inputs = stages.reference(checkpoint, onnx_path, data, data_root, tag=tag)
+        reference, inputs, _ = stages.reference(checkpoint, onnx_path, data, tag=tag)
         out[name] = {"onnx": onnx_path, "reference": reference, "inputs": inputs}
     return out
 
 
-def reference_images(data=None, data_root=None, samples=300, checkpoint=None):
-    """(batches of 1 image as float arrays, labels) of the first ``samples`` test images, at the
-    checkpoint's image size and normalization (32x32 and CIFAR-10's without one)."""
-    from cosinegate.data import load_dataset
+def reference_images(data, samples=300, checkpoint=None):
+    """(batches of 1 image as float arrays, labels) of the first ``samples`` test images of ``data`` (a DataChoice,
+    at the checkpoint's image size), with the checkpoint's normalization (CIFAR-10's without one)."""
     from cosinegate.data.augment import to_tensor
     from cosinegate.data.normalization import of_checkpoint
-    from cosinegate.training.checkpoint import image_size_of, load_checkpoint
+    from cosinegate.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint) if checkpoint else {"config": {"data": {}}}
-    _, test = load_dataset(data or "synthetic", data_root, image_size=image_size_of(state))
+    test = data.test
     count = min(samples, len(test))
     if count == 0:
         raise CosineGateError("the reference set has no test images; check --data/--data-root.")

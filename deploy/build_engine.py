@@ -26,7 +26,7 @@ FORMS = ("conditional", "masked")
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, nonnegative_int, positive_int
+    from cosinegate.cli import add_data_flags, add_version_flag, nonnegative_int, positive_int
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", required=True, help="engines/targets/<NAME>.toml")
@@ -35,8 +35,10 @@ def parse_args(argv=None):
                                           "runs/pipeline/balanced-resnet20/best.pt, trained first if missing)")
     src.add_argument("--onnx", help="graph from deploy/export_onnx.py")
     src.add_argument("--bundle", help="bundle folder made by this command (on the device)")
-    p.add_argument("--precision", default="fp16", choices=("int8", "fp16", "fp32"))
-    p.add_argument("--int8", dest="int8_path", choices=("qdq", "cache"), help="INT8 path (default: the target's)")
+    p.add_argument("--precision", default=None, choices=("int8", "fp16", "fp32"),
+                   help="engine precision (default fp16; int8 when --int8 is given)")
+    p.add_argument("--int8", dest="int8_path", choices=("qdq", "cache"),
+                   help="INT8 path (default: the target's); implies --precision int8")
     p.add_argument("--calib-cache", help="existing TensorRT calibration cache (--int8 cache)")
     p.add_argument("--calibration", help="existing calibration output dir (model.qdq*.onnx, calibration.cache)")
     p.add_argument("--form", default="conditional", choices=FORMS)
@@ -54,7 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--select-images", type=int, default=300, help="labelled test images the candidates are timed and scored on")
     p.add_argument("--if-cost-table", help="--policy auto keeps plain the dynamic blocks whose expected saving is below their "
                                            "If cost in this table (deploy/bench.py --if-cost --json)")
+    p.add_argument("--force", action="store_true", help="replace a bundle of the same name made from another model")
+    p.add_argument("--json", metavar="REPORT", help="write what was built (bundle or engine manifest) here")
     add_data_flags(p)
+    add_version_flag(p)
     return p.parse_args(argv)
 
 
@@ -71,6 +76,7 @@ def main(argv=None):
 
         args.checkpoint = str(default_checkpoint())
     check_dla_core(profile, args.dla_core)
+    args.precision = resolve_precision(args.precision, args.int8_path)
     if args.precision not in profile.precisions:
         raise CosineGateError(f"precision {args.precision} is not offered by {profile.name}; use {', '.join(profile.precisions)}.")
     if args.form == "conditional" and args.batch != 1:
@@ -111,6 +117,10 @@ def main(argv=None):
         raise write_error(out, exc) from exc
     try:
         with folder_lock(out, "build_engine.py"):  # stages, bundle and engine of two runs would mix
+            if not can_build:
+                from cosinegate.pipeline import model_name
+
+                refuse_overwrite(out / f"{bundle_name(model_name(args.checkpoint or args.onnx), args)}-bundle", args)
             artifacts = prepare(args, profile, int8_path, opset)
             if can_build and args.select == "fastest":
                 return select_engines(args, profile, host, artifacts, out)
@@ -143,36 +153,61 @@ def resolve_select(args):
     return args.select
 
 
+def resolve_precision(precision, int8_path):
+    """--int8 PATH means an INT8 build: it implies --precision int8 and contradicts fp16/fp32."""
+    from cosinegate.errors import CosineGateError
+
+    if int8_path is not None and precision not in (None, "int8"):
+        raise CosineGateError(f"--int8 {int8_path} is an INT8 path but --precision {precision} was asked for; "
+                              "drop --int8 or use --precision int8.")
+    if precision is None:
+        return "int8" if int8_path is not None else "fp16"
+    return precision
+
+
 def prepare(args, profile, int8_path, opset):
     """Run/reuse the stages; return {"name", "onnx": build graph, "forms": {...}, "cache", "reference", "inputs"}."""
     import onnx
 
     from cosinegate.errors import CosineGateError
-    from cosinegate.pipeline import Stages, calibration_files, model_name
+    from cosinegate.pipeline import Stages, calibration_files, decision_counts, model_name
     from cosinegate.trt.targets import check_opset
 
-    art = {"cache": None, "reference": None, "inputs": None, "forms": {}, "calibration": None}
+    art = {"cache": None, "reference": None, "inputs": None, "forms": {}, "calibration": None, "data": None}
     if args.checkpoint:
+        from cosinegate.data.choice import DataOrigin, choose_data
+        from cosinegate.onnx.export import get_metadata
+        from cosinegate.training.checkpoint import load_checkpoint
+
         if not Path(args.checkpoint).is_file():
             raise CosineGateError(f"checkpoint {args.checkpoint} not found; check the path.")
-        from cosinegate.training.checkpoint import check_image_size, load_checkpoint
+        from cosinegate.training.checkpoint import check_image_size
 
-        check_image_size(args.image_size, load_checkpoint(args.checkpoint), args.checkpoint)
+        state = load_checkpoint(args.checkpoint)
+        check_image_size(args.image_size, state, args.checkpoint)
+        data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
+        art["data"] = data.record()
         name = model_name(args.checkpoint)
         stages = Stages(Path(args.out or ROOT / "engines" / profile.name) / ".work" / name)
         art["forms"][args.form] = stages.export(args.checkpoint, args.form, args.batch, opset, if_cost_table=args.if_cost_table)
         art["forms"]["flat"] = stages.export(args.checkpoint, "flat", args.batch, opset)
         art["onnx"] = art["forms"][args.form]
-        art["reference"], art["inputs"] = stages.reference(args.checkpoint, art["onnx"], args.data, args.data_root)
+        art["reference"], art["inputs"], ref_report = stages.reference(args.checkpoint, art["onnx"], data)
+        kinds = [b["kind"] for b in get_metadata(onnx.load(str(art["onnx"]), load_external_data=False))["blocks"]]
+        art["reference_decisions"] = decision_counts(ref_report, kinds)
+        if art["reference_decisions"]["dynamic_blocks_seen_one_way"]:
+            print(f"note: the {ref_report['num_samples']} reference images see dynamic block(s) "
+                  f"{art['reference_decisions']['dynamic_blocks_seen_one_way']} decide only one way")
         if args.select != "conditional":
             from cosinegate.pipeline import candidate_graphs
 
             names = ("pruned", "dense") if args.select == "fastest" else (args.select,)
-            art["candidates"] = candidate_graphs(stages, args.checkpoint, opset, names, None, args.data, args.data_root)
+            art["candidates"] = candidate_graphs(stages, args.checkpoint, opset, names, data)
             art["candidates"]["conditional"] = {"onnx": art["onnx"], "reference": art["reference"], "inputs": art["inputs"]}
             if args.select != "fastest":  # forced: that candidate is the build graph
                 chosen = art["candidates"][args.select]
                 art["onnx"], art["reference"], art["inputs"] = chosen["onnx"], chosen["reference"], chosen["inputs"]
+        art["data_choice"] = data
         art["stages"] = {"reused": stages.reused, "made": stages.made}
     else:
         from cosinegate.onnx import load_toolkit_onnx
@@ -186,14 +221,17 @@ def prepare(args, profile, int8_path, opset):
     if args.precision == "int8":
         calib_dir = args.calibration
         if calib_dir is None and args.calib_cache is None:
-            calib_dir = stages.calibrate(args.checkpoint, args.data, args.data_root)
+            calib_dir = stages.calibrate(args.checkpoint, data, args.form)
         if calib_dir:
+            if args.checkpoint:
+                check_calibration_source(calib_dir, args.checkpoint)
             qdq, cache = calibration_files(calib_dir, args.form)
             art["calibration"] = str(calib_dir)
             art["cache"] = cache
             if int8_path == "qdq":
                 if qdq is None:
-                    raise CosineGateError(f"--int8 qdq needs a Q/DQ graph in {calib_dir}; rerun calibration or use --int8 cache.")
+                    raise CosineGateError(f"--int8 qdq --form {args.form} needs the {args.form} Q/DQ graph in {calib_dir}; "
+                                          f"rerun calibration/calibrate.py --forms flat,{args.form}, or use --int8 cache.")
                 art["qdq"] = qdq
                 art["onnx"] = qdq
         if args.calib_cache:
@@ -202,6 +240,20 @@ def prepare(args, profile, int8_path, opset):
             raise CosineGateError("--int8 cache needs a calibration cache and none was found; pass --calib-cache FILE.")
         check_opset(profile, onnx_opset(onnx.load(str(art["onnx"]), load_external_data=False)))
     return art
+
+
+def check_calibration_source(calib_dir, checkpoint):
+    """A calibration folder made from another checkpoint is refused."""
+    from cosinegate.artifacts import read_json, sha256_file
+    from cosinegate.errors import CosineGateError
+
+    manifest = Path(calib_dir) / "manifest.json"
+    if not manifest.is_file():
+        return
+    claimed, actual = read_json(manifest, "calibration manifest").get("checkpoint_sha256"), sha256_file(checkpoint)
+    if claimed and claimed != actual:
+        raise CosineGateError(f"calibration {calib_dir} was made from another checkpoint (sha256 {claimed[:16]}...), not "
+                              f"{checkpoint}; calibrate this checkpoint or drop --calibration.")
 
 
 def _settings(args, profile, version, art):
@@ -236,6 +288,7 @@ def int8_note(profile, args, calibrator):
 
 
 def bundle(args, profile, art, out, why):
+    import json
     import shlex
 
     from cosinegate.errors import CosineGateError
@@ -245,6 +298,10 @@ def bundle(args, profile, art, out, why):
     from cosinegate.trt.bundle import input_bin, make_bundle, polygraphy_tolerance, release_cache_name, release_caches
     from cosinegate.trt.bundle_readme import bundle_readme
     from cosinegate.trt.device_script import ScriptPlan, device_script
+    from cosinegate.artifacts import atomic_write_json, sha256_file
+    from cosinegate.onnx.card import card_of
+    from cosinegate.parity import device_check
+    from cosinegate.pipeline import parity_profile
 
     name = art["name"]
     files, texts = {}, {}
@@ -270,6 +327,11 @@ def bundle(args, profile, art, out, why):
                               "pass --checkpoint instead of --onnx.")
     files["reference.json"] = art["reference"]
     files["inputs.json"] = art["inputs"]
+    files["check_parity.py"] = Path(device_check.__file__)  # the profile's check, numpy + Polygraphy only
+    texts["parity_profile.json"] = json.dumps(parity_profile(args.precision), indent=2) + "\n"
+    card = card_of(_onnx_meta(art["onnx"]))
+    if card.get("classes"):
+        texts["labels.txt"] = "".join(f"{c}\n" for c in card["classes"])
     candidates = {}
     for cand, paths in art.get("candidates", {}).items():
         suffix = "" if cand == "conditional" else f".{cand}"
@@ -293,7 +355,9 @@ def bundle(args, profile, art, out, why):
     fields = {"model": name, "target": profile.name, "form": args.form, "precision": args.precision, "batch": args.batch,
               "int8_path": args.int8_path if args.precision == "int8" else None, "build_onnx": build_rel,
               "float_onnx": float_rel, "calibration_caches": caches or None, "calibrator": calibrator,
-              "dla_core": args.dla_core, "int8": note, "source": str(args.checkpoint or args.onnx)}
+              "dla_core": args.dla_core, "int8": note, "source": str(args.checkpoint or args.onnx),
+              "source_sha256": sha256_file(args.checkpoint or args.onnx), "data": art.get("data"),
+              "reference": art.get("reference_decisions"), "card": card, "parity_profile": parity_profile(args.precision)}
     if candidates:
         fields.update(candidates=candidates, selection=select_here(args, art, candidates))
     engine_fields = {"model": name, "target": profile.name, "precision": args.precision, "batch": args.batch,
@@ -305,10 +369,10 @@ def bundle(args, profile, art, out, why):
                       args.dla_core, tolerance_args=tuple(shlex.split(polygraphy_tolerance(args.precision))),
                       reference=check_rels["reference"], reference_inputs=check_rels["inputs"], manifest_fields=engine_fields,
                       candidates=device_candidates(fields.get("selection"), candidates, args.select))
-    archive_name = f"{name}-bundle.tar.gz"
+    archive_name = f"{bundle_name(name, args)}-bundle.tar.gz"
     texts["README.md"] = bundle_readme(profile, name, args.form, args.precision, note, archive_name)
     try:
-        final, archive, manifest = make_bundle(out, name, profile, files, device_script(plan), fields, texts)
+        final, archive, manifest = make_bundle(out, bundle_name(name, args), profile, files, device_script(plan), fields, texts)
     finally:
         tmp.cleanup()
     print(f"no engine built here ({why}); wrote the device bundle {final} ({len(manifest['files'])} files) and {archive}")
@@ -320,6 +384,8 @@ def bundle(args, profile, art, out, why):
     print(f"  3. build, check, time: sh {final.name}/build_on_device.sh      (trtexec; results in {final.name}/results/)")
     print(f"     or:     python3 deploy/build_engine.py --bundle {final.name} --target {profile.name}   "
           "(from a toolkit checkout with the device extra; checks hashes, builds with Polygraphy, runs parity)")
+    if args.json:
+        atomic_write_json(args.json, manifest)
     return 0
 
 
@@ -341,7 +407,7 @@ def select_here(args, art, rels):
     max_drop = max_accuracy_drop(PROFILES[args.precision])
     if args.select != "fastest":
         return {"chosen": args.select, "reason": choose(rels, max_drop, args.select)[1], "backend": None}
-    batches, labels = reference_images(args.data, args.data_root, args.select_images, args.checkpoint)
+    batches, labels = reference_images(art["data_choice"], args.select_images, args.checkpoint)
     record = select_onnxrt({n: c["onnx"] for n, c in art["candidates"].items()}, batches, labels, max_drop)
     for cand, row in record["candidates"].items():
         row["onnx"] = rels[cand]["onnx"]
@@ -349,6 +415,25 @@ def select_here(args, art, rels):
     print("\n".join(selection_lines(record)))
     print("the device repeats the selection with TensorRT (build_on_device.sh, or --bundle); its choice is the one that counts.")
     return record
+
+
+def bundle_name(model, args):
+    """Bundles of one model for other forms, precisions or DLA cores get their own folders."""
+    return f"{model}-{args.form}-{args.precision}" + (f"-dla{args.dla_core}" if args.dla_core is not None else "")
+
+
+def refuse_overwrite(final, args):
+    """A bundle folder made from another model is not replaced without --force."""
+    from cosinegate.artifacts import read_json, sha256_file
+    from cosinegate.errors import CosineGateError
+
+    manifest = final / "manifest.json"
+    if args.force or not manifest.is_file():
+        return
+    made_from = read_json(manifest, "bundle manifest").get("source_sha256")
+    if made_from != sha256_file(args.checkpoint or args.onnx):
+        raise CosineGateError(f"{final} holds a bundle of another model (sha256 {str(made_from)[:16]}...); "
+                              "pass --out DIR for a separate folder, or --force to replace it.")
 
 
 def from_bundle(args, profile, host, can_build, why, out):
@@ -444,7 +529,7 @@ def select_engines(args, profile, host, art, out):
         engine, report = build_one(args, profile, host, dict(art, **paths), out, name)
         engines[name] = engine
         extra[name] = {"engine": engine.name, "onnx": str(paths["onnx"]), "parity_passed": bool(report and report["passed"])}
-    batches, labels = reference_images(args.data, args.data_root, args.select_images, args.checkpoint)
+    batches, labels = reference_images(art["data_choice"], args.select_images, args.checkpoint)
     record = compare_candidates({n: TrtBackend(e) for n, e in engines.items()}, batches, labels,
                                 max_accuracy_drop(PROFILES[args.precision]), extra=extra, clock="gpu")
     record.update(backend="trt")
@@ -461,6 +546,7 @@ def build_one(args, profile, host, art, out, label):
     """Build one engine (``label`` names it: the form or the candidate), its manifest and its parity report."""
     from cosinegate.artifacts import atomic_path, atomic_write_json, sha256_file
     from cosinegate.trt.build import build_engine
+    from cosinegate.onnx.card import card_of
     from cosinegate.trt.manifest import write_engine_manifest
     from cosinegate.trt.targets import compute_capability_text
 
@@ -477,7 +563,7 @@ def build_one(args, profile, host, art, out, label):
         settings=settings.to_json(), inputs={"onnx": str(art["onnx"]), "onnx_sha256": sha256_file(art["onnx"])},
         calibration_sha256=sha256_file(art["cache"]) if art.get("cache") else None,
         gate_thresholds={b: "logit > 0" for b in range(len(meta.get("blocks", [])))}, onnx_metadata=meta,
-        reference_inputs=str(art["inputs"]) if art.get("inputs") else None,
+        card=card_of(meta), reference_inputs=str(art["inputs"]) if art.get("inputs") else None,
     )
     print(f"built {engine} in {seconds:.1f}s (TensorRT {version}, sm{cc}); manifest {engine}.json")
     if not art.get("reference"):

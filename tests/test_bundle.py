@@ -45,16 +45,16 @@ def bundled(tiny_checkpoint, tmp_path_factory):
 
 def test_bundle_contents_and_hashes(bundled):
     out, _, printed, _, _ = bundled
-    bundle = out / "tiny-bundle"
+    bundle = out / "tiny-conditional-fp16-bundle"
     manifest = verify_bundle(bundle)
     for name in ("model.conditional.onnx", "model.flat.onnx", "reference.json", "inputs.json", "jetson-orin.toml",
                  "build_on_device.sh"):
         assert name in manifest["files"], name
     assert manifest["target"] == "jetson-orin" and manifest["precision"] == "fp16"
-    with tarfile.open(out / "tiny-bundle.tar.gz") as tar:
-        assert "tiny-bundle/manifest.json" in tar.getnames()
-    assert "scp" in printed and "build_on_device.sh" in printed and "--bundle tiny-bundle" in printed
-    assert not [p for p in out.iterdir() if p.name.startswith(".tiny-bundle")]  # no temp left
+    with tarfile.open(out / "tiny-conditional-fp16-bundle.tar.gz") as tar:
+        assert "tiny-conditional-fp16-bundle/manifest.json" in tar.getnames()
+    assert "scp" in printed and "build_on_device.sh" in printed and "--bundle tiny-conditional-fp16-bundle" in printed
+    assert not [p for p in out.iterdir() if p.name.startswith(".tiny-conditional-fp16-bundle")]  # no temp left
 
 
 def script_builds(script):
@@ -71,7 +71,7 @@ def script_builds(script):
 
 def test_script_builds_each_release_with_float_pins_only(bundled):
     out = bundled[0]
-    script = (out / "tiny-bundle" / "build_on_device.sh").read_text()
+    script = (out / "tiny-conditional-fp16-bundle" / "build_on_device.sh").read_text()
     builds = script_builds(script)
     assert set(builds) == {"8.5.2", "8.6.2", "10.3.0"}
     for args in builds.values():
@@ -93,16 +93,19 @@ def test_reuse_by_hash_and_rebuild(bundled, tmp_path):
     import contextlib
     import io
 
+    argv = ["--target", "jetson-orin", "--checkpoint", str(changed), "--out", str(out)]
+    with pytest.raises(CosineGateError, match="bundle of another model.*--force"):  # no silent overwrite
+        build_engine.main(argv)
     third = io.StringIO()
     with contextlib.redirect_stdout(third):
-        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(changed), "--out", str(out)])
+        build_engine.main(argv + ["--force"])
     assert "reused" not in third.getvalue()
 
 
 def test_bundle_verification_refuses_damage(bundled, tmp_path):
     out = bundled[0]
-    copy = tmp_path / "tiny-bundle"
-    shutil.copytree(out / "tiny-bundle", copy)
+    copy = tmp_path / "tiny-conditional-fp16-bundle"
+    shutil.copytree(out / "tiny-conditional-fp16-bundle", copy)
     assert build_engine.main(["--target", "jetson-orin", "--bundle", str(copy)]) == 0
     with open(copy / "model.conditional.onnx", "ab") as handle:
         handle.write(b"x")
@@ -177,7 +180,7 @@ def test_without_a_source_the_embedded_default_model_is_bundled(tiny_checkpoint,
     monkeypatch.setattr(defaults, "DEFAULT_RUN", run)
     monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
     assert build_engine.main(["--target", "jetson-orin", "--out", str(tmp_path / "engines")]) == 0
-    verify_bundle(tmp_path / "engines" / "balanced-resnet20-bundle")
+    verify_bundle(tmp_path / "engines" / "balanced-resnet20-conditional-fp16-bundle")
     assert "build_on_device.sh" in capsys.readouterr().out
 
 
@@ -219,8 +222,8 @@ def run_device_script(bundle, tmp_path, tools=("trtexec", "nvpmodel", "jetson_cl
 
 @pytest.fixture()
 def bundle_copy(bundled, tmp_path):
-    copy = tmp_path / "tiny-bundle"
-    shutil.copytree(bundled[0] / "tiny-bundle", copy)
+    copy = tmp_path / "tiny-conditional-fp16-bundle"
+    shutil.copytree(bundled[0] / "tiny-conditional-fp16-bundle", copy)
     return copy
 
 
@@ -291,7 +294,7 @@ def test_int8_cache_bundle_carries_a_cache_per_release(bundled, tmp_path):
     cache.write_text("TRT-100300-EntropyCalibration2\ninput: 3c010204\n")
     assert build_engine.main(["--target", "jetson-orin", "--checkpoint", str(ckpt), "--out", str(out), "--precision", "int8",
                               "--int8", "cache", "--form", "masked", "--calib-cache", str(cache)]) == 0
-    bundle = out / "tiny-bundle"
+    bundle = out / "tiny-masked-int8-bundle"
     for version in ("8.5.2", "8.6.2", "10.3.0"):
         text = (bundle / f"calibration-trt{version}.cache").read_text()
         assert parse_calibration_cache_header(text.splitlines()[0])[0].parts == tuple(int(p) for p in version.split("."))

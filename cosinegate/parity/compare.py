@@ -210,6 +210,7 @@ def summarize(ref, got, own, kinds, tolerance, polygraphy_passed):
         "top1_agreement": top1,
         "max_abs_err": {name: float(np.abs(ref[name] - got[name]).max()) for name in (LOGITS, GATES)},
         "static_policy_disagreement": static,
+        "decisions": {"ran": [int(n) for n in (ref[GATES] > 0.5).sum(0)]},  # per block, in the reference
     }
 
 

@@ -1,0 +1,96 @@
+"""Issue 13: a masked INT8 bundle builds the masked Q/DQ graph, and its device check can fail."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import PYTHON, ROOT, script_env
+
+sys.path.insert(0, str(ROOT / "deploy"))
+import build_engine  # noqa: E402
+
+from cosinegate.errors import CosineGateError  # noqa: E402
+from cosinegate.trt import build as trt_build  # noqa: E402
+from cosinegate.trt.targets import HostInfo  # noqa: E402
+
+POLYGRAPHY = shutil.which("polygraphy", path=str(__import__("pathlib").Path(PYTHON).parent))
+
+
+def margin_checkpoint(src, dst, images):
+    """A copy of `src` in which block 0 always runs, block 1 never does and every other gate splits `images`
+    in the widest gap between their logits near the median, so INT8 noise does not move a decision."""
+    import numpy as np
+    import torch
+
+    from cosinegate.data.augment import to_tensor
+    from cosinegate.evaluation import run_model
+    from cosinegate.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+    state = load_checkpoint(src)
+    model, _ = model_from_checkpoint(src)
+    with torch.no_grad():
+        h = model.stem(to_tensor(images.images))
+        for index, block in enumerate(model.blocks):
+            logit = np.sort(block.gate(h)[0].numpy().ravel())
+            lo, hi = len(logit) * 3 // 10, len(logit) * 7 // 10
+            k = lo + int(np.argmax(np.diff(logit[lo:hi + 1])))
+            shift = {0: -50.0, 1: 50.0}.get(index, float(logit[k] + logit[k + 1]) / 2)
+            block.gate.control_head.bias -= shift
+            h, _ = block(h)
+    state["model"] = model.state_dict()
+    state["skip_rates"] = (1.0 - run_model(model, images).gates.mean(0)).tolist()
+    save_checkpoint(dst, **{k: v for k, v in state.items() if k != "format"})
+    return dst
+
+
+@pytest.fixture(scope="module")
+def masked_int8(tiny_checkpoint, test_images, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+    out = tmp_path_factory.mktemp("engines")
+    ckpt = margin_checkpoint(tiny_checkpoint, out / "dyn.pt", test_images)
+    report = out / "bundle.json"
+    assert build_engine.main(["--target", "jetson-orin", "--checkpoint", str(ckpt), "--form", "masked", "--int8", "qdq",
+                              "--out", str(out), "--json", str(report)]) == 0
+    yield out / "dyn-masked-int8-bundle", json.loads(report.read_text())
+    mp.undo()
+
+
+def device_check(bundle, graph, tmp_path):
+    """`polygraphy run GRAPH --onnxrt` on the bundle's inputs, then the bundle's own check_parity.py: (code, stdout)."""
+    outputs = tmp_path / "outputs.json"
+    run = subprocess.run([POLYGRAPHY, "run", str(graph), "--onnxrt", "--load-inputs", str(bundle / "inputs.json"),
+                          "--save-outputs", str(outputs)], capture_output=True, text=True, env=script_env())
+    assert run.returncode == 0, run.stdout + run.stderr
+    done = subprocess.run([PYTHON, str(bundle / "check_parity.py"), str(outputs)], capture_output=True, text=True,
+                          env=script_env(), cwd=tmp_path)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_masked_int8_bundle_builds_the_masked_qdq_graph(masked_int8):
+    bundle, manifest = masked_int8
+    assert manifest["build_onnx"] == "calibration/model.qdq.masked.onnx" and manifest["precision"] == "int8"
+    assert "calibration/model.qdq.masked.onnx" in (bundle / "build_on_device.sh").read_text()
+    ref = manifest["reference"]  # the checkpoint's test split, every dynamic gate seen both ways
+    assert ref["images"] == 100 and ref["dynamic_blocks_seen_one_way"] == []
+    assert all(b["ran"] + b["skipped"] == 100 for b in ref["blocks"])
+    assert manifest["data"]["source"] == "cifar10" and manifest["parity_profile"]["profile"] == "int8"
+    assert (bundle / "labels.txt").read_text().split() == manifest["card"]["classes"]
+    assert manifest["card"]["normalization"]["std"] and manifest["card"]["gate_threshold"]["on"] == "logit"
+
+
+def test_device_check_passes_the_bundle_graph_and_fails_the_flat_twin(masked_int8, tmp_path):
+    bundle, manifest = masked_int8
+    code, printed = device_check(bundle, bundle / manifest["build_onnx"], tmp_path)
+    assert code == 0 and "parity PASSED (int8" in printed, printed
+    code, printed = device_check(bundle, bundle / "calibration" / "model.qdq.onnx", tmp_path)  # every block runs
+    assert code == 1 and "parity FAILED" in printed and "top-1 agreement" in printed, printed
+
+
+def test_int8_path_implies_int8_and_refuses_a_contradiction(dyn_checkpoint, tmp_path):
+    with pytest.raises(CosineGateError, match="--int8 qdq is an INT8 path but --precision fp16"):
+        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), "--int8", "qdq",
+                           "--precision", "fp16", "--out", str(tmp_path)])
+    assert build_engine.resolve_precision(None, "qdq") == "int8" and build_engine.resolve_precision(None, None) == "fp16"
