@@ -6,14 +6,17 @@
     python deploy/bench.py --engine engines/jetson-orin/m-conditional-fp16-trt10.3.0-sm87.engine     # on the device
     python deploy/bench.py --checkpoint CKPT --backend onnxrt --compare-dense --data imagefolder --data-root DIR
 
-Skip rate and executed MACs come from the model's own `gates` output on real test images
-(--data; --random-input measures speed only). TensorRT: GPU time from CUDA events and host wall
-time; on Jetson the tegrastats power summary, nvpmodel mode and jetson_clocks state.
---compare-dense runs the best dense graph (flat twin, full ORT optimization; --dense-onnx or
-exported from --checkpoint), the statically pruned dense graph (masked form, policy auto:
-always-skipped blocks removed) and the conditional graph with every gate forced on, beside the
-conditional graph, on the same images, timed in turns (--rounds), and prints realized vs ideal
-speedup.
+Skip rate and executed MACs come from the model's own `gates` output on real test images: by
+default the test split of the data the model was trained on (from --checkpoint, else from the
+graph's or engine's metadata), or --data/--data-root; --random-input measures speed only.
+TensorRT: GPU time from CUDA events and host wall time; on Jetson the tegrastats power summary,
+nvpmodel mode and jetson_clocks state.
+--compare-dense runs the dense baseline (the plain backbone with the same weights and no gates,
+full ORT optimization; --dense-onnx or exported from --checkpoint), the flat twin (every gate
+head computed), the statically pruned graph (masked form, policy auto: always-skipped blocks
+removed) and the conditional graph with every gate forced on, beside the conditional graph, on
+the same images, timed in turns (--rounds), and prints realized vs ideal speedup, both against
+the gate-free dense graph and its MACs.
 """
 
 import argparse
@@ -28,7 +31,7 @@ MIN_DURATION = 0.01  # seconds of timed loop, at the least
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, nonnegative_int, positive_float, positive_int
+    from cosinegate.cli import add_data_flags, add_version_flag, nonnegative_int, positive_float, positive_int
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine", help="TensorRT engine built by deploy/build_engine.py (backend trt)")
@@ -43,17 +46,19 @@ def parse_args(argv=None):
     p.add_argument("--iterations", type=positive_int, default=300)
     p.add_argument("--duration", type=positive_float, default=None, help="timed loop length in seconds (instead of --iterations)")
     add_data_flags(p)
-    p.add_argument("--samples", type=positive_int, default=300, help="distinct test images cycled through")
+    p.add_argument("--test-images", "--samples", dest="test_images", type=positive_int, default=300,
+                   help="distinct test images cycled through (--samples is the old spelling)")
     p.add_argument("--random-input", action="store_true", help="random tensors: speed only, no skip statistics")
     p.add_argument("--inputs", help="Polygraphy inputs JSON (a bundle's inputs.json) as the images; no dataset or torch "
                                     "needed (default for --engine: the reference inputs its manifest or bundle names)")
-    p.add_argument("--json", help="write the JSON report here")
+    p.add_argument("--json", metavar="REPORT", help="write the JSON report here")
     p.add_argument("--csv", help="append one row per run to this CSV (default none)")
     p.add_argument("--plot", help="latency histogram PNG")
     p.add_argument("--compare-dense", action="store_true")
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="--compare-dense: graphs are timed in turns, this many rounds of iterations/rounds each")
-    p.add_argument("--dense-onnx", help="dense graph for --compare-dense (default: flat twin exported from --checkpoint)")
+    p.add_argument("--dense-onnx", help="gate-free dense graph for --compare-dense (default: exported from --checkpoint, "
+                                        "deploy/export_onnx.py --form dense)")
     p.add_argument("--power", action="store_true", help="sample tegrastats during the timed loop (Jetson)")
     p.add_argument("--if-cost", action="store_true",
                    help="cost of a conditional: If chains (K = 0, 1, 3, 9) at the model's input size and each gated block "
@@ -62,6 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--if-cost-table", help="a --if-cost --json table of this model: the report adds per block its latency "
                                            "and If cost next to the break-even at the skip rate measured here (and "
                                            "--policy auto uses it when exporting from --checkpoint)")
+    add_version_flag(p)
     return p.parse_args(argv)
 
 
@@ -90,30 +96,37 @@ def batches_from_inputs(path, batch):
     return [np.ascontiguousarray(x[i : i + batch]) for i in range(0, count, batch)]
 
 
-def make_batches(args, image_size, normalization):
-    """Batches of test images at the model's size, normalized like its training (or random tensors)."""
+def data_origin(args, meta):
+    """The data the model was trained on: from --checkpoint, else from the graph's or engine's metadata."""
+    from cosinegate.data.choice import DataOrigin
+
+    if args.checkpoint:
+        from cosinegate.training.checkpoint import load_checkpoint
+
+        return DataOrigin.of_checkpoint(load_checkpoint(args.checkpoint))
+    return DataOrigin.of_metadata(meta or {})
+
+
+def make_batches(args, image_size, normalization, origin):
+    """(batches, data record, labels) of test images at the model's size, normalized like its training, or
+    (random tensors, None, None) with --random-input."""
     import numpy as np
 
-    from cosinegate.data import load_dataset
     from cosinegate.data.augment import to_tensor
+    from cosinegate.data.choice import choose_data
 
     if args.random_input:
         rng = np.random.default_rng(0)
-        return [rng.standard_normal((args.batch, 3, image_size, image_size), dtype=np.float32) for _ in range(8)]
-    _, test = load_dataset(args.data or "synthetic", args.data_root, image_size=image_size)
-    count = min(args.samples, len(test)) // args.batch * args.batch
+        return [rng.standard_normal((args.batch, 3, image_size, image_size), dtype=np.float32) for _ in range(8)], None, None
+    data = choose_data(origin, args.data, args.data_root)
+    test = data.test
+    count = min(args.test_images, len(test)) // args.batch * args.batch
     if count == 0:
         from cosinegate.errors import CosineGateError
 
-        raise CosineGateError(f"--batch {args.batch} needs at least that many images; raise --samples (now {args.samples}).")
+        raise CosineGateError(f"--batch {args.batch} needs at least that many images; raise --test-images (now {args.test_images}).")
     x = to_tensor(test.images[:count], "cpu", normalization).numpy()
-    return [np.ascontiguousarray(x[i : i + args.batch]) for i in range(0, count, args.batch)]
-
-
-def test_labels(args, count, image_size):
-    from cosinegate.data import load_dataset
-
-    return load_dataset(args.data or "synthetic", args.data_root, image_size=image_size)[1].labels[:count]
+    return [np.ascontiguousarray(x[i : i + args.batch]) for i in range(0, count, args.batch)], data.record(), test.labels[:count]
 
 
 def measure(backend, batches, args, table=None, mode=None, kinds=None, label=None):
@@ -211,6 +224,7 @@ def run_bench(args, backend_name, workdir):
         mode = meta.get("mode", "predictive")
         if backend.batch and backend.batch != args.batch:
             raise CosineGateError(f"the model has a static batch of {backend.batch}; pass --batch {backend.batch}.")
+    data = labels = None  # the data record and labels, when test images are read
     if batches is None and args.inputs:
         batches = batches_from_inputs(args.inputs, args.batch)
     if batches is None:
@@ -222,7 +236,7 @@ def run_bench(args, backend_name, workdir):
         else:
             size, normalization = meta.get("image_size", 32), meta.get("normalization") or named("cifar10", LEGACY_SOURCE)
         size = refuse_other_size(args.image_size, size, model_path)
-        batches = make_batches(args, size, normalization)
+        batches, data, labels = make_batches(args, size, normalization, data_origin(args, meta))
     sampler = None
     if args.power:
         from cosinegate.bench.tegrastats import TegrastatsSampler
@@ -236,7 +250,7 @@ def run_bench(args, backend_name, workdir):
             sampler.__exit__(None, None, None)
     report = {"backend": backend_name, "model": str(model_path), "batch": args.batch, "threads": args.threads,
               "input": "random (speed only)" if args.random_input else f"reference inputs {args.inputs} ({len(batches) * args.batch} images)"
-              if args.inputs else f"{args.data or 'synthetic'} test images",
+              if args.inputs else f"{data['source']} test images", "data": data,
               "device": rep.device_name(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "inputs": input_record(model=model_path, checkpoint=args.checkpoint), **result}
     wall = report.pop("_wall")
@@ -261,7 +275,6 @@ def run_bench(args, backend_name, workdir):
     if args.compare_dense:
         from cosinegate.bench.compare import compare_dense
 
-        labels = None if args.random_input else test_labels(args, sum(len(b) for b in batches), size)
         report["compare_dense"], extra = compare_dense(args, model_path, report, batches, workdir, backend_name, labels=labels)
         series.update(extra)
         print_table(report["compare_dense"])
@@ -341,18 +354,21 @@ def print_block_rows(blocks):
 
 def print_table(c):
     s = c["speedup_statistic"]
-    rows = [("dense (flat twin, ORT all)", c["dense_latency_ms"], c["dense_macs"], 1.0)]
+    rows = [("dense (backbone, no gates)", c["dense_latency_ms"], c["dense_macs"], 1.0)]
+    if "flat_twin_latency_ms" in c:
+        rows.append(("flat twin (every gate head computed)", c["flat_twin_latency_ms"], c["flat_twin_macs"],
+                     c["flat_twin_speedup"]))
     if "static_pruned_latency_ms" in c:
         rows.append(("static pruned (masked auto)", c["static_pruned_latency_ms"], c["static_pruned_macs"],
                      c["static_pruned_speedup"]))
     rows.append((f"conditional ({c['conditional_if_count']} If)", c["conditional_latency_ms"], c["executed_macs"],
                  c["realized_speedup"]))
-    rows.append(("conditional, all gates forced on", c["forced_on_latency_ms"], c["dense_macs"],
+    rows.append(("conditional, all gates forced on", c["forced_on_latency_ms"], c["flat_twin_macs"],
                  c["dense_latency_ms"][s] / c["forced_on_latency_ms"][s]))
     if "ort_native_latency_ms" in c:
         rows.append(("ORT-native conditional (NCHWc in If)", c["ort_native_latency_ms"], c["executed_macs"],
                      c["ort_native_realized_speedup"]))
-        rows.append(("ORT-native, all gates forced on", c["ort_native_forced_on_latency_ms"], c["dense_macs"],
+        rows.append(("ORT-native, all gates forced on", c["ort_native_forced_on_latency_ms"], c["flat_twin_macs"],
                      c["dense_latency_ms"][s] / c["ort_native_forced_on_latency_ms"][s]))
     print(f"{'graph':38s} {'p50 ms':>8s} {'mean ms':>8s} {'MACs (M)':>9s} {'speedup':>8s}")
     for name, lat, macs, speed in rows:

@@ -149,3 +149,29 @@ def test_compare_dense_without_an_ort_native_graph(conditional_onnx, tiny_checkp
     c = json.loads(report.read_text())["compare_dense"]
     assert "realized_over_ideal" in c and "ort_native_realized_over_ideal" not in c
     assert "ORT-native conditional graph not available: cannot be split" in capsys.readouterr().out
+
+
+def test_dense_baseline_is_the_backbone_without_gates(tiny_checkpoint, conditional_onnx, tmp_path):
+    """The dense baseline computes no gate head and is counted without gate MACs; a graph with gate heads is refused."""
+    import onnx
+    import onnxruntime as ort
+
+    from cosinegate.macs import mac_table
+    from cosinegate.onnx import export_checkpoint
+
+    dense, flat = tmp_path / "dense.onnx", tmp_path / "flat.onnx"
+    export_checkpoint(tiny_checkpoint, dense, "dense")
+    export_checkpoint(tiny_checkpoint, flat, "flat")
+    assert not [n.name for n in onnx.load(str(dense)).graph.node if "/gate/" in n.name]
+    assert [n.name for n in onnx.load(str(flat)).graph.node if "/gate/" in n.name]
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
+    run = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(["logits"], {"input": x})[0] for p in (dense, flat)}
+    np.testing.assert_allclose(run[dense], run[flat], atol=1e-5)  # same weights: the flat twin runs every block too
+    report = tmp_path / "c.json"
+    assert bench.main(["--onnx", str(conditional_onnx), "--checkpoint", str(tiny_checkpoint), "--compare-dense",
+                       *FAST, "--rounds", "1", "--json", str(report)]) == 0
+    c = json.loads(report.read_text())["compare_dense"]
+    assert c["dense_macs"] == mac_table("resnet20", "none").dense < c["flat_twin_macs"]
+    assert c["ideal_speedup"] == pytest.approx(c["dense_macs"] / c["executed_macs"]) and "flat_twin_latency_ms" in c
+    with pytest.raises(CosineGateError, match="--form dense"):
+        bench.main(["--onnx", str(conditional_onnx), "--dense-onnx", str(flat), "--compare-dense", *FAST])

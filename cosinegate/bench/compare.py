@@ -1,5 +1,6 @@
-"""The dense comparison: a conditional graph timed in turns beside its dense, statically pruned and forced-on
-twins on the same images, with realized against ideal speedup."""
+"""The dense comparison: a conditional graph timed in turns beside the dense baseline (the plain backbone with
+the same weights and no gates), the flat twin (every gate head computed), the statically pruned and the
+forced-on graphs on the same images, with realized against ideal speedup (both against the gate-free dense)."""
 
 from cosinegate.bench.graphs import forced_on, graph_info
 
@@ -27,15 +28,23 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
     dense_path = args.dense_onnx
     if dense_path is None:
         if not args.checkpoint:
-            raise CosineGateError("--compare-dense needs --dense-onnx FILE or --checkpoint CKPT to export the flat twin.")
-        dense_path = workdir / "flat.onnx"
-        export_checkpoint(args.checkpoint, dense_path, "flat", args.batch)
+            raise CosineGateError("--compare-dense needs --dense-onnx FILE or --checkpoint CKPT to export the gate-free dense graph.")
+        dense_path = workdir / "dense.onnx"
+        export_checkpoint(args.checkpoint, dense_path, "dense", args.batch)
+    dense_meta, _, dense_kinds, _ = graph_info(dense_path)
+    if any(kind != "dense" for kind in dense_kinds):
+        raise CosineGateError(f"--dense-onnx {dense_path} computes gate heads ({dense_meta.get('form')} form); the dense "
+                              "baseline is the backbone without gates: export it with deploy/export_onnx.py --form dense.")
     forced_path, forced_source = workdir / "forced_on.onnx", conditional_path
     if args.checkpoint:  # every gated block as an If, so forced-on measures the conditional machinery at full MACs
         forced_source = workdir / "conditional_all.onnx"
         export_checkpoint(args.checkpoint, forced_source, "conditional", args.batch, policy="conditional-all")
     forced_on(forced_source, forced_path)
     graphs = {"dense": dense_path, "forced_on": forced_path}
+    flat_macs = table.executed([True] * len(kinds), meta.get("mode"))  # every block and every gate head
+    if args.checkpoint:
+        graphs["flat_twin"] = workdir / "flat.onnx"
+        export_checkpoint(args.checkpoint, graphs["flat_twin"], "flat", args.batch)
     pruned_macs = None
     if args.checkpoint:
         try:
@@ -61,8 +70,8 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
     out = {
         "speedup_statistic": stat, "dense_onnx": str(dense_path), "conditional_if_count": num_if, "policy": meta.get("policy"),
         "dense_latency_ms": runs["dense"]["latency_ms"], "conditional_latency_ms": runs["conditional"]["latency_ms"],
-        "forced_on_latency_ms": runs["forced_on"]["latency_ms"],
-        "dense_macs": int(dense_macs), "executed_macs": executed, "executed_mac_ratio": executed / dense_macs,
+        "forced_on_latency_ms": runs["forced_on"]["latency_ms"], "dense_graph": "gate-free backbone, same weights",
+        "dense_macs": int(dense_macs), "flat_twin_macs": int(flat_macs), "executed_macs": executed, "executed_mac_ratio": executed / dense_macs,
         "ideal_speedup": dense_macs / executed, "realized_speedup": dense_ms / cond_ms,
         "forced_on_overhead": runs["forced_on"]["latency_ms"][stat] / dense_ms - 1.0,
     }
@@ -76,6 +85,9 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
             ort_native_realized_over_ideal=dense_ms / native_ms / out["ideal_speedup"],
             ort_native_forced_on_overhead=runs["ort_native_forced_on"]["latency_ms"][stat] / dense_ms - 1.0,
         )
+    if "flat_twin" in runs:
+        out.update(flat_twin_latency_ms=runs["flat_twin"]["latency_ms"],
+                   flat_twin_speedup=dense_ms / runs["flat_twin"]["latency_ms"][stat])
     if "static_pruned" in runs:
         sp = runs["static_pruned"]["latency_ms"][stat]
         out.update(static_pruned_latency_ms=runs["static_pruned"]["latency_ms"], static_pruned_macs=int(pruned_macs),
