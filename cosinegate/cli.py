@@ -1,6 +1,20 @@
-"""Shared pieces of the command scripts: error printing and common flags."""
+"""Shared pieces of the command scripts: error printing, common flags, and the `cosinegate` entry point."""
 
 import sys
+
+# `cosinegate SUBCOMMAND ...` runs the script (the scripts stay the primary interface)
+COMMANDS = {
+    "train": "train/train.py",
+    "evaluate": "train/evaluate.py",
+    "reproduce": "train/reproduce.py",
+    "bench-train": "train/bench_train.py",
+    "export": "deploy/export_onnx.py",
+    "parity": "deploy/parity.py",
+    "calibrate": "calibration/calibrate.py",
+    "evaluate-int8": "calibration/evaluate_int8.py",
+    "build-engine": "deploy/build_engine.py",
+    "bench": "deploy/bench.py",
+}
 
 
 def run_main(main):
@@ -84,3 +98,34 @@ def pick_device(name):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CosineGateError("--device cuda asked for, but this torch build sees no CUDA GPU; use --device cpu.")
     return name
+
+
+def console_main(argv=None):
+    """`cosinegate SUBCOMMAND [options]`: run that command's script with the options (see COMMANDS)."""
+    import runpy
+
+    from cosinegate import __version__
+    from cosinegate.defaults import ROOT
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    usage = "usage: cosinegate {" + ",".join(COMMANDS) + "} [options]   (cosinegate SUBCOMMAND --help for each)"
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        for name, script in COMMANDS.items():
+            print(f"  {name:14s} python {script}")
+        return 0
+    if argv[0] == "--version":
+        print(f"cosinegate {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}; {usage}", file=sys.stderr)
+        return 2
+    script = ROOT / COMMANDS[argv[0]]
+    if not script.is_file():
+        print(f"error: {script} not found; the cosinegate command runs the scripts of a toolkit checkout "
+              "(pip install -e . from it).", file=sys.stderr)
+        return 2
+    sys.argv = [str(script), *argv[1:]]
+    sys.path.insert(0, str(script.parent))
+    runpy.run_path(str(script), run_name="__main__")
+    return 0

@@ -4,14 +4,17 @@
     python deploy/export_onnx.py --checkpoint runs/balanced/best.pt --out model.onnx
     python deploy/export_onnx.py --checkpoint CKPT --out masked.onnx --form masked --batch 32
     python deploy/export_onnx.py --checkpoint CKPT --out flat.onnx --form flat
+    python deploy/export_onnx.py --checkpoint CKPT --out onnx/ --form masked      # writes onnx/model.masked.onnx
 
 Forms: `conditional` (default; batch 1; one ONNX If per dynamic block, so a skipped
 block is not computed), `masked` (any batch; every block computed, selected per
 sample; the only form for paper-mode gates and for batches > 1, since a TensorRT
 conditional takes one scalar condition), `flat` (every block runs; the twin for
-graph passes and quantization). Outputs: `logits` [N, classes] and `gates`
-[N, blocks] (1 = block executed). Input `input` [N, 3, S, S] (S = the checkpoint's image size), normalized
-with the checkpoint's mean/std (in the manifest and the graph metadata).
+graph passes and quantization). Outputs: `logits` [N, classes] and `gates` [N, blocks]
+(1 = block executed). Input `input` [N, 3, S, S] float32 (S = the checkpoint's image size), RGB,
+(pixel/255 - mean)/std with the checkpoint's mean/std; the graph's metadata (`cosinegate.*`) holds
+the class names, input size and layout, mean/std, gate threshold, block policy, training data and
+the checkpoint's sha256. --out DIR/ (or an existing folder) writes DIR/model.<form>.onnx.
 
 Policy (conditional and masked): `auto` (default) uses held-out skip rates (the
 checkpoint's, or --skip-rates FILE): always-skipped blocks (>= 99.5%) are removed,
@@ -30,19 +33,22 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import positive_int
+    from cosinegate.cli import add_version_flag, positive_int
     from cosinegate.onnx import DEFAULT_OPSET
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by train/train.py (best.pt or last.pt)")
-    parser.add_argument("--out", required=True, help="ONNX file to write; the manifest goes to <out>.json")
-    parser.add_argument("--form", default="conditional", help="conditional | masked | flat")
+    parser.add_argument("--out", required=True, help="ONNX file to write (a folder: FOLDER/model.<form>.onnx); "
+                                                     "the manifest goes to <out>.json")
+    parser.add_argument("--form", default="conditional", help="conditional | masked | flat | dense")
     parser.add_argument("--batch", type=positive_int, default=1, help="static batch size (conditional: 1 only)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all | pruned (no If) | dense (gate-free)")
     parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "
                                                 "If cost in this table (deploy/bench.py --if-cost --json)")
     parser.add_argument("--skip-rates", help="JSON list of per-block skip rates, or a train/evaluate.py JSON report")
+    parser.add_argument("--json", metavar="REPORT", help="also write the manifest here")
+    add_version_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -57,13 +63,28 @@ def read_skip_rates(path):
     return rates
 
 
+def output_path(out, form):
+    """--out as given, or FOLDER/model.<form>.onnx when it names a folder (trailing slash or an existing one)."""
+    import os
+    from pathlib import Path
+
+    if out.endswith(("/", os.sep)) or Path(out).is_dir():
+        return str(Path(out) / f"model.{form}.onnx")
+    return out
+
+
 def main(argv=None):
     from cosinegate.onnx import export_checkpoint
 
     args = parse_args(argv)
     skip_rates = read_skip_rates(args.skip_rates) if args.skip_rates else None
+    args.out = output_path(args.out, args.form)
     manifest = export_checkpoint(args.checkpoint, args.out, args.form, args.batch, args.opset, args.policy, skip_rates,
                                  args.if_cost_table)
+    if args.json:
+        from cosinegate.artifacts import atomic_write_json
+
+        atomic_write_json(args.json, manifest)
     kinds = ", ".join(f"{b['block']}:{b['kind']}" for b in manifest["blocks"])
     print(f"wrote {args.out} ({manifest['form']}, policy {manifest['policy']}, opset {manifest['opset']}, "
           f"batch {manifest['batch']}, {manifest['num_if']} If) and {args.out}.json")

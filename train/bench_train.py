@@ -131,7 +131,7 @@ def probe(args):
 def main(argv=None):
     import torch
 
-    from cosinegate.cli import pick_device
+    from cosinegate.cli import add_version_flag, pick_device
     from cosinegate.errors import CosineGateError
     from cosinegate.training.loop import hardware_label
     from cosinegate.training.runtime import Runtime
@@ -147,7 +147,8 @@ def main(argv=None):
                                            "on a CPU fp32, fp32+channels_last, bf16)")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile setting")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    parser.add_argument("--json", metavar="REPORT", help="also write the table as JSON")
+    add_version_flag(parser)
     parser.add_argument("--probe", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--probe-id", default="0", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=8.0, help=argparse.SUPPRESS)

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, atomic_write_text
-    from cosinegate.cli import nonnegative_int, pick_device, positive_float, positive_int
+    from cosinegate.cli import add_version_flag, nonnegative_int, pick_device, positive_float, positive_int
     from cosinegate.errors import CosineGateError
     from cosinegate.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
     from cosinegate.training.packing import resolve_jobs, run_all
@@ -55,6 +55,8 @@ def main(argv=None):
                         "that fits in SECONDS from now (partial runs continue on the next invocation)")
     parser.add_argument("--out", default="runs/reproduce")
     parser.add_argument("--collect-only", action="store_true", help="train nothing; tabulate the runs that finished")
+    parser.add_argument("--json", metavar="REPORT", help="also write results.json here")
+    add_version_flag(parser)
     args = parser.parse_args(argv)
 
     began = time.time()
@@ -83,7 +85,10 @@ def main(argv=None):
     note = (f"Schedule: {args.epochs} epochs, cosine LR 0.1, batch 128, SGD momentum 0.9, wd 5e-4; "
             f"data: {args.data}{' subset ' + str(args.subset) if args.subset else ''}; hardware: {', '.join(hardware)}; "
             f"seeds: {args.seeds}.")
-    atomic_write_json(out / "results.json", {"note": note, "rows": rows, "failed": failed})
+    results = {"note": note, "rows": rows, "failed": failed}
+    atomic_write_json(out / "results.json", results)
+    if args.json:
+        atomic_write_json(args.json, results)
     atomic_write_text(out / "results.md", results_markdown(rows, note))
     title = f"{'CIFAR-10 (' + args.data + ')' if args.data != 'synthetic' else 'synthetic data'}, {args.epochs} epochs"
     pareto_plot(rows, out / "pareto.png", title, paper_points=args.data != "synthetic")

@@ -17,7 +17,7 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, positive_float, positive_int
+    from cosinegate.cli import add_data_flags, add_version_flag, positive_float, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="balanced", help="preset name (train/configs/*.yaml) or YAML path")
@@ -54,6 +54,8 @@ def parse_args(argv=None):
     parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
                         help="stop after the last epoch that fits in SECONDS (last.pt kept; continue with --resume)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--json", metavar="REPORT", help="also write the run's summary.json here")
+    add_version_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -141,6 +143,10 @@ def main(argv=None):
         print(f"final epoch, test split ({summary['data']}, {summary['epochs']} epochs, {summary['hardware']}):")
         print(format_table(summary["final"]))
         print(f"wrote {args.out}/last.pt, best.pt, metrics.jsonl, summary.json, training.png")
+        if args.json:
+            from cosinegate.artifacts import atomic_write_json
+
+            atomic_write_json(args.json, summary)
 
 
 if __name__ == "__main__":

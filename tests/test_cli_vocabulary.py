@@ -1,0 +1,60 @@
+"""Issue 13: one vocabulary across the commands (--version, --json REPORT, the `cosinegate` entry point, --out DIR/)."""
+
+import json
+import subprocess
+
+from conftest import PYTHON, ROOT, run_script, script_env
+
+from cosinegate.cli import COMMANDS
+
+PROBE = """
+import contextlib, io, runpy, sys
+from pathlib import Path
+for script in sys.argv[1:]:
+    sys.path.insert(0, str(Path(script).parent))
+    for flag in ("--version", "--help"):
+        sys.argv = [script, flag]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            try:
+                runpy.run_path(script, run_name="__main__")
+            except SystemExit:
+                pass
+        print(script, flag, repr(out.getvalue()))
+"""
+
+
+def test_every_command_has_version_and_json():
+    from cosinegate import __version__
+
+    scripts = [str(ROOT / s) for s in COMMANDS.values()]
+    done = subprocess.run([PYTHON, "-c", PROBE, *scripts], capture_output=True, text=True, cwd=ROOT, env=script_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for script in scripts:
+        version = next(line for line in lines if line.startswith(f"{script} --version"))
+        helptext = next(line for line in lines if line.startswith(f"{script} --help"))
+        assert f"cosinegate {__version__}" in version, version
+        assert "--json REPORT" in helptext, (script, helptext)
+
+
+def test_console_entry_point_runs_the_scripts():
+    done = subprocess.run([PYTHON, "-m", "cosinegate", "export", "--version"], capture_output=True, text=True, cwd=ROOT,
+                          env=script_env())
+    assert done.returncode == 0 and done.stdout.startswith("cosinegate "), done.stderr
+    listed = subprocess.run([PYTHON, "-m", "cosinegate"], capture_output=True, text=True, cwd=ROOT, env=script_env())
+    assert all(f"python {script}" in listed.stdout for script in COMMANDS.values())
+    bad = subprocess.run([PYTHON, "-m", "cosinegate", "deploy"], capture_output=True, text=True, cwd=ROOT, env=script_env())
+    assert bad.returncode == 2 and "unknown command 'deploy'" in bad.stderr
+    assert "cosinegate = cosinegate.cli:console_main" in (ROOT / "setup.cfg").read_text()
+
+
+def test_export_into_a_folder(dyn_checkpoint, tmp_path):
+    folder = tmp_path / "onnx"
+    done = run_script("deploy/export_onnx.py", "--checkpoint", dyn_checkpoint, "--out", f"{folder}/", "--form", "masked",
+                      "--json", tmp_path / "m.json")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["model.masked.onnx", "model.masked.onnx.json"]
+    assert json.loads((tmp_path / "m.json").read_text())["form"] == "masked"
+    again = run_script("deploy/export_onnx.py", "--checkpoint", dyn_checkpoint, "--out", folder, "--form", "dense")
+    assert again.returncode == 0 and (folder / "model.dense.onnx").is_file(), again.stderr  # an existing folder, no slash
