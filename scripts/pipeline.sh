@@ -30,14 +30,14 @@ done
 
 step "4/8 parity against PyTorch (outputs and skip decisions), every form"
 for form in conditional masked flat; do
-  python deploy/parity.py --checkpoint "$CKPT" --onnx "$OUT/onnx/model.$form.onnx" $DATA --samples 200 \
-    --report "$OUT/parity/$form.json" --save-reference "$OUT/parity/$form.ref.json"
+  python deploy/parity.py --checkpoint "$CKPT" --onnx "$OUT/onnx/model.$form.onnx" $DATA --test-images 200 \
+    --json "$OUT/parity/$form.json" --save-reference "$OUT/parity/$form.ref.json"
 done
 
 step "5/8 INT8 calibration (entropy, TensorRT 10.3) and INT8 parity"
-python calibration/calibrate.py --checkpoint "$CKPT" $DATA --num-images 512 --method entropy --trt-version 10.3 --out "$OUT/int8"
-python deploy/parity.py --checkpoint "$CKPT" --onnx "$OUT/int8/model.qdq.conditional.onnx" $DATA --samples 200 --int8 \
-  --report "$OUT/parity/int8-conditional.json"
+python calibration/calibrate.py --checkpoint "$CKPT" $DATA --calib-images 512 --method entropy --trt-version 10.3 --out "$OUT/int8"
+python deploy/parity.py --checkpoint "$CKPT" --onnx "$OUT/int8/model.qdq.conditional.onnx" $DATA --test-images 200 --int8 \
+  --json "$OUT/parity/int8-conditional.json"
 
 step "6/8 TensorRT engine for jetson-orin, or (no TensorRT here) the bundle to build it on the board"
 python deploy/build_engine.py --target jetson-orin --checkpoint "$CKPT" $DATA
