@@ -58,7 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="--compare-dense: graphs are timed in turns, this many rounds of iterations/rounds each")
     p.add_argument("--dense-onnx", help="gate-free dense graph for --compare-dense (default: exported from --checkpoint, "
-                                        "deploy/export_onnx.py --form dense)")
+                                        "deploy/export_onnx.py --policy dense)")
     p.add_argument("--power", action="store_true", help="sample tegrastats during the timed loop (Jetson)")
     p.add_argument("--if-cost", action="store_true",
                    help="cost of a conditional: If chains (K = 0, 1, 3, 9) at the model's input size and each gated block "

@@ -40,7 +40,7 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by train/train.py (best.pt or last.pt)")
     parser.add_argument("--out", required=True, help="ONNX file to write (a folder: FOLDER/model.<form>.onnx); "
                                                      "the manifest goes to <out>.json")
-    parser.add_argument("--form", default="conditional", help="conditional | masked | flat | dense")
+    parser.add_argument("--form", default="conditional", help="conditional | masked | flat")
     parser.add_argument("--batch", type=positive_int, default=1, help="static batch size (conditional: 1 only)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all | pruned (no If) | dense (gate-free)")

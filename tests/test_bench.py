@@ -160,7 +160,7 @@ def test_dense_baseline_is_the_backbone_without_gates(tiny_checkpoint, condition
     from cosinegate.onnx import export_checkpoint
 
     dense, flat = tmp_path / "dense.onnx", tmp_path / "flat.onnx"
-    export_checkpoint(tiny_checkpoint, dense, "dense")
+    export_checkpoint(tiny_checkpoint, dense, policy="dense")
     export_checkpoint(tiny_checkpoint, flat, "flat")
     assert not [n.name for n in onnx.load(str(dense)).graph.node if "/gate/" in n.name]
     assert [n.name for n in onnx.load(str(flat)).graph.node if "/gate/" in n.name]
@@ -173,5 +173,5 @@ def test_dense_baseline_is_the_backbone_without_gates(tiny_checkpoint, condition
     c = json.loads(report.read_text())["compare_dense"]
     assert c["dense_macs"] == mac_table("resnet20", "none").dense < c["flat_twin_macs"]
     assert c["ideal_speedup"] == pytest.approx(c["dense_macs"] / c["executed_macs"]) and "flat_twin_latency_ms" in c
-    with pytest.raises(CosineGateError, match="--form dense"):
+    with pytest.raises(CosineGateError, match="not gate-free.*--policy dense"):
         bench.main(["--onnx", str(conditional_onnx), "--dense-onnx", str(flat), "--compare-dense", *FAST])

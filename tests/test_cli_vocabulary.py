@@ -56,5 +56,5 @@ def test_export_into_a_folder(dyn_checkpoint, tmp_path):
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["model.masked.onnx", "model.masked.onnx.json"]
     assert json.loads((tmp_path / "m.json").read_text())["form"] == "masked"
-    again = run_script("deploy/export_onnx.py", "--checkpoint", dyn_checkpoint, "--out", folder, "--form", "dense")
-    assert again.returncode == 0 and (folder / "model.dense.onnx").is_file(), again.stderr  # an existing folder, no slash
+    again = run_script("deploy/export_onnx.py", "--checkpoint", dyn_checkpoint, "--out", folder, "--form", "flat")
+    assert again.returncode == 0 and (folder / "model.flat.onnx").is_file(), again.stderr  # an existing folder, no slash

@@ -30,11 +30,12 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
         if not args.checkpoint:
             raise CosineGateError("--compare-dense needs --dense-onnx FILE or --checkpoint CKPT to export the gate-free dense graph.")
         dense_path = workdir / "dense.onnx"
-        export_checkpoint(args.checkpoint, dense_path, "dense", args.batch)
+        export_checkpoint(args.checkpoint, dense_path, "conditional" if args.batch == 1 else "masked", args.batch, policy="dense")
     dense_meta, _, dense_kinds, _ = graph_info(dense_path)
-    if any(kind != "dense" for kind in dense_kinds):
-        raise CosineGateError(f"--dense-onnx {dense_path} computes gate heads ({dense_meta.get('form')} form); the dense "
-                              "baseline is the backbone without gates: export it with deploy/export_onnx.py --form dense.")
+    if any(kind not in ("dense", "always_run", "dropped") for kind in dense_kinds):
+        raise CosineGateError(f"--dense-onnx {dense_path} is not gate-free ({dense_meta.get('form')} form, policy "
+                              f"{dense_meta.get('policy')}); the dense baseline is the backbone without gates: export it "
+                              "with deploy/export_onnx.py --policy dense.")
     forced_path, forced_source = workdir / "forced_on.onnx", conditional_path
     if args.checkpoint:  # every gated block as an If, so forced-on measures the conditional machinery at full MACs
         forced_source = workdir / "conditional_all.onnx"

@@ -1,10 +1,8 @@
 """ONNX export of CosineGate checkpoints: the flat twin, graph passes, and the deployable forms.
 
 Forms: `flat` (every block runs; the twin for graph passes and quantization),
-`masked` (any batch; each dynamic block selected per sample), `conditional`
-(batch 1; one `If` per dynamic block, so a skipped block is not computed) and
-`dense` (the plain backbone with the same weights and no gate heads: the baseline
-against which skipping is measured).
+`masked` (any batch; each dynamic block selected per sample), and `conditional`
+(batch 1; one `If` per dynamic block, so a skipped block is not computed).
 """
 
 import contextlib
@@ -27,7 +25,7 @@ from cosinegate.onnx.card import card_of, model_card
 from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata, set_metadata
 from cosinegate.onnx.passes import optimize_flat
 
-FORMS = ("conditional", "masked", "flat", "dense")
+FORMS = ("conditional", "masked", "flat")
 MANIFEST_FORMAT = "cosinegate-onnx-manifest-v1"
 MAX_BATCH = 4096
 
@@ -61,8 +59,6 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
         raise CosineGateError(PAPER_CONDITIONAL)
     skip_source = "argument" if skip_rates is not None else "checkpoint"
     skip_rates = skip_rates if skip_rates is not None else state.get("skip_rates")
-    if form == "dense":
-        model = gate_free(model)
     flat = optimize_flat(build_flat_graph(model, batch, opset))
     plain, cost = (), None
     if if_cost_table is not None and form != "flat":
@@ -73,8 +69,6 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
         graph = mask(flat, policy, skip_rates, plain)
     else:
         graph = flat
-        if form == "dense":
-            set_metadata(graph, form="dense")
     set_metadata(graph, **model_card(checkpoint, state, model))
     assert_clean(graph)
     data = graph.SerializeToString()
@@ -122,16 +116,6 @@ def _plain_by_cost(path, flat, policy, skip_rates):
                    "device": table.get("device"), "plain_by_cost": plain}
 
 
-def gate_free(model):
-    """The same network with the checkpoint's weights and no gates: every block runs, no gate head is computed."""
-    from cosinegate.models import build_model
-
-    plain = build_model({"backbone": model.backbone, "mode": "none", "drop_blocks": list(model.drop_blocks)}, model.num_classes)
-    wanted = plain.state_dict()
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in wanted}, strict=True)
-    return plain.eval()
-
-
 def _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_source):
     meta = get_metadata(graph)
     rule = GATE_RULES.get(model.mode)
@@ -174,7 +158,6 @@ __all__ = [
     "build_flat_graph",
     "conditionalize",
     "export_checkpoint",
-    "gate_free",
     "graph_problems",
     "is_toolkit_onnx",
     "load_toolkit_onnx",
