@@ -172,6 +172,8 @@ def main(argv=None):
 
 def run_bench(args, backend_name, workdir):
     """Measure, report and write; `workdir` holds the graphs made on the way."""
+    import numpy as np
+
     from cosinegate.artifacts import atomic_write_json, input_record
     from cosinegate.bench import report as rep
     from cosinegate.bench.backends import OnnxrtBackend, TorchBackend, TrtBackend
@@ -264,7 +266,7 @@ def run_bench(args, backend_name, workdir):
         # mean power over the sampled span, energy per image over the timed loop only
         report["power"] = sampler.summary(rails, images=len(wall) * args.batch, seconds=sum(wall) / 1e3)
         report["power_mode"] = read_power_mode()
-    series = {f"{backend_name}": wall}
+    series = {f"{backend_name}": wall}  # replaced by the comparison's graphs (the conditional one included) below
     if args.if_cost_table:
         from cosinegate.bench.ifcost import block_rows
 
@@ -276,7 +278,7 @@ def run_bench(args, backend_name, workdir):
         from cosinegate.bench.compare import compare_dense
 
         report["compare_dense"], extra = compare_dense(args, model_path, report, batches, workdir, backend_name, labels=labels)
-        series.update(extra)
+        series = {GRAPH_LABELS.get(name, name): ms for name, ms in extra.items()}
         print_table(report["compare_dense"])
     print(f"{backend_name} {report['input']}: mean {report['latency_ms']['mean']:.3f} ms, p50 {report['latency_ms']['p50']:.3f}, "
           f"p90 {report['latency_ms']['p90']:.3f}, p99 {report['latency_ms']['p99']:.3f}, {report['throughput']:.1f} img/s"
@@ -287,7 +289,14 @@ def run_bench(args, backend_name, workdir):
     if args.csv:
         rep.append_csv(args.csv, rep.csv_row(report))
     if args.plot:
-        rep.plot_histogram(args.plot, series, f"{Path(str(model_path)).name} batch {args.batch}")
+        c = report.get("compare_dense")
+        speedups = None
+        if c:
+            dense_p50 = float(np.median(extra["dense"]))
+            speedups = {GRAPH_LABELS.get(name, name): dense_p50 / float(np.median(ms)) for name, ms in extra.items() if name != "dense"}
+        title = (f"{backend_name}, {args.threads} thread(s), batch {args.batch}: {Path(str(args.checkpoint or model_path)).name}"
+                 f" ({report['device']})")
+        rep.plot_histogram(args.plot, series, title, speedups, c["ideal_speedup"] if c else None)
     return 0
 
 
@@ -350,6 +359,17 @@ def print_block_rows(blocks):
         even = f"{b['break_even_us']:.1f}" if "break_even_us" in b else ""
         print(f"{b['block']:5d} {b['kind']:>14s} {skip:>6s} {b['latency_us']:10.1f} {b['if_cost_us']:10.1f} {saving:>9s} "
               f"{even:>13s}  {b.get('verdict', '')}")
+
+
+GRAPH_LABELS = {
+    "dense": "dense (no gates)",
+    "flat_twin": "flat twin (all gate heads)",
+    "forced_on": "conditional, gates forced on",
+    "static_pruned": "statically pruned",
+    "conditional": "conditional (portable If)",
+    "ort_native": "ORT-native conditional",
+    "ort_native_forced_on": "ORT-native, gates forced on",
+}
 
 
 def print_table(c):

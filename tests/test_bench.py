@@ -175,3 +175,14 @@ def test_dense_baseline_is_the_backbone_without_gates(tiny_checkpoint, condition
     assert c["ideal_speedup"] == pytest.approx(c["dense_macs"] / c["executed_macs"]) and "flat_twin_latency_ms" in c
     with pytest.raises(CosineGateError, match="not gate-free.*--policy dense"):
         bench.main(["--onnx", str(conditional_onnx), "--dense-onnx", str(flat), "--compare-dense", *FAST])
+
+
+def test_latency_plot_range_is_outlier_proof(tmp_path):
+    from cosinegate.bench.report import latency_range, plot_histogram
+
+    rng = np.random.default_rng(0)
+    series = {"dense (no gates)": list(rng.normal(0.7, 0.03, 300)) + [40.0] * 10, "conditional": list(rng.normal(0.8, 0.03, 300))}
+    low, high = latency_range(series)
+    assert 0.5 < low < 0.7 and 0.85 < high < 2.5  # ten 40 ms runs (3%) do not stretch the axis
+    plot_histogram(tmp_path / "l.png", series, "onnxrt, 1 thread(s)", {"conditional": 0.875}, 1.5)
+    assert (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"

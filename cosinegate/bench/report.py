@@ -71,8 +71,19 @@ def csv_row(report):
             "executed_macs": report.get("executed_macs"), "dense_macs": report.get("dense_macs")}
 
 
-def plot_histogram(path, series, title):
-    """Latency histogram PNG; ``series`` {label: ms list}."""
+def latency_range(series, quantile=99.0, pad=1.15, spread=3.0):
+    """(low, high) x-range of latency histograms that no outlier can stretch: up to the `quantile`-th
+    percentile of the slowest series (times `pad`) but at most `spread` times the largest median."""
+    low = min(float(np.min(ms)) for ms in series.values())
+    high = max(float(np.percentile(ms, quantile)) for ms in series.values()) * pad
+    high = min(high, spread * max(float(np.median(ms)) for ms in series.values()))
+    return low * 0.95, max(high, low * 1.05)
+
+
+def plot_histogram(path, series, title, speedups=None, ideal=None):
+    """Latency histogram PNG, one histogram per graph (``series`` {readable label: ms list}); runs beyond
+    the x-range are counted in the legend and marked at the right edge. ``speedups`` {label: speedup over
+    dense} adds a bar chart beside it, with the ideal (MAC-ratio) speedup as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,14 +91,42 @@ def plot_histogram(path, series, title):
 
     from cosinegate.artifacts import atomic_path
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    wide = bool(speedups)
+    fig, axes = plt.subplots(1, 2 if wide else 1, figsize=(13 if wide else 7, 4.5),
+                             gridspec_kw={"width_ratios": [3, 2]} if wide else None)
+    ax = axes[0] if wide else axes
+    low, high = latency_range(series)
+    bins = np.linspace(low, high, 60)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {label: cycle[i % len(cycle)] for i, label in enumerate(list(series) + [n for n in (speedups or {}) if n not in series])}
     for label, ms in series.items():
-        ax.hist(ms, bins=50, alpha=0.6, label=label)
-    ax.set_xlabel("latency (ms)")
+        ms = np.asarray(ms)
+        color = colors[label]
+        beyond = int((ms > high).sum())
+        text = f"{label}: p50 {np.median(ms):.3f} ms" + (f", {beyond} beyond {high:.2f} ms" if beyond else "")
+        ax.hist(ms[ms <= high], bins=bins, alpha=0.5, color=color, label=text, histtype="stepfilled")  # beyond: counted, marked
+        if beyond:
+            ax.plot([high], [0], marker=">", color=color, markersize=9, clip_on=False)
+    ax.set_xlim(low, high)
+    ax.set_xlabel("latency per batch (ms)")
     ax.set_ylabel("runs")
-    ax.set_title(title)
-    ax.legend()
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper right")
+    if wide:
+        names = list(speedups)
+        values = [speedups[n] for n in names]
+        bars = axes[1].barh(names, values, color=[colors[n] for n in names], alpha=0.7)
+        axes[1].axvline(1.0, color="black", linewidth=0.8)
+        if ideal:
+            axes[1].axvline(ideal, color="tab:red", linestyle="--", label=f"ideal (MAC ratio) {ideal:.3f}x")
+            axes[1].legend(fontsize=8, loc="lower right")
+        for bar, value in zip(bars, values):
+            axes[1].text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.3f}x", va="center", fontsize=8)
+        axes[1].set_xlabel("speedup over the dense backbone (p50)")
+        axes[1].invert_yaxis()
+        axes[1].set_xlim(0, max(values + [ideal or 0]) * 1.25)
+        axes[1].tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

@@ -335,7 +335,9 @@ class Trainer:
         }
         atomic_write_json(self.out / "summary.json", summary)
         atomic_write_text(self.out / "config.json", json.dumps(self.config, indent=2) + "\n")
-        training_curves(metrics, self.out / "training.png", f"{self.config['name']}: {self.config['model']['backbone']} {self.config['model']['mode']}")
+        training_curves(metrics, self.out / "training.png",
+                        f"{self.config['name']}: {self.config['model']['backbone']} {self.config['model']['mode']}",
+                        train_augmented=bool(self.config["data"]["augment"]))
         return summary
 
 
