@@ -94,7 +94,6 @@ def test_parity_refuses_a_graph_of_another_checkpoint(tiny_checkpoint, dyn_check
 
 
 def test_exported_graph_carries_what_a_user_needs(dyn_checkpoint, tmp_path):
-    from cosinegate.data.augment import MEAN, STD
     from cosinegate.onnx.export import get_metadata
     from cosinegate.training.checkpoint import load_checkpoint
 
@@ -103,8 +102,9 @@ def test_exported_graph_carries_what_a_user_needs(dyn_checkpoint, tmp_path):
     meta = get_metadata(onnx.load(str(onnx_path)))
     assert meta["classes"] == load_checkpoint(dyn_checkpoint)["classes"]
     assert meta["input_layout"] == "NCHW" and meta["input_size"] == [3, 32, 32]
-    norm = meta["normalization"]
-    assert norm["mean"] == pytest.approx(MEAN) and norm["std"] == pytest.approx(STD) and norm["pixel_range"] == [0, 255]
+    norm, trained = meta["normalization"], load_checkpoint(dyn_checkpoint)["normalization"]
+    assert norm["mean"] == pytest.approx(trained["mean"]) and norm["std"] == pytest.approx(trained["std"])
+    assert norm["pixel_range"] == [0, 255] and norm["scale"] == pytest.approx(1 / 255)
     assert meta["gate_threshold"]["threshold"] == 0.0 and meta["gate_threshold"]["on"] == "logit"
     assert meta["policy"] == "auto" and [b["kind"] for b in meta["blocks"]][:2] == ["always_run", "always_skipped"]
     manifest = json.loads((tmp_path / "m.onnx.json").read_text())
