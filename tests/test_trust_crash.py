@@ -125,11 +125,11 @@ def test_bundle_folder_and_archive_never_disagree(tmp_path):
                     {"model": "tiny", "run": tag}, log=lambda *_: None)
 
     make("old")
-    folder, archive = out / "tiny-conditional-fp16-bundle", out / "tiny-conditional-fp16-bundle.tar.gz"
+    folder, archive = out / "tiny-bundle", out / "tiny-bundle.tar.gz"
 
     def archived_run():
         with tarfile.open(archive) as tar:
-            return json.load(tar.extractfile("tiny-conditional-fp16-bundle/manifest.json"))["run"]
+            return json.load(tar.extractfile("tiny-bundle/manifest.json"))["run"]
 
     def check(killed_at):
         run = verify_bundle(folder)["run"]  # always a whole bundle that verifies
