@@ -63,6 +63,7 @@ def bad(tmp_path_factory, tiny_checkpoint, fake_cifar_root):
     f["foreign"] = _foreign_onnx(d / "foreign.onnx")
     f["out_dir"] = d / "existing_dir"
     f["out_dir"].mkdir()
+    (f["out_dir"] / "model.conditional.onnx").mkdir()  # export --out DIR writes DIR/model.<form>.onnx: in the way here
     f["a_file"] = d / "a_file"
     f["a_file"].write_text("x")
     header = "TRT-8502-EntropyCalibration2"
@@ -106,7 +107,7 @@ def cases(bad, ckpt, cifar):
             ("broken symlink in images", ev, ["--checkpoint", ckpt, "--data", "imagefolder", "--data-root", bad["broken_images"]], []),
         ],
         "export": [
-            ("--out is a folder", ex, ["--checkpoint", ckpt, "--out", bad["out_dir"]], []),
+            ("--out is a folder whose model.conditional.onnx is a folder", ex, ["--checkpoint", ckpt, "--out", bad["out_dir"]], []),
             ("--batch 10000000 masked", ex, ["--checkpoint", ckpt, "--form", "masked", "--batch", "10000000", "--out", d / "big.onnx"], [d / "big.onnx"]),
             ("--batch 0", ex, ["--checkpoint", ckpt, "--form", "masked", "--batch", "0", "--out", d / "b0.onnx"], [d / "b0.onnx"]),
             ("unknown opset 99", ex, ["--checkpoint", ckpt, "--opset", "99", "--out", d / "o99.onnx"], [d / "o99.onnx"]),
