@@ -200,7 +200,14 @@ exit "${FAKE_TRTEXEC_RC:-0}"
 """
 FAKE_NVPMODEL = "#!/bin/sh\necho 'NV Power Mode: MAXN'\necho 0\n"
 FAKE_JETSON_CLOCKS = "#!/bin/sh\necho 'SOC family:tegra234  Machine:Jetson AGX Orin'\necho 'GPU MinFreq=1300500000 MaxFreq=1300500000 CurrentFreq=1300500000'\n"
-FAKE_POLYGRAPHY = "#!/bin/sh\necho \"$*\" >> \"$FAKE_LOG.polygraphy\"\n"
+# saves FAKE_OUTPUTS (default: the bundle's own reference, i.e. a perfect engine) where --save-outputs asks
+FAKE_POLYGRAPHY = """#!/bin/sh
+echo "$*" >> "$FAKE_LOG.polygraphy"
+while [ $# -gt 0 ]; do
+  if [ "$1" = --save-outputs ]; then cp "${FAKE_OUTPUTS:-reference.json}" "$2"; fi
+  shift
+done
+"""
 
 
 def run_device_script(bundle, tmp_path, tools=("trtexec", "nvpmodel", "jetson_clocks", "polygraphy"), **env):
@@ -214,6 +221,8 @@ def run_device_script(bundle, tmp_path, tools=("trtexec", "nvpmodel", "jetson_cl
     for tool in tools:
         (fake / tool).write_text(texts[tool])
         (fake / tool).chmod(0o755)
+    (fake / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # check_parity.py's numpy + Polygraphy
+    (fake / "python3").chmod(0o755)
     system = [d for d in ("/usr/bin", "/bin") if os.path.isdir(d)]
     full = {"PATH": os.pathsep.join([str(fake)] + system), "HOME": str(tmp_path), "USER": "nvidia",
             "FAKE_LOG": str(tmp_path / "trtexec.log"), **env}
@@ -245,8 +254,9 @@ def test_device_script_builds_checks_times_and_records(bundle_copy, tmp_path):
                  f"--exportTimes={results}/timing.times.json", "--exportProfile=", "--exportLayerInfo="):
         assert flag in timing
     polygraphy = (tmp_path / "trtexec.log.polygraphy").read_text()
-    assert polygraphy.startswith(f"run {engine} --trt --model-type engine --load-inputs inputs.json --load-outputs reference.json")
-    assert "--atol logits:" in polygraphy and "gates:0" in polygraphy
+    assert polygraphy.startswith(f"run {engine} --trt --model-type engine --load-inputs inputs.json "
+                                 f"--save-outputs {results}/outputs.json")
+    assert json.loads((results / "parity.json").read_text())["passed"] is True
     assert (results / "nvpmodel.txt").read_text().startswith("NV Power Mode: MAXN")
     assert (results / "jetson_clocks_state.txt").read_text().strip() == "on"
     assert (results / "parity.txt").read_text().strip() == "parity: passed"
@@ -345,3 +355,19 @@ def test_engine_check_runs_the_built_engine_never_a_recalibrating_onnx_build():
     checks = [line for line in script.splitlines() if "polygraphy run" in line]
     assert checks and all('"$ENGINE" --trt --model-type engine' in line for line in checks)
     assert not any("--int8" in line and "--calibration-cache" not in line for line in checks)
+
+
+def test_device_script_check_fails_an_engine_that_disagrees(bundle_copy, tmp_path):
+    """The engine check can fail: outputs whose logits rank another class first must come out FAILED."""
+    from polygraphy.comparator import RunResults
+
+    results = RunResults.load(str(bundle_copy / "reference.json"))
+    for _, iterations in results:
+        for it in iterations:
+            it["logits"] = -it["logits"]
+    wrong = tmp_path / "wrong.json"
+    results.save(str(wrong))
+    done = run_device_script(bundle_copy, tmp_path, FAKE_OUTPUTS=str(wrong))
+    assert done.returncode == 0, done.stderr
+    assert (bundle_copy / "results" / "parity.txt").read_text().strip() == "parity: FAILED"
+    assert json.loads((bundle_copy / "results" / "parity.json").read_text())["top1_agreement"] < 0.5

@@ -277,14 +277,23 @@ def _build_and_manifest(plan):
 
 def _check(plan):
     # --trt is needed: without a runner flag `polygraphy run` runs nothing and compares the loaded outputs with
-    # nothing, reporting PASSED (seen with Polygraphy 0.53 on a file that is no engine at all).
+    # nothing, reporting PASSED (seen with Polygraphy 0.53 on a file that is no engine at all). Polygraphy only
+    # runs the engine and saves its outputs; check_parity.py judges them by the precision's profile (top-1 and
+    # gate-decision agreement, logit bounds where the profile has them), so an INT8 check can fail too.
     polygraphy = "polygraphy run " + sh_words(["$ENGINE", "--trt", "--model-type", "engine", "--load-inputs", plan.reference_inputs,
-                                               "--load-outputs", plan.reference, *plan.tolerance_args])
+                                               "--save-outputs", "$RESULTS/outputs.json"])
+    judge = "python3 check_parity.py " + sh_words(["$RESULTS/outputs.json", "--reference", plan.reference,
+                                                    "--json", "$RESULTS/parity.json"])
     return [
         "",
         "if command -v polygraphy > /dev/null 2>&1; then",
-        f'    echo "checking the engine against the PyTorch reference ({plan.precision} tolerances; log: results/polygraphy.log)"',
-        f"    if {polygraphy} > \"$RESULTS/polygraphy.log\" 2>&1; then PARITY=passed; else PARITY=FAILED; fi",
+        f'    echo "checking the engine against the PyTorch reference ({plan.precision} profile; log: results/polygraphy.log)"',
+        f"    if {polygraphy} > \"$RESULTS/polygraphy.log\" 2>&1 && {judge} >> \"$RESULTS/polygraphy.log\" 2>&1; then",
+        "        PARITY=passed",
+        "    else",
+        "        PARITY=FAILED",
+        "    fi",
+        '    tail -n 1 "$RESULTS/polygraphy.log"',
         "else",
         "    PARITY='not run (polygraphy not installed: pip3 install polygraphy)'",
         "fi",
