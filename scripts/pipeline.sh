@@ -34,8 +34,8 @@ for form in conditional masked flat; do
     --json "$OUT/parity/$form.json" --save-reference "$OUT/parity/$form.ref.json"
 done
 
-step "5/8 INT8 calibration (entropy, TensorRT 10.3) and INT8 parity"
-python calibration/calibrate.py --checkpoint "$CKPT" $DATA --calib-images 512 --method entropy --trt-version 10.3 --out "$OUT/int8"
+step "5/8 INT8 calibration (percentile, TensorRT 10.3) and INT8 parity"
+python calibration/calibrate.py --checkpoint "$CKPT" $DATA --calib-images 512 --method percentile --trt-version 10.3 --out "$OUT/int8"
 python deploy/parity.py --checkpoint "$CKPT" --onnx "$OUT/int8/model.qdq.conditional.onnx" $DATA --test-images 200 --int8 \
   --json "$OUT/parity/int8-conditional.json"
 
