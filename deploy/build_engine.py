@@ -211,8 +211,9 @@ def prepare(args, profile, int8_path, opset):
         art["stages"] = {"reused": stages.reused, "made": stages.made}
     else:
         from cosinegate.onnx import load_toolkit_onnx
+        from cosinegate.trt.trtexec import check_layer_names
 
-        model = load_toolkit_onnx(args.onnx)
+        model = check_layer_names(load_toolkit_onnx(args.onnx), args.onnx)
         check_opset(profile, onnx_opset(model, default=opset))
         name = model_name(args.onnx)
         art["onnx"] = art["forms"][args.form] = Path(args.onnx)
@@ -232,6 +233,9 @@ def prepare(args, profile, int8_path, opset):
                 if qdq is None:
                     raise CosineGateError(f"--int8 qdq --form {args.form} needs the {args.form} Q/DQ graph in {calib_dir}; "
                                           f"rerun calibration/calibrate.py --forms flat,{args.form}, or use --int8 cache.")
+                from cosinegate.trt.trtexec import check_layer_names
+
+                check_layer_names(onnx.load(str(qdq), load_external_data=False), qdq)
                 art["qdq"] = qdq
                 art["onnx"] = qdq
         if args.calib_cache:
@@ -455,7 +459,10 @@ def from_bundle(args, profile, host, can_build, why, out):
     art = {"name": fields["model"], "onnx": onnx_path, "cache": listed_member(bundle_dir, manifest, "calibration_cache"),
            "reference": bundle_member(bundle_dir, "reference.json") if reference else None,
            "inputs": bundle_member(bundle_dir, "inputs.json") if reference else None, "forms": {}}
-    check_opset(profile, onnx_opset(onnx.load(str(onnx_path), load_external_data=False)), host.trt_version if can_build else None)
+    from cosinegate.trt.trtexec import check_layer_names
+
+    graph = check_layer_names(onnx.load(str(onnx_path), load_external_data=False), onnx_path)
+    check_opset(profile, onnx_opset(graph), host.trt_version if can_build else None)
     if not can_build:
         print(f"bundle {bundle_dir} verified ({len(manifest['files'])} files, hashes match); no engine built here ({why}).")
         return 0

@@ -210,14 +210,16 @@ done
 """
 
 
-def run_device_script(bundle, tmp_path, tools=("trtexec", "nvpmodel", "jetson_clocks", "polygraphy"), **env):
+def run_device_script(bundle, tmp_path, tools=("trtexec", "nvpmodel", "jetson_clocks", "polygraphy"), fakes=None, cwd=None,
+                      **env):
+    """Run BUNDLE/build_on_device.sh with the fake tools (``fakes``: {tool: text} replacing a default fake)."""
     import os
     import subprocess
 
     fake = tmp_path / "bin"
     fake.mkdir(exist_ok=True)
     texts = {"trtexec": FAKE_TRTEXEC, "nvpmodel": FAKE_NVPMODEL, "jetson_clocks": FAKE_JETSON_CLOCKS,
-             "polygraphy": FAKE_POLYGRAPHY}
+             "polygraphy": FAKE_POLYGRAPHY, **(fakes or {})}
     for tool in tools:
         (fake / tool).write_text(texts[tool])
         (fake / tool).chmod(0o755)
@@ -226,7 +228,8 @@ def run_device_script(bundle, tmp_path, tools=("trtexec", "nvpmodel", "jetson_cl
     system = [d for d in ("/usr/bin", "/bin") if os.path.isdir(d)]
     full = {"PATH": os.pathsep.join([str(fake)] + system), "HOME": str(tmp_path), "USER": "nvidia",
             "FAKE_LOG": str(tmp_path / "trtexec.log"), **env}
-    return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=60)
+    return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=60,
+                          cwd=cwd)
 
 
 @pytest.fixture()
@@ -371,3 +374,176 @@ def test_device_script_check_fails_an_engine_that_disagrees(bundle_copy, tmp_pat
     assert done.returncode == 0, done.stderr
     assert (bundle_copy / "results" / "parity.txt").read_text().strip() == "parity: FAILED"
     assert json.loads((bundle_copy / "results" / "parity.json").read_text())["top1_agreement"] < 0.5
+
+
+# ---- shell metacharacters in every value that reaches build_on_device.sh (issue 12): the script is run with the
+# fakes above and a trtexec that records its argv as JSON; nothing but the intended commands may run. ----
+
+PWNED = "PWNED"
+EVIL = f"$(touch {PWNED}) `touch {PWNED}`; touch {PWNED} && touch {PWNED} | touch {PWNED} 'q' \"dq\" * -x"
+# gate-head names as a foreign ONNX could hold them: everything trtexec's --layerPrecisions can carry (no , : ')
+EVIL_LAYERS = (f"-x/gate/$(touch {PWNED})", f"block0/gate/`touch {PWNED}`;&&|*\"dq\" fc")
+FAKE_TRTEXEC_ARGV = f"""#!{sys.executable}
+import json, os, sys
+print("&&&& RUNNING TensorRT.trtexec [TensorRT v" + os.environ.get("FAKE_TRT_NV", "100300") + "] # trtexec")
+with open(os.environ["FAKE_LOG"] + ".argv.jsonl", "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+for arg in sys.argv[1:]:
+    if arg.startswith("--saveEngine="):
+        open(arg.split("=", 1)[1], "w").write("not an engine")
+    elif arg.startswith("--export") and "=" in arg:
+        open(arg.split("=", 1)[1], "w").write("[]")
+"""
+
+
+def evil_target(directory, **changes):
+    """A copy of jetson-orin.toml named ``directory/<name>.toml`` with ``changes`` (TOML-quoted); its --target path."""
+    name = changes.setdefault("name", "jetson-orin")
+    text = (ROOT / "engines" / "targets" / "jetson-orin.toml").read_text()
+    for key, value in changes.items():
+        start = text.index(f"\n{key} = ") + 1
+        end = text.index("\n", start)
+        text = text[:start] + f"{key} = {json.dumps(value)}" + text[end:]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.toml").write_text(text)
+    return str(directory / name)
+
+
+def no_pwned_anywhere(*places):
+    import tempfile
+
+    found = [p for place in places for p in ([place / PWNED] + list(place.rglob(f"*{PWNED}*")))
+             if p.exists() and p.name == PWNED]
+    found += [p for p in (ROOT / PWNED, __import__("pathlib").Path(tempfile.gettempdir()) / PWNED) if p.exists()]
+    return found
+
+
+def test_shell_metacharacters_reach_the_device_script_only_as_data(bundled, tmp_path, monkeypatch):
+    """Checkpoint folder (with a newline), --out folder, target name and description, ONNX gate-head names and echoed
+    error texts all carry shell metacharacters; the generated script passes bash -n, runs under the fakes, hands
+    trtexec each value as exactly one argument equal to the intended string, and nothing else runs."""
+    import subprocess
+
+    from cosinegate.pipeline import model_name
+    from cosinegate.trt.targets import load_target
+
+    ckpt = tmp_path / f"{EVIL}\nrun" / "best.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(bundled[1], ckpt)
+    out = tmp_path / f"-o {EVIL}\nout"
+    name = model_name(ckpt)
+    shutil.copytree(bundled[0] / ".work" / "tiny", out / ".work" / name)  # exports reused by hash
+    target = evil_target(tmp_path / f"targets {EVIL}", name=f"-orin {EVIL.replace('-x', 'x')}",
+                         description=EVIL, compute_capabilities=["8.7", "7.2"])
+    profile = load_target(target)
+    monkeypatch.setattr(trt_build, "gate_layer_names", lambda path: EVIL_LAYERS)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert build_engine.main(["--target", target, "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    bundle = out / f"{name}-conditional-fp16-bundle"
+    script = bundle / "build_on_device.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    assert subprocess.run(["sh", "-n", str(script)], capture_output=True).returncode == 0
+    assert EVIL in (bundle / "README.md").read_text()  # the description travels as text
+
+    done = run_device_script(bundle, tmp_path, fakes={"trtexec": FAKE_TRTEXEC_ARGV}, cwd=tmp_path, CC="8.7")
+    assert done.returncode == 0, done.stderr
+    calls = [json.loads(line) for line in (tmp_path / "trtexec.log.argv.jsonl").read_text().splitlines()]
+    results = bundle / "results"
+    engine = results / f"{name}-conditional-fp16-trt10.3.0-sm87.engine"
+    build = next(c for c in calls if "--onnx=model.conditional.onnx" in c)
+    spec = ",".join(f"{layer}:fp32" for layer in EVIL_LAYERS)
+    assert build[:3] == ["--onnx=model.conditional.onnx", f"--saveEngine={engine}.partial", "--fp16"]
+    assert f"--layerPrecisions={spec}" in build and f"--layerOutputTypes={spec}" in build
+    assert f"--timingCacheFile={results}/timing.cache" in build
+    timing = next(c for c in calls if f"--loadEngine={engine}" in c)
+    assert f"--exportTimes={results}/timing.times.json" in timing
+    manifest = json.loads((results / f"{engine.name}.json").read_text())
+    assert manifest["settings"]["command"] == ["trtexec"] + build and manifest["target"] == profile.name
+    assert done.stdout.rstrip("\n").endswith(f":{results} ./{name}-results")
+
+    for env, message in (({"CC": f"$(touch {PWNED})`touch {PWNED}`"}, f"$(touch {PWNED})`touch {PWNED}`' is not one of "
+                          f"{profile.name}'s"), ({"CC": "8.7", "FAKE_TRT_NV": "9200"}, f"not a release of {profile.name} (")):
+        refused = run_device_script(bundle, tmp_path, fakes={"trtexec": FAKE_TRTEXEC_ARGV}, cwd=tmp_path, **env)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    assert no_pwned_anywhere(tmp_path, out, bundle) == []
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("description", f"board\n{EVIL}", "holds a control character"),
+    ("name", f"orin\n{EVIL}", "holds a control character"),
+    ("compute_capabilities", [f"$(touch {PWNED})"], "not a compute capability"),
+    ("compute_capabilities", ["*"], "not a compute capability"),
+])
+def test_target_values_the_script_cannot_carry_are_refused_before_anything_is_written(bundled, tmp_path, field, value, message):
+    directory = tmp_path / "targets"
+    changes = {field: value}
+    if field == "name":  # the name must match the file name, so the file gets a plain one: the name field is refused
+        text = (ROOT / "engines" / "targets" / "jetson-orin.toml").read_text().replace('name = "jetson-orin"',
+                                                                                     f"name = {json.dumps(value)}")
+        directory.mkdir()
+        (directory / "jetson-orin.toml").write_text(text)
+        target = str(directory / "jetson-orin")
+    else:
+        target = evil_target(directory, **changes)
+    out = tmp_path / "out"
+    with pytest.raises(CosineGateError, match=message) as refused:
+        build_engine.main(["--target", target, "--checkpoint", str(bundled[1]), "--out", str(out)])
+    assert "\n" not in str(refused.value) and not out.exists()
+
+
+def rename_gate_node(model, new_name):
+    node = next(n for n in model.graph.node if "/gate/" in n.name)
+    old, node.name = node.name, new_name
+    return old
+
+
+UNPINNABLE_NAMES = ["block0/gate/a,b", "block0/gate/a:b", "block0/gate/it's", "block0/gate/a\nb; touch PWNED"]
+
+
+@pytest.mark.parametrize("node_name", UNPINNABLE_NAMES)
+def test_onnx_node_names_trtexec_cannot_pin_are_refused_from_onnx_and_bundles(bundled, tmp_path, node_name):
+    import onnx
+
+    from cosinegate.artifacts import sha256_file
+
+    source = bundled[0] / "tiny-conditional-fp16-bundle" / "model.flat.onnx"  # the tiny conditional graph has no gate left
+    model = onnx.load(str(source))
+    rename_gate_node(model, node_name)
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(model, str(foreign))
+    out = tmp_path / "out"
+    with pytest.raises(CosineGateError, match=r"ONNX node .* cannot carry.*rename the node") as refused:
+        build_engine.main(["--target", "jetson-orin", "--onnx", str(foreign), "--out", str(out)])
+    assert repr(node_name) in str(refused.value) and "\n" not in str(refused.value) and not out.exists()
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundled[0] / "tiny-conditional-fp16-bundle", copy)
+    onnx.save(model, str(copy / "model.conditional.onnx"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["model.conditional.onnx"] = sha256_file(copy / "model.conditional.onnx")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CosineGateError, match=r"ONNX node .* cannot carry") as refused:
+        build_engine.main(["--target", "jetson-orin", "--bundle", str(copy)])
+    assert repr(node_name) in str(refused.value)
+
+
+def test_export_refuses_a_gate_node_name_trtexec_cannot_pin(tiny_checkpoint, tmp_path, monkeypatch):
+    """The exporter names nodes itself (always pinnable); a graph pass that produced a bad name is refused at export,
+    before the ONNX is written."""
+    import cosinegate.onnx as cg_onnx
+
+    real = cg_onnx.optimize_flat
+
+    def renaming(*args, **kwargs):
+        graph = real(*args, **kwargs)
+        rename_gate_node(graph, "block0/gate/a,b")
+        return graph
+
+    monkeypatch.setattr(cg_onnx, "optimize_flat", renaming)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(CosineGateError, match=r"'block0/gate/a,b' holds ',', which trtexec"):
+        cg_onnx.export_checkpoint(tiny_checkpoint, out, form="flat")
+    assert not list(tmp_path.iterdir())

@@ -143,7 +143,7 @@ def test_tensorrt_11_is_strongly_typed_only():
         _build(future, "fp16", "11.0")
 
 
-@pytest.mark.parametrize("layer", ["a:b", "a,b", "", "gate/logit\n; touch /tmp/x", "a\tb"])
+@pytest.mark.parametrize("layer", ["a:b", "a,b", "", "gate/logit\n; touch /tmp/x", "a\tb", "it's"])
 def test_layer_names_that_trtexec_cannot_take(layer):
-    with pytest.raises(CosineGateError, match="cannot be pinned"):
+    with pytest.raises(CosineGateError, match="is empty|cannot carry"):
         trtexec_command(load_target("desktop"), "m.onnx", "m.engine", "fp16", fp32_layers=[layer], trt_version="10.15")

@@ -24,6 +24,7 @@ from cosinegate.onnx.conditionalize import (
 from cosinegate.onnx.card import card_of, model_card
 from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata, set_metadata
 from cosinegate.onnx.passes import optimize_flat
+from cosinegate.trt.trtexec import check_layer_names
 
 FORMS = ("conditional", "masked", "flat")
 MANIFEST_FORMAT = "cosinegate-onnx-manifest-v1"
@@ -71,6 +72,7 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
         graph = flat
     set_metadata(graph, **model_card(checkpoint, state, model))
     assert_clean(graph)
+    check_layer_names(graph, f"export of {checkpoint}")
     data = graph.SerializeToString()
     manifest = _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_source)
     if cost is not None:

@@ -230,6 +230,7 @@ def calibrate(checkpoint, calib_set=None, method="entropy", batch_size=32, perce
     """Build the Q/DQ graphs, cache and manifest in memory (nothing written); return a Calibration."""
     from cosinegate.artifacts import sha256_bytes, sha256_file
     from cosinegate.onnx import assert_clean, conditionalize, mask
+    from cosinegate.trt.trtexec import check_layer_names
     from cosinegate.onnx.card import model_card
     from cosinegate.onnx.export import set_metadata
     from cosinegate.training.checkpoint import model_from_checkpoint
@@ -270,6 +271,7 @@ def calibrate(checkpoint, calib_set=None, method="entropy", batch_size=32, perce
     for form, graph in graphs.items():
         set_metadata(graph, **card)
         assert_clean(graph)
+        check_layer_names(graph, f"the {form} Q/DQ graph of {checkpoint}")
         data = graph.SerializeToString()
         result.files[FILE_BY_FORM[form]] = data
         onnx_hashes[FILE_BY_FORM[form]] = sha256_bytes(data)

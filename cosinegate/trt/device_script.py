@@ -159,7 +159,7 @@ def device_script(plan):
         "#   sh build_on_device.sh                 (TRTEXEC=/path/to/trtexec sh build_on_device.sh to pick a trtexec)",
         "# Everything it writes lands in results/ beside it; it ends by printing the command that copies results/ back.",
         "set -eu",
-        'cd "$(dirname "$0")"',
+        'cd -- "$(dirname -- "$0")"',
         'BUNDLE=$(pwd)',
         'RESULTS="$BUNDLE/results"',
         'mkdir -p "$RESULTS"',
@@ -235,17 +235,17 @@ def device_script(plan):
 
 
 def _compute_capability(profile):
-    capabilities = "|".join(profile.compute_capabilities)
+    capabilities = "|".join(sh_word(cc) for cc in profile.compute_capabilities)
     if len(profile.compute_capabilities) == 1:
         first = ["CC=" + sh_word(profile.compute_capabilities[0])]
     else:
         first = ["CC=${CC:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1)}"]
+    which = f" is not one of {profile.name}'s ({', '.join(profile.compute_capabilities)}); set CC=X.Y if nvidia-smi cannot tell, or use another target."
     return first + [
         'case "$CC" in',
         f"    {capabilities}) ;;",
         "    *)",
-        f"        echo \"error: GPU compute capability '$CC' is not one of {profile.name}'s "
-        f"({', '.join(profile.compute_capabilities)}); set CC=X.Y if nvidia-smi cannot tell, or use another target.\" >&2",
+        "        echo \"error: GPU compute capability '$CC'\"" + sh_word(which) + " >&2",
         "        exit 2",
         "        ;;",
         "esac",

@@ -11,6 +11,7 @@ TensorRT versions in a profile match by prefix: "8.5.2" covers 8.5.2.2, "10" cov
 the longest matching entry wins.
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +196,9 @@ def _profile_from(data, path):
     capabilities = _strings(data, "compute_capabilities", path)
     if not capabilities:
         _fail(path, "compute_capabilities", "must list at least one, like \"8.7\"")
+    for capability in capabilities:  # matched against nvidia-smi's answer in build_on_device.sh
+        if not re.fullmatch(r"[0-9]+\.[0-9]+", capability):
+            _fail(path, "compute_capabilities", f"has {capability!r}, not a compute capability like \"8.7\"")
     precisions = _strings(data, "precisions", path, PRECISIONS)
     int8_paths = _strings(data, "int8_paths", path, INT8_PATHS)
     if data["default_int8_path"] not in int8_paths:

@@ -157,14 +157,43 @@ def _strongly_typed_only(version, precision, int8_path):
     return ["--stronglyTyped"]
 
 
+# Characters trtexec's --layerPrecisions/--layerOutputTypes parsing cannot carry in a layer name (sampleOptions.cpp,
+# 8.5-10.x): ',' splits the list, ':' separates name and precision, a "'" is stripped (removeSingleQuotationMarks)
+# or makes splitNameAndValue throw; control characters are refused too.
+UNPINNABLE = ",:'"
+
+
+def layer_name_problem(layer):
+    """Why trtexec cannot pin ``layer`` by name (None when it can)."""
+    if not layer:
+        return "is empty"
+    bad = sorted({ch for ch in layer if ch in UNPINNABLE or not ch.isprintable()})
+    if bad:
+        return f"holds {' '.join(repr(ch) for ch in bad)}, which trtexec's --layerPrecisions cannot carry"
+    return None
+
+
+def check_layer_names(model, source):
+    """Refuse an ONNX ``model`` whose gate-head node names trtexec's --layerPrecisions cannot carry (they are pinned to
+    FP32 by name in the bundle's build_on_device.sh): one line naming the node and the fix. Returns ``model``."""
+    for node in model.graph.node:
+        problem = layer_name_problem(node.name) if "/gate/" in node.name else None
+        if problem:
+            raise CosineGateError(
+                f"{source}: ONNX node {node.name!r} {problem} (it is pinned to FP32 by name); rename the node "
+                "(letters, digits, '/', '_', '.' and '-' are safe) or re-export the graph with deploy/export_onnx.py."
+            )
+    return model
+
+
 def _fp32_pins(fp32_layers):
     if not fp32_layers:
         return []
     for layer in fp32_layers:
-        if not layer or "," in layer or ":" in layer or not layer.isprintable():
+        problem = layer_name_problem(layer)
+        if problem:
             raise CosineGateError(
-                f"layer name {layer!r} cannot be pinned with trtexec (empty, or holds ',', ':' or a control character); "
-                "rename the ONNX node or pin it through the builder API."
+                f"layer name {layer!r} {problem}; rename the ONNX node or pin it through the builder API."
             )
     spec = ",".join(f"{layer}:fp32" for layer in fp32_layers)
     return ["--precisionConstraints=obey", f"--layerPrecisions={spec}", f"--layerOutputTypes={spec}"]
