@@ -383,10 +383,11 @@ def bundle(args, profile, art, out, why):
     if note:
         print(f"INT8: {note}")
     print("On the device (see its README.md):")
-    print(f"  1. copy:   scp {archive} <user>@<device>:~/")
-    print(f"  2. unpack: tar xzf {archive.name}")
-    print(f"  3. build, check, time: sh {final.name}/build_on_device.sh      (trtexec; results in {final.name}/results/)")
-    print(f"     or:     python3 deploy/build_engine.py --bundle {final.name} --target {profile.name}   "
+    quote = shlex.quote  # printed commands are pasted into a shell: a folder or target name stays one word
+    print(f"  1. copy:   scp {quote(str(archive))} <user>@<device>:~/")
+    print(f"  2. unpack: tar xzf {quote(archive.name)}")
+    print(f"  3. build, check, time: sh {quote(final.name + '/build_on_device.sh')}      (trtexec; results in {final.name}/results/)")
+    print(f"     or:     python3 deploy/build_engine.py --bundle {quote(final.name)} --target {quote(profile.name)}   "
           "(from a toolkit checkout with the device extra; checks hashes, builds with Polygraphy, runs parity)")
     if args.json:
         atomic_write_json(args.json, manifest)

@@ -440,9 +440,13 @@ def test_shell_metacharacters_reach_the_device_script_only_as_data(bundled, tmp_
     import contextlib
     import io
 
-    with contextlib.redirect_stdout(io.StringIO()):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
         assert build_engine.main(["--target", target, "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     bundle = out / f"{name}-conditional-fp16-bundle"
+    archive = out / f"{name}-conditional-fp16-bundle.tar.gz"
+    for command in (f"scp {shlex.quote(str(archive))} <user>", f"--target {shlex.quote(profile.name)} "):
+        assert command in printed.getvalue()  # the printed commands paste as they read
     script = bundle / "build_on_device.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     assert subprocess.run(["sh", "-n", str(script)], capture_output=True).returncode == 0
@@ -462,7 +466,8 @@ def test_shell_metacharacters_reach_the_device_script_only_as_data(bundled, tmp_
     assert f"--exportTimes={results}/timing.times.json" in timing
     manifest = json.loads((results / f"{engine.name}.json").read_text())
     assert manifest["settings"]["command"] == ["trtexec"] + build and manifest["target"] == profile.name
-    assert done.stdout.rstrip("\n").endswith(f":{results} ./{name}-results")
+    scp = shlex.split(done.stdout[done.stdout.rindex("  scp -r ") + len("  scp -r "):])  # pastes as it reads
+    assert scp == [f"nvidia@{__import__('socket').gethostname()}:{results}", f"./{name}-results"]
 
     for env, message in (({"CC": f"$(touch {PWNED})`touch {PWNED}`"}, f"$(touch {PWNED})`touch {PWNED}`' is not one of "
                           f"{profile.name}'s"), ({"CC": "8.7", "FAKE_TRT_NV": "9200"}, f"not a release of {profile.name} (")):

@@ -379,5 +379,8 @@ def _power_state_and_return(plan):
         "",
         'echo "results: $RESULTS"',
         'echo "bring them back (run on the desktop):"',
-        f'echo "  scp -r ${{USER:-$(id -un)}}@$(hostname):$RESULTS ./"{sh_word(plan.name + "-results")}',
+        # the printed command pastes as it reads: a results path with shell characters is single-quoted
+        "case \"$RESULTS\" in *[!A-Za-z0-9_./+-]*) SHOWN=\"'$(printf '%s\\n' \"$RESULTS\" | sed \"s/'/'\\\\\\\\''/g\")'\" ;; "
+        "*) SHOWN=$RESULTS ;; esac",
+        f"printf '%s\\n' \"  scp -r ${{USER:-$(id -un)}}@$(hostname):$SHOWN ./\"{sh_word(plan.name + '-results')}",
     ]
