@@ -21,13 +21,18 @@ from cosinegate.errors import CosineGateError
 WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST}
 
 
-def sha256_file(path, chunk=1 << 20):
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
+def file_digest(path, algorithm="sha256", chunk=1 << 20):
+    """Hex digest of a file's bytes, read in chunks (the one file hasher of the package)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path):
+    """Hex SHA-256 of a file's bytes."""
+    return file_digest(path, "sha256")
 
 
 def input_record(**paths):

@@ -186,9 +186,23 @@ def tiny_checkpoint(tiny_run):
 # ---- checkpoints with known gate behaviour, shared by the ONNX, parity and bench tests ----
 
 
-def make_dynamic_checkpoint(src, dst, images, mode="predictive"):
+def median_split(logit):
+    """Midway between the two logits around the median: about half the images run."""
+    k = len(logit) // 2
+    return float(logit[k - 1] + logit[k]) / 2
+
+
+def widest_gap_split(logit):
+    """Midway across the widest gap between neighbouring logits in the middle 30-70 %, so that
+    quantization noise does not move a decision."""
+    lo, hi = len(logit) * 3 // 10, len(logit) * 7 // 10
+    k = lo + int(np.argmax(np.diff(logit[lo:hi + 1])))
+    return float(logit[k] + logit[k + 1]) / 2
+
+
+def make_dynamic_checkpoint(src, dst, images, mode="predictive", split=median_split):
     """Copy a checkpoint with gate biases set so block 0 always runs, block 1 never does and
-    the others skip about half of `images`; its skip rates are measured on `images`.
+    the others split `images` at `split(sorted logits)`; its skip rates are measured on `images`.
 
     Each dynamic threshold sits midway between two neighbouring logits, so no image is a tie.
     Paper mode: a freshly initialized paper-gate model with the same config.
@@ -210,9 +224,8 @@ def make_dynamic_checkpoint(src, dst, images, mode="predictive"):
         with torch.no_grad():
             h = model.stem(to_tensor(images.images, "cpu", model.normalization))
             for index, block in enumerate(model.blocks):
-                logit = np.sort(block.gate(h)[0].numpy())
-                k = len(logit) // 2
-                shift = {0: -50.0, 1: 50.0}.get(index, float(logit[k - 1] + logit[k]) / 2)
+                logit = np.sort(block.gate(h)[0].numpy().ravel())
+                shift = {0: -50.0, 1: 50.0}.get(index, split(logit))
                 block.gate.control_head.bias -= shift
                 h, _ = block(h)
     state["model"] = model.state_dict()

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PYTHON, ROOT, script_env
+from conftest import PYTHON, ROOT, make_dynamic_checkpoint, script_env, widest_gap_split
 
 sys.path.insert(0, str(ROOT / "deploy"))
 import build_engine  # noqa: E402
@@ -18,39 +18,12 @@ from cosinegate.trt.targets import HostInfo  # noqa: E402
 POLYGRAPHY = shutil.which("polygraphy", path=str(__import__("pathlib").Path(PYTHON).parent))
 
 
-def margin_checkpoint(src, dst, images):
-    """A copy of `src` in which block 0 always runs, block 1 never does and every other gate splits `images`
-    in the widest gap between their logits near the median, so INT8 noise does not move a decision."""
-    import numpy as np
-    import torch
-
-    from cosinegate.data.augment import to_tensor
-    from cosinegate.evaluation import run_model
-    from cosinegate.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-
-    state = load_checkpoint(src)
-    model, _ = model_from_checkpoint(src)
-    with torch.no_grad():
-        h = model.stem(to_tensor(images.images))
-        for index, block in enumerate(model.blocks):
-            logit = np.sort(block.gate(h)[0].numpy().ravel())
-            lo, hi = len(logit) * 3 // 10, len(logit) * 7 // 10
-            k = lo + int(np.argmax(np.diff(logit[lo:hi + 1])))
-            shift = {0: -50.0, 1: 50.0}.get(index, float(logit[k] + logit[k + 1]) / 2)
-            block.gate.control_head.bias -= shift
-            h, _ = block(h)
-    state["model"] = model.state_dict()
-    state["skip_rates"] = (1.0 - run_model(model, images).gates.mean(0)).tolist()
-    save_checkpoint(dst, **{k: v for k, v in state.items() if k != "format"})
-    return dst
-
-
 @pytest.fixture(scope="module")
 def masked_int8(tiny_checkpoint, test_images, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
     out = tmp_path_factory.mktemp("engines")
-    ckpt = margin_checkpoint(tiny_checkpoint, out / "dyn.pt", test_images)
+    ckpt = make_dynamic_checkpoint(tiny_checkpoint, out / "dyn.pt", test_images, split=widest_gap_split)
     report = out / "bundle.json"
     assert build_engine.main(["--target", "jetson-orin", "--checkpoint", str(ckpt), "--form", "masked", "--int8", "qdq",
                               "--out", str(out), "--json", str(report)]) == 0

@@ -206,9 +206,9 @@ def test_train_init_from_cli_records_the_source(dense_run, fake_cifar_root, tmp_
                         "--data-root", fake_cifar_root, "--epochs", "1", "--batch-size", "64", "--no-progress", "--out", out)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    from cosinegate.training.init_from import file_sha256
+    from cosinegate.artifacts import sha256_file
 
-    assert summary["init_from"]["sha256"] == file_sha256(dense_run / "last.pt")
+    assert summary["init_from"]["sha256"] == sha256_file(dense_run / "last.pt")
     assert summary["config"]["distill"]["weight"] == 0.5 and summary["final"]["skip_rates"][0] == 0.0
     missing = run_script("train/train.py", "--config", "two-phase", "--epochs", "1", "--no-progress", "--out", tmp_path / "x")
     assert missing.returncode == 2 and "needs a teacher" in missing.stderr

@@ -6,7 +6,6 @@ when the official archive lies beside them, every batch must have the official M
 official archive (MD5 below) is a trustworthy source of these files.
 """
 
-import hashlib
 import pickle
 import tarfile
 import urllib.request
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosinegate.artifacts import file_digest
 from cosinegate.data.imageset import ImageSet
 from cosinegate.errors import CosineGateError
 
@@ -58,11 +58,7 @@ def _unpickle(path):
 
 
 def _md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def check_official(folder):
@@ -98,7 +94,7 @@ def download(root):
             f"CIFAR-10 is not under {root} and could not be downloaded ({exc}). "
             "Put the python batches there, or use --data imagefolder / --data synthetic."
         ) from exc
-    digest = hashlib.md5(partial.read_bytes()).hexdigest()
+    digest = _md5(partial)
     if digest != MD5:
         partial.unlink()
         raise CosineGateError(f"downloaded CIFAR-10 archive has MD5 {digest}, expected {MD5}; try again.")

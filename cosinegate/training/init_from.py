@@ -8,18 +8,10 @@ mapped by `cosinegate.models.torchvision_import`; its classifier is re-initialis
 class count differs.
 """
 
-import hashlib
 from pathlib import Path
 
+from cosinegate.artifacts import sha256_file
 from cosinegate.errors import CosineGateError
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_init_weights(path):
@@ -35,13 +27,13 @@ def read_init_weights(path):
             raise CosineGateError(f"--init-from {path} is neither a CosineGate checkpoint nor a torchvision ResNet state dict "
                                   "(conv1, bn1, layer1..4, fc); pass a file written by train/train.py or torchvision weights.")
         weights, backbone = torchvision_import.map_state_dict(tensors)
-        source = {"path": str(path), "sha256": file_sha256(path), "format": torchvision_import.FORMAT, "backbone": backbone,
+        source = {"path": str(path), "sha256": sha256_file(path), "format": torchvision_import.FORMAT, "backbone": backbone,
                   "num_classes": int(weights["fc.weight"].shape[0]), "replaceable": list(torchvision_import.CLASSIFIER),
                   "normalization": "imagenet"}
         return weights, source
     state = load_checkpoint(path)
     model_cfg = state["config"]["model"]
-    source = {"path": str(path), "sha256": file_sha256(path), "format": "cosinegate-checkpoint",
+    source = {"path": str(path), "sha256": sha256_file(path), "format": "cosinegate-checkpoint",
               "backbone": model_cfg["backbone"], "mode": model_cfg["mode"], "epoch": state["epoch"] + 1,
               "num_classes": state["num_classes"]}
     return state["model"], source
