@@ -95,6 +95,15 @@ def model_mac_table(model):
     return MacTable(table.stem, blocks, table.classifier)
 
 
+def metadata_mac_table(meta, num_classes=None):
+    """The MacTable of an exported graph from its toolkit metadata: its dropped blocks (kind "dropped",
+    only the shortcut in the graph) cost no residual and no gate MACs, as `model_mac_table` counts them."""
+    dropped = [i for i, b in enumerate(meta.get("blocks", [])) if b.get("kind") == "dropped"]
+    classes = num_classes or len(meta.get("classes") or ()) or 10
+    return mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), classes, dropped,
+                     image_size=meta.get("image_size", 32))
+
+
 def _gate_hidden(model):
     for block in model.blocks:
         if block.gate is not None and hasattr(block.gate, "hidden"):

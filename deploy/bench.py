@@ -219,9 +219,9 @@ def run_bench(args, backend_name, workdir):
 
             meta, table, kinds, _ = graph_info(model_path)
         elif meta:
-            from cosinegate.macs import mac_table
+            from cosinegate.macs import metadata_mac_table
 
-            table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), image_size=meta.get("image_size", 32))
+            table = metadata_mac_table(meta)
             kinds = [b["kind"] for b in meta.get("blocks", [])]
         mode = meta.get("mode", "predictive")
         if backend.batch and backend.batch != args.batch:

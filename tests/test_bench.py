@@ -186,3 +186,30 @@ def test_latency_plot_range_is_outlier_proof(tmp_path):
     assert 0.5 < low < 0.7 and 0.85 < high < 2.5  # ten 40 ms runs (3%) do not stretch the axis
     plot_histogram(tmp_path / "l.png", series, "onnxrt, 1 thread(s)", {"conditional": 0.875}, 1.5)
     assert (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_mac_columns_count_what_each_graph_executes_with_a_dropped_block(tiny_checkpoint, fake_cifar_root, tmp_path):
+    """A dropped block (only its shortcut in every graph) costs nothing in the dense, flat-twin and conditional MACs,
+    counted as evaluation counts them (model_mac_table)."""
+    from cosinegate.macs import mac_table, model_mac_table
+    from cosinegate.models import build_model
+    from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(tiny_checkpoint)
+    state["config"]["model"]["drop_blocks"] = [3]
+    model = build_model(state["config"]["model"], state["num_classes"])
+    state["model"] = {k: v for k, v in state["model"].items() if k in model.state_dict()}
+    model.load_state_dict(state["model"])
+    ckpt = tmp_path / "drop3.pt"
+    save_checkpoint(ckpt, **{k: v for k, v in state.items() if k != "format"})
+    table = model_mac_table(model)
+    reports = {name: tmp_path / f"{name}.json" for name in ("onnx", "torch")}
+    common = ["--checkpoint", str(ckpt), "--data-root", str(fake_cifar_root), *FAST, "--rounds", "1"]
+    assert bench.main([*common, "--backend", "onnxrt", "--compare-dense", "--json", str(reports["onnx"])]) == 0
+    assert bench.main([*common, "--backend", "torch", "--json", str(reports["torch"])]) == 0
+    data = {name: json.loads(path.read_text()) for name, path in reports.items()}
+    c = data["onnx"]["compare_dense"]
+    assert c["dense_macs"] == table.dense < mac_table("resnet20", "none").dense
+    assert c["flat_twin_macs"] == table.executed([True] * len(table.blocks), model.mode)
+    assert data["onnx"]["executed_macs"] == pytest.approx(data["torch"]["executed_macs"]) == pytest.approx(c["executed_macs"])
+    assert data["onnx"]["dense_macs"] == data["torch"]["dense_macs"] == table.dense

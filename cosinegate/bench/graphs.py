@@ -45,14 +45,13 @@ def graph_info(onnx_path):
     """(metadata, MAC table, block kinds, number of If nodes) of a toolkit graph."""
     import onnx
 
-    from cosinegate.macs import mac_table
+    from cosinegate.macs import metadata_mac_table
     from cosinegate.onnx.export import get_metadata
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     meta = get_metadata(model)
     classes = next(o for o in model.graph.output if o.name == "logits").type.tensor_type.shape.dim[1].dim_value
-    table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), classes or 10,
-                      image_size=meta.get("image_size", 32))
+    table = metadata_mac_table(meta, classes)
     kinds = [b["kind"] for b in meta.get("blocks", [])]
     return meta, table, kinds, sum(n.op_type == "If" for n in model.graph.node)
 
