@@ -14,6 +14,8 @@ COMMANDS = {
     "evaluate-int8": "calibration/evaluate_int8.py",
     "build-engine": "deploy/build_engine.py",
     "bench": "deploy/bench.py",
+    "force-gates": "deploy/force_gates.py",
+    "gpu-gate-sync": "deploy/gpu_gate_sync.py",
 }
 
 

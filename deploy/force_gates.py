@@ -15,10 +15,10 @@ import _bootstrap  # noqa: F401
 
 
 def main(argv=None):
-    from cosinegate.artifacts import sha256_file
+    from cosinegate.artifacts import atomic_write_json, input_record, sha256_file
     from cosinegate.bench.gate_patterns import force_skip_fraction
-    from cosinegate.cli import add_data_flags
-    from cosinegate.data import load_dataset
+    from cosinegate.cli import add_data_flags, add_version_flag, check_output_files
+    from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
     from cosinegate.evaluation import run_model
     from cosinegate.training.checkpoint import model_from_checkpoint, save_checkpoint
@@ -29,25 +29,29 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=200, help="test images the thresholds are placed on")
     add_data_flags(parser)
     parser.add_argument("--out", required=True, help="the forced checkpoint (.pt)")
+    parser.add_argument("--json", metavar="REPORT", help="write a JSON report (data used, skip rates) here")
+    add_version_flag(parser)
     args = parser.parse_args(argv)
+    check_output_files(out=args.out, json=args.json)
 
     model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
-    data = state["config"]["data"]
-    source = args.data or data["source"]
-    root = args.data_root if args.data_root is not None else (data["root"] if source == data["source"] else None)
-    _, test = load_dataset(source, root, image_size=model.image_size)
+    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
+    test = data.test
     if args.samples < 2 or args.samples > len(test):
         raise CosineGateError(f"--samples {args.samples}: use 2..{len(test)} (the test split's size).")
     images = test.take(range(args.samples))
     force_skip_fraction(model, images.images, args.skip)
     skip_rates = (1.0 - run_model(model, images).gates.mean(0)).tolist()
-    forced = {"skip": args.skip, "samples": args.samples, "data": source, "from": str(args.checkpoint),
+    forced = {"skip": args.skip, "samples": args.samples, "data": data.record(), "from": str(args.checkpoint),
               "from_sha256": sha256_file(args.checkpoint), "note": "gates forced for benchmarks; not a trained model"}
     save_checkpoint(args.out, **{**{k: v for k, v in state.items() if k != "format"}, "model": model.state_dict(),
                                  "skip_rates": skip_rates, "forced_gates": forced})
     print(f"wrote {args.out}: {model.backbone} at {model.image_size}x{model.image_size}, skip rates "
-          f"{' '.join(f'{s:.2f}' for s in skip_rates)} on {args.samples} {source} test images")
-
+          f"{' '.join(f'{s:.2f}' for s in skip_rates)} on {args.samples} {data.source} test images")
+    if args.json:
+        atomic_write_json(args.json, {**forced, "out": str(args.out), "skip_rates": skip_rates,
+                                      "inputs": input_record(checkpoint=args.checkpoint), "outputs": input_record(out=args.out)})
+    return 0
 
 if __name__ == "__main__":
     from cosinegate.cli import run_main

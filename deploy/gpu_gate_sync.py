@@ -18,7 +18,7 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags
+    from cosinegate.cli import add_data_flags, add_version_flag
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint from train/train.py (default: an untrained --backbone network)")
@@ -28,8 +28,9 @@ def parse_args(argv=None):
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--samples", type=int, default=64, help="distinct test images cycled through")
     p.add_argument("--random-input", action="store_true", help="random tensors instead of test images (speed only)")
-    p.add_argument("--json", help="write the table here")
-    add_data_flags(p)
+    p.add_argument("--json", metavar="REPORT", help="write the table here (JSON)")
+    add_data_flags(p, "the checkpoint's; without --checkpoint, synthetic")
+    add_version_flag(p)
     return p.parse_args(argv)
 
 
@@ -37,8 +38,8 @@ def main(argv=None):
     import torch
 
     from cosinegate.bench.host_sync import measure
-    from cosinegate.data import load_dataset
     from cosinegate.data.augment import to_tensor
+    from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
@@ -52,14 +53,14 @@ def main(argv=None):
         from cosinegate.data.normalization import of_checkpoint
 
         model, state = model_from_checkpoint(args.checkpoint)
-        source, normalization = args.checkpoint, of_checkpoint(state)
+        source, normalization, origin = args.checkpoint, of_checkpoint(state), DataOrigin.of_checkpoint(state)
     else:
         from cosinegate.config import load_config
         from cosinegate.models import build_model
 
         config = load_config("balanced")["model"]
         model = build_model(dict(config, backbone=args.backbone, mode="predictive")).eval()
-        source, normalization = f"untrained predictive {args.backbone} (speed only)", None
+        source, normalization, origin = f"untrained predictive {args.backbone} (speed only)", None, None
     if args.device == "cpu":
         torch.set_num_threads(1)  # a dry run: stable, and polite on shared machines
     model = model.to(args.device).eval()
@@ -68,9 +69,11 @@ def main(argv=None):
         x = torch.randn(args.samples, model.spec.in_channels, size, size, generator=torch.Generator().manual_seed(0))
         data = "random (speed only)"
     else:
-        _, test = load_dataset(args.data or "synthetic", args.data_root, image_size=size)
-        x = to_tensor(test.images[: args.samples], "cpu", normalization)
-        data = args.data or "synthetic"
+        if origin is None:  # an untrained network has no data of its own: the given data, else the embedded set
+            origin = DataOrigin("synthetic", None, (), size)
+        chosen = choose_data(origin, args.data, args.data_root)
+        x = to_tensor(chosen.test.images[: args.samples], "cpu", normalization)
+        data = chosen.record()
     x = x.to(args.device)
     inputs = [x[i : i + 1] for i in range(x.shape[0])]
     report = measure(model, inputs, args.warmup, args.iterations)

@@ -30,8 +30,7 @@ def test_cli_writes_everything_and_data_loader_matches(tmp_path, fake_cifar_root
     spec = importlib.util.spec_from_file_location("data_loader", "calibration/data_loader.py")
     loader = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loader)
-    env = {"COSINEGATE_CALIB_DATA": "cifar10", "COSINEGATE_CALIB_DATA_ROOT": str(fake_cifar_root),
-           "COSINEGATE_CALIB_COUNT": "20", "COSINEGATE_CALIB_BATCH": "8"}
+    env = {"COSINEGATE_CALIB_MODEL": str(out / "model.qdq.onnx"), "COSINEGATE_CALIB_COUNT": "20", "COSINEGATE_CALIB_BATCH": "8"}
     feeds = list(loader.load_data(env))
     assert [f["input"].shape for f in feeds] == [(8, 3, 32, 32), (8, 3, 32, 32), (4, 3, 32, 32)]
     assert all(f["input"].dtype == np.float32 for f in feeds)

@@ -62,8 +62,9 @@ class DataChoice:
         return f"data: {self.source}{where} ({why}; {len(self.test.classes)} classes)"
 
 
-def choose_data(origin, source=None, root=None, log=print):
-    """Load the data for a model of `origin` (a DataOrigin or None), honouring --data/--data-root."""
+def choose_data(origin, source=None, root=None, log=print, override=OVERRIDE):
+    """Load the data for a model of `origin` (a DataOrigin or None), honouring --data/--data-root
+    (`override`: how the caller's user names those, for the refusals)."""
     from cosinegate.data import load_dataset
 
     from_model = origin is not None and (source is None or source == origin.source) and root is None
@@ -74,13 +75,13 @@ def choose_data(origin, source=None, root=None, log=print):
     if from_model and source != "synthetic":
         if root is None or not Path(root).exists():
             raise CosineGateError(
-                f"the checkpoint was trained on {source} data at {root}, which is not here; {OVERRIDE}."
+                f"the checkpoint was trained on {source} data at {root}, which is not here; {override}."
             )
     train, test = load_dataset(source, root, image_size=origin.image_size if origin is not None else 32)
     if origin is not None and origin.classes and len(test.classes) != len(origin.classes):
         raise CosineGateError(
             f"the data ({source}{'' if root is None else ' at ' + str(root)}) has {len(test.classes)} classes but the model "
-            f"was trained on {len(origin.classes)} ({origin.source}); {OVERRIDE} with {len(origin.classes)} classes."
+            f"was trained on {len(origin.classes)} ({origin.source}); {override} with {len(origin.classes)} classes."
         )
     choice = DataChoice(source, root, from_model, train, test)
     if log:

@@ -74,7 +74,7 @@ def select(train, count=DEFAULT_COUNT, seed=DEFAULT_SEED, source="custom", root=
     return CalibrationSet(train.images[indices], train.labels[indices], [train.ids[i] for i in indices], source, root, int(seed))
 
 
-def load_calibration_set(source="synthetic", root=None, count=DEFAULT_COUNT, seed=DEFAULT_SEED, image_size=32):
+def load_calibration_set(source, root=None, count=DEFAULT_COUNT, seed=DEFAULT_SEED, image_size=32):
     """The calibration set of a data source's training split, at `image_size` (sized like evaluation images)."""
     from cosinegate.data import load_dataset
 
