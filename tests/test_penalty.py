@@ -139,3 +139,19 @@ def test_collapse_penalty_reopens_a_saturated_gate():
     open_enough = torch.cat([torch.full((20, 2), 2.0), torch.full((44, 2), -2.0)])  # 31% open, above the margin
     assert collapse_penalty(open_enough, cfg).item() == 0.0
     assert collapse_penalty(closed, {"min_rate": 0.0, "min_rate_weight": 20.0}).item() == 0.0
+
+
+def test_batch_quantile_equals_torch_quantile_values_and_gradients():
+    from cosinegate.training.penalty import batch_quantile
+
+    generator = torch.Generator().manual_seed(0)
+    for count in (1, 2, 7, 128):
+        for q in (0.0, 0.25, 0.5, 0.75, 0.999, 1.0):
+            ours_in = torch.randn(count, 5, generator=generator, requires_grad=True)
+            ref_in = ours_in.detach().clone().requires_grad_(True)
+            ours, ref = batch_quantile(ours_in, q), torch.quantile(ref_in, q, dim=0)
+            assert torch.allclose(ours, ref, atol=1e-6), (count, q)
+            weights = torch.arange(1.0, 6.0)
+            (ours * weights).sum().backward()
+            (ref * weights).sum().backward()
+            assert torch.allclose(ours_in.grad, ref_in.grad, atol=1e-6), (count, q)

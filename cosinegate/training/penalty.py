@@ -46,8 +46,19 @@ def collapse_penalty(logits, gate_cfg, margin=0.5):
     """
     if not gate_cfg["min_rate_weight"] or not gate_cfg["min_rate"] or logits.shape[1] == 0:
         return logits.new_zeros(())
-    quantile = torch.quantile(logits, 1.0 - gate_cfg["min_rate"], dim=0)
+    quantile = batch_quantile(logits, 1.0 - gate_cfg["min_rate"])
     return gate_cfg["min_rate_weight"] * (torch.clamp(margin - quantile, min=0) ** 2).sum()
+
+
+def batch_quantile(values, q):
+    """torch.quantile(values, q, dim=0) (linear interpolation) from one sort and host-side indices:
+    the positions depend only on the batch size and q, so nothing waits for the device."""
+    count = values.shape[0]
+    position = q * (count - 1)
+    low = int(position)
+    high = min(low + 1, count - 1)
+    ordered = values.sort(dim=0).values
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
 
 
 def block_rate_targets(rates, num_blocks):
