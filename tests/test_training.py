@@ -184,3 +184,28 @@ def test_ddp_two_processes_gloo(tmp_path, fake_cifar_root):
     state = load_checkpoint(out / "last.pt")
     assert not any(k.startswith("module.") for k in state["model"])  # the unwrapped model is saved
     assert result.stdout.count("wrote ") == 1
+
+
+def _any_on_rank(rank, port, results):
+    import torch.distributed as dist
+
+    from cosinegate.training.distributed import DistContext
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    context = DistContext(rank, 2)
+    results[rank] = (context.any(rank == 1), context.any(False))
+    dist.destroy_process_group()
+
+
+def test_ddp_ranks_agree_on_stopping():
+    """--time-limit under torchrun: one rank out of time stops every rank at the same epoch."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_any_on_rank, args=(port, results), nprocs=2, join=True)
+    assert dict(results) == {0: (True, False), 1: (True, False)}

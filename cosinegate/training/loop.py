@@ -272,7 +272,8 @@ class Trainer:
         epochs = self.config["optim"]["epochs"]
         longest = self._longest_epoch()
         for epoch in range(self.start_epoch, epochs):
-            if time_limit is not None and time.time() - self.created + 1.1 * longest > time_limit:
+            out_of_time = time_limit is not None and time.time() - self.created + 1.1 * longest > time_limit
+            if self.dist.any(out_of_time):  # every rank stops at the same epoch
                 self.stopped_at = epoch
                 self.dist.close()
                 return None
