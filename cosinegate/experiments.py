@@ -278,6 +278,25 @@ def compare_with_depths(rows, min_gain=0.003):
     return rows
 
 
+def _depth_panel(ax, rows, colors, depths, markers):
+    """Top-1 vs absolute executed MACs: the dense CIFAR depths as a curve, every other CIFAR-ResNet run as a point."""
+    from cosinegate.models.backbones import CIFAR_DEPTHS
+
+    ax.plot([d["executed_macs"] / 1e6 for d in depths], [d["top1_mean"] * 100 for d in depths], color="black",
+            linestyle="--", linewidth=1, marker="s", label="dense depths (real shallower networks)")
+    for d in depths:
+        ax.annotate(d["backbone"], (d["executed_macs"] / 1e6, d["top1_mean"] * 100), xytext=(4, -10),
+                    textcoords="offset points", fontsize=7)
+    for r, color in zip(rows, colors):
+        if r["backbone"] in CIFAR_DEPTHS and r not in depths:
+            ax.errorbar(r["executed_macs"] / 1e6, r["top1_mean"] * 100, yerr=r["top1_std"] * 100, color=color,
+                        marker=markers[r["mode"]], linestyle="none", label=f"{r['backbone']} {r['preset']}")
+    ax.set(xlabel="mean executed MACs per image (M), hard decisions, full test split", ylabel="test top-1 %",
+           title="against real shallower networks (same recipe)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+
+
 def results_markdown(rows, note):
     lines = [
         "# CosineGate on CIFAR-10: same-recipe results",
@@ -330,7 +349,9 @@ def results_markdown(rows, note):
 
 
 def pareto_plot(rows, path, title, paper_points=True):
-    """Accuracy vs executed MACs; the paper's published CIFAR-10 points only when the data is CIFAR-10."""
+    """Accuracy vs executed MACs relative to each backbone's dense MACs; the paper's published CIFAR-10 points only
+    when the data is CIFAR-10. With dense runs of two or more CIFAR depths, a second panel in absolute MACs sets the
+    gated CIFAR ResNets against the real shallower networks (the ResNet-56-at-ResNet-32-cost goal)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -338,12 +359,17 @@ def pareto_plot(rows, path, title, paper_points=True):
 
     from cosinegate.plots import _save
 
-    fig, ax = plt.subplots(figsize=(10, 5.5))
+    depths = depth_curve(rows)
+    fig, axes = plt.subplots(1, 2 if len(depths) > 1 else 1, figsize=(17 if len(depths) > 1 else 10, 5.5), squeeze=False)
+    ax = axes[0][0]
     markers = {"none": "s", "predictive": "o", "paper": "^"}
-    for r in rows:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = [cycle[i % len(cycle)] for i in range(len(rows))]  # one colour per run, the same in both panels
+    for r, color in zip(rows, colors):
         x = r["executed_macs"] / r["dense_macs"]
         label = f"{r['backbone']} {r['preset']}"
-        ax.errorbar(x, r["top1_mean"] * 100, yerr=r["top1_std"] * 100, marker=markers[r["mode"]], linestyle="none", label=label)
+        ax.errorbar(x, r["top1_mean"] * 100, yerr=r["top1_std"] * 100, marker=markers[r["mode"]], linestyle="none",
+                    label=label, color=color)
     for backbone in sorted({r["backbone"] for r in rows}):
         curve = [(r["executed_macs"] / r["dense_macs"], r["top1_mean"] * 100) for r in static_curve(rows, backbone)]
         if len(curve) > 1:
@@ -356,5 +382,8 @@ def pareto_plot(rows, path, title, paper_points=True):
            ylabel="test top-1 %", title=title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a point
     ax.grid(alpha=0.3)
+    if len(depths) > 1:
+        _depth_panel(axes[0][1], rows, colors, depths, markers)
+    fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

@@ -136,6 +136,28 @@ def test_gated_runs_are_compared_with_real_shallower_networks():
     assert gated["beats_depths"] and outside["depth_top1_at_equal_macs"] is None and not outside["beats_depths"]
 
 
+def test_pareto_plot_sets_gated_resnets_against_real_depths_in_absolute_macs(tmp_path, monkeypatch):
+    from cosinegate import plots
+    from cosinegate.experiments import pareto_plot
+
+    def row(backbone, mode, macs, top1, drops=()):
+        return {**_row(mode, mode, macs, top1), "backbone": backbone, "drop_blocks": list(drops), "dense_macs": 125e6,
+                "top1_std": 0.001}
+
+    rows = [row("resnet20", "none", 40e6, 0.91), row("resnet32", "none", 69e6, 0.92), row("resnet56", "none", 125e6, 0.93),
+            row("resnet56", "none", 100e6, 0.925, drops=(4,)), row("resnet56", "predictive", 66e6, 0.925)]
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    pareto_plot(rows, tmp_path / "pareto.png", "t", paper_points=False)
+    relative, absolute = figures[0].axes
+    depth_line = next(line for line in absolute.get_lines() if "depths" in line.get_label())
+    assert list(depth_line.get_xdata()) == [40, 69, 125]  # real depths only, in MMACs, cheapest first
+    points = {c.get_label(): c.lines[0].get_xdata()[0] for c in absolute.containers}
+    assert points == {"resnet56 predictive": 66, "resnet56 none": 100}
+    pareto_plot(rows[3:], tmp_path / "one.png", "t", paper_points=False)  # no two depths: one panel
+    assert len(figures[1].axes) == 1
+
+
 def test_scheduler_waits_for_dependencies_and_honours_the_deadline(tmp_path, monkeypatch):
     import time
 
