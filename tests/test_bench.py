@@ -70,6 +70,8 @@ def test_compare_dense(conditional_onnx, tiny_checkpoint, fake_cifar_root, tmp_p
                 "ort_native_forced_on_overhead"):
         assert key in c
     assert c["ideal_speedup"] == pytest.approx(1 / c["executed_mac_ratio"])
+    # the exported dense graph is temporary: the report names its origin and hash, not a path that is gone
+    assert str(tiny_checkpoint) in c["dense_onnx"] and len(c["dense_onnx_sha256"]) == 64
     sel = c["selection"]
     assert set(sel["candidates"]) == {"conditional", "pruned", "dense"}
     from cosinegate.bench.candidates import choose

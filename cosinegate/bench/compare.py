@@ -2,6 +2,7 @@
 the same weights and no gates), the flat twin (every gate head computed), the statically pruned and the
 forced-on graphs on the same images, with realized against ideal speedup (both against the gate-free dense)."""
 
+from cosinegate.artifacts import sha256_file
 from cosinegate.bench.graphs import forced_on, graph_info
 
 
@@ -25,8 +26,9 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
         raise CosineGateError(f"--compare-dense compares a conditional graph; {conditional_path} is {meta.get('form')}.")
     from cosinegate.onnx import export_checkpoint
 
-    dense_path = args.dense_onnx
+    dense_path, dense_origin = args.dense_onnx, str(args.dense_onnx)
     if dense_path is None:
+        dense_origin = f"exported from {args.checkpoint} (deploy/export_onnx.py --policy dense; not kept)"
         if not args.checkpoint:
             raise CosineGateError("--compare-dense needs --dense-onnx FILE or --checkpoint CKPT to export the gate-free dense graph.")
         dense_path = workdir / "dense.onnx"
@@ -69,7 +71,7 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
     dense_ms, cond_ms = runs["dense"]["latency_ms"][stat], runs["conditional"]["latency_ms"][stat]
     dense_macs, executed = table.dense, cond_report["executed_macs"]
     out = {
-        "speedup_statistic": stat, "dense_onnx": str(dense_path), "conditional_if_count": num_if, "policy": meta.get("policy"),
+        "speedup_statistic": stat, "dense_onnx": dense_origin, "dense_onnx_sha256": sha256_file(dense_path), "conditional_if_count": num_if, "policy": meta.get("policy"),
         "dense_latency_ms": runs["dense"]["latency_ms"], "conditional_latency_ms": runs["conditional"]["latency_ms"],
         "forced_on_latency_ms": runs["forced_on"]["latency_ms"], "dense_graph": "gate-free backbone, same weights",
         "dense_macs": int(dense_macs), "flat_twin_macs": int(flat_macs), "executed_macs": executed, "executed_mac_ratio": executed / dense_macs,
