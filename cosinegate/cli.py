@@ -16,6 +16,7 @@ COMMANDS = {
     "bench": "deploy/bench.py",
     "force-gates": "deploy/force_gates.py",
     "gpu-gate-sync": "deploy/gpu_gate_sync.py",
+    "campaign": "train/campaign.py",
 }
 
 

@@ -88,6 +88,19 @@ def test_data_tar_roundtrip(tmp_path):
         cp.unpack_data(tmp_path / "missing.tar.gz", tmp_path / "x")
 
 
+def test_campaign_script_make_tar_writes_its_json_report(tmp_path):
+    import json
+
+    from conftest import run_script, write_image_tree
+
+    write_image_tree(tmp_path / "jpeg", classes=("ant", "bee"), train_per_class=3, test_per_class=2)
+    done = run_script("train/campaign.py", "--make-tar", tmp_path / "jpeg", tmp_path / "d.tar.gz", "--per-class", "2",
+                      "--json", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["images"] == 8 and report["bytes"] == (tmp_path / "d.tar.gz").stat().st_size
+
+
 def test_state_bound_fits_the_carry_limit():
     data_tar = 20 * 2**20
     assert cp.STATE_LIMIT_BYTES + data_tar + 8 * 2**20 < 64 * 2**20  # state + data + working tree

@@ -40,7 +40,6 @@ def test_every_command_has_version_and_json():
 
 # scripts that are not toolkit commands, and why (a new script must be a command or be listed here)
 NOT_COMMANDS = {
-    "train/campaign.py": "the issue-16 GPU campaign driver for the device tool; writes campaign.json into $OUT itself",
     "scripts/trt_evidence.py": "maintainer tool regenerating tests/data/ TensorRT evidence, not a user command",
 }
 

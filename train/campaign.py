@@ -52,7 +52,12 @@ def parse_args(argv):
     parser.add_argument("--bench-steps", type=int, default=30)
     parser.add_argument("--compile", action="store_true", help="also torch.compile every run (if bench.txt shows it pays)")
     parser.add_argument("--tiny", action="store_true", help="CPU dry-run size: 2 epochs, 1 seed, 600 images, 2 stages")
+    parser.add_argument("--json", metavar="REPORT", help="also write this job's report here (the campaign run: campaign.json's "
+                        "content; --make-tar: the tar's image count and size; --absorb: where the files went)")
     parser.add_argument("--work", default=str(WORK), help=argparse.SUPPRESS)
+    from cosinegate.cli import add_version_flag
+
+    add_version_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -98,6 +103,8 @@ def absorb(args):
     with open(runs_log, "a") as handle:
         handle.write(json.dumps(log) + "\n")
     print(f"state for the next GPU run: {carry} ({len(list(carry.glob('*.tar')))} tars); finals: {finals}; results: {results}")
+    return {"absorbed": str(src), "carry": str(carry), "states": len(list(carry.glob("*.tar"))), "finals": str(finals),
+            "results": str(results)}
 
 
 def main(argv=None):
@@ -107,10 +114,16 @@ def main(argv=None):
     if args.make_tar:
         count, size = make_data_tar(*args.make_tar, per_class=args.per_class)
         print(f"wrote {args.make_tar[1]}: {count} images, {size / 2**20:.1f} MiB")
-        return 0
-    if args.absorb:
-        return absorb(args)
-    return campaign(args)
+        report = {"tar": args.make_tar[1], "source": args.make_tar[0], "images": count, "bytes": size}
+    elif args.absorb:
+        report = absorb(args)
+    else:
+        report = campaign(args)
+    if args.json:
+        from cosinegate.artifacts import atomic_write_json
+
+        atomic_write_json(args.json, report)
+    return 0
 
 
 def campaign(args):
@@ -193,15 +206,15 @@ def campaign(args):
     report = cp.progress_report(campaign_dir, runs)
     log(f"done at {time.time() - began:.0f}s: " + ", ".join(f"{k} {v}" for k, v in
                                                            _count_states(report).items()))
-    (out / "campaign.json").write_text(json.dumps({"seconds": time.time() - began, "budget": args.budget, "jobs": jobs,
-                                                   "device": str(device), "tiny": args.tiny, "failed": failed,
-                                                   "runs": report, "log": lines}, indent=1))
+    summary = {"seconds": time.time() - began, "budget": args.budget, "jobs": jobs, "device": str(device), "tiny": args.tiny,
+               "failed": failed, "runs": report, "log": lines}
+    (out / "campaign.json").write_text(json.dumps(summary, indent=1))
     files = sorted(p for p in out.iterdir() if p.is_file())
     too_big = [p.name for p in files if p.stat().st_size > MAX_FILE_BYTES]
     if len(files) > MAX_FILES or too_big:
         raise CosineGateError(f"{len(files)} files in {out} (limit {MAX_FILES}), over 16 MiB: {too_big}.")
     print(f"wrote {', '.join(p.name for p in files)} to {out}")
-    return 0
+    return summary
 
 
 def speed_flags(bench_json, cuda, compile_, log):
