@@ -148,13 +148,28 @@ def run_calibration(checkpoint, out, data, forms):
     write_outputs(calibrate(checkpoint, calib_set, forms=forms), out)
 
 
-def calibration_files(calib_dir, form):
-    """(Q/DQ graph for ``form`` or None, calibration cache or None) from a calibration output dir."""
-    from cosinegate.quant.calibrate import FILE_BY_FORM
+def calibration_files(calib_dir, form, checkpoint=None):
+    """(Q/DQ graph for ``form`` or None, calibration cache or None) from a calibration output dir, each checked
+    against the hash its manifest holds (a folder mixed by hand or by a copy is refused), and the folder's
+    checkpoint against ``checkpoint`` when given."""
+    from cosinegate.quant.calibrate import CACHE_NAME, FILE_BY_FORM, MANIFEST_NAME
 
     calib_dir = Path(calib_dir)
-    qdq = calib_dir / FILE_BY_FORM[form]
-    cache = calib_dir / "calibration.cache"
+    rerun = f"rerun calibration/calibrate.py --out {calib_dir}"
+    if not (calib_dir / MANIFEST_NAME).is_file():
+        raise CosineGateError(f"calibration {calib_dir} has no {MANIFEST_NAME}, so its files cannot be checked; {rerun}.")
+    manifest = read_json(calib_dir / MANIFEST_NAME, "calibration manifest")
+    claimed = manifest.get("checkpoint_sha256")
+    if checkpoint is not None and claimed != sha256_file(checkpoint):
+        raise CosineGateError(f"calibration {calib_dir} was made from another checkpoint (sha256 {str(claimed)[:16]}...), not "
+                              f"{checkpoint}; calibrate this checkpoint or drop --calibration.")
+    qdq, cache = calib_dir / FILE_BY_FORM[form], calib_dir / CACHE_NAME
+    expected = {qdq.name: (manifest.get("onnx_sha256") or {}).get(qdq.name), cache.name: (manifest.get("cache") or {}).get("sha256")}
+    for path in (qdq, cache):
+        if path.is_file() and sha256_file(path) != expected[path.name]:
+            raise CosineGateError(f"calibration {calib_dir}: {path.name} is not the file its {MANIFEST_NAME} names (sha256 "
+                                  f"{sha256_file(path)[:16]}..., manifest {str(expected[path.name])[:16]}...): the folder was "
+                                  f"changed or mixed after calibration; {rerun}.")
     return (qdq if qdq.is_file() else None), (cache if cache.is_file() else None)
 
 

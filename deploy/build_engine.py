@@ -224,9 +224,7 @@ def prepare(args, profile, int8_path, opset):
         if calib_dir is None and args.calib_cache is None:
             calib_dir = stages.calibrate(args.checkpoint, data, args.form)
         if calib_dir:
-            if args.checkpoint:
-                check_calibration_source(calib_dir, args.checkpoint)
-            qdq, cache = calibration_files(calib_dir, args.form)
+            qdq, cache = calibration_files(calib_dir, args.form, args.checkpoint)
             art["calibration"] = str(calib_dir)
             art["cache"] = cache
             if int8_path == "qdq":
@@ -244,20 +242,6 @@ def prepare(args, profile, int8_path, opset):
             raise CosineGateError("--int8 cache needs a calibration cache and none was found; pass --calib-cache FILE.")
         check_opset(profile, onnx_opset(onnx.load(str(art["onnx"]), load_external_data=False)))
     return art
-
-
-def check_calibration_source(calib_dir, checkpoint):
-    """A calibration folder made from another checkpoint is refused."""
-    from cosinegate.artifacts import read_json, sha256_file
-    from cosinegate.errors import CosineGateError
-
-    manifest = Path(calib_dir) / "manifest.json"
-    if not manifest.is_file():
-        return
-    claimed, actual = read_json(manifest, "calibration manifest").get("checkpoint_sha256"), sha256_file(checkpoint)
-    if claimed and claimed != actual:
-        raise CosineGateError(f"calibration {calib_dir} was made from another checkpoint (sha256 {claimed[:16]}...), not "
-                              f"{checkpoint}; calibrate this checkpoint or drop --calibration.")
 
 
 def _settings(args, profile, version, art):

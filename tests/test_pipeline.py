@@ -35,3 +35,42 @@ def test_stages_reuse_by_input_hash(tmp_path):
     assert not reusable(artifact, {**inputs, "opset": 18})
     artifact.write_bytes(b"changed")
     assert not reusable(artifact, inputs)
+
+
+def test_calibration_folder_files_are_checked_against_its_manifest(tmp_path):
+    """--calibration DIR: a Q/DQ graph or cache that is not the one its manifest names (a mixed folder) is refused."""
+    import hashlib
+    import json as json_mod
+
+    import pytest as pytest_mod
+
+    from cosinegate.errors import CosineGateError
+    from cosinegate.pipeline import calibration_files
+
+    def sha(data):
+        return hashlib.sha256(data).hexdigest()
+
+    checkpoint, other = tmp_path / "a.pt", tmp_path / "b.pt"
+    checkpoint.write_bytes(b"checkpoint a")
+    other.write_bytes(b"checkpoint b")
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    (cal / "model.qdq.masked.onnx").write_bytes(b"masked graph")
+    (cal / "calibration.cache").write_bytes(b"cache")
+    (cal / "manifest.json").write_text(json_mod.dumps({
+        "checkpoint_sha256": sha(b"checkpoint a"), "onnx_sha256": {"model.qdq.masked.onnx": sha(b"masked graph")},
+        "cache": {"sha256": sha(b"cache")}}))
+    assert calibration_files(cal, "masked", checkpoint) == (cal / "model.qdq.masked.onnx", cal / "calibration.cache")
+    assert calibration_files(cal, "conditional", checkpoint) == (None, cal / "calibration.cache")
+    with pytest_mod.raises(CosineGateError, match="made from another checkpoint"):
+        calibration_files(cal, "masked", other)
+    (cal / "model.qdq.masked.onnx").write_bytes(b"another model's masked graph")
+    with pytest_mod.raises(CosineGateError, match="model.qdq.masked.onnx is not the file its manifest.json names"):
+        calibration_files(cal, "masked", checkpoint)
+    (cal / "model.qdq.masked.onnx").write_bytes(b"masked graph")
+    (cal / "calibration.cache").write_bytes(b"another cache")
+    with pytest_mod.raises(CosineGateError, match="calibration.cache is not the file"):
+        calibration_files(cal, "masked", checkpoint)
+    (cal / "manifest.json").unlink()
+    with pytest_mod.raises(CosineGateError, match="has no manifest.json"):
+        calibration_files(cal, "masked", checkpoint)

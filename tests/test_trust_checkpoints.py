@@ -145,8 +145,19 @@ def test_damaged_weights_are_refused_in_one_line(tiny_checkpoint, tmp_path):
     def no_config(state):
         state["config"] = "resnet20"
 
+    def zero_std(state):  # a constant input: every gate decides alike, "savings" would be nonsense
+        state["normalization"] = {"mean": [0.0, 0.0, 0.0], "std": [0.0, 0.0, 0.0], "source": "given"}
+
+    def nan_mean(state):
+        state["normalization"] = {"mean": [float("nan"), 0.0, 0.0], "std": [0.2, 0.2, 0.2], "source": "given"}
+
+    def no_std(state):
+        state["normalization"] = {"mean": [0.5, 0.5, 0.5]}
+
     for change, message in ((nan, "NaN or infinite weights \\(fc.weight\\)"), (shape, "does not match the model"),
-                            (missing, "does not match the model .*fc.bias"), (no_config, "no model config")):
+                            (missing, "does not match the model .*fc.bias"), (no_config, "no model config"),
+                            (zero_std, "finite positive stds"), (nan_mean, "finite positive stds"),
+                            (no_std, "no usable normalization")):
         path = _altered(tiny_checkpoint, tmp_path / f"{change.__name__}.pt", change)
         with pytest.raises(CosineGateError, match=message):
             ckpt.model_from_checkpoint(path)

@@ -82,6 +82,18 @@ def resolve(value, train_images, pretrained=None):
     return {"mean": list(value[0]), "std": list(value[1]), "source": "given"}
 
 
-def of_checkpoint(state):
-    """The normalization a checkpoint was trained with (CIFAR-10's constants for old checkpoints)."""
-    return state.get("normalization") or named("cifar10", LEGACY_SOURCE)
+def of_checkpoint(state, path="the checkpoint"):
+    """The normalization a checkpoint was trained with (CIFAR-10's constants for old checkpoints); stored
+    numbers that are not 3 finite means and 3 finite positive stds are refused."""
+    stored = state.get("normalization")
+    if not stored:
+        return named("cifar10", LEGACY_SOURCE)
+    try:
+        mean, std = ([float(v) for v in stored[key]] for key in ("mean", "std"))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CosineGateError(f"{path} stores no usable normalization ({stored!r:.120}); pass an unmodified file written by "
+                              "train/train.py.") from exc
+    if len(mean) != 3 or len(std) != 3 or not all(np.isfinite(mean + std)) or min(std) <= 0:
+        raise CosineGateError(f"{path} stores normalization mean {mean} std {std}: needs 3 finite means and 3 finite positive "
+                              "stds; pass an unmodified file written by train/train.py.")
+    return {**stored, "mean": mean, "std": std}

@@ -207,6 +207,6 @@ def model_from_checkpoint(path, backbone=None, image_size=None):
         first = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:240] or type(exc).__name__
         raise CosineGateError(f"checkpoint {path} does not match the model its config describes ({first}); "
                               "pass an unmodified file written by train/train.py.") from exc
-    model.normalization = of_checkpoint(state)
+    model.normalization = of_checkpoint(state, f"checkpoint {path}")
     model.eval()
     return model, state
