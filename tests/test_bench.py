@@ -3,11 +3,12 @@
 import csv
 import json
 import sys
+import re
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 sys.path.insert(0, str(ROOT / "deploy"))
 import bench  # noqa: E402
@@ -215,3 +216,24 @@ def test_mac_columns_count_what_each_graph_executes_with_a_dropped_block(tiny_ch
     assert c["flat_twin_macs"] == table.executed([True] * len(table.blocks), model.mode)
     assert data["onnx"]["executed_macs"] == pytest.approx(data["torch"]["executed_macs"]) == pytest.approx(c["executed_macs"])
     assert data["onnx"]["dense_macs"] == data["torch"]["dense_macs"] == table.dense
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("image_size", '"abc"', "image_size = 'abc' is not an input size"),
+    ("image_size", "99999", "image_size = 99999 is not an input size"),
+    ("image_size", "64", "image_size = 64 disagrees with the graph's input 32x32"),
+    ("normalization", '{"mean": "x"}', "normalization = .* has no 3 means and 3 stds"),
+    ("normalization", '{"mean": [0, 0, 0], "std": [0, 0, 0]}', "3 finite positive stds"),
+    ("classes", "5", "classes = '5' is not a list of class names"),
+    ("classes", '["cat\\ndog", "b"]', "control character"),
+])
+def test_crafted_graph_metadata_is_refused_in_one_line(conditional_onnx, tmp_path, key, value, message):
+    """Reviewer finding: metadata edited by hand gave tracebacks (ValueError, KeyError, TypeError) or absurd MACs."""
+    import onnx
+
+    model = onnx.load(str(conditional_onnx))
+    next(p for p in model.metadata_props if p.key == f"cosinegate.{key}").value = value
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    done = run_script("deploy/bench.py", "--onnx", tmp_path / "m.onnx", "--random-input", "--iterations", "2")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-800:]
+    assert re.search(message, done.stderr) and "re-export it with deploy/export_onnx.py" in done.stderr, done.stderr

@@ -239,3 +239,13 @@ def test_random_crop_flip():
         assert found, f"sample {i} is not a padded crop"
         flips += found[0]
     assert 0 < flips < 16
+
+
+def test_a_class_folder_name_with_a_line_break_is_refused(tmp_path):
+    """labels.txt holds one class per line: a name with a line break would shift every label after it."""
+    from cosinegate.data.imagefolder import load_imagefolder
+    from cosinegate.errors import CosineGateError
+
+    write_image_tree(tmp_path / "d", classes=("cat\ndog", "frog"), train_per_class=1, test_per_class=1)
+    with pytest.raises(CosineGateError, match="control character .*rename the folder"):
+        load_imagefolder(tmp_path / "d")

@@ -39,6 +39,11 @@ def _list_split(root, split):
             f"{root} has no {split}/ folder; an image folder needs ROOT/train/<class>/*.jpg and ROOT/test/<class>/*.jpg."
         )
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    from cosinegate.graphmeta import class_name_problem
+
+    bad = next((c for c in classes if class_name_problem(c)), None)
+    if bad is not None:
+        raise CosineGateError(f"class folder {folder / bad!r} under {folder}: {class_name_problem(bad)}; rename the folder.")
     files = [(c, sorted(f for f in (folder / c).iterdir() if f.suffix.lower() in EXTENSIONS)) for c in classes]
     if not classes or not any(f for _, f in files):
         raise CosineGateError(f"no images under {folder}; expected {folder}/<class>/*.jpg or *.png.")
