@@ -240,8 +240,27 @@ def prepare(args, profile, int8_path, opset):
             art["cache"] = Path(args.calib_cache)
         if int8_path == "cache" and art["cache"] is None:
             raise CosineGateError("--int8 cache needs a calibration cache and none was found; pass --calib-cache FILE.")
+        if int8_path == "cache":
+            check_cache_covers(art["cache"], art["onnx"])
         check_opset(profile, onnx_opset(onnx.load(str(art["onnx"]), load_external_data=False)))
     return art
+
+
+def check_cache_covers(cache, graph_path):
+    """A calibration cache must hold a scale for every tensor the graph quantizes (the check calibrate --cache-in
+    makes): a cache made for another model is refused instead of leaving those tensors without a range."""
+    import onnx
+
+    from cosinegate.errors import CosineGateError
+    from cosinegate.quant.cache import parse_cache
+    from cosinegate.quant.calibrate import quantized_tensors
+
+    _, scales = parse_cache(cache)
+    missing = [t for t in quantized_tensors(onnx.load(str(graph_path), load_external_data=False)) if t not in scales]
+    if missing:
+        raise CosineGateError(f"calibration cache {cache} has no scale for {len(missing)} tensor(s) of {graph_path} "
+                              f"({', '.join(missing[:3])}...): it was made for another model; recalibrate this one "
+                              "(calibration/calibrate.py) or pass its cache.")
 
 
 def _settings(args, profile, version, art):

@@ -133,3 +133,14 @@ def test_engine_build_on_device(tiny_checkpoint, tmp_path, monkeypatch):  # prag
     engines = list(tmp_path.glob("*.engine"))
     assert len(engines) == 1
     assert json.loads(engine_manifest_path(engines[0]).read_text())["precision"] == "fp32"
+
+
+def test_int8_cache_for_another_model_is_refused(tiny_checkpoint, tmp_path):
+    """As calibrate --cache-in refuses it: a cache without scales for the graph's quantized tensors (reviewer finding)."""
+    foreign = tmp_path / "foreign.cache"
+    foreign.write_text("TRT-100300-EntropyCalibration2\nfoo: 3c000000\nbar: 3c000000\n")
+    out = tmp_path / "o"
+    with pytest.raises(CosineGateError, match="has no scale for .* made for another model"):
+        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(tiny_checkpoint), "--precision", "int8",
+                           "--int8", "cache", "--form", "masked", "--calib-cache", str(foreign), "--out", str(out)])
+    assert not out.exists() or not list(out.rglob("*bundle*"))
