@@ -109,3 +109,18 @@ def test_exported_graph_carries_what_a_user_needs(dyn_checkpoint, tmp_path):
     assert meta["policy"] == "auto" and [b["kind"] for b in meta["blocks"]][:2] == ["always_run", "always_skipped"]
     manifest = json.loads((tmp_path / "m.onnx.json").read_text())
     assert manifest["card"]["classes"] == meta["classes"] and manifest["input"]["normalization"]["std"] == norm["std"]
+
+
+def test_other_class_names_are_said_and_recorded(tmp_path):
+    """Reviewer finding: a 3-class model on a folder of 3 other classes ran silently (parity 'PASSED', 33% top-1)."""
+    from cosinegate.data.choice import DataOrigin, choose_data
+
+    tree = tmp_path / "tree"
+    write_image_tree(tree, classes=("airplane", "bird", "cat"), train_per_class=1, test_per_class=1)
+    lines = []
+    same = choose_data(DataOrigin("imagefolder", str(tree), ("airplane", "bird", "cat")), log=lines.append)
+    assert same.record()["classes_differ_from_model"] == [] and len(lines) == 1
+    other = choose_data(DataOrigin("imagefolder", str(tmp_path / "x"), ("dog", "bird", "horse")), "imagefolder", tree,
+                        log=lines.append)
+    assert other.record()["classes_differ_from_model"] == ["dog->airplane", "horse->cat"]
+    assert lines[-1].startswith("note: the data's class names differ from the model's (dog->airplane, horse->cat)")

@@ -8,7 +8,7 @@ overrides it; a data source whose class count differs from the model's is an
 error; the choice is printed (`describe`) and recorded (`record`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cosinegate.errors import CosineGateError
@@ -50,11 +50,12 @@ class DataChoice:
     from_model: bool  # True: the model's own data (the default), False: the user's flags
     train: object
     test: object
+    classes_differ: list = field(default_factory=list)  # "model's name->data's name" where they differ
 
     def record(self):
         return {"source": self.source, "root": None if self.root is None else str(self.root),
                 "default": "model's training data" if self.from_model else "given by --data/--data-root",
-                "classes": list(self.test.classes)}
+                "classes": list(self.test.classes), "classes_differ_from_model": list(self.classes_differ)}
 
     def describe(self):
         where = f" at {self.root}" if self.root is not None else ""
@@ -84,6 +85,12 @@ def choose_data(origin, source=None, root=None, log=print, override=OVERRIDE):
             f"was trained on {len(origin.classes)} ({origin.source}); {override} with {len(origin.classes)} classes."
         )
     choice = DataChoice(source, root, from_model, train, test)
+    if origin is not None and origin.classes and tuple(test.classes) != tuple(origin.classes):
+        choice.classes_differ = [f"{mine}->{theirs}" for mine, theirs in zip(origin.classes, test.classes) if mine != theirs]
     if log:
         log(choice.describe())
+        if choice.classes_differ:
+            log(f"note: the data's class names differ from the model's ({', '.join(choice.classes_differ[:4])}"
+                f"{', ...' if len(choice.classes_differ) > 4 else ''}): label index i is the model's class i; accuracy "
+                "against these labels means nothing unless they are the same classes")
     return choice
