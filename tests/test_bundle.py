@@ -303,15 +303,22 @@ def test_int8_cache_bundle_carries_a_cache_per_release(bundled, tmp_path):
 
     ckpt, out = bundled[1], tmp_path / "int8-out"
     shutil.copytree(bundled[0] / ".work", out / ".work")  # reuse the exports by hash; the shared bundle stays fp16
-    cache = tmp_path / "calib.cache"
-    cache.write_text("TRT-100300-EntropyCalibration2\ninput: 3c010204\n")
+    import onnx
+
+    from cosinegate.onnx import export_checkpoint
+    from cosinegate.quant.calibrate import quantized_tensors
+
+    export_checkpoint(ckpt, tmp_path / "masked.onnx", "masked")
+    cache = tmp_path / "calib.cache"  # a scale for every tensor the masked graph quantizes (else refused: another model's)
+    scales = [f"{name}: 3c010204" for name in dict.fromkeys(["input", *quantized_tensors(onnx.load(str(tmp_path / "masked.onnx")))])]
+    cache.write_text("TRT-100300-EntropyCalibration2\n" + "\n".join(scales) + "\n")
     assert build_engine.main(["--target", "jetson-orin", "--checkpoint", str(ckpt), "--out", str(out), "--precision", "int8",
                               "--int8", "cache", "--form", "masked", "--calib-cache", str(cache)]) == 0
     bundle = out / "tiny-masked-int8-bundle"
     for version in ("8.5.2", "8.6.2", "10.3.0"):
         text = (bundle / f"calibration-trt{version}.cache").read_text()
         assert parse_calibration_cache_header(text.splitlines()[0])[0].parts == tuple(int(p) for p in version.split("."))
-        assert text.splitlines()[1:] == ["input: 3c010204"]
+        assert text.splitlines()[1:] == scales
     copy = tmp_path / "int8-bundle"
     shutil.copytree(bundle, copy)
     done = run_device_script(copy, tmp_path, tools=("trtexec",), FAKE_TRT_NV="8502")
