@@ -559,3 +559,15 @@ def test_export_refuses_a_gate_node_name_trtexec_cannot_pin(tiny_checkpoint, tmp
     with pytest.raises(CosineGateError, match=r"'block0/gate/a,b' holds ',', which trtexec"):
         cg_onnx.export_checkpoint(tiny_checkpoint, out, form="flat")
     assert not list(tmp_path.iterdir())
+
+
+def test_device_script_refuses_a_results_link_planted_in_the_bundle(bundle_copy, tmp_path):
+    """A bundle from a stranger with results -> elsewhere must not make the script write outside the bundle."""
+    import os
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, bundle_copy / "results")
+    done = run_device_script(bundle_copy, tmp_path)
+    assert done.returncode == 2 and "results in the bundle is a link" in done.stderr, done.stderr
+    assert list(outside.iterdir()) == []
