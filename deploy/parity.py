@@ -55,6 +55,26 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def check_profile_fits(graph, int8, path):
+    """On ONNX Runtime the graph decides the precision: a Q/DQ graph runs INT8 (the INT8 profile), any other FP32
+    (the INT8 profile's looser bounds would hide an FP32 error)."""
+    from cosinegate.errors import CosineGateError
+
+    def op_types(g):
+        for node in g.node:
+            yield node.op_type
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    yield from op_types(attr.g)
+
+    quantized = "QuantizeLinear" in set(op_types(graph.graph))
+    if quantized and not int8:
+        raise CosineGateError(f"{path} is an INT8 Q/DQ graph; add --int8 (the INT8 tolerance profile) to check it.")
+    if int8 and not quantized:
+        raise CosineGateError(f"--int8 on {path}, which has no Q/DQ nodes and runs in FP32 on ONNX Runtime; drop --int8 "
+                              "(the FP32 profile) or pass the Q/DQ graph from calibration/calibrate.py.")
+
+
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
     from cosinegate.artifacts import input_record
@@ -74,6 +94,8 @@ def main(argv=None):
         raise CosineGateError(f"--test-images must be at least 1, got {args.test_images}.")
     model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
     graph = load_toolkit_onnx(args.onnx)
+    if args.backend == "onnxrt":
+        check_profile_fits(graph, args.int8, args.onnx)
     provenance = check_provenance(args.checkpoint, args.onnx, get_metadata(graph))
     if not provenance["verified"]:
         print(f"note: {args.onnx} names no source checkpoint (no toolkit metadata or manifest); provenance not checked")

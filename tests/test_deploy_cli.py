@@ -105,3 +105,34 @@ def test_bad_input_in_a_subprocess_has_no_traceback(paper_checkpoint, tmp_path):
     result = run_script("deploy/export_onnx.py", "--checkpoint", paper_checkpoint, "--out", tmp_path / "p.onnx")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "--form masked" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_parity_profile_follows_the_graph_on_onnxrt():
+    """Reviewer finding: a Q/DQ graph without --int8 failed with no hint; --int8 on an FP32 graph loosened its check."""
+    import sys
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from conftest import ROOT
+    from cosinegate.errors import CosineGateError
+
+    sys.path.insert(0, str(ROOT / "deploy"))
+    from parity import check_profile_fits
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    plain = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "plain", [x], [y]))
+    scale = helper.make_tensor("s", TensorProto.FLOAT, [], [0.1])
+    branch = helper.make_graph([helper.make_node("QuantizeLinear", ["x", "s"], ["q"]),
+                                helper.make_node("DequantizeLinear", ["q", "s"], ["y"])], "b", [], [y], [scale])
+    cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    qdq = helper.make_model(helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)],
+                                              "qdq", [x, cond], [y]))
+    onnx.checker.check_model(qdq)
+    check_profile_fits(plain, False, "plain.onnx")
+    check_profile_fits(qdq, True, "qdq.onnx")  # Q/DQ inside an If branch counts
+    with pytest.raises(CosineGateError, match="is an INT8 Q/DQ graph; add --int8"):
+        check_profile_fits(qdq, False, "qdq.onnx")
+    with pytest.raises(CosineGateError, match="has no Q/DQ nodes .* drop --int8"):
+        check_profile_fits(plain, True, "plain.onnx")
