@@ -67,3 +67,17 @@ def test_int8_path_implies_int8_and_refuses_a_contradiction(dyn_checkpoint, tmp_
         build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), "--int8", "qdq",
                            "--precision", "fp16", "--out", str(tmp_path)])
     assert build_engine.resolve_precision(None, "qdq") == "int8" and build_engine.resolve_precision(None, None) == "fp16"
+
+
+def test_check_parity_names_a_bad_outputs_file_in_one_line(tmp_path):
+    """Reviewer finding: a missing outputs file, an empty {} or outputs without gates gave tracebacks."""
+    from conftest import ROOT
+
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps({"profile": "fp32", "min_top1_agreement": 1.0, "min_gate_agreement": 1.0}))
+    (tmp_path / "empty.json").write_text("{}")
+    for bad in (tmp_path / "missing.json", tmp_path / "empty.json"):
+        done = subprocess.run([PYTHON, str(ROOT / "cosinegate/parity/device_check.py"), str(bad), "--reference", str(bad),
+                               "--profile", str(profile)], capture_output=True, text=True, env=script_env())
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith(f"error: {bad} holds no Polygraphy outputs") and len(done.stderr.splitlines()) == 1

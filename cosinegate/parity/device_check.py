@@ -21,12 +21,21 @@ HERE = Path(__file__).resolve().parent
 
 
 def load_outputs(path):
-    """{"logits", "gates"} stacked over the iterations of the first runner in a Polygraphy RunResults JSON."""
+    """{"logits", "gates"} stacked over the iterations of the first runner in a Polygraphy RunResults JSON;
+    a file that is missing or holds no such outputs ends the check with one line and exit status 2."""
     from polygraphy.comparator import RunResults
 
-    results = RunResults.load(str(path))
-    _, iterations = results[0]
-    return {name: np.concatenate([np.asarray(it[name]) for it in iterations]) for name in ("logits", "gates")}
+    try:
+        if json.loads(Path(path).read_text()).get("polygraphy_class") != "RunResults":  # before Polygraphy logs its own lines
+            raise ValueError("not a RunResults file")
+        results = RunResults.load(str(path))
+        _, iterations = results[0]
+        return {name: np.concatenate([np.asarray(it[name]) for it in iterations]) for name in ("logits", "gates")}
+    except Exception as exc:  # a file format boundary: whatever Polygraphy or the layout raise, say which file
+        print(f"error: {path} holds no Polygraphy outputs with 'logits' and 'gates' ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); save them with polygraphy run ... --save-outputs "
+              "on the bundle's inputs.json.", file=sys.stderr)
+        sys.exit(2)
 
 
 def check(reference, outputs, profile):
