@@ -144,7 +144,7 @@ def resolve_select(args):
            else "INT8 candidates would each need their own Q/DQ graph and calibration")
     if args.select is None:
         if not possible and args.checkpoint and not args.bundle:
-            print(f"selection: building the conditional graph only ({why}); --select conditional silences this.")
+            print(f"selection: building the {args.form} graph only ({why}); --select conditional silences this.")
         return "fastest" if possible else "conditional"
     if args.select != "conditional" and not possible:
         raise CosineGateError(f"--select {args.select} is not available here: {why}; use --select conditional.")

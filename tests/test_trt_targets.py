@@ -206,3 +206,9 @@ def test_release_for_prefers_the_longest_prefix():
 
 def test_default_targets_dir_is_in_the_repository():
     assert DEFAULT_TARGETS_DIR == Path(__file__).resolve().parents[1] / "engines" / "targets"
+
+
+def test_a_file_name_given_as_a_target_name_gets_a_path_hint():
+    with pytest.raises(CosineGateError, match=r"a target is a name \(.*jetson-orin.*\) or a path to a profile file, e\.g\. \./t1\.toml") as err:
+        load_target("t1.toml")
+    assert "t1.toml.toml" not in str(err.value)

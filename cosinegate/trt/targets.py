@@ -121,6 +121,9 @@ def load_target(name, targets_dir=None):
     path = directory / f"{name}.toml"
     if not path.is_file():
         known = ", ".join(list_targets(directory)) or "none"
+        if name.endswith(".toml"):
+            raise CosineGateError(f"unknown target {name!r}; a target is a name ({known}) or a path to a profile file, "
+                                  f"e.g. ./{name}.")
         raise CosineGateError(
             f"unknown target {name!r}; valid targets: {known}. "
             f"Pick one of those or add {path.name} to {directory}."
