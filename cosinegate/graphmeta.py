@@ -63,13 +63,19 @@ def metadata_problem(meta, hw=None):
         if bad is not None or len(set(classes)) != len(classes):
             return f"cosinegate.classes: {class_name_problem(bad) if bad is not None else 'names repeat'}"
     norm = meta.get("normalization")
-    if norm is not None:
-        try:
-            mean, std = ([float(v) for v in norm[key]] for key in ("mean", "std"))
-        except (TypeError, ValueError, KeyError):
-            return f"cosinegate.normalization = {str(norm)[:80]!r} has no 3 means and 3 stds"
-        if len(mean) != 3 or len(std) != 3 or not all(map(math.isfinite, mean + std)) or min(std) <= 0:
-            return f"cosinegate.normalization mean {mean} std {std} is not 3 finite means and 3 finite positive stds"
+    problem = None if norm is None else normalization_problem(norm)
+    return f"cosinegate.normalization {problem}" if problem else None
+
+
+def normalization_problem(norm):
+    """What is wrong with stored normalization numbers {"mean": [3], "std": [3]} (None when nothing is): the one
+    check for graph metadata and checkpoints."""
+    try:
+        mean, std = ([float(v) for v in norm[key]] for key in ("mean", "std"))
+    except (TypeError, ValueError, KeyError):
+        return f"= {str(norm)[:80]!r} has no 3 means and 3 stds"
+    if len(mean) != 3 or len(std) != 3 or not all(map(math.isfinite, mean + std)) or min(std) <= 0:
+        return f"mean {mean} std {std} is not 3 finite means and 3 finite positive stds"
     return None
 
 

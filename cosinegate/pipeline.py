@@ -166,9 +166,10 @@ def calibration_files(calib_dir, form, checkpoint=None):
     qdq, cache = calib_dir / FILE_BY_FORM[form], calib_dir / CACHE_NAME
     expected = {qdq.name: (manifest.get("onnx_sha256") or {}).get(qdq.name), cache.name: (manifest.get("cache") or {}).get("sha256")}
     for path in (qdq, cache):
-        if path.is_file() and sha256_file(path) != expected[path.name]:
+        actual = sha256_file(path) if path.is_file() else expected[path.name]
+        if actual != expected[path.name]:
             raise CosineGateError(f"calibration {calib_dir}: {path.name} is not the file its {MANIFEST_NAME} names (sha256 "
-                                  f"{sha256_file(path)[:16]}..., manifest {str(expected[path.name])[:16]}...): the folder was "
+                                  f"{actual[:16]}..., manifest {str(expected[path.name])[:16]}...): the folder was "
                                   f"changed or mixed after calibration; {rerun}.")
     return (qdq if qdq.is_file() else None), (cache if cache.is_file() else None)
 

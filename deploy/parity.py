@@ -59,15 +59,9 @@ def check_profile_fits(graph, int8, path):
     """On ONNX Runtime the graph decides the precision: a Q/DQ graph runs INT8 (the INT8 profile), any other FP32
     (the INT8 profile's looser bounds would hide an FP32 error)."""
     from cosinegate.errors import CosineGateError
+    from cosinegate.onnx.checks import all_nodes
 
-    def op_types(g):
-        for node in g.node:
-            yield node.op_type
-            for attr in node.attribute:
-                if attr.g is not None and attr.g.node:
-                    yield from op_types(attr.g)
-
-    quantized = "QuantizeLinear" in set(op_types(graph.graph))
+    quantized = any(node.op_type == "QuantizeLinear" for node in all_nodes(graph.graph))
     if quantized and not int8:
         raise CosineGateError(f"{path} is an INT8 Q/DQ graph; add --int8 (the INT8 tolerance profile) to check it.")
     if int8 and not quantized:

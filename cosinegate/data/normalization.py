@@ -85,15 +85,14 @@ def resolve(value, train_images, pretrained=None):
 def of_checkpoint(state, path="the checkpoint"):
     """The normalization a checkpoint was trained with (CIFAR-10's constants for old checkpoints); stored
     numbers that are not 3 finite means and 3 finite positive stds are refused."""
+    from cosinegate.graphmeta import normalization_problem
+
     stored = state.get("normalization")
     if not stored:
         return named("cifar10", LEGACY_SOURCE)
-    try:
-        mean, std = ([float(v) for v in stored[key]] for key in ("mean", "std"))
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CosineGateError(f"{path} stores no usable normalization ({stored!r:.120}); pass an unmodified file written by "
-                              "train/train.py.") from exc
-    if len(mean) != 3 or len(std) != 3 or not all(np.isfinite(mean + std)) or min(std) <= 0:
-        raise CosineGateError(f"{path} stores normalization mean {mean} std {std}: needs 3 finite means and 3 finite positive "
-                              "stds; pass an unmodified file written by train/train.py.")
+    problem = normalization_problem(stored)
+    if problem:
+        raise CosineGateError(f"{path} stores no usable normalization (normalization {problem}); pass an unmodified file "
+                              "written by train/train.py.")
+    mean, std = ([float(v) for v in stored[key]] for key in ("mean", "std"))
     return {**stored, "mean": mean, "std": std}

@@ -48,7 +48,7 @@ def graph_problems(model):
         problems.append(f"checker: {str(exc).splitlines()[0]}")
     graph = model.graph
     types = _types(graph)
-    for node in _all_nodes(graph):
+    for node in all_nodes(graph):
         if node.op_type == "BatchNormalization":
             problems.append(f"{node.name}: BatchNormalization not folded")
         for out in node.output:
@@ -56,7 +56,7 @@ def graph_problems(model):
                 problems.append(f"{node.name}: output {out} has no complete static shape")
     live = ancestors(graph, [o.name for o in graph.output])
     problems += [f"{node.name}: dead node" for node in graph.node if node.name not in live]
-    names = [node.name for node in _all_nodes(graph)]
+    names = [node.name for node in all_nodes(graph)]
     if len(set(names)) != len(names) or "" in names:
         problems.append("node names are not unique and non-empty")
     for node in graph.node:
@@ -88,11 +88,12 @@ def assert_clean(model):
         raise RuntimeError("exported graph failed its checks: " + "; ".join(problems[:10]))
 
 
-def _all_nodes(graph):
+def all_nodes(graph):
+    """Every node of a graph, those inside If/Loop bodies included."""
     for node in graph.node:
         yield node
         for sub in subgraphs(node):
-            yield from _all_nodes(sub)
+            yield from all_nodes(sub)
 
 
 def _types(graph):
