@@ -146,6 +146,7 @@ def measure(backend, batches, args, table=None, mode=None, kinds=None, label=Non
 
 def main(argv=None):
     from cosinegate.artifacts import remove_stale
+    from cosinegate.bench.report import check_csv_header
     from cosinegate.cli import check_output_files
     from cosinegate.errors import CosineGateError
 
@@ -156,6 +157,8 @@ def main(argv=None):
     if args.batch < 1 or args.threads < 1 or args.rounds < 1 or (args.iterations < 1 and not args.duration):
         raise CosineGateError("--batch, --threads, --rounds and --iterations must be at least 1.")
     check_output_files(json=args.json, csv=args.csv, plot=args.plot)
+    if args.csv:
+        check_csv_header(args.csv)
     if args.duration is not None and args.duration < MIN_DURATION:
         raise CosineGateError(f"--duration {args.duration:g} s is too short to time a run; give at least {MIN_DURATION} s "
                               "or use --iterations N.")

@@ -68,8 +68,12 @@ def output_path(out, form):
     import os
     from pathlib import Path
 
+    from cosinegate.errors import CosineGateError
+
     if out.endswith(("/", os.sep)) or Path(out).is_dir():
         return str(Path(out) / f"model.{form}.onnx")
+    if Path(out).suffix.lower() != ".onnx":
+        raise CosineGateError(f"--out {out} does not end in .onnx; name an .onnx file (or a folder/ for model.{form}.onnx).")
     return out
 
 

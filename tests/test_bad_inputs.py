@@ -66,6 +66,8 @@ def bad(tmp_path_factory, tiny_checkpoint, fake_cifar_root):
     (f["out_dir"] / "model.conditional.onnx").mkdir()  # export --out DIR writes DIR/model.<form>.onnx: in the way here
     f["a_file"] = d / "a_file"
     f["a_file"].write_text("x")
+    f["foreign_csv"] = d / "other.csv"
+    f["foreign_csv"].write_text("name,score\nx,1\n")
     header = "TRT-8502-EntropyCalibration2"
     f["cache_inf"] = _cache(d / "inf.cache", header, [1.0, math.inf])
     f["cache_zero"] = _cache(d / "zero.cache", header, [0.0, 1.0])
@@ -107,6 +109,7 @@ def cases(bad, ckpt, cifar):
             ("broken symlink in images", ev, ["--checkpoint", ckpt, "--data", "imagefolder", "--data-root", bad["broken_images"]], []),
         ],
         "export": [
+            ("--out without .onnx", ex, ["--checkpoint", ckpt, "--out", d / "m.txt"], [d / "m.txt", d / "m.txt.json"]),
             ("--out is a folder whose model.conditional.onnx is a folder", ex, ["--checkpoint", ckpt, "--out", bad["out_dir"]], []),
             ("--batch 10000000 masked", ex, ["--checkpoint", ckpt, "--form", "masked", "--batch", "10000000", "--out", d / "big.onnx"], [d / "big.onnx"]),
             ("--batch 0", ex, ["--checkpoint", ckpt, "--form", "masked", "--batch", "0", "--out", d / "b0.onnx"], [d / "b0.onnx"]),
@@ -165,6 +168,8 @@ def cases(bad, ckpt, cifar):
             ("NaN weights", bn, ["--checkpoint", bad["nan"], "--backend", "torch", "--iterations", "2"], []),
             ("--csv is a folder", bn, ["--checkpoint", ckpt, "--backend", "torch", "--iterations", "2", "--samples", "4",
                                        "--csv", bad["out_dir"]], []),
+            ("--csv with another header", bn, ["--checkpoint", ckpt, "--backend", "torch", "--iterations", "2", "--samples", "4",
+                                               "--csv", bad["foreign_csv"]], []),
         ],
         "train": [
             ("--subset 0", tr, [*data, "--subset", "0", "--epochs", "1", "--out", d / "t1"], [d / "t1"]),

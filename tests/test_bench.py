@@ -45,6 +45,14 @@ def test_onnxrt_json_csv_png(conditional_onnx, tiny_checkpoint, fake_cifar_root,
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_csv_with_another_header_is_left_alone(tiny_checkpoint, tmp_path):
+    table = tmp_path / "other.csv"
+    table.write_text("name,score\nx,1\n")
+    with pytest.raises(CosineGateError, match="another header"):
+        bench.main(["--checkpoint", str(tiny_checkpoint), "--backend", "torch", "--iterations", "2", "--csv", str(table)])
+    assert table.read_text() == "name,score\nx,1\n"
+
+
 def test_torch_backend(tiny_checkpoint, fake_cifar_root, tmp_path):
     report = tmp_path / "t.json"
     assert bench.main(["--checkpoint", str(tiny_checkpoint), "--backend", "torch", "--data-root", str(fake_cifar_root),

@@ -46,6 +46,20 @@ def device_name():
     return f"{platform.machine()}-{platform.node()}"
 
 
+def check_csv_header(path):
+    """Refuse to append to an existing CSV whose header is not CSV_FIELDS (another tool's file, an older layout)."""
+    from cosinegate.errors import CosineGateError
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        header = next(csv.reader(f), [])
+    if tuple(header) != CSV_FIELDS:
+        raise CosineGateError(f"--csv {path} has another header ({','.join(header)[:80]}); name a new file or one "
+                              "an earlier bench wrote.")
+
+
 def append_csv(path, row):
     """Append one whole row (CSV_FIELDS) to a per-device CSV, or nothing (see append_line); header on creation."""
     from cosinegate.artifacts import append_line
@@ -57,6 +71,7 @@ def append_csv(path, row):
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_csv_header(path)
     if not path.is_file() or path.stat().st_size == 0:
         append_line(path, line(CSV_FIELDS))
     append_line(path, line([row.get(name) for name in CSV_FIELDS]))
