@@ -142,6 +142,16 @@ def test_evaluate_missing_checkpoint(tmp_path):
     assert not out.exists()
 
 
+def test_evaluate_plain_pickle_is_named_without_torch_warnings(tmp_path):
+    import pickle
+
+    bad = tmp_path / "plain.pt"
+    bad.write_bytes(pickle.dumps({"model": {}}, protocol=4))
+    result = run_script("train/evaluate.py", "--checkpoint", bad)
+    assert_user_error(result, "plain pickle", "train/train.py")
+    assert "Warning" not in result.stderr
+
+
 def test_evaluate_corrupt_checkpoint(tmp_path):
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"\x00\x13garbage bytes, not a checkpoint" * 10)

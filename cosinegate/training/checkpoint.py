@@ -112,13 +112,27 @@ def _upgrade(state):
 
 
 def _corrupt(path, exc):
+    import zipfile
+
+    if not zipfile.is_zipfile(path) and Path(path).read_bytes()[:1] == b"\x80":  # pickle protocol 2+ opcode
+        return CosineGateError(f"checkpoint {path} is a plain pickle, not a torch.save file; pass a file written by "
+                               "train/train.py.")
     return CosineGateError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); retrain or restore it.")
+
+
+def _torch_load(path):
+    """torch.load(weights_only=True) without its warnings about foreign pickles (the refusal says what is wrong)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _safe_load(path):
     """torch.load(weights_only=True); a file that needs more than numpy's data globals is refused unread."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _torch_load(path)
     except Exception as exc:  # UnpicklingError for a refused global, many types for corrupt files
         first = exc
     try:
@@ -138,7 +152,7 @@ def _safe_load(path):
     try:
         dtype_kinds = [kind for name, kind in numpy_data.items() if name.startswith("numpy.dtypes.")]  # set by BUILD
         with torch.serialization.safe_globals([(numpy_data[name], name) for name in needed] + dtype_kinds):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return _torch_load(path)
     except Exception as exc:
         raise _corrupt(path, exc) from exc
 
