@@ -236,6 +236,7 @@ def prepare(args, profile, int8_path, opset):
                 check_layer_names(onnx.load(str(qdq), load_external_data=False), qdq)
                 art["qdq"] = qdq
                 art["onnx"] = qdq
+            art["qdq_twin"] = qdq  # the cache's amax values as a graph ONNX Runtime runs: a forecast of the engine
         if args.calib_cache:
             art["cache"] = Path(args.calib_cache)
         if int8_path == "cache" and art["cache"] is None:
@@ -359,12 +360,14 @@ def bundle(args, profile, art, out, why):
     build_path = files.get(build_rel, art["onnx"])
     meta = get_metadata(onnx.load(str(build_path), load_external_data=False))
     note = int8_note(profile, args, calibrator)
+    preview = int8_preview(args, art)
     fields = {"model": name, "target": profile.name, "form": args.form, "precision": args.precision, "batch": args.batch,
               "int8_path": args.int8_path if args.precision == "int8" else None, "build_onnx": build_rel,
               "float_onnx": float_rel, "calibration_caches": caches or None, "calibrator": calibrator,
               "dla_core": args.dla_core, "int8": note, "source": str(args.checkpoint or args.onnx),
               "source_sha256": sha256_file(args.checkpoint or args.onnx), "data": art.get("data"),
-              "reference": art.get("reference_decisions"), "card": card, "parity_profile": parity_profile(args.precision)}
+              "reference": art.get("reference_decisions"), "card": card, "parity_profile": parity_profile(args.precision),
+              "int8_preview_onnxrt": preview}
     if candidates:
         fields.update(candidates=candidates, selection=select_here(args, art, candidates))
     engine_fields = {"model": name, "target": profile.name, "precision": args.precision, "batch": args.batch,
@@ -395,6 +398,27 @@ def bundle(args, profile, art, out, why):
     if args.json:
         atomic_write_json(args.json, manifest)
     return 0
+
+
+def int8_preview(args, art):
+    """For an INT8 bundle with a Q/DQ graph of its form: its own check run here on ONNX Runtime, printed, and a
+    warning when it fails (the engine on the device will most likely fail it too). None otherwise."""
+    from cosinegate.parity import INT8
+
+    if args.precision != "int8" or art.get("qdq_twin") is None or not art.get("reference"):
+        return None
+    r = qdq_preview(art["qdq_twin"], art["inputs"], art["reference"])
+    line = (f"top-1 agreement {r['top1_agreement']:.4f}, gate agreement {r['gate_agreement']:.4f} on "
+            f"{r['num_samples']} reference images (ONNX Runtime, {Path(art['qdq_twin']).name})")
+    if r["passed"]:
+        print(f"INT8 preview: the bundle's check passes here: {line}")
+    else:
+        print(f"warning: the bundle's INT8 check fails here already: {line}, below the int8 profile (top-1 >= "
+              f"{INT8.min_top1}, gates >= {INT8.min_gate_agreement}); the engine will most likely fail it too: calibrate "
+              "with calibration/calibrate.py --method percentile (or another method, more --calib-images) and pass "
+              "--calibration DIR, or build fp16.")
+    kept = {key: r[key] for key in ("passed", "top1_agreement", "gate_agreement", "num_samples")}
+    return {**kept, "graph": Path(art["qdq_twin"]).name}
 
 
 def device_candidates(selection, rels, select):
@@ -600,9 +624,23 @@ def _onnx_meta(path):
 
 def engine_parity(engine, inputs_json, reference_json, precision):
     """Polygraphy TrtRunner on the saved inputs vs the saved PyTorch outputs, under the precision's profile."""
-    import numpy as np
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    return saved_parity(TrtRunner(EngineFromBytes(BytesFromPath(str(engine))), name="trt"), inputs_json, reference_json,
+                        precision)
+
+
+def qdq_preview(qdq, inputs_json, reference_json):
+    """The bundle's INT8 check run here on ONNX Runtime with the Q/DQ graph: a forecast, not the engine's verdict."""
+    from cosinegate.parity.compare import graph_runner
+
+    return saved_parity(graph_runner(qdq, "onnxrt"), inputs_json, reference_json, "int8")
+
+
+def saved_parity(runner, inputs_json, reference_json, precision):
+    """A Polygraphy runner on the saved inputs vs the saved PyTorch outputs, under the precision's profile."""
+    import numpy as np
     from polygraphy.comparator import Comparator, RunResults
     from polygraphy.json import load_json
 
@@ -610,7 +648,7 @@ def engine_parity(engine, inputs_json, reference_json, precision):
 
     feeds = load_json(str(inputs_json))
     reference = RunResults.load(str(reference_json))
-    results = Comparator.run([TrtRunner(EngineFromBytes(BytesFromPath(str(engine))), name="trt")], data_loader=feeds)
+    results = Comparator.run([runner], data_loader=feeds)
 
     def stacked(run):
         return {name: np.concatenate([np.asarray(it[name]) for it in run[1]]) for name in ("logits", "gates")}

@@ -52,6 +52,22 @@ def test_masked_int8_bundle_builds_the_masked_qdq_graph(masked_int8):
     assert manifest["data"]["source"] == "cifar10" and manifest["parity_profile"]["profile"] == "int8"
     assert (bundle / "labels.txt").read_text().split() == manifest["card"]["classes"]
     assert manifest["card"]["normalization"]["std"] and manifest["card"]["gate_threshold"]["on"] == "logit"
+    preview = manifest["int8_preview_onnxrt"]  # the bundle's own check, run here on ONNX Runtime
+    assert preview["passed"] and preview["graph"] == "model.qdq.masked.onnx" and preview["num_samples"] == 100
+
+
+def test_int8_preview_warns_when_the_graph_fails_the_check(masked_int8, capsys):
+    """The flat Q/DQ twin runs every block, so the bundle's check fails it; the preview says so before shipping."""
+    from types import SimpleNamespace
+
+    bundle, _ = masked_int8
+    art = {"qdq_twin": bundle / "calibration" / "model.qdq.onnx", "inputs": bundle / "inputs.json",
+           "reference": bundle / "reference.json"}
+    preview = build_engine.int8_preview(SimpleNamespace(precision="int8"), art)
+    printed = capsys.readouterr().out
+    assert not preview["passed"] and preview["top1_agreement"] < 0.97, preview
+    assert "warning: the bundle's INT8 check fails here already" in printed and "--method percentile" in printed
+    assert build_engine.int8_preview(SimpleNamespace(precision="fp16"), art) is None
 
 
 def test_device_check_passes_the_bundle_graph_and_fails_the_flat_twin(masked_int8, tmp_path):
