@@ -387,7 +387,7 @@ def test_device_script_check_fails_an_engine_that_disagrees(bundle_copy, tmp_pat
 # fakes above and a trtexec that records its argv as JSON; nothing but the intended commands may run. ----
 
 PWNED = "PWNED"
-EVIL = f"$(touch {PWNED}) `touch {PWNED}`; touch {PWNED} && touch {PWNED} | touch {PWNED} 'q' \"dq\" * -x"
+EVIL = f"$(touch {PWNED}) `touch {PWNED}`; touch {PWNED} && touch {PWNED} | touch {PWNED} 'q' \"dq\" * \\c -x"
 # gate-head names as a foreign ONNX could hold them: everything trtexec's --layerPrecisions can carry (no , : ')
 EVIL_LAYERS = (f"-x/gate/$(touch {PWNED})", f"block0/gate/`touch {PWNED}`;&&|*\"dq\" fc")
 FAKE_TRTEXEC_ARGV = f"""#!{sys.executable}

@@ -10,7 +10,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "deploy"))
 import build_engine  # noqa: E402
 
-from cosinegate.bench.candidates import choose  # noqa: E402
+from cosinegate.bench.candidates import STAT, choose  # noqa: E402
 from cosinegate.errors import CosineGateError  # noqa: E402
 from cosinegate.trt import build as trt_build  # noqa: E402
 from cosinegate.trt.manifest import verify_bundle  # noqa: E402
@@ -56,15 +56,17 @@ def test_selection_on_onnxrt_is_recorded(selected, capsys):
     assert sel["max_accuracy_drop"] == 0.0  # fp32 profile: no accuracy may be lost
 
 
-def test_pruned_or_dense_wins_on_onnxrt(selected):
-    """ONNX Runtime loses its NCHWc kernels inside If branches, so the seven-If conditional graph is the slowest
-    candidate here; with a tolerance that admits the others' accuracy, a plain candidate is chosen."""
+def test_fastest_candidate_within_tolerance_wins(selected):
+    """With a tolerance that admits every candidate's accuracy, the one with the lowest measured median is chosen;
+    with none admitted beyond the conditional graph, the conditional one stays. (Which graph is fastest on ONNX
+    Runtime is a benchmark's question, not this test's: the timings here share two cores with other work.)"""
     out, _ = selected
     sel = verify_bundle(next(out.glob("*-bundle")))["selection"]
     c = sel["candidates"]
-    assert c["conditional"]["latency_ms"]["p50"] > min(c["pruned"]["latency_ms"]["p50"], c["dense"]["latency_ms"]["p50"])
-    wide = 1.0 + c["conditional"]["accuracy"]
-    assert choose(c, wide)[0] in ("pruned", "dense")
+    fastest = min(c, key=lambda name: c[name]["latency_ms"][STAT])
+    assert choose(c, 1.0 + c["conditional"]["accuracy"])[0] == fastest
+    strict = {name: dict(v, accuracy=v["accuracy"] - (0 if name == "conditional" else 1.0)) for name, v in c.items()}
+    assert choose(strict, 0.5)[0] == "conditional"
 
 
 def test_forced_candidate_is_the_build_graph(dyn_checkpoint, tmp_path, monkeypatch):

@@ -105,11 +105,11 @@ def branch(plan, release):
                                verbose=True, detailed_profile=True)
     except CosineGateError as exc:
         message = f"error: not possible with TensorRT {version}: {exc}"
-        return f"TensorRT {version}{jetpack}", [f"echo {sh_word(message)} >&2", "exit 2"]
+        return f"TensorRT {version}{jetpack}", [f"say {sh_word(message)} >&2", "exit 2"]
     lines = [f"RELEASE={sh_word(version)}", f"BUILD_ONNX={sh_word(onnx_rel)}", f"INT8_PATH={sh_word(int8_path or '')}",
              f"CALIB={sh_word(cache or '')}"]
     if note:
-        lines.append(f"echo {sh_word('note: ' + note)}")
+        lines.append(f"say {sh_word('note: ' + note)}")
     lines.append("set -- " + sh_words(args[1:]))
     for name, cand in plan.candidates.items():  # plain float graphs: no gate layers to pin
         cand_args = trtexec_command(plan.profile, cand["onnx"], "$CAND_TMP", plan.precision, None, None, plan.dla_core,
@@ -159,19 +159,20 @@ def device_script(plan):
         "#   sh build_on_device.sh                 (TRTEXEC=/path/to/trtexec sh build_on_device.sh to pick a trtexec)",
         "# Everything it writes lands in results/ beside it; it ends by printing the command that copies results/ back.",
         "set -eu",
+        "say() { printf '%s\\n' \"$*\"; }  # dash's echo would read backslashes in paths and messages",
         'cd -- "$(dirname -- "$0")"',
         'BUNDLE=$(pwd)',
         'RESULTS="$BUNDLE/results"',
         'if [ -L "$RESULTS" ] || { [ -e "$RESULTS" ] && [ ! -d "$RESULTS" ]; }; then',
-        '    echo "error: results in the bundle is a link or not a folder; it must be a plain folder inside the bundle: remove it." >&2',
+        '    say "error: results in the bundle is a link or not a folder; it must be a plain folder inside the bundle: remove it." >&2',
         "    exit 2",
         "fi",
         'mkdir -p "$RESULTS"',
         "",
-        'echo "checking the bundle (sha256sum -c SHA256SUMS)"',
+        'say "checking the bundle (sha256sum -c SHA256SUMS)"',
         'if ! sha256sum -c SHA256SUMS > "$RESULTS/sha256sum.txt" 2>&1; then',
         "    grep -v ': OK$' \"$RESULTS/sha256sum.txt\" >&2 || true",
-        '    echo "error: the bundle is damaged (see results/sha256sum.txt); copy it again." >&2',
+        '    say "error: the bundle is damaged (see results/sha256sum.txt); copy it again." >&2',
         "    exit 2",
         "fi",
         "",
@@ -182,12 +183,12 @@ def device_script(plan):
         "elif [ -x /usr/src/tensorrt/bin/trtexec ]; then",
         "    TRTEXEC=/usr/src/tensorrt/bin/trtexec",
         "else",
-        '    echo "error: trtexec not found (\\$TRTEXEC, PATH, /usr/src/tensorrt/bin); install TensorRT\'s samples '
+        '    say "error: trtexec not found (\\$TRTEXEC, PATH, /usr/src/tensorrt/bin); install TensorRT\'s samples '
         '(JetPack: sudo apt install tensorrt) or set TRTEXEC=/path/to/trtexec." >&2',
         "    exit 2",
         "fi",
         'if [ ! -x "$TRTEXEC" ]; then',
-        '    echo "error: TRTEXEC=$TRTEXEC is not an executable file; point it at trtexec." >&2',
+        '    say "error: TRTEXEC=$TRTEXEC is not an executable file; point it at trtexec." >&2',
         "    exit 2",
         "fi",
         "",
@@ -198,7 +199,7 @@ def device_script(plan):
         'elif [ -n "$N" ]; then TRT="$((N / 1000)).$((N / 100 % 10)).$((N % 100))"; fi',
         "[ -n \"$TRT\" ] || TRT=$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null) || TRT=''",
         "[ -n \"$TRT\" ] || TRT=$(dpkg-query -W -f='${Version}' libnvinfer-bin 2>/dev/null | cut -d- -f1) || TRT=''",
-        'echo "trtexec: $TRTEXEC (TensorRT ${TRT:-unknown})"',
+        'say "trtexec: $TRTEXEC (TensorRT ${TRT:-unknown})"',
         "",
     ]
     lines += _compute_capability(profile)
@@ -207,9 +208,9 @@ def device_script(plan):
         # cache builds only through the toolkit's Python path (Polygraphy Calibrator, BaseClass IInt8MinMaxCalibrator).
         python_path = f"python3 ~/cosinegate/deploy/build_engine.py --target {profile.name} --bundle"
         lines += [
-            "echo " + sh_word("error: this bundle's calibration cache is MinMax, which trtexec cannot read; build it from a "
+            "say " + sh_word("error: this bundle's calibration cache is MinMax, which trtexec cannot read; build it from a "
                               "toolkit checkout (pip3 install -e 'cosinegate[device]') with:") + " >&2",
-            "echo " + sh_word("  " + python_path) + ' "$BUNDLE" >&2',
+            "say " + sh_word("  " + python_path) + ' "$BUNDLE" >&2',
             "exit 2",
         ]
         return "\n".join(lines) + "\n"
@@ -223,7 +224,7 @@ def device_script(plan):
         lines += ["        " + line for line in body] + ["        ;;"]
     lines += [
         "    *)",
-        '        echo "error: TensorRT $TRT is not a release of "'
+        '        say "error: TensorRT $TRT is not a release of "'
         + sh_word(f"{profile.name} ({profile.tensorrt_names()}); install one of those or make the bundle for another target.")
         + " >&2",
         "        exit 2",
@@ -249,11 +250,11 @@ def _compute_capability(profile):
         'case "$CC" in',
         f"    {capabilities}) ;;",
         "    *)",
-        "        echo \"error: GPU compute capability '$CC'\"" + sh_word(which) + " >&2",
+        "        say \"error: GPU compute capability '$CC'\"" + sh_word(which) + " >&2",
         "        exit 2",
         "        ;;",
         "esac",
-        "SM=$(echo \"$CC\" | tr -d .)",
+        "SM=$(say \"$CC\" | tr -d .)",
         "",
     ]
 
@@ -261,12 +262,12 @@ def _compute_capability(profile):
 def _build_and_manifest(plan):
     return [
         "",
-        'echo "building $ENGINE (log: results/build.log)"',
+        'say "building $ENGINE (log: results/build.log)"',
         'START=$(date +%s)',
         'if ! "$TRTEXEC" "$@" > "$RESULTS/build.log" 2>&1; then',
         '    rm -f "$ENGINE_TMP"',
         '    tail -n 20 "$RESULTS/build.log" >&2',
-        '    echo "error: trtexec could not build the engine (full log: results/build.log)." >&2',
+        '    say "error: trtexec could not build the engine (full log: results/build.log)." >&2',
         "    exit 1",
         "fi",
         'mv "$ENGINE_TMP" "$ENGINE"',
@@ -275,7 +276,7 @@ def _build_and_manifest(plan):
         "<<'COSINEGATE_MANIFEST'",
         manifest_writer(plan.manifest_fields).rstrip("\n"),
         "COSINEGATE_MANIFEST",
-        'echo "wrote $ENGINE and its manifest $ENGINE.json"',
+        'say "wrote $ENGINE and its manifest $ENGINE.json"',
     ]
 
 
@@ -291,7 +292,7 @@ def _check(plan):
     return [
         "",
         "if command -v polygraphy > /dev/null 2>&1; then",
-        f'    echo "checking the engine against the PyTorch reference ({plan.precision} profile; log: results/polygraphy.log)"',
+        f'    say "checking the engine against the PyTorch reference ({plan.precision} profile; log: results/polygraphy.log)"',
         f"    if {polygraphy} > \"$RESULTS/polygraphy.log\" 2>&1 && {judge} >> \"$RESULTS/polygraphy.log\" 2>&1; then",
         "        PARITY=passed",
         "    else",
@@ -301,7 +302,7 @@ def _check(plan):
         "else",
         "    PARITY='not run (polygraphy not installed: pip3 install polygraphy)'",
         "fi",
-        'echo "parity: $PARITY" | tee "$RESULTS/parity.txt"',
+        'say "parity: $PARITY" | tee "$RESULTS/parity.txt"',
     ]
 
 
@@ -310,9 +311,9 @@ def _timing(plan):
                                   "$RESULTS/timing", plan.dla_core)
     return [
         "",
-        'echo "timing the engine (log: results/timing.log)"',
+        'say "timing the engine (log: results/timing.log)"',
         "set -- " + sh_words(args[1:]),
-        'if ! "$TRTEXEC" "$@" > "$RESULTS/timing.log" 2>&1; then echo "warning: timing failed (see results/timing.log)" >&2; fi',
+        'if ! "$TRTEXEC" "$@" > "$RESULTS/timing.log" 2>&1; then say "warning: timing failed (see results/timing.log)" >&2; fi',
     ]
 
 
@@ -341,7 +342,7 @@ def _candidate_table(plan):
             "",
             f'CAND_ENGINE="$RESULTS/"{sh_word(engine)}"$TRT-sm$SM.engine"',
             'CAND_TMP="$CAND_ENGINE.partial"',
-            f'echo "candidate {name}: building (log: results/build.{name}.log)"',
+            f'say "candidate {name}: building (log: results/build.{name}.log)"',
             "M=''; P=not-built",
             f'if build_{name} > "$RESULTS/build.{name}.log" 2>&1; then',
             '    mv "$CAND_TMP" "$CAND_ENGINE"',
@@ -352,18 +353,18 @@ def _candidate_table(plan):
             f'    if "$TRTEXEC" "$@" > "$RESULTS/timing.{name}.log" 2>&1; then M=$(median_ms "$RESULTS/timing.{name}.log"); fi',
             "else",
             '    rm -f "$CAND_TMP"',
-            f'    echo "warning: candidate {name} did not build (see results/build.{name}.log)" >&2',
+            f'    say "warning: candidate {name} did not build (see results/build.{name}.log)" >&2',
             "fi",
             f"printf '%-12s %10s %-10s %s\\n' {sh_word(name)} \"${{M:-n/a}}\" \"$P\" {accuracy} >> \"$TABLE\"",
         ]
     lines += [
         "",
-        'echo "candidates (trtexec --loadInputs, --useSpinWait; accuracy: within the profile\'s tolerance of the '
+        'say "candidates (trtexec --loadInputs, --useSpinWait; accuracy: within the profile\'s tolerance of the '
         'conditional graph, measured on the desktop):"',
         'cat "$TABLE"',
         "WINNER=$(awk 'NR > 1 && $2 != \"n/a\" && $3 != \"FAILED\" && $4 != \"outside\" "
         "{ if (best == \"\" || $2 + 0 < best + 0) { best = $2; name = $1 } } END { print name }' \"$TABLE\")",
-        'echo "winner: ${WINNER:-none (no candidate timed)}" | tee "$RESULTS/winner.txt"',
+        'say "winner: ${WINNER:-none (no candidate timed)}" | tee "$RESULTS/winner.txt"',
     ]
     return lines
 
@@ -374,15 +375,15 @@ def _power_state_and_return(plan):
         "if command -v nvpmodel > /dev/null 2>&1; then nvpmodel -q > \"$RESULTS/nvpmodel.txt\" 2>&1 || true; fi",
         "if command -v jetson_clocks > /dev/null 2>&1; then",
         "    { jetson_clocks --show 2>/dev/null || sudo -n jetson_clocks --show 2>/dev/null || "
-        "echo 'jetson_clocks --show needs root: run sudo jetson_clocks --show'; } > \"$RESULTS/jetson_clocks.txt\"",
+        "say 'jetson_clocks --show needs root: run sudo jetson_clocks --show'; } > \"$RESULTS/jetson_clocks.txt\"",
         "    # on = the GPU's minimum clock raised to its maximum (jetson_clocks --show: GPU MinFreq=... MaxFreq=...)",
         "    awk '/^GPU / { for (i = 2; i <= NF; i++) { split($i, kv, \"=\"); f[kv[1]] = kv[2] }",
         "                   print (f[\"MinFreq\"] != \"\" && f[\"MinFreq\"] == f[\"MaxFreq\"]) ? \"on\" : \"off\" }' "
         "\"$RESULTS/jetson_clocks.txt\" > \"$RESULTS/jetson_clocks_state.txt\" || true",
         "fi",
         "",
-        'echo "results: $RESULTS"',
-        'echo "bring them back (run on the desktop):"',
+        'say "results: $RESULTS"',
+        'say "bring them back (run on the desktop):"',
         # the printed command pastes as it reads: a results path with shell characters is single-quoted
         "case \"$RESULTS\" in *[!A-Za-z0-9_./+-]*) SHOWN=\"'$(printf '%s\\n' \"$RESULTS\" | sed \"s/'/'\\\\\\\\''/g\")'\" ;; "
         "*) SHOWN=$RESULTS ;; esac",
