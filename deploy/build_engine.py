@@ -88,6 +88,9 @@ def main(argv=None):
         raise CosineGateError(f"INT8 path {int8_path} is not offered by {profile.name}; use {', '.join(profile.int8_paths)}.")
     if not args.bundle:
         check_int8_form(args.form, args.precision, int8_path)
+    if not args.bundle and args.precision == "int8" and int8_path == "qdq" and args.batch != 1:
+        raise CosineGateError(f"--int8 qdq builds the calibrated Q/DQ graph, which has batch 1, not --batch {args.batch}; "
+                              "use --int8 cache for batches, or --batch 1.")
     if args.precision == "int8" and not (args.checkpoint or args.bundle or args.calib_cache or args.calibration):
         raise CosineGateError("INT8 needs calibration data or a cache: pass --checkpoint (calibrates), --calibration DIR or --calib-cache FILE.")
     if args.calib_cache and not Path(args.calib_cache).is_file():
@@ -236,7 +239,8 @@ def prepare(args, profile, int8_path, opset):
                 check_layer_names(onnx.load(str(qdq), load_external_data=False), qdq)
                 art["qdq"] = qdq
                 art["onnx"] = qdq
-            art["qdq_twin"] = qdq  # the cache's amax values as a graph ONNX Runtime runs: a forecast of the engine
+            if int8_path == "qdq" or not args.calib_cache:  # the shipped cache is this folder's: same amax values
+                art["qdq_twin"] = qdq  # as a graph ONNX Runtime runs: a forecast of the engine
         if args.calib_cache:
             art["cache"] = Path(args.calib_cache)
         if int8_path == "cache" and art["cache"] is None:
@@ -402,23 +406,30 @@ def bundle(args, profile, art, out, why):
 
 def int8_preview(args, art):
     """For an INT8 bundle with a Q/DQ graph of its form: its own check run here on ONNX Runtime, printed, and a
-    warning when it fails (the engine on the device will most likely fail it too). None otherwise."""
+    warning when it fails (the engine on the device will most likely fail it too). None otherwise; a preview that
+    cannot run is a warning, never a reason to withhold the bundle."""
     from cosinegate.parity import INT8
 
     if args.precision != "int8" or art.get("qdq_twin") is None or not art.get("reference"):
         return None
-    r = qdq_preview(art["qdq_twin"], art["inputs"], art["reference"])
+    graph = Path(art["qdq_twin"]).name
+    try:
+        r = qdq_preview(art["qdq_twin"], art["inputs"], art["reference"])
+    except Exception as exc:  # Polygraphy and ONNX Runtime raise many types; the bundle does not depend on it
+        print(f"warning: the INT8 preview on ONNX Runtime could not run ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the device check is the only verdict.")
+        return {"passed": None, "graph": graph, "error": type(exc).__name__}
     line = (f"top-1 agreement {r['top1_agreement']:.4f}, gate agreement {r['gate_agreement']:.4f} on "
-            f"{r['num_samples']} reference images (ONNX Runtime, {Path(art['qdq_twin']).name})")
+            f"{r['num_samples']} reference images (ONNX Runtime, {graph})")
     if r["passed"]:
         print(f"INT8 preview: the bundle's check passes here: {line}")
     else:
         print(f"warning: the bundle's INT8 check fails here already: {line}, below the int8 profile (top-1 >= "
-              f"{INT8.min_top1}, gates >= {INT8.min_gate_agreement}); the engine will most likely fail it too: calibrate "
-              "with calibration/calibrate.py --method percentile (or another method, more --calib-images) and pass "
-              "--calibration DIR, or build fp16.")
+              f"{INT8.min_top1}, gates >= {INT8.min_gate_agreement}); the engine will most likely fail it too: "
+              f"calibrate with python calibration/calibrate.py --checkpoint CKPT --method percentile --forms "
+              f"flat,{args.form} --out DIR (or another method, more --calib-images) and pass --calibration DIR, or build fp16.")
     kept = {key: r[key] for key in ("passed", "top1_agreement", "gate_agreement", "num_samples")}
-    return {**kept, "graph": Path(art["qdq_twin"]).name}
+    return {**kept, "graph": graph}
 
 
 def device_candidates(selection, rels, select):
@@ -626,27 +637,31 @@ def engine_parity(engine, inputs_json, reference_json, precision):
     """Polygraphy TrtRunner on the saved inputs vs the saved PyTorch outputs, under the precision's profile."""
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    from polygraphy.json import load_json
 
-    return saved_parity(TrtRunner(EngineFromBytes(BytesFromPath(str(engine))), name="trt"), inputs_json, reference_json,
-                        precision)
+    return saved_parity(TrtRunner(EngineFromBytes(BytesFromPath(str(engine))), name="trt"), load_json(str(inputs_json)),
+                        reference_json, precision)
 
 
 def qdq_preview(qdq, inputs_json, reference_json):
-    """The bundle's INT8 check run here on ONNX Runtime with the Q/DQ graph: a forecast, not the engine's verdict."""
+    """The bundle's INT8 check run here on ONNX Runtime with the Q/DQ graph: a forecast, not the engine's verdict.
+    The Q/DQ graphs have batch 1, so a masked bundle's batches are fed one image at a time (gates are per image)."""
+    from polygraphy.json import load_json
+
     from cosinegate.parity.compare import graph_runner
 
-    return saved_parity(graph_runner(qdq, "onnxrt"), inputs_json, reference_json, "int8")
+    feeds = [{name: x[i : i + 1] for name, x in feed.items()} for feed in load_json(str(inputs_json))
+             for i in range(len(next(iter(feed.values()))))]
+    return saved_parity(graph_runner(qdq, "onnxrt"), feeds, reference_json, "int8")
 
 
-def saved_parity(runner, inputs_json, reference_json, precision):
-    """A Polygraphy runner on the saved inputs vs the saved PyTorch outputs, under the precision's profile."""
+def saved_parity(runner, feeds, reference_json, precision):
+    """A Polygraphy runner on feed dicts vs the saved PyTorch outputs, under the precision's profile."""
     import numpy as np
     from polygraphy.comparator import Comparator, RunResults
-    from polygraphy.json import load_json
 
     from cosinegate.parity import PROFILES, agreement_report
 
-    feeds = load_json(str(inputs_json))
     reference = RunResults.load(str(reference_json))
     results = Comparator.run([runner], data_loader=feeds)
 

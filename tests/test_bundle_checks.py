@@ -63,10 +63,10 @@ def test_int8_preview_warns_when_the_graph_fails_the_check(masked_int8, capsys):
     bundle, _ = masked_int8
     art = {"qdq_twin": bundle / "calibration" / "model.qdq.onnx", "inputs": bundle / "inputs.json",
            "reference": bundle / "reference.json"}
-    preview = build_engine.int8_preview(SimpleNamespace(precision="int8"), art)
+    preview = build_engine.int8_preview(SimpleNamespace(precision="int8", form="masked"), art)
     printed = capsys.readouterr().out
     assert not preview["passed"] and preview["top1_agreement"] < 0.97, preview
-    assert "warning: the bundle's INT8 check fails here already" in printed and "--method percentile" in printed
+    assert "warning: the bundle's INT8 check fails here already" in printed and "--forms flat,masked" in printed
     assert build_engine.int8_preview(SimpleNamespace(precision="fp16"), art) is None
 
 
@@ -76,6 +76,23 @@ def test_device_check_passes_the_bundle_graph_and_fails_the_flat_twin(masked_int
     assert code == 0 and "parity PASSED (int8" in printed, printed
     code, printed = device_check(bundle, bundle / "calibration" / "model.qdq.onnx", tmp_path)  # every block runs
     assert code == 1 and "parity FAILED" in printed and "top-1 agreement" in printed, printed
+
+
+def test_masked_batch4_int8_cache_bundle_previews_image_by_image(masked_int8, tmp_path, monkeypatch):
+    """The Q/DQ graphs have batch 1; a batch-4 masked bundle's reference is fed to them one image at a time, and
+    --int8 qdq, whose engine would be that batch-1 graph, is refused for batch 4 in one line."""
+    bundle, _ = masked_int8
+    monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+    ckpt = next(bundle.parent.glob("dyn.pt"))
+    report = tmp_path / "b4.json"
+    assert build_engine.main(["--target", "jetson-orin", "--checkpoint", str(ckpt), "--form", "masked", "--batch", "4",
+                              "--int8", "cache", "--out", str(tmp_path), "--json", str(report)]) == 0
+    preview = json.loads(report.read_text())["int8_preview_onnxrt"]
+    assert preview["graph"] == "model.qdq.masked.onnx" and preview["passed"] and preview["num_samples"] == 100, preview
+    with pytest.raises(CosineGateError, match="--int8 qdq builds the calibrated Q/DQ graph, which has batch 1"):
+        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(ckpt), "--form", "masked", "--batch", "4",
+                           "--int8", "qdq", "--out", str(tmp_path / "q")])
+    assert not (tmp_path / "q").exists()
 
 
 def test_int8_path_implies_int8_and_refuses_a_contradiction(dyn_checkpoint, tmp_path):

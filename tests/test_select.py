@@ -10,7 +10,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "deploy"))
 import build_engine  # noqa: E402
 
-from cosinegate.bench.candidates import STAT, choose  # noqa: E402
+from cosinegate.bench.candidates import STAT, choose, eligible_names  # noqa: E402
 from cosinegate.errors import CosineGateError  # noqa: E402
 from cosinegate.trt import build as trt_build  # noqa: E402
 from cosinegate.trt.manifest import verify_bundle  # noqa: E402
@@ -63,7 +63,8 @@ def test_fastest_candidate_within_tolerance_wins(selected):
     out, _ = selected
     sel = verify_bundle(next(out.glob("*-bundle")))["selection"]
     c = sel["candidates"]
-    fastest = min(c, key=lambda name: c[name]["latency_ms"][STAT])
+    assert sel["chosen"] == choose(c, sel["max_accuracy_drop"])[0]  # the recorded choice follows the rule
+    fastest = min(eligible_names(c, 1.0 + c["conditional"]["accuracy"]), key=lambda name: c[name]["latency_ms"][STAT])
     assert choose(c, 1.0 + c["conditional"]["accuracy"])[0] == fastest
     strict = {name: dict(v, accuracy=v["accuracy"] - (0 if name == "conditional" else 1.0)) for name, v in c.items()}
     assert choose(strict, 0.5)[0] == "conditional"

@@ -53,11 +53,15 @@ def check_csv_header(path):
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        header = next(csv.reader(f), [])
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            header = next(csv.reader(f), [])
+    except OSError as exc:
+        raise CosineGateError(f"--csv {path} cannot be read ({exc.strerror or type(exc).__name__}); fix its permissions "
+                              "or name another file.") from exc
     if tuple(header) != CSV_FIELDS:
-        raise CosineGateError(f"--csv {path} has another header ({','.join(header)[:80]}); name a new file or one "
-                              "an earlier bench wrote.")
+        raise CosineGateError(f"--csv {path} has another header ({','.join(header)[:80]}); name a new file or a CSV "
+                              "that deploy/bench.py wrote.")
 
 
 def append_csv(path, row):

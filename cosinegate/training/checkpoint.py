@@ -111,21 +111,29 @@ def _upgrade(state):
     return state
 
 
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save's pre-zip format opens with this pickle
+
+
 def _corrupt(path, exc):
     import zipfile
 
-    if not zipfile.is_zipfile(path) and Path(path).read_bytes()[:1] == b"\x80":  # pickle protocol 2+ opcode
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(LEGACY_TORCH_MAGIC))
+    except OSError:
+        head = b""
+    if head[:1] == b"\x80" and not head.startswith(LEGACY_TORCH_MAGIC) and not zipfile.is_zipfile(path):  # pickle 2+
         return CosineGateError(f"checkpoint {path} is a plain pickle, not a torch.save file; pass a file written by "
                                "train/train.py.")
     return CosineGateError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); retrain or restore it.")
 
 
 def _torch_load(path):
-    """torch.load(weights_only=True) without its warnings about foreign pickles (the refusal says what is wrong)."""
+    """torch.load(weights_only=True) without torch's own warnings about foreign pickles (the refusal says what is wrong)."""
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
