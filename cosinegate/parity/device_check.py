@@ -26,9 +26,10 @@ def load_outputs(path):
     from polygraphy.comparator import RunResults
 
     try:
-        if json.loads(Path(path).read_text()).get("polygraphy_class") != "RunResults":  # before Polygraphy logs its own lines
+        text = Path(path).read_text()
+        if json.loads(text).get("polygraphy_class") != "RunResults":  # before Polygraphy logs its own lines
             raise ValueError("not a RunResults file")
-        results = RunResults.load(str(path))
+        results = RunResults.from_json(text)
         _, iterations = results[0]
         return {name: np.concatenate([np.asarray(it[name]) for it in iterations]) for name in ("logits", "gates")}
     except Exception as exc:  # a file format boundary: whatever Polygraphy or the layout raise, say which file
