@@ -91,7 +91,7 @@ class GatedBlock(nn.Module):
         decisions = self.gate.decide(logit)
         g = self.gate.train_gate(logit) if self.training else decisions.to(f.dtype)
         y = self.post(s + g.view(-1, 1, 1, 1) * f)
-        stats = {"logits": logit, "probs": probs, "gates": decisions.to(f.dtype)}
+        stats = {"logits": logit, "probs": probs, "gates": decisions.to(f.dtype), "executed": g}
         if self.training:
             full = self.post(s + f)
             stats["consistency"] = F.mse_loss(F.normalize(y.flatten(1), dim=1), F.normalize(full.flatten(1), dim=1))
@@ -105,6 +105,7 @@ class GatedBlock(nn.Module):
             f = self.residual(x)
             g = self.gate.train_gate(logit)
             stats["gates"] = (g.detach() > 0.5).to(x.dtype)
+            stats["executed"] = g  # the decisions with their straight-through gradient (before any blend)
             if self.gate.blend < 1.0:  # gates introduced gradually (two-phase fine-tuning)
                 g = 1.0 - self.gate.blend * (1.0 - g)
             with torch.no_grad():  # stop-gradient target: no autograd graph over the full activations

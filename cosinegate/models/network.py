@@ -20,11 +20,15 @@ class GateStats:
 
     logits, probs, gates: [N, blocks]; gates are hard decisions, 1 = block ran.
     Dense and dropped blocks report gates 1 and 0 and probs equal to their gate.
+    executed: [N, blocks], the gates as the residuals were scaled in training (predictive: straight-through,
+    exactly the 0/1 decisions forward, the soft gradient backward), the hard decisions otherwise: a loss on
+    execution rates belongs on these, since probs can sit at any rate while every gate is open.
     """
 
     logits: torch.Tensor
     probs: torch.Tensor
     gates: torch.Tensor
+    executed: torch.Tensor
     cir_loss: torch.Tensor
     consistency: torch.Tensor
 
@@ -106,17 +110,19 @@ class CosineGateNet(nn.Module):
 
     def _collect(self, per_block, like):
         n = like.shape[0]
-        logits, probs, gates, cir, cons = [], [], [], [], []
+        logits, probs, gates, executed, cir, cons = [], [], [], [], [], []
         for block, stats in zip(self.blocks, per_block):
             if "gates" in stats:
                 logits.append(stats["logits"])
                 probs.append(stats["probs"])
                 gates.append(stats["gates"])
+                executed.append(stats.get("executed", stats["gates"]))
             else:
                 fixed = like.new_full((n,), 0.0 if block.dropped else 1.0)
                 logits.append(like.new_full((n,), float("-inf") if block.dropped else float("inf")))
                 probs.append(fixed)
                 gates.append(fixed)
+                executed.append(fixed)
             if "cir_loss" in stats:
                 cir.append(stats["cir_loss"])
             if "consistency" in stats:
@@ -126,6 +132,7 @@ class CosineGateNet(nn.Module):
             logits=torch.stack(logits, 1),
             probs=torch.stack(probs, 1),
             gates=torch.stack(gates, 1),
+            executed=torch.stack(executed, 1),
             cir_loss=torch.stack(cir).mean() if cir else zero,
             consistency=torch.stack(cons).mean() if cons else zero,
         )

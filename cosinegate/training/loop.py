@@ -153,8 +153,9 @@ class Trainer:
             if gate["penalty"]:
                 penalty, _ = compute_penalty(probs, self.mac_weights, gate, gate["penalty"] * ramp, losses)
             gated_probs = probs.index_select(1, self.gated_index)
-            if self.rate_targets is not None and gate["block_rate_weight"]:
-                penalty = penalty + gate["block_rate_weight"] * ramp * block_rate_loss(gated_probs, self.rate_targets)
+            if self.rate_targets is not None and gate["block_rate_weight"]:  # on the executed decisions (ConvNet-AIG)
+                executed = stats.executed.float().index_select(1, self.gated_index)
+                penalty = penalty + gate["block_rate_weight"] * ramp * block_rate_loss(executed, self.rate_targets)
             if gate["batch_shaping_weight"]:
                 weight = schedules.batch_shaping_weight(gate, progress, epochs)
                 penalty = penalty + weight * batch_shaping_loss(gated_probs, gate["batch_shaping_prior"])

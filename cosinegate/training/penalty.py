@@ -66,10 +66,12 @@ def block_rate_targets(rates, num_blocks):
     return list(rates) if isinstance(rates, (list, tuple)) else [float(rates)] * num_blocks
 
 
-def block_rate_loss(probs, targets):
-    """ConvNet-AIG's target-rate loss: mean over blocks of (batch-mean gate probability - target)^2.
+def block_rate_loss(gates, targets):
+    """ConvNet-AIG's target-rate loss: mean over blocks of (batch-mean execution - target)^2.
 
-    probs: [N, B] of the gated blocks; targets: [B] execution rates. Unlike the MAC hinge it is two-sided
-    and per block, so every block is held at its own rate instead of the network meeting one global budget.
+    gates: [N, B] of the gated blocks, the straight-through decisions of training (GateStats.executed: 0/1
+    forward, so the batch mean is the rate at which blocks really ran); targets: [B] execution rates. Unlike
+    the MAC hinge it is two-sided and per block, so every block is held at its own rate instead of the network
+    meeting one global budget. (On probabilities it is met by every gate at p = rate while all of them run.)
     """
-    return ((probs.mean(0) - targets) ** 2).mean()
+    return ((gates.mean(0) - targets) ** 2).mean()
