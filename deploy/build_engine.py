@@ -657,18 +657,15 @@ def qdq_preview(qdq, inputs_json, reference_json):
 
 def saved_parity(runner, feeds, reference_json, precision):
     """A Polygraphy runner on feed dicts vs the saved PyTorch outputs, under the precision's profile."""
-    import numpy as np
     from polygraphy.comparator import Comparator, RunResults
 
     from cosinegate.parity import PROFILES, agreement_report
+    from cosinegate.parity.compare import stack_iterations
 
     reference = RunResults.load(str(reference_json))
     results = Comparator.run([runner], data_loader=feeds)
-
-    def stacked(run):
-        return {name: np.concatenate([np.asarray(it[name]) for it in run[1]]) for name in ("logits", "gates")}
-
-    return {"precision": precision, **agreement_report(stacked(reference[0]), stacked(results[0]), PROFILES[precision])}
+    return {"precision": precision, **agreement_report(stack_iterations(reference[0][1]), stack_iterations(results[0][1]),
+                                                       PROFILES[precision])}
 
 
 if __name__ == "__main__":

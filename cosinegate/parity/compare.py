@@ -166,7 +166,7 @@ def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=2
         accuracy = Comparator.compare_accuracy(results, compare_func=tolerance.compare_func())
         if save_reference:
             _save_reference(results, save_reference)
-    ref, got = (_stack(results[i][1]) for i in (0, 1))
+    ref, got = (stack_iterations(results[i][1]) for i in (0, 1))
     own = np.concatenate(torch_runner.own_decisions)
     report = summarize(ref, got, own, kinds, tolerance, bool(accuracy))
     report.update(form=meta.get("form"), policy=meta.get("policy"), backend=backend, batch=batch)
@@ -184,7 +184,8 @@ def _save_reference(results, path):
         reference.save(str(tmp))
 
 
-def _stack(iterations):
+def stack_iterations(iterations):
+    """{"logits", "gates"} arrays of one runner's iterations, stacked in order."""
     return {name: np.concatenate([np.asarray(it[name]) for it in iterations]) for name in (LOGITS, GATES)}
 
 

@@ -115,14 +115,12 @@ LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save's 
 
 
 def _corrupt(path, exc):
-    import zipfile
-
     try:
         with open(path, "rb") as f:
             head = f.read(len(LEGACY_TORCH_MAGIC))
     except OSError:
         head = b""
-    if head[:1] == b"\x80" and not head.startswith(LEGACY_TORCH_MAGIC) and not zipfile.is_zipfile(path):  # pickle 2+
+    if head[:1] == b"\x80" and not head.startswith(LEGACY_TORCH_MAGIC):  # a pickle (protocol 2+), not torch's zip or old format
         return CosineGateError(f"checkpoint {path} is a plain pickle, not a torch.save file; pass a file written by "
                                "train/train.py.")
     return CosineGateError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); retrain or restore it.")
