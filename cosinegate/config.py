@@ -47,6 +47,8 @@ DEFAULTS = {
         "batch_size": 128,
         "lr": 0.1,
         "momentum": 0.9,
+        "nesterov": False,
+        "label_smoothing": 0.0,  # cross-entropy against (1 - eps) one-hot + eps uniform
         "weight_decay": 5e-4,
         "schedule": "cosine",  # cosine | cosine_restarts | onecycle
         "t0": 50,
@@ -149,6 +151,11 @@ def validate(config):
     lr = config["optim"]["lr"]
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise CosineGateError(f"optim.lr = {lr!r}; the learning rate must be a finite number above 0.")
+    smoothing = config["optim"]["label_smoothing"]
+    if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing < 1.0):
+        raise CosineGateError(f"optim.label_smoothing = {smoothing!r}; give a number in [0, 1), e.g. 0.1.")
+    if not isinstance(config["optim"]["nesterov"], bool):
+        raise CosineGateError(f"optim.nesterov = {config['optim']['nesterov']!r}; it must be true or false.")
     subset = config["data"].get("subset")
     if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
         raise CosineGateError(f"data.subset = {subset!r}; give a whole number of images of at least 1, or leave it out.")

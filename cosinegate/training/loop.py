@@ -84,8 +84,8 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         optim = config["optim"]
         self.optimizer = self.runtime.optimizer(
-            list(self.model.parameters()), self.device, lr=optim["lr"], momentum=optim["momentum"], weight_decay=optim["weight_decay"]
-        )
+            list(self.model.parameters()), self.device, lr=optim["lr"], momentum=optim["momentum"], weight_decay=optim["weight_decay"],
+            nesterov=optim["nesterov"])
         self.images = torch.as_tensor(self.train_set.images, device=self.device)
         # stored N x N: pad by N/8 and crop N (the CIFAR recipe); stored larger (resize rule `train`): crop N inside it
         self.slack = self.train_set.images.shape[1] - self.image_size
@@ -139,7 +139,7 @@ class Trainer:
                 with torch.no_grad():
                     teacher, _ = self.teacher(x)
         logits = logits.float()
-        losses = F.cross_entropy(logits, y, reduction="none")
+        losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg["optim"]["label_smoothing"])
         loss = losses.mean()
         if teacher is not None:
             weight, temp = cfg["distill"]["weight"], cfg["distill"]["temperature"]
