@@ -49,6 +49,7 @@ DEFAULTS = {
         "momentum": 0.9,
         "nesterov": False,
         "label_smoothing": 0.0,  # cross-entropy against (1 - eps) one-hot + eps uniform
+        "gate_lr_scale": 1.0,  # the gates' learning rate is lr x this (fine-tuning: fresh gates on a trained backbone)
         "weight_decay": 5e-4,
         "schedule": "cosine",  # cosine | cosine_restarts | onecycle
         "t0": 50,
@@ -154,6 +155,9 @@ def validate(config):
     smoothing = config["optim"]["label_smoothing"]
     if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing < 1.0):
         raise CosineGateError(f"optim.label_smoothing = {smoothing!r}; give a number in [0, 1), e.g. 0.1.")
+    scale = config["optim"]["gate_lr_scale"]
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise CosineGateError(f"optim.gate_lr_scale = {scale!r}; give a finite number above 0 (1 = the backbone's rate).")
     if not isinstance(config["optim"]["nesterov"], bool):
         raise CosineGateError(f"optim.nesterov = {config['optim']['nesterov']!r}; it must be true or false.")
     subset = config["data"].get("subset")

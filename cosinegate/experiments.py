@@ -217,7 +217,8 @@ def collect(out, runs):
     order = {p: i for i, p in enumerate(PRESETS)}
     compare_with_static_curve(rows)
     compare_with_depths(rows)
-    return sorted(rows, key=lambda r: (r["backbone"], order[r["preset"].split("-")[0] if r["preset"].startswith("static") else r["preset"]], r["preset"]))
+    return sorted(rows, key=lambda r: (r["backbone"], order.get(r["preset"].split("-")[0] if r["preset"].startswith("static") else r["preset"],
+                                                                len(order)), r["preset"]))
 
 
 def static_curve(rows, backbone):

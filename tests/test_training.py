@@ -4,6 +4,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -209,3 +210,30 @@ def test_ddp_ranks_agree_on_stopping():
     results = mp.Manager().dict()
     mp.spawn(_any_on_rank, args=(port, results), nprocs=2, join=True)
     assert dict(results) == {0: (True, False), 1: (True, False)}
+
+
+# ---- fine-tuning knobs: gates at a scaled learning rate, Nesterov, label smoothing ----------------------------
+def test_gate_lr_scale_puts_the_gates_in_their_own_group():
+    from cosinegate.config import load_config, validate
+    from cosinegate.training.loop import Trainer
+
+    config = load_config("rates")
+    config["data"].update(source="synthetic", subset=64)
+    config["optim"].update(gate_lr_scale=5.0, lr=0.02)
+    trainer = Trainer(validate(config), tempfile.mkdtemp(), progress=False)
+    backbone, gates = trainer.optimizer.param_groups
+    gate_params = {id(p) for b in trainer.model.blocks if b.gate is not None for p in b.gate.parameters()}
+    assert {id(p) for p in gates["params"]} == gate_params and not gate_params & {id(p) for p in backbone["params"]}
+    lr = trainer.set_schedules(3.0)
+    assert backbone["lr"] == lr and gates["lr"] == pytest.approx(5.0 * lr)
+
+
+@pytest.mark.parametrize("key, value, message", [("gate_lr_scale", 0, "gate_lr_scale"), ("label_smoothing", 1.0, "label_smoothing"),
+                                                 ("nesterov", "yes", "nesterov")])
+def test_fine_tuning_knobs_refuse_values_they_cannot_run_with(key, value, message):
+    from cosinegate.config import load_config, validate
+
+    config = load_config("dense")
+    config["optim"][key] = value
+    with pytest.raises(CosineGateError, match=message):
+        validate(config)

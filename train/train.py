@@ -53,6 +53,8 @@ def parse_args(argv=None):
     speed.add_argument("--fused", action="store_true", help="fused SGD kernel")
     parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
                         help="stop after the last epoch that fits in SECONDS (last.pt kept; continue with --resume)")
+    parser.add_argument("--stop-after", type=positive_int, metavar="EPOCH",
+                        help="stop after this epoch of the schedule (last.pt kept; continue with --resume)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--json", metavar="REPORT", help="also write the run's summary.json here")
     add_version_flag(parser)
@@ -130,13 +132,13 @@ def main(argv=None):
     config = config_from_args(args)
     device = pick_device(args.device)
     summary = train(config, args.out, device, resume=args.resume, progress=not args.no_progress,
-                    runtime=runtime_from_args(args, device), time_limit=args.time_limit)
-    if summary is None and args.time_limit is not None:
+                    runtime=runtime_from_args(args, device), time_limit=args.time_limit, stop_after=args.stop_after)
+    if summary is None:
         from cosinegate.training.checkpoint import load_checkpoint
 
         last = Path(args.out) / "last.pt"
         done = load_checkpoint(last)["epoch"] + 1 if last.is_file() else 0
-        print(f"stopped at the time limit after epoch {done} of {config['optim']['epochs']}; continue with --resume --out {args.out}")
+        print(f"stopped after epoch {done} of {config['optim']['epochs']}; continue with --resume --out {args.out}")
     if summary is not None:
         size, norm = summary["image_size"], summary["normalization"]
         print(f"input {size}x{size}, normalization mean {norm['mean']} std {norm['std']} ({norm['source']})")

@@ -38,6 +38,16 @@ def hardware_label(device):
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def param_groups(model, gate_lr_scale):
+    """The optimizer's parameter groups: one, or with gate_lr_scale != 1 the gates' parameters as a second
+    group whose learning rate is scaled (`lr_scale`) against the backbone's."""
+    gates = [p for b in model.blocks if b.gate is not None for p in b.gate.parameters()]
+    if gate_lr_scale == 1.0 or not gates:
+        return [{"params": list(model.parameters())}]
+    ids = {id(p) for p in gates}
+    return [{"params": [p for p in model.parameters() if id(p) not in ids]}, {"params": gates, "lr_scale": gate_lr_scale}]
+
+
 class Trainer:
     """Holds data, model and optimizer of one run in `out_dir`."""
 
@@ -84,8 +94,8 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         optim = config["optim"]
         self.optimizer = self.runtime.optimizer(
-            list(self.model.parameters()), self.device, lr=optim["lr"], momentum=optim["momentum"], weight_decay=optim["weight_decay"],
-            nesterov=optim["nesterov"])
+            param_groups(self.model, optim["gate_lr_scale"]), self.device, lr=optim["lr"], momentum=optim["momentum"],
+            weight_decay=optim["weight_decay"], nesterov=optim["nesterov"])
         self.images = torch.as_tensor(self.train_set.images, device=self.device)
         # stored N x N: pad by N/8 and crop N (the CIFAR recipe); stored larger (resize rule `train`): crop N inside it
         self.slack = self.train_set.images.shape[1] - self.image_size
@@ -169,7 +179,7 @@ class Trainer:
         cfg, epochs = self.config, self.config["optim"]["epochs"]
         lr = schedules.learning_rate(cfg["optim"], progress)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.model.set_temperature(schedules.temperature(cfg["gate"], progress, epochs),
                                    schedules.noise_scale(cfg["gate"], progress, epochs))
         self.model.set_gate_blend(schedules.gate_blend(cfg["gate"], progress, epochs))
@@ -247,11 +257,12 @@ class Trainer:
         }
 
     # ---- whole run ---------------------------------------------------------
-    def run(self, resume=False, time_limit=None):
+    def run(self, resume=False, time_limit=None, stop_after=None):
         """Train to the end (returns the summary), or, with `time_limit` seconds, stop after the last
-        epoch that fits (returns None; last.pt holds it and --resume continues exactly there)."""
+        epoch that fits, or stop after epoch `stop_after` of the schedule (both return None; last.pt holds
+        it and --resume continues exactly there)."""
         with self._claim_out():
-            return self._run(resume, time_limit)
+            return self._run(resume, time_limit, stop_after)
 
     def _claim_out(self):
         """Rank 0: make --out, check it is writable, and hold its lock for the whole run (a second writer is refused)."""
@@ -265,7 +276,7 @@ class Trainer:
             raise write_error(self.out, exc) from exc
         return folder_lock(self.out, "train.py run")
 
-    def _run(self, resume, time_limit):
+    def _run(self, resume, time_limit, stop_after):
         if resume:
             self.resume()
         elif (self.out / "last.pt").exists():
@@ -274,6 +285,7 @@ class Trainer:
         longest = self._longest_epoch()
         for epoch in range(self.start_epoch, epochs):
             out_of_time = time_limit is not None and time.time() - self.created + 1.1 * longest > time_limit
+            out_of_time = out_of_time or (stop_after is not None and epoch >= stop_after)
             if self.dist.any(out_of_time):  # every rank stops at the same epoch
                 self.stopped_at = epoch
                 self.dist.close()
@@ -356,5 +368,5 @@ def read_metrics(path):
     return records
 
 
-def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None):
-    return Trainer(config, out_dir, device, progress, runtime).run(resume, time_limit)
+def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None, stop_after=None):
+    return Trainer(config, out_dir, device, progress, runtime).run(resume, time_limit, stop_after)

@@ -1,0 +1,422 @@
+"""Issue 21's campaign: a dense teacher per seed, then every contender fine-tuned from it with one recipe.
+
+The state lives in one folder (committed to the repository between working stretches): `campaign.json` (the
+protocol, fixed when the campaign starts), `static-choice-sN.json` (which blocks the static baselines remove)
+and `runs/NAME/` (train/train.py run folders). A run in progress keeps last.pt and best.pt, so train.py
+--resume continues it bit-exact; a finished run keeps its summary, metrics, curves and a model-only last.pt.
+Contenders per seed, each fine-tuned from that seed's teacher for the same epochs, lr, schedule and
+distillation:
+  static-dK       the teacher with K blocks removed (greedy: the removal that costs the least held-out top-1)
+  METHOD-rR       gated (predictive gates; rates | shaping | two-phase) at per-block execution rate R
+and, once every fine-tune is done, one control: the winning gated contender trained from scratch for
+teacher + fine-tune epochs.
+"""
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cosinegate.errors import CosineGateError
+
+TEACHER_PRESET = "teacher"
+PROTOCOL = {  # campaign.json's content when a campaign starts; a running campaign keeps the one it started with
+    "backbone": "resnet20",
+    "seeds": 2,
+    "data": {"source": "imagefolder", "root": "../shared/data/cifar10-jpeg", "subset": None},
+    "teacher_epochs": 50,
+    "finetune": {"epochs": 15, "lr": 0.02, "schedule": "cosine", "warmup_epochs": 0, "nesterov": True,
+                 "gate_lr_scale": 5.0, "distill": {"weight": 0.5, "temperature": 4.0}},
+    "static_removals": [1, 2, 3],
+    "methods": ["rates", "shaping", "two-phase"],
+    "rates": [0.55, 0.75],
+}
+START_MARGIN = 600  # seconds before the deadline after which no run is started (its first epoch would overrun)
+SPEED_FLAGS = ["--amp", "bf16", "--channels-last", "--fused"]  # how runs execute, not what they learn
+
+
+@dataclass
+class Run:
+    name: str
+    group: str  # what the results table aggregates over seeds: teacher, static-d2, rates-r0.55, control-...
+    seed: int
+    config: dict = None  # the full train.py config (None: not plannable yet, e.g. static before its teacher)
+    needs: list = field(default_factory=list)  # runs that must be done first
+
+
+def load_protocol(folder, protocol=None):
+    """campaign.json of `folder` (written from `protocol` or PROTOCOL when the campaign is new)."""
+    path = Path(folder) / "campaign.json"
+    if path.is_file():
+        from cosinegate.artifacts import read_json
+
+        stored = read_json(path, "campaign.json")
+        if protocol is not None and stored != protocol:
+            raise CosineGateError(f"{path} holds another protocol than the one asked for; continue it as it is or "
+                                  "start a new campaign folder.")
+        return stored
+    from cosinegate.artifacts import atomic_write_json
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, protocol or PROTOCOL)
+    return protocol or PROTOCOL
+
+
+def run_state(folder):
+    folder = Path(folder)
+    if (folder / "summary.json").is_file():
+        return "done"
+    return "partial" if (folder / "last.pt").is_file() else "new"
+
+
+def _base(protocol, preset, seed):
+    from cosinegate.config import load_config
+
+    config = load_config(preset)
+    config["seed"] = seed
+    config["model"]["backbone"] = protocol["backbone"]
+    config["data"].update(source=protocol["data"]["source"], root=protocol["data"]["root"], subset=protocol["data"]["subset"])
+    return config
+
+
+def teacher_config(protocol, seed):
+    from cosinegate.config import validate
+
+    config = _base(protocol, TEACHER_PRESET, seed)
+    config["optim"]["epochs"] = protocol["teacher_epochs"]
+    return validate(config)
+
+
+def finetune_config(protocol, preset, seed, teacher, name, init, drop_blocks=None, rate=None):
+    """A contender's config: its preset's model and gate settings, the campaign's fine-tuning recipe."""
+    from cosinegate.config import validate
+
+    config = _base(protocol, preset, seed)
+    ft = protocol["finetune"]
+    config["name"] = name
+    config["optim"].update(epochs=ft["epochs"], lr=ft["lr"], schedule=ft["schedule"], warmup_epochs=ft["warmup_epochs"],
+                           nesterov=ft["nesterov"], gate_lr_scale=ft["gate_lr_scale"],
+                           batch_size=teacher["optim"]["batch_size"], weight_decay=teacher["optim"]["weight_decay"],
+                           momentum=teacher["optim"]["momentum"], label_smoothing=teacher["optim"]["label_smoothing"])
+    config["distill"] = dict(ft["distill"])
+    config["init_from"] = init  # the teacher's last.pt
+    if drop_blocks is not None:
+        config["model"]["drop_blocks"] = sorted(drop_blocks)
+    if rate is not None:
+        config["gate"]["block_rates"] = rate
+    return validate(config)
+
+
+def control_config(protocol, winner, seed):
+    """The winning gated contender trained from scratch with the teacher's recipe for teacher + fine-tune epochs."""
+    config = copy.deepcopy(winner)
+    teacher = teacher_config(protocol, seed)
+    config.update(seed=seed, init_from=None, name=f"control-{winner['name'].rsplit('-s', 1)[0]}")
+    config["distill"]["weight"] = 0.0
+    config["optim"] = dict(teacher["optim"], epochs=teacher["optim"]["epochs"] + protocol["finetune"]["epochs"])
+    return config
+
+
+def plan(folder, protocol):
+    """Every run of the campaign in priority order (teachers, then seed by seed its fine-tunes, then controls)."""
+    folder = Path(folder)
+    runs = [Run(f"teacher-s{s}", "teacher", s, teacher_config(protocol, s)) for s in range(protocol["seeds"])]
+    for s in range(protocol["seeds"]):
+        teacher = runs[s].config
+        init = str(folder / "runs" / runs[s].name / "last.pt")
+        choice = _read_choice(folder, s)
+        for k in protocol["static_removals"]:
+            name = f"static-d{k}-s{s}"
+            config = None
+            if choice is not None:
+                config = finetune_config(protocol, "dense", s, teacher, name, init, drop_blocks=choice["order"][:k])
+            runs.append(Run(name, f"static-d{k}", s, config, [runs[s].name]))
+        for rate in protocol["rates"]:
+            for method in protocol["methods"]:
+                name = f"{method}-r{rate}-s{s}"
+                config = finetune_config(protocol, method, s, teacher, name, init, rate=rate)
+                runs.append(Run(name, f"{method}-r{rate}", s, config, [runs[s].name]))
+    finetunes = [r.name for r in runs if r.group != "teacher"]
+    winner = _winner(folder, runs) if all(run_state(folder / "runs" / n) == "done" for n in finetunes) else None
+    for s in range(protocol["seeds"]):
+        config = control_config(protocol, winner.config, s) if winner else None
+        group = config["name"] if config else "control"
+        runs.append(Run(f"{group}-s{s}", group, s, config, finetunes))
+    return runs
+
+
+def _read_choice(folder, seed):
+    path = Path(folder) / f"static-choice-s{seed}.json"
+    if not path.is_file():
+        return None
+    from cosinegate.artifacts import read_json
+
+    return read_json(path, "static block choice")
+
+
+def _winner(folder, runs):
+    """The seed-0 run of the gated group with the largest gain over the static curve (if none lies inside the
+    curve's MAC range: the highest top-1)."""
+    rows = {r["preset"]: r for r in table(folder, runs) if r["mode"] != "none"}
+    inside = [g for g, r in rows.items() if r.get("gain_vs_static") is not None]
+    best = max(inside, key=lambda g: rows[g]["gain_vs_static"]) if inside else max(rows, key=lambda g: rows[g]["top1_mean"])
+    return next(r for r in runs if r.group == best and r.seed == 0)
+
+
+def choose_static_blocks(folder, protocol, seed, device="cpu", log=print):
+    """Greedy removal order from the finished teacher: each step removes the block whose removal (on top of the
+    earlier ones, no fine-tuning) costs the least held-out top-1. Written to static-choice-sN.json."""
+    from cosinegate.artifacts import atomic_write_json
+    from cosinegate.data import load_dataset, split_holdout
+    from cosinegate.evaluation import evaluate
+    from cosinegate.experiments import removal_order
+    from cosinegate.models import build_model
+    from cosinegate.training.checkpoint import load_checkpoint
+
+    teacher_path = Path(folder) / "runs" / f"teacher-s{seed}" / "last.pt"
+    state = load_checkpoint(teacher_path)
+    config = state["config"]
+    data = config["data"]
+    train, _ = load_dataset(data["source"], data["root"], allow_download=False, image_size=data["image_size"], training=True)
+    _, held_out = split_holdout(train, data["val_fraction"], seed=config["seed"])  # the teacher's own held-out split
+    held_out = held_out.cropped(data["image_size"])
+
+    def top1(drops):
+        model = build_model(dict(config["model"], drop_blocks=drops), num_classes=state["num_classes"], image_size=data["image_size"])
+        model.load_state_dict({k: v for k, v in state["model"].items() if k in model.state_dict()})
+        model.normalization = state["normalization"]
+        return evaluate(model.to(device).eval(), held_out, device=device)["top1"]
+
+    order, steps = [], [{"removed": [], "held_out_top1": top1([])}]
+    candidates = removal_order(protocol["backbone"])
+    for _ in range(max(protocol["static_removals"])):
+        scores = {b: top1(sorted(order + [b])) for b in candidates if b not in order}
+        best = max(scores, key=lambda b: (scores[b], -b))
+        order.append(best)
+        steps.append({"removed": sorted(order), "held_out_top1": scores[best], "candidates": {str(k): v for k, v in scores.items()}})
+        log(f"teacher-s{seed}: removing block {best} next costs the least held-out top-1 ({scores[best] * 100:.2f}%)")
+    choice = {"rule": "greedy: remove the block whose removal costs the least held-out top-1 of the teacher (no fine-tuning)",
+              "teacher": str(teacher_path), "order": order, "steps": steps}
+    atomic_write_json(Path(folder) / f"static-choice-s{seed}.json", choice)
+    return choice
+
+
+def compact(run_folder):
+    """A finished run keeps a model-only last.pt (no optimizer state) and no best.pt: enough to teach, evaluate and
+    export; its summary already holds the best-by-held-out figures."""
+    from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
+
+    folder = Path(run_folder)
+    last = folder / "last.pt"
+    if run_state(folder) != "done" or not last.is_file():
+        return False
+    state = load_checkpoint(last)
+    changed = False
+    if "optimizer" in state:
+        state.pop("optimizer")
+        tmp = folder / "last.pt.tmp"
+        save_checkpoint(tmp, **{k: v for k, v in state.items() if k != "format"})
+        tmp.replace(last)
+        changed = True
+    if (folder / "best.pt").exists():
+        (folder / "best.pt").unlink()
+        changed = True
+    return changed
+
+
+def write_config(run, folder):
+    """The run's config as the YAML file train.py is started with (unchanged if it already holds the same)."""
+    import yaml
+
+    from cosinegate.artifacts import atomic_write_text
+
+    path = Path(folder) / "runs" / run.name / "config.yaml"
+    text = "# written by the campaign (cosinegate/cpu_campaign.py); train/train.py --config this file\n" + yaml.safe_dump(
+        run.config, sort_keys=True)
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    return path
+
+
+def ready(run, folder):
+    return run.config is not None and all(run_state(Path(folder) / "runs" / n) == "done" for n in run.needs)
+
+
+def table(folder, runs):
+    """experiments.collect's rows for the campaign's finished runs, compared with the static curve."""
+    from cosinegate.experiments import RunSpec, collect
+
+    specs = [RunSpec(r.name, r.group, "resnet20" if r.config is None else r.config["model"]["backbone"], r.seed) for r in runs]
+    return collect(Path(folder), specs)
+
+
+def progress(folder, runs):
+    """{run: (state, epochs done, epochs planned)}."""
+    from cosinegate.training.loop import read_metrics
+
+    report = {}
+    for run in runs:
+        path = Path(folder) / "runs" / run.name / "metrics.jsonl"
+        done = len({m["epoch"] for m in read_metrics(path)}) if path.is_file() else 0
+        planned = run.config["optim"]["epochs"] if run.config else None
+        report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": done, "epochs": planned}
+    return report
+
+
+@dataclass
+class Result:
+    finished: list
+    stopped: list
+    failed: list
+    seconds: float
+
+
+def continue_campaign(folder, deadline, jobs=2, threads=1, device="cpu", script=None, nice=10, poll=5.0, log=print,
+                      stop_after=None, start_margin=START_MARGIN):
+    """Train the campaign's runs in priority order, `jobs` at once (`threads` each), until every run is done or the
+    next epoch would end after `deadline` (a time.time() value): each run then stops after its last whole epoch
+    (train.py --time-limit); no run starts in the last `start_margin` seconds. stop_after=N stops every run after
+    epoch N of its schedule (a chunk measured in epochs). Returns what finished, stopped and failed."""
+    import os
+    import subprocess
+    import sys
+
+    folder = Path(folder)
+    protocol = load_protocol(folder)
+    script = script or Path(__file__).resolve().parent.parent / "train" / "train.py"
+    started, running, finished, stopped, failed = time.time(), {}, [], [], []
+    while True:
+        runs = plan(folder, protocol)
+        for run in runs:
+            if run.group == "teacher" and run_state(folder / "runs" / run.name) == "done":
+                for s in [run.seed] if _read_choice(folder, run.seed) is None else []:
+                    choose_static_blocks(folder, protocol, s, log=log)
+                    runs = plan(folder, protocol)
+            if run_state(folder / "runs" / run.name) == "done" and compact(folder / "runs" / run.name):
+                log(f"{run.name}: finished; kept a model-only last.pt")
+        left = deadline - time.time()
+        waiting = [r for r in runs if run_state(folder / "runs" / r.name) != "done" and r.name not in running
+                   and r.name not in failed and r.name not in stopped]
+        for run in waiting:
+            if len(running) >= jobs or left < start_margin:
+                break
+            if not ready(run, folder):
+                continue
+            config_path = write_config(run, folder)
+            run_dir = folder / "runs" / run.name
+            args = [sys.executable, str(script), "--config", str(config_path), "--device", device, "--out", str(run_dir),
+                    "--no-progress", "--time-limit", str(int(left)), *SPEED_FLAGS]
+            if run_state(run_dir) == "partial":
+                args.append("--resume")
+            if stop_after is not None:
+                args += ["--stop-after", str(stop_after)]
+            env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            with open(run_dir / "train.log", "a") as out:
+                running[run.name] = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                                     preexec_fn=(lambda: os.nice(nice)) if nice else None)
+            log(f"{run.name}: {'resumed' if '--resume' in args else 'started'} ({progress(folder, [run])[run.name]['epochs_done']} "
+                f"of {run.config['optim']['epochs']} epochs done)")
+        if not running:
+            break
+        time.sleep(poll)
+        for name, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            state = run_state(folder / "runs" / name)
+            if proc.returncode != 0:
+                failed.append(name)
+                log(f"{name}: FAILED (exit {proc.returncode}); see {folder / 'runs' / name / 'train.log'}")
+            elif state == "done":
+                finished.append(name)
+                log(f"{name}: done")
+            else:
+                stopped.append(name)
+                log(f"{name}: stopped at the deadline ({progress(folder, [r for r in runs if r.name == name])[name]['epochs_done']} epochs done)")
+    for run in plan(folder, protocol):
+        compact(folder / "runs" / run.name)
+    return Result(finished, stopped, failed, time.time() - started)
+
+
+def _teacher_lines(folder, runs):
+    from cosinegate.training.loop import read_metrics
+
+    lines = []
+    for run in (r for r in runs if r.group == "teacher"):
+        path = Path(folder) / "runs" / run.name
+        metrics = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
+        minutes = sum(m.get("seconds", 0.0) for m in metrics) / 60
+        if (path / "summary.json").is_file():
+            summary = json.loads((path / "summary.json").read_text())
+            lines.append(f"| {run.name} | {summary['final']['top1'] * 100:.2f} | {len(metrics)} | {minutes:.0f} | {summary['hardware']} |")
+        elif metrics:
+            lines.append(f"| {run.name} | (held-out {metrics[-1]['val_top1'] * 100:.2f} at epoch {metrics[-1]['epoch']}) | "
+                         f"{len(metrics)} of {run.config['optim']['epochs']} | {minutes:.0f} | in progress |")
+    return lines
+
+
+def goals(rows, teacher_top1):
+    """Issue 21's goals on the finished rows: (goal, status text)."""
+    gated = [r for r in rows if r["mode"] != "none"]
+    both = [r for r in gated if r["seeds"] >= 2]
+    out = []
+    inside = [r for r in both if r.get("gain_vs_static") is not None]
+    if inside:
+        best = max(inside, key=lambda r: r["gain_vs_static"])
+        met = best["beats_static"]
+        out.append(("best gated >= 0.3 pp above the static curve at its executed MACs, >= half of its savings dynamic",
+                    f"{'met' if met else 'not met'}: {best['preset']} {best['gain_vs_static'] * 100:+.2f} pp, "
+                    f"{best['dynamic_share'] * 100:.0f}% dynamic ({best['seeds']} seeds)"))
+    else:
+        out.append(("best gated >= 0.3 pp above the static curve", "open: no gated contender finished with 2 seeds yet"))
+    if both and teacher_top1 is not None:
+        close = [r for r in both if r["real_savings"] >= 0.285]
+        best = max(close, key=lambda r: r["top1_mean"]) if close else None
+        if best is None:
+            out.append((">= 28.5% real savings within 0.3 pp of the teacher", "not met: no contender saves 28.5%"))
+        else:
+            gap = best["top1_mean"] - teacher_top1
+            out.append((">= 28.5% real savings within 0.3 pp of the teacher",
+                        f"{'met' if gap >= -0.003 else 'not met'}: {best['preset']} {best['real_savings'] * 100:.1f}% at "
+                        f"{gap * 100:+.2f} pp"))
+    else:
+        out.append((">= 28.5% real savings within 0.3 pp of the teacher", "open: needs the teachers and 2 seeds of a gated contender"))
+    out.append(("the winner exported with --policy auto passes parity; INT8 Q/DQ <= 0.5 pp, gate agreement >= 99.5%",
+                "open: run once the winner is known (deploy/build_engine.py / parity, see the write-up)"))
+    return out
+
+
+def write_report(folder, protocol=None):
+    """results.md, results.json and pareto.png of the campaign folder, from its state as it is now."""
+    from cosinegate.artifacts import atomic_write_json, atomic_write_text
+    from cosinegate.experiments import pareto_plot, results_markdown
+
+    folder = Path(folder)
+    protocol = protocol or load_protocol(folder)
+    runs = plan(folder, protocol)
+    rows = table(folder, runs)
+    state = progress(folder, runs)
+    teacher = [r for r in rows if r["preset"] == "teacher"]
+    teacher_top1 = teacher[0]["top1_mean"] if teacher and teacher[0]["seeds"] == protocol["seeds"] else None
+    ft = protocol["finetune"]
+    note = (f"Protocol (campaign.json): {protocol['backbone']} on {protocol['data']['root']} (45,000 train / 5,000 held out / "
+            f"10,000 test), {protocol['seeds']} seeds; dense teacher recipe train/configs/{TEACHER_PRESET}.yaml; every "
+            f"contender fine-tuned from its seed's teacher for {ft['epochs']} epochs (lr {ft['lr']} {ft['schedule']}, "
+            f"nesterov, gates at {ft['gate_lr_scale']}x the lr, distillation weight {ft['distill']['weight']} at "
+            f"T={ft['distill']['temperature']}); CPU, one thread per run, bf16 autocast. Rows show finished runs only.")
+    lines = ["# The CPU campaign (issue 21): dense teacher, then every contender fine-tuned from it", "", note, "",
+             "## Teachers", "", "| run | test top-1 % (final epoch) | epochs | minutes training | hardware |", "|---|---|---|---|---|",
+             *_teacher_lines(folder, runs), "", "## Goals", ""]
+    lines += [f"- {goal}: **{status}**" for goal, status in goals(rows, teacher_top1)]
+    lines += ["", "## Progress", "", "| run | state | epochs |", "|---|---|---|"]
+    lines += [f"| {n} | {p['state']} | {p['epochs_done']} of {p['epochs'] or '?'} |" for n, p in state.items()]
+    text = "\n".join(lines) + "\n\n" + (results_markdown(rows, "") if rows else "No run has finished yet.\n")
+    atomic_write_text(folder / "results.md", text)
+    atomic_write_json(folder / "results.json", {"protocol": protocol, "rows": rows, "progress": state,
+                                                "goals": dict(goals(rows, teacher_top1))})
+    if rows:
+        pareto_plot(rows, folder / "pareto.png", "CPU campaign: top-1 vs executed MACs (fine-tuned from the teacher)",
+                    paper_points=False)
+    return text
