@@ -242,6 +242,33 @@ def test_cosine_incongruity():
     assert torch.allclose(cosine_incongruity(a, 3 * a), torch.zeros(3), atol=1e-6)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_training_forms_compute_what_the_plain_ops_do(channels_last, dtype):
+    """spatial_mean (the gate's pooling in training) and cir_target (its CIR target): the values and gradient of
+    x.mean(dim=(2, 3)) and of cosine_incongruity, for NCHW and channels_last, fp32 and bf16; the gradient comes back
+    in the input's memory format (the point of it: no slow strided accumulation)."""
+    from cosinegate.models.gates import cir_target, spatial_mean
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(4, 6, 5, 7).to(dtype).contiguous(memory_format=fmt)
+    weight = torch.randn(4, 6)
+    ours, plain = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (spatial_mean(ours) * weight).sum().backward()
+    (plain.float().mean(dim=(2, 3)) * weight).sum().backward()
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    assert torch.allclose(spatial_mean(x).float(), x.float().mean(dim=(2, 3)), atol=tol)
+    assert torch.allclose(ours.grad.float(), plain.grad.float(), atol=tol) and ours.grad.dtype == dtype
+    raw, = torch.autograd.grad(spatial_mean(ours).sum(), ours)  # as the block input's gradient receives it
+    assert raw.is_contiguous(memory_format=fmt)
+    s, f = x, torch.randn(4, 6, 5, 7).to(dtype).contiguous(memory_format=fmt)
+    exact = cosine_incongruity(s.float(), f.float())  # bf16: each product rounds, the sums do not
+    assert torch.allclose(cir_target(s, f), exact, atol=1e-5 if dtype == torch.float32 else 1e-3)
+    with torch.no_grad():  # inference and export: the plain mean (a custom Function does not export)
+        assert spatial_mean(x.requires_grad_()).grad_fn is None
+
+
 # ---- dense and dropped blocks --------------------------------------------------------------------
 
 

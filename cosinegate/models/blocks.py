@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cosinegate.models.gates import PaperGate, PredictiveGate, cosine_incongruity
+from cosinegate.models.gates import PaperGate, PredictiveGate, cir_target, cosine_incongruity
 
 
 class PadShortcut(nn.Module):
@@ -109,7 +109,7 @@ class GatedBlock(nn.Module):
             if self.gate.blend < 1.0:  # gates introduced gradually (two-phase fine-tuning)
                 g = 1.0 - self.gate.blend * (1.0 - g)
             with torch.no_grad():  # stop-gradient target: no autograd graph over the full activations
-                cir = cosine_incongruity(s, f)
+                cir = cir_target(s, f)
             stats["cir_loss"] = F.mse_loss(cir_hat, cir)
             return self.post(s + g.view(-1, 1, 1, 1) * f), stats
         return self._run_selected(x, s, decisions), stats
