@@ -107,7 +107,7 @@ def probe(args):
 
     barrier = Path(args.probe)
     runtime = Runtime(**SETTINGS[args.settings.split(",")[0]])
-    trainer = make_trainer("predictive", args.backbone, args.device, args.batch_size, runtime)
+    trainer = make_trainer(args.probe_mode, args.backbone, args.device, args.batch_size, runtime)
     timed_steps(trainer, args.warmup)
     sync(trainer.device)
     (barrier / f"ready-{args.probe_id}").write_text("ready")
@@ -149,20 +149,26 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--json", metavar="REPORT", help="also write the table as JSON")
     add_version_flag(parser)
+    parser.add_argument("--concurrency", metavar="JOBSxTHREADS,...", help="also measure the aggregate images/s of "
+                        "concurrent runs, e.g. 1x2,2x1 (one 2-thread run against two 1-thread runs), dense and gated, "
+                        "at the first --settings")
     parser.add_argument("--probe", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-mode", default="predictive", choices=("none", "predictive"), help=argparse.SUPPRESS)
     parser.add_argument("--probe-id", default="0", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=8.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     if args.steps < 1 or args.batch_size < 1 or args.repeats < 1:
         raise CosineGateError("--steps, --batch-size and --repeats must be at least 1.")
+    if args.concurrency:
+        parse_concurrency(args.concurrency)  # refused before anything is measured
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.probe:
         args.settings = args.settings or "fp32"
         return probe(args)
     cuda = str(device).startswith("cuda")
-    names = args.settings.split(",") if args.settings else [n for n in SETTINGS if "compile" not in n] if cuda else ["fp32", "fp32+channels_last", "bf16"]
+    names = args.settings.split(",") if args.settings else [n for n in SETTINGS if "compile" not in n]
     if args.compile and not any("compile" in n for n in names):
         names.append("bf16+channels_last+fused+compile")
     unknown = [n for n in names if n not in SETTINGS]
@@ -196,11 +202,44 @@ def main(argv=None):
     if best:
         print(f"at the best dense setting ({best['setting']}): a 160-epoch run over {epoch_images} images would take "
               f"{160 * epoch_images / best['images_per_s'] / 60:.1f} min of training steps (evaluation not counted)")
+    levels = concurrency(args, names[0]) if args.concurrency else []
     if args.json:
         from cosinegate.artifacts import atomic_write_json
 
         atomic_write_json(args.json, {"backbone": args.backbone, "batch_size": args.batch_size, "hardware": hardware_label(device),
-                                      "torch": torch.__version__, "rows": rows})
+                                      "torch": torch.__version__, "rows": rows, "concurrency": levels})
+
+
+def parse_concurrency(text):
+    """'1x2,2x1' -> [(1, 2), (2, 1)] (jobs, threads)."""
+    from cosinegate.errors import CosineGateError
+
+    try:
+        specs = [tuple(int(n) for n in spec.lower().split("x")) for spec in text.split(",")]
+    except ValueError:
+        specs = []
+    if not specs or not all(len(s) == 2 and min(s) >= 1 for s in specs):
+        raise CosineGateError(f"--concurrency {text!r}: give JOBSxTHREADS pairs, e.g. 1x2,2x1.")
+    return specs
+
+
+def concurrency(args, setting):
+    """Aggregate images/s of JOBS concurrent probe processes with THREADS threads each, dense and gated; prints a table."""
+    from cosinegate.training.packing import probe_level
+
+    rows = []
+    for jobs, threads in parse_concurrency(args.concurrency):
+        row = {"jobs": jobs, "threads": threads}
+        for mode in ("none", "predictive"):
+            level = probe_level(Path(__file__).resolve(), jobs, str(args.device), args.backbone, setting, args.seconds,
+                                args.batch_size, extra=["--threads", str(threads), "--probe-mode", mode, "--warmup", str(args.warmup)])
+            row[mode] = level["images_per_s"]
+        rows.append(row)
+    print(f"\nconcurrent runs ({setting}, {args.seconds:.0f} s window each; images/s summed over the runs)")
+    print(f"{'runs x threads':<16}{'dense img/s':>13}{'gated img/s':>13}")
+    for r in rows:
+        print(f"{r['jobs']}x{r['threads']:<14}{r['none']:>13.0f}{r['predictive']:>13.0f}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ from pathlib import Path
 from cosinegate.errors import CosineGateError
 
 
-def probe_level(script, k, device, backbone, setting, seconds, batch_size=128, timeout=180):
-    """Aggregate images/s of k concurrent probe processes."""
+def probe_level(script, k, device, backbone, setting, seconds, batch_size=128, timeout=180, extra=()):
+    """Aggregate images/s of k concurrent probe processes (`extra`: more bench_train.py flags, e.g. --threads)."""
     with tempfile.TemporaryDirectory(prefix="cosinegate-probe-") as folder:
         barrier = Path(folder)
         procs = [subprocess.Popen([sys.executable, str(script), "--probe", folder, "--probe-id", str(i), "--device", device,
                                    "--backbone", backbone, "--settings", setting, "--seconds", str(seconds),
-                                   "--batch-size", str(batch_size)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                   "--batch-size", str(batch_size), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                  for i in range(k)]
         try:
             deadline = time.time() + timeout
