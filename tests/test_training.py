@@ -237,3 +237,29 @@ def test_fine_tuning_knobs_refuse_values_they_cannot_run_with(key, value, messag
     config["optim"][key] = value
     with pytest.raises(CosineGateError, match=message):
         validate(config)
+
+
+# ---- training you can watch: a line per epoch, a data line, a warning when routing is not dynamic ----------------
+def test_train_prints_a_line_per_epoch_and_quiet_prints_none(tmp_path, fake_cifar_root):
+    common = ["--config", "rates", "--data", "cifar10", "--data-root", fake_cifar_root, "--epochs", "2", "--subset", "60"]
+    shown = run_script("train/train.py", *common, "--no-progress", "--out", tmp_path / "shown")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("data cifar10") and "held out" in lines[0] and "test" in lines[0]
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    metrics = [json.loads(line) for line in (tmp_path / "shown/metrics.jsonl").read_text().splitlines()]
+    assert len(epochs) == 2 and all(f"held-out top-1 {m['val_top1'] * 100:5.2f}%" in e and "skip % [" in e
+                                    for e, m in zip(epochs, metrics))
+    quiet = run_script("train/train.py", *common, "--quiet", "--out", tmp_path / "quiet")
+    assert quiet.returncode == 0 and not any(line.startswith(("epoch ", "data ")) for line in quiet.stdout.splitlines())
+
+
+def test_routing_note_names_a_dense_or_static_outcome():
+    from cosinegate.models import CosineGateNet
+    from cosinegate.training.loop import routing_note
+
+    gated = CosineGateNet("resnet20", "predictive", ungated_blocks="stage_first")  # gates on blocks 1, 2, 4, 5, 7, 8
+    assert routing_note(CosineGateNet("resnet20", "none"), [0.0] * 9) is None
+    assert routing_note(gated, [0.0, 0.0, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]) is None  # block 2 is dynamic
+    assert "no gated block ever skipped" in routing_note(gated, [0.0] * 9)
+    assert "blocks [2, 8] are always skipped" in routing_note(gated, [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])

@@ -55,7 +55,8 @@ def parse_args(argv=None):
                         help="stop after the last epoch that fits in SECONDS (last.pt kept; continue with --resume)")
     parser.add_argument("--stop-after", type=positive_int, metavar="EPOCH",
                         help="stop after this epoch of the schedule (last.pt kept; continue with --resume)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch lines stay)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines (errors and the result only)")
     parser.add_argument("--json", metavar="REPORT", help="also write the run's summary.json here")
     add_version_flag(parser)
     return parser.parse_args(argv)
@@ -131,7 +132,8 @@ def main(argv=None):
     args = parse_args(argv)
     config = config_from_args(args)
     device = pick_device(args.device)
-    summary = train(config, args.out, device, resume=args.resume, progress=not args.no_progress,
+    log = None if args.quiet else (lambda text: print(text, flush=True))
+    summary = train(config, args.out, device, resume=args.resume, progress=not (args.no_progress or args.quiet), log=log,
                     runtime=runtime_from_args(args, device), time_limit=args.time_limit, stop_after=args.stop_after)
     if summary is None:
         from cosinegate.training.checkpoint import load_checkpoint

@@ -51,9 +51,10 @@ def param_groups(model, gate_lr_scale):
 class Trainer:
     """Holds data, model and optimizer of one run in `out_dir`."""
 
-    def __init__(self, config, out_dir, device="cpu", progress=True, runtime=None):
+    def __init__(self, config, out_dir, device="cpu", progress=True, runtime=None, log=None):
         self.created = time.time()  # a --time-limit counts from here: loading the data is part of it
         self.config = config
+        self.log = log or (lambda text: None)  # one line per epoch and the run's notes (train.py: print)
         self.out = Path(out_dir)
         self.device = torch.device(device)
         self.progress = progress
@@ -282,6 +283,8 @@ class Trainer:
         elif (self.out / "last.pt").exists():
             raise CosineGateError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out.")
         epochs = self.config["optim"]["epochs"]
+        if self.dist.is_main:
+            self.log(self.data_line())
         longest = self._longest_epoch()
         for epoch in range(self.start_epoch, epochs):
             out_of_time = time_limit is not None and time.time() - self.created + 1.1 * longest > time_limit
@@ -301,6 +304,15 @@ class Trainer:
         self.dist.close()
         return summary
 
+    def data_line(self):
+        """What the run trains and selects on, in one line."""
+        data = self.config["data"]
+        held = f"{len(self.val_set)} held out ({data['val_fraction']:.0%}, for the held-out columns and best.pt)" \
+            if self.val_set is not None else "none held out (the held-out columns use the training images)"
+        return (f"data {data['source']}{' ' + str(data['root']) if data['root'] else ''}: {len(self.train_set)} training images, "
+                f"{held}, {len(self.test)} test; {len(self.classes)} classes; {self.image_size}x{self.image_size}; "
+                f"{self.config['optim']['epochs']} epochs from epoch {self.start_epoch + 1}")
+
     def _longest_epoch(self):
         """An estimate of one epoch's seconds from this run's metrics so far (0 for a new run): the longest
         recorded training time plus 15% for evaluation and checkpoints."""
@@ -315,6 +327,7 @@ class Trainer:
         line = {"epoch": epoch + 1, **metrics, "seconds": seconds, "val_top1": rep["top1"],
                 "val_real_savings": rep["real_savings"], "val_skip_rates": rep["skip_rates"]}
         append_line(self.out / "metrics.jsonl", json.dumps(line))  # whole lines only, a killed run's partial one dropped
+        self.log(epoch_line(line, self.config["optim"]["epochs"], self.model.mode != "none"))
         if rep["top1"] > self.best_val:
             self.best_val = rep["top1"]
             save_checkpoint(self.out / "best.pt", **self.state(epoch, rep["skip_rates"]))
@@ -348,11 +361,42 @@ class Trainer:
             },
         }
         atomic_write_json(self.out / "summary.json", summary)
+        note = routing_note(self.model, final["skip_rates"])
+        if note:
+            self.log(note)
         atomic_write_text(self.out / "config.json", json.dumps(self.config, indent=2) + "\n")
         training_curves(metrics, self.out / "training.png",
                         f"{self.config['name']}: {self.config['model']['backbone']} {self.config['model']['mode']}",
                         train_augmented=bool(self.config["data"]["augment"]))
         return summary
+
+
+def epoch_line(m, epochs, gated):
+    """One printed line per epoch: loss, top-1, held-out top-1 and, for gated runs, savings and skip rates."""
+    text = (f"epoch {m['epoch']:>3}/{epochs}  loss {m['train_loss']:.3f}  train top-1 {m['train_top1'] * 100:5.2f}%  "
+            f"held-out top-1 {m['val_top1'] * 100:5.2f}%")
+    if gated:
+        skips = " ".join(f"{r * 100:.0f}" for r in m["val_skip_rates"])
+        text += f"  savings {m['val_real_savings'] * 100:4.1f}%  skip % [{skips}]"
+    return text + f"  {m['seconds']:.0f} s"
+
+
+def routing_note(model, skip_rates):
+    """A warning when a gated model's routing is not dynamic on the test split (None when it is, or for dense)."""
+    from cosinegate.evaluation import block_classes
+
+    if model.mode == "none":
+        return None
+    gated = [i for i, b in enumerate(model.blocks) if b.gate is not None]
+    kinds = [block_classes(skip_rates)[i] for i in gated]
+    if "dynamic" in kinds:
+        return None
+    skipped = [i for i, k in zip(gated, kinds) if k == "always_skipped"]
+    if not skipped:
+        return ("WARNING: no gated block ever skipped on the test split: the model is the dense network (a conditional graph "
+                "would have no If). Train longer, or raise gate.penalty / lower gate.target or gate.block_rates.")
+    return (f"WARNING: no block is dynamic: blocks {skipped} are always skipped and the rest always run, i.e. static pruning "
+            "(train/train.py --drop-blocks gives that network without gates). Lower gate.penalty or raise gate.min_rate.")
 
 
 def read_metrics(path):
@@ -368,5 +412,5 @@ def read_metrics(path):
     return records
 
 
-def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None, stop_after=None):
-    return Trainer(config, out_dir, device, progress, runtime).run(resume, time_limit, stop_after)
+def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None, stop_after=None, log=None):
+    return Trainer(config, out_dir, device, progress, runtime, log).run(resume, time_limit, stop_after)
