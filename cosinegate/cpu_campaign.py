@@ -232,8 +232,12 @@ def write_config(run, folder):
     from cosinegate.artifacts import atomic_write_text
 
     path = Path(folder) / "runs" / run.name / "config.yaml"
-    text = "# written by the campaign (cosinegate/cpu_campaign.py); train/train.py --config this file\n" + yaml.safe_dump(
-        run.config, sort_keys=True)
+    class NoAliases(yaml.SafeDumper):  # config readers refuse YAML aliases (a shared list would be written as one)
+        def ignore_aliases(self, data):
+            return True
+
+    text = "# written by the campaign (cosinegate/cpu_campaign.py); train/train.py --config this file\n" + yaml.dump(
+        run.config, Dumper=NoAliases, sort_keys=True)
     if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
