@@ -104,3 +104,23 @@ def test_the_report_says_what_finished(chunked):
     report = json.loads((folder / "results.json").read_text())
     assert {r["preset"] for r in report["rows"]} >= {"teacher", "static-d1", "rates-r0.5"}
     assert all(p["state"] == "done" for p in report["progress"].values())
+
+
+def _row(preset, mode, top1, savings, seeds=2, gain=None, dynamic_share=1.0):
+    row = {"preset": preset, "mode": mode, "top1_mean": top1, "real_savings": savings, "seeds": seeds, "dynamic_share": dynamic_share}
+    if gain is not None:
+        row.update(gain_vs_static=gain, beats_static=gain >= 0.003 and dynamic_share >= 0.5)
+    return row
+
+
+def test_goals_are_read_off_the_rows_with_both_seeds():
+    teacher = 0.910
+    rows = [_row("teacher", "none", teacher, 0.0), _row("rates-r0.55", "predictive", 0.908, 0.29, gain=0.004),
+            _row("shaping-r0.55", "predictive", 0.912, 0.30, seeds=1, gain=0.02)]  # one seed only: not counted
+    status = dict(cc.goals(rows, teacher))
+    assert [s.split(":")[0] for s in status.values()][:2] == ["met", "met"]
+    assert "rates-r0.55 +0.40 pp" in list(status.values())[0]
+    rows[1].update(top1_mean=0.905)  # 0.5 pp below the teacher
+    rows[1].update(gain_vs_static=0.002, beats_static=False)
+    assert [s.split(":")[0] for s in dict(cc.goals(rows, teacher)).values()][:2] == ["not met", "not met"]
+    assert list(dict(cc.goals(rows[:1], None)).values())[0].startswith("open")
