@@ -4,7 +4,9 @@ Every command that needs images (calibrate, parity, bench, build_engine, evaluat
 evaluate_int8) asks `choose_data` with the model's origin (source, root and class
 names from the checkpoint, or from an exported graph's metadata) and the user's
 --data/--data-root. A root that is not there is refused with the flag that
-overrides it; a data source whose class count differs from the model's is an
+overrides it; a root is only ever read: nothing a checkpoint or graph records
+causes a download (CIFAR-10 is downloaded by train.py alone, into the --data-root
+its user names); a data source whose class count differs from the model's is an
 error; the choice is printed (`describe`) and recorded (`record`).
 """
 
@@ -78,7 +80,7 @@ def choose_data(origin, source=None, root=None, log=print, override=OVERRIDE):
             raise CosineGateError(
                 f"the checkpoint was trained on {source} data at {root}, which is not here; {override}."
             )
-    train, test = load_dataset(source, root, image_size=origin.image_size if origin is not None else 32)
+    train, test = load_dataset(source, root, allow_download=False, image_size=origin.image_size if origin is not None else 32)
     if origin is not None and origin.classes and len(test.classes) != len(origin.classes):
         raise CosineGateError(
             f"the data ({source}{'' if root is None else ' at ' + str(root)}) has {len(test.classes)} classes but the model "
