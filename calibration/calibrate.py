@@ -52,6 +52,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from cosinegate.cli import check_output_files, check_output_folder
     from cosinegate.errors import CosineGateError
     from cosinegate.quant.calibrate import calibrate, check_method, resolve_trt_version, write_outputs
     from cosinegate.data.choice import DataOrigin, choose_data
@@ -64,6 +65,9 @@ def main(argv=None):
     if args.subset is not None:
         raise CosineGateError("--subset is not used by calibration; use --calib-images N.")
     forms = [f.strip() for f in args.forms.split(",") if f.strip()]
+    inputs = {"checkpoint": args.checkpoint, "cache": args.cache_in}
+    check_output_folder("--out", args.out, inputs)
+    check_output_files(inputs, json=args.json)
     from cosinegate.training.checkpoint import check_image_size
 
     state = load_checkpoint(args.checkpoint)

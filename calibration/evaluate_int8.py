@@ -41,6 +41,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
+    from cosinegate.cli import check_output_files
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
     from cosinegate.quant.accuracy import evaluate, format_table
@@ -49,6 +50,7 @@ def main(argv=None):
     from cosinegate.training.checkpoint import model_from_checkpoint
 
     args = parse_args(argv)
+    check_output_files({"checkpoint": args.checkpoint}, json=args.json)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise CosineGateError("--methods is empty; pass e.g. minmax,entropy,percentile.")

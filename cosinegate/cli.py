@@ -82,15 +82,25 @@ def positive_float(text):
     return _number(float, text, 0.0, "positive")
 
 
-def check_output_files(**paths):
-    """Refuse output paths that are folders before any work is done (flag name -> path; None skipped)."""
+def check_output_files(inputs=None, **paths):
+    """Before any work: refuse output files (flag name -> path; None skipped) that are folders, links or other
+    non-regular files, or one of the command's `inputs` ({what: path})."""
     from pathlib import Path
 
+    from cosinegate.artifacts import refuse_clobbering
     from cosinegate.errors import CosineGateError
 
     for flag, path in paths.items():
         if path is not None and Path(path).is_dir():
             raise CosineGateError(f"--{flag.replace('_', '-')} {path} is a folder; name a file to write.")
+    refuse_clobbering(inputs or {}, files={f"--{flag.replace('_', '-')}": path for flag, path in paths.items()})
+
+
+def check_output_folder(flag, path, inputs=None):
+    """Before any work: refuse an output folder that is a link or a file, or that holds one of `inputs` ({what: path})."""
+    from cosinegate.artifacts import refuse_clobbering
+
+    refuse_clobbering(inputs or {}, folders={flag: path})
 
 
 def pick_device(name):

@@ -156,7 +156,8 @@ def main(argv=None):
         raise CosineGateError(f"unknown backend {backend_name!r}; choose onnxrt, torch or trt.")
     if args.batch < 1 or args.threads < 1 or args.rounds < 1 or (args.iterations < 1 and not args.duration):
         raise CosineGateError("--batch, --threads, --rounds and --iterations must be at least 1.")
-    check_output_files(json=args.json, csv=args.csv, plot=args.plot)
+    check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "engine": args.engine, "inputs file": args.inputs,
+                        "If cost table": args.if_cost_table}, json=args.json, csv=args.csv, plot=args.plot)
     if args.csv:
         check_csv_header(args.csv)
     if args.duration is not None and args.duration < MIN_DURATION:

@@ -78,11 +78,14 @@ def output_path(out, form):
 
 
 def main(argv=None):
+    from cosinegate.cli import check_output_files
     from cosinegate.onnx import export_checkpoint
 
     args = parse_args(argv)
     skip_rates = read_skip_rates(args.skip_rates) if args.skip_rates else None
     args.out = output_path(args.out, args.form)
+    check_output_files({"checkpoint": args.checkpoint, "skip-rates file": args.skip_rates, "If cost table": args.if_cost_table},
+                       out=args.out, out_manifest=f"{args.out}.json", json=args.json)
     manifest = export_checkpoint(args.checkpoint, args.out, args.form, args.batch, args.opset, args.policy, skip_rates,
                                  args.if_cost_table)
     if args.json:

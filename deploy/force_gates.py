@@ -32,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--json", metavar="REPORT", help="write a JSON report (data used, skip rates) here")
     add_version_flag(parser)
     args = parser.parse_args(argv)
-    check_output_files(out=args.out, json=args.json)
+    check_output_files({"checkpoint": args.checkpoint}, out=args.out, json=args.json)
 
     model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
     data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)

@@ -38,11 +38,13 @@ def main(argv=None):
     import torch
 
     from cosinegate.bench.host_sync import measure
+    from cosinegate.cli import check_output_files
     from cosinegate.data.augment import to_tensor
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
+    check_output_files({"checkpoint": args.checkpoint}, json=args.json)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CosineGateError("no CUDA device here; run on a GPU, or pass --device cpu for a dry run.")
     if args.iterations < 1 or args.samples < 1:

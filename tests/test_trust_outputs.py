@@ -29,3 +29,95 @@ def test_device_script_refuses_a_fifo_or_link_anywhere_in_the_bundle(bundle_copy
     os.symlink("/etc/hostname", bundle_copy / "extra")
     done = run_device_script(bundle_copy, tmp_path)
     assert done.returncode == 2 and "extra in the bundle is a link" in done.stderr, done.stderr
+
+
+# ---- an output that is an input, or a link / FIFO where a report goes ----
+
+import pytest  # noqa: E402
+from scripts_in_process import run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def graph(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("graph") / "m.onnx"
+    code, _, err = run("deploy/export_onnx.py", "--checkpoint", tiny_checkpoint, "--out", out)
+    assert code == 0, err
+    return out
+
+
+def _cases(ckpt, graph, d):
+    """(label, script, argv, path that must stay as it was, message)."""
+    link = d / "stdout"
+    fifo = d / "report.fifo"
+    onnx_named = d / "ckpt.onnx"
+    return [
+        ("evaluate --json the checkpoint", "train/evaluate.py", ["--checkpoint", ckpt, "--json", ckpt], ckpt, "is the checkpoint"),
+        ("evaluate --plot the checkpoint", "train/evaluate.py", ["--checkpoint", ckpt, "--plot", ckpt], ckpt, "is the checkpoint"),
+        ("evaluate --json a link to stdout", "train/evaluate.py", ["--checkpoint", ckpt, "--json", link], link, "is a symbolic link"),
+        ("evaluate --json a FIFO", "train/evaluate.py", ["--checkpoint", ckpt, "--json", fifo], fifo, "not a regular file"),
+        ("export --out the checkpoint", "deploy/export_onnx.py", ["--checkpoint", onnx_named, "--out", onnx_named], onnx_named,
+         "is the checkpoint"),
+        ("export --json the checkpoint", "deploy/export_onnx.py", ["--checkpoint", ckpt, "--out", d / "x.onnx", "--json", ckpt], ckpt,
+         "is the checkpoint"),
+        ("parity --save-reference the graph", "deploy/parity.py", ["--checkpoint", ckpt, "--onnx", graph, "--save-reference", graph],
+         graph, "is the graph"),
+        ("parity --json the checkpoint", "deploy/parity.py", ["--checkpoint", ckpt, "--onnx", graph, "--json", ckpt], ckpt,
+         "is the checkpoint"),
+        ("parity --save-inputs the graph", "deploy/parity.py", ["--checkpoint", ckpt, "--onnx", graph, "--save-reference", d / "r.json",
+                                                                "--save-inputs", graph], graph, "is the graph"),
+        ("calibrate --out the checkpoint's folder", "calibration/calibrate.py", ["--checkpoint", ckpt, "--out", ckpt.parent], ckpt,
+         "holds the checkpoint"),
+        ("calibrate --out a link to a folder", "calibration/calibrate.py", ["--checkpoint", ckpt, "--out", d / "cal-link"],
+         d / "cal-link", "symbolic link"),
+        ("calibrate --json the checkpoint", "calibration/calibrate.py", ["--checkpoint", ckpt, "--out", d / "c", "--json", ckpt], ckpt,
+         "is the checkpoint"),
+        ("bench --json the graph", "deploy/bench.py", ["--onnx", graph, "--json", graph], graph, "is the graph"),
+        ("bench --csv the checkpoint", "deploy/bench.py", ["--checkpoint", ckpt, "--backend", "torch", "--csv", ckpt], ckpt,
+         "is the checkpoint"),
+        ("force_gates --out the checkpoint", "deploy/force_gates.py", ["--checkpoint", ckpt, "--out", ckpt], ckpt, "is the checkpoint"),
+        ("evaluate_int8 --json the checkpoint", "calibration/evaluate_int8.py", ["--checkpoint", ckpt, "--json", ckpt], ckpt,
+         "is the checkpoint"),
+        ("build_engine --json the graph", "deploy/build_engine.py", ["--target", "jetson-orin", "--onnx", graph, "--json", graph],
+         graph, "is the graph"),
+    ]
+
+
+def test_an_output_that_is_an_input_or_a_link_is_refused_before_any_work(tiny_checkpoint, graph, tmp_path):
+    import shutil
+
+    ckpt = tmp_path / "run" / "c.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(tiny_checkpoint, ckpt)
+    shutil.copy(tiny_checkpoint, tmp_path / "ckpt.onnx")
+    os.symlink("/proc/self/fd/1", tmp_path / "stdout")
+    os.mkfifo(tmp_path / "report.fifo")
+    (tmp_path / "earlier").mkdir()
+    os.symlink(tmp_path / "earlier", tmp_path / "cal-link")
+    failures = []
+    for label, script, argv, kept, message in _cases(ckpt, graph, tmp_path):
+        before = os.lstat(kept)
+        digest = None if not os.path.isfile(kept) or os.path.islink(kept) else open(kept, "rb").read()
+        code, _, err = run(script, *argv)
+        after = os.lstat(kept)
+        same = (before.st_ino, before.st_mode) == (after.st_ino, after.st_mode) and (digest is None or open(kept, "rb").read() == digest)
+        lines = [line for line in err.splitlines() if line.strip()]
+        if not (code == 2 and "Traceback" not in err and lines and message in lines[-1] and len(lines) == 1 and same):
+            failures.append(f"{label}: exit {code}, kept {same}: {err.strip()[-300:]}")
+    assert sorted(os.listdir(tmp_path)) == sorted(["run", "ckpt.onnx", "stdout", "report.fifo", "earlier", "cal-link"])
+    assert not failures, "\n".join(failures)
+
+
+def test_json_reports_can_go_to_stdout_with_a_dash(tiny_checkpoint, capsys):
+    code, out, err = run("train/evaluate.py", "--checkpoint", tiny_checkpoint, "--subset", "10", "--json", "-")
+    assert code == 0, err
+    assert '"checkpoint": "' in out and not os.path.exists("-")
+
+
+def test_a_report_is_never_written_with_nan_as_invalid_json(tmp_path):
+    import json
+    import math
+
+    from cosinegate.artifacts import atomic_write_json
+
+    atomic_write_json(tmp_path / "r.json", {"x": math.nan, "y": [math.inf, 1.5, (-math.inf,)]})
+    assert json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == {"x": None, "y": [None, 1.5, [None]]}
