@@ -27,12 +27,17 @@ def run_main(main):
     try:
         code = main()
     except CosineGateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def one_line(text):
+    """`text` with control characters (a newline in a file name) escaped, so an error is one line."""
+    return "".join(c if ord(c) >= 32 and ord(c) != 127 else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def add_version_flag(parser):
