@@ -82,6 +82,16 @@ def nonnegative_int(text):
     return _number(int, text, 0, "at least")
 
 
+def seed_int(text):
+    """argparse type: a seed numpy and torch both take, 0..2^32-1."""
+    value = _number(int, text, 0, "at least")
+    if value > 2**32 - 1:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"must be at most {2**32 - 1} (a 32-bit seed), got {text}")
+    return value
+
+
 def positive_float(text):
     """argparse type: a finite number > 0."""
     return _number(float, text, 0.0, "positive")

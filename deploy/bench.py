@@ -28,6 +28,8 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 
 MIN_DURATION = 0.01  # seconds of timed loop, at the least
+MAX_SECONDS = 3600.0  # --duration and --warmup-seconds: an hour of timing is more than any figure needs
+MAX_COUNT = 10_000_000  # --iterations, --warmup, --rounds, --batch, --threads, --test-images
 
 
 def parse_args(argv=None):
@@ -160,6 +162,13 @@ def main(argv=None):
                         "If cost table": args.if_cost_table}, json=args.json, csv=args.csv, plot=args.plot)
     if args.csv:
         check_csv_header(args.csv)
+    for flag, value in (("--duration", args.duration), ("--warmup-seconds", args.warmup_seconds)):
+        if value is not None and value > MAX_SECONDS:
+            raise CosineGateError(f"{flag} {value:g} s is over the {MAX_SECONDS:g} s limit; give at most {MAX_SECONDS:g} s.")
+    for flag, value in (("--iterations", args.iterations), ("--warmup", args.warmup), ("--rounds", args.rounds),
+                        ("--batch", args.batch), ("--threads", args.threads), ("--test-images", args.test_images)):
+        if value > MAX_COUNT:
+            raise CosineGateError(f"{flag} {value} is over the limit of {MAX_COUNT}; give a smaller number.")
     if args.duration is not None and args.duration < MIN_DURATION:
         raise CosineGateError(f"--duration {args.duration:g} s is too short to time a run; give at least {MIN_DURATION} s "
                               "or use --iterations N.")

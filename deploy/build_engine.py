@@ -53,7 +53,7 @@ def parse_args(argv=None):
                    help="fastest (default from a checkpoint, conditional form, fp32/fp16): build the conditional, statically "
                         "pruned and gate-free dense candidates, time each, keep the fastest whose accuracy is within the "
                         "profile's tolerance of the conditional one; or force one")
-    p.add_argument("--select-images", type=int, default=300, help="labelled test images the candidates are timed and scored on")
+    p.add_argument("--select-images", type=positive_int, default=300, help="labelled test images the candidates are timed and scored on")
     p.add_argument("--if-cost-table", help="--policy auto keeps plain the dynamic blocks whose expected saving is below their "
                                            "If cost in this table (deploy/bench.py --if-cost --json)")
     p.add_argument("--force", action="store_true", help="replace a bundle of the same name made from another model")
