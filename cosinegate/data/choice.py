@@ -31,9 +31,9 @@ class DataOrigin:
     def of_checkpoint(cls, state):
         from cosinegate.training.checkpoint import image_size_of
 
-        data = state["config"]["data"]
-        classes = state.get("classes") or [str(i) for i in range(state["num_classes"])]
-        return cls(data["source"], data.get("root"), tuple(classes), image_size_of(state))
+        data = (state.get("config") or {}).get("data") or {}
+        classes = state.get("classes") or [str(i) for i in range(state.get("num_classes") or 0)]
+        return cls(data.get("source"), data.get("root"), tuple(classes), image_size_of(state))
 
     @classmethod
     def of_metadata(cls, meta):
@@ -70,6 +70,10 @@ def choose_data(origin, source=None, root=None, log=print, override=OVERRIDE):
     (`override`: how the caller's user names those, for the refusals)."""
     from cosinegate.data import load_dataset
 
+    if origin is not None and origin.source is None:  # a checkpoint that records no training data
+        if source is None:
+            raise CosineGateError(f"the model records no training data (config.data.source); {override}.")
+        origin = None
     from_model = origin is not None and (source is None or source == origin.source) and root is None
     if source is None:
         source = origin.source if origin is not None else "synthetic"
