@@ -24,7 +24,7 @@ from cosinegate.trt.versions import parse_version
 DEFAULT_TARGETS_DIR = Path(__file__).resolve().parents[2] / "engines" / "targets"
 
 try:
-    import tomllib as _toml
+    import tomllib as _toml  # novermin - tomli below on older Pythons
 except ImportError:  # Python < 3.11
     try:
         import tomli as _toml
