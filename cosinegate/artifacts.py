@@ -306,12 +306,27 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, text)
 
 
-def read_json(path, what="JSON file"):
-    """Read JSON, turning a missing or corrupt file into a CosineGateError."""
+MAX_JSON_BYTES = 64 << 20
+
+
+def read_json(path, what="JSON file", mapping=True):
+    """Read JSON (a JSON object unless ``mapping=False``), turning a missing, corrupt, oversized, too deeply nested
+    or wrongly shaped file into a one-line CosineGateError."""
+    from cosinegate.schema import MAX_DEPTH, depth
+
     path = Path(path)
     if not path.is_file():
         raise CosineGateError(f"{what} not found: {path}. Check the path.")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise CosineGateError(f"{what} {path} is over {MAX_JSON_BYTES >> 20} MiB, not one this toolkit writes; regenerate it.")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CosineGateError(f"{what} {path} is not valid JSON ({exc}); regenerate it.") from exc
+        raise CosineGateError(f"{what} {path} is not valid JSON ({' '.join(str(exc).split())[:200]}); regenerate it.") from None
+    except RecursionError:
+        data = None
+    if data is None or depth(data) > MAX_DEPTH:
+        raise CosineGateError(f"{what} {path} is nested over {MAX_DEPTH} deep (or empty), not one this toolkit writes; regenerate it.")
+    if mapping and not isinstance(data, dict):
+        raise CosineGateError(f"{what} {path} holds a JSON {type(data).__name__}, not an object; regenerate it.")
+    return data

@@ -20,6 +20,7 @@ the gate-free dense graph and its MACs.
 """
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -83,15 +84,28 @@ def reference_inputs(engine, manifest):
 def batches_from_inputs(path, batch):
     """Batches of ``batch`` images from a Polygraphy inputs JSON (torch-free)."""
     import numpy as np
-    from polygraphy.json import load_json
+    from polygraphy.json import from_json
 
+    from cosinegate.artifacts import read_json
     from cosinegate.errors import CosineGateError
     from cosinegate.graphmeta import INPUT
 
+    fix = "pass a bundle's inputs.json (parity.py --save-reference writes one)"
+    feeds = read_json(path, "inputs file", mapping=False)
+    if not (isinstance(feeds, list) and feeds and all(isinstance(f, dict) and list(f) == [INPUT] and isinstance(f[INPUT], dict)
+                                                      and f[INPUT].get("polygraphy_class") == "ndarray" for f in feeds)):
+        raise CosineGateError(f"{path} is not a list of feeds holding one numpy '{INPUT}' array each (a pickled tensor or "
+                              f"any other object is refused unread); {fix}.")
     try:
-        x = np.concatenate([np.asarray(feed[INPUT], dtype=np.float32) for feed in load_json(str(path))])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CosineGateError(f"{path} is not a Polygraphy inputs JSON with an '{INPUT}' tensor ({exc}); pass a bundle's inputs.json.") from exc
+        arrays = [from_json(json.dumps(feed))[INPUT] for feed in feeds]  # numpy arrays only: np.load(allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - Polygraphy raises several types for damaged arrays
+        raise CosineGateError(f"{path} holds an unreadable '{INPUT}' array ({type(exc).__name__}); {fix}.") from None
+    shapes = {a.shape[1:] if isinstance(a, np.ndarray) and a.ndim == 4 else None for a in arrays}
+    if any(not isinstance(a, np.ndarray) or a.dtype != np.float32 for a in arrays) or len(shapes) != 1 or None in shapes:
+        raise CosineGateError(f"{path}: every '{INPUT}' must be a float32 N x 3 x S x S array of one shape; {fix}.")
+    x = np.concatenate(arrays)
+    if x.shape[1] != 3 or x.shape[2] != x.shape[3]:
+        raise CosineGateError(f"{path}: '{INPUT}' arrays are {list(x.shape[1:])}, not 3 x S x S; {fix}.")
     count = len(x) // batch * batch
     if count == 0:
         raise CosineGateError(f"{path} holds {len(x)} images, fewer than --batch {batch}; lower --batch.")
@@ -242,6 +256,10 @@ def run_bench(args, backend_name, workdir):
     data = labels = None  # the data record and labels, when test images are read
     if batches is None and args.inputs:
         batches = batches_from_inputs(args.inputs, args.batch)
+    size = backend.model.image_size if backend_name == "torch" else meta.get("image_size")
+    if batches is not None and size and tuple(batches[0].shape[2:]) != (size, size):
+        raise CosineGateError(f"{args.inputs} holds {batches[0].shape[2]}x{batches[0].shape[3]} images but the model takes "
+                              f"{size}x{size}; pass the inputs.json of this model's bundle.")
     if batches is None:
         from cosinegate.data.normalization import LEGACY_SOURCE, named
         from cosinegate.data.resize import refuse_other_size

@@ -56,7 +56,7 @@ def read_skip_rates(path):
     from cosinegate.artifacts import read_json
     from cosinegate.errors import CosineGateError
 
-    data = read_json(path, "skip-rates file")
+    data = read_json(path, "skip-rates file", mapping=False)
     rates = data.get("skip_rates") if isinstance(data, dict) else data
     if not isinstance(rates, list) or not all(isinstance(r, (int, float)) and 0.0 <= r <= 1.0 for r in rates):
         raise CosineGateError(f"{path} holds no skip rates: give a JSON list of numbers in [0, 1] or an object with 'skip_rates'.")
