@@ -121,3 +121,22 @@ def test_a_report_is_never_written_with_nan_as_invalid_json(tmp_path):
 
     atomic_write_json(tmp_path / "r.json", {"x": math.nan, "y": [math.inf, 1.5, (-math.inf,)]})
     assert json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == {"x": None, "y": [None, 1.5, [None]]}
+
+
+def test_a_checkpoint_save_on_a_full_disk_is_one_line_and_leaves_the_old_file(tmp_path, monkeypatch):
+    import torch
+
+    from cosinegate.errors import CosineGateError
+    from cosinegate.training import checkpoint as ckpt
+
+    ckpt.save_checkpoint(tmp_path / "last.pt", epoch=0)
+    before = (tmp_path / "last.pt").read_bytes()
+
+    def full(state, path):
+        open(path, "wb").write(b"PK\x03\x04partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CosineGateError, match="cannot write checkpoint .*last.pt .*disk is full"):
+        ckpt.save_checkpoint(tmp_path / "last.pt", epoch=1)
+    assert (tmp_path / "last.pt").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -54,10 +54,17 @@ def _check_plain(value, where="state"):
 
 
 def save_checkpoint(path, **state):
+    """Write a checkpoint through a temporary renamed in on success: a full disk leaves the old file and one error line."""
     state = {"format": FORMAT, **state}
     _check_plain(state)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write (ENOSPC, EIO) as a RuntimeError
+            if "writ" not in str(exc).lower():
+                raise
+            raise CosineGateError(f"cannot write checkpoint {path} ({' '.join(str(exc).split())[:120]}); the disk is full "
+                                  "or failing: free space or choose another --out.") from None
 
 
 def capture_rng():
