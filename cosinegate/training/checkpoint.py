@@ -267,9 +267,12 @@ def _rng_problem(state):
     rng = state.get("rng")
     if rng is None:
         return None
+    if not isinstance(rng, dict):
+        return "rng is not the torch, numpy and Python RNG states train/train.py stores"
     try:
         numpy_state, python_state = rng["numpy"], rng["python"]
-        ok = (isinstance(rng["torch"], torch.Tensor) and rng["torch"].dtype == torch.uint8
+        ok = (isinstance(rng, dict) and isinstance(numpy_state, dict) and isinstance(python_state, dict)
+              and isinstance(rng["torch"], torch.Tensor) and rng["torch"].dtype == torch.uint8
               and isinstance(numpy_state["key"], torch.Tensor) and tuple(numpy_state["key"].shape) == (624,)
               and isinstance(numpy_state["kind"], str) and isinstance(numpy_state["pos"], int)
               and isinstance(python_state["state"], list) and len(python_state["state"]) == 625
