@@ -68,12 +68,13 @@ def main(argv=None):
     from cosinegate.cli import check_output_files
     from cosinegate.errors import CosineGateError
     from cosinegate.trt.build import check_int8_form, detect_host
-    from cosinegate.trt.targets import check_dla_core, check_opset, host_matches, load_target
+    from cosinegate.trt.targets import check_dla_core, check_opset, check_workspace, host_matches, load_target
 
     args = parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "calibration cache": args.calib_cache,
                         "timing cache": args.timing_cache, "If cost table": args.if_cost_table}, json=args.json)
     profile = load_target(args.target)
+    check_workspace(args.workspace)
     if not (args.checkpoint or args.onnx or args.bundle):
         from cosinegate.defaults import default_checkpoint
 

@@ -34,3 +34,21 @@ def test_extreme_flags_are_refused_at_once(tiny_checkpoint, tmp_path, label):
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("usage:") and not line.startswith("  ")]
     assert code == 2 and "Traceback" not in err and message in err and len(lines) == 1, err
     assert time.monotonic() - started < 30 and list(tmp_path.iterdir()) == []
+
+
+def test_build_engine_workspace_is_capped(tiny_checkpoint, tmp_path):
+    code, _, err = run(BE, "--target", "jetson-orin", "--checkpoint", tiny_checkpoint, "--workspace", str(10**30), "--out", tmp_path / "e")
+    assert code == 2 and "--workspace 1000000000000000000000000000000 MiB is out of range" in err and "Traceback" not in err, err
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("name, value", [("COSINEGATE_CALIB_COUNT", "abc"), ("COSINEGATE_CALIB_SEED", str(2**70)),
+                                         ("COSINEGATE_CALIB_BATCH", "0")])
+def test_the_board_data_loader_refuses_bad_settings_in_one_line(name, value):
+    from scripts_in_process import script
+
+    from cosinegate.errors import CosineGateError
+
+    loader = script("calibration/data_loader.py")
+    with pytest.raises(CosineGateError, match=f"{name}=.* is not a whole number in"):
+        loader.settings({name: value})

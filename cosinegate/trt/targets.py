@@ -299,6 +299,12 @@ def _profile_from(data, path):
     )
 
 
+def check_workspace(workspace_mib):
+    """Raise unless ``workspace_mib`` is None or 1..MAX_WORKSPACE_MIB (a 31-digit pool size would reach the script)."""
+    if workspace_mib is not None and not 0 < workspace_mib <= MAX_WORKSPACE_MIB:
+        raise CosineGateError(f"--workspace {workspace_mib} MiB is out of range; give 1..{MAX_WORKSPACE_MIB} MiB.")
+
+
 def check_dla_core(profile, dla_core):
     """Raise unless ``dla_core`` is None or a DLA core index the target has."""
     if dla_core is None:
