@@ -52,6 +52,8 @@ BAD = {  # label: (YAML text, part of the one-line message)
     "init_from a list": ("init_from: [a]\n", "init_from = ['a']"),
     "arrays nested 10000 deep": ("name: " + "[" * 10000 + "]" * 10000 + "\n", "not valid YAML"),
     "not UTF-8": (b"name: \xff\xfe\n", "not UTF-8 text"),
+    "a python object tag": ("name: !!python/object/apply:os.system [echo pwned]\n", "not valid YAML"),
+    "seed 1.0e+400": ("seed: 1.0e+400\n", "seed = inf; it must be a whole number"),
 }
 
 

@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -62,6 +63,19 @@ def test_an_engine_manifest_without_its_versions_is_refused(tmp_path):
     (tmp_path / "m.engine.json").write_text(json.dumps({"format": ENGINE_FORMAT, "trt_version": ["10"]}))
     with pytest.raises(CosineGateError, match="trt_version = .* is not a version"):
         check_engine_manifest(engine, "10.3.0", "8.7")
+
+
+def test_an_engine_manifest_with_bad_onnx_metadata_is_refused(tmp_path):
+    from cosinegate.trt.manifest import ENGINE_FORMAT, read_engine_manifest
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    for meta, message in (([1], "is not a mapping"), ({"blocks": [1, 2, 3]}, "cosinegate.blocks = [1, 2, 3]"),
+                          ({"image_size": 10**6}, "cosinegate.image_size = 1000000")):
+        (tmp_path / "m.engine.json").write_text(json.dumps({"format": ENGINE_FORMAT, "trt_version": "10.3.0",
+                                                            "compute_capability": "8.7", "onnx_metadata": meta}))
+        with pytest.raises(CosineGateError, match=f"onnx_metadata {re.escape(message)}"):
+            read_engine_manifest(engine)
 
 
 def test_a_bundle_graph_reading_external_data_outside_is_refused(tmp_path):

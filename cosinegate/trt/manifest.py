@@ -171,6 +171,13 @@ def read_engine_manifest(engine):
     for field in ("trt_version", "compute_capability"):
         if not isinstance(manifest.get(field), (str, int, float)) or isinstance(manifest.get(field), bool):
             raise CosineGateError(f"{path}: {field} = {str(manifest.get(field))[:40]!r} is not a version; rebuild the engine.")
+    meta = manifest.get("onnx_metadata")
+    if meta is not None:
+        from cosinegate.graphmeta import metadata_problem
+
+        problem = "is not a mapping" if not isinstance(meta, dict) else metadata_problem(meta)
+        if problem:
+            raise CosineGateError(f"{path}: onnx_metadata {problem}; rebuild the engine with deploy/build_engine.py.")
     return manifest
 
 
