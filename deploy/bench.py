@@ -94,8 +94,8 @@ def batches_from_inputs(path, batch):
     feeds = read_json(path, "inputs file", mapping=False)
     if not (isinstance(feeds, list) and feeds and all(isinstance(f, dict) and list(f) == [INPUT] and isinstance(f[INPUT], dict)
                                                       and f[INPUT].get("polygraphy_class") == "ndarray" for f in feeds)):
-        raise CosineGateError(f"{path} is not a list of feeds holding one numpy '{INPUT}' array each (a pickled tensor or "
-                              f"any other object is refused unread); {fix}.")
+        raise CosineGateError(f"{path} is not a Polygraphy inputs JSON: a list of feeds holding one numpy '{INPUT}' array each "
+                              f"(a pickled tensor or any other object is refused unread); {fix}.")
     try:
         arrays = [from_json(json.dumps(feed))[INPUT] for feed in feeds]  # numpy arrays only: np.load(allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - Polygraphy raises several types for damaged arrays

@@ -126,7 +126,7 @@ def _pickled_tensor_feeds(path):
     ("another image size", lambda p: _feeds(p, [np.zeros((1, 3, 16, 16), np.float32)]), "holds 16x16 images but the model takes 32x32"),
     ("float16", lambda p: _feeds(p, [np.zeros((1, 3, 32, 32), np.float16)]), "must be a float32 N x 3 x S x S array"),
     ("a pickled tensor", _pickled_tensor_feeds, "a pickled tensor or any other object is refused unread"),
-    ("a JSON object", lambda p: _text(p, "{}"), "is not a list of feeds"),
+    ("a JSON object", lambda p: _text(p, "{}"), "is not a Polygraphy inputs JSON: a list of feeds"),
     ("nested deep", lambda p: _text(p, "[" * 50000 + "]" * 50000), "nested over 64 deep"),
     ("4 channels", lambda p: _feeds(p, [np.zeros((1, 4, 32, 32), np.float32)]), "not 3 x S x S"),
 ])

@@ -140,3 +140,33 @@ def test_a_checkpoint_save_on_a_full_disk_is_one_line_and_leaves_the_old_file(tm
     with pytest.raises(CosineGateError, match="cannot write checkpoint .*last.pt .*disk is full"):
         ckpt.save_checkpoint(tmp_path / "last.pt", epoch=1)
     assert (tmp_path / "last.pt").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_device_script_refuses_a_graph_reading_external_data_outside_the_bundle(bundle_copy, tmp_path):  # noqa: F811
+    import hashlib
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.ones(4, np.float32).tobytes())
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4], [0.0] * 4)
+    weight.ClearField("float_data")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="../secret.bin")
+    graph = helper.make_graph([helper.make_node("Add", ["input", "w"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(bundle_copy / "extra.onnx"))
+    digest = hashlib.sha256((bundle_copy / "extra.onnx").read_bytes()).hexdigest()
+    with open(bundle_copy / "SHA256SUMS", "a") as sums:
+        sums.write(f"{digest}  extra.onnx\n")
+    done = run_device_script(bundle_copy, tmp_path)
+    assert done.returncode == 2 and "extra.onnx reads external data '../secret.bin'" in done.stderr, done.stderr
+    assert not (tmp_path / "trtexec.log").exists()
+
+
+def test_device_script_still_builds_a_clean_bundle(bundle_copy, tmp_path):  # noqa: F811
+    done = run_device_script(bundle_copy, tmp_path)
+    assert done.returncode == 0, done.stderr
