@@ -293,7 +293,7 @@ def run_bench(args, backend_name, workdir):
 
         rails = ()
         if backend_name == "trt":
-            rails = load_target(backend.manifest["target"]).total_power_rails
+            rails = load_target(backend.manifest["target"], allow_path=False).total_power_rails
         # mean power over the sampled span, energy per image over the timed loop only
         report["power"] = sampler.summary(rails, images=len(wall) * args.batch, seconds=sum(wall) / 1e3)
         report["power_mode"] = read_power_mode()

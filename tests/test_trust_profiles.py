@@ -52,10 +52,23 @@ def test_non_utf8_bytes_are_refused_in_one_line(tmp_path):
         load_target("board", tmp_path)
 
 
-@pytest.mark.parametrize("name", ["..", "../targets/jetson-orin", "/etc/passwd", "a/b", "", ".hidden", "x\ny"])
+@pytest.mark.parametrize("name", ["..", "", ".hidden", "x\ny", "-orin", "a b", "$(id)"])
 def test_a_target_is_a_plain_name(name):
     with pytest.raises(CosineGateError, match="not a plain name"):
         load_target(name)
+
+
+@pytest.mark.parametrize("name", ["../targets/jetson-orin", "/etc/passwd", "a/b", "x/.."])
+def test_a_target_from_a_file_is_never_a_path(name):
+    with pytest.raises(CosineGateError, match="not a plain name"):
+        load_target(name, allow_path=False)
+
+
+def test_a_users_target_may_be_a_path_to_a_plainly_named_profile(tmp_path):
+    (tmp_path / "board.toml").write_text(ORIN.replace('name = "jetson-orin"', 'name = "board"'))
+    assert load_target(str(tmp_path / "board")).name == "board"
+    with pytest.raises(CosineGateError, match="not a plain name"):
+        load_target(str(tmp_path / ".."))
 
 
 def test_a_profile_named_dotdot_cannot_send_outputs_to_the_checkout_root(tmp_path):

@@ -14,6 +14,7 @@ TensorRT versions in a profile match by prefix: "8.5.2" covers 8.5.2.2, "10" cov
 the longest matching entry wins.
 """
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,9 +130,12 @@ def list_targets(targets_dir=None):
     return sorted(path.stem for path in directory.glob("*.toml"))
 
 
-def load_target(name, targets_dir=None):
-    """Load and validate engines/targets/<name>.toml."""
+def load_target(name, targets_dir=None, allow_path=True):
+    """Load and validate engines/targets/<name>.toml; with ``allow_path`` (a user's --target) NAME may be DIR/NAME for
+    DIR/NAME.toml. The name itself is plain either way (a name from a file, e.g. an engine manifest, is never a path)."""
     directory = Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR
+    if allow_path and isinstance(name, str) and ("/" in name or os.sep in name):
+        directory, name = Path(name).parent, Path(name).name
     if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
         raise CosineGateError(f"target {name!r} is not a plain name (letters, digits, . _ -); "
                               f"valid targets: {', '.join(list_targets(directory)) or 'none'}.")
