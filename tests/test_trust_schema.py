@@ -82,3 +82,11 @@ def test_a_v1_checkpoint_with_a_short_numpy_rng_is_refused(trained, tmp_path):
     torch.save(state, tmp_path / "v1.pt")
     with pytest.raises(CosineGateError, match="v1.*unreadable RNG state"):
         load_checkpoint(tmp_path / "v1.pt")
+
+
+def test_train_drop_blocks_from_a_checkpoint_with_string_rates_is_one_line(tmp_path):
+    save_checkpoint(tmp_path / "g.pt", skip_rates=["a"] * 9, config={}, model={}, epoch=0)
+    code, _, err = run("train/train.py", "--data", "synthetic", "--epochs", "1", "--drop-blocks", f"from:{tmp_path / 'g.pt'}",
+                       "--out", tmp_path / "run")
+    assert code == 2 and "Traceback" not in err and "skip_rates = ['a'" in err, err
+    assert not (tmp_path / "run").exists()
