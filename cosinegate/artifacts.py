@@ -286,20 +286,9 @@ def atomic_write_text(path, text):
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def finite_json(obj):
-    """``obj`` with every NaN or infinite float as None: JSON has no NaN, and ``NaN``/``Infinity`` would make the file invalid."""
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
-    if isinstance(obj, dict):
-        return {key: finite_json(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_json(value) for value in obj]
-    return obj
-
-
 def atomic_write_json(path, obj):
-    """Write ``obj`` as JSON to ``path`` atomically (a non-finite float becomes null); ``-`` prints it to stdout instead."""
-    text = json.dumps(finite_json(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    """Write ``obj`` as JSON to ``path`` atomically; ``-`` prints it to stdout instead."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     if str(path) == "-":
         print(text, end="", flush=True)
         return

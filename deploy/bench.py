@@ -112,6 +112,18 @@ def batches_from_inputs(path, batch):
     return [np.ascontiguousarray(x[i : i + batch]) for i in range(0, count, batch)]
 
 
+def engine_metadata(manifest, engine):
+    """The graph metadata an engine manifest carries, checked like a graph's own ({} when it carries none)."""
+    from cosinegate.errors import CosineGateError
+    from cosinegate.graphmeta import metadata_problem
+
+    meta = manifest.get("onnx_metadata", {})
+    problem = "is not a mapping" if not isinstance(meta, dict) else metadata_problem(meta)
+    if problem:
+        raise CosineGateError(f"{engine}.json: onnx_metadata {problem}; rebuild the engine with deploy/build_engine.py.")
+    return meta
+
+
 def data_origin(args, meta):
     """The data the model was trained on: from --checkpoint, else from the graph's or engine's metadata."""
     from cosinegate.data.choice import DataOrigin
@@ -220,7 +232,7 @@ def run_bench(args, backend_name, workdir):
         if args.inputs:  # before TensorRT is needed, so a bad --inputs is said first
             batches = batches_from_inputs(args.inputs, args.batch)
         backend = TrtBackend(args.engine)
-        meta = backend.manifest.get("onnx_metadata", {})
+        meta = engine_metadata(backend.manifest, args.engine)
         model_path = args.engine
     elif backend_name == "torch":
         if not args.checkpoint:

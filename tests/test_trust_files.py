@@ -66,16 +66,16 @@ def test_an_engine_manifest_without_its_versions_is_refused(tmp_path):
 
 
 def test_an_engine_manifest_with_bad_onnx_metadata_is_refused(tmp_path):
-    from cosinegate.trt.manifest import ENGINE_FORMAT, read_engine_manifest
+    from scripts_in_process import script
 
-    engine = tmp_path / "m.engine"
-    engine.write_bytes(b"engine")
+    from cosinegate.trt.manifest import ENGINE_FORMAT
+
+    bench = script("deploy/bench.py")
     for meta, message in (([1], "is not a mapping"), ({"blocks": [1, 2, 3]}, "cosinegate.blocks = [1, 2, 3]"),
                           ({"image_size": 10**6}, "cosinegate.image_size = 1000000")):
-        (tmp_path / "m.engine.json").write_text(json.dumps({"format": ENGINE_FORMAT, "trt_version": "10.3.0",
-                                                            "compute_capability": "8.7", "onnx_metadata": meta}))
+        manifest = {"format": ENGINE_FORMAT, "trt_version": "10.3.0", "compute_capability": "8.7", "onnx_metadata": meta}
         with pytest.raises(CosineGateError, match=f"onnx_metadata {re.escape(message)}"):
-            read_engine_manifest(engine)
+            bench.engine_metadata(manifest, tmp_path / "m.engine")
 
 
 def test_a_bundle_graph_reading_external_data_outside_is_refused(tmp_path):

@@ -102,15 +102,19 @@ def verify_bundle(directory):
 
 
 def _check_external_data(directory, rel, files):
-    """A bundled graph may keep weights in external files only if they are hashed files of the bundle beside it."""
+    """A bundled graph may keep weights in external files only if they are hashed files of the bundle beside it
+    (a graph whose bytes never say ``location`` names no external file and is not parsed here)."""
     import posixpath
 
-    try:
-        import onnx
-    except ImportError:  # nothing here can parse the graph, so nothing here reads its external data either
+    if b"location" not in (directory / rel).read_bytes():
         return
     try:
+        import onnx
+
         model = onnx.load(str(directory / rel), load_external_data=False)
+    except ImportError:
+        raise CosineGateError(f"bundle graph {rel} may read external data and onnx is not installed to check it; "
+                              "pip install onnx.") from None
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types
         raise CosineGateError(f"bundle graph {rel} is not a readable ONNX file ({type(exc).__name__}); re-create the bundle.") from None
     for tensor in _tensors(model.graph):
@@ -171,13 +175,6 @@ def read_engine_manifest(engine):
     for field in ("trt_version", "compute_capability"):
         if not isinstance(manifest.get(field), (str, int, float)) or isinstance(manifest.get(field), bool):
             raise CosineGateError(f"{path}: {field} = {str(manifest.get(field))[:40]!r} is not a version; rebuild the engine.")
-    meta = manifest.get("onnx_metadata")
-    if meta is not None:
-        from cosinegate.graphmeta import metadata_problem
-
-        problem = "is not a mapping" if not isinstance(meta, dict) else metadata_problem(meta)
-        if problem:
-            raise CosineGateError(f"{path}: onnx_metadata {problem}; rebuild the engine with deploy/build_engine.py.")
     return manifest
 
 
