@@ -29,7 +29,7 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, add_version_flag, positive_int
+    from cosinegate.cli import add_data_flags, add_version_flag, positive_int, seed_int
     from cosinegate.quant.calibrate import DEFAULT_FORMS, DEFAULT_TRT
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +37,7 @@ def parse_args(argv=None):
     add_data_flags(parser)
     parser.add_argument("--calib-images", "--num-images", dest="calib_images", type=positive_int, default=512,
                         help="calibration images from the train split (default 512; --num-images is the old spelling)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--method", default="entropy", help="minmax | entropy | percentile")
     parser.add_argument("--percentile", type=float, default=99.99)
@@ -52,6 +52,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from cosinegate.cli import check_output_files, check_output_folder
     from cosinegate.errors import CosineGateError
     from cosinegate.quant.calibrate import calibrate, check_method, resolve_trt_version, write_outputs
     from cosinegate.data.choice import DataOrigin, choose_data
@@ -64,6 +65,9 @@ def main(argv=None):
     if args.subset is not None:
         raise CosineGateError("--subset is not used by calibration; use --calib-images N.")
     forms = [f.strip() for f in args.forms.split(",") if f.strip()]
+    inputs = {"checkpoint": args.checkpoint, "cache": args.cache_in}
+    check_output_folder("--out", args.out, inputs)
+    check_output_files(inputs, json=args.json)
     from cosinegate.training.checkpoint import check_image_size
 
     state = load_checkpoint(args.checkpoint)

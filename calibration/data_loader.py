@@ -31,6 +31,20 @@ OVERRIDE = ("set COSINEGATE_CALIB_DATA_ROOT=DIR where that data is, or COSINEGAT
             "[COSINEGATE_CALIB_DATA_ROOT=DIR] for other data")
 
 
+def _whole(env, name, default, low, high):
+    """A whole-number environment setting in [low, high], or one CosineGateError line naming it."""
+    from cosinegate.errors import CosineGateError
+
+    text = env.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise CosineGateError(f"{name}={text!r} is not a whole number in {low}..{high}; set it to one (default {default}).")
+    return value
+
+
 def settings(environ=None):
     env = os.environ if environ is None else environ
     return {
@@ -38,9 +52,9 @@ def settings(environ=None):
         "checkpoint": env.get("COSINEGATE_CALIB_CHECKPOINT") or None,
         "source": env.get("COSINEGATE_CALIB_DATA") or None,
         "root": env.get("COSINEGATE_CALIB_DATA_ROOT") or None,
-        "count": int(env.get("COSINEGATE_CALIB_COUNT", "512")),
-        "seed": int(env.get("COSINEGATE_CALIB_SEED", "0")),
-        "batch": int(env.get("COSINEGATE_CALIB_BATCH", "1")),
+        "count": _whole(env, "COSINEGATE_CALIB_COUNT", 512, 1, 10**7),
+        "seed": _whole(env, "COSINEGATE_CALIB_SEED", 0, 0, 2**32 - 1),
+        "batch": _whole(env, "COSINEGATE_CALIB_BATCH", 1, 1, 4096),
     }
 
 

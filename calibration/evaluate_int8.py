@@ -19,20 +19,20 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, add_version_flag
+    from cosinegate.cli import add_data_flags, add_version_flag, positive_int, seed_int
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     add_data_flags(parser)
     parser.add_argument("--methods", default="minmax,entropy,percentile")
-    parser.add_argument("--calib-images", "--num-images", dest="calib_images", type=int, default=512,
+    parser.add_argument("--calib-images", "--num-images", dest="calib_images", type=positive_int, default=512,
                         help="calibration images (train split; --num-images is the old spelling)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--percentile", type=float, default=99.99)
-    parser.add_argument("--batch-size", type=int, default=64, help="calibration batch size")
-    parser.add_argument("--eval-batch", type=int, default=100)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="calibration batch size")
+    parser.add_argument("--eval-batch", type=positive_int, default=100)
     parser.add_argument("--policy", default="conditional-all", help="conditional-all (default) | auto")
-    parser.add_argument("--test-images", "--limit", dest="test_images", type=int, default=None,
+    parser.add_argument("--test-images", "--limit", dest="test_images", type=positive_int, default=None,
                         help="evaluate only the first N test images (--limit is the old spelling)")
     parser.add_argument("--json", default=None, metavar="REPORT", help="write the report as JSON here")
     add_version_flag(parser)
@@ -41,6 +41,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
+    from cosinegate.cli import check_output_files
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
     from cosinegate.quant.accuracy import evaluate, format_table
@@ -49,6 +50,7 @@ def main(argv=None):
     from cosinegate.training.checkpoint import model_from_checkpoint
 
     args = parse_args(argv)
+    check_output_files({"checkpoint": args.checkpoint}, json=args.json)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise CosineGateError("--methods is empty; pass e.g. minmax,entropy,percentile.")

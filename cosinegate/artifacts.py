@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -87,6 +88,64 @@ def temp_prefix(name):
     return f".{name}.{os.getpid()}."
 
 
+def not_writable_file(path):
+    """Why an existing ``path`` must not be replaced by a written file (None when it is absent or a regular file).
+
+    A symlink would be replaced (or, opened, written through), a FIFO or device would be replaced or block.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link (it would be replaced, or written through)"
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    return None
+
+
+def same_file(a, b):
+    """True when paths ``a`` and ``b`` name one existing file (by inode: links and ``..`` included)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def refuse_clobbering(inputs, files=(), folders=()):
+    """Before any work: refuse an output that is one of the command's inputs, or that is not a plain file/folder.
+
+    ``inputs``: {what: path} read by the command (None skipped); ``files``/``folders``: {flag: path} written
+    (a folder output is replaced whole, so no input may lie inside it).
+    """
+    inputs = {what: path for what, path in dict(inputs).items() if path}
+    for flag, path in dict(files).items():
+        if not path:
+            continue
+        why = not_writable_file(path)
+        if why:
+            raise CosineGateError(f"{flag} {path} {why}; name a new or regular file to write.")
+        for what, source in inputs.items():
+            if same_file(path, source):
+                raise CosineGateError(f"{flag} {path} is the {what} {source} this command reads; name another file to write.")
+    for flag, path in dict(folders).items():
+        if not path:
+            continue
+        if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
+            raise CosineGateError(f"{flag} {path} is a symbolic link or not a folder; name a plain folder to write.")
+        for what, source in inputs.items():
+            if _inside(source, path):
+                raise CosineGateError(f"{flag} {path} holds the {what} {source} this command reads and would be replaced; "
+                                      "name another folder to write.")
+
+
+def _inside(path, folder):
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; rename it onto `path` only on success.
@@ -98,6 +157,9 @@ def atomic_path(path):
     path = Path(path)
     if path.is_dir():
         raise CosineGateError(f"{path} is a directory; name a file to write (e.g. {path / 'out'}).")
+    why = not_writable_file(path)
+    if why:
+        raise CosineGateError(f"{path} {why}; name a new or regular file to write.")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(path.parent, f".{path.name}.")
@@ -135,6 +197,8 @@ def _exchange(a, b):
 def staging_dir(final):
     """A fresh hidden, pid-tagged folder beside ``final`` to build a multi-file artifact in (stale ones removed)."""
     final = Path(final)
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise CosineGateError(f"{final} is a symbolic link or not a folder; name a plain folder to write (or remove it).")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(final.parent, f".{final.name}.")
@@ -223,15 +287,35 @@ def atomic_write_text(path, text):
 
 
 def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write ``obj`` as JSON to ``path`` atomically; ``-`` prints it to stdout instead."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    if str(path) == "-":
+        print(text, end="", flush=True)
+        return
+    atomic_write_text(path, text)
 
 
-def read_json(path, what="JSON file"):
-    """Read JSON, turning a missing or corrupt file into a CosineGateError."""
+MAX_JSON_BYTES = 64 << 20
+
+
+def read_json(path, what="JSON file", mapping=True):
+    """Read JSON (a JSON object unless ``mapping=False``), turning a missing, corrupt, oversized, too deeply nested
+    or wrongly shaped file into a one-line CosineGateError."""
+    from cosinegate.schema import MAX_DEPTH, depth
+
     path = Path(path)
     if not path.is_file():
         raise CosineGateError(f"{what} not found: {path}. Check the path.")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise CosineGateError(f"{what} {path} is over {MAX_JSON_BYTES >> 20} MiB, not one this toolkit writes; regenerate it.")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CosineGateError(f"{what} {path} is not valid JSON ({exc}); regenerate it.") from exc
+        raise CosineGateError(f"{what} {path} is not valid JSON ({' '.join(str(exc).split())[:200]}); regenerate it.") from None
+    except RecursionError:
+        data = None
+    if data is None or depth(data) > MAX_DEPTH:
+        raise CosineGateError(f"{what} {path} is nested over {MAX_DEPTH} deep (or empty), not one this toolkit writes; regenerate it.")
+    if mapping and not isinstance(data, dict):
+        raise CosineGateError(f"{what} {path} holds a JSON {type(data).__name__}, not an object; regenerate it.")
+    return data

@@ -27,12 +27,17 @@ def run_main(main):
     try:
         code = main()
     except CosineGateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def one_line(text):
+    """`text` with control characters (a newline in a file name) escaped, so an error is one line."""
+    return "".join(c if ord(c) >= 32 and ord(c) != 127 else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def add_version_flag(parser):
@@ -77,20 +82,40 @@ def nonnegative_int(text):
     return _number(int, text, 0, "at least")
 
 
+def seed_int(text):
+    """argparse type: a seed numpy and torch both take, 0..2^32-1."""
+    value = _number(int, text, 0, "at least")
+    if value > 2**32 - 1:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"must be at most {2**32 - 1} (a 32-bit seed), got {text}")
+    return value
+
+
 def positive_float(text):
     """argparse type: a finite number > 0."""
     return _number(float, text, 0.0, "positive")
 
 
-def check_output_files(**paths):
-    """Refuse output paths that are folders before any work is done (flag name -> path; None skipped)."""
+def check_output_files(inputs=None, **paths):
+    """Before any work: refuse output files (flag name -> path; None skipped) that are folders, links or other
+    non-regular files, or one of the command's `inputs` ({what: path})."""
     from pathlib import Path
 
+    from cosinegate.artifacts import refuse_clobbering
     from cosinegate.errors import CosineGateError
 
     for flag, path in paths.items():
         if path is not None and Path(path).is_dir():
             raise CosineGateError(f"--{flag.replace('_', '-')} {path} is a folder; name a file to write.")
+    refuse_clobbering(inputs or {}, files={f"--{flag.replace('_', '-')}": path for flag, path in paths.items()})
+
+
+def check_output_folder(flag, path, inputs=None):
+    """Before any work: refuse an output folder that is a link or a file, or that holds one of `inputs` ({what: path})."""
+    from cosinegate.artifacts import refuse_clobbering
+
+    refuse_clobbering(inputs or {}, folders={flag: path})
 
 
 def pick_device(name):

@@ -88,15 +88,54 @@ def resolve_config_path(name_or_path):
     )
 
 
-def load_config(name_or_path):
-    """Load a preset name or YAML path, merged over DEFAULTS and validated."""
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _strict_loader():
+    """yaml.SafeLoader that refuses aliases (a few lines can expand to 10^9 leaves) and duplicate keys."""
     import yaml
 
-    path = resolve_config_path(name_or_path)
+    class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"line {mark.line + 1}: an alias (*name); configs take plain values, write them out")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.YAMLError(f"line {key_node.start_mark.line + 1}: key {key!r} given twice; keep one")
+                seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader
+
+
+def read_yaml(path):
+    """The YAML document at `path`, read without aliases or duplicate keys, or a one-line CosineGateError."""
+    import yaml
+
     try:
-        overrides = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise CosineGateError(f"config {path} is not valid YAML ({exc}).") from exc
+        raw = Path(path).read_bytes()[: MAX_CONFIG_BYTES + 1]
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise CosineGateError(f"config {path} is over {MAX_CONFIG_BYTES} bytes; a config is a few lines of YAML.")
+        return yaml.load(raw.decode("utf-8"), Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+    except UnicodeDecodeError as exc:
+        raise CosineGateError(f"config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+    except OSError as exc:
+        raise CosineGateError(f"cannot read config {path} ({exc.strerror}).") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        problem = " ".join(str(exc).split())[:300]
+        raise CosineGateError(f"config {path} is not valid YAML ({problem}).") from None
+
+
+def load_config(name_or_path):
+    """Load a preset name or YAML path, merged over DEFAULTS and validated."""
+    path = resolve_config_path(name_or_path)
+    overrides = read_yaml(path) or {}
     if not isinstance(overrides, dict):
         raise CosineGateError(f"config {path} holds a YAML {type(overrides).__name__}, not a mapping of sections "
                               "(model:, data:, optim:, gate:); start from one of train/configs/*.yaml.")
@@ -125,6 +164,67 @@ def merge(base, overrides, source="config"):
     return merged
 
 
+# (section, key): (kind, low, high, low_open, high_open, note); kind "int" or "num"; None = unbounded
+RANGES = {
+    (None, "seed"): ("int", 0, 2**32 - 1, False, False, "a seed numpy and torch both take"),
+    ("model", "gate_hidden"): ("int", 1, 4096, False, False, "units of the gate's hidden layer"),
+    ("model", "open_bias"): ("num", -100, 100, False, False, "the gate logit's starting bias"),
+    ("distill", "weight"): ("num", 0, 1, False, False, "a blend weight"),
+    ("distill", "temperature"): ("num", 0, 1000, True, False, "a softmax temperature"),
+    ("gate", "target"): ("num", 0, 1, True, False, "a compute ratio"),
+    ("gate", "penalty"): ("num", 0, None, False, False, "a loss weight"),
+    ("gate", "ramp_epochs"): ("num", 0, 100000, False, False, "epochs, or a fraction of the schedule below 1"),
+    ("gate", "budget_spread"): ("num", 0, 1, False, False, "a spread of compute ratios"),
+    ("gate", "temperature_start"): ("num", 0, 1000, True, False, "a gate temperature"),
+    ("gate", "temperature_end"): ("num", 0, 1000, True, False, "a gate temperature"),
+    ("gate", "noise_end"): ("num", 0, 1, False, False, "a noise scale"),
+    ("gate", "min_rate"): ("num", 0, 1, False, True, "an execution rate"),
+    ("gate", "min_rate_weight"): ("num", 0, None, False, False, "a loss weight"),
+    ("gate", "cir_weight"): ("num", 0, None, False, False, "a loss weight"),
+    ("gate", "consistency_weight"): ("num", 0, None, False, False, "a loss weight"),
+    ("gate", "block_rate_weight"): ("num", 0, None, False, False, "a loss weight"),
+    ("gate", "batch_shaping_weight"): ("num", 0, None, False, False, "a loss weight"),
+    ("gate", "batch_shaping_end"): ("num", 0, None, False, False, "a weight multiplier"),
+    ("gate", "gate_ramp_epochs"): ("num", 0, 100000, False, False, "epochs, or a fraction of the schedule below 1"),
+    ("optim", "epochs"): ("int", 1, 100000, False, False, "a number of epochs"),
+    ("optim", "batch_size"): ("int", 1, 1 << 20, False, False, "images per batch"),
+    ("optim", "lr"): ("num", 0, None, True, False, "a learning rate"),
+    ("optim", "momentum"): ("num", 0, 1, False, True, "SGD momentum"),
+    ("optim", "label_smoothing"): ("num", 0, 1, False, True, "a smoothing fraction"),
+    ("optim", "weight_decay"): ("num", 0, None, False, False, "a decay factor"),
+    ("optim", "t0"): ("int", 1, 100000, False, False, "the first restart period in epochs"),
+    ("optim", "t_mult"): ("num", 1, 1000, False, False, "the restart period's growth factor"),
+    ("optim", "warmup_epochs"): ("num", 0, 100000, False, False, "epochs of learning-rate warmup"),
+    ("optim", "grad_clip"): ("num", 0, None, False, False, "a gradient norm (0 = off)"),
+    ("data", "val_fraction"): ("num", 0, 1, False, True, "a held-out fraction"),
+}
+TYPES = {("model", "backbone"): str, ("model", "mode"): str, ("data", "source"): str, ("data", "augment"): bool,
+         ("gate", "paper_exact"): bool, ("optim", "nesterov"): bool, ("gate", "budget"): str, ("optim", "schedule"): str}
+
+
+def _check_ranges(config):
+    """Every number in RANGES of its kind and within its bounds, every key in TYPES of its type: one line each."""
+    for (section, key), (kind, low, high, low_open, high_open, note) in RANGES.items():
+        value = config[key] if section is None else config[section][key]
+        name = key if section is None else f"{section}.{key}"
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        number = whole or isinstance(value, float)
+        if not (whole if kind == "int" else number) or (isinstance(value, float) and not math.isfinite(value)):
+            raise CosineGateError(f"{name} = {value!r}; it must be a {'whole' if kind == 'int' else 'finite'} number ({note}).")
+        if ((low is not None and (value <= low if low_open else value < low))
+                or (high is not None and (value >= high if high_open else value > high))):
+            span = f"{'(' if low_open else '['}{low}, {'inf' if high is None else high}{')' if high_open or high is None else ']'}"
+            raise CosineGateError(f"{name} = {value!r} is out of range; give a number in {span} ({note}).")
+    for (section, key), kind in TYPES.items():
+        if not isinstance(config[section][key], kind):
+            raise CosineGateError(f"{section}.{key} = {config[section][key]!r}; it must be a {kind.__name__}.")
+    root = config["data"]["root"]
+    if root is not None and not isinstance(root, str):
+        raise CosineGateError(f"data.root = {root!r}; give a folder path as text, or leave it out.")
+    if config["init_from"] is not None and not isinstance(config["init_from"], str):
+        raise CosineGateError(f"init_from = {config['init_from']!r}; give a checkpoint path as text, or leave it out.")
+
+
 def validate(config):
     """Check values a config cannot run with; return the config."""
     from cosinegate.models.backbones import backbone_spec
@@ -134,6 +234,7 @@ def validate(config):
     from cosinegate.models.backbones import default_image_size
 
     data = config["data"]
+    _check_ranges(config)
     if data["image_size"] is None:
         data["image_size"] = default_image_size(config["model"]["backbone"])
     if isinstance(data["image_size"], bool) or not isinstance(data["image_size"], int):

@@ -11,6 +11,10 @@ from cosinegate.errors import CosineGateError
 
 INPUT, LOGITS, GATES = "input", "logits", "gates"
 META_PREFIX = "cosinegate."
+MAX_META_CHARS = 1 << 20  # one metadata value; the toolkit's are a few KiB
+MIN_OPSET = 7
+DOMAINS = ("", "ai.onnx", "com.microsoft", "com.microsoft.nchwc")  # standard, and ONNX Runtime's (ort_native graphs)
+SHA256_HEX = frozenset("0123456789abcdef")
 
 
 def set_metadata(model, **values):
@@ -27,12 +31,20 @@ def get_metadata(model):
     (image_size, classes, normalization) are checked, and image_size against the graph's input shape."""
     out = {}
     for p in model.metadata_props:
-        if p.key.startswith(META_PREFIX):
+        if p.key.startswith(META_PREFIX) and len(p.value) <= MAX_META_CHARS:
+            from cosinegate.schema import MAX_DEPTH, depth
+
             try:
-                out[p.key[len(META_PREFIX):]] = json.loads(p.value)
+                value = json.loads(p.value)
             except ValueError:
                 continue
-    problem = metadata_problem(out, input_hw(model))
+            except RecursionError:
+                value = None
+            if value is None and p.value.strip() != "null" or depth(value) > MAX_DEPTH:
+                raise CosineGateError(f"the graph's metadata {p.key} is nested over {MAX_DEPTH} deep; re-export it with "
+                                      "deploy/export_onnx.py from its checkpoint.")
+            out[p.key[len(META_PREFIX):]] = value
+    problem = metadata_problem(out, input_hw(model), gate_count(model))
     if problem:
         raise CosineGateError(f"the graph's metadata {problem}; re-export it with deploy/export_onnx.py from its checkpoint.")
     return out
@@ -47,12 +59,16 @@ def class_name_problem(name):
     return None
 
 
-def metadata_problem(meta, hw=None):
-    """What is wrong with toolkit metadata values (None when nothing is)."""
+def metadata_problem(meta, hw=None, gates=None):
+    """What is wrong with toolkit metadata values (None when nothing is); `hw` and `gates` are the graph's input
+    height x width and gate count, which the metadata must agree with."""
+    from cosinegate.models.backbones import MAX_IMAGE_SIZE
+    from cosinegate.schema import shown, whole
+
     size = meta.get("image_size")
     if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096:
-            return f"cosinegate.image_size = {size!r} is not an input size between 8 and 4096"
+        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_IMAGE_SIZE:
+            return f"cosinegate.image_size = {shown(size)} is not an input size between 8 and {MAX_IMAGE_SIZE}"
         if hw is not None and hw != (size, size):
             return f"cosinegate.image_size = {size} disagrees with the graph's input {hw[0]}x{hw[1]}"
     classes = meta.get("classes")
@@ -64,7 +80,92 @@ def metadata_problem(meta, hw=None):
             return f"cosinegate.classes: {class_name_problem(bad) if bad is not None else 'names repeat'}"
     norm = meta.get("normalization")
     problem = None if norm is None else normalization_problem(norm)
-    return f"cosinegate.normalization {problem}" if problem else None
+    if problem:
+        return f"cosinegate.normalization {problem}"
+    blocks = meta.get("blocks")
+    if blocks is not None:
+        if not isinstance(blocks, list) or not all(isinstance(b, dict) and isinstance(b.get("kind"), str) for b in blocks):
+            return f"cosinegate.blocks = {shown(blocks)} is not a list of blocks with a kind"
+        if gates is not None and len(blocks) != gates:
+            return f"cosinegate.blocks lists {len(blocks)} blocks but the graph's gates output has {gates}"
+    shape = meta.get("input_size")
+    if shape is not None:
+        if not (isinstance(shape, list) and len(shape) == 3 and all(whole(v) and 1 <= v <= MAX_IMAGE_SIZE for v in shape)):
+            return f"cosinegate.input_size = {shown(shape)} is not [channels, height, width]"
+        if hw is not None and tuple(shape[1:]) != tuple(hw):
+            return f"cosinegate.input_size = {shape} disagrees with the graph's input {hw[0]}x{hw[1]}"
+    digest = meta.get("checkpoint_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= SHA256_HEX):
+        return f"cosinegate.checkpoint_sha256 = {shown(digest)} is not a SHA-256 (64 hex digits)"
+    data = meta.get("data")
+    if data is not None and not (isinstance(data, dict) and isinstance(data.get("source"), str)
+                                 and (data.get("root") is None or isinstance(data["root"], str))):
+        return f"cosinegate.data = {shown(data)} is not a data source and root"
+    batch = meta.get("batch")
+    if batch is not None and not (whole(batch) and 1 <= batch <= 1 << 16):
+        return f"cosinegate.batch = {shown(batch)} is not a batch size"
+    for key in ("backbone", "form", "mode", "policy", "format"):
+        if key in meta and not isinstance(meta[key], str):
+            return f"cosinegate.{key} = {shown(meta[key])} is not a name"
+    return None
+
+
+def gate_count(model):
+    """The fixed size of the graph's `gates` output's last axis, else None."""
+    outputs = [o for o in model.graph.output if o.name == GATES]
+    dims = outputs[0].type.tensor_type.shape.dim if outputs else []
+    return dims[-1].dim_value if len(dims) == 2 and dims[-1].HasField("dim_value") else None
+
+
+def graph_problem(model):
+    """What makes a graph unfit for the toolkit's tools (None when nothing does): an IR version or opset they do not
+    take, a node of a foreign domain, an input that is not float32 N x 3 x S x S, an If whose branches disagree."""
+    import onnx
+
+    from cosinegate.models.backbones import MAX_IMAGE_SIZE
+
+    if not 3 <= model.ir_version <= onnx.IR_VERSION:
+        return f"IR version {model.ir_version} is not one this onnx {onnx.__version__} reads (3..{onnx.IR_VERSION})"
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and not MIN_OPSET <= opset.version <= newest:
+            return f"opset {opset.version} is not one this onnx {onnx.__version__} reads ({MIN_OPSET}..{newest})"
+    inputs = [i for i in model.graph.input if i.name == INPUT]
+    if inputs:
+        tensor = inputs[0].type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        if tensor.elem_type != 1:  # TensorProto.FLOAT
+            return f"input `{INPUT}` has element type {tensor.elem_type}, not float32 (1) as exported"
+        if len(dims) != 4 or dims[1] != 3 or None in dims or dims[0] < 1 or not 8 <= dims[2] <= MAX_IMAGE_SIZE or dims[2] != dims[3]:
+            return f"input `{INPUT}` has shape {dims}, not N x 3 x S x S with S in 8..{MAX_IMAGE_SIZE} as exported"
+    for node in _nodes(model.graph):
+        if node.domain not in DOMAINS:
+            return f"node {node.name or node.op_type!r} is of domain {node.domain!r}; only standard ONNX (and ONNX Runtime's) is read"
+        if node.op_type == "If":
+            branches = {a.name: a.g for a in node.attribute}
+            if set(branches) != {"then_branch", "else_branch"}:
+                return f"If node {node.name!r} lacks a then or else branch"
+            then_out, else_out = ([_declared(o.type) for o in branches[b].output] for b in ("then_branch", "else_branch"))
+            if then_out != else_out:
+                return f"If node {node.name!r} declares other outputs in its branches ({then_out} vs {else_out})"
+    return None
+
+
+def _nodes(graph):
+    stack = [graph]
+    while stack:
+        current = stack.pop()
+        for node in current.node:
+            yield node
+            for attribute in node.attribute:  # If/Loop/Scan bodies
+                if attribute.HasField("g"):
+                    stack.append(attribute.g)
+                stack.extend(attribute.graphs)
+
+
+def _declared(type_proto):
+    tensor = type_proto.tensor_type
+    return tensor.elem_type, [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim]
 
 
 def normalization_problem(norm):

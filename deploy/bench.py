@@ -20,6 +20,7 @@ the gate-free dense graph and its MACs.
 """
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -28,6 +29,8 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 
 MIN_DURATION = 0.01  # seconds of timed loop, at the least
+MAX_SECONDS = 3600.0  # --duration and --warmup-seconds: an hour of timing is more than any figure needs
+MAX_COUNT = 10_000_000  # --iterations, --warmup, --rounds, --batch, --threads, --test-images
 
 
 def parse_args(argv=None):
@@ -81,19 +84,44 @@ def reference_inputs(engine, manifest):
 def batches_from_inputs(path, batch):
     """Batches of ``batch`` images from a Polygraphy inputs JSON (torch-free)."""
     import numpy as np
-    from polygraphy.json import load_json
+    from polygraphy.json import from_json
 
+    from cosinegate.artifacts import read_json
     from cosinegate.errors import CosineGateError
     from cosinegate.graphmeta import INPUT
 
+    fix = "pass a bundle's inputs.json (parity.py --save-reference writes one)"
+    feeds = read_json(path, "inputs file", mapping=False)
+    if not (isinstance(feeds, list) and feeds and all(isinstance(f, dict) and list(f) == [INPUT] and isinstance(f[INPUT], dict)
+                                                      and f[INPUT].get("polygraphy_class") == "ndarray" for f in feeds)):
+        raise CosineGateError(f"{path} is not a Polygraphy inputs JSON: a list of feeds holding one numpy '{INPUT}' array each "
+                              f"(a pickled tensor or any other object is refused unread); {fix}.")
     try:
-        x = np.concatenate([np.asarray(feed[INPUT], dtype=np.float32) for feed in load_json(str(path))])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CosineGateError(f"{path} is not a Polygraphy inputs JSON with an '{INPUT}' tensor ({exc}); pass a bundle's inputs.json.") from exc
+        arrays = [from_json(json.dumps(feed))[INPUT] for feed in feeds]  # numpy arrays only: np.load(allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - Polygraphy raises several types for damaged arrays
+        raise CosineGateError(f"{path} holds an unreadable '{INPUT}' array ({type(exc).__name__}); {fix}.") from None
+    shapes = {a.shape[1:] if isinstance(a, np.ndarray) and a.ndim == 4 else None for a in arrays}
+    if any(not isinstance(a, np.ndarray) or a.dtype != np.float32 for a in arrays) or len(shapes) != 1 or None in shapes:
+        raise CosineGateError(f"{path}: every '{INPUT}' must be a float32 N x 3 x S x S array of one shape; {fix}.")
+    x = np.concatenate(arrays)
+    if x.shape[1] != 3 or x.shape[2] != x.shape[3]:
+        raise CosineGateError(f"{path}: '{INPUT}' arrays are {list(x.shape[1:])}, not 3 x S x S; {fix}.")
     count = len(x) // batch * batch
     if count == 0:
         raise CosineGateError(f"{path} holds {len(x)} images, fewer than --batch {batch}; lower --batch.")
     return [np.ascontiguousarray(x[i : i + batch]) for i in range(0, count, batch)]
+
+
+def engine_metadata(manifest, engine):
+    """The graph metadata an engine manifest carries, checked like a graph's own ({} when it carries none)."""
+    from cosinegate.errors import CosineGateError
+    from cosinegate.graphmeta import metadata_problem
+
+    meta = manifest.get("onnx_metadata", {})
+    problem = "is not a mapping" if not isinstance(meta, dict) else metadata_problem(meta)
+    if problem:
+        raise CosineGateError(f"{engine}.json: onnx_metadata {problem}; rebuild the engine with deploy/build_engine.py.")
+    return meta
 
 
 def data_origin(args, meta):
@@ -156,9 +184,17 @@ def main(argv=None):
         raise CosineGateError(f"unknown backend {backend_name!r}; choose onnxrt, torch or trt.")
     if args.batch < 1 or args.threads < 1 or args.rounds < 1 or (args.iterations < 1 and not args.duration):
         raise CosineGateError("--batch, --threads, --rounds and --iterations must be at least 1.")
-    check_output_files(json=args.json, csv=args.csv, plot=args.plot)
+    check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "engine": args.engine, "inputs file": args.inputs,
+                        "If cost table": args.if_cost_table}, json=args.json, csv=args.csv, plot=args.plot)
     if args.csv:
         check_csv_header(args.csv)
+    for flag, value in (("--duration", args.duration), ("--warmup-seconds", args.warmup_seconds)):
+        if value is not None and value > MAX_SECONDS:
+            raise CosineGateError(f"{flag} {value:g} s is over the {MAX_SECONDS:g} s limit; give at most {MAX_SECONDS:g} s.")
+    for flag, value in (("--iterations", args.iterations), ("--warmup", args.warmup), ("--rounds", args.rounds),
+                        ("--batch", args.batch), ("--threads", args.threads), ("--test-images", args.test_images)):
+        if value > MAX_COUNT:
+            raise CosineGateError(f"{flag} {value} is over the limit of {MAX_COUNT}; give a smaller number.")
     if args.duration is not None and args.duration < MIN_DURATION:
         raise CosineGateError(f"--duration {args.duration:g} s is too short to time a run; give at least {MIN_DURATION} s "
                               "or use --iterations N.")
@@ -196,7 +232,7 @@ def run_bench(args, backend_name, workdir):
         if args.inputs:  # before TensorRT is needed, so a bad --inputs is said first
             batches = batches_from_inputs(args.inputs, args.batch)
         backend = TrtBackend(args.engine)
-        meta = backend.manifest.get("onnx_metadata", {})
+        meta = engine_metadata(backend.manifest, args.engine)
         model_path = args.engine
     elif backend_name == "torch":
         if not args.checkpoint:
@@ -232,6 +268,10 @@ def run_bench(args, backend_name, workdir):
     data = labels = None  # the data record and labels, when test images are read
     if batches is None and args.inputs:
         batches = batches_from_inputs(args.inputs, args.batch)
+    size = backend.model.image_size if backend_name == "torch" else meta.get("image_size")
+    if batches is not None and size and tuple(batches[0].shape[2:]) != (size, size):
+        raise CosineGateError(f"{args.inputs} holds {batches[0].shape[2]}x{batches[0].shape[3]} images but the model takes "
+                              f"{size}x{size}; pass the inputs.json of this model's bundle.")
     if batches is None:
         from cosinegate.data.normalization import LEGACY_SOURCE, named
         from cosinegate.data.resize import refuse_other_size
@@ -265,7 +305,7 @@ def run_bench(args, backend_name, workdir):
 
         rails = ()
         if backend_name == "trt":
-            rails = load_target(backend.manifest["target"]).total_power_rails
+            rails = load_target(backend.manifest["target"], allow_path=False).total_power_rails
         # mean power over the sampled span, energy per image over the timed loop only
         report["power"] = sampler.summary(rails, images=len(wall) * args.batch, seconds=sum(wall) / 1e3)
         report["power_mode"] = read_power_mode()

@@ -53,7 +53,7 @@ def parse_args(argv=None):
                    help="fastest (default from a checkpoint, conditional form, fp32/fp16): build the conditional, statically "
                         "pruned and gate-free dense candidates, time each, keep the fastest whose accuracy is within the "
                         "profile's tolerance of the conditional one; or force one")
-    p.add_argument("--select-images", type=int, default=300, help="labelled test images the candidates are timed and scored on")
+    p.add_argument("--select-images", type=positive_int, default=300, help="labelled test images the candidates are timed and scored on")
     p.add_argument("--if-cost-table", help="--policy auto keeps plain the dynamic blocks whose expected saving is below their "
                                            "If cost in this table (deploy/bench.py --if-cost --json)")
     p.add_argument("--force", action="store_true", help="replace a bundle of the same name made from another model")
@@ -65,12 +65,16 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from cosinegate.artifacts import folder_lock, write_error
+    from cosinegate.cli import check_output_files
     from cosinegate.errors import CosineGateError
     from cosinegate.trt.build import check_int8_form, detect_host
-    from cosinegate.trt.targets import check_dla_core, check_opset, host_matches, load_target
+    from cosinegate.trt.targets import check_dla_core, check_opset, check_workspace, host_matches, load_target
 
     args = parse_args(argv)
+    check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "calibration cache": args.calib_cache,
+                        "timing cache": args.timing_cache, "If cost table": args.if_cost_table}, json=args.json)
     profile = load_target(args.target)
+    check_workspace(args.workspace)
     if not (args.checkpoint or args.onnx or args.bundle):
         from cosinegate.defaults import default_checkpoint
 

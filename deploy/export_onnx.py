@@ -56,7 +56,7 @@ def read_skip_rates(path):
     from cosinegate.artifacts import read_json
     from cosinegate.errors import CosineGateError
 
-    data = read_json(path, "skip-rates file")
+    data = read_json(path, "skip-rates file", mapping=False)
     rates = data.get("skip_rates") if isinstance(data, dict) else data
     if not isinstance(rates, list) or not all(isinstance(r, (int, float)) and 0.0 <= r <= 1.0 for r in rates):
         raise CosineGateError(f"{path} holds no skip rates: give a JSON list of numbers in [0, 1] or an object with 'skip_rates'.")
@@ -78,11 +78,14 @@ def output_path(out, form):
 
 
 def main(argv=None):
+    from cosinegate.cli import check_output_files
     from cosinegate.onnx import export_checkpoint
 
     args = parse_args(argv)
     skip_rates = read_skip_rates(args.skip_rates) if args.skip_rates else None
     args.out = output_path(args.out, args.form)
+    check_output_files({"checkpoint": args.checkpoint, "skip-rates file": args.skip_rates, "If cost table": args.if_cost_table},
+                       out=args.out, out_manifest=f"{args.out}.json", json=args.json)
     manifest = export_checkpoint(args.checkpoint, args.out, args.form, args.batch, args.opset, args.policy, skip_rates,
                                  args.if_cost_table)
     if args.json:

@@ -17,7 +17,7 @@ import _bootstrap  # noqa: F401
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, input_record, sha256_file
     from cosinegate.bench.gate_patterns import force_skip_fraction
-    from cosinegate.cli import add_data_flags, add_version_flag, check_output_files
+    from cosinegate.cli import add_data_flags, add_version_flag, check_output_files, positive_int
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
     from cosinegate.evaluation import run_model
@@ -26,13 +26,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--skip", type=float, default=0.5, help="fraction of images each gated block skips (0..1)")
-    parser.add_argument("--samples", type=int, default=200, help="test images the thresholds are placed on")
+    parser.add_argument("--samples", type=positive_int, default=200, help="test images the thresholds are placed on")
     add_data_flags(parser)
     parser.add_argument("--out", required=True, help="the forced checkpoint (.pt)")
     parser.add_argument("--json", metavar="REPORT", help="write a JSON report (data used, skip rates) here")
     add_version_flag(parser)
     args = parser.parse_args(argv)
-    check_output_files(out=args.out, json=args.json)
+    check_output_files({"checkpoint": args.checkpoint}, out=args.out, json=args.json)
 
     model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
     data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)

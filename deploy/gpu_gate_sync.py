@@ -18,15 +18,15 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, add_version_flag
+    from cosinegate.cli import add_data_flags, add_version_flag, nonnegative_int, positive_int
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint from train/train.py (default: an untrained --backbone network)")
     p.add_argument("--backbone", default="resnet20", help="without --checkpoint: the backbone built (default resnet20)")
     p.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a dry run without the CUDA graph)")
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--iterations", type=int, default=1000)
-    p.add_argument("--samples", type=int, default=64, help="distinct test images cycled through")
+    p.add_argument("--warmup", type=nonnegative_int, default=50)
+    p.add_argument("--iterations", type=positive_int, default=1000)
+    p.add_argument("--samples", type=positive_int, default=64, help="distinct test images cycled through")
     p.add_argument("--random-input", action="store_true", help="random tensors instead of test images (speed only)")
     p.add_argument("--json", metavar="REPORT", help="write the table here (JSON)")
     add_data_flags(p, "the checkpoint's; without --checkpoint, synthetic")
@@ -38,11 +38,13 @@ def main(argv=None):
     import torch
 
     from cosinegate.bench.host_sync import measure
+    from cosinegate.cli import check_output_files
     from cosinegate.data.augment import to_tensor
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
+    check_output_files({"checkpoint": args.checkpoint}, json=args.json)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CosineGateError("no CUDA device here; run on a GPU, or pass --device cpu for a dry run.")
     if args.iterations < 1 or args.samples < 1:

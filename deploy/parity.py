@@ -72,6 +72,7 @@ def check_profile_fits(graph, int8, path):
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
     from cosinegate.artifacts import input_record
+    from cosinegate.cli import check_output_files
     from cosinegate.data import balanced_subset
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
@@ -86,6 +87,11 @@ def main(argv=None):
         raise CosineGateError(f"unknown backend {args.backend!r}; choose one of {', '.join(BACKENDS)}.")
     if args.test_images < 1:
         raise CosineGateError(f"--test-images must be at least 1, got {args.test_images}.")
+    save_inputs = None
+    if args.save_reference:
+        save_inputs = args.save_inputs or str(Path(args.save_reference).with_name("inputs.json"))
+    check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx}, json=args.json,
+                       save_reference=args.save_reference, save_inputs=save_inputs)
     model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
     graph = load_toolkit_onnx(args.onnx)
     if args.backend == "onnxrt":
@@ -97,9 +103,6 @@ def main(argv=None):
     test = data.test
     if args.subset:
         test = balanced_subset(test, args.subset)
-    save_inputs = None
-    if args.save_reference:
-        save_inputs = args.save_inputs or str(Path(args.save_reference).with_name("inputs.json"))
     report = run_parity(model, graph, args.onnx, test, args.backend, args.test_images, INT8 if args.int8 else FP32,
                         save_inputs, args.save_reference)
     report.update(checkpoint=str(args.checkpoint), onnx=str(args.onnx), data=data.record(), provenance=provenance,

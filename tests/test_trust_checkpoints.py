@@ -154,8 +154,8 @@ def test_damaged_weights_are_refused_in_one_line(tiny_checkpoint, tmp_path):
     def no_std(state):
         state["normalization"] = {"mean": [0.5, 0.5, 0.5]}
 
-    for change, message in ((nan, "NaN or infinite weights \\(fc.weight\\)"), (shape, "does not match the model"),
-                            (missing, "does not match the model .*fc.bias"), (no_config, "no model config"),
+    for change, message in ((nan, "NaN or infinite weights \\(fc.weight\\)"), (shape, "is not a list of 7 class names"),
+                            (missing, "does not match the model .*fc.bias"), (no_config, "config = 'resnet20' is not a mapping"),
                             (zero_std, "finite positive stds"), (nan_mean, "finite positive stds"),
                             (no_std, "no usable normalization")):
         path = _altered(tiny_checkpoint, tmp_path / f"{change.__name__}.pt", change)

@@ -47,3 +47,17 @@ def test_batches_beside_a_foreign_archive_are_refused(fake_cifar_root, tmp_path,
         cifar10.load_cifar10(folder, allow_download=False)
     monkeypatch.setattr(cifar10, "BATCH_MD5", {name: cifar10._md5(folder / name) for name in cifar10.BATCH_MD5})
     assert cifar10.check_official(folder)
+
+
+@pytest.mark.parametrize("name", ["data_batch_3", "batches.meta"])
+def test_a_fifo_batch_is_refused_without_blocking(fake_cifar_root, tmp_path, name):
+    import os
+    import time
+
+    folder = _copy(fake_cifar_root, tmp_path)
+    os.remove(folder / name)
+    os.mkfifo(folder / name)
+    started = time.monotonic()
+    with pytest.raises(CosineGateError, match=f"{name} is missing or not a regular file"):
+        cifar10.load_cifar10(tmp_path, allow_download=False)
+    assert time.monotonic() - started < 5

@@ -27,7 +27,7 @@ def main(argv=None):
     parser.add_argument("--plot", help="write a histogram of executed MACs per image here (PNG)")
     add_version_flag(parser)
     args = parser.parse_args(argv)
-    check_output_files(json=args.json, plot=args.plot)
+    check_output_files({"checkpoint": args.checkpoint}, json=args.json, plot=args.plot)
 
     model, state = model_from_checkpoint(args.checkpoint, args.backbone, args.image_size)
     data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)

@@ -4,7 +4,9 @@ Every command that needs images (calibrate, parity, bench, build_engine, evaluat
 evaluate_int8) asks `choose_data` with the model's origin (source, root and class
 names from the checkpoint, or from an exported graph's metadata) and the user's
 --data/--data-root. A root that is not there is refused with the flag that
-overrides it; a data source whose class count differs from the model's is an
+overrides it; a root is only ever read: nothing a checkpoint or graph records
+causes a download (CIFAR-10 is downloaded by train.py alone, into the --data-root
+its user names); a data source whose class count differs from the model's is an
 error; the choice is printed (`describe`) and recorded (`record`).
 """
 
@@ -29,9 +31,9 @@ class DataOrigin:
     def of_checkpoint(cls, state):
         from cosinegate.training.checkpoint import image_size_of
 
-        data = state["config"]["data"]
-        classes = state.get("classes") or [str(i) for i in range(state["num_classes"])]
-        return cls(data["source"], data.get("root"), tuple(classes), image_size_of(state))
+        data = (state.get("config") or {}).get("data") or {}
+        classes = state.get("classes") or [str(i) for i in range(state.get("num_classes") or 0)]
+        return cls(data.get("source"), data.get("root"), tuple(classes), image_size_of(state))
 
     @classmethod
     def of_metadata(cls, meta):
@@ -68,6 +70,10 @@ def choose_data(origin, source=None, root=None, log=print, override=OVERRIDE):
     (`override`: how the caller's user names those, for the refusals)."""
     from cosinegate.data import load_dataset
 
+    if origin is not None and origin.source is None:  # a checkpoint that records no training data
+        if source is None:
+            raise CosineGateError(f"the model records no training data (config.data.source); {override}.")
+        origin = None
     from_model = origin is not None and (source is None or source == origin.source) and root is None
     if source is None:
         source = origin.source if origin is not None else "synthetic"
@@ -78,7 +84,7 @@ def choose_data(origin, source=None, root=None, log=print, override=OVERRIDE):
             raise CosineGateError(
                 f"the checkpoint was trained on {source} data at {root}, which is not here; {override}."
             )
-    train, test = load_dataset(source, root, image_size=origin.image_size if origin is not None else 32)
+    train, test = load_dataset(source, root, allow_download=False, image_size=origin.image_size if origin is not None else 32)
     if origin is not None and origin.classes and len(test.classes) != len(origin.classes):
         raise CosineGateError(
             f"the data ({source}{'' if root is None else ' at ' + str(root)}) has {len(test.classes)} classes but the model "

@@ -6,7 +6,9 @@ when the official archive lies beside them, every batch must have the official M
 official archive (MD5 below) is a trustworthy source of these files.
 """
 
+import os
 import pickle
+import stat
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -76,6 +78,13 @@ def check_official(folder):
     return True
 
 
+def _regular(path):
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _batch_dir(root):
     root = Path(root)
     return root if (root / "batches.meta").is_file() else root / FOLDER
@@ -123,9 +132,14 @@ def load_cifar10(root, allow_download=True, image_size=32, training=False):
     folder = _batch_dir(root)
     if not (folder / "test_batch").is_file():
         if not allow_download:
-            raise CosineGateError(f"no CIFAR-10 python batches under {root} (expected {FOLDER}/test_batch); pass the right --data-root.")
+            raise CosineGateError(f"no CIFAR-10 python batches under {root} (expected {FOLDER}/test_batch) and nothing is "
+                                  "downloaded here; pass the right --data-root (train.py --data cifar10 --data-root DIR downloads it).")
         download(root)
         folder = _batch_dir(root)
+    odd = [name for name in ("batches.meta", *TRAIN_BATCHES, "test_batch") if not _regular(folder / name)]
+    if odd:
+        raise CosineGateError(f"{folder / odd[0]} is missing or not a regular file (a FIFO, device or looping link is not "
+                              f"read); {SAFE_SOURCE}: put the official batches there.")
     check_official(folder)
     try:
         classes = [c.decode() for c in _unpickle(folder / "batches.meta")[b"label_names"]]

@@ -8,10 +8,17 @@ since data folders may be read-only. Its key hashes the file list with sizes and
 modification times, the image size and the resize rule asked for (train or eval;
 a split whose images are all N x N is stored as it is under either), so a changed
 folder or another size is decoded again.
+
+Decoded faithfully or refused, never guessed: 16-bit grayscale is scaled to 8 bits (not
+clipped), 32-bit integer or float images are refused, an image over MAX_PIXELS is refused
+from its header (a decompression bomb), anything but a regular file (a FIFO, a device, a
+link that loops) is refused unread, and a class with no image in one split is refused.
+Names are shown escaped, so an error stays on one line.
 """
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +30,14 @@ from cosinegate.errors import CosineGateError
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_NAMED = 5  # unreadable files named in the error message
+MAX_PIXELS = 50_000_000  # width x height read from the header; a 7000 x 7000 photo passes, a 30000 x 30000 bomb does not
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def shown(path):
+    """A path for a one-line message: control characters (a newline in a file name) escaped."""
+    text = str(path)
+    return text.encode("unicode_escape").decode("ascii") if any(ord(c) < 32 or ord(c) == 127 for c in text) else text
 
 
 def cache_dir():
@@ -38,7 +53,12 @@ def _list_split(root, split):
         raise CosineGateError(
             f"{root} has no {split}/ folder; an image folder needs ROOT/train/<class>/*.jpg and ROOT/test/<class>/*.jpg."
         )
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    entries = sorted(folder.iterdir())
+    broken = [p for p in entries if p.is_symlink() and not _resolves(p)]
+    if broken:
+        raise CosineGateError(f"{shown(broken[0])} is a symbolic link that loops or points nowhere; a class folder must be a "
+                              "folder: remove or fix the link.")
+    classes = sorted(p.name for p in entries if p.is_dir())
     from cosinegate.graphmeta import class_name_problem
 
     bad = next((c for c in classes if class_name_problem(c)), None)
@@ -46,8 +66,33 @@ def _list_split(root, split):
         raise CosineGateError(f"class folder {folder / bad!r} under {folder}: {class_name_problem(bad)}; rename the folder.")
     files = [(c, sorted(f for f in (folder / c).iterdir() if f.suffix.lower() in EXTENSIONS)) for c in classes]
     if not classes or not any(f for _, f in files):
-        raise CosineGateError(f"no images under {folder}; expected {folder}/<class>/*.jpg or *.png.")
+        raise CosineGateError(f"no images under {shown(folder)}; expected {shown(folder)}/<class>/*.jpg or *.png.")
+    odd = [f for _, group in files for f in group if not _regular(f)]
+    if odd:
+        raise CosineGateError(f"{shown(odd[0])}{f' and {len(odd) - 1} more' if len(odd) > 1 else ''} is not a regular file "
+                              "(a FIFO, device, or a link that loops or points nowhere) and is not read; remove it.")
+    empty = [c for c, group in files if not group]
+    if empty:
+        raise CosineGateError(f"class {shown(empty[0])} has no image in {shown(folder)}"
+                              f"{f' (nor {len(empty) - 1} other classes)' if len(empty) > 1 else ''}; a model cannot learn or "
+                              "be scored on it: add images or remove the class folder from both splits.")
     return classes, files
+
+
+def _resolves(path):
+    try:
+        path.stat()
+        return True
+    except OSError:
+        return False
+
+
+def _regular(path):
+    """True for a regular file (after links); a FIFO would block the reader, a loop or dangling link cannot be read."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _open_rgb(path):
@@ -55,8 +100,21 @@ def _open_rgb(path):
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
+        _check_pixels(image, path)
         image = ImageOps.exif_transpose(image)
+        if image.mode in SIXTEEN_BIT:  # convert("RGB") would clip 0..65535 to 255: scale to 8 bits instead
+            values = np.asarray(image, dtype=np.uint16)
+            image = Image.fromarray((values >> 8).astype(np.uint8), "L")
+        elif image.mode in ("I", "F"):
+            raise ValueError(f"{image.mode} mode (32-bit) images are not read; save it as 8- or 16-bit")
         return image.convert("RGB")
+
+
+def _check_pixels(image, path):
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise CosineGateError(f"image {shown(path)} is {width} x {height} pixels, over the {MAX_PIXELS:,} pixel limit "
+                              "(a decompression bomb, or a photo to shrink first); resize or remove it.")
 
 
 def _shape(path):
@@ -65,28 +123,32 @@ def _shape(path):
 
     try:
         with Image.open(path) as image:
+            _check_pixels(image, path)
             w, h = image.size
             orientation = image.getexif().get(0x0112, 1)
             return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    except Image.DecompressionBombError:  # Pillow's own limit, above ours: refused from the header all the same
+        raise CosineGateError(f"image {shown(path)} is over the {MAX_PIXELS:,} pixel limit (a decompression bomb, or a "
+                              "photo to shrink first); resize or remove it.") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
         return None
 
 
 def _unreadable(paths, split):
-    named = ", ".join(str(p) for p in paths[:MAX_NAMED])
+    named = ", ".join(shown(p) for p in paths[:MAX_NAMED])
     more = f" and {len(paths) - MAX_NAMED} more" if len(paths) > MAX_NAMED else ""
     return CosineGateError(f"{len(paths)} unreadable image(s) in {split}/: {named}{more}; remove or replace them.")
 
 
 def _decode_all(paths, size, rule, split):
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
 
     arrays, bad = [], []
     for path in tqdm(paths, desc=f"decode {split} at {size}x{size}", unit="img", leave=False):
         try:
             arrays.append(resize.fit(_open_rgb(path), size, rule))
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
             bad.append(path)
     if bad:
         raise _unreadable(bad, split)

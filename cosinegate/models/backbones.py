@@ -15,6 +15,7 @@ shape changes. `resnet18`/`resnet34` use basic blocks (two 3x3 convolutions),
 width: torchvision's "v1.5" placement of the stride). 1.82 / 3.67 / 4.09 GMACs at 224.
 """
 
+import numbers
 from dataclasses import dataclass
 
 from cosinegate.errors import CosineGateError
@@ -26,6 +27,7 @@ BACKBONES = tuple(CIFAR_DEPTHS) + ("paper8",) + tuple(IMAGENET_LAYOUTS)
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 BOTTLENECK_EXPANSION = 4
 MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 1024  # a 1024 x 1024 batch already fills a desktop GPU; more is a typo or a crafted file
 
 
 def default_image_size(name):
@@ -91,13 +93,17 @@ def backbone_spec(name, image_size=None):
 
     Unknown names and unusable sizes are a CosineGateError.
     """
-    if name not in BACKBONES:
+    if not isinstance(name, str) or name not in BACKBONES:
         raise CosineGateError(
             f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)} (e.g. --backbone resnet20)."
         )
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral)):
+        raise CosineGateError(f"image size {image_size!r} is not a whole number of pixels; give e.g. --image-size 32.")
     size = default_image_size(name) if image_size is None else int(image_size)
     if size < MIN_IMAGE_SIZE:
         raise CosineGateError(f"--image-size {size} is too small; use at least {MIN_IMAGE_SIZE} (e.g. 32, 64 or 224).")
+    if size > MAX_IMAGE_SIZE:
+        raise CosineGateError(f"--image-size {size} is too large; use at most {MAX_IMAGE_SIZE} (e.g. 32, 64 or 224).")
     if name in CIFAR_DEPTHS:
         widths, strides = [], []
         for stage, width in enumerate((16, 32, 64)):

@@ -27,7 +27,7 @@ def load_toolkit_onnx(path):
     if not path.is_file():
         raise CosineGateError(f"ONNX file {path} not found; export one with `python deploy/export_onnx.py` or fix the path.")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several types for corrupt files
         raise CosineGateError(f"{path} is not a readable ONNX file ({type(exc).__name__}); re-export it.") from exc
     if not is_toolkit_onnx(model):
@@ -36,7 +36,60 @@ def load_toolkit_onnx(path):
             "toolkit's metadata); "
             "export the model with deploy/export_onnx.py."
         )
+    from cosinegate.graphmeta import graph_problem
+
+    problem = graph_problem(model)
+    if problem:
+        raise CosineGateError(f"{path}: {problem}; export the model with deploy/export_onnx.py.")
+    load_own_external_data(model, path)
     return model
+
+
+def external_data_problem(model, folder):
+    """Why the graph's external data is not plain files inside `folder` (None when it is, or when there is none)."""
+    import os
+
+    from onnx.external_data_helper import uses_external_data
+
+    for tensor in _all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        target = Path(folder) / location
+        if (not location or os.path.isabs(location) or ".." in Path(location).parts or target.is_symlink()
+                or not target.is_file()):
+            return f"tensor {tensor.name!r} reads external data {location!r}, not a plain file beside the graph"
+    return None
+
+
+def load_own_external_data(model, path):
+    """Read the graph's external data, refusing any that is not a plain file beside it (no ``..``, absolute path or link)."""
+    from onnx.external_data_helper import load_external_data_for_model
+
+    folder = Path(path).parent
+    problem = external_data_problem(model, folder)
+    if problem:
+        raise CosineGateError(f"{path}: {problem}; a graph reads only its own files.")
+    try:
+        load_external_data_for_model(model, str(folder))
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types for unreadable external data
+        raise CosineGateError(f"{path}: its external data is unreadable ({type(exc).__name__}); re-export it.") from exc
+
+
+def _all_tensors(model):
+    """Initializers and constant tensors of the graph and of every subgraph."""
+    stack = [model.graph]
+    while stack:
+        graph = stack.pop()
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                if attribute.HasField("g"):
+                    stack.append(attribute.g)
+                stack.extend(attribute.graphs)
 
 
 def graph_problems(model):

@@ -49,6 +49,8 @@ _ALGORITHM_BY_METHOD = {"entropy": ENTROPY, "minmax": MINMAX, "percentile": MINM
 _HEADER = re.compile(r"TRT-(\d+)-([A-Za-z0-9]+)")
 _HEX_SCALE = re.compile(r"[0-9a-fA-F]{1,8}")
 _INT8_MAX = 127.0
+_MIN_SCALE = float(np.finfo(np.float32).tiny)  # the smallest normal float32: a denormal scale loses its precision
+_MAX_SCALE = float(np.finfo(np.float32).max) / _INT8_MAX  # amax = 127 * scale must stay finite
 
 
 def parse_version(trt_version):
@@ -169,10 +171,11 @@ def parse_cache(path_or_text):
         if name in scales:
             raise CosineGateError(f"calibration cache {where} lists tensor {name!r} twice; recalibrate.")
         scale = float(struct.unpack(">f", bytes.fromhex(value.zfill(8)))[0])
-        if not (math.isfinite(scale) and scale > 0.0):
+        if not (math.isfinite(scale) and _MIN_SCALE <= scale <= _MAX_SCALE):
             raise CosineGateError(
                 f"calibration cache {where} line {number} has scale {scale} for {name!r}; "
-                "scales must be finite and > 0, recalibrate."
+                f"scales must be finite, > 0 and normal float32 ({_MIN_SCALE:.3g} .. {_MAX_SCALE:.3g}, so that "
+                "amax = 127 * scale is finite too), recalibrate."
             )
         scales[name] = scale
     return header, scales

@@ -78,7 +78,7 @@ def load_calibration_set(source, root=None, count=DEFAULT_COUNT, seed=DEFAULT_SE
     """The calibration set of a data source's training split, at `image_size` (sized like evaluation images)."""
     from cosinegate.data import load_dataset
 
-    train, _ = load_dataset(source, root, image_size=image_size)
+    train, _ = load_dataset(source, root, allow_download=False, image_size=image_size)
     return select(train, count, seed, source, None if root is None else str(root))
 
 

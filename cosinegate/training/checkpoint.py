@@ -54,10 +54,17 @@ def _check_plain(value, where="state"):
 
 
 def save_checkpoint(path, **state):
+    """Write a checkpoint through a temporary renamed in on success: a full disk leaves the old file and one error line."""
     state = {"format": FORMAT, **state}
     _check_plain(state)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write (ENOSPC, EIO) as a RuntimeError
+            if "writ" not in str(exc).lower():
+                raise
+            raise CosineGateError(f"cannot write checkpoint {path} ({' '.join(str(exc).split())[:120]}); the disk is full "
+                                  "or failing: free space or choose another --out.") from None
 
 
 def capture_rng():
@@ -182,12 +189,114 @@ def load_checkpoint(path):
     state = _safe_load(path)
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, *OLD_FORMATS):
         raise CosineGateError(f"{path} is not a CosineGate checkpoint (no '{FORMAT}' marker); pass a file written by train/train.py.")
-    return state if state["format"] == FORMAT else _upgrade(state)
+    if state["format"] != FORMAT:
+        try:
+            state = _upgrade(state)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CosineGateError(f"checkpoint {path} (v1) has an unreadable RNG state ({type(exc).__name__}); "
+                                  "pass an unmodified file written by train/train.py.") from None
+    problem = state_problem(state)
+    if problem:
+        raise CosineGateError(f"checkpoint {path}: {problem}; pass an unmodified file written by train/train.py.")
+    return state
+
+
+def state_problem(state):
+    """What is wrong with the fields a checkpoint holds (None when nothing is); a field left out is not checked here
+    (the stage that needs it says so)."""
+    from cosinegate.schema import fraction_list_problem, int_problem, shown
+
+    checks = (_config_problem, _weights_problem, _rng_problem, _optimizer_problem)
+    num_classes = state.get("num_classes")
+    problem = None if num_classes is None else int_problem("num_classes", num_classes, 1, 100_000)
+    classes = state.get("classes")
+    if not problem and classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+                                                or (num_classes is not None and len(classes) != num_classes)):
+        problem = f"classes = {shown(classes)} is not a list of {num_classes} class names"
+    if not problem and "epoch" in state:
+        problem = int_problem("epoch", state["epoch"], 0, 10**6)
+    problem = problem or fraction_list_problem("skip_rates", state.get("skip_rates"))
+    for check in checks:
+        problem = problem or check(state)
+    return problem
+
+
+def _config_problem(state):
+    from cosinegate.data import SOURCES
+    from cosinegate.models.backbones import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+    from cosinegate.schema import int_problem, shown
+
+    config = state.get("config")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        return f"config = {shown(config)} is not a mapping"
+    for section in ("model", "data"):
+        if section in config and not isinstance(config[section], dict):
+            return f"config.{section} = {shown(config[section])} is not a mapping"
+    data, model = config.get("data", {}), config.get("model", {})
+    if "source" in data and data["source"] not in SOURCES:
+        return f"config.data.source = {shown(data['source'])} is not one of {', '.join(SOURCES)}"
+    if data.get("root") is not None and not isinstance(data["root"], str):
+        return f"config.data.root = {shown(data['root'])} is not a folder path"
+    if data.get("image_size") is not None:
+        problem = int_problem("config.data.image_size", data["image_size"], MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+        if problem:
+            return problem
+    for key in ("backbone", "mode"):
+        if key in model and not isinstance(model[key], str):
+            return f"config.model.{key} = {shown(model[key])} is not a name"
+    return None
+
+
+def _weights_problem(state):
+    weights = state.get("model")
+    if weights is None:
+        return None
+    if not isinstance(weights, dict):
+        return "model is not a mapping of weight names to tensors"
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor):
+            return f"model[{name!r}] is a {type(tensor).__name__}, not a tensor"
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            return f"model[{name!r}] is a {tensor.layout} tensor, not a dense one"
+    return None
+
+
+def _rng_problem(state):
+    rng = state.get("rng")
+    if rng is None:
+        return None
+    if not isinstance(rng, dict):
+        return "rng is not the torch, numpy and Python RNG states train/train.py stores"
+    try:
+        numpy_state, python_state = rng["numpy"], rng["python"]
+        ok = (isinstance(rng, dict) and isinstance(numpy_state, dict) and isinstance(python_state, dict)
+              and isinstance(rng["torch"], torch.Tensor) and rng["torch"].dtype == torch.uint8
+              and isinstance(numpy_state["key"], torch.Tensor) and tuple(numpy_state["key"].shape) == (624,)
+              and isinstance(numpy_state["kind"], str) and isinstance(numpy_state["pos"], int)
+              and isinstance(python_state["state"], list) and len(python_state["state"]) == 625
+              and all(isinstance(v, int) for v in python_state["state"]))
+    except (KeyError, TypeError):
+        ok = False
+    return None if ok else "rng is not the torch, numpy and Python RNG states train/train.py stores"
+
+
+def _optimizer_problem(state):
+    optimizer = state.get("optimizer")
+    if optimizer is None:
+        return None
+    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+            and isinstance(optimizer.get("param_groups"), list) and optimizer["param_groups"]
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in optimizer["param_groups"])):
+        return "optimizer is not an optimizer state (state and param_groups)"
+    return None
 
 
 def image_size_of(state):
     """The input size a checkpoint was trained at (32 for checkpoints written before it was stored)."""
-    return int(state["config"]["data"].get("image_size") or 32)
+    config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    return int((config.get("data") or {}).get("image_size") or 32)
 
 
 def check_image_size(requested, state, path):

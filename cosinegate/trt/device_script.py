@@ -118,6 +118,32 @@ def branch(plan, release):
     return f"TensorRT {version}{jetpack}", lines
 
 
+EXTERNAL_DATA_CHECK = r'''
+import posixpath, sys
+graph = sys.argv[1]
+try:
+    import onnx
+except ImportError:
+    sys.exit(f"error: {graph} may read external data and onnx is not installed to check it; pip3 install onnx.")
+listed = {line.split("  ", 1)[1].rstrip("\n") for line in open("SHA256SUMS") if "  " in line}
+model = onnx.load(graph, load_external_data=False)
+stack = [model.graph]
+while stack:
+    g = stack.pop()
+    tensors = list(g.initializer)
+    for node in g.node:
+        for a in node.attribute:
+            tensors += ([a.t] if a.HasField("t") else []) + list(a.tensors)
+            stack += ([a.g] if a.HasField("g") else []) + list(a.graphs)
+    for t in tensors:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            where = dict((e.key, e.value) for e in t.external_data).get("location", "")
+            member = posixpath.normpath(posixpath.join(posixpath.dirname(graph), where))
+            if not where or where.startswith("/") or ".." in where.split("/") or member not in listed:
+                sys.exit(f"error: {graph} reads external data {where!r}, not one of the bundle's files; copy the bundle again.")
+'''
+
+
 MANIFEST_WRITER = r'''
 import hashlib, json, os, sys
 engine, trt, cc, seconds, release, build_onnx, int8_path, calib = sys.argv[1:9]
@@ -168,6 +194,12 @@ def device_script(plan):
         "    exit 2",
         "fi",
         'mkdir -p "$RESULTS"',
+        "# result files are written fresh: a link, FIFO or device planted in the bundle (results/ included) is refused",
+        'BAD=$(find . -mindepth 1 ! -type f ! -type d -print | head -n 1)',
+        'if [ -n "$BAD" ]; then',
+        '    say "error: ${BAD#./} in the bundle is a link or not a plain file; a bundle holds plain files only: remove it." >&2',
+        "    exit 2",
+        "fi",
         "",
         'say "checking the bundle (sha256sum -c SHA256SUMS)"',
         'if ! sha256sum -c SHA256SUMS > "$RESULTS/sha256sum.txt" 2>&1; then',
@@ -175,6 +207,13 @@ def device_script(plan):
         '    say "error: the bundle is damaged (see results/sha256sum.txt); copy it again." >&2',
         "    exit 2",
         "fi",
+        "# a graph may keep weights in external files, and TensorRT's parser reads whatever path it names: only the",
+        "# bundle's own hashed files are allowed (checked with onnx; a graph naming none is let through unparsed)",
+        "sed -n 's/^[0-9a-f]*  //p' SHA256SUMS | grep '\\.onnx$' | while IFS= read -r G; do",
+        "    if grep -q -a -F location \"$G\"; then",
+        "        python3 -c " + sh_word(EXTERNAL_DATA_CHECK.strip("\n")) + ' "$G" || exit 2',
+        "    fi",
+        "done",
         "",
         'if [ -n "${TRTEXEC:-}" ]; then',
         "    :",

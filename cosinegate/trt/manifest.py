@@ -95,7 +95,51 @@ def verify_bundle(directory):
         if altered:
             parts.append("hash mismatch: " + ", ".join(altered))
         raise CosineGateError(f"bundle {directory} is damaged ({'; '.join(parts)}); copy it again or re-create it.")
+    for rel in manifest["files"]:
+        if rel.endswith(".onnx"):
+            _check_external_data(directory, rel, manifest["files"])
     return manifest
+
+
+def _check_external_data(directory, rel, files):
+    """A bundled graph may keep weights in external files only if they are hashed files of the bundle beside it
+    (a graph whose bytes never say ``location`` names no external file and is not parsed here)."""
+    import posixpath
+
+    if b"location" not in (directory / rel).read_bytes():
+        return
+    try:
+        import onnx
+
+        model = onnx.load(str(directory / rel), load_external_data=False)
+    except ImportError:
+        raise CosineGateError(f"bundle graph {rel} may read external data and onnx is not installed to check it; "
+                              "pip install onnx.") from None
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+        raise CosineGateError(f"bundle graph {rel} is not a readable ONNX file ({type(exc).__name__}); re-create the bundle.") from None
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        member = posixpath.normpath(posixpath.join(posixpath.dirname(rel), location))
+        if not location or location.startswith("/") or ".." in location.split("/") or member not in files:
+            raise CosineGateError(f"bundle graph {rel} reads external data {location!r}, which is not one of the bundle's "
+                                  "hashed files beside it; a bundle reads only its own files: re-create it.")
+
+
+def _tensors(graph):
+    stack = [graph]
+    while stack:
+        current = stack.pop()
+        yield from current.initializer
+        for node in current.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                if attribute.HasField("g"):
+                    stack.append(attribute.g)
+                stack.extend(attribute.graphs)
 
 
 def listed_member(directory, manifest, field):
@@ -128,6 +172,9 @@ def read_engine_manifest(engine):
     manifest = read_json(path, "engine manifest")
     if manifest.get("format") != ENGINE_FORMAT:
         raise CosineGateError(f"{path} is not a CosineGate engine manifest; rebuild the engine with deploy/build_engine.py.")
+    for field in ("trt_version", "compute_capability"):
+        if not isinstance(manifest.get(field), (str, int, float)) or isinstance(manifest.get(field), bool):
+            raise CosineGateError(f"{path}: {field} = {str(manifest.get(field))[:40]!r} is not a version; rebuild the engine.")
     return manifest
 
 

@@ -4,24 +4,39 @@ A profile states the board's CPU architecture, CUDA compute capabilities, DLA co
 TensorRT releases it runs (with the JetPack releases that ship them and the highest ONNX opset
 each one's parser takes), default build settings and the tegrastats power rails.
 
-Profiles are read with ``cosinegate.minitoml`` (a strict TOML subset reader), not ``tomllib``: the
-device runs JetPack's Python 3.8/3.10.
+Profiles are read with ``tomllib`` (Python 3.11+), else ``tomli`` (the same parser, pure Python: the
+``device`` extra installs it on JetPack's Python 3.8/3.10), else ``cosinegate.minitoml`` (a strict
+TOML subset reader, the last resort). Whatever the reader, a profile is refused in one line naming
+the file and the field: unreadable bytes, nesting past 32 levels, a name that is not a plain name, a
+number out of its range, a release listed twice.
 
 TensorRT versions in a profile match by prefix: "8.5.2" covers 8.5.2.2, "10" covers every 10.x;
 the longest matching entry wins.
 """
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cosinegate.minitoml import TOMLError, loads as toml_loads
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.versions import parse_version
 
 DEFAULT_TARGETS_DIR = Path(__file__).resolve().parents[2] / "engines" / "targets"
 
+try:
+    import tomllib as _toml  # novermin - tomli below on older Pythons
+except ImportError:  # Python < 3.11
+    try:
+        import tomli as _toml
+    except ImportError:
+        _toml = None
+
 ARCHES = ("aarch64", "x86_64")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name, never a path or `..`
+MAX_WORKSPACE_MIB = 1 << 20  # 1 TiB
+MAX_DEPTH = 32
+MAX_PROFILE_BYTES = 1 << 20
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_PATHS = ("qdq", "cache")
 
@@ -115,9 +130,15 @@ def list_targets(targets_dir=None):
     return sorted(path.stem for path in directory.glob("*.toml"))
 
 
-def load_target(name, targets_dir=None):
-    """Load and validate engines/targets/<name>.toml."""
+def load_target(name, targets_dir=None, allow_path=True):
+    """Load and validate engines/targets/<name>.toml; with ``allow_path`` (a user's --target) NAME may be DIR/NAME for
+    DIR/NAME.toml. The name itself is plain either way (a name from a file, e.g. an engine manifest, is never a path)."""
     directory = Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR
+    if allow_path and isinstance(name, str) and ("/" in name or os.sep in name):
+        directory, name = Path(name).parent, Path(name).name
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise CosineGateError(f"target {name!r} is not a plain name (letters, digits, . _ -); "
+                              f"valid targets: {', '.join(list_targets(directory)) or 'none'}.")
     path = directory / f"{name}.toml"
     if not path.is_file():
         known = ", ".join(list_targets(directory)) or "none"
@@ -128,11 +149,52 @@ def load_target(name, targets_dir=None):
             f"unknown target {name!r}; valid targets: {known}. "
             f"Pick one of those or add {path.name} to {directory}."
         )
+    return _profile_from(read_profile_toml(path), path)
+
+
+def read_profile_toml(path):
+    """The TOML mapping of profile ``path``, or one CosineGateError line (bad bytes, syntax, depth, size)."""
     try:
-        data = toml_loads(path.read_text(encoding="utf-8"))
-    except TOMLError as exc:
-        raise CosineGateError(f"{path}: not valid profile TOML ({exc}); fix the file.") from exc
-    return _profile_from(data, path)
+        raw = Path(path).read_bytes()[: MAX_PROFILE_BYTES + 1]
+        if len(raw) > MAX_PROFILE_BYTES:
+            raise CosineGateError(f"{path}: over {MAX_PROFILE_BYTES} bytes, not a target profile; fix the file.")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CosineGateError(f"{path}: not UTF-8 text (byte {exc.start}); save the profile as UTF-8.") from None
+    except OSError as exc:
+        raise CosineGateError(f"{path}: cannot read it ({exc.strerror}); check the file.") from None
+    depth = _nesting(text)
+    if depth > MAX_DEPTH:
+        raise CosineGateError(f"{path}: brackets nested {depth} deep (at most {MAX_DEPTH}); not a target profile, fix the file.")
+    try:
+        if _toml is not None:
+            return _toml.loads(text)
+        from cosinegate.minitoml import loads
+
+        return loads(text)
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError and minitoml's TOMLError are ValueErrors
+        problem = str(exc).encode("unicode_escape").decode("ascii")[:200]
+        raise CosineGateError(f"{path}: not valid profile TOML ({problem}); fix the file.") from None
+
+
+def _nesting(text):
+    """Deepest bracket nesting outside strings and comments (a cheap guard before a recursive parser)."""
+    depth = deepest = 0
+    quote = None
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote and (quote == "'" or text[i - 1] != "\\"):
+                quote = None
+            elif ch == "\n":
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
 
 
 def _fail(path, field, problem):
@@ -180,8 +242,8 @@ def _release_from(entry, index, path):
         version = parse_version(entry["version"])
     except CosineGateError:
         _fail(path, where + "version", f"is {entry['version']!r}, not a version like 8.5.2")
-    if entry["max_onnx_opset"] < 7:
-        _fail(path, where + "max_onnx_opset", "must be an ONNX opset number (7 or more)")
+    if not 7 <= entry["max_onnx_opset"] <= 99:
+        _fail(path, where + "max_onnx_opset", f"is {entry['max_onnx_opset']}, not an ONNX opset number (7..99)")
     jetpack = _strings(entry, "jetpack", path, where=where)
     return TensorRTRelease(version, jetpack, entry["max_onnx_opset"])
 
@@ -190,12 +252,16 @@ def _profile_from(data, path):
     _check_fields(data, _FIELDS, path)
     if data["name"] != path.stem:
         _fail(path, "name", f"is {data['name']!r} but the file is {path.name}; make them agree")
+    if not PLAIN_NAME.fullmatch(data["name"]) or ".." in data["name"]:
+        _fail(path, "name", f"is {data['name']!r}, not a plain name (letters, digits, . _ -)")
     if data["arch"] not in ARCHES:
         _fail(path, "arch", f"is {data['arch']!r}; allowed: {', '.join(ARCHES)}")
     if data["dla_cores"] < 0:
         _fail(path, "dla_cores", "must be 0 or more")
-    if data["default_workspace_mib"] <= 0:
-        _fail(path, "default_workspace_mib", "must be a positive number of MiB")
+    if not 0 < data["default_workspace_mib"] <= MAX_WORKSPACE_MIB:
+        _fail(path, "default_workspace_mib", f"is {data['default_workspace_mib']}; give 1..{MAX_WORKSPACE_MIB} MiB")
+    if not 0 <= data["dla_cores"] <= 16:
+        _fail(path, "dla_cores", f"is {data['dla_cores']}; give 0..16")
     capabilities = _strings(data, "compute_capabilities", path)
     if not capabilities:
         _fail(path, "compute_capabilities", "must list at least one, like \"8.7\"")
@@ -213,6 +279,10 @@ def _profile_from(data, path):
     if not data["tensorrt"]:
         _fail(path, "tensorrt", "must list at least one [[tensorrt]] release")
     releases = [_release_from(entry, i, path) for i, entry in enumerate(data["tensorrt"])]
+    versions = [str(r.version) for r in releases]
+    twice = sorted({v for v in versions if versions.count(v) > 1})
+    if twice:
+        _fail(path, "tensorrt", f"lists release {', '.join(twice)} more than once; keep one [[tensorrt]] per release")
     return TargetProfile(
         name=data["name"],
         description=data["description"],
@@ -231,6 +301,12 @@ def _profile_from(data, path):
         tensorrt=tuple(sorted(releases, key=lambda r: r.version)),
         source=path,
     )
+
+
+def check_workspace(workspace_mib):
+    """Raise unless ``workspace_mib`` is None or 1..MAX_WORKSPACE_MIB (a 31-digit pool size would reach the script)."""
+    if workspace_mib is not None and not 0 < workspace_mib <= MAX_WORKSPACE_MIB:
+        raise CosineGateError(f"--workspace {workspace_mib} MiB is out of range; give 1..{MAX_WORKSPACE_MIB} MiB.")
 
 
 def check_dla_core(profile, dla_core):

@@ -1,0 +1,55 @@
+"""Small value checks shared by the readers of files from outside (checkpoints, graph metadata, manifests).
+
+Each ``*_problem`` function returns what is wrong as a short phrase naming the field, the value and
+what is allowed, or None; the reader turns it into one CosineGateError line that names the file.
+Nothing here imports torch or onnx, so the board's readers use it too.
+"""
+
+import math
+
+MAX_DEPTH = 64  # nesting of JSON a manifest or metadata may hold
+
+
+def shown(value, width=60):
+    """A value for a message: repr, cut to `width` characters, control characters escaped by repr."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def number(value):
+    return (whole(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def int_problem(field, value, low, high=None):
+    """`field` must be a whole number in [low, high]."""
+    if not whole(value) or value < low or (high is not None and value > high):
+        return f"{field} = {shown(value)} is not a whole number in {low}..{'' if high is None else high}"
+    return None
+
+
+def fraction_list_problem(field, values, length=None):
+    """`field` must be None or a list of finite numbers in [0, 1] (of `length` entries when given)."""
+    if values is None:
+        return None
+    if not isinstance(values, list) or not all(number(v) and 0.0 <= v <= 1.0 for v in values):
+        return f"{field} = {shown(values)} is not a list of numbers in [0, 1]"
+    if length is not None and len(values) != length:
+        return f"{field} has {len(values)} entries, not {length}"
+    return None
+
+
+def depth(value, limit=MAX_DEPTH):
+    """Nesting depth of lists/dicts in `value`, counted iteratively (stops past `limit`)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, level)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
