@@ -200,3 +200,43 @@ def test_drop_blocks_from_a_gated_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "dense.pt", skip_rates=None, config={}, model={}, epoch=0)
     with pytest.raises(CosineGateError, match="stores no skip rates"):
         parse_drop_blocks(f"from:{tmp_path / 'dense.pt'}")
+
+
+# ---- issue 23's training leftovers: an empty --out, an --init-from without a config, --jobs 0, a config's data root --
+def test_train_refuses_an_empty_out():
+    assert_user_error(run_script("train/train.py", "--config", "dense", "--epochs", "1", "--out", ""), "--out is empty")
+
+
+def test_init_from_a_checkpoint_without_a_config(tmp_path):
+    import torch
+
+    from cosinegate.training.checkpoint import FORMAT
+
+    empty = tmp_path / "empty.pt"
+    torch.save({"format": FORMAT, "config": {}, "model": {}}, empty)
+    result = run_script("train/train.py", "--config", "dense", "--init-from", empty, "--subset", "40", "--epochs", "1",
+                        "--out", tmp_path / "run")
+    assert_user_error(result, str(empty), "no model config")
+
+
+def test_jobs_must_be_at_least_one():
+    from cosinegate.errors import CosineGateError
+    from cosinegate.training.packing import parse_levels, resolve_jobs
+
+    for jobs in ("0", "-2", "many"):
+        with pytest.raises(CosineGateError, match="at least 1"):
+            resolve_jobs(jobs, "1", "cpu", "/nonexistent", 3, None)
+    with pytest.raises(CosineGateError, match="--jobs-levels '0,-1'"):
+        parse_levels("0,-1")
+    assert parse_levels("4,1,2,2") == [1, 2, 4]
+
+
+def test_a_config_file_naming_a_cifar10_root_never_downloads_into_it(tmp_path):
+    """Only a --data-root given on the command line may be downloaded into; a root a YAML file names is read only."""
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {{backbone: resnet20, mode: none}}\ndata: {{source: cifar10, root: {foreign}}}\n")
+    result = run_script("train/train.py", "--config", config, "--epochs", "1", "--out", tmp_path / "run")
+    assert_user_error(result, "no CIFAR-10 python batches", "downloads it")
+    assert list(foreign.iterdir()) == []

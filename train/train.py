@@ -132,9 +132,14 @@ def main(argv=None):
     args = parse_args(argv)
     config = config_from_args(args)
     device = pick_device(args.device)
+    if not str(args.out).strip():
+        from cosinegate.errors import CosineGateError
+
+        raise CosineGateError("--out is empty; name the run folder, e.g. --out runs/my-run.")
     log = None if args.quiet else (lambda text: print(text, flush=True))
     summary = train(config, args.out, device, resume=args.resume, progress=not (args.no_progress or args.quiet), log=log,
-                    runtime=runtime_from_args(args, device), time_limit=args.time_limit, stop_after=args.stop_after)
+                    runtime=runtime_from_args(args, device), time_limit=args.time_limit, stop_after=args.stop_after,
+                    allow_download=args.data_root is not None)
     if summary is None:
         from cosinegate.training.checkpoint import load_checkpoint
 

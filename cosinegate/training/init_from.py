@@ -32,7 +32,10 @@ def read_init_weights(path):
                   "normalization": "imagenet"}
         return weights, source
     state = load_checkpoint(path)
-    model_cfg = state["config"]["model"]
+    model_cfg = (state.get("config") or {}).get("model")
+    if not isinstance(model_cfg, dict) or "model" not in state or "epoch" not in state or "num_classes" not in state:
+        raise CosineGateError(f"--init-from {path} has no model config, weights, epoch or class count; pass a checkpoint "
+                              "written by train/train.py (last.pt or best.pt of a run).")
     source = {"path": str(path), "sha256": sha256_file(path), "format": "cosinegate-checkpoint",
               "backbone": model_cfg["backbone"], "mode": model_cfg["mode"], "epoch": state["epoch"] + 1,
               "num_classes": state["num_classes"]}

@@ -51,7 +51,7 @@ def param_groups(model, gate_lr_scale):
 class Trainer:
     """Holds data, model and optimizer of one run in `out_dir`."""
 
-    def __init__(self, config, out_dir, device="cpu", progress=True, runtime=None, log=None):
+    def __init__(self, config, out_dir, device="cpu", progress=True, runtime=None, log=None, allow_download=False):
         self.created = time.time()  # a --time-limit counts from here: loading the data is part of it
         self.config = config
         self.log = log or (lambda text: None)  # one line per epoch and the run's notes (train.py: print)
@@ -62,7 +62,8 @@ class Trainer:
         self.dist = DistContext.from_env(device)
         data = config["data"]
         self.image_size = data["image_size"]
-        train, self.test = load_dataset(data["source"], data["root"], image_size=self.image_size, training=True)
+        train, self.test = load_dataset(data["source"], data["root"], allow_download=allow_download, image_size=self.image_size,
+                                        training=True)
         if data["subset"]:
             train = balanced_subset(train, int(data["subset"]), seed=config["seed"])
         self.train_set, val_set = split_holdout(train, data["val_fraction"], seed=config["seed"])
@@ -412,5 +413,8 @@ def read_metrics(path):
     return records
 
 
-def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None, stop_after=None, log=None):
-    return Trainer(config, out_dir, device, progress, runtime, log).run(resume, time_limit, stop_after)
+def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None, stop_after=None, log=None,
+          allow_download=False):
+    """Train (or resume) one run; allow_download lets a missing CIFAR-10 be fetched into the config's data root
+    (train.py: only a --data-root its user gave on the command line, never one a config file names)."""
+    return Trainer(config, out_dir, device, progress, runtime, log, allow_download).run(resume, time_limit, stop_after)

@@ -61,6 +61,17 @@ def choose_jobs(levels, script, device, backbone="resnet20", setting="fp32", sec
     return chosen, measured
 
 
+def parse_levels(text):
+    """--jobs-levels '1,2,4' -> [1, 2, 4]; anything else than whole numbers >= 1 is one line."""
+    try:
+        levels = sorted({int(k) for k in str(text).split(",")})
+    except ValueError:
+        levels = [0]
+    if not levels or levels[0] < 1:
+        raise CosineGateError(f"--jobs-levels {text!r}: give comma-separated numbers of runs, each at least 1, e.g. 1,2,4.")
+    return levels
+
+
 def resolve_jobs(jobs, levels, device, out, pending, bench_script, setting="fp32", seconds=8.0):
     """--jobs N, or for 'auto' the measured best concurrency (probed once per device and setting, kept in
     OUT/concurrency.json); never more than the runs pending."""
@@ -69,9 +80,12 @@ def resolve_jobs(jobs, levels, device, out, pending, bench_script, setting="fp32
 
     if str(jobs) != "auto":
         try:
-            return max(1, int(jobs))
-        except ValueError as exc:
-            raise CosineGateError(f"--jobs {jobs!r}: give a number or auto.") from exc
+            count = int(jobs)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise CosineGateError(f"--jobs {jobs!r}: give a number of runs at once (at least 1) or auto.")
+        return count
     key = {"hardware": hardware_label(device), "setting": setting}
     cache = Path(out) / "concurrency.json"
     if cache.is_file():
@@ -79,8 +93,7 @@ def resolve_jobs(jobs, levels, device, out, pending, bench_script, setting="fp32
         if {k: known.get(k) for k in key} == key:
             print(f"--jobs auto: {known['chosen']} (measured before, {cache})")
             return min(known["chosen"], pending)
-    chosen, measured = choose_jobs(sorted({int(k) for k in str(levels).split(",")}), bench_script, device, setting=setting,
-                                   seconds=seconds)
+    chosen, measured = choose_jobs(parse_levels(levels), bench_script, device, setting=setting, seconds=seconds)
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, {**key, "chosen": chosen, "levels": measured})
     print(f"--jobs auto: {chosen} concurrent runs (aggregate images/s: "
