@@ -17,6 +17,7 @@ COMMANDS = {
     "force-gates": "deploy/force_gates.py",
     "gpu-gate-sync": "deploy/gpu_gate_sync.py",
     "campaign": "train/campaign.py",
+    "cpu-campaign": "train/cpu_campaign.py",
 }
 
 

@@ -29,6 +29,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--report", action="store_true", help="only regenerate the results from the state")
+    parser.add_argument("--json", metavar="REPORT", help="also write what this chunk did (finished, stopped, failed runs) "
+                                                         "and the campaign's progress and goals here")
     add_version_flag(parser)
     return parser.parse_args(argv)
 
@@ -41,6 +43,7 @@ def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     load_protocol(args.folder)
+    result = None
     if not args.report:
         deadline = time.time() + (args.time_limit or float("inf"))
         log = lambda text: print(time.strftime("%H:%M:%S"), text, flush=True)  # noqa: E731
@@ -49,6 +52,16 @@ def main(argv=None):
               f"in {result.seconds / 60:.0f} min")
     write_report(args.folder)
     print(f"wrote {args.folder}/results.md, results.json, pareto.png")
+    if args.json:
+        import json
+        from pathlib import Path
+
+        from cosinegate.artifacts import atomic_write_json
+
+        report = json.loads((Path(args.folder) / "results.json").read_text())
+        chunk = {"finished": result.finished, "stopped": result.stopped, "failed": result.failed,
+                 "seconds": result.seconds} if result else None
+        atomic_write_json(args.json, {"chunk": chunk, "progress": report["progress"], "goals": report["goals"]})
 
 
 if __name__ == "__main__":
