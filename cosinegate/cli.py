@@ -1,6 +1,7 @@
 """Shared pieces of the command scripts: error printing, common flags, and the `cosinegate` entry point."""
 
 import sys
+from pathlib import Path
 
 # `cosinegate SUBCOMMAND ...` runs the script (the scripts stay the primary interface)
 COMMANDS = {
@@ -129,6 +130,17 @@ def pick_device(name):
     return name
 
 
+def _summary(script):
+    """The first line of a command script's docstring (its one-line description)."""
+    import ast
+
+    try:
+        doc = ast.get_docstring(ast.parse(Path(script).read_text()))
+    except (OSError, SyntaxError):
+        doc = None
+    return (doc or str(script)).strip().splitlines()[0]
+
+
 def console_main(argv=None):
     """`cosinegate SUBCOMMAND [options]`: run that command's script with the options (see COMMANDS)."""
     import runpy
@@ -139,10 +151,10 @@ def console_main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     usage = "usage: cosinegate {" + ",".join(COMMANDS) + "} [options]   (cosinegate SUBCOMMAND --help for each)"
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage)
+        print(usage, file=sys.stdout if argv else sys.stderr)
         for name, script in COMMANDS.items():
-            print(f"  {name:14s} python {script}")
-        return 0
+            print(f"  {name:14s} {_summary(ROOT / script)}", file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
     if argv[0] == "--version":
         print(f"cosinegate {__version__}")
         return 0

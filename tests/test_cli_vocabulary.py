@@ -58,7 +58,10 @@ def test_console_entry_point_runs_the_scripts():
                           env=script_env())
     assert done.returncode == 0 and done.stdout.startswith("cosinegate "), done.stderr
     listed = subprocess.run([PYTHON, "-m", "cosinegate"], capture_output=True, text=True, cwd=ROOT, env=script_env())
-    assert all(f"python {script}" in listed.stdout for script in COMMANDS.values())
+    assert listed.returncode == 2 and listed.stdout == ""  # no subcommand: the list with descriptions, as an error
+    assert "  train          Train a CosineGate model" in listed.stderr and all(f"  {name} " in listed.stderr for name in COMMANDS)
+    helped = subprocess.run([PYTHON, "-m", "cosinegate", "--help"], capture_output=True, text=True, cwd=ROOT, env=script_env())
+    assert helped.returncode == 0 and helped.stdout == listed.stderr
     bad = subprocess.run([PYTHON, "-m", "cosinegate", "deploy"], capture_output=True, text=True, cwd=ROOT, env=script_env())
     assert bad.returncode == 2 and "unknown command 'deploy'" in bad.stderr
     assert "cosinegate = cosinegate.cli:console_main" in (ROOT / "setup.cfg").read_text()
