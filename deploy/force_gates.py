@@ -26,7 +26,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--skip", type=float, default=0.5, help="fraction of images each gated block skips (0..1)")
-    parser.add_argument("--samples", type=positive_int, default=200, help="test images the thresholds are placed on")
+    parser.add_argument("--test-images", "--samples", dest="test_images", type=positive_int, default=200,
+                        help="test images the thresholds are placed on (old spelling --samples)")
     add_data_flags(parser)
     parser.add_argument("--out", required=True, help="the forced checkpoint (.pt)")
     parser.add_argument("--json", metavar="REPORT", help="write a JSON report (data used, skip rates) here")
@@ -37,17 +38,17 @@ def main(argv=None):
     model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
     data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
     test = data.test
-    if args.samples < 2 or args.samples > len(test):
-        raise CosineGateError(f"--samples {args.samples}: use 2..{len(test)} (the test split's size).")
-    images = test.take(range(args.samples))
+    if args.test_images < 2 or args.test_images > len(test):
+        raise CosineGateError(f"--test-images {args.test_images}: use 2..{len(test)} (the test split's size).")
+    images = test.take(range(args.test_images))
     force_skip_fraction(model, images.images, args.skip)
     skip_rates = (1.0 - run_model(model, images).gates.mean(0)).tolist()
-    forced = {"skip": args.skip, "samples": args.samples, "data": data.record(), "from": str(args.checkpoint),
+    forced = {"skip": args.skip, "samples": args.test_images, "data": data.record(), "from": str(args.checkpoint),
               "from_sha256": sha256_file(args.checkpoint), "note": "gates forced for benchmarks; not a trained model"}
     save_checkpoint(args.out, **{**{k: v for k, v in state.items() if k != "format"}, "model": model.state_dict(),
                                  "skip_rates": skip_rates, "forced_gates": forced})
     print(f"wrote {args.out}: {model.backbone} at {model.image_size}x{model.image_size}, skip rates "
-          f"{' '.join(f'{s:.2f}' for s in skip_rates)} on {args.samples} {data.source} test images")
+          f"{' '.join(f'{s:.2f}' for s in skip_rates)} on {args.test_images} {data.source} test images")
     if args.json:
         atomic_write_json(args.json, {**forced, "out": str(args.out), "skip_rates": skip_rates,
                                       "inputs": input_record(checkpoint=args.checkpoint), "outputs": input_record(out=args.out)})

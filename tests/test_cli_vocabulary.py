@@ -76,3 +76,10 @@ def test_export_into_a_folder(dyn_checkpoint, tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["form"] == "masked"
     again = run_script("deploy/export_onnx.py", "--checkpoint", dyn_checkpoint, "--out", folder, "--form", "flat")
     assert again.returncode == 0 and (folder / "model.flat.onnx").is_file(), again.stderr  # an existing folder, no slash
+
+
+def test_test_image_counts_have_one_spelling_everywhere():
+    """--test-images (old spellings --samples / --limit kept as aliases) in every command that takes a test-image count."""
+    for script in ("deploy/bench.py", "deploy/parity.py", "deploy/force_gates.py", "calibration/evaluate_int8.py"):
+        helptext = run_script(script, "--help").stdout
+        assert "--test-images" in helptext, script
