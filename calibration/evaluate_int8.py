@@ -19,9 +19,9 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, add_version_flag, positive_int, seed_int
+    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_int, seed_int
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     add_data_flags(parser)
     parser.add_argument("--methods", default="minmax,entropy,percentile")

@@ -1,5 +1,6 @@
 """Shared pieces of the command scripts: error printing, common flags, and the `cosinegate` entry point."""
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -128,6 +129,18 @@ def pick_device(name):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CosineGateError("--device cuda asked for, but this torch build sees no CUDA GPU; use --device cpu.")
     return name
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The commands' --help: the docstring as written, and every flag's default beside its help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return action.help
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})".strip()
 
 
 def _summary(script):

@@ -34,9 +34,9 @@ MAX_COUNT = 10_000_000  # --iterations, --warmup, --rounds, --batch, --threads, 
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, add_version_flag, nonnegative_int, positive_float, positive_int
+    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, nonnegative_int, positive_float, positive_int
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--engine", help="TensorRT engine built by deploy/build_engine.py (backend trt)")
     p.add_argument("--onnx", help="graph from deploy/export_onnx.py (backend onnxrt)")
     p.add_argument("--checkpoint", help="checkpoint (backend torch; or the source of exports for onnxrt/--compare-dense)")

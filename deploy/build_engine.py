@@ -26,9 +26,9 @@ FORMS = ("conditional", "masked")
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, add_version_flag, nonnegative_int, positive_int
+    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, nonnegative_int, positive_int
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--target", required=True, help="engines/targets/<NAME>.toml")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="checkpoint from train/train.py (default: the embedded default model, "

@@ -33,10 +33,10 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_version_flag, positive_int
+    from cosinegate.cli import HelpFormatter, add_version_flag, positive_int
     from cosinegate.onnx import DEFAULT_OPSET
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by train/train.py (best.pt or last.pt)")
     parser.add_argument("--out", required=True, help="ONNX file to write (a folder: FOLDER/model.<form>.onnx); "
                                                      "the manifest goes to <out>.json")

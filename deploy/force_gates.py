@@ -17,13 +17,13 @@ import _bootstrap  # noqa: F401
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, input_record, sha256_file
     from cosinegate.bench.gate_patterns import force_skip_fraction
-    from cosinegate.cli import add_data_flags, add_version_flag, check_output_files, positive_int
+    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, positive_int
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
     from cosinegate.evaluation import run_model
     from cosinegate.training.checkpoint import model_from_checkpoint, save_checkpoint
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--skip", type=float, default=0.5, help="fraction of images each gated block skips (0..1)")
     parser.add_argument("--test-images", "--samples", dest="test_images", type=positive_int, default=200,

@@ -18,9 +18,9 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, add_version_flag, nonnegative_int, positive_int
+    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, nonnegative_int, positive_int
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint from train/train.py (default: an untrained --backbone network)")
     p.add_argument("--backbone", default="resnet20", help="without --checkpoint: the backbone built (default resnet20)")
     p.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a dry run without the CUDA graph)")

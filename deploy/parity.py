@@ -38,9 +38,9 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, add_version_flag, positive_int
+    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_int
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="the checkpoint the graph was exported from")
     parser.add_argument("--onnx", required=True, help="graph written by deploy/export_onnx.py")
     parser.add_argument("--backend", default="onnxrt", help="onnxrt | trt")

@@ -83,3 +83,11 @@ def test_test_image_counts_have_one_spelling_everywhere():
     for script in ("deploy/bench.py", "deploy/parity.py", "deploy/force_gates.py", "calibration/evaluate_int8.py"):
         helptext = run_script(script, "--help").stdout
         assert "--test-images" in helptext, script
+
+
+def test_help_shows_the_defaults():
+    """Every flag with a default says it once: appended where its help does not already name it."""
+    helptext = " ".join(run_script("deploy/parity.py", "--help").stdout.split())
+    assert "onnxrt | trt (default: onnxrt)" in helptext and "(default 500; --samples is the old spelling)" in helptext
+    assert "(default: 500)" not in helptext
+    assert "(default: balanced)" in " ".join(run_script("train/train.py", "--help").stdout.split())

@@ -131,12 +131,12 @@ def probe(args):
 def main(argv=None):
     import torch
 
-    from cosinegate.cli import add_version_flag, pick_device
+    from cosinegate.cli import HelpFormatter, add_version_flag, pick_device
     from cosinegate.errors import CosineGateError
     from cosinegate.training.loop import hardware_label
     from cosinegate.training.runtime import Runtime
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backbone", default="resnet20")
     parser.add_argument("--batch-size", type=int, default=128)

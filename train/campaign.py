@@ -33,7 +33,9 @@ MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2**20
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from cosinegate.cli import HelpFormatter
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--make-tar", nargs=2, metavar=("JPEG_FOLDER", "TAR"), help="run-prep: tar the CIFAR-10 JPEG folder")
     parser.add_argument("--per-class", type=int, help="with --make-tar: only N images per class and split (dry runs)")
     parser.add_argument("--absorb", metavar="FILES_AT", help="here, after a GPU run: take its returned files")

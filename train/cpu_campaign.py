@@ -20,9 +20,9 @@ DEFAULT_FOLDER = "train/results/cifar10-campaign-cpu"
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_version_flag, positive_float, positive_int
+    from cosinegate.cli import HelpFormatter, add_version_flag, positive_float, positive_int
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--folder", default=DEFAULT_FOLDER, help="the campaign's state and results")
     parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="stop cleanly before this many seconds")
     parser.add_argument("--jobs", type=positive_int, default=2, help="runs at once (default 2: one per core)")

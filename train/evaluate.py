@@ -11,13 +11,13 @@ import _bootstrap  # noqa: F401
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import add_data_flags, add_version_flag, check_output_files, pick_device
+    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, pick_device
     from cosinegate.data import balanced_subset
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.evaluation import evaluate, format_table
     from cosinegate.training.checkpoint import model_from_checkpoint
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--backbone", help="refuse the checkpoint unless it holds this backbone")
     add_data_flags(parser)

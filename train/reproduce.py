@@ -26,12 +26,12 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, atomic_write_text
-    from cosinegate.cli import add_version_flag, nonnegative_int, pick_device, positive_float, positive_int
+    from cosinegate.cli import HelpFormatter, add_version_flag, nonnegative_int, pick_device, positive_float, positive_int
     from cosinegate.errors import CosineGateError
     from cosinegate.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
     from cosinegate.training.packing import resolve_jobs, run_all
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--data", default="synthetic", choices=("synthetic", "cifar10", "imagefolder"))
     parser.add_argument("--data-root")
     parser.add_argument("--subset", type=positive_int, help="train on a class-balanced subset (quick checks only)")

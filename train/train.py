@@ -17,9 +17,9 @@ import _bootstrap  # noqa: F401
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import add_data_flags, add_version_flag, positive_float, positive_int
+    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_float, positive_int
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", default="balanced", help="preset name (train/configs/*.yaml) or YAML path")
     parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style)")
     parser.add_argument("--mode", help="gate mode: paper|predictive|none")
