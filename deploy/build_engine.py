@@ -311,7 +311,7 @@ def bundle(args, profile, art, out, why):
     from cosinegate.trt.bundle_readme import bundle_readme
     from cosinegate.trt.device_script import ScriptPlan, device_script
     from cosinegate.artifacts import atomic_write_json, sha256_file
-    from cosinegate.onnx.card import card_of
+    from cosinegate.graphmeta import card_of
     from cosinegate.parity import device_check
     from cosinegate.pipeline import parity_profile
 
@@ -592,7 +592,7 @@ def build_one(args, profile, host, art, out, label):
     """Build one engine (``label`` names it: the form or the candidate), its manifest and its parity report."""
     from cosinegate.artifacts import atomic_path, atomic_write_json, sha256_file
     from cosinegate.trt.build import build_engine
-    from cosinegate.onnx.card import card_of
+    from cosinegate.graphmeta import card_of
     from cosinegate.trt.manifest import write_engine_manifest
     from cosinegate.trt.targets import compute_capability_text
 
