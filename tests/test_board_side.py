@@ -57,3 +57,63 @@ def test_bundle_build_reaches_the_engine_manifest_without_torch(bundle_copy, tmp
     engine = out / "tiny-conditional-fp16-trt8.5.2.2-sm87.engine"
     manifest = json.loads((out / f"{engine.name}.json").read_text())
     assert manifest["card"]["classes"] and manifest["trt_version"] == "8.5.2.2"
+
+
+def nptype_of_trt_8_5_2(trt):
+    """TensorRT 8.5.2's ``nptype`` (NVIDIA/TensorRT python/packaging/tensorrt/__init__.py at tag 8.5.2, l.151-171) as it
+    runs under numpy 1.24.x, the newest numpy for Python 3.8: ``np.bool`` is gone there (numpy 1.24.0 release notes,
+    "expired deprecations"; numpy 2.0 brought the name back, so this venv's numpy cannot show it)."""
+    import types
+
+    import numpy
+
+    np = types.SimpleNamespace(**{name: getattr(numpy, name) for name in ("float32", "float16", "int8", "int32", "uint8")})
+
+    def nptype(trt_type):
+        mapping = {trt.float32: np.float32, trt.float16: np.float16, trt.int8: np.int8, trt.int32: np.int32,
+                   trt.bool: np.bool, trt.uint8: np.uint8}  # np.bool: removed in numpy 1.24
+        if trt_type in mapping:
+            return mapping[trt_type]
+        raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+
+    return nptype
+
+
+def test_bench_engine_buffers_do_not_need_trt_nptype():
+    """Defect 3: bench.py --engine called trt.nptype, which on 8.5.2 fails under numpy >= 1.24 (np.bool)."""
+    import numpy as np
+    from test_trt_api_surface import FakeCuda
+    from trt_recorder import Recorder, fake_tensorrt
+
+    from cosinegate.bench.backends import TrtBackend
+
+    log = set()
+    trt = fake_tensorrt("8.5.2", log)
+    shapes = {"input": (1, 3, 32, 32), "logits": (1, 10), "gates": (1, 9)}
+    engine = Recorder(log, {"num_io_tensors": 3, "get_tensor_name": list(shapes).__getitem__,
+                            "get_tensor_shape": shapes.__getitem__, "get_tensor_dtype": lambda name: trt.float32}, "engine")
+    runtime = Recorder(log, {"deserialize_cuda_engine": lambda data: engine}, "runtime")
+    trt._values.update(Runtime=lambda logger: runtime, nptype=nptype_of_trt_8_5_2(trt))
+    backend = TrtBackend.__new__(TrtBackend)
+    backend.bind(trt, FakeCuda(), b"")
+    assert {name: buf.dtype for name, buf in backend.host.items()} == dict.fromkeys(shapes, np.dtype(np.float32))
+
+
+def _allowed_numpy(requirements, python_version):
+    from packaging.requirements import Requirement
+
+    specs = [Requirement(line) for line in requirements.split("\n") if line.strip() and not line.strip().startswith("#")]
+    return [r.specifier for r in specs if r.name == "numpy" and (r.marker is None or r.marker.evaluate({"python_version": python_version}))]
+
+
+def test_python_38_installs_resolve_a_numpy_with_np_bool():
+    """Defect 3: on Python 3.8 (JetPack 5.1) `numpy>=1.23` resolves to 1.24.4, which lacks np.bool; the pins keep < 1.24."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    for requirements in (config["options"]["install_requires"], config["options.extras_require"]["device"]):
+        on_38 = _allowed_numpy(requirements, "3.8")
+        assert on_38 and not any("1.24.4" in spec for spec in on_38), requirements
+        assert any("1.23.5" in spec for spec in on_38) or any("1.22.4" in spec for spec in on_38)
+        assert all("2.2.0" in spec for spec in _allowed_numpy(requirements, "3.10")), requirements

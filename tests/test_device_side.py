@@ -109,6 +109,6 @@ def test_setup_cfg_device_extra_and_python_floor():
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
     assert config["options"]["python_requires"].strip() == ">=3.8"
-    device = config["options.extras_require"]["device"].split()
-    assert {d.split(">=")[0] for d in device} == {"numpy", "onnx", "polygraphy"}  # no torch, no onnxruntime
+    device = [line for line in config["options.extras_require"]["device"].splitlines() if line.strip()]
+    assert {d.split(">=")[0].strip() for d in device} == {"numpy", "onnx", "polygraphy"}  # no torch, no onnxruntime
     assert any(d.startswith("vermin") for d in config["options.extras_require"]["dev"].split())
