@@ -117,3 +117,45 @@ def test_python_38_installs_resolve_a_numpy_with_np_bool():
         assert on_38 and not any("1.24.4" in spec for spec in on_38), requirements
         assert any("1.23.5" in spec for spec in on_38) or any("1.22.4" in spec for spec in on_38)
         assert all("2.2.0" in spec for spec in _allowed_numpy(requirements, "3.10")), requirements
+
+
+def _readme_commands(readme):
+    """The shell commands of a bundle README: its ```sh block lines and its `inline code` spans that start a command."""
+    import re
+
+    block = re.search(r"```sh\n(.*?)```", readme, re.S).group(1).splitlines()
+    inline = [c for c in re.findall(r"`([^`]+)`", readme) if c.split()[0] in ("python3", "pip3", "sh", "tar", "export")]
+    return block + inline
+
+
+def test_bundle_readme_names_the_real_bundle_folder(bundle_copy):  # noqa: F811
+    """Defect 5: the README said MODEL-bundle/, the folder is MODEL-FORM-PRECISION-bundle/."""
+    readme = (bundle_copy / "README.md").read_text()
+    folders = {word.split("/")[0] for command in _readme_commands(readme) for word in command.split() if "-bundle" in word}
+    assert folders == {bundle_copy.name, f"{bundle_copy.name}.tar.gz"}, folders
+
+
+def test_bundle_readme_install_works_with_ubuntu_20_04s_pip(bundle_copy):  # noqa: F811
+    """Defect 4: pip 20.0.2 (Ubuntu 20.04, JetPack 5.1) installs a project in editable mode only through its setup.py
+    (pip 21.3 added PEP 660); tests/jetpack_rehearsal.py runs the README's line with pip 20.0.2 itself."""
+    readme = (bundle_copy / "README.md").read_text()
+    installs = [c for c in _readme_commands(readme) if " install " in c and ".[device]" in c]
+    assert installs, readme
+    if any(" -e " in c for c in installs):
+        setup_py = ROOT / "setup.py"
+        assert setup_py.is_file() and "setup()" in setup_py.read_text()
+
+
+def test_polygraphy_in_user_scripts_is_found_before_the_next_login(bundle_copy, tmp_path):  # noqa: F811
+    """`pip3 install --user polygraphy` puts the command in ~/.local/bin, on PATH only after a new login."""
+    from test_bundle import FAKE_POLYGRAPHY, run_device_script
+
+    readme = (bundle_copy / "README.md").read_text()
+    assert 'export PATH="$HOME/.local/bin:$PATH"' in readme
+    user_bin = tmp_path / ".local" / "bin"  # run_device_script's HOME is tmp_path
+    user_bin.mkdir(parents=True)
+    (user_bin / "polygraphy").write_text(FAKE_POLYGRAPHY)
+    (user_bin / "polygraphy").chmod(0o755)
+    done = run_device_script(bundle_copy, tmp_path, tools=("trtexec", "nvpmodel", "jetson_clocks"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "trtexec.log.polygraphy").read_text().startswith("run "), done.stdout

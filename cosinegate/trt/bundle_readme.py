@@ -11,8 +11,8 @@ JETPACK = {
 
 
 def bundle_readme(profile, name, form, precision, int8_note, archive_name):
-    """Markdown text for the bundle of ``name`` on ``profile``."""
-    folder = f"{name}-bundle"
+    """Markdown text for the bundle of ``name`` on ``profile`` (``archive_name``: ``<bundle folder>.tar.gz``)."""
+    folder = archive_name[: -len(".tar.gz")] if archive_name.endswith(".tar.gz") else f"{name}-bundle"
     lines = [
         f"# {name}: {form} {precision} engine for {profile.name}",
         "",
@@ -31,10 +31,13 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name):
             "",
             "- trtexec comes with JetPack (`sudo apt install nvidia-jetpack`, or `sudo apt install tensorrt`) in",
             "  `/usr/src/tensorrt/bin/trtexec`; the script also finds it on PATH or in `$TRTEXEC`.",
-            "- For the engine check (optional, recommended): `sudo apt install python3-pip && pip3 install polygraphy`.",
+            "- For the engine check (optional, recommended): `sudo apt install python3-pip && pip3 install polygraphy`,",
+            "  then `export PATH=\"$HOME/.local/bin:$PATH\"` (pip puts the `polygraphy` command there, on PATH only",
+            "  after the next login; the script looks there too).",
             "- For `bench.py --engine` and the Python build path: the system Python's TensorRT (`python3-libnvinfer`,",
             "  part of JetPack), `pip3 install pycuda` (with `/usr/local/cuda/bin` on PATH), and the toolkit's device",
-            "  extra from a checkout: `pip3 install -e '.[device]'` (numpy, onnx, polygraphy; no torch).",
+            "  extra from a checkout: `pip3 install -e '.[device]'` (numpy, onnx, polygraphy; no torch; Ubuntu 20.04's",
+            "  pip 20.0.2 installs it through the checkout's setup.py).",
         ]
     else:
         lines += [

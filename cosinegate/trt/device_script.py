@@ -160,6 +160,7 @@ def device_script(plan):
         "# Everything it writes lands in results/ beside it; it ends by printing the command that copies results/ back.",
         "set -eu",
         "say() { printf '%s\\n' \"$*\"; }  # dash's echo would read backslashes in paths and messages",
+        'PATH="$PATH:${HOME:-/nonexistent}/.local/bin"  # pip3 install --user puts polygraphy there; on PATH after the next login',
         'cd -- "$(dirname -- "$0")"',
         'BUNDLE=$(pwd)',
         'RESULTS="$BUNDLE/results"',
