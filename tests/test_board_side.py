@@ -159,3 +159,39 @@ def test_polygraphy_in_user_scripts_is_found_before_the_next_login(bundle_copy, 
     done = run_device_script(bundle_copy, tmp_path, tools=("trtexec", "nvpmodel", "jetson_clocks"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "trtexec.log.polygraphy").read_text().startswith("run "), done.stdout
+
+
+DEVICE_ONLY = WITHOUT_TORCH + "sys.modules['tqdm'] = None; sys.modules['onnx_graphsurgeon'] = None  # not in the device extra\n"
+
+IF_COST_TRT = """
+import importlib.util, json
+sys.path.insert(0, 'deploy')
+spec = importlib.util.spec_from_file_location('bench', 'deploy/bench.py')
+script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(script)
+import cosinegate.trt.timing as timing
+from cosinegate.bench.backends import OnnxrtGraph
+
+class StandIn(OnnxrtGraph):  # TensorRT's part: not here; ONNX Runtime times the same graphs
+    def __init__(self, model, precision='fp16'):
+        super().__init__(model)
+
+timing.TrtGraph = StandIn
+from cosinegate.cli import run_main
+try:
+    run_main(lambda: script.main(sys.argv[1:]))
+finally:
+    print('blocked:', [m for m in ('torch', 'tqdm', 'onnx_graphsurgeon') if sys.modules[m] is not None])
+"""
+
+
+def test_if_cost_on_the_board_needs_neither_tqdm_nor_torch(bundle_copy, tmp_path):  # noqa: F811
+    """Defect 7: bench.py --if-cost --backend trt imported tqdm (training extra), then torch via cosinegate.onnx."""
+    table = tmp_path / "if-cost.json"
+    done = subprocess.run([sys.executable, "-c", DEVICE_ONLY + IF_COST_TRT, "--if-cost", "--backend", "trt", "--onnx",
+                           bundle_copy / "model.flat.onnx", "--warmup", "1", "--iterations", "3", "--rounds", "1",
+                           "--json", table], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "blocked: []" in done.stdout
+    result = json.loads(table.read_text())
+    assert result["backend"] == "trt" and result["blocks"] and result["num_blocks"] == 9

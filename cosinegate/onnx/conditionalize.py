@@ -140,7 +140,7 @@ def resolve_policy(kinds, policy, skip_rates, plain=()):
 
 
 def _policy_kinds(kinds, policy, skip_rates):
-    from cosinegate.evaluation import block_classes
+    from cosinegate.blockkinds import block_classes
 
     if policy not in POLICIES:
         raise CosineGateError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}.")
