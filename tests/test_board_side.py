@@ -195,3 +195,40 @@ def test_if_cost_on_the_board_needs_neither_tqdm_nor_torch(bundle_copy, tmp_path
     assert "blocked: []" in done.stdout
     result = json.loads(table.read_text())
     assert result["backend"] == "trt" and result["blocks"] and result["num_blocks"] == 9
+
+
+DATA_LOADER = """
+import runpy
+module = runpy.run_path('calibration/data_loader.py')
+feeds = list(module['load_data']())
+import numpy as np
+print('feeds', len(feeds), feeds[0]['input'].shape, feeds[0]['input'].dtype, float(np.abs(feeds[0]['input']).sum()))
+print('blocked:', [m for m in ('torch', 'tqdm', 'onnx_graphsurgeon') if sys.modules[m] is not None])
+"""
+
+
+def test_calibration_data_loader_runs_on_the_device_extra(bundle_copy, fake_cifar_root):  # noqa: F811
+    """Defect 8: calibration/data_loader.py ("for calibrating on the device") imported torch twice."""
+    import os
+
+    env = dict(os.environ, COSINEGATE_CALIB_MODEL=str(bundle_copy / "model.flat.onnx"), COSINEGATE_CALIB_COUNT="20",
+               COSINEGATE_CALIB_DATA="cifar10", COSINEGATE_CALIB_DATA_ROOT=str(fake_cifar_root))
+    done = subprocess.run([sys.executable, "-c", DEVICE_ONLY + DATA_LOADER], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "feeds 20 (1, 3, 32, 32) float32" in done.stdout and "blocked: []" in done.stdout
+
+
+def test_calibration_batches_match_training_normalization_exactly():
+    """The numpy batches the device calibrates on are bit-identical to the torch preprocessing of training."""
+    import numpy as np
+
+    from cosinegate.data.augment import to_tensor
+    from cosinegate.quant.calibset import batches
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    norm = {"mean": [0.41, 0.52, 0.33], "std": [0.21, 0.19, 0.27]}
+    ours = np.concatenate(list(batches(images, 2, norm)))
+    torch_made = to_tensor(images, "cpu", norm).numpy()
+    assert ours.dtype == np.float32 and ours.flags.c_contiguous and np.array_equal(ours, torch_made)

@@ -22,7 +22,7 @@ DEVICE_MODULES = [
     "cosinegate/parity/__init__.py", "cosinegate/parity/compare.py",
     "cosinegate/bench/__init__.py", "cosinegate/bench/backends.py", "cosinegate/bench/report.py",
     "cosinegate/bench/tegrastats.py", "cosinegate/bench/ifcost.py", "cosinegate/bench/graphs.py",
-    "cosinegate/blockkinds.py", "cosinegate/onnx/__init__.py", "cosinegate/onnx/card.py", "cosinegate/onnx/checks.py",
+    "cosinegate/blockkinds.py", "cosinegate/quant/__init__.py", "cosinegate/quant/calibset.py", "cosinegate/data/choice.py", "cosinegate/onnx/__init__.py", "cosinegate/onnx/card.py", "cosinegate/onnx/checks.py",
     "cosinegate/onnx/conditionalize.py", "cosinegate/onnx/export.py", "cosinegate/onnx/passes.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cosinegate" / "trt").glob("*.py")),
     "deploy/_bootstrap.py", "deploy/build_engine.py", "deploy/bench.py",
