@@ -232,3 +232,47 @@ def test_calibration_batches_match_training_normalization_exactly():
     ours = np.concatenate(list(batches(images, 2, norm)))
     torch_made = to_tensor(images, "cpu", norm).numpy()
     assert ours.dtype == np.float32 and ours.flags.c_contiguous and np.array_equal(ours, torch_made)
+
+
+HOST = """
+import json
+sys.modules['pycuda'] = None  # no pycuda on this board
+from cosinegate.trt import build
+host = build.detect_host(environ=json.loads(sys.argv[1]), device_tree=sys.argv[2], nvidia_smi=None)
+print('capability:', host.compute_capability)
+from cosinegate.errors import CosineGateError
+from cosinegate.trt.targets import host_matches, load_target
+from dataclasses import replace
+print('matches:', host_matches(load_target('jetson-orin'), replace(host, arch='aarch64')))
+"""
+
+
+@pytest.mark.parametrize("compatible, environ, expected", [
+    (b"nvidia,p3737-0000+p3701-0000\x00nvidia,tegra234\x00", {}, "8.7"),  # Jetson AGX Orin devkit
+    (b"nvidia,p2972-0000\x00nvidia,tegra194\x00", {}, "7.2"),  # Jetson AGX Xavier devkit
+    (None, {"CC": "8.7"}, "8.7"),  # as build_on_device.sh takes it
+    (None, {}, None),
+    (None, {"CC": "gcc"}, None),  # the C compiler's variable
+])
+def test_the_board_reads_its_compute_capability_without_pycuda(tmp_path, compatible, environ, expected):
+    """Defect 11: without pycuda (and torch) the board said "compute capability None"."""
+    tree = tmp_path / "compatible"
+    if compatible is not None:
+        tree.write_bytes(compatible)
+    done = run_code(HOST, json.dumps(environ), tree)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"capability: {expected}" in done.stdout
+    if expected is None:
+        assert "None" not in done.stdout.split("matches:")[1] and "CC=" in done.stdout
+
+
+def test_an_unknown_compute_capability_is_named_as_such_in_the_engine_check(tmp_path):
+    from cosinegate.errors import CosineGateError
+    from cosinegate.trt.manifest import check_engine_manifest, write_engine_manifest
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    write_engine_manifest(engine, trt_version="8.5.2.2", compute_capability="8.7")
+    with pytest.raises(CosineGateError) as info:
+        check_engine_manifest(engine, "8.5.2.2", None)
+    assert "None" not in str(info.value) and "CC=" in str(info.value) and "pycuda" in str(info.value)
