@@ -276,3 +276,13 @@ def test_an_unknown_compute_capability_is_named_as_such_in_the_engine_check(tmp_
     with pytest.raises(CosineGateError) as info:
         check_engine_manifest(engine, "8.5.2.2", None)
     assert "None" not in str(info.value) and "CC=" in str(info.value) and "pycuda" in str(info.value)
+
+
+def test_cifar10_batches_load_under_numpy_1(fake_cifar_root, monkeypatch):
+    """Found by the JetPack 5.1 rehearsal: the CIFAR-10 unpickler imported numpy._core, which numpy 1.x (the board's
+    1.23.5) lacks, so calibration/data_loader.py and any CIFAR-10 run on JetPack 5.1 failed."""
+    from cosinegate.data.cifar10 import load_cifar10
+
+    monkeypatch.setitem(sys.modules, "numpy._core.multiarray", None)  # `import numpy._core.multiarray` fails, as on numpy 1
+    train, test = load_cifar10(fake_cifar_root, allow_download=False)
+    assert len(train) and len(test) and train.images.dtype.name == "uint8"
