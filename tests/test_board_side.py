@@ -286,3 +286,12 @@ def test_cifar10_batches_load_under_numpy_1(fake_cifar_root, monkeypatch):
     monkeypatch.setitem(sys.modules, "numpy._core.multiarray", None)  # `import numpy._core.multiarray` fails, as on numpy 1
     train, test = load_cifar10(fake_cifar_root, allow_download=False)
     assert len(train) and len(test) and train.images.dtype.name == "uint8"
+
+
+def test_native_size_cifar10_needs_no_pillow(fake_cifar_root, monkeypatch):
+    """Found by the JetPack rehearsal: CIFAR-10 at its native size imported Pillow (not in the device extra) first."""
+    from cosinegate.data.cifar10 import load_cifar10
+
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    train, _ = load_cifar10(fake_cifar_root, allow_download=False)
+    assert train.images.shape[1:] == (32, 32, 3)
