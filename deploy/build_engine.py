@@ -66,7 +66,7 @@ def parse_args(argv=None):
 def main(argv=None):
     from cosinegate.artifacts import folder_lock, write_error
     from cosinegate.errors import CosineGateError
-    from cosinegate.trt.build import check_int8_form, detect_host
+    from cosinegate.trt.build import check_int8_form, detect_host, dla_releases_that_build
     from cosinegate.trt.targets import check_dla_core, check_opset, host_matches, load_target
 
     args = parse_args(argv)
@@ -88,6 +88,7 @@ def main(argv=None):
         raise CosineGateError(f"INT8 path {int8_path} is not offered by {profile.name}; use {', '.join(profile.int8_paths)}.")
     if not args.bundle:
         check_int8_form(args.form, args.precision, int8_path)
+        dla_releases_that_build(profile, args.form, args.precision, int8_path, args.dla_core)
     if not args.bundle and args.precision == "int8" and int8_path == "qdq" and args.batch != 1:
         raise CosineGateError(f"--int8 qdq builds the calibrated Q/DQ graph, which has batch 1, not --batch {args.batch}; "
                               "use --int8 cache for batches, or --batch 1.")

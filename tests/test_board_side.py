@@ -295,3 +295,33 @@ def test_native_size_cifar10_needs_no_pillow(fake_cifar_root, monkeypatch):
     monkeypatch.setitem(sys.modules, "PIL", None)
     train, _ = load_cifar10(fake_cifar_root, allow_download=False)
     assert train.images.shape[1:] == (32, 32, 3)
+
+
+@pytest.mark.parametrize("target, form, int8_path, builds_on", [
+    ("jetson-agx-xavier", "conditional", "qdq", None),  # 8.5 only: DLA takes a cache, which an If graph cannot use
+    ("jetson-agx-xavier", "conditional", "cache", None),
+    ("jetson-agx-xavier", "masked", "qdq", ["8.5.2"]),  # built from the masked graph's cache on 8.5
+    ("jetson-orin", "conditional", "qdq", ["10.3.0"]),  # weakly typed Q/DQ on 10.x
+])
+def test_dla_int8_requests_no_release_of_the_target_can_build_are_refused(target, form, int8_path, builds_on):
+    """Defect 10: --int8 qdq --dla-core N (conditional) for the AGX Xavier wrote a bundle whose script exits 2 on every
+    release the target has."""
+    from cosinegate.errors import CosineGateError
+    from cosinegate.trt.build import dla_releases_that_build
+    from cosinegate.trt.targets import load_target
+
+    profile = load_target(target)
+    if builds_on is None:
+        with pytest.raises(CosineGateError, match=rf"^no TensorRT release of {target} .*DLA.*; ") as info:
+            dla_releases_that_build(profile, form, "int8", int8_path, 0)
+        assert "\n" not in str(info.value)
+    else:
+        assert dla_releases_that_build(profile, form, "int8", int8_path, 0) == builds_on
+
+
+def test_the_xavier_dla_conditional_qdq_bundle_is_refused_before_anything_is_written(tmp_path):
+    from scripts_in_process import run
+
+    code, out, err = run("deploy/build_engine.py", "--target", "jetson-agx-xavier", "--onnx", tmp_path / "absent.onnx",
+                         "--int8", "qdq", "--dla-core", "0", "--out", tmp_path / "out")
+    assert code == 2 and "no TensorRT release of jetson-agx-xavier" in err and not (tmp_path / "out").exists(), err

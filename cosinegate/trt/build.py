@@ -69,6 +69,30 @@ def check_int8_form(form, precision, int8_path):
         raise CosineGateError(CONDITIONAL_CACHE)
 
 
+def dla_releases_that_build(profile, form, precision, int8_path, dla_core):
+    """The releases of ``profile`` that can build this request (all but for INT8 on DLA); refused when none can: on
+    8.x DLA takes INT8 only from a calibration cache (Q/DQ bundles build the float graph from it there), which the
+    conditional graph cannot use (CONDITIONAL_CACHE), and 11.x has no DLA."""
+    names = [str(r.version) for r in profile.tensorrt]
+    if dla_core is None or precision != "int8":
+        return names
+    ok, why = [], {}
+    for release in profile.tensorrt:
+        path = release.version.dla_int8_path
+        uses_cache = int8_path == "cache" or path == "cache"
+        if path is None:
+            why[str(release.version)] = "no DLA"
+        elif uses_cache and form == "conditional":
+            why[str(release.version)] = "DLA takes INT8 only from a calibration cache, which the conditional graph cannot use"
+        else:
+            ok.append(str(release.version))
+    if not ok:
+        reasons = "; ".join(f"{v}: {w}" for v, w in why.items())
+        raise CosineGateError(f"no TensorRT release of {profile.name} can build INT8 on DLA from the {form} graph "
+                              f"({reasons}); use --form masked, or drop --dla-core.")
+    return ok
+
+
 def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=None, dla_core=None,
                    workspace_mib=None, timing_cache=None, fp32_layers=(), optimization_level=3, form=None):
     """Decide how to build (no TensorRT needed; every version decision through versions.py's guards)."""
