@@ -608,7 +608,7 @@ def build_one(args, profile, host, art, out, label):
         engine, model=art["name"], target=profile.name, trt_version=str(version), compute_capability=cc,
         precision=args.precision, batch=args.batch, form=args.form, build_seconds=round(seconds, 2),
         settings=settings.to_json(), inputs={"onnx": str(art["onnx"]), "onnx_sha256": sha256_file(art["onnx"])},
-        calibration_sha256=sha256_file(art["cache"]) if art.get("cache") else None,
+        calibration_sha256=sha256_file(settings.calib_cache) if settings.calib_cache else None,  # the cache it read
         gate_thresholds={b: "logit > 0" for b in range(len(meta.get("blocks", [])))}, onnx_metadata=meta,
         card=card_of(meta), reference_inputs=str(art["inputs"]) if art.get("inputs") else None,
     )

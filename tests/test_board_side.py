@@ -325,3 +325,30 @@ def test_the_xavier_dla_conditional_qdq_bundle_is_refused_before_anything_is_wri
     code, out, err = run("deploy/build_engine.py", "--target", "jetson-agx-xavier", "--onnx", tmp_path / "absent.onnx",
                          "--int8", "qdq", "--dla-core", "0", "--out", tmp_path / "out")
     assert code == 2 and "no TensorRT release of jetson-agx-xavier" in err and not (tmp_path / "out").exists(), err
+
+
+@pytest.mark.parametrize("form, int8_path, records_cache", [("conditional", "qdq", False), ("masked", "cache", True)])
+def test_engine_manifest_records_the_calibration_cache_only_when_the_build_reads_it(bundle_copy, tmp_path, monkeypatch,
+                                                                                    form, int8_path, records_cache):  # noqa: F811
+    """Also noticed in issue 22: Q/DQ builds recorded the calibration_sha256 of a cache they never read."""
+    import argparse
+
+    from scripts_in_process import script
+
+    from cosinegate.artifacts import sha256_file
+    from cosinegate.trt import build as trt_build
+    from cosinegate.trt.targets import HostInfo, load_target
+    from cosinegate.trt.versions import calibration_cache_header, parse_version
+
+    build_engine = script("deploy/build_engine.py")
+    cache = tmp_path / "calibration.cache"
+    cache.write_text(calibration_cache_header("10.3.0", "entropy2") + "\ninput: 3c010204\n")
+    monkeypatch.setattr(trt_build, "build_engine", lambda onnx, engine, settings: open(str(engine), "wb").close() or 0.1)
+    args = argparse.Namespace(precision="int8", int8_path=int8_path, dla_core=None, workspace=None, timing_cache=None,
+                              form=form, batch=1)
+    graph = bundle_copy / ("model.conditional.onnx" if form == "conditional" else "model.flat.onnx")
+    art = {"name": "tiny", "onnx": graph, "cache": cache, "reference": None}
+    host = HostInfo("aarch64", "8.7", parse_version("10.3.0.30"))
+    engine, _ = build_engine.build_one(args, load_target("jetson-orin"), host, art, tmp_path / "out", form)
+    manifest = json.loads((tmp_path / "out" / f"{engine.name}.json").read_text())
+    assert manifest["calibration_sha256"] == (sha256_file(cache) if records_cache else None)
