@@ -190,3 +190,22 @@ def test_a_graph_with_the_old_branch_names_is_refused_in_one_line():
     with pytest.raises(CosineGateError, match=r"^old\.onnx: If .* TensorRT 8\.5 collects 2 .* re-export") as info:
         check_layer_names(model, "old.onnx")
     assert "\n" not in str(info.value)
+
+
+def test_every_layer_a_gate_head_node_makes_carries_a_pinned_name(graphs, tmp_path):
+    """Defect 9: a Gemm with a bias becomes the MatrixMultiply layer named after the node plus an UNNAMED ElementWise
+    bias sum (onnx-tensorrt builtin_op_importers.cpp Gemm, 8.5-GA l.1609-1643, 8.6-GA l.1629-1664; 10.1-GA
+    onnxOpImporters.cpp l.2042-2077), which no --layerPrecisions pin reaches, so a weakly typed build may run the
+    gate's bias add in FP16. Gate heads must use only ops whose every layer is registered under the node name."""
+    from cosinegate.trt.build import gate_layer_names
+
+    for label, model in graphs.items():
+        if label == "if-cost-chain":
+            continue
+        path = tmp_path / f"{label}.onnx"
+        onnx.save(model, str(path))
+        pinned = set(gate_layer_names(path))
+        gemms = [n.name for n in model.graph.node if n.name in pinned and n.op_type == "Gemm" and len(n.input) > 2]
+        assert not gemms, (label, gemms)
+        heads = [n for n in model.graph.node if "/gate/" in n.name and n.op_type in ("MatMul", "Add")]
+        assert heads and all(n.name in pinned for n in heads), label

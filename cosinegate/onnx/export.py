@@ -105,8 +105,12 @@ class GraphBuilder:
         return self.conv(name, x, *fold_batchnorm(conv.weight, bn), conv.stride[0], output)
 
     def gemm(self, name, x, linear):
-        w, b = _array(linear.weight), _array(linear.bias)
-        return self.node("Gemm", name, [x, self.const(f"{name}/weight", w), self.const(f"{name}/bias", b)], transB=1)
+        """A gate head's linear layer as MatMul ``{name}/matmul`` + Add ``{name}``, not one Gemm: TensorRT's parser
+        names only the Gemm's MatrixMultiply layer and leaves its bias sum unnamed, out of reach of the FP32 pins
+        (onnx-tensorrt builtin_op_importers.cpp Gemm, 8.5-GA l.1609-1643; tests/test_parser_replay.py)."""
+        w, b = np.ascontiguousarray(_array(linear.weight).T), _array(linear.bias)
+        product = self.node("MatMul", f"{name}/matmul", [x, self.const(f"{name}/weight", w)])
+        return self.node("Add", name, [product, self.const(f"{name}/bias", b)])
 
 
 def build_flat_graph(model, batch=1, opset=DEFAULT_OPSET):
