@@ -352,3 +352,32 @@ def test_engine_manifest_records_the_calibration_cache_only_when_the_build_reads
     engine, _ = build_engine.build_one(args, load_target("jetson-orin"), host, art, tmp_path / "out", form)
     manifest = json.loads((tmp_path / "out" / f"{engine.name}.json").read_text())
     assert manifest["calibration_sha256"] == (sha256_file(cache) if records_cache else None)
+
+
+LAYERS_FP16_GATE = {"Layers": [
+    {"Name": "block0/gate/fc/matmul + block0/gate/fc", "LayerType": "Gemm",
+     "Inputs": [{"Name": "block0/gate/flatten", "Format/Datatype": "Row major linear FP32"}],
+     "Outputs": [{"Name": "block0/gate/fc", "Format/Datatype": "Row major linear FP16 format"}]},
+    {"Name": "block0/gate/decision", "LayerType": "ElementWise",
+     "Inputs": [{"Name": "block0/gate/logit", "Format/Datatype": "Row major linear FP32"}],
+     "Outputs": [{"Name": "block0/gate/decision", "Format/Datatype": "Row major linear Bool"}]},
+    {"Name": "block0/conv1", "LayerType": "CaskConvolution",
+     "Inputs": [{"Name": "stem/out", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}],
+     "Outputs": [{"Name": "block0/conv1", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
+]}
+
+
+def test_the_board_script_names_gate_layers_the_engine_runs_below_fp32(bundle_copy, tmp_path):  # noqa: F811
+    """Deliverable 5 of issue 22: the pins are checked against the built engine's --exportLayerInfo on the board."""
+    from test_bundle import FAKE_TRTEXEC, run_device_script
+
+    layers = tmp_path / "layers.json"
+    layers.write_text(json.dumps(LAYERS_FP16_GATE))
+    fake = FAKE_TRTEXEC.replace('''    --export*=*) printf '[]' > "${arg#*=}" ;;''',
+                                f'''    --exportLayerInfo=*) cp {layers} "${{arg#*=}}" ;;\n    --export*=*) printf '[]' > "${{arg#*=}}" ;;''')
+    done = run_device_script(bundle_copy, tmp_path, fakes={"trtexec": fake})
+    assert done.returncode == 0, done.stderr
+    report = (bundle_copy / "results" / "gate_precision.txt").read_text()
+    assert "block0/gate/fc/matmul + block0/gate/fc" in report and "FP16" in report
+    assert "block0/gate/decision" not in report and "block0/conv1" not in report
+    assert "gate layer(s) below FP32" in done.stdout + done.stderr

@@ -307,6 +307,23 @@ def _check(plan):
     ]
 
 
+# Reads trtexec's --exportLayerInfo (detailed): every engine layer whose name holds a gate-head node and whose float
+# tensors are not FP32 (a fused layer keeps its nodes' names, "a + b"); stdlib only, Python 3.8.
+GATE_PRECISION = """
+import json, sys
+data = json.load(open(sys.argv[1]))
+layers = data.get("Layers", []) if isinstance(data, dict) else data
+low = ("FP16", "Half", "Int8", "INT8", "FP8", "BF16")
+for layer in layers if isinstance(layers, list) else []:
+    if not isinstance(layer, dict) or "/gate/" not in str(layer.get("Name", "")):
+        continue
+    formats = [str(t.get("Format/Datatype", "")) for t in layer.get("Inputs", []) + layer.get("Outputs", [])]
+    below = sorted({f for f in formats if any(word in f for word in low)})
+    if below:
+        print(layer["Name"] + ": " + "; ".join(below))
+"""
+
+
 def _timing(plan):
     args = trtexec_timing_command(plan.profile, "$ENGINE", plan.profile.newest_tensorrt, {plan.input_name: plan.input_bin},
                                   "$RESULTS/timing", plan.dla_core)
@@ -315,6 +332,17 @@ def _timing(plan):
         'say "timing the engine (log: results/timing.log)"',
         "set -- " + sh_words(args[1:]),
         'if ! "$TRTEXEC" "$@" > "$RESULTS/timing.log" 2>&1; then say "warning: timing failed (see results/timing.log)" >&2; fi',
+        "# the gate heads are pinned to FP32 (weakly typed builds): which gate layers did the engine run lower?",
+        'if [ -s "$RESULTS/timing.layers.json" ]; then',
+        "    python3 - \"$RESULTS/timing.layers.json\" > \"$RESULTS/gate_precision.txt\" 2> \"$RESULTS/gate_precision.log\" "
+        "<<'COSINEGATE_GATES' || true",
+        GATE_PRECISION.strip("\n"),
+        "COSINEGATE_GATES",
+        '    if [ -s "$RESULTS/gate_precision.txt" ]; then',
+        '        say "warning: gate layer(s) below FP32 in the engine (results/gate_precision.txt):" >&2',
+        '        cat "$RESULTS/gate_precision.txt" >&2',
+        "    fi",
+        "fi",
     ]
 
 
