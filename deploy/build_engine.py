@@ -308,7 +308,8 @@ def bundle(args, profile, art, out, why):
     from cosinegate.graphmeta import get_metadata
     from cosinegate.onnx import matching_manifest
     from cosinegate.trt.build import cache_calibrator, gate_layer_names
-    from cosinegate.trt.bundle import input_bin, make_bundle, polygraphy_tolerance, release_cache_name, release_caches
+    from cosinegate.trt.bundle import (PATTERNS, input_bin, make_bundle, polygraphy_tolerance, release_cache_name,
+                                       release_caches)
     from cosinegate.trt.bundle_readme import bundle_readme
     from cosinegate.trt.device_script import ScriptPlan, device_script
     from cosinegate.artifacts import atomic_write_json, sha256_file
@@ -362,6 +363,11 @@ def bundle(args, profile, art, out, why):
     tmp = tempfile.TemporaryDirectory(prefix="cg-bundle.")
     files["input.bin"] = Path(tmp.name) / "input.bin"
     input_bin(art["inputs"], files["input.bin"])
+    patterns, timing = None, None
+    if args.form == "conditional" and args.select in ("fastest", "conditional"):
+        pattern_files, texts[PATTERNS], timing = timing_patterns(args, art, tmp.name)
+        files.update(pattern_files)
+        patterns = PATTERNS
     build_path = files.get(build_rel, art["onnx"])
     meta = get_metadata(onnx.load(str(build_path), load_external_data=False))
     note = int8_note(profile, args, calibrator)
@@ -372,7 +378,7 @@ def bundle(args, profile, art, out, why):
               "dla_core": args.dla_core, "int8": note, "source": str(args.checkpoint or args.onnx),
               "source_sha256": sha256_file(args.checkpoint or args.onnx), "data": art.get("data"),
               "reference": art.get("reference_decisions"), "card": card, "parity_profile": parity_profile(args.precision),
-              "int8_preview_onnxrt": preview}
+              "int8_preview_onnxrt": preview, "timing": timing}
     if candidates:
         fields.update(candidates=candidates, selection=select_here(args, art, candidates))
     engine_fields = {"model": name, "target": profile.name, "precision": args.precision, "batch": args.batch,
@@ -383,7 +389,8 @@ def bundle(args, profile, art, out, why):
                       build_rel, float_rel, caches, calibrator, args.batch, gate_layer_names(build_path), args.workspace,
                       args.dla_core, tolerance_args=tuple(shlex.split(polygraphy_tolerance(args.precision))),
                       reference=check_rels["reference"], reference_inputs=check_rels["inputs"], manifest_fields=engine_fields,
-                      candidates=device_candidates(fields.get("selection"), candidates, args.select))
+                      candidates=device_candidates(fields.get("selection"), candidates, args.select),
+                      timing_patterns=patterns)
     archive_name = f"{bundle_name(name, args)}-bundle.tar.gz"
     texts["README.md"] = bundle_readme(profile, name, args.form, args.precision, note, archive_name)
     try:
@@ -403,6 +410,29 @@ def bundle(args, profile, art, out, why):
     if args.json:
         atomic_write_json(args.json, manifest)
     return 0
+
+
+def timing_patterns(args, art, folder):
+    """One input per gate pattern of the images the board times the conditional engine on: the selection's images
+    with --select fastest (so the board's winner comes from the images the desktop chose on), else the reference
+    inputs. Returns (bundle files, patterns.txt text, manifest record)."""
+    from cosinegate.bench.backends import OnnxrtBackend
+    from cosinegate.trt.bundle import gate_pattern_inputs
+
+    if args.select == "fastest":
+        from cosinegate.pipeline import reference_images
+
+        batches, _ = reference_images(art["data_choice"], args.select_images, args.checkpoint)
+        source = f"the selection's {len(batches)} test images"
+    else:
+        from polygraphy.json import load_json
+
+        batches = [feed["input"] for feed in load_json(str(art["inputs"]))]
+        source = f"the {len(batches)} reference inputs (inputs.json)"
+    backend = OnnxrtBackend(art["forms"][args.form])
+    gates = [backend.run(x)[0]["gates"][0] for x in batches]
+    files, text = gate_pattern_inputs(batches, gates, folder)
+    return files, text, {"images": source, "patterns": len(files), "table": "timing/patterns.txt"}
 
 
 def int8_preview(args, art):

@@ -381,3 +381,68 @@ def test_the_board_script_names_gate_layers_the_engine_runs_below_fp32(bundle_co
     assert "block0/gate/fc/matmul + block0/gate/fc" in report and "FP16" in report
     assert "block0/gate/decision" not in report and "block0/conv1" not in report
     assert "gate layer(s) below FP32" in done.stdout + done.stderr
+
+
+FAKE_TRTEXEC_BY_PATTERN = """#!/bin/sh
+# median latency 1 + k ms for timing/pattern-k.bin, 0.5 ms otherwise
+M=0.5
+for arg in "$@"; do
+  case "$arg" in
+    --saveEngine=*) printf 'not an engine' > "${arg#--saveEngine=}" ;;
+    --export*=*) printf '[]' > "${arg#*=}" ;;
+    --loadInputs=*pattern-*) n=${arg##*pattern-}; M=$(expr "${n%.bin}" + 1) ;;
+  esac
+done
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec $*"
+echo "[I] Latency: min = 0.1 ms, max = 9 ms, mean = $M ms, median = $M ms, percentile(90%) = $M ms"
+echo "$*" >> "$FAKE_LOG"
+"""
+
+
+@pytest.fixture(scope="module")
+def dynamic_bundle(dyn_checkpoint, tmp_path_factory):
+    """A conditional fp16 bundle (--select fastest) of the checkpoint whose gates split the test images."""
+    import contextlib
+    import io
+    import shutil
+
+    from scripts_in_process import script
+
+    from cosinegate.trt import build as trt_build
+    from cosinegate.trt.targets import HostInfo
+
+    out = tmp_path_factory.mktemp("dynamic-bundle")
+    shutil.copy(dyn_checkpoint, out / "dyn.pt")
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(io.StringIO()):
+        mp.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+        assert script("deploy/build_engine.py").main(["--target", "jetson-orin", "--checkpoint", str(out / "dyn.pt"),
+                                                      "--out", str(out)]) == 0
+    return out / "dyn-conditional-fp16-bundle"
+
+
+def test_the_conditional_engine_is_timed_over_every_gate_pattern_of_the_timing_images(dynamic_bundle, tmp_path):
+    """Defect 6: trtexec --loadInputs times one buffer, so the conditional engine's latency (and the board's winner)
+    came from one image's gate pattern; now one run per pattern of the timing images, weighted by its images."""
+    import shutil
+
+    from test_bundle import run_device_script
+
+    bundle_copy = tmp_path / dynamic_bundle.name
+    shutil.copytree(dynamic_bundle, bundle_copy)
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    rows = [line.split() for line in (bundle_copy / "timing" / "patterns.txt").read_text().splitlines()]
+    assert "selection's" in manifest["timing"]["images"] and manifest["timing"]["patterns"] == len(rows)
+    counts = {int(n): pattern for _, n, pattern in rows}
+    assert len({pattern for _, _, pattern in rows}) == len(rows) > 1 and all(set(p) <= {"0", "1"} for p in counts.values())
+    images = sum(int(n) for _, n, _ in rows)
+    assert str(images) in manifest["timing"]["images"]
+    for rel, _, _ in rows:
+        assert rel in manifest["files"]
+    done = run_device_script(bundle_copy, tmp_path, fakes={"trtexec": FAKE_TRTEXEC_BY_PATTERN})
+    assert done.returncode == 0, done.stderr
+    expected = sum(int(n) * (1 + k) for k, (_, n, _) in enumerate(rows)) / images
+    latency = (bundle_copy / "results" / "latency.txt").read_text()
+    assert f"{expected:.4f} ms over {images} of {images} timing images" in latency, latency
+    table = (bundle_copy / "results" / "candidates.txt").read_text().splitlines()
+    assert table[1].split()[:2] == ["conditional", f"{expected:.4f}"], table
+    assert "0.5" in table[2] and "0.5" in table[3]  # pruned and dense: the same work for every image, input.bin
