@@ -66,7 +66,7 @@ def model_origin(s):
     if s["model"]:
         import onnx
 
-        from cosinegate.onnx.export import get_metadata
+        from cosinegate.graphmeta import get_metadata
 
         meta = get_metadata(onnx.load(s["model"], load_external_data=False))
         origin = DataOrigin.of_metadata(meta)

@@ -5,11 +5,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cosinegate.blockkinds import ALWAYS_RUN, ALWAYS_SKIPPED, block_classes  # noqa: F401 (re-exported)
 from cosinegate.data.augment import to_tensor
 from cosinegate.macs import mac_table, model_mac_table
-
-ALWAYS_SKIPPED = 0.995  # skip rate at or above: the block is statically pruned in effect
-ALWAYS_RUN = 0.005  # skip rate at or below: the block is static, always executed
 
 
 @dataclass
@@ -41,13 +39,6 @@ def run_model(model, images, batch_size=256, device="cpu", progress=False):
         gates.append(stats.gates.cpu().numpy() > 0.5)
         probs.append(stats.probs.float().cpu().numpy())
     return Decisions(np.concatenate(preds), images.labels, np.concatenate(gates), np.concatenate(probs), np.concatenate(logits))
-
-
-def block_classes(skip_rates):
-    """'always_skipped', 'always_run' or 'dynamic' per block."""
-    return [
-        "always_skipped" if s >= ALWAYS_SKIPPED else "always_run" if s <= ALWAYS_RUN else "dynamic" for s in skip_rates
-    ]
 
 
 def mutual_information_bits(decisions, labels, num_classes):

@@ -189,3 +189,12 @@ def input_hw(model):
     if len(dims) != 4 or not all(d.HasField("dim_value") for d in dims[2:]):
         return None
     return dims[2].dim_value, dims[3].dim_value
+
+
+CARD_KEYS = ("classes", "input_layout", "input_size", "input_dtype", "normalization", "gate_threshold", "data",
+             "checkpoint_sha256", "policy", "blocks", "mode", "backbone")
+
+
+def card_of(meta):
+    """The card fields (plus block policy) of a graph's toolkit metadata (cosinegate.onnx.card makes the card)."""
+    return {key: meta[key] for key in CARD_KEYS if key in meta}

@@ -345,8 +345,6 @@ def run_bench(args, backend_name, workdir):
 
 def if_cost(args, backend_name):
     """--if-cost: measure, print the table (and per gated block its latency next to its break-even), write --json."""
-    from tqdm import tqdm
-
     from cosinegate.artifacts import atomic_write_json, input_record
     from cosinegate.bench import report as rep
     from cosinegate.bench.ifcost import measure_if_cost, model_graphs
@@ -367,7 +365,7 @@ def if_cost(args, backend_name):
     if args.batch != 1:
         raise CosineGateError("--if-cost measures batch 1 (an If condition is one scalar); drop --batch.")
     flat, cond_all, skip_rates, kinds = model_graphs(args.checkpoint, args.onnx)
-    bar = tqdm(total=sum(k == "dynamic" or k in ("always_run", "always_skipped") for k in kinds), desc="blocks", leave=False)
+    bar = progress_bar(sum(k == "dynamic" or k in ("always_run", "always_skipped") for k in kinds), "blocks")
     table = measure_if_cost(make_runner, flat, cond_all, skip_rates, kinds, args.warmup, args.iterations, args.rounds,
                             progress=lambda i: bar.update())
     bar.close()
@@ -378,6 +376,27 @@ def if_cost(args, backend_name):
     if args.json:
         atomic_write_json(args.json, table)
     return 0
+
+
+def progress_bar(total, desc):
+    """tqdm's bar where it is installed (the training extra); the device extra has none, and there a line per step."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        import sys
+
+        class Lines:
+            done = 0
+
+            def update(self):
+                self.done += 1
+                print(f"{desc}: {self.done}/{total}", file=sys.stderr)
+
+            def close(self):
+                pass
+
+        return Lines()
+    return tqdm(total=total, desc=desc, leave=False)
 
 
 def print_if_cost(t):

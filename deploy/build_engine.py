@@ -67,7 +67,7 @@ def main(argv=None):
     from cosinegate.artifacts import folder_lock, write_error
     from cosinegate.cli import check_output_files
     from cosinegate.errors import CosineGateError
-    from cosinegate.trt.build import check_int8_form, detect_host
+    from cosinegate.trt.build import check_int8_form, detect_host, dla_releases_that_build
     from cosinegate.trt.targets import check_dla_core, check_opset, check_workspace, host_matches, load_target
 
     args = parse_args(argv)
@@ -92,6 +92,7 @@ def main(argv=None):
         raise CosineGateError(f"INT8 path {int8_path} is not offered by {profile.name}; use {', '.join(profile.int8_paths)}.")
     if not args.bundle:
         check_int8_form(args.form, args.precision, int8_path)
+        dla_releases_that_build(profile, args.form, args.precision, int8_path, args.dla_core)
     if not args.bundle and args.precision == "int8" and int8_path == "qdq" and args.batch != 1:
         raise CosineGateError(f"--int8 qdq builds the calibrated Q/DQ graph, which has batch 1, not --batch {args.batch}; "
                               "use --int8 cache for batches, or --batch 1.")
@@ -311,11 +312,12 @@ def bundle(args, profile, art, out, why):
     from cosinegate.graphmeta import get_metadata
     from cosinegate.onnx import matching_manifest
     from cosinegate.trt.build import cache_calibrator, gate_layer_names
-    from cosinegate.trt.bundle import input_bin, make_bundle, polygraphy_tolerance, release_cache_name, release_caches
+    from cosinegate.trt.bundle import (PATTERNS, input_bin, make_bundle, polygraphy_tolerance, release_cache_name,
+                                       release_caches)
     from cosinegate.trt.bundle_readme import bundle_readme
     from cosinegate.trt.device_script import ScriptPlan, device_script
     from cosinegate.artifacts import atomic_write_json, sha256_file
-    from cosinegate.onnx.card import card_of
+    from cosinegate.graphmeta import card_of
     from cosinegate.parity import device_check
     from cosinegate.pipeline import parity_profile
 
@@ -365,6 +367,11 @@ def bundle(args, profile, art, out, why):
     tmp = tempfile.TemporaryDirectory(prefix="cg-bundle.")
     files["input.bin"] = Path(tmp.name) / "input.bin"
     input_bin(art["inputs"], files["input.bin"])
+    patterns, timing = None, None
+    if args.form == "conditional" and args.select in ("fastest", "conditional"):
+        pattern_files, texts[PATTERNS], timing = timing_patterns(args, art, tmp.name)
+        files.update(pattern_files)
+        patterns = PATTERNS
     build_path = files.get(build_rel, art["onnx"])
     meta = get_metadata(onnx.load(str(build_path), load_external_data=False))
     note = int8_note(profile, args, calibrator)
@@ -375,7 +382,7 @@ def bundle(args, profile, art, out, why):
               "dla_core": args.dla_core, "int8": note, "source": str(args.checkpoint or args.onnx),
               "source_sha256": sha256_file(args.checkpoint or args.onnx), "data": art.get("data"),
               "reference": art.get("reference_decisions"), "card": card, "parity_profile": parity_profile(args.precision),
-              "int8_preview_onnxrt": preview}
+              "int8_preview_onnxrt": preview, "timing": timing}
     if candidates:
         fields.update(candidates=candidates, selection=select_here(args, art, candidates))
     engine_fields = {"model": name, "target": profile.name, "precision": args.precision, "batch": args.batch,
@@ -386,7 +393,8 @@ def bundle(args, profile, art, out, why):
                       build_rel, float_rel, caches, calibrator, args.batch, gate_layer_names(build_path), args.workspace,
                       args.dla_core, tolerance_args=tuple(shlex.split(polygraphy_tolerance(args.precision))),
                       reference=check_rels["reference"], reference_inputs=check_rels["inputs"], manifest_fields=engine_fields,
-                      candidates=device_candidates(fields.get("selection"), candidates, args.select))
+                      candidates=device_candidates(fields.get("selection"), candidates, args.select),
+                      timing_patterns=patterns)
     archive_name = f"{bundle_name(name, args)}-bundle.tar.gz"
     texts["README.md"] = bundle_readme(profile, name, args.form, args.precision, note, archive_name)
     try:
@@ -406,6 +414,29 @@ def bundle(args, profile, art, out, why):
     if args.json:
         atomic_write_json(args.json, manifest)
     return 0
+
+
+def timing_patterns(args, art, folder):
+    """One input per gate pattern of the images the board times the conditional engine on: the selection's images
+    with --select fastest (so the board's winner comes from the images the desktop chose on), else the reference
+    inputs. Returns (bundle files, patterns.txt text, manifest record)."""
+    from cosinegate.bench.backends import OnnxrtBackend
+    from cosinegate.trt.bundle import gate_pattern_inputs
+
+    if args.select == "fastest":
+        from cosinegate.pipeline import reference_images
+
+        batches, _ = reference_images(art["data_choice"], args.select_images, args.checkpoint)
+        source = f"the selection's {len(batches)} test images"
+    else:
+        from polygraphy.json import load_json
+
+        batches = [feed["input"] for feed in load_json(str(art["inputs"]))]
+        source = f"the {len(batches)} reference inputs (inputs.json)"
+    backend = OnnxrtBackend(art["forms"][args.form])
+    gates = [backend.run(x)[0]["gates"][0] for x in batches]
+    files, text = gate_pattern_inputs(batches, gates, folder)
+    return files, text, {"images": source, "patterns": len(files), "table": "timing/patterns.txt"}
 
 
 def int8_preview(args, art):
@@ -596,7 +627,7 @@ def build_one(args, profile, host, art, out, label):
     """Build one engine (``label`` names it: the form or the candidate), its manifest and its parity report."""
     from cosinegate.artifacts import atomic_path, atomic_write_json, sha256_file
     from cosinegate.trt.build import build_engine
-    from cosinegate.onnx.card import card_of
+    from cosinegate.graphmeta import card_of
     from cosinegate.trt.manifest import write_engine_manifest
     from cosinegate.trt.targets import compute_capability_text
 
@@ -611,7 +642,7 @@ def build_one(args, profile, host, art, out, label):
         engine, model=art["name"], target=profile.name, trt_version=str(version), compute_capability=cc,
         precision=args.precision, batch=args.batch, form=args.form, build_seconds=round(seconds, 2),
         settings=settings.to_json(), inputs={"onnx": str(art["onnx"]), "onnx_sha256": sha256_file(art["onnx"])},
-        calibration_sha256=sha256_file(art["cache"]) if art.get("cache") else None,
+        calibration_sha256=sha256_file(settings.calib_cache) if settings.calib_cache else None,  # the cache it read
         gate_thresholds={b: "logit > 0" for b in range(len(meta.get("blocks", [])))}, onnx_metadata=meta,
         card=card_of(meta), reference_inputs=str(art["inputs"]) if art.get("inputs") else None,
     )

@@ -124,7 +124,7 @@ def test_block_node_names_split_residual_shortcut_and_gate(exported):
     assert "block3/gate/logit" in b3["gate"] and "block3/gate/decision" in b3["gate"]
     assert flat[4]["shortcut"] == []  # identity shortcut
     conditional = block_node_names(load(exported, "auto"))
-    assert conditional[3]["residual"] == b3["residual"]
+    assert conditional[3]["residual"] == b3["residual"][:-1] + ["block3/out_then"]  # the If output's node: see conditionalize
     assert conditional[1]["residual"] == [] and conditional[0]["gate"] == []
 
 

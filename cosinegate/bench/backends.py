@@ -121,7 +121,7 @@ class TrtBackend:
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             shape = tuple(self.engine.get_tensor_shape(name))
-            dtype = trt.nptype(self.engine.get_tensor_dtype(name))
+            dtype = numpy_dtype(trt, self.engine.get_tensor_dtype(name))
             self.host[name] = cuda.pagelocked_empty(shape, dtype)
             self.device[name] = cuda.mem_alloc(self.host[name].nbytes)
             self.context.set_tensor_address(name, int(self.device[name]))
@@ -136,6 +136,19 @@ class TrtBackend:
             self.cuda.memcpy_dtoh_async(self.host[name], self.device[name], self.stream)
         self.stream.synchronize()
         return {"logits": self.host["logits"].copy(), "gates": self.host["gates"].copy()}, self.end.time_since(self.start)
+
+
+NUMPY_TYPES = ("float32", "float16", "int8", "int32", "bool")  # tensorrt's DataType aliases, 8.5 to 11.x
+
+
+def numpy_dtype(trt, dtype):
+    """The numpy type of a TensorRT DataType, without ``trt.nptype``: TensorRT 8.5.2's (JetPack 5.1) maps bool to
+    ``np.bool``, removed in numpy 1.24, so there every call fails (python/packaging/tensorrt/__init__.py, tag 8.5.2)."""
+    for name in NUMPY_TYPES:
+        if dtype == getattr(trt, name):
+            return np.bool_ if name == "bool" else np.dtype(name).type
+    raise CosineGateError(f"the engine has an I/O tensor of TensorRT type {dtype}, which the bench does not feed; "
+                          "rebuild it from a toolkit ONNX graph (float32 input, logits and gates).")
 
 
 def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None, rounds=5, clock="wall"):

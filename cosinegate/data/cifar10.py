@@ -36,7 +36,10 @@ class _DataUnpickler(pickle.Unpickler):
     """Builds numpy arrays and plain containers only; any other global is refused before it is called."""
 
     def find_class(self, module, name):
-        import numpy._core.multiarray as multiarray
+        try:
+            import numpy._core.multiarray as multiarray  # numpy 2
+        except ImportError:  # numpy 1: JetPack 5.1's Python 3.8 tops out at numpy 1.24
+            import numpy.core.multiarray as multiarray
 
         allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
         for prefix in ("numpy.core.multiarray", "numpy._core.multiarray"):  # written by numpy 1 / numpy 2

@@ -57,11 +57,11 @@ def fit(image, size, rule):
 
 
 def fit_arrays(images, size, rule):
-    """uint8 [N, h, w, 3] -> [N, s, s, 3] under `rule`."""
-    from PIL import Image
-
+    """uint8 [N, h, w, 3] -> [N, s, s, 3] under `rule` (native: as they are, no Pillow needed, as on the device)."""
     if rule == "native":
         return images
+    from PIL import Image
+
     return np.stack([fit(Image.fromarray(a), size, rule) for a in images])
 
 

@@ -5,6 +5,7 @@ bundle and engine manifests; the class names also go to `labels.txt` in a bundle
 """
 
 from cosinegate.artifacts import sha256_file
+from cosinegate.graphmeta import CARD_KEYS, card_of  # noqa: F401 (re-exported; torch-free there for the device)
 
 
 def gate_threshold(model):
@@ -38,12 +39,3 @@ def model_card(checkpoint, state, model):
         "data": {"source": data["source"], "root": None if data.get("root") is None else str(data["root"])},
         "checkpoint_sha256": sha256_file(checkpoint),
     }
-
-
-CARD_KEYS = ("classes", "input_layout", "input_size", "input_dtype", "normalization", "gate_threshold", "data",
-             "checkpoint_sha256", "policy", "blocks", "mode", "backbone")
-
-
-def card_of(meta):
-    """The card fields (plus block policy) of a graph's toolkit metadata."""
-    return {key: meta[key] for key in CARD_KEYS if key in meta}

@@ -13,6 +13,10 @@
   0-D bool gate decision of the single sample; the else-branch is
   post(shortcut(x)). Branch outputs have equal static shapes and unique names,
   as TensorRT's IIfConditional requires. Batch 1 only: the condition is a scalar.
+  The node making the then-branch output is named like its output (``block{i}/out_then``),
+  a name no other layer of the branch starts with: TensorRT 8.5's parser takes as branch
+  outputs every layer whose name starts with that node's name (``block{i}/relu`` would
+  also catch ``block{i}/relu1``; cosinegate.trt.onnx_parser replays the rule).
 - `mask`: every dynamic block is computed and selected per sample,
   y = post(s + g * F(x)); any batch, and the only form for paper-mode gates,
   which need F(x) before they can decide.
@@ -136,7 +140,7 @@ def resolve_policy(kinds, policy, skip_rates, plain=()):
 
 
 def _policy_kinds(kinds, policy, skip_rates):
-    from cosinegate.evaluation import block_classes
+    from cosinegate.blockkinds import block_classes
 
     if policy not in POLICIES:
         raise CosineGateError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}.")
@@ -260,6 +264,8 @@ def _wrap_in_if(graph, index, post, batch, shapes):
         raise ValueError(f"block {index}: tensors {sorted(leaking)} of the residual branch are read outside it; cannot wrap it in an If")
     then_out, else_out = f"block{index}/out_then", f"block{index}/out_else"
     for node in branch:
+        if n["out"] in node.output:  # named as its output: TensorRT 8.5 collects the outputs by layer-name prefix
+            node.name = then_out
         node.output[:] = [then_out if o == n["out"] else o for o in node.output]
     out_type = shapes[n["out"]]
     then_graph = helper.make_graph(branch, f"block{index}/then", [], [helper.make_value_info(then_out, out_type)])

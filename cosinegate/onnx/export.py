@@ -24,9 +24,7 @@ import json
 
 import numpy as np
 import onnx
-import torch
 from onnx import TensorProto, helper, numpy_helper
-from torch.nn import functional as F
 
 from cosinegate.errors import CosineGateError
 from cosinegate.graphmeta import GATES, INPUT, LOGITS, META_PREFIX, get_metadata, set_metadata  # noqa: F401 (re-exported)
@@ -107,8 +105,12 @@ class GraphBuilder:
         return self.conv(name, x, *fold_batchnorm(conv.weight, bn), conv.stride[0], output)
 
     def gemm(self, name, x, linear):
-        w, b = _array(linear.weight), _array(linear.bias)
-        return self.node("Gemm", name, [x, self.const(f"{name}/weight", w), self.const(f"{name}/bias", b)], transB=1)
+        """A gate head's linear layer as MatMul ``{name}/matmul`` + Add ``{name}``, not one Gemm: TensorRT's parser
+        names only the Gemm's MatrixMultiply layer and leaves its bias sum unnamed, out of reach of the FP32 pins
+        (onnx-tensorrt builtin_op_importers.cpp Gemm, 8.5-GA l.1609-1643; tests/test_parser_replay.py)."""
+        w, b = np.ascontiguousarray(_array(linear.weight).T), _array(linear.bias)
+        product = self.node("MatMul", f"{name}/matmul", [x, self.const(f"{name}/weight", w)])
+        return self.node("Add", name, [product, self.const(f"{name}/bias", b)])
 
 
 def build_flat_graph(model, batch=1, opset=DEFAULT_OPSET):
@@ -156,6 +158,8 @@ def _stem(g, model):
 
 def _residual(g, index, residual, x):
     """F(x) as block{i}/conv1, block{i}/relu1, block{i}/conv2 (..., conv3 for bottlenecks); return F's tensor."""
+    import torch  # here, not at the top: conditionalize and the device side import this module without torch
+
     pairs = [(m, residual[i + 1]) for i, m in enumerate(residual) if isinstance(m, torch.nn.Conv2d)]
     for k, (conv, bn) in enumerate(pairs, 1):
         x = g.conv_bn(f"block{index}/conv{k}", x, conv, bn)
@@ -191,6 +195,8 @@ def _post(g, index, block, y, out):
 
 
 def _shortcut(g, index, block, x):
+    import torch
+
     spec = block.spec
     if not spec.changes_shape:
         return x
@@ -219,6 +225,8 @@ def _predictive_logit(g, index, gate, x):
     h = g.node("Relu", f"{p}/relu", [g.gemm(f"{p}/fc", _pooled(g, index, x), gate.hidden)])
     cir = g.node("Softplus", f"{p}/cir", [g.gemm(f"{p}/cir_fc", h, gate.cir_head)])
     offset = g.const(f"{p}/cir_offset", _array(gate.cir_offset))
+    from torch.nn import functional as F
+
     slope = g.const(f"{p}/cir_slope", _array(F.softplus(gate.cir_slope)))
     scaled = g.node("Mul", f"{p}/cir_scaled", [g.node("Sub", f"{p}/cir_centered", [cir, offset]), slope])
     return g.node("Add", f"{p}/logit", [scaled, g.gemm(f"{p}/control", h, gate.control_head)])

@@ -6,11 +6,12 @@ Nodes are addressed by name; toolkit graphs name every node uniquely.
 """
 
 import onnx
-import onnx_graphsurgeon as gs
 
 
 def optimize_flat(model):
     """Fold constants, drop dead nodes, sort, and infer every shape (metadata and IR kept)."""
+    import onnx_graphsurgeon as gs  # desktop only: the device extra (conditionalize, --if-cost there) has none
+
     graph = gs.import_onnx(model)
     graph.fold_constants().cleanup(remove_unused_graph_inputs=True).toposort()
     out = gs.export_onnx(graph)

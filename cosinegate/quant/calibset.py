@@ -83,10 +83,16 @@ def load_calibration_set(source, root=None, count=DEFAULT_COUNT, seed=DEFAULT_SE
 
 
 def to_input(images, normalization=None):
-    """uint8 NHWC -> float32 NCHW, normalized like training (a model's `normalization`; default CIFAR-10's)."""
-    from cosinegate.data.augment import to_tensor
+    """uint8 NHWC -> float32 NCHW, normalized like training (a model's `normalization`; default CIFAR-10's).
 
-    return np.ascontiguousarray(to_tensor(np.asarray(images), "cpu", normalization).numpy(), dtype=np.float32)
+    In numpy, the float32 operations of cosinegate.data.augment.to_tensor in the same order (bit-identical), so the
+    device calibrates (calibration/data_loader.py) without torch."""
+    from cosinegate.data.normalization import CIFAR10
+
+    norm = normalization or CIFAR10
+    mean, std = (np.asarray(norm[key], np.float32).reshape(1, 3, 1, 1) for key in ("mean", "std"))
+    x = np.asarray(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
 
 
 def batches(images, batch_size, normalization=None):

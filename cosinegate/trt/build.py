@@ -69,6 +69,30 @@ def check_int8_form(form, precision, int8_path):
         raise CosineGateError(CONDITIONAL_CACHE)
 
 
+def dla_releases_that_build(profile, form, precision, int8_path, dla_core):
+    """The releases of ``profile`` that can build this request (all but for INT8 on DLA); refused when none can: on
+    8.x DLA takes INT8 only from a calibration cache (Q/DQ bundles build the float graph from it there), which the
+    conditional graph cannot use (CONDITIONAL_CACHE), and 11.x has no DLA."""
+    names = [str(r.version) for r in profile.tensorrt]
+    if dla_core is None or precision != "int8":
+        return names
+    ok, why = [], {}
+    for release in profile.tensorrt:
+        path = release.version.dla_int8_path
+        uses_cache = int8_path == "cache" or path == "cache"
+        if path is None:
+            why[str(release.version)] = "no DLA"
+        elif uses_cache and form == "conditional":
+            why[str(release.version)] = "DLA takes INT8 only from a calibration cache, which the conditional graph cannot use"
+        else:
+            ok.append(str(release.version))
+    if not ok:
+        reasons = "; ".join(f"{v}: {w}" for v, w in why.items())
+        raise CosineGateError(f"no TensorRT release of {profile.name} can build INT8 on DLA from the {form} graph "
+                              f"({reasons}); use --form masked, or drop --dla-core.")
+    return ok
+
+
 def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=None, dla_core=None,
                    workspace_mib=None, timing_cache=None, fp32_layers=(), optimization_level=3, form=None):
     """Decide how to build (no TensorRT needed; every version decision through versions.py's guards)."""
@@ -154,25 +178,72 @@ def gate_layer_names(onnx_path):
     return tuple(n.name for n in model.graph.node if "/gate/" in n.name and all_float(n.input) and all_float(n.output))
 
 
-def detect_host():
-    """HostInfo of this machine: CPU arch, GPU compute capability (None without a GPU), TensorRT version."""
-    capability = None
+# Jetson SoCs in /proc/device-tree/compatible and their GPUs' compute capability (CUDA's GPU table: Jetson AGX Orin,
+# Orin NX/Nano 8.7; Jetson AGX Xavier, Xavier NX 7.2).
+TEGRA_CAPABILITY = {"nvidia,tegra234": "8.7", "nvidia,tegra194": "7.2"}
+
+
+def detect_host(environ=None, device_tree="/proc/device-tree/compatible", nvidia_smi="nvidia-smi"):
+    """HostInfo of this machine: CPU arch, GPU compute capability (None when nothing tells), TensorRT version.
+
+    The capability comes from $CC (as build_on_device.sh takes it), torch, pycuda, ``nvidia-smi`` (desktop GPUs) or the
+    Jetson SoC in the device tree (JetPack has no nvidia-smi, and pycuda is a separate install)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    readers = (lambda: _capability_from_env(env), _torch_capability, _pycuda_capability,
+               lambda: _nvidia_smi_capability(nvidia_smi), lambda: _tegra_capability(device_tree))
+    capability = next((c for c in (read() for read in readers) if c), None)
+    return HostInfo(platform.machine(), capability, installed_tensorrt())
+
+
+def _capability_from_env(env):
+    """$CC when it reads like a compute capability (8.7); CC is also the C compiler's variable."""
+    import re
+
+    value = env.get("CC", "").strip()
+    return value if re.fullmatch(r"[0-9]+\.[0-9]+", value) else None
+
+
+def _torch_capability():
     try:
         import torch
-
-        if torch.cuda.is_available():
-            capability = ".".join(str(v) for v in torch.cuda.get_device_capability(0))
     except ImportError:
-        pass
-    if capability is None:
-        try:
-            import pycuda.driver as cuda
+        return None
+    return ".".join(str(v) for v in torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
 
-            cuda.init()
-            capability = ".".join(str(v) for v in cuda.Device(0).compute_capability())
-        except Exception:  # no pycuda or no GPU
-            capability = None
-    return HostInfo(platform.machine(), capability, installed_tensorrt())
+
+def _pycuda_capability():
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        return ".".join(str(v) for v in cuda.Device(0).compute_capability())
+    except Exception:  # no pycuda or no GPU
+        return None
+
+
+def _nvidia_smi_capability(command):
+    import subprocess
+
+    if not command:
+        return None
+    try:
+        done = subprocess.run([command, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = done.stdout.split()
+    return lines[0] if done.returncode == 0 and lines else None
+
+
+def _tegra_capability(device_tree):
+    try:
+        compatible = Path(device_tree).read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((TEGRA_CAPABILITY[c.decode(errors="replace")] for c in compatible
+                 if c.decode(errors="replace") in TEGRA_CAPABILITY), None)
 
 
 # The TensorRT names each CreateConfig / NetworkFromOnnxPath argument makes Polygraphy touch

@@ -57,12 +57,39 @@ def write_sha256sums(directory):
 
 
 def input_bin(inputs_json, out, name="input"):
-    """The first reference input as raw float32 (trtexec --loadInputs=input:input.bin)."""
+    """The first reference input as raw float32 (trtexec --loadInputs=input:input.bin): one image's timing."""
     import numpy as np
     from polygraphy.json import load_json
 
     feeds = load_json(str(inputs_json))
     np.ascontiguousarray(feeds[0][name], dtype=np.float32).tofile(str(out))
+
+
+PATTERNS = "timing/patterns.txt"
+
+
+def gate_pattern_inputs(batches, gates, folder):
+    """One raw float32 input per distinct gate pattern of ``batches`` (``gates``: [N, blocks], 1 = the block ran) in
+    ``folder``, and the text of ``timing/patterns.txt`` (file, images, pattern per line, most frequent first).
+
+    trtexec times one buffer (--loadInputs loads it once), and a conditional engine's latency depends on which
+    blocks run, not on the pixels: timing one image per pattern, weighted by its image count, times the engine
+    over all ``batches``. Returns ({bundle name: file}, text)."""
+    import numpy as np
+
+    first, counts = {}, {}
+    for index, row in enumerate(np.asarray(gates) > 0.5):
+        pattern = "".join("1" if ran else "0" for ran in np.ravel(row))
+        first.setdefault(pattern, index)
+        counts[pattern] = counts.get(pattern, 0) + 1
+    files, lines = {}, []
+    for k, pattern in enumerate(sorted(counts, key=lambda p: (-counts[p], first[p]))):
+        rel = f"timing/pattern-{k:03d}.bin"
+        path = Path(folder) / f"pattern-{k:03d}.bin"
+        np.ascontiguousarray(batches[first[pattern]], dtype=np.float32).tofile(str(path))
+        files[rel] = path
+        lines.append(f"{rel} {counts[pattern]} {pattern}")
+    return files, "\n".join(lines) + "\n"
 
 
 def make_bundle(out_dir, name, profile, files, script, manifest_fields, texts=None, log=print):

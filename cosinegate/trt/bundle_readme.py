@@ -11,8 +11,8 @@ JETPACK = {
 
 
 def bundle_readme(profile, name, form, precision, int8_note, archive_name):
-    """Markdown text for the bundle of ``name`` on ``profile``."""
-    folder = f"{name}-bundle"
+    """Markdown text for the bundle of ``name`` on ``profile`` (``archive_name``: ``<bundle folder>.tar.gz``)."""
+    folder = archive_name[: -len(".tar.gz")] if archive_name.endswith(".tar.gz") else f"{name}-bundle"
     lines = [
         f"# {name}: {form} {precision} engine for {profile.name}",
         "",
@@ -31,10 +31,13 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name):
             "",
             "- trtexec comes with JetPack (`sudo apt install nvidia-jetpack`, or `sudo apt install tensorrt`) in",
             "  `/usr/src/tensorrt/bin/trtexec`; the script also finds it on PATH or in `$TRTEXEC`.",
-            "- For the engine check (optional, recommended): `sudo apt install python3-pip && pip3 install polygraphy`.",
+            "- For the engine check (optional, recommended): `sudo apt install python3-pip && pip3 install polygraphy`,",
+            "  then `export PATH=\"$HOME/.local/bin:$PATH\"` (pip puts the `polygraphy` command there, on PATH only",
+            "  after the next login; the script looks there too).",
             "- For `bench.py --engine` and the Python build path: the system Python's TensorRT (`python3-libnvinfer`,",
             "  part of JetPack), `pip3 install pycuda` (with `/usr/local/cuda/bin` on PATH), and the toolkit's device",
-            "  extra from a checkout: `pip3 install -e '.[device]'` (numpy, onnx, polygraphy; no torch).",
+            "  extra from a checkout: `pip3 install -e '.[device]'` (numpy, onnx, polygraphy; no torch; Ubuntu 20.04's",
+            "  pip 20.0.2 installs it through the checkout's setup.py).",
         ]
     else:
         lines += [
@@ -53,8 +56,10 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name):
         "",
         "The script checks `SHA256SUMS`, picks the trtexec line of the installed TensorRT, builds with the",
         "verbose log, writes the engine's manifest (`<engine>.json`), checks the engine against the PyTorch",
-        "reference with Polygraphy where installed, times it with trtexec on the reference input, records",
-        "`nvpmodel -q` and the `jetson_clocks` state, and prints the `scp` command that brings `results/` back.",
+        "reference with Polygraphy where installed, times it with trtexec (a conditional engine once per gate pattern",
+        "of the timing images, `timing/patterns.txt`, weighted by their images: `results/latency.txt`), lists gate",
+        "layers the engine runs below FP32 (`results/gate_precision.txt`), records `nvpmodel -q` and the",
+        "`jetson_clocks` state, and prints the `scp` command that brings `results/` back.",
         "",
         "Then, with the device extra installed: `python3 deploy/bench.py --engine results/<engine>.engine`",
         f"(`--inputs {folder}/inputs.json` for the reference images; no dataset needed).",

@@ -33,7 +33,7 @@ from cosinegate.trt.trtexec import trtexec_command, trtexec_timing_command
 from cosinegate.trt.versions import parse_version
 
 # The script's own variables that may appear inside generated arguments; they are left expandable.
-SCRIPT_VARIABLES = ("$ENGINE_TMP", "$ENGINE", "$CAND_TMP", "$CAND_ENGINE", "$RESULTS")
+SCRIPT_VARIABLES = ("$ENGINE_TMP", "$ENGINE", "$CAND_TMP", "$CAND_ENGINE", "$RESULTS", "$PATTERN_FILE")
 
 
 @dataclass
@@ -61,6 +61,7 @@ class ScriptPlan:
     manifest_fields: dict = field(default_factory=dict)  # static engine-manifest fields (model, metadata, ...)
     # the selection's other candidates: {name: {"onnx", "reference", "inputs": bundle paths, "eligible": bool}}
     candidates: dict = field(default_factory=dict)
+    timing_patterns: str = None  # conditional form: bundle.PATTERNS (one input per gate pattern of the timing images)
 
 
 def sh_word(text):
@@ -186,6 +187,7 @@ def device_script(plan):
         "# Everything it writes lands in results/ beside it; it ends by printing the command that copies results/ back.",
         "set -eu",
         "say() { printf '%s\\n' \"$*\"; }  # dash's echo would read backslashes in paths and messages",
+        'PATH="$PATH:${HOME:-/nonexistent}/.local/bin"  # pip3 install --user puts polygraphy there; on PATH after the next login',
         'cd -- "$(dirname -- "$0")"',
         'BUNDLE=$(pwd)',
         'RESULTS="$BUNDLE/results"',
@@ -345,14 +347,72 @@ def _check(plan):
     ]
 
 
+# Reads trtexec's --exportLayerInfo (detailed): every engine layer whose name holds a gate-head node and whose float
+# tensors are not FP32 (a fused layer keeps its nodes' names, "a + b"); stdlib only, Python 3.8.
+GATE_PRECISION = """
+import json, sys
+data = json.load(open(sys.argv[1]))
+layers = data.get("Layers", []) if isinstance(data, dict) else data
+low = ("FP16", "Half", "Int8", "INT8", "FP8", "BF16")
+for layer in layers if isinstance(layers, list) else []:
+    if not isinstance(layer, dict) or "/gate/" not in str(layer.get("Name", "")):
+        continue
+    formats = [str(t.get("Format/Datatype", "")) for t in layer.get("Inputs", []) + layer.get("Outputs", [])]
+    below = sorted({f for f in formats if any(word in f for word in low)})
+    if below:
+        print(layer["Name"] + ": " + "; ".join(below))
+"""
+
+
 def _timing(plan):
     args = trtexec_timing_command(plan.profile, "$ENGINE", plan.profile.newest_tensorrt, {plan.input_name: plan.input_bin},
                                   "$RESULTS/timing", plan.dla_core)
     return [
         "",
-        'say "timing the engine (log: results/timing.log)"',
+        'say "timing the engine on one image, input.bin (log: results/timing.log)"',
         "set -- " + sh_words(args[1:]),
         'if ! "$TRTEXEC" "$@" > "$RESULTS/timing.log" 2>&1; then say "warning: timing failed (see results/timing.log)" >&2; fi',
+        "# the gate heads are pinned to FP32 (weakly typed builds): which gate layers did the engine run lower?",
+        'if [ -s "$RESULTS/timing.layers.json" ]; then',
+        "    python3 - \"$RESULTS/timing.layers.json\" > \"$RESULTS/gate_precision.txt\" 2> \"$RESULTS/gate_precision.log\" "
+        "<<'COSINEGATE_GATES' || true",
+        GATE_PRECISION.strip("\n"),
+        "COSINEGATE_GATES",
+        '    if [ -s "$RESULTS/gate_precision.txt" ]; then',
+        '        say "warning: gate layer(s) below FP32 in the engine (results/gate_precision.txt):" >&2',
+        '        cat "$RESULTS/gate_precision.txt" >&2',
+        "    fi",
+        "fi",
+    ] + _pattern_timing(plan)
+
+
+def _pattern_timing(plan):
+    """The conditional engine timed once per gate pattern of the timing images; LATENCY = the image-weighted mean of the
+    medians (results/timing.patterns.txt: file, images, median ms, pattern). Without patterns: the one image's median."""
+    lines = ["", MEDIAN_LATENCY, 'LATENCY=$(median_ms "$RESULTS/timing.log")', "LATENCY_OVER='one image (input.bin)'"]
+    if not plan.timing_patterns:
+        return lines
+    args = trtexec_timing_command(plan.profile, "$ENGINE", plan.profile.newest_tensorrt,
+                                  {plan.input_name: "$PATTERN_FILE"}, None, plan.dla_core)
+    table = '"$RESULTS/timing.patterns.txt"'
+    return lines + [
+        f'say "timing the engine over the gate patterns of the timing images ({plan.timing_patterns}; logs: '
+        'results/timing.pattern-*.log)"',
+        f": > {table}",
+        "while read -r PATTERN_FILE PATTERN_IMAGES PATTERN; do",
+        "    [ -n \"$PATTERN_FILE\" ] || continue",
+        '    PATTERN_LOG="$RESULTS/timing.$(basename "$PATTERN_FILE" .bin).log"',
+        f"    set -- {sh_words(args[1:])}",
+        '    if "$TRTEXEC" "$@" < /dev/null > "$PATTERN_LOG" 2>&1; then PM=$(median_ms "$PATTERN_LOG"); else PM=\'\'; fi',
+        f'    printf \'%s %s %s %s\\n\' "$PATTERN_FILE" "$PATTERN_IMAGES" "${{PM:-n/a}}" "$PATTERN" >> {table}',
+        f"done < {sh_word(plan.timing_patterns)}",
+        "WEIGHTED=$(awk '$3 != \"n/a\" && $3 != \"\" { s += $2 * $3; n += $2 } { all += $2 } "
+        f"END {{ if (n > 0) printf \"%.4f %d %d\", s / n, n, all }}' {table})",
+        'if [ -n "$WEIGHTED" ]; then',
+        "    set -- $WEIGHTED",
+        '    LATENCY=$1; LATENCY_OVER="$2 of $3 timing images (one run per gate pattern, weighted by its images)"',
+        "fi",
+        'say "conditional engine latency: ${LATENCY:-n/a} ms over $LATENCY_OVER" | tee "$RESULTS/latency.txt"',
     ]
 
 
@@ -367,9 +427,9 @@ def _candidate_table(plan):
         return []
     timing = trtexec_timing_command(plan.profile, "$CAND_ENGINE", plan.profile.newest_tensorrt,
                                     {plan.input_name: plan.input_bin}, None, plan.dla_core)
-    lines = ["", MEDIAN_LATENCY, 'TABLE="$RESULTS/candidates.txt"',
+    lines = ["", 'TABLE="$RESULTS/candidates.txt"',
              "printf '%-12s %10s %-10s %s\\n' candidate 'median ms' parity accuracy > \"$TABLE\"",
-             'M=$(median_ms "$RESULTS/timing.log")',
+             'M=$LATENCY',
              'case "$PARITY" in passed|FAILED) P=$PARITY ;; *) P=not-run ;; esac',
              "printf '%-12s %10s %-10s %s\\n' " + sh_word(plan.form) + ' "${M:-n/a}" "$P" reference >> "$TABLE"']
     for name, cand in plan.candidates.items():
@@ -398,7 +458,8 @@ def _candidate_table(plan):
         ]
     lines += [
         "",
-        'say "candidates (trtexec --loadInputs, --useSpinWait; accuracy: within the profile\'s tolerance of the '
+        'say "candidates (trtexec --loadInputs, --useSpinWait; the conditional engine over $LATENCY_OVER, the others, '
+        'whose work does not depend on the image, on input.bin; accuracy: within the profile\'s tolerance of the '
         'conditional graph, measured on the desktop):"',
         'cat "$TABLE"',
         "WINNER=$(awk 'NR > 1 && $2 != \"n/a\" && $3 != \"FAILED\" && $4 != \"outside\" "

@@ -192,6 +192,11 @@ def check_engine_manifest(engine, trt_version, compute_capability, check_hash=Tr
             "engines do not move between TensorRT versions: rebuild it here with deploy/build_engine.py."
         )
     built_cc, cc = str(manifest["compute_capability"]), compute_capability_text(compute_capability)
+    if compute_capability is None:
+        raise CosineGateError(
+            f"engine {Path(engine).name} was built for compute capability {built_cc}, and this GPU's is unknown (no "
+            "pycuda, torch, nvidia-smi or Jetson device tree here): pip3 install pycuda, or set CC=X.Y."
+        )
     if built_cc != cc:
         raise CosineGateError(
             f"engine {Path(engine).name} was built for compute capability {built_cc}, this GPU is {cc}; "

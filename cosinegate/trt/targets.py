@@ -352,6 +352,10 @@ def host_matches(profile, host):
     """Can ``host`` build engines for ``profile``? Returns (bool, reason)."""
     if host.arch != profile.arch:
         return False, f"host is {host.arch}, target {profile.name} is {profile.arch}"
+    if host.compute_capability is None:
+        return False, (f"this GPU's compute capability is unknown (no pycuda, torch, nvidia-smi or Jetson device tree "
+                       f"here; target {profile.name} takes {', '.join(profile.compute_capabilities)}): pip3 install "
+                       "pycuda, or set CC=X.Y")
     capability = compute_capability_text(host.compute_capability)
     if capability not in profile.compute_capabilities:
         return False, (

@@ -175,7 +175,14 @@ def layer_name_problem(layer):
 
 def check_layer_names(model, source):
     """Refuse an ONNX ``model`` whose gate-head node names trtexec's --layerPrecisions cannot carry (they are pinned to
-    FP32 by name in the bundle's build_on_device.sh): one line naming the node and the fix. Returns ``model``."""
+    FP32 by name in the bundle's build_on_device.sh), or whose ``If`` branches TensorRT's parser would import wrongly
+    by layer name (cosinegate.trt.onnx_parser): one line naming the problem and the fix. Returns ``model``."""
+    from cosinegate.trt.onnx_parser import if_problems
+
+    problems = if_problems(model)
+    if problems:
+        raise CosineGateError(f"{source}: {problems[0]}; re-export the graph with deploy/export_onnx.py (graphs of this "
+                              "toolkit name each branch output's node like its output).")
     for node in model.graph.node:
         problem = layer_name_problem(node.name) if "/gate/" in node.name else None
         if problem:

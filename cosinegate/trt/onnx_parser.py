@@ -1,0 +1,100 @@
+"""How TensorRT's ONNX parser (onnx-tensorrt) imports an ``If``, per release, replayed on the ONNX graph (no TensorRT).
+
+Read from onnx/onnx-tensorrt at the branches release/8.5-GA (TensorRT 8.5, JetPack 5.1), release/8.6-GA
+(JetPack 6.0) and release/10.1-GA (10.x):
+
+- Layer names: each node's layer is registered under the node's name, made unique with ``_N``
+  (ImporterContext.cpp ``registerLayer`` l.92-103, ImporterContext.hpp ``generateUniqueName`` l.270-283, 8.5-GA);
+  an initializer that a node reads as a tensor becomes a constant layer named after the initializer
+  (onnx2trt_utils.cpp ``convertToTensor`` l.789-793; builtin_op_importers.cpp Q/DQ ``addConstantLayer`` l.1181-1184),
+  except a Conv's initializer weights, which stay weights (builtin_op_importers.cpp Conv l.657-665).
+- 8.5: the branch outputs are output 0 of every branch layer whose NAME STARTS WITH the name of a layer making a
+  reported output (ConditionalHelpers.cpp ``findLayer`` l.27-33, ``getSubgraphOutputTensors`` l.185-192), and a
+  branch layer whose name starts with the name of a branch layer that reads an outer tensor gets that layer's
+  conditional inputs (``addConditionalInputIfNeeded`` l.108-125); then/else output counts must be equal (l.215-217).
+- 8.6 and 10.x: the outputs are the exiting tensors themselves (8.6-GA ConditionalHelpers.cpp l.183-186; 10.1-GA
+  keys by ``ITensor*``, l.249-256); conditional inputs go to layers whose name starts with an outer tensor's name
+  (``findLayer`` l.27-33 compares with ``item.first->getName()``).
+- Every release: the condition becomes a scalar only from a tensor of volume 1 (onnx2trt_utils.cpp
+  ``convertToScalar`` l.756-766, 8.5-GA).
+"""
+
+ANY_RELEASE = ("8.5", "8.6", "10")
+
+
+def branch_layer_names(branch):
+    """Names of the layers the parser may make for ``branch``: one per node, one per initializer read as a tensor."""
+    names = [node.name for node in branch.node]
+    for node in branch.node:
+        weights = node.input[1:3] if node.op_type == "Conv" else ()
+        names += [name for name in node.input if name and name not in weights and name not in names]
+    return names
+
+
+def _initializers(graphs):
+    return {t.name for g in graphs for t in g.initializer}
+
+
+def _layers(branch, scope_initializers):
+    """Layer names of ``branch`` (nodes, and initializers read as tensors) in order of first appearance."""
+    inits = scope_initializers | _initializers([branch])
+    nodes = [node.name for node in branch.node]
+    consts = [n for n in branch_layer_names(branch)[len(nodes):] if n in inits]
+    return nodes + consts
+
+
+def _producer(branch, tensor):
+    return next((node.name for node in branch.node if tensor in node.output), None)
+
+
+def branch_output_count_85(branch, scope_initializers=frozenset()):
+    """How many outputs TensorRT 8.5's parser collects for ``branch`` (the ONNX branch declares len(branch.output))."""
+    layers = _layers(branch, set(scope_initializers))
+    keys = {_producer(branch, out.name) for out in branch.output} - {None}
+    if not keys:  # no new layers make them: the ONNX outputs are used as they are
+        return len(branch.output)
+    return sum(1 for layer in layers if any(layer.startswith(key) for key in keys))
+
+
+def _outer_readers(branch):
+    produced = {o for node in branch.node for o in node.output}
+    return {node.name: [t for t in node.input if t and t not in produced] for node in branch.node}
+
+
+def input_prefix_problems(branch, release, scope_initializers=frozenset()):
+    """Branch layers that the release's prefix match would give conditional inputs they do not read."""
+    inits = set(scope_initializers) | _initializers([branch])
+    reads = {name: [t for t in tensors if t not in inits] for name, tensors in _outer_readers(branch).items()}
+    readers = {name: tensors for name, tensors in reads.items() if tensors}  # 8.5's keys: layers reading outer tensors
+    outer = {t for tensors in readers.values() for t in tensors}  # 8.6/10.x's keys: the outer tensors
+    problems = []
+    for layer in _layers(branch, set(scope_initializers)):
+        if release == "8.5":
+            keys = [k for k in readers if layer.startswith(k) and k != layer]
+        else:
+            keys = [t for t in outer if layer.startswith(t) and t not in reads.get(layer, ())]
+        if keys:
+            problems.append(f"layer {layer!r} matches {sorted(keys)}")
+    return problems
+
+
+def if_problems(model, releases=ANY_RELEASE):
+    """One line per ``If`` node of ``model`` that some release's parser would refuse or wire wrongly."""
+    inits = _initializers([model.graph])
+    problems = []
+    for node in model.graph.node:
+        if node.op_type != "If":
+            continue
+        branches = {a.name: a.g for a in node.attribute}
+        for side in ("then_branch", "else_branch"):
+            branch = branches[side]
+            if "8.5" in releases:
+                count = branch_output_count_85(branch, inits)
+                if count != len(branch.output):
+                    problems.append(
+                        f"If {node.name!r}: TensorRT 8.5 collects {count} output(s) from its {side} (it declares "
+                        f"{len(branch.output)}): a layer name starts with the name of the layer making the output")
+            for release in releases:
+                for problem in input_prefix_problems(branch, release, inits):
+                    problems.append(f"If {node.name!r} {side}: on TensorRT {release}, {problem}")
+    return problems

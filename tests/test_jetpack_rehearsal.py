@@ -1,0 +1,114 @@
+"""JetPack rehearsal: the board side of a bundle run here as on JetPack 5.1, 6.0 and 6.1 (tests/jetpack_rehearsal.py).
+
+Per JetPack, in a venv of its Python (pyenv 3.8 / 3.10) where its Ubuntu's pip ran the bundle README's
+``pip3 install -e '.[device]'`` (no torch anywhere), with the release's real ``tensorrt/__init__.py`` over stand-in
+bindings of exactly its API names, fake trtexec/nvpmodel/jetson_clocks/polygraphy commands, and CC=8.7 on an
+"aarch64" machine: ``sh build_on_device.sh`` (and its check_parity.py), ``build_engine.py --bundle``, ``bench.py
+--engine``, ``bench.py --if-cost --backend trt --onnx`` and calibration/data_loader.py under Polygraphy's script loader.
+The commands that need TensorRT or CUDA must get exactly as far as their first real TensorRT/CUDA call.
+
+Slow (two venvs, PyPI downloads): deselected by default; CI runs it as its own step (.ci/run):
+``python -m pytest -q -m rehearsal tests/test_jetpack_rehearsal.py``. Skips with the reason where pyenv's Python or
+PyPI is missing. A stand-in TensorRT is never evidence that a build works: that needs the board.
+"""
+
+import os
+import sys
+
+import pytest
+
+from conftest import ROOT
+from jetpack_rehearsal import JETPACKS, MARKER, board_venv, fake_board_packages, run, why_not
+from test_bundle import FAKE_JETSON_CLOCKS, FAKE_NVPMODEL, FAKE_POLYGRAPHY, FAKE_TRTEXEC, bundle_copy, bundled  # noqa: F401
+
+pytestmark = pytest.mark.rehearsal
+DATA_LOADER = (
+    "from polygraphy import mod\n"
+    "load_data = mod.import_from_script('calibration/data_loader.py', 'load_data')\n"
+    "feeds = list(load_data())\n"
+    "print('calibration feeds:', len(feeds), feeds[0]['input'].shape, feeds[0]['input'].dtype)\n"
+)
+BOARD_PYTHON = (
+    "import importlib.util, sys, numpy, platform, tensorrt as trt\n"
+    "assert importlib.util.find_spec('torch') is None, 'torch is installed'\n"
+    "types = [trt.nptype(getattr(trt, n)) for n in ('float32', 'float16', 'int8', 'int32', 'bool')]\n"
+    "print('python', sys.version.split()[0], 'numpy', numpy.__version__, 'tensorrt', trt.__version__, platform.machine())\n"
+)
+
+
+def tools(folder, jetpack):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (("trtexec", FAKE_TRTEXEC), ("nvpmodel", FAKE_NVPMODEL), ("jetson_clocks", FAKE_JETSON_CLOCKS),
+                       ("polygraphy", FAKE_POLYGRAPHY)):
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def board_env(venv, packages, bin_dir, tmp_path, jetpack, **extra):
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PIP_", "PYTHON", "VIRTUAL_ENV"))}
+    system = [d for d in ("/usr/bin", "/bin") if os.path.isdir(d)]
+    env.update(PATH=os.pathsep.join([str(bin_dir), str(venv / "bin"), *system]), PYTHONPATH=str(packages),
+               HOME=str(tmp_path), CC="8.7", FAKE_TRT_NV=jetpack.trtexec_banner, FAKE_LOG=str(tmp_path / "trtexec.log"),
+               USER="nvidia", PYTHONDONTWRITEBYTECODE="1", **extra)
+    return env
+
+
+def stops_at_first_real_call(done, what):
+    """The command ran the board side up to the first real TensorRT/CUDA call, and no further."""
+    text = done.stdout + done.stderr
+    assert MARKER in text, f"{what} did not reach its first real TensorRT/CUDA call:\n{text[-3000:]}"
+    assert "ModuleNotFoundError" not in text and "ImportError" not in text, f"{what}:\n{text[-3000:]}"
+
+
+@pytest.mark.parametrize("name", sorted(JETPACKS))
+def test_the_board_side_runs_on_jetpack(name, bundle_copy, fake_cifar_root, tmp_path):  # noqa: F811
+    jetpack = JETPACKS[name]
+    reason = why_not(jetpack)
+    if reason:
+        pytest.skip(f"JetPack {name} rehearsal: {reason}")
+    venv, install = board_venv(jetpack, ROOT)
+    assert install.returncode == 0, (f"the bundle README's `pip3 install -e '.[device]'` fails with pip {jetpack.pip} "
+                                     f"on Python {jetpack.python}:\n{install.stderr[-3000:]}")
+    packages = fake_board_packages(jetpack, tmp_path / "board-python")
+    env = board_env(venv, packages, tools(tmp_path / "bin", jetpack), tmp_path, jetpack)
+    python = venv / "bin" / "python"
+
+    done = run([python, "-c", BOARD_PYTHON], cwd=ROOT, env=env)
+    assert done.returncode == 0, f"JetPack {name}'s Python, numpy and tensorrt/__init__.py:\n{done.stderr[-3000:]}"
+    print(done.stdout.strip())
+
+    done = run(["sh", bundle_copy / "build_on_device.sh"], env=env)
+    assert done.returncode == 0, f"build_on_device.sh:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    release = jetpack.trt_version.rsplit(".", 1)[0] if name == "5.1" else ".".join(jetpack.trt_version.split(".")[:3])
+    engine = bundle_copy / "results" / f"tiny-conditional-fp16-trt{release}-sm87.engine"
+    assert engine.is_file() and (bundle_copy / "results" / f"{engine.name}.json").is_file(), done.stdout[-2000:]
+    log = (bundle_copy / "results" / "polygraphy.log").read_text()
+    assert "passed" in log.lower() and "Traceback" not in log, log[-2000:]  # check_parity.py on the board's Python
+
+    done = run([python, "deploy/build_engine.py", "--target", "jetson-orin", "--bundle", bundle_copy, "--out",
+                tmp_path / "engines"], cwd=ROOT, env=env)
+    stops_at_first_real_call(done, "build_engine.py --bundle")
+
+    done = run([python, "deploy/bench.py", "--engine", engine], cwd=ROOT, env=env)
+    stops_at_first_real_call(done, "bench.py --engine")
+
+    done = run([python, "deploy/bench.py", "--if-cost", "--backend", "trt", "--onnx", bundle_copy / "model.flat.onnx",
+                "--warmup", "1", "--iterations", "3", "--rounds", "1"], cwd=ROOT, env=env)
+    stops_at_first_real_call(done, "bench.py --if-cost --backend trt")
+
+    calib = dict(env, COSINEGATE_CALIB_MODEL=str(bundle_copy / "model.flat.onnx"), COSINEGATE_CALIB_COUNT="20",
+                 COSINEGATE_CALIB_DATA="cifar10", COSINEGATE_CALIB_DATA_ROOT=str(fake_cifar_root))
+    done = run([python, "-c", DATA_LOADER], cwd=ROOT, env=calib)
+    assert done.returncode == 0 and "calibration feeds: 20 (1, 3, 32, 32) float32" in done.stdout, done.stderr[-3000:]
+
+
+def test_the_rehearsal_is_deselected_by_default():
+    """It is CI's separate step: the default run (`pytest -q`) leaves it out."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    assert '-m "not rehearsal"' in config["tool:pytest"]["addopts"]
+    assert "-m rehearsal" in (ROOT / ".ci" / "run").read_text()
+    assert sys.version_info >= (3, 8)
