@@ -315,12 +315,13 @@ class Trainer:
                 f"{self.config['optim']['epochs']} epochs from epoch {self.start_epoch + 1}")
 
     def _longest_epoch(self):
-        """An estimate of one epoch's seconds from this run's metrics so far (0 for a new run): the longest
-        recorded training time plus 15% for evaluation and checkpoints."""
+        """An estimate of one epoch's seconds from this run's metrics so far (0 for a new run): the longest of the
+        last three recorded training times (an epoch slowed by other work long ago says nothing of the machine
+        now) plus 15% for evaluation and checkpoints."""
         path = self.out / "metrics.jsonl"
         if not path.is_file():
             return 0.0
-        return 1.15 * max([m.get("seconds", 0.0) for m in read_metrics(path)] or [0.0])
+        return 1.15 * max([m.get("seconds", 0.0) for m in read_metrics(path)[-3:]] or [0.0])
 
     def _end_epoch(self, epoch, metrics, seconds):
         held_out = self.val_set if self.val_set is not None else self.train_set.cropped(self.image_size)
