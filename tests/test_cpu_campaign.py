@@ -124,3 +124,5 @@ def test_goals_are_read_off_the_rows_with_both_seeds():
     rows[1].update(gain_vs_static=0.002, beats_static=False)
     assert [s.split(":")[0] for s in dict(cc.goals(rows, teacher)).values()][:2] == ["not met", "not met"]
     assert list(dict(cc.goals(rows[:1], None)).values())[0].startswith("open")
+    cheap = [rows[0], _row("rates-r0.75", "predictive", 0.912, 0.20, gain=0.0)]  # above the teacher, but saves 20%
+    assert list(dict(cc.goals(cheap, teacher)).values())[1] == "not met: no contender saves 28.5%"
