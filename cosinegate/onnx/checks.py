@@ -51,7 +51,7 @@ def external_data_problem(model, folder):
 
     from onnx.external_data_helper import uses_external_data
 
-    for tensor in _all_tensors(model):
+    for tensor in all_tensors(model):
         if not uses_external_data(tensor):
             continue
         location = {e.key: e.value for e in tensor.external_data}.get("location", "")
@@ -76,7 +76,7 @@ def load_own_external_data(model, path):
         raise CosineGateError(f"{path}: its external data is unreadable ({type(exc).__name__}); re-export it.") from exc
 
 
-def _all_tensors(model):
+def all_tensors(model):
     """Initializers and constant tensors of the graph and of every subgraph."""
     stack = [model.graph]
     while stack:

@@ -117,7 +117,9 @@ def _check_external_data(directory, rel, files):
                               "pip install onnx.") from None
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types
         raise CosineGateError(f"bundle graph {rel} is not a readable ONNX file ({type(exc).__name__}); re-create the bundle.") from None
-    for tensor in _tensors(model.graph):
+    from cosinegate.onnx.checks import all_tensors
+
+    for tensor in all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = {e.key: e.value for e in tensor.external_data}.get("location", "")
@@ -126,20 +128,6 @@ def _check_external_data(directory, rel, files):
             raise CosineGateError(f"bundle graph {rel} reads external data {location!r}, which is not one of the bundle's "
                                   "hashed files beside it; a bundle reads only its own files: re-create it.")
 
-
-def _tensors(graph):
-    stack = [graph]
-    while stack:
-        current = stack.pop()
-        yield from current.initializer
-        for node in current.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
-                if attribute.HasField("g"):
-                    stack.append(attribute.g)
-                stack.extend(attribute.graphs)
 
 
 def listed_member(directory, manifest, field):
