@@ -138,7 +138,7 @@ def graph_problem(model):
             return f"input `{INPUT}` has element type {tensor.elem_type}, not float32 (1) as exported"
         if len(dims) != 4 or dims[1] != 3 or None in dims or dims[0] < 1 or not 8 <= dims[2] <= MAX_IMAGE_SIZE or dims[2] != dims[3]:
             return f"input `{INPUT}` has shape {dims}, not N x 3 x S x S with S in 8..{MAX_IMAGE_SIZE} as exported"
-    for node in _nodes(model.graph):
+    for node in all_nodes(model.graph):
         if node.domain not in DOMAINS:
             return f"node {node.name or node.op_type!r} is of domain {node.domain!r}; only standard ONNX (and ONNX Runtime's) is read"
         if node.op_type == "If":
@@ -151,13 +151,30 @@ def graph_problem(model):
     return None
 
 
-def _nodes(graph):
+def all_nodes(graph):
+    """Every node of a graph, those inside If/Loop/Scan bodies included."""
     stack = [graph]
     while stack:
         current = stack.pop()
         for node in current.node:
             yield node
-            for attribute in node.attribute:  # If/Loop/Scan bodies
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    stack.append(attribute.g)
+                stack.extend(attribute.graphs)
+
+
+def all_tensors(model):
+    """Initializers and constant tensors of the graph and of every subgraph."""
+    stack = [model.graph]
+    while stack:
+        graph = stack.pop()
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
                 if attribute.HasField("g"):
                     stack.append(attribute.g)
                 stack.extend(attribute.graphs)

@@ -59,7 +59,7 @@ def check_profile_fits(graph, int8, path):
     """On ONNX Runtime the graph decides the precision: a Q/DQ graph runs INT8 (the INT8 profile), any other FP32
     (the INT8 profile's looser bounds would hide an FP32 error)."""
     from cosinegate.errors import CosineGateError
-    from cosinegate.onnx.checks import all_nodes
+    from cosinegate.graphmeta import all_nodes
 
     quantized = any(node.op_type == "QuantizeLinear" for node in all_nodes(graph.graph))
     if quantized and not int8:

@@ -6,6 +6,7 @@ import onnx
 from onnx import TensorProto
 
 from cosinegate.errors import CosineGateError
+from cosinegate.graphmeta import all_nodes, all_tensors
 from cosinegate.onnx.export import GATES, INPUT, LOGITS
 from cosinegate.onnx.passes import ancestors, subgraphs
 
@@ -76,22 +77,6 @@ def load_own_external_data(model, path):
         raise CosineGateError(f"{path}: its external data is unreadable ({type(exc).__name__}); re-export it.") from exc
 
 
-def all_tensors(model):
-    """Initializers and constant tensors of the graph and of every subgraph."""
-    stack = [model.graph]
-    while stack:
-        graph = stack.pop()
-        yield from graph.initializer
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
-                if attribute.HasField("g"):
-                    stack.append(attribute.g)
-                stack.extend(attribute.graphs)
-
-
 def graph_problems(model):
     """Readable problems of an exported, shape-inferred model; [] when it is clean."""
     problems = []
@@ -139,14 +124,6 @@ def assert_clean(model):
     problems = graph_problems(model)
     if problems:
         raise RuntimeError("exported graph failed its checks: " + "; ".join(problems[:10]))
-
-
-def all_nodes(graph):
-    """Every node of a graph, those inside If/Loop bodies included."""
-    for node in graph.node:
-        yield node
-        for sub in subgraphs(node):
-            yield from all_nodes(sub)
 
 
 def _types(graph):

@@ -117,7 +117,7 @@ def _check_external_data(directory, rel, files):
                               "pip install onnx.") from None
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types
         raise CosineGateError(f"bundle graph {rel} is not a readable ONNX file ({type(exc).__name__}); re-create the bundle.") from None
-    from cosinegate.onnx.checks import all_tensors
+    from cosinegate.graphmeta import all_tensors
 
     for tensor in all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
