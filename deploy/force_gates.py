@@ -9,52 +9,9 @@ stored for the deploy policy are measured on those images. The copy records that
 were forced: it is for speed measurements (realized vs ideal speedup), not for accuracy.
 """
 
-import argparse
-
 import _bootstrap  # noqa: F401
-
-
-def main(argv=None):
-    from cosinegate.artifacts import atomic_write_json, input_record, sha256_file
-    from cosinegate.bench.gate_patterns import force_skip_fraction
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, positive_int
-    from cosinegate.data.choice import DataOrigin, choose_data
-    from cosinegate.errors import CosineGateError
-    from cosinegate.evaluation import run_model
-    from cosinegate.training.checkpoint import model_from_checkpoint, save_checkpoint
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--skip", type=float, default=0.5, help="fraction of images each gated block skips (0..1)")
-    parser.add_argument("--test-images", "--samples", dest="test_images", type=positive_int, default=200,
-                        help="test images the thresholds are placed on (old spelling --samples)")
-    add_data_flags(parser)
-    parser.add_argument("--out", required=True, help="the forced checkpoint (.pt)")
-    parser.add_argument("--json", metavar="REPORT", help="write a JSON report (data used, skip rates) here")
-    add_version_flag(parser)
-    args = parser.parse_args(argv)
-    check_output_files({"checkpoint": args.checkpoint}, out=args.out, json=args.json)
-
-    model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
-    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
-    test = data.test
-    if args.test_images < 2 or args.test_images > len(test):
-        raise CosineGateError(f"--test-images {args.test_images}: use 2..{len(test)} (the test split's size).")
-    images = test.take(range(args.test_images))
-    force_skip_fraction(model, images.images, args.skip)
-    skip_rates = (1.0 - run_model(model, images).gates.mean(0)).tolist()
-    forced = {"skip": args.skip, "samples": args.test_images, "data": data.record(), "from": str(args.checkpoint),
-              "from_sha256": sha256_file(args.checkpoint), "note": "gates forced for benchmarks; not a trained model"}
-    save_checkpoint(args.out, **{**{k: v for k, v in state.items() if k != "format"}, "model": model.state_dict(),
-                                 "skip_rates": skip_rates, "forced_gates": forced})
-    print(f"wrote {args.out}: {model.backbone} at {model.image_size}x{model.image_size}, skip rates "
-          f"{' '.join(f'{s:.2f}' for s in skip_rates)} on {args.test_images} {data.source} test images")
-    if args.json:
-        atomic_write_json(args.json, {**forced, "out": str(args.out), "skip_rates": skip_rates,
-                                      "inputs": input_record(checkpoint=args.checkpoint), "outputs": input_record(out=args.out)})
-    return 0
+from cosinegate.cli import run_main
+from cosinegate.cli.force_gates import main
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)

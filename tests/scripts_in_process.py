@@ -4,27 +4,14 @@ A subprocess per case costs 1-2 s of imports; the trust and bad-input tables run
 """
 
 import contextlib
-import importlib.util
+import importlib
 import io
-import sys
-
-from conftest import ROOT
-
-_LOADED = {}
+from pathlib import Path
 
 
 def script(relpath):
-    """The module of ROOT/relpath (e.g. 'deploy/bench.py'), loaded once."""
-    if relpath not in _LOADED:
-        folder = str((ROOT / relpath).parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        name = "script_" + relpath.replace("/", "_").removesuffix(".py")
-        spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _LOADED[relpath] = module
-    return _LOADED[relpath]
+    """The command module behind ROOT/relpath (e.g. 'deploy/bench.py' -> cosinegate.cli.bench)."""
+    return importlib.import_module("cosinegate.cli." + Path(relpath).stem)
 
 
 def run(relpath, *argv):

@@ -10,8 +10,7 @@ import pytest
 
 from conftest import ROOT, run_script
 
-sys.path.insert(0, str(ROOT / "deploy"))
-import bench  # noqa: E402
+import cosinegate.cli.bench as bench  # noqa: E402
 
 from cosinegate.errors import CosineGateError  # noqa: E402
 from cosinegate.trt.manifest import check_engine_manifest, write_engine_manifest  # noqa: E402

@@ -25,10 +25,7 @@ def run_code(code, *args, env=None):
 
 BUNDLE_BUILD = """
 import importlib.util, json
-sys.path.insert(0, 'deploy')
-spec = importlib.util.spec_from_file_location('build_engine', 'deploy/build_engine.py')
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
+import cosinegate.cli.build_engine as script
 import cosinegate.trt.build as trt_build
 from cosinegate.trt.targets import HostInfo
 from cosinegate.trt.versions import parse_version
@@ -165,10 +162,7 @@ DEVICE_ONLY = WITHOUT_TORCH + "sys.modules['tqdm'] = None; sys.modules['onnx_gra
 
 IF_COST_TRT = """
 import importlib.util, json
-sys.path.insert(0, 'deploy')
-spec = importlib.util.spec_from_file_location('bench', 'deploy/bench.py')
-script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(script)
+import cosinegate.cli.bench as script
 import cosinegate.trt.timing as timing
 from cosinegate.bench.backends import OnnxrtGraph
 

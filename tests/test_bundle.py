@@ -9,8 +9,7 @@ import pytest
 
 from conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "deploy"))
-import build_engine  # noqa: E402
+import cosinegate.cli.build_engine as build_engine  # noqa: E402
 
 from cosinegate.errors import CosineGateError  # noqa: E402
 from cosinegate.trt import build as trt_build  # noqa: E402

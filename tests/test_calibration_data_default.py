@@ -11,8 +11,7 @@ from conftest import ROOT
 from cosinegate.errors import CosineGateError
 from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
 
-sys.path.insert(0, str(ROOT / "deploy"))
-import force_gates  # noqa: E402
+import cosinegate.cli.force_gates as force_gates  # noqa: E402
 import gpu_gate_sync  # noqa: E402
 
 

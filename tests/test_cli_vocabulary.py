@@ -27,7 +27,7 @@ for script in sys.argv[1:]:
 def test_every_command_has_version_and_json():
     from cosinegate import __version__
 
-    scripts = [str(ROOT / s) for s in COMMANDS.values()]
+    scripts = [str(ROOT / s) for s in checkout_scripts().values()]
     done = subprocess.run([PYTHON, "-c", PROBE, *scripts], capture_output=True, text=True, cwd=ROOT, env=script_env(), timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -49,8 +49,20 @@ def test_every_script_is_a_command_with_version_and_json():
     --version/--json test above covers it), or is named in NOT_COMMANDS with its reason."""
     scripts = {str(p.relative_to(ROOT)) for folder in ("deploy", "calibration", "train", "scripts")
                for p in (ROOT / folder).glob("*.py") if 'if __name__ == "__main__":' in p.read_text()}
-    assert scripts - set(COMMANDS.values()) - set(NOT_COMMANDS) == set()
+    assert scripts - set(checkout_scripts().values()) - set(NOT_COMMANDS) == set()
     assert set(NOT_COMMANDS) <= scripts  # no stale exemption
+    assert set(checkout_scripts()) == set(COMMANDS.values())  # a checkout script for every command
+
+
+def checkout_scripts():
+    """{command module: the checkout script that runs it} (a script names `from cosinegate.cli.MODULE import main`)."""
+    found = {}
+    for folder in ("deploy", "calibration", "train"):
+        for path in (ROOT / folder).glob("*.py"):
+            for line in path.read_text().splitlines():
+                if line.startswith("from cosinegate.cli.") and line.endswith(" import main"):
+                    found[line.split()[1].rsplit(".", 1)[1]] = str(path.relative_to(ROOT))
+    return found
 
 
 def test_console_entry_point_runs_the_scripts():

@@ -13,13 +13,7 @@ from cosinegate.cli import run_main
 
 
 def load_script(name):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "deploy"))
-    spec = importlib.util.spec_from_file_location(f"deploy_{name}", ROOT / "deploy" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"cosinegate.cli.{name}")
 
 
 EXPORT, PARITY = load_script("export_onnx"), load_script("parity")
@@ -117,8 +111,7 @@ def test_parity_profile_follows_the_graph_on_onnxrt():
     from conftest import ROOT
     from cosinegate.errors import CosineGateError
 
-    sys.path.insert(0, str(ROOT / "deploy"))
-    from parity import check_profile_fits
+    from cosinegate.cli.parity import check_profile_fits
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])

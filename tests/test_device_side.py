@@ -15,7 +15,7 @@ from conftest import ROOT
 from cosinegate.trt.device_script import manifest_writer
 
 DEVICE_MODULES = [
-    "cosinegate/__init__.py", "cosinegate/errors.py", "cosinegate/artifacts.py", "cosinegate/cli.py",
+    "cosinegate/__init__.py", "cosinegate/errors.py", "cosinegate/artifacts.py", "cosinegate/cli/__init__.py",
     "cosinegate/minitoml.py", "cosinegate/graphmeta.py", "cosinegate/macs.py",
     "cosinegate/models/__init__.py", "cosinegate/models/backbones.py",
     "cosinegate/data/__init__.py", "cosinegate/data/imageset.py",
@@ -25,6 +25,7 @@ DEVICE_MODULES = [
     "cosinegate/blockkinds.py", "cosinegate/quant/__init__.py", "cosinegate/quant/calibset.py", "cosinegate/data/choice.py", "cosinegate/onnx/__init__.py", "cosinegate/onnx/card.py", "cosinegate/onnx/checks.py",
     "cosinegate/onnx/conditionalize.py", "cosinegate/onnx/export.py", "cosinegate/onnx/passes.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cosinegate" / "trt").glob("*.py")),
+    "cosinegate/cli/build_engine.py", "cosinegate/cli/bench.py", "cosinegate/defaults.py",
     "deploy/_bootstrap.py", "deploy/build_engine.py", "deploy/bench.py",
 ]
 WITHOUT_TORCH = "import sys; sys.modules['torch'] = None\n"  # `import torch` raises ImportError

@@ -7,8 +7,7 @@ import torch
 
 from conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "deploy"))
-import gpu_gate_sync  # noqa: E402
+import cosinegate.cli.gpu_gate_sync as gpu_gate_sync  # noqa: E402
 
 
 def test_dense_and_open_paths_match_the_network(tiny_checkpoint):

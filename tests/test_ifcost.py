@@ -8,8 +8,7 @@ import pytest
 
 from conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "deploy"))
-import bench  # noqa: E402
+import cosinegate.cli.bench as bench  # noqa: E402
 import export_onnx  # noqa: E402
 
 from cosinegate.errors import CosineGateError  # noqa: E402

@@ -7,8 +7,7 @@ import pytest
 
 from conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "deploy"))
-import build_engine  # noqa: E402
+import cosinegate.cli.build_engine as build_engine  # noqa: E402
 
 from cosinegate.bench.candidates import STAT, choose, eligible_names  # noqa: E402
 from cosinegate.errors import CosineGateError  # noqa: E402

@@ -15,90 +15,9 @@ interrupted ones resumed (also across machines: rerun the same command to contin
 Writes OUT/results.md, OUT/results.json and OUT/pareto.png.
 """
 
-import argparse
-import time
-from pathlib import Path
-
 import _bootstrap  # noqa: F401
-
-HERE = Path(__file__).resolve().parent
-
-
-def main(argv=None):
-    from cosinegate.artifacts import atomic_write_json, atomic_write_text
-    from cosinegate.cli import HelpFormatter, add_version_flag, nonnegative_int, pick_device, positive_float, positive_int
-    from cosinegate.errors import CosineGateError
-    from cosinegate.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
-    from cosinegate.training.packing import resolve_jobs, run_all
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--data", default="synthetic", choices=("synthetic", "cifar10", "imagefolder"))
-    parser.add_argument("--data-root")
-    parser.add_argument("--subset", type=positive_int, help="train on a class-balanced subset (quick checks only)")
-    parser.add_argument("--backbones", default="resnet20", help="comma-separated, e.g. resnet20,resnet56")
-    parser.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated subset of {','.join(PRESETS)}")
-    parser.add_argument("--static-curve", type=nonnegative_int, default=0, metavar="K",
-                        help="also train static baselines with 1..K blocks removed (static-d1..static-dK): the static "
-                             "curve each gated run is compared with at its own executed MACs")
-    parser.add_argument("--epochs", type=positive_int, default=30)
-    parser.add_argument("--seeds", type=positive_int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--finetune-epochs", type=positive_int, help="two-phase: epochs of the gated fine-tuning (default epochs // 4)")
-    parser.add_argument("--jobs", default="1", help="runs trained at the same time (several fit on one GPU), or 'auto': "
-                                                    "measure aggregate images/s at --jobs-levels and take the best (kept in "
-                                                    "OUT/concurrency.json for this device and setting)")
-    parser.add_argument("--jobs-levels", default="1,2,4,8,12", help="concurrency levels --jobs auto tries")
-    speed = parser.add_argument_group("speed (passed to every train.py run)")
-    speed.add_argument("--fast", action="store_true", help="on CUDA: bf16 autocast, channels_last, fused SGD")
-    speed.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
-    parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="stop every run cleanly after its last epoch "
-                        "that fits in SECONDS from now (partial runs continue on the next invocation)")
-    parser.add_argument("--out", default="runs/reproduce")
-    parser.add_argument("--collect-only", action="store_true", help="train nothing; tabulate the runs that finished")
-    parser.add_argument("--json", metavar="REPORT", help="also write results.json here")
-    add_version_flag(parser)
-    args = parser.parse_args(argv)
-
-    began = time.time()
-    device = pick_device(args.device)
-    runs = plan_runs([b.strip() for b in args.backbones.split(",")], [p.strip() for p in args.presets.split(",")],
-                     args.seeds, args.epochs, args.data, args.data_root, args.subset, args.static_curve, args.finetune_epochs)
-    out = Path(args.out)
-    pending = [r for r in runs if run_state(out / "runs" / r.name) != "done"]
-    print(f"{len(runs)} runs planned, {len(runs) - len(pending)} already finished, {len(pending)} to train on {device}")
-    extra = (["--fast"] if args.fast else []) + (["--compile"] if args.compile else [])
-    deadline = None if args.time_limit is None else began + args.time_limit
-    failed = []
-    if not args.collect_only and pending:
-        setting = "bf16+channels_last+fused" if args.fast and str(device).startswith("cuda") else "fp32"
-        jobs = resolve_jobs(args.jobs, args.jobs_levels, device, out, len(pending), HERE / "bench_train.py", setting)
-        failed = run_all(pending, out, device, jobs, HERE / "train.py", extra, deadline)
-    rows = collect(out, runs)
-    left = [r.name for r in runs if run_state(out / "runs" / r.name) != "done"]
-    if left and deadline is not None:
-        print(f"time limit: {len(left)} runs not finished ({', '.join(left)}); rerun the same command to continue them")
-    if not rows:
-        if deadline is not None and not failed:
-            return 0
-        raise CosineGateError(f"no run finished; see the train.log files under {out / 'runs'}.")
-    hardware = sorted({r["hardware"] for r in rows})
-    note = (f"Schedule: {args.epochs} epochs, cosine LR 0.1, batch 128, SGD momentum 0.9, wd 5e-4; "
-            f"data: {args.data}{' subset ' + str(args.subset) if args.subset else ''}; hardware: {', '.join(hardware)}; "
-            f"seeds: {args.seeds}.")
-    results = {"note": note, "rows": rows, "failed": failed}
-    atomic_write_json(out / "results.json", results)
-    if args.json:
-        atomic_write_json(args.json, results)
-    atomic_write_text(out / "results.md", results_markdown(rows, note))
-    title = f"{'CIFAR-10 (' + args.data + ')' if args.data != 'synthetic' else 'synthetic data'}, {args.epochs} epochs"
-    pareto_plot(rows, out / "pareto.png", title, paper_points=args.data != "synthetic")
-    print((out / "results.md").read_text())
-    print(f"wrote {out}/results.md, results.json, pareto.png")
-    if failed:
-        raise CosineGateError(f"runs failed: {', '.join(failed)}; see their train.log, fix, and rerun (finished runs are kept).")
-
+from cosinegate.cli import run_main
+from cosinegate.cli.reproduce import main
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)

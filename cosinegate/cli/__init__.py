@@ -5,21 +5,21 @@ import sys
 from pathlib import Path
 
 # `cosinegate SUBCOMMAND ...` runs the script (the scripts stay the primary interface)
-COMMANDS = {
-    "train": "train/train.py",
-    "evaluate": "train/evaluate.py",
-    "reproduce": "train/reproduce.py",
-    "bench-train": "train/bench_train.py",
-    "export": "deploy/export_onnx.py",
-    "parity": "deploy/parity.py",
-    "calibrate": "calibration/calibrate.py",
-    "evaluate-int8": "calibration/evaluate_int8.py",
-    "build-engine": "deploy/build_engine.py",
-    "bench": "deploy/bench.py",
-    "force-gates": "deploy/force_gates.py",
-    "gpu-gate-sync": "deploy/gpu_gate_sync.py",
-    "campaign": "train/campaign.py",
-    "cpu-campaign": "train/cpu_campaign.py",
+COMMANDS = {  # subcommand: module of cosinegate.cli (the checkout's scripts call the same main)
+    "train": "train",
+    "evaluate": "evaluate",
+    "reproduce": "reproduce",
+    "bench-train": "bench_train",
+    "export": "export_onnx",
+    "parity": "parity",
+    "calibrate": "calibrate",
+    "evaluate-int8": "evaluate_int8",
+    "build-engine": "build_engine",
+    "bench": "bench",
+    "force-gates": "force_gates",
+    "gpu-gate-sync": "gpu_gate_sync",
+    "campaign": "campaign",
+    "cpu-campaign": "cpu_campaign",
 }
 
 
@@ -143,30 +143,30 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {shown})".strip()
 
 
-def _summary(script):
-    """The first line of a command script's docstring (its one-line description)."""
+def _summary(module):
+    """The first line of a command module's docstring (its one-line description), read without importing it."""
     import ast
 
+    path = Path(__file__).with_name(f"{module}.py")
     try:
-        doc = ast.get_docstring(ast.parse(Path(script).read_text()))
+        doc = ast.get_docstring(ast.parse(path.read_text()))
     except (OSError, SyntaxError):
         doc = None
-    return (doc or str(script)).strip().splitlines()[0]
+    return (doc or module).strip().splitlines()[0]
 
 
 def console_main(argv=None):
-    """`cosinegate SUBCOMMAND [options]`: run that command's script with the options (see COMMANDS)."""
-    import runpy
+    """`cosinegate SUBCOMMAND [options]`: run that command's main with the options (see COMMANDS)."""
+    import importlib
 
     from cosinegate import __version__
-    from cosinegate.defaults import ROOT
 
     argv = sys.argv[1:] if argv is None else list(argv)
     usage = "usage: cosinegate {" + ",".join(COMMANDS) + "} [options]   (cosinegate SUBCOMMAND --help for each)"
     if not argv or argv[0] in ("-h", "--help"):
         print(usage, file=sys.stdout if argv else sys.stderr)
-        for name, script in COMMANDS.items():
-            print(f"  {name:14s} {_summary(ROOT / script)}", file=sys.stdout if argv else sys.stderr)
+        for name, module in COMMANDS.items():
+            print(f"  {name:14s} {_summary(module)}", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] == "--version":
         print(f"cosinegate {__version__}")
@@ -174,12 +174,7 @@ def console_main(argv=None):
     if argv[0] not in COMMANDS:
         print(f"error: unknown command {argv[0]!r}; {usage}", file=sys.stderr)
         return 2
-    script = ROOT / COMMANDS[argv[0]]
-    if not script.is_file():
-        print(f"error: {script} not found; the cosinegate command runs the scripts of a toolkit checkout "
-              "(pip install -e . from it).", file=sys.stderr)
-        return 2
-    sys.argv = [str(script), *argv[1:]]
-    sys.path.insert(0, str(script.parent))
-    runpy.run_path(str(script), run_name="__main__")
+    sys.argv = [f"cosinegate {argv[0]}", *argv[1:]]
+    main = importlib.import_module(f"cosinegate.cli.{COMMANDS[argv[0]]}").main
+    run_main(lambda: main(argv[1:]))
     return 0

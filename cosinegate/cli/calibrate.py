@@ -1,0 +1,92 @@
+"""INT8 calibration: explicit Q/DQ ONNX graphs and a TensorRT calibration cache from one set of ranges.
+
+    python calibration/calibrate.py --checkpoint CKPT [--data imagefolder --data-root DIR] \
+        [--calib-images 512] [--seed 0] [--batch-size 32] [--method minmax|entropy|percentile] \
+        [--percentile 99.99] [--trt-version 8.5|10.3] [--forms flat,conditional] [--out DIR]
+    python calibration/calibrate.py --checkpoint CKPT --cache-in calibration.cache --method entropy --trt-version 8.5
+
+Data: the training split of the data the checkpoint was trained on (its source and
+root; --data/--data-root override them, a class-count mismatch is an error); the
+choice is printed and recorded in manifest.json.
+
+Writes to --out: model.qdq.onnx (flat twin, Q/DQ), model.qdq.conditional.onnx (Q/DQ
+inside each dynamic block's If then-branch; `--forms` may add `masked`),
+calibration.cache (TRT-<version>-EntropyCalibration2 for entropy,
+MinMaxCalibration for minmax and percentile), manifest.json (method, image ids and
+their sha256, checkpoint/ONNX hashes, TensorRT version, per-tensor amax).
+Nothing is written unless everything was built and checked.
+
+--trt-version: 8.5 (JetPack 5, = 8.5.2), 10.3 (JetPack 6.1/6.2, = 10.3.0) or a full version.
+--cache-in FILE: take the ranges from an existing cache instead of calibrating; it
+is refused unless its header matches --trt-version and the method's algorithm.
+Paper-mode checkpoints have no conditional form: use --forms flat,masked.
+"""
+
+import argparse
+
+
+def parse_args(argv=None):
+    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_int, seed_int
+    from cosinegate.quant.calibrate import DEFAULT_FORMS, DEFAULT_TRT
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    add_data_flags(parser)
+    parser.add_argument("--calib-images", "--num-images", dest="calib_images", type=positive_int, default=512,
+                        help="calibration images from the train split (default 512; --num-images is the old spelling)")
+    parser.add_argument("--seed", type=seed_int, default=0)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--method", default="entropy", help="minmax | entropy | percentile")
+    parser.add_argument("--percentile", type=float, default=99.99)
+    parser.add_argument("--trt-version", default=DEFAULT_TRT, help="8.5 | 10.3 | MAJOR.MINOR.PATCH")
+    parser.add_argument("--forms", default=",".join(DEFAULT_FORMS), help="comma list of flat, conditional, masked")
+    parser.add_argument("--policy", default="auto", help="auto | conditional-all (as deploy/export_onnx.py)")
+    parser.add_argument("--cache-in", default=None, help="existing calibration cache to reuse (validated)")
+    parser.add_argument("--out", default="calibration_out")
+    parser.add_argument("--json", metavar="REPORT", help="also write the calibration manifest here")
+    add_version_flag(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    from cosinegate.cli import check_output_files, check_output_folder
+    from cosinegate.errors import CosineGateError
+    from cosinegate.quant.calibrate import calibrate, check_method, resolve_trt_version, write_outputs
+    from cosinegate.data.choice import DataOrigin, choose_data
+    from cosinegate.quant.calibset import select
+    from cosinegate.training.checkpoint import load_checkpoint
+
+    args = parse_args(argv)
+    check_method(args.method)
+    resolve_trt_version(args.trt_version)
+    if args.subset is not None:
+        raise CosineGateError("--subset is not used by calibration; use --calib-images N.")
+    forms = [f.strip() for f in args.forms.split(",") if f.strip()]
+    inputs = {"checkpoint": args.checkpoint, "cache": args.cache_in}
+    check_output_folder("--out", args.out, inputs)
+    check_output_files(inputs, json=args.json)
+    from cosinegate.training.checkpoint import check_image_size
+
+    state = load_checkpoint(args.checkpoint)
+    check_image_size(args.image_size, state, args.checkpoint)
+    calib_set = None
+    if args.cache_in is None:
+        data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
+        calib_set = select(data.train, args.calib_images, args.seed, data.source, None if data.root is None else str(data.root))
+    result = calibrate(args.checkpoint, calib_set, args.method, args.batch_size, args.percentile, args.trt_version,
+                       forms, args.policy, cache_in=args.cache_in)
+    names = write_outputs(result, args.out)
+    m = result.manifest
+    if args.json:
+        from cosinegate.artifacts import atomic_write_json
+
+        atomic_write_json(args.json, m)
+    print(f"wrote {', '.join(names)} to {args.out}")
+    print(f"method {m['method']}, {m['num_images'] or 'cache'} images, cache header {m['cache']['header']}, "
+          f"{len(m['quantized_tensors'])} Q/DQ activation tensors, {len(m['amax'])} cache tensors")
+
+
+if __name__ == "__main__":
+    from cosinegate.cli import run_main
+
+    run_main(main)

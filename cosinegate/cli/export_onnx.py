@@ -1,0 +1,104 @@
+"""Export a CosineGate checkpoint to ONNX (plus a <out>.json manifest).
+
+    python deploy/export_onnx.py --checkpoint runs/balanced/best.pt --out model.onnx
+    python deploy/export_onnx.py --checkpoint CKPT --out masked.onnx --form masked --batch 32
+    python deploy/export_onnx.py --checkpoint CKPT --out flat.onnx --form flat
+    python deploy/export_onnx.py --checkpoint CKPT --out onnx/ --form masked      # writes onnx/model.masked.onnx
+
+Forms: `conditional` (default; batch 1; one ONNX If per dynamic block, so a skipped
+block is not computed), `masked` (any batch; every block computed, selected per
+sample; the only form for paper-mode gates and for batches > 1, since a TensorRT
+conditional takes one scalar condition), `flat` (every block runs; the twin for
+graph passes and quantization). Outputs: `logits` [N, classes] and `gates` [N, blocks]
+(1 = block executed). Input `input` [N, 3, S, S] float32 (S = the checkpoint's image size), RGB,
+(pixel/255 - mean)/std with the checkpoint's mean/std; the graph's metadata (`cosinegate.*`) holds
+the class names, input size and layout, mean/std, gate threshold, block policy, training data and
+the checkpoint's sha256. --out DIR/ (or an existing folder) writes DIR/model.<form>.onnx.
+
+Policy (conditional and masked): `auto` (default) uses held-out skip rates (the
+checkpoint's, or --skip-rates FILE): always-skipped blocks (>= 99.5%) are removed,
+always-run blocks (<= 0.5%) are plain, only dynamic blocks are gated; with
+--if-cost-table FILE also the dynamic blocks whose expected saving (skip rate x
+block latency) is below their If cost. `conditional-all` gates every gated block,
+`pruned` is auto with every dynamic block plain (no If), `dense` the gate-free network.
+
+Opset: default 17, accepted by TensorRT 8.5 (JetPack 5, max 17) and TensorRT 10.x
+(JetPack 6, opsets 9-20).
+"""
+
+import argparse
+
+
+def parse_args(argv=None):
+    from cosinegate.cli import HelpFormatter, add_version_flag, positive_int
+    from cosinegate.onnx import DEFAULT_OPSET
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint written by train/train.py (best.pt or last.pt)")
+    parser.add_argument("--out", required=True, help="ONNX file to write (a folder: FOLDER/model.<form>.onnx); "
+                                                     "the manifest goes to <out>.json")
+    parser.add_argument("--form", default="conditional", help="conditional | masked | flat")
+    parser.add_argument("--batch", type=positive_int, default=1, help="static batch size (conditional: 1 only)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--policy", default="auto", help="auto | conditional-all | pruned (no If) | dense (gate-free)")
+    parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "
+                                                "If cost in this table (deploy/bench.py --if-cost --json)")
+    parser.add_argument("--skip-rates", help="JSON list of per-block skip rates, or a train/evaluate.py JSON report")
+    parser.add_argument("--json", metavar="REPORT", help="also write the manifest here")
+    add_version_flag(parser)
+    return parser.parse_args(argv)
+
+
+def read_skip_rates(path):
+    from cosinegate.artifacts import read_json
+    from cosinegate.errors import CosineGateError
+
+    data = read_json(path, "skip-rates file", mapping=False)
+    rates = data.get("skip_rates") if isinstance(data, dict) else data
+    if not isinstance(rates, list) or not all(isinstance(r, (int, float)) and 0.0 <= r <= 1.0 for r in rates):
+        raise CosineGateError(f"{path} holds no skip rates: give a JSON list of numbers in [0, 1] or an object with 'skip_rates'.")
+    return rates
+
+
+def output_path(out, form):
+    """--out as given, or FOLDER/model.<form>.onnx when it names a folder (trailing slash or an existing one)."""
+    import os
+    from pathlib import Path
+
+    from cosinegate.errors import CosineGateError
+
+    if out.endswith(("/", os.sep)) or Path(out).is_dir():
+        return str(Path(out) / f"model.{form}.onnx")
+    if Path(out).suffix.lower() != ".onnx":
+        raise CosineGateError(f"--out {out} does not end in .onnx; name an .onnx file (or a folder/ for model.{form}.onnx).")
+    return out
+
+
+def main(argv=None):
+    from cosinegate.cli import check_output_files
+    from cosinegate.onnx import export_checkpoint
+
+    args = parse_args(argv)
+    skip_rates = read_skip_rates(args.skip_rates) if args.skip_rates else None
+    args.out = output_path(args.out, args.form)
+    check_output_files({"checkpoint": args.checkpoint, "skip-rates file": args.skip_rates, "If cost table": args.if_cost_table},
+                       out=args.out, out_manifest=f"{args.out}.json", json=args.json)
+    manifest = export_checkpoint(args.checkpoint, args.out, args.form, args.batch, args.opset, args.policy, skip_rates,
+                                 args.if_cost_table)
+    if args.json:
+        from cosinegate.artifacts import atomic_write_json
+
+        atomic_write_json(args.json, manifest)
+    kinds = ", ".join(f"{b['block']}:{b['kind']}" for b in manifest["blocks"])
+    print(f"wrote {args.out} ({manifest['form']}, policy {manifest['policy']}, opset {manifest['opset']}, "
+          f"batch {manifest['batch']}, {manifest['num_if']} If) and {args.out}.json")
+    print(f"blocks: {kinds}")
+    if manifest.get("if_cost"):
+        plain = manifest["if_cost"]["plain_by_cost"]
+        print(f"If cost table {args.if_cost_table}: kept plain {', '.join(map(str, plain)) if plain else 'no block'}")
+
+
+if __name__ == "__main__":
+    from cosinegate.cli import run_main
+
+    run_main(main)

@@ -1,0 +1,161 @@
+"""Train a CosineGate model (or its dense baseline) from a preset or YAML config.
+
+    python train/train.py --config train/configs/balanced.yaml --epochs 5 --out runs/balanced
+    # two phases: dense first, then gated fine-tuning from it (gates and penalty ramped in, distilled)
+    python train/train.py --config dense --out runs/dense
+    python train/train.py --config two-phase --init-from runs/dense/last.pt --out runs/two-phase
+    # the GPU speed path (bf16 autocast, channels_last, fused SGD), stopping cleanly after 9 minutes
+    python train/train.py --config balanced --device cuda --fast --time-limit 540 --out runs/b
+    torchrun --nproc_per_node=2 train/train.py --config balanced --device cpu ...
+"""
+
+import argparse
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_float, positive_int
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--config", default="balanced", help="preset name (train/configs/*.yaml) or YAML path")
+    parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style)")
+    parser.add_argument("--mode", help="gate mode: paper|predictive|none")
+    parser.add_argument("--drop-blocks", help="0-based block indices removed for good (static baseline), e.g. 2,5,8; "
+                                              "or from:CKPT = the blocks that gated checkpoint always skips")
+    add_data_flags(parser, "the config's, else synthetic")
+    parser.add_argument("--normalization", help="input normalization: auto (default: mean/std of the training split) | "
+                                                "cifar10 | imagenet | R,G,B/R,G,B")
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--lr", type=positive_float)
+    parser.add_argument("--schedule", help="learning-rate schedule: cosine|cosine_restarts|onecycle")
+    parser.add_argument("--target", type=float, help="gate compute target r_target")
+    parser.add_argument("--block-rates", type=float, metavar="R", help="per-block target execution rate of every gated "
+                                                                       "block (gate.block_rates; presets rates, shaping, two-phase)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out", default="runs/train", help="run folder (last.pt, best.pt, metrics.jsonl, summary.json)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights (matching tensors; the gates "
+                                                             "stay freshly initialised, open), or from a torchvision-format "
+                                                             "resnet18/34/50 state dict (classifier re-initialised if the "
+                                                             "class count differs; normalization auto = imagenet)")
+    parser.add_argument("--distill", type=float, metavar="W", help="distil from the --init-from model's logits with weight W "
+                                                                   "(distill.weight; temperature distill.temperature)")
+    speed = parser.add_argument_group("speed (how the run executes, not what it learns; may differ on --resume)")
+    speed.add_argument("--fast", action="store_true", help="on CUDA: --amp bf16 --channels-last --fused")
+    speed.add_argument("--amp", choices=("none", "bf16"), help="bf16 autocast of the forward pass (fp32 master weights)")
+    speed.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
+    speed.add_argument("--fused", action="store_true", help="fused SGD kernel")
+    parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
+                        help="stop after the last epoch that fits in SECONDS (last.pt kept; continue with --resume)")
+    parser.add_argument("--stop-after", type=positive_int, metavar="EPOCH",
+                        help="stop after this epoch of the schedule (last.pt kept; continue with --resume)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch lines stay)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines (errors and the result only)")
+    parser.add_argument("--json", metavar="REPORT", help="also write the run's summary.json here")
+    add_version_flag(parser)
+    return parser.parse_args(argv)
+
+
+def parse_drop_blocks(text):
+    """'2,5,8' -> [2, 5, 8]; 'from:CKPT' -> the blocks whose stored held-out skip rate makes them always skipped."""
+    from cosinegate.errors import CosineGateError
+
+    if text.startswith("from:"):
+        from cosinegate.evaluation import block_classes
+        from cosinegate.training.checkpoint import load_checkpoint
+
+        rates = load_checkpoint(text[5:]).get("skip_rates")
+        if rates is None:
+            raise CosineGateError(f"{text[5:]} stores no skip rates; pass the indices, e.g. --drop-blocks 2,5,8.")
+        return [i for i, kind in enumerate(block_classes(rates)) if kind == "always_skipped"]
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError as exc:
+        raise CosineGateError(f"--drop-blocks {text!r}: expected comma-separated block indices or from:CKPT.") from exc
+
+
+def config_from_args(args):
+    from cosinegate.config import load_config, validate
+
+    config = load_config(args.config)
+    overrides = {
+        ("model", "backbone"): args.backbone,
+        ("model", "mode"): args.mode,
+        ("data", "source"): args.data,
+        ("data", "root"): args.data_root,
+        ("data", "subset"): args.subset,
+        ("data", "image_size"): args.image_size,
+        ("optim", "epochs"): args.epochs,
+        ("optim", "batch_size"): args.batch_size,
+        ("optim", "lr"): args.lr,
+        ("optim", "schedule"): args.schedule,
+        ("gate", "target"): args.target,
+        ("gate", "block_rates"): args.block_rates,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            config[section][key] = value
+    if args.normalization is not None:
+        from cosinegate.data.normalization import parse_flag
+
+        config["data"]["normalization"] = parse_flag(args.normalization)
+    if args.drop_blocks is not None:
+        config["model"]["drop_blocks"] = parse_drop_blocks(args.drop_blocks)
+    if args.seed is not None:
+        config["seed"] = args.seed
+    if args.init_from is not None:
+        config["init_from"] = args.init_from
+    if args.distill is not None:
+        config["distill"]["weight"] = args.distill
+    return validate(config)
+
+
+def runtime_from_args(args, device):
+    from cosinegate.training.runtime import Runtime
+
+    base = Runtime.fast(device) if args.fast else Runtime()
+    return Runtime(amp=args.amp or base.amp, channels_last=args.channels_last or base.channels_last,
+                   compile=args.compile, fused=args.fused or base.fused)
+
+
+def main(argv=None):
+    from cosinegate.cli import pick_device
+    from cosinegate.evaluation import format_table
+    from cosinegate.training.loop import train
+
+    args = parse_args(argv)
+    config = config_from_args(args)
+    device = pick_device(args.device)
+    if not str(args.out).strip():
+        from cosinegate.errors import CosineGateError
+
+        raise CosineGateError("--out is empty; name the run folder, e.g. --out runs/my-run.")
+    log = None if args.quiet else (lambda text: print(text, flush=True))
+    summary = train(config, args.out, device, resume=args.resume, progress=not (args.no_progress or args.quiet), log=log,
+                    runtime=runtime_from_args(args, device), time_limit=args.time_limit, stop_after=args.stop_after,
+                    allow_download=args.data_root is not None)
+    if summary is None:
+        from cosinegate.training.checkpoint import load_checkpoint
+
+        last = Path(args.out) / "last.pt"
+        done = load_checkpoint(last)["epoch"] + 1 if last.is_file() else 0
+        print(f"stopped after epoch {done} of {config['optim']['epochs']}; continue with --resume --out {args.out}")
+    if summary is not None:
+        size, norm = summary["image_size"], summary["normalization"]
+        print(f"input {size}x{size}, normalization mean {norm['mean']} std {norm['std']} ({norm['source']})")
+        print(f"final epoch, test split ({summary['data']}, {summary['epochs']} epochs, {summary['hardware']}):")
+        print(format_table(summary["final"]))
+        print(f"wrote {args.out}/last.pt, best.pt, metrics.jsonl, summary.json, training.png")
+        if args.json:
+            from cosinegate.artifacts import atomic_write_json
+
+            atomic_write_json(args.json, summary)
+
+
+if __name__ == "__main__":
+    from cosinegate.cli import run_main
+
+    run_main(main)
