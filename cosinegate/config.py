@@ -68,7 +68,9 @@ CHOICES = {
     ("gate", "budget"): ("batch", "sample", "difficulty"),
     ("optim", "schedule"): ("cosine", "cosine_restarts", "onecycle"),
 }
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "train" / "configs"
+# the presets are package data (installed with the package; setup.cfg [options.package_data]); the checkout's
+# train/configs is a link to this folder. A path next to __file__, not importlib.resources.files (Python 3.9+).
+CONFIG_DIR = Path(__file__).resolve().parent / "presets"
 
 
 def preset_names():
@@ -84,7 +86,7 @@ def resolve_config_path(name_or_path):
         return candidate
     raise CosineGateError(
         f"unknown config or preset {name_or_path!r}; use a YAML path or one of: {', '.join(preset_names())} "
-        f"(e.g. --config train/configs/balanced.yaml)."
+        f"(e.g. --config balanced)."
     )
 
 
@@ -138,7 +140,7 @@ def load_config(name_or_path):
     overrides = read_yaml(path) or {}
     if not isinstance(overrides, dict):
         raise CosineGateError(f"config {path} holds a YAML {type(overrides).__name__}, not a mapping of sections "
-                              "(model:, data:, optim:, gate:); start from one of train/configs/*.yaml.")
+                              f"(model:, data:, optim:, gate:); start from one of the presets in {CONFIG_DIR}.")
     return merge(DEFAULTS, overrides, str(path))
 
 

@@ -1,14 +1,19 @@
 """The embedded default model: the small predictive CosineGate that the README's main job trains.
 
-`scripts/pipeline.sh` trains it into DEFAULT_RUN with the same recipe; commands that
-need a model and are given none (e.g. `deploy/build_engine.py --target jetson-orin`)
+`scripts/pipeline.sh` trains it into DEFAULT_RUN with the same recipe (from the checkout's root);
+commands that need a model and are given none (e.g. `cosinegate build-engine --target jetson-orin`)
 use that checkpoint, training it first when it is missing (about two CPU minutes).
+
+DEFAULT_RUN is relative: it names runs/pipeline/balanced-resnet20 under the current directory, never a
+folder inside the installed package.
 """
 
 from pathlib import Path
 
+# the folder above the package: the checkout's root in a checkout or an editable install, site-packages in a
+# plain install. Only the checkout's research commands (train/*.py wrappers) look there; defaults do not.
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RUN = ROOT / "runs" / "pipeline" / "balanced-resnet20"
+DEFAULT_RUN = Path("runs") / "pipeline" / "balanced-resnet20"
 DEFAULT_RECIPE = {"preset": "balanced", "data": "synthetic", "epochs": 8, "subset": 4000}
 
 
@@ -20,7 +25,7 @@ def default_checkpoint(log=print):
     path = DEFAULT_RUN / "best.pt"
     if path.is_file():
         return path
-    log(f"no --checkpoint given: training the embedded default model into {DEFAULT_RUN} "
+    log(f"no --checkpoint given: training the embedded default model into {DEFAULT_RUN.absolute()} "
         f"({DEFAULT_RECIPE['preset']} preset, {DEFAULT_RECIPE['data']} data, {DEFAULT_RECIPE['epochs']} epochs, "
         f"{DEFAULT_RECIPE['subset']} images)")
     config = load_config(DEFAULT_RECIPE["preset"])

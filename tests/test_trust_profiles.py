@@ -72,7 +72,7 @@ def test_a_users_target_may_be_a_path_to_a_plainly_named_profile(tmp_path):
 
 
 def test_a_profile_named_dotdot_cannot_send_outputs_to_the_checkout_root(tmp_path):
-    """engines/targets/...toml has the stem `..`: its name field `..` would make engines/<target> the checkout root."""
+    """a profile ...toml has the stem `..`: its name field `..` would make engines/<target> the checkout root."""
     (tmp_path / "...toml").write_text(ORIN.replace('name = "jetson-orin"', 'name = ".."'))
     with pytest.raises(CosineGateError, match="not a plain name"):
         load_target("..", tmp_path)

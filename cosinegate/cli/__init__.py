@@ -23,14 +23,40 @@ COMMANDS = {  # subcommand: module of cosinegate.cli (the checkout's scripts cal
 }
 
 
+# optional modules -> the extra of setup.cfg that installs them (the base install is numpy only);
+# tests/test_packaging.py checks this against setup.cfg's [options.extras_require]
+EXTRA_OF_MODULE = {
+    "torch": "training", "PIL": "training", "tqdm": "training", "yaml": "training", "matplotlib": "training",
+    "onnx": "deploy", "onnxruntime": "deploy", "onnxscript": "deploy", "onnx_graphsurgeon": "deploy", "polygraphy": "deploy",
+    "tensorrt": "trt", "pycuda": "trt",
+}
+
+
+def missing_extra(exc):
+    """The one-line message for a ModuleNotFoundError of a known optional module, else None."""
+    module = (getattr(exc, "name", None) or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    hint = " (on Jetson, JetPack ships them)" if extra == "trt" else ""
+    return f"this command needs {module}: pip install 'cosinegate-edge[{extra}]'{hint}"
+
+
 def run_main(main):
-    """Run main(); print a CosineGateError as one line and exit 2."""
+    """Run main(); print a CosineGateError, or a missing optional module (with the extra that installs it), as one
+    line and exit 2."""
     from cosinegate.errors import CosineGateError
 
     try:
         code = main()
     except CosineGateError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -18,8 +18,8 @@ import json
 import time
 from pathlib import Path
 
-from cosinegate.defaults import ROOT
-
+# what the concurrency probes run: `python -mMODULE` (one argument), this module wherever the package is installed
+PROBE_SCRIPT = "-mcosinegate.cli.bench_train"
 SETTINGS = {  # name -> Runtime fields
     "fp32": {},
     "fp32+channels_last": {"channels_last": True},
@@ -128,12 +128,8 @@ def probe(args):
 
 
 def main(argv=None):
-    import torch
-
     from cosinegate.cli import HelpFormatter, add_version_flag, pick_device
     from cosinegate.errors import CosineGateError
-    from cosinegate.training.loop import hardware_label
-    from cosinegate.training.runtime import Runtime
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -156,6 +152,12 @@ def main(argv=None):
     parser.add_argument("--probe-id", default="0", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=8.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    import torch  # after the parsing: --help works on the base install
+
+    from cosinegate.training.loop import hardware_label
+    from cosinegate.training.runtime import Runtime
+
     device = pick_device(args.device)
     if args.steps < 1 or args.batch_size < 1 or args.repeats < 1:
         raise CosineGateError("--steps, --batch-size and --repeats must be at least 1.")
@@ -230,7 +232,7 @@ def concurrency(args, setting):
     for jobs, threads in parse_concurrency(args.concurrency):
         row = {"jobs": jobs, "threads": threads}
         for mode in ("none", "predictive"):
-            level = probe_level(ROOT / "train" / "bench_train.py", jobs, str(args.device), args.backbone, setting, args.seconds,
+            level = probe_level(PROBE_SCRIPT, jobs, str(args.device), args.backbone, setting, args.seconds,
                                 args.batch_size, extra=["--threads", str(threads), "--probe-mode", mode, "--warmup", str(args.warmup)])
             row[mode] = level["images_per_s"]
         rows.append(row)

@@ -51,12 +51,12 @@ def parse_args(argv=None):
 def main(argv=None):
     from cosinegate.cli import check_output_files, check_output_folder
     from cosinegate.errors import CosineGateError
-    from cosinegate.quant.calibrate import calibrate, check_method, resolve_trt_version, write_outputs
     from cosinegate.data.choice import DataOrigin, choose_data
-    from cosinegate.quant.calibset import select
-    from cosinegate.training.checkpoint import load_checkpoint
 
     args = parse_args(argv)
+    from cosinegate.quant.calibrate import calibrate, check_method, resolve_trt_version, write_outputs
+    from cosinegate.quant.calibset import select
+    from cosinegate.training.checkpoint import load_checkpoint
     check_method(args.method)
     resolve_trt_version(args.trt_version)
     if args.subset is not None:

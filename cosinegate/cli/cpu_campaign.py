@@ -33,11 +33,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    import torch
+    args = parse_args(argv)
+
+    import torch  # after the parsing: --help works on the base install
 
     from cosinegate.cpu_campaign import continue_campaign, load_protocol, write_report
 
-    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     load_protocol(args.folder)
     result = None

@@ -11,8 +11,6 @@ def main(argv=None):
     from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, pick_device
     from cosinegate.data import balanced_subset
     from cosinegate.data.choice import DataOrigin, choose_data
-    from cosinegate.evaluation import evaluate, format_table
-    from cosinegate.training.checkpoint import model_from_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True)
@@ -25,6 +23,9 @@ def main(argv=None):
     add_version_flag(parser)
     args = parser.parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint}, json=args.json, plot=args.plot)
+
+    from cosinegate.evaluation import evaluate, format_table  # torch: after the parsing, --help needs none
+    from cosinegate.training.checkpoint import model_from_checkpoint
 
     model, state = model_from_checkpoint(args.checkpoint, args.backbone, args.image_size)
     data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)

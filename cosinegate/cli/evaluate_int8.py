@@ -41,12 +41,14 @@ def main(argv=None):
     from cosinegate.cli import check_output_files
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
-    from cosinegate.quant.accuracy import evaluate, format_table
+
+    args = parse_args(argv)
+
+    from cosinegate.quant.accuracy import evaluate, format_table  # torch: after the parsing, --help needs none
     from cosinegate.quant.calibrate import check_method
     from cosinegate.quant.calibset import select
     from cosinegate.training.checkpoint import model_from_checkpoint
 
-    args = parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint}, json=args.json)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:

@@ -31,7 +31,6 @@ import argparse
 
 def parse_args(argv=None):
     from cosinegate.cli import HelpFormatter, add_version_flag, positive_int
-    from cosinegate.onnx import DEFAULT_OPSET
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by train/train.py (best.pt or last.pt)")
@@ -39,7 +38,9 @@ def parse_args(argv=None):
                                                      "the manifest goes to <out>.json")
     parser.add_argument("--form", default="conditional", help="conditional | masked | flat")
     parser.add_argument("--batch", type=positive_int, default=1, help="static batch size (conditional: 1 only)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    # default None, filled in by main: cosinegate.onnx needs onnx, and --help works on the base install
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: cosinegate.onnx.DEFAULT_OPSET, 17, "
+                                                                "the highest TensorRT 8.5 parses)")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all | pruned (no If) | dense (gate-free)")
     parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "
                                                 "If cost in this table (deploy/bench.py --if-cost --json)")
@@ -76,9 +77,13 @@ def output_path(out, form):
 
 def main(argv=None):
     from cosinegate.cli import check_output_files
-    from cosinegate.onnx import export_checkpoint
 
     args = parse_args(argv)
+
+    from cosinegate.onnx import DEFAULT_OPSET, export_checkpoint
+
+    if args.opset is None:
+        args.opset = DEFAULT_OPSET
     skip_rates = read_skip_rates(args.skip_rates) if args.skip_rates else None
     args.out = output_path(args.out, args.form)
     check_output_files({"checkpoint": args.checkpoint, "skip-rates file": args.skip_rates, "If cost table": args.if_cost_table},

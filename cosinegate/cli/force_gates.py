@@ -13,12 +13,9 @@ import argparse
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, input_record, sha256_file
-    from cosinegate.bench.gate_patterns import force_skip_fraction
     from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, positive_int
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
-    from cosinegate.evaluation import run_model
-    from cosinegate.training.checkpoint import model_from_checkpoint, save_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True)
@@ -31,6 +28,10 @@ def main(argv=None):
     add_version_flag(parser)
     args = parser.parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint}, out=args.out, json=args.json)
+
+    from cosinegate.bench.gate_patterns import force_skip_fraction  # torch: after the parsing, --help needs none
+    from cosinegate.evaluation import run_model
+    from cosinegate.training.checkpoint import model_from_checkpoint, save_checkpoint
 
     model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
     data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)

@@ -32,15 +32,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    import torch
-
-    from cosinegate.bench.host_sync import measure
     from cosinegate.cli import check_output_files
-    from cosinegate.data.augment import to_tensor
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
+
+    import torch  # after the parsing: --help works on the base install
+
+    from cosinegate.bench.host_sync import measure
+    from cosinegate.data.augment import to_tensor
+
     check_output_files({"checkpoint": args.checkpoint}, json=args.json)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CosineGateError("no CUDA device here; run on a GPU, or pass --device cpu for a dry run.")

@@ -73,13 +73,13 @@ def main(argv=None):
     from cosinegate.data import balanced_subset
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
+
+    args = parse_args(argv)
     from cosinegate.onnx import load_toolkit_onnx
     from cosinegate.onnx.export import get_metadata
     from cosinegate.onnx.provenance import check_provenance
     from cosinegate.parity import BACKENDS, FP32, INT8, run_parity
     from cosinegate.training.checkpoint import model_from_checkpoint
-
-    args = parse_args(argv)
     if args.backend not in BACKENDS:
         raise CosineGateError(f"unknown backend {args.backend!r}; choose one of {', '.join(BACKENDS)}.")
     if args.test_images < 1:

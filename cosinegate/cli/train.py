@@ -17,7 +17,8 @@ def parse_args(argv=None):
     from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_float, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--config", default="balanced", help="preset name (train/configs/*.yaml) or YAML path")
+    parser.add_argument("--config", default="balanced", help="preset name (cosinegate/presets/*.yaml, linked from the checkout's "
+                                                           "train/configs/) or YAML path")
     parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style)")
     parser.add_argument("--mode", help="gate mode: paper|predictive|none")
     parser.add_argument("--drop-blocks", help="0-based block indices removed for good (static baseline), e.g. 2,5,8; "
@@ -122,11 +123,12 @@ def runtime_from_args(args, device):
 
 
 def main(argv=None):
+    args = parse_args(argv)  # before the torch imports: --help works on the base install
+
     from cosinegate.cli import pick_device
     from cosinegate.evaluation import format_table
     from cosinegate.training.loop import train
 
-    args = parse_args(argv)
     config = config_from_args(args)
     device = pick_device(args.device)
     if not str(args.out).strip():

@@ -1,4 +1,5 @@
-"""Target profiles: one TOML file per board under engines/targets/ (adding a target = adding a file).
+"""Target profiles: one TOML file per board in cosinegate/trt/profiles/ (the checkout's engines/targets/ is a link
+to it; adding a target = adding a file there, or naming any profile file with --target PATH).
 
 A profile states the board's CPU architecture, CUDA compute capabilities, DLA cores, the
 TensorRT releases it runs (with the JetPack releases that ship them and the highest ONNX opset
@@ -22,7 +23,8 @@ from pathlib import Path
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.versions import parse_version
 
-DEFAULT_TARGETS_DIR = Path(__file__).resolve().parents[2] / "engines" / "targets"
+# package data (setup.cfg [options.package_data]), read on the board's Python 3.8 too: a path next to __file__
+DEFAULT_TARGETS_DIR = Path(__file__).resolve().parent / "profiles"
 
 try:
     import tomllib as _toml  # novermin - tomli below on older Pythons
@@ -131,8 +133,8 @@ def list_targets(targets_dir=None):
 
 
 def load_target(name, targets_dir=None, allow_path=True):
-    """Load and validate engines/targets/<name>.toml; with ``allow_path`` (a user's --target) NAME may be DIR/NAME for
-    DIR/NAME.toml. The name itself is plain either way (a name from a file, e.g. an engine manifest, is never a path)."""
+    """Load and validate <targets_dir, default DEFAULT_TARGETS_DIR>/<name>.toml; with ``allow_path`` (a user's --target)
+    NAME may be DIR/NAME for DIR/NAME.toml. The name itself is plain either way (a name from a file, e.g. an engine manifest, is never a path)."""
     directory = Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR
     if allow_path and isinstance(name, str) and ("/" in name or os.sep in name):
         directory, name = Path(name).parent, Path(name).name
