@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from cosinegate.bench.ifcost import trivial_if_chain
-from cosinegate.errors import CosineGateError
 from cosinegate.graphmeta import set_metadata
 from cosinegate.runtime.onnxruntime_backend import OnnxRuntimeRunner
 
