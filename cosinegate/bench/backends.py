@@ -33,8 +33,7 @@ class OnnxrtBackend(Timed):
         from cosinegate.onnx import load_toolkit_onnx
         from cosinegate.runtime.onnxruntime_backend import OnnxRuntimeRunner
 
-        load_toolkit_onnx(onnx_path)
-        super().__init__(OnnxRuntimeRunner(onnx_path, threads=threads, optimization=optimization))
+        super().__init__(OnnxRuntimeRunner(load_toolkit_onnx(onnx_path), threads=threads, optimization=optimization))
 
 
 class OnnxrtGraph(Timed):
