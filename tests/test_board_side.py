@@ -76,24 +76,18 @@ def nptype_of_trt_8_5_2(trt):
     return nptype
 
 
-def test_bench_engine_buffers_do_not_need_trt_nptype():
+def test_bench_engine_buffers_do_not_need_trt_nptype(monkeypatch):
     """Defect 3: bench.py --engine called trt.nptype, which on 8.5.2 fails under numpy >= 1.24 (np.bool)."""
     import numpy as np
-    from test_trt_api_surface import FakeCuda
-    from trt_recorder import Recorder, fake_tensorrt
+    from trt_recorder import fake_engine_modules
 
-    from cosinegate.bench.backends import TrtBackend
+    from cosinegate.runtime.tensorrt_backend import TensorRTRunner
 
-    log = set()
-    trt = fake_tensorrt("8.5.2", log)
     shapes = {"input": (1, 3, 32, 32), "logits": (1, 10), "gates": (1, 9)}
-    engine = Recorder(log, {"num_io_tensors": 3, "get_tensor_name": list(shapes).__getitem__,
-                            "get_tensor_shape": shapes.__getitem__, "get_tensor_dtype": lambda name: trt.float32}, "engine")
-    runtime = Recorder(log, {"deserialize_cuda_engine": lambda data: engine}, "runtime")
-    trt._values.update(Runtime=lambda logger: runtime, nptype=nptype_of_trt_8_5_2(trt))
-    backend = TrtBackend.__new__(TrtBackend)
-    backend.bind(trt, FakeCuda(), b"")
-    assert {name: buf.dtype for name, buf in backend.host.items()} == dict.fromkeys(shapes, np.dtype(np.float32))
+    trt, _ = fake_engine_modules(monkeypatch, "8.5.2", set(), shapes)
+    trt._values.update(nptype=nptype_of_trt_8_5_2(trt))
+    with TensorRTRunner(b"") as runner:
+        assert {name: buf.dtype for name, buf in runner.host.items()} == dict.fromkeys(shapes, np.dtype(np.float32))
 
 
 def _allowed_numpy(requirements, python_version):

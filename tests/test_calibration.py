@@ -235,17 +235,17 @@ def _agreement(checkpoint, calib, test_images, policy):
 
     result = C.calibrate(checkpoint, calib, "minmax", 32, forms=("flat", "conditional"), policy=policy)
     model, state = model_from_checkpoint(checkpoint)
-    fp32_cond = C.session(conditionalize(C.flat_twin(model, 1), policy, state.get("skip_rates")))
-    flat_q = C.session(onnx.load_from_string(result.files[C.FLAT_QDQ]))
-    cond_q = C.session(onnx.load_from_string(result.files[C.CONDITIONAL_QDQ]))
-    masked_q = C.session(mask(C.quantize_flat(C.flat_twin(model, 1), result.manifest["amax"]), policy, state.get("skip_rates")))
+    fp32_cond = C.onnxrt_runner(conditionalize(C.flat_twin(model, 1), policy, state.get("skip_rates")))
+    flat_q = C.onnxrt_runner(onnx.load_from_string(result.files[C.FLAT_QDQ]))
+    cond_q = C.onnxrt_runner(onnx.load_from_string(result.files[C.CONDITIONAL_QDQ]))
+    masked_q = C.onnxrt_runner(mask(C.quantize_flat(C.flat_twin(model, 1), result.manifest["amax"]), policy, state.get("skip_rates")))
     agree, total = 0, 0
     for image in test_images:
         x = to_input(image[None])
-        lf, gf = fp32_cond.run(None, {"input": x})
-        flat_q.run(None, {"input": x})
-        lq, gq = cond_q.run(None, {"input": x})
-        lm, gm = masked_q.run(None, {"input": x})
+        lf, gf = fp32_cond.infer({"input": x}).values()
+        flat_q.infer({"input": x})
+        lq, gq = cond_q.infer({"input": x}).values()
+        lm, gm = masked_q.infer({"input": x}).values()
         # If graph ~ masked graph (the masked form also quantizes the shortcut of a skipped block)
         assert np.array_equal(gq, gm)
         assert float(np.dot(lq.ravel(), lm.ravel()) / np.linalg.norm(lq) / np.linalg.norm(lm)) > 0.99
@@ -269,3 +269,15 @@ def test_real_images_gate_agreement(monkeypatch):
     calib = select(train, 128, 0, "imagefolder", str(REAL_CIFAR))
     pick = np.random.default_rng(0).choice(len(test), 40, replace=False)
     assert _agreement(GPU_CHECKPOINT, calib, test.images[pick], "conditional-all") >= 0.99
+
+
+def test_int8_accuracy_report_runs_both_sides_on_onnx_runtime(tiny_checkpoint, calib_set, fake_cifar):
+    from cosinegate.quant.accuracy import evaluate
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    images, labels = fake_cifar[1]["test"][0][:12], fake_cifar[1]["test"][1][:12]
+    model, state = model_from_checkpoint(tiny_checkpoint)
+    report = evaluate(model, state, images, labels, calib_set.images, ["minmax"], batch=5, calib_batch=16)  # batches 5, 5, 2
+    m = report["methods"]["minmax"]
+    assert report["num_images"] == 12 and len(m["gate_agreement"]) == model.num_blocks
+    assert m["top1_agreement"] >= 0.75 and m["logits_cosine_min"] > 0.9

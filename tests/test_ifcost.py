@@ -34,7 +34,7 @@ def test_if_chain_is_identity_through_count_ifs(count):
     onnx.checker.check_model(model, full_check=True)
     assert sum(n.op_type == "If" for n in model.graph.node) == count
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8), dtype=np.float32)
-    (y,) = OnnxrtGraph(model).run(x)[0]["outputs"]
+    (y,) = OnnxrtGraph(model).run(x)[0].values()
     np.testing.assert_array_equal(y, x)  # every condition true: the then-branch (Identity) ran
 
 
@@ -56,8 +56,8 @@ def test_block_subgraph_matches_the_flat_twin(dyn_checkpoint):
     assert sum(n.op_type == "If" for n in wrapped.graph.node) == 1 and not any(n.op_type == "If" for n in plain.graph.node)
     dims = [d.dim_value for d in plain.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(2).standard_normal(dims, dtype=np.float32)
-    (a,) = OnnxrtGraph(plain).run(x)[0]["outputs"]
-    out = OnnxrtGraph(wrapped).run(x)[0]["outputs"][0]
+    (a,) = OnnxrtGraph(plain).run(x)[0].values()
+    (out,) = OnnxrtGraph(wrapped).run(x)[0].values()
     np.testing.assert_allclose(out, a, atol=1e-5)  # the gate forced on: the If ran the same block
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from cosinegate.data.augment import to_tensor
 from cosinegate.onnx import export_checkpoint
-from cosinegate.bench.backends import OnnxrtBackend
 from cosinegate.onnx.ort_native import ort_native_conditional
+from cosinegate.runtime.onnxruntime_backend import OnnxRuntimeRunner
 from cosinegate.training.checkpoint import load_checkpoint
 
 
@@ -26,7 +26,7 @@ def test_ort_native_matches_portable_conditional(policy, dyn_checkpoint, test_im
     then_ops = {(n.domain, n.op_type) for node in ifs for a in node.attribute if a.name == "then_branch" for n in a.g.node}
     assert ("com.microsoft.nchwc", "Conv") in then_ops
     reference = ort.InferenceSession(str(tmp_path / "cond.onnx"), providers=["CPUExecutionProvider"])
-    candidate = OnnxrtBackend(tmp_path / "native.onnx").session  # loads it unoptimized, by its metadata
+    candidate = OnnxRuntimeRunner(tmp_path / "native.onnx").activate().session  # loads it unoptimized, by its metadata
     executed = []
     for i in range(40):
         x = to_tensor(test_images.images[i : i + 1]).numpy()

@@ -8,14 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 from conftest import REAL_CIFAR, make_dynamic_checkpoint, requires_real_cifar
 from onnx import numpy_helper
 
-from cosinegate.data.augment import to_tensor
 from cosinegate.errors import CosineGateError
 from cosinegate.onnx import export_checkpoint
-from cosinegate.parity import FP32, INT8, TorchReference, run_parity
+from cosinegate.parity import FP32, INT8, run_parity
 from cosinegate.parity.compare import summarize
 from cosinegate.training.checkpoint import model_from_checkpoint
 
@@ -60,14 +58,6 @@ def test_parity_passes_for_every_form(name, dyn_checkpoint, model, test_images, 
     assert report["num_samples"] == SAMPLES
     if name == "conditional-auto":
         assert report["static_policy_disagreement"] == {"block0": 0.0, "block1": 0.0}
-
-
-def test_reference_with_own_gates_is_the_model_forward(model, test_images):
-    x = to_tensor(test_images.images[:8])
-    logits, gates, own = TorchReference(model, ["dynamic"] * 9)(x)
-    with torch.no_grad():
-        out, stats = model(x)
-    assert np.array_equal(logits, out.numpy()) and np.array_equal(gates, stats.gates.numpy()) and np.array_equal(own, gates)
 
 
 def test_perturbed_gate_bias_fails_parity_and_names_the_block(dyn_checkpoint, model, test_images, tmp_path):

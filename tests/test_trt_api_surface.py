@@ -19,10 +19,10 @@ import numpy as np
 import polygraphy.backend.trt as poly_trt
 import pytest
 
-from trt_recorder import Recorder, fake_layer, fake_tensorrt
+from trt_recorder import Recorder, fake_engine_modules, fake_layer, fake_tensorrt
 
-from cosinegate.bench.backends import TrtBackend
 from cosinegate.errors import CosineGateError
+from cosinegate.runtime.tensorrt_backend import TensorRTRunner
 from cosinegate.trt import build
 from cosinegate.trt.targets import load_target
 from cosinegate.trt.versions import calibration_cache_header, parse_version
@@ -140,31 +140,12 @@ def test_the_builds_that_touch_most_are_not_skipped(tmp_path, monkeypatch):
     assert "STRONGLY_TYPED" in new and not {"set_output_type", "OBEY_PRECISION_CONSTRAINTS"} & new
 
 
-class FakeCuda:
-    """pycuda stand-in for TrtBackend (its names are pycuda's, not TensorRT's, and are not checked)."""
-
-    def __init__(self):
-        self.pagelocked_empty = lambda shape, dtype: np.zeros(shape, dtype)
-        self.mem_alloc = lambda nbytes: 0
-        self.Stream = lambda: type("S", (), {"handle": 0, "synchronize": lambda self: None})()
-        event = type("E", (), {"record": lambda self, stream: None, "time_since": lambda self, other: 0.0})
-        self.Event = event
-        self.memcpy_htod_async = self.memcpy_dtoh_async = lambda *args: None
-
-
 @pytest.mark.parametrize("release", RELEASES)
-def test_bench_backend_uses_only_names_the_release_has(release):
+def test_tensorrt_runner_uses_only_names_the_release_has(release, monkeypatch):
     log = set()
-    trt = fake_tensorrt(release, log)
-    shapes = {"input": (1, 3, 32, 32), "logits": (1, 10), "gates": (1, 9)}
-    engine = Recorder(log, {"num_io_tensors": 3, "get_tensor_name": list(shapes).__getitem__,
-                            "get_tensor_shape": shapes.__getitem__, "get_tensor_dtype": lambda name: trt.float32}, "engine")
-    runtime = Recorder(log, {"deserialize_cuda_engine": lambda data: engine}, "runtime")
-    trt._values.update(Runtime=lambda logger: runtime)
-    backend = TrtBackend.__new__(TrtBackend)
-    backend.cuda = FakeCuda()
-    backend.bind(trt, backend.cuda, b"")
-    backend.run(np.zeros((1, 3, 32, 32), np.float32))
+    trt, _ = fake_engine_modules(monkeypatch, release, log, {"input": (1, 3, 32, 32), "logits": (1, 10), "gates": (1, 9)})
+    with TensorRTRunner(b"") as runner:
+        runner.infer({"input": np.zeros((1, 3, 32, 32), np.float32)})
     names = log - {"__version__"}
     assert {"execute_async_v3", "set_tensor_address", "num_io_tensors", "float32"} <= names and "nptype" not in names
     missing = sorted(names - evidence(release))

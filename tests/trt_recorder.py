@@ -61,3 +61,37 @@ def fake_layer(log, name, dtypes_in, dtypes_out):
     outputs = [FakeTensor(log, d) for d in dtypes_out]
     return Recorder(log, {"name": name, "num_inputs": len(inputs), "num_outputs": len(outputs),
                           "get_input": inputs.__getitem__, "get_output": outputs.__getitem__}, f"layer {name}")
+
+
+class FakeCuda:
+    """pycuda.driver stand-in for the TensorRT runner (its names are pycuda's, not TensorRT's, and are not checked):
+    device buffers are host arrays, so what goes in comes back out; every copy is logged in ``copies``."""
+
+    def __init__(self):
+        import numpy as np
+
+        self.copies = []
+        self.pagelocked_empty = lambda shape, dtype: np.zeros(shape, dtype)
+        self.mem_alloc = lambda nbytes: 0
+        self.Stream = lambda: type("S", (), {"handle": 0, "synchronize": lambda self: None})()
+        event = type("E", (), {"record": lambda self, stream: None, "time_since": lambda self, other: 0.25})
+        self.Event = event
+        self.memcpy_htod_async = lambda device, host, stream: self.copies.append(("htod", host.copy()))
+        self.memcpy_dtoh_async = lambda host, device, stream: self.copies.append(("dtoh", host.shape))
+
+
+def fake_engine_modules(monkeypatch, release, log, shapes, dtype="float32"):
+    """``tensorrt`` (a recorder reporting ``release``) and ``pycuda`` stand-ins installed in sys.modules, with a
+    runtime that deserializes any bytes into an engine of I/O tensors ``shapes`` {name: shape}. Returns (trt, cuda)."""
+    import sys
+
+    trt = fake_tensorrt(release, log)
+    engine = Recorder(log, {"num_io_tensors": len(shapes), "get_tensor_name": list(shapes).__getitem__,
+                            "get_tensor_shape": shapes.__getitem__, "get_tensor_dtype": lambda name: getattr(trt, dtype)},
+                      "engine")
+    runtime = Recorder(log, {"deserialize_cuda_engine": lambda data: engine}, "runtime")
+    trt._values.update(Runtime=lambda logger: runtime)
+    cuda = FakeCuda()
+    for name, module in (("tensorrt", trt), ("pycuda", object()), ("pycuda.autoinit", object()), ("pycuda.driver", cuda)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return trt, cuda

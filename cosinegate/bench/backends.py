@@ -1,154 +1,72 @@
-"""Bench backends: ONNX Runtime, PyTorch (CPU) and TensorRT (pycuda, imported lazily).
+"""The bench's view of the runtime runners (cosinegate.runtime): ``run(x) -> (outputs by name, gpu_ms or None)``.
 
-Each backend is ``run(x) -> (outputs dict with "logits" and "gates", gpu_ms or None)``.
+Each backend is a runner activated for the whole bench: ONNX Runtime (a toolkit graph, or any ONNX model for
+``--if-cost``), PyTorch (a checkpoint, CPU) and TensorRT (an engine whose manifest matches this machine).
 """
 
 import time
-from pathlib import Path
 
 import numpy as np
-
-from cosinegate.errors import CosineGateError
 
 BACKENDS = ("onnxrt", "torch", "trt")
 
 
-class OnnxrtBackend:
-    name = "onnxrt"
+class Timed:
+    """A runner activated for the bench; ``run(x)`` feeds its first input. ``batch``: the runner's fixed batch or None."""
+
+    def __init__(self, runner):
+        self.runner = runner.activate()
+        self.name = runner.name
+        self.input = runner.input_name
+        batch = runner.input_metadata()[self.input][1][0]
+        self.batch = batch if isinstance(batch, int) and batch > 0 else None
+
+    def run(self, x):
+        outputs = self.runner.infer({self.input: x})
+        return outputs, self.runner.gpu_ms
+
+
+class OnnxrtBackend(Timed):
+    """A toolkit ONNX graph (checked as one) on ONNX Runtime's CPU provider with ``threads`` intra-op threads."""
 
     def __init__(self, onnx_path, threads=1, optimization="all"):
         from cosinegate.onnx import load_toolkit_onnx
-        from cosinegate.onnx.export import get_metadata
+        from cosinegate.runtime.onnxruntime_backend import OnnxRuntimeRunner
 
-        model = load_toolkit_onnx(onnx_path)
-        if get_metadata(model).get("runtime") == "onnxruntime-native":
-            optimization = "none"  # optimized offline already (cosinegate.onnx.ort_native)
-        data = Path(onnx_path).read_bytes() if isinstance(onnx_path, (str, Path)) else onnx_path
-        self.session = onnxrt_session(data, threads, optimization)
-        self.input = self.session.get_inputs()[0]
-        self.batch = self.input.shape[0] if isinstance(self.input.shape[0], int) else None
-
-    def run(self, x):
-        logits, gates = self.session.run(["logits", "gates"], {self.input.name: x})
-        return {"logits": logits, "gates": gates}, None
+        super().__init__(OnnxRuntimeRunner(load_toolkit_onnx(onnx_path), threads=threads, optimization=optimization))
 
 
-class OnnxrtGraph:
+class OnnxrtGraph(Timed):
     """Any ONNX model (a ModelProto) on ONNX Runtime's CPU provider: first input fed, every output fetched."""
 
-    name = "onnxrt"
-
     def __init__(self, model, threads=1):
-        self.session = onnxrt_session(model.SerializeToString(), threads, "all")
-        self.input = self.session.get_inputs()[0].name
+        from cosinegate.runtime.onnxruntime_backend import OnnxRuntimeRunner
 
-    def run(self, x):
-        return {"outputs": self.session.run(None, {self.input: x})}, None
+        super().__init__(OnnxRuntimeRunner(model, threads=threads))
 
 
-def onnxrt_session(data, threads=1, optimization="all"):
-    """A sequential CPU session of serialized ONNX ``data`` with ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    }[optimization]
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-
-
-class TorchBackend:
-    name = "torch"
+class TorchBackend(Timed):
+    """A checkpoint's own forward on the CPU with ``threads`` torch threads."""
 
     def __init__(self, checkpoint, threads=1):
-        import torch
+        from cosinegate.runtime.torch_backend import TorchRunner
 
-        from cosinegate.training.checkpoint import model_from_checkpoint
-
-        torch.set_num_threads(threads)
-        self.torch = torch
-        self.model, _ = model_from_checkpoint(checkpoint)
-        self.model.eval()
-        self.batch = None
-
-    def run(self, x):
-        with self.torch.inference_mode():
-            logits, stats = self.model(self.torch.from_numpy(x))
-        return {"logits": logits.numpy(), "gates": stats.gates.numpy()}, None
+        super().__init__(TorchRunner(checkpoint, threads=threads))
+        self.model = self.runner.model
 
 
-class TrtBackend:
-    """TensorRT engine with pycuda buffers, one stream, CUDA events around each execute_async_v3."""
-
-    name = "trt"
+class TrtBackend(Timed):
+    """An engine built by the toolkit for this TensorRT and GPU (its manifest checked first)."""
 
     def __init__(self, engine_path):
+        from cosinegate.runtime.tensorrt_backend import TensorRTRunner
         from cosinegate.trt.build import detect_host
         from cosinegate.trt.manifest import check_engine_manifest
         from cosinegate.trt.versions import require_tensorrt
 
         version = require_tensorrt("the trt bench backend")
-        host = detect_host()
-        self.manifest = check_engine_manifest(engine_path, version, host.compute_capability)
-        try:
-            import pycuda.autoinit  # noqa: F401
-            import pycuda.driver as cuda
-        except ImportError as exc:
-            raise CosineGateError("the trt backend needs pycuda (JetPack: pip install pycuda); not importable here.") from exc
-        import tensorrt as trt
-
-        if not version.has_execute_async_v3:
-            raise CosineGateError(f"TensorRT {version} lacks execute_async_v3 (8.5+); upgrade TensorRT.")
-        self.cuda = cuda
-        self.bind(trt, cuda, Path(engine_path).read_bytes())
-        self.batch = self.host["input"].shape[0]
-
-    def bind(self, trt, cuda, engine_bytes):
-        """Deserialize the engine and give every I/O tensor a pinned host and a device buffer (the
-        TensorRT calls of this backend; ``trt`` and ``cuda`` are the modules, so the API-surface test
-        can record what is used)."""
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(engine_bytes)
-        self.context = self.engine.create_execution_context()
-        self.stream = cuda.Stream()
-        self.start, self.end = cuda.Event(), cuda.Event()
-        self.host, self.device = {}, {}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            shape = tuple(self.engine.get_tensor_shape(name))
-            dtype = numpy_dtype(trt, self.engine.get_tensor_dtype(name))
-            self.host[name] = cuda.pagelocked_empty(shape, dtype)
-            self.device[name] = cuda.mem_alloc(self.host[name].nbytes)
-            self.context.set_tensor_address(name, int(self.device[name]))
-
-    def run(self, x):
-        np.copyto(self.host["input"], x)
-        self.cuda.memcpy_htod_async(self.device["input"], self.host["input"], self.stream)
-        self.start.record(self.stream)
-        self.context.execute_async_v3(self.stream.handle)
-        self.end.record(self.stream)
-        for name in ("logits", "gates"):
-            self.cuda.memcpy_dtoh_async(self.host[name], self.device[name], self.stream)
-        self.stream.synchronize()
-        return {"logits": self.host["logits"].copy(), "gates": self.host["gates"].copy()}, self.end.time_since(self.start)
-
-
-NUMPY_TYPES = ("float32", "float16", "int8", "int32", "bool")  # tensorrt's DataType aliases, 8.5 to 11.x
-
-
-def numpy_dtype(trt, dtype):
-    """The numpy type of a TensorRT DataType, without ``trt.nptype``: TensorRT 8.5.2's (JetPack 5.1) maps bool to
-    ``np.bool``, removed in numpy 1.24, so there every call fails (python/packaging/tensorrt/__init__.py, tag 8.5.2)."""
-    for name in NUMPY_TYPES:
-        if dtype == getattr(trt, name):
-            return np.bool_ if name == "bool" else np.dtype(name).type
-    raise CosineGateError(f"the engine has an I/O tensor of TensorRT type {dtype}, which the bench does not feed; "
-                          "rebuild it from a toolkit ONNX graph (float32 input, logits and gates).")
+        self.manifest = check_engine_manifest(engine_path, version, detect_host().compute_capability)
+        super().__init__(TensorRTRunner(engine_path, purpose="the trt bench backend"))
 
 
 def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None, rounds=5, clock="wall"):

@@ -98,33 +98,19 @@ def input_feeds(images, batch, samples, normalization=None):
 
 
 def graph_runner(onnx_path, backend, int8=False):
-    """Polygraphy runner for the exported graph; TensorRT is imported only when asked for."""
+    """Polygraphy runner of the exported graph: the runtime's ONNX Runtime runner (one thread, no spinning: parity
+    runs one small batch at a time beside PyTorch) or TensorRT runner (engine built from the graph here)."""
     if backend == "onnxrt":
-        from polygraphy.backend.onnxrt import OnnxrtRunner
+        from cosinegate.runtime.onnxruntime_backend import OnnxRuntimeRunner
 
-        return OnnxrtRunner(lambda: _ort_session(onnx_path), name="onnxrt")
+        return OnnxRuntimeRunner(onnx_path, threads=1, spinning=False).polygraphy()
     if backend == "trt":
-        import importlib.util
+        from cosinegate.runtime.tensorrt_backend import TensorRTRunner
+        from cosinegate.trt.versions import require_tensorrt
 
-        if importlib.util.find_spec("tensorrt") is None:
-            raise CosineGateError(
-                "--backend trt needs TensorRT's Python package (`import tensorrt`), which is not installed here; "
-                "run on a machine with TensorRT (e.g. the Jetson) or use --backend onnxrt."
-            )
-        from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, TrtRunner
-
-        return TrtRunner(EngineFromNetwork(NetworkFromOnnxPath(str(onnx_path)), CreateConfig(int8=int8)), name="trt")
+        require_tensorrt("parity --backend trt")  # before the PyTorch side runs
+        return TensorRTRunner.from_onnx(onnx_path, int8=int8, purpose="parity --backend trt").polygraphy()
     raise CosineGateError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
-
-
-def _ort_session(onnx_path):
-    """CPU session, one thread without spinning: parity runs one small batch at a time beside PyTorch."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
 def check_pairing(model, onnx_model):
@@ -152,14 +138,14 @@ def check_pairing(model, onnx_model):
 
 def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=200, tolerance=FP32, save_inputs=None, save_reference=None):
     """Run both sides on `images` and return the parity report (a JSON-ready dict)."""
-    from cosinegate.parity.torch_runner import TorchReference, TorchRunner
+    from cosinegate.runtime.torch_backend import TorchRunner
 
     batch = check_pairing(model, onnx_model)
     meta = get_metadata(onnx_model)
     kinds = [b["kind"] for b in meta.get("blocks", [])] or ["dynamic"] * model.num_blocks
     feeds = input_feeds(images, batch, samples, model.normalization)
-    torch_runner = TorchRunner(TorchReference(model, kinds), (batch, model.spec.in_channels, model.spec.image_size, model.spec.image_size))
-    runners = [torch_runner, graph_runner(onnx_path, backend, tolerance is INT8)]
+    torch_runner = TorchRunner(model, kinds, threads=1, batch=batch, record=True)
+    runners = [torch_runner.polygraphy(), graph_runner(onnx_path, backend, tolerance is INT8)]
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL), contextlib.ExitStack() as stack:  # the report says what failed
         inputs_tmp = stack.enter_context(atomic_path(save_inputs)) if save_inputs else None  # renamed in on success
         results = Comparator.run(runners, data_loader=feeds, save_inputs_path=str(inputs_tmp) if inputs_tmp else None)

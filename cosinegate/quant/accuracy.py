@@ -8,21 +8,21 @@ keeps every gated block dynamic, so every gate decision is compared.
 
 import numpy as np
 
-from cosinegate.quant.calibrate import collect_ranges, flat_twin, quantize_flat, quantized_tensors, session
+from cosinegate.quant.calibrate import collect_ranges, flat_twin, onnxrt_runner, quantize_flat, quantized_tensors
 from cosinegate.quant.calibset import check_image_array, to_input
 
 
 def _run(make_graph, images, batch, normalization):
     """(logits, gates) of uint8 images through graphs built per batch size by make_graph(n)."""
-    sessions, logits, gates = {}, [], []
+    runners, logits, gates = {}, [], []
     for start in range(0, len(images), batch):
         chunk = to_input(images[start : start + batch], normalization)
         n = len(chunk)
-        if n not in sessions:
-            sessions[n] = session(make_graph(n))
-        out_logits, out_gates = sessions[n].run(["logits", "gates"], {"input": chunk})
-        logits.append(out_logits)
-        gates.append(out_gates)
+        if n not in runners:
+            runners[n] = onnxrt_runner(make_graph(n))
+        outputs = runners[n].infer({"input": chunk})
+        logits.append(outputs["logits"])
+        gates.append(outputs["gates"])
     return np.concatenate(logits), np.concatenate(gates)
 
 

@@ -123,14 +123,11 @@ def _with_outputs(flat_model, tensors):
     return out
 
 
-def session(model_proto, threads=None):
-    import onnxruntime as ort
+def onnxrt_runner(model_proto, threads=None):
+    """The runtime's ONNX Runtime runner of ``model_proto``, active (errors-only logging)."""
+    from cosinegate.runtime.onnxruntime_backend import OnnxRuntimeRunner
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return OnnxRuntimeRunner(model_proto, threads=threads, log_severity=3).activate()
 
 
 def collect_ranges(model, images, method="entropy", batch_size=32, percentile=99.99, num_bins=2048, tensors=None, order=None):
@@ -146,17 +143,18 @@ def collect_ranges(model, images, method="entropy", batch_size=32, percentile=99
     if order is not None:
         images = images[np.asarray(order)]
     collector = RangeCollector(method, num_bins, percentile)
-    sessions = {}
+    runners = {}
 
     def run_pass():
         for batch in batches(images, batch_size, model.normalization):
             n = len(batch)
-            if n not in sessions:
+            if n not in runners:
                 flat = flat_twin(model, n)
                 wanted = tensors if tensors is not None else cache_tensors(flat)
-                sessions[n] = (session(_with_outputs(flat, wanted)), [w for w in wanted if w != "input"], "input" in wanted)
-            sess, names, with_input = sessions[n]
-            values = sess.run(names, {"input": batch})
+                runners[n] = (onnxrt_runner(_with_outputs(flat, wanted)), [w for w in wanted if w != "input"], "input" in wanted)
+            runner, names, with_input = runners[n]
+            outputs = runner.infer({"input": batch})
+            values = [outputs[name] for name in names]
             if with_input:
                 collector.update("input", batch)
             for name, value in zip(names, values):

@@ -1,7 +1,7 @@
 """Any small ONNX graph as a TensorRT engine for timing (``bench.py --if-cost --backend trt``).
 
-Polygraphy's ``NetworkFromOnnxBytes`` -> ``CreateConfig`` -> ``EngineFromNetwork`` -> ``TrtRunner`` (TensorRT
-8.5 to 10.x). The wall time of ``run`` includes the host's wait for every ``If`` condition: what a
+The runtime's TensorRT runner with its engine built here by Polygraphy's loaders (TensorRT 8.5 to 10.x), in the
+bench's backend protocol. The wall time of ``run`` includes the host's wait for every ``If`` condition: what a
 conditional costs there.
 """
 
@@ -9,19 +9,18 @@ from cosinegate.trt.versions import require_tensorrt
 
 
 class TrtGraph:
-    """Build the serialized ONNX model on this GPU; ``run(x)`` feeds its first input, returns every output."""
+    """Build the ONNX model (a ModelProto) on this GPU; ``run(x)`` feeds its first input and returns (every output by
+    name, GPU ms)."""
 
     name = "trt"
 
     def __init__(self, model, precision="fp16"):
-        require_tensorrt("bench.py --if-cost --backend trt")
-        from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxBytes, TrtRunner
+        from cosinegate.runtime.tensorrt_backend import TensorRTRunner
 
-        config = CreateConfig(fp16=precision == "fp16")
-        self.runner = TrtRunner(EngineFromNetwork(NetworkFromOnnxBytes(model.SerializeToString()), config=config))
-        self.runner.activate()
+        purpose = "bench.py --if-cost --backend trt"
+        require_tensorrt(purpose)
+        self.runner = TensorRTRunner.from_onnx(model, fp16=precision == "fp16", purpose=purpose).activate()
         self.input = model.graph.input[0].name
 
     def run(self, x):
-        outputs = self.runner.infer({self.input: x})
-        return {"outputs": list(outputs.values())}, None
+        return self.runner.infer({self.input: x}), self.runner.gpu_ms

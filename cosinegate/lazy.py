@@ -1,0 +1,61 @@
+"""Optional modules imported on first use, as Polygraphy's ``mod.lazy_import``.
+
+``lazy_import("onnxruntime", "deploy")`` returns a stand-in that imports the module when one of its
+attributes is first read; when the module is missing, that read raises a one-line CosineGateError naming the
+extra that provides it (``pip install 'cosinegate-edge[deploy]'``). ``require`` imports at once. The extras are
+setup.cfg's: deploy (desktop export and parity), device (the board, no torch), trt (TensorRT and pycuda),
+training (torch).
+"""
+
+import importlib
+
+from cosinegate.errors import CosineGateError
+
+EXTRAS = ("deploy", "device", "trt", "training")
+
+
+def require(name, extra, purpose=None):
+    """Import module ``name`` now, or raise a CosineGateError naming ``extra`` (one of EXTRAS, or several)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise CosineGateError(missing_message(name, extra, purpose)) from exc
+
+
+def missing_message(name, extra, purpose=None):
+    """One line: what needs the module, and the install line of the extra that provides it."""
+    extras = (extra,) if isinstance(extra, str) else tuple(extra)
+    unknown = [e for e in extras if e not in EXTRAS]
+    if unknown:
+        raise ValueError(f"unknown extra {unknown[0]!r}; setup.cfg has {', '.join(EXTRAS)}")
+    installs = " or ".join(f"pip install 'cosinegate-edge[{e}]'" for e in extras)
+    root = name.split(".")[0]
+    return f"{purpose or 'this'} needs the Python module {root!r}, which is not importable here; {installs}."
+
+
+class LazyModule:
+    """A module imported when one of its attributes is first read (``require``'s error if it is missing)."""
+
+    def __init__(self, name, extra, purpose=None):
+        self._name, self._extra, self._purpose = name, extra, purpose
+
+    def __getattr__(self, attr):
+        if attr in ("_name", "_extra", "_purpose"):  # not set yet (copy, pickle)
+            raise AttributeError(attr)
+        return getattr(require(self._name, self._extra, self._purpose), attr)
+
+    def is_installed(self):
+        """Whether the module can be imported (imports it)."""
+        try:
+            importlib.import_module(self._name)
+        except ImportError:
+            return False
+        return True
+
+    def __repr__(self):
+        return f"<lazy module {self._name!r} (extra {self._extra})>"
+
+
+def lazy_import(name, extra, purpose=None):
+    """A LazyModule of ``name``; ``extra`` names the setup.cfg extra that installs it."""
+    return LazyModule(name, extra, purpose)
