@@ -5,13 +5,26 @@ A subprocess per case costs 1-2 s of imports; the trust and bad-input tables run
 
 import contextlib
 import importlib
+import importlib.util
 import io
 from pathlib import Path
 
+from conftest import ROOT
+
+_LOADED = {}
+
 
 def script(relpath):
-    """The command module behind ROOT/relpath (e.g. 'deploy/bench.py' -> cosinegate.cli.bench)."""
-    return importlib.import_module("cosinegate.cli." + Path(relpath).stem)
+    """The command module behind ROOT/relpath (e.g. 'deploy/bench.py' -> cosinegate.cli.bench); a checkout script
+    that is not a command (calibration/data_loader.py, for Polygraphy's script loader) is loaded from its file."""
+    name = Path(relpath).stem
+    if importlib.util.find_spec(f"cosinegate.cli.{name}") is not None:
+        return importlib.import_module(f"cosinegate.cli.{name}")
+    if relpath not in _LOADED:
+        spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / relpath)
+        _LOADED[relpath] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_LOADED[relpath])
+    return _LOADED[relpath]
 
 
 def run(relpath, *argv):
