@@ -103,7 +103,7 @@ class EngineManifest(Record):
 
     FORMAT, WHAT = ENGINE_FORMAT, "engine manifest"
     FIX = "rebuild the engine with deploy/build_engine.py"
-    OMIT_NONE = ("selection", "built_by", "card", "reference_inputs")
+    OMIT_NONE = ("selection", "built_by")
 
     engine_sha256: object = None
     model: object = None

@@ -8,8 +8,8 @@ device bundle, the board's build from a bundle, and the bench.
 - ``bundle``: the device bundle written where no engine can be built
 - ``engine``: engines built here with Polygraphy, their manifests, parity and selection
 - ``board``: the engine built from a bundle on the device
-- ``bench``: ``bench(settings)`` and ``if_cost(settings)``
-- ``parity_check`` and ``calibration``: a graph checked against its checkpoint; INT8 calibration
+- ``bench``: ``bench(settings)``, the bench of an engine, graph or checkpoint (or the If-cost table of a model)
+- ``parity_check``: ``check_parity(settings)``, a graph against its checkpoint; ``calibration``: ``calibrate_checkpoint(settings)``
 
 The board path (deploy with a bundle, bench of an engine) imports no torch and runs on Python 3.8.
 """
