@@ -13,6 +13,7 @@ from conftest import ROOT, run_script
 import cosinegate.cli.bench as bench  # noqa: E402
 
 from cosinegate.errors import CosineGateError  # noqa: E402
+from cosinegate.manifests import EngineManifest  # noqa: E402
 from cosinegate.trt.manifest import check_engine_manifest, write_engine_manifest  # noqa: E402
 
 FAST = ["--warmup", "2", "--iterations", "10", "--samples", "8", "--data", "cifar10"]
@@ -125,8 +126,8 @@ def test_bad_backend():
 def test_engine_manifest_refusal(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"fake engine")
-    write_engine_manifest(engine, trt_version="8.5.2", compute_capability="8.7")
-    assert check_engine_manifest(engine, "8.5.2.2", "8.7")["trt_version"] == "8.5.2"
+    write_engine_manifest(engine, EngineManifest(trt_version="8.5.2", compute_capability="8.7"))
+    assert check_engine_manifest(engine, "8.5.2.2", "8.7").trt_version == "8.5.2"
     with pytest.raises(CosineGateError, match="built with TensorRT 8.5.2, this machine has TensorRT 10.3.0"):
         check_engine_manifest(engine, "10.3.0", "8.7")
     with pytest.raises(CosineGateError, match="compute capability 8.7, this GPU is 7.2"):

@@ -26,6 +26,7 @@ def run_code(code, *args, env=None):
 BUNDLE_BUILD = """
 import importlib.util, json
 import cosinegate.cli.build_engine as script
+import cosinegate.pipeline.engine as engine
 import cosinegate.trt.build as trt_build
 from cosinegate.trt.targets import HostInfo
 from cosinegate.trt.versions import parse_version
@@ -36,7 +37,7 @@ def fake_build(onnx_path, engine_path, settings):  # Polygraphy + TensorRT's par
     return 0.25
 
 trt_build.build_engine = fake_build
-script.engine_parity = lambda engine, inputs, reference, precision: {'passed': True, 'stand_in': True}
+engine.engine_parity = lambda engine, inputs, reference, precision: {'passed': True, 'stand_in': True}
 from cosinegate.cli import run_main
 try:
     run_main(lambda: script.main(sys.argv[1:]))
@@ -256,11 +257,12 @@ def test_the_board_reads_its_compute_capability_without_pycuda(tmp_path, compati
 
 def test_an_unknown_compute_capability_is_named_as_such_in_the_engine_check(tmp_path):
     from cosinegate.errors import CosineGateError
+    from cosinegate.manifests import EngineManifest
     from cosinegate.trt.manifest import check_engine_manifest, write_engine_manifest
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"engine")
-    write_engine_manifest(engine, trt_version="8.5.2.2", compute_capability="8.7")
+    write_engine_manifest(engine, EngineManifest(trt_version="8.5.2.2", compute_capability="8.7"))
     with pytest.raises(CosineGateError) as info:
         check_engine_manifest(engine, "8.5.2.2", None)
     assert "None" not in str(info.value) and "CC=" in str(info.value) and "pycuda" in str(info.value)
@@ -319,25 +321,21 @@ def test_the_xavier_dla_conditional_qdq_bundle_is_refused_before_anything_is_wri
 def test_engine_manifest_records_the_calibration_cache_only_when_the_build_reads_it(bundle_copy, tmp_path, monkeypatch,
                                                                                     form, int8_path, records_cache):  # noqa: F811
     """Also noticed in issue 22: Q/DQ builds recorded the calibration_sha256 of a cache they never read."""
-    import argparse
-
-    from scripts_in_process import script
-
     from cosinegate.artifacts import sha256_file
+    from cosinegate.pipeline.engine import build_one
+    from cosinegate.pipeline.plan import Artifacts, DeploySettings, Target
     from cosinegate.trt import build as trt_build
     from cosinegate.trt.targets import HostInfo, load_target
     from cosinegate.trt.versions import calibration_cache_header, parse_version
 
-    build_engine = script("deploy/build_engine.py")
     cache = tmp_path / "calibration.cache"
     cache.write_text(calibration_cache_header("10.3.0", "entropy2") + "\ninput: 3c010204\n")
     monkeypatch.setattr(trt_build, "build_engine", lambda onnx, engine, settings: open(str(engine), "wb").close() or 0.1)
-    args = argparse.Namespace(precision="int8", int8_path=int8_path, dla_core=None, workspace=None, timing_cache=None,
-                              form=form, batch=1)
+    settings = DeploySettings("jetson-orin", precision="int8", int8_path=int8_path, form=form)
     graph = bundle_copy / ("model.conditional.onnx" if form == "conditional" else "model.flat.onnx")
-    art = {"name": "tiny", "onnx": graph, "cache": cache, "reference": None}
     host = HostInfo("aarch64", "8.7", parse_version("10.3.0.30"))
-    engine, _ = build_engine.build_one(args, load_target("jetson-orin"), host, art, tmp_path / "out", form)
+    target = Target(load_target("jetson-orin"), host, True, "", tmp_path / "out")
+    engine, _ = build_one(settings, target, Artifacts("tiny", graph, cache=cache), form)
     manifest = json.loads((tmp_path / "out" / f"{engine.name}.json").read_text())
     assert manifest["calibration_sha256"] == (sha256_file(cache) if records_cache else None)
 

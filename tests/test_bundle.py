@@ -48,8 +48,8 @@ def test_bundle_contents_and_hashes(bundled):
     manifest = verify_bundle(bundle)
     for name in ("model.conditional.onnx", "model.flat.onnx", "reference.json", "inputs.json", "jetson-orin.toml",
                  "build_on_device.sh"):
-        assert name in manifest["files"], name
-    assert manifest["target"] == "jetson-orin" and manifest["precision"] == "fp16"
+        assert name in manifest.files, name
+    assert manifest.target == "jetson-orin" and manifest.precision == "fp16"
     with tarfile.open(out / "tiny-conditional-fp16-bundle.tar.gz") as tar:
         assert "tiny-conditional-fp16-bundle/manifest.json" in tar.getnames()
     assert "scp" in printed and "build_on_device.sh" in printed and "--bundle tiny-conditional-fp16-bundle" in printed
@@ -246,8 +246,8 @@ def test_device_script_builds_checks_times_and_records(bundle_copy, tmp_path):
     results = bundle_copy / "results"
     engine = results / "tiny-conditional-fp16-trt10.3.0-sm87.engine"
     manifest = check_engine_manifest(engine, "10.3.0.30", "8.7")  # what bench.py --engine checks
-    assert manifest["settings"]["release"] == "10.3.0" and manifest["onnx_metadata"]["form"] == "conditional"
-    assert manifest["settings"]["command"][0] == "trtexec" and "--verbose" in manifest["settings"]["command"]
+    assert manifest.settings["release"] == "10.3.0" and manifest.onnx_metadata["form"] == "conditional"
+    assert manifest.settings["command"][0] == "trtexec" and "--verbose" in manifest.settings["command"]
     assert not list(results.glob("*.partial"))
     build, timing = [line for line in (tmp_path / "trtexec.log").read_text().splitlines()
                      if line != "--help" and "pruned" not in line and "dense" not in line  # the other candidates: test_select
@@ -431,7 +431,7 @@ def test_shell_metacharacters_reach_the_device_script_only_as_data(bundled, tmp_
     trtexec each value as exactly one argument equal to the intended string, and nothing else runs."""
     import subprocess
 
-    from cosinegate.pipeline import model_name
+    from cosinegate.pipeline.stages import model_name
     from cosinegate.trt.targets import load_target
 
     ckpt = tmp_path / f"{EVIL}\nrun" / "best.pt"

@@ -11,6 +11,7 @@ from conftest import PYTHON, ROOT, make_dynamic_checkpoint, script_env, widest_g
 import cosinegate.cli.build_engine as build_engine  # noqa: E402
 
 from cosinegate.errors import CosineGateError  # noqa: E402
+from cosinegate.pipeline.plan import resolve_precision  # noqa: E402
 from cosinegate.trt import build as trt_build  # noqa: E402
 from cosinegate.trt.targets import HostInfo  # noqa: E402
 
@@ -57,16 +58,17 @@ def test_masked_int8_bundle_builds_the_masked_qdq_graph(masked_int8):
 
 def test_int8_preview_warns_when_the_graph_fails_the_check(masked_int8, capsys):
     """The flat Q/DQ twin runs every block, so the bundle's check fails it; the preview says so before shipping."""
-    from types import SimpleNamespace
+    from cosinegate.pipeline.bundle import int8_preview
+    from cosinegate.pipeline.plan import Artifacts, DeploySettings
 
     bundle, _ = masked_int8
-    art = {"qdq_twin": bundle / "calibration" / "model.qdq.onnx", "inputs": bundle / "inputs.json",
-           "reference": bundle / "reference.json"}
-    preview = build_engine.int8_preview(SimpleNamespace(precision="int8", form="masked"), art)
+    art = Artifacts("dyn", bundle / "model.masked.onnx", qdq_twin=bundle / "calibration" / "model.qdq.onnx",
+                    inputs=bundle / "inputs.json", reference=bundle / "reference.json")
+    preview = int8_preview(DeploySettings("jetson-orin", precision="int8", form="masked"), art)
     printed = capsys.readouterr().out
     assert not preview["passed"] and preview["top1_agreement"] < 0.97, preview
     assert "warning: the bundle's INT8 check fails here already" in printed and "--forms flat,masked" in printed
-    assert build_engine.int8_preview(SimpleNamespace(precision="fp16"), art) is None
+    assert int8_preview(DeploySettings("jetson-orin", precision="fp16"), art) is None
 
 
 def test_device_check_passes_the_bundle_graph_and_fails_the_flat_twin(masked_int8, tmp_path):
@@ -98,7 +100,7 @@ def test_int8_path_implies_int8_and_refuses_a_contradiction(dyn_checkpoint, tmp_
     with pytest.raises(CosineGateError, match="--int8 qdq is an INT8 path but --precision fp16"):
         build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), "--int8", "qdq",
                            "--precision", "fp16", "--out", str(tmp_path)])
-    assert build_engine.resolve_precision(None, "qdq") == "int8" and build_engine.resolve_precision(None, None) == "fp16"
+    assert resolve_precision(None, "qdq") == "int8" and resolve_precision(None, None) == "fp16"
 
 
 def test_check_parity_names_a_bad_outputs_file_in_one_line(tmp_path):

@@ -111,7 +111,7 @@ def test_parity_profile_follows_the_graph_on_onnxrt():
     from conftest import ROOT
     from cosinegate.errors import CosineGateError
 
-    from cosinegate.cli.parity import check_profile_fits
+    from cosinegate.pipeline.parity_check import check_profile_fits
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])

@@ -26,7 +26,8 @@ DEVICE_MODULES = [
     "cosinegate/blockkinds.py", "cosinegate/quant/__init__.py", "cosinegate/quant/calibset.py", "cosinegate/data/choice.py", "cosinegate/onnx/__init__.py", "cosinegate/onnx/card.py", "cosinegate/onnx/checks.py",
     "cosinegate/onnx/conditionalize.py", "cosinegate/onnx/export.py", "cosinegate/onnx/passes.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cosinegate" / "trt").glob("*.py")),
-    "cosinegate/cli/build_engine.py", "cosinegate/cli/bench.py", "cosinegate/defaults.py",
+    "cosinegate/cli/build_engine.py", "cosinegate/cli/bench.py", "cosinegate/defaults.py", "cosinegate/manifests.py",
+    *(f"cosinegate/pipeline/{name}.py" for name in ("__init__", "plan", "deploy", "board", "engine", "bench")),
     "deploy/_bootstrap.py", "deploy/build_engine.py", "deploy/bench.py",
 ]
 WITHOUT_TORCH = "import sys; sys.modules['torch'] = None\n"  # `import torch` raises ImportError

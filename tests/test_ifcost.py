@@ -1,12 +1,9 @@
 """bench.py --if-cost: If chains, per-block cost rows, and --policy auto with a cost table keeping blocks plain."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
-
-from conftest import ROOT
 
 import cosinegate.cli.bench as bench  # noqa: E402
 import cosinegate.cli.export_onnx as export_onnx  # noqa: E402

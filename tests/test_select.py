@@ -45,11 +45,11 @@ def test_selection_on_onnxrt_is_recorded(selected, capsys):
     out, _ = selected
     bundle = next(out.glob("*-bundle"))
     manifest = verify_bundle(bundle)
-    sel = manifest["selection"]
+    sel = manifest.selection
     assert set(sel["candidates"]) == {"conditional", "pruned", "dense"} and sel["backend"] == "onnxrt"
     assert {n: c["num_if"] for n, c in sel["candidates"].items()} == {"conditional": 7, "pruned": 0, "dense": 0}
-    for name, rels in manifest["candidates"].items():
-        assert all(rel in manifest["files"] for rel in rels.values()), name
+    for name, rels in manifest.candidates.items():
+        assert all(rel in manifest.files for rel in rels.values()), name
         assert 0.0 <= sel["candidates"][name]["accuracy"] <= 1.0 and sel["candidates"][name]["latency_ms"]["count"] > 0
     assert sel["chosen"] == choose(sel["candidates"], sel["max_accuracy_drop"])[0]
     assert sel["max_accuracy_drop"] == 0.0  # fp32 profile: no accuracy may be lost
@@ -60,7 +60,7 @@ def test_fastest_candidate_within_tolerance_wins(selected):
     with none admitted beyond the conditional graph, the conditional one stays. (Which graph is fastest on ONNX
     Runtime is a benchmark's question, not this test's: the timings here share two cores with other work.)"""
     out, _ = selected
-    sel = verify_bundle(next(out.glob("*-bundle")))["selection"]
+    sel = verify_bundle(next(out.glob("*-bundle"))).selection
     c = sel["candidates"]
     assert sel["chosen"] == choose(c, sel["max_accuracy_drop"])[0]  # the recorded choice follows the rule
     fastest = min(eligible_names(c, 1.0 + c["conditional"]["accuracy"]), key=lambda name: c[name]["latency_ms"][STAT])
@@ -74,7 +74,7 @@ def test_forced_candidate_is_the_build_graph(dyn_checkpoint, tmp_path, monkeypat
     assert build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), "--select", "dense",
                               "--out", str(tmp_path)]) == 0
     manifest = verify_bundle(next(tmp_path.glob("*-bundle")))
-    assert manifest["build_onnx"] == "model.dense.onnx" and manifest["selection"]["chosen"] == "dense"
+    assert manifest.build_onnx == "model.dense.onnx" and manifest.selection["chosen"] == "dense"
     assert "model.dense.onnx" in (next(tmp_path.glob("*-bundle")) / "build_on_device.sh").read_text()
 
 
@@ -187,7 +187,7 @@ def test_device_script_times_every_candidate_and_names_the_winner(wide_bundle, t
 def test_device_script_skips_candidates_outside_the_tolerance(selected, tmp_path):
     out, _ = selected
     bundle, done, rows, _ = device_run(next(out.glob("*-bundle")), tmp_path)
-    sel = verify_bundle(bundle)["selection"]["candidates"]
+    sel = verify_bundle(bundle).selection["candidates"]
     medians = {"conditional": 0.93, "dense": 0.52, "pruned": 0.41}
     for name in ("pruned", "dense"):
         assert rows[name][3] == ("within" if sel[name]["eligible"] else "outside")

@@ -10,8 +10,9 @@ from onnx import TensorProto, helper
 from scripts_in_process import run
 
 from cosinegate.artifacts import sha256_file
-from cosinegate.pipeline import model_name
-from cosinegate.trt.manifest import BUNDLE_FORMAT, BUNDLE_MANIFEST
+from cosinegate.manifests import BUNDLE_FORMAT
+from cosinegate.pipeline.stages import model_name
+from cosinegate.trt.manifest import BUNDLE_MANIFEST
 
 BUILD = "deploy/build_engine.py"
 

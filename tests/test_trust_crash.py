@@ -110,6 +110,7 @@ def test_calibrate_out_refuses_a_folder_with_other_files(tmp_path):
 
 
 def test_bundle_folder_and_archive_never_disagree(tmp_path):
+    from cosinegate.manifests import BundleManifest
     from cosinegate.trt.bundle import make_bundle
     from cosinegate.trt.manifest import verify_bundle
 
@@ -122,17 +123,17 @@ def test_bundle_folder_and_archive_never_disagree(tmp_path):
 
     def make(tag):
         make_bundle(out, "tiny", profile, {"model.conditional.onnx": tmp_path / f"{tag}.onnx"}, f"echo {tag}\n",
-                    {"model": "tiny", "run": tag}, log=lambda *_: None)
+                    BundleManifest(model="tiny", source=tag))
 
     make("old")
     folder, archive = out / "tiny-bundle", out / "tiny-bundle.tar.gz"
 
     def archived_run():
         with tarfile.open(archive) as tar:
-            return json.load(tar.extractfile("tiny-bundle/manifest.json"))["run"]
+            return json.load(tar.extractfile("tiny-bundle/manifest.json"))["source"]
 
     def check(killed_at):
-        run = verify_bundle(folder)["run"]  # always a whole bundle that verifies
+        run = verify_bundle(folder).source  # always a whole bundle that verifies
         assert run in ("old", "new"), killed_at
         if archive.exists():
             assert archived_run() == run, killed_at  # an archive present is the same bundle as the folder

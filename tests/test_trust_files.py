@@ -56,7 +56,8 @@ def test_a_bundle_manifest_of_the_wrong_shape_is_refused(tmp_path, label, text, 
 
 
 def test_an_engine_manifest_without_its_versions_is_refused(tmp_path):
-    from cosinegate.trt.manifest import ENGINE_FORMAT, check_engine_manifest
+    from cosinegate.manifests import ENGINE_FORMAT
+    from cosinegate.trt.manifest import check_engine_manifest
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"engine")
@@ -66,16 +67,14 @@ def test_an_engine_manifest_without_its_versions_is_refused(tmp_path):
 
 
 def test_an_engine_manifest_with_bad_onnx_metadata_is_refused(tmp_path):
-    from scripts_in_process import script
+    from cosinegate.manifests import ENGINE_FORMAT, EngineManifest
+    from cosinegate.pipeline.bench import engine_metadata
 
-    from cosinegate.trt.manifest import ENGINE_FORMAT
-
-    bench = script("deploy/bench.py")
     for meta, message in (([1], "is not a mapping"), ({"blocks": [1, 2, 3]}, "cosinegate.blocks = [1, 2, 3]"),
                           ({"image_size": 10**6}, "cosinegate.image_size = 1000000")):
         manifest = {"format": ENGINE_FORMAT, "trt_version": "10.3.0", "compute_capability": "8.7", "onnx_metadata": meta}
         with pytest.raises(CosineGateError, match=f"onnx_metadata {re.escape(message)}"):
-            bench.engine_metadata(manifest, tmp_path / "m.engine")
+            engine_metadata(EngineManifest.from_json(manifest, "m.engine.json"), tmp_path / "m.engine")
 
 
 def test_a_bundle_graph_reading_external_data_outside_is_refused(tmp_path):

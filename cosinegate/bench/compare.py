@@ -6,12 +6,14 @@ from cosinegate.artifacts import sha256_file
 from cosinegate.bench.graphs import forced_on, graph_info
 
 
-def compare_dense(args, conditional_path, cond_report, batches, workdir, backend_name, log=print, labels=None):
+def compare_dense(conditional_path, cond_report, batches, workdir, backend_name, *, checkpoint=None, dense_onnx=None,
+                  policy="auto", batch=1, threads=1, warmup=20, iterations=300, duration=None, rounds=5, log=print,
+                  labels=None):
     """Time the dense graph, the statically pruned one, the conditional one with every gate forced on and the
     ORT-native conditional graphs beside ``conditional_path`` on ``batches``, in turns; return (summary, walls).
 
-    ``args`` holds the bench settings: checkpoint, dense_onnx, policy, batch, threads, warmup, iterations,
-    duration, rounds (the parsed arguments of deploy/bench.py). With ``labels`` (one per image of ``batches``) the
+    The other graphs come from ``checkpoint`` (exported with ``policy``) and ``dense_onnx``; each is timed for
+    ``iterations`` (or ``duration`` seconds) in ``rounds`` turns. With ``labels`` (one per image of ``batches``) the
     summary adds the selection among conditional, statically pruned and dense graphs (cosinegate.bench.candidates)."""
     from cosinegate.bench.backends import OnnxrtBackend, time_interleaved
     from cosinegate.bench.report import summarize
@@ -26,47 +28,47 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
         raise CosineGateError(f"--compare-dense compares a conditional graph; {conditional_path} is {meta.get('form')}.")
     from cosinegate.onnx import export_checkpoint
 
-    dense_path, dense_origin = args.dense_onnx, str(args.dense_onnx)
+    dense_path, dense_origin = dense_onnx, str(dense_onnx)
     if dense_path is None:
-        dense_origin = f"exported from {args.checkpoint} (deploy/export_onnx.py --policy dense; not kept)"
-        if not args.checkpoint:
+        dense_origin = f"exported from {checkpoint} (deploy/export_onnx.py --policy dense; not kept)"
+        if not checkpoint:
             raise CosineGateError("--compare-dense needs --dense-onnx FILE or --checkpoint CKPT to export the gate-free dense graph.")
         dense_path = workdir / "dense.onnx"
-        export_checkpoint(args.checkpoint, dense_path, "conditional" if args.batch == 1 else "masked", args.batch, policy="dense")
+        export_checkpoint(checkpoint, dense_path, "conditional" if batch == 1 else "masked", batch, policy="dense")
     dense_meta, _, dense_kinds, _ = graph_info(dense_path)
     if any(kind not in ("dense", "always_run", "dropped") for kind in dense_kinds):
         raise CosineGateError(f"--dense-onnx {dense_path} is not gate-free ({dense_meta.get('form')} form, policy "
                               f"{dense_meta.get('policy')}); the dense baseline is the backbone without gates: export it "
                               "with deploy/export_onnx.py --policy dense.")
     forced_path, forced_source = workdir / "forced_on.onnx", conditional_path
-    if args.checkpoint:  # every gated block as an If, so forced-on measures the conditional machinery at full MACs
+    if checkpoint:  # every gated block as an If, so forced-on measures the conditional machinery at full MACs
         forced_source = workdir / "conditional_all.onnx"
-        export_checkpoint(args.checkpoint, forced_source, "conditional", args.batch, policy="conditional-all")
+        export_checkpoint(checkpoint, forced_source, "conditional", batch, policy="conditional-all")
     forced_on(forced_source, forced_path)
     graphs = {"dense": dense_path, "forced_on": forced_path}
     flat_macs = table.executed([True] * len(kinds), meta.get("mode"))  # every block and every gate head
-    if args.checkpoint:
+    if checkpoint:
         graphs["flat_twin"] = workdir / "flat.onnx"
-        export_checkpoint(args.checkpoint, graphs["flat_twin"], "flat", args.batch)
+        export_checkpoint(checkpoint, graphs["flat_twin"], "flat", batch)
     pruned_macs = None
-    if args.checkpoint:
+    if checkpoint:
         try:
             pruned_path = workdir / "pruned.onnx"
-            export_checkpoint(args.checkpoint, pruned_path, "masked", args.batch, policy="auto")
+            export_checkpoint(checkpoint, pruned_path, "masked", batch, policy="auto")
             _, _, pkinds, _ = graph_info(pruned_path)
             graphs["static_pruned"] = pruned_path
             pruned_macs = table.executed([k != "always_skipped" for k in pkinds], meta.get("mode"))
         except CosineGateError as exc:
             log(f"static-pruned graph not available: {exc}")
         try:
-            graphs["ort_native"], graphs["ort_native_forced_on"] = ort_native_graphs(args, workdir)
+            graphs["ort_native"], graphs["ort_native_forced_on"] = ort_native_graphs(checkpoint, policy, batch, threads, workdir)
         except CosineGateError as exc:
             log(f"ORT-native conditional graph not available: {exc}")
     graphs["conditional"] = conditional_path
     # all graphs timed in turns (--rounds), so drift of the machine's state falls on each alike
-    walls = time_interleaved({name: OnnxrtBackend(path, args.threads) for name, path in graphs.items()}, batches,
-                             args.warmup, args.iterations, args.duration, args.rounds)
-    runs = {name: {**summarize(wall, [], args.batch), "_wall": wall} for name, wall in walls.items()}
+    walls = time_interleaved({name: OnnxrtBackend(path, threads) for name, path in graphs.items()}, batches,
+                             warmup, iterations, duration, rounds)
+    runs = {name: {**summarize(wall, [], batch), "_wall": wall} for name, wall in walls.items()}
     stat = "p50"  # medians: robust to other jobs on a shared machine; means are in the *_latency_ms entries
     dense_ms, cond_ms = runs["dense"]["latency_ms"][stat], runs["conditional"]["latency_ms"][stat]
     dense_macs, executed = table.dense, cond_report["executed_macs"]
@@ -96,7 +98,7 @@ def compare_dense(args, conditional_path, cond_report, batches, workdir, backend
         out.update(static_pruned_latency_ms=runs["static_pruned"]["latency_ms"], static_pruned_macs=int(pruned_macs),
                    static_pruned_speedup=dense_ms / sp, conditional_vs_static_pruned=sp / cond_ms)
     if labels is not None:
-        out["selection"] = _selection(graphs, runs, batches, labels, args.threads)
+        out["selection"] = _selection(graphs, runs, batches, labels, threads)
     return out, {k: v["_wall"] for k, v in runs.items()}
 
 
@@ -114,9 +116,9 @@ def _selection(graphs, runs, batches, labels, threads):
     return {"chosen": chosen, "reason": reason, "max_accuracy_drop": drop, "candidates": candidates}
 
 
-def ort_native_graphs(args, workdir):
-    """The ORT-native conditional graph (NCHWc kept inside each If) with the checkpoint's policy,
-    and its conditional-all twin with every gate forced on."""
+def ort_native_graphs(checkpoint, policy, batch, threads, workdir):
+    """The ORT-native conditional graph (NCHWc kept inside each If) with ``policy``, and its conditional-all twin
+    with every gate forced on."""
     import onnx
 
     from cosinegate.onnx.ort_native import ort_native_conditional
@@ -126,12 +128,12 @@ def ort_native_graphs(args, workdir):
 
     flat_path = workdir / "flat.onnx"
     if not flat_path.is_file():
-        export_checkpoint(args.checkpoint, flat_path, "flat", args.batch)
+        export_checkpoint(checkpoint, flat_path, "flat", batch)
     flat = onnx.load(str(flat_path))
-    skip_rates = load_checkpoint(args.checkpoint).get("skip_rates")
+    skip_rates = load_checkpoint(checkpoint).get("skip_rates")
     native, native_all = workdir / "ort_native.onnx", workdir / "ort_native_all.onnx"
-    onnx.save(ort_native_conditional(flat, args.policy, skip_rates, args.threads), str(native))
-    onnx.save(ort_native_conditional(flat, "conditional-all", skip_rates, args.threads), str(native_all))
+    onnx.save(ort_native_conditional(flat, policy, skip_rates, threads), str(native))
+    onnx.save(ort_native_conditional(flat, "conditional-all", skip_rates, threads), str(native_all))
     forced = workdir / "ort_native_forced_on.onnx"
     forced_on(native_all, forced)
     return native, forced

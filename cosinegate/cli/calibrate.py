@@ -49,39 +49,25 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    from dataclasses import fields
+
     from cosinegate.cli import check_output_files, check_output_folder
-    from cosinegate.errors import CosineGateError
-    from cosinegate.data.choice import DataOrigin, choose_data
 
     args = parse_args(argv)
-    from cosinegate.quant.calibrate import calibrate, check_method, resolve_trt_version, write_outputs
-    from cosinegate.quant.calibset import select
-    from cosinegate.training.checkpoint import load_checkpoint
-    check_method(args.method)
-    resolve_trt_version(args.trt_version)
-    if args.subset is not None:
-        raise CosineGateError("--subset is not used by calibration; use --calib-images N.")
-    forms = [f.strip() for f in args.forms.split(",") if f.strip()]
+    from cosinegate.pipeline.calibration import CalibrationSettings, calibrate_checkpoint
+
     inputs = {"checkpoint": args.checkpoint, "cache": args.cache_in}
     check_output_folder("--out", args.out, inputs)
     check_output_files(inputs, json=args.json)
-    from cosinegate.training.checkpoint import check_image_size
-
-    state = load_checkpoint(args.checkpoint)
-    check_image_size(args.image_size, state, args.checkpoint)
-    calib_set = None
-    if args.cache_in is None:
-        data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
-        calib_set = select(data.train, args.calib_images, args.seed, data.source, None if data.root is None else str(data.root))
-    result = calibrate(args.checkpoint, calib_set, args.method, args.batch_size, args.percentile, args.trt_version,
-                       forms, args.policy, cache_in=args.cache_in)
-    names = write_outputs(result, args.out)
+    forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
+    values = {f.name: getattr(args, f.name) for f in fields(CalibrationSettings) if f.name != "forms"}
+    result = calibrate_checkpoint(CalibrationSettings(**values, forms=forms))
     m = result.manifest
     if args.json:
         from cosinegate.artifacts import atomic_write_json
 
         atomic_write_json(args.json, m)
-    print(f"wrote {', '.join(names)} to {args.out}")
+    print(f"wrote {', '.join(result.names)} to {args.out}")
     print(f"method {m['method']}, {m['num_images'] or 'cache'} images, cache header {m['cache']['header']}, "
           f"{len(m['quantized_tensors'])} Q/DQ activation tensors, {len(m['amax'])} cache tensors")
 

@@ -31,7 +31,6 @@ inputs.json and ref.json to the device, and run
 
 import argparse
 import json
-from pathlib import Path
 
 
 def parse_args(argv=None):
@@ -52,66 +51,24 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def check_profile_fits(graph, int8, path):
-    """On ONNX Runtime the graph decides the precision: a Q/DQ graph runs INT8 (the INT8 profile), any other FP32
-    (the INT8 profile's looser bounds would hide an FP32 error)."""
-    from cosinegate.errors import CosineGateError
-    from cosinegate.graphmeta import all_nodes
-
-    quantized = any(node.op_type == "QuantizeLinear" for node in all_nodes(graph.graph))
-    if quantized and not int8:
-        raise CosineGateError(f"{path} is an INT8 Q/DQ graph; add --int8 (the INT8 tolerance profile) to check it.")
-    if int8 and not quantized:
-        raise CosineGateError(f"--int8 on {path}, which has no Q/DQ nodes and runs in FP32 on ONNX Runtime; drop --int8 "
-                              "(the FP32 profile) or pass the Q/DQ graph from calibration/calibrate.py.")
-
-
 def main(argv=None):
-    from cosinegate.artifacts import atomic_write_json
-    from cosinegate.artifacts import input_record
+    from dataclasses import fields
+
     from cosinegate.cli import check_output_files
-    from cosinegate.data import balanced_subset
-    from cosinegate.data.choice import DataOrigin, choose_data
-    from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
-    from cosinegate.onnx import load_toolkit_onnx
-    from cosinegate.onnx.export import get_metadata
-    from cosinegate.onnx.provenance import check_provenance
-    from cosinegate.parity import BACKENDS, FP32, INT8, run_parity
-    from cosinegate.training.checkpoint import model_from_checkpoint
-    if args.backend not in BACKENDS:
-        raise CosineGateError(f"unknown backend {args.backend!r}; choose one of {', '.join(BACKENDS)}.")
-    if args.test_images < 1:
-        raise CosineGateError(f"--test-images must be at least 1, got {args.test_images}.")
-    save_inputs = None
-    if args.save_reference:
-        save_inputs = args.save_inputs or str(Path(args.save_reference).with_name("inputs.json"))
+    from cosinegate.pipeline.parity_check import ParitySettings, check_parity, saved_inputs_path
+
+    settings = ParitySettings(**{f.name: getattr(args, f.name) for f in fields(ParitySettings)})
     check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx}, json=args.json,
-                       save_reference=args.save_reference, save_inputs=save_inputs)
-    model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
-    graph = load_toolkit_onnx(args.onnx)
-    if args.backend == "onnxrt":
-        check_profile_fits(graph, args.int8, args.onnx)
-    provenance = check_provenance(args.checkpoint, args.onnx, get_metadata(graph))
-    if not provenance["verified"]:
-        print(f"note: {args.onnx} names no source checkpoint (no toolkit metadata or manifest); provenance not checked")
-    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
-    test = data.test
-    if args.subset:
-        test = balanced_subset(test, args.subset)
-    report = run_parity(model, graph, args.onnx, test, args.backend, args.test_images, INT8 if args.int8 else FP32,
-                        save_inputs, args.save_reference)
-    report.update(checkpoint=str(args.checkpoint), onnx=str(args.onnx), data=data.record(), provenance=provenance,
-                  inputs=input_record(checkpoint=args.checkpoint, onnx=args.onnx))
-    if args.json:
-        atomic_write_json(args.json, report)
+                       save_reference=args.save_reference, save_inputs=saved_inputs_path(settings))
+    report = check_parity(settings)
     print(report["summary"])
     if report["static_policy_disagreement"]:
         print("static-policy disagreement (PyTorch's own decision vs the fixed one): "
               + json.dumps(report["static_policy_disagreement"]))
     if args.save_reference:
-        print(f"wrote {args.save_reference} and {save_inputs}")
+        print(f"wrote {args.save_reference} and {saved_inputs_path(settings)}")
     return 0 if report["passed"] else 1
 
 

@@ -92,9 +92,10 @@ def gate_pattern_inputs(batches, gates, folder):
     return files, "\n".join(lines) + "\n"
 
 
-def make_bundle(out_dir, name, profile, files, script, manifest_fields, texts=None, log=print):
+def make_bundle(out_dir, name, profile, files, script, manifest, texts=None):
     """Assemble ``<out_dir>/<name>-bundle`` (+ .tar.gz) from ``files`` {bundle name: source path} and ``texts``
-    {bundle name: text} (README, per-release caches); ``manifest.json`` and ``SHA256SUMS`` last.
+    {bundle name: text} (README, per-release caches); ``manifest.json`` (``manifest``, a BundleManifest, with the
+    files' hashes) and ``SHA256SUMS`` last. Returns (folder, archive, the BundleManifest written).
 
     Both are built aside first. Then the old archive goes, the folder is swapped in whole, and the new
     archive comes last: after a kill at any step the folder is a whole bundle, and an archive beside
@@ -118,7 +119,7 @@ def make_bundle(out_dir, name, profile, files, script, manifest_fields, texts=No
         shutil.copy2(profile.source, staging / f"{profile.name}.toml")
         (staging / "build_on_device.sh").write_text(script)
         os.chmod(staging / "build_on_device.sh", 0o755)
-        manifest = write_bundle_manifest(staging, **manifest_fields)
+        manifest = write_bundle_manifest(staging, manifest)
         write_sha256sums(staging)
         tmp_archive = tmp / archive.name
         with tarfile.open(tmp_archive, "w:gz") as tar:

@@ -58,7 +58,7 @@ class ScriptPlan:
     tolerance_args: tuple = ()
     reference: str = "reference.json"  # Polygraphy RunResults of the PyTorch side, for the engine check
     reference_inputs: str = "inputs.json"
-    manifest_fields: dict = field(default_factory=dict)  # static engine-manifest fields (model, metadata, ...)
+    manifest_fields: dict = field(default_factory=dict)  # the engine manifest's static part (EngineManifest JSON)
     # the selection's other candidates: {name: {"onnx", "reference", "inputs": bundle paths, "eligible": bool}}
     candidates: dict = field(default_factory=dict)
     timing_patterns: str = None  # conditional form: bundle.PATTERNS (one input per gate pattern of the timing images)
@@ -160,7 +160,7 @@ def sha256(path):
     return digest.hexdigest()
 
 
-fields.update(format="cosinegate-engine-v1", engine_sha256=sha256(engine), trt_version=trt, compute_capability=cc,
+fields.update(engine_sha256=sha256(engine), trt_version=trt, compute_capability=cc,
               build_seconds=float(seconds), calibration_sha256=sha256(calib) if calib else None,
               inputs={"onnx": build_onnx, "onnx_sha256": sha256(build_onnx)})
 fields["settings"].update(release=release, int8_path=int8_path or None, calibration_cache=calib or None,

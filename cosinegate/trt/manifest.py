@@ -1,4 +1,4 @@
-"""Manifests of engines and bundles: file hashes, engine compatibility.
+"""Manifests of engines and bundles on disk (records: cosinegate.manifests): file hashes, engine compatibility.
 
 - A bundle's ``manifest.json`` holds the sha256 of every other file in the bundle;
   ``verify_bundle`` refuses a bundle with a missing, altered or unlisted-but-required file.
@@ -11,11 +11,12 @@ import re
 import stat
 from pathlib import Path, PurePosixPath
 
+from dataclasses import replace
+
 from cosinegate.artifacts import atomic_write_json, read_json, sha256_file
 from cosinegate.errors import CosineGateError
+from cosinegate.manifests import BundleManifest, EngineManifest, engine_manifest_path
 
-BUNDLE_FORMAT = "cosinegate-bundle-v1"
-ENGINE_FORMAT = "cosinegate-engine-v1"
 BUNDLE_MANIFEST = "manifest.json"
 SAFE_PART = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,127}")  # a file or folder name a bundle may hold
 
@@ -31,9 +32,10 @@ def file_hashes(directory, exclude=(BUNDLE_MANIFEST,)):
     return out
 
 
-def write_bundle_manifest(directory, **fields):
-    manifest = {"format": BUNDLE_FORMAT, **fields, "files": file_hashes(directory)}
-    atomic_write_json(Path(directory) / BUNDLE_MANIFEST, manifest)
+def write_bundle_manifest(directory, manifest):
+    """Write ``manifest`` (a BundleManifest) with the hashes of the files in ``directory``; return what was written."""
+    manifest = replace(manifest, files=file_hashes(directory))
+    atomic_write_json(Path(directory) / BUNDLE_MANIFEST, manifest.to_json())
     return manifest
 
 
@@ -67,7 +69,7 @@ def bundle_member(directory, rel, what="bundle file"):
 
 
 def verify_bundle(directory):
-    """Load a bundle's manifest and check every listed file's sha256; return the manifest.
+    """Load a bundle's manifest and check every listed file's sha256; return the BundleManifest.
 
     Every listed name must be a plain file inside the bundle (see ``bundle_member``).
     """
@@ -76,11 +78,12 @@ def verify_bundle(directory):
         raise CosineGateError(f"bundle {directory} is not a directory; pass the unpacked <model>-bundle folder.")
     if (directory / BUNDLE_MANIFEST).is_symlink():
         raise CosineGateError(f"{directory / BUNDLE_MANIFEST} is a symlink; a bundle holds plain files only: re-create it.")
-    manifest = read_json(directory / BUNDLE_MANIFEST, "bundle manifest")
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
+    data = read_json(directory / BUNDLE_MANIFEST, "bundle manifest")
+    manifest = BundleManifest.from_json(data, directory / BUNDLE_MANIFEST)
+    if not isinstance(data.get("files"), dict):
         raise CosineGateError(f"{directory / BUNDLE_MANIFEST} is not a CosineGate bundle manifest; re-create the bundle.")
     missing, altered = [], []
-    for rel, digest in sorted(manifest["files"].items()):
+    for rel, digest in sorted(manifest.files.items()):
         try:
             path = bundle_member(directory, rel)
         except FileNotFoundError:
@@ -95,9 +98,9 @@ def verify_bundle(directory):
         if altered:
             parts.append("hash mismatch: " + ", ".join(altered))
         raise CosineGateError(f"bundle {directory} is damaged ({'; '.join(parts)}); copy it again or re-create it.")
-    for rel in manifest["files"]:
+    for rel in manifest.files:
         if rel.endswith(".onnx"):
-            _check_external_data(directory, rel, manifest["files"])
+            _check_external_data(directory, rel, manifest.files)
     return manifest
 
 
@@ -130,56 +133,53 @@ def _check_external_data(directory, rel, files):
 
 
 
-def listed_member(directory, manifest, field):
-    """The bundle file a manifest field names (e.g. build_onnx), which must be one of its hashed files; None if unset."""
-    rel = manifest.get(field)
+def listed_member(directory, manifest, rel, field):
+    """The bundle file ``rel`` a manifest ``field`` names (e.g. build_onnx), which must be one of its hashed files;
+    None if unset."""
     if rel is None:
         return None
-    if not isinstance(rel, str) or rel not in manifest["files"]:
+    if not isinstance(rel, str) or rel not in manifest.files:
         raise CosineGateError(f"the bundle manifest's {field} {rel!r} is not one of its hashed files; re-create the bundle.")
     return bundle_member(directory, rel, field)
 
 
-def engine_manifest_path(engine):
-    return Path(f"{engine}.json")
-
-
-def write_engine_manifest(engine, **fields):
-    manifest = {"format": ENGINE_FORMAT, "engine_sha256": sha256_file(engine), **fields}
-    atomic_write_json(engine_manifest_path(engine), manifest)
+def write_engine_manifest(engine, manifest):
+    """Write ``manifest`` (an EngineManifest) with the engine's sha256 beside ``engine``; return what was written."""
+    manifest = replace(manifest, engine_sha256=sha256_file(engine))
+    atomic_write_json(engine_manifest_path(engine), manifest.to_json())
     return manifest
 
 
 def read_engine_manifest(engine):
+    """The EngineManifest beside ``engine``, its versions checked."""
     path = engine_manifest_path(engine)
     if not path.is_file():
         raise CosineGateError(
             f"engine {engine} has no manifest {path.name}; engines are tied to the TensorRT version and GPU they were "
             "built on, so only engines built by deploy/build_engine.py (which writes it) are accepted."
         )
-    manifest = read_json(path, "engine manifest")
-    if manifest.get("format") != ENGINE_FORMAT:
-        raise CosineGateError(f"{path} is not a CosineGate engine manifest; rebuild the engine with deploy/build_engine.py.")
+    manifest = EngineManifest.from_json(read_json(path, "engine manifest"), path)
     for field in ("trt_version", "compute_capability"):
-        if not isinstance(manifest.get(field), (str, int, float)) or isinstance(manifest.get(field), bool):
-            raise CosineGateError(f"{path}: {field} = {str(manifest.get(field))[:40]!r} is not a version; rebuild the engine.")
+        value = getattr(manifest, field)
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise CosineGateError(f"{path}: {field} = {str(value)[:40]!r} is not a version; rebuild the engine.")
     return manifest
 
 
 def check_engine_manifest(engine, trt_version, compute_capability, check_hash=True):
-    """Refuse an engine built for another TensorRT version or compute capability; return its manifest."""
+    """Refuse an engine built for another TensorRT version or compute capability; return its EngineManifest."""
     from cosinegate.trt.targets import compute_capability_text
     from cosinegate.trt.versions import parse_version
 
     manifest = read_engine_manifest(engine)
-    built_trt = parse_version(manifest["trt_version"])
+    built_trt = parse_version(manifest.trt_version)
     here = parse_version(trt_version)
     if built_trt.parts[:3] != here.parts[:3]:
         raise CosineGateError(
             f"engine {Path(engine).name} was built with TensorRT {built_trt}, this machine has TensorRT {here}; "
             "engines do not move between TensorRT versions: rebuild it here with deploy/build_engine.py."
         )
-    built_cc, cc = str(manifest["compute_capability"]), compute_capability_text(compute_capability)
+    built_cc, cc = str(manifest.compute_capability), compute_capability_text(compute_capability)
     if compute_capability is None:
         raise CosineGateError(
             f"engine {Path(engine).name} was built for compute capability {built_cc}, and this GPU's is unknown (no "
@@ -190,6 +190,6 @@ def check_engine_manifest(engine, trt_version, compute_capability, check_hash=Tr
             f"engine {Path(engine).name} was built for compute capability {built_cc}, this GPU is {cc}; "
             "rebuild it on this device with deploy/build_engine.py."
         )
-    if check_hash and manifest.get("engine_sha256") != sha256_file(engine):
+    if check_hash and manifest.engine_sha256 != sha256_file(engine):
         raise CosineGateError(f"engine {engine} does not match the hash in its manifest; rebuild it.")
     return manifest

@@ -1,9 +1,8 @@
 """The pipeline stages (export, calibration, reference) run in a work folder, reused by input hash.
 
-Each stage artifact gets a ``<file>.stage.json`` beside it holding the hashes of its inputs and of
-the file itself; ``reusable`` says whether a stage can be skipped (same inputs, file unchanged).
-``deploy/build_engine.py`` runs the stages and hands their artifacts to ``cosinegate.trt`` (engine
-build, device bundle).
+Each stage artifact gets a ``<file>.stage.json`` beside it (a cosinegate.manifests.StageRecord) holding the
+hashes of its inputs and of the file itself; ``reusable`` says whether a stage can be skipped (same inputs,
+file unchanged).
 """
 
 import json
@@ -12,8 +11,8 @@ from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_json, read_json, sha256_file
 from cosinegate.errors import CosineGateError
+from cosinegate.manifests import StageRecord
 
-STAGE_FORMAT = "cosinegate-stage-v1"
 REFERENCE_SAMPLES = 256  # enough test images for every dynamic gate to be seen both ways
 
 
@@ -186,22 +185,20 @@ def reusable(artifact, inputs, companions=()):
     if not artifact.is_file() or not record.is_file() or not all(Path(c).is_file() for c in companions):
         return False
     try:
-        data = json.loads(record.read_text())
-    except ValueError:
+        data = StageRecord.from_json(json.loads(record.read_text()), record)
+    except (ValueError, TypeError, CosineGateError):  # unreadable or of another schema: the stage is made again
         return False
-    if not isinstance(data, dict) or data.get("format") != STAGE_FORMAT or data.get("inputs") != json.loads(json.dumps(inputs)):
+    if data.inputs != json.loads(json.dumps(inputs)):
         return False
-    if data.get("companions", {}) != {Path(c).name: sha256_file(c) for c in companions}:
+    if (data.companions or {}) != {Path(c).name: sha256_file(c) for c in companions}:
         return False
-    return data.get("sha256") == sha256_file(artifact)
+    return data.sha256 == sha256_file(artifact)
 
 
 def record_stage(artifact, inputs, companions=()):
     """Write the stage record of a freshly made ``artifact`` (and the hashes of its companion files)."""
-    record = {"format": STAGE_FORMAT, "inputs": inputs, "sha256": sha256_file(artifact)}
-    if companions:
-        record["companions"] = {Path(c).name: sha256_file(c) for c in companions}
-    atomic_write_json(stage_record_path(artifact), record)
+    record = StageRecord(inputs, sha256_file(artifact), {Path(c).name: sha256_file(c) for c in companions} or None)
+    atomic_write_json(stage_record_path(artifact), record.to_json())
 
 
 def candidate_graphs(stages, checkpoint, opset, names, data, if_cost_table=None):

@@ -1,0 +1,15 @@
+"""The deploy pipeline as a library: checkpoint -> ONNX forms -> calibration -> reference -> selection -> engine or
+device bundle, the board's build from a bundle, and the bench.
+
+- ``plan``: what a deploy is asked (DeploySettings), what this host and target allow (Target), what the stages made
+  (Artifacts)
+- ``stages``: the stages run in a work folder and reused by input hash
+- ``deploy``: ``deploy(settings)``, the one entry point of build-engine
+- ``bundle``: the device bundle written where no engine can be built
+- ``engine``: engines built here with Polygraphy, their manifests, parity and selection
+- ``board``: the engine built from a bundle on the device
+- ``bench``: ``bench(settings)``, the bench of an engine, graph or checkpoint (or the If-cost table of a model)
+- ``parity_check``: ``check_parity(settings)``, a graph against its checkpoint; ``calibration``: ``calibrate_checkpoint(settings)``
+
+The board path (deploy with a bundle, bench of an engine) imports no torch and runs on Python 3.8.
+"""

@@ -1,0 +1,239 @@
+"""The device bundle written where this host cannot build the target's engine: graphs, calibration, reference,
+gate-pattern timing inputs, the selection made here, ``build_on_device.sh`` and the bundle manifest."""
+
+from pathlib import Path
+
+from cosinegate.errors import CosineGateError
+from cosinegate.manifests import BundleManifest, EngineManifest
+
+
+def bundle_name(model, s):
+    """Bundles of one model for other forms, precisions or DLA cores get their own folders."""
+    return f"{model}-{s.form}-{s.precision}" + (f"-dla{s.dla_core}" if s.dla_core is not None else "")
+
+
+def write_bundle(s, target, art, log=print):
+    """Write ``<out>/<model>-<form>-<precision>-bundle`` (+ .tar.gz); (folder, archive, BundleManifest)."""
+    import json
+    import shlex
+    import tempfile
+
+    import onnx
+
+    from cosinegate.artifacts import sha256_file
+    from cosinegate.graphmeta import card_of, get_metadata
+    from cosinegate.onnx import matching_manifest
+    from cosinegate.parity import device_check
+    from cosinegate.pipeline.engine import onnx_meta
+    from cosinegate.pipeline.stages import parity_profile
+    from cosinegate.trt.build import cache_calibrator, gate_layer_names
+    from cosinegate.trt.bundle import (PATTERNS, input_bin, make_bundle, polygraphy_tolerance, release_cache_name,
+                                       release_caches)
+    from cosinegate.trt.bundle_readme import bundle_readme
+    from cosinegate.trt.device_script import ScriptPlan, device_script
+
+    profile, name = target.profile, art.name
+    files, texts = {}, {}
+    for form, path in art.forms.items():
+        files[f"model.{form}.onnx"] = path
+        if matching_manifest(path) is not None:  # a manifest naming another graph (a killed export) stays out
+            files[f"model.{form}.onnx.json"] = Path(f"{path}.json")
+    float_rel = build_rel = f"model.{s.form}.onnx"
+    if art.calibration:
+        for extra in sorted(Path(art.calibration).glob("*")):
+            if extra.is_file() and not extra.name.endswith(".stage.json"):
+                files[f"calibration/{extra.name}"] = extra
+        if art.qdq:
+            build_rel = f"calibration/{Path(art.qdq).name}"
+    calibrator, caches = None, {}
+    if art.cache and s.precision == "int8":
+        calibrator = cache_calibrator(art.cache)
+        for version, text in release_caches(art.cache, profile).items():
+            texts[release_cache_name(version)] = text
+            caches[version] = release_cache_name(version)
+    if not art.reference:
+        raise CosineGateError("a bundle needs the PyTorch reference (reference.json, inputs.json), made from --checkpoint; "
+                              "pass --checkpoint instead of --onnx.")
+    files["reference.json"] = art.reference
+    files["inputs.json"] = art.inputs
+    files["check_parity.py"] = Path(device_check.__file__)  # the profile's check, numpy + Polygraphy only
+    texts["parity_profile.json"] = json.dumps(parity_profile(s.precision), indent=2) + "\n"
+    card = card_of(onnx_meta(art.onnx))
+    if card.get("classes"):
+        texts["labels.txt"] = "".join(f"{c}\n" for c in card["classes"])
+    candidates = {}
+    for cand, paths in art.candidates.items():
+        suffix = "" if cand == "conditional" else f".{cand}"
+        rels = {"onnx": f"model.{cand}.onnx", "reference": f"reference{suffix}.json", "inputs": f"inputs{suffix}.json"}
+        for key, rel in rels.items():
+            files.setdefault(rel, paths[key])
+        candidates[cand] = rels
+    check_rels = {"reference": "reference.json", "inputs": "inputs.json"}
+    if s.select not in ("fastest", "conditional"):
+        build_rel = float_rel = f"model.{s.select}.onnx"
+        check_rels = {key: candidates[s.select][key] for key in check_rels}
+    tmp = tempfile.TemporaryDirectory(prefix="cg-bundle.")
+    try:
+        files["input.bin"] = Path(tmp.name) / "input.bin"
+        input_bin(art.inputs, files["input.bin"])
+        patterns, timing = None, None
+        if s.form == "conditional" and s.select in ("fastest", "conditional"):
+            pattern_files, texts[PATTERNS], timing = timing_patterns(s, art, tmp.name)
+            files.update(pattern_files)
+            patterns = PATTERNS
+        build_path = files.get(build_rel, art.onnx)
+        meta = get_metadata(onnx.load(str(build_path), load_external_data=False))
+        note = int8_note(profile, s, calibrator)
+        manifest = BundleManifest(
+            model=name, target=profile.name, form=s.form, precision=s.precision, batch=s.batch,
+            int8_path=s.int8_path if s.precision == "int8" else None, build_onnx=build_rel, float_onnx=float_rel,
+            calibration_caches=caches or None, calibrator=calibrator, dla_core=s.dla_core, int8=note,
+            source=str(s.checkpoint or s.onnx), source_sha256=sha256_file(s.checkpoint or s.onnx), data=art.data,
+            reference=art.reference_decisions, card=card, parity_profile=parity_profile(s.precision),
+            int8_preview_onnxrt=int8_preview(s, art, log), timing=timing)
+        if candidates:
+            manifest.candidates, manifest.selection = candidates, select_here(s, art, candidates, log)
+        engine = EngineManifest(model=name, target=profile.name, precision=s.precision, batch=s.batch, form=s.form,
+                                built_by="build_on_device.sh (trtexec)", onnx_metadata=meta,
+                                gate_thresholds={str(b): "logit > 0" for b in range(len(meta.get("blocks", [])))},
+                                settings={"dla_core": s.dla_core, "workspace_mib": s.workspace or profile.default_workspace_mib})
+        plan = ScriptPlan(profile, name, s.form, s.precision, s.int8_path if s.precision == "int8" else None,
+                          build_rel, float_rel, caches, calibrator, s.batch, gate_layer_names(build_path), s.workspace,
+                          s.dla_core, tolerance_args=tuple(shlex.split(polygraphy_tolerance(s.precision))),
+                          reference=check_rels["reference"], reference_inputs=check_rels["inputs"],
+                          manifest_fields=engine.to_json(),
+                          candidates=device_candidates(manifest.selection, candidates, s.select),
+                          timing_patterns=patterns)
+        archive_name = f"{bundle_name(name, s)}-bundle.tar.gz"
+        texts["README.md"] = bundle_readme(profile, name, s.form, s.precision, note, archive_name)
+        final, archive, manifest = make_bundle(target.out, bundle_name(name, s), profile, files, device_script(plan),
+                                               manifest, texts)
+    finally:
+        tmp.cleanup()
+    log(f"no engine built here ({target.why}); wrote the device bundle {final} ({len(manifest.files)} files) and {archive}")
+    if note:
+        log(f"INT8: {note}")
+    log("On the device (see its README.md):")
+    quote = shlex.quote  # printed commands are pasted into a shell: a folder or target name stays one word
+    log(f"  1. copy:   scp {quote(str(archive))} <user>@<device>:~/")
+    log(f"  2. unpack: tar xzf {quote(archive.name)}")
+    log(f"  3. build, check, time: sh {quote(final.name + '/build_on_device.sh')}      (trtexec; results in {final.name}/results/)")
+    log(f"     or:     python3 deploy/build_engine.py --bundle {quote(final.name)} --target {quote(profile.name)}   "
+        "(from a toolkit checkout with the device extra; checks hashes, builds with Polygraphy, runs parity)")
+    return final, archive, manifest
+
+
+def int8_note(profile, s, calibrator):
+    """What INT8 means in this bundle, per release (manifest and README)."""
+    if s.precision != "int8":
+        return None
+    from cosinegate.trt.versions import parse_version
+
+    notes = []
+    if s.int8_path == "qdq":
+        notes.append("INT8 from the Q/DQ graph (explicit quantization): strongly typed on TensorRT 9+, "
+                     "--int8 --fp16 on 8.x.")
+    else:
+        notes.append(f"INT8 from the calibration cache ({calibrator}), masked form only: the cache is keyed to the "
+                     "flat twin's tensor names, which TensorRT renames inside If branches. The bundle carries one cache "
+                     "per TensorRT release (calibration-trt<version>.cache): TensorRT skips a cache of another release.")
+    if s.dla_core is not None:
+        for release in profile.tensorrt:
+            path = parse_version(release.version).dla_int8_path
+            meaning = {"cache": "the calibration cache (DLA takes no Q/DQ on 8.x)",
+                       "qdq-weak": "the Q/DQ graph built weakly typed (--int8 --fp16; DLA turns on FP16)",
+                       None: "not available (no DLA)"}[path if s.int8_path == "qdq" else "cache" if path else None]
+            notes.append(f"DLA with TensorRT {release.version}: {meaning}.")
+    return " ".join(notes)
+
+
+def timing_patterns(s, art, folder):
+    """One input per gate pattern of the images the board times the conditional engine on: the selection's images
+    when selecting the fastest (so the board's winner comes from the images the desktop chose on), else the
+    reference inputs. Returns (bundle files, patterns.txt text, manifest record)."""
+    from cosinegate.bench.backends import OnnxrtBackend
+    from cosinegate.trt.bundle import gate_pattern_inputs
+
+    if s.select == "fastest":
+        from cosinegate.pipeline.stages import reference_images
+
+        batches, _ = reference_images(art.data_choice, s.select_images, s.checkpoint)
+        source = f"the selection's {len(batches)} test images"
+    else:
+        from polygraphy.json import load_json
+
+        batches = [feed["input"] for feed in load_json(str(art.inputs))]
+        source = f"the {len(batches)} reference inputs (inputs.json)"
+    backend = OnnxrtBackend(art.forms[s.form])
+    gates = [backend.run(x)[0]["gates"][0] for x in batches]
+    files, text = gate_pattern_inputs(batches, gates, folder)
+    return files, text, {"images": source, "patterns": len(files), "table": "timing/patterns.txt"}
+
+
+def int8_preview(s, art, log=print):
+    """For an INT8 bundle with a Q/DQ graph of its form: its own check run here on ONNX Runtime, logged, and a
+    warning when it fails (the engine on the device will most likely fail it too). None otherwise; a preview that
+    cannot run is a warning, never a reason to withhold the bundle."""
+    from cosinegate.parity import INT8
+
+    if s.precision != "int8" or art.qdq_twin is None or not art.reference:
+        return None
+    graph = Path(art.qdq_twin).name
+    try:
+        r = qdq_preview(art.qdq_twin, art.inputs, art.reference)
+    except Exception as exc:  # Polygraphy and ONNX Runtime raise many types; the bundle does not depend on it
+        log(f"warning: the INT8 preview on ONNX Runtime could not run ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the device check is the only verdict.")
+        return {"passed": None, "graph": graph, "error": type(exc).__name__}
+    line = (f"top-1 agreement {r['top1_agreement']:.4f}, gate agreement {r['gate_agreement']:.4f} on "
+            f"{r['num_samples']} reference images (ONNX Runtime, {graph})")
+    if r["passed"]:
+        log(f"INT8 preview: the bundle's check passes here: {line}")
+    else:
+        log(f"warning: the bundle's INT8 check fails here already: {line}, below the int8 profile (top-1 >= "
+            f"{INT8.min_top1}, gates >= {INT8.min_gate_agreement}); the engine will most likely fail it too: "
+            f"calibrate with python calibration/calibrate.py --checkpoint CKPT --method percentile --forms "
+            f"flat,{s.form} --out DIR (or another method, more --calib-images) and pass --calibration DIR, or build fp16.")
+    kept = {key: r[key] for key in ("passed", "top1_agreement", "gate_agreement", "num_samples")}
+    return {**kept, "graph": graph}
+
+
+def qdq_preview(qdq, inputs_json, reference_json):
+    """The bundle's INT8 check run here on ONNX Runtime with the Q/DQ graph: a forecast, not the engine's verdict.
+    The Q/DQ graphs have batch 1, so a masked bundle's batches are fed one image at a time (gates are per image)."""
+    from polygraphy.json import load_json
+
+    from cosinegate.parity.compare import graph_runner
+    from cosinegate.pipeline.engine import saved_parity
+
+    feeds = [{name: x[i : i + 1] for name, x in feed.items()} for feed in load_json(str(inputs_json))
+             for i in range(len(next(iter(feed.values()))))]
+    return saved_parity(graph_runner(qdq, "onnxrt"), feeds, reference_json, "int8")
+
+
+def device_candidates(selection, rels, select):
+    """The candidates build_on_device.sh builds and times beside the conditional engine (fastest only), with
+    whether their accuracy here was within tolerance."""
+    if select != "fastest" or not selection:
+        return {}
+    return {name: {**rels[name], "eligible": bool(selection["candidates"][name].get("eligible"))}
+            for name in rels if name != "conditional"}
+
+
+def select_here(s, art, rels, log=print):
+    """The selection on ONNX Runtime (this host has no TensorRT); logged, and recorded with bundle-relative names."""
+    from cosinegate.bench.candidates import choose, max_accuracy_drop, select_onnxrt, selection_lines
+    from cosinegate.parity import PROFILES
+    from cosinegate.pipeline.stages import reference_images
+
+    max_drop = max_accuracy_drop(PROFILES[s.precision])
+    if s.select != "fastest":
+        return {"chosen": s.select, "reason": choose(rels, max_drop, s.select)[1], "backend": None}
+    batches, labels = reference_images(art.data_choice, s.select_images, s.checkpoint)
+    record = select_onnxrt({n: c["onnx"] for n, c in art.candidates.items()}, batches, labels, max_drop)
+    for cand, row in record["candidates"].items():
+        row["onnx"] = rels[cand]["onnx"]
+    log("selection on ONNX Runtime (CPU):")
+    log("\n".join(selection_lines(record)))
+    log("the device repeats the selection with TensorRT (build_on_device.sh, or --bundle); its choice is the one that counts.")
+    return record

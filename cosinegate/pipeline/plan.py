@@ -1,0 +1,144 @@
+"""What a deploy is asked (DeploySettings), what this host and target allow (Target), what its stages made
+(Artifacts), and ``resolve``, which checks the first against the second before any work."""
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+from cosinegate.errors import CosineGateError
+
+FORMS = ("conditional", "masked")
+SELECTIONS = ("fastest", "conditional", "pruned", "dense")
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """A deploy for ``target`` from one of checkpoint, onnx or bundle (none: the default model)."""
+
+    target: str
+    checkpoint: Optional[str] = None
+    onnx: Optional[str] = None
+    bundle: Optional[str] = None  # a bundle folder this pipeline made (on the device)
+    precision: Optional[str] = None  # int8 | fp16 | fp32; None: fp16, or int8 when int8_path is given
+    int8_path: Optional[str] = None  # qdq | cache; None: the target's
+    calib_cache: Optional[str] = None
+    calibration: Optional[str] = None  # a calibration output folder
+    form: str = "conditional"
+    batch: int = 1
+    opset: Optional[int] = None  # None: the toolkit's
+    dla_core: Optional[int] = None
+    workspace: Optional[int] = None  # MiB; None: the target's
+    timing_cache: Optional[str] = None
+    out: Optional[str] = None  # None: engines/<target> in the current folder
+    require_engine: bool = False
+    select: Optional[str] = None  # one of SELECTIONS; None: fastest where the candidates can be made
+    select_images: int = 300
+    if_cost_table: Optional[str] = None
+    force: bool = False  # replace a bundle of the same name made from another model
+    data: Optional[str] = None
+    data_root: Optional[str] = None
+    image_size: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """The target profile, this host, whether it builds the engine (and why not), and the output folder."""
+
+    profile: object
+    host: object
+    can_build: bool
+    why: str
+    out: Path
+
+
+@dataclass
+class Artifacts:
+    """What the stages made (or a bundle holds) for one engine build."""
+
+    name: str  # the model's plain name, for output files
+    onnx: Path  # the graph the engine is built from
+    forms: dict = field(default_factory=dict)  # {form: exported graph}
+    reference: Optional[Path] = None  # Polygraphy RunResults of PyTorch
+    inputs: Optional[Path] = None  # the inputs of the reference
+    cache: Optional[Path] = None  # INT8 calibration cache
+    calibration: Optional[str] = None  # calibration output folder
+    qdq: Optional[Path] = None  # the Q/DQ graph built (--int8 qdq)
+    qdq_twin: Optional[Path] = None  # a Q/DQ graph ONNX Runtime runs as a forecast of the INT8 engine
+    data: Optional[dict] = None  # record of the data the reference was made on
+    data_choice: object = None  # that data (cosinegate.data.choice.DataChoice)
+    reference_decisions: Optional[dict] = None
+    candidates: dict = field(default_factory=dict)  # {candidate: {"onnx", "reference", "inputs"}}
+
+
+def resolve(settings, log=print):
+    """(settings with every default filled in, Target); raises CosineGateError before any work."""
+    from cosinegate.trt.build import check_int8_form, detect_host, dla_releases_that_build
+    from cosinegate.trt.targets import check_dla_core, check_workspace, host_matches, load_target
+
+    s = settings
+    profile = load_target(s.target)
+    check_workspace(s.workspace)
+    if not (s.checkpoint or s.onnx or s.bundle):
+        from cosinegate.defaults import default_checkpoint
+
+        s = replace(s, checkpoint=str(default_checkpoint()))
+    check_dla_core(profile, s.dla_core)
+    s = replace(s, precision=resolve_precision(s.precision, s.int8_path))
+    if s.precision not in profile.precisions:
+        raise CosineGateError(f"precision {s.precision} is not offered by {profile.name}; use {', '.join(profile.precisions)}.")
+    if s.form == "conditional" and s.batch != 1:
+        raise CosineGateError("--form conditional takes --batch 1 (an If condition is one scalar); use --form masked for batches.")
+    if s.dla_core is not None and s.precision == "fp32":
+        raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
+    s = replace(s, int8_path=s.int8_path or profile.default_int8_path)
+    if s.precision == "int8" and s.int8_path not in profile.int8_paths:
+        raise CosineGateError(f"INT8 path {s.int8_path} is not offered by {profile.name}; use {', '.join(profile.int8_paths)}.")
+    if not s.bundle:
+        check_int8_form(s.form, s.precision, s.int8_path)
+        dla_releases_that_build(profile, s.form, s.precision, s.int8_path, s.dla_core)
+    if not s.bundle and s.precision == "int8" and s.int8_path == "qdq" and s.batch != 1:
+        raise CosineGateError(f"--int8 qdq builds the calibrated Q/DQ graph, which has batch 1, not --batch {s.batch}; "
+                              "use --int8 cache for batches, or --batch 1.")
+    if s.precision == "int8" and not (s.checkpoint or s.bundle or s.calib_cache or s.calibration):
+        raise CosineGateError("INT8 needs calibration data or a cache: pass --checkpoint (calibrates), --calibration DIR or --calib-cache FILE.")
+    if s.calib_cache and not Path(s.calib_cache).is_file():
+        raise CosineGateError(f"calibration cache {s.calib_cache} not found; check the path or rerun calibration.")
+    if s.calib_cache:
+        from cosinegate.quant.cache import parse_cache
+
+        parse_cache(s.calib_cache)  # the checks calibrate --cache-in makes: header, finite scales > 0
+    host = detect_host()
+    can_build, why = (False, "TensorRT is not installed here") if host.trt_version is None else host_matches(profile, host)
+    if s.require_engine and not can_build:
+        raise CosineGateError(f"--require-engine: cannot build a {profile.name} engine on this host ({why}); run on the device.")
+    s = replace(s, select=resolve_select(s, log))
+    out = Path(s.out) if s.out else Path("engines") / profile.name
+    return s, Target(profile, host, can_build, why, out)
+
+
+def resolve_select(s, log=print):
+    """The selection in force: fastest by default where the candidates can be made, else the conditional graph."""
+    if s.bundle:  # the bundle's manifest names its candidates; pruned|dense builds one of them
+        return s.select if s.select in ("pruned", "dense") else "conditional"
+    possible = bool(s.checkpoint) and s.form == "conditional" and s.precision != "int8"
+    why = ("it needs --checkpoint" if not s.checkpoint else "it takes --form conditional" if s.form != "conditional"
+           else "INT8 candidates would each need their own Q/DQ graph and calibration")
+    if s.select is None:
+        if not possible and s.checkpoint:
+            log(f"selection: building the {s.form} graph only ({why}); --select conditional silences this.")
+        return "fastest" if possible else "conditional"
+    if s.select != "conditional" and not possible:
+        raise CosineGateError(f"--select {s.select} is not available here: {why}; use --select conditional.")
+    if s.select_images < 1:
+        raise CosineGateError("--select-images must be at least 1.")
+    return s.select
+
+
+def resolve_precision(precision, int8_path):
+    """An INT8 path means an INT8 build: it implies precision int8 and contradicts fp16/fp32."""
+    if int8_path is not None and precision not in (None, "int8"):
+        raise CosineGateError(f"--int8 {int8_path} is an INT8 path but --precision {precision} was asked for; "
+                              "drop --int8 or use --precision int8.")
+    if precision is None:
+        return "int8" if int8_path is not None else "fp16"
+    return precision

@@ -1,0 +1,97 @@
+"""The pipeline as a library: deploy, bench and parity called with settings objects of plain values (no argparse),
+and the manifest records (schema version, one-line refusal of an unknown one)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cosinegate.errors import CosineGateError
+from cosinegate.manifests import BundleManifest, EngineManifest, StageRecord
+from cosinegate.trt import build as trt_build
+from cosinegate.trt.targets import HostInfo
+
+
+def test_deploy_writes_a_bundle_from_a_settings_object(tiny_checkpoint, tmp_path, monkeypatch):
+    from cosinegate.pipeline.deploy import deploy
+    from cosinegate.pipeline.plan import DeploySettings
+    from cosinegate.trt.manifest import verify_bundle
+
+    monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+    monkeypatch.chdir(tmp_path)  # no output folder given: engines/<target> in the current folder, not the checkout
+    lines = []
+    result = deploy(DeploySettings("jetson-orin", checkpoint=str(tiny_checkpoint), select="conditional"), log=lines.append)
+    assert result.passed and result.engine is None
+    assert result.bundle.parent == Path("engines") / "jetson-orin" and result.bundle.name.endswith("-conditional-fp16-bundle")
+    assert result.archive.is_file() and isinstance(result.manifest, BundleManifest)
+    assert verify_bundle(result.bundle) == result.manifest and result.manifest.precision == "fp16"
+    assert any("wrote the device bundle" in line for line in lines)
+
+
+def test_deploy_settings_are_checked_before_any_work(tmp_path):
+    from cosinegate.pipeline.deploy import deploy
+    from cosinegate.pipeline.plan import DeploySettings
+
+    with pytest.raises(CosineGateError, match="takes --batch 1"):
+        deploy(DeploySettings("jetson-orin", checkpoint="absent.pt", batch=4, out=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
+
+
+def test_bench_and_parity_from_settings_objects(tiny_checkpoint, fake_cifar_root, tmp_path):
+    from cosinegate.onnx import export_checkpoint
+    from cosinegate.pipeline.bench import BenchSettings, bench
+    from cosinegate.pipeline.parity_check import ParitySettings, check_parity
+
+    graph = tmp_path / "c.onnx"
+    export_checkpoint(tiny_checkpoint, graph, "conditional")
+    result = bench(BenchSettings(onnx=str(graph), data_root=str(fake_cifar_root), warmup=1, iterations=3, test_images=8,
+                                 json=str(tmp_path / "r.json")))
+    assert not result.if_cost and result.report["latency_ms"]["count"] == 3 and "skip_rate" in result.report
+    assert json.loads((tmp_path / "r.json").read_text())["backend"] == "onnxrt"
+    report = check_parity(ParitySettings(str(tiny_checkpoint), str(graph), test_images=16), log=lambda line: None)
+    assert report["passed"] and report["num_samples"] == 16
+
+
+RECORDS = [(StageRecord, {"inputs": {"stage": "export"}, "sha256": "ab"}),
+           (BundleManifest, {"model": "tiny", "files": {"a.onnx": "cd"}}),
+           (EngineManifest, {"trt_version": "10.3.0", "compute_capability": "8.7"})]
+
+
+@pytest.mark.parametrize("record, values", RECORDS)
+def test_records_round_trip_and_refuse_an_unknown_schema_version(record, values):
+    data = record(**values).to_json()
+    assert data["format"] == record.FORMAT and data["schema_version"] == 1
+    assert record.from_json(json.loads(json.dumps(data)), "r.json") == record(**values)
+    old = {k: v for k, v in data.items() if k != "schema_version"}  # written before the field: version 1
+    assert record.from_json(old, "r.json") == record(**values)
+    with pytest.raises(CosineGateError) as info:
+        record.from_json({**data, "schema_version": 2}, "r.json")
+    assert "r.json has schema version 2, this toolkit reads version 1" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(CosineGateError, match=f"r.json is not a CosineGate {record.WHAT}"):
+        record.from_json({**data, "format": "something-else"}, "r.json")
+
+
+def test_readers_refuse_files_of_an_unknown_schema_version(tmp_path):
+    from cosinegate.pipeline.stages import record_stage, reusable
+    from cosinegate.trt.manifest import check_engine_manifest, verify_bundle, write_engine_manifest
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    write_engine_manifest(engine, EngineManifest(trt_version="10.3.0", compute_capability="8.7"))
+    assert check_engine_manifest(engine, "10.3.0", "8.7").engine_sha256
+    path = tmp_path / "m.engine.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 7}))
+    with pytest.raises(CosineGateError, match="schema version 7, this toolkit reads version 1; rebuild the engine"):
+        check_engine_manifest(engine, "10.3.0", "8.7")
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text(json.dumps({**BundleManifest().to_json(), "schema_version": 3}))
+    with pytest.raises(CosineGateError, match="schema version 3, this toolkit reads version 1; re-create the bundle"):
+        verify_bundle(bundle)
+    artifact = tmp_path / "a.onnx"
+    artifact.write_bytes(b"graph")
+    record_stage(artifact, {"stage": "export"})
+    assert reusable(artifact, {"stage": "export"})
+    record = tmp_path / "a.onnx.stage.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "schema_version": 2}))
+    assert not reusable(artifact, {"stage": "export"})  # a record of another schema: the stage is made again
