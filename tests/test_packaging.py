@@ -194,5 +194,5 @@ def test_the_installed_package_writes_a_bundle_from_any_folder(installed, tiny_c
     from cosinegate.trt.manifest import verify_bundle
 
     manifest = verify_bundle(bundle)
-    assert manifest["target"] == "jetson-orin" and "build_on_device.sh" in manifest["files"]
+    assert manifest.target == "jetson-orin" and "build_on_device.sh" in manifest.files
     assert (bundle / "jetson-orin.toml").read_text() == (ROOT / "cosinegate" / "trt" / "profiles" / "jetson-orin.toml").read_text()
