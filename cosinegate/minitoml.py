@@ -7,7 +7,7 @@ Supported: ``#`` comments, ``key = value`` with bare keys, ``[table]`` and ``[[a
 headers (one name each), basic ("...") and literal ('...') one-line strings, integers, floats,
 booleans, and arrays of those (multi-line, trailing comma and comments allowed). Anything else
 (inline tables, dotted keys, dates, multi-line strings, duplicate keys) is refused with the line
-number, never guessed. ``tests/test_minitoml.py`` checks that it reads every shipped profile exactly
+number, never guessed. ``tests/core/test_minitoml.py`` checks that it reads every shipped profile exactly
 as ``tomllib`` does.
 """
 

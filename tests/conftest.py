@@ -19,6 +19,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# tests mirror the package (tests/<subpackage>/test_<module>.py, basenames unique); a test module may share
+# helpers and fixtures with another one (`from test_bundle import bundled`), so every test folder is importable
+for _folder in sorted(Path(__file__).resolve().parent.iterdir()):
+    if _folder.is_dir() and any(_folder.glob("test_*.py")) and str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 PYTHON = sys.executable
 REAL_CIFAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg"

@@ -1,4 +1,4 @@
-"""The pieces of the JetPack rehearsal (tests/test_jetpack_rehearsal.py): a board's Python, pip and TensorRT, here.
+"""The pieces of the JetPack rehearsal (tests/device/test_jetpack_rehearsal.py): a board's Python, pip and TensorRT, here.
 
 Per JetPack: a venv of that JetPack's Python (pyenv) with its Ubuntu's pip and setuptools, into which the bundle
 README's line ``pip3 install -e '.[device]'`` installs what a user gets there (numpy included; no torch); and a

@@ -1,5 +1,5 @@
 """A recording stand-in for the ``tensorrt`` module: it only drives the version-guarded branches and
-records every attribute the code reads, sets or calls, so tests/test_trt_api_surface.py can check those
+records every attribute the code reads, sets or calls, so tests/trt/test_api_surface.py can check those
 names against the official bindings of each release. It is never evidence that a build works."""
 
 CLASSES = ("IInt8EntropyCalibrator2", "IInt8MinMaxCalibrator")

@@ -107,7 +107,7 @@ class GraphBuilder:
     def gemm(self, name, x, linear):
         """A gate head's linear layer as MatMul ``{name}/matmul`` + Add ``{name}``, not one Gemm: TensorRT's parser
         names only the Gemm's MatrixMultiply layer and leaves its bias sum unnamed, out of reach of the FP32 pins
-        (onnx-tensorrt builtin_op_importers.cpp Gemm, 8.5-GA l.1609-1643; tests/test_parser_replay.py)."""
+        (onnx-tensorrt builtin_op_importers.cpp Gemm, 8.5-GA l.1609-1643; tests/trt/test_onnx_parser.py)."""
         w, b = np.ascontiguousarray(_array(linear.weight).T), _array(linear.bias)
         product = self.node("MatMul", f"{name}/matmul", [x, self.const(f"{name}/weight", w)])
         return self.node("Add", name, [product, self.const(f"{name}/bias", b)])

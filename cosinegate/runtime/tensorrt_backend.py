@@ -65,7 +65,7 @@ class TensorRTRunner(Runner):
 
     def bind(self, trt, cuda, engine_bytes):
         """Deserialize the engine and give every I/O tensor a pinned host and a device buffer (``trt`` and ``cuda``
-        are the modules, so tests/test_trt_api_surface.py can record the TensorRT names used)."""
+        are the modules, so tests/trt/test_api_surface.py can record the TensorRT names used)."""
         self.cuda = cuda
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(engine_bytes)

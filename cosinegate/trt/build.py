@@ -12,7 +12,7 @@ feeds them to ``NetworkFromOnnxPath`` -> ``CreateConfig`` -> ``EngineFromNetwork
 - Timing cache load/save, builder optimization level (8.6+), workspace pool limit, DLA core with GPU fallback.
 
 The functions that touch TensorRT (``config_kwargs``, ``cache_calibrator``, ``pin_float_layers``) take the
-``tensorrt`` module as an argument, so tests/test_trt_api_surface.py can record the names they use on
+``tensorrt`` module as an argument, so tests/trt/test_api_surface.py can record the names they use on
 each release's branch and check them against that release's bindings.
 """
 
@@ -247,7 +247,7 @@ def _tegra_capability(device_tree):
 
 
 # The TensorRT names each CreateConfig / NetworkFromOnnxPath argument makes Polygraphy touch
-# (polygraphy/backend/trt/config.py and loader.py, 0.49-0.53); tests/test_trt_api_surface.py checks
+# (polygraphy/backend/trt/config.py and loader.py, 0.49-0.53); tests/trt/test_api_surface.py checks
 # them against the bindings of every release whose settings produce the argument.
 POLYGRAPHY_TRT_NAMES = {
     "fp16": ("BuilderFlag", "FP16"),

@@ -19,7 +19,7 @@ Flag conventions followed (trtexec help text of TensorRT 8.5 to 10.x):
 - Timing (``trtexec_timing_command``): ``--loadEngine``, ``--loadInputs``, ``--useSpinWait``,
   ``--exportTimes``/``--exportProfile``/``--exportLayerInfo`` with ``--separateProfileRun``.
 
-Every line is checked against the flag list of each release's trtexec (tests/test_trtexec_flags.py).
+Every line is checked against the flag list of each release's trtexec (tests/trt/test_trtexec_flags.py).
 - TensorRT 11 builds strongly typed only (see versions.py): no ``--fp16``/``--int8``/``--calib``.
 """
 
@@ -88,7 +88,7 @@ def trtexec_timing_command(profile, engine_path, trt_version, inputs=None, expor
     """trtexec line timing a built engine: ``--loadEngine``, real inputs (``inputs`` = {name: .bin file},
     passed as ``--loadInputs``), ``--useSpinWait``, and with ``export_prefix`` the per-run times, the
     per-layer profile and the layer information as JSON (``<prefix>.times.json`` etc.)."""
-    parse_version(trt_version)  # same flags from 8.5 to 11.x (tests/test_trtexec_flags.py)
+    parse_version(trt_version)  # same flags from 8.5 to 11.x (tests/trt/test_trtexec_flags.py)
     args = ["trtexec", f"--loadEngine={engine_path}", "--useSpinWait"]
     if inputs:
         args.append("--loadInputs=" + ",".join(f"{name}:{path}" for name, path in inputs.items()))

@@ -14,7 +14,7 @@ from cosinegate.quant import cache as cache_mod
 from cosinegate.quant import calibrate as C
 from cosinegate.quant.calibset import ids_sha256, select
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GPU_CHECKPOINT = ROOT / "runs/gpu6/resnet20-balanced-s0.pt"
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from conftest import run_script
-from test_calibration import paper_checkpoint
+from test_calibrate import paper_checkpoint
 
 
 def _ckpt(tmp_path, root, mode="predictive"):

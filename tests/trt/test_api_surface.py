@@ -27,7 +27,7 @@ from cosinegate.trt import build
 from cosinegate.trt.targets import load_target
 from cosinegate.trt.versions import calibration_cache_header, parse_version
 
-DATA = Path(__file__).parent / "data" / "trt_api"
+DATA = Path(__file__).parents[1] / "data" / "trt_api"
 RELEASES = sorted((p.stem for p in DATA.glob("*.txt")), key=lambda v: parse_version(v))
 # TensorRT methods Polygraphy's Calibrator overrides (TensorRT calls them through the base class).
 CALIBRATOR_OVERRIDES = ("get_batch", "get_batch_size", "read_calibration_cache", "write_calibration_cache")

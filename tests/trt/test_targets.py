@@ -208,7 +208,7 @@ def test_default_targets_dir_is_package_data_and_the_checkout_links_to_it():
     import cosinegate.trt
 
     assert DEFAULT_TARGETS_DIR == Path(cosinegate.trt.__file__).resolve().parent / "profiles"
-    assert (Path(__file__).resolve().parents[1] / "engines" / "targets").resolve() == DEFAULT_TARGETS_DIR
+    assert (Path(__file__).resolve().parents[2] / "engines" / "targets").resolve() == DEFAULT_TARGETS_DIR
 
 
 def test_a_file_name_given_as_a_target_name_gets_a_path_hint():

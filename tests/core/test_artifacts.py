@@ -7,7 +7,7 @@ from cosinegate.artifacts import file_digest, sha256_file
 from cosinegate.data import cifar10
 from cosinegate.training import init_from
 
-PACKAGE = Path(__file__).resolve().parent.parent / "cosinegate"
+PACKAGE = Path(__file__).resolve().parents[2] / "cosinegate"
 STANDALONE = {PACKAGE / "artifacts.py", PACKAGE / "trt" / "device_script.py"}  # the latter runs on a board without the package
 
 

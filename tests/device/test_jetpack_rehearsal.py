@@ -8,7 +8,7 @@ bindings of exactly its API names, fake trtexec/nvpmodel/jetson_clocks/polygraph
 The commands that need TensorRT or CUDA must get exactly as far as their first real TensorRT/CUDA call.
 
 Slow (two venvs, PyPI downloads): deselected by default; CI runs it as its own step (.ci/run):
-``python -m pytest -q -m rehearsal tests/test_jetpack_rehearsal.py``. Skips with the reason where pyenv's Python or
+``python -m pytest -q -m rehearsal tests/device/test_jetpack_rehearsal.py``. Skips with the reason where pyenv's Python or
 PyPI is missing. A stand-in TensorRT is never evidence that a build works: that needs the board.
 """
 

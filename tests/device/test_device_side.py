@@ -2,7 +2,7 @@
 
 The device side is what `build_engine.py --bundle`, `bench.py --engine`, device parity and the bundle's
 script import. Checked statically with vermin (minimum Python 3.8) and by importing it in a process where
-`import torch` fails; the commands themselves run torch-free in tests/test_bundle.py.
+`import torch` fails; the commands themselves run torch-free in tests/trt/test_bundle.py.
 """
 
 import subprocess
