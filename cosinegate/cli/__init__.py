@@ -1,8 +1,18 @@
 """Shared pieces of the command scripts: error printing, common flags, and the `cosinegate` entry point."""
 
-import argparse
 import sys
 from pathlib import Path
+
+# the shared argument groups and number types (re-exported: older imports name them here)
+from cosinegate.cli.args import (  # noqa: F401
+    HelpFormatter,
+    add_data_flags,
+    add_version_flag,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    seed_int,
+)
 
 # `cosinegate SUBCOMMAND ...` runs the script (the scripts stay the primary interface)
 COMMANDS = {  # subcommand: module of cosinegate.cli (the checkout's scripts call the same main)
@@ -69,63 +79,6 @@ def one_line(text):
     return "".join(c if ord(c) >= 32 and ord(c) != 127 else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def add_version_flag(parser):
-    """--version: the toolkit's version, the same on every command."""
-    from cosinegate import __version__
-
-    parser.add_argument("--version", action="version", version=f"cosinegate {__version__}")
-
-
-def add_data_flags(parser, default="the checkpoint's"):
-    """--data, --data-root, --subset; `default` says where the data comes from when they are not given."""
-    from cosinegate.data import SOURCES
-
-    parser.add_argument("--data", default=None, choices=SOURCES, help=f"data source (default: {default})")
-    parser.add_argument("--data-root", default=None, help=f"folder of cifar10 batches or ROOT/{{train,test}}/<class>/ images (default: {default})")
-    parser.add_argument("--subset", type=positive_int, default=None, help="deterministic class-balanced subset of N images")
-    parser.add_argument("--image-size", type=positive_int, default=None, metavar="N",
-                        help="input size N x N (train: default 32, 224 for resnet18/34/50; later stages: the checkpoint's, "
-                             "a different N is refused)")
-
-
-def _number(kind, text, low, what):
-    import argparse
-    import math
-
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-    if not math.isfinite(value) or value < low or (what == "positive" and value <= 0):
-        raise argparse.ArgumentTypeError(f"must be {'at least ' + str(low) if what != 'positive' else 'above 0'}, got {text}")
-    return value
-
-
-def positive_int(text):
-    """argparse type: a whole number >= 1."""
-    return _number(int, text, 1, "at least")
-
-
-def nonnegative_int(text):
-    """argparse type: a whole number >= 0."""
-    return _number(int, text, 0, "at least")
-
-
-def seed_int(text):
-    """argparse type: a seed numpy and torch both take, 0..2^32-1."""
-    value = _number(int, text, 0, "at least")
-    if value > 2**32 - 1:
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"must be at most {2**32 - 1} (a 32-bit seed), got {text}")
-    return value
-
-
-def positive_float(text):
-    """argparse type: a finite number > 0."""
-    return _number(float, text, 0.0, "positive")
-
-
 def check_output_files(inputs=None, **paths):
     """Before any work: refuse output files (flag name -> path; None skipped) that are folders, links or other
     non-regular files, or one of the command's `inputs` ({what: path})."""
@@ -155,18 +108,6 @@ def pick_device(name):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CosineGateError("--device cuda asked for, but this torch build sees no CUDA GPU; use --device cpu.")
     return name
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """The commands' --help: the docstring as written, and every flag's default beside its help."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        default = action.default
-        if "default" in text.lower() or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
-            return action.help
-        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-        return f"{text} (default: {shown})".strip()
 
 
 def _summary(module):

@@ -1,0 +1,172 @@
+"""The commands' shared argument vocabulary: one titled argparse group per kind of flag that several commands take.
+
+A command builds its parser from these groups (as Polygraphy's subtools share argument groups), so a flag that
+means the same thing is spelled, typed, helped and defaulted the same way everywhere:
+
+    model    --checkpoint CKPT                     add_checkpoint_flags
+    data     --data, --data-root, --subset, --image-size   add_data_flags
+    output   --out                                 add_output_flag
+    report   --json REPORT (--quiet)               add_report_flags
+    device   --device, --threads                   add_device_flags
+
+An old spelling stays as an alias (DeprecatedAlias): it still works and prints a one-line note naming the new flag.
+
+Standard library and cosinegate.errors only: every command's --help works on the base install (numpy).
+"""
+
+import argparse
+import math
+import sys
+
+# the data sources cosinegate.data loads (its SOURCES; tests/cli/test_args.py keeps the two equal): spelled out here
+# so --help imports no data code
+DATA_SOURCES = ("synthetic", "cifar10", "imagefolder")
+
+JSON_HELP = "also write the command's JSON report to this file"
+DEVICE_HELP = "torch device: cpu | cuda | cuda:N"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The commands' --help: the docstring as written, and every flag's default beside its help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return action.help
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})".strip()
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's destination and prints one line on stderr naming the
+    new flag. Added by add_alias, hidden from --help (the new flag's help names the old spelling)."""
+
+    def __init__(self, option_strings, dest, new, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_alias(container, old, action):
+    """`old` as a deprecated spelling of the flag `action` (what add_argument returned) in `container`."""
+    return container.add_argument(old, action=DeprecatedAlias, new=action.option_strings[0], dest=action.dest,
+                                  type=action.type, choices=action.choices, metavar=action.metavar,
+                                  default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_flag(container, flag, *old, **kwargs):
+    """add_argument(flag, **kwargs), with each of `old` as a DeprecatedAlias of it; returns the flag's action."""
+    action = container.add_argument(flag, **kwargs)
+    for spelling in old:
+        add_alias(container, spelling, action)
+    return action
+
+
+def _group(parser, title, description=None):
+    return parser.add_argument_group(title, description)
+
+
+def add_version_flag(parser):
+    """--version: the toolkit's version, the same on every command."""
+    from cosinegate import __version__
+
+    parser.add_argument("--version", action="version", version=f"cosinegate {__version__}")
+
+
+def add_checkpoint_flags(parser, required=False, note=None, exclusive=False):
+    """The 'model' group with --checkpoint CKPT; `note` (the group's description) says what the checkpoint is for in
+    this command or what is used without one. Returns the group, or with `exclusive` a mutually exclusive group in
+    it, for the command's other model flags (--onnx, --engine, --bundle)."""
+    group = _group(parser, "model", note)
+    target = group.add_mutually_exclusive_group() if exclusive else group
+    target.add_argument("--checkpoint", required=required, metavar="CKPT",
+                        help="checkpoint written by train/train.py (best.pt or last.pt)")
+    return target
+
+
+def add_data_flags(parser, default="the checkpoint's", source=None, image_size=True):
+    """The 'data' group: --data, --data-root, --subset, --image-size; `default` says where the data comes from when
+    --data/--data-root are not given (`source`: --data's value then, where it has one)."""
+    group = _group(parser, "data")
+    group.add_argument("--data", default=source, choices=DATA_SOURCES, help=f"data source (default: {default})")
+    group.add_argument("--data-root", default=None, metavar="DIR",
+                       help=f"folder of cifar10 batches or ROOT/{{train,test}}/<class>/ images (default: {default})")
+    group.add_argument("--subset", type=positive_int, default=None, metavar="N",
+                       help="deterministic class-balanced subset of N images")
+    if image_size:
+        group.add_argument("--image-size", type=positive_int, default=None, metavar="N",
+                           help="input size N x N (train: default 32, 224 for resnet18/34/50; later stages: the "
+                                "checkpoint's, a different N is refused)")
+    return group
+
+
+def add_output_flag(parser, help, default=None, required=False, metavar="DIR"):
+    """The 'output' group with --out (`help`: what is written there); returns the group."""
+    group = _group(parser, "output")
+    group.add_argument("--out", default=default, required=required, metavar=metavar, help=help)
+    return group
+
+
+def add_report_flags(parser, holds, quiet=False, old=()):
+    """The 'report' group: --json REPORT (the same help on every command; `holds`, the group's description, says
+    what the report holds), with `quiet` --no-progress and --quiet; `old`: deprecated spellings of --json."""
+    note = f"--json REPORT holds {holds}"
+    if old:
+        note += f" ({', '.join(old)} is the old spelling)"
+    group = _group(parser, "report", note)
+    add_flag(group, "--json", *old, metavar="REPORT", help=JSON_HELP)
+    if quiet:
+        group.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch lines stay)")
+        group.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines (errors and "
+                                                                "the result only)")
+    return group
+
+
+def add_device_flags(parser, device="cpu", threads=None, note=None):
+    """The 'device' group: --device (default `device`; None: no --device) and, unless `threads` is None, --threads N
+    (default `threads`; "torch's choice" when that is 0); `note` is the group's description."""
+    group = _group(parser, "device", note)
+    if device is not None:
+        group.add_argument("--device", default=device, help=DEVICE_HELP)
+    if threads is not None:
+        text = "intra-op threads of each process (torch, ONNX Runtime)"
+        group.add_argument("--threads", type=positive_int, metavar="N", default=threads or None,
+                           help=text if threads else f"{text} (default: torch's choice)")
+    return group
+
+
+def _number(kind, text, low, what):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+    if not math.isfinite(value) or value < low or (what == "positive" and value <= 0):
+        raise argparse.ArgumentTypeError(f"must be {'at least ' + str(low) if what != 'positive' else 'above 0'}, got {text}")
+    return value
+
+
+def positive_int(text):
+    """argparse type: a whole number >= 1."""
+    return _number(int, text, 1, "at least")
+
+
+def nonnegative_int(text):
+    """argparse type: a whole number >= 0."""
+    return _number(int, text, 0, "at least")
+
+
+def seed_int(text):
+    """argparse type: a seed numpy and torch both take, 0..2^32-1."""
+    value = _number(int, text, 0, "at least")
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"must be at most {2**32 - 1} (a 32-bit seed), got {text}")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    return _number(float, text, 0.0, "positive")
