@@ -15,8 +15,10 @@ Standard library and cosinegate.errors only: every command's --help works on the
 """
 
 import argparse
+import copy
 import math
 import sys
+import textwrap
 
 # the data sources cosinegate.data loads (its SOURCES; tests/cli/test_args.py keeps the two equal): spelled out here
 # so --help imports no data code
@@ -36,6 +38,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             return action.help
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         return f"{text} (default: {shown})".strip()
+
+    def _format_action(self, action):
+        # argparse prints no help line for a flag without help: give one with a default its "(default: ...)" too
+        if not action.help and action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
 
 
 class DeprecatedAlias(argparse.Action):
@@ -67,7 +76,8 @@ def add_flag(container, flag, *old, **kwargs):
 
 
 def _group(parser, title, description=None):
-    return parser.add_argument_group(title, description)
+    # the formatter prints descriptions as written (the commands' docstrings are laid out by hand): wrap this one here
+    return parser.add_argument_group(title, description and textwrap.fill(description, 76))
 
 
 def add_version_flag(parser):

@@ -22,27 +22,30 @@ import argparse
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, nonnegative_int, positive_float, positive_int
+    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_flag,
+                                     add_report_flags, add_version_flag, nonnegative_int, positive_float, positive_int)
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--engine", help="TensorRT engine built by deploy/build_engine.py (backend trt)")
-    p.add_argument("--onnx", help="graph from deploy/export_onnx.py (backend onnxrt)")
-    p.add_argument("--checkpoint", help="checkpoint (backend torch; or the source of exports for onnxrt/--compare-dense)")
+    model = add_checkpoint_flags(p, note="the model measured: --checkpoint (backend torch; or the source of exports for "
+                                         "onnxrt/--compare-dense), --onnx or --engine")
+    model.add_argument("--engine", help="TensorRT engine built by deploy/build_engine.py (backend trt)")
+    model.add_argument("--onnx", help="graph from deploy/export_onnx.py (backend onnxrt)")
     p.add_argument("--backend", default=None, help="onnxrt | torch | trt (default: from the model given)")
     p.add_argument("--policy", default="auto", help="policy when exporting the conditional graph from --checkpoint")
     p.add_argument("--batch", type=positive_int, default=1)
-    p.add_argument("--threads", type=positive_int, default=1)
+    add_device_flags(p, device=None, threads=1)
     p.add_argument("--warmup", type=nonnegative_int, default=20)
     p.add_argument("--warmup-seconds", type=positive_float, default=None)
     p.add_argument("--iterations", type=positive_int, default=300)
     p.add_argument("--duration", type=positive_float, default=None, help="timed loop length in seconds (instead of --iterations)")
     add_data_flags(p)
-    p.add_argument("--test-images", "--samples", dest="test_images", type=positive_int, default=300,
-                   help="distinct test images cycled through (--samples is the old spelling)")
+    add_flag(p, "--test-images", "--samples", type=positive_int, default=300, metavar="N",
+             help="distinct test images cycled through (--samples is the old spelling)")
     p.add_argument("--random-input", action="store_true", help="random tensors: speed only, no skip statistics")
     p.add_argument("--inputs", help="Polygraphy inputs JSON (a bundle's inputs.json) as the images; no dataset or torch "
                                     "needed (default for --engine: the reference inputs its manifest or bundle names)")
-    p.add_argument("--json", metavar="REPORT", help="write the JSON report here")
+    add_report_flags(p, "the measurement: latency, throughput, skip rate, executed MACs (and power, --compare-dense, "
+                        "--if-cost results when asked)")
     p.add_argument("--csv", help="append one row per run to this CSV (default none)")
     p.add_argument("--plot", help="latency histogram PNG")
     p.add_argument("--compare-dense", action="store_true")

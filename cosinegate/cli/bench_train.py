@@ -131,8 +131,10 @@ def main(argv=None):
     from cosinegate.cli import HelpFormatter, add_version_flag, pick_device
     from cosinegate.errors import CosineGateError
 
+    from cosinegate.cli.args import add_device_flags, add_report_flags
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--device", default="cpu")
+    add_device_flags(parser, threads=0)
     parser.add_argument("--backbone", default="resnet20")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
@@ -141,8 +143,7 @@ def main(argv=None):
     parser.add_argument("--settings", help=f"comma-separated subset of {','.join(SETTINGS)} (default: all but compile; "
                                            "on a CPU fp32, fp32+channels_last, bf16)")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile setting")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--json", metavar="REPORT", help="also write the table as JSON")
+    add_report_flags(parser, "the table (a row per setting and mode) and the --concurrency measurements")
     add_version_flag(parser)
     parser.add_argument("--concurrency", metavar="JOBSxTHREADS,...", help="also measure the aggregate images/s of "
                         "concurrent runs, e.g. 1x2,2x1 (one 2-thread run against two 1-thread runs), dense and gated, "

@@ -18,14 +18,14 @@ import argparse
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, nonnegative_int, positive_int
+    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_output_flag, add_report_flags,
+                                     add_version_flag, nonnegative_int, positive_int)
     from cosinegate.pipeline.plan import FORMS, SELECTIONS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--target", required=True, help="engines/targets/<NAME>.toml")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="checkpoint from train/train.py (default: the embedded default model, "
-                                          "runs/pipeline/balanced-resnet20/best.pt, trained first if missing)")
+    src = add_checkpoint_flags(parser=p, exclusive=True, note="one of them; without any: the embedded default model, "
+                               "runs/pipeline/balanced-resnet20/best.pt, trained first if missing")
     src.add_argument("--onnx", help="graph from deploy/export_onnx.py")
     src.add_argument("--bundle", help="bundle folder made by this command (on the device)")
     p.add_argument("--precision", default=None, choices=("int8", "fp16", "fp32"),
@@ -40,7 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--dla-core", type=nonnegative_int, default=None)
     p.add_argument("--workspace", type=positive_int, default=None, help="workspace MiB (default: the target's)")
     p.add_argument("--timing-cache", help="timing cache file (loaded if present, saved after the build)")
-    p.add_argument("--out", help="output folder (default engines/<target> in the current folder)")
+    add_output_flag(p, "output folder (default engines/<target> in the current folder)")
     p.add_argument("--require-engine", action="store_true", help="fail instead of writing a bundle")
     p.add_argument("--select", choices=SELECTIONS, default=None,
                    help="fastest (default from a checkpoint, conditional form, fp32/fp16): build the conditional, statically "
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--if-cost-table", help="--policy auto keeps plain the dynamic blocks whose expected saving is below their "
                                            "If cost in this table (deploy/bench.py --if-cost --json)")
     p.add_argument("--force", action="store_true", help="replace a bundle of the same name made from another model")
-    p.add_argument("--json", metavar="REPORT", help="write what was built (bundle or engine manifest) here")
+    add_report_flags(p, "what was built (the bundle's or the engine's manifest)")
     add_data_flags(p)
     add_version_flag(p)
     return p.parse_args(argv)

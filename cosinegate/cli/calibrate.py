@@ -26,14 +26,15 @@ import argparse
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_int, seed_int
+    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
+                                     add_report_flags, add_version_flag, positive_int, seed_int)
     from cosinegate.quant.calibrate import DEFAULT_FORMS, DEFAULT_TRT
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
+    add_checkpoint_flags(parser, required=True)
     add_data_flags(parser)
-    parser.add_argument("--calib-images", "--num-images", dest="calib_images", type=positive_int, default=512,
-                        help="calibration images from the train split (default 512; --num-images is the old spelling)")
+    add_flag(parser, "--calib-images", "--num-images", type=positive_int, default=512, metavar="N",
+             help="calibration images from the train split (default 512; --num-images is the old spelling)")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--method", default="entropy", help="minmax | entropy | percentile")
@@ -42,8 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--forms", default=",".join(DEFAULT_FORMS), help="comma list of flat, conditional, masked")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all (as deploy/export_onnx.py)")
     parser.add_argument("--cache-in", default=None, help="existing calibration cache to reuse (validated)")
-    parser.add_argument("--out", default="calibration_out")
-    parser.add_argument("--json", metavar="REPORT", help="also write the calibration manifest here")
+    add_output_flag(parser, "folder of the Q/DQ graphs, the calibration cache and manifest.json", default="calibration_out")
+    add_report_flags(parser, "the calibration manifest (manifest.json)")
     add_version_flag(parser)
     return parser.parse_args(argv)
 

@@ -32,7 +32,7 @@ MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2**20
 
 
 def parse_args(argv):
-    from cosinegate.cli import HelpFormatter
+    from cosinegate.cli.args import HelpFormatter, add_device_flags, add_output_flag, add_report_flags, add_version_flag
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--make-tar", nargs=2, metavar=("JPEG_FOLDER", "TAR"), help="run-prep: tar the CIFAR-10 JPEG folder")
@@ -40,10 +40,10 @@ def parse_args(argv):
     parser.add_argument("--absorb", metavar="FILES_AT", help="here, after a GPU run: take its returned files")
     parser.add_argument("--results", default="train/results/cifar10-campaign-h200", help="with --absorb: where the tables go")
     parser.add_argument("--carry", default=".campaign/state", help="with --absorb: where the state for the next run goes")
-    parser.add_argument("--device", default="cuda")
+    add_device_flags(parser, device="cuda")
     parser.add_argument("--data-tar", default=".campaign/cifar10-jpeg.tar.gz")
     parser.add_argument("--state", help="folder with the previous run's state-*.tar (absent: a fresh campaign)")
-    parser.add_argument("--out", default=os.environ.get("OUT"), help="where the returned files go (default $OUT)")
+    add_output_flag(parser, "where the returned files go (default $OUT)", default=os.environ.get("OUT"))
     parser.add_argument("--budget", type=float, default=540, help="seconds for the whole GPU run (unpacking to packing)")
     parser.add_argument("--epochs", type=int, default=160)
     parser.add_argument("--seeds", type=int, default=2)
@@ -53,11 +53,9 @@ def parse_args(argv):
     parser.add_argument("--bench-steps", type=int, default=30)
     parser.add_argument("--compile", action="store_true", help="also torch.compile every run (if bench.txt shows it pays)")
     parser.add_argument("--tiny", action="store_true", help="CPU dry-run size: 2 epochs, 1 seed, 600 images, 2 stages")
-    parser.add_argument("--json", metavar="REPORT", help="also write this job's report here (the campaign run: campaign.json's "
-                        "content; --make-tar: the tar's image count and size; --absorb: where the files went)")
+    add_report_flags(parser, "this job's report (the campaign run: campaign.json's content; --make-tar: the tar's image "
+                             "count and size; --absorb: where the files went)")
     parser.add_argument("--work", default=str(WORK), help=argparse.SUPPRESS)
-    from cosinegate.cli import add_version_flag
-
     add_version_flag(parser)
     return parser.parse_args(argv)
 

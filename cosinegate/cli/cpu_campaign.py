@@ -17,17 +17,16 @@ DEFAULT_FOLDER = "train/results/cifar10-campaign-cpu"
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_version_flag, positive_float, positive_int
+    from cosinegate.cli.args import (HelpFormatter, add_device_flags, add_report_flags, add_version_flag, positive_float,
+                                     positive_int)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--folder", default=DEFAULT_FOLDER, help="the campaign's state and results")
     parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="stop cleanly before this many seconds")
     parser.add_argument("--jobs", type=positive_int, default=2, help="runs at once (default 2: one per core)")
-    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per run")
-    parser.add_argument("--device", default="cpu")
+    add_device_flags(parser, threads=1, note="each run is one process")
     parser.add_argument("--report", action="store_true", help="only regenerate the results from the state")
-    parser.add_argument("--json", metavar="REPORT", help="also write what this chunk did (finished, stopped, failed runs) "
-                                                         "and the campaign's progress and goals here")
+    add_report_flags(parser, "what this chunk did (finished, stopped, failed runs) and the campaign's progress and goals")
     add_version_flag(parser)
     return parser.parse_args(argv)
 

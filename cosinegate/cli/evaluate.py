@@ -8,17 +8,19 @@ import argparse
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, pick_device
+    from cosinegate.cli import check_output_files, pick_device
+    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_report_flags,
+                                     add_version_flag)
     from cosinegate.data import balanced_subset
     from cosinegate.data.choice import DataOrigin, choose_data
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--backbone", help="refuse the checkpoint unless it holds this backbone")
+    model = add_checkpoint_flags(parser, required=True)
+    model.add_argument("--backbone", help="refuse the checkpoint unless it holds this backbone")
     add_data_flags(parser)
     parser.add_argument("--split", default="test", choices=("test", "train"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", metavar="REPORT", help="write the report as JSON here")
+    add_device_flags(parser)
+    add_report_flags(parser, "the evaluation: accuracy, executed MACs, savings, routing")
     parser.add_argument("--plot", help="write a histogram of executed MACs per image here (PNG)")
     add_version_flag(parser)
     args = parser.parse_args(argv)

@@ -16,22 +16,23 @@ import argparse
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_int, seed_int
+    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_report_flags,
+                                     add_version_flag, positive_int, seed_int)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
+    add_checkpoint_flags(parser, required=True)
     add_data_flags(parser)
     parser.add_argument("--methods", default="minmax,entropy,percentile")
-    parser.add_argument("--calib-images", "--num-images", dest="calib_images", type=positive_int, default=512,
-                        help="calibration images (train split; --num-images is the old spelling)")
+    add_flag(parser, "--calib-images", "--num-images", type=positive_int, default=512, metavar="N",
+             help="calibration images from the train split (default 512; --num-images is the old spelling)")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--percentile", type=float, default=99.99)
     parser.add_argument("--batch-size", type=positive_int, default=64, help="calibration batch size")
     parser.add_argument("--eval-batch", type=positive_int, default=100)
     parser.add_argument("--policy", default="conditional-all", help="conditional-all (default) | auto")
-    parser.add_argument("--test-images", "--limit", dest="test_images", type=positive_int, default=None,
-                        help="evaluate only the first N test images (--limit is the old spelling)")
-    parser.add_argument("--json", default=None, metavar="REPORT", help="write the report as JSON here")
+    add_flag(parser, "--test-images", "--limit", type=positive_int, default=None, metavar="N",
+             help="evaluate only the first N test images (--limit is the old spelling)")
+    add_report_flags(parser, "the table: top-1 of FP32 and INT8, top-1 and gate agreement, logit cosine, per method")
     add_version_flag(parser)
     return parser.parse_args(argv)
 

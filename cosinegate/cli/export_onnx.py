@@ -30,12 +30,13 @@ import argparse
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_version_flag, positive_int
+    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_output_flag, add_report_flags, add_version_flag,
+                                     positive_int)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint written by train/train.py (best.pt or last.pt)")
-    parser.add_argument("--out", required=True, help="ONNX file to write (a folder: FOLDER/model.<form>.onnx); "
-                                                     "the manifest goes to <out>.json")
+    add_checkpoint_flags(parser, required=True)
+    add_output_flag(parser, "ONNX file to write (a folder: FOLDER/model.<form>.onnx); the manifest goes to <out>.json",
+                    required=True, metavar="FILE")
     parser.add_argument("--form", default="conditional", help="conditional | masked | flat")
     parser.add_argument("--batch", type=positive_int, default=1, help="static batch size (conditional: 1 only)")
     # default None, filled in by main: cosinegate.onnx needs onnx, and --help works on the base install
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "
                                                 "If cost in this table (deploy/bench.py --if-cost --json)")
     parser.add_argument("--skip-rates", help="JSON list of per-block skip rates, or a train/evaluate.py JSON report")
-    parser.add_argument("--json", metavar="REPORT", help="also write the manifest here")
+    add_report_flags(parser, "the manifest")
     add_version_flag(parser)
     return parser.parse_args(argv)
 

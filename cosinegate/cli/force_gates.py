@@ -13,18 +13,20 @@ import argparse
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, input_record, sha256_file
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, positive_int
+    from cosinegate.cli import check_output_files
+    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
+                                     add_report_flags, add_version_flag, positive_int)
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.errors import CosineGateError
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True)
+    add_checkpoint_flags(parser, required=True)
     parser.add_argument("--skip", type=float, default=0.5, help="fraction of images each gated block skips (0..1)")
-    parser.add_argument("--test-images", "--samples", dest="test_images", type=positive_int, default=200,
-                        help="test images the thresholds are placed on (old spelling --samples)")
+    add_flag(parser, "--test-images", "--samples", type=positive_int, default=200, metavar="N",
+             help="test images the thresholds are placed on (--samples is the old spelling)")
     add_data_flags(parser)
-    parser.add_argument("--out", required=True, help="the forced checkpoint (.pt)")
-    parser.add_argument("--json", metavar="REPORT", help="write a JSON report (data used, skip rates) here")
+    add_output_flag(parser, "the forced checkpoint (.pt)", required=True, metavar="FILE")
+    add_report_flags(parser, "the data used and the skip rates")
     add_version_flag(parser)
     args = parser.parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint}, out=args.out, json=args.json)

@@ -15,17 +15,19 @@ import json
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, nonnegative_int, positive_int
+    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_flag,
+                                     add_report_flags, add_version_flag, nonnegative_int, positive_int)
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--checkpoint", help="checkpoint from train/train.py (default: an untrained --backbone network)")
-    p.add_argument("--backbone", default="resnet20", help="without --checkpoint: the backbone built (default resnet20)")
-    p.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a dry run without the CUDA graph)")
+    model = add_checkpoint_flags(p, note="without --checkpoint: an untrained --backbone network (speed only)")
+    model.add_argument("--backbone", default="resnet20", help="without --checkpoint: the backbone built (default resnet20)")
+    add_device_flags(p, device="cuda", note="cuda is the measurement; cpu a dry run without the CUDA graph")
     p.add_argument("--warmup", type=nonnegative_int, default=50)
     p.add_argument("--iterations", type=positive_int, default=1000)
-    p.add_argument("--samples", type=positive_int, default=64, help="distinct test images cycled through")
+    add_flag(p, "--test-images", "--samples", type=positive_int, default=64, metavar="N",
+             help="distinct test images cycled through (--samples is the old spelling)")
     p.add_argument("--random-input", action="store_true", help="random tensors instead of test images (speed only)")
-    p.add_argument("--json", metavar="REPORT", help="write the table here (JSON)")
+    add_report_flags(p, "the table (a row per variant)")
     add_data_flags(p, "the checkpoint's; without --checkpoint, synthetic")
     add_version_flag(p)
     return p.parse_args(argv)
@@ -46,8 +48,8 @@ def main(argv=None):
     check_output_files({"checkpoint": args.checkpoint}, json=args.json)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise CosineGateError("no CUDA device here; run on a GPU, or pass --device cpu for a dry run.")
-    if args.iterations < 1 or args.samples < 1:
-        raise CosineGateError("--iterations and --samples must be at least 1.")
+    if args.iterations < 1 or args.test_images < 1:
+        raise CosineGateError("--iterations and --test-images must be at least 1.")
     if args.checkpoint:
         from cosinegate.training.checkpoint import model_from_checkpoint
 
@@ -67,13 +69,13 @@ def main(argv=None):
     model = model.to(args.device).eval()
     size = model.spec.image_size
     if args.random_input:
-        x = torch.randn(args.samples, model.spec.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+        x = torch.randn(args.test_images, model.spec.in_channels, size, size, generator=torch.Generator().manual_seed(0))
         data = "random (speed only)"
     else:
         if origin is None:  # an untrained network has no data of its own: the given data, else the embedded set
             origin = DataOrigin("synthetic", None, (), size)
         chosen = choose_data(origin, args.data, args.data_root)
-        x = to_tensor(chosen.test.images[: args.samples], "cpu", normalization)
+        x = to_tensor(chosen.test.images[: args.test_images], "cpu", normalization)
         data = chosen.record()
     x = x.to(args.device)
     inputs = [x[i : i + 1] for i in range(x.shape[0])]

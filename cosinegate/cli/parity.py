@@ -34,16 +34,17 @@ import json
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_int
+    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_report_flags,
+                                     add_version_flag, positive_int)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="the checkpoint the graph was exported from")
-    parser.add_argument("--onnx", required=True, help="graph written by deploy/export_onnx.py")
+    model = add_checkpoint_flags(parser, required=True, note="the checkpoint the graph was exported from, and the graph")
+    model.add_argument("--onnx", required=True, help="graph written by deploy/export_onnx.py")
     parser.add_argument("--backend", default="onnxrt", help="onnxrt | trt")
     add_data_flags(parser)
-    parser.add_argument("--test-images", "--samples", dest="test_images", type=positive_int, default=500,
-                        help="test images to compare (default 500; --samples is the old spelling)")
-    parser.add_argument("--json", "--report", dest="json", metavar="REPORT", help="write the JSON report here")
+    add_flag(parser, "--test-images", "--samples", type=positive_int, default=500, metavar="N",
+             help="test images to compare (default 500; --samples is the old spelling)")
+    add_report_flags(parser, "the comparison (agreement per output, the tolerances, passed or not)", old=("--report",))
     parser.add_argument("--save-reference", help="write PyTorch outputs as Polygraphy RunResults JSON")
     parser.add_argument("--save-inputs", help="where the inputs go with --save-reference (default inputs.json beside it)")
     parser.add_argument("--int8", action="store_true", help="INT8 tolerance profile: top-1 >= 0.97, gates >= 0.995")

@@ -30,10 +30,10 @@ def main(argv=None):
     from cosinegate.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
     from cosinegate.training.packing import resolve_jobs, run_all
 
+    from cosinegate.cli.args import add_data_flags, add_device_flags, add_output_flag, add_report_flags
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--data", default="synthetic", choices=("synthetic", "cifar10", "imagefolder"))
-    parser.add_argument("--data-root")
-    parser.add_argument("--subset", type=positive_int, help="train on a class-balanced subset (quick checks only)")
+    add_data_flags(parser, default="synthetic", source="synthetic", image_size=False)
     parser.add_argument("--backbones", default="resnet20", help="comma-separated, e.g. resnet20,resnet56")
     parser.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated subset of {','.join(PRESETS)}")
     parser.add_argument("--static-curve", type=nonnegative_int, default=0, metavar="K",
@@ -41,7 +41,7 @@ def main(argv=None):
                              "curve each gated run is compared with at its own executed MACs")
     parser.add_argument("--epochs", type=positive_int, default=30)
     parser.add_argument("--seeds", type=positive_int, default=1)
-    parser.add_argument("--device", default="cpu")
+    add_device_flags(parser)
     parser.add_argument("--finetune-epochs", type=positive_int, help="two-phase: epochs of the gated fine-tuning (default epochs // 4)")
     parser.add_argument("--jobs", default="1", help="runs trained at the same time (several fit on one GPU), or 'auto': "
                                                     "measure aggregate images/s at --jobs-levels and take the best (kept in "
@@ -52,9 +52,9 @@ def main(argv=None):
     speed.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
     parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="stop every run cleanly after its last epoch "
                         "that fits in SECONDS from now (partial runs continue on the next invocation)")
-    parser.add_argument("--out", default="runs/reproduce")
+    add_output_flag(parser, "folder of the runs (OUT/runs/<run>/) and the results", default="runs/reproduce")
     parser.add_argument("--collect-only", action="store_true", help="train nothing; tabulate the runs that finished")
-    parser.add_argument("--json", metavar="REPORT", help="also write results.json here")
+    add_report_flags(parser, "results.json")
     add_version_flag(parser)
     args = parser.parse_args(argv)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_float, positive_int
+    from cosinegate.cli.args import (HelpFormatter, add_data_flags, add_device_flags, add_output_flag, add_report_flags,
+                                     add_version_flag, positive_float, positive_int)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", default="balanced", help="preset name (cosinegate/presets/*.yaml, linked from the checkout's "
@@ -33,9 +34,9 @@ def parse_args(argv=None):
     parser.add_argument("--target", type=float, help="gate compute target r_target")
     parser.add_argument("--block-rates", type=float, metavar="R", help="per-block target execution rate of every gated "
                                                                        "block (gate.block_rates; presets rates, shaping, two-phase)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    add_device_flags(parser)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--out", default="runs/train", help="run folder (last.pt, best.pt, metrics.jsonl, summary.json)")
+    add_output_flag(parser, "run folder (last.pt, best.pt, metrics.jsonl, summary.json)", default="runs/train")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     parser.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights (matching tensors; the gates "
                                                              "stay freshly initialised, open), or from a torchvision-format "
@@ -53,9 +54,7 @@ def parse_args(argv=None):
                         help="stop after the last epoch that fits in SECONDS (last.pt kept; continue with --resume)")
     parser.add_argument("--stop-after", type=positive_int, metavar="EPOCH",
                         help="stop after this epoch of the schedule (last.pt kept; continue with --resume)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch lines stay)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines (errors and the result only)")
-    parser.add_argument("--json", metavar="REPORT", help="also write the run's summary.json here")
+    add_report_flags(parser, "the run's summary.json", quiet=True)
     add_version_flag(parser)
     return parser.parse_args(argv)
 

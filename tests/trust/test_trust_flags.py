@@ -16,7 +16,7 @@ CASES = [  # (label, script, argv (CKPT = the tiny checkpoint), part of the mess
     ("evaluate_int8 --eval-batch 0", EI, ["--checkpoint", "CKPT", "--eval-batch", "0"], "--eval-batch: must be at least 1"),
     ("evaluate_int8 --batch-size -1", EI, ["--checkpoint", "CKPT", "--batch-size", "-1"], "--batch-size: must be at least 1"),
     ("evaluate_int8 --seed -1", EI, ["--checkpoint", "CKPT", "--seed", "-1"], "--seed: must be at least 0"),
-    ("evaluate_int8 --test-images 0", EI, ["--checkpoint", "CKPT", "--test-images", "0"], "--limit: must be at least 1"),
+    ("evaluate_int8 --test-images 0", EI, ["--checkpoint", "CKPT", "--test-images", "0"], "--test-images: must be at least 1"),
     ("build_engine --select-images -5", BE, ["--target", "jetson-orin", "--checkpoint", "CKPT", "--select-images", "-5"],
      "--select-images: must be at least 1"),
     ("calibrate --seed 2**70", CA, ["--checkpoint", "CKPT", "--seed", str(2**70)], "a 32-bit seed"),

@@ -1,0 +1,169 @@
+"""One argument vocabulary: every command builds its shared flags from the groups of cosinegate/cli/args.py, so a flag
+that means the same thing has one spelling, one help text and one group everywhere; an old spelling still works and
+says which flag replaces it."""
+
+import argparse
+import ast
+import importlib
+import sys
+
+import pytest
+
+from cosinegate.cli import COMMANDS, args
+
+# shared flag -> the group (title) that adds it
+GROUP_OF_FLAG = {"--checkpoint": "model", "--data": "data", "--data-root": "data", "--subset": "data",
+                 "--image-size": "data", "--out": "output", "--json": "report", "--quiet": "report",
+                 "--no-progress": "report", "--device": "device", "--threads": "device"}
+# shared flags a command takes outside the shared group, and why
+EXEMPT = {("campaign", "--subset"): "a plain int training subset beside --data-tar, not a data source flag"}
+# flags whose help is the same text on every command that takes them
+SAME_HELP = ("--checkpoint", "--data", "--subset", "--image-size", "--json", "--device")
+# (command, old spelling, new flag, value, the required flags around it)
+RENAMED = [
+    ("parity", "--report", "json", "r.json", ["--checkpoint", "c.pt", "--onnx", "m.onnx"]),
+    ("parity", "--samples", "test_images", "7", ["--checkpoint", "c.pt", "--onnx", "m.onnx"]),
+    ("bench", "--samples", "test_images", "7", []),
+    ("force-gates", "--samples", "test_images", "7", ["--checkpoint", "c.pt", "--out", "f.pt"]),
+    ("gpu-gate-sync", "--samples", "test_images", "7", []),
+    ("evaluate-int8", "--limit", "test_images", "7", ["--checkpoint", "c.pt"]),
+    ("evaluate-int8", "--num-images", "calib_images", "7", ["--checkpoint", "c.pt"]),
+    ("calibrate", "--num-images", "calib_images", "7", ["--checkpoint", "c.pt"]),
+]
+
+
+class _Parsed(Exception):
+    pass
+
+
+def parser_of(command, monkeypatch):
+    """The argparse parser a command builds (its parse_args, or its main where the parser lives there), unparsed."""
+
+    def stop(self, argv=None, namespace=None):
+        raise _Parsed(self)
+
+    module = importlib.import_module(f"cosinegate.cli.{COMMANDS[command]}")
+    with monkeypatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_args", stop)
+        with pytest.raises(_Parsed) as parsed:
+            (getattr(module, "parse_args", None) or module.main)([])
+    return parsed.value.args[0]
+
+
+def parse(command, argv):
+    """The command's own parser (parser_of) run on argv."""
+    return parser_of(command, pytest.MonkeyPatch()).parse_args(argv)
+
+
+def flags_by_group(parser):
+    """{flag: (its action, the title of the group that holds it)}."""
+    found = {}
+    for group in parser._action_groups:
+        for action in group._group_actions:
+            for flag in action.option_strings:
+                found[flag] = (action, group.title)
+    return found
+
+
+@pytest.fixture(scope="module")
+def parsers():
+    patch = pytest.MonkeyPatch()
+    try:
+        yield {command: flags_by_group(parser_of(command, patch)) for command in COMMANDS}
+    finally:
+        patch.undo()
+
+
+def test_shared_flags_come_from_the_shared_groups(parsers):
+    wrong = [f"{command} {flag}: in group {title!r}, not {GROUP_OF_FLAG[flag]!r}"
+             for command, flags in parsers.items() for flag, (_, title) in flags.items()
+             if flag in GROUP_OF_FLAG and title != GROUP_OF_FLAG[flag] and (command, flag) not in EXEMPT]
+    assert not wrong, "\n".join(wrong)
+    assert all(flag in parsers[command] for command, flag in EXEMPT)  # no stale exemption
+
+
+def test_every_command_has_json_report_with_one_help(parsers):
+    for command, flags in parsers.items():
+        action, title = flags["--json"]
+        assert (action.help, action.metavar, title) == (args.JSON_HELP, "REPORT", "report"), command
+
+
+@pytest.mark.parametrize("flag", SAME_HELP)
+def test_a_shared_flag_has_one_help_text(parsers, flag):
+    helps = {command: flags[flag][0].help for command, flags in parsers.items()
+             if flag in flags and (command, flag) not in EXEMPT}
+    assert len(helps) >= 2, helps  # shared by several commands, or not a shared flag
+    if flag in ("--data", "--data-root"):  # the same text but for where the data comes from by default
+        helps = {command: text.split(" (default")[0] for command, text in helps.items()}
+    assert len(set(helps.values())) == 1, helps
+
+
+def test_old_spellings_are_hidden_aliases_named_in_the_help(parsers):
+    """An old spelling is a DeprecatedAlias, out of the usage line, but --help still names it (docs/ may use it)."""
+    for command, old, _, _, _ in RENAMED:
+        action, _ = parsers[command][old]
+        assert isinstance(action, args.DeprecatedAlias) and action.help == argparse.SUPPRESS, (command, old)
+        parser = parser_of(command, pytest.MonkeyPatch())
+        assert old in parser.format_help(), (command, old)
+
+
+@pytest.mark.parametrize("command, old, dest, value, required", RENAMED, ids=lambda v: v if isinstance(v, str) else None)
+def test_an_old_spelling_works_and_names_the_new_flag(command, old, dest, value, required, capsys, monkeypatch):
+    parsed = parse(command, [*required, old, value])
+    expected = int(value) if dest != "json" else value
+    assert getattr(parsed, dest) == expected
+    err = capsys.readouterr().err
+    new = next(a.option_strings[0] for a in parser_of(command, monkeypatch)._actions if a.dest == dest)
+    assert err == f"note: {old} is deprecated; use {new}\n", err
+    again = parse(command, [*required, new, value])  # the new spelling: the same value, no note
+    assert getattr(again, dest) == expected and capsys.readouterr().err == ""
+
+
+def test_an_old_spelling_keeps_the_default_of_the_new_flag():
+    parsed = parse("parity", ["--checkpoint", "c.pt", "--onnx", "m.onnx"])
+    assert parsed.test_images == 500 and parsed.json is None
+
+
+def test_an_old_spelling_with_a_bad_value_is_refused_by_argparse(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse("bench", ["--samples", "0"])
+    assert stop.value.code == 2 and "argument --samples: must be at least 1" in capsys.readouterr().err
+
+
+def test_an_old_spelling_runs_through_main(capsys):
+    """Through the `cosinegate` entry point too: gpu-gate-sync --samples (now --test-images) reaches main's check."""
+    from cosinegate.cli import console_main
+
+    with pytest.raises(SystemExit):
+        console_main(["gpu-gate-sync", "--samples", "x"])
+    assert "argument --samples: 'x' is not a whole number" in capsys.readouterr().err
+
+
+def test_every_default_is_shown_once(parsers):
+    """A flag with a default shows it in --help, also where it has no help text of its own; never twice."""
+    for command in COMMANDS:
+        text = parser_of(command, pytest.MonkeyPatch()).format_help()
+        flat = " ".join(text.split())
+        assert flat.count("(default: (default") == 0 and "default: None" not in flat, command
+    bench_train = " ".join(parser_of("bench-train", pytest.MonkeyPatch()).format_help().split())
+    assert "--backbone BACKBONE (default: resnet20)" in bench_train
+
+
+def test_args_module_imports_only_the_standard_library_and_errors():
+    """cosinegate/cli/args.py is imported by every --help: nothing beyond the standard library and cosinegate.errors
+    (and the package's own __version__)."""
+    tree = ast.parse(open(args.__file__).read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    outside = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
+    assert outside <= {"cosinegate", "cosinegate.errors"}, outside
+
+
+def test_data_sources_match_the_data_package():
+    from cosinegate.data import SOURCES
+
+    assert args.DATA_SOURCES == tuple(SOURCES)
