@@ -78,7 +78,7 @@ def bad_cases(dyn, paper, tmp):
         ("foreign onnx", PARITY, ["--checkpoint", dyn, "--onnx", foreign], "not produced by this toolkit"),
         ("mismatched checkpoint", PARITY, ["--checkpoint", paper, "--onnx", good], "exported from another checkpoint"),
         ("unknown backend", PARITY, ["--checkpoint", dyn, "--onnx", good, "--backend", "tflite"], "unknown backend"),
-        ("tensorrt absent", PARITY, ["--checkpoint", dyn, "--onnx", good, "--backend", "trt", "--samples", 2], "TensorRT"),
+        ("tensorrt absent", PARITY, ["--checkpoint", dyn, "--onnx", good, "--backend", "trt", "--test-images", 2], "TensorRT"),
     ]
 
 
