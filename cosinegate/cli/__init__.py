@@ -1,4 +1,5 @@
-"""Shared pieces of the command scripts: error printing, common flags, and the `cosinegate` entry point."""
+"""Shared pieces of the command scripts: error printing, output checks, and the `cosinegate` entry point (the shared
+flags and argument groups: cosinegate/cli/args.py)."""
 
 import sys
 from pathlib import Path

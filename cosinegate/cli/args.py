@@ -24,7 +24,7 @@ import textwrap
 # so --help imports no data code
 DATA_SOURCES = ("synthetic", "cifar10", "imagefolder")
 
-JSON_HELP = "also write the command's JSON report to this file"
+JSON_HELP = "also write the command's JSON report to this file ('-': print it to stdout)"
 DEVICE_HELP = "torch device: cpu | cuda | cuda:N"
 
 
