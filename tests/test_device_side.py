@@ -16,7 +16,8 @@ from cosinegate.trt.device_script import manifest_writer
 
 DEVICE_MODULES = [
     "cosinegate/__init__.py", "cosinegate/errors.py", "cosinegate/artifacts.py", "cosinegate/cli/__init__.py",
-    "cosinegate/minitoml.py", "cosinegate/graphmeta.py", "cosinegate/macs.py",
+    "cosinegate/minitoml.py", "cosinegate/graphmeta.py", "cosinegate/schema.py", "cosinegate/trtversion.py",
+    "cosinegate/layernames.py", "cosinegate/macs.py",
     "cosinegate/models/__init__.py", "cosinegate/models/backbones.py",
     "cosinegate/data/__init__.py", "cosinegate/data/imageset.py",
     "cosinegate/parity/__init__.py", "cosinegate/parity/compare.py",

@@ -4,7 +4,8 @@ import ast
 
 from conftest import ROOT
 
-ALLOWED = ("cosinegate.trt", "cosinegate.errors", "cosinegate.graphmeta", "cosinegate.artifacts", "cosinegate.parity", "cosinegate.minitoml")
+ALLOWED = ("cosinegate.trt", "cosinegate.errors", "cosinegate.graphmeta", "cosinegate.artifacts", "cosinegate.parity", "cosinegate.minitoml",
+           "cosinegate.trtversion", "cosinegate.layernames")
 
 
 def cosinegate_imports(path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from cosinegate.errors import CosineGateError
+from cosinegate.layernames import check_layer_names
 from cosinegate.onnx.checks import assert_clean, graph_problems, is_toolkit_onnx, load_toolkit_onnx
 from cosinegate.onnx.conditionalize import (
     PAPER_CONDITIONAL,
@@ -24,7 +25,6 @@ from cosinegate.onnx.conditionalize import (
 from cosinegate.onnx.card import card_of, model_card
 from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata, set_metadata
 from cosinegate.onnx.passes import optimize_flat
-from cosinegate.trt.trtexec import check_layer_names
 
 FORMS = ("conditional", "masked", "flat")
 MANIFEST_FORMAT = "cosinegate-onnx-manifest-v1"

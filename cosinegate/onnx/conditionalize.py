@@ -16,7 +16,7 @@
   The node making the then-branch output is named like its output (``block{i}/out_then``),
   a name no other layer of the branch starts with: TensorRT 8.5's parser takes as branch
   outputs every layer whose name starts with that node's name (``block{i}/relu`` would
-  also catch ``block{i}/relu1``; cosinegate.trt.onnx_parser replays the rule).
+  also catch ``block{i}/relu1``; cosinegate.layernames replays the rule).
 - `mask`: every dynamic block is computed and selected per sample,
   y = post(s + g * F(x)); any batch, and the only form for paper-mode gates,
   which need F(x) before they can decide.

@@ -1,0 +1,170 @@
+"""TensorRT versions and what each one can do: parsed and compared without TensorRT.
+
+Core (no tensorrt import): quant writes calibration cache headers with it and trt builds with it;
+``cosinegate.trt.versions`` adds the installed TensorRT (``installed_tensorrt``, ``require_tensorrt``).
+
+Version guards (sources in brackets):
+
+- ``has_execute_async_v3``: ``IExecutionContext.execute_async_v3`` exists from 8.5.
+- ``supports_strongly_typed``: the ``kSTRONGLY_TYPED`` network flag and trtexec ``--stronglyTyped``
+  exist from 9.0 [onnxruntime's TensorRT EP sets kSTRONGLY_TYPED under ``NV_TENSORRT_MAJOR > 8``];
+  trtexec 8.5/8.6 has no ``--stronglyTyped``.
+- ``calibrator_deprecated``: the implicit-quantization ``IInt8Calibrator`` path is deprecated
+  from 10.1.
+- ``calibrator_removed`` and ``requires_strongly_typed``: TensorRT 11 removed weakly typed
+  networks and implicit quantization [NVIDIA/TensorRT README, 11.x announcement]. So on 11 every
+  build is strongly typed: precision comes from the ONNX graph (Q/DQ nodes, fp16 tensors), the
+  ``--fp16``/``--int8`` builder flags and per-layer precision constraints are gone, and an INT8
+  engine can only come from a Q/DQ graph.
+- ``skip_inference_flag``: trtexec 8.6+ calls it ``--skipInference``; 8.5 only has ``--buildOnly``.
+- ``has_builder_optimization_level`` (8.6+) and ``dla_int8_path`` (cache on 8.x, weakly typed Q/DQ on 10.x, no DLA on 11): see each property.
+
+The API names each guarded branch touches are checked against the official bindings of every
+release (tests/data/trt_api/, tests/test_trt_api_surface.py); the trtexec flags against each
+release's sampleOptions.cpp (tests/data/trtexec_flags/, tests/test_trtexec_flags.py).
+
+Calibration cache header: the first line of a TensorRT calibration cache is
+``TRT-<NV_TENSORRT_VERSION>-<algorithm>``, e.g. ``TRT-8502-EntropyCalibration2`` (8.5.2) and
+``TRT-100300-MinMaxCalibration`` (10.3.0). ``NV_TENSORRT_VERSION`` is
+major*1000 + minor*100 + patch before 10 and major*10000 + minor*100 + patch from 10
+(``NV_TENSORRT_VERSION_INT`` in NvInferVersion.h of TensorRT 10).
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from cosinegate.errors import CosineGateError
+
+# MAJOR[.MINOR[.PATCH[.BUILD]]] with an optional pre/post/dev-release tail as wheels and packages write
+# it: 10.13.3.9.post1 and 10.14.1.48.post1 (tensorrt-cu12 wheels), 10.0.0b6, 8.6.1.post1, 10.3.0.30-1+cuda12.5
+# (JetPack's dpkg version). The tail is kept as text and takes no part in comparisons.
+_VERSION_RE = re.compile(r"^\s*v?(\d+(?:\.\d+){0,3})((?:[.-]?(?:post|dev|rc|a|b)\d*)*(?:-\d+)?(?:\+[A-Za-z0-9.]+)?)\s*$")
+_HEADER_RE = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
+
+CALIBRATION_ALGORITHMS = {
+    "entropy2": "EntropyCalibration2",
+    "entropy": "EntropyCalibration",
+    "minmax": "MinMaxCalibration",
+    "legacy": "LegacyCalibration",
+}
+
+
+@dataclass(frozen=True, order=True)
+class TrtVersion:
+    """A TensorRT version; ``parts`` keeps as many numbers as were written (1 to 4), ``tail`` any
+    ``.post1``/``b6``/``-1+cuda12.5`` suffix (not compared)."""
+
+    parts: tuple
+    tail: str = field(default="", compare=False)
+
+    @property
+    def major(self):
+        return self.parts[0]
+
+    @property
+    def minor(self):
+        return self._part(1)
+
+    @property
+    def patch(self):
+        return self._part(2)
+
+    def _part(self, index):
+        return self.parts[index] if len(self.parts) > index else 0
+
+    def __str__(self):
+        return ".".join(str(p) for p in self.parts)
+
+    def at_least(self, *floor):
+        """True when this version is at or above ``floor`` (e.g. ``at_least(10, 1)``)."""
+        mine = tuple(self._part(i) for i in range(len(floor)))
+        return mine >= tuple(floor)
+
+    def starts_with(self, prefix):
+        """True when ``prefix`` (a TrtVersion) names this version or a family containing it."""
+        return self.parts[: len(prefix.parts)] == prefix.parts
+
+    @property
+    def has_execute_async_v3(self):
+        return self.at_least(8, 5)
+
+    @property
+    def supports_strongly_typed(self):
+        return self.at_least(9)
+
+    @property
+    def requires_strongly_typed(self):
+        return self.at_least(11)
+
+    @property
+    def calibrator_deprecated(self):
+        return self.at_least(10, 1)
+
+    @property
+    def calibrator_removed(self):
+        return self.at_least(11)
+
+    @property
+    def has_builder_optimization_level(self):
+        """``IBuilderConfig.builder_optimization_level`` / trtexec ``--builderOptimizationLevel``: 8.6+
+        (absent from the 8.5.2 bindings, pyCore.cpp at tag 8.5.2; present in the 8.6.1 wheel)."""
+        return self.at_least(8, 6)
+
+    @property
+    def dla_int8_path(self):
+        """What INT8 on DLA means here: "cache" on 8.x (DLA takes implicit quantization only, so the
+        calibration cache, EntropyCalibrator2); "qdq-weak" on 9/10 (the Q/DQ graph built weakly typed
+        with --int8 --fp16, because trtexec sets kFP16 for DLA unless --int8 is on, which a strongly
+        typed network refuses: sampleEngines.cpp setupNetworkAndConfig at v10.3.0); None on 11
+        (no DLA on JetPack/SBSA in 11.0-11.4, per the 11.x DLA docs)."""
+        if self.major < 9:
+            return "cache"
+        return "qdq-weak" if self.major < 11 else None
+
+    @property
+    def skip_inference_flag(self):
+        return "--skipInference" if self.at_least(8, 6) else "--buildOnly"
+
+    @property
+    def nv_tensorrt_version(self):
+        """The integer TensorRT writes into calibration cache headers (8.5.2 -> 8502)."""
+        scale = 10000 if self.major >= 10 else 1000
+        return self.major * scale + self.minor * 100 + self.patch
+
+
+def parse_version(text):
+    """Parse "8.5.2.2", "10.3.0", "11.0", "10" or "10.13.3.9.post1" into a TrtVersion."""
+    if isinstance(text, TrtVersion):
+        return text
+    match = _VERSION_RE.match(str(text))
+    if not match:
+        raise CosineGateError(
+            f"TensorRT version {text!r} is not of the form MAJOR[.MINOR[.PATCH[.BUILD]]]; "
+            "give it like 8.5.2 or 10.3.0."
+        )
+    return TrtVersion(tuple(int(p) for p in match.group(1).split(".")), match.group(2))
+
+
+def calibration_cache_header(version, method):
+    """First line of a calibration cache, e.g. ("8.5.2", "entropy2") -> "TRT-8502-EntropyCalibration2"."""
+    algorithm = CALIBRATION_ALGORITHMS.get(method, method)
+    if algorithm not in CALIBRATION_ALGORITHMS.values():
+        raise CosineGateError(
+            f"unknown calibration method {method!r}; use one of {', '.join(CALIBRATION_ALGORITHMS)}."
+        )
+    return f"TRT-{parse_version(version).nv_tensorrt_version}-{algorithm}"
+
+
+def parse_calibration_cache_header(line):
+    """Split a cache header into (TrtVersion with major.minor.patch, algorithm name)."""
+    match = _HEADER_RE.match(line.strip())
+    if not match or match.group(2) not in CALIBRATION_ALGORITHMS.values():
+        raise CosineGateError(
+            f"{line.strip()!r} is not a TensorRT calibration cache header "
+            "(expected e.g. TRT-8502-EntropyCalibration2); regenerate the cache."
+        )
+    number = int(match.group(1))
+    scale = 10000 if number >= 100000 else 1000
+    major, rest = divmod(number, scale)
+    minor, patch = divmod(rest, 100)
+    return TrtVersion((major, minor, patch)), match.group(2)
