@@ -24,7 +24,7 @@ DEVICE_MODULES = [
     "cosinegate/bench/__init__.py", "cosinegate/bench/backends.py", "cosinegate/bench/report.py",
     "cosinegate/bench/tegrastats.py", "cosinegate/bench/ifcost.py", "cosinegate/bench/graphs.py",
     "cosinegate/blockkinds.py", "cosinegate/quant/__init__.py", "cosinegate/quant/calibset.py", "cosinegate/data/choice.py", "cosinegate/onnx/__init__.py", "cosinegate/onnx/card.py", "cosinegate/onnx/checks.py",
-    "cosinegate/onnx/conditionalize.py", "cosinegate/onnx/export.py", "cosinegate/onnx/passes.py",
+    "cosinegate/onnx/conditionalize.py", "cosinegate/onnx/costtable.py", "cosinegate/onnx/export.py", "cosinegate/onnx/passes.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cosinegate" / "trt").glob("*.py")),
     "cosinegate/cli/build_engine.py", "cosinegate/cli/bench.py", "cosinegate/defaults.py",
     "deploy/_bootstrap.py", "deploy/build_engine.py", "deploy/bench.py",

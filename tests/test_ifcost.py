@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 
 import cosinegate.cli.bench as bench  # noqa: E402
-import export_onnx  # noqa: E402
+import cosinegate.cli.export_onnx as export_onnx  # noqa: E402
 
 from cosinegate.errors import CosineGateError  # noqa: E402
 

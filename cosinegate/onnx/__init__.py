@@ -23,6 +23,7 @@ from cosinegate.onnx.conditionalize import (
     resolve_policy,
 )
 from cosinegate.onnx.card import card_of, model_card
+from cosinegate.onnx.costtable import load_table, plain_by_cost
 from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata, set_metadata
 from cosinegate.onnx.passes import optimize_flat
 
@@ -106,8 +107,6 @@ def matching_manifest(onnx_path):
 
 def _plain_by_cost(path, flat, policy, skip_rates):
     """(dynamic blocks kept plain by the If cost table at ``path``, its manifest record)."""
-    from cosinegate.bench.ifcost import load_table, plain_by_cost
-
     if policy != "auto":
         raise CosineGateError(f"--if-cost-table applies to --policy auto, not {policy}; drop one of them.")
     meta = get_metadata(flat)
