@@ -18,7 +18,13 @@ import json
 import time
 from pathlib import Path
 
-from cosinegate.defaults import ROOT
+from cosinegate.artifacts import atomic_write_json
+from cosinegate.cli import HelpFormatter, add_version_flag, pick_device, run_main
+from cosinegate.config import load_config, validate
+from cosinegate.errors import CosineGateError
+from cosinegate.research.packing import probe_level
+from cosinegate.training.loop import Trainer, hardware_label
+from cosinegate.training.runtime import Runtime
 
 SETTINGS = {  # name -> Runtime fields
     "fp32": {},
@@ -33,9 +39,6 @@ PRESET_OF_MODE = {"none": "dense", "predictive": "balanced"}
 def make_trainer(mode, backbone, device, batch_size, runtime, images=4096, folder=None):
     """A Trainer on the embedded synthetic set (a class-balanced subset), preset dense or balanced."""
     import tempfile
-
-    from cosinegate.config import load_config, validate
-    from cosinegate.training.loop import Trainer
 
     config = load_config(PRESET_OF_MODE[mode])
     config["model"]["backbone"] = backbone
@@ -102,8 +105,6 @@ def probe(args):
     """One process of the concurrency probe: warm up, say ready, wait for 'go', count images for --seconds."""
     import torch
 
-    from cosinegate.training.runtime import Runtime
-
     barrier = Path(args.probe)
     runtime = Runtime(**SETTINGS[args.settings.split(",")[0]])
     trainer = make_trainer(args.probe_mode, args.backbone, args.device, args.batch_size, runtime)
@@ -129,11 +130,6 @@ def probe(args):
 
 def main(argv=None):
     import torch
-
-    from cosinegate.cli import HelpFormatter, add_version_flag, pick_device
-    from cosinegate.errors import CosineGateError
-    from cosinegate.training.loop import hardware_label
-    from cosinegate.training.runtime import Runtime
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -203,16 +199,12 @@ def main(argv=None):
               f"{160 * epoch_images / best['images_per_s'] / 60:.1f} min of training steps (evaluation not counted)")
     levels = concurrency(args, names[0]) if args.concurrency else []
     if args.json:
-        from cosinegate.artifacts import atomic_write_json
-
         atomic_write_json(args.json, {"backbone": args.backbone, "batch_size": args.batch_size, "hardware": hardware_label(device),
                                       "torch": torch.__version__, "rows": rows, "concurrency": levels})
 
 
 def parse_concurrency(text):
     """'1x2,2x1' -> [(1, 2), (2, 1)] (jobs, threads)."""
-    from cosinegate.errors import CosineGateError
-
     try:
         specs = [tuple(int(n) for n in spec.lower().split("x")) for spec in text.split(",")]
     except ValueError:
@@ -224,13 +216,11 @@ def parse_concurrency(text):
 
 def concurrency(args, setting):
     """Aggregate images/s of JOBS concurrent probe processes with THREADS threads each, dense and gated; prints a table."""
-    from cosinegate.training.packing import probe_level
-
     rows = []
     for jobs, threads in parse_concurrency(args.concurrency):
         row = {"jobs": jobs, "threads": threads}
         for mode in ("none", "predictive"):
-            level = probe_level(ROOT / "train" / "bench_train.py", jobs, str(args.device), args.backbone, setting, args.seconds,
+            level = probe_level(jobs, str(args.device), args.backbone, setting, args.seconds,
                                 args.batch_size, extra=["--threads", str(threads), "--probe-mode", mode, "--warmup", str(args.warmup)])
             row[mode] = level["images_per_s"]
         rows.append(row)
@@ -242,6 +232,4 @@ def concurrency(args, setting):
 
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)

@@ -19,21 +19,25 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from cosinegate.defaults import ROOT
+from cosinegate.artifacts import atomic_write_json
+from cosinegate.cli import HelpFormatter, add_version_flag, pick_device, run_main
+from cosinegate.data import load_dataset
+from cosinegate.errors import CosineGateError
+from cosinegate.research import BENCH_TRAIN_COMMAND, child_env
+from cosinegate.research import campaign as cp
+from cosinegate.research.campaign import make_data_tar
+from cosinegate.research.experiments import collect, pareto_plot, results_markdown, run_state
+from cosinegate.research.packing import resolve_jobs, run_all
 
-HERE = ROOT / "train"
 WORK = Path("/tmp/cosinegate-campaign")  # fixed: run configs record the data root and teacher paths under it
 PACK_SECONDS = 40  # kept free at the end of the budget for collecting and packing
 MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2**20
 
 
 def parse_args(argv):
-    from cosinegate.cli import HelpFormatter
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--make-tar", nargs=2, metavar=("JPEG_FOLDER", "TAR"), help="run-prep: tar the CIFAR-10 JPEG folder")
     parser.add_argument("--per-class", type=int, help="with --make-tar: only N images per class and split (dry runs)")
@@ -56,7 +60,6 @@ def parse_args(argv):
     parser.add_argument("--json", metavar="REPORT", help="also write this job's report here (the campaign run: campaign.json's "
                         "content; --make-tar: the tar's image count and size; --absorb: where the files went)")
     parser.add_argument("--work", default=str(WORK), help=argparse.SUPPRESS)
-    from cosinegate.cli import add_version_flag
 
     add_version_flag(parser)
     return parser.parse_args(argv)
@@ -64,12 +67,12 @@ def parse_args(argv):
 
 def run_bench(args, work, out, log):
     """bench_train.py dense vs gated per setting, time-boxed; its table goes to OUT/bench.txt (first GPU run)."""
-    cmd = [sys.executable, str(HERE / "bench_train.py"), "--device", args.device, "--steps", str(args.bench_steps),
+    cmd = [*BENCH_TRAIN_COMMAND, "--device", args.device, "--steps", str(args.bench_steps),
            "--repeats", "2", "--json", str(work / "bench.json")]
     if args.tiny:
         cmd += ["--settings", "fp32", "--repeats", "1", "--warmup", "1", "--steps", "2"]
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=child_env())
         text = result.stdout + (result.stderr[-1500:] if result.returncode else "")
     except subprocess.TimeoutExpired as exc:
         text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "") + "\n(timed out after 150 s)"
@@ -84,8 +87,6 @@ def absorb(args):
 
     src, carry, results = Path(args.absorb), Path(args.carry), Path(args.results)
     if not (src / "campaign.json").is_file():
-        from cosinegate.errors import CosineGateError
-
         raise CosineGateError(f"{src} holds no campaign.json; pass the folder the device tool returned (files_at).")
     shutil.rmtree(carry, ignore_errors=True)
     carry.mkdir(parents=True)
@@ -110,7 +111,6 @@ def absorb(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from cosinegate.campaign import make_data_tar
 
     if args.make_tar:
         count, size = make_data_tar(*args.make_tar, per_class=args.per_class)
@@ -121,8 +121,6 @@ def main(argv=None):
     else:
         report = campaign(args)
     if args.json:
-        from cosinegate.artifacts import atomic_write_json
-
         atomic_write_json(args.json, report)
     return 0
 
@@ -130,9 +128,6 @@ def main(argv=None):
 def campaign(args):
     began = time.time()
     deadline = began + args.budget - PACK_SECONDS
-    from cosinegate import campaign as cp
-    from cosinegate.cli import pick_device
-    from cosinegate.errors import CosineGateError
 
     if not args.out:
         raise CosineGateError("--out is needed (on the device machine it defaults to $OUT).")
@@ -154,7 +149,6 @@ def campaign(args):
     restored = cp.unpack_state(args.state, campaign_dir)
     log(f"data {data_root}; state: {len(restored)} tars restored")
     os.environ["COSINEGATE_CACHE"] = str(work / "cache")  # inherited by every run: decode once, here
-    from cosinegate.data import load_dataset
 
     train, test = load_dataset("imagefolder", data_root)
     log(f"decoded {len(train)} train / {len(test)} test images")
@@ -165,15 +159,13 @@ def campaign(args):
     epochs, seeds, subset = (2, 1, args.subset or 600) if args.tiny else (args.epochs, args.seeds, args.subset)
     subset = subset if subset and subset < len(train) else None
     runs = cp.plan(stages, epochs, seeds, str(data_root), subset, finetune_epochs=1 if args.tiny else None)
-    from cosinegate.experiments import collect, pareto_plot, results_markdown, run_state
-    from cosinegate.training.packing import resolve_jobs, run_all
 
     pending = [r for r in runs if run_state(campaign_dir / "runs" / r.name) != "done"]
     log(f"{len(runs)} runs planned, {len(runs) - len(pending)} finished before, {len(pending)} to train")
     cuda = str(device).startswith("cuda")
     setting = "bf16+channels_last+fused" if cuda else "fp32"
     jobs = resolve_jobs(args.jobs, "1,2" if args.tiny else args.jobs_levels, device, campaign_dir, max(1, len(pending)),
-                        HERE / "bench_train.py", setting, seconds=6.0 if args.tiny else 8.0) if pending else 0
+                        setting, seconds=6.0 if args.tiny else 8.0) if pending else 0
     sizes = {b: cp.state_bytes(b) for b in {r.backbone for r in runs}}
 
     def admit(run, active):  # bound what the deadline leaves behind, so the next run can carry it
@@ -181,7 +173,7 @@ def campaign(args):
         return sum(sizes[r.backbone] for r in partial if r.name != run.name) + sizes[run.backbone] <= cp.STATE_LIMIT_BYTES - 2**20
 
     extra = speed_flags(campaign_dir / "bench.json", cuda, args.compile, log)
-    failed = run_all(pending, campaign_dir, device, jobs, HERE / "train.py", extra, deadline, admit) if pending else []
+    failed = run_all(pending, campaign_dir, device, jobs, extra, deadline, admit) if pending else []
     log(f"training stopped at {time.time() - began:.0f}s; {jobs} concurrent; failed: {failed or 'none'}")
     rows = collect(campaign_dir, runs)
     if rows:
@@ -237,6 +229,4 @@ def _count_states(report):
 
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)

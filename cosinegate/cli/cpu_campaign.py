@@ -7,18 +7,20 @@
 
 Each run is a train/train.py subprocess (one thread, bf16 autocast); a run still going at the limit stops
 after its last whole epoch and continues bit-exact (train.py --resume) the next time. See
-cosinegate/cpu_campaign.py for the protocol.
+cosinegate/research/cpu_campaign.py for the protocol.
 """
 
 import argparse
 import time
 
+from cosinegate.artifacts import atomic_write_json
+from cosinegate.cli import HelpFormatter, add_version_flag, positive_float, positive_int, run_main
+from cosinegate.research.cpu_campaign import continue_campaign, load_protocol, write_report
+
 DEFAULT_FOLDER = "train/results/cifar10-campaign-cpu"
 
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_version_flag, positive_float, positive_int
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--folder", default=DEFAULT_FOLDER, help="the campaign's state and results")
     parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="stop cleanly before this many seconds")
@@ -34,8 +36,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     import torch
-
-    from cosinegate.cpu_campaign import continue_campaign, load_protocol, write_report
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -53,8 +53,6 @@ def main(argv=None):
         import json
         from pathlib import Path
 
-        from cosinegate.artifacts import atomic_write_json
-
         report = json.loads((Path(args.folder) / "results.json").read_text())
         chunk = {"finished": result.finished, "stopped": result.stopped, "failed": result.failed,
                  "seconds": result.seconds} if result else None
@@ -62,6 +60,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)
