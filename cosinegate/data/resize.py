@@ -10,6 +10,8 @@
 
 import numpy as np
 
+from cosinegate.errors import CosineGateError
+
 RULES = ("native", "eval", "train")
 CROP_FRACTION = 0.875
 
@@ -22,8 +24,6 @@ def image_size_of(state):
 
 def refuse_other_size(requested, size, source):
     """`size`; a different `requested` size (e.g. --image-size) is a CosineGateError naming `source`."""
-    from cosinegate.errors import CosineGateError
-
     if requested is not None and int(requested) != int(size):
         raise CosineGateError(
             f"--image-size {requested} conflicts with {source}, made for {size}x{size} inputs; "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosinegate import plots
 from cosinegate.config import load_config
 from cosinegate.errors import CosineGateError
 from cosinegate.macs import mac_table
@@ -350,8 +351,6 @@ def pareto_plot(rows, path, title, paper_points=True):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cosinegate.plots import _save
-
     depths = depth_curve(rows)
     fig, axes = plt.subplots(1, 2 if len(depths) > 1 else 1, figsize=(17 if len(depths) > 1 else 10, 5.5), squeeze=False)
     ax = axes[0][0]
@@ -378,5 +377,5 @@ def pareto_plot(rows, path, title, paper_points=True):
     if len(depths) > 1:
         _depth_panel(axes[0][1], rows, colors, depths, markers)
     fig.tight_layout()
-    _save(fig, path)
+    plots._save(fig, path)
     plt.close(fig)

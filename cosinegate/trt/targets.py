@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosinegate.errors import CosineGateError
+from cosinegate.minitoml import loads as minitoml_loads
 from cosinegate.trt.versions import parse_version
 
 DEFAULT_TARGETS_DIR = Path(__file__).resolve().parents[2] / "engines" / "targets"
@@ -169,9 +170,7 @@ def read_profile_toml(path):
     try:
         if _toml is not None:
             return _toml.loads(text)
-        from cosinegate.minitoml import loads
-
-        return loads(text)
+        return minitoml_loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError and minitoml's TOMLError are ValueErrors
         problem = str(exc).encode("unicode_escape").decode("ascii")[:200]
         raise CosineGateError(f"{path}: not valid profile TOML ({problem}); fix the file.") from None
