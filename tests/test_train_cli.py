@@ -180,15 +180,7 @@ def test_evaluate_wrong_data(tmp_path, tiny_checkpoint):
 
 
 def test_drop_blocks_from_a_gated_checkpoint(tmp_path):
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(ROOT / "train"))  # for the script's _bootstrap import
-    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train" / "train.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    parse_drop_blocks = script.parse_drop_blocks
-
+    from cosinegate.cli.train import parse_drop_blocks
     from cosinegate.errors import CosineGateError
     from cosinegate.training.checkpoint import save_checkpoint
 
