@@ -12,7 +12,7 @@ from cosinegate.errors import CosineGateError
 from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
 
 import cosinegate.cli.force_gates as force_gates  # noqa: E402
-import gpu_gate_sync  # noqa: E402
+import cosinegate.cli.gpu_gate_sync as gpu_gate_sync  # noqa: E402
 
 
 def _loader():

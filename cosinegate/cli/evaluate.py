@@ -5,12 +5,14 @@
 
 import argparse
 
+from cosinegate.artifacts import atomic_write_json
+from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, pick_device, run_main
+from cosinegate.data import balanced_subset
+from cosinegate.data.choice import DataOrigin, choose_data
+from cosinegate.plots import executed_macs_histogram
+
 
 def main(argv=None):
-    from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, pick_device
-    from cosinegate.data import balanced_subset
-    from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.evaluation import evaluate, format_table
     from cosinegate.training.checkpoint import model_from_checkpoint
 
@@ -39,13 +41,9 @@ def main(argv=None):
         atomic_write_json(args.json, rep)
         print(f"wrote {args.json}")
     if args.plot:
-        from cosinegate.plots import executed_macs_histogram
-
         executed_macs_histogram(rep["executed_macs_per_image"], rep["dense_macs"], args.plot, f"{rep['backbone']} {rep['mode']}")
         print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)

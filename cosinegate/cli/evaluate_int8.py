@@ -14,10 +14,14 @@ Both sides run the masked form (same function as the conditional graph, batched)
 
 import argparse
 
+from cosinegate.artifacts import atomic_write_json
+from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, positive_int, run_main, seed_int
+from cosinegate.data.choice import DataOrigin, choose_data
+from cosinegate.errors import CosineGateError
+from cosinegate.quant.calibset import select
+
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_int, seed_int
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     add_data_flags(parser)
@@ -37,13 +41,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import check_output_files
-    from cosinegate.data.choice import DataOrigin, choose_data
-    from cosinegate.errors import CosineGateError
     from cosinegate.quant.accuracy import evaluate, format_table
     from cosinegate.quant.calibrate import check_method
-    from cosinegate.quant.calibset import select
     from cosinegate.training.checkpoint import model_from_checkpoint
 
     args = parse_args(argv)
@@ -73,6 +72,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)

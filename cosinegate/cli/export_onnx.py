@@ -28,9 +28,12 @@ Opset: default 17, accepted by TensorRT 8.5 (JetPack 5, max 17) and TensorRT 10.
 
 import argparse
 
+from cosinegate.artifacts import atomic_write_json, read_json
+from cosinegate.cli import HelpFormatter, add_version_flag, check_output_files, positive_int, run_main
+from cosinegate.errors import CosineGateError
+
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_version_flag, positive_int
     from cosinegate.onnx import DEFAULT_OPSET
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
@@ -50,9 +53,6 @@ def parse_args(argv=None):
 
 
 def read_skip_rates(path):
-    from cosinegate.artifacts import read_json
-    from cosinegate.errors import CosineGateError
-
     data = read_json(path, "skip-rates file", mapping=False)
     rates = data.get("skip_rates") if isinstance(data, dict) else data
     if not isinstance(rates, list) or not all(isinstance(r, (int, float)) and 0.0 <= r <= 1.0 for r in rates):
@@ -65,8 +65,6 @@ def output_path(out, form):
     import os
     from pathlib import Path
 
-    from cosinegate.errors import CosineGateError
-
     if out.endswith(("/", os.sep)) or Path(out).is_dir():
         return str(Path(out) / f"model.{form}.onnx")
     if Path(out).suffix.lower() != ".onnx":
@@ -75,7 +73,6 @@ def output_path(out, form):
 
 
 def main(argv=None):
-    from cosinegate.cli import check_output_files
     from cosinegate.onnx import export_checkpoint
 
     args = parse_args(argv)
@@ -86,8 +83,6 @@ def main(argv=None):
     manifest = export_checkpoint(args.checkpoint, args.out, args.form, args.batch, args.opset, args.policy, skip_rates,
                                  args.if_cost_table)
     if args.json:
-        from cosinegate.artifacts import atomic_write_json
-
         atomic_write_json(args.json, manifest)
     kinds = ", ".join(f"{b['block']}:{b['kind']}" for b in manifest["blocks"])
     print(f"wrote {args.out} ({manifest['form']}, policy {manifest['policy']}, opset {manifest['opset']}, "
@@ -99,6 +94,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)

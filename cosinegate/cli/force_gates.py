@@ -10,13 +10,14 @@ were forced: it is for speed measurements (realized vs ideal speedup), not for a
 
 import argparse
 
+from cosinegate.artifacts import atomic_write_json, input_record, sha256_file
+from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, positive_int, run_main
+from cosinegate.data.choice import DataOrigin, choose_data
+from cosinegate.errors import CosineGateError
+
 
 def main(argv=None):
-    from cosinegate.artifacts import atomic_write_json, input_record, sha256_file
     from cosinegate.bench.gate_patterns import force_skip_fraction
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, check_output_files, positive_int
-    from cosinegate.data.choice import DataOrigin, choose_data
-    from cosinegate.errors import CosineGateError
     from cosinegate.evaluation import run_model
     from cosinegate.training.checkpoint import model_from_checkpoint, save_checkpoint
 
@@ -52,6 +53,4 @@ def main(argv=None):
     return 0
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)

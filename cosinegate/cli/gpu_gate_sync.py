@@ -13,10 +13,23 @@ measures speed only (its gates skip little) and says so.
 import argparse
 import json
 
+from cosinegate.artifacts import atomic_write_json
+from cosinegate.cli import (
+    HelpFormatter,
+    add_data_flags,
+    add_version_flag,
+    check_output_files,
+    nonnegative_int,
+    positive_int,
+    run_main,
+)
+from cosinegate.config import load_config
+from cosinegate.data.choice import DataOrigin, choose_data
+from cosinegate.data.normalization import of_checkpoint
+from cosinegate.errors import CosineGateError
+
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, nonnegative_int, positive_int
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", help="checkpoint from train/train.py (default: an untrained --backbone network)")
     p.add_argument("--backbone", default="resnet20", help="without --checkpoint: the backbone built (default resnet20)")
@@ -35,10 +48,7 @@ def main(argv=None):
     import torch
 
     from cosinegate.bench.host_sync import measure
-    from cosinegate.cli import check_output_files
     from cosinegate.data.augment import to_tensor
-    from cosinegate.data.choice import DataOrigin, choose_data
-    from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint}, json=args.json)
@@ -49,13 +59,10 @@ def main(argv=None):
     if args.checkpoint:
         from cosinegate.training.checkpoint import model_from_checkpoint
 
-        from cosinegate.data.normalization import of_checkpoint
-
         model, state = model_from_checkpoint(args.checkpoint)
         source, normalization, origin = args.checkpoint, of_checkpoint(state), DataOrigin.of_checkpoint(state)
     else:
-        from cosinegate.config import load_config
-        from cosinegate.models import build_model
+        from cosinegate.models import build_model  # the network: torch, imported on use like the rest here
 
         config = load_config("balanced")["model"]
         model = build_model(dict(config, backbone=args.backbone, mode="predictive")).eval()
@@ -87,13 +94,9 @@ def main(argv=None):
         print(f"host decision per gate: {report['sync_cost_per_gate_us']:.1f} us; gated / best dense: "
               f"{report['gated_over_best_dense']:.3f}")
     if args.json:
-        from cosinegate.artifacts import atomic_write_json
-
         atomic_write_json(args.json, report)
     return 0
 
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)

@@ -12,10 +12,14 @@
 import argparse
 from pathlib import Path
 
+from cosinegate.artifacts import atomic_write_json
+from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, pick_device, positive_float, positive_int, run_main
+from cosinegate.config import load_config, validate
+from cosinegate.data.normalization import parse_flag
+from cosinegate.errors import CosineGateError
+
 
 def parse_args(argv=None):
-    from cosinegate.cli import HelpFormatter, add_data_flags, add_version_flag, positive_float, positive_int
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", default="balanced", help="preset name (train/configs/*.yaml) or YAML path")
     parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style)")
@@ -61,8 +65,6 @@ def parse_args(argv=None):
 
 def parse_drop_blocks(text):
     """'2,5,8' -> [2, 5, 8]; 'from:CKPT' -> the blocks whose stored held-out skip rate makes them always skipped."""
-    from cosinegate.errors import CosineGateError
-
     if text.startswith("from:"):
         from cosinegate.evaluation import block_classes
         from cosinegate.training.checkpoint import load_checkpoint
@@ -78,8 +80,6 @@ def parse_drop_blocks(text):
 
 
 def config_from_args(args):
-    from cosinegate.config import load_config, validate
-
     config = load_config(args.config)
     overrides = {
         ("model", "backbone"): args.backbone,
@@ -99,8 +99,6 @@ def config_from_args(args):
         if value is not None:
             config[section][key] = value
     if args.normalization is not None:
-        from cosinegate.data.normalization import parse_flag
-
         config["data"]["normalization"] = parse_flag(args.normalization)
     if args.drop_blocks is not None:
         config["model"]["drop_blocks"] = parse_drop_blocks(args.drop_blocks)
@@ -122,7 +120,6 @@ def runtime_from_args(args, device):
 
 
 def main(argv=None):
-    from cosinegate.cli import pick_device
     from cosinegate.evaluation import format_table
     from cosinegate.training.loop import train
 
@@ -130,8 +127,6 @@ def main(argv=None):
     config = config_from_args(args)
     device = pick_device(args.device)
     if not str(args.out).strip():
-        from cosinegate.errors import CosineGateError
-
         raise CosineGateError("--out is empty; name the run folder, e.g. --out runs/my-run.")
     log = None if args.quiet else (lambda text: print(text, flush=True))
     summary = train(config, args.out, device, resume=args.resume, progress=not (args.no_progress or args.quiet), log=log,
@@ -150,12 +145,8 @@ def main(argv=None):
         print(format_table(summary["final"]))
         print(f"wrote {args.out}/last.pt, best.pt, metrics.jsonl, summary.json, training.png")
         if args.json:
-            from cosinegate.artifacts import atomic_write_json
-
             atomic_write_json(args.json, summary)
 
 
 if __name__ == "__main__":
-    from cosinegate.cli import run_main
-
     run_main(main)
