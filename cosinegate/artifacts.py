@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from cosinegate.errors import CosineGateError
+from cosinegate.schema import MAX_DEPTH, depth
 
 # errors of the place written to, not of the program: one line naming the path
 WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST}
@@ -301,8 +302,6 @@ MAX_JSON_BYTES = 64 << 20
 def read_json(path, what="JSON file", mapping=True):
     """Read JSON (a JSON object unless ``mapping=False``), turning a missing, corrupt, oversized, too deeply nested
     or wrongly shaped file into a one-line CosineGateError."""
-    from cosinegate.schema import MAX_DEPTH, depth
-
     path = Path(path)
     if not path.is_file():
         raise CosineGateError(f"{what} not found: {path}. Check the path.")

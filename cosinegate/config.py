@@ -4,7 +4,10 @@ import copy
 import math
 from pathlib import Path
 
+from cosinegate.data.normalization import check_normalization
 from cosinegate.errors import CosineGateError
+from cosinegate.models.backbones import backbone_spec, default_image_size
+from cosinegate.models.ungated import resolve_ungated
 
 DEFAULTS = {
     "name": "custom",
@@ -229,11 +232,7 @@ def _check_ranges(config):
 
 def validate(config):
     """Check values a config cannot run with; return the config."""
-    from cosinegate.models.backbones import backbone_spec
     from cosinegate.models.network import MODES
-
-    from cosinegate.data.normalization import check_normalization
-    from cosinegate.models.backbones import default_image_size
 
     data = config["data"]
     _check_ranges(config)
@@ -276,9 +275,6 @@ def validate(config):
 
 def _validate_methods(config):
     """The per-block rates, batch-shaping, ungated-block and distillation settings."""
-    from cosinegate.models.backbones import backbone_spec
-    from cosinegate.models.ungated import resolve_ungated
-
     gate, blocks = config["gate"], len(backbone_spec(config["model"]["backbone"]).blocks)
     resolve_ungated(config["model"]["backbone"], config["model"]["ungated_blocks"])
     rates = gate["block_rates"]

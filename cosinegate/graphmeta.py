@@ -8,6 +8,7 @@ import json
 import math
 
 from cosinegate.errors import CosineGateError
+from cosinegate.schema import MAX_DEPTH, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, depth, shown, whole
 
 INPUT, LOGITS, GATES = "input", "logits", "gates"
 META_PREFIX = "cosinegate."
@@ -32,8 +33,6 @@ def get_metadata(model):
     out = {}
     for p in model.metadata_props:
         if p.key.startswith(META_PREFIX) and len(p.value) <= MAX_META_CHARS:
-            from cosinegate.schema import MAX_DEPTH, depth
-
             try:
                 value = json.loads(p.value)
             except ValueError:
@@ -62,13 +61,10 @@ def class_name_problem(name):
 def metadata_problem(meta, hw=None, gates=None):
     """What is wrong with toolkit metadata values (None when nothing is); `hw` and `gates` are the graph's input
     height x width and gate count, which the metadata must agree with."""
-    from cosinegate.models.backbones import MAX_IMAGE_SIZE
-    from cosinegate.schema import shown, whole
-
     size = meta.get("image_size")
     if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= MAX_IMAGE_SIZE:
-            return f"cosinegate.image_size = {shown(size)} is not an input size between 8 and {MAX_IMAGE_SIZE}"
+        if isinstance(size, bool) or not isinstance(size, int) or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+            return f"cosinegate.image_size = {shown(size)} is not an input size between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE}"
         if hw is not None and hw != (size, size):
             return f"cosinegate.image_size = {size} disagrees with the graph's input {hw[0]}x{hw[1]}"
     classes = meta.get("classes")
@@ -122,8 +118,6 @@ def graph_problem(model):
     take, a node of a foreign domain, an input that is not float32 N x 3 x S x S, an If whose branches disagree."""
     import onnx
 
-    from cosinegate.models.backbones import MAX_IMAGE_SIZE
-
     if not 3 <= model.ir_version <= onnx.IR_VERSION:
         return f"IR version {model.ir_version} is not one this onnx {onnx.__version__} reads (3..{onnx.IR_VERSION})"
     newest = onnx.defs.onnx_opset_version()
@@ -136,8 +130,8 @@ def graph_problem(model):
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
         if tensor.elem_type != 1:  # TensorProto.FLOAT
             return f"input `{INPUT}` has element type {tensor.elem_type}, not float32 (1) as exported"
-        if len(dims) != 4 or dims[1] != 3 or None in dims or dims[0] < 1 or not 8 <= dims[2] <= MAX_IMAGE_SIZE or dims[2] != dims[3]:
-            return f"input `{INPUT}` has shape {dims}, not N x 3 x S x S with S in 8..{MAX_IMAGE_SIZE} as exported"
+        if len(dims) != 4 or dims[1] != 3 or None in dims or dims[0] < 1 or not MIN_IMAGE_SIZE <= dims[2] <= MAX_IMAGE_SIZE or dims[2] != dims[3]:
+            return f"input `{INPUT}` has shape {dims}, not N x 3 x S x S with S in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} as exported"
     for node in all_nodes(model.graph):
         if node.domain not in DOMAINS:
             return f"node {node.name or node.op_type!r} is of domain {node.domain!r}; only standard ONNX (and ONNX Runtime's) is read"

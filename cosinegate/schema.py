@@ -8,6 +8,8 @@ Nothing here imports torch or onnx, so the board's readers use it too.
 import math
 
 MAX_DEPTH = 64  # nesting of JSON a manifest or metadata may hold
+MIN_IMAGE_SIZE = 8  # input side a model, checkpoint or graph may have
+MAX_IMAGE_SIZE = 1024  # a 1024 x 1024 batch already fills a desktop GPU; more is a typo or a crafted file
 
 
 def shown(value, width=60):

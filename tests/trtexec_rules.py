@@ -4,7 +4,7 @@ engine setup accept (rules below, each with the source it comes from)."""
 
 from pathlib import Path
 
-from cosinegate.trt.versions import parse_version
+from cosinegate.trtversion import parse_version
 
 DATA = Path(__file__).parent / "data" / "trtexec_flags"
 PRECISION_FLAGS = {"--fp16", "--int8", "--bf16", "--fp8", "--int4", "--best"}

@@ -8,7 +8,7 @@
 
 Each run is a train/train.py subprocess (one thread, bf16 autocast); a run still going at the limit stops
 after its last whole epoch and continues bit-exact (train.py --resume) the next time. See
-cosinegate/cpu_campaign.py for the protocol.
+cosinegate/research/cpu_campaign.py for the protocol.
 """
 
 import _bootstrap  # noqa: F401

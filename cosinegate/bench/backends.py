@@ -62,7 +62,7 @@ class TrtBackend(Timed):
         from cosinegate.runtime.tensorrt_backend import TensorRTRunner
         from cosinegate.trt.build import detect_host
         from cosinegate.trt.manifest import check_engine_manifest
-        from cosinegate.trt.versions import require_tensorrt
+        from cosinegate.trtversion import require_tensorrt
 
         version = require_tensorrt("the trt bench backend")
         self.manifest = check_engine_manifest(engine_path, version, detect_host().compute_capability)

@@ -16,9 +16,9 @@ The table (``bench.py --if-cost --json FILE``) is read back by ``--policy auto -
 import numpy as np
 
 from cosinegate.errors import CosineGateError
+from cosinegate.onnx.costtable import TABLE_FORMAT, load_table, plain_by_cost  # noqa: F401 (moved: export reads the table)
 
 IF_COUNTS = (0, 1, 3, 9)
-TABLE_FORMAT = "cosinegate-if-cost-v1"
 STATIC_VERDICT = {"always_run": "plain (always run)", "always_skipped": "removed (always skipped)"}
 
 
@@ -107,22 +107,6 @@ def block_row(index, kind, skip_rate, latency_us, if_cost_us):
     return row
 
 
-def load_table(path):
-    """A cost table written by ``bench.py --if-cost --json``, checked field by field (no code runs)."""
-    from cosinegate.artifacts import read_json
-
-    data = read_json(path, "If cost table")
-    fix = "make it with: python deploy/bench.py --if-cost --checkpoint CKPT --json FILE"
-    if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or not isinstance(data.get("blocks"), list):
-        raise CosineGateError(f"{path} is not an If cost table; {fix}.")
-    for row in data["blocks"]:
-        ok = isinstance(row, dict) and isinstance(row.get("block"), int) and all(
-            isinstance(row.get(k), (int, float)) and np.isfinite(row[k]) for k in ("latency_us", "if_cost_us"))
-        if not ok:
-            raise CosineGateError(f"{path} has a malformed block row {row!r}; {fix}.")
-    return data
-
-
 def block_rows(path, skip_rates, kinds):
     """The table's rows at ``path`` re-judged at the skip rates measured now (``kinds``: the graph's block kinds, or
     None for the table's own)."""
@@ -132,24 +116,6 @@ def block_rows(path, skip_rates, kinds):
                               "measure this model: python deploy/bench.py --if-cost --checkpoint CKPT --json FILE.")
     return [block_row(r["block"], kinds[r["block"]] if kinds else r.get("kind"), float(skip_rates[r["block"]]),
                       r["latency_us"], r["if_cost_us"]) for r in table["blocks"] if 0 <= r["block"] < len(skip_rates)]
-
-
-def plain_by_cost(table, skip_rates, kinds, backbone, num_blocks):
-    """Indices of the dynamic blocks whose expected saving (skip rate x block latency) is below their If cost."""
-    if table.get("backbone") != backbone or table.get("num_blocks") != num_blocks:
-        raise CosineGateError(
-            f"the If cost table was measured on {table.get('backbone')} with {table.get('num_blocks')} blocks, this model is "
-            f"{backbone} with {num_blocks}; measure this model: python deploy/bench.py --if-cost --checkpoint CKPT --json FILE.")
-    rows = {row["block"]: row for row in table["blocks"]}
-    plain = []
-    for i, kind in enumerate(kinds):
-        if kind != "dynamic":
-            continue
-        if i not in rows:
-            raise CosineGateError(f"the If cost table has no row for dynamic block {i}; measure this model again with --if-cost.")
-        if float(skip_rates[i]) * rows[i]["latency_us"] < rows[i]["if_cost_us"]:
-            plain.append(i)
-    return plain
 
 
 def model_graphs(checkpoint=None, flat_onnx=None, opset=None):

@@ -18,8 +18,6 @@ import json
 import time
 from pathlib import Path
 
-# what the concurrency probes run: `python -mMODULE` (one argument), this module wherever the package is installed
-PROBE_SCRIPT = "-mcosinegate.cli.bench_train"
 SETTINGS = {  # name -> Runtime fields
     "fp32": {},
     "fp32+channels_last": {"channels_last": True},
@@ -227,13 +225,13 @@ def parse_concurrency(text):
 
 def concurrency(args, setting):
     """Aggregate images/s of JOBS concurrent probe processes with THREADS threads each, dense and gated; prints a table."""
-    from cosinegate.training.packing import probe_level
+    from cosinegate.research.packing import probe_level
 
     rows = []
     for jobs, threads in parse_concurrency(args.concurrency):
         row = {"jobs": jobs, "threads": threads}
         for mode in ("none", "predictive"):
-            level = probe_level(PROBE_SCRIPT, jobs, str(args.device), args.backbone, setting, args.seconds,
+            level = probe_level(jobs, str(args.device), args.backbone, setting, args.seconds,
                                 args.batch_size, extra=["--threads", str(threads), "--probe-mode", mode, "--warmup", str(args.warmup)])
             row[mode] = level["images_per_s"]
         rows.append(row)

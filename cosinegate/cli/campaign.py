@@ -19,13 +19,9 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from cosinegate.defaults import ROOT
-
-HERE = ROOT / "train"
 WORK = Path("/tmp/cosinegate-campaign")  # fixed: run configs record the data root and teacher paths under it
 PACK_SECONDS = 40  # kept free at the end of the budget for collecting and packing
 MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2**20
@@ -62,12 +58,14 @@ def parse_args(argv):
 
 def run_bench(args, work, out, log):
     """bench_train.py dense vs gated per setting, time-boxed; its table goes to OUT/bench.txt (first GPU run)."""
-    cmd = [sys.executable, str(HERE / "bench_train.py"), "--device", args.device, "--steps", str(args.bench_steps),
+    from cosinegate.research import BENCH_TRAIN_COMMAND, child_env
+
+    cmd = [*BENCH_TRAIN_COMMAND, "--device", args.device, "--steps", str(args.bench_steps),
            "--repeats", "2", "--json", str(work / "bench.json")]
     if args.tiny:
         cmd += ["--settings", "fp32", "--repeats", "1", "--warmup", "1", "--steps", "2"]
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=child_env())
         text = result.stdout + (result.stderr[-1500:] if result.returncode else "")
     except subprocess.TimeoutExpired as exc:
         text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "") + "\n(timed out after 150 s)"
@@ -108,7 +106,7 @@ def absorb(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    from cosinegate.campaign import make_data_tar
+    from cosinegate.research.campaign import make_data_tar
 
     if args.make_tar:
         count, size = make_data_tar(*args.make_tar, per_class=args.per_class)
@@ -128,7 +126,7 @@ def main(argv=None):
 def campaign(args):
     began = time.time()
     deadline = began + args.budget - PACK_SECONDS
-    from cosinegate import campaign as cp
+    from cosinegate.research import campaign as cp
     from cosinegate.cli import pick_device
     from cosinegate.errors import CosineGateError
 
@@ -163,15 +161,15 @@ def campaign(args):
     epochs, seeds, subset = (2, 1, args.subset or 600) if args.tiny else (args.epochs, args.seeds, args.subset)
     subset = subset if subset and subset < len(train) else None
     runs = cp.plan(stages, epochs, seeds, str(data_root), subset, finetune_epochs=1 if args.tiny else None)
-    from cosinegate.experiments import collect, pareto_plot, results_markdown, run_state
-    from cosinegate.training.packing import resolve_jobs, run_all
+    from cosinegate.research.experiments import collect, pareto_plot, results_markdown, run_state
+    from cosinegate.research.packing import resolve_jobs, run_all
 
     pending = [r for r in runs if run_state(campaign_dir / "runs" / r.name) != "done"]
     log(f"{len(runs)} runs planned, {len(runs) - len(pending)} finished before, {len(pending)} to train")
     cuda = str(device).startswith("cuda")
     setting = "bf16+channels_last+fused" if cuda else "fp32"
     jobs = resolve_jobs(args.jobs, "1,2" if args.tiny else args.jobs_levels, device, campaign_dir, max(1, len(pending)),
-                        HERE / "bench_train.py", setting, seconds=6.0 if args.tiny else 8.0) if pending else 0
+                        setting, seconds=6.0 if args.tiny else 8.0) if pending else 0
     sizes = {b: cp.state_bytes(b) for b in {r.backbone for r in runs}}
 
     def admit(run, active):  # bound what the deadline leaves behind, so the next run can carry it
@@ -179,7 +177,7 @@ def campaign(args):
         return sum(sizes[r.backbone] for r in partial if r.name != run.name) + sizes[run.backbone] <= cp.STATE_LIMIT_BYTES - 2**20
 
     extra = speed_flags(campaign_dir / "bench.json", cuda, args.compile, log)
-    failed = run_all(pending, campaign_dir, device, jobs, HERE / "train.py", extra, deadline, admit) if pending else []
+    failed = run_all(pending, campaign_dir, device, jobs, extra, deadline, admit) if pending else []
     log(f"training stopped at {time.time() - began:.0f}s; {jobs} concurrent; failed: {failed or 'none'}")
     rows = collect(campaign_dir, runs)
     if rows:

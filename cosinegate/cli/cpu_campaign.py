@@ -7,7 +7,7 @@
 
 Each run is a train/train.py subprocess (one thread, bf16 autocast); a run still going at the limit stops
 after its last whole epoch and continues bit-exact (train.py --resume) the next time. See
-cosinegate/cpu_campaign.py for the protocol.
+cosinegate/research/cpu_campaign.py for the protocol.
 """
 
 import argparse
@@ -36,7 +36,7 @@ def main(argv=None):
 
     import torch  # after the parsing: --help works on the base install
 
-    from cosinegate.cpu_campaign import continue_campaign, load_protocol, write_report
+    from cosinegate.research.cpu_campaign import continue_campaign, load_protocol, write_report
 
     torch.set_num_threads(args.threads)
     load_protocol(args.folder)

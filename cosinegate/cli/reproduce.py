@@ -18,17 +18,14 @@ import argparse
 import time
 from pathlib import Path
 
-from cosinegate.defaults import ROOT
-
-HERE = ROOT / "train"
 
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, atomic_write_text
     from cosinegate.cli import HelpFormatter, add_version_flag, nonnegative_int, pick_device, positive_float, positive_int
     from cosinegate.errors import CosineGateError
-    from cosinegate.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
-    from cosinegate.training.packing import resolve_jobs, run_all
+    from cosinegate.research.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
+    from cosinegate.research.packing import resolve_jobs, run_all
 
     from cosinegate.cli.args import add_data_flags, add_device_flags, add_output_flag, add_report_flags
 
@@ -70,8 +67,8 @@ def main(argv=None):
     failed = []
     if not args.collect_only and pending:
         setting = "bf16+channels_last+fused" if args.fast and str(device).startswith("cuda") else "fp32"
-        jobs = resolve_jobs(args.jobs, args.jobs_levels, device, out, len(pending), HERE / "bench_train.py", setting)
-        failed = run_all(pending, out, device, jobs, HERE / "train.py", extra, deadline)
+        jobs = resolve_jobs(args.jobs, args.jobs_levels, device, out, len(pending), setting)
+        failed = run_all(pending, out, device, jobs, extra, deadline)
     rows = collect(out, runs)
     left = [r.name for r in runs if run_state(out / "runs" / r.name) != "done"]
     if left and deadline is not None:

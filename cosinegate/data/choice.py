@@ -13,6 +13,8 @@ error; the choice is printed (`describe`) and recorded (`record`).
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cosinegate.data import load_dataset
+from cosinegate.data.resize import image_size_of
 from cosinegate.errors import CosineGateError
 
 OVERRIDE = "pass --data-root DIR where that data is, or --data SOURCE [--data-root DIR] for other data"
@@ -29,8 +31,6 @@ class DataOrigin:
 
     @classmethod
     def of_checkpoint(cls, state):
-        from cosinegate.training.checkpoint import image_size_of
-
         data = (state.get("config") or {}).get("data") or {}
         classes = state.get("classes") or [str(i) for i in range(state.get("num_classes") or 0)]
         return cls(data.get("source"), data.get("root"), tuple(classes), image_size_of(state))
@@ -68,8 +68,6 @@ class DataChoice:
 def choose_data(origin, source=None, root=None, log=print, override=OVERRIDE):
     """Load the data for a model of `origin` (a DataOrigin or None), honouring --data/--data-root
     (`override`: how the caller's user names those, for the refusals)."""
-    from cosinegate.data import load_dataset
-
     if origin is not None and origin.source is None:  # a checkpoint that records no training data
         if source is None:
             raise CosineGateError(f"the model records no training data (config.data.source); {override}.")

@@ -17,6 +17,7 @@ import numpy as np
 
 from cosinegate.artifacts import file_digest
 from cosinegate.data.imageset import ImageSet
+from cosinegate.data.resize import fit_arrays, split_rule
 from cosinegate.errors import CosineGateError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -130,8 +131,6 @@ def _read_batch(path):
 def load_cifar10(root, allow_download=True, image_size=32, training=False):
     """Return (train, test) ImageSets from the pickle batches under root, resized to `image_size`
     by the rules of cosinegate.data.resize (32 = as stored)."""
-    from cosinegate.data.resize import fit_arrays, split_rule
-
     folder = _batch_dir(root)
     if not (folder / "test_batch").is_file():
         if not allow_download:

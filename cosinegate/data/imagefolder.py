@@ -27,6 +27,7 @@ from cosinegate.artifacts import atomic_path
 from cosinegate.data import resize
 from cosinegate.data.imageset import ImageSet
 from cosinegate.errors import CosineGateError
+from cosinegate.graphmeta import class_name_problem
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_NAMED = 5  # unreadable files named in the error message
@@ -59,7 +60,6 @@ def _list_split(root, split):
         raise CosineGateError(f"{shown(broken[0])} is a symbolic link that loops or points nowhere; a class folder must be a "
                               "folder: remove or fix the link.")
     classes = sorted(p.name for p in entries if p.is_dir())
-    from cosinegate.graphmeta import class_name_problem
 
     bad = next((c for c in classes if class_name_problem(c)), None)
     if bad is not None:

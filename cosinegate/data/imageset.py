@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cosinegate.data.resize import center_crop, resized_side
 from cosinegate.errors import CosineGateError
 
 
@@ -19,8 +20,6 @@ class ImageSet:
 
     def cropped(self, size):
         """The same images center-cropped to size x size (a training split stored larger, evaluated)."""
-        from cosinegate.data.resize import center_crop
-
         return ImageSet(np.ascontiguousarray(center_crop(self.images, size)), self.labels, self.ids, self.classes)
 
     def take(self, indices):
@@ -62,8 +61,6 @@ def check_images(images, source, size=32, training=False):
     Expected: uint8 [N, size, size, 3]; a training split may be stored at the `train`
     rule's larger size (random crops of `size` are taken from it).
     """
-    from cosinegate.data.resize import resized_side
-
     sides = {size, resized_side(size)} if training else {size}
     shape = tuple(images.images.shape)
     if images.images.ndim != 4 or shape[3:] != (3,) or shape[1] != shape[2] or shape[1] not in sides or images.images.dtype != np.uint8:

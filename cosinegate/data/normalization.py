@@ -9,6 +9,7 @@ parity, bench) uses the checkpoint's numbers.
 import numpy as np
 
 from cosinegate.errors import CosineGateError
+from cosinegate.graphmeta import normalization_problem
 
 NAMED = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -85,8 +86,6 @@ def resolve(value, train_images, pretrained=None):
 def of_checkpoint(state, path="the checkpoint"):
     """The normalization a checkpoint was trained with (CIFAR-10's constants for old checkpoints); stored
     numbers that are not 3 finite means and 3 finite positive stds are refused."""
-    from cosinegate.graphmeta import normalization_problem
-
     stored = state.get("normalization")
     if not stored:
         return named("cifar10", LEGACY_SOURCE)

@@ -10,14 +10,20 @@
 
 import numpy as np
 
+from cosinegate.errors import CosineGateError
+
 RULES = ("native", "eval", "train")
 CROP_FRACTION = 0.875
 
 
+def image_size_of(state):
+    """The input size a checkpoint was trained at (32 for checkpoints written before it was stored)."""
+    config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    return int((config.get("data") or {}).get("image_size") or 32)
+
+
 def refuse_other_size(requested, size, source):
     """`size`; a different `requested` size (e.g. --image-size) is a CosineGateError naming `source`."""
-    from cosinegate.errors import CosineGateError
-
     if requested is not None and int(requested) != int(size):
         raise CosineGateError(
             f"--image-size {requested} conflicts with {source}, made for {size}x{size} inputs; "

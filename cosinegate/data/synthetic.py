@@ -10,7 +10,10 @@ Deterministic from the seed.
 
 import numpy as np
 
+from cosinegate.artifacts import atomic_path
+from cosinegate.data.imagefolder import cache_dir
 from cosinegate.data.imageset import ImageSet
+from cosinegate.data.resize import scale_arrays
 
 GENERATOR_VERSION = 1  # bump when generate() changes, so cached arrays are regenerated
 CLASSES = ["disk", "square", "triangle", "cross", "ring", "hbars", "vbars", "diamond", "checker", "halfmoon"]
@@ -90,10 +93,6 @@ def load_synthetic(train_size=10000, test_size=2000, seed=0, image_size=32):
     the seed and GENERATOR_VERSION. At another `image_size` the same 32x32 images
     are scaled (bilinear) to image_size x image_size, cached per size.
     """
-    from cosinegate.artifacts import atomic_path
-    from cosinegate.data.imagefolder import cache_dir
-    from cosinegate.data.resize import scale_arrays
-
     if image_size != 32:
         cached = cache_dir() / f"synthetic-v{GENERATOR_VERSION}-{train_size}-{test_size}-{seed}-scaled{image_size}.npz"
         if not cached.is_file():

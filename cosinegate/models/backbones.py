@@ -19,6 +19,7 @@ import numbers
 from dataclasses import dataclass
 
 from cosinegate.errors import CosineGateError
+from cosinegate.schema import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE  # noqa: F401 (the bounds every reader checks)
 
 CIFAR_DEPTHS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9, "resnet110": 18}
 # name -> (block kind, blocks per stage)
@@ -26,8 +27,6 @@ IMAGENET_LAYOUTS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (
 BACKBONES = tuple(CIFAR_DEPTHS) + ("paper8",) + tuple(IMAGENET_LAYOUTS)
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 BOTTLENECK_EXPANSION = 4
-MIN_IMAGE_SIZE = 8
-MAX_IMAGE_SIZE = 1024  # a 1024 x 1024 batch already fills a desktop GPU; more is a typo or a crafted file
 
 
 def default_image_size(name):

@@ -1,6 +1,7 @@
 """Which blocks of a backbone keep no gate (always run), e.g. the first block of every stage (ConvNet-AIG)."""
 
 from cosinegate.errors import CosineGateError
+from cosinegate.models.backbones import backbone_spec
 
 
 def stage_first_blocks(spec):
@@ -10,8 +11,6 @@ def stage_first_blocks(spec):
 
 def resolve_ungated(backbone, value):
     """`model.ungated_blocks` ([] / list of 0-based indices / "stage_first") -> sorted list of indices."""
-    from cosinegate.models.backbones import backbone_spec
-
     spec = backbone_spec(backbone)
     if value in (None, "", []):
         return []

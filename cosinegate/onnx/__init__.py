@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from cosinegate.errors import CosineGateError
+from cosinegate.layernames import check_layer_names
 from cosinegate.onnx.checks import assert_clean, graph_problems, is_toolkit_onnx, load_toolkit_onnx
 from cosinegate.onnx.conditionalize import (
     PAPER_CONDITIONAL,
@@ -22,9 +23,9 @@ from cosinegate.onnx.conditionalize import (
     resolve_policy,
 )
 from cosinegate.onnx.card import card_of, model_card
+from cosinegate.onnx.costtable import load_table, plain_by_cost
 from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata, set_metadata
 from cosinegate.onnx.passes import optimize_flat
-from cosinegate.trt.trtexec import check_layer_names
 
 FORMS = ("conditional", "masked", "flat")
 MANIFEST_FORMAT = "cosinegate-onnx-manifest-v1"
@@ -106,8 +107,6 @@ def matching_manifest(onnx_path):
 
 def _plain_by_cost(path, flat, policy, skip_rates):
     """(dynamic blocks kept plain by the If cost table at ``path``, its manifest record)."""
-    from cosinegate.bench.ifcost import load_table, plain_by_cost
-
     if policy != "auto":
         raise CosineGateError(f"--if-cost-table applies to --policy auto, not {policy}; drop one of them.")
     meta = get_metadata(flat)

@@ -6,16 +6,14 @@ import onnx
 from onnx import TensorProto
 
 from cosinegate.errors import CosineGateError
-from cosinegate.graphmeta import all_nodes, all_tensors
-from cosinegate.onnx.export import GATES, INPUT, LOGITS
+from cosinegate.graphmeta import all_nodes, all_tensors, graph_problem
+from cosinegate.onnx.export import FORMAT, GATES, INPUT, LOGITS, get_metadata
 from cosinegate.onnx.passes import ancestors, subgraphs
 
 
 def is_toolkit_onnx(model):
     """True when the graph has this toolkit's interface (input `input`, outputs `logits` and `gates`) and its
     metadata (format, backbone, blocks): a foreign graph that merely reuses the names is not one."""
-    from cosinegate.onnx.export import FORMAT, get_metadata
-
     outputs = {o.name for o in model.graph.output}
     meta = get_metadata(model)
     return ({LOGITS, GATES} <= outputs and INPUT in {i.name for i in model.graph.input} and meta.get("format") == FORMAT
@@ -37,7 +35,6 @@ def load_toolkit_onnx(path):
             "toolkit's metadata); "
             "export the model with deploy/export_onnx.py."
         )
-    from cosinegate.graphmeta import graph_problem
 
     problem = graph_problem(model)
     if problem:

@@ -16,7 +16,7 @@
   The node making the then-branch output is named like its output (``block{i}/out_then``),
   a name no other layer of the branch starts with: TensorRT 8.5's parser takes as branch
   outputs every layer whose name starts with that node's name (``block{i}/relu`` would
-  also catch ``block{i}/relu1``; cosinegate.trt.onnx_parser replays the rule).
+  also catch ``block{i}/relu1``; cosinegate.layernames replays the rule).
 - `mask`: every dynamic block is computed and selected per sample,
   y = post(s + g * F(x)); any batch, and the only form for paper-mode gates,
   which need F(x) before they can decide.
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import helper, numpy_helper
 
+from cosinegate.blockkinds import block_classes
 from cosinegate.errors import CosineGateError
 from cosinegate.onnx.export import GATES, block_names, get_metadata, set_metadata
 from cosinegate.onnx.passes import ancestors, infer_shapes, producers, remove_dead_nodes, toposort, used_names
@@ -140,8 +141,6 @@ def resolve_policy(kinds, policy, skip_rates, plain=()):
 
 
 def _policy_kinds(kinds, policy, skip_rates):
-    from cosinegate.blockkinds import block_classes
-
     if policy not in POLICIES:
         raise CosineGateError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}.")
     gated = [i for i, k in enumerate(kinds) if k == "gated"]

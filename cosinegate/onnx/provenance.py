@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cosinegate.artifacts import sha256_file
+from cosinegate.artifacts import read_json, sha256_file
 from cosinegate.errors import CosineGateError
 
 
@@ -12,8 +12,6 @@ def claimed_checkpoint(onnx_path, meta):
     Read from the graph's own metadata; for older exports from its `<onnx>.json` manifest or a
     calibration manifest.json beside it, when that manifest names this graph's hash.
     """
-    from cosinegate.artifacts import read_json
-
     if meta.get("checkpoint_sha256"):
         return meta["checkpoint_sha256"], "ONNX metadata"
     onnx_path = Path(onnx_path)

@@ -106,7 +106,7 @@ def graph_runner(onnx_path, backend, int8=False):
         return OnnxRuntimeRunner(onnx_path, threads=1, spinning=False).polygraphy()
     if backend == "trt":
         from cosinegate.runtime.tensorrt_backend import TensorRTRunner
-        from cosinegate.trt.versions import require_tensorrt
+        from cosinegate.trtversion import require_tensorrt
 
         require_tensorrt("parity --backend trt")  # before the PyTorch side runs
         return TensorRTRunner.from_onnx(onnx_path, int8=int8, purpose="parity --backend trt").polygraphy()

@@ -127,7 +127,7 @@ def int8_note(profile, s, calibrator):
     """What INT8 means in this bundle, per release (manifest and README)."""
     if s.precision != "int8":
         return None
-    from cosinegate.trt.versions import parse_version
+    from cosinegate.trtversion import parse_version
 
     notes = []
     if s.int8_path == "qdq":

@@ -8,6 +8,7 @@ keeps every gated block dynamic, so every gate decision is compared.
 
 import numpy as np
 
+from cosinegate.onnx import mask
 from cosinegate.quant.calibrate import collect_ranges, flat_twin, onnxrt_runner, quantize_flat, quantized_tensors
 from cosinegate.quant.calibset import check_image_array, to_input
 
@@ -50,8 +51,6 @@ def compare(fp32, int8, labels):
 def evaluate(model, state, test_images, test_labels, calib_images, methods, policy="conditional-all", batch=100,
              calib_batch=64, percentile=99.99):
     """{"fp32": ..., "methods": {method: metrics, with "amax"}} on the given test images."""
-    from cosinegate.onnx import mask
-
     test_images = check_image_array(test_images, "test data", model.image_size)
     skip_rates = state.get("skip_rates")
     fp32 = _run(lambda n: mask(flat_twin(model, n), policy, skip_rates), test_images, batch, model.normalization)

@@ -29,7 +29,7 @@ import numpy as np
 
 from cosinegate.artifacts import atomic_write_text
 from cosinegate.errors import CosineGateError
-from cosinegate.trt import versions
+from cosinegate import trtversion
 
 ENTROPY = "EntropyCalibration2"
 MINMAX = "MinMaxCalibration"
@@ -56,7 +56,7 @@ _MAX_SCALE = float(np.finfo(np.float32).max) / _INT8_MAX  # amax = 127 * scale m
 def parse_version(trt_version):
     """'8.5.2' or '8.5.2.2' -> (8, 5, 2). The build number is not in the cache.
 
-    Stricter than `cosinegate.trt.versions.parse_version`: a cache header needs
+    Stricter than `cosinegate.trtversion.parse_version`: a cache header needs
     the patch number, so MAJOR.MINOR alone is refused.
     """
     parts = str(trt_version).strip().split(".")
@@ -65,7 +65,7 @@ def parse_version(trt_version):
             f"TensorRT version {trt_version!r} is not of the form MAJOR.MINOR.PATCH[.BUILD]; "
             "pass it like 8.5.2 or 10.3.0."
         )
-    version = versions.parse_version(".".join(parts[:3]))
+    version = trtversion.parse_version(".".join(parts[:3]))
     _check_encodable(version)
     return tuple(version.parts)
 
@@ -80,7 +80,7 @@ def format_header(trt_version, algorithm):
     """First cache line, e.g. ('8.5.2', 'EntropyCalibration2') -> 'TRT-8502-EntropyCalibration2'."""
     if algorithm not in ALGORITHMS:
         raise CosineGateError(f"unknown calibration algorithm {algorithm!r}; use one of: {', '.join(ALGORITHMS)}.")
-    return versions.calibration_cache_header(".".join(map(str, parse_version(trt_version))), algorithm)
+    return trtversion.calibration_cache_header(".".join(map(str, parse_version(trt_version))), algorithm)
 
 
 def parse_header(header):
@@ -92,7 +92,7 @@ def parse_header(header):
             "the file is not a TensorRT calibration cache, regenerate it."
         )
     try:
-        version, algorithm = versions.parse_calibration_cache_header(header)
+        version, algorithm = trtversion.parse_calibration_cache_header(header)
         _check_encodable(version)
         valid = version.nv_tensorrt_version == int(match.group(1))
     except CosineGateError:

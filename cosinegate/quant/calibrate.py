@@ -30,8 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cosinegate.artifacts import publish_dir, sha256_bytes, sha256_file, staging_dir, write_error
 from cosinegate.errors import CosineGateError
+from cosinegate.layernames import check_layer_names
+from cosinegate.onnx import PAPER_CONDITIONAL, assert_clean, build_flat_graph, conditionalize, mask, optimize_flat
+from cosinegate.onnx.card import model_card
+from cosinegate.onnx.export import set_metadata
+from cosinegate.onnx.passes import infer_shapes
 from cosinegate.quant import cache as cache_mod
+from cosinegate.quant.calibset import batches, check_image_array
 from cosinegate.quant.ranges import METHODS, RangeCollector
 
 MANIFEST_FORMAT = "cosinegate-int8-calibration-v1"
@@ -102,8 +109,6 @@ def cache_tensors(flat_model):
 
 def flat_twin(model, batch):
     """The optimized flat twin at a static batch (names do not depend on the batch)."""
-    from cosinegate.onnx import build_flat_graph, optimize_flat
-
     return optimize_flat(build_flat_graph(model, batch))
 
 
@@ -136,8 +141,6 @@ def collect_ranges(model, images, method="entropy", batch_size=32, percentile=99
     `tensors` defaults to `cache_tensors` (which includes the Q/DQ points);
     `order` optionally permutes the images (the result must not depend on it).
     """
-    from cosinegate.quant.calibset import batches, check_image_array
-
     check_method(method)
     images = check_image_array(images, size=model.image_size)
     if order is not None:
@@ -171,7 +174,6 @@ def quantize_flat(flat_model, amax):
     """Explicit Q/DQ copy of a flat twin (an onnx.ModelProto); metadata and IR version kept."""
     import onnx_graphsurgeon as gs
 
-    from cosinegate.onnx.passes import infer_shapes
     from cosinegate.quant.qdq import insert_activation_qdq, insert_weight_qdq
 
     points = quantization_points(flat_model)
@@ -215,8 +217,6 @@ def check_forms(forms, mode):
     if unknown or not forms:
         raise CosineGateError(f"unknown Q/DQ form(s) {unknown or forms}; choose from {', '.join(FORMS)}.")
     if mode == "paper" and "conditional" in forms:
-        from cosinegate.onnx import PAPER_CONDITIONAL
-
         raise CosineGateError(
             f"{PAPER_CONDITIONAL.rstrip('.')}; so no conditional Q/DQ graph either: pass --forms flat,masked."
         )
@@ -226,11 +226,6 @@ def check_forms(forms, mode):
 def calibrate(checkpoint, calib_set=None, method="entropy", batch_size=32, percentile=99.99, trt_version=DEFAULT_TRT,
               forms=DEFAULT_FORMS, policy="auto", skip_rates=None, cache_in=None, num_bins=2048):
     """Build the Q/DQ graphs, cache and manifest in memory (nothing written); return a Calibration."""
-    from cosinegate.artifacts import sha256_bytes, sha256_file
-    from cosinegate.onnx import assert_clean, conditionalize, mask
-    from cosinegate.trt.trtexec import check_layer_names
-    from cosinegate.onnx.card import model_card
-    from cosinegate.onnx.export import set_metadata
     from cosinegate.training.checkpoint import model_from_checkpoint
 
     check_method(method)
@@ -313,8 +308,6 @@ def write_outputs(calibration, out):
     or manifest. `out` may hold calibration outputs only (and stage records), since it is replaced whole.
     """
     import json
-
-    from cosinegate.artifacts import publish_dir, staging_dir, write_error
 
     out = Path(out)
     ours = set(FILE_BY_FORM.values()) | {CACHE_NAME, MANIFEST_NAME}

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cosinegate.data import load_dataset
+from cosinegate.data.imageset import balanced_indices
+from cosinegate.data.normalization import CIFAR10
 from cosinegate.errors import CosineGateError
 
 DEFAULT_COUNT = 512
@@ -54,8 +57,6 @@ def check_image_array(images, what="calibration data", size=None):
 
 def select(train, count=DEFAULT_COUNT, seed=DEFAULT_SEED, source="custom", root=None):
     """Class-stratified `count` images of an ImageSet (the training split)."""
-    from cosinegate.data.imageset import balanced_indices
-
     check_image_array(train.images, f"{source} train split")
     num_classes = len(train.classes)
     count = int(count)
@@ -76,8 +77,6 @@ def select(train, count=DEFAULT_COUNT, seed=DEFAULT_SEED, source="custom", root=
 
 def load_calibration_set(source, root=None, count=DEFAULT_COUNT, seed=DEFAULT_SEED, image_size=32):
     """The calibration set of a data source's training split, at `image_size` (sized like evaluation images)."""
-    from cosinegate.data import load_dataset
-
     train, _ = load_dataset(source, root, allow_download=False, image_size=image_size)
     return select(train, count, seed, source, None if root is None else str(root))
 
@@ -87,8 +86,6 @@ def to_input(images, normalization=None):
 
     In numpy, the float32 operations of cosinegate.data.augment.to_tensor in the same order (bit-identical), so the
     device calibrates (calibration/data_loader.py) without torch."""
-    from cosinegate.data.normalization import CIFAR10
-
     norm = normalization or CIFAR10
     mean, std = (np.asarray(norm[key], np.float32).reshape(1, 3, 1, 1) for key in ("mean", "std"))
     x = np.asarray(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)

@@ -47,7 +47,7 @@ class TensorRTRunner(Runner):
         return cls(build, **options)
 
     def _activate(self):
-        from cosinegate.trt.versions import require_tensorrt
+        from cosinegate.trtversion import require_tensorrt
 
         version = require_tensorrt(self.purpose)
         require("pycuda.autoinit", "trt", self.purpose)  # the CUDA context

@@ -12,7 +12,12 @@ import numpy as np
 import torch
 
 from cosinegate.artifacts import atomic_path
+from cosinegate.data import SOURCES
+from cosinegate.data.normalization import of_checkpoint
+from cosinegate.data.resize import image_size_of, refuse_other_size
 from cosinegate.errors import CosineGateError
+from cosinegate.models import build_model
+from cosinegate.schema import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, fraction_list_problem, int_problem, shown
 
 FORMAT = "cosinegate-checkpoint-v2"
 OLD_FORMATS = ("cosinegate-checkpoint-v1",)  # v1 kept numpy's RNG state and scalars as numpy objects
@@ -204,8 +209,6 @@ def load_checkpoint(path):
 def state_problem(state):
     """What is wrong with the fields a checkpoint holds (None when nothing is); a field left out is not checked here
     (the stage that needs it says so)."""
-    from cosinegate.schema import fraction_list_problem, int_problem, shown
-
     checks = (_config_problem, _weights_problem, _rng_problem, _optimizer_problem)
     num_classes = state.get("num_classes")
     problem = None if num_classes is None else int_problem("num_classes", num_classes, 1, 100_000)
@@ -222,10 +225,6 @@ def state_problem(state):
 
 
 def _config_problem(state):
-    from cosinegate.data import SOURCES
-    from cosinegate.models.backbones import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
-    from cosinegate.schema import int_problem, shown
-
     config = state.get("config")
     if config is None:
         return None
@@ -293,16 +292,8 @@ def _optimizer_problem(state):
     return None
 
 
-def image_size_of(state):
-    """The input size a checkpoint was trained at (32 for checkpoints written before it was stored)."""
-    config = state.get("config") if isinstance(state.get("config"), dict) else {}
-    return int((config.get("data") or {}).get("image_size") or 32)
-
-
 def check_image_size(requested, state, path):
     """The checkpoint's image size; a different `requested` size (e.g. --image-size) is a CosineGateError."""
-    from cosinegate.data.resize import refuse_other_size
-
     return refuse_other_size(requested, image_size_of(state), f"checkpoint {path}")
 
 
@@ -311,9 +302,6 @@ def model_from_checkpoint(path, backbone=None, image_size=None):
 
     `backbone` and `image_size`, if given, must match the checkpoint.
     """
-    from cosinegate.data.normalization import of_checkpoint
-    from cosinegate.models import build_model
-
     state = load_checkpoint(path)
     config = state.get("config")
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or not isinstance(state.get("model"), dict):

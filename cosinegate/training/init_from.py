@@ -12,12 +12,12 @@ from pathlib import Path
 
 from cosinegate.artifacts import sha256_file
 from cosinegate.errors import CosineGateError
+from cosinegate.models import torchvision_import
 
 
 def read_init_weights(path):
     """(state dict, source description) of a CosineGate checkpoint written by train/train.py or of a
     torchvision-format ResNet state dict (resnet18/34/50)."""
-    from cosinegate.models import torchvision_import
     from cosinegate.training.checkpoint import load_checkpoint, load_tensor_file
 
     raw = load_tensor_file(path)

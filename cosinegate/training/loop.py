@@ -12,15 +12,16 @@ import torch
 from torch.nn import functional as F
 
 from cosinegate.artifacts import append_line, atomic_write_json, atomic_write_text, folder_lock, write_error
-from cosinegate.data import balanced_subset, load_dataset, split_holdout
-from cosinegate.data import normalization
+from cosinegate.config import DEFAULTS, merge
+from cosinegate.data import balanced_subset, load_dataset, normalization, split_holdout
 from cosinegate.data.augment import crop_flip_params, crop_padding, random_crop_flip, to_tensor
 from cosinegate.errors import CosineGateError
-from cosinegate.evaluation import evaluate
+from cosinegate.evaluation import block_classes, evaluate
 from cosinegate.macs import model_mac_table
 from cosinegate.models import build_model
+from cosinegate.plots import training_curves
 from cosinegate.training import schedules
-from cosinegate.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from cosinegate.training.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
 from cosinegate.training.distributed import DistContext
 from cosinegate.training.init_from import apply_init, load_teacher, read_init_weights
 from cosinegate.training.penalty import block_rate_loss, block_rate_targets, collapse_penalty, compute_penalty, compute_ratio
@@ -127,8 +128,6 @@ class Trainer:
         if not path.is_file():
             raise CosineGateError(f"--resume given but {path} does not exist; start without --resume.")
         state = load_checkpoint(path)
-        from cosinegate.config import DEFAULTS, merge
-
         if merge(DEFAULTS, state["config"]) != self.config:  # a run from before a key was added still resumes
             raise CosineGateError(f"{path} was trained with another config; resume with the same flags or use a new --out.")
         self.model.load_state_dict(state["model"])
@@ -336,9 +335,6 @@ class Trainer:
         save_checkpoint(self.out / "last.pt", **self.state(epoch, rep["skip_rates"]))
 
     def finish(self):
-        from cosinegate.plots import training_curves
-        from cosinegate.training.checkpoint import model_from_checkpoint
-
         # keep only the last record of each epoch (a run killed after writing metrics but before last.pt repeats one)
         metrics = list({m["epoch"]: m for m in read_metrics(self.out / "metrics.jsonl")}.values())
         final = evaluate(self.model, self.test, device=self.device)
@@ -385,8 +381,6 @@ def epoch_line(m, epochs, gated):
 
 def routing_note(model, skip_rates):
     """A warning when a gated model's routing is not dynamic on the test split (None when it is, or for dense)."""
-    from cosinegate.evaluation import block_classes
-
     if model.mode == "none":
         return None
     gated = [i for i, b in enumerate(model.blocks) if b.gate is not None]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.targets import HostInfo, check_dla_core
-from cosinegate.trt.versions import installed_tensorrt, parse_calibration_cache_header, parse_version, require_tensorrt
+from cosinegate.trtversion import installed_tensorrt, parse_calibration_cache_header, parse_version, require_tensorrt
 
 
 @dataclass

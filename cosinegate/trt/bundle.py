@@ -13,8 +13,9 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from cosinegate.artifacts import publish_dir, staging_dir, write_error
 from cosinegate.trt.manifest import file_hashes, write_bundle_manifest
-from cosinegate.trt.versions import calibration_cache_header, parse_calibration_cache_header
+from cosinegate.trtversion import calibration_cache_header, parse_calibration_cache_header
 
 
 def polygraphy_tolerance(precision):
@@ -101,8 +102,6 @@ def make_bundle(out_dir, name, profile, files, script, manifest, texts=None):
     archive comes last: after a kill at any step the folder is a whole bundle, and an archive beside
     it is always the same bundle (a missing archive says the last run did not finish).
     """
-    from cosinegate.artifacts import publish_dir, staging_dir, write_error
-
     out_dir = Path(out_dir)
     final = out_dir / f"{name}-bundle"
     archive = out_dir / f"{name}-bundle.tar.gz"

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.trtexec import trtexec_command, trtexec_timing_command
-from cosinegate.trt.versions import parse_version
+from cosinegate.trtversion import parse_version
 
 # The script's own variables that may appear inside generated arguments; they are left expandable.
 SCRIPT_VARIABLES = ("$ENGINE_TMP", "$ENGINE", "$CAND_TMP", "$CAND_ENGINE", "$RESULTS", "$PATTERN_FILE")

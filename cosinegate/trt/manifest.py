@@ -169,7 +169,7 @@ def read_engine_manifest(engine):
 def check_engine_manifest(engine, trt_version, compute_capability, check_hash=True):
     """Refuse an engine built for another TensorRT version or compute capability; return its EngineManifest."""
     from cosinegate.trt.targets import compute_capability_text
-    from cosinegate.trt.versions import parse_version
+    from cosinegate.trtversion import parse_version
 
     manifest = read_engine_manifest(engine)
     built_trt = parse_version(manifest.trt_version)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosinegate.errors import CosineGateError
-from cosinegate.trt.versions import parse_version
+from cosinegate.minitoml import loads as minitoml_loads
+from cosinegate.trtversion import parse_version
 
 # package data (setup.cfg [options.package_data]), read on the board's Python 3.8 too: a path next to __file__
 DEFAULT_TARGETS_DIR = Path(__file__).resolve().parent / "profiles"
@@ -171,9 +172,7 @@ def read_profile_toml(path):
     try:
         if _toml is not None:
             return _toml.loads(text)
-        from cosinegate.minitoml import loads
-
-        return loads(text)
+        return minitoml_loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError and minitoml's TOMLError are ValueErrors
         problem = str(exc).encode("unicode_escape").decode("ascii")[:200]
         raise CosineGateError(f"{path}: not valid profile TOML ({problem}); fix the file.") from None

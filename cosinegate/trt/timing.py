@@ -5,7 +5,7 @@ bench's backend protocol. The wall time of ``run`` includes the host's wait for 
 conditional costs there.
 """
 
-from cosinegate.trt.versions import require_tensorrt
+from cosinegate.trtversion import require_tensorrt
 
 
 class TrtGraph:

@@ -24,8 +24,9 @@ Every line is checked against the flag list of each release's trtexec (tests/trt
 """
 
 from cosinegate.errors import CosineGateError
+from cosinegate.layernames import check_layer_names, layer_name_problem  # noqa: F401 (check_layer_names: re-exported)
 from cosinegate.trt.targets import check_dla_core
-from cosinegate.trt.versions import parse_version
+from cosinegate.trtversion import parse_version
 
 
 def trtexec_command(
@@ -155,42 +156,6 @@ def _strongly_typed_only(version, precision, int8_path):
             "use the qdq INT8 path."
         )
     return ["--stronglyTyped"]
-
-
-# Characters trtexec's --layerPrecisions/--layerOutputTypes parsing cannot carry in a layer name (sampleOptions.cpp,
-# 8.5-10.x): ',' splits the list, ':' separates name and precision, a "'" is stripped (removeSingleQuotationMarks)
-# or makes splitNameAndValue throw; control characters are refused too.
-UNPINNABLE = ",:'"
-
-
-def layer_name_problem(layer):
-    """Why trtexec cannot pin ``layer`` by name (None when it can)."""
-    if not layer:
-        return "is empty"
-    bad = sorted({ch for ch in layer if ch in UNPINNABLE or not ch.isprintable()})
-    if bad:
-        return f"holds {' '.join(repr(ch) for ch in bad)}, which trtexec's --layerPrecisions cannot carry"
-    return None
-
-
-def check_layer_names(model, source):
-    """Refuse an ONNX ``model`` whose gate-head node names trtexec's --layerPrecisions cannot carry (they are pinned to
-    FP32 by name in the bundle's build_on_device.sh), or whose ``If`` branches TensorRT's parser would import wrongly
-    by layer name (cosinegate.trt.onnx_parser): one line naming the problem and the fix. Returns ``model``."""
-    from cosinegate.trt.onnx_parser import if_problems
-
-    problems = if_problems(model)
-    if problems:
-        raise CosineGateError(f"{source}: {problems[0]}; re-export the graph with deploy/export_onnx.py (graphs of this "
-                              "toolkit name each branch output's node like its output).")
-    for node in model.graph.node:
-        problem = layer_name_problem(node.name) if "/gate/" in node.name else None
-        if problem:
-            raise CosineGateError(
-                f"{source}: ONNX node {node.name!r} {problem} (it is pinned to FP32 by name); rename the node "
-                "(letters, digits, '/', '_', '.' and '-' are safe) or re-export the graph with deploy/export_onnx.py."
-            )
-    return model
 
 
 def _fp32_pins(fp32_layers):

@@ -113,7 +113,7 @@ def test_cost_table_of_another_model_is_refused(dyn_checkpoint, cost_table, tmp_
 
 
 def test_trt_backend_says_what_is_missing(dyn_checkpoint):
-    from cosinegate.trt.versions import installed_tensorrt
+    from cosinegate.trtversion import installed_tensorrt
 
     if installed_tensorrt() is not None:
         pytest.skip("TensorRT is installed here: the device run measures it")

@@ -138,7 +138,7 @@ def test_engine_manifest_refusal(tmp_path):
 
 
 def test_trt_backend_refuses_without_tensorrt(tmp_path, monkeypatch):
-    import cosinegate.trt.versions as versions
+    import cosinegate.trtversion as versions
 
     monkeypatch.setattr(versions, "installed_tensorrt", lambda: None)
     with pytest.raises(CosineGateError, match="TensorRT is not installed"):

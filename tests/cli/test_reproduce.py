@@ -1,14 +1,16 @@
 """train/reproduce.py on a tiny synthetic configuration, and its planning helpers."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from conftest import run_script
 
 from cosinegate.errors import CosineGateError
-from cosinegate.experiments import compare_with_static_curve, plan_runs, removal_order, static_drop_blocks
 from cosinegate.macs import mac_table
 from cosinegate.models import backbone_spec
+from cosinegate.research.experiments import compare_with_static_curve, plan_runs, removal_order, static_drop_blocks
 
 
 @pytest.mark.parametrize("backbone", ["resnet20", "resnet56"])
@@ -114,7 +116,7 @@ def test_two_phase_runs_start_from_their_dense_run():
 
 def test_rates_target_is_the_mac_weighted_block_rates():
     from cosinegate.config import load_config
-    from cosinegate.experiments import compute_target
+    from cosinegate.research.experiments import compute_target
 
     macs = [b.residual for b in mac_table("resnet20").blocks]
     expected = (sum(macs[i] for i in (0, 3, 6)) + 0.6 * sum(macs[i] for i in (1, 2, 4, 5, 7, 8))) / sum(macs)
@@ -123,7 +125,7 @@ def test_rates_target_is_the_mac_weighted_block_rates():
 
 
 def test_gated_runs_are_compared_with_real_shallower_networks():
-    from cosinegate.experiments import compare_with_depths
+    from cosinegate.research.experiments import compare_with_depths
 
     def row(backbone, mode, macs, top1, drops=()):
         return {**_row("x", mode, macs, top1), "backbone": backbone, "drop_blocks": list(drops)}
@@ -138,7 +140,7 @@ def test_gated_runs_are_compared_with_real_shallower_networks():
 
 def test_pareto_plot_sets_gated_resnets_against_real_depths_in_absolute_macs(tmp_path, monkeypatch):
     from cosinegate import plots
-    from cosinegate.experiments import pareto_plot
+    from cosinegate.research.experiments import pareto_plot
 
     def row(backbone, mode, macs, top1, drops=()):
         return {**_row(mode, mode, macs, top1), "backbone": backbone, "drop_blocks": list(drops), "dense_macs": 125e6,
@@ -161,8 +163,7 @@ def test_pareto_plot_sets_gated_resnets_against_real_depths_in_absolute_macs(tmp
 def test_scheduler_waits_for_dependencies_and_honours_the_deadline(tmp_path, monkeypatch):
     import time
 
-    import cosinegate.experiments as experiments
-    from cosinegate.training import packing
+    from cosinegate.research import experiments, packing
 
     started = []
 
@@ -172,7 +173,7 @@ def test_scheduler_waits_for_dependencies_and_honours_the_deadline(tmp_path, mon
         def poll(self):
             return 0
 
-    def fake_launch(run, out, device, path, extra=()):
+    def fake_launch(run, out, device, extra=()):
         started.append((run.name, list(extra)))
         folder = out / "runs" / run.name
         folder.mkdir(parents=True, exist_ok=True)
@@ -182,10 +183,28 @@ def test_scheduler_waits_for_dependencies_and_honours_the_deadline(tmp_path, mon
     monkeypatch.setattr(experiments, "launch", fake_launch)
     runs = plan_runs(["resnet20"], ["two-phase"], 1, 8, "synthetic")
     two_phase_first = sorted(runs, key=lambda r: r.preset != "two-phase")
-    assert packing.run_all(two_phase_first, tmp_path, "cpu", 4, "train.py") == []
+    assert packing.run_all(two_phase_first, tmp_path, "cpu", 4) == []
     assert [name for name, _ in started] == ["resnet20-dense-s0", "resnet20-two-phase-s0"]  # waited for its teacher
     started.clear()
-    assert packing.run_all(runs, tmp_path / "late", "cpu", 4, "train.py", deadline=time.time() + 10) == []
+    assert packing.run_all(runs, tmp_path / "late", "cpu", 4, deadline=time.time() + 10) == []
     assert started == []  # under MIN_LAUNCH_SECONDS left: nothing starts
-    packing.run_all(runs[:1], tmp_path / "timed", "cpu", 4, "train.py", deadline=time.time() + 300)
+    packing.run_all(runs[:1], tmp_path / "timed", "cpu", 4, deadline=time.time() + 300)
     assert started[0][1][0] == "--time-limit" and 250 < float(started[0][1][1]) <= 290
+
+
+def test_runs_start_as_the_installed_module_not_a_checkout_script(tmp_path, monkeypatch):
+    """Research code trains through `python -m cosinegate.cli.train` with this package first on PYTHONPATH, so it
+    needs no train/ folder beside the package (subprocesses: several 1-thread runs at once)."""
+    import subprocess
+    import sys
+
+    from cosinegate.research import experiments
+
+    seen = {}
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: seen.update(args=args, env=kw["env"]))
+    run = plan_runs(["resnet20"], ["dense"], 1, 1, "synthetic")[0]
+    experiments.launch(run, tmp_path, "cpu", ["--time-limit", "60"])
+    assert seen["args"][:3] == [sys.executable, "-m", "cosinegate.cli.train"]
+    assert seen["args"][-2:] == ["--time-limit", "60"] and "--out" in seen["args"]
+    root = str(Path(experiments.__file__).resolve().parents[2])
+    assert seen["env"]["PYTHONPATH"].split(os.pathsep)[0] == root

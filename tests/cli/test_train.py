@@ -181,7 +181,6 @@ def test_evaluate_wrong_data(tmp_path, tiny_checkpoint):
 
 def test_drop_blocks_from_a_gated_checkpoint(tmp_path):
     from cosinegate.cli.train import parse_drop_blocks
-
     from cosinegate.errors import CosineGateError
     from cosinegate.training.checkpoint import save_checkpoint
 
@@ -214,11 +213,11 @@ def test_init_from_a_checkpoint_without_a_config(tmp_path):
 
 def test_jobs_must_be_at_least_one():
     from cosinegate.errors import CosineGateError
-    from cosinegate.training.packing import parse_levels, resolve_jobs
+    from cosinegate.research.packing import parse_levels, resolve_jobs
 
     for jobs in ("0", "-2", "many"):
         with pytest.raises(CosineGateError, match="at least 1"):
-            resolve_jobs(jobs, "1", "cpu", "/nonexistent", 3, None)
+            resolve_jobs(jobs, "1", "cpu", "/nonexistent", 3)
     with pytest.raises(CosineGateError, match="--jobs-levels '0,-1'"):
         parse_levels("0,-1")
     assert parse_levels("4,1,2,2") == [1, 2, 4]

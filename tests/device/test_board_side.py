@@ -29,7 +29,7 @@ import cosinegate.cli.build_engine as script
 import cosinegate.pipeline.engine as engine
 import cosinegate.trt.build as trt_build
 from cosinegate.trt.targets import HostInfo
-from cosinegate.trt.versions import parse_version
+from cosinegate.trtversion import parse_version
 trt_build.detect_host = lambda: HostInfo('aarch64', '8.7', parse_version('8.5.2.2'))
 
 def fake_build(onnx_path, engine_path, settings):  # Polygraphy + TensorRT's part: not here
@@ -326,7 +326,7 @@ def test_engine_manifest_records_the_calibration_cache_only_when_the_build_reads
     from cosinegate.pipeline.plan import Artifacts, DeploySettings, Target
     from cosinegate.trt import build as trt_build
     from cosinegate.trt.targets import HostInfo, load_target
-    from cosinegate.trt.versions import calibration_cache_header, parse_version
+    from cosinegate.trtversion import calibration_cache_header, parse_version
 
     cache = tmp_path / "calibration.cache"
     cache.write_text(calibration_cache_header("10.3.0", "entropy2") + "\ninput: 3c010204\n")

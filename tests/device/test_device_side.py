@@ -16,7 +16,8 @@ from cosinegate.trt.device_script import manifest_writer
 
 DEVICE_MODULES = [
     "cosinegate/__init__.py", "cosinegate/errors.py", "cosinegate/lazy.py", "cosinegate/artifacts.py", "cosinegate/cli/__init__.py",
-    "cosinegate/minitoml.py", "cosinegate/graphmeta.py", "cosinegate/macs.py",
+    "cosinegate/minitoml.py", "cosinegate/graphmeta.py", "cosinegate/schema.py", "cosinegate/trtversion.py",
+    "cosinegate/layernames.py", "cosinegate/macs.py",
     "cosinegate/models/__init__.py", "cosinegate/models/backbones.py",
     "cosinegate/data/__init__.py", "cosinegate/data/imageset.py",
     "cosinegate/parity/__init__.py", "cosinegate/parity/compare.py",
@@ -24,7 +25,7 @@ DEVICE_MODULES = [
     "cosinegate/runtime/__init__.py", "cosinegate/runtime/base.py", "cosinegate/runtime/onnxruntime_backend.py",
     "cosinegate/runtime/tensorrt_backend.py", "cosinegate/bench/tegrastats.py", "cosinegate/bench/ifcost.py", "cosinegate/bench/graphs.py",
     "cosinegate/blockkinds.py", "cosinegate/quant/__init__.py", "cosinegate/quant/calibset.py", "cosinegate/data/choice.py", "cosinegate/onnx/__init__.py", "cosinegate/onnx/card.py", "cosinegate/onnx/checks.py",
-    "cosinegate/onnx/conditionalize.py", "cosinegate/onnx/export.py", "cosinegate/onnx/passes.py",
+    "cosinegate/onnx/conditionalize.py", "cosinegate/onnx/costtable.py", "cosinegate/onnx/export.py", "cosinegate/onnx/passes.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cosinegate" / "trt").glob("*.py")),
     "cosinegate/cli/build_engine.py", "cosinegate/cli/bench.py", "cosinegate/defaults.py", "cosinegate/manifests.py",
     *(f"cosinegate/pipeline/{name}.py" for name in ("__init__", "plan", "deploy", "board", "engine", "bench")),

@@ -6,7 +6,7 @@ from conftest import ROOT
 
 ALLOWED = ("cosinegate.trt", "cosinegate.errors", "cosinegate.graphmeta", "cosinegate.artifacts", "cosinegate.parity", "cosinegate.minitoml",
            "cosinegate.runtime.base", "cosinegate.runtime.tensorrt_backend", "cosinegate.lazy",  # the torch-free TensorRT runner
-           "cosinegate.manifests")
+           "cosinegate.manifests", "cosinegate.trtversion", "cosinegate.layernames")
 
 
 def cosinegate_imports(path):

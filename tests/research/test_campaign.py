@@ -4,7 +4,7 @@ import tarfile
 
 import pytest
 
-from cosinegate import campaign as cp
+from cosinegate.research import campaign as cp
 from cosinegate.errors import CosineGateError
 from cosinegate.training.checkpoint import load_checkpoint
 

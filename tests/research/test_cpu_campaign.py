@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from cosinegate import cpu_campaign as cc
+from cosinegate.research import cpu_campaign as cc
 from cosinegate.errors import CosineGateError
 from cosinegate.training.checkpoint import load_checkpoint
 

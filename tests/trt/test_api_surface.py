@@ -25,7 +25,7 @@ from cosinegate.errors import CosineGateError
 from cosinegate.runtime.tensorrt_backend import TensorRTRunner
 from cosinegate.trt import build
 from cosinegate.trt.targets import load_target
-from cosinegate.trt.versions import calibration_cache_header, parse_version
+from cosinegate.trtversion import calibration_cache_header, parse_version
 
 DATA = Path(__file__).parents[1] / "data" / "trt_api"
 RELEASES = sorted((p.stem for p in DATA.glob("*.txt")), key=lambda v: parse_version(v))

@@ -299,7 +299,7 @@ def test_device_script_refuses_a_damaged_bundle(bundle_copy, tmp_path):
 
 
 def test_int8_cache_bundle_carries_a_cache_per_release(bundled, tmp_path):
-    from cosinegate.trt.versions import parse_calibration_cache_header
+    from cosinegate.trtversion import parse_calibration_cache_header
 
     ckpt, out = bundled[1], tmp_path / "int8-out"
     shutil.copytree(bundled[0] / ".work", out / ".work")  # reuse the exports by hash; the shared bundle stays fp16

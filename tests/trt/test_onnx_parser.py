@@ -2,7 +2,7 @@
 
 Graphs: ResNet-20 and ResNet-18 (random weights, 32x32), flat / masked / conditional (--policy auto and
 conditional-all), fp32 and Q/DQ, plus the --if-cost If chain. The rules, read at onnx/onnx-tensorrt
-release/8.5-GA, release/8.6-GA and release/10.1-GA (cosinegate/trt/onnx_parser.py cites file and line):
+release/8.5-GA, release/8.6-GA and release/10.1-GA (cosinegate/layernames.py cites file and line):
 
 - If output collection: 8.5 by layer-name prefix (ConditionalHelpers.cpp l.27-33 ``findLayer``, l.185-192), 8.6/10.x
   by tensor (8.6-GA ConditionalHelpers.cpp l.183-186); then/else counts equal (8.5-GA l.215-217, 8.6-GA l.208-210).
@@ -22,7 +22,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, shape_inference
 
-from cosinegate.trt.onnx_parser import ANY_RELEASE, branch_layer_names, branch_output_count_85, if_problems
+from cosinegate.layernames import ANY_RELEASE, branch_layer_names, branch_output_count_85, if_problems
 
 BACKBONES = ("resnet20", "resnet18")
 
@@ -180,7 +180,7 @@ def test_graphs_without_a_relu_after_the_add_also_import():
 def test_a_graph_with_the_old_branch_names_is_refused_in_one_line():
     """check_layer_names (export, calibration, build_engine.py --onnx/--bundle) refuses a graph 8.5 would misimport."""
     from cosinegate.errors import CosineGateError
-    from cosinegate.trt.trtexec import check_layer_names
+    from cosinegate.layernames import check_layer_names
 
     model = shipped_graphs("resnet20")["fp32-conditional-all"]
     assert check_layer_names(model, "new.onnx") is model

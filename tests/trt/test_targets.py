@@ -15,7 +15,7 @@ from cosinegate.trt.targets import (
     load_target,
     max_opset,
 )
-from cosinegate.trt.versions import parse_version
+from cosinegate.trtversion import parse_version
 
 SHIPPED = [
     "desktop", "jetson-agx-xavier", "jetson-orin", "jetson-orin-nano", "jetson-orin-nx",

@@ -1,4 +1,7 @@
-"""How TensorRT's ONNX parser (onnx-tensorrt) imports an ``If``, per release, replayed on the ONNX graph (no TensorRT).
+"""Which ONNX node names TensorRT handles: its ONNX parser's ``If`` import replayed per release, and the names trtexec
+can pin by (``check_layer_names``, run by export, calibration and build_engine.py). No TensorRT, no torch: core.
+
+How TensorRT's ONNX parser (onnx-tensorrt) imports an ``If``, per release, replayed on the ONNX graph:
 
 Read from onnx/onnx-tensorrt at the branches release/8.5-GA (TensorRT 8.5, JetPack 5.1), release/8.6-GA
 (JetPack 6.0) and release/10.1-GA (10.x):
@@ -18,6 +21,8 @@ Read from onnx/onnx-tensorrt at the branches release/8.5-GA (TensorRT 8.5, JetPa
 - Every release: the condition becomes a scalar only from a tensor of volume 1 (onnx2trt_utils.cpp
   ``convertToScalar`` l.756-766, 8.5-GA).
 """
+
+from cosinegate.errors import CosineGateError
 
 ANY_RELEASE = ("8.5", "8.6", "10")
 
@@ -98,3 +103,37 @@ def if_problems(model, releases=ANY_RELEASE):
                 for problem in input_prefix_problems(branch, release, inits):
                     problems.append(f"If {node.name!r} {side}: on TensorRT {release}, {problem}")
     return problems
+
+
+# Characters trtexec's --layerPrecisions/--layerOutputTypes parsing cannot carry in a layer name (sampleOptions.cpp,
+# 8.5-10.x): ',' splits the list, ':' separates name and precision, a "'" is stripped (removeSingleQuotationMarks)
+# or makes splitNameAndValue throw; control characters are refused too.
+UNPINNABLE = ",:'"
+
+
+def layer_name_problem(layer):
+    """Why trtexec cannot pin ``layer`` by name (None when it can)."""
+    if not layer:
+        return "is empty"
+    bad = sorted({ch for ch in layer if ch in UNPINNABLE or not ch.isprintable()})
+    if bad:
+        return f"holds {' '.join(repr(ch) for ch in bad)}, which trtexec's --layerPrecisions cannot carry"
+    return None
+
+
+def check_layer_names(model, source):
+    """Refuse an ONNX ``model`` whose gate-head node names trtexec's --layerPrecisions cannot carry (they are pinned to
+    FP32 by name in the bundle's build_on_device.sh), or whose ``If`` branches TensorRT's parser would import wrongly
+    by layer name (``if_problems``): one line naming the problem and the fix. Returns ``model``."""
+    problems = if_problems(model)
+    if problems:
+        raise CosineGateError(f"{source}: {problems[0]}; re-export the graph with deploy/export_onnx.py (graphs of this "
+                              "toolkit name each branch output's node like its output).")
+    for node in model.graph.node:
+        problem = layer_name_problem(node.name) if "/gate/" in node.name else None
+        if problem:
+            raise CosineGateError(
+                f"{source}: ONNX node {node.name!r} {problem} (it is pinned to FP32 by name); rename the node "
+                "(letters, digits, '/', '_', '.' and '-' are safe) or re-export the graph with deploy/export_onnx.py."
+            )
+    return model

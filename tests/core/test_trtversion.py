@@ -7,8 +7,8 @@ import types
 import pytest
 
 from cosinegate.errors import CosineGateError
-from cosinegate.trt import versions
-from cosinegate.trt.versions import (
+from cosinegate import trtversion as versions
+from cosinegate.trtversion import (
     calibration_cache_header,
     installed_tensorrt,
     parse_calibration_cache_header,

@@ -1,6 +1,6 @@
 """How many runs to train at once on one device: measure aggregate images/s against concurrency, pick the best.
 
-Each level k starts k copies of `train/bench_train.py --probe` (the real training step of a gated
+Each level k starts k copies of `bench_train.py --probe` (`python -m cosinegate.cli.bench_train`; the real training step of a gated
 run); they warm up, wait at a file barrier, then count the images they train in the same wall-clock
 window. The aggregate is the sum. The pick is the smallest k within `tolerance` of the best aggregate,
 since fewer concurrent runs finish sooner each and carry less partial state to the next session.
@@ -14,16 +14,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from cosinegate.artifacts import atomic_write_json
 from cosinegate.errors import CosineGateError
+from cosinegate.research import BENCH_TRAIN_COMMAND, child_env, experiments
+from cosinegate.training.loop import hardware_label
 
 
-def probe_level(script, k, device, backbone, setting, seconds, batch_size=128, timeout=180, extra=()):
-    """Aggregate images/s of k concurrent probe processes (`extra`: more bench_train.py flags, e.g. --threads)."""
+def probe_level(k, device, backbone, setting, seconds, batch_size=128, timeout=180, extra=(), command=BENCH_TRAIN_COMMAND):
+    """Aggregate images/s of k concurrent probe processes (`extra`: more bench_train.py flags, e.g. --threads;
+    `command`: the argv that starts bench_train.py)."""
     with tempfile.TemporaryDirectory(prefix="cosinegate-probe-") as folder:
         barrier = Path(folder)
-        procs = [subprocess.Popen([sys.executable, str(script), "--probe", folder, "--probe-id", str(i), "--device", device,
+        procs = [subprocess.Popen([*command, "--probe", folder, "--probe-id", str(i), "--device", device,
                                    "--backbone", backbone, "--settings", setting, "--seconds", str(seconds),
-                                   "--batch-size", str(batch_size), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                   "--batch-size", str(batch_size), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  env=child_env())
                  for i in range(k)]
         try:
             deadline = time.time() + timeout
@@ -45,12 +50,12 @@ def probe_level(script, k, device, backbone, setting, seconds, batch_size=128, t
             "max_memory_bytes": max(r["memory"] for r in results)}
 
 
-def choose_jobs(levels, script, device, backbone="resnet20", setting="fp32", seconds=8.0, tolerance=0.05, log=print):
+def choose_jobs(levels, device, backbone="resnet20", setting="fp32", seconds=8.0, tolerance=0.05, log=print):
     """Probe each concurrency level in `levels` (ascending); return (chosen jobs, measurements). Stops early
     once a level is more than `tolerance` below the best so far."""
     measured = []
     for k in levels:
-        row = probe_level(script, k, device, backbone, setting, seconds)
+        row = probe_level(k, device, backbone, setting, seconds)
         measured.append(row)
         log(f"concurrency {k}: {row['images_per_s']:.0f} images/s aggregate")
         best = max(r["images_per_s"] for r in measured)
@@ -72,12 +77,9 @@ def parse_levels(text):
     return levels
 
 
-def resolve_jobs(jobs, levels, device, out, pending, bench_script, setting="fp32", seconds=8.0):
+def resolve_jobs(jobs, levels, device, out, pending, setting="fp32", seconds=8.0):
     """--jobs N, or for 'auto' the measured best concurrency (probed once per device and setting, kept in
     OUT/concurrency.json); never more than the runs pending."""
-    from cosinegate.artifacts import atomic_write_json
-    from cosinegate.training.loop import hardware_label
-
     if str(jobs) != "auto":
         try:
             count = int(jobs)
@@ -93,7 +95,7 @@ def resolve_jobs(jobs, levels, device, out, pending, bench_script, setting="fp32
         if {k: known.get(k) for k in key} == key:
             print(f"--jobs auto: {known['chosen']} (measured before, {cache})")
             return min(known["chosen"], pending)
-    chosen, measured = choose_jobs(parse_levels(levels), bench_script, device, setting=setting, seconds=seconds)
+    chosen, measured = choose_jobs(parse_levels(levels), device, setting=setting, seconds=seconds)
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, {**key, "chosen": chosen, "levels": measured})
     print(f"--jobs auto: {chosen} concurrent runs (aggregate images/s: "
@@ -104,7 +106,7 @@ def resolve_jobs(jobs, levels, device, out, pending, bench_script, setting="fp32
 MIN_LAUNCH_SECONDS = 45  # no run is started with less time than this left before the deadline
 
 
-def run_all(pending, out, device, jobs, train_script, extra=(), deadline=None, admit=None):
+def run_all(pending, out, device, jobs, extra=(), deadline=None, admit=None):
     """Train pending runs, `jobs` at a time, with a tqdm bar over runs; return failed names.
 
     A run that starts from another (two-phase) waits until that one is done. With a deadline (time.time()
@@ -113,8 +115,6 @@ def run_all(pending, out, device, jobs, train_script, extra=(), deadline=None, a
     partial state a deadline leaves behind).
     """
     from tqdm import tqdm
-
-    from cosinegate import experiments
 
     out = Path(out)
     queue, active, failed = list(pending), {}, []
@@ -132,7 +132,7 @@ def run_all(pending, out, device, jobs, train_script, extra=(), deadline=None, a
                     run = ready.pop(0)
                     queue.remove(run)
                     limit = [] if left is None else ["--time-limit", f"{left - 10:.0f}"]
-                    active[run.name] = experiments.launch(run, out, device, train_script, [*extra, *limit])
+                    active[run.name] = experiments.launch(run, out, device, [*extra, *limit])
                     ready = [r for r in ready if admit is None or admit(r, list(active))]
                 if not active and (not ready or (left is not None and left <= MIN_LAUNCH_SECONDS)):
                     break  # what is left waits for a run that is not done, or for the next invocation

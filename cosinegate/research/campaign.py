@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosinegate.errors import CosineGateError
+from cosinegate.models import CosineGateNet
+from cosinegate.research.experiments import plan_runs, run_state
+from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
 
 PART_BYTES = 15 * 2**20  # each returned file must stay under the tool's 16 MiB
 STATE_LIMIT_BYTES = 2 * PART_BYTES  # + ~20 MB data tar + the working tree < 64 MiB carried
@@ -47,8 +50,6 @@ TINY_STAGES = (
 
 def plan(stages, epochs, seeds, data_root, subset=None, finetune_epochs=None):
     """The campaign's RunSpecs, stage by stage; a run planned by two stages appears once."""
-    from cosinegate.experiments import plan_runs
-
     runs, seen = [], set()
     for stage in stages:
         for run in plan_runs(list(stage.backbones), list(stage.presets), seeds, epochs, "imagefolder", data_root, subset,
@@ -61,16 +62,12 @@ def plan(stages, epochs, seeds, data_root, subset=None, finetune_epochs=None):
 
 def state_bytes(backbone):
     """Bytes a partial run of this backbone leaves: last.pt (weights + momentum) and best.pt (weights only)."""
-    from cosinegate.models import CosineGateNet
-
     params = sum(p.numel() for p in CosineGateNet(backbone, "predictive").parameters())
     return 3 * 4 * params + 256 * 1024
 
 
 def _model_only(path):
     """The checkpoint at `path` without its optimizer state, as bytes (enough to evaluate, export or teach)."""
-    from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
-
     state = load_checkpoint(path)
     state.pop("optimizer", None)
     buffer = path.with_suffix(".model-only.tmp")
@@ -82,8 +79,6 @@ def _model_only(path):
 
 def state_members(work, runs):
     """(state members, finals members): lists of (archive name, bytes) for pack()."""
-    from cosinegate.experiments import run_state
-
     work = Path(work)
     needed_teachers = {r.init_from_run for r in runs if r.init_from_run and run_state(work / "runs" / r.name) != "done"}
     state, finals = [], []
@@ -185,8 +180,6 @@ def make_data_tar(source, dest, per_class=None):
 
 def progress_report(work, runs):
     """{run name: state, epochs done, epochs planned} for campaign.json."""
-    from cosinegate.experiments import run_state
-
     report = {}
     for run in runs:
         folder = Path(work) / "runs" / run.name

@@ -14,11 +14,22 @@ teacher + fine-tune epochs.
 
 import copy
 import json
+import os
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cosinegate.artifacts import atomic_write_json, atomic_write_text, read_json
+from cosinegate.config import load_config, validate
+from cosinegate.data import load_dataset, split_holdout
 from cosinegate.errors import CosineGateError
+from cosinegate.evaluation import evaluate
+from cosinegate.models import build_model
+from cosinegate.research import TRAIN_COMMAND, child_env
+from cosinegate.research.experiments import RunSpec, collect, pareto_plot, removal_order, results_markdown
+from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
+from cosinegate.training.loop import read_metrics
 
 TEACHER_PRESET = "teacher"
 PROTOCOL = {  # campaign.json's content when a campaign starts; a running campaign keeps the one it started with
@@ -51,14 +62,11 @@ def load_protocol(folder, protocol=None):
     """campaign.json of `folder` (written from `protocol` or PROTOCOL when the campaign is new)."""
     path = Path(folder) / "campaign.json"
     if path.is_file():
-        from cosinegate.artifacts import read_json
-
         stored = read_json(path, "campaign.json")
         if protocol is not None and stored != protocol:
             raise CosineGateError(f"{path} holds another protocol than the one asked for; continue it as it is or "
                                   "start a new campaign folder.")
         return stored
-    from cosinegate.artifacts import atomic_write_json
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, protocol or PROTOCOL)
@@ -73,8 +81,6 @@ def run_state(folder):
 
 
 def _base(protocol, preset, seed):
-    from cosinegate.config import load_config
-
     config = load_config(preset)
     config["seed"] = seed
     config["model"]["backbone"] = protocol["backbone"]
@@ -83,8 +89,6 @@ def _base(protocol, preset, seed):
 
 
 def teacher_config(protocol, seed):
-    from cosinegate.config import validate
-
     config = _base(protocol, TEACHER_PRESET, seed)
     config["optim"]["epochs"] = protocol["teacher_epochs"]
     return validate(config)
@@ -92,8 +96,6 @@ def teacher_config(protocol, seed):
 
 def finetune_config(protocol, preset, seed, teacher, name, init, drop_blocks=None, rate=None):
     """A contender's config: its preset's model and gate settings, the campaign's fine-tuning recipe."""
-    from cosinegate.config import validate
-
     config = _base(protocol, preset, seed)
     ft = protocol["finetune"]
     config["name"] = name
@@ -152,7 +154,6 @@ def _read_choice(folder, seed):
     path = Path(folder) / f"static-choice-s{seed}.json"
     if not path.is_file():
         return None
-    from cosinegate.artifacts import read_json
 
     return read_json(path, "static block choice")
 
@@ -169,13 +170,6 @@ def _winner(folder, runs):
 def choose_static_blocks(folder, protocol, seed, device="cpu", log=print):
     """Greedy removal order from the finished teacher: each step removes the block whose removal (on top of the
     earlier ones, no fine-tuning) costs the least held-out top-1. Written to static-choice-sN.json."""
-    from cosinegate.artifacts import atomic_write_json
-    from cosinegate.data import load_dataset, split_holdout
-    from cosinegate.evaluation import evaluate
-    from cosinegate.experiments import removal_order
-    from cosinegate.models import build_model
-    from cosinegate.training.checkpoint import load_checkpoint
-
     teacher_path = Path(folder) / "runs" / f"teacher-s{seed}" / "last.pt"
     state = load_checkpoint(teacher_path)
     config = state["config"]
@@ -207,8 +201,6 @@ def choose_static_blocks(folder, protocol, seed, device="cpu", log=print):
 def compact(run_folder):
     """A finished run keeps a model-only last.pt (no optimizer state) and no best.pt: enough to teach, evaluate and
     export; its summary already holds the best-by-held-out figures."""
-    from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
-
     folder = Path(run_folder)
     last = folder / "last.pt"
     if run_state(folder) != "done" or not last.is_file():
@@ -231,13 +223,12 @@ def write_config(run, folder):
     """The run's config as the YAML file train.py is started with (unchanged if it already holds the same)."""
     import yaml
 
-    from cosinegate.artifacts import atomic_write_text
-
     path = Path(folder) / "runs" / run.name / "config.yaml"
     class NoAliases(yaml.SafeDumper):  # config readers refuse YAML aliases (a shared list would be written as one)
         def ignore_aliases(self, data):
             return True
 
+    # the header keeps the module's old path: a running campaign compares this text with its config files
     text = "# written by the campaign (cosinegate/cpu_campaign.py); train/train.py --config this file\n" + yaml.dump(
         run.config, Dumper=NoAliases, sort_keys=True)
     if not path.is_file() or path.read_text() != text:
@@ -252,16 +243,12 @@ def ready(run, folder):
 
 def table(folder, runs):
     """experiments.collect's rows for the campaign's finished runs, compared with the static curve."""
-    from cosinegate.experiments import RunSpec, collect
-
     specs = [RunSpec(r.name, r.group, "resnet20" if r.config is None else r.config["model"]["backbone"], r.seed) for r in runs]
     return collect(Path(folder), specs)
 
 
 def progress(folder, runs):
     """{run: (state, epochs done, epochs planned)}."""
-    from cosinegate.training.loop import read_metrics
-
     report = {}
     for run in runs:
         path = Path(folder) / "runs" / run.name / "metrics.jsonl"
@@ -279,19 +266,14 @@ class Result:
     seconds: float
 
 
-def continue_campaign(folder, deadline, jobs=2, threads=1, device="cpu", script=None, nice=10, poll=5.0, log=print,
+def continue_campaign(folder, deadline, jobs=2, threads=1, device="cpu", command=TRAIN_COMMAND, nice=10, poll=5.0, log=print,
                       stop_after=None, start_margin=START_MARGIN):
     """Train the campaign's runs in priority order, `jobs` at once (`threads` each), until every run is done or the
     next epoch would end after `deadline` (a time.time() value): each run then stops after its last whole epoch
     (train.py --time-limit); no run starts in the last `start_margin` seconds. stop_after=N stops every run after
     epoch N of its schedule (a chunk measured in epochs). Returns what finished, stopped and failed."""
-    import os
-    import subprocess
-    import sys
-
     folder = Path(folder)
     protocol = load_protocol(folder)
-    script = script or Path(__file__).resolve().parent.parent / "train" / "train.py"
     started, running, finished, stopped, failed = time.time(), {}, [], [], []
     while True:
         runs = plan(folder, protocol)
@@ -312,14 +294,14 @@ def continue_campaign(folder, deadline, jobs=2, threads=1, device="cpu", script=
                 continue
             config_path = write_config(run, folder)
             run_dir = folder / "runs" / run.name
-            args = [sys.executable, str(script), "--config", str(config_path), "--device", device, "--out", str(run_dir),
+            args = [*command, "--config", str(config_path), "--device", device, "--out", str(run_dir),
                     "--no-progress", "--time-limit", str(int(left)),
                     *SPEED_FLAGS["none" if run.config["model"]["mode"] == "none" else "gated"]]
             if run_state(run_dir) == "partial":
                 args.append("--resume")
             if stop_after is not None:
                 args += ["--stop-after", str(stop_after)]
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            env = child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
             with open(run_dir / "train.log", "a") as out:
                 running[run.name] = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
                                                      preexec_fn=(lambda: os.nice(nice)) if nice else None)
@@ -348,8 +330,6 @@ def continue_campaign(folder, deadline, jobs=2, threads=1, device="cpu", script=
 
 
 def _teacher_lines(folder, runs):
-    from cosinegate.training.loop import read_metrics
-
     lines = []
     for run in (r for r in runs if r.group == "teacher"):
         path = Path(folder) / "runs" / run.name
@@ -397,9 +377,6 @@ def goals(rows, teacher_top1):
 
 def write_report(folder, protocol=None):
     """results.md, results.json and pareto.png of the campaign folder, from its state as it is now."""
-    from cosinegate.artifacts import atomic_write_json, atomic_write_text
-    from cosinegate.experiments import pareto_plot, results_markdown
-
     folder = Path(folder)
     protocol = protocol or load_protocol(folder)
     runs = plan(folder, protocol)

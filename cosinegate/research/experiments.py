@@ -9,15 +9,19 @@ static points, and every gated run is compared with that curve at its own MACs.
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cosinegate import plots
 from cosinegate.config import load_config
 from cosinegate.errors import CosineGateError
 from cosinegate.macs import mac_table
+from cosinegate.models.backbones import CIFAR_DEPTHS, backbone_spec
+from cosinegate.models.ungated import resolve_ungated
+from cosinegate.research import TRAIN_COMMAND, child_env
+from cosinegate.training.penalty import block_rate_targets
 
 PRESETS = ("dense", "static", "paper", "aggressive", "balanced", "conservative", "balanced-batch", "balanced-sample", "balanced-floor",
            "balanced-quiet", "rates", "shaping", "two-phase")
@@ -44,8 +48,6 @@ class RunSpec:
 def removal_order(backbone):
     """Blocks in the order a sensible shallower network loses them: never the first block
     of a stage, taken round-robin from the end of each stage."""
-    from cosinegate.models.backbones import backbone_spec
-
     stages = []
     for block in backbone_spec(backbone).blocks:
         if block.index == 0 or block.changes_shape:
@@ -77,9 +79,6 @@ def static_drop_blocks(backbone, target_ratio):
 def compute_target(config):
     """The MAC ratio a preset aims at: gate.target for the MAC hinge; with per-block rates (and no hinge),
     the MAC-weighted mean of the block rates, ungated blocks counting as always run."""
-    from cosinegate.models.ungated import resolve_ungated
-    from cosinegate.training.penalty import block_rate_targets
-
     gate, model = config["gate"], config["model"]
     if gate["block_rates"] is None or gate["penalty"]:
         return gate["target"]
@@ -165,18 +164,18 @@ def run_state(run_dir):
     return "partial" if (run_dir / "last.pt").is_file() else "new"
 
 
-def launch(run, out, device, script, extra=()):
+def launch(run, out, device, extra=(), command=TRAIN_COMMAND):
     """Start one run as a subprocess (resuming a partial one); return the Popen. `extra`: more train.py flags
-    (speed settings, --time-limit)."""
+    (speed settings, --time-limit); `command`: the argv that starts training (default `python -m cosinegate.cli.train`)."""
     run_dir = Path(out) / "runs" / run.name
-    args = [sys.executable, str(script), *run.args, "--device", device, "--out", str(run_dir), "--no-progress", *extra]
+    args = [*command, *run.args, "--device", device, "--out", str(run_dir), "--no-progress", *extra]
     if run.init_from_run:
         args += ["--init-from", str(Path(out) / "runs" / run.init_from_run / "last.pt")]
     if run_state(run_dir) == "partial":
         args.append("--resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "train.log", "a") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=child_env())
 
 
 def collect(out, runs):
@@ -254,8 +253,6 @@ def compare_with_static_curve(rows, min_gain=0.003):
 
 def depth_curve(rows):
     """The dense rows of the CIFAR ResNets (every block, no gate), cheapest first: real shallower networks."""
-    from cosinegate.models.backbones import CIFAR_DEPTHS
-
     return sorted((r for r in rows if r["backbone"] in CIFAR_DEPTHS and r["mode"] == "none" and not r["drop_blocks"]),
                   key=lambda r: r["executed_macs"])
 
@@ -263,8 +260,6 @@ def depth_curve(rows):
 def compare_with_depths(rows, min_gain=0.003):
     """Set, on every gated CIFAR-ResNet row, the top-1 of the dense-depth curve (ResNet-20/32/44/56/110 trained with
     the same recipe, linear between them) at the row's executed MACs, read per seed; None outside the curve."""
-    from cosinegate.models.backbones import CIFAR_DEPTHS
-
     points = depth_curve(rows)
     macs, top1 = np.array([p["executed_macs"] for p in points]), np.array([p["top1_mean"] for p in points])
     for r in rows:
@@ -281,8 +276,6 @@ def compare_with_depths(rows, min_gain=0.003):
 
 def _depth_panel(ax, rows, colors, depths, markers):
     """Top-1 vs absolute executed MACs: the dense CIFAR depths as a curve, every other CIFAR-ResNet run as a point."""
-    from cosinegate.models.backbones import CIFAR_DEPTHS
-
     ax.plot([d["executed_macs"] / 1e6 for d in depths], [d["top1_mean"] * 100 for d in depths], color="black",
             linestyle="--", linewidth=1, marker="s", label="dense depths (real shallower networks)")
     for d in depths:
@@ -358,8 +351,6 @@ def pareto_plot(rows, path, title, paper_points=True):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cosinegate.plots import _save
-
     depths = depth_curve(rows)
     fig, axes = plt.subplots(1, 2 if len(depths) > 1 else 1, figsize=(17 if len(depths) > 1 else 10, 5.5), squeeze=False)
     ax = axes[0][0]
@@ -386,5 +377,5 @@ def pareto_plot(rows, path, title, paper_points=True):
     if len(depths) > 1:
         _depth_panel(axes[0][1], rows, colors, depths, markers)
     fig.tight_layout()
-    _save(fig, path)
+    plots._save(fig, path)
     plt.close(fig)
