@@ -28,7 +28,7 @@ import argparse
 def parse_args(argv=None):
     from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
                                      add_report_flags, add_version_flag, positive_int, seed_int)
-    from cosinegate.quant.calibrate import DEFAULT_FORMS, DEFAULT_TRT
+    from cosinegate.quant.names import DEFAULT_FORMS, DEFAULT_TRT
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)

@@ -25,8 +25,6 @@ def main(argv=None):
     from cosinegate.cli import HelpFormatter, add_version_flag, nonnegative_int, pick_device, positive_float, positive_int
     from cosinegate.errors import CosineGateError
     from cosinegate.research.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
-    from cosinegate.research.packing import resolve_jobs, run_all
-
     from cosinegate.cli.args import add_data_flags, add_device_flags, add_output_flag, add_report_flags
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
@@ -54,6 +52,8 @@ def main(argv=None):
     add_report_flags(parser, "results.json")
     add_version_flag(parser)
     args = parser.parse_args(argv)
+    from cosinegate.research.packing import resolve_jobs, run_all  # torch: after parsing, so --help needs no torch
+
 
     began = time.time()
     device = pick_device(args.device)

@@ -39,19 +39,10 @@ from cosinegate.onnx.export import set_metadata
 from cosinegate.onnx.passes import infer_shapes
 from cosinegate.quant import cache as cache_mod
 from cosinegate.quant.calibset import batches, check_image_array
+from cosinegate.quant.names import (CACHE_NAME, CONDITIONAL_QDQ, DEFAULT_FORMS, DEFAULT_TRT, FILE_BY_FORM, FLAT_QDQ, FORMS,  # noqa: F401
+                                    MANIFEST_FORMAT, MANIFEST_NAME, MASKED_QDQ, TRT_ALIASES)
 from cosinegate.quant.ranges import METHODS, RangeCollector
 
-MANIFEST_FORMAT = "cosinegate-int8-calibration-v1"
-FLAT_QDQ, CONDITIONAL_QDQ, MASKED_QDQ = "model.qdq.onnx", "model.qdq.conditional.onnx", "model.qdq.masked.onnx"
-CACHE_NAME, MANIFEST_NAME = "calibration.cache", "manifest.json"
-FORMS = ("flat", "conditional", "masked")
-DEFAULT_FORMS = ("flat", "conditional")
-FILE_BY_FORM = {"flat": FLAT_QDQ, "conditional": CONDITIONAL_QDQ, "masked": MASKED_QDQ}
-
-# Short names for the two Jetson TensorRT worlds: JetPack 5.1.x ships TensorRT 8.5.2,
-# JetPack 6.1/6.2 ship TensorRT 10.3.0.
-TRT_ALIASES = {"8.5": "8.5.2", "10.3": "10.3.0"}
-DEFAULT_TRT = "10.3"
 
 
 def resolve_trt_version(text):

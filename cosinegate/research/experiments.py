@@ -21,7 +21,6 @@ from cosinegate.macs import mac_table
 from cosinegate.models.backbones import CIFAR_DEPTHS, backbone_spec
 from cosinegate.models.ungated import resolve_ungated
 from cosinegate.research import TRAIN_COMMAND, child_env
-from cosinegate.training.penalty import block_rate_targets
 
 PRESETS = ("dense", "static", "paper", "aggressive", "balanced", "conservative", "balanced-batch", "balanced-sample", "balanced-floor",
            "balanced-quiet", "rates", "shaping", "two-phase")
@@ -83,6 +82,8 @@ def compute_target(config):
     if gate["block_rates"] is None or gate["penalty"]:
         return gate["target"]
     macs = [b.residual for b in mac_table(model["backbone"]).blocks]
+    from cosinegate.training.penalty import block_rate_targets  # torch: `reproduce --help` needs the base install only
+
     rates = block_rate_targets(gate["block_rates"], len(macs))
     ungated = set(resolve_ungated(model["backbone"], model["ungated_blocks"]))
     return sum(m * (1.0 if i in ungated else r) for i, (m, r) in enumerate(zip(macs, rates))) / sum(macs)
