@@ -1,15 +1,5 @@
 #!/usr/bin/env python
-"""Continue issue 21's CPU campaign from its committed state, until done or until the time limit.
-
-    # from the repository root, in the background, while other work goes on:
-    nice python train/cpu_campaign.py --time-limit 9000 > .campaign/cpu.log 2>&1 &
-    # then commit train/results/cifar10-campaign-cpu/ (the state, the table, the plot)
-    python train/cpu_campaign.py --report      # only regenerate results.md, results.json, pareto.png
-
-Each run is a train/train.py subprocess (one thread, bf16 autocast); a run still going at the limit stops
-after its last whole epoch and continues bit-exact (train.py --resume) the next time. See
-cosinegate/research/cpu_campaign.py for the protocol.
-"""
+"""Continue issue 21's CPU campaign from its committed state, until done or until the time limit. (`cosinegate/cli/cpu_campaign.py`; `--help` for the usage)."""
 
 import _bootstrap  # noqa: F401
 from cosinegate.cli import run_main

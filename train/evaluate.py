@@ -1,8 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint with hard gate decisions: accuracy, executed MACs, savings, routing.
-
-    python train/evaluate.py --checkpoint runs/balanced/last.pt --json eval.json
-"""
+"""Evaluate a checkpoint with hard gate decisions: accuracy, executed MACs, savings, routing. (`cosinegate/cli/evaluate.py`; `--help` for the usage)."""
 
 import _bootstrap  # noqa: F401
 from cosinegate.cli import run_main
