@@ -31,6 +31,7 @@ DEFAULTS = {
         "temperature_start": 1.0,
         "temperature_end": 0.2,
         "noise_end": 1.0,  # predictive: scale of the logistic noise at the end (linear from 1); 0 = train on test-time routing
+        "noise_epochs": 0,  # the noise reaches noise_end after this many epochs (a float below 1: a fraction); 0 = at the end
         "min_rate": 0.0,  # anti-collapse: each block should run for at least this fraction of a batch
         "min_rate_weight": 0.0,  # weight of hinge(0.5 - (1 - min_rate) logit quantile)^2, summed over blocks
         "cir_weight": 1.0,  # predictive: weight of the CIR regression loss
@@ -183,6 +184,7 @@ RANGES = {
     ("gate", "temperature_start"): ("num", 0, 1000, True, False, "a gate temperature"),
     ("gate", "temperature_end"): ("num", 0, 1000, True, False, "a gate temperature"),
     ("gate", "noise_end"): ("num", 0, 1, False, False, "a noise scale"),
+    ("gate", "noise_epochs"): ("num", 0, 100000, False, False, "epochs, or a fraction of the schedule below 1"),
     ("gate", "min_rate"): ("num", 0, 1, False, True, "an execution rate"),
     ("gate", "min_rate_weight"): ("num", 0, None, False, False, "a loss weight"),
     ("gate", "cir_weight"): ("num", 0, None, False, False, "a loss weight"),

@@ -38,7 +38,10 @@ PROTOCOL = {  # campaign.json's content when a campaign starts; a running campai
     "data": {"source": "imagefolder", "root": "../shared/data/cifar10-jpeg", "subset": None},
     "teacher_epochs": 50,
     "finetune": {"epochs": 15, "lr": 0.02, "schedule": "cosine", "warmup_epochs": 0, "nesterov": True,
-                 "gate_lr_scale": 5.0, "distill": {"weight": 0.5, "temperature": 4.0}},
+                 "gate_lr_scale": 5.0, "distill": {"weight": 0.5, "temperature": 4.0},
+                 # gated contenders only, over their preset's gate section: the noise ends halfway, so the second half
+                 # trains on the routing that is deployed (with noise to the end, v1's gates committed in the last epoch)
+                 "gate": {"noise_epochs": 0.5, "block_rate_weight": 8.0}},
     "static_removals": [1, 2, 3],
     "methods": ["rates", "shaping", "two-phase"],
     "rates": [0.55, 0.75],
@@ -109,6 +112,8 @@ def finetune_config(protocol, preset, seed, teacher, name, init, drop_blocks=Non
         config["model"]["drop_blocks"] = sorted(drop_blocks)
     if rate is not None:
         config["gate"]["block_rates"] = rate
+    if config["model"]["mode"] != "none":
+        config["gate"].update(ft.get("gate", {}))
     return validate(config)
 
 

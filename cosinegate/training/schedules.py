@@ -32,8 +32,9 @@ def temperature(gate_cfg, progress, epochs):
 
 
 def noise_scale(gate_cfg, progress, epochs):
-    """Linear anneal of the gate noise scale from 1 to noise_end over the schedule."""
-    return 1.0 + (gate_cfg["noise_end"] - 1.0) * min(progress / epochs, 1.0)
+    """Linear anneal of the gate noise scale from 1 to noise_end over noise_epochs (0: the whole schedule)."""
+    span = _epochs(gate_cfg["noise_epochs"], epochs) or epochs
+    return 1.0 + (gate_cfg["noise_end"] - 1.0) * min(progress / span, 1.0)
 
 
 def _epochs(value, epochs):

@@ -35,6 +35,10 @@ def test_every_contender_gets_the_same_fine_tuning_recipe(tmp_path):
     assert all(r.config["init_from"].endswith("runs/teacher-s0/last.pt") and r.needs == ["teacher-s0"] for r in tuned)
     assert [r.config["model"]["drop_blocks"] for r in tuned if r.group.startswith("static")] == [[8], [5, 8], [2, 5, 8]]
     assert {r.config["gate"]["block_rates"] for r in tuned if r.config["model"]["mode"] != "none"} == {0.55, 0.75}
+    # the protocol's gate overrides reach every gated contender (and nothing else)
+    gate = protocol["finetune"]["gate"]
+    assert all({k: r.config["gate"][k] for k in gate} == gate for r in tuned if r.config["model"]["mode"] != "none")
+    assert all(r.config["gate"]["noise_epochs"] == 0 for r in tuned if r.config["model"]["mode"] == "none")
     # seed 1 has no static choice yet: its static runs wait; the controls wait for every fine-tune
     assert [r.config for r in runs if r.group.startswith("static") and r.seed == 1] == [None] * 3
     assert [r.config for r in runs if r.group == "control"] == [None, None]

@@ -128,6 +128,13 @@ def test_noise_scale_anneals_linearly_to_noise_end():
     assert schedules.noise_scale(gate_cfg(), 10, 10) == 1.0  # default: the noise is never annealed
 
 
+def test_noise_epochs_ends_the_noise_early():
+    half = gate_cfg(noise_end=0.0, noise_epochs=0.5)  # a fraction of the schedule
+    assert [schedules.noise_scale(half, e, 10) for e in (0, 2.5, 5, 8)] == [1.0, 0.5, 0.0, 0.0]
+    three = gate_cfg(noise_end=0.0, noise_epochs=3)  # whole epochs
+    assert [schedules.noise_scale(three, e, 10) for e in (0, 1.5, 3, 9)] == [1.0, 0.5, 0.0, 0.0]
+
+
 def test_collapse_penalty_reopens_a_saturated_gate():
     from cosinegate.training.penalty import collapse_penalty
 
