@@ -414,12 +414,19 @@ class TensorRTRunner:
         return out[0], out[1]
 
 
-def find_engine():
-    engines = sorted((HERE / "results").glob("*.engine"))
+def find_engine(results=None):
+    """The engine build_on_device.sh made: the one *.engine in results/, or the candidate named in results/winner.txt."""
+    results = Path(results) if results else HERE / "results"
+    engines = sorted(results.glob("*.engine"))
+    if len(engines) > 1 and (results / "winner.txt").is_file():
+        winner = (results / "winner.txt").read_text().strip().rpartition(" ")[2]
+        chosen = [e for e in engines if "-{}-".format(winner) in e.name]
+        if len(chosen) == 1:
+            return chosen[0]
     if len(engines) != 1:
         what = "no engine" if not engines else "{} engines ({})".format(len(engines), ", ".join(e.name for e in engines))
         raise BadInput("{} in {}; build one with sh build_on_device.sh, or name it with --engine, or pass --onnx MODEL.onnx.".format(
-            what, HERE / "results"))
+            what, results))
     return engines[0]
 
 
@@ -502,7 +509,8 @@ def write_report(path, rows, info):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files, folders of images (listed recursively) or .npy files")
-    parser.add_argument("--engine", help="the TensorRT engine (default: the one *.engine in results/ beside this file)")
+    parser.add_argument("--engine", help="the TensorRT engine (default: the one *.engine in results/ beside this file, or "
+                                         "the candidate results/winner.txt names)")
     parser.add_argument("--onnx", help="run this ONNX graph on ONNX Runtime instead of an engine")
     parser.add_argument("--manifest", help="bundle or engine manifest with the preprocessing rule (default: manifest.json "
                                            "beside this file; with --onnx and none there, the graph's metadata)")

@@ -207,6 +207,23 @@ def test_graph_metadata_alone_is_enough_for_the_onnx_path(default_bundle, photos
     assert {r["file"]: (r["index"], r["gates"]) for r in rows} == toolkit_rows(default_bundle, photos)
 
 
+def test_the_default_engine_is_the_one_built_or_the_winner(default_bundle, tmp_path):
+    sys.path.insert(0, str(default_bundle))
+    try:
+        import run_engine
+    finally:
+        sys.path.remove(str(default_bundle))
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "m-conditional-fp16-trt10.3.0-sm87.engine").write_bytes(b"x")
+    assert run_engine.find_engine(results).name == "m-conditional-fp16-trt10.3.0-sm87.engine"
+    (results / "m-pruned-fp16-trt10.3.0-sm87.engine").write_bytes(b"x")
+    with pytest.raises(run_engine.BadInput, match="2 engines .*--engine"):
+        run_engine.find_engine(results)
+    (results / "winner.txt").write_text("winner: pruned\n")  # as build_on_device.sh writes it
+    assert run_engine.find_engine(results).name == "m-pruned-fp16-trt10.3.0-sm87.engine"
+
+
 # ---- the TensorRT path's plumbing, with a stand-in TensorRT and CUDA (never evidence that an engine runs) ----
 
 
