@@ -23,6 +23,7 @@ import argparse
 import ctypes
 import ctypes.util
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -72,11 +73,22 @@ def model_info(manifest, graph_meta=None):
     problem = preprocessing_problem(pre)
     if problem:
         raise BadInput("{}'s preprocessing {}; re-create the bundle with deploy/build_engine.py.".format(where, problem))
-    macs = card.get("macs") if isinstance(card.get("macs"), dict) else None
+    macs = card.get("macs") if macs_usable(card.get("macs")) else None
     blocks = card.get("blocks") if isinstance(card.get("blocks"), list) else []
     kinds = [b.get("kind") if isinstance(b, dict) else None for b in blocks]
     classes = card.get("classes") if isinstance(card.get("classes"), list) else None
-    return {"pre": pre, "macs": macs, "kinds": kinds, "classes": classes}
+    form = manifest.get("form") if isinstance(manifest, dict) and isinstance(manifest.get("form"), str) else None
+    return {"pre": pre, "macs": macs, "kinds": kinds, "classes": classes, "form": form}
+
+
+def macs_usable(macs):
+    """Whether stored MAC counts are whole numbers this script can add up (else no MACs are reported)."""
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    return (isinstance(macs, dict) and all(whole(macs.get(k)) for k in ("stem", "classifier", "dense")) and macs["dense"] > 0
+            and isinstance(macs.get("blocks"), list)
+            and all(isinstance(b, dict) and all(whole(b.get(k)) for k in ("residual", "shortcut", "gate")) for b in macs["blocks"]))
 
 
 def preprocessing_problem(pre):
@@ -90,8 +102,9 @@ def preprocessing_problem(pre):
         std = [float(v) for v in pre["std"]]
     except (KeyError, TypeError, ValueError):
         return "lacks crop, resize_shorter_side, mean or std"
-    if len(crop) != 2 or crop[0] != crop[1] or side < crop[0] or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        return "has crop {}, shorter side {}, mean {}, std {}: not a square crop, 3 means and 3 positive stds".format(
+    finite = all(math.isfinite(v) for v in mean + std)
+    if len(crop) != 2 or crop[0] != crop[1] or side < crop[0] or len(mean) != 3 or len(std) != 3 or not finite or min(std) <= 0:
+        return "has crop {}, shorter side {}, mean {}, std {}: not a square crop, 3 finite means and 3 positive stds".format(
             crop, side, mean, std)
     if pre.get("layout") != "NCHW" or pre.get("dtype") != "float32" or list(pre.get("pixel_range") or []) != [0, 255]:
         return "is not pixels 0..255 fed as NCHW float32"
@@ -361,7 +374,7 @@ class TensorRTRunner:
             except ImportError:
                 raise BadInput("TensorRT's Python package is missing; on JetPack: sudo apt install python3-libnvinfer "
                                "(or run with --onnx MODEL.onnx on ONNX Runtime).")
-        self.trt, self.cuda = trt, cuda or Cudart()
+        self.trt = trt
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
@@ -384,6 +397,7 @@ class TensorRTRunner:
         if any(d < 0 for _, shape, _ in self.tensors.values() for d in shape):
             raise BadInput("{} has a dynamic shape; build it from the bundle's graph (fixed batch).".format(path))
         self.batch, self.shape = self.tensors["input"][1][0], self.tensors["input"][1][1:]
+        self.cuda = cuda or Cudart()
         self.stream = self.cuda.stream()
         self.device = {name: self.cuda.malloc(np.prod(shape) * np.dtype(dtype).itemsize)
                        for name, (_, shape, dtype) in self.tensors.items()}
@@ -414,15 +428,20 @@ class TensorRTRunner:
         return out[0], out[1]
 
 
-def find_engine(results=None):
-    """The engine build_on_device.sh made: the one *.engine in results/, or the candidate named in results/winner.txt."""
+def find_engine(results=None, form=None):
+    """The engine build_on_device.sh made: the one *.engine in results/; among several, the candidate results/winner.txt
+    names, else the bundle's own form's (``form``, the manifest's)."""
     results = Path(results) if results else HERE / "results"
     engines = sorted(results.glob("*.engine"))
-    if len(engines) > 1 and (results / "winner.txt").is_file():
-        winner = (results / "winner.txt").read_text().strip().rpartition(" ")[2]
-        chosen = [e for e in engines if "-{}-".format(winner) in e.name]
-        if len(chosen) == 1:
-            return chosen[0]
+    if len(engines) > 1:
+        winner = None
+        if (results / "winner.txt").is_file():
+            words = (results / "winner.txt").read_text().split("winner:", 1)[-1].split()
+            winner = words[0] if words else None
+        for name in (winner, form):
+            chosen = [e for e in engines if name and "-{}-".format(name) in e.name]
+            if len(chosen) == 1:
+                return chosen[0]
     if len(engines) != 1:
         what = "no engine" if not engines else "{} engines ({})".format(len(engines), ", ".join(e.name for e in engines))
         raise BadInput("{} in {}; build one with sh build_on_device.sh, or name it with --engine, or pass --onnx MODEL.onnx.".format(
@@ -537,7 +556,7 @@ def main(argv=None):
             print("note: images decoded and resized with OpenCV, whose resize differs slightly from training's Pillow; "
                   "pip3 install pillow for the exact pixels.")
         if not args.onnx:
-            runner = TensorRTRunner(args.engine or find_engine())
+            runner = TensorRTRunner(args.engine or find_engine(form=info["form"]))
         rows = run_all(runner, items, info, labels)
         print("\n".join(lines(rows, info)))
         if args.json:

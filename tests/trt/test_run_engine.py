@@ -110,7 +110,7 @@ def test_run_engine_imports_nothing_from_the_toolkit():
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "cosinegate" not in names
-    assert names <= {"argparse", "ctypes", "json", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime", "tensorrt"}
+    assert names <= {"argparse", "ctypes", "json", "math", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime", "tensorrt"}
 
 
 def test_onnx_path_matches_the_toolkit_exactly(default_bundle, photos, tmp_path):
@@ -173,6 +173,9 @@ def bad_cases(bundle, photos, tmp_path):
     old["card"].pop("preprocessing")
     older = tmp_path / "manifest.json"
     older.write_text(json.dumps(old))
+    bad_rule = json.loads((bundle / "manifest.json").read_text())
+    bad_rule["preprocessing"]["std"] = [0.2, 0.0, 0.2]
+    (tmp_path / "bad-rule.json").write_text(json.dumps(bad_rule))
     onnx = ["--onnx", bundle / "model.conditional.onnx"]
     return {
         "missing file": ([*onnx, tmp_path / "nope.png"], "not found"),
@@ -180,6 +183,7 @@ def bad_cases(bundle, photos, tmp_path):
         "other file type": ([*onnx, bundle / "manifest.json"], "is not an image"),
         "wrong array": ([*onnx, odd], "pass uint8 images"),
         "manifest without preprocessing": ([*onnx, "--manifest", older, photos], "records no preprocessing rule"),
+        "manifest with a bad rule": ([*onnx, "--manifest", tmp_path / "bad-rule.json", photos], "3 positive stds"),
         "missing graph": (["--onnx", tmp_path / "none.onnx", photos], "graph"),
         "no engine built": ([photos], "no engine in"),
         "missing labels": ([*onnx, "--labels", tmp_path / "labels.txt", photos], "labels file"),
@@ -220,8 +224,10 @@ def test_the_default_engine_is_the_one_built_or_the_winner(default_bundle, tmp_p
     (results / "m-pruned-fp16-trt10.3.0-sm87.engine").write_bytes(b"x")
     with pytest.raises(run_engine.BadInput, match="2 engines .*--engine"):
         run_engine.find_engine(results)
-    (results / "winner.txt").write_text("winner: pruned\n")  # as build_on_device.sh writes it
-    assert run_engine.find_engine(results).name == "m-pruned-fp16-trt10.3.0-sm87.engine"
+    (results / "winner.txt").write_text("winner: none (no candidate timed)\n")  # as build_on_device.sh writes them
+    assert run_engine.find_engine(results, form="conditional").name == "m-conditional-fp16-trt10.3.0-sm87.engine"
+    (results / "winner.txt").write_text("winner: pruned\n")
+    assert run_engine.find_engine(results, form="conditional").name == "m-pruned-fp16-trt10.3.0-sm87.engine"
 
 
 # ---- the TensorRT path's plumbing, with a stand-in TensorRT and CUDA (never evidence that an engine runs) ----
