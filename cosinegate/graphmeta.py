@@ -90,6 +90,14 @@ def metadata_problem(meta, hw=None, gates=None):
             return f"cosinegate.input_size = {shown(shape)} is not [channels, height, width]"
         if hw is not None and tuple(shape[1:]) != tuple(hw):
             return f"cosinegate.input_size = {shape} disagrees with the graph's input {hw[0]}x{hw[1]}"
+    pre = meta.get("preprocessing")
+    problem = None if pre is None else preprocessing_problem(pre, hw)
+    if problem:
+        return f"cosinegate.preprocessing {problem}"
+    macs = meta.get("macs")
+    problem = None if macs is None else macs_problem(macs, gates)
+    if problem:
+        return f"cosinegate.macs {problem}"
     digest = meta.get("checkpoint_sha256")
     if digest is not None and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= SHA256_HEX):
         return f"cosinegate.checkpoint_sha256 = {shown(digest)} is not a SHA-256 (64 hex digits)"
@@ -191,6 +199,49 @@ def normalization_problem(norm):
     return None
 
 
+RESIZE_RULES = ("native-or-center-crop",)  # cosinegate.onnx.card.preprocessing; the board's run_engine.py knows these
+
+
+def preprocessing_problem(pre, hw=None):
+    """What is wrong with a stored preprocessing rule (cosinegate.onnx.card.preprocessing), None when nothing is;
+    `hw` is the graph's input height x width, which its crop must equal."""
+    if not isinstance(pre, dict):
+        return f"= {shown(pre)} is not a preprocessing record"
+    if pre.get("resize") not in RESIZE_RULES:
+        return f"resize = {shown(pre.get('resize'))} is not one of {', '.join(RESIZE_RULES)}"
+    crop, side = pre.get("crop"), pre.get("resize_shorter_side")
+    if not (isinstance(crop, list) and len(crop) == 2 and all(whole(v) and MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE for v in crop)):
+        return f"crop = {shown(crop)} is not [height, width]"
+    if hw is not None and tuple(crop) != tuple(hw):
+        return f"crop = {crop} disagrees with the graph's input {hw[0]}x{hw[1]}"
+    if not (whole(side) and max(crop) <= side <= 4 * MAX_IMAGE_SIZE):
+        return f"resize_shorter_side = {shown(side)} is not a side of at least the crop {max(crop)}"
+    if pre.get("pixel_range") != [0, 255] or pre.get("layout") != "NCHW" or pre.get("dtype") != "float32":
+        return (f"pixel range {shown(pre.get('pixel_range'))}, layout {shown(pre.get('layout'))}, dtype {shown(pre.get('dtype'))} "
+                "are not [0, 255], NCHW, float32 (the only input the toolkit exports)")
+    problem = normalization_problem(pre)
+    return f"normalization {problem}" if problem else None
+
+
+def macs_problem(macs, gates=None):
+    """What is wrong with stored MAC counts (cosinegate.onnx.card.mac_counts), None when nothing is; `gates` is the
+    graph's gate count, which must equal the number of blocks."""
+    def count(v):
+        return whole(v) and 0 <= v < 1 << 62
+
+    if not isinstance(macs, dict) or not all(count(macs.get(k)) for k in ("stem", "classifier", "dense")):
+        return f"= {shown(macs)} has no stem, classifier and dense MAC counts"
+    blocks = macs.get("blocks")
+    if not (isinstance(blocks, list) and all(isinstance(b, dict) and all(count(b.get(k)) for k in ("residual", "shortcut", "gate"))
+                                             for b in blocks)):
+        return "blocks is not a list of {residual, shortcut, gate} MAC counts"
+    if gates is not None and len(blocks) != gates:
+        return f"lists {len(blocks)} blocks but the graph's gates output has {gates}"
+    if macs["dense"] <= 0:
+        return "dense = 0 MACs"
+    return None
+
+
 def input_hw(model):
     """(height, width) of the graph's input when both are fixed numbers, else None."""
     inputs = [i for i in model.graph.input if i.name == INPUT]
@@ -203,7 +254,7 @@ def input_hw(model):
 
 
 CARD_KEYS = ("classes", "input_layout", "input_size", "input_dtype", "normalization", "gate_threshold", "data",
-             "checkpoint_sha256", "policy", "blocks", "mode", "backbone")
+             "checkpoint_sha256", "policy", "blocks", "mode", "backbone", "preprocessing", "macs")
 
 
 def card_of(meta):

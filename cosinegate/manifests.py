@@ -69,7 +69,7 @@ class BundleManifest(Record):
 
     FORMAT, WHAT = BUNDLE_FORMAT, "bundle manifest"
     FIX = "re-create the bundle"
-    OMIT_NONE = ("candidates", "selection", "calibration_cache")
+    OMIT_NONE = ("candidates", "selection", "calibration_cache", "preprocessing")
 
     model: object = None
     target: object = None
@@ -94,6 +94,7 @@ class BundleManifest(Record):
     timing: object = None
     candidates: object = None  # {candidate: {"onnx", "reference", "inputs"}} with --select
     selection: object = None
+    preprocessing: object = None  # image file -> input (card "preprocessing"; run_engine.py reads it); absent before
     files: dict = field(default_factory=dict)  # {relative path: sha256}
 
 
@@ -103,7 +104,7 @@ class EngineManifest(Record):
 
     FORMAT, WHAT = ENGINE_FORMAT, "engine manifest"
     FIX = "rebuild the engine with deploy/build_engine.py"
-    OMIT_NONE = ("selection", "built_by")
+    OMIT_NONE = ("selection", "built_by", "preprocessing")
 
     engine_sha256: object = None
     model: object = None
@@ -123,6 +124,7 @@ class EngineManifest(Record):
     reference_inputs: object = None
     built_by: object = None
     selection: object = None
+    preprocessing: object = None  # image file -> input (card "preprocessing"); absent in engines built before it
 
 
 def engine_manifest_path(engine):

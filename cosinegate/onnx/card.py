@@ -5,6 +5,7 @@ bundle and engine manifests; the class names also go to `labels.txt` in a bundle
 """
 
 from cosinegate.artifacts import sha256_file
+from cosinegate.data.resize import CROP_FRACTION, resized_side
 from cosinegate.graphmeta import CARD_KEYS, card_of  # noqa: F401 (re-exported; torch-free there for the device)
 
 
@@ -26,6 +27,34 @@ def normalization(model):
             "formula": "x = (pixel * scale - mean[c]) / std[c]"}
 
 
+def preprocessing(model, norm):
+    """How an image file becomes the network input, as the board's run_engine.py applies it (cosinegate.data.resize
+    and imagefolder: an image already N x N is taken as it is, any other is resized and center-cropped)."""
+    size = int(model.image_size)
+    return {"decode": "RGB", "decode_rule": "EXIF orientation applied; grayscale, palette, RGBA, CMYK converted to RGB; "
+                                          "16-bit images scaled to 8 bits (value >> 8)",
+            "resize": "native-or-center-crop", "native_size": [size, size], "resize_shorter_side": resized_side(size),
+            "crop_fraction": CROP_FRACTION, "crop": [size, size], "interpolation": "bilinear",
+            "resize_rule": f"an image of {size}x{size} is taken as it is (native); any other: shorter side to "
+                           f"round({size}/{CROP_FRACTION}) = {resized_side(size)} (bilinear, Pillow), center crop {size}x{size}",
+            "pixel_range": [0, 255], "scale": 1.0 / 255.0, "mean": norm["mean"], "std": norm["std"], "channel_order": "RGB",
+            "layout": "NCHW", "dtype": "float32", "input": "input", "input_shape": [3, size, size],
+            "formula": "x[c] = (float32(pixel[c]) / 255 - mean[c]) / std[c], float32"}
+
+
+def mac_counts(model):
+    """Per-block MACs of the model (cosinegate.macs) and how a run's executed MACs follow from its gates output."""
+    from cosinegate.macs import mac_table, model_mac_table
+
+    table = model_mac_table(model)
+    full = mac_table(model.backbone, "none", model.num_classes, image_size=model.image_size)
+    return {"stem": int(table.stem), "classifier": int(table.classifier), "dense": int(full.dense),
+            "blocks": [{"residual": int(b.residual), "shortcut": int(b.shortcut), "gate": int(b.gate)} for b in table.blocks],
+            "residual_always_computed": model.mode == "paper",
+            "rule": "executed = stem + classifier + sum over blocks of (shortcut + gate + residual if the block ran "
+                    "(gates > 0.5) or residual_always_computed); savings = 1 - executed / dense"}
+
+
 def model_card(checkpoint, state, model):
     """Class names, input size/layout, normalization, gate threshold, training data and checkpoint hash."""
     data = state["config"]["data"]
@@ -35,6 +64,8 @@ def model_card(checkpoint, state, model):
         "input_size": [3, model.image_size, model.image_size],
         "input_dtype": "float32",
         "normalization": normalization(model),
+        "preprocessing": preprocessing(model, normalization(model)),
+        "macs": mac_counts(model),
         "gate_threshold": gate_threshold(model),
         "data": {"source": data["source"], "root": None if data.get("root") is None else str(data["root"])},
         "checkpoint_sha256": sha256_file(checkpoint),

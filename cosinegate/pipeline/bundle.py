@@ -29,6 +29,7 @@ def write_bundle(s, target, art, log=print):
     from cosinegate.trt.build import cache_calibrator, gate_layer_names
     from cosinegate.trt.bundle import (PATTERNS, input_bin, make_bundle, polygraphy_tolerance, release_cache_name,
                                        release_caches)
+    from cosinegate.trt import run_engine
     from cosinegate.trt.bundle_readme import bundle_readme
     from cosinegate.trt.device_script import ScriptPlan, device_script
 
@@ -57,6 +58,7 @@ def write_bundle(s, target, art, log=print):
     files["reference.json"] = art.reference
     files["inputs.json"] = art.inputs
     files["check_parity.py"] = Path(device_check.__file__)  # the profile's check, numpy + Polygraphy only
+    files["run_engine.py"] = Path(run_engine.__file__)  # images -> label, blocks run, MACs; TensorRT + numpy only
     texts["parity_profile.json"] = json.dumps(parity_profile(s.precision), indent=2) + "\n"
     card = card_of(onnx_meta(art.onnx))
     if card.get("classes"):
@@ -90,11 +92,12 @@ def write_bundle(s, target, art, log=print):
             calibration_caches=caches or None, calibrator=calibrator, dla_core=s.dla_core, int8=note,
             source=str(s.checkpoint or s.onnx), source_sha256=sha256_file(s.checkpoint or s.onnx), data=art.data,
             reference=art.reference_decisions, card=card, parity_profile=parity_profile(s.precision),
-            int8_preview_onnxrt=int8_preview(s, art, log), timing=timing)
+            int8_preview_onnxrt=int8_preview(s, art, log), timing=timing, preprocessing=card.get("preprocessing"))
         if candidates:
             manifest.candidates, manifest.selection = candidates, select_here(s, art, candidates, log)
         engine = EngineManifest(model=name, target=profile.name, precision=s.precision, batch=s.batch, form=s.form,
                                 built_by="build_on_device.sh (trtexec)", onnx_metadata=meta,
+                                preprocessing=meta.get("preprocessing"),
                                 gate_thresholds={str(b): "logit > 0" for b in range(len(meta.get("blocks", [])))},
                                 settings={"dla_core": s.dla_core, "workspace_mib": s.workspace or profile.default_workspace_mib})
         plan = ScriptPlan(profile, name, s.form, s.precision, s.int8_path if s.precision == "int8" else None,

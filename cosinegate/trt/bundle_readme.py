@@ -31,7 +31,9 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name):
             "",
             "- trtexec comes with JetPack (`sudo apt install nvidia-jetpack`, or `sudo apt install tensorrt`) in",
             "  `/usr/src/tensorrt/bin/trtexec`; the script also finds it on PATH or in `$TRTEXEC`.",
-            "- For the engine check (optional, recommended): `sudo apt install python3-pip && pip3 install polygraphy`,",
+            "- For the engine check and `run_engine.py` (optional, recommended): `sudo apt install python3-pip &&",
+            "  pip3 install 'numpy<1.24' polygraphy` (Polygraphy does not bring numpy; below 1.24 for TensorRT 8.5.2's",
+            "  `np.bool`; `pip3 install pillow` to run the engine on image files, or JetPack's OpenCV),",
             "  then `export PATH=\"$HOME/.local/bin:$PATH\"` (pip puts the `polygraphy` command there, on PATH only",
             "  after the next login; the script looks there too).",
             "- For `bench.py --engine` and the Python build path: the system Python's TensorRT (`python3-libnvinfer`,",
@@ -43,7 +45,8 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name):
         lines += [
             f"- TensorRT {profile.tensorrt_names()} with trtexec (on PATH, in `/usr/src/tensorrt/bin`, or `$TRTEXEC`),",
             "  `nvidia-smi` (the script reads the GPU's compute capability; or set `CC=8.9`).",
-            "- Optional: `pip install polygraphy` (engine check), the toolkit's device extra `pip install -e '.[device]'`.",
+            "- Optional: `pip install numpy polygraphy` (engine check), `pip install pillow` (run_engine.py on images), the",
+            "  toolkit's device extra `pip install -e '.[device]'`.",
         ]
     lines += [
         "",
@@ -63,6 +66,21 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name):
         "",
         "Then, with the device extra installed: `python3 deploy/bench.py --engine results/<engine>.engine`",
         f"(`--inputs {folder}/inputs.json` for the reference images; no dataset needed).",
+        "",
+        "## Run the engine",
+        "",
+        "```sh",
+        f"python3 {folder}/run_engine.py photos/            # or image files, or .npy arrays",
+        f"python3 {folder}/run_engine.py --onnx {folder}/model.{form}.onnx photos/   # the same on ONNX Runtime",
+        "```",
+        "",
+        "Prints per image the label (`labels.txt`), its score and the blocks that ran, then the mean executed MACs",
+        "and the saving against the dense network. It preprocesses as training did (`preprocessing` in",
+        "`manifest.json`: an image of the input size as it is, any other resized on its shorter side and",
+        "center-cropped; RGB, /255, the checkpoint's mean/std, NCHW float32). Needs TensorRT's Python package",
+        "(JetPack's `python3-libnvinfer`), numpy, the CUDA runtime `libcudart.so` (JetPack's CUDA; no pycuda) and",
+        "Pillow (`pip3 install pillow`; JetPack's OpenCV also works, with a slightly different resize). It takes",
+        "the engine in `results/` (the winner when there are several) or `--engine FILE`.",
     ]
     if int8_note:
         lines += ["", "## INT8", "", int8_note]

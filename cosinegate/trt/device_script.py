@@ -341,7 +341,7 @@ def _check(plan):
         "    fi",
         '    tail -n 1 "$RESULTS/polygraphy.log"',
         "else",
-        "    PARITY='not run (polygraphy not installed: pip3 install polygraphy)'",
+        "    PARITY='not run (polygraphy not installed: pip3 install numpy polygraphy)'",
         "fi",
         'say "parity: $PARITY" | tee "$RESULTS/parity.txt"',
     ]

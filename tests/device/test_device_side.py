@@ -19,7 +19,7 @@ DEVICE_MODULES = [
     "cosinegate/minitoml.py", "cosinegate/graphmeta.py", "cosinegate/schema.py", "cosinegate/trtversion.py",
     "cosinegate/layernames.py", "cosinegate/macs.py",
     "cosinegate/models/__init__.py", "cosinegate/models/backbones.py",
-    "cosinegate/data/__init__.py", "cosinegate/data/imageset.py",
+    "cosinegate/data/__init__.py", "cosinegate/data/imageset.py", "cosinegate/data/resize.py",
     "cosinegate/parity/__init__.py", "cosinegate/parity/compare.py",
     "cosinegate/bench/__init__.py", "cosinegate/bench/backends.py", "cosinegate/bench/report.py",
     "cosinegate/runtime/__init__.py", "cosinegate/runtime/base.py", "cosinegate/runtime/onnxruntime_backend.py",

@@ -86,6 +86,12 @@ def test_the_board_side_runs_on_jetpack(name, bundle_copy, fake_cifar_root, tmp_
     log = (bundle_copy / "results" / "polygraphy.log").read_text()
     assert "passed" in log.lower() and "Traceback" not in log, log[-2000:]  # check_parity.py on the board's Python
 
+    import numpy as np
+
+    np.save(tmp_path / "images.npy", np.zeros((2, 32, 32, 3), np.uint8))  # numpy only: the board venv has no Pillow
+    done = run([python, bundle_copy / "run_engine.py", tmp_path / "images.npy"], cwd=tmp_path, env=env)
+    stops_at_first_real_call(done, "run_engine.py (the engine build_on_device.sh made)")
+
     done = run([python, "deploy/build_engine.py", "--target", "jetson-orin", "--bundle", bundle_copy, "--out",
                 tmp_path / "engines"], cwd=ROOT, env=env)
     stops_at_first_real_call(done, "build_engine.py --bundle")

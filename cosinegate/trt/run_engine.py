@@ -1,0 +1,571 @@
+"""Run the bundle's engine on images: label, score, the blocks that ran, and the executed MACs.
+
+    python3 run_engine.py IMAGE_OR_FOLDER [...]                   (the engine in results/, built by build_on_device.sh)
+    python3 run_engine.py --engine results/X.engine photos/
+    python3 run_engine.py --onnx model.conditional.onnx photos/   (ONNX Runtime instead of TensorRT, e.g. on a desktop)
+
+Reads the preprocessing rule, the per-block MACs and the block kinds from the bundle's manifest.json and the class
+names from labels.txt (both beside this file, or --manifest / --labels; with --onnx and no manifest, the graph's own
+metadata). Each image is decoded to RGB, resized as in training (an image of the input size as it is, any other:
+shorter side to round(N/0.875), center crop N x N), scaled to 0..1, normalized with the checkpoint's mean/std and fed as
+NCHW float32. A .npy file holds uint8 images (H x W x 3, or K x H x W x 3: preprocessed as images) or float32 network
+inputs (3 x N x N, or K x 3 x N x N: fed as they are). Prints per image the label, its softmax score and the blocks that
+ran (the `gates` output), then the mean executed MACs and the saving against the dense network.
+
+Board side: Python 3.8+, numpy and TensorRT 8.5+ (JetPack 5.1: 8.5.2, 6.0: 8.6.2, 6.1/6.2: 10.3.0) with the CUDA
+runtime library libcudart.so (JetPack's CUDA, /usr/local/cuda/lib64; called through ctypes, so no pycuda or
+cuda-python is needed; CUDART=/path/libcudart.so picks another). Images need Pillow (`pip3 install pillow`, the exact
+resize of training) or OpenCV (cv2, which JetPack ships; its resize differs slightly from Pillow's). --onnx needs
+onnxruntime instead of TensorRT. Imports nothing from the toolkit. Exit status 2 on bad input, with one line naming it.
+"""
+
+import argparse
+import ctypes
+import ctypes.util
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+MAX_PIXELS = 50000000  # as the toolkit's image reader: width x height
+MAX_INPUTS = 100000
+RESIZE_RULES = ("native-or-center-crop",)
+
+
+class BadInput(Exception):
+    """One line for the user; exit status 2."""
+
+
+# ---- what the bundle says -------------------------------------------------------------------------------------------
+
+
+def read_json(path, what):
+    try:
+        with open(str(path)) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise BadInput("{} {} not found; run this file from an unpacked bundle or pass --manifest.".format(what, path))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise BadInput("{} {} is not readable JSON ({}); unpack the bundle again.".format(what, path, type(exc).__name__))
+
+
+def model_info(manifest, graph_meta=None):
+    """{"pre", "macs", "kinds", "classes"} from a bundle or engine manifest (or a graph's cosinegate.* metadata)."""
+    if graph_meta is not None:
+        card, where = graph_meta, "the graph's metadata"
+    else:
+        if not isinstance(manifest, dict):
+            raise BadInput("the manifest is not a JSON object; pass the bundle's manifest.json.")
+        card = manifest.get("card") if isinstance(manifest.get("card"), dict) else {}
+        card = dict(card, **({"preprocessing": manifest["preprocessing"]} if manifest.get("preprocessing") else {}))
+        meta = manifest.get("onnx_metadata") if isinstance(manifest.get("onnx_metadata"), dict) else {}
+        card = dict(meta, **card)
+        where = "the manifest"
+    pre = card.get("preprocessing")
+    if not isinstance(pre, dict):
+        raise BadInput("{} records no preprocessing rule (a bundle made before it was stored); re-create the bundle "
+                       "with this toolkit's deploy/build_engine.py.".format(where))
+    problem = preprocessing_problem(pre)
+    if problem:
+        raise BadInput("{}'s preprocessing {}; re-create the bundle with deploy/build_engine.py.".format(where, problem))
+    macs = card.get("macs") if macs_usable(card.get("macs")) else None
+    blocks = card.get("blocks") if isinstance(card.get("blocks"), list) else []
+    kinds = [b.get("kind") if isinstance(b, dict) else None for b in blocks]
+    classes = card.get("classes") if isinstance(card.get("classes"), list) else None
+    form = manifest.get("form") if isinstance(manifest, dict) and isinstance(manifest.get("form"), str) else None
+    return {"pre": pre, "macs": macs, "kinds": kinds, "classes": classes, "form": form}
+
+
+def macs_usable(macs):
+    """Whether stored MAC counts are whole numbers this script can add up (else no MACs are reported)."""
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    return (isinstance(macs, dict) and all(whole(macs.get(k)) for k in ("stem", "classifier", "dense")) and macs["dense"] > 0
+            and isinstance(macs.get("blocks"), list)
+            and all(isinstance(b, dict) and all(whole(b.get(k)) for k in ("residual", "shortcut", "gate")) for b in macs["blocks"]))
+
+
+def preprocessing_problem(pre):
+    """What this script cannot apply in a preprocessing record, or None."""
+    if pre.get("resize") not in RESIZE_RULES:
+        return "resize {!r} is not one this run_engine.py knows ({})".format(pre.get("resize"), ", ".join(RESIZE_RULES))
+    try:
+        crop = [int(v) for v in pre["crop"]]
+        side = int(pre["resize_shorter_side"])
+        mean = [float(v) for v in pre["mean"]]
+        std = [float(v) for v in pre["std"]]
+    except (KeyError, TypeError, ValueError):
+        return "lacks crop, resize_shorter_side, mean or std"
+    finite = all(math.isfinite(v) for v in mean + std)
+    if len(crop) != 2 or crop[0] != crop[1] or side < crop[0] or len(mean) != 3 or len(std) != 3 or not finite or min(std) <= 0:
+        return "has crop {}, shorter side {}, mean {}, std {}: not a square crop, 3 finite means and 3 positive stds".format(
+            crop, side, mean, std)
+    if pre.get("layout") != "NCHW" or pre.get("dtype") != "float32" or list(pre.get("pixel_range") or []) != [0, 255]:
+        return "is not pixels 0..255 fed as NCHW float32"
+    return None
+
+
+def read_labels(path, classes):
+    """Class names: labels.txt (one per line) when present, else the manifest's, else None (indices are printed)."""
+    if path is not None and Path(path).is_file():
+        try:
+            names = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput("labels file {} is not readable UTF-8 text ({}); unpack the bundle again.".format(path, type(exc).__name__))
+        return names
+    return classes
+
+
+# ---- images -> input ------------------------------------------------------------------------------------------------
+
+
+def list_inputs(paths):
+    """The image and .npy files named, folders listed (sorted, recursively, hidden files skipped)."""
+    found = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            for root, dirs, files in os.walk(str(path)):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [Path(root) / f for f in sorted(files)
+                          if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES + (".npy",)]
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES + (".npy",):
+                raise BadInput("{} is not an image ({}) or a .npy file; pass images, folders of them or .npy arrays.".format(
+                    name, " ".join(IMAGE_SUFFIXES)))
+            found.append(path)
+        else:
+            raise BadInput("{} not found; pass image files, folders of images or .npy files.".format(name))
+    if not found:
+        raise BadInput("no images or .npy files in {}; pass image files or folders of them.".format(" ".join(paths)))
+    if len(found) > MAX_INPUTS:
+        raise BadInput("{} files named, over {}; pass fewer at a time.".format(len(found), MAX_INPUTS))
+    return found
+
+
+def image_reader():
+    """(name, function path -> uint8 H x W x 3 RGB, resize function), Pillow first, then OpenCV; None when neither."""
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        Image = None
+    if Image is not None:
+        bilinear = getattr(Image, "Resampling", Image).BILINEAR
+
+        def read(path):
+            with Image.open(str(path)) as image:
+                if image.size[0] * image.size[1] > MAX_PIXELS:
+                    raise BadInput("image {} is {} x {} pixels, over the {} pixel limit; shrink it first.".format(
+                        path, image.size[0], image.size[1], MAX_PIXELS))
+                image = ImageOps.exif_transpose(image)
+                if image.mode in ("I;16", "I;16L", "I;16B", "I;16N"):  # as the toolkit: 16 bits -> 8 (value >> 8)
+                    image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), "L")
+                elif image.mode in ("I", "F"):
+                    raise BadInput("image {} is a 32-bit ({}) image; save it as 8- or 16-bit.".format(path, image.mode))
+                return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+        def resize(array, width, height):
+            return np.asarray(Image.fromarray(array).resize((width, height), bilinear), dtype=np.uint8)
+
+        return "Pillow", read, resize
+    try:
+        import cv2
+    except ImportError:
+        return None
+
+    def read_cv(path):
+        array = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies the EXIF orientation; 16 bits scaled to 8
+        if array is None:
+            raise BadInput("{} is not an image OpenCV can read; pass a JPEG or PNG (or install Pillow).".format(path))
+        if array.shape[0] * array.shape[1] > MAX_PIXELS:
+            raise BadInput("image {} is over the {} pixel limit; shrink it first.".format(path, MAX_PIXELS))
+        return np.ascontiguousarray(array[:, :, ::-1])
+
+    def resize_cv(array, width, height):
+        shrink = width < array.shape[1] or height < array.shape[0]
+        return cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    return "OpenCV", read_cv, resize_cv
+
+
+def fit(array, pre, resize):
+    """uint8 H x W x 3 -> N x N x 3: as it is when already N x N, else shorter side to S, center crop N (the toolkit's
+    cosinegate.data.resize.fit, rule eval)."""
+    size, side = int(pre["crop"][0]), int(pre["resize_shorter_side"])
+    h, w = array.shape[:2]
+    if (h, w) == (size, size):
+        return array
+    if resize is None:
+        raise NoReader()
+    scale = side / float(min(w, h))
+    new_w, new_h = max(size, int(round(w * scale))), max(size, int(round(h * scale)))
+    array = resize(array, new_w, new_h)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return array[top : top + size, left : left + size]
+
+
+class NoReader(Exception):
+    pass
+
+
+def to_input(images, pre):
+    """uint8 K x N x N x 3 -> float32 K x 3 x N x N, the float32 operations of the toolkit's to_input in its order."""
+    mean = np.asarray(pre["mean"], np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(pre["std"], np.float32).reshape(1, 3, 1, 1)
+    x = np.asarray(images).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def load_inputs(files, pre, reader):
+    """[(name, float32 3 x N x N)] for every image (a .npy stack gives name[i])."""
+    size = int(pre["crop"][0])
+    read, resize = (reader[1], reader[2]) if reader else (None, None)
+    out = []
+    for path in files:
+        if path.suffix.lower() == ".npy":
+            try:
+                array = np.load(str(path), allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise BadInput("{} is not a numpy .npy array ({}); save it with numpy.save.".format(path, str(exc)[:80]))
+            if array.dtype == np.uint8 and array.ndim in (3, 4) and array.shape[-1] == 3:
+                stack = array[None] if array.ndim == 3 else array
+                try:
+                    x = to_input(np.stack([fit(a, pre, resize) for a in stack]), pre)
+                except NoReader:
+                    raise BadInput("{} holds images of another size than {}x{}; resizing needs Pillow: pip3 install pillow "
+                                   "(or OpenCV).".format(path, size, size))
+            elif array.dtype == np.float32 and array.ndim in (3, 4) and tuple(array.shape[-3:]) == (3, size, size):
+                x = array[None] if array.ndim == 3 else array
+            else:
+                raise BadInput("{} holds {} {}; pass uint8 images (H x W x 3 or K x H x W x 3) or float32 inputs "
+                               "(3 x {n} x {n} or K x 3 x {n} x {n}).".format(path, array.dtype, list(array.shape), n=size))
+            if len(x) == 0:
+                raise BadInput("{} holds no images; pass a non-empty array.".format(path))
+            names = [str(path)] if array.ndim == 3 else ["{}[{}]".format(path, i) for i in range(len(x))]
+            out += list(zip(names, x))
+            continue
+        if read is None:
+            raise BadInput("reading {} needs Pillow or OpenCV: pip3 install pillow (or pass .npy arrays).".format(path))
+        try:
+            array = read(path)
+        except BadInput:
+            raise
+        except Exception as exc:  # a file boundary: Pillow and OpenCV raise many types for a broken file
+            raise BadInput("{} is not a readable image ({}: {}); remove or replace it.".format(
+                path, type(exc).__name__, (str(exc).splitlines() or [""])[0][:80]))
+        out.append((str(path), to_input(fit(array, pre, resize)[None], pre)[0]))
+    return out
+
+
+# ---- runners --------------------------------------------------------------------------------------------------------
+
+
+class OnnxRunner:
+    """The graph on ONNX Runtime's CPU provider (the same file on a desktop, and this script's test)."""
+
+    def __init__(self, path):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BadInput("--onnx needs onnxruntime: pip3 install onnxruntime.")
+        if not Path(path).is_file():
+            raise BadInput("graph {} not found; pass a model.*.onnx file of the bundle.".format(path))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime raises its own types for a file that is no graph
+            raise BadInput("{} is not an ONNX graph ONNX Runtime loads ({}); pass a model.*.onnx file of the bundle.".format(
+                path, type(exc).__name__))
+        inputs = self.session.get_inputs()
+        if [i.name for i in inputs] != ["input"]:
+            raise BadInput("{} has inputs {}, not the toolkit's one `input`; pass a model.*.onnx file of the bundle.".format(
+                path, [i.name for i in inputs]))
+        shape = inputs[0].shape
+        self.batch = shape[0] if isinstance(shape[0], int) else 1
+        self.shape = tuple(shape[1:])
+
+    def metadata(self):
+        """The graph's cosinegate.* metadata (JSON values)."""
+        meta = {}
+        for key, value in self.session.get_modelmeta().custom_metadata_map.items():
+            if key.startswith("cosinegate."):
+                try:
+                    meta[key[len("cosinegate."):]] = json.loads(value)
+                except ValueError:
+                    pass
+        return meta
+
+    def run(self, x):
+        logits, gates = self.session.run(["logits", "gates"], {"input": x})
+        return logits, gates
+
+
+class Cudart:
+    """The few CUDA runtime calls the engine needs, through ctypes (no pycuda or cuda-python on the board)."""
+
+    H2D, D2H = 1, 2
+
+    def __init__(self):
+        names = [os.environ.get("CUDART"), ctypes.util.find_library("cudart"), "libcudart.so", "libcudart.so.12",
+                 "libcudart.so.11.0", "/usr/local/cuda/lib64/libcudart.so", "/usr/local/cuda/targets/aarch64-linux/lib/libcudart.so"]
+        self.lib = None
+        for name in [n for n in names if n]:
+            try:
+                self.lib = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        if self.lib is None:
+            raise BadInput("the CUDA runtime libcudart.so is not found; install JetPack's CUDA (sudo apt install "
+                           "nvidia-jetpack) or set CUDART=/usr/local/cuda/lib64/libcudart.so.")
+        self.lib.cudaGetErrorString.restype = ctypes.c_char_p
+        self.lib.cudaMalloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t]
+        self.lib.cudaFree.argtypes = [ctypes.c_void_p]
+        self.lib.cudaMemcpyAsync.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+        self.lib.cudaStreamCreate.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
+        self.lib.cudaStreamSynchronize.argtypes = [ctypes.c_void_p]
+
+    def check(self, status, call):
+        if status != 0:
+            raise RuntimeError("{} failed: CUDA error {} ({})".format(call, status, self.lib.cudaGetErrorString(status).decode()))
+
+    def malloc(self, nbytes):
+        pointer = ctypes.c_void_p()
+        self.check(self.lib.cudaMalloc(ctypes.byref(pointer), max(1, int(nbytes))), "cudaMalloc")
+        return pointer.value
+
+    def stream(self):
+        handle = ctypes.c_void_p()
+        self.check(self.lib.cudaStreamCreate(ctypes.byref(handle)), "cudaStreamCreate")
+        return handle.value or 0
+
+    def copy(self, dst, src, nbytes, kind, stream):
+        self.check(self.lib.cudaMemcpyAsync(dst, src, int(nbytes), kind, stream), "cudaMemcpyAsync")
+
+    def sync(self, stream):
+        self.check(self.lib.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+
+
+def numpy_dtype(trt, dtype):
+    """The numpy type of a TensorRT DataType without trt.nptype (8.5.2's maps bool to np.bool, gone in numpy 1.24)."""
+    for name in ("float32", "float16", "int8", "int32", "bool"):
+        if hasattr(trt, name) and dtype == getattr(trt, name):
+            return np.bool_ if name == "bool" else np.dtype(name).type
+    raise BadInput("the engine has an I/O tensor of TensorRT type {}; rebuild it from the bundle's graph.".format(dtype))
+
+
+class TensorRTRunner:
+    """The engine on TensorRT. 8.5+ (JetPack 5.1, 6.x): named tensors, set_tensor_address, execute_async_v3 (the only
+    API of 10.x; the binding API is deprecated from 8.5 and removed in 10.0). Older releases: bindings, execute_v2."""
+
+    def __init__(self, path, trt=None, cuda=None):
+        if not Path(path).is_file():
+            raise BadInput("engine {} not found; build it with sh build_on_device.sh (results/*.engine) or pass --engine.".format(path))
+        if trt is None:
+            try:
+                import tensorrt as trt
+            except ImportError:
+                raise BadInput("TensorRT's Python package is missing; on JetPack: sudo apt install python3-libnvinfer "
+                               "(or run with --onnx MODEL.onnx on ONNX Runtime).")
+        self.trt = trt
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise BadInput("TensorRT {} could not load {} (built by another TensorRT version or for another GPU?); rebuild it "
+                           "here with sh build_on_device.sh.".format(getattr(trt, "__version__", "?"), path))
+        self.context = self.engine.create_execution_context()
+        self.named = hasattr(self.engine, "num_io_tensors")
+        self.tensors = {}  # name -> (index, shape, dtype); the toolkit's graphs: input `input`, outputs logits, gates
+        if self.named:
+            for i in range(self.engine.num_io_tensors):
+                name = self.engine.get_tensor_name(i)
+                self.tensors[name] = (i, tuple(self.engine.get_tensor_shape(name)), numpy_dtype(trt, self.engine.get_tensor_dtype(name)))
+        else:
+            for i in range(self.engine.num_bindings):
+                name = self.engine.get_binding_name(i)
+                self.tensors[name] = (i, tuple(self.engine.get_binding_shape(i)), numpy_dtype(trt, self.engine.get_binding_dtype(i)))
+        if sorted(self.tensors) != ["gates", "input", "logits"]:
+            raise BadInput("{} has tensors {}, not the toolkit's input, logits and gates; build it from the bundle's graph.".format(
+                path, sorted(self.tensors)))
+        if any(d < 0 for _, shape, _ in self.tensors.values() for d in shape):
+            raise BadInput("{} has a dynamic shape; build it from the bundle's graph (fixed batch).".format(path))
+        self.batch, self.shape = self.tensors["input"][1][0], self.tensors["input"][1][1:]
+        self.cuda = cuda or Cudart()
+        self.stream = self.cuda.stream()
+        self.device = {name: self.cuda.malloc(np.prod(shape) * np.dtype(dtype).itemsize)
+                       for name, (_, shape, dtype) in self.tensors.items()}
+        if self.named:
+            for name, pointer in self.device.items():
+                self.context.set_tensor_address(name, pointer)
+
+    def run(self, x):
+        x = np.ascontiguousarray(x, dtype=self.tensors["input"][2])
+        self.cuda.copy(self.device["input"], x.ctypes.data, x.nbytes, Cudart.H2D, self.stream)
+        if self.named:
+            ok = self.context.execute_async_v3(self.stream)
+        else:
+            bindings = [0] * len(self.tensors)
+            for name, (index, _, _) in self.tensors.items():
+                bindings[index] = self.device[name]
+            self.cuda.sync(self.stream)
+            ok = self.context.execute_v2(bindings)
+        if ok is False:
+            raise RuntimeError("TensorRT could not run the engine (see its log above)")
+        out = []
+        for name in ("logits", "gates"):
+            _, shape, dtype = self.tensors[name]
+            host = np.empty(shape, dtype)
+            self.cuda.copy(host.ctypes.data, self.device[name], host.nbytes, Cudart.D2H, self.stream)
+            out.append(host)
+        self.cuda.sync(self.stream)
+        return out[0], out[1]
+
+
+def find_engine(results=None, form=None):
+    """The engine build_on_device.sh made: the one *.engine in results/; among several, the candidate results/winner.txt
+    names, else the bundle's own form's (``form``, the manifest's)."""
+    results = Path(results) if results else HERE / "results"
+    engines = sorted(results.glob("*.engine"))
+    if len(engines) > 1:
+        winner = None
+        if (results / "winner.txt").is_file():
+            words = (results / "winner.txt").read_text().split("winner:", 1)[-1].split()
+            winner = words[0] if words else None
+        for name in (winner, form):
+            chosen = [e for e in engines if name and "-{}-".format(name) in e.name]
+            if len(chosen) == 1:
+                return chosen[0]
+    if len(engines) != 1:
+        what = "no engine" if not engines else "{} engines ({})".format(len(engines), ", ".join(e.name for e in engines))
+        raise BadInput("{} in {}; build one with sh build_on_device.sh, or name it with --engine, or pass --onnx MODEL.onnx.".format(
+            what, results))
+    return engines[0]
+
+
+# ---- run, report ----------------------------------------------------------------------------------------------------
+
+
+def executed_macs(macs, ran):
+    """MACs of one image from its gate decisions (the toolkit's MacTable.executed): None without MAC counts."""
+    if not macs or len(macs.get("blocks") or []) != len(ran):
+        return None
+    total = macs["stem"] + macs["classifier"]
+    for block, r in zip(macs["blocks"], ran):
+        total += block["shortcut"] + block["gate"]
+        if r or macs.get("residual_always_computed"):
+            total += block["residual"]
+    return total
+
+
+def run_all(runner, items, info, labels):
+    """Per image: {"file", "index", "label", "score", "gates", "ran", "macs"}."""
+    expected = (3, int(info["pre"]["crop"][0]), int(info["pre"]["crop"][1]))
+    if tuple(runner.shape) != expected:
+        raise BadInput("the model takes {} inputs, the preprocessing rule makes {}; pass the bundle's own manifest.".format(
+            list(runner.shape), list(expected)))
+    rows, batch = [], int(runner.batch)
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        x = np.zeros((batch,) + expected, np.float32)
+        x[: len(chunk)] = np.stack([a for _, a in chunk])
+        logits, gates = runner.run(x)
+        logits, gates = np.asarray(logits, np.float64), np.asarray(gates)
+        for i, (name, _) in enumerate(chunk):
+            z = logits[i] - logits[i].max()
+            probs = np.exp(z) / np.exp(z).sum()
+            index = int(np.argmax(logits[i]))
+            ran = [bool(g > 0.5) for g in gates[i]]
+            label = labels[index] if labels and index < len(labels) else str(index)
+            rows.append({"file": name, "index": index, "label": label, "score": float(probs[index]),
+                         "gates": [int(r) for r in ran], "macs": executed_macs(info["macs"], ran)})
+    return rows
+
+
+def mega(value):
+    return "{:.2f}M".format(value / 1e6) if value < 1e9 else "{:.3f}G".format(value / 1e9)
+
+
+def lines(rows, info):
+    out = []
+    width = max(len(r["file"]) for r in rows)
+    for r in rows:
+        skipped = [str(b) for b, g in enumerate(r["gates"]) if not g]
+        blocks = "ran {}/{} blocks{}".format(sum(r["gates"]), len(r["gates"]),
+                                             " (skipped {})".format(",".join(skipped)) if skipped else "")
+        cost = "  {} MACs".format(mega(r["macs"])) if r["macs"] is not None else ""
+        out.append("{:<{w}}  {}  {:.3f}  {}{}".format(r["file"], r["label"], r["score"], blocks, cost, w=width))
+    macs = [r["macs"] for r in rows if r["macs"] is not None]
+    if macs and info["macs"]:
+        mean, dense = float(np.mean(macs)), info["macs"]["dense"]
+        out.append("{} images: mean executed MACs {} of {} dense ({:.1f}% saved)".format(
+            len(rows), mega(mean), mega(dense), 100.0 * (1.0 - mean / dense)))
+    else:
+        out.append("{} images (no MAC counts recorded: re-create the bundle with this toolkit to get them)".format(len(rows)))
+    return out
+
+
+def write_report(path, rows, info):
+    macs = [r["macs"] for r in rows if r["macs"] is not None]
+    report = {"images": rows, "mean_executed_macs": float(np.mean(macs)) if macs else None,
+              "dense_macs": info["macs"]["dense"] if info["macs"] else None}
+    tmp = Path("{}.tmp{}".format(path, os.getpid()))
+    try:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        os.replace(str(tmp), str(path))
+    except OSError as exc:
+        if tmp.exists():
+            tmp.unlink()
+        raise BadInput("cannot write {} ({}); pass --json into a writable folder.".format(path, exc.strerror or exc))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", help="image files, folders of images (listed recursively) or .npy files")
+    parser.add_argument("--engine", help="the TensorRT engine (default: the one *.engine in results/ beside this file, or "
+                                         "the candidate results/winner.txt names)")
+    parser.add_argument("--onnx", help="run this ONNX graph on ONNX Runtime instead of an engine")
+    parser.add_argument("--manifest", help="bundle or engine manifest with the preprocessing rule (default: manifest.json "
+                                           "beside this file; with --onnx and none there, the graph's metadata)")
+    parser.add_argument("--labels", help="class names, one per line (default: labels.txt beside this file)")
+    parser.add_argument("--json", metavar="REPORT", help="also write the per-image results as JSON here")
+    args = parser.parse_args(argv)
+    try:
+        manifest_path = Path(args.manifest) if args.manifest else HERE / "manifest.json"
+        if args.onnx:
+            runner = OnnxRunner(args.onnx)
+            if args.manifest or manifest_path.is_file():
+                info = model_info(read_json(manifest_path, "manifest"))
+            else:
+                info = model_info(None, runner.metadata())
+        else:
+            info = model_info(read_json(manifest_path, "manifest"))
+        if args.labels and not Path(args.labels).is_file():
+            raise BadInput("labels file {} not found; pass a text file with one class name per line.".format(args.labels))
+        labels = read_labels(Path(args.labels) if args.labels else HERE / "labels.txt", info["classes"])
+        files = list_inputs(args.inputs)
+        reader = image_reader()
+        items = load_inputs(files, info["pre"], reader)
+        if reader and reader[0] == "OpenCV":
+            print("note: images decoded and resized with OpenCV, whose resize differs slightly from training's Pillow; "
+                  "pip3 install pillow for the exact pixels.")
+        if not args.onnx:
+            runner = TensorRTRunner(args.engine or find_engine(form=info["form"]))
+        rows = run_all(runner, items, info, labels)
+        print("\n".join(lines(rows, info)))
+        if args.json:
+            write_report(args.json, rows, info)
+    except BadInput as exc:
+        print("error: {}".format(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

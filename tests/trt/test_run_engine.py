@@ -1,0 +1,351 @@
+"""The bundle's run_engine.py: images -> label, score, blocks run, executed MACs.
+
+The ONNX Runtime path (--onnx) is run as the board would run the file (a subprocess, from the unpacked bundle) and
+compared exactly with the toolkit's own path on the same image files (imagefolder's decoder, resize.fit, to_input,
+OnnxrtBackend). A stand-in TensorRT and CUDA drive the TensorRT path's plumbing only (copies, batching, API names
+against each release's bindings): never evidence that an engine runs; that needs a board.
+"""
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from jetpack_rehearsal import pyenv_python
+
+from cosinegate.trt import build as trt_build
+from cosinegate.trt.manifest import verify_bundle
+from cosinegate.trt.targets import HostInfo
+
+BUNDLE = "balanced-resnet20-conditional-fp16-bundle"
+TRT_API = ROOT / "tests" / "data" / "trt_api"
+
+
+@pytest.fixture(scope="module")
+def default_bundle(dyn_checkpoint, tmp_path_factory):
+    """The embedded default model's bundle (its checkpoint: the tiny one with dynamic gates), --select conditional."""
+    import cosinegate.cli.build_engine as build_engine
+    from cosinegate import defaults
+
+    tmp = tmp_path_factory.mktemp("run_engine")
+    run = tmp / "runs" / "pipeline" / "balanced-resnet20"
+    run.mkdir(parents=True)
+    shutil.copy(dyn_checkpoint, run / "best.pt")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(defaults, "DEFAULT_RUN", run)
+    mp.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+    try:
+        assert build_engine.main(["--target", "jetson-orin", "--select", "conditional", "--out", str(tmp / "engines")]) == 0
+    finally:
+        mp.undo()
+    return tmp / "engines" / BUNDLE
+
+
+@pytest.fixture(scope="module")
+def photos(test_images, tmp_path_factory):
+    """Image files of the test split: 32x32 PNGs (native), larger and non-square ones (resized and cropped), a
+    grayscale one, and a .npy stack of uint8 images."""
+    folder = tmp_path_factory.mktemp("photos")
+    images = test_images.images
+    for i in range(12):
+        Image.fromarray(images[i]).save(folder / f"a{i:02d}.png")
+    for i in range(12, 16):
+        Image.fromarray(images[i]).resize((48 + i, 40), Image.BILINEAR).save(folder / f"b{i:02d}.png")
+    Image.fromarray(images[16]).convert("L").save(folder / "c16.png")
+    np.save(folder / "d.npy", images[17:20])
+    return folder
+
+
+def run_script(script, *args, python=sys.executable):
+    return subprocess.run([str(python), str(script), *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def toolkit_rows(bundle, folder):
+    """{file: (label index, gates)} by the toolkit's own decoder, resize rule, normalization and ONNX Runtime runner."""
+    from cosinegate.bench.backends import OnnxrtBackend
+    from cosinegate.data import resize
+    from cosinegate.data.imagefolder import _open_rgb
+    from cosinegate.graphmeta import get_metadata
+    from cosinegate.quant.calibset import to_input
+
+    import onnx
+
+    graph = bundle / "model.conditional.onnx"
+    norm = get_metadata(onnx.load(str(graph)))["normalization"]
+    backend = OnnxrtBackend(graph)
+    arrays = {}
+    for path in sorted(folder.glob("*.png")):
+        image = _open_rgb(path)
+        arrays[str(path)] = resize.fit(image, 32, "native" if image.size == (32, 32) else "eval")
+    for i, a in enumerate(np.load(folder / "d.npy")):
+        arrays[f"{folder / 'd.npy'}[{i}]"] = a
+    out = {}
+    for name, array in arrays.items():
+        outputs = backend.run(to_input(array[None], norm))[0]
+        out[name] = (int(np.argmax(outputs["logits"][0])), [int(g > 0.5) for g in outputs["gates"][0]])
+    return out
+
+
+def test_bundle_carries_run_engine_and_the_preprocessing_rule(default_bundle):
+    manifest = verify_bundle(default_bundle)
+    assert "run_engine.py" in manifest.files and "labels.txt" in manifest.files
+    pre = manifest.preprocessing
+    assert pre["resize"] == "native-or-center-crop" and pre["crop"] == [32, 32] and pre["resize_shorter_side"] == 37
+    assert pre["layout"] == "NCHW" and pre["dtype"] == "float32" and pre["mean"] == manifest.card["normalization"]["mean"]
+    macs = manifest.card["macs"]
+    assert len(macs["blocks"]) == 9 and macs["dense"] == 40551040  # ResNet-20 at 32x32 (cosinegate/macs.py)
+
+
+def test_run_engine_imports_nothing_from_the_toolkit():
+    from cosinegate.trt import run_engine
+
+    tree = ast.parse(open(run_engine.__file__).read())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "cosinegate" not in names
+    assert names <= {"argparse", "ctypes", "json", "math", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime", "tensorrt"}
+
+
+def test_onnx_path_matches_the_toolkit_exactly(default_bundle, photos, tmp_path):
+    report = tmp_path / "report.json"
+    done = run_script(default_bundle / "run_engine.py", "--onnx", default_bundle / "model.conditional.onnx", photos,
+                      "--json", report)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(report.read_text())["images"]
+    expected = toolkit_rows(default_bundle, photos)
+    assert [r["file"] for r in rows] == sorted(expected)
+    assert {r["file"]: (r["index"], r["gates"]) for r in rows} == expected
+    patterns = {tuple(g) for _, g in expected.values()}
+    assert len(patterns) > 1, "the images take one gate pattern only: the test would not see a wrong gate"
+    labels = (default_bundle / "labels.txt").read_text().splitlines()
+    assert all(r["label"] == labels[r["index"]] for r in rows)
+    # executed MACs: the toolkit's MacTable of the checkpoint, per image, and the mean against dense
+    from cosinegate.macs import mac_table, model_mac_table
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(default_bundle.parents[1] / "runs" / "pipeline" / "balanced-resnet20" / "best.pt")
+    table = model_mac_table(model)
+    assert [r["macs"] for r in rows] == [table.executed(r["gates"], model.mode) for r in rows]
+    dense = mac_table(model.backbone, "none", model.num_classes, image_size=32).dense
+    mean = np.mean([r["macs"] for r in rows])
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"{len(rows)} images: mean executed MACs") and f"({100 * (1 - mean / dense):.1f}% saved)" in last
+    first = done.stdout.splitlines()[0].split()
+    assert first[1] == rows[0]["label"] and first[4] == f"{sum(rows[0]['gates'])}/9"
+
+
+def test_onnx_path_on_python_3_8_with_numpy_and_onnxruntime_only(default_bundle, photos, tmp_path):
+    """The board's Python (JetPack 5.1: 3.8) with numpy + onnxruntime only (no Pillow: the .npy file alone)."""
+    python = os.environ.get("RUN_ENGINE_PY38") or pyenv_python("3.8")
+    has = python and subprocess.run([str(python), "-c", "import numpy, onnxruntime"], capture_output=True).returncode == 0
+    if not has:
+        pytest.skip("no Python 3.8 with numpy + onnxruntime: set RUN_ENGINE_PY38 to one (python3.8 -m venv V && "
+                    "V/bin/pip install 'numpy<1.25' 'onnxruntime<1.20')")
+    probe = subprocess.run([python, "-c", "import sys, numpy, onnxruntime\ntry:\n import PIL\n print('pil')\nexcept ImportError:\n"
+                            " print(sys.version_info[:2])"], capture_output=True, text=True)
+    assert probe.stdout.strip() == "(3, 8)", probe.stdout + probe.stderr
+    mine = tmp_path / "py38.json"
+    done = run_script(default_bundle / "run_engine.py", "--onnx", default_bundle / "model.conditional.onnx",
+                      photos / "d.npy", "--json", mine, python=python)
+    assert done.returncode == 0, done.stderr
+    expected = toolkit_rows(default_bundle, photos)
+    assert {r["file"]: (r["index"], r["gates"]) for r in json.loads(mine.read_text())["images"]} == {
+        k: v for k, v in expected.items() if "d.npy" in k}
+    done = run_script(default_bundle / "run_engine.py", "--onnx", default_bundle / "model.conditional.onnx",
+                      photos / "a00.png", python=python)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "pip3 install pillow" in done.stderr
+
+
+def bad_cases(bundle, photos, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    odd = tmp_path / "odd.npy"
+    np.save(odd, np.zeros((2, 5), np.float64))
+    old = json.loads((bundle / "manifest.json").read_text())
+    old.pop("preprocessing")
+    old["card"].pop("preprocessing")
+    older = tmp_path / "manifest.json"
+    older.write_text(json.dumps(old))
+    bad_rule = json.loads((bundle / "manifest.json").read_text())
+    bad_rule["preprocessing"]["std"] = [0.2, 0.0, 0.2]
+    (tmp_path / "bad-rule.json").write_text(json.dumps(bad_rule))
+    onnx = ["--onnx", bundle / "model.conditional.onnx"]
+    return {
+        "missing file": ([*onnx, tmp_path / "nope.png"], "not found"),
+        "wrong image": ([*onnx, text], "is not a readable image"),
+        "other file type": ([*onnx, bundle / "manifest.json"], "is not an image"),
+        "wrong array": ([*onnx, odd], "pass uint8 images"),
+        "manifest without preprocessing": ([*onnx, "--manifest", older, photos], "records no preprocessing rule"),
+        "manifest with a bad rule": ([*onnx, "--manifest", tmp_path / "bad-rule.json", photos], "3 positive stds"),
+        "missing graph": (["--onnx", tmp_path / "none.onnx", photos], "graph"),
+        "no engine built": ([photos], "no engine in"),
+        "missing labels": ([*onnx, "--labels", tmp_path / "labels.txt", photos], "labels file"),
+    }
+
+
+def test_bad_inputs_are_one_line_and_exit_2(default_bundle, photos, tmp_path):
+    for what, (args, text) in bad_cases(default_bundle, photos, tmp_path).items():
+        done = run_script(default_bundle / "run_engine.py", *args)
+        assert done.returncode == 2, (what, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0, (what, done.stderr)
+        assert text in done.stderr and "Traceback" not in done.stderr, (what, done.stderr)
+
+
+def test_graph_metadata_alone_is_enough_for_the_onnx_path(default_bundle, photos, tmp_path):
+    """--onnx on a graph outside a bundle: the preprocessing rule and MACs come from the graph's metadata."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(default_bundle / "run_engine.py", alone)
+    shutil.copy(default_bundle / "model.conditional.onnx", alone)
+    report = tmp_path / "alone.json"
+    done = run_script(alone / "run_engine.py", "--onnx", alone / "model.conditional.onnx", photos, "--json", report)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(report.read_text())["images"]
+    assert {r["file"]: (r["index"], r["gates"]) for r in rows} == toolkit_rows(default_bundle, photos)
+
+
+def test_the_default_engine_is_the_one_built_or_the_winner(default_bundle, tmp_path):
+    sys.path.insert(0, str(default_bundle))
+    try:
+        import run_engine
+    finally:
+        sys.path.remove(str(default_bundle))
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "m-conditional-fp16-trt10.3.0-sm87.engine").write_bytes(b"x")
+    assert run_engine.find_engine(results).name == "m-conditional-fp16-trt10.3.0-sm87.engine"
+    (results / "m-pruned-fp16-trt10.3.0-sm87.engine").write_bytes(b"x")
+    with pytest.raises(run_engine.BadInput, match="2 engines .*--engine"):
+        run_engine.find_engine(results)
+    (results / "winner.txt").write_text("winner: none (no candidate timed)\n")  # as build_on_device.sh writes them
+    assert run_engine.find_engine(results, form="conditional").name == "m-conditional-fp16-trt10.3.0-sm87.engine"
+    (results / "winner.txt").write_text("winner: pruned\n")
+    assert run_engine.find_engine(results, form="conditional").name == "m-pruned-fp16-trt10.3.0-sm87.engine"
+
+
+# ---- the TensorRT path's plumbing, with a stand-in TensorRT and CUDA (never evidence that an engine runs) ----
+
+
+class FakeCuda:
+    """Device memory as a dict of byte arrays keyed by fake pointers; copies are immediate."""
+
+    H2D, D2H = 1, 2
+
+    def __init__(self):
+        self.memory, self.next = {}, 0x1000
+
+    def malloc(self, nbytes):
+        self.next += 0x100000
+        self.memory[self.next] = bytearray(int(nbytes))
+        return self.next
+
+    def stream(self):
+        return 7
+
+    def copy(self, dst, src, nbytes, kind, stream):
+        import ctypes
+
+        if kind == self.H2D:
+            self.memory[dst][:nbytes] = ctypes.string_at(src, nbytes)
+        else:
+            ctypes.memmove(dst, bytes(self.memory[src][:nbytes]), nbytes)
+
+    def sync(self, stream):
+        pass
+
+
+def fake_tensorrt(graph, cuda, log):
+    """A tensorrt stand-in whose engine runs ``graph`` on ONNX Runtime inside execute_async_v3; records each TensorRT
+    name the runner touches in ``log``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    shapes = {"input": (1, 3, 32, 32), "logits": (1, 10), "gates": (1, 9)}
+    names = list(shapes)
+
+    class Recorded:
+        def __getattribute__(self, name):
+            if not name.startswith("_"):
+                log.add(name)
+            return object.__getattribute__(self, name)
+
+    class Context(Recorded):
+        def __init__(self):
+            self._addresses = {}
+
+        def set_tensor_address(self, name, pointer):
+            self._addresses[name] = pointer
+
+        def execute_async_v3(self, stream):
+            x = np.frombuffer(bytes(cuda.memory[self._addresses["input"]]), np.float32).reshape(shapes["input"])
+            for name, value in zip(("logits", "gates"), session.run(["logits", "gates"], {"input": x})):
+                cuda.memory[self._addresses[name]][:] = np.ascontiguousarray(value, np.float32).tobytes()
+            return True
+
+    class Engine(Recorded):
+        num_io_tensors = 3
+
+        def get_tensor_name(self, i):
+            return names[i]
+
+        def get_tensor_shape(self, name):
+            return shapes[name]
+
+        def get_tensor_dtype(self, name):
+            return trt.float32
+
+        def create_execution_context(self):
+            return Context()
+
+    class Module(Recorded):
+        __version__ = "10.3.0"
+        float32, float16, int8, int32, bool = "f32", "f16", "i8", "i32", "b"
+
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, level):
+                log.add("Logger")
+
+        class Runtime:
+            def __init__(self, logger):
+                log.add("Runtime")
+
+            def deserialize_cuda_engine(self, data):
+                log.add("deserialize_cuda_engine")
+                return Engine()
+
+    trt = Module()
+    return trt
+
+
+def test_tensorrt_path_plumbing_with_a_stand_in(default_bundle, photos, tmp_path):
+    """Stand-in TensorRT + CUDA: the runner's copies and batching give the ONNX path's rows, and every TensorRT name it
+    touches exists in the bindings of 8.5.2 (JetPack 5.1), 8.6.1 (6.0's 8.6 API) and 10.3.0 (6.1/6.2)."""
+    sys.path.insert(0, str(default_bundle))
+    try:
+        import run_engine
+    finally:
+        sys.path.remove(str(default_bundle))
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"stand-in")
+    log, cuda = set(), FakeCuda()
+    graph = default_bundle / "model.conditional.onnx"
+    runner = run_engine.TensorRTRunner(engine, trt=fake_tensorrt(graph, cuda, log), cuda=cuda)
+    info = run_engine.model_info(json.loads((default_bundle / "manifest.json").read_text()))
+    items = run_engine.load_inputs(run_engine.list_inputs([str(photos)]), info["pre"], run_engine.image_reader())
+    stand_in = run_engine.run_all(runner, items, info, None)
+    onnx = run_engine.run_all(run_engine.OnnxRunner(graph), items, info, None)
+    assert [(r["index"], r["gates"]) for r in stand_in] == [(r["index"], r["gates"]) for r in onnx]
+    used = log
+    assert {"execute_async_v3", "set_tensor_address", "num_io_tensors", "get_tensor_shape"} <= used
+    for release in ("8.5.2", "8.6.1", "10.3.0"):
+        names = {line.strip() for line in (TRT_API / f"{release}.txt").read_text().splitlines() if not line.startswith("#")}
+        assert used <= names, (release, sorted(used - names))
