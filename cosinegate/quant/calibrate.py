@@ -39,7 +39,7 @@ from cosinegate.onnx.export import set_metadata
 from cosinegate.onnx.passes import infer_shapes
 from cosinegate.quant import cache as cache_mod
 from cosinegate.quant.calibset import batches, check_image_array
-from cosinegate.quant.names import (CACHE_NAME, CONDITIONAL_QDQ, DEFAULT_FORMS, DEFAULT_TRT, FILE_BY_FORM, FLAT_QDQ, FORMS,  # noqa: F401
+from cosinegate.quant.names import (CACHE_NAME, COMPACT_QDQ, CONDITIONAL_QDQ, DEFAULT_FORMS, DEFAULT_TRT, FILE_BY_FORM, FLAT_QDQ, FORMS,  # noqa: F401
                                     MANIFEST_FORMAT, MANIFEST_NAME, MASKED_QDQ, TRT_ALIASES)
 from cosinegate.quant.ranges import METHODS, RangeCollector
 
