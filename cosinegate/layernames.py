@@ -137,3 +137,35 @@ def check_layer_names(model, source):
                 "(letters, digits, '/', '_', '.' and '-' are safe) or re-export the graph with deploy/export_onnx.py."
             )
     return model
+
+
+# The ONNX ops the compact form adds to a graph (cosinegate.onnx.conditionalize._compact_block), and the first TensorRT
+# release whose ONNX parser imports each natively, read from onnx/onnx-tensorrt's op importers
+# (DEFINE_BUILTIN_OP_IMPORTER in builtin_op_importers.cpp, onnxOpImporters.cpp from 10.0; lists per release in
+# tests/data/onnx_importers/, checked by tests/trt/test_parser_ops.py): NonZero first appears at release/8.5-GA
+# (builtin_op_importers.cpp l.5414-5422: ``addNonZero``, BOOL input accepted); the others are in 8.4-GA already.
+# A release without an importer hands the node to the plugin fallback, which finds no plugin and fails the parse.
+COMPACT_OPS = {"Reshape": "8.4", "NonZero": "8.5", "Squeeze": "8.4", "Transpose": "8.4", "Gather": "8.4",
+               "ScatterND": "8.4"}
+COMPACT_FLOOR = "8.5"
+
+
+def compact_release_problem(version):
+    """Why TensorRT ``version`` (a TrtVersion or text) cannot parse the compact form; None when it can."""
+    from cosinegate.trtversion import parse_version
+
+    version = parse_version(version)
+    floor = tuple(int(p) for p in COMPACT_FLOOR.split("."))
+    if version.at_least(*floor):
+        return None
+    missing = sorted(op for op, first in COMPACT_OPS.items() if not version.at_least(*map(int, first.split("."))))
+    return (f"TensorRT {version}'s ONNX parser has no importer for {', '.join(missing)}, which --form compact uses "
+            f"(from TensorRT {COMPACT_FLOOR}); use --form masked for batches on it")
+
+
+def check_compact_releases(releases, where):
+    """Refuse --form compact when one of ``releases`` (TensorRT versions) cannot parse it: one line naming it."""
+    for release in releases:
+        problem = compact_release_problem(release)
+        if problem:
+            raise CosineGateError(f"{where}: {problem}.")

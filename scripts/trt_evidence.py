@@ -7,6 +7,8 @@
     python scripts/trt_evidence.py api-source 8.5.2 /path/to/NVIDIA/TensorRT.git 8.5.2
     # trtexec flags of a release, from samples/common/sampleOptions.cpp and samples/trtexec/trtexec.cpp at a tag
     python scripts/trt_evidence.py flags 10.3.0 /path/to/NVIDIA/TensorRT.git v10.3.0
+    # ONNX ops the parser imports natively, from onnx-tensorrt's op importers at a release branch
+    python scripts/trt_evidence.py importers 8.5-GA /path/to/onnx/onnx-tensorrt.git 8.5-GA
 
 API lists keep only the names of WATCHED (what the toolkit and Polygraphy's loaders it calls touch,
 plus near neighbours), so the files stay small; a name the code starts to use must be added to
@@ -22,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 API_DIR = ROOT / "tests" / "data" / "trt_api"
 FLAGS_DIR = ROOT / "tests" / "data" / "trtexec_flags"
+IMPORTERS_DIR = ROOT / "tests" / "data" / "onnx_importers"
+IMPORTER_FILES = ("builtin_op_importers.cpp", "onnxOpImporters.cpp")  # renamed in 10.0
 IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
 
 WATCHED = sorted(set("""
@@ -91,6 +95,16 @@ def trtexec_flags(git_dir, tag):
     return flags
 
 
+def onnx_importers(git_dir, ref):
+    """ONNX op types with a DEFINE_BUILTIN_OP_IMPORTER in onnx-tensorrt at ``ref`` (not the plugin fallback)."""
+    ops = set()
+    for name in IMPORTER_FILES:
+        done = subprocess.run(["git", "-C", git_dir, "show", f"{ref}:{name}"], capture_output=True, text=True)
+        if done.returncode == 0:
+            ops |= set(re.findall(r"^DEFINE_BUILTIN_OP_IMPORTER\((\w+)\)", done.stdout, re.M))
+    return ops - {"FallbackPluginImporter"}
+
+
 def main(argv):
     kind, version = argv[0], argv[1]
     if kind == "api":
@@ -103,8 +117,12 @@ def main(argv):
         write(FLAGS_DIR / f"{version}.txt", version,
               f"NVIDIA/TensorRT samples/common/sampleOptions.cpp + samples/trtexec/trtexec.cpp at tag {argv[3]}",
               trtexec_flags(argv[2], argv[3]))
+    elif kind == "importers":
+        write(IMPORTERS_DIR / f"{version}.txt", version,
+              f"onnx/onnx-tensorrt {' or '.join(IMPORTER_FILES)} DEFINE_BUILTIN_OP_IMPORTER at {argv[3]}",
+              onnx_importers(argv[2], argv[3]))
     else:
-        raise SystemExit(f"unknown kind {kind!r}; use api, api-source or flags")
+        raise SystemExit(f"unknown kind {kind!r}; use api, api-source, flags or importers")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ root; --data/--data-root override them, a class-count mismatch is an error); the
 choice is printed and recorded in manifest.json.
 
 Writes to --out: model.qdq.onnx (flat twin, Q/DQ), model.qdq.conditional.onnx (Q/DQ
-inside each dynamic block's If then-branch; `--forms` may add `masked`),
+inside each dynamic block's If then-branch; `--forms` may add `masked` and `compact`),
 calibration.cache (TRT-<version>-EntropyCalibration2 for entropy,
 MinMaxCalibration for minmax and percentile), manifest.json (method, image ids and
 their sha256, checkpoint/ONNX hashes, TensorRT version, per-tensor amax).
@@ -40,7 +40,7 @@ def parse_args(argv=None):
     parser.add_argument("--method", default="entropy", help="minmax | entropy | percentile")
     parser.add_argument("--percentile", type=float, default=99.99)
     parser.add_argument("--trt-version", default=DEFAULT_TRT, help="8.5 | 10.3 | MAJOR.MINOR.PATCH")
-    parser.add_argument("--forms", default=",".join(DEFAULT_FORMS), help="comma list of flat, conditional, masked")
+    parser.add_argument("--forms", default=",".join(DEFAULT_FORMS), help="comma list of flat, conditional, masked, compact")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all (as deploy/export_onnx.py)")
     parser.add_argument("--cache-in", default=None, help="existing calibration cache to reuse (validated)")
     add_output_flag(parser, "folder of the Q/DQ graphs, the calibration cache and manifest.json", default="calibration_out")

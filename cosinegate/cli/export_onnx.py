@@ -2,20 +2,22 @@
 
     python deploy/export_onnx.py --checkpoint runs/balanced/best.pt --out model.onnx
     python deploy/export_onnx.py --checkpoint CKPT --out masked.onnx --form masked --batch 32
+    python deploy/export_onnx.py --checkpoint CKPT --out compact.onnx --form compact --batch 8
     python deploy/export_onnx.py --checkpoint CKPT --out flat.onnx --form flat
     python deploy/export_onnx.py --checkpoint CKPT --out onnx/ --form masked      # writes onnx/model.masked.onnx
 
 Forms: `conditional` (default; batch 1; one ONNX If per dynamic block, so a skipped
 block is not computed), `masked` (any batch; every block computed, selected per
 sample; the only form for paper-mode gates and for batches > 1, since a TensorRT
-conditional takes one scalar condition), `flat` (every block runs; the twin for
-graph passes and quantization). Outputs: `logits` [N, classes] and `gates` [N, blocks]
+conditional takes one scalar condition), `compact` (any batch; each dynamic block
+runs only on the samples whose gate is on: NonZero, Gather, ScatterND; TensorRT 8.5+),
+`flat` (every block runs; the twin for graph passes and quantization). Outputs: `logits` [N, classes] and `gates` [N, blocks]
 (1 = block executed). Input `input` [N, 3, S, S] float32 (S = the checkpoint's image size), RGB,
 (pixel/255 - mean)/std with the checkpoint's mean/std; the graph's metadata (`cosinegate.*`) holds
 the class names, input size and layout, mean/std, gate threshold, block policy, training data and
 the checkpoint's sha256. --out DIR/ (or an existing folder) writes DIR/model.<form>.onnx.
 
-Policy (conditional and masked): `auto` (default) uses held-out skip rates (the
+Policy (conditional, masked and compact): `auto` (default) uses held-out skip rates (the
 checkpoint's, or --skip-rates FILE): always-skipped blocks (>= 99.5%) are removed,
 always-run blocks (<= 0.5%) are plain, only dynamic blocks are gated; with
 --if-cost-table FILE also the dynamic blocks whose expected saving (skip rate x
@@ -37,7 +39,7 @@ def parse_args(argv=None):
     add_checkpoint_flags(parser, required=True)
     add_output_flag(parser, "ONNX file to write (a folder: FOLDER/model.<form>.onnx); the manifest goes to <out>.json",
                     required=True, metavar="FILE")
-    parser.add_argument("--form", default="conditional", help="conditional | masked | flat")
+    parser.add_argument("--form", default="conditional", help="conditional | masked | compact | flat")
     parser.add_argument("--batch", type=positive_int, default=1, help="static batch size (conditional: 1 only)")
     # default None, filled in by main: cosinegate.onnx needs onnx, and --help works on the base install
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: cosinegate.onnx.DEFAULT_OPSET, 17, "

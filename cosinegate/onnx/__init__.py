@@ -1,8 +1,9 @@
 """ONNX export of CosineGate checkpoints: the flat twin, graph passes, and the deployable forms.
 
 Forms: `flat` (every block runs; the twin for graph passes and quantization),
-`masked` (any batch; each dynamic block selected per sample), and `conditional`
-(batch 1; one `If` per dynamic block, so a skipped block is not computed).
+`masked` (any batch; each dynamic block selected per sample), `conditional`
+(batch 1; one `If` per dynamic block, so a skipped block is not computed) and `compact`
+(any batch; each dynamic block runs on the gathered rows whose gate is on).
 """
 
 import contextlib
@@ -17,7 +18,9 @@ from cosinegate.onnx.checks import assert_clean, graph_problems, is_toolkit_onnx
 from cosinegate.onnx.conditionalize import (
     PAPER_CONDITIONAL,
     POLICIES,
+    PAPER_COMPACT,
     block_node_names,
+    compact,
     conditionalize,
     mask,
     resolve_policy,
@@ -27,7 +30,7 @@ from cosinegate.onnx.costtable import load_table, plain_by_cost
 from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata, set_metadata
 from cosinegate.onnx.passes import optimize_flat
 
-FORMS = ("conditional", "masked", "flat")
+FORMS = ("conditional", "masked", "compact", "flat")
 MANIFEST_FORMAT = "cosinegate-onnx-manifest-v1"
 MAX_BATCH = 4096
 
@@ -59,6 +62,8 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
     model, state = model_from_checkpoint(checkpoint)
     if form == "conditional" and model.mode == "paper":
         raise CosineGateError(PAPER_CONDITIONAL)
+    if form == "compact" and model.mode == "paper":
+        raise CosineGateError(PAPER_COMPACT)
     skip_source = "argument" if skip_rates is not None else "checkpoint"
     skip_rates = skip_rates if skip_rates is not None else state.get("skip_rates")
     flat = optimize_flat(build_flat_graph(model, batch, opset))
@@ -69,6 +74,8 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
         graph = conditionalize(flat, policy, skip_rates, plain)
     elif form == "masked":
         graph = mask(flat, policy, skip_rates, plain)
+    elif form == "compact":
+        graph = compact(flat, policy, skip_rates, plain)
     else:
         graph = flat
     set_metadata(graph, **model_card(checkpoint, state, model))
@@ -157,6 +164,7 @@ __all__ = [
     "assert_clean",
     "block_node_names",
     "build_flat_graph",
+    "compact",
     "conditionalize",
     "export_checkpoint",
     "graph_problems",

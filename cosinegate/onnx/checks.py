@@ -83,11 +83,12 @@ def graph_problems(model):
         problems.append(f"checker: {str(exc).splitlines()[0]}")
     graph = model.graph
     types = _types(graph)
+    sub_batch = get_metadata(model).get("form") == "compact"  # one data-dependent dimension: the gathered rows
     for node in all_nodes(graph):
         if node.op_type == "BatchNormalization":
             problems.append(f"{node.name}: BatchNormalization not folded")
         for out in node.output:
-            if not _static(types.get(out)):
+            if not _static(types.get(out), sub_batch):
                 problems.append(f"{node.name}: output {out} has no complete static shape")
     live = ancestors(graph, [o.name for o in graph.output])
     problems += [f"{node.name}: dead node" for node in graph.node if node.name not in live]
@@ -137,7 +138,9 @@ def _shape(type_proto):
     return type_proto.tensor_type.elem_type, [d.dim_value if d.HasField("dim_value") else None for d in dims]
 
 
-def _static(type_proto):
+def _static(type_proto, sub_batch=False):
+    """Every dimension known; with ``sub_batch`` (compact form) all but one, the number of gathered rows."""
     if type_proto is None or not type_proto.tensor_type.HasField("shape"):
         return False
-    return all(d.HasField("dim_value") for d in type_proto.tensor_type.shape.dim)
+    unknown = sum(not d.HasField("dim_value") for d in type_proto.tensor_type.shape.dim)
+    return unknown <= (1 if sub_batch else 0)

@@ -20,6 +20,15 @@
 - `mask`: every dynamic block is computed and selected per sample,
   y = post(s + g * F(x)); any batch, and the only form for paper-mode gates,
   which need F(x) before they can decide.
+- `compact`: real skipping at any batch. Per dynamic block, NonZero on the gate decision
+  (``logit > 0``, the tensor the other forms read) gives the rows whose gate is on; the
+  batched tensors the residual branch reads (block input, shortcut) are gathered on axis 0
+  to that sub-batch, the branch (its nodes and tensor names unchanged, the post's output
+  renamed ``block{i}/out_run``) runs on it, and ScatterND writes its rows into post(shortcut)
+  (``block{i}/out_skip``). An all-skip batch runs the branch on zero rows, an all-run batch on
+  all of them. Sub-batch tensors have a data-dependent first dimension; the graph's input and
+  outputs keep the static batch. TensorRT's parser imports NonZero from 8.5 on
+  (cosinegate.layernames.COMPACT_OPS).
 
 Blocks are found structurally from the anchors the flat twin names (see
 export.py), so graphs with inserted nodes (e.g. Q/DQ) can be conditionalized too.
@@ -43,6 +52,7 @@ PAPER_CONDITIONAL = (
     "paper-mode gates cannot be exported as `conditional`: their decision uses CIR, which needs "
     "F(x) first, so no block can be skipped before it is computed. Export with --form masked."
 )
+PAPER_COMPACT = PAPER_CONDITIONAL.replace("`conditional`", "`compact`")
 
 
 @dataclass
@@ -180,6 +190,14 @@ def mask(flat_graph, policy="auto", skip_rates=None, plain=()):
     return _deploy(flat_graph, "masked", policy, skip_rates, _insert_mask, plain)
 
 
+def compact(flat_graph, policy="auto", skip_rates=None, plain=()):
+    """Flat twin -> compact graph: each dynamic block runs on the gathered sub-batch of samples whose gate is on."""
+    meta = _flat_metadata(flat_graph)
+    if meta["mode"] == "paper":
+        raise CosineGateError(PAPER_COMPACT)
+    return _deploy(flat_graph, "compact", policy, skip_rates, _compact_block, plain)
+
+
 def _flat_metadata(model):
     meta = get_metadata(model)
     if meta.get("form") != "flat":
@@ -278,3 +296,46 @@ def _wrap_in_if(graph, index, post, batch, shapes):
                                then_branch=then_graph, else_branch=else_graph)
     _drop_nodes(graph, inside)
     graph.node.extend([cond, wrapped])
+
+
+def _compact_block(graph, index, post, batch, shapes):
+    """Block `index` -> NonZero rows, Gather of what the residual branch reads, branch, ScatterND into post(shortcut)."""
+    n = block_names(index)
+    part = partition_block(graph, index)
+    if part.gate_needs_residual:
+        raise CosineGateError(PAPER_COMPACT)
+    inside = set(part.residual)
+    branch = [node for node in graph.node if node.name in inside]
+    produced = {out for node in branch for out in node.output}
+    read_outside = {t for node in graph.node if node.name not in inside for t in used_names(node)}
+    leaking = (produced & (read_outside | {o.name for o in graph.output})) - {n["out"]}
+    if leaking:
+        raise ValueError(f"block {index}: tensors {sorted(leaking)} of the residual branch are read outside it; cannot compact it")
+    shortcut = shortcut_input(graph, _node(graph, n["add"]))[0]  # before the branch is rewired to the sub-batch
+    inits = {t.name for t in graph.initializer}
+    outer = sorted({t for node in branch for t in used_names(node)} - produced - inits)
+    p = f"block{index}/compact"
+    run_out, skip_out = f"block{index}/out_run", f"block{index}/out_skip"
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([batch], np.int64), f"{p}/flat_shape"),
+        numpy_helper.from_array(np.array([0], np.int64), f"{p}/axis0"),
+    ])
+    nodes = [
+        helper.make_node("Reshape", [n["decision"], f"{p}/flat_shape"], [f"{p}/flat"], name=f"{p}/flat"),
+        helper.make_node("NonZero", [f"{p}/flat"], [f"{p}/nonzero"], name=f"{p}/nonzero"),  # [1, k] int64
+        helper.make_node("Squeeze", [f"{p}/nonzero", f"{p}/axis0"], [f"{p}/rows"], name=f"{p}/rows"),  # [k]: Gather
+        helper.make_node("Transpose", [f"{p}/nonzero"], [f"{p}/index"], name=f"{p}/index", perm=[1, 0]),  # [k, 1]
+    ]
+    renamed = {}
+    for k, tensor in enumerate(outer):
+        dims = shapes[tensor].tensor_type.shape.dim if tensor in shapes else None
+        if not dims or dims[0].dim_value != batch:
+            raise ValueError(f"block {index}: the residual branch reads {tensor!r}, which is not batched; cannot compact it")
+        renamed[tensor] = f"{p}/gather{k}"
+        nodes.append(helper.make_node("Gather", [tensor, f"{p}/rows"], [renamed[tensor]], name=renamed[tensor], axis=0))
+    for node in branch:
+        node.input[:] = [renamed.get(t, t) for t in node.input]
+        node.output[:] = [run_out if o == n["out"] else o for o in node.output]
+    skip = _post_node(index, post, shortcut, skip_out)
+    scatter = helper.make_node("ScatterND", [skip_out, f"{p}/index", run_out], [n["out"]], name=f"{p}/scatter")
+    graph.node.extend(nodes + [skip, scatter])

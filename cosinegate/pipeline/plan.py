@@ -7,7 +7,7 @@ from typing import Optional
 
 from cosinegate.errors import CosineGateError
 
-FORMS = ("conditional", "masked")
+FORMS = ("conditional", "masked", "compact")
 SELECTIONS = ("fastest", "conditional", "pruned", "dense")
 
 
@@ -90,6 +90,10 @@ def resolve(settings, log=print):
         raise CosineGateError("--form conditional takes --batch 1 (an If condition is one scalar); use --form masked for batches.")
     if s.dla_core is not None and s.precision == "fp32":
         raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
+    if s.form == "compact":
+        from cosinegate.layernames import check_compact_releases
+
+        check_compact_releases([r.version for r in profile.tensorrt], f"target {profile.name}")
     s = replace(s, int8_path=s.int8_path or profile.default_int8_path)
     if s.precision == "int8" and s.int8_path not in profile.int8_paths:
         raise CosineGateError(f"INT8 path {s.int8_path} is not offered by {profile.name}; use {', '.join(profile.int8_paths)}.")

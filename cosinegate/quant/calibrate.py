@@ -32,14 +32,14 @@ import numpy as np
 
 from cosinegate.artifacts import publish_dir, sha256_bytes, sha256_file, staging_dir, write_error
 from cosinegate.errors import CosineGateError
-from cosinegate.layernames import check_layer_names
-from cosinegate.onnx import PAPER_CONDITIONAL, assert_clean, build_flat_graph, conditionalize, mask, optimize_flat
+from cosinegate.layernames import check_compact_releases, check_layer_names
+from cosinegate.onnx import PAPER_CONDITIONAL, assert_clean, build_flat_graph, compact, conditionalize, mask, optimize_flat
 from cosinegate.onnx.card import model_card
 from cosinegate.onnx.export import set_metadata
 from cosinegate.onnx.passes import infer_shapes
 from cosinegate.quant import cache as cache_mod
 from cosinegate.quant.calibset import batches, check_image_array
-from cosinegate.quant.names import (CACHE_NAME, CONDITIONAL_QDQ, DEFAULT_FORMS, DEFAULT_TRT, FILE_BY_FORM, FLAT_QDQ, FORMS,  # noqa: F401
+from cosinegate.quant.names import (CACHE_NAME, COMPACT_QDQ, CONDITIONAL_QDQ, DEFAULT_FORMS, DEFAULT_TRT, FILE_BY_FORM, FLAT_QDQ, FORMS,  # noqa: F401
                                     MANIFEST_FORMAT, MANIFEST_NAME, MASKED_QDQ, TRT_ALIASES)
 from cosinegate.quant.ranges import METHODS, RangeCollector
 
@@ -207,10 +207,12 @@ def check_forms(forms, mode):
     unknown = [f for f in forms if f not in FORMS]
     if unknown or not forms:
         raise CosineGateError(f"unknown Q/DQ form(s) {unknown or forms}; choose from {', '.join(FORMS)}.")
-    if mode == "paper" and "conditional" in forms:
-        raise CosineGateError(
-            f"{PAPER_CONDITIONAL.rstrip('.')}; so no conditional Q/DQ graph either: pass --forms flat,masked."
-        )
+    for skipping in ("conditional", "compact"):
+        if mode == "paper" and skipping in forms:
+            raise CosineGateError(
+                f"{PAPER_CONDITIONAL.rstrip('.').replace('`conditional`', f'`{skipping}`')}; so no {skipping} Q/DQ graph "
+                "either: pass --forms flat,masked."
+            )
     return forms
 
 
@@ -221,6 +223,8 @@ def calibrate(checkpoint, calib_set=None, method="entropy", batch_size=32, perce
 
     check_method(method)
     trt_full = resolve_trt_version(trt_version)
+    if "compact" in forms:
+        check_compact_releases([trt_full], f"--forms compact for TensorRT {trt_full}")
     algorithm = cache_mod.algorithm_for(method, trt_full)
     model, state = model_from_checkpoint(checkpoint)
     forms = check_forms(forms, model.mode)
@@ -249,6 +253,8 @@ def calibrate(checkpoint, calib_set=None, method="entropy", batch_size=32, perce
         graphs["conditional"] = conditionalize(qdq_flat, policy, skip_rates)
     if "masked" in forms:
         graphs["masked"] = mask(qdq_flat, policy, skip_rates)
+    if "compact" in forms:
+        graphs["compact"] = compact(qdq_flat, policy, skip_rates)
     result = Calibration()
     onnx_hashes = {}
     card = model_card(checkpoint, state, model)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cosinegate.errors import CosineGateError
+from cosinegate.layernames import check_compact_releases
 from cosinegate.trt.targets import HostInfo, check_dla_core
 from cosinegate.trtversion import installed_tensorrt, parse_calibration_cache_header, parse_version, require_tensorrt
 
@@ -108,6 +109,8 @@ def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=
         raise CosineGateError(f"TensorRT {version} has no DLA support on this target; drop --dla-core.")
     int8_path = int8_path or profile.default_int8_path
     check_int8_form(form, precision, int8_path)
+    if form == "compact":
+        check_compact_releases([version], f"{profile.name} build")
     s = BuildSettings(precision, False, precision in ("fp16", "int8"), precision == "int8",
                       workspace_mib=workspace_mib or profile.default_workspace_mib, timing_cache=timing_cache,
                       dla_core=dla_core, gpu_fallback=dla_core is not None and profile.gpu_fallback,

@@ -59,6 +59,17 @@ def test_failed_parity_exits_1_and_names_the_block(dyn_checkpoint, fake_cifar_ro
     assert code == 1 and "FAILED" in stdout and "block4" in stdout
 
 
+def test_compact_export_passes_parity_at_batch_8(dyn_checkpoint, fake_cifar_root, tmp_path, capsys):
+    out, report = tmp_path / "compact.onnx", tmp_path / "parity.json"
+    code, stdout, _ = run_in_process(EXPORT, ["--checkpoint", dyn_checkpoint, "--out", out, "--form", "compact",
+                                              "--batch", 8], capsys)
+    assert code == 0 and "compact" in stdout and "batch 8" in stdout
+    code, stdout, _ = run_in_process(PARITY, ["--checkpoint", dyn_checkpoint, "--onnx", out, "--data", "cifar10",
+                                              "--data-root", fake_cifar_root, "--samples", 16, "--report", report], capsys)
+    result = json.loads(report.read_text())
+    assert code == 0 and result["passed"] and result["gate_agreement"] == 1.0 and result["num_samples"] == 16, stdout
+
+
 def bad_cases(dyn, paper, tmp):
     """(name, script, argv, expected message fragment)."""
     foreign = tmp / "foreign.onnx"
@@ -73,6 +84,7 @@ def bad_cases(dyn, paper, tmp):
         ("corrupt checkpoint", EXPORT, ["--checkpoint", foreign, "--out", out], "corrupt"),
         ("batch with conditional", EXPORT, ["--checkpoint", dyn, "--out", out, "--batch", 8], "--batch 1"),
         ("paper conditional", EXPORT, ["--checkpoint", paper, "--out", out], "--form masked"),
+        ("paper compact", EXPORT, ["--checkpoint", paper, "--out", out, "--form", "compact", "--batch", 8], "--form masked"),
         ("unknown form", EXPORT, ["--checkpoint", dyn, "--out", out, "--form", "sparse"], "unknown form"),
         ("bad skip-rates file", EXPORT, ["--checkpoint", dyn, "--out", out, "--skip-rates", foreign], "skip-rates"),
         ("foreign onnx", PARITY, ["--checkpoint", dyn, "--onnx", foreign], "not produced by this toolkit"),

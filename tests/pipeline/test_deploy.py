@@ -37,6 +37,22 @@ def test_deploy_settings_are_checked_before_any_work(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_compact_is_refused_for_a_target_whose_tensorrt_cannot_parse_it(tmp_path):
+    from cosinegate.pipeline.deploy import deploy
+    from cosinegate.pipeline.plan import DeploySettings
+    from cosinegate.trt.targets import DEFAULT_TARGETS_DIR
+
+    text = (DEFAULT_TARGETS_DIR / "jetson-xavier-nx.toml").read_text()
+    (tmp_path / "old-board.toml").write_text(text.replace('name = "jetson-xavier-nx"', 'name = "old-board"')
+                                             .replace('version = "8.5.2"', 'version = "8.4.1"'))
+    settings = DeploySettings(str(tmp_path / "old-board"), checkpoint="absent.pt", form="compact", batch=8,
+                              out=str(tmp_path / "o"))
+    with pytest.raises(CosineGateError, match="old-board: TensorRT 8.4.1's ONNX parser has no importer for NonZero") as info:
+        deploy(settings)
+    assert "\n" not in str(info.value) and "--form masked" in str(info.value)
+    assert not (tmp_path / "o").exists()
+
+
 def test_bench_and_parity_from_settings_objects(tiny_checkpoint, fake_cifar_root, tmp_path):
     from cosinegate.onnx import export_checkpoint
     from cosinegate.pipeline.bench import BenchSettings, bench

@@ -181,6 +181,34 @@ def test_paper_mode_conditional_refused(tmp_path, fake_cifar_root, calib_set):
     assert set(result.files) == {C.FLAT_QDQ, C.MASKED_QDQ, C.CACHE_NAME}
 
 
+def test_compact_qdq_graph_runs_each_sample_as_the_conditional_qdq_graph(tiny_checkpoint, calib_set, fake_cifar):
+    """Q/DQ insertion works on the compact form: calibrate writes it, and at batch 8 with half the images skipping
+    each block it gives every sample the decisions and logits of the conditional Q/DQ graph run alone (the skip
+    path reads the tensor in front of the shortcut's Q/DQ, as the If else-branch does)."""
+    from cosinegate.bench.gate_patterns import force_skip_fraction
+    from cosinegate.onnx import compact, conditionalize
+    from cosinegate.quant.calibset import to_input
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    result = C.calibrate(tiny_checkpoint, calib_set, "minmax", 16, trt_version="8.5", forms=("flat", "compact"),
+                         policy="conditional-all")
+    written = onnx.load_from_string(result.files[C.COMPACT_QDQ])
+    assert {"NonZero", "ScatterND", "QuantizeLinear"} <= {n.op_type for n in written.graph.node}
+    with pytest.raises(CosineGateError, match="TensorRT 8.4.3.*--form masked"):
+        C.calibrate(tiny_checkpoint, calib_set, "minmax", 16, trt_version="8.4.3", forms=("flat", "compact"))
+    images = fake_cifar[1]["test"][0][:8]
+    model = force_skip_fraction(model_from_checkpoint(tiny_checkpoint)[0], images, 0.5)
+    amax = result.manifest["amax"]
+    batched = C.onnxrt_runner(compact(C.quantize_flat(C.flat_twin(model, 8), amax), "conditional-all"))
+    alone = C.onnxrt_runner(conditionalize(C.quantize_flat(C.flat_twin(model, 1), amax), "conditional-all"))
+    logits, gates = batched.infer({"input": to_input(images)}).values()
+    assert 0.25 < gates.mean() < 0.75  # mixed: about half of the images skip each block (Q/DQ moves a few)
+    for i in range(len(images)):
+        one_logits, one_gates = alone.infer({"input": to_input(images[i : i + 1])}).values()
+        np.testing.assert_array_equal(gates[i : i + 1], one_gates)
+        np.testing.assert_allclose(logits[i : i + 1], one_logits, atol=1e-4, rtol=1e-3)
+
+
 # cache ------------------------------------------------------------------------
 
 
