@@ -61,8 +61,17 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name):
         "layers the engine runs below FP32 (`results/gate_precision.txt`), records `nvpmodel -q` and the",
         "`jetson_clocks` state, and prints the `scp` command that brings `results/` back.",
         "",
+        "The reference images travel once, as uint8: `inputs.npz` (NHWC images, the model's mean/std, batch).",
+        "`check_parity.py` is also Polygraphy's data loader: it makes the float feeds with numpy, by the same code",
+        "the desktop fed PyTorch when it wrote `reference.json`, so the check compares like with like:",
+        "",
+        "```sh",
+        "polygraphy run results/<engine>.engine --trt --model-type engine --data-loader-script check_parity.py \\",
+        "    --save-outputs results/outputs.json && python3 check_parity.py results/outputs.json",
+        "```",
+        "",
         "Then, with the device extra installed: `python3 deploy/bench.py --engine results/<engine>.engine`",
-        f"(`--inputs {folder}/inputs.json` for the reference images; no dataset needed).",
+        f"(`--inputs {folder}/inputs.npz` for the reference images; no dataset needed).",
     ]
     if int8_note:
         lines += ["", "## INT8", "", int8_note]
