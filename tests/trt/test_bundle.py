@@ -526,12 +526,12 @@ UNPINNABLE_NAMES = ["block0/gate/a,b", "block0/gate/a:b", "block0/gate/it's", "b
 
 
 @pytest.mark.parametrize("node_name", UNPINNABLE_NAMES)
-def test_onnx_node_names_trtexec_cannot_pin_are_refused_from_onnx_and_bundles(bundled, tmp_path, node_name):
+def test_onnx_node_names_trtexec_cannot_pin_are_refused_from_onnx_and_bundles(bundled, flat_twin, tmp_path, node_name):
     import onnx
 
     from cosinegate.artifacts import sha256_file
 
-    source = bundled[0] / "tiny-conditional-fp16-bundle" / "model.flat.onnx"  # the tiny conditional graph has no gate left
+    source = flat_twin  # the tiny conditional graph has no gate left
     model = onnx.load(str(source))
     rename_gate_node(model, node_name)
     foreign = tmp_path / "foreign.onnx"
