@@ -46,4 +46,4 @@ step "7/8 benchmark on ONNX Runtime (batch 1, 1 thread) against the best dense g
 python deploy/bench.py --checkpoint "$CKPT" --backend onnxrt --compare-dense $DATA --threads 1 \
   --json "$OUT/bench.json" --csv "$OUT/bench.csv" --plot "$OUT/latency.png"
 
-step "8/8 done: $OUT (eval.json, onnx/, parity/, int8/, bench.json) and engines/jetson-orin/"
+step "8/8 done: $OUT (eval.json, onnx/, parity/, int8/, bench.json) and $RUN/engines/jetson-orin/"

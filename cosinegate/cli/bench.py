@@ -42,7 +42,7 @@ def parse_args(argv=None):
     add_flag(p, "--test-images", "--samples", type=positive_int, default=300, metavar="N",
              help="distinct test images cycled through (--samples is the old spelling)")
     p.add_argument("--random-input", action="store_true", help="random tensors: speed only, no skip statistics")
-    p.add_argument("--inputs", help="Polygraphy inputs JSON (a bundle's inputs.json) as the images; no dataset or torch "
+    p.add_argument("--inputs", help="a bundle's inputs.npz (uint8 reference images) or a Polygraphy inputs JSON as the images; no dataset or torch "
                                     "needed (default for --engine: the reference inputs its manifest or bundle names)")
     add_report_flags(p, "the measurement: latency, throughput, skip rate, executed MACs (and power, --compare-dense, "
                         "--if-cost results when asked)")

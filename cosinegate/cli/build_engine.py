@@ -4,12 +4,14 @@
     python deploy/build_engine.py --target jetson-orin --checkpoint CKPT --precision int8 --int8 cache --calib-cache calib.cache
     python deploy/build_engine.py --target jetson-orin --bundle engines/jetson-orin/model-bundle    # on the device
 
+Everything goes to OUT: --out, else RUN/engines/<target> beside --checkpoint RUN/best.pt, else
+(--onnx, --bundle, the embedded default model) engines/<target> in the current folder.
 From a checkpoint it exports the ONNX forms (and runs INT8 calibration when asked), reusing
-artifacts whose input hashes match (stage records under <out>/.work/). When TensorRT is
-importable and this host matches the target (arch, compute capability, TensorRT release), it
-builds engines/<target>/<model>-<form>-<precision>-trt<ver>-sm<cc>.engine with Polygraphy, writes
-<engine>.json and checks parity against the saved PyTorch reference with TrtRunner
-(<engine>.parity.json). Otherwise it writes the device bundle engines/<target>/<model>-bundle/
+artifacts whose input hashes match (the work cache OUT/.work/<model>; --clean-work removes it after
+a successful run). When TensorRT is importable and this host matches the target (arch, compute
+capability, TensorRT release), it builds OUT/<model>-<form>-<precision>-trt<ver>-sm<cc>.engine with
+Polygraphy, writes <engine>.json and checks parity against the saved PyTorch reference with TrtRunner
+(<engine>.parity.json). Otherwise it writes the device bundle OUT/<model>-<form>-<precision>-bundle/
 (+ .tar.gz) and prints what to copy and run on the device; --require-engine makes that an error.
 Exit status: 0 done, 1 engine parity failed, 2 bad input (nothing half-written).
 """
@@ -40,7 +42,11 @@ def parse_args(argv=None):
     p.add_argument("--dla-core", type=nonnegative_int, default=None)
     p.add_argument("--workspace", type=positive_int, default=None, help="workspace MiB (default: the target's)")
     p.add_argument("--timing-cache", help="timing cache file (loaded if present, saved after the build)")
-    add_output_flag(p, "output folder (default engines/<target> in the current folder)")
+    add_output_flag(p, "output folder (default: RUN/engines/<target> beside --checkpoint RUN/best.pt; engines/<target> in "
+                       "the current folder from --onnx, --bundle or the embedded default model)")
+    p.add_argument("--clean-work", action="store_true",
+                   help="after a successful run, remove the work cache OUT/.work/<model> (exported graphs incl. the flat "
+                        "twin, PyTorch references, calibration: what the next run would reuse instead of making again)")
     p.add_argument("--require-engine", action="store_true", help="fail instead of writing a bundle")
     p.add_argument("--select", choices=SELECTIONS, default=None,
                    help="fastest (default from a checkpoint, conditional form, fp32/fp16): build the conditional, statically "

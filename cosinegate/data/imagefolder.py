@@ -5,9 +5,12 @@ CMYK, RGBA), EXIF orientation applied, then sized by the rules of
 `cosinegate.data.resize`. The cache lives in the user cache directory
 ($COSINEGATE_CACHE, else $XDG_CACHE_HOME/cosinegate, else ~/.cache/cosinegate),
 since data folders may be read-only. Its key hashes the file list with sizes and
-modification times, the image size and the resize rule asked for (train or eval;
-a split whose images are all N x N is stored as it is under either), so a changed
-folder or another size is decoded again.
+modification times, the image size and the resize rule applied (train or eval, or
+native: a split whose images are all N x N is stored as it is), so a changed folder
+or another size is decoded again. The pixels are stored as uint8 arrays, losslessly
+compressed where that at least halves the file (``write_cache``: flat, synthetic or
+upscaled pictures; natural photos would shrink by a quarter only, at six times the
+read time); a cache of the older layout under the same name is still read.
 
 Decoded faithfully or refused, never guessed: 16-bit grayscale is scaled to 8 bits (not
 clipped), 32-bit integer or float images are refused, an image over MAX_PIXELS is refused
@@ -19,6 +22,7 @@ Names are shown escaped, so an error stays on one line.
 import hashlib
 import os
 import stat
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -170,19 +174,63 @@ def _load_split(root, split, classes, files, size, training):
     ids = [f"{split}/{path.parent.name}/{path.name}" for _, path in paths]
     labels = np.asarray([label for label, _ in paths], dtype=np.int64)
     wanted = "train" if training else "eval"
-    cached = cache_dir() / f"imagefolder-{split}-{key.hexdigest()[:20]}-{resize.rule_key(size, wanted)}.npz"
-    if cached.is_file():
-        with np.load(cached) as data:
-            return ImageSet(data["images"], labels, ids, classes)
+
+    def cache_file(rule):
+        return cache_dir() / f"imagefolder-{split}-{key.hexdigest()[:20]}-{resize.rule_key(size, rule)}.npz"
+
+    for rule in ("native", wanted):  # the name says the rule applied: native when every image was N x N already
+        images = read_cache(cache_file(rule), len(paths), {size, resize.stored_size(size, rule)})
+        if images is not None:
+            return ImageSet(images, labels, ids, classes)
     shapes = [_shape(p) for _, p in paths]
     bad = [p for (_, p), s in zip(paths, shapes) if s is None]
     if bad:
         raise _unreadable(bad, split)
-    images = _decode_all([p for _, p in paths], size, resize.split_rule(shapes, size, training), split)
-    with atomic_path(cached) as tmp:
+    rule = resize.split_rule(shapes, size, training)
+    images = _decode_all([p for _, p in paths], size, rule, split)
+    with atomic_path(cache_file(rule)) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, images=images)
+            write_cache(handle, images)
     return ImageSet(images, labels, ids, classes)
+
+
+COMPRESS_BELOW = 0.5  # stored compressed only when that at least halves the file
+
+
+def write_cache(file, images):
+    """uint8 [N, s, s, 3] images, losslessly compressed where that at least halves them (each row as differences to
+    its left neighbour, mod 256, deflated at level 1: flat, synthetic or upscaled pictures), else as they are.
+
+    Natural photos shrink by only ~26% (CIFAR-10's test split: 30.7 -> 22.7 MB) while reading them back would take
+    ~6x the CPU of the plain array (0.32 s instead of 0.05 s per 10,000 images at 32x32), so those stay plain."""
+    delta = images.copy()
+    delta[:, :, 1:] -= images[:, :, :-1]
+    packed = zlib.compress(delta.tobytes(), 1)
+    if len(packed) > COMPRESS_BELOW * images.nbytes:
+        np.savez(file, images=images)
+        return
+    np.savez(file, shape=np.asarray(images.shape, dtype=np.int64), deflated=np.frombuffer(packed, dtype=np.uint8))
+
+
+def read_cache(path, count, sides):
+    """The images of a cache file (compressed, or the older plain ``images`` array), or None when it is missing or
+    not what this split at this size must hold (then the split is decoded again and the file replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "images" in data.files:
+                images = data["images"]
+            else:
+                shape = tuple(int(v) for v in data["shape"])
+                raw = zlib.decompress(data["deflated"].tobytes())
+                images = np.cumsum(np.frombuffer(raw, dtype=np.uint8).reshape(shape), axis=2, dtype=np.uint8)
+    except (OSError, ValueError, KeyError, TypeError, zlib.error):  # damaged or foreign: decode again
+        return None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != count or images.shape[1] not in sides \
+            or images.shape[1:] != (images.shape[1], images.shape[1], 3):
+        return None
+    return images
 
 
 def load_imagefolder(root, image_size=32, training=False):

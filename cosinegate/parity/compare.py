@@ -87,14 +87,45 @@ def agreement_report(reference, outputs, tolerance):
 
 
 def input_feeds(images, batch, samples, normalization=None):
-    """Polygraphy feed dicts of `samples` test images (rounded down to whole batches), normalized like training."""
-    from cosinegate.data.augment import to_tensor
+    """Polygraphy feed dicts of `samples` test images (rounded down to whole batches), normalized like training, by
+    the numpy function the device bundle's check_parity.py makes its feeds with (bit-identical on both sides)."""
+    from cosinegate.data.normalization import CIFAR10
+    from cosinegate.parity.device_check import float_feeds
 
     count = min(samples, len(images)) // batch * batch
     if count == 0:
         raise CosineGateError(f"need at least {batch} images for batch {batch}, have {min(samples, len(images))}; raise --test-images.")
-    x = to_tensor(images.images[:count], "cpu", normalization).numpy()
-    return [OrderedDict([(INPUT, x[i : i + batch])]) for i in range(0, count, batch)]
+    norm = normalization or CIFAR10
+    return [OrderedDict(feed) for feed in float_feeds(images.images[:count], norm["mean"], norm["std"], batch, INPUT)]
+
+
+def save_image_inputs(path, images, count, batch, normalization=None):
+    """The first ``count`` uint8 images of ``images`` with their normalization and batch as an .npz (the device
+    bundle's inputs.npz), written aside and renamed in."""
+    from cosinegate.data.normalization import CIFAR10
+    from cosinegate.parity.device_check import save_inputs
+
+    norm = normalization or CIFAR10
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        save_inputs(handle, images.images[:count], norm["mean"], norm["std"], batch)
+
+
+def saved_feeds(path):
+    """The float feeds of saved reference inputs: an .npz of uint8 images (a bundle's inputs.npz, made into feeds by
+    check_parity.py's numpy code) or a Polygraphy inputs JSON (parity.py --save-inputs)."""
+    from pathlib import Path
+
+    from cosinegate.parity.device_check import load_inputs
+
+    if Path(path).suffix != ".npz":
+        from polygraphy.json import load_json
+
+        return load_json(str(path))
+    try:
+        return load_inputs(path)
+    except (OSError, ValueError) as exc:  # np.load: a damaged or foreign file; read_inputs: the wrong arrays
+        raise CosineGateError(f"{path} is not a reference inputs .npz ({exc}); use the inputs.npz this toolkit wrote "
+                              "(build_engine.py puts one in every bundle).") from None
 
 
 def graph_runner(onnx_path, backend, int8=False):
@@ -136,8 +167,10 @@ def check_pairing(model, onnx_model):
     return shape[0]
 
 
-def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=200, tolerance=FP32, save_inputs=None, save_reference=None):
-    """Run both sides on `images` and return the parity report (a JSON-ready dict)."""
+def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=200, tolerance=FP32, save_inputs=None, save_reference=None,
+               save_images=None):
+    """Run both sides on `images` and return the parity report (a JSON-ready dict). ``save_inputs``: the float feeds
+    as Polygraphy JSON; ``save_images``: the uint8 images they were made from as an .npz (check_parity.py's format)."""
     from cosinegate.runtime.torch_backend import TorchRunner
 
     batch = check_pairing(model, onnx_model)
@@ -152,6 +185,8 @@ def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=2
         accuracy = Comparator.compare_accuracy(results, compare_func=tolerance.compare_func())
         if save_reference:
             _save_reference(results, save_reference)
+        if save_images:
+            save_image_inputs(save_images, images, len(feeds) * batch, batch, model.normalization)
     ref, got = (stack_iterations(results[i][1]) for i in (0, 1))
     own = np.concatenate(torch_runner.own_decisions)
     report = summarize(ref, got, own, kinds, tolerance, bool(accuracy))

@@ -1,7 +1,11 @@
 """Parity of a device run against the bundle's PyTorch reference, without PyTorch (the bundle's check_parity.py).
 
-    polygraphy run MODEL --trt [--fp16|--int8] --load-inputs inputs.json --save-outputs outputs.json
+    polygraphy run MODEL --trt [--fp16|--int8] --data-loader-script check_parity.py --save-outputs outputs.json
     python3 check_parity.py outputs.json
+
+The reference images travel once, as uint8 (inputs.npz: NHWC images, the model's mean/std and batch); this file is
+also Polygraphy's data loader (``load_data``), which makes the float feeds with ``float_feeds``: the same numpy
+function the desktop fed PyTorch and ONNX Runtime when it made reference.json, so the inputs match bit for bit.
 
 reference.json and parity_profile.json are read from beside this file (or --reference/--profile).
 The profile is the precision's: logits within atol/rtol per element (no bound where null), top-1
@@ -18,6 +22,60 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+INPUTS = "inputs.npz"  # the reference images beside this file
+INPUT = "input"  # the graph's input name
+
+
+def float_feeds(images, mean, std, batch=1, name=INPUT):
+    """Feeds {name: float32 [batch, 3, H, W]} of uint8 NHWC ``images``: (x / 255 - mean) / std per channel, computed
+    in float32; whole batches only. The one definition of the model's input the desktop and the board share."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"images must be uint8 N x H x W x 3, not {images.dtype} {list(images.shape)}")
+    mean = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    x = (images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0) - mean) / std
+    count = len(x) // batch * batch
+    return [{name: np.ascontiguousarray(x[i : i + batch])} for i in range(0, count, batch)]
+
+
+def save_inputs(file, images, mean, std, batch=1):
+    """Write the reference images (uint8 NHWC) with their normalization and batch as an .npz (``file``: path or
+    binary file object)."""
+    np.savez(file, images=np.ascontiguousarray(images, dtype=np.uint8), mean=np.asarray(mean, dtype=np.float32),
+             std=np.asarray(std, dtype=np.float32), batch=np.asarray(int(batch), dtype=np.int64))
+
+
+def read_inputs(path):
+    """(uint8 NHWC images, mean, std, batch) of an inputs .npz, checked: plain arrays only (no pickle), the expected
+    keys, shapes and types; ValueError naming the problem otherwise."""
+    with np.load(str(path), allow_pickle=False) as data:
+        keys = sorted(data.files)
+        if keys != ["batch", "images", "mean", "std"]:
+            raise ValueError(f"holds {keys}, not batch, images, mean, std")
+        images, mean, std, batch = data["images"], data["mean"], data["std"], data["batch"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or len(images) == 0:
+        raise ValueError(f"images are {images.dtype} {list(images.shape)}, not uint8 N x H x W x 3")
+    for label, v in (("mean", mean), ("std", std)):
+        if v.shape != (3,) or v.dtype != np.float32 or not np.all(np.isfinite(v)):
+            raise ValueError(f"{label} is not 3 finite float32 values")
+    if not np.all(std > 0):
+        raise ValueError("std is not positive")
+    if batch.shape != () or batch.dtype.kind not in "iu" or not 1 <= int(batch) <= len(images):
+        raise ValueError(f"batch {batch!r} is not a whole number from 1 to the image count")
+    return images, mean, std, int(batch)
+
+
+def load_inputs(path):
+    """The float feeds of an inputs .npz (``float_feeds`` of its images)."""
+    images, mean, std, batch = read_inputs(path)
+    return float_feeds(images, mean, std, batch)
+
+
+def load_data():
+    """Polygraphy's data loader (``polygraphy run ... --data-loader-script check_parity.py``): the feeds of the
+    bundle's inputs.npz beside this file."""
+    return load_inputs(HERE / INPUTS)
 
 
 def load_outputs(path):
@@ -35,7 +93,7 @@ def load_outputs(path):
     except Exception as exc:  # a file format boundary: whatever Polygraphy or the layout raise, say which file
         print(f"error: {path} holds no Polygraphy outputs with 'logits' and 'gates' ({type(exc).__name__}: "
               f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); save them with polygraphy run ... --save-outputs "
-              "on the bundle's inputs.json.", file=sys.stderr)
+              "on the bundle's inputs (--data-loader-script check_parity.py).", file=sys.stderr)
         sys.exit(2)
 
 
@@ -45,7 +103,7 @@ def check(reference, outputs, profile):
     ref_gates, gates = np.asarray(reference["gates"]) > 0.5, np.asarray(outputs["gates"]) > 0.5
     if ref_logits.shape != logits.shape or ref_gates.shape != gates.shape:
         raise SystemExit(f"error: outputs {logits.shape}/{gates.shape} do not match the reference "
-                         f"{ref_logits.shape}/{ref_gates.shape}; run the bundle's graph on its inputs.json.")
+                         f"{ref_logits.shape}/{ref_gates.shape}; run the bundle's graph on its inputs (--data-loader-script check_parity.py).")
     error = np.abs(logits - ref_logits)
     atol, rtol = profile.get("logits_atol"), profile.get("logits_rtol")
     within = True

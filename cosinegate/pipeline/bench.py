@@ -119,7 +119,7 @@ def run_bench(s, backend_name, workdir, log=print):
         if not (inputs or s.data or s.random_input):
             inputs = reference_inputs(s.engine, read_engine_manifest(s.engine))
             if inputs is None:
-                raise CosineGateError("no images for the engine: pass --inputs BUNDLE/inputs.json (the reference inputs), "
+                raise CosineGateError("no images for the engine: pass --inputs BUNDLE/inputs.npz (the reference images), "
                                       "--data with a dataset, or --random-input (speed only).")
         if inputs:  # before TensorRT is needed, so a bad --inputs is said first
             batches = batches_from_inputs(inputs, s.batch)
@@ -163,7 +163,7 @@ def run_bench(s, backend_name, workdir, log=print):
     size = backend.model.image_size if backend_name == "torch" else meta.get("image_size")
     if batches is not None and size and tuple(batches[0].shape[2:]) != (size, size):
         raise CosineGateError(f"{inputs} holds {batches[0].shape[2]}x{batches[0].shape[3]} images but the model takes "
-                              f"{size}x{size}; pass the inputs.json of this model's bundle.")
+                              f"{size}x{size}; pass the inputs.npz of this model's bundle.")
     if batches is None:
         from cosinegate.data.normalization import LEGACY_SOURCE, named
         from cosinegate.data.resize import refuse_other_size
@@ -289,19 +289,27 @@ def progress_bar(total, desc):
 def reference_inputs(engine, manifest):
     """The reference inputs an engine was checked with: its manifest's, or the bundle's beside results/."""
     named = manifest.reference_inputs
-    candidates = ([Path(named)] if named else []) + [Path(engine).resolve().parent.parent / "inputs.json"]
+    bundle = Path(engine).resolve().parent.parent
+    candidates = ([Path(named)] if named else []) + [bundle / "inputs.npz", bundle / "inputs.json"]
     return next((path for path in candidates if path.is_file()), None)
 
 
 def batches_from_inputs(path, batch):
-    """Batches of ``batch`` images from a Polygraphy inputs JSON (torch-free)."""
+    """Batches of ``batch`` images from a bundle's inputs.npz (uint8 images, made into float feeds as the bundle's
+    check_parity.py does) or a Polygraphy inputs JSON (torch-free)."""
     import numpy as np
     from polygraphy.json import from_json
 
     from cosinegate.artifacts import read_json
     from cosinegate.graphmeta import INPUT
 
-    fix = "pass a bundle's inputs.json (parity.py --save-reference writes one)"
+    fix = "pass a bundle's inputs.npz, or a Polygraphy inputs JSON (parity.py --save-reference writes one)"
+    if Path(path).suffix == ".npz":
+        from cosinegate.parity.compare import saved_feeds
+
+        feeds = saved_feeds(path)
+        x = np.concatenate([feed[INPUT] for feed in feeds])
+        return batches_of(x, batch, path)
     feeds = read_json(path, "inputs file", mapping=False)
     if not (isinstance(feeds, list) and feeds and all(isinstance(f, dict) and list(f) == [INPUT] and isinstance(f[INPUT], dict)
                                                       and f[INPUT].get("polygraphy_class") == "ndarray" for f in feeds)):
@@ -317,6 +325,13 @@ def batches_from_inputs(path, batch):
     x = np.concatenate(arrays)
     if x.shape[1] != 3 or x.shape[2] != x.shape[3]:
         raise CosineGateError(f"{path}: '{INPUT}' arrays are {list(x.shape[1:])}, not 3 x S x S; {fix}.")
+    return batches_of(x, batch, path)
+
+
+def batches_of(x, batch, path):
+    """Whole batches of ``batch`` images of the float array ``x`` (read from ``path``)."""
+    import numpy as np
+
     count = len(x) // batch * batch
     if count == 0:
         raise CosineGateError(f"{path} holds {len(x)} images, fewer than --batch {batch}; lower --batch.")

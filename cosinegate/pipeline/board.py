@@ -26,10 +26,10 @@ def from_bundle(s, target, log=print):
     onnx_path = listed_member(bundle_dir, manifest, manifest.build_onnx, "build_onnx")
     if onnx_path is None:
         raise CosineGateError(f"bundle {bundle_dir} names no build_onnx; re-create the bundle.")
-    reference = "reference.json" in manifest.files and "inputs.json" in manifest.files
+    reference = "reference.json" in manifest.files and "inputs.npz" in manifest.files
     art = Artifacts(manifest.model, onnx_path, cache=listed_member(bundle_dir, manifest, manifest.calibration_cache, "calibration_cache"),
                     reference=bundle_member(bundle_dir, "reference.json") if reference else None,
-                    inputs=bundle_member(bundle_dir, "inputs.json") if reference else None)
+                    inputs=bundle_member(bundle_dir, "inputs.npz") if reference else None)
     graph = check_layer_names(onnx.load(str(onnx_path), load_external_data=False), onnx_path)
     check_opset(profile, onnx_opset(graph), host.trt_version if target.can_build else None)
     if not target.can_build:

@@ -6,6 +6,8 @@ from pathlib import Path
 from cosinegate.errors import CosineGateError
 from cosinegate.manifests import BundleManifest, EngineManifest
 
+INPUTS = "inputs.npz"  # the reference images, uint8 (cosinegate.parity.device_check.INPUTS, read by check_parity.py)
+
 
 def bundle_name(model, s):
     """Bundles of one model for other forms, precisions or DLA cores get their own folders."""
@@ -24,6 +26,7 @@ def write_bundle(s, target, art, log=print):
     from cosinegate.graphmeta import card_of, get_metadata
     from cosinegate.onnx import matching_manifest
     from cosinegate.parity import device_check
+    from cosinegate.parity.compare import saved_feeds
     from cosinegate.pipeline.engine import onnx_meta
     from cosinegate.pipeline.stages import parity_profile
     from cosinegate.trt.build import cache_calibrator, gate_layer_names
@@ -35,17 +38,19 @@ def write_bundle(s, target, art, log=print):
 
     profile, name = target.profile, art.name
     files, texts = {}, {}
-    for form, path in art.forms.items():
+    for form in board_forms(s, art):  # the graphs the board builds; the flat twin stays in the work folder
+        path = art.forms[form]
         files[f"model.{form}.onnx"] = path
         if matching_manifest(path) is not None:  # a manifest naming another graph (a killed export) stays out
             files[f"model.{form}.onnx.json"] = Path(f"{path}.json")
     float_rel = build_rel = f"model.{s.form}.onnx"
     if art.calibration:
-        for extra in sorted(Path(art.calibration).glob("*")):
-            if extra.is_file() and not extra.name.endswith(".stage.json"):
+        for extra in sorted(Path(art.calibration).glob("*")):  # its cache and manifest, and the Q/DQ graph built
+            if extra.is_file() and not extra.name.endswith((".stage.json", ".onnx", ".onnx.json")):
                 files[f"calibration/{extra.name}"] = extra
         if art.qdq:
             build_rel = f"calibration/{Path(art.qdq).name}"
+            files[build_rel] = Path(art.qdq)
     calibrator, caches = None, {}
     if art.cache and s.precision == "int8":
         calibrator = cache_calibrator(art.cache)
@@ -53,11 +58,11 @@ def write_bundle(s, target, art, log=print):
             texts[release_cache_name(version)] = text
             caches[version] = release_cache_name(version)
     if not art.reference:
-        raise CosineGateError("a bundle needs the PyTorch reference (reference.json, inputs.json), made from --checkpoint; "
+        raise CosineGateError("a bundle needs the PyTorch reference (reference.json, inputs.npz), made from --checkpoint; "
                               "pass --checkpoint instead of --onnx.")
     files["reference.json"] = art.reference
-    files["inputs.json"] = art.inputs
-    files["check_parity.py"] = Path(device_check.__file__)  # the profile's check, numpy + Polygraphy only
+    files[INPUTS] = art.inputs  # the reference images once, at uint8; every candidate's reference is on them
+    files["check_parity.py"] = Path(device_check.__file__)  # the check and the feeds' data loader: numpy + Polygraphy
     files["run_engine.py"] = Path(run_engine.__file__)  # images -> label, blocks run, MACs; TensorRT + numpy only
     texts["parity_profile.json"] = json.dumps(parity_profile(s.precision), indent=2) + "\n"
     card = card_of(onnx_meta(art.onnx))
@@ -66,18 +71,21 @@ def write_bundle(s, target, art, log=print):
     candidates = {}
     for cand, paths in art.candidates.items():
         suffix = "" if cand == "conditional" else f".{cand}"
-        rels = {"onnx": f"model.{cand}.onnx", "reference": f"reference{suffix}.json", "inputs": f"inputs{suffix}.json"}
+        if sha256_file(paths["inputs"]) != sha256_file(art.inputs):
+            raise CosineGateError(f"the {cand} candidate's reference images differ from the bundle's {INPUTS}; remove the work "
+                                  f"folder {Path(art.inputs).parent} and run again.")
+        rels = {"onnx": f"model.{cand}.onnx", "reference": f"reference{suffix}.json", "inputs": INPUTS}
         for key, rel in rels.items():
             files.setdefault(rel, paths[key])
         candidates[cand] = rels
-    check_rels = {"reference": "reference.json", "inputs": "inputs.json"}
+    check_rels = {"reference": "reference.json", "inputs": INPUTS}
     if s.select not in ("fastest", "conditional"):
         build_rel = float_rel = f"model.{s.select}.onnx"
         check_rels = {key: candidates[s.select][key] for key in check_rels}
     tmp = tempfile.TemporaryDirectory(prefix="cg-bundle.")
     try:
         files["input.bin"] = Path(tmp.name) / "input.bin"
-        input_bin(art.inputs, files["input.bin"])
+        input_bin(saved_feeds(art.inputs), files["input.bin"])
         patterns, timing = None, None
         if s.form == "conditional" and s.select in ("fastest", "conditional"):
             pattern_files, texts[PATTERNS], timing = timing_patterns(s, art, tmp.name)
@@ -126,6 +134,12 @@ def write_bundle(s, target, art, log=print):
     return final, archive, manifest
 
 
+def board_forms(s, art):
+    """The exported forms the board builds: the requested one (the float graph of an INT8 bundle too: the cache path
+    and DLA on TensorRT 8.x build it). The flat twin is the desktop's (graph passes, calibration, bench --if-cost)."""
+    return [form for form in art.forms if form == s.form]
+
+
 def int8_note(profile, s, calibrator):
     """What INT8 means in this bundle, per release (manifest and README)."""
     if s.precision != "int8":
@@ -163,10 +177,10 @@ def timing_patterns(s, art, folder):
         batches, _ = reference_images(art.data_choice, s.select_images, s.checkpoint)
         source = f"the selection's {len(batches)} test images"
     else:
-        from polygraphy.json import load_json
+        from cosinegate.parity.compare import saved_feeds
 
-        batches = [feed["input"] for feed in load_json(str(art.inputs))]
-        source = f"the {len(batches)} reference inputs (inputs.json)"
+        batches = [feed["input"] for feed in saved_feeds(art.inputs)]
+        source = f"the {len(batches)} reference inputs ({INPUTS})"
     backend = OnnxrtBackend(art.forms[s.form])
     gates = [backend.run(x)[0]["gates"][0] for x in batches]
     files, text = gate_pattern_inputs(batches, gates, folder)
@@ -204,12 +218,10 @@ def int8_preview(s, art, log=print):
 def qdq_preview(qdq, inputs_json, reference_json):
     """The bundle's INT8 check run here on ONNX Runtime with the Q/DQ graph: a forecast, not the engine's verdict.
     The Q/DQ graphs have batch 1, so a masked bundle's batches are fed one image at a time (gates are per image)."""
-    from polygraphy.json import load_json
-
-    from cosinegate.parity.compare import graph_runner
+    from cosinegate.parity.compare import graph_runner, saved_feeds
     from cosinegate.pipeline.engine import saved_parity
 
-    feeds = [{name: x[i : i + 1] for name, x in feed.items()} for feed in load_json(str(inputs_json))
+    feeds = [{name: x[i : i + 1] for name, x in feed.items()} for feed in saved_feeds(inputs_json)
              for i in range(len(next(iter(feed.values()))))]
     return saved_parity(graph_runner(qdq, "onnxrt"), feeds, reference_json, "int8")
 

@@ -1,6 +1,7 @@
 """``deploy(settings)``: checkpoint (or graph) -> ONNX forms -> calibration -> reference -> selection -> engine
 here, or the device bundle where this host cannot build for the target; from a bundle on the device, its engine."""
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,15 +58,40 @@ def deploy(settings, log=print):
                 from cosinegate.pipeline.engine import build_here, select_engines
 
                 engine, passed = (select_engines if s.select == "fastest" else build_here)(s, target, art, log)
-                return DeployResult(passed is not False, engine)
-            from cosinegate.pipeline.bundle import write_bundle
+                result = DeployResult(passed is not False, engine)
+            else:
+                from cosinegate.pipeline.bundle import write_bundle
 
-            final, archive, manifest = write_bundle(s, target, art, log)
-            return DeployResult(True, bundle=final, archive=archive, manifest=manifest)
+                final, archive, manifest = write_bundle(s, target, art, log)
+                result = DeployResult(True, bundle=final, archive=archive, manifest=manifest)
+            if result.passed:
+                finish_work(s, target, art.name, log)
+        return result
     except BaseException:
         if created:  # a folder this run made holds only what it left half-done
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def work_folder(out, name):
+    """The work cache of ``name``'s stages (exports, references, calibration), reused by input hash."""
+    return Path(out) / ".work" / name
+
+
+def finish_work(s, target, name, log=print):
+    """After a successful run: remove the work cache with ``s.clean_work``, else say where it is and what it holds."""
+    work = work_folder(target.out, name)
+    if not work.is_dir():
+        return
+    size = sum(f.stat().st_size for f in work.rglob("*") if f.is_file() and not f.is_symlink())
+    if not s.clean_work:
+        log(f"work cache: {work} ({size / 1e6:.1f} MB: exported graphs incl. the flat twin, references, calibration; "
+            "kept for the next run; --clean-work removes it)")
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        work.parent.rmdir()  # .work itself, when no other model's cache is left in it
+    log(f"work cache {work} removed (--clean-work; {size / 1e6:.1f} MB freed; the next run exports and checks again)")
 
 
 def prepare(s, target, opset, log=print):
@@ -89,7 +115,7 @@ def prepare(s, target, opset, log=print):
         check_image_size(s.image_size, state, s.checkpoint)
         data = choose_data(DataOrigin.of_checkpoint(state), s.data, s.data_root)
         name = model_name(s.checkpoint)
-        stages = Stages(target.out / ".work" / name, log)
+        stages = Stages(work_folder(target.out, name), log)
         graph = stages.export(s.checkpoint, s.form, s.batch, opset, if_cost_table=s.if_cost_table)
         art = Artifacts(name, graph, forms={s.form: graph, "flat": stages.export(s.checkpoint, "flat", s.batch, opset)},
                         data=data.record(), data_choice=data)

@@ -97,12 +97,11 @@ def onnx_meta(path):
 
 
 def engine_parity(engine, inputs_json, reference_json, precision):
-    """The TensorRT runner on the saved inputs vs the saved PyTorch outputs, under the precision's profile."""
-    from polygraphy.json import load_json
-
+    """The TensorRT runner on the saved inputs (.npz or Polygraphy JSON) vs the saved PyTorch outputs, under the precision's profile."""
+    from cosinegate.parity.compare import saved_feeds
     from cosinegate.runtime.tensorrt_backend import TensorRTRunner
 
-    return saved_parity(TensorRTRunner(Path(engine)).polygraphy(), load_json(str(inputs_json)), reference_json, precision)
+    return saved_parity(TensorRTRunner(Path(engine)).polygraphy(), saved_feeds(inputs_json), reference_json, precision)
 
 
 def saved_parity(runner, feeds, reference_json, precision):

@@ -29,7 +29,8 @@ class DeploySettings:
     dla_core: Optional[int] = None
     workspace: Optional[int] = None  # MiB; None: the target's
     timing_cache: Optional[str] = None
-    out: Optional[str] = None  # None: engines/<target> in the current folder
+    out: Optional[str] = None  # None: RUN/engines/<target> beside --checkpoint RUN/x.pt, else engines/<target> here
+    clean_work: bool = False  # remove the work cache <out>/.work/<model> after a successful run
     require_engine: bool = False
     select: Optional[str] = None  # one of SELECTIONS; None: fastest where the candidates can be made
     select_images: int = 300
@@ -78,6 +79,7 @@ def resolve(settings, log=print):
     s = settings
     profile = load_target(s.target)
     check_workspace(s.workspace)
+    out, where = output_folder(s, profile.name)
     if not (s.checkpoint or s.onnx or s.bundle):
         from cosinegate.defaults import default_checkpoint
 
@@ -116,8 +118,20 @@ def resolve(settings, log=print):
     if s.require_engine and not can_build:
         raise CosineGateError(f"--require-engine: cannot build a {profile.name} engine on this host ({why}); run on the device.")
     s = replace(s, select=resolve_select(s, log))
-    out = Path(s.out) if s.out else Path("engines") / profile.name
+    log(f"output: {out} ({where})")
     return s, Target(profile, host, can_build, why, out)
+
+
+def output_folder(s, target):
+    """(output folder, why there): --out; else beside the checkpoint's run folder (RUN/engines/<target> for
+    --checkpoint RUN/best.pt); else, from --onnx, --bundle or the embedded default model, engines/<target> here."""
+    if s.out:
+        return Path(s.out), "--out"
+    if s.checkpoint:
+        run = Path(s.checkpoint).parent
+        return run / "engines" / target, f"beside the checkpoint, in its run folder {run}; --out DIR to change"
+    source = "--onnx" if s.onnx else "--bundle" if s.bundle else "the embedded default model"
+    return Path("engines") / target, f"in the current folder, from {source}; --out DIR to change"
 
 
 def resolve_select(s, log=print):

@@ -67,14 +67,16 @@ class Stages:
         return out
 
     def reference(self, checkpoint, onnx_path, data, samples=REFERENCE_SAMPLES, tag=""):
-        """Polygraphy inputs<tag>.json / reference<tag>.json (PyTorch outputs) on the test split of ``data`` (a
+        """inputs<tag>.npz (the uint8 images, check_parity.py's format) / reference<tag>.json (Polygraphy RunResults of
+        PyTorch on the float feeds check_parity.py makes from them) on the test split of ``data`` (a
         cosinegate.data.choice.DataChoice), via deploy/parity.py's machinery, and reference<tag>.report.json
         (its parity report, decision counts included)."""
         out = self.workdir / f"reference{tag}.json"
-        inputs_json = self.workdir / f"inputs{tag}.json"
+        inputs_json = self.workdir / f"inputs{tag}.npz"
         report_json = self.workdir / f"reference{tag}.report.json"
         stage_inputs = {"stage": "reference", "checkpoint_sha256": sha256_file(checkpoint),
-                        "onnx_sha256": sha256_file(onnx_path), "data": data_key(data), "samples": samples}
+                        "onnx_sha256": sha256_file(onnx_path), "data": data_key(data), "samples": samples,
+                        "inputs": "npz-uint8"}
 
         def make():
             report = run_reference(checkpoint, onnx_path, out, inputs_json, data, samples)
@@ -123,7 +125,9 @@ def parity_profile(precision):
             "min_gate_agreement": t.min_gate_agreement}
 
 
-def run_reference(checkpoint, onnx_path, reference, inputs_json, data, samples=REFERENCE_SAMPLES, backend="onnxrt"):
+def run_reference(checkpoint, onnx_path, reference, inputs_npz, data, samples=REFERENCE_SAMPLES, backend="onnxrt"):
+    """The parity report of ``onnx_path`` against ``checkpoint`` on the reference images of ``data``; PyTorch's outputs
+    saved to ``reference`` and the uint8 images to ``inputs_npz`` (each when given)."""
     from cosinegate.onnx import load_toolkit_onnx
     from cosinegate.parity import FP32, run_parity
     from cosinegate.training.checkpoint import model_from_checkpoint
@@ -131,8 +135,8 @@ def run_reference(checkpoint, onnx_path, reference, inputs_json, data, samples=R
     model, _ = model_from_checkpoint(checkpoint)
     graph = load_toolkit_onnx(onnx_path)
     images = reference_subset(data.test, samples)
-    report = run_parity(model, graph, str(onnx_path), images, backend, samples, FP32, str(inputs_json) if inputs_json else None,
-                        str(reference) if reference else None)
+    report = run_parity(model, graph, str(onnx_path), images, backend, samples, FP32, None,
+                        str(reference) if reference else None, save_images=str(inputs_npz) if inputs_npz else None)
     report["data"] = data.record()
     return report
 
@@ -218,9 +222,11 @@ def candidate_graphs(stages, checkpoint, opset, names, data, if_cost_table=None)
 
 def reference_images(data, samples=300, checkpoint=None):
     """(batches of 1 image as float arrays, labels) of the first ``samples`` test images of ``data`` (a DataChoice,
-    at the checkpoint's image size), with the checkpoint's normalization (CIFAR-10's without one)."""
-    from cosinegate.data.augment import to_tensor
+    at the checkpoint's image size), with the checkpoint's normalization (CIFAR-10's without one), made as the
+    device bundle makes its feeds (cosinegate.parity.device_check.float_feeds)."""
     from cosinegate.data.normalization import of_checkpoint
+    from cosinegate.graphmeta import INPUT
+    from cosinegate.parity.device_check import float_feeds
     from cosinegate.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint) if checkpoint else {"config": {"data": {}}}
@@ -228,5 +234,5 @@ def reference_images(data, samples=300, checkpoint=None):
     count = min(samples, len(test))
     if count == 0:
         raise CosineGateError("the reference set has no test images; check --data/--data-root.")
-    x = to_tensor(test.images[:count], "cpu", of_checkpoint(state)).numpy()
-    return [x[i : i + 1] for i in range(count)], test.labels[:count]
+    norm = of_checkpoint(state)
+    return [feed[INPUT] for feed in float_feeds(test.images[:count], norm["mean"], norm["std"])], test.labels[:count]

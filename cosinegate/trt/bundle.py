@@ -3,7 +3,8 @@ atomic bundle folder and archive (the script itself: device_script.py; its READM
 
 A bundle ``<out>/<model>-bundle/`` (plus ``<model>-bundle.tar.gz``) holds everything a Jetson needs
 to build and check the engine without PyTorch: the ONNX forms, Q/DQ graphs and calibration cache
-when INT8, the reference inputs/outputs in Polygraphy JSON, the target profile, ``build_on_device.sh``
+when INT8, the reference images once at uint8 (``inputs.npz``; ``check_parity.py`` makes the float feeds) and the
+PyTorch outputs on them (Polygraphy JSON), the target profile, ``build_on_device.sh``
 and ``manifest.json`` with the sha256 of every file. It is assembled in a temporary folder and
 renamed into place at the end, so a failure leaves nothing half-written.
 """
@@ -57,12 +58,10 @@ def write_sha256sums(directory):
     (directory / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
-def input_bin(inputs_json, out, name="input"):
-    """The first reference input as raw float32 (trtexec --loadInputs=input:input.bin): one image's timing."""
+def input_bin(feeds, out, name="input"):
+    """The first of the reference ``feeds`` as raw float32 (trtexec --loadInputs=input:input.bin): one image's timing."""
     import numpy as np
-    from polygraphy.json import load_json
 
-    feeds = load_json(str(inputs_json))
     np.ascontiguousarray(feeds[0][name], dtype=np.float32).tofile(str(out))
 
 

@@ -9,8 +9,9 @@ What it does, in order (everything it writes goes to ``results/`` beside it):
    decisions and calibration cache, see versions.py).
 4. Builds with ``--verbose`` into ``results/build.log``, to a temporary name renamed on success.
 5. Writes ``<engine>.json``, the engine manifest ``bench.py --engine`` reads.
-6. Checks the engine with ``polygraphy run ENGINE --trt --model-type engine --load-inputs inputs.json
-   --load-outputs reference.json`` and the precision's tolerances, where Polygraphy is installed.
+6. Checks the engine with ``polygraphy run ENGINE --trt --model-type engine --data-loader-script check_parity.py
+   --save-outputs`` (the float feeds made with numpy from the uint8 images in inputs.npz) and ``check_parity.py``
+   (the precision's profile against reference.json), where Polygraphy is installed.
 7. Times it with ``trtexec --loadEngine --loadInputs --useSpinWait --exportTimes/--exportProfile/--exportLayerInfo``.
 8. With the selection's other candidates in the bundle (``build_engine.py --select fastest``): builds each
    (pruned, dense), checks it against its own reference, times it the same way, prints one table of median
@@ -57,7 +58,7 @@ class ScriptPlan:
     input_name: str = "input"
     tolerance_args: tuple = ()
     reference: str = "reference.json"  # Polygraphy RunResults of the PyTorch side, for the engine check
-    reference_inputs: str = "inputs.json"
+    reference_inputs: str = "inputs.npz"  # the uint8 reference images; check_parity.py (the data loader) reads it
     manifest_fields: dict = field(default_factory=dict)  # the engine manifest's static part (EngineManifest JSON)
     # the selection's other candidates: {name: {"onnx", "reference", "inputs": bundle paths, "eligible": bool}}
     candidates: dict = field(default_factory=dict)
@@ -321,12 +322,23 @@ def _build_and_manifest(plan):
     ]
 
 
+DATA_LOADER = "check_parity.py"  # its load_data(): the float feeds of inputs.npz beside it
+
+
+def data_loader(plan):
+    """Polygraphy's flags feeding the engine the bundle's reference images: check_parity.py's load_data reads
+    inputs.npz (one copy, uint8) and makes the float feeds with the numpy code the desktop made the reference with."""
+    if plan.reference_inputs != "inputs.npz":
+        raise CosineGateError(f"the bundle's reference inputs are {plan.reference_inputs}; check_parity.py reads inputs.npz")
+    return ["--data-loader-script", DATA_LOADER]
+
+
 def _check(plan):
     # --trt is needed: without a runner flag `polygraphy run` runs nothing and compares the loaded outputs with
     # nothing, reporting PASSED (seen with Polygraphy 0.53 on a file that is no engine at all). Polygraphy only
     # runs the engine and saves its outputs; check_parity.py judges them by the precision's profile (top-1 and
     # gate-decision agreement, logit bounds where the profile has them), so an INT8 check can fail too.
-    polygraphy = "polygraphy run " + sh_words(["$ENGINE", "--trt", "--model-type", "engine", "--load-inputs", plan.reference_inputs,
+    polygraphy = "polygraphy run " + sh_words(["$ENGINE", "--trt", "--model-type", "engine", *data_loader(plan),
                                                "--save-outputs", "$RESULTS/outputs.json"])
     judge = "python3 check_parity.py " + sh_words(["$RESULTS/outputs.json", "--reference", plan.reference,
                                                     "--json", "$RESULTS/parity.json"])
@@ -434,7 +446,9 @@ def _candidate_table(plan):
              "printf '%-12s %10s %-10s %s\\n' " + sh_word(plan.form) + ' "${M:-n/a}" "$P" reference >> "$TABLE"']
     for name, cand in plan.candidates.items():
         engine = f"{plan.name}-{name}-{plan.precision}-trt"
-        check = "polygraphy run " + sh_words(["$CAND_ENGINE", "--trt", "--model-type", "engine", "--load-inputs", cand["inputs"],
+        if cand["inputs"] != plan.reference_inputs:
+            raise CosineGateError(f"candidate {name} names inputs {cand['inputs']}, not the bundle's {plan.reference_inputs}")
+        check = "polygraphy run " + sh_words(["$CAND_ENGINE", "--trt", "--model-type", "engine", *data_loader(plan),
                                               "--load-outputs", cand["reference"], *plan.tolerance_args])
         accuracy = "within" if cand["eligible"] else "outside"
         lines += [

@@ -249,3 +249,36 @@ def test_a_class_folder_name_with_a_line_break_is_refused(tmp_path):
     write_image_tree(tmp_path / "d", classes=("cat\ndog", "frog"), train_per_class=1, test_per_class=1)
     with pytest.raises(CosineGateError, match="control character .*rename the folder"):
         load_imagefolder(tmp_path / "d")
+
+
+def test_imagefolder_cache_names_the_rule_applied_and_is_compressed(image_tree, tmp_path, monkeypatch):
+    from cosinegate.data import resize
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("COSINEGATE_CACHE", str(cache))
+    root, _ = image_tree  # every image 32 x 32: taken natively, whatever rule was asked for
+    train, test = imagefolder.load_imagefolder(root)
+    files = sorted(cache.glob("imagefolder-*.npz"))
+    assert len(files) == 2 and all(f.name.endswith("-32-native.npz") for f in files), [f.name for f in files]
+    with np.load(files[0], allow_pickle=False) as data:
+        assert data.files == ["images"]  # random pixels do not compress: kept plain, read back fastest
+    smooth = np.broadcast_to(np.arange(64, dtype=np.uint8)[None, None, :, None], (50, 64, 64, 3)).copy()
+    with open(tmp_path / "smooth.npz", "wb") as handle:
+        imagefolder.write_cache(handle, smooth)
+    with np.load(tmp_path / "smooth.npz", allow_pickle=False) as data:
+        assert sorted(data.files) == ["deflated", "shape"]  # a gradient compresses: stored compressed
+    assert (tmp_path / "smooth.npz").stat().st_size < smooth.nbytes / 20
+    assert np.array_equal(imagefolder.read_cache(tmp_path / "smooth.npz", 50, {64}), smooth)  # lossless
+    assert imagefolder.read_cache(tmp_path / "smooth.npz", 50, {32}) is None  # another size: decoded again
+
+    # a cache of the older layout (plain pixels, named after the rule asked for) is still read, not decoded again
+    for f, split in zip(files, (test, train) if "-test-" in files[0].name else (train, test)):
+        np.savez(f.with_name(f.name.replace("32-native", resize.rule_key(32, "eval"))), images=split.images)
+        f.unlink()
+
+    def no_decode(*args):
+        raise AssertionError("decoded again although cached")
+
+    monkeypatch.setattr(imagefolder, "_decode_all", no_decode)
+    train2, test2 = imagefolder.load_imagefolder(root)
+    assert np.array_equal(train2.images, train.images) and np.array_equal(test2.images, test.images)

@@ -274,9 +274,9 @@ def test_bundle_at_the_checkpoint_size(run64, tmp_path, monkeypatch):
     data = ["--data", "imagefolder", "--data-root", str(root)]
     assert _script("deploy", "build_engine").main(["--target", "jetson-orin", "--checkpoint", str(ckpt), *data,
                                                    "--out", str(tmp_path / "engines")]) == 0
-    inputs = list((tmp_path / "engines").rglob("inputs*.json"))
+    inputs = list((tmp_path / "engines").rglob("inputs*.npz"))
     assert inputs
-    from polygraphy.json import load_json
+    from cosinegate.parity.device_check import load_inputs
 
-    feeds = load_json(str(inputs[0]))
+    feeds = load_inputs(inputs[0])
     assert feeds and all(feed["input"].shape == (1, 3, 48, 48) for feed in feeds)

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from test_bundle import bundle_copy, bundled  # noqa: F401 (fixtures)
+from test_bundle import bundle_copy, bundled, flat_twin  # noqa: F401 (fixtures)
 
 WITHOUT_TORCH = "import sys; sys.modules['torch'] = None\n"
 
@@ -174,11 +174,11 @@ finally:
 """
 
 
-def test_if_cost_on_the_board_needs_neither_tqdm_nor_torch(bundle_copy, tmp_path):  # noqa: F811
+def test_if_cost_on_the_board_needs_neither_tqdm_nor_torch(flat_twin, tmp_path):  # noqa: F811
     """Defect 7: bench.py --if-cost --backend trt imported tqdm (training extra), then torch via cosinegate.onnx."""
     table = tmp_path / "if-cost.json"
     done = subprocess.run([sys.executable, "-c", DEVICE_ONLY + IF_COST_TRT, "--if-cost", "--backend", "trt", "--onnx",
-                           bundle_copy / "model.flat.onnx", "--warmup", "1", "--iterations", "3", "--rounds", "1",
+                           flat_twin, "--warmup", "1", "--iterations", "3", "--rounds", "1",
                            "--json", table], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "blocked: []" in done.stdout
@@ -196,11 +196,11 @@ print('blocked:', [m for m in ('torch', 'tqdm', 'onnx_graphsurgeon') if sys.modu
 """
 
 
-def test_calibration_data_loader_runs_on_the_device_extra(bundle_copy, fake_cifar_root):  # noqa: F811
+def test_calibration_data_loader_runs_on_the_device_extra(flat_twin, fake_cifar_root):  # noqa: F811
     """Defect 8: calibration/data_loader.py ("for calibrating on the device") imported torch twice."""
     import os
 
-    env = dict(os.environ, COSINEGATE_CALIB_MODEL=str(bundle_copy / "model.flat.onnx"), COSINEGATE_CALIB_COUNT="20",
+    env = dict(os.environ, COSINEGATE_CALIB_MODEL=str(flat_twin), COSINEGATE_CALIB_COUNT="20",
                COSINEGATE_CALIB_DATA="cifar10", COSINEGATE_CALIB_DATA_ROOT=str(fake_cifar_root))
     done = subprocess.run([sys.executable, "-c", DEVICE_ONLY + DATA_LOADER], capture_output=True, text=True, cwd=ROOT,
                           timeout=300, env=env)
@@ -318,7 +318,7 @@ def test_the_xavier_dla_conditional_qdq_bundle_is_refused_before_anything_is_wri
 
 
 @pytest.mark.parametrize("form, int8_path, records_cache", [("conditional", "qdq", False), ("masked", "cache", True)])
-def test_engine_manifest_records_the_calibration_cache_only_when_the_build_reads_it(bundle_copy, tmp_path, monkeypatch,
+def test_engine_manifest_records_the_calibration_cache_only_when_the_build_reads_it(bundle_copy, flat_twin, tmp_path, monkeypatch,
                                                                                     form, int8_path, records_cache):  # noqa: F811
     """Also noticed in issue 22: Q/DQ builds recorded the calibration_sha256 of a cache they never read."""
     from cosinegate.artifacts import sha256_file
@@ -332,7 +332,7 @@ def test_engine_manifest_records_the_calibration_cache_only_when_the_build_reads
     cache.write_text(calibration_cache_header("10.3.0", "entropy2") + "\ninput: 3c010204\n")
     monkeypatch.setattr(trt_build, "build_engine", lambda onnx, engine, settings: open(str(engine), "wb").close() or 0.1)
     settings = DeploySettings("jetson-orin", precision="int8", int8_path=int8_path, form=form)
-    graph = bundle_copy / ("model.conditional.onnx" if form == "conditional" else "model.flat.onnx")
+    graph = bundle_copy / "model.conditional.onnx" if form == "conditional" else flat_twin
     host = HostInfo("aarch64", "8.7", parse_version("10.3.0.30"))
     target = Target(load_target("jetson-orin"), host, True, "", tmp_path / "out")
     engine, _ = build_one(settings, target, Artifacts("tiny", graph, cache=cache), form)

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT
 from jetpack_rehearsal import JETPACKS, MARKER, board_venv, fake_board_packages, run, why_not
-from test_bundle import FAKE_JETSON_CLOCKS, FAKE_NVPMODEL, FAKE_POLYGRAPHY, FAKE_TRTEXEC, bundle_copy, bundled  # noqa: F401
+from test_bundle import FAKE_JETSON_CLOCKS, FAKE_NVPMODEL, FAKE_POLYGRAPHY, FAKE_TRTEXEC, bundle_copy, bundled, flat_twin  # noqa: F401
 
 pytestmark = pytest.mark.rehearsal
 DATA_LOADER = (
@@ -62,7 +62,7 @@ def stops_at_first_real_call(done, what):
 
 
 @pytest.mark.parametrize("name", sorted(JETPACKS))
-def test_the_board_side_runs_on_jetpack(name, bundle_copy, fake_cifar_root, tmp_path):  # noqa: F811
+def test_the_board_side_runs_on_jetpack(name, bundle_copy, flat_twin, fake_cifar_root, tmp_path):  # noqa: F811
     jetpack = JETPACKS[name]
     reason = why_not(jetpack)
     if reason:
@@ -99,11 +99,11 @@ def test_the_board_side_runs_on_jetpack(name, bundle_copy, fake_cifar_root, tmp_
     done = run([python, "deploy/bench.py", "--engine", engine], cwd=ROOT, env=env)
     stops_at_first_real_call(done, "bench.py --engine")
 
-    done = run([python, "deploy/bench.py", "--if-cost", "--backend", "trt", "--onnx", bundle_copy / "model.flat.onnx",
+    done = run([python, "deploy/bench.py", "--if-cost", "--backend", "trt", "--onnx", flat_twin,
                 "--warmup", "1", "--iterations", "3", "--rounds", "1"], cwd=ROOT, env=env)
     stops_at_first_real_call(done, "bench.py --if-cost --backend trt")
 
-    calib = dict(env, COSINEGATE_CALIB_MODEL=str(bundle_copy / "model.flat.onnx"), COSINEGATE_CALIB_COUNT="20",
+    calib = dict(env, COSINEGATE_CALIB_MODEL=str(flat_twin), COSINEGATE_CALIB_COUNT="20",
                  COSINEGATE_CALIB_DATA="cifar10", COSINEGATE_CALIB_DATA_ROOT=str(fake_cifar_root))
     done = run([python, "-c", DATA_LOADER], cwd=ROOT, env=calib)
     assert done.returncode == 0 and "calibration feeds: 20 (1, 3, 32, 32) float32" in done.stdout, done.stderr[-3000:]

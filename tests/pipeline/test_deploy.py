@@ -13,19 +13,41 @@ from cosinegate.trt.targets import HostInfo
 
 
 def test_deploy_writes_a_bundle_from_a_settings_object(tiny_checkpoint, tmp_path, monkeypatch):
+    import shutil
+
     from cosinegate.pipeline.deploy import deploy
     from cosinegate.pipeline.plan import DeploySettings
     from cosinegate.trt.manifest import verify_bundle
 
     monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
-    monkeypatch.chdir(tmp_path)  # no output folder given: engines/<target> in the current folder, not the checkout
+    monkeypatch.chdir(tmp_path)  # nothing may land in the current folder: the outputs go beside the run
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, run / "best.pt")
     lines = []
-    result = deploy(DeploySettings("jetson-orin", checkpoint=str(tiny_checkpoint), select="conditional"), log=lines.append)
+    result = deploy(DeploySettings("jetson-orin", checkpoint=str(run / "best.pt"), select="conditional", clean_work=True),
+                    log=lines.append)
     assert result.passed and result.engine is None
-    assert result.bundle.parent == Path("engines") / "jetson-orin" and result.bundle.name.endswith("-conditional-fp16-bundle")
+    out = run / "engines" / "jetson-orin"  # RUN/engines/<target>, not engines/<target> in the current folder
+    assert result.bundle.parent == out and result.bundle.name.endswith("-conditional-fp16-bundle")
+    assert not (tmp_path / "engines").exists()
     assert result.archive.is_file() and isinstance(result.manifest, BundleManifest)
     assert verify_bundle(result.bundle) == result.manifest and result.manifest.precision == "fp16"
     assert any("wrote the device bundle" in line for line in lines)
+    assert any(line.startswith(f"output: {out} (beside the checkpoint") for line in lines), lines
+    assert not (out / ".work").exists()  # --clean-work: the work cache went after the bundle was written
+    assert any("--clean-work" in line and "freed" in line for line in lines), lines
+
+
+def test_output_folder_defaults(tmp_path):
+    from cosinegate.pipeline.plan import DeploySettings, output_folder
+
+    run = tmp_path / "run"
+    assert output_folder(DeploySettings("t", checkpoint=str(run / "best.pt")), "t")[0] == run / "engines" / "t"
+    assert output_folder(DeploySettings("t", checkpoint=str(run / "best.pt"), out="o"), "t") == (Path("o"), "--out")
+    for settings, source in ((DeploySettings("t", onnx=str(run / "m.onnx")), "--onnx"), (DeploySettings("t"), "default model")):
+        out, why = output_folder(settings, "t")
+        assert out == Path("engines") / "t" and "current folder" in why and source in why
 
 
 def test_deploy_settings_are_checked_before_any_work(tmp_path):

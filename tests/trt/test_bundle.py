@@ -42,13 +42,23 @@ def bundled(tiny_checkpoint, tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture()
+def flat_twin(bundled):
+    """The flat twin of the bundled model: in the work folder, not in the bundle (the board builds no engine of it)."""
+    return bundled[0] / ".work" / "tiny" / "model.flat.onnx"
+
+
 def test_bundle_contents_and_hashes(bundled):
     out, _, printed, _, _ = bundled
     bundle = out / "tiny-conditional-fp16-bundle"
     manifest = verify_bundle(bundle)
-    for name in ("model.conditional.onnx", "model.flat.onnx", "reference.json", "inputs.json", "jetson-orin.toml",
-                 "build_on_device.sh"):
+    for name in ("model.conditional.onnx", "model.pruned.onnx", "model.dense.onnx", "reference.json", "inputs.npz",
+                 "check_parity.py", "jetson-orin.toml", "build_on_device.sh"):
         assert name in manifest.files, name
+    # one copy of the reference images (uint8), no Polygraphy JSON of float inputs, only the graphs the board builds
+    assert not [f for f in manifest.files if f.startswith("inputs") and f != "inputs.npz"], manifest.files
+    assert "model.flat.onnx" not in manifest.files
+    assert {c["inputs"] for c in manifest.candidates.values()} == {"inputs.npz"}
     assert manifest.target == "jetson-orin" and manifest.precision == "fp16"
     with tarfile.open(out / "tiny-conditional-fp16-bundle.tar.gz") as tar:
         assert "tiny-conditional-fp16-bundle/manifest.json" in tar.getnames()
@@ -110,8 +120,8 @@ def test_bundle_verification_refuses_damage(bundled, tmp_path):
         handle.write(b"x")
     with pytest.raises(CosineGateError, match="hash mismatch: model.conditional.onnx"):
         build_engine.main(["--target", "jetson-orin", "--bundle", str(copy)])
-    (copy / "inputs.json").unlink()
-    with pytest.raises(CosineGateError, match="missing: inputs.json"):
+    (copy / "inputs.npz").unlink()
+    with pytest.raises(CosineGateError, match="missing: inputs.npz"):
         verify_bundle(copy)
 
 
@@ -257,7 +267,7 @@ def test_device_script_builds_checks_times_and_records(bundle_copy, tmp_path):
                  f"--exportTimes={results}/timing.times.json", "--exportProfile=", "--exportLayerInfo="):
         assert flag in timing
     polygraphy = (tmp_path / "trtexec.log.polygraphy").read_text()
-    assert polygraphy.startswith(f"run {engine} --trt --model-type engine --load-inputs inputs.json "
+    assert polygraphy.startswith(f"run {engine} --trt --model-type engine --data-loader-script check_parity.py "
                                  f"--save-outputs {results}/outputs.json")
     assert json.loads((results / "parity.json").read_text())["passed"] is True
     assert (results / "nvpmodel.txt").read_text().startswith("NV Power Mode: MAXN")
@@ -353,9 +363,9 @@ def test_device_commands_run_without_torch(bundle_copy, tmp_path):
     assert "Traceback" not in done.stderr
     done = run_without_torch("bench.py", "--engine", engine, "--inputs", bundle_copy / "reference.json")
     assert done.returncode == 2 and "is not a Polygraphy inputs JSON" in done.stderr, done.stderr
-    (bundle_copy / "inputs.json").rename(tmp_path / "moved.json")
+    (bundle_copy / "inputs.npz").rename(tmp_path / "moved.npz")
     done = run_without_torch("bench.py", "--engine", engine)
-    assert done.returncode == 2 and "pass --inputs BUNDLE/inputs.json" in done.stderr, done.stderr
+    assert done.returncode == 2 and "pass --inputs BUNDLE/inputs.npz" in done.stderr, done.stderr
 
 
 def test_engine_check_runs_the_built_engine_never_a_recalibrating_onnx_build():
@@ -516,12 +526,12 @@ UNPINNABLE_NAMES = ["block0/gate/a,b", "block0/gate/a:b", "block0/gate/it's", "b
 
 
 @pytest.mark.parametrize("node_name", UNPINNABLE_NAMES)
-def test_onnx_node_names_trtexec_cannot_pin_are_refused_from_onnx_and_bundles(bundled, tmp_path, node_name):
+def test_onnx_node_names_trtexec_cannot_pin_are_refused_from_onnx_and_bundles(bundled, flat_twin, tmp_path, node_name):
     import onnx
 
     from cosinegate.artifacts import sha256_file
 
-    source = bundled[0] / "tiny-conditional-fp16-bundle" / "model.flat.onnx"  # the tiny conditional graph has no gate left
+    source = flat_twin  # the tiny conditional graph has no gate left
     model = onnx.load(str(source))
     rename_gate_node(model, node_name)
     foreign = tmp_path / "foreign.onnx"
@@ -571,3 +581,54 @@ def test_device_script_refuses_a_results_link_planted_in_the_bundle(bundle_copy,
     done = run_device_script(bundle_copy, tmp_path)
     assert done.returncode == 2 and "results in the bundle is a link" in done.stderr, done.stderr
     assert list(outside.iterdir()) == []
+
+
+def test_board_feeds_reproduce_the_reference_exactly(bundled):
+    """The bundle carries its reference images once, uint8 (inputs.npz), and check_parity.py (Polygraphy's data loader
+    on the board) makes the float feeds; PyTorch on exactly those feeds gives reference.json bit for bit, because the
+    desktop made the reference from the same numpy function."""
+    import importlib.util
+
+    import numpy as np
+    from polygraphy.comparator import Comparator, RunResults
+
+    from cosinegate.graphmeta import get_metadata
+    from cosinegate.onnx import load_toolkit_onnx
+    from cosinegate.parity.compare import stack_iterations
+    from cosinegate.runtime.torch_backend import TorchRunner
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    out, ckpt = bundled[0], bundled[1]
+    bundle = out / "tiny-conditional-fp16-bundle"
+    spec = importlib.util.spec_from_file_location("bundle_check_parity", bundle / "check_parity.py")
+    board = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(board)
+    images, mean, std, batch = board.read_inputs(bundle / "inputs.npz")
+    feeds = board.load_data()  # what `polygraphy run ... --data-loader-script check_parity.py` feeds the engine
+    assert images.dtype == np.uint8 and batch == 1 and len(feeds) == len(images)
+    assert all(f["input"].dtype == np.float32 and f["input"].shape == (1, 3, 32, 32) for f in feeds)
+    model, _ = model_from_checkpoint(ckpt)
+    assert np.array_equal(mean, np.float32(model.normalization["mean"])) and np.array_equal(std, np.float32(model.normalization["std"]))
+    kinds = [b["kind"] for b in get_metadata(load_toolkit_onnx(bundle / "model.conditional.onnx"))["blocks"]]
+    runner = TorchRunner(model, kinds, threads=1, batch=1, record=True).polygraphy()
+    got = stack_iterations(Comparator.run([runner], data_loader=feeds)[0][1])
+    want = stack_iterations(RunResults.load(str(bundle / "reference.json"))[0][1])
+    assert np.array_equal(got["logits"], want["logits"]) and np.array_equal(got["gates"], want["gates"])
+
+
+def test_bundle_size_is_graphs_plus_images(bundled):
+    """Goal of issue 25: the folder is at most 1.3x (the graphs it carries + the reference images at uint8) plus a fixed
+    allowance for the small files (scripts, README, references, profile: ~0.3 MB at this tiny model's size); the
+    archive is not larger than the folder."""
+    import numpy as np
+
+    out = bundled[0]
+    bundle = out / "tiny-conditional-fp16-bundle"
+    files = [p for p in bundle.rglob("*") if p.is_file()]
+    folder = sum(p.stat().st_size for p in files)
+    graphs = sum(p.stat().st_size for p in files if p.suffix == ".onnx")
+    with np.load(bundle / "inputs.npz") as data:
+        images = data["images"].nbytes
+    assert (bundle / "inputs.npz").stat().st_size < images + 4096  # uint8, one copy
+    assert folder <= 1.3 * (graphs + images) + 400_000, (folder, graphs, images)
+    assert (out / "tiny-conditional-fp16-bundle.tar.gz").stat().st_size <= folder

@@ -34,12 +34,17 @@ def masked_int8(tiny_checkpoint, test_images, tmp_path_factory):
 def device_check(bundle, graph, tmp_path):
     """`polygraphy run GRAPH --onnxrt` on the bundle's inputs, then the bundle's own check_parity.py: (code, stdout)."""
     outputs = tmp_path / "outputs.json"
-    run = subprocess.run([POLYGRAPHY, "run", str(graph), "--onnxrt", "--load-inputs", str(bundle / "inputs.json"),
+    run = subprocess.run([POLYGRAPHY, "run", str(graph), "--onnxrt", "--data-loader-script", str(bundle / "check_parity.py"),
                           "--save-outputs", str(outputs)], capture_output=True, text=True, env=script_env())
     assert run.returncode == 0, run.stdout + run.stderr
     done = subprocess.run([PYTHON, str(bundle / "check_parity.py"), str(outputs)], capture_output=True, text=True,
                           env=script_env(), cwd=tmp_path)
     return done.returncode, done.stdout + done.stderr
+
+
+def flat_qdq(bundle):
+    """The flat Q/DQ twin: in the work folder's calibration, not in the bundle (the board builds the masked one)."""
+    return bundle.parent / ".work" / "dyn" / "calibration" / "model.qdq.onnx"
 
 
 def test_masked_int8_bundle_builds_the_masked_qdq_graph(masked_int8):
@@ -62,8 +67,8 @@ def test_int8_preview_warns_when_the_graph_fails_the_check(masked_int8, capsys):
     from cosinegate.pipeline.plan import Artifacts, DeploySettings
 
     bundle, _ = masked_int8
-    art = Artifacts("dyn", bundle / "model.masked.onnx", qdq_twin=bundle / "calibration" / "model.qdq.onnx",
-                    inputs=bundle / "inputs.json", reference=bundle / "reference.json")
+    art = Artifacts("dyn", bundle / "model.masked.onnx", qdq_twin=flat_qdq(bundle),
+                    inputs=bundle / "inputs.npz", reference=bundle / "reference.json")
     preview = int8_preview(DeploySettings("jetson-orin", precision="int8", form="masked"), art)
     printed = capsys.readouterr().out
     assert not preview["passed"] and preview["top1_agreement"] < 0.97, preview
@@ -75,7 +80,7 @@ def test_device_check_passes_the_bundle_graph_and_fails_the_flat_twin(masked_int
     bundle, manifest = masked_int8
     code, printed = device_check(bundle, bundle / manifest["build_onnx"], tmp_path)
     assert code == 0 and "parity PASSED (int8" in printed, printed
-    code, printed = device_check(bundle, bundle / "calibration" / "model.qdq.onnx", tmp_path)  # every block runs
+    code, printed = device_check(bundle, flat_qdq(bundle), tmp_path)  # every block runs
     assert code == 1 and "parity FAILED" in printed and "top-1 agreement" in printed, printed
 
 

@@ -121,7 +121,24 @@ def _pickled_tensor_feeds(path):
     return path
 
 
+def _npz(path, **arrays):
+    path = path.with_suffix(".npz")
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    return path
+
+
+NORM = {"mean": np.float32([0.5, 0.5, 0.5]), "std": np.float32([0.25, 0.25, 0.25]), "batch": np.int64(1)}
+
+
 @pytest.mark.parametrize("label, make, message", [
+    ("an npz with a pickled object", lambda p: _npz(p, images=np.array([{"x": 1}], dtype=object), **NORM),
+     "is not a reference inputs .npz"),
+    ("an npz of float images", lambda p: _npz(p, images=np.zeros((2, 32, 32, 3), np.float32), **NORM), "not uint8 N x H x W x 3"),
+    ("an npz with a zero std", lambda p: _npz(p, images=np.zeros((2, 32, 32, 3), np.uint8), **{**NORM, "std": np.float32([0, 1, 1])}),
+     "std is not positive"),
+    ("an npz of another size", lambda p: _npz(p, images=np.zeros((2, 16, 16, 3), np.uint8), **NORM),
+     "holds 16x16 images but the model takes 32x32"),
     ("another image size", lambda p: _feeds(p, [np.zeros((1, 3, 16, 16), np.float32)]), "holds 16x16 images but the model takes 32x32"),
     ("float16", lambda p: _feeds(p, [np.zeros((1, 3, 32, 32), np.float16)]), "must be a float32 N x 3 x S x S array"),
     ("a pickled tensor", _pickled_tensor_feeds, "a pickled tensor or any other object is refused unread"),
