@@ -8,8 +8,10 @@ from cosinegate.manifests import BundleManifest, EngineManifest
 
 
 def bundle_name(model, s):
-    """Bundles of one model for other forms, precisions or DLA cores get their own folders."""
-    return f"{model}-{s.form}-{s.precision}" + (f"-dla{s.dla_core}" if s.dla_core is not None else "")
+    """Bundles of one model for other forms, precisions or DLA cores get their own folders; a candidate selected
+    before naming (--select pruned|dense) names the bundle instead of the form."""
+    graph = s.select if s.select in ("pruned", "dense") else s.form
+    return f"{model}-{graph}-{s.precision}" + (f"-dla{s.dla_core}" if s.dla_core is not None else "")
 
 
 def write_bundle(s, target, art, log=print):
