@@ -69,11 +69,12 @@ class TrtBackend(Timed):
         super().__init__(TensorRTRunner(engine_path, purpose="the trt bench backend"))
 
 
-def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None, rounds=5, clock="wall"):
+def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None, rounds=5, clock="wall", by_round=False):
     """Time several backends in turns: `rounds` rounds, each running every backend for
     iterations/rounds runs (or duration/rounds seconds) in order, so drift in the machine's
     state (clock, other jobs, caches) falls on all of them alike. Returns {name: ms list}: host wall
-    time, or with clock="gpu" the backends' CUDA-event times (TensorRT)."""
+    time, or with clock="gpu" the backends' CUDA-event times (TensorRT); ``by_round``: {name: [ms list per round]}
+    (the spread between rounds is what the selection rule weighs a difference against)."""
     for backend in backends.values():
         time_backend(backend, batches, warmup=warmup, iterations=0)
     walls = {name: [] for name in backends}
@@ -81,8 +82,8 @@ def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None
         for name, backend in backends.items():
             chunk = time_backend(backend, batches, warmup=0, iterations=-(-iterations // rounds),
                                  duration=duration / rounds if duration else None)
-            walls[name] += chunk[1] if clock == "gpu" else chunk[0]
-    return walls
+            walls[name].append(chunk[1] if clock == "gpu" else chunk[0])
+    return walls if by_round else {name: [ms for chunk in chunks for ms in chunk] for name, chunks in walls.items()}
 
 
 def time_backend(backend, batches, warmup=10, warmup_seconds=None, iterations=200, duration=None):

@@ -1,10 +1,15 @@
 """Choosing the deployed graph: the conditional, statically pruned and gate-free dense candidates timed by
-one harness, their accuracy on labelled reference images, and the fastest within tolerance.
+one harness, their accuracy on labelled reference images, and one rule (``choose``) that build_engine.py
+--select and bench.py --compare-dense both apply.
 
 Every candidate is timed in turns with the others (``time_interleaved``: warm-up, then rounds) on the same
 real images; the latency statistic is the median. A candidate is eligible when its top-1 accuracy is within
-``max_drop`` of the conditional candidate's (the conditional graph is what PyTorch's routing deploys); the
-fastest eligible one is chosen (a candidate whose engine failed parity is not eligible). ``forced`` picks one by name instead, and the record says so.
+``max_drop`` of the conditional candidate's (the conditional graph is what PyTorch's routing deploys) and its
+engine did not fail parity. Among the eligible, the simpler graph is preferred (dense > pruned > conditional:
+fewer kinds of node for a runtime to get wrong, no If): a more complex one is chosen only when its median is
+lower than the kept one's by more than the measured spread of either (``spread_ms``: the larger of the timings'
+interquartile range and the range of the per-round medians). ``forced`` picks one by name instead, and the
+record says so.
 """
 
 import numpy as np
@@ -37,22 +42,85 @@ def eligible_names(candidates, max_drop):
             if n == "conditional" or c["accuracy"] >= floor - 1e-12 and c.get("parity_passed", True)]
 
 
+SIMPLER_FIRST = ("dense", "pruned", "conditional")  # the preference among candidates of equal measured speed
+
+
+def spread_ms(rounds_ms):
+    """The noise a median difference is weighed against, from one candidate's timings in rounds ([ms list per
+    round]): the larger of the interquartile range of all timings and the range of the per-round medians."""
+    flat = np.concatenate([np.asarray(r, dtype=np.float64) for r in rounds_ms if len(r)])
+    iqr = float(np.percentile(flat, 75) - np.percentile(flat, 25))
+    medians = [float(np.median(r)) for r in rounds_ms if len(r)]
+    return max(iqr, max(medians) - min(medians))
+
+
+def timing_record(rounds_ms):
+    """A candidate's timing facts from its timings in rounds: latency statistics, per-round medians, spread."""
+    from cosinegate.bench.report import latency_stats
+
+    return {"latency_ms": latency_stats([ms for r in rounds_ms for ms in r]),
+            "round_p50_ms": [float(np.median(r)) for r in rounds_ms if len(r)], "spread_ms": spread_ms(rounds_ms)}
+
+
+def _simplicity(name):
+    return SIMPLER_FIRST.index(name) if name in SIMPLER_FIRST else len(SIMPLER_FIRST)
+
+
 def choose(candidates, max_drop, forced=None):
-    """(name, reason) from {name: {"latency_ms": {...}, "accuracy": float}}; see the module docstring."""
+    """(name, reason) from {name: {"latency_ms": {"p50": ...}, "spread_ms": float (0 without), "accuracy": float}}:
+    starting from the simplest eligible candidate, a more complex one replaces the one kept only when its median is
+    lower by more than the larger spread of the two (module docstring); the reason says, per comparison, how much
+    faster the more complex graph was and whether that was within the spread."""
     if forced and forced != "fastest":
         if forced not in candidates:
             raise CosineGateError(f"--select {forced}: no such candidate was built (have {', '.join(candidates)}).")
         return forced, f"forced by --select {forced}"
     eligible = {n: candidates[n] for n in eligible_names(candidates, max_drop)}
-    name = min(eligible, key=lambda n: eligible[n]["latency_ms"][STAT])
-    ms = eligible[name]["latency_ms"][STAT]
+
+    def p50(n):
+        return eligible[n]["latency_ms"][STAT]
+
+    def margin(a, b):
+        return max(float(eligible[a].get("spread_ms") or 0.0), float(eligible[b].get("spread_ms") or 0.0))
+
+    name, notes = None, []
+    for n in sorted(eligible, key=_simplicity):  # simplest first; a more complex one must win by more than the spread
+        if name is None:
+            name = n
+        elif p50(n) >= p50(name):
+            notes.append(f"{n} is not faster than {name}")
+        else:
+            beyond = p50(name) - p50(n) > margin(name, n)
+            notes.append(spread_note(n, name, p50(n), p50(name), margin(name, n), kept=not beyond))
+            name = n if beyond else name
+    ms = p50(name)
     others = ", ".join(f"{n} {c['latency_ms'][STAT]:.3f} ms" for n, c in candidates.items() if n != name)
     dropped = [n for n in candidates if n not in eligible]
-    reason = f"fastest ({STAT} {ms:.3f} ms; {others}) with accuracy {eligible[name]['accuracy']:.4f} within {max_drop:.4f} " \
+    reason = f"{STAT} {ms:.3f} ms ({others}), accuracy {eligible[name]['accuracy']:.4f} within {max_drop:.4f} " \
              f"of the conditional {candidates['conditional']['accuracy']:.4f}"
     if dropped:
-        reason += f"; {', '.join(dropped)} out of tolerance"
-    return name, reason
+        notes.append(f"{', '.join(dropped)} out of tolerance")
+    return name, "; ".join([reason, *notes])
+
+
+def spread_note(faster, simpler, faster_ms, simpler_ms, spread, kept):
+    """'pruned is 3.0% faster than dense, within the spread 5.0%: dense kept' (or beyond it: pruned chosen)."""
+    gain = 100.0 * (simpler_ms - faster_ms) / simpler_ms if simpler_ms > 0 else 0.0
+    rel = 100.0 * spread / simpler_ms if simpler_ms > 0 else 0.0
+    if kept:
+        return f"{faster} is {gain:.1f}% faster than {simpler}, within the spread {rel:.1f}%: {simpler} kept"
+    return f"{faster} is {gain:.1f}% faster than {simpler}, beyond the spread {rel:.1f}%: {faster} chosen"
+
+
+def selection_record(candidates, max_drop, forced=None):
+    """The selection record (chosen, reason, eligibility marked) of timed and scored ``candidates``: what
+    build_engine.py and bench.py --compare-dense both record."""
+    name, reason = choose(candidates, max_drop, forced)
+    eligible = set(eligible_names(candidates, max_drop))
+    for n, c in candidates.items():
+        c["eligible"] = n in eligible
+    return {"chosen": name, "reason": reason, "rule": "simpler kept unless a faster one wins by more than the spread", "statistic": STAT,
+            "max_accuracy_drop": max_drop, "candidates": candidates}
 
 
 def compare_candidates(backends, batches, labels, max_drop, warmup=20, iterations=300, rounds=5, forced=None, extra=None,
@@ -62,28 +130,24 @@ def compare_candidates(backends, batches, labels, max_drop, warmup=20, iteration
     ``extra``: {name: dict} of facts to keep with each candidate (graph path, If count, parity verdict);
     ``clock``: "wall" (host) or "gpu" (CUDA events of the TensorRT backend)."""
     from cosinegate.bench.backends import time_interleaved
-    from cosinegate.bench.report import latency_stats
 
-    walls = time_interleaved(backends, batches, warmup, iterations, None, rounds, clock)
-    candidates = {name: {"latency_ms": latency_stats(walls[name]), "accuracy": accuracy(b, batches, labels),
+    rounds_ms = time_interleaved(backends, batches, warmup, iterations, None, rounds, clock, by_round=True)
+    candidates = {name: {**timing_record(rounds_ms[name]), "accuracy": accuracy(b, batches, labels),
                          **(extra or {}).get(name, {})} for name, b in backends.items()}
-    name, reason = choose(candidates, max_drop, forced)
-    for n in eligible_names(candidates, max_drop):
-        candidates[n]["eligible"] = True
-    for c in candidates.values():
-        c.setdefault("eligible", False)
-    return {"chosen": name, "reason": reason, "statistic": STAT, "clock": clock, "max_accuracy_drop": max_drop,
-            "images": int(len(labels)),
-            "candidates": candidates}
+    record = selection_record(candidates, max_drop, forced)
+    record.update(clock=clock, images=int(len(labels)))
+    return record
 
 
 def selection_lines(selection):
-    """The candidate table as printable lines, the winner marked."""
-    lines = [f"{'candidate':12s} {'p50 ms':>8s} {'p99 ms':>8s} {'accuracy':>9s} {'If':>3s}"]
+    """The candidate table as printable lines (median, p99, spread, accuracy, If count), the winner marked."""
+    lines = [f"{'candidate':12s} {'p50 ms':>8s} {'p99 ms':>8s} {'spread':>8s} {'accuracy':>9s} {'If':>3s}"]
     for name, c in selection["candidates"].items():
         mark = "  <- chosen" if name == selection["chosen"] else ""
-        lines.append(f"{name:12s} {c['latency_ms']['p50']:8.3f} {c['latency_ms']['p99']:8.3f} {c['accuracy']:9.4f} "
-                     f"{c.get('num_if', ''):>3}{mark}")
+        p99 = c["latency_ms"].get("p99")
+        spread = c.get("spread_ms")
+        lines.append(f"{name:12s} {c['latency_ms']['p50']:8.3f} {'' if p99 is None else f'{p99:8.3f}':>8s} "
+                     f"{'' if spread is None else f'{spread:8.3f}':>8s} {c['accuracy']:9.4f} {c.get('num_if', ''):>3}{mark}")
     lines.append(f"chosen: {selection['chosen']} ({selection['reason']})")
     return lines
 

@@ -66,9 +66,12 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
             log(f"ORT-native conditional graph not available: {exc}")
     graphs["conditional"] = conditional_path
     # all graphs timed in turns (--rounds), so drift of the machine's state falls on each alike
-    walls = time_interleaved({name: OnnxrtBackend(path, threads) for name, path in graphs.items()}, batches,
-                             warmup, iterations, duration, rounds)
-    runs = {name: {**summarize(wall, [], batch), "_wall": wall} for name, wall in walls.items()}
+    by_round = time_interleaved({name: OnnxrtBackend(path, threads) for name, path in graphs.items()}, batches,
+                                warmup, iterations, duration, rounds, by_round=True)
+    runs = {}
+    for name, chunks in by_round.items():
+        wall = [ms for chunk in chunks for ms in chunk]
+        runs[name] = {**summarize(wall, [], batch), "_wall": wall, "_rounds": chunks}
     stat = "p50"  # medians: robust to other jobs on a shared machine; means are in the *_latency_ms entries
     dense_ms, cond_ms = runs["dense"]["latency_ms"][stat], runs["conditional"]["latency_ms"][stat]
     dense_macs, executed = table.dense, cond_report["executed_macs"]
@@ -103,17 +106,16 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
 
 
 def _selection(graphs, runs, batches, labels, threads):
-    """build_engine.py --select's rule applied to the graphs just timed (fp32 profile: no accuracy may be lost)."""
+    """build_engine.py --select's rule (cosinegate.bench.candidates.selection_record) applied to the graphs just
+    timed (fp32 profile: no accuracy may be lost)."""
     from cosinegate.bench.backends import OnnxrtBackend
-    from cosinegate.bench.candidates import accuracy, choose, max_accuracy_drop
+    from cosinegate.bench.candidates import accuracy, max_accuracy_drop, selection_record, timing_record
     from cosinegate.parity import FP32
 
     names = {"conditional": "conditional", "pruned": "static_pruned", "dense": "dense"}
-    candidates = {c: {"latency_ms": runs[g]["latency_ms"], "accuracy": accuracy(OnnxrtBackend(graphs[g], threads), batches, labels)}
+    candidates = {c: {**timing_record(runs[g]["_rounds"]), "accuracy": accuracy(OnnxrtBackend(graphs[g], threads), batches, labels)}
                   for c, g in names.items() if g in runs}
-    drop = max_accuracy_drop(FP32)
-    chosen, reason = choose(candidates, drop)
-    return {"chosen": chosen, "reason": reason, "max_accuracy_drop": drop, "candidates": candidates}
+    return selection_record(candidates, max_accuracy_drop(FP32))
 
 
 def ort_native_graphs(checkpoint, policy, batch, threads, workdir):

@@ -142,10 +142,10 @@ def print_table(c):
     print(f"ideal speedup {c['ideal_speedup']:.3f}, realized {c['realized_speedup']:.3f}, realized/ideal "
           f"{c['realized_over_ideal']:.3f}, forced-on overhead {100 * c['forced_on_overhead']:+.1f}%")
     if "selection" in c:
-        sel = c["selection"]
-        print("selection (build_engine.py --select rule): " + ", ".join(
-            f"{n} {s['latency_ms']['p50']:.3f} ms acc {s['accuracy']:.4f}" for n, s in sel["candidates"].items())
-            + f" -> {sel['chosen']}")
+        from cosinegate.bench.candidates import selection_lines
+
+        print("selection (build_engine.py --select's rule):")
+        print("\n".join(selection_lines(c["selection"])))
     if "ort_native_latency_ms" in c:
         print(f"ORT-native: realized {c['ort_native_realized_speedup']:.3f}, realized/ideal "
               f"{c['ort_native_realized_over_ideal']:.3f}, forced-on overhead {100 * c['ort_native_forced_on_overhead']:+.1f}%")

@@ -13,7 +13,11 @@ capability, TensorRT release), it builds OUT/<model>-<form>-<precision>-trt<ver>
 Polygraphy, writes <engine>.json and checks parity against the saved PyTorch reference with TrtRunner
 (<engine>.parity.json). Otherwise it writes the device bundle OUT/<model>-<form>-<precision>-bundle/
 (+ .tar.gz) and prints what to copy and run on the device; --require-engine makes that an error.
-Exit status: 0 done, 1 engine parity failed, 2 bad input (nothing half-written).
+INT8 without --calibration/--calib-cache reuses int8/ beside the checkpoint (calibrate's default --out) when it
+was made from the same checkpoint (SHA-256) and data, and says so; otherwise it calibrates. A failed INT8
+preview prints a measured table of the calibration methods and the command of the best that passes.
+Exit status: 0 done, 1 engine parity failed (or, with --require-int8-pass, the INT8 preview failed: no
+bundle written), 2 bad input (nothing half-written).
 """
 
 import argparse
@@ -35,7 +39,12 @@ def parse_args(argv=None):
     p.add_argument("--int8", dest="int8_path", choices=("qdq", "cache"),
                    help="INT8 path (default: the target's); implies --precision int8")
     p.add_argument("--calib-cache", help="existing TensorRT calibration cache (--int8 cache)")
-    p.add_argument("--calibration", help="existing calibration output dir (model.qdq*.onnx, calibration.cache)")
+    p.add_argument("--calibration", help="existing calibration output dir (model.qdq*.onnx, calibration.cache); without it "
+                                         "and --calib-cache, int8/ beside the checkpoint is reused when it was made from "
+                                         "the same checkpoint and data, else the build calibrates")
+    p.add_argument("--require-int8-pass", action="store_true",
+                   help="a failed INT8 preview (the bundle's check run here on ONNX Runtime with the Q/DQ graph) exits 1 "
+                        "and writes no bundle; without it the failure is a warning, recorded in the manifest")
     p.add_argument("--form", default="conditional", choices=FORMS)
     p.add_argument("--batch", type=positive_int, default=1)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for export (default: the toolkit's)")
@@ -68,12 +77,19 @@ def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
     from cosinegate.cli import check_output_files
     from cosinegate.pipeline.deploy import deploy
+    from cosinegate.pipeline.int8_check import Int8CheckFailed
     from cosinegate.pipeline.plan import DeploySettings
 
     args = parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "calibration cache": args.calib_cache,
                         "timing cache": args.timing_cache, "If cost table": args.if_cost_table}, json=args.json)
-    result = deploy(DeploySettings(**{f.name: getattr(args, f.name) for f in fields(DeploySettings)}))
+    try:
+        result = deploy(DeploySettings(**{f.name: getattr(args, f.name) for f in fields(DeploySettings)}))
+    except Int8CheckFailed as exc:  # a check that failed, not bad input: exit 1, and no bundle was written
+        import sys
+
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.json and result.manifest is not None:
         atomic_write_json(args.json, result.manifest.to_json())
     return 0 if result.passed else 1

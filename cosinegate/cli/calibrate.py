@@ -2,14 +2,15 @@
 
     python calibration/calibrate.py --checkpoint CKPT [--data imagefolder --data-root DIR] \
         [--calib-images 512] [--seed 0] [--batch-size 32] [--method minmax|entropy|percentile] \
-        [--percentile 99.99] [--trt-version 8.5|10.3] [--forms flat,conditional] [--out DIR]
+        [--percentile 99.99] [--trt-version 8.5|10.3] [--forms flat,conditional] [--out DIR (default RUN/int8)]
     python calibration/calibrate.py --checkpoint CKPT --cache-in calibration.cache --method entropy --trt-version 8.5
 
 Data: the training split of the data the checkpoint was trained on (its source and
 root; --data/--data-root override them, a class-count mismatch is an error); the
 choice is printed and recorded in manifest.json.
 
-Writes to --out: model.qdq.onnx (flat twin, Q/DQ), model.qdq.conditional.onnx (Q/DQ
+Writes to --out (default: int8/ beside the checkpoint, where build_engine.py finds and reuses a calibration of
+the same checkpoint and data): model.qdq.onnx (flat twin, Q/DQ), model.qdq.conditional.onnx (Q/DQ
 inside each dynamic block's If then-branch; `--forms` may add `masked` and `compact`),
 calibration.cache (TRT-<version>-EntropyCalibration2 for entropy,
 MinMaxCalibration for minmax and percentile), manifest.json (method, image ids and
@@ -43,7 +44,8 @@ def parse_args(argv=None):
     parser.add_argument("--forms", default=",".join(DEFAULT_FORMS), help="comma list of flat, conditional, masked, compact")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all (as deploy/export_onnx.py)")
     parser.add_argument("--cache-in", default=None, help="existing calibration cache to reuse (validated)")
-    add_output_flag(parser, "folder of the Q/DQ graphs, the calibration cache and manifest.json", default="calibration_out")
+    add_output_flag(parser, "folder of the Q/DQ graphs, the calibration cache and manifest.json (default: int8/ beside "
+                            "the checkpoint, where build_engine finds it)")
     add_report_flags(parser, "the calibration manifest (manifest.json)")
     add_version_flag(parser)
     return parser.parse_args(argv)
@@ -55,10 +57,10 @@ def main(argv=None):
     from cosinegate.cli import check_output_files, check_output_folder
 
     args = parse_args(argv)
-    from cosinegate.pipeline.calibration import CalibrationSettings, calibrate_checkpoint
+    from cosinegate.pipeline.calibration import CalibrationSettings, calibrate_checkpoint, default_calibration_dir
 
     inputs = {"checkpoint": args.checkpoint, "cache": args.cache_in}
-    check_output_folder("--out", args.out, inputs)
+    check_output_folder("--out", args.out or str(default_calibration_dir(args.checkpoint)), inputs)
     check_output_files(inputs, json=args.json)
     forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
     values = {f.name: getattr(args, f.name) for f in fields(CalibrationSettings) if f.name != "forms"}
@@ -68,7 +70,7 @@ def main(argv=None):
         from cosinegate.artifacts import atomic_write_json
 
         atomic_write_json(args.json, m)
-    print(f"wrote {', '.join(result.names)} to {args.out}")
+    print(f"wrote {', '.join(result.names)} to {result.out}")
     print(f"method {m['method']}, {m['num_images'] or 'cache'} images, cache header {m['cache']['header']}, "
           f"{len(m['quantized_tensors'])} Q/DQ activation tensors, {len(m['amax'])} cache tensors")
 

@@ -9,6 +9,7 @@ device bundle, the board's build from a bundle, and the bench.
 - ``engine``: engines built here with Polygraphy, their manifests, parity and selection
 - ``board``: the engine built from a bundle on the device
 - ``bench``: ``bench(settings)``, the bench of an engine, graph or checkpoint (or the If-cost table of a model)
+- ``int8_check``: a failed INT8 preview's measured advice (every calibration method previewed) and --require-int8-pass
 - ``parity_check``: ``check_parity(settings)``, a graph against its checkpoint; ``calibration``: ``calibrate_checkpoint(settings)``
 
 The board path (deploy with a bundle, bench of an engine) imports no torch and runs on Python 3.8.

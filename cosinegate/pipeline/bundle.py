@@ -10,8 +10,10 @@ INPUTS = "inputs.npz"  # the reference images, uint8 (cosinegate.parity.device_c
 
 
 def bundle_name(model, s):
-    """Bundles of one model for other forms, precisions or DLA cores get their own folders."""
-    return f"{model}-{s.form}-{s.precision}" + (f"-dla{s.dla_core}" if s.dla_core is not None else "")
+    """Bundles of one model for other forms, precisions or DLA cores get their own folders; a candidate selected
+    before naming (--select pruned|dense) names the bundle instead of the form."""
+    graph = s.select if s.select in ("pruned", "dense") else s.form
+    return f"{model}-{graph}-{s.precision}" + (f"-dla{s.dla_core}" if s.dla_core is not None else "")
 
 
 def write_bundle(s, target, art, log=print):
@@ -189,30 +191,30 @@ def timing_patterns(s, art, folder):
 
 def int8_preview(s, art, log=print):
     """For an INT8 bundle with a Q/DQ graph of its form: its own check run here on ONNX Runtime, logged, and a
-    warning when it fails (the engine on the device will most likely fail it too). None otherwise; a preview that
-    cannot run is a warning, never a reason to withhold the bundle."""
+    warning on stderr when it fails (the engine on the device will most likely fail it too), with measured advice
+    (cosinegate.pipeline.int8_check). None otherwise; a preview that cannot run is a warning, never a reason to
+    withhold the bundle, unless ``s.require_int8_pass`` (then Int8CheckFailed, before anything is written)."""
     from cosinegate.parity import INT8
+    from cosinegate.pipeline.int8_check import verdict, warn
 
     if s.precision != "int8" or art.qdq_twin is None or not art.reference:
-        return None
+        return verdict(s, art, None, log) if s.precision == "int8" else None
     graph = Path(art.qdq_twin).name
     try:
         r = qdq_preview(art.qdq_twin, art.inputs, art.reference)
     except Exception as exc:  # Polygraphy and ONNX Runtime raise many types; the bundle does not depend on it
-        log(f"warning: the INT8 preview on ONNX Runtime could not run ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the device check is the only verdict.")
-        return {"passed": None, "graph": graph, "error": type(exc).__name__}
+        warn(f"warning: the INT8 preview on ONNX Runtime could not run ({type(exc).__name__}: "
+             f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the device check is the only verdict.")
+        return verdict(s, art, {"passed": None, "graph": graph, "error": type(exc).__name__}, log)
     line = (f"top-1 agreement {r['top1_agreement']:.4f}, gate agreement {r['gate_agreement']:.4f} on "
             f"{r['num_samples']} reference images (ONNX Runtime, {graph})")
     if r["passed"]:
         log(f"INT8 preview: the bundle's check passes here: {line}")
     else:
-        log(f"warning: the bundle's INT8 check fails here already: {line}, below the int8 profile (top-1 >= "
-            f"{INT8.min_top1}, gates >= {INT8.min_gate_agreement}); the engine will most likely fail it too: "
-            f"calibrate with python calibration/calibrate.py --checkpoint CKPT --method percentile --forms "
-            f"flat,{s.form} --out DIR (or another method, more --calib-images) and pass --calibration DIR, or build fp16.")
+        warn(f"warning: the bundle's INT8 check fails here already: {line}, below the int8 profile (top-1 >= "
+             f"{INT8.min_top1}, gates >= {INT8.min_gate_agreement}); the engine will most likely fail it too.")
     kept = {key: r[key] for key in ("passed", "top1_agreement", "gate_agreement", "num_samples")}
-    return {**kept, "graph": graph}
+    return verdict(s, art, {**kept, "graph": graph}, log)
 
 
 def qdq_preview(qdq, inputs_json, reference_json):

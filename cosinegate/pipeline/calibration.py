@@ -1,7 +1,9 @@
 """``calibrate_checkpoint(settings)``: INT8 calibration of a checkpoint on its training data (or ranges from an
-existing cache), written to one output folder."""
+existing cache), written to one output folder (by default ``int8/`` beside the checkpoint); ``find_calibration``:
+the calibration there that a build of the same checkpoint and data reuses."""
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Tuple
 
 from cosinegate.errors import CosineGateError
@@ -12,7 +14,7 @@ class CalibrationSettings:
     """The checkpoint, the calibration images and method, the forms to quantize, and the output folder."""
 
     checkpoint: str
-    out: str = "calibration_out"
+    out: Optional[str] = None  # None: default_calibration_dir(checkpoint), where build_engine looks for it
     data: Optional[str] = None
     data_root: Optional[str] = None
     subset: Optional[int] = None  # refused: calibration takes calib_images
@@ -34,6 +36,7 @@ class CalibrationResult:
 
     names: list
     manifest: dict
+    out: Optional[Path] = None  # the folder written
 
 
 def calibrate_checkpoint(s):
@@ -56,4 +59,71 @@ def calibrate_checkpoint(s):
         calib_set = select(data.train, s.calib_images, s.seed, data.source, None if data.root is None else str(data.root))
     result = calibrate(s.checkpoint, calib_set, s.method, s.batch_size, s.percentile, trt_version,
                        list(DEFAULT_FORMS if s.forms is None else s.forms), s.policy, cache_in=s.cache_in)
-    return CalibrationResult(write_outputs(result, s.out), result.manifest)
+    out = Path(s.out) if s.out else default_calibration_dir(s.checkpoint)
+    return CalibrationResult(write_outputs(result, out), result.manifest, out)
+
+
+def default_calibration_dir(checkpoint):
+    """Where calibrate writes by default and build_engine looks for a calibration to reuse: ``int8/`` beside the
+    checkpoint (RUN/int8 for RUN/best.pt)."""
+    return Path(checkpoint).parent / "int8"
+
+
+def find_calibration(checkpoint, data, form, log=print):
+    """The calibration in ``default_calibration_dir(checkpoint)`` when it was made from this checkpoint (by SHA-256)
+    on this data (``data``, a DataChoice: the source and root the stages use) with a Q/DQ graph of ``form``, its
+    files unchanged; None otherwise. Either way one line says what was found: reused, or why not."""
+    from cosinegate.artifacts import sha256_file
+    from cosinegate.pipeline.stages import calibration_files
+
+    folder = default_calibration_dir(checkpoint)
+    if not folder.is_dir():
+        return None
+    checkpoint_sha = sha256_file(checkpoint)
+    why = calibration_mismatch(folder, checkpoint_sha, data, form)
+    if why is None:
+        try:
+            calibration_files(folder, form, checkpoint)
+        except CosineGateError as exc:
+            why = str(exc).rstrip(".")
+    if why:
+        log(f"not reusing the calibration in {folder}: {why}; calibrating again (--calibration DIR names one).")
+        return None
+    log(f"reused the calibration in {folder} (same checkpoint sha256 {checkpoint_sha[:12]}..., same data "
+        f"{data.source}{'' if data.root is None else ' at ' + str(data.root)})")
+    return folder
+
+
+def calibration_mismatch(folder, checkpoint_sha, data, form):
+    """Why the calibration in ``folder`` is not one of this checkpoint and data (None: it is)."""
+    import json
+
+    from cosinegate.quant.names import FILE_BY_FORM, MANIFEST_NAME
+
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return f"it has no readable {MANIFEST_NAME}"
+    if not isinstance(manifest, dict):
+        return f"its {MANIFEST_NAME} is not a calibration manifest"
+    made_from = str(manifest.get("checkpoint_sha256"))
+    if made_from != checkpoint_sha:
+        return f"it was made from another checkpoint (sha256 {made_from[:12]}..., this one {checkpoint_sha[:12]}...)"
+    source = manifest.get("calibration") or {}
+    if source.get("kind") != "images":
+        return "its ranges came from a cache (--cache-in), not from this checkpoint's data"
+    if source.get("data") != data.source or not same_root(source.get("data_root"), data.root):
+        return (f"it was calibrated on other data ({source.get('data')} at {source.get('data_root')}; this build uses "
+                f"{data.source} at {data.root})")
+    if FILE_BY_FORM[form] not in (manifest.get("onnx_sha256") or {}):
+        return f"it has no {form} Q/DQ graph (calibrate with --forms flat,{form})"
+    if manifest.get("policy", "auto") != "auto":
+        return f"it was made with --policy {manifest.get('policy')}, the build's graph with auto"
+    return None
+
+
+def same_root(a, b):
+    """Two data roots (None: the source's own) name the same folder."""
+    if a is None or b is None:
+        return a is None and b is None
+    return Path(str(a)).resolve() == Path(str(b)).resolve()

@@ -144,7 +144,9 @@ def prepare(s, target, opset, log=print):
     if s.precision == "int8":
         calib_dir = s.calibration
         if calib_dir is None and s.calib_cache is None:
-            calib_dir = stages.calibrate(s.checkpoint, data, s.form)
+            from cosinegate.pipeline.calibration import find_calibration
+
+            calib_dir = find_calibration(s.checkpoint, data, s.form, log) or stages.calibrate(s.checkpoint, data, s.form)
         if calib_dir:
             qdq, cache = calibration_files(calib_dir, s.form, s.checkpoint)
             art.calibration, art.cache = str(calib_dir), cache

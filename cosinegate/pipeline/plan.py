@@ -32,6 +32,7 @@ class DeploySettings:
     out: Optional[str] = None  # None: RUN/engines/<target> beside --checkpoint RUN/x.pt, else engines/<target> here
     clean_work: bool = False  # remove the work cache <out>/.work/<model> after a successful run
     require_engine: bool = False
+    require_int8_pass: bool = False  # a failed INT8 preview (Q/DQ graph on ONNX Runtime) fails the deploy, no bundle
     select: Optional[str] = None  # one of SELECTIONS; None: fastest where the candidates can be made
     select_images: int = 300
     if_cost_table: Optional[str] = None
@@ -105,6 +106,8 @@ def resolve(settings, log=print):
     if not s.bundle and s.precision == "int8" and s.int8_path == "qdq" and s.batch != 1:
         raise CosineGateError(f"--int8 qdq builds the calibrated Q/DQ graph, which has batch 1, not --batch {s.batch}; "
                               "use --int8 cache for batches, or --batch 1.")
+    if s.require_int8_pass and s.precision != "int8":
+        raise CosineGateError(f"--require-int8-pass checks an INT8 build, not {s.precision}; drop it or add --precision int8.")
     if s.precision == "int8" and not (s.checkpoint or s.bundle or s.calib_cache or s.calibration):
         raise CosineGateError("INT8 needs calibration data or a cache: pass --checkpoint (calibrates), --calibration DIR or --calib-cache FILE.")
     if s.calib_cache and not Path(s.calib_cache).is_file():

@@ -1,0 +1,108 @@
+"""A failed INT8 preview (issue 25, item 4): a warning on stderr recorded in the manifest, measured advice (every
+calibration method tried on the same images, the command of the best that passes), and with --require-int8-pass
+exit 1 and no bundle."""
+
+import json
+import shutil
+
+import pytest
+
+import cosinegate.cli.build_engine as build_engine
+
+from cosinegate.errors import CosineGateError
+from cosinegate.pipeline.calibration import CalibrationSettings, calibrate_checkpoint
+from cosinegate.pipeline.int8_check import advice_lines
+from cosinegate.trt import build as trt_build
+from cosinegate.trt.targets import HostInfo
+
+
+@pytest.fixture(scope="module")
+def run(dyn_checkpoint, tmp_path_factory):
+    """RUN/best.pt with an entropy calibration in RUN/int8 (calibrate's default folder)."""
+    run = tmp_path_factory.mktemp("int8check") / "run"
+    run.mkdir()
+    shutil.copy2(dyn_checkpoint, run / "best.pt")
+    calibrate_checkpoint(CalibrationSettings(checkpoint=str(run / "best.pt"), calib_images=20, method="entropy"))
+    return run
+
+
+@pytest.fixture
+def only_minmax_passes(monkeypatch):
+    """The preview passes for the minmax trial's graph only (the bundle's own graph, entropy, fails)."""
+    import cosinegate.pipeline.bundle as bundle
+
+    seen = []
+
+    def preview(graph, inputs, reference):
+        seen.append(str(graph))
+        ok = "minmax" in str(graph)
+        return {"passed": ok, "top1_agreement": 0.99 if ok else 0.5, "gate_agreement": 1.0 if ok else 0.9, "num_samples": 4}
+
+    monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+    monkeypatch.setattr(bundle, "qdq_preview", preview)
+    return seen
+
+
+def int8_args(run, out, *extra):
+    return ["--target", "jetson-orin", "--checkpoint", str(run / "best.pt"), "--precision", "int8", "--out", str(out), *extra]
+
+
+def test_require_int8_pass_exits_1_and_writes_no_bundle(run, tmp_path, only_minmax_passes, capsys):
+    out = tmp_path / "engines"
+    assert build_engine.main(int8_args(run, out, "--require-int8-pass")) == 1
+    assert not list(tmp_path.rglob("*bundle*"))  # neither folder nor archive
+    err = capsys.readouterr().err
+    assert "warning: the bundle's INT8 check fails here already" in err
+    assert "--require-int8-pass: the INT8 preview failed (top-1 agreement 0.5000" in err and "no bundle written" in err
+    table = err[err.index("method "):]
+    assert "entropy (this build)" in table and "minmax" in table and "<- best" in table and "percentile 99.99" in table
+    assert f"cosinegate calibrate --checkpoint {run / 'best.pt'} --method minmax --calib-images 20 --seed 0 " \
+           f"--forms flat,conditional --out {run / 'int8'}" in err
+    assert len(only_minmax_passes) == 4  # the bundle's graph, then minmax, percentile 99.99 and 99.999 (not entropy again)
+
+
+def test_a_failed_preview_is_a_warning_on_stderr_recorded_in_the_manifest(run, tmp_path, only_minmax_passes, capsys):
+    report = tmp_path / "bundle.json"
+    assert build_engine.main(int8_args(run, tmp_path / "engines", "--json", str(report))) == 0
+    printed = capsys.readouterr()
+    assert "INT8 check fails here already" in printed.err and "INT8 check fails" not in printed.out
+    preview = json.loads(report.read_text())["int8_preview_onnxrt"]
+    assert preview["passed"] is False and preview["advice"]["best"] == "minmax"
+    assert [r["passed"] for r in preview["advice"]["rows"]] == [False, True, False, False]
+    assert (tmp_path / "engines" / "run-conditional-int8-bundle" / "manifest.json").is_file()
+
+
+def test_the_methods_are_measured_for_real(run, dyn_checkpoint):
+    """No fake: each method's Q/DQ graph through the real ONNX Runtime preview on the saved reference."""
+    from cosinegate.data.choice import DataOrigin, choose_data
+    from cosinegate.onnx import DEFAULT_OPSET
+    from cosinegate.pipeline.int8_check import measure_methods
+    from cosinegate.pipeline.stages import Stages
+    from cosinegate.training.checkpoint import load_checkpoint
+
+    data = choose_data(DataOrigin.of_checkpoint(load_checkpoint(run / "best.pt")))
+    stages = Stages(run / "work")
+    graph = stages.export(run / "best.pt", "conditional", 1, DEFAULT_OPSET)
+    reference, inputs, _ = stages.reference(run / "best.pt", graph, data, samples=40)
+    advice = measure_methods(run / "best.pt", run / "int8", data, "conditional", inputs, reference, log=lambda line: None)
+    assert [r["label"] for r in advice["rows"]] == ["minmax", "percentile 99.99", "percentile 99.999"]
+    assert advice["images"] == "the calibration's 20 images"
+    for r in advice["rows"]:
+        assert 0.0 <= r["top1_agreement"] <= 1.0 and 0.0 <= r["gate_agreement"] <= 1.0
+        assert r["passed"] == (r["top1_agreement"] >= 0.97 and r["gate_agreement"] >= 0.995), r
+    print(advice_lines(advice))
+
+
+def test_when_no_method_passes_it_says_so_and_suggests_fp16():
+    rows = [{"label": m, "method": m, "percentile": None, "passed": False, "top1_agreement": 0.8, "gate_agreement": 0.9}
+            for m in ("entropy (this build)", "minmax")]
+    lines = advice_lines({"images": "the calibration's 20 images", "rows": rows, "best": None, "commands": []})
+    assert lines[-1].startswith("no calibration method passes on the calibration's 20 images: build fp16 (--precision fp16)")
+    assert not any("<- best" in line for line in lines)
+
+
+def test_require_int8_pass_is_for_int8_builds(dyn_checkpoint, tmp_path):
+    with pytest.raises(CosineGateError, match="--require-int8-pass checks an INT8 build, not fp16"):
+        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), "--require-int8-pass",
+                           "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
