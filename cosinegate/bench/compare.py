@@ -66,8 +66,11 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
             log(f"ORT-native conditional graph not available: {exc}")
     graphs["conditional"] = conditional_path
     # all graphs timed in turns (--rounds), so drift of the machine's state falls on each alike
-    walls = time_interleaved({name: OnnxrtBackend(path, threads) for name, path in graphs.items()}, batches,
-                             warmup, iterations, duration, rounds)
+    from cosinegate.progress import bar
+
+    with bar(log, total=rounds * len(graphs), desc="timing in turns", unit="turn") as turns:
+        walls = time_interleaved({name: OnnxrtBackend(path, threads) for name, path in graphs.items()}, batches,
+                                 warmup, iterations, duration, rounds, tick=turns.update)
     runs = {name: {**summarize(wall, [], batch), "_wall": wall} for name, wall in walls.items()}
     stat = "p50"  # medians: robust to other jobs on a shared machine; means are in the *_latency_ms entries
     dense_ms, cond_ms = runs["dense"]["latency_ms"][stat], runs["conditional"]["latency_ms"][stat]

@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--inputs", help="Polygraphy inputs JSON (a bundle's inputs.json) as the images; no dataset or torch "
                                     "needed (default for --engine: the reference inputs its manifest or bundle names)")
     add_report_flags(p, "the measurement: latency, throughput, skip rate, executed MACs (and power, --compare-dense, "
-                        "--if-cost results when asked)")
+                        "--if-cost results when asked)", verbosity=True)
     p.add_argument("--csv", help="append one row per run to this CSV (default none)")
     p.add_argument("--plot", help="latency histogram PNG")
     p.add_argument("--compare-dense", action="store_true")
@@ -68,13 +68,13 @@ def parse_args(argv=None):
 def main(argv=None):
     from dataclasses import fields
 
-    from cosinegate.cli import check_output_files
+    from cosinegate.cli import check_output_files, command_log
     from cosinegate.pipeline.bench import BenchSettings, bench
 
     args = parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "engine": args.engine, "inputs file": args.inputs,
                         "If cost table": args.if_cost_table}, json=args.json, csv=args.csv, plot=args.plot)
-    result = bench(BenchSettings(**{f.name: getattr(args, f.name) for f in fields(BenchSettings)}))
+    result = bench(BenchSettings(**{f.name: getattr(args, f.name) for f in fields(BenchSettings)}), log=command_log(args))
     if result.if_cost:
         print_if_cost(result.report)
     else:

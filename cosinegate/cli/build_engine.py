@@ -50,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--if-cost-table", help="--policy auto keeps plain the dynamic blocks whose expected saving is below their "
                                            "If cost in this table (deploy/bench.py --if-cost --json)")
     p.add_argument("--force", action="store_true", help="replace a bundle of the same name made from another model")
-    add_report_flags(p, "what was built (the bundle's or the engine's manifest)")
+    add_report_flags(p, "what was built (the bundle's or the engine's manifest)", verbosity=True)
     add_data_flags(p)
     add_version_flag(p)
     return p.parse_args(argv)
@@ -60,17 +60,29 @@ def main(argv=None):
     from dataclasses import fields
 
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import check_output_files
+    from cosinegate.cli import check_output_files, command_log
     from cosinegate.pipeline.deploy import deploy
     from cosinegate.pipeline.plan import DeploySettings
 
     args = parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "calibration cache": args.calib_cache,
                         "timing cache": args.timing_cache, "If cost table": args.if_cost_table}, json=args.json)
-    result = deploy(DeploySettings(**{f.name: getattr(args, f.name) for f in fields(DeploySettings)}))
+    log = command_log(args)
+    result = deploy(DeploySettings(**{f.name: getattr(args, f.name) for f in fields(DeploySettings)}), log=log)
+    if log.quiet:  # the library's lines (the result among them) were silenced: the result in one line
+        print(result_line(result))
     if args.json and result.manifest is not None:
         atomic_write_json(args.json, result.manifest.to_json())
     return 0 if result.passed else 1
+
+
+def result_line(result):
+    """What a deploy made, in one line (build_engine --quiet prints only this, and errors)."""
+    if result.bundle is not None:
+        return f"wrote the device bundle {result.bundle} and {result.archive}"
+    if result.engine is not None:
+        return f"built {result.engine}; parity vs the PyTorch reference {'passed' if result.passed else 'FAILED'}"
+    return "no engine built here; the bundle is verified" if result.passed else "FAILED"
 
 
 if __name__ == "__main__":

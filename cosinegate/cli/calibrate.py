@@ -44,7 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--policy", default="auto", help="auto | conditional-all (as deploy/export_onnx.py)")
     parser.add_argument("--cache-in", default=None, help="existing calibration cache to reuse (validated)")
     add_output_flag(parser, "folder of the Q/DQ graphs, the calibration cache and manifest.json", default="calibration_out")
-    add_report_flags(parser, "the calibration manifest (manifest.json)")
+    add_report_flags(parser, "the calibration manifest (manifest.json)", verbosity=True)
     add_version_flag(parser)
     return parser.parse_args(argv)
 
@@ -52,7 +52,7 @@ def parse_args(argv=None):
 def main(argv=None):
     from dataclasses import fields
 
-    from cosinegate.cli import check_output_files, check_output_folder
+    from cosinegate.cli import check_output_files, check_output_folder, command_log
 
     args = parse_args(argv)
     from cosinegate.pipeline.calibration import CalibrationSettings, calibrate_checkpoint
@@ -62,7 +62,7 @@ def main(argv=None):
     check_output_files(inputs, json=args.json)
     forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
     values = {f.name: getattr(args, f.name) for f in fields(CalibrationSettings) if f.name != "forms"}
-    result = calibrate_checkpoint(CalibrationSettings(**values, forms=forms))
+    result = calibrate_checkpoint(CalibrationSettings(**values, forms=forms), log=command_log(args))
     m = result.manifest
     if args.json:
         from cosinegate.artifacts import atomic_write_json

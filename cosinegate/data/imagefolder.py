@@ -142,10 +142,11 @@ def _unreadable(paths, split):
 
 def _decode_all(paths, size, rule, split):
     from PIL import Image, UnidentifiedImageError
-    from tqdm import tqdm
+
+    from cosinegate.progress import make_bar
 
     arrays, bad = [], []
-    for path in tqdm(paths, desc=f"decode {split} at {size}x{size}", unit="img", leave=False):
+    for path in make_bar(paths, desc=f"decode {split} at {size}x{size}", unit="img"):  # on a terminal only
         try:
             arrays.append(resize.fit(_open_rgb(path), size, rule))
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):

@@ -12,6 +12,7 @@ from pathlib import Path
 from cosinegate.artifacts import atomic_write_json, read_json, sha256_file
 from cosinegate.errors import CosineGateError
 from cosinegate.manifests import StageRecord
+from cosinegate.progress import detail
 
 REFERENCE_SAMPLES = 256  # enough test images for every dynamic gate to be seen both ways
 
@@ -38,6 +39,7 @@ class Stages:
             self.reused.append(Path(artifact).name)
             self.log(f"reused {artifact} (inputs unchanged)")
             return Path(artifact)
+        detail(self.log, f"making {artifact} ({'inputs changed' if stage_record_path(artifact).is_file() else 'not made before'})")
         make()
         record_stage(artifact, inputs, companions)
         self.made.append(Path(artifact).name)
@@ -63,7 +65,7 @@ class Stages:
         forms = calibration_forms(form)
         inputs = {"stage": "calibrate", "checkpoint_sha256": sha256_file(checkpoint), "data": data_key(data),
                   "forms": list(forms)}
-        self._stage(marker, inputs, lambda: run_calibration(checkpoint, out, data, forms))
+        self._stage(marker, inputs, lambda: run_calibration(checkpoint, out, data, forms, self.log))
         return out
 
     def reference(self, checkpoint, onnx_path, data, samples=REFERENCE_SAMPLES, tag=""):
@@ -77,7 +79,7 @@ class Stages:
                         "onnx_sha256": sha256_file(onnx_path), "data": data_key(data), "samples": samples}
 
         def make():
-            report = run_reference(checkpoint, onnx_path, out, inputs_json, data, samples)
+            report = run_reference(checkpoint, onnx_path, out, inputs_json, data, samples, log=self.log)
             if not report["passed"]:
                 raise CosineGateError(f"parity of the exported graph failed before bundling: {report['summary']}")
             atomic_write_json(report_json, report)
@@ -123,7 +125,7 @@ def parity_profile(precision):
             "min_gate_agreement": t.min_gate_agreement}
 
 
-def run_reference(checkpoint, onnx_path, reference, inputs_json, data, samples=REFERENCE_SAMPLES, backend="onnxrt"):
+def run_reference(checkpoint, onnx_path, reference, inputs_json, data, samples=REFERENCE_SAMPLES, backend="onnxrt", log=None):
     from cosinegate.onnx import load_toolkit_onnx
     from cosinegate.parity import FP32, run_parity
     from cosinegate.training.checkpoint import model_from_checkpoint
@@ -132,19 +134,19 @@ def run_reference(checkpoint, onnx_path, reference, inputs_json, data, samples=R
     graph = load_toolkit_onnx(onnx_path)
     images = reference_subset(data.test, samples)
     report = run_parity(model, graph, str(onnx_path), images, backend, samples, FP32, str(inputs_json) if inputs_json else None,
-                        str(reference) if reference else None)
+                        str(reference) if reference else None, log=log)
     report["data"] = data.record()
     return report
 
 
-def run_calibration(checkpoint, out, data, forms):
+def run_calibration(checkpoint, out, data, forms, log=None):
     """Calibrate on the train split of ``data`` and write the outputs to ``out``."""
     from cosinegate.quant.calibrate import calibrate, write_outputs
     from cosinegate.quant.calibset import DEFAULT_COUNT, select
 
     count = min(DEFAULT_COUNT, len(data.train))
     calib_set = select(data.train, count, source=data.source, root=None if data.root is None else str(data.root))
-    write_outputs(calibrate(checkpoint, calib_set, forms=forms), out)
+    write_outputs(calibrate(checkpoint, calib_set, forms=forms, log=log), out)
 
 
 def calibration_files(calib_dir, form, checkpoint=None):
