@@ -35,10 +35,11 @@ def parse_args(argv=None):
     add_data_flags(parser)
     add_flag(parser, "--calib-images", "--num-images", type=positive_int, default=512, metavar="N",
              help="calibration images from the train split (default 512; --num-images is the old spelling)")
-    parser.add_argument("--seed", type=seed_int, default=0)
-    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the class-balanced sample of calibration images")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per ONNX Runtime run (the ranges do not "
+                                                                           "depend on it)")
     parser.add_argument("--method", default="entropy", help="minmax | entropy | percentile")
-    parser.add_argument("--percentile", type=float, default=99.99)
+    parser.add_argument("--percentile", type=float, default=99.99, help="--method percentile: the percentile of |x| kept as amax")
     parser.add_argument("--trt-version", default=DEFAULT_TRT, help="8.5 | 10.3 | MAJOR.MINOR.PATCH")
     parser.add_argument("--forms", default=",".join(DEFAULT_FORMS), help="comma list of flat, conditional, masked")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all (as deploy/export_onnx.py)")

@@ -18,7 +18,7 @@ def main(argv=None):
     model = add_checkpoint_flags(parser, required=True)
     model.add_argument("--backbone", help="refuse the checkpoint unless it holds this backbone")
     add_data_flags(parser)
-    parser.add_argument("--split", default="test", choices=("test", "train"))
+    parser.add_argument("--split", default="test", choices=("test", "train"), help="which split of the data is evaluated")
     add_device_flags(parser)
     add_report_flags(parser, "the evaluation: accuracy, executed MACs, savings, routing", verbosity=True)
     parser.add_argument("--plot", help="write a histogram of executed MACs per image here (PNG)")
