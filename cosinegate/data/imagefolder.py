@@ -173,17 +173,19 @@ def _load_split(root, split, classes, files, size, training):
     wanted = "train" if training else "eval"
     cached = cache_dir() / f"imagefolder-{split}-{key.hexdigest()[:20]}-{resize.rule_key(size, wanted)}.npz"
     if cached.is_file():
-        with np.load(cached) as data:
-            return ImageSet(data["images"], labels, ids, classes)
+        with np.load(cached) as data:  # a cache written before sizes were kept says none
+            return ImageSet(data["images"], labels, ids, classes, str(data["found_sizes"]) if "found_sizes" in data.files else "")
     shapes = [_shape(p) for _, p in paths]
     bad = [p for (_, p), s in zip(paths, shapes) if s is None]
     if bad:
         raise _unreadable(bad, split)
-    images = _decode_all([p for _, p in paths], size, resize.split_rule(shapes, size, training), split)
+    rule = resize.split_rule(shapes, size, training)
+    images = _decode_all([p for _, p in paths], size, rule, split)
+    found = "" if rule == "native" else resize.describe_sizes(shapes)
     with atomic_path(cached) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, images=images)
-    return ImageSet(images, labels, ids, classes)
+            np.savez(handle, images=images, found_sizes=np.array(found))
+    return ImageSet(images, labels, ids, classes, found)
 
 
 def load_imagefolder(root, image_size=32, training=False):
