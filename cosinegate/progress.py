@@ -96,16 +96,25 @@ def bar(log, iterable=None, total=None, desc=None, unit="it"):
 
 def make_bar(iterable=None, total=None, desc=None, unit="it", show=None, stream=None):
     """tqdm(iterable, ...) on `stream` (stderr) that vanishes when done; show None: only on a terminal, False: never.
-    Without tqdm (the base and deploy installs) a silent stand-in with the same update/close/iteration."""
+    Without tqdm (the base and deploy installs, e.g. on the board) a line per step on a terminal, else nothing."""
+    stream = stream or sys.stderr
     if show is not False:
         try:
             from tqdm import tqdm
         except ImportError:
-            pass
+            if show or _is_terminal(stream):
+                return LineBar(iterable, total, desc, stream)
         else:
-            return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, file=stream or sys.stderr,
+            return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, file=stream,
                         disable=None if show is None else False)
     return SilentBar(iterable, total)
+
+
+def _is_terminal(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 class SilentBar:
@@ -131,3 +140,20 @@ class SilentBar:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class LineBar(SilentBar):
+    """Without tqdm: one line per step on `stream`, e.g. 'calibration pass 1/2: 3/16'."""
+
+    def __init__(self, iterable=None, total=None, desc=None, stream=None):
+        super().__init__(iterable, total)
+        self.desc, self.stream = desc or "progress", stream
+
+    def __iter__(self):
+        for item in self.iterable or ():
+            yield item
+            self.update()
+
+    def update(self, n=1):
+        self.n += n
+        print(f"{self.desc}: {self.n}{'/' + str(self.total) if self.total else ''}", file=self.stream, flush=True)

@@ -91,3 +91,24 @@ def test_quiet_and_verbose_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--checkpoint", "c.pt", "--onnx", "m.onnx", "--quiet", "--verbose"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_without_tqdm_a_line_per_step_on_a_terminal(monkeypatch):
+    """The board's install has no tqdm: a terminal still sees the steps, a pipe nothing."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tqdm(name, *args, **kwargs):
+        if name == "tqdm":
+            raise ImportError("no tqdm")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    err = Terminal()
+    with Log(NORMAL, err=err).bar(total=2, desc="blocks") as blocks:
+        blocks.update()
+        blocks.update()
+    assert err.getvalue().splitlines() == ["blocks: 1/2", "blocks: 2/2"]
+    pipe = io.StringIO()
+    assert list(Log(NORMAL, err=pipe).bar([1, 2], desc="blocks")) == [1, 2] and pipe.getvalue() == ""
