@@ -27,10 +27,10 @@ def run_model(model, images, batch_size=256, device="cpu", progress=False):
     model.eval()
     preds, gates, probs, logits = [], [], [], []
     starts = range(0, len(images), batch_size)
-    if progress:
-        from tqdm import tqdm
+    if progress:  # on a terminal only (cosinegate.progress)
+        from cosinegate.progress import make_bar
 
-        starts = tqdm(starts, desc="evaluate", unit="batch", leave=False)
+        starts = make_bar(starts, desc="evaluate", unit="batch")
     for start in starts:
         x = to_tensor(images.images[start : start + batch_size], device, model.normalization)
         out, stats = model(x)

@@ -69,12 +69,14 @@ class TrtBackend(Timed):
         super().__init__(TensorRTRunner(engine_path, purpose="the trt bench backend"))
 
 
-def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None, rounds=5, clock="wall", by_round=False):
+def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None, rounds=5, clock="wall", by_round=False,
+                     tick=None):
     """Time several backends in turns: `rounds` rounds, each running every backend for
     iterations/rounds runs (or duration/rounds seconds) in order, so drift in the machine's
     state (clock, other jobs, caches) falls on all of them alike. Returns {name: ms list}: host wall
     time, or with clock="gpu" the backends' CUDA-event times (TensorRT); ``by_round``: {name: [ms list per round]}
-    (the spread between rounds is what the selection rule weighs a difference against)."""
+    (the spread between rounds is what the selection rule weighs a difference against). `tick()` (a progress
+    bar's update) is called after each backend's turn in a round."""
     for backend in backends.values():
         time_backend(backend, batches, warmup=warmup, iterations=0)
     walls = {name: [] for name in backends}
@@ -83,11 +85,14 @@ def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None
             chunk = time_backend(backend, batches, warmup=0, iterations=-(-iterations // rounds),
                                  duration=duration / rounds if duration else None)
             walls[name].append(chunk[1] if clock == "gpu" else chunk[0])
+            if tick:
+                tick()
     return walls if by_round else {name: [ms for chunk in chunks for ms in chunk] for name, chunks in walls.items()}
 
 
-def time_backend(backend, batches, warmup=10, warmup_seconds=None, iterations=200, duration=None):
-    """Run warmup then the timed loop over ``batches`` (cycled); return (wall ms list, gpu ms list, gates list)."""
+def time_backend(backend, batches, warmup=10, warmup_seconds=None, iterations=200, duration=None, tick=None):
+    """Run warmup then the timed loop over ``batches`` (cycled); return (wall ms list, gpu ms list, gates list).
+    `tick()` (a progress bar's update) is called after each timed run, outside the timed span."""
     n = len(batches)
     i = 0
     end = time.perf_counter() + warmup_seconds if warmup_seconds else None
@@ -107,4 +112,6 @@ def time_backend(backend, batches, warmup=10, warmup_seconds=None, iterations=20
         if k < n and "gates" in out:
             gates.append(np.asarray(out["gates"]))
         k += 1
+        if tick:
+            tick()
     return wall, gpu, gates

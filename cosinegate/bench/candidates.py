@@ -124,14 +124,18 @@ def selection_record(candidates, max_drop, forced=None):
 
 
 def compare_candidates(backends, batches, labels, max_drop, warmup=20, iterations=300, rounds=5, forced=None, extra=None,
-                       clock="wall"):
+                       clock="wall", log=None):
     """Time and score every backend ({name: backend with run(x)}); return the selection record.
 
     ``extra``: {name: dict} of facts to keep with each candidate (graph path, If count, parity verdict);
-    ``clock``: "wall" (host) or "gpu" (CUDA events of the TensorRT backend)."""
+    ``clock``: "wall" (host) or "gpu" (CUDA events of the TensorRT backend); ``log``: the caller's, for the
+    progress bar (cosinegate.progress)."""
     from cosinegate.bench.backends import time_interleaved
+    from cosinegate.progress import bar
 
-    rounds_ms = time_interleaved(backends, batches, warmup, iterations, None, rounds, clock, by_round=True)
+    with bar(log, total=rounds * len(backends), desc="timing candidates", unit="turn") as turns:
+        rounds_ms = time_interleaved(backends, batches, warmup, iterations, None, rounds, clock, by_round=True,
+                                     tick=turns.update)
     candidates = {name: {**timing_record(rounds_ms[name]), "accuracy": accuracy(b, batches, labels),
                          **(extra or {}).get(name, {})} for name, b in backends.items()}
     record = selection_record(candidates, max_drop, forced)
@@ -152,13 +156,13 @@ def selection_lines(selection):
     return lines
 
 
-def select_onnxrt(graphs, batches, labels, max_drop, threads=1, warmup=20, iterations=300, rounds=5, forced=None):
+def select_onnxrt(graphs, batches, labels, max_drop, threads=1, warmup=20, iterations=300, rounds=5, forced=None, log=None):
     """The selection on ONNX Runtime's CPU provider: ``graphs`` {candidate: ONNX path}."""
     from cosinegate.bench.backends import OnnxrtBackend
     from cosinegate.bench.graphs import graph_info
 
     backends = {name: OnnxrtBackend(path, threads) for name, path in graphs.items()}
     extra = {name: {"onnx": str(path), "num_if": graph_info(path)[3]} for name, path in graphs.items()}
-    record = compare_candidates(backends, batches, labels, max_drop, warmup, iterations, rounds, forced, extra)
+    record = compare_candidates(backends, batches, labels, max_drop, warmup, iterations, rounds, forced, extra, log=log)
     record.update(backend="onnxrt", threads=threads)
     return record

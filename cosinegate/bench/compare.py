@@ -66,8 +66,11 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
             log(f"ORT-native conditional graph not available: {exc}")
     graphs["conditional"] = conditional_path
     # all graphs timed in turns (--rounds), so drift of the machine's state falls on each alike
-    by_round = time_interleaved({name: OnnxrtBackend(path, threads) for name, path in graphs.items()}, batches,
-                                warmup, iterations, duration, rounds, by_round=True)
+    from cosinegate.progress import bar
+
+    with bar(log, total=rounds * len(graphs), desc="timing in turns", unit="turn") as turns:
+        by_round = time_interleaved({name: OnnxrtBackend(path, threads) for name, path in graphs.items()}, batches,
+                                    warmup, iterations, duration, rounds, by_round=True, tick=turns.update)
     runs = {}
     for name, chunks in by_round.items():
         wall = [ms for chunk in chunks for ms in chunk]

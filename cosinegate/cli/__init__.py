@@ -101,6 +101,17 @@ def check_output_folder(flag, path, inputs=None):
     refuse_clobbering(inputs or {}, folders={flag: path})
 
 
+def command_log(args, polygraphy=True):
+    """The cosinegate.progress.Log of a command's --quiet/--verbose (add_report_flags(..., verbosity=True)), with
+    Polygraphy's logger set to the same level where the command uses Polygraphy."""
+    from cosinegate.progress import Log
+
+    log = Log.of(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    if polygraphy:
+        log.apply_to_polygraphy()
+    return log
+
+
 def pick_device(name):
     import torch
 

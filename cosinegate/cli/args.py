@@ -6,7 +6,7 @@ means the same thing is spelled, typed, helped and defaulted the same way everyw
     model    --checkpoint CKPT                     add_checkpoint_flags
     data     --data, --data-root, --subset, --image-size   add_data_flags
     output   --out                                 add_output_flag
-    report   --json REPORT (--quiet)               add_report_flags
+    report   --json REPORT (--quiet, --verbose)    add_report_flags
     device   --device, --threads                   add_device_flags
 
 An old spelling stays as an alias (DeprecatedAlias): it still works and prints a one-line note naming the new flag.
@@ -121,9 +121,15 @@ def add_output_flag(parser, help, default=None, required=False, metavar="DIR"):
     return group
 
 
-def add_report_flags(parser, holds, quiet=False, old=()):
+QUIET_HELP = "print only the result and errors: no notes, no progress bars"
+VERBOSE_HELP = "also print details (e.g. which stages were reused) and Polygraphy's warnings and info lines"
+
+
+def add_report_flags(parser, holds, quiet=False, old=(), verbosity=False):
     """The 'report' group: --json REPORT (the same help on every command; `holds`, the group's description, says
-    what the report holds), with `quiet` --no-progress and --quiet; `old`: deprecated spellings of --json."""
+    what the report holds); `old`: deprecated spellings of --json. With `verbosity` --quiet and
+    --verbose (cosinegate.progress.Log.of(args.quiet, args.verbose) is the command's log); with `quiet` (train)
+    --no-progress and --quiet instead."""
     note = f"--json REPORT holds {holds}"
     if old:
         note += f" ({', '.join(old)} is the old spelling)"
@@ -133,6 +139,10 @@ def add_report_flags(parser, holds, quiet=False, old=()):
         group.add_argument("--no-progress", action="store_true", help="no progress bar (the per-epoch lines stay)")
         group.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines (errors and "
                                                                 "the result only)")
+    elif verbosity:
+        levels = group.add_mutually_exclusive_group()
+        levels.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+        levels.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return group
 
 

@@ -32,11 +32,12 @@ def parse_args(argv=None):
     model.add_argument("--onnx", help="graph from deploy/export_onnx.py (backend onnxrt)")
     p.add_argument("--backend", default=None, help="onnxrt | torch | trt (default: from the model given)")
     p.add_argument("--policy", default="auto", help="policy when exporting the conditional graph from --checkpoint")
-    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--batch", type=positive_int, default=1, help="images per run (the model's static batch)")
     add_device_flags(p, device=None, threads=1)
-    p.add_argument("--warmup", type=nonnegative_int, default=20)
-    p.add_argument("--warmup-seconds", type=positive_float, default=None)
-    p.add_argument("--iterations", type=positive_int, default=300)
+    p.add_argument("--warmup", type=nonnegative_int, default=20, help="untimed runs before the timed loop")
+    p.add_argument("--warmup-seconds", type=positive_float, default=None, help="untimed seconds before the timed loop (instead "
+                                                                               "of --warmup)")
+    p.add_argument("--iterations", type=positive_int, default=300, help="timed runs")
     p.add_argument("--duration", type=positive_float, default=None, help="timed loop length in seconds (instead of --iterations)")
     add_data_flags(p)
     add_flag(p, "--test-images", "--samples", type=positive_int, default=300, metavar="N",
@@ -45,10 +46,11 @@ def parse_args(argv=None):
     p.add_argument("--inputs", help="a bundle's inputs.npz (uint8 reference images) or a Polygraphy inputs JSON as the images; no dataset or torch "
                                     "needed (default for --engine: the reference inputs its manifest or bundle names)")
     add_report_flags(p, "the measurement: latency, throughput, skip rate, executed MACs (and power, --compare-dense, "
-                        "--if-cost results when asked)")
+                        "--if-cost results when asked)", verbosity=True)
     p.add_argument("--csv", help="append one row per run to this CSV (default none)")
     p.add_argument("--plot", help="latency histogram PNG")
-    p.add_argument("--compare-dense", action="store_true")
+    p.add_argument("--compare-dense", action="store_true", help="also time the dense, flat, pruned and forced-on graphs in turns "
+                                                                "with the conditional one (see above)")
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="--compare-dense: graphs are timed in turns, this many rounds of iterations/rounds each")
     p.add_argument("--dense-onnx", help="gate-free dense graph for --compare-dense (default: exported from --checkpoint, "
@@ -68,13 +70,13 @@ def parse_args(argv=None):
 def main(argv=None):
     from dataclasses import fields
 
-    from cosinegate.cli import check_output_files
+    from cosinegate.cli import check_output_files, command_log
     from cosinegate.pipeline.bench import BenchSettings, bench
 
     args = parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "engine": args.engine, "inputs file": args.inputs,
                         "If cost table": args.if_cost_table}, json=args.json, csv=args.csv, plot=args.plot)
-    result = bench(BenchSettings(**{f.name: getattr(args, f.name) for f in fields(BenchSettings)}))
+    result = bench(BenchSettings(**{f.name: getattr(args, f.name) for f in fields(BenchSettings)}), log=command_log(args))
     if result.if_cost:
         print_if_cost(result.report)
     else:

@@ -133,10 +133,10 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_device_flags(parser, threads=0)
-    parser.add_argument("--backbone", default="resnet20")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--backbone", default="resnet20", help="backbone timed")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per training step")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per setting")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting; the best is kept")
     parser.add_argument("--settings", help=f"comma-separated subset of {','.join(SETTINGS)} (default: all but compile; "
                                            "on a CPU fp32, fp32+channels_last, bf16)")

@@ -45,10 +45,10 @@ def parse_args(argv=None):
     p.add_argument("--require-int8-pass", action="store_true",
                    help="a failed INT8 preview (the bundle's check run here on ONNX Runtime with the Q/DQ graph) exits 1 "
                         "and writes no bundle; without it the failure is a warning, recorded in the manifest")
-    p.add_argument("--form", default="conditional", choices=FORMS)
-    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--form", default="conditional", choices=FORMS, help="ONNX form built (deploy/export_onnx.py --form)")
+    p.add_argument("--batch", type=positive_int, default=1, help="static batch size of the engine (conditional: 1 only)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for export (default: the toolkit's)")
-    p.add_argument("--dla-core", type=nonnegative_int, default=None)
+    p.add_argument("--dla-core", type=nonnegative_int, default=None, help="build for this DLA core of the target (default: the GPU)")
     p.add_argument("--workspace", type=positive_int, default=None, help="workspace MiB (default: the target's)")
     p.add_argument("--timing-cache", help="timing cache file (loaded if present, saved after the build)")
     add_output_flag(p, "output folder (default: RUN/engines/<target> beside --checkpoint RUN/best.pt; engines/<target> in "
@@ -65,7 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--if-cost-table", help="--policy auto keeps plain the dynamic blocks whose expected saving is below their "
                                            "If cost in this table (deploy/bench.py --if-cost --json)")
     p.add_argument("--force", action="store_true", help="replace a bundle of the same name made from another model")
-    add_report_flags(p, "what was built (the bundle's or the engine's manifest)")
+    add_report_flags(p, "what was built (the bundle's or the engine's manifest)", verbosity=True)
     add_data_flags(p)
     add_version_flag(p)
     return p.parse_args(argv)
@@ -75,7 +75,7 @@ def main(argv=None):
     from dataclasses import fields
 
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import check_output_files
+    from cosinegate.cli import check_output_files, command_log
     from cosinegate.pipeline.deploy import deploy
     from cosinegate.pipeline.int8_check import Int8CheckFailed
     from cosinegate.pipeline.plan import DeploySettings
@@ -83,16 +83,28 @@ def main(argv=None):
     args = parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "calibration cache": args.calib_cache,
                         "timing cache": args.timing_cache, "If cost table": args.if_cost_table}, json=args.json)
+    log = command_log(args)
     try:
-        result = deploy(DeploySettings(**{f.name: getattr(args, f.name) for f in fields(DeploySettings)}))
+        result = deploy(DeploySettings(**{f.name: getattr(args, f.name) for f in fields(DeploySettings)}), log=log)
     except Int8CheckFailed as exc:  # a check that failed, not bad input: exit 1, and no bundle was written
         import sys
 
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if log.quiet:  # the library's lines (the result among them) were silenced: the result in one line
+        print(result_line(result))
     if args.json and result.manifest is not None:
         atomic_write_json(args.json, result.manifest.to_json())
     return 0 if result.passed else 1
+
+
+def result_line(result):
+    """What a deploy made, in one line (build_engine --quiet prints only this, and errors)."""
+    if result.bundle is not None:
+        return f"wrote the device bundle {result.bundle} and {result.archive}"
+    if result.engine is not None:
+        return f"built {result.engine}; parity vs the PyTorch reference {'passed' if result.passed else 'FAILED'}"
+    return "no engine built here; the bundle is verified" if result.passed else "FAILED"
 
 
 if __name__ == "__main__":

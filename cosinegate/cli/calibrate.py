@@ -36,17 +36,18 @@ def parse_args(argv=None):
     add_data_flags(parser)
     add_flag(parser, "--calib-images", "--num-images", type=positive_int, default=512, metavar="N",
              help="calibration images from the train split (default 512; --num-images is the old spelling)")
-    parser.add_argument("--seed", type=seed_int, default=0)
-    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the class-balanced sample of calibration images")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per ONNX Runtime run (the ranges do not "
+                                                                           "depend on it)")
     parser.add_argument("--method", default="entropy", help="minmax | entropy | percentile")
-    parser.add_argument("--percentile", type=float, default=99.99)
+    parser.add_argument("--percentile", type=float, default=99.99, help="--method percentile: the percentile of |x| kept as amax")
     parser.add_argument("--trt-version", default=DEFAULT_TRT, help="8.5 | 10.3 | MAJOR.MINOR.PATCH")
     parser.add_argument("--forms", default=",".join(DEFAULT_FORMS), help="comma list of flat, conditional, masked, compact")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all (as deploy/export_onnx.py)")
     parser.add_argument("--cache-in", default=None, help="existing calibration cache to reuse (validated)")
     add_output_flag(parser, "folder of the Q/DQ graphs, the calibration cache and manifest.json (default: int8/ beside "
                             "the checkpoint, where build_engine finds it)")
-    add_report_flags(parser, "the calibration manifest (manifest.json)")
+    add_report_flags(parser, "the calibration manifest (manifest.json)", verbosity=True)
     add_version_flag(parser)
     return parser.parse_args(argv)
 
@@ -54,7 +55,7 @@ def parse_args(argv=None):
 def main(argv=None):
     from dataclasses import fields
 
-    from cosinegate.cli import check_output_files, check_output_folder
+    from cosinegate.cli import check_output_files, check_output_folder, command_log
 
     args = parse_args(argv)
     from cosinegate.pipeline.calibration import CalibrationSettings, calibrate_checkpoint, default_calibration_dir
@@ -64,7 +65,7 @@ def main(argv=None):
     check_output_files(inputs, json=args.json)
     forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
     values = {f.name: getattr(args, f.name) for f in fields(CalibrationSettings) if f.name != "forms"}
-    result = calibrate_checkpoint(CalibrationSettings(**values, forms=forms))
+    result = calibrate_checkpoint(CalibrationSettings(**values, forms=forms), log=command_log(args))
     m = result.manifest
     if args.json:
         from cosinegate.artifacts import atomic_write_json

@@ -8,7 +8,7 @@ import argparse
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import check_output_files, pick_device
+    from cosinegate.cli import check_output_files, command_log, pick_device
     from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_report_flags,
                                      add_version_flag)
     from cosinegate.data import balanced_subset
@@ -18,9 +18,9 @@ def main(argv=None):
     model = add_checkpoint_flags(parser, required=True)
     model.add_argument("--backbone", help="refuse the checkpoint unless it holds this backbone")
     add_data_flags(parser)
-    parser.add_argument("--split", default="test", choices=("test", "train"))
+    parser.add_argument("--split", default="test", choices=("test", "train"), help="which split of the data is evaluated")
     add_device_flags(parser)
-    add_report_flags(parser, "the evaluation: accuracy, executed MACs, savings, routing")
+    add_report_flags(parser, "the evaluation: accuracy, executed MACs, savings, routing", verbosity=True)
     parser.add_argument("--plot", help="write a histogram of executed MACs per image here (PNG)")
     add_version_flag(parser)
     args = parser.parse_args(argv)
@@ -29,12 +29,13 @@ def main(argv=None):
     from cosinegate.evaluation import evaluate, format_table  # torch: after the parsing, --help needs none
     from cosinegate.training.checkpoint import model_from_checkpoint
 
+    log = command_log(args, polygraphy=False)
     model, state = model_from_checkpoint(args.checkpoint, args.backbone, args.image_size)
-    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
+    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root, log=log)
     images = data.test if args.split == "test" else data.train
     if args.subset:
         images = balanced_subset(images, args.subset)
-    rep = evaluate(model.to(pick_device(args.device)), images, device=args.device, progress=True)
+    rep = evaluate(model.to(pick_device(args.device)), images, device=args.device, progress=not log.quiet)
     rep.update({"checkpoint": str(args.checkpoint), "data": data.record(), "split": args.split, "epochs_trained": state["epoch"] + 1,
                 "image_size": model.image_size, "normalization": model.normalization})
     print(format_table(rep))

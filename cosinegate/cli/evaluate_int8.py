@@ -22,13 +22,13 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)
     add_data_flags(parser)
-    parser.add_argument("--methods", default="minmax,entropy,percentile")
+    parser.add_argument("--methods", default="minmax,entropy,percentile", help="comma list of calibration methods compared")
     add_flag(parser, "--calib-images", "--num-images", type=positive_int, default=512, metavar="N",
              help="calibration images from the train split (default 512; --num-images is the old spelling)")
-    parser.add_argument("--seed", type=seed_int, default=0)
-    parser.add_argument("--percentile", type=float, default=99.99)
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the class-balanced sample of calibration images")
+    parser.add_argument("--percentile", type=float, default=99.99, help="the percentile method's percentile of |x|")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="calibration batch size")
-    parser.add_argument("--eval-batch", type=positive_int, default=100)
+    parser.add_argument("--eval-batch", type=positive_int, default=100, help="test images per ONNX Runtime run")
     parser.add_argument("--policy", default="conditional-all", help="conditional-all (default) | auto")
     add_flag(parser, "--test-images", "--limit", type=positive_int, default=None, metavar="N",
              help="evaluate only the first N test images (--limit is the old spelling)")

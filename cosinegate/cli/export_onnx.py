@@ -48,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "
                                                 "If cost in this table (deploy/bench.py --if-cost --json)")
     parser.add_argument("--skip-rates", help="JSON list of per-block skip rates, or a train/evaluate.py JSON report")
-    add_report_flags(parser, "the manifest")
+    add_report_flags(parser, "the manifest", verbosity=True)
     add_version_flag(parser)
     return parser.parse_args(argv)
 
@@ -79,9 +79,10 @@ def output_path(out, form):
 
 
 def main(argv=None):
-    from cosinegate.cli import check_output_files
+    from cosinegate.cli import check_output_files, command_log
 
     args = parse_args(argv)
+    log = command_log(args)
 
     from cosinegate.onnx import DEFAULT_OPSET, export_checkpoint
 
@@ -100,10 +101,10 @@ def main(argv=None):
     kinds = ", ".join(f"{b['block']}:{b['kind']}" for b in manifest["blocks"])
     print(f"wrote {args.out} ({manifest['form']}, policy {manifest['policy']}, opset {manifest['opset']}, "
           f"batch {manifest['batch']}, {manifest['num_if']} If) and {args.out}.json")
-    print(f"blocks: {kinds}")
+    log(f"blocks: {kinds}")
     if manifest.get("if_cost"):
         plain = manifest["if_cost"]["plain_by_cost"]
-        print(f"If cost table {args.if_cost_table}: kept plain {', '.join(map(str, plain)) if plain else 'no block'}")
+        log(f"If cost table {args.if_cost_table}: kept plain {', '.join(map(str, plain)) if plain else 'no block'}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, input_record, sha256_file
-    from cosinegate.cli import check_output_files
+    from cosinegate.cli import check_output_files, command_log
     from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
                                      add_report_flags, add_version_flag, positive_int)
     from cosinegate.data.choice import DataOrigin, choose_data
@@ -26,7 +26,7 @@ def main(argv=None):
              help="test images the thresholds are placed on (--samples is the old spelling)")
     add_data_flags(parser)
     add_output_flag(parser, "the forced checkpoint (.pt)", required=True, metavar="FILE")
-    add_report_flags(parser, "the data used and the skip rates")
+    add_report_flags(parser, "the data used and the skip rates", verbosity=True)
     add_version_flag(parser)
     args = parser.parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint}, out=args.out, json=args.json)
@@ -36,7 +36,7 @@ def main(argv=None):
     from cosinegate.training.checkpoint import model_from_checkpoint, save_checkpoint
 
     model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
-    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
+    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root, log=command_log(args, polygraphy=False))
     test = data.test
     if args.test_images < 2 or args.test_images > len(test):
         raise CosineGateError(f"--test-images {args.test_images}: use 2..{len(test)} (the test split's size).")

@@ -22,8 +22,8 @@ def parse_args(argv=None):
     model = add_checkpoint_flags(p, note="without --checkpoint: an untrained --backbone network (speed only)")
     model.add_argument("--backbone", default="resnet20", help="without --checkpoint: the backbone built (default resnet20)")
     add_device_flags(p, device="cuda", note="cuda is the measurement; cpu a dry run without the CUDA graph")
-    p.add_argument("--warmup", type=nonnegative_int, default=50)
-    p.add_argument("--iterations", type=positive_int, default=1000)
+    p.add_argument("--warmup", type=nonnegative_int, default=50, help="untimed runs of each variant")
+    p.add_argument("--iterations", type=positive_int, default=1000, help="timed runs of each variant")
     add_flag(p, "--test-images", "--samples", type=positive_int, default=64, metavar="N",
              help="distinct test images cycled through (--samples is the old spelling)")
     p.add_argument("--random-input", action="store_true", help="random tensors instead of test images (speed only)")

@@ -44,7 +44,8 @@ def parse_args(argv=None):
     add_data_flags(parser)
     add_flag(parser, "--test-images", "--samples", type=positive_int, default=500, metavar="N",
              help="test images to compare (default 500; --samples is the old spelling)")
-    add_report_flags(parser, "the comparison (agreement per output, the tolerances, passed or not)", old=("--report",))
+    add_report_flags(parser, "the comparison (agreement per output, the tolerances, passed or not)", old=("--report",),
+                     verbosity=True)
     parser.add_argument("--save-reference", help="write PyTorch outputs as Polygraphy RunResults JSON")
     parser.add_argument("--save-inputs", help="where the inputs go with --save-reference (default inputs.json beside it)")
     parser.add_argument("--int8", action="store_true", help="INT8 tolerance profile: top-1 >= 0.97, gates >= 0.995")
@@ -55,7 +56,7 @@ def parse_args(argv=None):
 def main(argv=None):
     from dataclasses import fields
 
-    from cosinegate.cli import check_output_files
+    from cosinegate.cli import check_output_files, command_log
 
     args = parse_args(argv)
     from cosinegate.pipeline.parity_check import ParitySettings, check_parity, saved_inputs_path
@@ -63,7 +64,7 @@ def main(argv=None):
     settings = ParitySettings(**{f.name: getattr(args, f.name) for f in fields(ParitySettings)})
     check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx}, json=args.json,
                        save_reference=args.save_reference, save_inputs=saved_inputs_path(settings))
-    report = check_parity(settings)
+    report = check_parity(settings, log=command_log(args))
     print(report["summary"])
     if report["static_policy_disagreement"]:
         print("static-policy disagreement (PyTorch's own decision vs the fixed one): "

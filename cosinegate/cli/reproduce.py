@@ -34,8 +34,8 @@ def main(argv=None):
     parser.add_argument("--static-curve", type=nonnegative_int, default=0, metavar="K",
                         help="also train static baselines with 1..K blocks removed (static-d1..static-dK): the static "
                              "curve each gated run is compared with at its own executed MACs")
-    parser.add_argument("--epochs", type=positive_int, default=30)
-    parser.add_argument("--seeds", type=positive_int, default=1)
+    parser.add_argument("--epochs", type=positive_int, default=30, help="training epochs of every run")
+    parser.add_argument("--seeds", type=positive_int, default=1, help="seeds per configuration (0..N-1)")
     add_device_flags(parser)
     parser.add_argument("--finetune-epochs", type=positive_int, help="two-phase: epochs of the gated fine-tuning (default epochs // 4)")
     parser.add_argument("--jobs", default="1", help="runs trained at the same time (several fit on one GPU), or 'auto': "

@@ -27,15 +27,17 @@ def parse_args(argv=None):
     add_data_flags(parser, "the config's, else synthetic")
     parser.add_argument("--normalization", help="input normalization: auto (default: mean/std of the training split) | "
                                                 "cifar10 | imagenet | R,G,B/R,G,B")
-    parser.add_argument("--epochs", type=positive_int)
-    parser.add_argument("--batch-size", type=positive_int)
-    parser.add_argument("--lr", type=positive_float)
+    parser.add_argument("--epochs", type=positive_int, help="training epochs (optim.epochs; default: the config's, 30 for balanced)")
+    parser.add_argument("--batch-size", type=positive_int, help="images per step (optim.batch_size; default: the config's, 128 "
+                                                                 "for balanced)")
+    parser.add_argument("--lr", type=positive_float, help="peak learning rate (optim.lr; default: the config's, 0.1 for balanced)")
     parser.add_argument("--schedule", help="learning-rate schedule: cosine|cosine_restarts|onecycle")
     parser.add_argument("--target", type=float, help="gate compute target r_target")
     parser.add_argument("--block-rates", type=float, metavar="R", help="per-block target execution rate of every gated "
                                                                        "block (gate.block_rates; presets rates, shaping, two-phase)")
     add_device_flags(parser)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="seed of the initialisation, data order, augmentation and held-out split "
+                                                 "(default: the config's, 0)")
     add_output_flag(parser, "run folder (last.pt, best.pt, metrics.jsonl, summary.json)", default="runs/train")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     parser.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights (matching tensors; the gates "

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cosinegate.data import load_dataset
-from cosinegate.data.resize import image_size_of
+from cosinegate.data.resize import image_size_of, resize_note
 from cosinegate.errors import CosineGateError
 
 OVERRIDE = "pass --data-root DIR where that data is, or --data SOURCE [--data-root DIR] for other data"
@@ -93,6 +93,10 @@ def choose_data(origin, source=None, root=None, log=print, override=OVERRIDE):
         choice.classes_differ = [f"{mine}->{theirs}" for mine, theirs in zip(origin.classes, test.classes) if mine != theirs]
     if log:
         log(choice.describe())
+        found = test.found_sizes or train.found_sizes
+        if found:
+            size = origin.image_size if origin is not None else 32
+            log(resize_note(found, size, "the checkpoint was trained at" if origin is not None else "the model takes"))
         if choice.classes_differ:
             log(f"note: the data's class names differ from the model's ({', '.join(choice.classes_differ[:4])}"
                 f"{', ...' if len(choice.classes_differ) > 4 else ''}): label index i is the model's class i; accuracy "

@@ -146,10 +146,11 @@ def _unreadable(paths, split):
 
 def _decode_all(paths, size, rule, split):
     from PIL import Image, UnidentifiedImageError
-    from tqdm import tqdm
+
+    from cosinegate.progress import make_bar
 
     arrays, bad = [], []
-    for path in tqdm(paths, desc=f"decode {split} at {size}x{size}", unit="img", leave=False):
+    for path in make_bar(paths, desc=f"decode {split} at {size}x{size}", unit="img"):  # on a terminal only
         try:
             arrays.append(resize.fit(_open_rgb(path), size, rule))
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
@@ -179,25 +180,26 @@ def _load_split(root, split, classes, files, size, training):
         return cache_dir() / f"imagefolder-{split}-{key.hexdigest()[:20]}-{resize.rule_key(size, rule)}.npz"
 
     for rule in ("native", wanted):  # the name says the rule applied: native when every image was N x N already
-        images = read_cache(cache_file(rule), len(paths), {size, resize.stored_size(size, rule)})
-        if images is not None:
-            return ImageSet(images, labels, ids, classes)
+        cached = read_cache(cache_file(rule), len(paths), {size, resize.stored_size(size, rule)})
+        if cached is not None:
+            return ImageSet(cached[0], labels, ids, classes, cached[1])
     shapes = [_shape(p) for _, p in paths]
     bad = [p for (_, p), s in zip(paths, shapes) if s is None]
     if bad:
         raise _unreadable(bad, split)
     rule = resize.split_rule(shapes, size, training)
     images = _decode_all([p for _, p in paths], size, rule, split)
+    found = "" if rule == "native" else resize.describe_sizes(shapes)
     with atomic_path(cache_file(rule)) as tmp:
         with open(tmp, "wb") as handle:
-            write_cache(handle, images)
-    return ImageSet(images, labels, ids, classes)
+            write_cache(handle, images, found)
+    return ImageSet(images, labels, ids, classes, found)
 
 
 COMPRESS_BELOW = 0.5  # stored compressed only when that at least halves the file
 
 
-def write_cache(file, images):
+def write_cache(file, images, found=""):
     """uint8 [N, s, s, 3] images, losslessly compressed where that at least halves them (each row as differences to
     its left neighbour, mod 256, deflated at level 1: flat, synthetic or upscaled pictures), else as they are.
 
@@ -207,14 +209,16 @@ def write_cache(file, images):
     delta[:, :, 1:] -= images[:, :, :-1]
     packed = zlib.compress(delta.tobytes(), 1)
     if len(packed) > COMPRESS_BELOW * images.nbytes:
-        np.savez(file, images=images)
+        np.savez(file, images=images, found_sizes=np.array(found))
         return
-    np.savez(file, shape=np.asarray(images.shape, dtype=np.int64), deflated=np.frombuffer(packed, dtype=np.uint8))
+    np.savez(file, shape=np.asarray(images.shape, dtype=np.int64), deflated=np.frombuffer(packed, dtype=np.uint8),
+             found_sizes=np.array(found))
 
 
 def read_cache(path, count, sides):
-    """The images of a cache file (compressed, or the older plain ``images`` array), or None when it is missing or
-    not what this split at this size must hold (then the split is decoded again and the file replaced)."""
+    """(images, found sizes) of a cache file (compressed, or the older plain ``images`` array; a cache written before
+    sizes were kept says none), or None when it is missing or not what this split at this size must hold (then the
+    split is decoded again and the file replaced)."""
     if not path.is_file():
         return None
     try:
@@ -225,12 +229,13 @@ def read_cache(path, count, sides):
                 shape = tuple(int(v) for v in data["shape"])
                 raw = zlib.decompress(data["deflated"].tobytes())
                 images = np.cumsum(np.frombuffer(raw, dtype=np.uint8).reshape(shape), axis=2, dtype=np.uint8)
+            found = str(data["found_sizes"]) if "found_sizes" in data.files else ""
     except (OSError, ValueError, KeyError, TypeError, zlib.error):  # damaged or foreign: decode again
         return None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != count or images.shape[1] not in sides \
             or images.shape[1:] != (images.shape[1], images.shape[1], 3):
         return None
-    return images
+    return images, found
 
 
 def load_imagefolder(root, image_size=32, training=False):

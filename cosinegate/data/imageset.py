@@ -14,17 +14,20 @@ class ImageSet:
     labels: np.ndarray  # [N] int64
     ids: list  # stable per-image ids, e.g. "test/cat/0001.jpg" or "synthetic/train/17"
     classes: list
+    found_sizes: str = ""  # an image folder's sizes (resize.describe_sizes) when they were resized; "" as they are
 
     def __len__(self):
         return len(self.labels)
 
     def cropped(self, size):
         """The same images center-cropped to size x size (a training split stored larger, evaluated)."""
-        return ImageSet(np.ascontiguousarray(center_crop(self.images, size)), self.labels, self.ids, self.classes)
+        return ImageSet(np.ascontiguousarray(center_crop(self.images, size)), self.labels, self.ids, self.classes,
+                        self.found_sizes)
 
     def take(self, indices):
         indices = np.asarray(indices, dtype=np.int64)
-        return ImageSet(self.images[indices], self.labels[indices], [self.ids[i] for i in indices], self.classes)
+        return ImageSet(self.images[indices], self.labels[indices], [self.ids[i] for i in indices], self.classes,
+                        self.found_sizes)
 
 
 def balanced_indices(labels, count, seed, num_classes):

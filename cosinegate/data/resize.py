@@ -80,6 +80,34 @@ def scale_arrays(images, size):
     return np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR), dtype=np.uint8) for a in images])
 
 
+def describe_sizes(shapes):
+    """The sizes of a folder's images in a few words: '96x96', '96x96 and 128x96', or '5 sizes, 64x48 to 128x96'
+    (from (width, height) pairs)."""
+    found = sorted(set(tuple(s) for s in shapes), key=lambda s: (s[0] * s[1], s))
+    names = [f"{w}x{h}" for w, h in found]
+    if len(names) <= 2:
+        return " and ".join(names)
+    return f"{len(names)} sizes, {names[0]} to {names[-1]}"
+
+
+def resize_note(found, size, whose, training=False):
+    """The one line a stage prints when a folder's images (`found`, describe_sizes) are not size x size: how they
+    are brought to the size `whose` names (e.g. "the checkpoint was trained at"), and for training how to change it."""
+    side = resized_side(size)
+    if training:
+        how = f"shorter side to {side}, random {size}x{size} crops of its {side}x{side} center"
+        change = "; --image-size N (data.image_size) trains at another size" + \
+                 (f", --image-size {found.split('x')[0]} at theirs" if _square(found) else "")
+    else:
+        how, change = f"shorter side to {side}, center crop {size}", ""
+    return f"note: images are {found}; {whose} {size}x{size}: they are resized ({how}){change}"
+
+
+def _square(found):
+    parts = found.split("x")
+    return len(parts) == 2 and parts[0] == parts[1] and parts[0].isdigit()
+
+
 def split_rule(shapes, size, training):
     """native when every (w, h) is size x size, else train (for a training split) or eval."""
     if all(tuple(s) == (size, size) for s in shapes):

@@ -27,6 +27,7 @@ from polygraphy.logger import G_LOGGER
 from cosinegate.artifacts import atomic_path
 from cosinegate.errors import CosineGateError
 from cosinegate.graphmeta import GATES, INPUT, LOGITS, get_metadata
+from cosinegate.progress import bar
 
 BACKENDS = ("onnxrt", "trt")
 STATIC = ("always_run", "always_skipped")
@@ -168,9 +169,10 @@ def check_pairing(model, onnx_model):
 
 
 def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=200, tolerance=FP32, save_inputs=None, save_reference=None,
-               save_images=None):
+               save_images=None, log=None):
     """Run both sides on `images` and return the parity report (a JSON-ready dict). ``save_inputs``: the float feeds
-    as Polygraphy JSON; ``save_images``: the uint8 images they were made from as an .npz (check_parity.py's format)."""
+    as Polygraphy JSON; ``save_images``: the uint8 images they were made from as an .npz (check_parity.py's format);
+    ``log``: the caller's, for the progress bar over the images (cosinegate.progress)."""
     from cosinegate.runtime.torch_backend import TorchRunner
 
     batch = check_pairing(model, onnx_model)
@@ -180,6 +182,9 @@ def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=2
     torch_runner = TorchRunner(model, kinds, threads=1, batch=batch, record=True)
     runners = [torch_runner.polygraphy(), graph_runner(onnx_path, backend, tolerance is INT8)]
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL), contextlib.ExitStack() as stack:  # the report says what failed
+        images_done = stack.enter_context(bar(log, total=len(runners) * len(feeds), desc="parity", unit="batch"))
+        for runner in runners:
+            _count_inferences(runner, images_done.update)
         inputs_tmp = stack.enter_context(atomic_path(save_inputs)) if save_inputs else None  # renamed in on success
         results = Comparator.run(runners, data_loader=feeds, save_inputs_path=str(inputs_tmp) if inputs_tmp else None)
         accuracy = Comparator.compare_accuracy(results, compare_func=tolerance.compare_func())
@@ -193,6 +198,18 @@ def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=2
     report.update(form=meta.get("form"), policy=meta.get("policy"), backend=backend, batch=batch)
     report["summary"] = _summary_line(report)
     return report
+
+
+def _count_inferences(runner, tick):
+    """Call `tick()` after each of a Polygraphy runner's inferences (a progress bar's update)."""
+    infer = runner.infer_impl
+
+    def counted(*args, **kwargs):
+        outputs = infer(*args, **kwargs)
+        tick()
+        return outputs
+
+    runner.infer_impl = counted
 
 
 def _save_reference(results, path):

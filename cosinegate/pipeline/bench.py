@@ -94,7 +94,7 @@ def bench(settings, log=print):
     if s.power and backend_name != "trt":
         raise CosineGateError("--power reads the Jetson power rails of an engine's target; use it with --engine on the device.")
     if s.if_cost:
-        return BenchResult(if_cost(s, backend_name), if_cost=True)
+        return BenchResult(if_cost(s, backend_name, log), if_cost=True)
     if s.inputs and (s.data or s.random_input or s.compare_dense):
         raise CosineGateError("--inputs gives unlabelled images; drop --data/--random-input/--compare-dense (or --inputs).")
     remove_stale(tempfile.gettempdir(), "cg-bench.")  # what killed runs left (their pid is in the name)
@@ -173,7 +173,7 @@ def run_bench(s, backend_name, workdir, log=print):
         else:
             size, normalization = meta.get("image_size", 32), meta.get("normalization") or named("cifar10", LEGACY_SOURCE)
         size = refuse_other_size(s.image_size, size, model_path)
-        batches, data, labels = make_batches(s, size, normalization, data_origin(s.checkpoint, meta))
+        batches, data, labels = make_batches(s, size, normalization, data_origin(s.checkpoint, meta), log)
     sampler = None
     if s.power:
         from cosinegate.bench.tegrastats import TegrastatsSampler
@@ -181,7 +181,7 @@ def run_bench(s, backend_name, workdir, log=print):
         sampler = TegrastatsSampler()
         sampler.__enter__()
     try:
-        result = measure(backend, batches, s, table, mode, kinds)
+        result = measure(backend, batches, s, table, mode, kinds, log)
     finally:
         if sampler:
             sampler.__exit__(None, None, None)
@@ -232,7 +232,7 @@ def run_bench(s, backend_name, workdir, log=print):
     return report
 
 
-def if_cost(s, backend_name):
+def if_cost(s, backend_name, log=print):
     """The If-cost table (and per gated block its latency next to its break-even), written to ``s.json``."""
     from cosinegate.artifacts import atomic_write_json, input_record
     from cosinegate.bench import report as rep
@@ -253,37 +253,18 @@ def if_cost(s, backend_name):
     if s.batch != 1:
         raise CosineGateError("--if-cost measures batch 1 (an If condition is one scalar); drop --batch.")
     flat, cond_all, skip_rates, kinds = model_graphs(s.checkpoint, s.onnx)
-    bar = progress_bar(sum(k == "dynamic" or k in ("always_run", "always_skipped") for k in kinds), "blocks")
-    table = measure_if_cost(make_runner, flat, cond_all, skip_rates, kinds, s.warmup, s.iterations, s.rounds,
-                            progress=lambda i: bar.update())
-    bar.close()
+    from cosinegate.progress import bar
+
+    with bar(log, total=sum(k == "dynamic" or k in ("always_run", "always_skipped") for k in kinds), desc="blocks",
+             unit="block") as blocks:
+        table = measure_if_cost(make_runner, flat, cond_all, skip_rates, kinds, s.warmup, s.iterations, s.rounds,
+                                progress=lambda i: blocks.update())
     table.update(backend=backend_name, threads=s.threads, precision=s.precision if backend_name == "trt" else "fp32",
                  device=rep.device_name(), time=time.strftime("%Y-%m-%dT%H:%M:%S"),
                  inputs=input_record(model=s.onnx, checkpoint=s.checkpoint))
     if s.json:
         atomic_write_json(s.json, table)
     return table
-
-
-def progress_bar(total, desc):
-    """tqdm's bar where it is installed (the training extra); the device extra has none, and there a line per step."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        import sys
-
-        class Lines:
-            done = 0
-
-            def update(self):
-                self.done += 1
-                print(f"{desc}: {self.done}/{total}", file=sys.stderr)
-
-            def close(self):
-                pass
-
-        return Lines()
-    return tqdm(total=total, desc=desc, leave=False)
 
 
 def reference_inputs(engine, manifest):
@@ -360,7 +341,7 @@ def data_origin(checkpoint, meta):
     return DataOrigin.of_metadata(meta or {})
 
 
-def make_batches(s, image_size, normalization, origin):
+def make_batches(s, image_size, normalization, origin, log=print):
     """(batches, data record, labels) of test images at the model's size, normalized like its training, or
     (random tensors, None, None) with ``s.random_input``."""
     import numpy as np
@@ -371,7 +352,7 @@ def make_batches(s, image_size, normalization, origin):
     if s.random_input:
         rng = np.random.default_rng(0)
         return [rng.standard_normal((s.batch, 3, image_size, image_size), dtype=np.float32) for _ in range(8)], None, None
-    data = choose_data(origin, s.data, s.data_root)
+    data = choose_data(origin, s.data, s.data_root, log=log)
     test = data.test
     count = min(s.test_images, len(test)) // s.batch * s.batch
     if count == 0:
@@ -380,16 +361,21 @@ def make_batches(s, image_size, normalization, origin):
     return [np.ascontiguousarray(x[i : i + s.batch]) for i in range(0, count, s.batch)], data.record(), test.labels[:count]
 
 
-def measure(backend, batches, s, table=None, mode=None, kinds=None):
-    """Time ``backend`` on ``batches`` as ``s`` says; with a MAC ``table``, the skip statistics of every image."""
+def measure(backend, batches, s, table=None, mode=None, kinds=None, log=None):
+    """Time ``backend`` on ``batches`` as ``s`` says; with a MAC ``table``, the skip statistics of every image.
+    Progress bars (timed runs, then the statistics pass) follow ``log`` (cosinegate.progress)."""
     from cosinegate.bench.backends import time_backend
     from cosinegate.bench.report import gate_stats, summarize
+    from cosinegate.progress import bar
 
-    wall, gpu, gates = time_backend(backend, batches, s.warmup, s.warmup_seconds, s.iterations, s.duration)
+    with bar(log, total=None if s.duration else s.iterations, desc="timing", unit="run") as runs:
+        wall, gpu, gates = time_backend(backend, batches, s.warmup, s.warmup_seconds, s.iterations, s.duration,
+                                        tick=runs.update)
     report = summarize(wall, gpu, s.batch)
     report["_wall"] = wall
     if table is not None and not s.random_input:
-        full = [backend.run(b)[0]["gates"] for b in batches]  # every image once, for the statistics
+        # every image once, for the statistics
+        full = [backend.run(b)[0]["gates"] for b in bar(log, batches, desc="skip statistics", unit="batch")]
         report.update(gate_stats(full, table, mode, kinds))
     elif table is not None:
         report["dense_macs"] = int(table.dense)

@@ -247,7 +247,7 @@ def select_here(s, art, rels, log=print):
     if s.select != "fastest":
         return {"chosen": s.select, "reason": choose(rels, max_drop, s.select)[1], "backend": None}
     batches, labels = reference_images(art.data_choice, s.select_images, s.checkpoint)
-    record = select_onnxrt({n: c["onnx"] for n, c in art.candidates.items()}, batches, labels, max_drop)
+    record = select_onnxrt({n: c["onnx"] for n, c in art.candidates.items()}, batches, labels, max_drop, log=log)
     for cand, row in record["candidates"].items():
         row["onnx"] = rels[cand]["onnx"]
     log("selection on ONNX Runtime (CPU):")

@@ -39,8 +39,9 @@ class CalibrationResult:
     out: Optional[Path] = None  # the folder written
 
 
-def calibrate_checkpoint(s):
-    """Calibrate (or read ``s.cache_in``), check, and write every output to ``s.out``; a CalibrationResult."""
+def calibrate_checkpoint(s, log=print):
+    """Calibrate (or read ``s.cache_in``), check, and write every output to ``s.out``; a CalibrationResult.
+    ``log``: notes and the progress bar over the calibration images (cosinegate.progress)."""
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.quant.calibrate import DEFAULT_FORMS, DEFAULT_TRT, calibrate, check_method, resolve_trt_version, write_outputs
     from cosinegate.quant.calibset import select
@@ -55,10 +56,10 @@ def calibrate_checkpoint(s):
     check_image_size(s.image_size, state, s.checkpoint)
     calib_set = None
     if s.cache_in is None:
-        data = choose_data(DataOrigin.of_checkpoint(state), s.data, s.data_root)
+        data = choose_data(DataOrigin.of_checkpoint(state), s.data, s.data_root, log=log)
         calib_set = select(data.train, s.calib_images, s.seed, data.source, None if data.root is None else str(data.root))
     result = calibrate(s.checkpoint, calib_set, s.method, s.batch_size, s.percentile, trt_version,
-                       list(DEFAULT_FORMS if s.forms is None else s.forms), s.policy, cache_in=s.cache_in)
+                       list(DEFAULT_FORMS if s.forms is None else s.forms), s.policy, cache_in=s.cache_in, log=log)
     out = Path(s.out) if s.out else default_calibration_dir(s.checkpoint)
     return CalibrationResult(write_outputs(result, out), result.manifest, out)
 

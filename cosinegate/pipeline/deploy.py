@@ -113,7 +113,7 @@ def prepare(s, target, opset, log=print):
             raise CosineGateError(f"checkpoint {s.checkpoint} not found; check the path.")
         state = load_checkpoint(s.checkpoint)
         check_image_size(s.image_size, state, s.checkpoint)
-        data = choose_data(DataOrigin.of_checkpoint(state), s.data, s.data_root)
+        data = choose_data(DataOrigin.of_checkpoint(state), s.data, s.data_root, log=log)
         name = model_name(s.checkpoint)
         stages = Stages(work_folder(target.out, name), log)
         graph = stages.export(s.checkpoint, s.form, s.batch, opset, if_cost_table=s.if_cost_table)

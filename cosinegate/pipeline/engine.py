@@ -30,7 +30,7 @@ def select_engines(s, target, art, log=print):
         extra[name] = {"engine": engine.name, "onnx": str(paths["onnx"]), "parity_passed": bool(report and report["passed"])}
     batches, labels = reference_images(art.data_choice, s.select_images, s.checkpoint)
     record = compare_candidates({n: TrtBackend(e) for n, e in engines.items()}, batches, labels,
-                                max_accuracy_drop(PROFILES[s.precision]), extra=extra, clock="gpu")
+                                max_accuracy_drop(PROFILES[s.precision]), extra=extra, clock="gpu", log=log)
     record.update(backend="trt")
     log("\n".join(selection_lines(record)))
     chosen = engines[record["chosen"]]

@@ -54,12 +54,12 @@ def check_parity(s, log=print):
     provenance = check_provenance(s.checkpoint, s.onnx, get_metadata(graph))
     if not provenance["verified"]:
         log(f"note: {s.onnx} names no source checkpoint (no toolkit metadata or manifest); provenance not checked")
-    data = choose_data(DataOrigin.of_checkpoint(state), s.data, s.data_root)
+    data = choose_data(DataOrigin.of_checkpoint(state), s.data, s.data_root, log=log)
     test = data.test
     if s.subset:
         test = balanced_subset(test, s.subset)
     report = run_parity(model, graph, s.onnx, test, s.backend, s.test_images, INT8 if s.int8 else FP32,
-                        saved_inputs_path(s), s.save_reference)
+                        saved_inputs_path(s), s.save_reference, log=log)
     report.update(checkpoint=str(s.checkpoint), onnx=str(s.onnx), data=data.record(), provenance=provenance,
                   inputs=input_record(checkpoint=s.checkpoint, onnx=s.onnx))
     if s.json:

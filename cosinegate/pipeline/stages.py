@@ -12,6 +12,7 @@ from pathlib import Path
 from cosinegate.artifacts import atomic_write_json, read_json, sha256_file
 from cosinegate.errors import CosineGateError
 from cosinegate.manifests import StageRecord
+from cosinegate.progress import detail
 
 REFERENCE_SAMPLES = 256  # enough test images for every dynamic gate to be seen both ways
 
@@ -38,6 +39,7 @@ class Stages:
             self.reused.append(Path(artifact).name)
             self.log(f"reused {artifact} (inputs unchanged)")
             return Path(artifact)
+        detail(self.log, f"making {artifact} ({'inputs changed' if stage_record_path(artifact).is_file() else 'not made before'})")
         make()
         record_stage(artifact, inputs, companions)
         self.made.append(Path(artifact).name)
@@ -63,7 +65,7 @@ class Stages:
         forms = calibration_forms(form)
         inputs = {"stage": "calibrate", "checkpoint_sha256": sha256_file(checkpoint), "data": data_key(data),
                   "forms": list(forms)}
-        self._stage(marker, inputs, lambda: run_calibration(checkpoint, out, data, forms))
+        self._stage(marker, inputs, lambda: run_calibration(checkpoint, out, data, forms, self.log))
         return out
 
     def reference(self, checkpoint, onnx_path, data, samples=REFERENCE_SAMPLES, tag=""):
@@ -79,7 +81,7 @@ class Stages:
                         "inputs": "npz-uint8"}
 
         def make():
-            report = run_reference(checkpoint, onnx_path, out, inputs_json, data, samples)
+            report = run_reference(checkpoint, onnx_path, out, inputs_json, data, samples, log=self.log)
             if not report["passed"]:
                 raise CosineGateError(f"parity of the exported graph failed before bundling: {report['summary']}")
             atomic_write_json(report_json, report)
@@ -125,9 +127,9 @@ def parity_profile(precision):
             "min_gate_agreement": t.min_gate_agreement}
 
 
-def run_reference(checkpoint, onnx_path, reference, inputs_npz, data, samples=REFERENCE_SAMPLES, backend="onnxrt"):
+def run_reference(checkpoint, onnx_path, reference, inputs_npz, data, samples=REFERENCE_SAMPLES, backend="onnxrt", log=None):
     """The parity report of ``onnx_path`` against ``checkpoint`` on the reference images of ``data``; PyTorch's outputs
-    saved to ``reference`` and the uint8 images to ``inputs_npz`` (each when given)."""
+    saved to ``reference`` and the uint8 images to ``inputs_npz`` (each when given); ``log``: for the progress bar."""
     from cosinegate.onnx import load_toolkit_onnx
     from cosinegate.parity import FP32, run_parity
     from cosinegate.training.checkpoint import model_from_checkpoint
@@ -136,19 +138,19 @@ def run_reference(checkpoint, onnx_path, reference, inputs_npz, data, samples=RE
     graph = load_toolkit_onnx(onnx_path)
     images = reference_subset(data.test, samples)
     report = run_parity(model, graph, str(onnx_path), images, backend, samples, FP32, None,
-                        str(reference) if reference else None, save_images=str(inputs_npz) if inputs_npz else None)
+                        str(reference) if reference else None, save_images=str(inputs_npz) if inputs_npz else None, log=log)
     report["data"] = data.record()
     return report
 
 
-def run_calibration(checkpoint, out, data, forms):
+def run_calibration(checkpoint, out, data, forms, log=None):
     """Calibrate on the train split of ``data`` and write the outputs to ``out``."""
     from cosinegate.quant.calibrate import calibrate, write_outputs
     from cosinegate.quant.calibset import DEFAULT_COUNT, select
 
     count = min(DEFAULT_COUNT, len(data.train))
     calib_set = select(data.train, count, source=data.source, root=None if data.root is None else str(data.root))
-    write_outputs(calibrate(checkpoint, calib_set, forms=forms), out)
+    write_outputs(calibrate(checkpoint, calib_set, forms=forms, log=log), out)
 
 
 def calibration_files(calib_dir, form, checkpoint=None):

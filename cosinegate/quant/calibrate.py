@@ -41,6 +41,7 @@ from cosinegate.quant import cache as cache_mod
 from cosinegate.quant.calibset import batches, check_image_array
 from cosinegate.quant.names import (CACHE_NAME, COMPACT_QDQ, CONDITIONAL_QDQ, DEFAULT_FORMS, DEFAULT_TRT, FILE_BY_FORM, FLAT_QDQ, FORMS,  # noqa: F401
                                     MANIFEST_FORMAT, MANIFEST_NAME, MASKED_QDQ, TRT_ALIASES)
+from cosinegate.progress import bar
 from cosinegate.quant.ranges import METHODS, RangeCollector
 
 
@@ -126,11 +127,13 @@ def onnxrt_runner(model_proto, threads=None):
     return OnnxRuntimeRunner(model_proto, threads=threads, log_severity=3).activate()
 
 
-def collect_ranges(model, images, method="entropy", batch_size=32, percentile=99.99, num_bins=2048, tensors=None, order=None):
+def collect_ranges(model, images, method="entropy", batch_size=32, percentile=99.99, num_bins=2048, tensors=None, order=None,
+                   log=None):
     """{tensor: amax} over uint8 `images` from the flat twin of `model`, run with ONNX Runtime.
 
     `tensors` defaults to `cache_tensors` (which includes the Q/DQ points);
-    `order` optionally permutes the images (the result must not depend on it).
+    `order` optionally permutes the images (the result must not depend on it);
+    `log`: the caller's, for the progress bar over the images (cosinegate.progress).
     """
     check_method(method)
     images = check_image_array(images, size=model.image_size)
@@ -139,7 +142,10 @@ def collect_ranges(model, images, method="entropy", batch_size=32, percentile=99
     collector = RangeCollector(method, num_bins, percentile)
     runners = {}
 
-    def run_pass():
+    passes = 2 if collector.needs_histograms else 1
+
+    def run_pass(number):
+        shown = bar(log, total=len(images), desc=f"calibration pass {number}/{passes}", unit="img")
         for batch in batches(images, batch_size, model.normalization):
             n = len(batch)
             if n not in runners:
@@ -153,11 +159,13 @@ def collect_ranges(model, images, method="entropy", batch_size=32, percentile=99
                 collector.update("input", batch)
             for name, value in zip(names, values):
                 collector.update(name, value)
+            shown.update(n)
+        shown.close()
 
-    run_pass()
+    run_pass(1)
     if collector.needs_histograms:
         collector.start_histograms()
-        run_pass()
+        run_pass(2)
     return collector.amax()
 
 
@@ -217,7 +225,7 @@ def check_forms(forms, mode):
 
 
 def calibrate(checkpoint, calib_set=None, method="entropy", batch_size=32, percentile=99.99, trt_version=DEFAULT_TRT,
-              forms=DEFAULT_FORMS, policy="auto", skip_rates=None, cache_in=None, num_bins=2048):
+              forms=DEFAULT_FORMS, policy="auto", skip_rates=None, cache_in=None, num_bins=2048, log=None):
     """Build the Q/DQ graphs, cache and manifest in memory (nothing written); return a Calibration."""
     from cosinegate.training.checkpoint import model_from_checkpoint
 
@@ -240,7 +248,7 @@ def calibrate(checkpoint, calib_set=None, method="entropy", batch_size=32, perce
             raise CosineGateError(
                 f"{len(calib_set)} calibration images are fewer than the {model.num_classes} classes; use at least {model.num_classes}."
             )
-        amax = collect_ranges(model, calib_set.images, method, batch_size, percentile, num_bins)
+        amax = collect_ranges(model, calib_set.images, method, batch_size, percentile, num_bins, log=log)
         source = {
             "kind": "images", "data": calib_set.source, "data_root": calib_set.root, "split": "train",
             "seed": calib_set.seed, "num_images": len(calib_set), "ids_sha256": calib_set.ids_sha256, "ids": list(calib_set.ids),

@@ -15,6 +15,7 @@ from cosinegate.artifacts import append_line, atomic_write_json, atomic_write_te
 from cosinegate.config import DEFAULTS, merge
 from cosinegate.data import balanced_subset, load_dataset, normalization, split_holdout
 from cosinegate.data.augment import crop_flip_params, crop_padding, random_crop_flip, to_tensor
+from cosinegate.data.resize import resize_note
 from cosinegate.errors import CosineGateError
 from cosinegate.evaluation import block_classes, evaluate
 from cosinegate.macs import model_mac_table
@@ -285,6 +286,8 @@ class Trainer:
         epochs = self.config["optim"]["epochs"]
         if self.dist.is_main:
             self.log(self.data_line())
+            if self.train_set.found_sizes:
+                self.log(resize_note(self.train_set.found_sizes, self.image_size, "training at", training=True))
         longest = self._longest_epoch()
         for epoch in range(self.start_epoch, epochs):
             out_of_time = time_limit is not None and time.time() - self.created + 1.1 * longest > time_limit

@@ -14,7 +14,7 @@ from cosinegate.cli import COMMANDS, args
 # shared flag -> the group (title) that adds it
 GROUP_OF_FLAG = {"--checkpoint": "model", "--data": "data", "--data-root": "data", "--subset": "data",
                  "--image-size": "data", "--out": "output", "--json": "report", "--quiet": "report",
-                 "--no-progress": "report", "--device": "device", "--threads": "device"}
+                 "--no-progress": "report", "--verbose": "report", "--device": "device", "--threads": "device"}
 # shared flags a command takes outside the shared group, and why
 EXEMPT = {("campaign", "--subset"): "a plain int training subset beside --data-tar, not a data source flag"}
 # flags whose help is the same text on every command that takes them
@@ -146,7 +146,22 @@ def test_every_default_is_shown_once(parsers):
         flat = " ".join(text.split())
         assert flat.count("(default: (default") == 0 and "default: None" not in flat, command
     bench_train = " ".join(parser_of("bench-train", pytest.MonkeyPatch()).format_help().split())
-    assert "--backbone BACKBONE (default: resnet20)" in bench_train
+    assert "--backbone BACKBONE backbone timed (default: resnet20)" in bench_train
+
+
+def test_every_flag_says_what_it_does(parsers):
+    """Every flag of every command has a line of help of its own (a shown default alone is not one); an old spelling
+    is hidden (SUPPRESS) and named in its new flag's help instead."""
+    silent = sorted(f"{command} {flag}" for command, flags in parsers.items() for flag, (action, _) in flags.items()
+                    if not (action.help or "").strip() and not isinstance(action, argparse._HelpAction))
+    assert not silent, "flags without help: " + ", ".join(silent)
+
+
+def test_quiet_and_verbose_where_there_are_steps(parsers):
+    """The commands with long steps take --quiet and --verbose; train keeps --quiet and --no-progress."""
+    for command in ("build-engine", "calibrate", "parity", "bench", "export", "evaluate", "force-gates"):
+        assert {"--quiet", "--verbose"} <= set(parsers[command]), command
+    assert {"--quiet", "--no-progress"} <= set(parsers["train"])
 
 
 def test_args_module_imports_only_the_standard_library_and_errors():

@@ -2,6 +2,7 @@
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,18 @@ def test_int8_cache_for_another_model_is_refused(tiny_checkpoint, tmp_path):
         build_engine.main(["--target", "jetson-orin", "--checkpoint", str(tiny_checkpoint), "--precision", "int8",
                            "--int8", "cache", "--form", "masked", "--calib-cache", str(foreign), "--out", str(out)])
     assert not out.exists() or not list(out.rglob("*bundle*"))
+
+
+def test_quiet_prints_only_the_result(tiny_checkpoint, tmp_path, capsys):
+    """--quiet: no data line, no stage notes, no instructions: the one result line (and nothing on stderr)."""
+    out = tmp_path / "out"
+    argv = ["--target", "jetson-orin", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--select", "conditional"]
+    assert build_engine.main([*argv, "--quiet"]) == 0
+    printed = capsys.readouterr()
+    lines = printed.out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wrote the device bundle "), printed.out
+    bundle, archive = lines[0][len("wrote the device bundle "):].split(" and ")
+    assert Path(bundle).is_dir() and Path(archive).is_file()
+    assert printed.err == ""
+    assert build_engine.main([*argv, "--verbose"]) == 0  # again: every stage reused, said at the default level
+    assert "reused" in capsys.readouterr().out

@@ -280,3 +280,44 @@ def test_bundle_at_the_checkpoint_size(run64, tmp_path, monkeypatch):
 
     feeds = load_inputs(inputs[0])
     assert feeds and all(feed["input"].shape == (1, 3, 48, 48) for feed in feeds)
+
+
+def _folder_of(root, side, classes=("x", "y"), per_class=2):
+    rng = np.random.default_rng(side)
+    for split in ("train", "test"):
+        for cls in classes:
+            for i in range(per_class):
+                _save(root / split / cls / f"{i}.png", rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+    return root
+
+
+def test_stages_say_when_the_folders_images_are_resized(tmp_path):
+    """A model trained at 32 on a folder of 96x96 images: one line says so and how they are resized; none when the
+    images are the model's size. The cached decode says it again (the sizes are kept with the arrays)."""
+    from cosinegate.data.choice import DataOrigin, choose_data
+
+    big = _folder_of(tmp_path / "big", 96)
+    lines = []
+    choose_data(DataOrigin("imagefolder", str(big), ("x", "y"), 32), log=lines.append)
+    assert lines[1:] == ["note: images are 96x96; the checkpoint was trained at 32x32: they are resized (shorter side "
+                         "to 37, center crop 32)"], lines
+    assert imagefolder.load_imagefolder(big, 32)[1].found_sizes == "96x96"  # from the cache this time
+    small = _folder_of(tmp_path / "small", 32)
+    lines = []
+    choose_data(DataOrigin("imagefolder", str(small), ("x", "y"), 32), log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("data: imagefolder"), lines
+    assert resize.describe_sizes([(96, 96), (128, 96), (96, 96)]) == "96x96 and 128x96"
+    assert resize.describe_sizes([(9, 9), (64, 48), (128, 96)]) == "3 sizes, 9x9 to 128x96"
+
+
+def test_training_says_the_size_it_trains_at_and_how_to_change_it(tmp_path):
+    from conftest import tiny_config
+
+    from cosinegate.training.loop import Trainer
+
+    config = tiny_config(tmp_path)
+    config["data"].update(source="imagefolder", root=str(_folder_of(tmp_path / "big", 96, per_class=4)), val_fraction=0.0)
+    lines = []
+    assert Trainer(config, tmp_path / "run", log=lines.append, progress=False).run(stop_after=0) is None
+    assert ("note: images are 96x96; training at 32x32: they are resized (shorter side to 37, random 32x32 crops of its "
+            "37x37 center); --image-size N (data.image_size) trains at another size, --image-size 96 at theirs") in lines, lines
