@@ -96,7 +96,8 @@ def print_report(report):
 
 def print_if_cost(t):
     shape = "x".join(str(d) for d in t["input_shape"])
-    print(f"If cost on {t['backend']} ({t['device']}, {t['threads']} thread(s)), input {shape}, median latency:")
+    form = {"runtime-native": "the runtime's own conditional graph", "portable": "the portable If"}.get(t.get("if_form"), "the portable If")
+    print(f"If cost on {t['backend']} ({t['device']}, {t['threads']} thread(s)), input {shape}, blocks priced in {form}, median latency:")
     print(f"{'If nodes':>9s} {'us':>9s}")
     for k, us in zip(t["if_counts"], t["chain_latency_us"]):
         print(f"{k:9d} {us:9.1f}")

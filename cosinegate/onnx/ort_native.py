@@ -63,15 +63,19 @@ def ort_optimize(model, threads=1, nchwc=True):
         return onnx.load(dst)
 
 
-def ort_native_conditional(flat_graph, policy="auto", skip_rates=None, threads=1, nchwc=True):
-    """Flat twin -> policy applied, ORT-optimized, then one `If` per dynamic block (batch 1)."""
+def ort_native_conditional(flat_graph, policy="auto", skip_rates=None, threads=1, nchwc=True, plain=()):
+    """Flat twin -> policy applied, ORT-optimized, then one `If` per dynamic block (batch 1).
+
+    ``plain``: dynamic blocks kept plain (always run, no gate head), as in the portable export; with policy
+    ``conditional-all`` and every gated block but one plain, the graph that prices that block's `If`
+    (``bench.py --if-cost`` on onnxrt)."""
     import onnxruntime as ort
 
     meta = get_metadata(flat_graph)
     if meta.get("mode") == "paper" or meta.get("batch") != 1:
         raise CosineGateError("the ORT-native conditional graph needs a predictive checkpoint exported at batch 1; "
                               "export the flat twin with --batch 1 (paper-mode gates: use the masked form).")
-    static = _deploy(flat_graph, "flat", policy, skip_rates, lambda *args: None)
+    static = _deploy(flat_graph, "flat", policy, skip_rates, lambda *args: None, plain)
     kinds = [b["kind"] for b in get_metadata(static)["blocks"]]
     model = ort_optimize(static, threads, nchwc)
     for index, kind in enumerate(kinds):
