@@ -133,7 +133,7 @@ def print_table(c):
     rows.append(("conditional, all gates forced on", c["forced_on_latency_ms"], c["flat_twin_macs"],
                  c["dense_latency_ms"][s] / c["forced_on_latency_ms"][s]))
     if "ort_native_latency_ms" in c:
-        rows.append(("ORT-native conditional (NCHWc in If)", c["ort_native_latency_ms"], c["executed_macs"],
+        rows.append(("ORT-native conditional (ORT kernels in If)", c["ort_native_latency_ms"], c["executed_macs"],
                      c["ort_native_realized_speedup"]))
         rows.append(("ORT-native, all gates forced on", c["ort_native_forced_on_latency_ms"], c["flat_twin_macs"],
                      c["dense_latency_ms"][s] / c["ort_native_forced_on_latency_ms"][s]))
