@@ -78,6 +78,7 @@ def ort_native_conditional(flat_graph, policy="auto", skip_rates=None, threads=1
     static = _deploy(flat_graph, "flat", policy, skip_rates, lambda *args: None, plain)
     kinds = [b["kind"] for b in get_metadata(static)["blocks"]]
     model = ort_optimize(static, threads, nchwc)
+    _name_every_node(model.graph)
     for index, kind in enumerate(kinds):
         if kind == "dynamic":
             _wrap_optimized_block(model.graph, index)
@@ -90,6 +91,15 @@ def ort_native_conditional(flat_graph, policy="auto", skip_rates=None, threads=1
     layout = "nchwc" if any(n.domain == "com.microsoft.nchwc" for n in _all_nodes(model.graph)) else "nchw"
     set_metadata(model, runtime="onnxruntime-native", onnxruntime_version=ort.__version__, layout=layout)
     return model
+
+
+def _name_every_node(graph):
+    """Give a node ONNX Runtime left unnamed (or named like another) a name of its own: nodes are tracked by name."""
+    seen = set()
+    for k, node in enumerate(graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"ort_node_{k}"
+        seen.add(node.name)
 
 
 def _all_nodes(graph):
