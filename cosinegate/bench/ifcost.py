@@ -5,8 +5,10 @@ wrapped, and the rule that keeps plain a dynamic block whose expected saving is 
   tensor, as a gate's pooling) around an Identity / Neg pair, at the model's input size. The cost per
   conditional is the least-squares slope of the median latency over K = 0, 1, 3, 9.
 - Per gated block of a real model: the block alone, plain (flat twin) and inside its ``If`` with the gate
-  forced on (conditional-all graph); the difference is that block's If cost (on ONNX Runtime it includes the
-  NCHWc kernels lost inside the branch).
+  forced on (conditional-all graph); the difference is that block's If cost. Given ``native`` (ONNX Runtime:
+  the form that runtime deploys, cosinegate.onnx.ort_native), the cost is instead the whole gate-free network
+  timed beside the same network with that block alone gated in its native ``If``, gate forced on: its gate
+  head, the If and whatever the runtime loses around it.
 - Break-even: a block skipped at rate s saves s x latency per image and pays its If cost always, so skipping
   pays when latency > cost / s.
 
@@ -56,11 +58,13 @@ def break_even_us(cost_us, skip_rate):
 
 
 def measure_if_cost(make_runner, flat, conditional_all, skip_rates, kinds, warmup=20, iterations=300, rounds=5, counts=IF_COUNTS,
-                    progress=None):
+                    progress=None, native=None):
     """The cost table of one model on one backend.
 
     make_runner(onnx ModelProto) -> object with run(x); flat / conditional_all: the model's flat twin and its
-    conditional-all graph (every gated block in an If); skip_rates / kinds: per block (policy-auto kinds)."""
+    conditional-all graph (every gated block in an If); skip_rates / kinds: per block (policy-auto kinds);
+    native: None (the portable If around the block alone), or native(index) -> (gate-free graph, graph with
+    block ``index`` alone in its If) in the runtime's own form, timed whole."""
     from cosinegate.bench.backends import time_interleaved
     from cosinegate.bench.graphs import block_subgraph, forced_on_model
     from cosinegate.onnx.export import get_metadata
@@ -79,17 +83,28 @@ def measure_if_cost(make_runner, flat, conditional_all, skip_rates, kinds, warmu
     gated = [i for i, b in enumerate(meta["blocks"]) if b["kind"] == "gated"]
     blocks = []
     for i in gated:
-        plain, wrapped = block_subgraph(flat, i), block_subgraph(forced, i)
+        plain = block_subgraph(flat, i)
         dims = [d.dim_value for d in plain.graph.input[0].type.tensor_type.shape.dim]
         feed = [rng.standard_normal(dims, dtype=np.float32)]
-        w = time_interleaved({"plain": make_runner(plain), "if": make_runner(wrapped)}, feed, warmup, iterations, None, rounds)
-        plain_us, if_us = (1e3 * float(np.median(w[k])) for k in ("plain", "if"))
+        if native is None:
+            w = time_interleaved({"plain": make_runner(plain), "if": make_runner(block_subgraph(forced, i))}, feed, warmup,
+                                 iterations, None, rounds)
+            plain_us, if_us = (1e3 * float(np.median(w[k])) for k in ("plain", "if"))
+            cost_us = if_us - plain_us
+        else:
+            base, wrapped = native(i)
+            plain_us = 1e3 * float(np.median(time_interleaved({"plain": make_runner(plain)}, feed, warmup, iterations, None,
+                                                               rounds)["plain"]))
+            w = time_interleaved({"base": make_runner(base), "if": make_runner(forced_on_model(wrapped))}, [x], warmup,
+                                 iterations, None, rounds)
+            cost_us = 1e3 * (float(np.median(w["if"])) - float(np.median(w["base"])))
         s = float(skip_rates[i]) if skip_rates is not None else None
-        blocks.append(block_row(i, kinds[i], s, plain_us, if_us - plain_us))
+        blocks.append(block_row(i, kinds[i], s, plain_us, cost_us))
         if progress:
             progress(i)
     trivial = cost_per_if(counts, chain_us)
     return {"format": TABLE_FORMAT, "backbone": meta.get("backbone"), "input_shape": input_dims, "num_blocks": len(meta["blocks"]),
+            "if_form": "portable" if native is None else "runtime-native",
             "if_counts": list(counts), "chain_latency_us": chain_us, "trivial_cost_per_if_us": trivial,
             "break_even_us": {str(s): break_even_us(trivial, s) for s in (1.0, 0.5, 0.25, 0.1)},
             "real_block": blocks[0] if blocks else None, "blocks": blocks}

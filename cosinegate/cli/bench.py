@@ -98,7 +98,8 @@ def print_report(report):
 
 def print_if_cost(t):
     shape = "x".join(str(d) for d in t["input_shape"])
-    print(f"If cost on {t['backend']} ({t['device']}, {t['threads']} thread(s)), input {shape}, median latency:")
+    form = {"runtime-native": "the runtime's own conditional graph", "portable": "the portable If"}.get(t.get("if_form"), "the portable If")
+    print(f"If cost on {t['backend']} ({t['device']}, {t['threads']} thread(s)), input {shape}, blocks priced in {form}, median latency:")
     print(f"{'If nodes':>9s} {'us':>9s}")
     for k, us in zip(t["if_counts"], t["chain_latency_us"]):
         print(f"{k:9d} {us:9.1f}")
@@ -134,7 +135,7 @@ def print_table(c):
     rows.append(("conditional, all gates forced on", c["forced_on_latency_ms"], c["flat_twin_macs"],
                  c["dense_latency_ms"][s] / c["forced_on_latency_ms"][s]))
     if "ort_native_latency_ms" in c:
-        rows.append(("ORT-native conditional (NCHWc in If)", c["ort_native_latency_ms"], c["executed_macs"],
+        rows.append(("ORT-native conditional (ORT kernels in If)", c["ort_native_latency_ms"], c["executed_macs"],
                      c["ort_native_realized_speedup"]))
         rows.append(("ORT-native, all gates forced on", c["ort_native_forced_on_latency_ms"], c["flat_twin_macs"],
                      c["dense_latency_ms"][s] / c["ort_native_forced_on_latency_ms"][s]))

@@ -255,16 +255,35 @@ def if_cost(s, backend_name, log=print):
     flat, cond_all, skip_rates, kinds = model_graphs(s.checkpoint, s.onnx)
     from cosinegate.progress import bar
 
+    native = native_if_graphs(flat, s.threads) if backend_name == "onnxrt" else None
     with bar(log, total=sum(k == "dynamic" or k in ("always_run", "always_skipped") for k in kinds), desc="blocks",
              unit="block") as blocks:
         table = measure_if_cost(make_runner, flat, cond_all, skip_rates, kinds, s.warmup, s.iterations, s.rounds,
-                                progress=lambda i: blocks.update())
+                                progress=lambda i: blocks.update(), native=native)
     table.update(backend=backend_name, threads=s.threads, precision=s.precision if backend_name == "trt" else "fp32",
                  device=rep.device_name(), time=time.strftime("%Y-%m-%dT%H:%M:%S"),
                  inputs=input_record(model=s.onnx, checkpoint=s.checkpoint))
     if s.json:
         atomic_write_json(s.json, table)
     return table
+
+
+def native_if_graphs(flat, threads):
+    """native(index) -> (the gate-free network, the same with block ``index`` alone gated in its If), both in ONNX
+    Runtime's own form (cosinegate.onnx.ort_native): what an If costs on the graph this runtime deploys."""
+    from cosinegate.onnx.export import get_metadata
+    from cosinegate.onnx.ort_native import ort_native_conditional
+
+    gated = [i for i, b in enumerate(get_metadata(flat)["blocks"]) if b["kind"] == "gated"]
+    base = []
+
+    def native(index):
+        if not base:
+            base.append(ort_native_conditional(flat, "dense", threads=threads))
+        others = [i for i in gated if i != index]
+        return base[0], ort_native_conditional(flat, "conditional-all", threads=threads, plain=others)
+
+    return native
 
 
 def reference_inputs(engine, manifest):

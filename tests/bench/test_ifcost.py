@@ -62,6 +62,7 @@ def test_if_cost_table(cost_table, capsys):
     t = json.loads(cost_table.read_text())
     assert t["if_counts"] == [0, 1, 3, 9] and len(t["chain_latency_us"]) == 4 and t["input_shape"] == [1, 3, 32, 32]
     assert t["chain_latency_us"][3] > t["chain_latency_us"][0]  # nine conditionals cost something
+    assert t["if_form"] == "runtime-native"  # on onnxrt the blocks are priced in the ORT-native graph that runtime deploys
     gated = [b for b in t["blocks"]]
     assert len(gated) == t["num_blocks"] == 9 and all(b["latency_us"] > 0 for b in gated)
     assert [b["kind"] for b in gated][:2] == ["always_run", "always_skipped"]
@@ -70,7 +71,7 @@ def test_if_cost_table(cost_table, capsys):
         assert b["verdict"] == ("conditional" if b["skip_rate"] * b["latency_us"] > b["if_cost_us"] else "plain")
     bench.print_if_cost(t)
     out = capsys.readouterr().out
-    assert "cost per conditional" in out and "removed (always skipped)" in out
+    assert "cost per conditional" in out and "removed (always skipped)" in out and "runtime's own conditional graph" in out
 
 
 def write_table(source, path, if_cost_us):
@@ -137,3 +138,18 @@ def test_bench_report_puts_block_latency_next_to_break_even(dyn_checkpoint, cost
         if row["kind"] == "dynamic":
             assert row["break_even_us"] == pytest.approx(row["if_cost_us"] / row["skip_rate"])
     assert rows[1]["verdict"] == "removed (always skipped)" and rows[2]["kind"] == "dynamic"
+
+
+def test_native_if_graphs_gate_one_block(dyn_checkpoint):
+    from cosinegate.bench.backends import OnnxrtGraph
+    from cosinegate.bench.graphs import forced_on_model
+    from cosinegate.bench.ifcost import model_graphs
+    from cosinegate.pipeline.bench import native_if_graphs
+
+    flat, _, _, _ = model_graphs(dyn_checkpoint)
+    base, wrapped = native_if_graphs(flat, 1)(4)
+    assert not any(n.op_type == "If" for n in base.graph.node)
+    assert [n.name for n in wrapped.graph.node if n.op_type == "If"] == ["block4/ortif"]  # block 4 alone, in its native If
+    x = np.random.default_rng(4).standard_normal((1, 3, 32, 32), dtype=np.float32)
+    plain, forced = OnnxrtGraph(base).run(x)[0], OnnxrtGraph(forced_on_model(wrapped)).run(x)[0]
+    np.testing.assert_allclose(forced["logits"], plain["logits"], atol=1e-4)  # gate forced on: the same network
