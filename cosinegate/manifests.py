@@ -16,6 +16,7 @@ SCHEMA_VERSION = 1
 STAGE_FORMAT = "cosinegate-stage-v1"
 BUNDLE_FORMAT = "cosinegate-bundle-v1"
 ENGINE_FORMAT = "cosinegate-engine-v1"
+ORT_ENGINE_FORMAT = "cosinegate-ort-engine-v1"
 
 
 def header(fmt):
@@ -125,6 +126,33 @@ class EngineManifest(Record):
     built_by: object = None
     selection: object = None
     preprocessing: object = None  # image file -> input (card "preprocessing"); absent in engines built before it
+
+
+@dataclass
+class OrtEngineManifest(Record):
+    """``<graph>.onnx.json``: an ONNX Runtime-native graph built for the cpu-onnxruntime target, the ONNX Runtime
+    version and CPU that optimized it (it runs only there), its layout, what it was made from and its hash."""
+
+    FORMAT, WHAT = ORT_ENGINE_FORMAT, "ONNX Runtime engine manifest"
+    FIX = "rebuild it with deploy/build_engine.py --target cpu-onnxruntime"
+    OMIT_NONE = ("selection", "parity")
+
+    engine_sha256: object = None
+    model: object = None
+    target: object = None
+    candidate: object = None  # conditional | pruned | dense
+    onnxruntime_version: object = None
+    cpu: object = None  # {"machine", "model", "isa"} (cosinegate.runtime.ort_engine.cpu_identity)
+    layout: object = None  # nchwc | nchw
+    precision: object = None
+    batch: object = None
+    form: object = None
+    build_seconds: object = None
+    inputs: object = None  # {"checkpoint", "checkpoint_sha256", "onnx", "onnx_sha256"}
+    onnx_metadata: object = None
+    reference_inputs: object = None
+    parity: object = None  # {"passed", "summary"}
+    selection: object = None
 
 
 def engine_manifest_path(engine):

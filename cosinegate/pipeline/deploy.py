@@ -28,6 +28,13 @@ def deploy(settings, log=print):
     from cosinegate.artifacts import folder_lock, write_error
     from cosinegate.trt.targets import check_opset
 
+    from cosinegate.trt.targets import target_runtime
+
+    if target_runtime(settings.target) == "onnxruntime":  # built here, for this CPU (cosinegate.pipeline.ort_target)
+        from cosinegate.pipeline.ort_target import deploy_ort
+
+        engine, passed = deploy_ort(settings, log)
+        return DeployResult(bool(passed), engine)
     s, target = resolve(settings, log)
     if s.bundle:
         from cosinegate.pipeline.board import from_bundle

@@ -11,6 +11,10 @@ TOML subset reader, the last resort). Whatever the reader, a profile is refused 
 the file and the field: unreadable bytes, nesting past 32 levels, a name that is not a plain name, a
 number out of its range, a release listed twice.
 
+A profile with ``runtime = "onnxruntime"`` (cpu-onnxruntime.toml) is no TensorRT board: it holds only name,
+description, runtime and precisions (``load_ort_target``); ``list_targets`` and ``load_target`` keep to TensorRT
+profiles unless asked, and build_engine.py routes such a target to cosinegate.pipeline.ort_target.
+
 TensorRT versions in a profile match by prefix: "8.5.2" covers 8.5.2.2, "10" covers every 10.x;
 the longest matching entry wins.
 """
@@ -60,6 +64,8 @@ _FIELDS = {
     "detail_power_rails": list,
     "tensorrt": list,
 }
+RUNTIMES = ("tensorrt", "onnxruntime")
+_ORT_FIELDS = {"name": str, "description": str, "runtime": str, "precisions": list}
 _RELEASE_FIELDS = {"version": str, "jetpack": list, "max_onnx_opset": int}
 
 
@@ -127,10 +133,63 @@ def compute_capability_text(value):
     return str(value).strip()
 
 
-def list_targets(targets_dir=None):
-    """Names of the targets, one per *.toml file, sorted."""
+@dataclass(frozen=True)
+class OrtTargetProfile:
+    """A target run by ONNX Runtime on the machine that builds for it (``runtime = "onnxruntime"``)."""
+
+    name: str
+    description: str
+    runtime: str
+    precisions: tuple
+    source: Path
+
+
+def list_targets(targets_dir=None, runtime="tensorrt"):
+    """Names of the targets of ``runtime`` (None: every runtime), one per *.toml file, sorted."""
     directory = Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR
-    return sorted(path.stem for path in directory.glob("*.toml"))
+    return sorted(path.stem for path in directory.glob("*.toml") if runtime is None or _runtime_of(path) == runtime)
+
+
+def _runtime_of(path):
+    """The ``runtime`` a profile file names (tensorrt when absent or unreadable: load_target says what is wrong)."""
+    try:
+        value = read_profile_toml(path).get("runtime", "tensorrt")
+    except CosineGateError:
+        return "tensorrt"
+    return value if value in RUNTIMES else "tensorrt"
+
+
+def target_runtime(name, targets_dir=None):
+    """"onnxruntime" when target ``name`` (a shipped name or a profile path) is an ONNX Runtime target, else "tensorrt"."""
+    path = _profile_path(name, targets_dir)
+    return _runtime_of(path) if path is not None and path.is_file() else "tensorrt"
+
+
+def _profile_path(name, targets_dir=None):
+    directory = Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR
+    if isinstance(name, str) and ("/" in name or os.sep in name):
+        directory, name = Path(name).parent, Path(name).name
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
+        return None
+    return directory / f"{name}.toml"
+
+
+def load_ort_target(name, targets_dir=None):
+    """Load and validate an ONNX Runtime target profile (name, description, runtime = "onnxruntime", precisions)."""
+    path = _profile_path(name, targets_dir)
+    if path is None or not path.is_file():
+        raise CosineGateError(f"unknown target {name!r}; valid ONNX Runtime targets: "
+                              f"{', '.join(list_targets(targets_dir, 'onnxruntime')) or 'none'}.")
+    data = read_profile_toml(path)
+    _check_fields(data, _ORT_FIELDS, path)
+    if data["name"] != path.stem:
+        _fail(path, "name", f"is {data['name']!r} but the file is {path.name}; make them agree")
+    if data["runtime"] != "onnxruntime":
+        _fail(path, "runtime", f"is {data['runtime']!r}, not \"onnxruntime\"")
+    precisions = _strings(data, "precisions", path, ("fp32",))
+    if not precisions:
+        _fail(path, "precisions", 'must list "fp32"')
+    return OrtTargetProfile(data["name"], data["description"], data["runtime"], precisions, path)
 
 
 def load_target(name, targets_dir=None, allow_path=True):
@@ -250,6 +309,13 @@ def _release_from(entry, index, path):
 
 
 def _profile_from(data, path):
+    data = dict(data)
+    runtime = data.pop("runtime", "tensorrt")
+    if runtime != "tensorrt":
+        if runtime == "onnxruntime":
+            raise CosineGateError(f"target {path.stem} runs on ONNX Runtime, not TensorRT; use it with "
+                                  f"deploy/build_engine.py --target {path.stem}.")
+        _fail(path, "runtime", f"is {runtime!r}; allowed: {', '.join(RUNTIMES)}")
     _check_fields(data, _FIELDS, path)
     if data["name"] != path.stem:
         _fail(path, "name", f"is {data['name']!r} but the file is {path.name}; make them agree")

@@ -215,3 +215,17 @@ def test_a_file_name_given_as_a_target_name_gets_a_path_hint():
     with pytest.raises(CosineGateError, match=r"a target is a name \(.*jetson-orin.*\) or a path to a profile file, e\.g\. \./t1\.toml") as err:
         load_target("t1.toml")
     assert "t1.toml.toml" not in str(err.value)
+
+
+def test_onnxruntime_profile_kept_apart_from_tensorrt_ones(tmp_path):
+    from cosinegate.trt.targets import load_ort_target, target_runtime
+
+    assert "cpu-onnxruntime" not in list_targets() and "cpu-onnxruntime" in list_targets(runtime=None)
+    assert target_runtime("cpu-onnxruntime") == "onnxruntime" and target_runtime("jetson-orin") == "tensorrt"
+    assert load_ort_target("cpu-onnxruntime").precisions == ("fp32",)
+    with pytest.raises(CosineGateError, match="runs on ONNX Runtime, not TensorRT"):
+        load_target("cpu-onnxruntime")
+    text = (DEFAULT_TARGETS_DIR / "cpu-onnxruntime.toml").read_text()
+    (tmp_path / "cpu-onnxruntime.toml").write_text(text.replace('["fp32"]', '["fp16"]'))
+    with pytest.raises(CosineGateError, match="'precisions' has 'fp16'"):
+        load_ort_target("cpu-onnxruntime", tmp_path)

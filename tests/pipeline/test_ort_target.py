@@ -1,0 +1,70 @@
+"""build_engine.py --target cpu-onnxruntime: the ORT-native graphs built here, parity against PyTorch (gates exact),
+the manifest's ONNX Runtime version and CPU, the selection by the shared rule, refusals in one line."""
+
+import json
+
+import pytest
+
+import cosinegate.cli.build_engine as build_engine
+
+from cosinegate.bench.candidates import selection_record
+from cosinegate.errors import CosineGateError
+from cosinegate.manifests import ORT_ENGINE_FORMAT
+from cosinegate.runtime.ort_engine import check_ort_engine, cpu_identity, onnxruntime_version
+
+TARGET = "cpu-onnxruntime"
+
+
+@pytest.fixture(scope="module")
+def built(dyn_checkpoint, fake_cifar_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ort") / "engines"
+    args = ["--target", TARGET, "--checkpoint", str(dyn_checkpoint), "--data", "cifar10", "--data-root",
+            str(fake_cifar_root), "--select-images", "20", "--out", str(out)]
+    assert build_engine.main(args) == 0
+    return out
+
+
+def manifests(out):
+    return {p.name: json.loads(p.read_text()) for p in out.glob("*.onnx.json")}
+
+
+def test_builds_every_candidate_with_parity_and_manifest(built):
+    found = manifests(built)
+    assert sorted(m["candidate"] for m in found.values()) == ["conditional", "dense", "pruned"]
+    for name, m in found.items():
+        assert m["format"] == ORT_ENGINE_FORMAT and m["target"] == TARGET
+        assert m["onnxruntime_version"] == onnxruntime_version() and m["cpu"] == cpu_identity()
+        assert m["layout"] in ("nchwc", "nchw") and len(m["inputs"]["checkpoint_sha256"]) == 64
+        assert m["parity"]["passed"], m["parity"]
+        parity = json.loads((built / name.replace(".onnx.json", ".onnx.parity.json")).read_text())
+        assert parity["passed"] and parity["precision"] == "fp32" and parity["gate_agreement"] == 1.0
+    conditional = next(m for m in found.values() if m["candidate"] == "conditional")
+    assert conditional["onnx_metadata"]["runtime"] == "onnxruntime-native"
+
+
+def test_selection_uses_the_shared_rule(built):
+    record = json.loads(next(built.glob("*-selection.json")).read_text())
+    assert record["backend"] == "onnxrt" and set(record["candidates"]) == {"conditional", "pruned", "dense"}
+    shared = selection_record(record["candidates"], record["max_accuracy_drop"])  # the rule the TensorRT path applies
+    assert record["chosen"] == shared["chosen"] and record["rule"] == shared["rule"] and record["statistic"] == "p50"
+    chosen = next(m for m in manifests(built).values() if m["candidate"] == record["chosen"])
+    assert chosen["selection"]["chosen"] == record["chosen"]
+
+
+def test_built_graph_loads_here_and_is_refused_elsewhere(built):
+    graph = next(built.glob("*-conditional-fp32-*.onnx"))
+    assert check_ort_engine(graph).candidate == "conditional"
+    with pytest.raises(CosineGateError, match=r"ONNX Runtime 0\.0\.1.*rebuild it on this machine") as exc:
+        check_ort_engine(graph, version="0.0.1")
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--precision", "fp16"], "precision fp16 is not offered by cpu-onnxruntime"),
+    (["--form", "masked"], "ORT-native conditional graph at batch 1"),
+    (["--int8", "qdq"], "drop --int8"),
+])
+def test_bad_inputs_in_one_line(argv, words, tiny_checkpoint, tmp_path):
+    with pytest.raises(CosineGateError, match=words) as exc:
+        build_engine.main(["--target", TARGET, "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "o")] + argv)
+    assert "\n" not in str(exc.value) and not (tmp_path / "o").exists()
