@@ -29,7 +29,8 @@ def parse_args(argv=None):
     from cosinegate.pipeline.plan import FORMS, SELECTIONS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--target", required=True, help="engines/targets/<NAME>.toml")
+    p.add_argument("--target", required=True, help="engines/targets/<NAME>.toml (cpu-onnxruntime: this CPU on ONNX Runtime, "
+                                                   "the graph built and checked here)")
     src = add_checkpoint_flags(parser=p, exclusive=True, note="one of them; without any: the embedded default model, "
                                "runs/pipeline/balanced-resnet20/best.pt, trained first if missing")
     src.add_argument("--onnx", help="graph from deploy/export_onnx.py")

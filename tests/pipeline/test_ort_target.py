@@ -68,3 +68,20 @@ def test_bad_inputs_in_one_line(argv, words, tiny_checkpoint, tmp_path):
     with pytest.raises(CosineGateError, match=words) as exc:
         build_engine.main(["--target", TARGET, "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "o")] + argv)
     assert "\n" not in str(exc.value) and not (tmp_path / "o").exists()
+
+
+def test_bench_refuses_a_graph_from_another_onnxruntime(built, tmp_path):
+    import shutil
+
+    from cosinegate.bench.backends import OnnxrtBackend
+
+    graph = tmp_path / "moved.onnx"
+    shutil.copy(next(built.glob("*-conditional-fp32-*.onnx")), graph)
+    manifest = json.loads(next(built.glob("*-conditional-fp32-*.onnx.json")).read_text())
+    (tmp_path / "moved.onnx.json").write_text(json.dumps(dict(manifest, onnxruntime_version="0.0.1")))
+    with pytest.raises(CosineGateError, match=r"cannot run here: built by ONNX Runtime 0\.0\.1") as exc:
+        OnnxrtBackend(graph)
+    assert "\n" not in str(exc.value) and "--target cpu-onnxruntime" in str(exc.value)
+    (tmp_path / "moved.onnx.json").write_text(json.dumps(dict(manifest, cpu=dict(manifest["cpu"], machine="riscv64"))))
+    with pytest.raises(CosineGateError, match="this CPU is"):
+        OnnxrtBackend(graph)
