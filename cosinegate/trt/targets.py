@@ -207,8 +207,9 @@ def load_target(name, targets_dir=None, allow_path=True):
         if name.endswith(".toml"):
             raise CosineGateError(f"unknown target {name!r}; a target is a name ({known}) or a path to a profile file, "
                                   f"e.g. ./{name}.")
+        ort = ", ".join(list_targets(directory, "onnxruntime"))
         raise CosineGateError(
-            f"unknown target {name!r}; valid targets: {known}. "
+            f"unknown target {name!r}; valid targets: {known}{f' (ONNX Runtime: {ort})' if ort else ''}. "
             f"Pick one of those or add {path.name} to {directory}."
         )
     return _profile_from(read_profile_toml(path), path)

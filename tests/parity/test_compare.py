@@ -154,3 +154,20 @@ def test_engine_profiles_by_precision():
     fp16_like["gates"][:10, 4] = 1 - fp16_like["gates"][:10, 4]  # 10 of 900 decisions flipped: 98.9%
     report = agreement_report(ref, fp16_like, FP16)
     assert not report["passed"] and report["gate_agreement"] == pytest.approx(890 / 900)
+
+
+def test_parity_refuses_a_cpu_onnxruntime_graph_built_elsewhere(tmp_path):
+    import json
+
+    from cosinegate.artifacts import sha256_file
+    from cosinegate.manifests import OrtEngineManifest
+    from cosinegate.parity.compare import graph_runner
+    from cosinegate.runtime.ort_engine import cpu_identity
+
+    graph = tmp_path / "m.onnx"
+    graph.write_bytes(b"a graph built on another machine")
+    manifest = OrtEngineManifest(engine_sha256=sha256_file(graph), onnxruntime_version="0.0.1", cpu=cpu_identity())
+    (tmp_path / "m.onnx.json").write_text(json.dumps(manifest.to_json()))
+    with pytest.raises(CosineGateError, match=r"cannot run here: built by ONNX Runtime 0\.0\.1.*--target cpu-onnxruntime") as exc:
+        graph_runner(graph, "onnxrt")
+    assert "\n" not in str(exc.value)
