@@ -19,7 +19,7 @@ class DeployResult:
     engine: Optional[Path] = None
     bundle: Optional[Path] = None
     archive: Optional[Path] = None
-    manifest: object = None  # the bundle's BundleManifest
+    manifest: object = None  # the bundle's BundleManifest (cpu-onnxruntime: the chosen graph's OrtEngineManifest)
 
 
 def deploy(settings, log=print):
@@ -33,8 +33,8 @@ def deploy(settings, log=print):
     if target_runtime(settings.target) == "onnxruntime":  # built here, for this CPU (cosinegate.pipeline.ort_target)
         from cosinegate.pipeline.ort_target import deploy_ort
 
-        engine, passed = deploy_ort(settings, log)
-        return DeployResult(bool(passed), engine)
+        engine, passed, manifest = deploy_ort(settings, log)
+        return DeployResult(bool(passed), engine, manifest=manifest)
     s, target = resolve(settings, log)
     if s.bundle:
         from cosinegate.pipeline.board import from_bundle

@@ -58,7 +58,7 @@ def engine_name(model, candidate, version, machine):
 
 def deploy_ort(settings, log=print):
     """Build, check and select the cpu-onnxruntime graphs ``settings`` (a DeploySettings) asks for;
-    (chosen graph, parity passed). An output folder this run made is removed when it fails."""
+    (chosen graph, parity passed, its OrtEngineManifest). An output folder this run made is removed when it fails."""
     from cosinegate.artifacts import folder_lock, write_error
     from cosinegate.pipeline.plan import output_folder
     from cosinegate.trt.targets import load_ort_target
@@ -127,7 +127,9 @@ def _build(s, profile, out, log):
     passed = built[chosen]["parity"]["passed"]
     if passed:
         finish_work(s, _Out(out), name, log)
-    return built[chosen]["engine"], passed
+    from cosinegate.runtime.ort_engine import read_ort_manifest
+
+    return built[chosen]["engine"], passed, read_ort_manifest(built[chosen]["engine"])
 
 
 class _Out:

@@ -19,7 +19,7 @@ TARGET = "cpu-onnxruntime"
 def built(dyn_checkpoint, fake_cifar_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("ort") / "engines"
     args = ["--target", TARGET, "--checkpoint", str(dyn_checkpoint), "--data", "cifar10", "--data-root",
-            str(fake_cifar_root), "--select-images", "20", "--out", str(out)]
+            str(fake_cifar_root), "--select-images", "20", "--out", str(out), "--json", str(out.parent / "built.json")]
     assert build_engine.main(args) == 0
     return out
 
@@ -49,6 +49,8 @@ def test_selection_uses_the_shared_rule(built):
     assert record["chosen"] == shared["chosen"] and record["rule"] == shared["rule"] and record["statistic"] == "p50"
     chosen = next(m for m in manifests(built).values() if m["candidate"] == record["chosen"])
     assert chosen["selection"]["chosen"] == record["chosen"]
+    assert json.loads((built.parent / "built.json").read_text())["candidate"] == record["chosen"]  # --json: its manifest
+    assert record["candidates"]["conditional"]["num_if"] >= 1 and record["candidates"]["dense"]["num_if"] == 0
 
 
 def test_built_graph_loads_here_and_is_refused_elsewhere(built):
