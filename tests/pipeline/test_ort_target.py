@@ -10,7 +10,8 @@ import cosinegate.cli.build_engine as build_engine
 from cosinegate.bench.candidates import selection_record
 from cosinegate.errors import CosineGateError
 from cosinegate.manifests import ORT_ENGINE_FORMAT
-from cosinegate.runtime.ort_engine import check_ort_engine, cpu_identity, onnxruntime_version
+from cosinegate.pipeline.ort_target import nchwc_here
+from cosinegate.runtime.ort_engine import check_ort_engine, cpu_identity, load_ort_engine, onnxruntime_version
 
 TARGET = "cpu-onnxruntime"
 
@@ -56,6 +57,8 @@ def test_selection_uses_the_shared_rule(built):
 def test_built_graph_loads_here_and_is_refused_elsewhere(built):
     graph = next(built.glob("*-conditional-fp32-*.onnx"))
     assert check_ort_engine(graph).candidate == "conditional"
+    runner, manifest = load_ort_engine(graph)
+    assert manifest.layout == ("nchwc" if nchwc_here() else "nchw") and runner.threads == 1
     with pytest.raises(CosineGateError, match=r"ONNX Runtime 0\.0\.1.*rebuild it on this machine") as exc:
         check_ort_engine(graph, version="0.0.1")
     assert "\n" not in str(exc.value)
@@ -87,3 +90,8 @@ def test_bench_refuses_a_graph_from_another_onnxruntime(built, tmp_path):
     (tmp_path / "moved.onnx.json").write_text(json.dumps(dict(manifest, cpu=dict(manifest["cpu"], machine="riscv64"))))
     with pytest.raises(CosineGateError, match="this CPU is"):
         OnnxrtBackend(graph)
+
+
+def test_nchwc_only_on_x86():
+    assert nchwc_here("x86_64") and nchwc_here("AMD64")
+    assert not nchwc_here("aarch64") and not nchwc_here("arm64")
