@@ -48,7 +48,7 @@ def deploy(settings, log=print):
         opset = DEFAULT_OPSET
     check_opset(target.profile, opset, target.host.trt_version if target.can_build else None)
     out = target.out
-    created = not out.exists()
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)  # the topmost folder made here
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -74,10 +74,26 @@ def deploy(settings, log=print):
             if result.passed:
                 finish_work(s, target, art.name, log)
         return result
-    except BaseException:
-        if created:  # a folder this run made holds only what it left half-done
-            shutil.rmtree(out, ignore_errors=True)
+    except BaseException as exc:
+        if created:  # a folder this run made (with any parents it made) holds only what it left half-done
+            shutil.rmtree(created, ignore_errors=True)
+        from cosinegate.pipeline.int8_check import Int8CheckFailed
+
+        if isinstance(exc, Int8CheckFailed) and not target.can_build:
+            older = stale_bundle(out, s)
+            if older:
+                raise Int8CheckFailed(f"{exc} The bundle at {older} is from an earlier build, not this one: delete it "
+                                      "before copying anything to the board.") from None
         raise
+
+
+def stale_bundle(out, s):
+    """The bundle (folder or archive) an earlier build of this model left in ``out``, or None."""
+    from cosinegate.pipeline.bundle import bundle_name
+    from cosinegate.pipeline.stages import model_name
+
+    name = bundle_name(model_name(s.checkpoint or s.onnx), s)
+    return next((p for p in (out / f"{name}-bundle", out / f"{name}-bundle.tar.gz") if p.exists()), None)
 
 
 def work_folder(out, name):

@@ -153,6 +153,9 @@ def write_engine_manifest(engine, manifest):
 def read_engine_manifest(engine):
     """The EngineManifest beside ``engine``, its versions checked."""
     path = engine_manifest_path(engine)
+    if not Path(engine).is_file():
+        raise CosineGateError(f"engine {engine} not found; check the path (build_on_device.sh writes engines to the "
+                              "bundle's results/ folder).")
     if not path.is_file():
         raise CosineGateError(
             f"engine {engine} has no manifest {path.name}; engines are tied to the TensorRT version and GPU they were "

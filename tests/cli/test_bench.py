@@ -135,6 +135,8 @@ def test_engine_manifest_refusal(tmp_path):
     (tmp_path / "m.engine.json").unlink()
     with pytest.raises(CosineGateError, match="no manifest"):
         check_engine_manifest(engine, "8.5.2", "8.7")
+    with pytest.raises(CosineGateError, match="absent.engine not found; check the path"):  # not "has no manifest"
+        check_engine_manifest(tmp_path / "absent.engine", "8.5.2", "8.7")
 
 
 def test_trt_backend_refuses_without_tensorrt(tmp_path, monkeypatch):

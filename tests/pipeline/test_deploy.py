@@ -59,6 +59,19 @@ def test_deploy_settings_are_checked_before_any_work(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_failed_deploy_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    from cosinegate.pipeline.deploy import deploy
+    from cosinegate.pipeline.plan import DeploySettings
+
+    monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint")
+    with pytest.raises(CosineGateError):
+        deploy(DeploySettings("jetson-orin", checkpoint=str(notes), out=str(tmp_path / "a" / "b" / "engines")),
+               log=lambda line: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # neither engines/ nor the parents a/ and a/b/
+
+
 def test_compact_is_refused_for_a_target_whose_tensorrt_cannot_parse_it(tmp_path):
     from cosinegate.pipeline.deploy import deploy
     from cosinegate.pipeline.plan import DeploySettings

@@ -106,3 +106,12 @@ def test_require_int8_pass_is_for_int8_builds(dyn_checkpoint, tmp_path):
         build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), "--require-int8-pass",
                            "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_require_names_an_earlier_bundle_left_in_the_folder(run, tmp_path, only_minmax_passes, capsys):
+    out = tmp_path / "engines"
+    assert build_engine.main(int8_args(run, out)) == 0  # a warning only: the bundle is written
+    capsys.readouterr()
+    assert build_engine.main(int8_args(run, out, "--require-int8-pass")) == 1
+    err = capsys.readouterr().err
+    assert "no bundle written" in err and f"The bundle at {out / 'run-conditional-int8-bundle'} is from an earlier build" in err
