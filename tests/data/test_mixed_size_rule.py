@@ -72,3 +72,10 @@ def test_the_rule_of_a_checkpoint():
     assert input_resize_of({"config": {"data": {"source": "cifar10"}}}) == "native"
     assert input_resize_of({"config": {"data": {"source": "imagefolder"}}}) is None  # older: per image
     assert _card_pre({"config": {"data": {"source": "imagefolder"}}})["resize"] == "native-or-center-crop"
+
+
+def test_a_training_run_stores_its_test_splits_rule(tiny_checkpoint):
+    from cosinegate.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(tiny_checkpoint)
+    assert state["input_resize"] == "native" and input_resize_of(state) == "native"  # the fake CIFAR-10: 32x32
