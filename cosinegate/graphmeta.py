@@ -199,7 +199,9 @@ def normalization_problem(norm):
     return None
 
 
-RESIZE_RULES = ("native-or-center-crop",)  # cosinegate.onnx.card.preprocessing; the board's run_engine.py knows these
+# cosinegate.onnx.card.preprocessing; the board's run_engine.py knows these: native-or-center-crop (older graphs,
+# decided per image), native (the same), eval (every image resized + cropped, N x N ones included)
+RESIZE_RULES = ("native-or-center-crop", "native", "eval")
 
 
 def preprocessing_problem(pre, hw=None):

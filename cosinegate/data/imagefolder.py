@@ -182,7 +182,7 @@ def _load_split(root, split, classes, files, size, training):
     for rule in ("native", wanted):  # the name says the rule applied: native when every image was N x N already
         cached = read_cache(cache_file(rule), len(paths), {size, resize.stored_size(size, rule)})
         if cached is not None:
-            return ImageSet(cached[0], labels, ids, classes, cached[1])
+            return ImageSet(cached[0], labels, ids, classes, cached[1], rule)
     shapes = [_shape(p) for _, p in paths]
     bad = [p for (_, p), s in zip(paths, shapes) if s is None]
     if bad:
@@ -193,7 +193,7 @@ def _load_split(root, split, classes, files, size, training):
     with atomic_path(cache_file(rule)) as tmp:
         with open(tmp, "wb") as handle:
             write_cache(handle, images, found)
-    return ImageSet(images, labels, ids, classes, found)
+    return ImageSet(images, labels, ids, classes, found, rule)
 
 
 COMPRESS_BELOW = 0.5  # stored compressed only when that at least halves the file

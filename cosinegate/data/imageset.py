@@ -15,6 +15,7 @@ class ImageSet:
     ids: list  # stable per-image ids, e.g. "test/cat/0001.jpg" or "synthetic/train/17"
     classes: list
     found_sizes: str = ""  # an image folder's sizes (resize.describe_sizes) when they were resized; "" as they are
+    rule: str = "native"  # the resize rule applied to the whole split (resize.split_rule): native, eval or train
 
     def __len__(self):
         return len(self.labels)
@@ -22,12 +23,12 @@ class ImageSet:
     def cropped(self, size):
         """The same images center-cropped to size x size (a training split stored larger, evaluated)."""
         return ImageSet(np.ascontiguousarray(center_crop(self.images, size)), self.labels, self.ids, self.classes,
-                        self.found_sizes)
+                        self.found_sizes, self.rule)
 
     def take(self, indices):
         indices = np.asarray(indices, dtype=np.int64)
         return ImageSet(self.images[indices], self.labels[indices], [self.ids[i] for i in indices], self.classes,
-                        self.found_sizes)
+                        self.found_sizes, self.rule)
 
 
 def balanced_indices(labels, count, seed, num_classes):

@@ -27,19 +27,40 @@ def normalization(model):
             "formula": "x = (pixel * scale - mean[c]) / std[c]"}
 
 
-def preprocessing(model, norm):
+def preprocessing(model, norm, rule=None):
     """How an image file becomes the network input, as the board's run_engine.py applies it (cosinegate.data.resize
-    and imagefolder: an image already N x N is taken as it is, any other is resized and center-cropped)."""
+    and imagefolder). `rule` is the resize rule the checkpoint's test split used (its `input_resize`):
+
+    - "native": an image already N x N is taken as it is, any other is resized and center-cropped;
+    - "eval": every image, N x N ones included, is resized and center-cropped (a folder of mixed sizes, as
+      resize.split_rule decided on the desktop);
+    - None (a checkpoint from before the rule was stored): "native-or-center-crop", decided per image (as "native")."""
     size = int(model.image_size)
+    side = resized_side(size)
+    how = f"shorter side to round({size}/{CROP_FRACTION}) = {side} (bilinear, Pillow), center crop {size}x{size}"
+    if rule == "eval":
+        resize, text = "eval", f"every image, {size}x{size} ones included (the training data's sizes were mixed): {how}"
+    else:
+        resize = "native" if rule == "native" else "native-or-center-crop"
+        text = f"an image of {size}x{size} is taken as it is (native); any other: {how}"
     return {"decode": "RGB", "decode_rule": "EXIF orientation applied; grayscale, palette, RGBA, CMYK converted to RGB; "
                                           "16-bit images scaled to 8 bits (value >> 8)",
-            "resize": "native-or-center-crop", "native_size": [size, size], "resize_shorter_side": resized_side(size),
+            "resize": resize, "native_size": [size, size], "resize_shorter_side": side,
             "crop_fraction": CROP_FRACTION, "crop": [size, size], "interpolation": "bilinear",
-            "resize_rule": f"an image of {size}x{size} is taken as it is (native); any other: shorter side to "
-                           f"round({size}/{CROP_FRACTION}) = {resized_side(size)} (bilinear, Pillow), center crop {size}x{size}",
+            "resize_rule": text,
             "pixel_range": [0, 255], "scale": 1.0 / 255.0, "mean": norm["mean"], "std": norm["std"], "channel_order": "RGB",
             "layout": "NCHW", "dtype": "float32", "input": "input", "input_shape": [3, size, size],
             "formula": "x[c] = (float32(pixel[c]) / 255 - mean[c]) / std[c], float32"}
+
+
+def input_resize_of(state):
+    """The resize rule a checkpoint's test split used: its stored `input_resize` (native or eval); synthetic and
+    CIFAR-10 data are native; None for an image-folder checkpoint from before the rule was stored."""
+    rule = state.get("input_resize")
+    if rule in ("native", "eval"):
+        return rule
+    source = ((state.get("config") or {}).get("data") or {}).get("source")
+    return "native" if source in ("synthetic", "cifar10") else None
 
 
 def mac_counts(model):
@@ -64,7 +85,7 @@ def model_card(checkpoint, state, model):
         "input_size": [3, model.image_size, model.image_size],
         "input_dtype": "float32",
         "normalization": normalization(model),
-        "preprocessing": preprocessing(model, normalization(model)),
+        "preprocessing": preprocessing(model, normalization(model), input_resize_of(state)),
         "macs": mac_counts(model),
         "gate_threshold": gate_threshold(model),
         "data": {"source": data["source"], "root": None if data.get("root") is None else str(data["root"])},

@@ -35,7 +35,7 @@ def write_bundle(s, target, art, log=print):
     from cosinegate.trt.bundle import (PATTERNS, input_bin, make_bundle, polygraphy_tolerance, release_cache_name,
                                        release_caches)
     from cosinegate.trt import run_engine
-    from cosinegate.trt.bundle_readme import bundle_readme
+    from cosinegate.trt.bundle_readme import bundle_readme, preview_failure
     from cosinegate.trt.device_script import ScriptPlan, device_script
 
     profile, name = target.profile, art.name
@@ -96,13 +96,15 @@ def write_bundle(s, target, art, log=print):
         build_path = files.get(build_rel, art.onnx)
         meta = get_metadata(onnx.load(str(build_path), load_external_data=False))
         note = int8_note(profile, s, calibrator)
+        preview = int8_preview(s, art, log)
+        failed_preview = preview_failure(preview)
         manifest = BundleManifest(
             model=name, target=profile.name, form=s.form, precision=s.precision, batch=s.batch,
             int8_path=s.int8_path if s.precision == "int8" else None, build_onnx=build_rel, float_onnx=float_rel,
             calibration_caches=caches or None, calibrator=calibrator, dla_core=s.dla_core, int8=note,
             source=str(s.checkpoint or s.onnx), source_sha256=sha256_file(s.checkpoint or s.onnx), data=art.data,
             reference=art.reference_decisions, card=card, parity_profile=parity_profile(s.precision),
-            int8_preview_onnxrt=int8_preview(s, art, log), timing=timing, preprocessing=card.get("preprocessing"))
+            int8_preview_onnxrt=preview, timing=timing, preprocessing=card.get("preprocessing"))
         if candidates:
             manifest.candidates, manifest.selection = candidates, select_here(s, art, candidates, log)
         engine = EngineManifest(model=name, target=profile.name, precision=s.precision, batch=s.batch, form=s.form,
@@ -116,9 +118,9 @@ def write_bundle(s, target, art, log=print):
                           reference=check_rels["reference"], reference_inputs=check_rels["inputs"],
                           manifest_fields=engine.to_json(),
                           candidates=device_candidates(manifest.selection, candidates, s.select),
-                          timing_patterns=patterns)
+                          timing_patterns=patterns, int8_warning=failed_preview)
         archive_name = f"{bundle_name(name, s)}-bundle.tar.gz"
-        texts["README.md"] = bundle_readme(profile, name, s.form, s.precision, note, archive_name)
+        texts["README.md"] = bundle_readme(profile, name, s.form, s.precision, note, archive_name, preview)
         final, archive, manifest = make_bundle(target.out, bundle_name(name, s), profile, files, device_script(plan),
                                                manifest, texts)
     finally:

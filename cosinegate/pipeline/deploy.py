@@ -73,6 +73,12 @@ def deploy(settings, log=print):
                 result = DeployResult(True, bundle=final, archive=archive, manifest=manifest)
             if result.passed:
                 finish_work(s, target, art.name, log)
+            if result.manifest is not None:  # build-engine's last line: without --require-int8-pass it still exits 0
+                from cosinegate.trt.bundle_readme import preview_failure
+
+                failed = preview_failure(getattr(result.manifest, "int8_preview_onnxrt", None))
+                if failed:
+                    log(failed)
         return result
     except BaseException as exc:
         if created:  # a folder this run made (with any parents it made) holds only what it left half-done

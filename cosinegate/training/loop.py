@@ -122,6 +122,8 @@ class Trainer:
             "classes": self.classes,
             "init_from": self.init_report,
             "normalization": self.normalization,
+            # the resize rule the test split used (native or eval): the board's run_engine.py applies the same
+            "input_resize": self.test.rule,
         }
 
     def resume(self):

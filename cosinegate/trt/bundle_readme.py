@@ -10,12 +10,36 @@ JETPACK = {
 }
 
 
-def bundle_readme(profile, name, form, precision, int8_note, archive_name):
-    """Markdown text for the bundle of ``name`` on ``profile`` (``archive_name``: ``<bundle folder>.tar.gz``)."""
+def preview_failure(preview):
+    """One line saying the INT8 preview on ONNX Runtime failed (``preview``: the manifest's int8_preview_onnxrt
+    record), with its numbers and where the advice is; None when it passed, could not run or was not made. The
+    bundle README's banner, build_on_device.sh's first message and build-engine's last line."""
+    if not isinstance(preview, dict) or preview.get("passed") is not False:
+        return None
+    try:
+        numbers = (f"top-1 agreement {float(preview['top1_agreement']):.4f}, gate agreement "
+                   f"{float(preview['gate_agreement']):.4f} on {int(preview['num_samples'])} reference images")
+    except (KeyError, TypeError, ValueError):
+        numbers = "agreement below the int8 profile"
+    best = (preview.get("advice") or {}).get("best") if isinstance(preview.get("advice"), dict) else None
+    advice = (f"the advice in manifest.json (int8_preview_onnxrt.advice: {best} passes there)" if best else
+              "the advice in manifest.json (int8_preview_onnxrt), or build fp16 (--precision fp16)")
+    return (f"INT8 preview FAILED on ONNX Runtime ({numbers}, {preview.get('graph') or 'the Q/DQ graph'}): the engine "
+            f"will most likely fail its INT8 check; rebuild with {advice}.")
+
+
+def bundle_readme(profile, name, form, precision, int8_note, archive_name, int8_preview=None):
+    """Markdown text for the bundle of ``name`` on ``profile`` (``archive_name``: ``<bundle folder>.tar.gz``);
+    ``int8_preview``: the manifest's int8_preview_onnxrt record (a failed one puts a banner on top)."""
     folder = archive_name[: -len(".tar.gz")] if archive_name.endswith(".tar.gz") else f"{name}-bundle"
+    failed = preview_failure(int8_preview)
     lines = [
         f"# {name}: {form} {precision} engine for {profile.name}",
         "",
+    ]
+    if failed:
+        lines += [f"> **Warning: {failed}**", ""]
+    lines += [
         f"{profile.description}. Built on the board from this bundle; PyTorch is not needed there.",
         "",
         "## What the board needs",
@@ -85,8 +109,9 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name):
         "",
         "Prints per image the label (`labels.txt`), its score and the blocks that ran, then the mean executed MACs",
         "and the saving against the dense network. It preprocesses as training did (`preprocessing` in",
-        "`manifest.json`: an image of the input size as it is, any other resized on its shorter side and",
-        "center-cropped; RGB, /255, the checkpoint's mean/std, NCHW float32). Needs TensorRT's Python package",
+        "`manifest.json`, `resize`: `native`, an image of the input size as it is, any other resized on its shorter",
+        "side and center-cropped; `eval`, the training images' sizes were mixed, so every image is resized and",
+        "center-cropped, those of the input size too; RGB, /255, the checkpoint's mean/std, NCHW float32). Needs TensorRT's Python package",
         "(JetPack's `python3-libnvinfer`), numpy, the CUDA runtime `libcudart.so` (JetPack's CUDA; no pycuda) and",
         "Pillow (`pip3 install pillow`; JetPack's OpenCV also works, with a slightly different resize). It takes",
         "the engine in `results/` (the winner when there are several) or `--engine FILE`.",

@@ -63,6 +63,7 @@ class ScriptPlan:
     # the selection's other candidates: {name: {"onnx", "reference", "inputs": bundle paths, "eligible": bool}}
     candidates: dict = field(default_factory=dict)
     timing_patterns: str = None  # conditional form: bundle.PATTERNS (one input per gate pattern of the timing images)
+    int8_warning: str = None  # bundle_readme.preview_failure: the INT8 preview failed on the desktop; said first
 
 
 def sh_word(text):
@@ -188,6 +189,10 @@ def device_script(plan):
         "# Everything it writes lands in results/ beside it; it ends by printing the command that copies results/ back.",
         "set -eu",
         "say() { printf '%s\\n' \"$*\"; }  # dash's echo would read backslashes in paths and messages",
+    ]
+    if plan.int8_warning:
+        lines.append(f"say {shlex.quote('warning: ' + plan.int8_warning)} >&2")
+    lines += [
         'PATH="$PATH:${HOME:-/nonexistent}/.local/bin"  # pip3 install --user puts polygraphy there; on PATH after the next login',
         'cd -- "$(dirname -- "$0")"',
         'BUNDLE=$(pwd)',

@@ -6,8 +6,10 @@
 
 Reads the preprocessing rule, the per-block MACs and the block kinds from the bundle's manifest.json and the class
 names from labels.txt (both beside this file, or --manifest / --labels; with --onnx and no manifest, the graph's own
-metadata). Each image is decoded to RGB, resized as in training (an image of the input size as it is, any other:
-shorter side to round(N/0.875), center crop N x N), scaled to 0..1, normalized with the checkpoint's mean/std and fed as
+metadata). Each image is decoded to RGB, resized as in training (the manifest's preprocessing `resize`: "native" -- an
+image of the input size as it is, any other: shorter side to round(N/0.875), center crop N x N; "eval" -- the training
+data's sizes were mixed, so every image is resized and cropped, N x N ones included; "native-or-center-crop", graphs
+made before the rule was stored: decided per image, as "native"), scaled to 0..1, normalized with the checkpoint's mean/std and fed as
 NCHW float32. A .npy file holds uint8 images (H x W x 3, or K x H x W x 3: preprocessed as images) or float32 network
 inputs (3 x N x N, or K x 3 x N x N: fed as they are). Prints per image the label, its softmax score and the blocks that
 ran (the `gates` output), then the mean executed MACs and the saving against the dense network.
@@ -34,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 MAX_PIXELS = 50000000  # as the toolkit's image reader: width x height
 MAX_INPUTS = 100000
-RESIZE_RULES = ("native-or-center-crop",)
+RESIZE_RULES = ("native-or-center-crop", "native", "eval")
 
 
 class BadInput(Exception):
@@ -195,11 +197,13 @@ def image_reader():
 
 
 def fit(array, pre, resize):
-    """uint8 H x W x 3 -> N x N x 3: as it is when already N x N, else shorter side to S, center crop N (the toolkit's
-    cosinegate.data.resize.fit, rule eval)."""
+    """uint8 H x W x 3 -> N x N x 3 as the toolkit's cosinegate.data.resize.fit under the rule the model's data used
+    (pre["resize"]): "eval": every image, N x N ones included, shorter side to S, center crop N (a folder of mixed
+    sizes, decided per split on the desktop); "native", or "native-or-center-crop" of graphs made before the rule was
+    stored (decided per image, as before): an N x N image as it is, any other resized as "eval"."""
     size, side = int(pre["crop"][0]), int(pre["resize_shorter_side"])
     h, w = array.shape[:2]
-    if (h, w) == (size, size):
+    if (h, w) == (size, size) and pre.get("resize") != "eval":
         return array
     if resize is None:
         raise NoReader()

@@ -4,6 +4,7 @@ exit 1 and no bundle."""
 
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -70,6 +71,27 @@ def test_a_failed_preview_is_a_warning_on_stderr_recorded_in_the_manifest(run, t
     assert preview["passed"] is False and preview["advice"]["best"] == "minmax"
     assert [r["passed"] for r in preview["advice"]["rows"]] == [False, True, False, False]
     assert (tmp_path / "engines" / "run-conditional-int8-bundle" / "manifest.json").is_file()
+    # the board user sees it too: build-engine's last line, the README's banner, the script's first message
+    failed = ("INT8 preview FAILED on ONNX Runtime (top-1 agreement 0.5000, gate agreement 0.9000 on 4 reference images, "
+              f"{preview['graph']}): the engine will most likely fail its INT8 check; rebuild with the advice in "
+              "manifest.json (int8_preview_onnxrt.advice: minmax passes there).")
+    assert printed.out.rstrip("\n").splitlines()[-1] == failed
+    folder = tmp_path / "engines" / "run-conditional-int8-bundle"
+    readme = (folder / "README.md").read_text().splitlines()
+    assert readme[0].startswith("# ") and readme[2] == f"> **Warning: {failed}**"
+    script = (folder / "build_on_device.sh").read_text()
+    assert script.index(f"say 'warning: {failed}' >&2") < script.index("sha256sum -c")
+    assert subprocess.run(["sh", "-n", str(folder / "build_on_device.sh")]).returncode == 0
+
+
+def test_a_passed_or_unrun_preview_says_nothing():
+    from cosinegate.trt.bundle_readme import preview_failure
+
+    assert preview_failure(None) is None and preview_failure({"passed": None, "error": "RuntimeError"}) is None
+    assert preview_failure({"passed": True, "top1_agreement": 1.0, "gate_agreement": 1.0, "num_samples": 4}) is None
+    line = preview_failure({"passed": False, "top1_agreement": 0.5, "gate_agreement": 0.9, "num_samples": 4, "graph": "g.onnx",
+                            "advice": {"best": None}})
+    assert line.startswith("INT8 preview FAILED") and line.endswith("or build fp16 (--precision fp16).")
 
 
 def test_the_methods_are_measured_for_real(run, dyn_checkpoint):

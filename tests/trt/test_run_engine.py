@@ -97,7 +97,7 @@ def test_bundle_carries_run_engine_and_the_preprocessing_rule(default_bundle):
     manifest = verify_bundle(default_bundle)
     assert "run_engine.py" in manifest.files and "labels.txt" in manifest.files
     pre = manifest.preprocessing
-    assert pre["resize"] == "native-or-center-crop" and pre["crop"] == [32, 32] and pre["resize_shorter_side"] == 37
+    assert pre["resize"] == "native" and pre["crop"] == [32, 32] and pre["resize_shorter_side"] == 37  # synthetic data
     assert pre["layout"] == "NCHW" and pre["dtype"] == "float32" and pre["mean"] == manifest.card["normalization"]["mean"]
     macs = manifest.card["macs"]
     assert len(macs["blocks"]) == 9 and macs["dense"] == 40551040  # ResNet-20 at 32x32 (cosinegate/macs.py)
