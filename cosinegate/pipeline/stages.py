@@ -223,18 +223,18 @@ def candidate_graphs(stages, checkpoint, opset, names, data, if_cost_table=None)
 
 
 def reference_images(data, samples=300, checkpoint=None):
-    """(batches of 1 image as float arrays, labels) of the first ``samples`` test images of ``data`` (a DataChoice,
-    at the checkpoint's image size), with the checkpoint's normalization (CIFAR-10's without one), made as the
-    device bundle makes its feeds (cosinegate.parity.device_check.float_feeds)."""
+    """(batches of 1 image as float arrays, labels) of ``samples`` class-balanced test images of ``data`` (a
+    DataChoice, at the checkpoint's image size; reference_subset: an image folder lists its classes in order, so
+    the first N images could be one class), with the checkpoint's normalization (CIFAR-10's without one), made as
+    the device bundle makes its feeds (cosinegate.parity.device_check.float_feeds)."""
     from cosinegate.data.normalization import of_checkpoint
     from cosinegate.graphmeta import INPUT
     from cosinegate.parity.device_check import float_feeds
     from cosinegate.training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint) if checkpoint else {"config": {"data": {}}}
-    test = data.test
-    count = min(samples, len(test))
-    if count == 0:
+    if len(data.test) == 0 or samples < 1:
         raise CosineGateError("the reference set has no test images; check --data/--data-root.")
+    test = reference_subset(data.test, samples)
     norm = of_checkpoint(state)
-    return [feed[INPUT] for feed in float_feeds(test.images[:count], norm["mean"], norm["std"])], test.labels[:count]
+    return [feed[INPUT] for feed in float_feeds(test.images, norm["mean"], norm["std"])], test.labels

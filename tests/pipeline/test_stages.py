@@ -76,3 +76,20 @@ def test_calibration_folder_files_are_checked_against_its_manifest(tmp_path):
     (cal / "manifest.json").unlink()
     with pytest_mod.raises(CosineGateError, match="has no manifest.json"):
         calibration_files(cal, "masked", checkpoint)
+
+
+def test_reference_images_are_class_balanced():
+    """An image folder lists its classes in order: the first N test images could all be one class (300 airplanes
+    chose among candidates on CIFAR-10). The selection and timing images are a class-balanced sample."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from cosinegate.data.imageset import ImageSet
+    from cosinegate.pipeline.stages import reference_images
+
+    labels = np.repeat(np.arange(5), 20)  # sorted by class, as a folder is read
+    test = ImageSet(np.zeros((100, 8, 8, 3), np.uint8), labels, [str(i) for i in range(100)], [f"c{i}" for i in range(5)])
+    batches, got = reference_images(SimpleNamespace(test=test), samples=10)
+    assert len(batches) == 10 and sorted(np.bincount(got, minlength=5)) == [2] * 5
+    assert len(reference_images(SimpleNamespace(test=test), samples=500)[0]) == 100  # all of them when fewer
