@@ -267,18 +267,26 @@ def _insert_mask(graph, index, post, batch, shapes):
     graph.node.extend([mask, apply])
 
 
-def _wrap_in_if(graph, index, post, batch, shapes):
-    n = block_names(index)
+def _residual_branch(graph, index, paper_error, action):
+    """(names, nodes, outputs) of block ``index``'s residual branch; refused when the gate reads it (paper mode) or
+    a tensor of it is read outside the block (then the branch cannot be moved: ``action`` names what was tried)."""
     part = partition_block(graph, index)
     if part.gate_needs_residual:
-        raise CosineGateError(PAPER_CONDITIONAL)
+        raise CosineGateError(paper_error)
     inside = set(part.residual)
-    branch = [copy.deepcopy(node) for node in graph.node if node.name in inside]
+    branch = [node for node in graph.node if node.name in inside]
     produced = {out for node in branch for out in node.output}
     read_outside = {t for node in graph.node if node.name not in inside for t in used_names(node)}
-    leaking = (produced & (read_outside | {o.name for o in graph.output})) - {n["out"]}
+    leaking = (produced & (read_outside | {o.name for o in graph.output})) - {block_names(index)["out"]}
     if leaking:
-        raise ValueError(f"block {index}: tensors {sorted(leaking)} of the residual branch are read outside it; cannot wrap it in an If")
+        raise ValueError(f"block {index}: tensors {sorted(leaking)} of the residual branch are read outside it; cannot {action}")
+    return inside, branch, produced
+
+
+def _wrap_in_if(graph, index, post, batch, shapes):
+    n = block_names(index)
+    inside, branch, _ = _residual_branch(graph, index, PAPER_CONDITIONAL, "wrap it in an If")
+    branch = [copy.deepcopy(node) for node in branch]
     then_out, else_out = f"block{index}/out_then", f"block{index}/out_else"
     for node in branch:
         if n["out"] in node.output:  # named as its output: TensorRT 8.5 collects the outputs by layer-name prefix
@@ -301,16 +309,7 @@ def _wrap_in_if(graph, index, post, batch, shapes):
 def _compact_block(graph, index, post, batch, shapes):
     """Block `index` -> NonZero rows, Gather of what the residual branch reads, branch, ScatterND into post(shortcut)."""
     n = block_names(index)
-    part = partition_block(graph, index)
-    if part.gate_needs_residual:
-        raise CosineGateError(PAPER_COMPACT)
-    inside = set(part.residual)
-    branch = [node for node in graph.node if node.name in inside]
-    produced = {out for node in branch for out in node.output}
-    read_outside = {t for node in graph.node if node.name not in inside for t in used_names(node)}
-    leaking = (produced & (read_outside | {o.name for o in graph.output})) - {n["out"]}
-    if leaking:
-        raise ValueError(f"block {index}: tensors {sorted(leaking)} of the residual branch are read outside it; cannot compact it")
+    inside, branch, produced = _residual_branch(graph, index, PAPER_COMPACT, "compact it")
     shortcut = shortcut_input(graph, _node(graph, n["add"]))[0]  # before the branch is rewired to the sub-batch
     inits = {t.name for t in graph.initializer}
     outer = sorted({t for node in branch for t in used_names(node)} - produced - inits)

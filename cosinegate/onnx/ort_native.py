@@ -35,6 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cosinegate.errors import CosineGateError
+from cosinegate.graphmeta import all_nodes
 from cosinegate.onnx.conditionalize import _deploy
 from cosinegate.onnx.export import block_names, get_metadata, set_metadata
 from cosinegate.onnx.passes import toposort
@@ -88,7 +89,7 @@ def ort_native_conditional(flat_graph, policy="auto", skip_rates=None, threads=1
         raise CosineGateError(f"ONNX Runtime's optimized graph cannot be split into one If per dynamic block ({exc}); "
                               "use the portable conditional graph.") from exc
     set_metadata(model, form="conditional", policy=policy, blocks=[dict(b, kind=k) for b, k in zip(meta["blocks"], kinds)])
-    layout = "nchwc" if any(n.domain == "com.microsoft.nchwc" for n in _all_nodes(model.graph)) else "nchw"
+    layout = "nchwc" if any(n.domain == "com.microsoft.nchwc" for n in all_nodes(model.graph)) else "nchw"
     set_metadata(model, runtime="onnxruntime-native", onnxruntime_version=ort.__version__, layout=layout)
     return model
 
@@ -100,14 +101,6 @@ def _name_every_node(graph):
         if not node.name or node.name in seen:
             node.name = f"ort_node_{k}"
         seen.add(node.name)
-
-
-def _all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(a.g)
 
 
 def _owner(node):
