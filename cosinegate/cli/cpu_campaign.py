@@ -1,19 +1,24 @@
-"""Continue issue 21's CPU campaign from its committed state, until done or until the time limit.
+"""Continue issue 21's CPU campaigns from their committed state, until done or until the time limit.
 
     # from the repository root, in the background, while other work goes on:
     nice python train/cpu_campaign.py --time-limit 9000 > .campaign/cpu.log 2>&1 &
-    # then commit train/results/cifar10-campaign-cpu/ (the state, the table, the plot)
+    # then commit train/results/cifar10-campaign-cpu*/ (the state, the table, the plot)
     python train/cpu_campaign.py --report      # only regenerate results.md, results.json, pareto.png
+    python train/cpu_campaign.py --check-winner  # the deployment goal on the leading gated run (a few minutes)
 
-Each run is a train/train.py subprocess (one thread, bf16 autocast); a run still going at the limit stops
-after its last whole epoch and continues bit-exact (train.py --resume) the next time. See
-cosinegate/research/cpu_campaign.py for the protocol.
+Two campaigns share the slots: ResNet-20 (cifar10-campaign-cpu/) first, then the ResNet-56-vs-ResNet-32
+fallback (cifar10-campaign-cpu-r56/), every control last. Each run is a train/train.py subprocess (one thread,
+bf16 autocast); a run still going at the limit stops after its last whole epoch and continues bit-exact
+(train.py --resume) the next time. See cosinegate/research/cpu_campaign.py for the protocols.
 """
 
 import argparse
+import json
 import time
 
-DEFAULT_FOLDER = "train/results/cifar10-campaign-cpu"
+# the campaigns one command continues, in priority order (the controls of each go last), and the protocol each
+# starts with when its folder is new
+CAMPAIGNS = {"train/results/cifar10-campaign-cpu": "PROTOCOL", "train/results/cifar10-campaign-cpu-r56": "RESNET56_PROTOCOL"}
 
 
 def parse_args(argv=None):
@@ -21,11 +26,16 @@ def parse_args(argv=None):
                                      positive_int)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--folder", default=DEFAULT_FOLDER, help="the campaign's state and results")
+    parser.add_argument("--folder", action="append", metavar="DIR",
+                        help="a campaign's state and results (repeat for several, which share the --jobs slots in this "
+                             f"order; default: {' then '.join(CAMPAIGNS)}); a new folder starts with the default protocol")
     parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="stop cleanly before this many seconds")
     parser.add_argument("--jobs", type=positive_int, default=2, help="runs at once (default 2: one per core)")
     add_device_flags(parser, threads=1, note="each run is one process")
     parser.add_argument("--report", action="store_true", help="only regenerate the results from the state")
+    parser.add_argument("--check-winner", action="store_true",
+                        help="no training: export the leading gated run with --policy auto, check parity on the whole test "
+                             "split and its INT8 Q/DQ graph (winner-check.json), then regenerate the results")
     add_report_flags(parser, "what this chunk did (finished, stopped, failed runs) and the campaign's progress and goals")
     add_version_flag(parser)
     return parser.parse_args(argv)
@@ -36,29 +46,42 @@ def main(argv=None):
 
     import torch  # after the parsing: --help works on the base install
 
-    from cosinegate.research.cpu_campaign import continue_campaign, load_protocol, write_report
+    from pathlib import Path
+
+    from cosinegate.research import cpu_campaign as cc
 
     torch.set_num_threads(args.threads)
-    load_protocol(args.folder)
+    folders = args.folder or list(CAMPAIGNS)
+    for folder in folders:
+        new = not (Path(folder) / "campaign.json").is_file()
+        cc.load_protocol(folder, getattr(cc, CAMPAIGNS.get(folder, "PROTOCOL")) if new else None)
+    log = lambda text: print(time.strftime("%H:%M:%S"), text, flush=True)  # noqa: E731
     result = None
-    if not args.report:
+    if args.check_winner:
+        for folder in folders:
+            record = cc.check_winner(folder, log=log)
+            if record is None:
+                print(f"{folder}: no gated contender has finished yet; nothing to check")
+                continue
+            print(f"{record['run']}: deployment goal {'met' if record['met'] else 'not met'}"
+                  + (f" ({record['why']})" if record["why"] else "") + f"; wrote {folder}/winner-check.json")
+    elif not args.report:
         deadline = time.time() + (args.time_limit or float("inf"))
-        log = lambda text: print(time.strftime("%H:%M:%S"), text, flush=True)  # noqa: E731
-        result = continue_campaign(args.folder, deadline, jobs=args.jobs, threads=args.threads, device=args.device, log=log)
+        result = cc.continue_campaign(folders, deadline, jobs=args.jobs, threads=args.threads, device=args.device, log=log)
         print(f"finished {len(result.finished)}, stopped at the limit {len(result.stopped)}, failed {len(result.failed)} "
               f"in {result.seconds / 60:.0f} min")
-    write_report(args.folder)
-    print(f"wrote {args.folder}/results.md, results.json, pareto.png")
+    reports = {}
+    for folder in folders:
+        cc.write_report(folder)
+        print(f"wrote {folder}/results.md, results.json, pareto.png")
+        reports[folder] = json.loads((Path(folder) / "results.json").read_text())
     if args.json:
-        import json
-        from pathlib import Path
-
         from cosinegate.artifacts import atomic_write_json
 
-        report = json.loads((Path(args.folder) / "results.json").read_text())
         chunk = {"finished": result.finished, "stopped": result.stopped, "failed": result.failed,
                  "seconds": result.seconds} if result else None
-        atomic_write_json(args.json, {"chunk": chunk, "progress": report["progress"], "goals": report["goals"]})
+        atomic_write_json(args.json, {"chunk": chunk, **{folder: {"progress": r["progress"], "goals": r["goals"]}
+                                                         for folder, r in reports.items()}})
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_json, atomic_write_text, read_json
 from cosinegate.config import load_config, validate
-from cosinegate.data import load_dataset, split_holdout
+from cosinegate.data import balanced_subset, load_dataset, split_holdout
 from cosinegate.errors import CosineGateError
 from cosinegate.evaluation import evaluate
 from cosinegate.models import build_model
-from cosinegate.research import TRAIN_COMMAND, child_env
+from cosinegate.research import TRAIN_COMMAND, child_env, winner_check
 from cosinegate.research.experiments import RunSpec, collect, pareto_plot, removal_order, results_markdown
 from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
 from cosinegate.training.loop import read_metrics
@@ -46,6 +46,12 @@ PROTOCOL = {  # campaign.json's content when a campaign starts; a running campai
     "methods": ["rates", "shaping", "two-phase"],
     "rates": [0.55, 0.75],
 }
+# issue 21's fallback, since ResNet-20's static curve is flat (no headroom): the same recipe on ResNet-56 against a
+# dense ResNet-32 (69M MACs); the gated runs aim below 69M (24 of 27 blocks gated at rate 0.45: about 64M), the static
+# baseline removes 12 blocks (ResNet-32's count); no control (65 gated ResNet-56 epochs per seed is beyond the budget)
+RESNET56_PROTOCOL = {**PROTOCOL, "backbone": "resnet56", "static_removals": [12], "methods": ["two-phase", "shaping"],
+                     "rates": [0.45], "reference": {"backbone": "resnet32"}, "controls": False, "static_choice_images": 1000}
+WINNER_CHECK = "winner-check.json"  # the deployment goal's record (winner_check.check) of the leading gated run
 START_MARGIN = 600  # seconds before the deadline after which no run is started (its first epoch would overrun)
 # how runs execute, not what they learn (bench.txt, 1 thread, idle machine): dense 531 img/s with bf16 + channels_last +
 # fused SGD (521 bf16 alone); gated 432 with bf16 alone (403 with channels_last + fused)
@@ -127,31 +133,48 @@ def control_config(protocol, winner, seed):
     return config
 
 
+def reference_config(protocol, seed):
+    """The protocol's dense reference network (another depth) trained from scratch with the teacher's recipe for
+    teacher + fine-tune epochs, the training every contender has had in all."""
+    config = teacher_config(dict(protocol, backbone=protocol["reference"]["backbone"]), seed)
+    config["name"] = f"reference-{protocol['reference']['backbone']}"
+    config["optim"]["epochs"] = protocol["teacher_epochs"] + protocol["finetune"]["epochs"]
+    return validate(config)
+
+
 def plan(folder, protocol):
-    """Every run of the campaign in priority order (teachers, then seed by seed its fine-tunes, then controls)."""
+    """Every run of the campaign in priority order: seed by seed its teacher, its dense reference (when the protocol
+    has one) and its fine-tunes; then the controls (unless the protocol says "controls": false)."""
     folder = Path(folder)
-    runs = [Run(f"teacher-s{s}", "teacher", s, teacher_config(protocol, s)) for s in range(protocol["seeds"])]
+    runs, finetunes = [], []
     for s in range(protocol["seeds"]):
-        teacher = runs[s].config
-        init = str(folder / "runs" / runs[s].name / "last.pt")
+        teacher = Run(f"teacher-s{s}", "teacher", s, teacher_config(protocol, s))
+        runs.append(teacher)
+        if protocol.get("reference"):
+            config = reference_config(protocol, s)
+            runs.append(Run(f"{config['name']}-s{s}", config["name"], s, config))
+        init = str(folder / "runs" / teacher.name / "last.pt")
         choice = _read_choice(folder, s)
         for k in protocol["static_removals"]:
             name = f"static-d{k}-s{s}"
             config = None
             if choice is not None:
-                config = finetune_config(protocol, "dense", s, teacher, name, init, drop_blocks=choice["order"][:k])
-            runs.append(Run(name, f"static-d{k}", s, config, [runs[s].name]))
+                config = finetune_config(protocol, "dense", s, teacher.config, name, init, drop_blocks=choice["order"][:k])
+            finetunes.append(Run(name, f"static-d{k}", s, config, [teacher.name]))
         for rate in protocol["rates"]:
             for method in protocol["methods"]:
                 name = f"{method}-r{rate}-s{s}"
-                config = finetune_config(protocol, method, s, teacher, name, init, rate=rate)
-                runs.append(Run(name, f"{method}-r{rate}", s, config, [runs[s].name]))
-    finetunes = [r.name for r in runs if r.group != "teacher"]
-    winner = _winner(folder, runs) if all(run_state(folder / "runs" / n) == "done" for n in finetunes) else None
+                config = finetune_config(protocol, method, s, teacher.config, name, init, rate=rate)
+                finetunes.append(Run(name, f"{method}-r{rate}", s, config, [teacher.name]))
+        runs += [r for r in finetunes if r.seed == s]
+    if not protocol.get("controls", True):
+        return runs
+    names = [r.name for r in finetunes]
+    winner = _winner(folder, runs) if all(run_state(folder / "runs" / n) == "done" for n in names) else None
     for s in range(protocol["seeds"]):
         config = control_config(protocol, winner.config, s) if winner else None
         group = config["name"] if config else "control"
-        runs.append(Run(f"{group}-s{s}", group, s, config, finetunes))
+        runs.append(Run(f"{group}-s{s}", group, s, config, names))
     return runs
 
 
@@ -166,7 +189,7 @@ def _read_choice(folder, seed):
 def _winner(folder, runs):
     """The seed-0 run of the gated group with the largest gain over the static curve (if none lies inside the
     curve's MAC range: the highest top-1)."""
-    rows = {r["preset"]: r for r in table(folder, runs) if r["mode"] != "none"}
+    rows = {r["preset"]: r for r in table(folder, runs) if r["mode"] != "none" and not r["preset"].startswith("control")}
     inside = [g for g, r in rows.items() if r.get("gain_vs_static") is not None]
     best = max(inside, key=lambda g: rows[g]["gain_vs_static"]) if inside else max(rows, key=lambda g: rows[g]["top1_mean"])
     return next(r for r in runs if r.group == best and r.seed == 0)
@@ -182,6 +205,8 @@ def choose_static_blocks(folder, protocol, seed, device="cpu", log=print):
     train, _ = load_dataset(data["source"], data["root"], allow_download=False, image_size=data["image_size"], training=True)
     _, held_out = split_holdout(train, data["val_fraction"], seed=config["seed"])  # the teacher's own held-out split
     held_out = held_out.cropped(data["image_size"])
+    if protocol.get("static_choice_images"):  # a deep backbone's many removals: a class-balanced part of the split
+        held_out = balanced_subset(held_out, protocol["static_choice_images"])
 
     def top1(drops):
         model = build_model(dict(config["model"], drop_blocks=drops), num_classes=state["num_classes"], image_size=data["image_size"])
@@ -198,6 +223,7 @@ def choose_static_blocks(folder, protocol, seed, device="cpu", log=print):
         steps.append({"removed": sorted(order), "held_out_top1": scores[best], "candidates": {str(k): v for k, v in scores.items()}})
         log(f"teacher-s{seed}: removing block {best} next costs the least held-out top-1 ({scores[best] * 100:.2f}%)")
     choice = {"rule": "greedy: remove the block whose removal costs the least held-out top-1 of the teacher (no fine-tuning)",
+              "held_out_images": len(held_out),
               "teacher": str(teacher_path), "order": order, "steps": steps}
     atomic_write_json(Path(folder) / f"static-choice-s{seed}.json", choice)
     return choice
@@ -271,72 +297,90 @@ class Result:
     seconds: float
 
 
-def continue_campaign(folder, deadline, jobs=2, threads=1, device="cpu", command=TRAIN_COMMAND, nice=10, poll=5.0, log=print,
-                      stop_after=None, start_margin=START_MARGIN):
-    """Train the campaign's runs in priority order, `jobs` at once (`threads` each), until every run is done or the
-    next epoch would end after `deadline` (a time.time() value): each run then stops after its last whole epoch
-    (train.py --time-limit); no run starts in the last `start_margin` seconds. stop_after=N stops every run after
-    epoch N of its schedule (a chunk measured in epochs). Returns what finished, stopped and failed."""
-    folder = Path(folder)
-    protocol = load_protocol(folder)
-    started, running, finished, stopped, failed = time.time(), {}, [], [], []
-    while True:
+def _start(folder, run, left, threads, device, command, nice, stop_after):
+    config_path = write_config(run, folder)
+    run_dir = folder / "runs" / run.name
+    args = [*command, "--config", str(config_path), "--device", device, "--out", str(run_dir),
+            "--no-progress", "--time-limit", str(int(left)),
+            *SPEED_FLAGS["none" if run.config["model"]["mode"] == "none" else "gated"]]
+    if run_state(run_dir) == "partial":
+        args.append("--resume")
+    if stop_after is not None:
+        args += ["--stop-after", str(stop_after)]
+    env = child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with open(run_dir / "train.log", "a") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=(lambda: os.nice(nice)) if nice else None), "--resume" in args
+
+
+def _plans(folders, log):
+    """Each campaign's plan (after writing the static choices its finished teachers allow and compacting finished
+    runs), as one priority list of (folder, run): every campaign's runs in folder order, the controls last."""
+    queue = []
+    for rank, folder in enumerate(folders):
+        protocol = load_protocol(folder)
         runs = plan(folder, protocol)
         for run in runs:
-            if run.group == "teacher" and run_state(folder / "runs" / run.name) == "done":
-                for s in [run.seed] if _read_choice(folder, run.seed) is None else []:
-                    choose_static_blocks(folder, protocol, s, log=log)
-                    runs = plan(folder, protocol)
+            if (run.group == "teacher" and protocol["static_removals"] and run_state(folder / "runs" / run.name) == "done"
+                    and _read_choice(folder, run.seed) is None):
+                choose_static_blocks(folder, protocol, run.seed, log=log)
+                runs = plan(folder, protocol)
+        for run in runs:
             if run_state(folder / "runs" / run.name) == "done" and compact(folder / "runs" / run.name):
                 log(f"{run.name}: finished; kept a model-only last.pt")
+        queue += [(run.group.startswith("control"), rank, i, folder, run) for i, run in enumerate(runs)]
+    return [(folder, run) for *_, folder, run in sorted(queue, key=lambda q: q[:3])]
+
+
+def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", command=TRAIN_COMMAND, nice=10, poll=5.0, log=print,
+                      stop_after=None, start_margin=START_MARGIN):
+    """Train the runs of one campaign folder (or of several, sharing the `jobs` slots: the first folder's runs first,
+    every folder's controls last), `jobs` at once (`threads` each), until every run is done or the next epoch would
+    end after `deadline` (a time.time() value): each run then stops after its last whole epoch (train.py
+    --time-limit); no run starts in the last `start_margin` seconds. stop_after=N stops every run after epoch N of
+    its schedule (a chunk measured in epochs). Returns what finished, stopped and failed (run names; a folder's
+    name/ in front when there are several folders)."""
+    folders = [Path(f) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
+    label = (lambda folder, name: name) if len(folders) == 1 else (lambda folder, name: f"{folder.name}/{name}")
+    started, running, finished, stopped, failed = time.time(), {}, [], [], []
+    while True:
+        queue = _plans(folders, log)
         left = deadline - time.time()
-        waiting = [r for r in runs if run_state(folder / "runs" / r.name) != "done" and r.name not in running
-                   and r.name not in failed and r.name not in stopped]
-        for run in waiting:
+        for folder, run in queue:
+            key = label(folder, run.name)
             if len(running) >= jobs or left < start_margin:
                 break
-            if not ready(run, folder):
+            if (run_state(folder / "runs" / run.name) == "done" or key in running or key in failed or key in stopped
+                    or not ready(run, folder)):
                 continue
-            config_path = write_config(run, folder)
-            run_dir = folder / "runs" / run.name
-            args = [*command, "--config", str(config_path), "--device", device, "--out", str(run_dir),
-                    "--no-progress", "--time-limit", str(int(left)),
-                    *SPEED_FLAGS["none" if run.config["model"]["mode"] == "none" else "gated"]]
-            if run_state(run_dir) == "partial":
-                args.append("--resume")
-            if stop_after is not None:
-                args += ["--stop-after", str(stop_after)]
-            env = child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-            with open(run_dir / "train.log", "a") as out:
-                running[run.name] = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                                     preexec_fn=(lambda: os.nice(nice)) if nice else None)
-            log(f"{run.name}: {'resumed' if '--resume' in args else 'started'} ({progress(folder, [run])[run.name]['epochs_done']} "
+            running[key], resumed = _start(folder, run, left, threads, device, command, nice, stop_after)
+            log(f"{key}: {'resumed' if resumed else 'started'} ({progress(folder, [run])[run.name]['epochs_done']} "
                 f"of {run.config['optim']['epochs']} epochs done)")
         if not running:
             break
         time.sleep(poll)
-        for name, proc in list(running.items()):
+        for key, proc in list(running.items()):
             if proc.poll() is None:
                 continue
-            del running[name]
-            state = run_state(folder / "runs" / name)
+            del running[key]
+            folder, run = next((f, r) for f, r in queue if label(f, r.name) == key)
             if proc.returncode != 0:
-                failed.append(name)
-                log(f"{name}: FAILED (exit {proc.returncode}); see {folder / 'runs' / name / 'train.log'}")
-            elif state == "done":
-                finished.append(name)
-                log(f"{name}: done")
+                failed.append(key)
+                log(f"{key}: FAILED (exit {proc.returncode}); see {folder / 'runs' / run.name / 'train.log'}")
+            elif run_state(folder / "runs" / run.name) == "done":
+                finished.append(key)
+                log(f"{key}: done")
             else:
-                stopped.append(name)
-                log(f"{name}: stopped at the deadline ({progress(folder, [r for r in runs if r.name == name])[name]['epochs_done']} epochs done)")
-    for run in plan(folder, protocol):
+                stopped.append(key)
+                log(f"{key}: stopped at the deadline ({progress(folder, [run])[run.name]['epochs_done']} epochs done)")
+    for folder, run in _plans(folders, log):
         compact(folder / "runs" / run.name)
     return Result(finished, stopped, failed, time.time() - started)
 
 
 def _teacher_lines(folder, runs):
     lines = []
-    for run in (r for r in runs if r.group == "teacher"):
+    for run in (r for r in runs if r.group == "teacher" or r.group.startswith("reference-")):
         path = Path(folder) / "runs" / run.name
         metrics = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
         minutes = sum(m.get("seconds", 0.0) for m in metrics) / 60
@@ -349,8 +393,29 @@ def _teacher_lines(folder, runs):
     return lines
 
 
-def goals(rows, teacher_top1):
-    """Issue 21's goals on the finished rows: (goal, status text)."""
+def reference_goal(rows, reference):
+    """The deeper-backbone goal (issue 21's fallback): a gated run at <= the dense reference's MACs >= 0.3 pp above it."""
+    goal = f"a gated network at <= the dense {reference} MACs >= 0.3 pp above it (both with 2 seeds)"
+    ref = next((r for r in rows if r["preset"] == f"reference-{reference}" and r["seeds"] >= 2), None)
+    if ref is None:
+        return goal, f"open: the dense {reference} has not finished with 2 seeds"
+    gated = [r for r in rows if r["mode"] != "none" and r["seeds"] >= 2 and not r["preset"].startswith("control")]
+    if not gated:
+        return goal, "open: no gated contender finished with 2 seeds yet"
+    cheap = [r for r in gated if r["executed_macs"] <= ref["executed_macs"]]
+    if not cheap:
+        return goal, (f"not met: every gated run executes more than {ref['executed_macs'] / 1e6:.1f}M MACs (least: "
+                      f"{min(r['executed_macs'] for r in gated) / 1e6:.1f}M)")
+    best = max(cheap, key=lambda r: r["top1_mean"])
+    gain = best["top1_mean"] - ref["top1_mean"]
+    return goal, (f"{'met' if gain >= 0.003 else 'not met'}: {best['preset']} {best['top1_mean'] * 100:.2f}% at "
+                  f"{best['executed_macs'] / 1e6:.1f}M MACs vs {reference} {ref['top1_mean'] * 100:.2f}% at "
+                  f"{ref['executed_macs'] / 1e6:.1f}M ({gain * 100:+.2f} pp)")
+
+
+def goals(rows, teacher_top1, deploy_status=None, reference=None):
+    """Issue 21's goals on the finished rows: (goal, status text); deploy_status: the deployment goal's line;
+    reference: the protocol's dense reference backbone, whose goal is added."""
     gated = [r for r in rows if r["mode"] != "none"]
     both = [r for r in gated if r["seeds"] >= 2]
     out = []
@@ -376,8 +441,45 @@ def goals(rows, teacher_top1):
     else:
         out.append((">= 28.5% real savings within 0.3 pp of the teacher", "open: needs the teachers and 2 seeds of a gated contender"))
     out.append(("the winner exported with --policy auto passes parity; INT8 Q/DQ <= 0.5 pp, gate agreement >= 99.5%",
-                "open: run once the winner is known (deploy/build_engine.py / parity, see the write-up)"))
+                deploy_status or "open: no gated contender has finished"))
+    if reference:
+        out.append(reference_goal(rows, reference))
     return out
+
+
+def _finetunes_done(folder, runs):
+    return all(run_state(Path(folder) / "runs" / r.name) == "done" for r in runs
+               if r.group != "teacher" and not r.group.startswith(("control", "reference-")))
+
+
+def leader(folder, runs):
+    """The gated run the deployment goal is checked on (_winner's rule over the runs finished so far), or None."""
+    if not any(r["mode"] != "none" and not r["preset"].startswith("control") for r in table(folder, runs)):
+        return None
+    return _winner(folder, runs)
+
+
+def deploy_status(folder, runs):
+    run = leader(folder, runs)
+    if run is None:
+        return None
+    path = Path(folder) / WINNER_CHECK
+    record = read_json(path, "winner check") if path.is_file() else None
+    line = winner_check.status(record, run.name, Path(folder) / "runs" / run.name / "last.pt")
+    return line if _finetunes_done(folder, runs) else line + " (provisional: fine-tunes still running)"
+
+
+def check_winner(folder, test_images=None, log=print):
+    """winner_check.check on the leading gated run's last.pt, recorded in WINNER_CHECK (None: no gated run finished)."""
+    folder = Path(folder)
+    runs = plan(folder, load_protocol(folder))
+    run = leader(folder, runs)
+    if run is None:
+        return None
+    record = winner_check.check(folder / "runs" / run.name / "last.pt", test_images=test_images, log=log)
+    record.update(run=run.name, all_finetunes_done=_finetunes_done(folder, runs))
+    atomic_write_json(folder / WINNER_CHECK, record)
+    return record
 
 
 def write_report(folder, protocol=None):
@@ -394,17 +496,24 @@ def write_report(folder, protocol=None):
             f"10,000 test), {protocol['seeds']} seeds; dense teacher recipe train/configs/{TEACHER_PRESET}.yaml; every "
             f"contender fine-tuned from its seed's teacher for {ft['epochs']} epochs (lr {ft['lr']} {ft['schedule']}, "
             f"nesterov, gates at {ft['gate_lr_scale']}x the lr, distillation weight {ft['distill']['weight']} at "
-            f"T={ft['distill']['temperature']}); CPU, one thread per run, bf16 autocast. Rows show finished runs only.")
-    lines = ["# The CPU campaign (issue 21): dense teacher, then every contender fine-tuned from it", "", note, "",
-             "## Teachers", "", "| run | test top-1 % (final epoch) | epochs | minutes training | hardware |", "|---|---|---|---|---|",
+            f"T={ft['distill']['temperature']})"
+            + (f"; a dense {protocol['reference']['backbone']} trained from scratch with the teacher's recipe for "
+               f"{protocol['teacher_epochs'] + ft['epochs']} epochs" if protocol.get("reference") else "")
+            + ("" if protocol.get("controls", True) else "; no control run")
+            + "; CPU, one thread per run, bf16 autocast. Rows show finished runs only.")
+    lines = [f"# The CPU campaign (issue 21), {protocol['backbone']}: dense teacher, then every contender fine-tuned from it",
+             "", note, "",
+             "## Teachers" + (" and the dense reference" if protocol.get("reference") else ""), "", "| run | test top-1 % (final epoch) | epochs | minutes training | hardware |", "|---|---|---|---|---|",
              *_teacher_lines(folder, runs), "", "## Goals", ""]
-    lines += [f"- {goal}: **{status}**" for goal, status in goals(rows, teacher_top1)]
+    status = deploy_status(folder, runs)
+    reference = (protocol.get("reference") or {}).get("backbone")
+    lines += [f"- {goal}: **{text}**" for goal, text in goals(rows, teacher_top1, status, reference)]
     lines += ["", "## Progress", "", "| run | state | epochs |", "|---|---|---|"]
     lines += [f"| {n} | {p['state']} | {p['epochs_done']} of {p['epochs'] or '?'} |" for n, p in state.items()]
     text = "\n".join(lines) + "\n\n" + (results_markdown(rows, "") if rows else "No run has finished yet.\n")
     atomic_write_text(folder / "results.md", text)
     atomic_write_json(folder / "results.json", {"protocol": protocol, "rows": rows, "progress": state,
-                                                "goals": dict(goals(rows, teacher_top1))})
+                                                "goals": dict(goals(rows, teacher_top1, status, reference))})
     if rows:
         pareto_plot(rows, folder / "pareto.png", "CPU campaign: top-1 vs executed MACs (fine-tuned from the teacher)",
                     paper_points=False)

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from cosinegate.research import cpu_campaign as cc
+from cosinegate.research import cpu_campaign as cc, winner_check
 from cosinegate.errors import CosineGateError
 from cosinegate.training.checkpoint import load_checkpoint
 
@@ -27,7 +27,7 @@ def test_every_contender_gets_the_same_fine_tuning_recipe(tmp_path):
     (tmp_path / "static-choice-s0.json").write_text(json.dumps({"order": [8, 5, 2]}))
     runs = cc.plan(tmp_path, protocol)
     names = [r.name for r in runs]
-    assert names[:2] == ["teacher-s0", "teacher-s1"] and len(names) == len(set(names))
+    assert names[0] == "teacher-s0" and names.index("teacher-s1") == 1 + 9 and len(names) == len(set(names))  # seed by seed
     tuned = [r for r in runs if r.seed == 0 and r.group not in ("teacher", "control")]
     assert len(tuned) == 3 + 3 * 2
     recipes = {json.dumps([r.config["optim"], r.config["distill"], r.config["data"]], sort_keys=True) for r in tuned}
@@ -130,3 +130,90 @@ def test_goals_are_read_off_the_rows_with_both_seeds():
     assert list(dict(cc.goals(rows[:1], None)).values())[0].startswith("open")
     cheap = [rows[0], _row("rates-r0.75", "predictive", 0.912, 0.20, gain=0.0)]  # above the teacher, but saves 20%
     assert list(dict(cc.goals(cheap, teacher)).values())[1] == "not met: no contender saves 28.5%"
+
+
+def test_the_winner_check_exports_checks_parity_and_int8_and_the_report_reads_it(chunked):
+    folder = chunked[0]
+    record = cc.check_winner(folder, test_images=64, log=lambda text: None)
+    assert record["run"] == "rates-r0.5-s0" and record["all_finetunes_done"]
+    assert record["parity"]["passed"] and record["parity"]["num_samples"] == 64 and record["parity"]["gate_agreement"] == 1.0
+    assert set(record["int8"]["methods"]) == set(winner_check.METHODS) and record["int8"]["test_images"] == 64
+    assert record["met"] == winner_check.verdict(record["parity"], record["int8"]["methods"]["entropy"])[0]
+    assert "--policy auto" in record["commands"]["export"] and "WORK/model.onnx" in record["commands"]["parity"]
+    line = dict(cc.goals([], None, cc.deploy_status(folder, cc.plan(folder, TINY))))
+    deploy = list(line.values())[2]
+    assert deploy.startswith("met: rates-r0.5-s0" if record["met"] else "not met: rates-r0.5-s0") and "64 images" in deploy
+    # a changed checkpoint makes the record stale
+    record["checkpoint_sha256"] = "0" * 64
+    (folder / cc.WINNER_CHECK).write_text(json.dumps(record))
+    assert "rerun --check-winner" in cc.deploy_status(folder, cc.plan(folder, TINY))
+    (folder / cc.WINNER_CHECK).unlink()
+
+
+def test_the_deployment_verdict_needs_parity_the_drop_and_every_blocks_gate_agreement():
+    parity, row = {"passed": True}, {"top1_drop_pp": 0.5, "gate_agreement_min": 0.995}
+    assert winner_check.verdict(parity, row) == (True, "")
+    assert winner_check.verdict({"passed": False}, row) == (False, "parity failed")
+    assert "loses 0.51 pp" in winner_check.verdict(parity, dict(row, top1_drop_pp=0.51))[1]
+    assert "99.40% in its worst block" in winner_check.verdict(parity, dict(row, gate_agreement_min=0.994))[1]
+
+
+def test_the_resnet56_fallback_aims_below_resnet32_and_trains_the_reference_with_the_teachers_recipe(tmp_path):
+    from cosinegate.macs import mac_table, model_mac_table
+    from cosinegate.models import build_model
+
+    protocol = cc.load_protocol(tmp_path, cc.RESNET56_PROTOCOL)
+    runs = cc.plan(tmp_path, protocol)
+    reference = next(r for r in runs if r.group == "reference-resnet32" and r.seed == 0)
+    teacher = runs[0].config
+    assert reference.config["model"]["backbone"] == "resnet32" and reference.config["init_from"] is None
+    assert reference.config["optim"] == dict(teacher["optim"], epochs=50 + 15) and reference.config["distill"] == teacher["distill"]
+    assert not any(r.group.startswith("control") for r in runs)
+    # every gated contender's gated blocks at the target rate execute fewer MACs than the dense ResNet-32
+    resnet32 = mac_table("resnet32").dense
+    for run in (r for r in runs if r.config and r.config["model"]["mode"] != "none"):
+        model = build_model(run.config["model"], num_classes=10, image_size=32)
+        table, rate, ungated = model_mac_table(model), run.config["gate"]["block_rates"], set(model.ungated_blocks)
+        expected = table.stem + table.classifier + sum(b.shortcut + b.gate + b.residual * (1 if i in ungated else rate)
+                                                       for i, b in enumerate(table.blocks))
+        assert expected < 0.95 * resnet32, (run.name, expected, resnet32)
+
+
+def test_the_reference_goal_compares_gated_runs_at_most_the_references_macs():
+    reference = _row("reference-resnet32", "none", 0.920, 0.0)
+    reference["executed_macs"] = 69e6
+    cheap, costly = _row("two-phase-r0.45", "predictive", 0.924, 0.5), _row("shaping-r0.45", "predictive", 0.95, 0.4)
+    cheap["executed_macs"], costly["executed_macs"] = 64e6, 75e6
+    goal, status = cc.reference_goal([reference, cheap, costly], "resnet32")
+    assert status.startswith("met: two-phase-r0.45 92.40%") and "+0.40 pp" in status  # the costlier, better run does not count
+    cheap["top1_mean"] = 0.922
+    assert cc.reference_goal([reference, cheap, costly], "resnet32")[1].startswith("not met: two-phase-r0.45")
+    assert cc.reference_goal([reference, costly], "resnet32")[1].startswith("not met: every gated run executes more")
+    assert cc.reference_goal([dict(reference, seeds=1), cheap], "resnet32")[1].startswith("open")
+
+
+def test_campaigns_share_the_slots_in_folder_order_with_every_control_last(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    cc.load_protocol(first, TINY)
+    cc.load_protocol(second, {**TINY, "controls": False})
+    queue = [f"{f.name}/{r.name}" for f, r in cc._plans([first, second], log=lambda text: None)]
+    assert queue == ["a/teacher-s0", "a/static-d1-s0", "a/rates-r0.5-s0", "b/teacher-s0", "b/static-d1-s0", "b/rates-r0.5-s0",
+                     "a/control-s0"]
+
+
+def test_a_reference_campaign_runs_beside_another_and_reports_its_goal(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    cc.load_protocol(first, {**TINY, "controls": False, "static_removals": [], "methods": []})
+    cc.load_protocol(second, {**TINY, "teacher_epochs": 1, "controls": False, "reference": {"backbone": "resnet32"},
+                              "static_choice_images": 40})
+    started = []
+    result = cc.continue_campaign([first, second], time.time() + 3600, jobs=2, nice=0, poll=0.2, start_margin=0,
+                                  log=lambda text: started.append(text.split(":")[0]) if "started" in text else None)
+    assert result.failed == [] and sorted(result.finished) == ["a/teacher-s0", "b/rates-r0.5-s0", "b/reference-resnet32-s0",
+                                                               "b/static-d1-s0", "b/teacher-s0"]
+    assert started[:2] == ["a/teacher-s0", "b/teacher-s0"]
+    summary = json.loads((second / "runs/reference-resnet32-s0/summary.json").read_text())
+    assert summary["config"]["model"]["backbone"] == "resnet32" and summary["epochs"] == 1 + 1
+    assert json.loads((second / "static-choice-s0.json").read_text())["held_out_images"] == 40
+    text = cc.write_report(second)
+    assert "| reference-resnet32-s0 |" in text and "open: the dense resnet32 has not finished with 2 seeds" in text
