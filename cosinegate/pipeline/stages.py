@@ -17,11 +17,17 @@ from cosinegate.progress import detail
 REFERENCE_SAMPLES = 256  # enough test images for every dynamic gate to be seen both ways
 
 
+FILE_TAGS = {"conditional", "masked", "compact", "flat", "int8", "qdq", "fp16", "fp32"}  # model.<tag>.onnx and the like
+
+
 def model_name(path):
-    """The model's name for output files: its run folder's (best.pt/last.pt) or file's name, as a plain name
-    (anything but letters, digits, '.', '_', '+', '-' becomes '_'), so no path or shell text reaches a file name."""
+    """The model's name for output files: its run folder's (best.pt/last.pt) or file's name without the toolkit's
+    form/precision tags (model.conditional.onnx: model; rates-r0.55-s0.pt stays whole), as a plain name (anything but
+    letters, digits, '.', '_', '+', '-' becomes '_'), so no path or shell text reaches a file name."""
     path = Path(path)
-    name = path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem.split(".")[0]
+    name = path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem
+    while "." in name and name.rsplit(".", 1)[1].lower() in FILE_TAGS:
+        name = name.rsplit(".", 1)[0]
     return re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".-") or "model"
 
 

@@ -91,5 +91,8 @@ def test_crafted_bundles_are_refused(tmp_path):
 def test_output_names_are_plain(tmp_path):
     assert model_name(tmp_path / "run\nrm -rf ~" / "best.pt") == "run_rm_-rf__"
     assert model_name(tmp_path / "$(id)`x`" / "last.pt") == "__id__x_"
-    assert model_name(tmp_path / "..hidden.onnx") == "model"
+    assert model_name(tmp_path / "..hidden.onnx") == "hidden"  # never a hidden file
+    assert model_name(tmp_path / ".conditional.onnx") == "model"
+    assert model_name(tmp_path / "model.masked.int8.onnx") == "model"
+    assert model_name(tmp_path / "rates-r0.55-s0.pt") == "rates-r0.55-s0"  # a dot in the name is kept
     assert model_name(tmp_path / "balanced-resnet20" / "best.pt") == "balanced-resnet20"
