@@ -52,9 +52,10 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     folders = args.folder or list(CAMPAIGNS)
+    known = {Path(k).resolve(): v for k, v in CAMPAIGNS.items()}
     for folder in folders:
         new = not (Path(folder) / "campaign.json").is_file()
-        cc.load_protocol(folder, getattr(cc, CAMPAIGNS.get(folder, "PROTOCOL")) if new else None)
+        cc.load_protocol(folder, getattr(cc, known.get(Path(folder).resolve(), "PROTOCOL")) if new else None)
     log = lambda text: print(time.strftime("%H:%M:%S"), text, flush=True)  # noqa: E731
     result = None
     if args.check_winner:

@@ -155,6 +155,7 @@ def test_the_deployment_verdict_needs_parity_the_drop_and_every_blocks_gate_agre
     assert winner_check.verdict(parity, row) == (True, "")
     assert winner_check.verdict({"passed": False}, row) == (False, "parity failed")
     assert "loses 0.51 pp" in winner_check.verdict(parity, dict(row, top1_drop_pp=0.51))[1]
+    assert winner_check.verdict(parity, dict(row, top1_drop_pp=(0.9 - 0.895) * 100))[0]  # 50 of 10,000 images: 0.5 pp
     assert "99.40% in its worst block" in winner_check.verdict(parity, dict(row, gate_agreement_min=0.994))[1]
 
 
@@ -217,3 +218,12 @@ def test_a_reference_campaign_runs_beside_another_and_reports_its_goal(tmp_path)
     assert json.loads((second / "static-choice-s0.json").read_text())["held_out_images"] == 40
     text = cc.write_report(second)
     assert "| reference-resnet32-s0 |" in text and "open: the dense resnet32 has not finished with 2 seeds" in text
+
+
+def test_campaign_folders_with_the_same_name_keep_their_runs_apart(tmp_path):
+    folders = [tmp_path / "x" / "c", tmp_path / "y" / "c"]
+    for folder in folders:
+        cc.load_protocol(folder, {**TINY, "teacher_epochs": 1, "controls": False, "static_removals": [], "methods": []})
+    result = cc.continue_campaign(folders, float("inf"), jobs=2, nice=0, poll=0.2, start_margin=0, log=lambda text: None)
+    assert result.failed == [] and result.finished == ["c/teacher-s0", "c/teacher-s0"]
+    assert all(cc.run_state(f / "runs/teacher-s0") == "done" for f in folders)
