@@ -155,6 +155,9 @@ def test_method_presets():
     config = load_config("two-phase")
     config["init_from"] = "phase-one.pt"
     assert validate(config)["distill"]["weight"] > 0 and config["gate"]["gate_ramp_epochs"] > 0
+    from cosinegate.research.cpu_campaign import PROTOCOL  # the fine-tune preset carries the campaign's gate recipe (v2)
+
+    assert {k: config["gate"][k] for k in PROTOCOL["finetune"]["gate"]} == PROTOCOL["finetune"]["gate"]
 
 
 # ---- two phases ----------------------------------------------------------------------------------------------
