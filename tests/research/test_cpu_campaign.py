@@ -156,6 +156,9 @@ def test_the_deployment_verdict_needs_parity_the_drop_and_every_blocks_gate_agre
     assert winner_check.verdict({"passed": False}, row) == (False, "parity failed")
     assert "loses 0.51 pp" in winner_check.verdict(parity, dict(row, top1_drop_pp=0.51))[1]
     assert winner_check.verdict(parity, dict(row, top1_drop_pp=(0.9 - 0.895) * 100))[0]  # 50 of 10,000 images: 0.5 pp
+    # the report's overall figure counts only the dynamic blocks (policy-fixed blocks agree by construction)
+    assert winner_check.dynamic_agreement(["dense", "dynamic", "always_run", "dynamic"], [1.0, 0.99, 1.0, 0.98]) == (0.985, 3)
+    assert winner_check.dynamic_agreement(["dense", "always_run"], [1.0, 1.0]) == (1.0, None)
     assert "99.40% in its worst block" in winner_check.verdict(parity, dict(row, gate_agreement_min=0.994))[1]
 
 
