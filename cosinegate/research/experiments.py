@@ -371,7 +371,7 @@ def pareto_plot(rows, path, title, paper_points=True):
         ax.scatter(1 - p["nominal_savings"], p["top1"] * 100, marker="x", color="grey")
         ax.annotate(p["label"], (1 - p["nominal_savings"], p["top1"] * 100), xytext=(-5, 4), textcoords="offset points",
                     ha="right", fontsize=7, color="grey")
-    ax.set(xlabel="executed MACs / dense MACs of the same backbone (paper points: 1 - nominal savings)",
+    ax.set(xlabel="executed MACs / dense MACs of the same backbone" + (" (paper points: 1 - nominal savings)" if paper_points else ""),
            ylabel="test top-1 %", title=title)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a point
     ax.grid(alpha=0.3)
