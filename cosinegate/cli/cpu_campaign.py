@@ -74,7 +74,8 @@ def main(argv=None):
     reports = {}
     for folder in folders:
         cc.write_report(folder)
-        print(f"wrote {folder}/results.md, results.json, pareto.png")
+        plot = ", pareto.png" if (Path(folder) / "pareto.png").is_file() else " (no plot: no run has finished)"
+        print(f"wrote {folder}/results.md, results.json{plot}")
         reports[folder] = json.loads((Path(folder) / "results.json").read_text())
     if args.json:
         from cosinegate.artifacts import atomic_write_json
