@@ -188,10 +188,14 @@ def _read_choice(folder, seed):
     return read_json(path, "static block choice")
 
 
-def _winner(folder, runs):
+def _winner(folder, runs, rows=None):
     """The finished run (seed 0 when it has finished) of the gated group with the largest gain over the static
-    curve (if none lies inside the curve's MAC range: the highest top-1)."""
-    rows = {r["preset"]: r for r in table(folder, runs) if r["mode"] != "none" and not r["preset"].startswith("control")}
+    curve (if none lies inside the curve's MAC range: the highest top-1); None before any gated run has finished.
+    rows: table(folder, runs) when the caller has it."""
+    rows = {r["preset"]: r for r in (table(folder, runs) if rows is None else rows)
+            if r["mode"] != "none" and not r["preset"].startswith("control")}
+    if not rows:
+        return None
     inside = [g for g, r in rows.items() if r.get("gain_vs_static") is not None]
     best = max(inside, key=lambda g: rows[g]["gain_vs_static"]) if inside else max(rows, key=lambda g: rows[g]["top1_mean"])
     finished = [r for r in runs if r.group == best and run_state(Path(folder) / "runs" / r.name) == "done"]
@@ -474,15 +478,9 @@ def _finetunes_done(folder, runs):
                if r.group != "teacher" and not r.group.startswith(("control", "reference-")))
 
 
-def leader(folder, runs):
-    """The gated run the deployment goal is checked on (_winner's rule over the runs finished so far), or None."""
-    if not any(r["mode"] != "none" and not r["preset"].startswith("control") for r in table(folder, runs)):
-        return None
-    return _winner(folder, runs)
-
-
-def deploy_status(folder, runs):
-    run = leader(folder, runs)
+def deploy_status(folder, runs, rows):
+    """The deployment goal's line for the leading gated run (_winner's rule over the runs finished so far)."""
+    run = _winner(folder, runs, rows)
     if run is None:
         return None
     path = Path(folder) / WINNER_CHECK
@@ -495,7 +493,7 @@ def check_winner(folder, test_images=None, log=print):
     """winner_check.check on the leading gated run's last.pt, recorded in WINNER_CHECK (None: no gated run finished)."""
     folder = Path(folder)
     runs = plan(folder, load_protocol(folder))
-    run = leader(folder, runs)
+    run = _winner(folder, runs)
     if run is None:
         return None
     compact(folder / "runs" / run.name)  # the check names last.pt by hash: hash the file the campaign keeps
@@ -528,7 +526,7 @@ def write_report(folder, protocol=None):
              "", note, "",
              "## Teachers" + (" and the dense reference" if protocol.get("reference") else ""), "", "| run | test top-1 % (final epoch) | epochs | minutes training | hardware |", "|---|---|---|---|---|",
              *_teacher_lines(folder, runs), "", "## Goals", ""]
-    status = deploy_status(folder, runs)
+    status = deploy_status(folder, runs, rows)
     reference = (protocol.get("reference") or {}).get("backbone")
     lines += [f"- {goal}: **{text}**" for goal, text in goals(rows, teacher_top1, status, reference)]
     lines += ["", "## Progress", "", "| run | state | epochs |", "|---|---|---|"]

@@ -140,13 +140,13 @@ def test_the_winner_check_exports_checks_parity_and_int8_and_the_report_reads_it
     assert set(record["int8"]["methods"]) == set(winner_check.METHODS) and record["int8"]["test_images"] == 64
     assert record["met"] == winner_check.verdict(record["parity"], record["int8"]["methods"]["entropy"])[0]
     assert "--policy auto" in record["commands"]["export"] and "WORK/model.onnx" in record["commands"]["parity"]
-    line = dict(cc.goals([], None, cc.deploy_status(folder, cc.plan(folder, TINY))))
+    line = dict(cc.goals([], None, cc.deploy_status(folder, cc.plan(folder, TINY), None)))
     deploy = list(line.values())[2]
     assert deploy.startswith("met: rates-r0.5-s0" if record["met"] else "not met: rates-r0.5-s0") and "64 images" in deploy
     # a changed checkpoint makes the record stale
     record["checkpoint_sha256"] = "0" * 64
     (folder / cc.WINNER_CHECK).write_text(json.dumps(record))
-    assert "rerun --check-winner" in cc.deploy_status(folder, cc.plan(folder, TINY))
+    assert "rerun --check-winner" in cc.deploy_status(folder, cc.plan(folder, TINY), None)
     (folder / cc.WINNER_CHECK).unlink()
 
 
