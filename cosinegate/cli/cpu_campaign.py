@@ -36,7 +36,9 @@ def parse_args(argv=None):
     parser.add_argument("--check-winner", action="store_true",
                         help="no training: export the leading gated run with --policy auto, check parity on the whole test "
                              "split and its INT8 Q/DQ graph (winner-check.json), then regenerate the results")
-    add_report_flags(parser, "what this chunk did (finished, stopped, failed runs) and the campaign's progress and goals")
+    add_report_flags(parser, '{"chunk": {"finished", "stopped", "failed": [run names], "seconds"} (null with --report '
+                     'or --check-winner), and per campaign folder {"progress": {run: state and epochs}, "goals": '
+                     '{goal: status}}')
     add_version_flag(parser)
     return parser.parse_args(argv)
 

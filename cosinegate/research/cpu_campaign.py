@@ -172,12 +172,18 @@ def plan(folder, protocol):
     if not protocol.get("controls", True):
         return runs
     names = [r.name for r in finetunes]
-    winner = _winner(folder, runs) if all(run_state(folder / "runs" / n) == "done" for n in names) else None
+    winner = _winner(folder, runs) if _finetunes_done(folder, runs) else None
     for s in range(protocol["seeds"]):
         config = control_config(protocol, winner.config, s) if winner else None
         group = config["name"] if config else "control"
         runs.append(Run(f"{group}-s{s}", group, s, config, names))
     return runs
+
+
+def _finetunes_done(folder, runs):
+    """Whether every fine-tuned contender among `runs` has finished (teachers, references and controls aside)."""
+    return all(run_state(Path(folder) / "runs" / r.name) == "done" for r in runs
+               if r.group != "teacher" and not r.group.startswith(("control", "reference-")))
 
 
 def _read_choice(folder, seed):
@@ -471,11 +477,6 @@ def goals(rows, teacher_top1, deploy_status=None, reference=None):
     if reference:
         out.append(reference_goal(rows, reference))
     return out
-
-
-def _finetunes_done(folder, runs):
-    return all(run_state(Path(folder) / "runs" / r.name) == "done" for r in runs
-               if r.group != "teacher" and not r.group.startswith(("control", "reference-")))
 
 
 def deploy_status(folder, runs, rows):

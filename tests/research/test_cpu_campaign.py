@@ -110,6 +110,19 @@ def test_the_report_says_what_finished(chunked):
     assert all(p["state"] == "done" for p in report["progress"].values())
 
 
+
+def test_the_command_reports_each_folders_progress_and_goals_as_json(chunked, tmp_path):
+    from cosinegate.cli import cpu_campaign as command
+
+    folder, threads = chunked[0], torch.get_num_threads()
+    try:
+        command.main(["--folder", str(folder), "--report", "--json", str(tmp_path / "report.json")])
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["chunk"] is None and set(report) == {"chunk", str(folder)}  # the --help text's shape
+    assert report[str(folder)]["progress"]["teacher-s0"]["state"] == "done" and report[str(folder)]["goals"]
+
 def _row(preset, mode, top1, savings, seeds=2, gain=None, dynamic_share=1.0):
     row = {"preset": preset, "mode": mode, "top1_mean": top1, "real_savings": savings, "seeds": seeds, "dynamic_share": dynamic_share}
     if gain is not None:
