@@ -15,8 +15,10 @@ What it does, in order (everything it writes goes to ``results/`` beside it):
 7. Times it with ``trtexec --loadEngine --loadInputs --useSpinWait --exportTimes/--exportProfile/--exportLayerInfo``.
 8. With the selection's other candidates in the bundle (``build_engine.py --select fastest``): builds each
    (pruned, dense), checks it against its own reference, times it the same way, prints one table of median
-   latencies (trtexec's ``Latency``) and names the winner among the candidates within the desktop's accuracy
-   tolerance whose check did not fail (``results/candidates.txt``, ``results/winner.txt``).
+   latencies (trtexec's ``Latency``) and names the winner by the desktop's rule (cosinegate.bench.candidates.choose:
+   among the candidates within its accuracy tolerance whose check did not fail, the simpler graph is kept unless a
+   more complex one's median is lower by more than the larger spread of the two; the spread here is the
+   interquartile range of trtexec's timed queries, ``--exportTimes``) (``results/candidates.txt``, ``results/winner.txt``).
 9. Records ``nvpmodel -q`` and whether ``jetson_clocks`` is on, and prints the one command that copies
    ``results/`` back to the desktop.
 
@@ -34,7 +36,8 @@ from cosinegate.trt.trtexec import trtexec_command, trtexec_timing_command
 from cosinegate.trtversion import parse_version
 
 # The script's own variables that may appear inside generated arguments; they are left expandable.
-SCRIPT_VARIABLES = ("$ENGINE_TMP", "$ENGINE", "$CAND_TMP", "$CAND_ENGINE", "$RESULTS", "$PATTERN_FILE")
+SCRIPT_VARIABLES = ("$ENGINE_TMP", "$ENGINE", "$CAND_TMP", "$CAND_ENGINE", "$CAND_TIMES", "$RESULTS", "$PATTERN_FILE",
+                    "$PATTERN_TIMES")
 
 
 @dataclass
@@ -410,7 +413,7 @@ def _pattern_timing(plan):
     if not plan.timing_patterns:
         return lines
     args = trtexec_timing_command(plan.profile, "$ENGINE", plan.profile.newest_tensorrt,
-                                  {plan.input_name: "$PATTERN_FILE"}, None, plan.dla_core)
+                                  {plan.input_name: "$PATTERN_FILE"}, None, plan.dla_core) + ["--exportTimes=$PATTERN_TIMES"]
     table = '"$RESULTS/timing.patterns.txt"'
     return lines + [
         f'say "timing the engine over the gate patterns of the timing images ({plan.timing_patterns}; logs: '
@@ -419,6 +422,7 @@ def _pattern_timing(plan):
         "while read -r PATTERN_FILE PATTERN_IMAGES PATTERN; do",
         "    [ -n \"$PATTERN_FILE\" ] || continue",
         '    PATTERN_LOG="$RESULTS/timing.$(basename "$PATTERN_FILE" .bin).log"',
+        '    PATTERN_TIMES="${PATTERN_LOG%.log}.times.json"',
         f"    set -- {sh_words(args[1:])}",
         '    if "$TRTEXEC" "$@" < /dev/null > "$PATTERN_LOG" 2>&1; then PM=$(median_ms "$PATTERN_LOG"); else PM=\'\'; fi',
         f'    printf \'%s %s %s %s\\n\' "$PATTERN_FILE" "$PATTERN_IMAGES" "${{PM:-n/a}}" "$PATTERN" >> {table}',
@@ -438,12 +442,90 @@ MEDIAN_LATENCY = ("median_ms() { awk '/\\] Latency: min = / { for (i = 1; i < NF
                   "END { print v }' \"$1\" 2>/dev/null || true; }")
 
 
+# The desktop's selection rule (cosinegate.bench.candidates.choose) on the board's table: candidates.txt (candidate,
+# median ms, parity, accuracy) and each one's trtexec --exportTimes (its timed queries only, warm-ups excluded from
+# TensorRT 8.5.2 on: samples/common/sampleReporting.cpp exportJSONTrace, `trace.begin() + nbWarmups`); the
+# conditional engine's timings pooled over its gate patterns, each weighted by its images. Spread = interquartile
+# range (one round here, so no range of round medians). Prints "winner: NAME" (run_engine.py reads it) and why;
+# stdlib only, Python 3.8.
+CHOOSE_WINNER = """
+import json, os, sys
+results = sys.argv[1]
+SIMPLER_FIRST = ["dense", "pruned", "conditional"]
+
+def latencies(path):
+    try:
+        with open(path) as f:
+            return [float(q["latencyMs"]) for q in json.load(f)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+def quantile(samples, q):
+    samples = sorted(samples)
+    total, seen = sum(w for _, w in samples), 0.0
+    for value, weight in samples:
+        seen += weight
+        if seen >= q * total * (1 - 1e-9):
+            return value
+    return samples[-1][0]
+
+def spread(samples):
+    return quantile(samples, 0.75) - quantile(samples, 0.25) if samples else 0.0
+
+def conditional_samples():
+    pooled = []
+    try:
+        with open(os.path.join(results, "timing.patterns.txt")) as f:
+            rows = [line.split() for line in f if line.strip()]
+    except OSError:
+        rows = []
+    for row in rows:
+        name = os.path.basename(row[0])
+        times = latencies(os.path.join(results, "timing." + name[:-4] + ".times.json")) if name.endswith(".bin") else []
+        if row[2] != "n/a" and times:
+            pooled += [(ms, float(row[1]) / len(times)) for ms in times]
+    return pooled or [(ms, 1.0) for ms in latencies(os.path.join(results, "timing.times.json"))]
+
+with open(os.path.join(results, "candidates.txt")) as f:
+    rows = [line.split() for line in f][1:]
+timed = {}
+for name, median, parity, accuracy in (r[:4] for r in rows if len(r) >= 4):
+    if median == "n/a" or parity == "FAILED" or accuracy == "outside":
+        continue
+    samples = conditional_samples() if accuracy == "reference" else \
+        [(ms, 1.0) for ms in latencies(os.path.join(results, "timing." + name + ".times.json"))]
+    timed["conditional" if accuracy == "reference" else name] = (float(median), spread(samples), name)
+if not timed:
+    print("winner: none (no candidate timed)")
+    sys.exit(0)
+kept, notes = None, []
+for key in sorted(timed, key=lambda k: SIMPLER_FIRST.index(k) if k in SIMPLER_FIRST else len(SIMPLER_FIRST)):
+    if kept is None:
+        kept = key
+        continue
+    (ms, sp, name), (kept_ms, kept_sp, kept_name) = timed[key], timed[kept]
+    if ms >= kept_ms:
+        notes.append("%s is not faster than %s" % (name, kept_name))
+        continue
+    margin = max(sp, kept_sp)
+    beyond = kept_ms - ms > margin
+    notes.append("%s is %.1f%% faster than %s, %s the spread %.1f%%: %s" % (
+        name, 100.0 * (kept_ms - ms) / kept_ms, kept_name, "beyond" if beyond else "within",
+        100.0 * margin / kept_ms, (name + " chosen") if beyond else (kept_name + " kept")))
+    kept = key if beyond else kept
+print("winner: " + timed[kept][2])
+print("rule: the simpler graph (dense, pruned, conditional) is kept unless a faster one wins by more than the larger "
+      "interquartile range of the two (trtexec --exportTimes), as on the desktop")
+for note in notes:
+    print(note)
+"""
+
 def _candidate_table(plan):
     """Build, check and time the other candidates; one table; the winner (none without candidates)."""
     if not plan.candidates:
         return []
     timing = trtexec_timing_command(plan.profile, "$CAND_ENGINE", plan.profile.newest_tensorrt,
-                                    {plan.input_name: plan.input_bin}, None, plan.dla_core)
+                                    {plan.input_name: plan.input_bin}, None, plan.dla_core) + ["--exportTimes=$CAND_TIMES"]
     lines = ["", 'TABLE="$RESULTS/candidates.txt"',
              "printf '%-12s %10s %-10s %s\\n' candidate 'median ms' parity accuracy > \"$TABLE\"",
              'M=$LATENCY',
@@ -460,6 +542,7 @@ def _candidate_table(plan):
             "",
             f'CAND_ENGINE="$RESULTS/"{sh_word(engine)}"$TRT-sm$SM.engine"',
             'CAND_TMP="$CAND_ENGINE.partial"',
+            f'CAND_TIMES="$RESULTS/timing.{name}.times.json"',
             f'say "candidate {name}: building (log: results/build.{name}.log)"',
             "M=''; P=not-built",
             f'if build_{name} > "$RESULTS/build.{name}.log" 2>&1; then',
@@ -481,9 +564,14 @@ def _candidate_table(plan):
         'whose work does not depend on the image, on input.bin; accuracy: within the profile\'s tolerance of the '
         'conditional graph, measured on the desktop):"',
         'cat "$TABLE"',
-        "WINNER=$(awk 'NR > 1 && $2 != \"n/a\" && $3 != \"FAILED\" && $4 != \"outside\" "
-        "{ if (best == \"\" || $2 + 0 < best + 0) { best = $2; name = $1 } } END { print name }' \"$TABLE\")",
-        'say "winner: ${WINNER:-none (no candidate timed)}" | tee "$RESULTS/winner.txt"',
+        "if ! python3 - \"$RESULTS\" > \"$RESULTS/winner.txt\" 2> \"$RESULTS/winner.log\" <<'COSINEGATE_WINNER'",
+        CHOOSE_WINNER.strip("\n"),
+        "COSINEGATE_WINNER",
+        "then",
+        '    say "warning: no winner chosen (see results/winner.log)" >&2',
+        '    say "winner: none (the selection failed)" > "$RESULTS/winner.txt"',
+        "fi",
+        'cat "$RESULTS/winner.txt"',
     ]
     return lines
 

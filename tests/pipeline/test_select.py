@@ -121,12 +121,17 @@ for arg in "$@"; do
   case "$arg" in
     --saveEngine=*pruned*) [ -n "${FAIL_PRUNED:-}" ] && exit 1; printf 'e' > "${arg#--saveEngine=}" ;;
     --saveEngine=*) printf 'e' > "${arg#--saveEngine=}" ;;
+    --exportTimes=*) TIMES="${arg#*=}" ;;
     --export*=*) printf '[]' > "${arg#*=}" ;;
     --loadEngine=*pruned*) M=0.41 ;;
     --loadEngine=*dense*) M=0.52 ;;
     --loadEngine=*) M=0.93 ;;
   esac
 done
+if [ -n "${M:-}" ] && [ -n "${TIMES:-}" ]; then  # four timed queries: M - S, M, M, M + S (interquartile range S)
+  S=${SPREAD:-0}
+  awk -v m="$M" -v s="$S" 'BEGIN { printf "[ { \\"latencyMs\\" : %g }, { \\"latencyMs\\" : %g }, { \\"latencyMs\\" : %g }, { \\"latencyMs\\" : %g } ]\\n", m - s, m, m, m + s }' > "$TIMES"
+fi
 if [ -n "${M:-}" ]; then
   echo "[12/01/2026-20:00:00] [I] H2D Latency: min = 0.01 ms, max = 0.02 ms, mean = 0.01 ms, median = 0.01 ms, percentile(90%) = 0.02 ms"
   echo "[12/01/2026-20:00:00] [I] Latency: min = 0.3 ms, max = 2 ms, mean = 1 ms, median = $M ms, percentile(90%) = 1.5 ms"
@@ -185,7 +190,7 @@ def test_device_script_times_every_candidate_and_names_the_winner(wide_bundle, t
         assert f"--onnx=model.{name}.onnx" in log
     timing = [line for line in log.splitlines() if "--loadEngine=" in line and "dense" in line]
     assert timing and "--loadInputs=input:input.bin" in timing[0] and "--useSpinWait" in timing[0]
-    assert (bundle / "results" / "winner.txt").read_text().strip() == f"winner: {winner}"
+    assert (bundle / "results" / "winner.txt").read_text().splitlines()[0] == f"winner: {winner}"
     assert f"winner: {winner}" in done.stdout
 
 
@@ -197,4 +202,44 @@ def test_device_script_skips_candidates_outside_the_tolerance(selected, tmp_path
     for name in ("pruned", "dense"):
         assert rows[name][3] == ("within" if sel[name]["eligible"] else "outside")
     expected = min((n for n in medians if sel[n]["eligible"]), key=medians.get)
-    assert (bundle / "results" / "winner.txt").read_text().strip() == f"winner: {expected}"
+    assert (bundle / "results" / "winner.txt").read_text().splitlines()[0] == f"winner: {expected}"
+
+
+@pytest.mark.parametrize("spread, winner", [("0.2", "dense"), ("0.05", "pruned")])
+def test_device_script_keeps_the_simpler_candidate_within_the_spread(wide_bundle, tmp_path, spread, winner):
+    """The desktop's rule on the board: pruned (0.41 ms) beats dense (0.52 ms) only when 0.11 ms exceeds the larger
+    interquartile range of their trtexec --exportTimes."""
+    bundle, done, rows, _ = device_run(wide_bundle, tmp_path, SPREAD=spread)
+    lines = (bundle / "results" / "winner.txt").read_text().splitlines()
+    assert lines[0] == f"winner: {winner}" and f"winner: {winner}" in done.stdout
+    assert any(line.startswith("pruned is 21.2% faster than dense, " + ("within" if winner == "dense" else "beyond"))
+               for line in lines), lines
+    assert list((bundle / "results").glob("timing.pattern-*.times.json"))  # the conditional's, per gate pattern
+
+
+def test_the_board_rule_weighs_the_conditional_timings_by_each_patterns_images(tmp_path):
+    """The winner snippet alone, on the board's Python where pyenv has it (else this one): the conditional engine is
+    faster than dense by 0.2 ms; its pooled timings spread only if the rare pattern (1 of 10 images) counted as much
+    as the common one."""
+    import subprocess
+
+    from jetpack_rehearsal import pyenv_python
+
+    from cosinegate.trt.device_script import CHOOSE_WINNER
+
+    def times(ms):
+        return json.dumps([{"latencyMs": ms}] * 8)
+
+    (tmp_path / "candidates.txt").write_text("candidate median ms parity accuracy\nconditional 0.36 passed reference\n"
+                                             "dense 0.56 passed within\n")
+    (tmp_path / "timing.patterns.txt").write_text("timing/pattern-0.bin 9 0.30 1,1,0\ntiming/pattern-1.bin 1 0.90 1,1,1\n")
+    (tmp_path / "timing.pattern-0.times.json").write_text(times(0.30))
+    (tmp_path / "timing.pattern-1.times.json").write_text(times(0.90))
+    (tmp_path / "timing.dense.times.json").write_text(times(0.56))
+    python = pyenv_python("3.8") or sys.executable
+    done = subprocess.run([python, "-", str(tmp_path)], input=CHOOSE_WINNER, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "winner: conditional", done.stdout
+    (tmp_path / "timing.patterns.txt").write_text("timing/pattern-0.bin 1 0.30 1,1,0\ntiming/pattern-1.bin 1 0.90 1,1,1\n")
+    done = subprocess.run([python, "-", str(tmp_path)], input=CHOOSE_WINNER, capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines()[0] == "winner: dense", done.stdout  # equal weights: IQR 0.6 ms > 0.2 ms
