@@ -165,10 +165,22 @@ def target_runtime(name, targets_dir=None):
     return _runtime_of(path) if path is not None and path.is_file() else "tensorrt"
 
 
+def _split_target(name, directory, allow_path=True):
+    """(folder, plain name) of a --target: NAME (in ``directory``), DIR/NAME for DIR/NAME.toml, or the profile file's
+    own path (DIR/NAME.toml, or NAME.toml where that file exists)."""
+    if not allow_path or not isinstance(name, str):
+        return directory, name
+    if name.endswith(".toml") and ("/" in name or os.sep in name or Path(name).is_file()):
+        name = name[: -len(".toml")]
+        if "/" not in name and os.sep not in name:
+            name = os.path.join(".", name)
+    if "/" in name or os.sep in name:
+        return Path(name).parent, Path(name).name
+    return directory, name
+
+
 def _profile_path(name, targets_dir=None):
-    directory = Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR
-    if isinstance(name, str) and ("/" in name or os.sep in name):
-        directory, name = Path(name).parent, Path(name).name
+    directory, name = _split_target(name, Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR)
     if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
         return None
     return directory / f"{name}.toml"
@@ -194,10 +206,9 @@ def load_ort_target(name, targets_dir=None):
 
 def load_target(name, targets_dir=None, allow_path=True):
     """Load and validate <targets_dir, default DEFAULT_TARGETS_DIR>/<name>.toml; with ``allow_path`` (a user's --target)
-    NAME may be DIR/NAME for DIR/NAME.toml. The name itself is plain either way (a name from a file, e.g. an engine manifest, is never a path)."""
-    directory = Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR
-    if allow_path and isinstance(name, str) and ("/" in name or os.sep in name):
-        directory, name = Path(name).parent, Path(name).name
+    NAME may be a profile file's path (DIR/NAME.toml, or DIR/NAME for it). The name itself is plain either way (a name
+    from a file, e.g. an engine manifest, is never a path)."""
+    directory, name = _split_target(name, Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR, allow_path)
     if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
         raise CosineGateError(f"target {name!r} is not a plain name (letters, digits, . _ -); "
                               f"valid targets: {', '.join(list_targets(directory)) or 'none'}.")
@@ -205,12 +216,14 @@ def load_target(name, targets_dir=None, allow_path=True):
     if not path.is_file():
         known = ", ".join(list_targets(directory)) or "none"
         if name.endswith(".toml"):
-            raise CosineGateError(f"unknown target {name!r}; a target is a name ({known}) or a path to a profile file, "
-                                  f"e.g. ./{name}.")
+            raise CosineGateError(f"unknown target {name!r}: no such profile file here; a target is a name ({known}) "
+                                  "or the path of a profile file.")
         ort = ", ".join(list_targets(directory, "onnxruntime"))
         raise CosineGateError(
             f"unknown target {name!r}; valid targets: {known}{f' (ONNX Runtime: {ort})' if ort else ''}. "
-            f"Pick one of those or add {path.name} to {directory}."
+            + (f"Pick one of those, or write a profile (copy one of engines/targets/*.toml in the repository) and pass "
+               f"its path: --target ./{path.name}." if directory == DEFAULT_TARGETS_DIR
+               else f"Pick one of those or add {path.name} to {directory}.")
         )
     return _profile_from(read_profile_toml(path), path)
 

@@ -9,6 +9,7 @@ from cosinegate.trt.targets import (
     DEFAULT_TARGETS_DIR,
     HostInfo,
     check_dla_core,
+    target_runtime,
     check_opset,
     host_matches,
     list_targets,
@@ -212,9 +213,22 @@ def test_default_targets_dir_is_package_data_and_the_checkout_links_to_it():
 
 
 def test_a_file_name_given_as_a_target_name_gets_a_path_hint():
-    with pytest.raises(CosineGateError, match=r"a target is a name \(.*jetson-orin.*\) or a path to a profile file, e\.g\. \./t1\.toml") as err:
+    with pytest.raises(CosineGateError, match=r"no such profile file here; a target is a name \(.*jetson-orin.*\) or the path") as err:
         load_target("t1.toml")
     assert "t1.toml.toml" not in str(err.value)
+
+
+def test_a_target_may_be_the_profile_files_own_path(tmp_path, monkeypatch):
+    """--target DIR/board.toml, DIR/board and board.toml (in the current folder) all load DIR/board.toml; an unknown
+    shipped name points at writing a profile, not at the installed package's folder."""
+    _write(tmp_path, "board", _valid_text())
+    assert load_target(str(tmp_path / "board.toml")).name == load_target(str(tmp_path / "board")).name == "board"
+    assert target_runtime(str(tmp_path / "board.toml")) == "tensorrt"
+    monkeypatch.chdir(tmp_path)
+    assert load_target("board.toml").name == "board"
+    with pytest.raises(CosineGateError, match=r"write a profile .* --target \./boards\.toml\.$") as err:
+        load_target("boards")
+    assert str(DEFAULT_TARGETS_DIR) not in str(err.value)
 
 
 def test_onnxruntime_profile_kept_apart_from_tensorrt_ones(tmp_path):
