@@ -123,7 +123,7 @@ def verdict(s, art, preview, log=print):
     if preview is not None and preview.get("passed") is False and s.checkpoint and art.calibration and art.data_choice:
         try:
             advice = measure_methods(s.checkpoint, art.calibration, art.data_choice, s.form, art.inputs, art.reference,
-                                     failed=preview)
+                                     failed=preview, log=log)  # its step lines follow --quiet; the advice is a warning
         except Exception as exc:  # noqa: BLE001 - calibration, Polygraphy and ONNX Runtime raise many types; advice is a help
             warn(f"warning: the calibration methods could not be tried ({type(exc).__name__}: {str(exc)[:160]})")
         else:

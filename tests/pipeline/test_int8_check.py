@@ -84,6 +84,13 @@ def test_a_failed_preview_is_a_warning_on_stderr_recorded_in_the_manifest(run, t
     assert subprocess.run(["sh", "-n", str(folder / "build_on_device.sh")]).returncode == 0
 
 
+
+def test_quiet_keeps_the_advice_and_drops_its_step_lines(run, tmp_path, only_minmax_passes, capsys):
+    assert build_engine.main(int8_args(run, tmp_path / "engines", "--quiet")) == 0
+    printed = capsys.readouterr()
+    assert "INT8 check fails here already" in printed.err and "<- best" in printed.err  # the warning and its table
+    assert "INT8 advice:" not in printed.err + printed.out  # "trying 3 calibration method(s)", "1/3 minmax", ...
+
 def test_a_passed_or_unrun_preview_says_nothing():
     from cosinegate.trt.bundle_readme import preview_failure
 
