@@ -413,7 +413,9 @@ def _pattern_timing(plan):
     if not plan.timing_patterns:
         return lines
     args = trtexec_timing_command(plan.profile, "$ENGINE", plan.profile.newest_tensorrt,
-                                  {plan.input_name: "$PATTERN_FILE"}, None, plan.dla_core) + ["--exportTimes=$PATTERN_TIMES"]
+                                  {plan.input_name: "$PATTERN_FILE"}, None, plan.dla_core)
+    if plan.candidates:  # the winner's rule reads each pattern's timed queries (deleted once it has: ~MBs each)
+        args.append("--exportTimes=$PATTERN_TIMES")
     table = '"$RESULTS/timing.patterns.txt"'
     return lines + [
         f'say "timing the engine over the gate patterns of the timing images ({plan.timing_patterns}; logs: '
@@ -422,7 +424,7 @@ def _pattern_timing(plan):
         "while read -r PATTERN_FILE PATTERN_IMAGES PATTERN; do",
         "    [ -n \"$PATTERN_FILE\" ] || continue",
         '    PATTERN_LOG="$RESULTS/timing.$(basename "$PATTERN_FILE" .bin).log"',
-        '    PATTERN_TIMES="${PATTERN_LOG%.log}.times.json"',
+        '    PATTERN_TIMES="${PATTERN_LOG%.log}.times.json"; rm -f "$PATTERN_TIMES"',
         f"    set -- {sh_words(args[1:])}",
         '    if "$TRTEXEC" "$@" < /dev/null > "$PATTERN_LOG" 2>&1; then PM=$(median_ms "$PATTERN_LOG"); else PM=\'\'; fi',
         f'    printf \'%s %s %s %s\\n\' "$PATTERN_FILE" "$PATTERN_IMAGES" "${{PM:-n/a}}" "$PATTERN" >> {table}',
@@ -444,11 +446,13 @@ MEDIAN_LATENCY = ("median_ms() { awk '/\\] Latency: min = / { for (i = 1; i < NF
 
 # The desktop's selection rule (cosinegate.bench.candidates.choose) on the board's table: candidates.txt (candidate,
 # median ms, parity, accuracy) and each one's trtexec --exportTimes (its timed queries only, warm-ups excluded from
-# TensorRT 8.5.2 on: samples/common/sampleReporting.cpp exportJSONTrace, `trace.begin() + nbWarmups`); the
-# conditional engine's timings pooled over its gate patterns, each weighted by its images. Spread = interquartile
-# range (one round here, so no range of round medians). Prints "winner: NAME" (run_engine.py reads it) and why;
-# stdlib only, Python 3.8.
-CHOOSE_WINNER = """
+# TensorRT 8.5.2 on: samples/common/sampleReporting.cpp exportJSONTrace, `trace.begin() + nbWarmups`). The conditional
+# engine's timings are pooled over its gate patterns, each pattern weighted by its images, and compared by their
+# median (the desktop's p50 over real images). Spread = interquartile range, numpy's linear percentiles for equal
+# weights (one trtexec run per engine, so no range of round medians as on the desktop). The conditional engine is
+# dropped if its own check FAILED. Prints "winner: NAME" (run_engine.py reads it) and the comparisons; stdlib only,
+# Python 3.8.
+CHOOSE_WINNER = r"""
 import json, os, sys
 results = sys.argv[1]
 SIMPLER_FIRST = ["dense", "pruned", "conditional"]
@@ -461,44 +465,60 @@ def latencies(path):
         return []
 
 def quantile(samples, q):
-    samples = sorted(samples)
-    total, seen = sum(w for _, w in samples), 0.0
+    # weighted, linear between the points at (weight before + half its own) rescaled so that the first point is at 0
+    # and the last at 1: numpy.percentile's default for equal weights
+    samples = sorted(s for s in samples if s[1] > 0)
+    if len(samples) == 1:
+        return samples[0][0]
+    total, seen, points = sum(w for _, w in samples), 0.0, []
+    first, last = samples[0][1] / 2, samples[-1][1] / 2
     for value, weight in samples:
+        points.append(((seen + weight / 2 - first) / (total - first - last), value))
         seen += weight
-        if seen >= q * total * (1 - 1e-9):
-            return value
-    return samples[-1][0]
-
-def spread(samples):
-    return quantile(samples, 0.75) - quantile(samples, 0.25) if samples else 0.0
+    for (p0, v0), (p1, v1) in zip(points, points[1:]):
+        if q <= p1:
+            return v0 if p1 <= p0 else v0 + (v1 - v0) * (q - p0) / (p1 - p0)
+    return points[-1][1]
 
 def conditional_samples():
     pooled = []
     try:
         with open(os.path.join(results, "timing.patterns.txt")) as f:
-            rows = [line.split() for line in f if line.strip()]
+            rows = [line.split() for line in f]
     except OSError:
         rows = []
     for row in rows:
-        name = os.path.basename(row[0])
-        times = latencies(os.path.join(results, "timing." + name[:-4] + ".times.json")) if name.endswith(".bin") else []
-        if row[2] != "n/a" and times:
-            pooled += [(ms, float(row[1]) / len(times)) for ms in times]
+        if len(row) < 3 or not row[0].endswith(".bin") or row[2] == "n/a" or not row[1].isdigit():
+            continue
+        times = latencies(os.path.join(results, "timing." + os.path.basename(row[0])[:-4] + ".times.json"))
+        pooled += [(ms, float(row[1]) / len(times)) for ms in times]
     return pooled or [(ms, 1.0) for ms in latencies(os.path.join(results, "timing.times.json"))]
 
 with open(os.path.join(results, "candidates.txt")) as f:
     rows = [line.split() for line in f][1:]
-timed = {}
-for name, median, parity, accuracy in (r[:4] for r in rows if len(r) >= 4):
-    if median == "n/a" or parity == "FAILED" or accuracy == "outside":
+timed, notes = {}, []
+for row in rows:
+    if len(row) < 4 or row[1] == "n/a" or row[2] == "FAILED" or row[3] == "outside":
         continue
-    samples = conditional_samples() if accuracy == "reference" else \
-        [(ms, 1.0) for ms in latencies(os.path.join(results, "timing." + name + ".times.json"))]
-    timed["conditional" if accuracy == "reference" else name] = (float(median), spread(samples), name)
+    name, median, reference = row[0], float(row[1]), row[3] == "reference"
+    if reference:
+        samples = conditional_samples()
+    else:
+        samples = [(ms, 1.0) for ms in latencies(os.path.join(results, "timing." + name + ".times.json"))]
+    if samples:
+        spread = quantile(samples, 0.75) - quantile(samples, 0.25)
+        if reference:
+            median = quantile(samples, 0.5)
+        notes.append("%s: median %.4f ms, interquartile range %.4f ms over %d timed queries" % (
+            name, median, spread, len(samples)))
+    else:
+        spread = 0.0
+        notes.append("%s: median %.4f ms; no --exportTimes timings, spread unknown (taken as 0)" % (name, median))
+    timed["conditional" if reference else name] = (median, spread, name)
 if not timed:
     print("winner: none (no candidate timed)")
     sys.exit(0)
-kept, notes = None, []
+kept = None
 for key in sorted(timed, key=lambda k: SIMPLER_FIRST.index(k) if k in SIMPLER_FIRST else len(SIMPLER_FIRST)):
     if kept is None:
         kept = key
@@ -515,10 +535,11 @@ for key in sorted(timed, key=lambda k: SIMPLER_FIRST.index(k) if k in SIMPLER_FI
     kept = key if beyond else kept
 print("winner: " + timed[kept][2])
 print("rule: the simpler graph (dense, pruned, conditional) is kept unless a faster one wins by more than the larger "
-      "interquartile range of the two (trtexec --exportTimes), as on the desktop")
+      "interquartile range of the two, as on the desktop")
 for note in notes:
     print(note)
 """
+
 
 def _candidate_table(plan):
     """Build, check and time the other candidates; one table; the winner (none without candidates)."""
@@ -542,7 +563,7 @@ def _candidate_table(plan):
             "",
             f'CAND_ENGINE="$RESULTS/"{sh_word(engine)}"$TRT-sm$SM.engine"',
             'CAND_TMP="$CAND_ENGINE.partial"',
-            f'CAND_TIMES="$RESULTS/timing.{name}.times.json"',
+            f'CAND_TIMES="$RESULTS/timing.{name}.times.json"; rm -f "$CAND_TIMES"',
             f'say "candidate {name}: building (log: results/build.{name}.log)"',
             "M=''; P=not-built",
             f'if build_{name} > "$RESULTS/build.{name}.log" 2>&1; then',
@@ -572,6 +593,7 @@ def _candidate_table(plan):
         '    say "winner: none (the selection failed)" > "$RESULTS/winner.txt"',
         "fi",
         'cat "$RESULTS/winner.txt"',
+        'rm -f "$RESULTS"/timing.pattern-*.times.json  # read; winner.txt keeps their medians and spreads',
     ]
     return lines
 
