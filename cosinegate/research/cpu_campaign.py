@@ -291,15 +291,46 @@ def table(folder, runs):
     return collect(Path(folder), specs)
 
 
+def _kind(run):
+    """What an epoch's time depends on: (backbone, dense or gated); None before the run can be planned."""
+    if run.config is None:
+        return None
+    return run.config["model"]["backbone"], "dense" if run.config["model"]["mode"] == "none" else "gated"
+
+
 def progress(folder, runs):
-    """{run: (state, epochs done, epochs planned)}."""
-    report = {}
+    """{run: state, epochs done, epochs planned, hours_left}: hours_left estimates the one-core hours the run still
+    needs, its epochs left times the median epoch seconds of every epoch trained so far by runs of its kind (this
+    machine, shared with other work while they ran); None where no run of its kind has trained an epoch, or the run
+    cannot be planned yet (a static run before its teacher, a control before every fine-tune)."""
+    report, seconds = {}, {}
     for run in runs:
         path = Path(folder) / "runs" / run.name / "metrics.jsonl"
-        done = len({m["epoch"] for m in read_metrics(path)}) if path.is_file() else 0
+        metrics = read_metrics(path) if path.is_file() else []
+        seconds.setdefault(_kind(run), []).extend(m["seconds"] for m in metrics if m.get("seconds"))
         planned = run.config["optim"]["epochs"] if run.config else None
-        report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": done, "epochs": planned}
+        report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": len({m["epoch"] for m in metrics}),
+                            "epochs": planned}
+    for run in runs:
+        entry, measured = report[run.name], sorted(seconds.get(_kind(run)) or [])
+        median = measured[len(measured) // 2] if measured else None
+        if entry["state"] == "done":
+            entry["hours_left"] = 0.0
+        elif entry["epochs"] is None or median is None:  # not plannable yet, or no epoch of its kind yet
+            entry["hours_left"] = None
+        else:
+            entry["hours_left"] = round(max(0, entry["epochs"] - entry["epochs_done"]) * median / 3600, 2)
     return report
+
+
+def hours_left_line(state, jobs=2):
+    """One line: the estimated one-core hours the campaign still needs, and what that is on `jobs` cores."""
+    known = [p["hours_left"] for p in state.values() if p["hours_left"] is not None]
+    unknown = [n for n, p in state.items() if p["hours_left"] is None]
+    total = sum(known)
+    text = (f"About {total:.1f} one-core hours left ({total / jobs:.1f} hours on {jobs} cores), from the median epoch time "
+            "of each kind of run (backbone, dense or gated) measured so far on this shared machine")
+    return text + (f"; not estimated: {', '.join(unknown)} (no epoch of their kind yet, or not plannable yet)." if unknown else ".")
 
 
 @dataclass
@@ -530,8 +561,10 @@ def write_report(folder, protocol=None):
     status = deploy_status(folder, runs, rows)
     reference = (protocol.get("reference") or {}).get("backbone")
     lines += [f"- {goal}: **{text}**" for goal, text in goals(rows, teacher_top1, status, reference)]
-    lines += ["", "## Progress", "", "| run | state | epochs |", "|---|---|---|"]
-    lines += [f"| {n} | {p['state']} | {p['epochs_done']} of {p['epochs'] or '?'} |" for n, p in state.items()]
+    lines += ["", "## Progress", "", hours_left_line(state), "", "| run | state | epochs | one-core hours left (est.) |",
+              "|---|---|---|---|"]
+    lines += [f"| {n} | {p['state']} | {p['epochs_done']} of {p['epochs'] or '?'} | "
+              f"{'?' if p['hours_left'] is None else format(p['hours_left'], '.1f')} |" for n, p in state.items()]
     text = "\n".join(lines) + "\n\n" + (results_markdown(rows, "") if rows else "No run has finished yet.\n")
     atomic_write_text(folder / "results.md", text)
     atomic_write_json(folder / "results.json", {"protocol": protocol, "rows": rows, "progress": state,

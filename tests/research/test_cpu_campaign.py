@@ -123,6 +123,20 @@ def test_the_command_reports_each_folders_progress_and_goals_as_json(chunked, tm
     assert report["chunk"] is None and set(report) == {"chunk", str(folder)}  # the --help text's shape
     assert report[str(folder)]["progress"]["teacher-s0"]["state"] == "done" and report[str(folder)]["goals"]
 
+
+def test_progress_estimates_the_hours_left_from_epochs_of_the_same_kind(tmp_path):
+    protocol = cc.load_protocol(tmp_path, {**TINY, "teacher_epochs": 5})
+    teacher = tmp_path / "runs" / "teacher-s0"
+    teacher.mkdir(parents=True)
+    teacher.joinpath("metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "seconds": s}) + "\n"
+                                                         for e, s in ((1, 300.0), (2, 360.0), (3, 9000.0))))
+    state = cc.progress(tmp_path, cc.plan(tmp_path, protocol))
+    assert state["teacher-s0"]["epochs_done"] == 3 and state["teacher-s0"]["hours_left"] == round(2 * 360.0 / 3600, 2)
+    assert state["rates-r0.5-s0"]["hours_left"] is None  # no gated epoch yet
+    assert state["static-d1-s0"]["hours_left"] is None  # not plannable before its teacher's static choice
+    line = cc.hours_left_line(state)
+    assert line.startswith("About 0.2 one-core hours left (0.1 hours on 2 cores)") and "rates-r0.5-s0" in line
+
 def _row(preset, mode, top1, savings, seeds=2, gain=None, dynamic_share=1.0):
     row = {"preset": preset, "mode": mode, "top1_mean": top1, "real_savings": savings, "seeds": seeds, "dynamic_share": dynamic_share}
     if gain is not None:
