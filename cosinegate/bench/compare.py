@@ -44,8 +44,10 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
     if checkpoint:  # every gated block as an If, so forced-on measures the conditional machinery at full MACs
         forced_source = workdir / "conditional_all.onnx"
         export_checkpoint(checkpoint, forced_source, "conditional", batch, policy="conditional-all")
-    forced_on(forced_source, forced_path)
-    graphs = {"dense": dense_path, "forced_on": forced_path}
+    graphs = {"dense": dense_path}
+    if graph_info(forced_source)[3]:  # a graph without an If has nothing to force (its timing would be the graph's own)
+        forced_on(forced_source, forced_path)
+        graphs["forced_on"] = forced_path
     flat_macs = table.executed([True] * len(kinds), meta.get("mode"))  # every block and every gate head
     if checkpoint:
         graphs["flat_twin"] = workdir / "flat.onnx"
@@ -81,10 +83,11 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
     out = {
         "speedup_statistic": stat, "dense_onnx": dense_origin, "dense_onnx_sha256": sha256_file(dense_path), "conditional_if_count": num_if, "policy": meta.get("policy"),
         "dense_latency_ms": runs["dense"]["latency_ms"], "conditional_latency_ms": runs["conditional"]["latency_ms"],
-        "forced_on_latency_ms": runs["forced_on"]["latency_ms"], "dense_graph": "gate-free backbone, same weights",
+        "forced_on_latency_ms": runs["forced_on"]["latency_ms"] if "forced_on" in runs else None,
+        "dense_graph": "gate-free backbone, same weights",
         "dense_macs": int(dense_macs), "flat_twin_macs": int(flat_macs), "executed_macs": executed, "executed_mac_ratio": executed / dense_macs,
         "ideal_speedup": dense_macs / executed, "realized_speedup": dense_ms / cond_ms,
-        "forced_on_overhead": runs["forced_on"]["latency_ms"][stat] / dense_ms - 1.0,
+        "forced_on_overhead": runs["forced_on"]["latency_ms"][stat] / dense_ms - 1.0 if "forced_on" in runs else None,
     }
     out["realized_over_ideal"] = out["realized_speedup"] / out["ideal_speedup"]
     if "ort_native" in runs:

@@ -132,8 +132,9 @@ def print_table(c):
                      c["static_pruned_speedup"]))
     rows.append((f"conditional ({c['conditional_if_count']} If)", c["conditional_latency_ms"], c["executed_macs"],
                  c["realized_speedup"]))
-    rows.append(("conditional, all gates forced on", c["forced_on_latency_ms"], c["flat_twin_macs"],
-                 c["dense_latency_ms"][s] / c["forced_on_latency_ms"][s]))
+    if c["forced_on_latency_ms"] is not None:
+        rows.append(("conditional, all gates forced on", c["forced_on_latency_ms"], c["flat_twin_macs"],
+                     c["dense_latency_ms"][s] / c["forced_on_latency_ms"][s]))
     if "ort_native_latency_ms" in c:
         rows.append(("ORT-native conditional (ORT kernels in If)", c["ort_native_latency_ms"], c["executed_macs"],
                      c["ort_native_realized_speedup"]))
@@ -143,7 +144,8 @@ def print_table(c):
     for name, lat, macs, speed in rows:
         print(f"{name:38s} {lat['p50']:8.3f} {lat['mean']:8.3f} {macs / 1e6:9.2f} {speed:8.3f}")
     print(f"ideal speedup {c['ideal_speedup']:.3f}, realized {c['realized_speedup']:.3f}, realized/ideal "
-          f"{c['realized_over_ideal']:.3f}, forced-on overhead {100 * c['forced_on_overhead']:+.1f}%")
+          f"{c['realized_over_ideal']:.3f}, forced-on overhead "
+          + ("n/a (the graph has no If to force)" if c["forced_on_overhead"] is None else f"{100 * c['forced_on_overhead']:+.1f}%"))
     if "selection" in c:
         from cosinegate.bench.candidates import selection_lines
 
