@@ -64,12 +64,13 @@ def ancestors(graph, tensors, stop=()):
 
 
 def remove_dead_nodes(graph):
-    """Drop nodes the graph outputs do not depend on, then initializers nothing reads."""
+    """Drop nodes the graph outputs do not depend on, then initializers nothing reads (an initializer that is itself a
+    graph output stays: a dense model's constant `gates`)."""
     live = ancestors(graph, [o.name for o in graph.output])
     keep = [n for n in graph.node if n.name in live]
     del graph.node[:]
     graph.node.extend(keep)
-    read = {name for n in graph.node for name in used_names(n)}
+    read = {name for n in graph.node for name in used_names(n)} | {o.name for o in graph.output}
     inits = [t for t in graph.initializer if t.name in read]
     del graph.initializer[:]
     graph.initializer.extend(inits)
