@@ -188,6 +188,25 @@ def tiny_checkpoint(tiny_run):
     return tiny_run / "last.pt"
 
 
+
+@pytest.fixture(scope="session")
+def dense_checkpoint(tiny_checkpoint, tmp_path_factory):
+    """A model without gates (mode none) and with block 5 removed, as a static baseline: the tiny run's config,
+    fresh weights."""
+    import torch
+
+    from cosinegate.models import build_model
+    from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(tiny_checkpoint)
+    state["config"]["model"].update(mode="none", drop_blocks=[5])
+    torch.manual_seed(0)
+    state["model"] = build_model(state["config"]["model"], state["num_classes"]).eval().state_dict()
+    state["skip_rates"] = None
+    path = tmp_path_factory.mktemp("dense") / "dense.pt"
+    save_checkpoint(path, **{k: v for k, v in state.items() if k != "format"})
+    return path
+
 # ---- checkpoints with known gate behaviour, shared by the ONNX, parity and bench tests ----
 
 

@@ -45,8 +45,7 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
         forced_source = workdir / "conditional_all.onnx"
         export_checkpoint(checkpoint, forced_source, "conditional", batch, policy="conditional-all")
     graphs = {"dense": dense_path}
-    if graph_info(forced_source)[3]:  # a graph without an If has nothing to force (its timing would be the graph's own)
-        forced_on(forced_source, forced_path)
+    if forced_on(forced_source, forced_path):  # a graph without an If has nothing to force (its timing is the graph's own)
         graphs["forced_on"] = forced_path
     flat_macs = table.executed([True] * len(kinds), meta.get("mode"))  # every block and every gate head
     if checkpoint:
@@ -63,7 +62,9 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
         except CosineGateError as exc:
             log(f"static-pruned graph not available: {exc}")
         try:
-            graphs["ort_native"], graphs["ort_native_forced_on"] = ort_native_graphs(checkpoint, policy, batch, threads, workdir)
+            graphs["ort_native"], native_forced = ort_native_graphs(checkpoint, policy, batch, threads, workdir)
+            if native_forced is not None:
+                graphs["ort_native_forced_on"] = native_forced
         except CosineGateError as exc:
             log(f"ORT-native conditional graph not available: {exc}")
     graphs["conditional"] = conditional_path
@@ -94,10 +95,11 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
         native_ms = runs["ort_native"]["latency_ms"][stat]
         out.update(
             ort_native_latency_ms=runs["ort_native"]["latency_ms"],
-            ort_native_forced_on_latency_ms=runs["ort_native_forced_on"]["latency_ms"],
+            ort_native_forced_on_latency_ms=runs["ort_native_forced_on"]["latency_ms"] if "ort_native_forced_on" in runs else None,
             ort_native_realized_speedup=dense_ms / native_ms,
             ort_native_realized_over_ideal=dense_ms / native_ms / out["ideal_speedup"],
-            ort_native_forced_on_overhead=runs["ort_native_forced_on"]["latency_ms"][stat] / dense_ms - 1.0,
+            ort_native_forced_on_overhead=(runs["ort_native_forced_on"]["latency_ms"][stat] / dense_ms - 1.0
+                                           if "ort_native_forced_on" in runs else None),
         )
     if "flat_twin" in runs:
         out.update(flat_twin_latency_ms=runs["flat_twin"]["latency_ms"],
@@ -126,7 +128,7 @@ def _selection(graphs, runs, batches, labels, threads):
 
 def ort_native_graphs(checkpoint, policy, batch, threads, workdir):
     """The ORT-native conditional graph (NCHWc kept inside each If) with ``policy``, and its conditional-all twin
-    with every gate forced on."""
+    with every gate forced on (None when that twin has no If: nothing to force)."""
     import onnx
 
     from cosinegate.onnx.ort_native import ort_native_conditional
@@ -143,5 +145,4 @@ def ort_native_graphs(checkpoint, policy, batch, threads, workdir):
     onnx.save(ort_native_conditional(flat, policy, skip_rates, threads), str(native))
     onnx.save(ort_native_conditional(flat, "conditional-all", skip_rates, threads), str(native_all))
     forced = workdir / "ort_native_forced_on.onnx"
-    forced_on(native_all, forced)
-    return native, forced
+    return native, forced if forced_on(native_all, forced) else None

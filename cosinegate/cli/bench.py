@@ -121,6 +121,10 @@ def print_block_rows(blocks):
               f"{even:>13s}  {b.get('verdict', '')}")
 
 
+def _overhead(value):
+    return "n/a (no If to force)" if value is None else f"{100 * value:+.1f}%"
+
+
 def print_table(c):
     s = c["speedup_statistic"]
     rows = [("dense (backbone, no gates)", c["dense_latency_ms"], c["dense_macs"], 1.0)]
@@ -138,14 +142,14 @@ def print_table(c):
     if "ort_native_latency_ms" in c:
         rows.append(("ORT-native conditional (ORT kernels in If)", c["ort_native_latency_ms"], c["executed_macs"],
                      c["ort_native_realized_speedup"]))
-        rows.append(("ORT-native, all gates forced on", c["ort_native_forced_on_latency_ms"], c["flat_twin_macs"],
-                     c["dense_latency_ms"][s] / c["ort_native_forced_on_latency_ms"][s]))
+        if c["ort_native_forced_on_latency_ms"] is not None:
+            rows.append(("ORT-native, all gates forced on", c["ort_native_forced_on_latency_ms"], c["flat_twin_macs"],
+                         c["dense_latency_ms"][s] / c["ort_native_forced_on_latency_ms"][s]))
     print(f"{'graph':38s} {'p50 ms':>8s} {'mean ms':>8s} {'MACs (M)':>9s} {'speedup':>8s}")
     for name, lat, macs, speed in rows:
         print(f"{name:38s} {lat['p50']:8.3f} {lat['mean']:8.3f} {macs / 1e6:9.2f} {speed:8.3f}")
     print(f"ideal speedup {c['ideal_speedup']:.3f}, realized {c['realized_speedup']:.3f}, realized/ideal "
-          f"{c['realized_over_ideal']:.3f}, forced-on overhead "
-          + ("n/a (the graph has no If to force)" if c["forced_on_overhead"] is None else f"{100 * c['forced_on_overhead']:+.1f}%"))
+          f"{c['realized_over_ideal']:.3f}, forced-on overhead {_overhead(c['forced_on_overhead'])}")
     if "selection" in c:
         from cosinegate.bench.candidates import selection_lines
 
@@ -153,7 +157,7 @@ def print_table(c):
         print("\n".join(selection_lines(c["selection"])))
     if "ort_native_latency_ms" in c:
         print(f"ORT-native: realized {c['ort_native_realized_speedup']:.3f}, realized/ideal "
-              f"{c['ort_native_realized_over_ideal']:.3f}, forced-on overhead {100 * c['ort_native_forced_on_overhead']:+.1f}%")
+              f"{c['ort_native_realized_over_ideal']:.3f}, forced-on overhead {_overhead(c['ort_native_forced_on_overhead'])}")
 
 
 if __name__ == "__main__":

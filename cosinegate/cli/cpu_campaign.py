@@ -37,8 +37,8 @@ def parse_args(argv=None):
                         help="no training: export the leading gated run with --policy auto, check parity on the whole test "
                              "split and its INT8 Q/DQ graph (winner-check.json), then regenerate the results")
     add_report_flags(parser, '{"chunk": {"finished", "stopped", "failed": [run names], "seconds"} (null with --report '
-                     'or --check-winner), and per campaign folder {"progress": {run: state and epochs}, "goals": '
-                     '{goal: status}}')
+                     'or --check-winner), and per campaign folder {"progress": {run: {"state", "epochs_done", "epochs", '
+                     '"hours_left"}}, "goals": {goal: status}}')
     add_version_flag(parser)
     return parser.parse_args(argv)
 
@@ -75,7 +75,7 @@ def main(argv=None):
               f"in {result.seconds / 60:.0f} min")
     reports = {}
     for folder in folders:
-        cc.write_report(folder)
+        cc.write_report(folder, jobs=args.jobs)
         plot = ", pareto.png" if (Path(folder) / "pareto.png").is_file() else " (no plot: no run has finished)"
         print(f"wrote {folder}/results.md, results.json{plot}")
         reports[folder] = json.loads((Path(folder) / "results.json").read_text())

@@ -292,27 +292,30 @@ def table(folder, runs):
 
 
 def _kind(run):
-    """What an epoch's time depends on: (backbone, dense or gated); None before the run can be planned."""
+    """What an epoch's time depends on: (backbone, dense or gated, distilled); None before the run can be planned."""
     if run.config is None:
         return None
-    return run.config["model"]["backbone"], "dense" if run.config["model"]["mode"] == "none" else "gated"
+    return (run.config["model"]["backbone"], "dense" if run.config["model"]["mode"] == "none" else "gated",
+            bool(run.config.get("distill", {}).get("weight")))
 
 
 def progress(folder, runs):
-    """{run: state, epochs done, epochs planned, hours_left}: hours_left estimates the one-core hours the run still
-    needs, its epochs left times the median epoch seconds of every epoch trained so far by runs of its kind (this
-    machine, shared with other work while they ran); None where no run of its kind has trained an epoch, or the run
-    cannot be planned yet (a static run before its teacher, a control before every fine-tune)."""
-    report, seconds = {}, {}
+    """{run: state, epochs_done, epochs (planned), hours_left}: hours_left estimates the one-core hours the run still
+    needs, its epochs left times the median epoch seconds of its own epochs, or before it has one, of every epoch
+    trained so far by runs of its kind (_kind; this machine, shared with other work while they ran); None where
+    neither exists, or the run cannot be planned yet (a static run before its teacher, a control before every
+    fine-tune)."""
+    report, seconds, own = {}, {}, {}
     for run in runs:
         path = Path(folder) / "runs" / run.name / "metrics.jsonl"
         metrics = read_metrics(path) if path.is_file() else []
-        seconds.setdefault(_kind(run), []).extend(m["seconds"] for m in metrics if m.get("seconds"))
+        own[run.name] = [m["seconds"] for m in metrics if m.get("seconds")]
+        seconds.setdefault(_kind(run), []).extend(own[run.name])
         planned = run.config["optim"]["epochs"] if run.config else None
         report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": len({m["epoch"] for m in metrics}),
                             "epochs": planned}
     for run in runs:
-        entry, measured = report[run.name], sorted(seconds.get(_kind(run)) or [])
+        entry, measured = report[run.name], sorted(own[run.name] or seconds.get(_kind(run)) or [])
         median = measured[len(measured) // 2] if measured else None
         if entry["state"] == "done":
             entry["hours_left"] = 0.0
@@ -324,13 +327,16 @@ def progress(folder, runs):
 
 
 def hours_left_line(state, jobs=2):
-    """One line: the estimated one-core hours the campaign still needs, and what that is on `jobs` cores."""
+    """One line: the estimated one-core hours the campaign still needs, and the least that is in hours with `jobs`
+    runs at once (runs wait for their teacher, so it can take longer)."""
     known = [p["hours_left"] for p in state.values() if p["hours_left"] is not None]
     unknown = [n for n, p in state.items() if p["hours_left"] is None]
+    if not known or (unknown and not sum(known)):
+        return f"One-core hours left: not estimated yet (no epoch of the kind of {', '.join(unknown)})."
     total = sum(known)
-    text = (f"About {total:.1f} one-core hours left ({total / jobs:.1f} hours on {jobs} cores), from the median epoch time "
-            "of each kind of run (backbone, dense or gated) measured so far on this shared machine")
-    return text + (f"; not estimated: {', '.join(unknown)} (no epoch of their kind yet, or not plannable yet)." if unknown else ".")
+    text = (f"About {total:.1f} one-core hours left (at least {total / jobs:.1f} hours with {jobs} runs at once), from "
+            "the median epoch time of each run, or of runs of its kind, measured so far on this shared machine")
+    return text + (f"; not estimated yet: {', '.join(unknown)} (no epoch of their kind, or not plannable)." if unknown else ".")
 
 
 @dataclass
@@ -535,8 +541,9 @@ def check_winner(folder, test_images=None, log=print):
     return record
 
 
-def write_report(folder, protocol=None):
-    """results.md, results.json and pareto.png of the campaign folder, from its state as it is now."""
+def write_report(folder, protocol=None, jobs=2):
+    """results.md, results.json and pareto.png of the campaign folder, from its state as it is now (`jobs`: runs at
+    once, for the hours-left line)."""
     folder = Path(folder)
     protocol = protocol or load_protocol(folder)
     runs = plan(folder, protocol)
@@ -561,7 +568,7 @@ def write_report(folder, protocol=None):
     status = deploy_status(folder, runs, rows)
     reference = (protocol.get("reference") or {}).get("backbone")
     lines += [f"- {goal}: **{text}**" for goal, text in goals(rows, teacher_top1, status, reference)]
-    lines += ["", "## Progress", "", hours_left_line(state), "", "| run | state | epochs | one-core hours left (est.) |",
+    lines += ["", "## Progress", "", hours_left_line(state, jobs), "", "| run | state | epochs | one-core hours left (est.) |",
               "|---|---|---|---|"]
     lines += [f"| {n} | {p['state']} | {p['epochs_done']} of {p['epochs'] or '?'} | "
               f"{'?' if p['hours_left'] is None else format(p['hours_left'], '.1f')} |" for n, p in state.items()]

@@ -249,17 +249,14 @@ def test_crafted_graph_metadata_is_refused_in_one_line(conditional_onnx, tmp_pat
     assert re.search(message, done.stderr) and "re-export it with deploy/export_onnx.py" in done.stderr, done.stderr
 
 
-def test_compare_dense_forces_nothing_on_a_graph_without_an_if(tiny_checkpoint, fake_cifar_root, tmp_path, capsys):
-    """A conditional graph with no If (every block static) has no gates to force on: no forced-on row, no overhead."""
-    from cosinegate.onnx import export_checkpoint
-
-    plain, dense = tmp_path / "plain.onnx", tmp_path / "dense.onnx"
-    export_checkpoint(tiny_checkpoint, plain, "conditional", policy="dense")
-    export_checkpoint(tiny_checkpoint, dense, policy="dense")
+def test_compare_dense_forces_nothing_on_a_graph_without_an_if(dense_checkpoint, fake_cifar_root, tmp_path, capsys):
+    """A model without gates has no If to force on, in the portable or the ORT-native graph: no forced-on rows, no
+    overhead figures (they would time the graph itself)."""
     report = tmp_path / "c.json"
-    assert bench.main(["--onnx", str(plain), "--dense-onnx", str(dense), "--compare-dense", "--data-root",
+    assert bench.main(["--checkpoint", str(dense_checkpoint), "--backend", "onnxrt", "--compare-dense", "--data-root",
                        str(fake_cifar_root), *FAST, "--rounds", "1", "--json", str(report)]) == 0
     c = json.loads(report.read_text())["compare_dense"]
     assert c["conditional_if_count"] == 0 and c["forced_on_latency_ms"] is None and c["forced_on_overhead"] is None
+    assert c["ort_native_forced_on_latency_ms"] is None and c["ort_native_forced_on_overhead"] is None
     out = capsys.readouterr().out
-    assert "forced-on overhead n/a (the graph has no If to force)" in out and "all gates forced on" not in out
+    assert out.count("forced-on overhead n/a (no If to force)") == 2 and "gates forced on" not in out

@@ -200,24 +200,13 @@ def test_foreign_onnx_is_recognized(tmp_path):
         load_toolkit_onnx(tmp_path / "f.onnx")
 
 
-def test_a_dense_checkpoint_exports_in_every_form(tiny_checkpoint, tmp_path):
+def test_a_dense_checkpoint_exports_in_every_form(dense_checkpoint, tmp_path):
     """A model trained without gates (mode none; here with block 5 removed, as a static baseline) has a constant
     `gates` output; each form keeps it (it was dropped as an unread initializer: the graph failed its check)."""
-    import torch
-
-    from cosinegate.models import build_model
-    from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
-
-    state = load_checkpoint(tiny_checkpoint)
-    state["config"]["model"].update(mode="none", drop_blocks=[5])
-    torch.manual_seed(0)
-    model = build_model(state["config"]["model"], state["num_classes"]).eval()
-    state["model"], state["skip_rates"] = model.state_dict(), None
-    save_checkpoint(tmp_path / "dense.pt", **{k: v for k, v in state.items() if k != "format"})
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
     outputs = {}
     for form in ("flat", "conditional", "masked", "compact"):
-        manifest = export_checkpoint(tmp_path / "dense.pt", tmp_path / f"{form}.onnx", form=form)
+        manifest = export_checkpoint(dense_checkpoint, tmp_path / f"{form}.onnx", form=form)
         assert manifest["num_if"] == 0 and [b["kind"] for b in manifest["blocks"]].count("dropped") == 1
         outputs[form] = run_ort(tmp_path / f"{form}.onnx", x)
     for form, (logits, gates) in outputs.items():

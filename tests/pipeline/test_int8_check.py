@@ -67,6 +67,7 @@ def test_a_failed_preview_is_a_warning_on_stderr_recorded_in_the_manifest(run, t
     assert build_engine.main(int8_args(run, tmp_path / "engines", "--json", str(report))) == 0
     printed = capsys.readouterr()
     assert "INT8 check fails here already" in printed.err and "INT8 check fails" not in printed.out
+    assert "INT8 advice: 1/3 minmax" in printed.out  # its step lines: the command's log (hidden by --quiet)
     preview = json.loads(report.read_text())["int8_preview_onnxrt"]
     assert preview["passed"] is False and preview["advice"]["best"] == "minmax"
     assert [r["passed"] for r in preview["advice"]["rows"]] == [False, True, False, False]

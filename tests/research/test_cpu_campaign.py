@@ -126,16 +126,22 @@ def test_the_command_reports_each_folders_progress_and_goals_as_json(chunked, tm
 
 def test_progress_estimates_the_hours_left_from_epochs_of_the_same_kind(tmp_path):
     protocol = cc.load_protocol(tmp_path, {**TINY, "teacher_epochs": 5})
-    teacher = tmp_path / "runs" / "teacher-s0"
-    teacher.mkdir(parents=True)
-    teacher.joinpath("metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "seconds": s}) + "\n"
-                                                         for e, s in ((1, 300.0), (2, 360.0), (3, 9000.0))))
+    assert cc.hours_left_line(cc.progress(tmp_path, cc.plan(tmp_path, protocol))).startswith("One-core hours left: not estimated yet")
+
+    def epochs(run, *seconds):
+        (tmp_path / "runs" / run).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "runs" / run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "seconds": s}) + "\n"
+                                                                      for e, s in enumerate(seconds, 1)))
+
+    epochs("teacher-s0", 300.0, 360.0, 9000.0)
     state = cc.progress(tmp_path, cc.plan(tmp_path, protocol))
     assert state["teacher-s0"]["epochs_done"] == 3 and state["teacher-s0"]["hours_left"] == round(2 * 360.0 / 3600, 2)
     assert state["rates-r0.5-s0"]["hours_left"] is None  # no gated epoch yet
     assert state["static-d1-s0"]["hours_left"] is None  # not plannable before its teacher's static choice
-    line = cc.hours_left_line(state)
-    assert line.startswith("About 0.2 one-core hours left (0.1 hours on 2 cores)") and "rates-r0.5-s0" in line
+    line = cc.hours_left_line(state, jobs=2)
+    assert line.startswith("About 0.2 one-core hours left (at least 0.1 hours with 2 runs at once)") and "rates-r0.5-s0" in line
+    epochs("rates-r0.5-s0", 7200.0)  # TINY fine-tunes for 1 epoch: done with it, none left
+    assert cc.progress(tmp_path, cc.plan(tmp_path, protocol))["rates-r0.5-s0"]["hours_left"] == 0.0
 
 def _row(preset, mode, top1, savings, seeds=2, gain=None, dynamic_share=1.0):
     row = {"preset": preset, "mode": mode, "top1_mean": top1, "real_savings": savings, "seeds": seeds, "dynamic_share": dynamic_share}

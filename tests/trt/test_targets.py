@@ -223,7 +223,11 @@ def test_a_target_may_be_the_profile_files_own_path(tmp_path, monkeypatch):
     shipped name points at writing a profile, not at the installed package's folder."""
     _write(tmp_path, "board", _valid_text())
     assert load_target(str(tmp_path / "board.toml")).name == load_target(str(tmp_path / "board")).name == "board"
-    assert target_runtime(str(tmp_path / "board.toml")) == "tensorrt"
+    ort = (DEFAULT_TARGETS_DIR / "cpu-onnxruntime.toml").read_text()
+    (tmp_path / "my-cpu.toml").write_text(ort.replace('name = "cpu-onnxruntime"', 'name = "my-cpu"'))
+    assert target_runtime(str(tmp_path / "my-cpu.toml")) == "onnxruntime"  # the path's own profile was read
+    with pytest.raises(CosineGateError, match=r"target profile .*missing\.toml is not a file; fix the path"):
+        load_target(str(tmp_path / "missing.toml"))
     monkeypatch.chdir(tmp_path)
     assert load_target("board.toml").name == "board"
     with pytest.raises(CosineGateError, match=r"write a profile .* --target \./boards\.toml\.$") as err:
