@@ -210,13 +210,13 @@ def load_target(name, targets_dir=None, allow_path=True):
     from a file, e.g. an engine manifest, is never a path)."""
     given = name
     directory, name = _split_target(name, Path(targets_dir) if targets_dir else DEFAULT_TARGETS_DIR, allow_path)
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise CosineGateError(f"target {name!r} is not a plain name (letters, digits, . _ -); "
+                              f"valid targets: {', '.join(list_targets(directory)) or 'none'}.")
     if allow_path and isinstance(given, str) and ("/" in given or os.sep in given) and not (directory / f"{name}.toml").is_file():
         shown = given if given.endswith(".toml") else directory / f"{name}.toml"
         raise CosineGateError(f"target profile {shown} is not a file; fix the path (a target is a shipped name such as "
                               "jetson-orin, or the path of a profile file).")
-    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
-        raise CosineGateError(f"target {name!r} is not a plain name (letters, digits, . _ -); "
-                              f"valid targets: {', '.join(list_targets(directory)) or 'none'}.")
     path = directory / f"{name}.toml"
     if not path.is_file():
         known = ", ".join(list_targets(directory)) or "none"
