@@ -84,23 +84,21 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
     out = {
         "speedup_statistic": stat, "dense_onnx": dense_origin, "dense_onnx_sha256": sha256_file(dense_path), "conditional_if_count": num_if, "policy": meta.get("policy"),
         "dense_latency_ms": runs["dense"]["latency_ms"], "conditional_latency_ms": runs["conditional"]["latency_ms"],
-        "forced_on_latency_ms": runs["forced_on"]["latency_ms"] if "forced_on" in runs else None,
         "dense_graph": "gate-free backbone, same weights",
         "dense_macs": int(dense_macs), "flat_twin_macs": int(flat_macs), "executed_macs": executed, "executed_mac_ratio": executed / dense_macs,
         "ideal_speedup": dense_macs / executed, "realized_speedup": dense_ms / cond_ms,
-        "forced_on_overhead": runs["forced_on"]["latency_ms"][stat] / dense_ms - 1.0 if "forced_on" in runs else None,
     }
+    out["forced_on_latency_ms"], out["forced_on_overhead"] = _forced_on(runs, "forced_on", stat, dense_ms)
     out["realized_over_ideal"] = out["realized_speedup"] / out["ideal_speedup"]
     if "ort_native" in runs:
         native_ms = runs["ort_native"]["latency_ms"][stat]
         out.update(
             ort_native_latency_ms=runs["ort_native"]["latency_ms"],
-            ort_native_forced_on_latency_ms=runs["ort_native_forced_on"]["latency_ms"] if "ort_native_forced_on" in runs else None,
             ort_native_realized_speedup=dense_ms / native_ms,
             ort_native_realized_over_ideal=dense_ms / native_ms / out["ideal_speedup"],
-            ort_native_forced_on_overhead=(runs["ort_native_forced_on"]["latency_ms"][stat] / dense_ms - 1.0
-                                           if "ort_native_forced_on" in runs else None),
         )
+        out["ort_native_forced_on_latency_ms"], out["ort_native_forced_on_overhead"] = _forced_on(
+            runs, "ort_native_forced_on", stat, dense_ms)
     if "flat_twin" in runs:
         out.update(flat_twin_latency_ms=runs["flat_twin"]["latency_ms"],
                    flat_twin_speedup=dense_ms / runs["flat_twin"]["latency_ms"][stat])
@@ -124,6 +122,14 @@ def _selection(graphs, runs, batches, labels, threads):
     candidates = {c: {**timing_record(runs[g]["_rounds"]), "accuracy": accuracy(OnnxrtBackend(graphs[g], threads), batches, labels)}
                   for c, g in names.items() if g in runs}
     return selection_record(candidates, max_accuracy_drop(FP32))
+
+
+def _forced_on(runs, name, stat, dense_ms):
+    """(latency statistics, overhead against dense) of the forced-on graph ``name``; (None, None) when it was not timed
+    (its conditional graph had no If to force)."""
+    if name not in runs:
+        return None, None
+    return runs[name]["latency_ms"], runs[name]["latency_ms"][stat] / dense_ms - 1.0
 
 
 def ort_native_graphs(checkpoint, policy, batch, threads, workdir):

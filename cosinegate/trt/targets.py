@@ -213,12 +213,11 @@ def load_target(name, targets_dir=None, allow_path=True):
     if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name) or ".." in name:
         raise CosineGateError(f"target {name!r} is not a plain name (letters, digits, . _ -); "
                               f"valid targets: {', '.join(list_targets(directory)) or 'none'}.")
-    if allow_path and isinstance(given, str) and ("/" in given or os.sep in given) and not (directory / f"{name}.toml").is_file():
-        shown = given if given.endswith(".toml") else directory / f"{name}.toml"
-        raise CosineGateError(f"target profile {shown} is not a file; fix the path (a target is a shipped name such as "
-                              "jetson-orin, or the path of a profile file).")
     path = directory / f"{name}.toml"
     if not path.is_file():
+        if allow_path and ("/" in given or os.sep in given):  # a path the user typed (plain names fall through)
+            raise CosineGateError(f"target profile {given if given.endswith('.toml') else path} is not a file; fix the "
+                                  "path (a target is a shipped name such as jetson-orin, or the path of a profile file).")
         known = ", ".join(list_targets(directory)) or "none"
         if name.endswith(".toml"):
             raise CosineGateError(f"unknown target {name!r}: no such profile file here; a target is a name ({known}) "
