@@ -38,6 +38,7 @@ class JetPack:
     api: str  # tests/data/trt_api/<api>.txt
     pip: str  # Ubuntu's python3-pip
     setuptools: str  # Ubuntu's python3-setuptools
+    opencv: str  # opencv-python-headless standing in for JetPack's OpenCV (its version, built against numpy 1.x)
 
     @property
     def trtexec_banner(self):
@@ -46,13 +47,14 @@ class JetPack:
         return str(major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch)
 
 
-# JetPack release notes: 5.1 = TensorRT 8.5.2.2, Python 3.8, Ubuntu 20.04 (pip 20.0.2, setuptools 45.2.0);
-# 6.0 = TensorRT 8.6.2.3, 6.1/6.2 = TensorRT 10.3.0.30, Python 3.10, Ubuntu 22.04 (pip 22.0.2, setuptools 59.6.0).
-# The 8.6 __init__.py comes from the 8.6.1 bindings wheel (no 8.6.2 on PyPI; same 8.6 packaging).
+# JetPack release notes: 5.1 = TensorRT 8.5.2.2, OpenCV 4.5.4, Python 3.8, Ubuntu 20.04 (pip 20.0.2, setuptools
+# 45.2.0); 6.0 = TensorRT 8.6.2.3, 6.1/6.2 = TensorRT 10.3.0.30, both OpenCV 4.8.0, Python 3.10, Ubuntu 22.04 (pip
+# 22.0.2, setuptools 59.6.0). The 8.6 __init__.py comes from the 8.6.1 bindings wheel (no 8.6.2 on PyPI).
 JETPACKS = {
-    "5.1": JetPack("5.1", "3.8", "8.5.2.2", ("tensorrt", "8.5.2.2", "cp38"), "8.5.2", "20.0.2", "45.2.0"),
-    "6.0": JetPack("6.0", "3.10", "8.6.2.3", ("tensorrt-bindings", "8.6.1", "cp310"), "8.6.1", "22.0.2", "59.6.0"),
-    "6.1": JetPack("6.1", "3.10", "10.3.0.30", ("tensorrt-cu12-bindings", "10.3.0", "cp310"), "10.3.0", "22.0.2", "59.6.0"),
+    "5.1": JetPack("5.1", "3.8", "8.5.2.2", ("tensorrt", "8.5.2.2", "cp38"), "8.5.2", "20.0.2", "45.2.0", "4.5.4.60"),
+    "6.0": JetPack("6.0", "3.10", "8.6.2.3", ("tensorrt-bindings", "8.6.1", "cp310"), "8.6.1", "22.0.2", "59.6.0", "4.8.0.76"),
+    "6.1": JetPack("6.1", "3.10", "10.3.0.30", ("tensorrt-cu12-bindings", "10.3.0", "cp310"), "10.3.0", "22.0.2", "59.6.0",
+                   "4.8.0.76"),
 }
 
 
@@ -93,12 +95,14 @@ def run(args, **kwargs):
 
 
 def board_venv(jetpack, root):
-    """A venv of the JetPack's Python with its Ubuntu's pip and setuptools, and ``pip3 install -e '.[device]'`` from
-    ``root`` run in it (the bundle README's line). Returns (venv path, the install's CompletedProcess).
+    """A venv of the JetPack's Python with its Ubuntu's pip and setuptools, ``pip3 install -e '.[device]'`` from
+    ``root`` run in it (the bundle README's line), then JetPack's OpenCV added as apt adds it: beside, never resolved
+    by pip (``--no-deps``), so a numpy the install moved to is the one it must import with. Returns (venv path, the
+    CompletedProcess of the install, or of the OpenCV step where the install passed and it failed).
 
     Kept between runs, keyed by the project's requirements: a changed setup.cfg resolves afresh, as a board would."""
-    key = hashlib.sha256(b"".join((root / f).read_bytes() for f in ("setup.cfg", "setup.py", "pyproject.toml")
-                                  if (root / f).is_file())).hexdigest()[:12]
+    key = hashlib.sha256(jetpack.opencv.encode() + b"".join(
+        (root / f).read_bytes() for f in ("setup.cfg", "setup.py", "pyproject.toml") if (root / f).is_file())).hexdigest()[:12]
     venv = CACHE / f"venv-{jetpack.python}-pip{jetpack.pip}-{key}"
     if not (venv / "bin" / "python").is_file():
         for old in CACHE.glob(f"venv-{jetpack.python}-pip{jetpack.pip}-*"):  # made for other requirements
@@ -109,7 +113,11 @@ def board_venv(jetpack, root):
                     f"setuptools=={jetpack.setuptools}"], env=clean_pip_env())
         assert pins.returncode == 0, pins.stderr
     install = run([venv / "bin" / "pip3", "install", "-q", "-e", ".[device]"], cwd=root, env=clean_pip_env())
-    return venv, install
+    if install.returncode != 0:
+        return venv, install
+    opencv = run([venv / "bin" / "pip3", "install", "-q", "--no-deps", f"opencv-python-headless=={jetpack.opencv}"],
+                 env=clean_pip_env())
+    return venv, install if opencv.returncode == 0 else opencv
 
 
 class RangeFile(io.RawIOBase):

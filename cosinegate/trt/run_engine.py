@@ -17,7 +17,8 @@ ran (the `gates` output), then the mean executed MACs and the saving against the
 Board side: Python 3.8+, numpy and TensorRT 8.5+ (JetPack 5.1: 8.5.2, 6.0: 8.6.2, 6.1/6.2: 10.3.0) with the CUDA
 runtime library libcudart.so (JetPack's CUDA, /usr/local/cuda/lib64; called through ctypes, so no pycuda or
 cuda-python is needed; CUDART=/path/libcudart.so picks another). Images need Pillow (`pip3 install pillow`, the exact
-resize of training) or OpenCV (cv2, which JetPack ships; its resize differs slightly from Pillow's). --onnx needs
+resize of training) or OpenCV (cv2, which JetPack ships: the same decoded pixels, a resize within a few levels of 255
+of Pillow's). --onnx needs
 onnxruntime instead of TensorRT. Imports nothing from the toolkit. Exit status 2 on bad input, with one line naming it.
 """
 
@@ -176,15 +177,21 @@ def image_reader():
             return np.asarray(Image.fromarray(array).resize((width, height), bilinear), dtype=np.uint8)
 
         return "Pillow", read, resize
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_PIXELS)  # read as cv2 loads: the size is checked from the header
     try:
         import cv2
     except ImportError:
         return None
 
     def read_cv(path):
-        array = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies the EXIF orientation; 16 bits scaled to 8
+        array, said = quiet_imread(cv2, path)  # applies the EXIF orientation; 16 bits scaled to 8 (as Pillow's >> 8)
+        if array is None and "MAX_IMAGE_PIXELS" in said:
+            raise BadInput("image {} is over the {} pixel limit; shrink it first.".format(path, MAX_PIXELS))
         if array is None:
             raise BadInput("{} is not an image OpenCV can read; pass a JPEG or PNG (or install Pillow).".format(path))
+        cut = [line.strip() for line in said.splitlines() if "Premature end" in line]
+        if cut:  # libjpeg fills a cut-off file with gray and only warns; Pillow refuses it
+            raise BadInput("{} is truncated (OpenCV: {}); replace it with a complete file.".format(path, cut[0][:80]))
         if array.shape[0] * array.shape[1] > MAX_PIXELS:
             raise BadInput("image {} is over the {} pixel limit; shrink it first.".format(path, MAX_PIXELS))
         return np.ascontiguousarray(array[:, :, ::-1])
@@ -194,6 +201,28 @@ def image_reader():
         return cv2.resize(array, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
     return "OpenCV", read_cv, resize_cv
+
+
+def quiet_imread(cv2, path):
+    """cv2.imread(path) as (BGR array or None, what OpenCV and its decoders wrote to stderr meanwhile): they write to
+    file descriptor 2 directly, so it is pointed at a temporary file for the call (bad input stays one line)."""
+    import tempfile
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        raised = ""
+        try:
+            array = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        except cv2.error as exc:  # newer OpenCV raises where older ones print and return None
+            array, raised = None, str(exc)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        said = sink.read().decode("utf-8", "replace")
+    return array, said + raised
 
 
 def fit(array, pre, resize):

@@ -108,7 +108,21 @@ def test_python_38_installs_resolve_a_numpy_with_np_bool():
         on_38 = _allowed_numpy(requirements, "3.8")
         assert on_38 and not any("1.24.4" in spec for spec in on_38), requirements
         assert any("1.23.5" in spec for spec in on_38) or any("1.22.4" in spec for spec in on_38)
-        assert all("2.2.0" in spec for spec in _allowed_numpy(requirements, "3.10")), requirements
+    assert all("2.2.0" in spec for spec in _allowed_numpy(config["options"]["install_requires"], "3.10"))  # desktops
+
+
+def test_board_installs_keep_numpy_1_below_python_3_13():
+    """JetPack's OpenCV and TensorRT bindings are built against numpy 1.x: the device extra must not move a board to
+    numpy 2 (onnx 1.23's ml_dtypes asks for numpy >= 2 on Python 3.10; the JetPack rehearsal imports cv2 after it)."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    device = config["options.extras_require"]["device"]
+    for python in ("3.8", "3.10", "3.12"):
+        allowed = _allowed_numpy(device, python)
+        assert allowed and not any("2.0.0" in spec for spec in allowed) and all("1.23.5" in spec for spec in allowed), python
+    assert all("2.2.0" in spec for spec in _allowed_numpy(device, "3.13")), "Python 3.13 has no numpy 1.x wheels"
 
 
 def _readme_commands(readme):

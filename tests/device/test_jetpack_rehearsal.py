@@ -1,9 +1,9 @@
 """JetPack rehearsal: the board side of a bundle run here as on JetPack 5.1, 6.0 and 6.1 (tests/jetpack_rehearsal.py).
 
 Per JetPack, in a venv of its Python (pyenv 3.8 / 3.10) where its Ubuntu's pip ran the bundle README's
-``pip3 install -e '.[device]'`` (no torch anywhere), with the release's real ``tensorrt/__init__.py`` over stand-in
-bindings of exactly its API names, fake trtexec/nvpmodel/jetson_clocks/polygraphy commands, and CC=8.7 on an
-"aarch64" machine: ``sh build_on_device.sh`` (and its check_parity.py), ``build_engine.py --bundle``, ``bench.py
+``pip3 install -e '.[device]'`` (no torch anywhere), beside its OpenCV version (no Pillow), with the release's real
+``tensorrt/__init__.py`` over stand-in bindings of exactly its API names, fake trtexec/nvpmodel/jetson_clocks/polygraphy
+commands, and CC=8.7 on an "aarch64" machine: ``sh build_on_device.sh`` (and its check_parity.py), ``build_engine.py --bundle``, ``bench.py
 --engine``, ``bench.py --if-cost --backend trt --onnx`` and calibration/data_loader.py under Polygraphy's script loader.
 The commands that need TensorRT or CUDA must get exactly as far as their first real TensorRT/CUDA call.
 
@@ -32,7 +32,9 @@ BOARD_PYTHON = (
     "import importlib.util, sys, numpy, platform, tensorrt as trt\n"
     "assert importlib.util.find_spec('torch') is None, 'torch is installed'\n"
     "types = [trt.nptype(getattr(trt, n)) for n in ('float32', 'float16', 'int8', 'int32', 'bool')]\n"
-    "print('python', sys.version.split()[0], 'numpy', numpy.__version__, 'tensorrt', trt.__version__, platform.machine())\n"
+    "import cv2  # JetPack's OpenCV, built against numpy 1.x: the numpy the install left must import it\n"
+    "print('python', sys.version.split()[0], 'numpy', numpy.__version__, 'tensorrt', trt.__version__, 'opencv',\n"
+    "      cv2.__version__, platform.machine())\n"
 )
 
 
@@ -75,7 +77,7 @@ def test_the_board_side_runs_on_jetpack(name, bundle_copy, flat_twin, fake_cifar
     python = venv / "bin" / "python"
 
     done = run([python, "-c", BOARD_PYTHON], cwd=ROOT, env=env)
-    assert done.returncode == 0, f"JetPack {name}'s Python, numpy and tensorrt/__init__.py:\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"JetPack {name}'s Python, numpy, tensorrt/__init__.py and OpenCV:\n{done.stderr[-3000:]}"
     print(done.stdout.strip())
 
     done = run(["sh", bundle_copy / "build_on_device.sh"], env=env)
@@ -88,9 +90,25 @@ def test_the_board_side_runs_on_jetpack(name, bundle_copy, flat_twin, fake_cifar
 
     import numpy as np
 
-    np.save(tmp_path / "images.npy", np.zeros((2, 32, 32, 3), np.uint8))  # numpy only: the board venv has no Pillow
+    np.save(tmp_path / "images.npy", np.zeros((2, 32, 32, 3), np.uint8))
     done = run([python, bundle_copy / "run_engine.py", tmp_path / "images.npy"], cwd=tmp_path, env=env)
     stops_at_first_real_call(done, "run_engine.py (the engine build_on_device.sh made)")
+    from PIL import Image  # this process's Pillow writes the files; the board venv has none: JetPack's OpenCV reads them
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(photos / "native.png")
+    Image.new("RGB", (64, 48), (30, 200, 30)).save(photos / "resized.jpg", quality=90)
+    done = run([python, bundle_copy / "run_engine.py", photos], cwd=tmp_path, env=env)
+    stops_at_first_real_call(done, "run_engine.py on image files (OpenCV)")
+    assert "images decoded and resized with OpenCV" in done.stdout, done.stdout[-2000:]
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(tmp_path / "whole.jpg")
+    whole = (tmp_path / "whole.jpg").read_bytes()  # noise: the cut falls in the scan data, past the headers
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    Image.new("L", (8000, 6300)).save(tmp_path / "huge.png")  # over run_engine's 50 M pixel limit
+    for bad, text in (("cut.jpg", "is truncated"), ("huge.png", "over the 50000000 pixel limit")):
+        done = run([python, bundle_copy / "run_engine.py", tmp_path / bad], cwd=tmp_path, env=env)
+        assert done.returncode == 2 and text in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr[-2000:]
 
     done = run([python, "deploy/build_engine.py", "--target", "jetson-orin", "--bundle", bundle_copy, "--out",
                 tmp_path / "engines"], cwd=ROOT, env=env)

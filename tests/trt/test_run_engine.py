@@ -110,7 +110,8 @@ def test_run_engine_imports_nothing_from_the_toolkit():
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "cosinegate" not in names
-    assert names <= {"argparse", "ctypes", "json", "math", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime", "tensorrt"}
+    assert names <= {"argparse", "ctypes", "json", "math", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime", "tensorrt",
+                     "tempfile"}
 
 
 def test_onnx_path_matches_the_toolkit_exactly(default_bundle, photos, tmp_path):
@@ -196,6 +197,98 @@ def test_bad_inputs_are_one_line_and_exit_2(default_bundle, photos, tmp_path):
         assert done.returncode == 2, (what, done.stdout, done.stderr)
         assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0, (what, done.stderr)
         assert text in done.stderr and "Traceback" not in done.stderr, (what, done.stderr)
+
+
+# ---- the OpenCV path: JetPack ships OpenCV (cv2), not Pillow ----------------------------------------------------------
+
+WITHOUT_PILLOW = """import atexit, re, runpy, sys
+sys.modules["PIL"] = None  # as on a board with JetPack's OpenCV and no Pillow
+# peak memory of this program (VmHWM; getrusage's maxrss would carry the forking pytest's own peak across exec)
+atexit.register(lambda: print("peak-kb", re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)))
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_without_pillow(script, *args, tmp_path):
+    wrapper = tmp_path / "without_pillow.py"
+    wrapper.write_text(WITHOUT_PILLOW)
+    return run_script(wrapper, script, *args)
+
+
+@pytest.fixture()
+def readers(monkeypatch):
+    """run_engine's Pillow reader and its OpenCV reader (Pillow hidden while the reader is chosen)."""
+    from cosinegate.trt import run_engine
+
+    pillow = run_engine.image_reader()
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "PIL", None)
+        opencv = run_engine.image_reader()
+    assert (pillow[0], opencv[0]) == ("Pillow", "OpenCV")
+    return run_engine, pillow, opencv
+
+
+def test_opencv_decodes_as_pillow_and_resizes_within_a_few_levels(readers, test_images, tmp_path):
+    """The same pixels from PNG (RGB, gray, 16-bit), JPEG and an EXIF-rotated JPEG (both decoders are libjpeg-turbo's
+    and libpng's); the resize (INTER_AREA / INTER_LINEAR against Pillow's bilinear) within 4 levels, mean under 1."""
+    run_engine, pillow, opencv = readers
+    rgb = np.asarray(Image.fromarray(test_images.images[0]).resize((64, 48), Image.BICUBIC))
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb).save(tmp_path / "rgb.jpg", quality=90)
+    Image.fromarray(rgb).convert("L").save(tmp_path / "gray.png")
+    Image.fromarray((np.arange(32 * 40, dtype=np.uint16).reshape(32, 40) * 51)).save(tmp_path / "deep.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    for name in ("rgb.png", "rgb.jpg", "gray.png", "deep.png", "rotated.jpg"):
+        mine, theirs = opencv[1](tmp_path / name), pillow[1](tmp_path / name)
+        assert mine.shape == theirs.shape and mine.dtype == np.uint8, name
+        assert np.array_equal(mine, theirs), (name, np.abs(mine.astype(int) - theirs).max())
+    assert pillow[1](tmp_path / "rotated.jpg").shape == (64, 48, 3)
+    pre = {"crop": [32, 32], "resize_shorter_side": 37, "resize": "eval"}
+    small = np.ascontiguousarray(rgb[:20, :24])
+    for array in (rgb, small):  # shrunk (48 -> 37) and enlarged (20 -> 37)
+        mine = run_engine.fit(array, pre, opencv[2]).astype(int)
+        theirs = run_engine.fit(array, pre, pillow[2]).astype(int)
+        assert mine.shape == theirs.shape == (32, 32, 3)
+        assert np.abs(mine - theirs).max() <= 8 and np.abs(mine - theirs).mean() < 1.0, np.abs(mine - theirs).max()
+
+
+def test_onnx_path_with_opencv_only(default_bundle, photos, tmp_path):
+    """run_engine.py with OpenCV and no Pillow: a note says so; images of the input size (no resize) and the .npy
+    stack give exactly the toolkit's labels and gates."""
+    report = tmp_path / "report.json"
+    done = run_without_pillow(default_bundle / "run_engine.py", "--onnx", default_bundle / "model.conditional.onnx",
+                              photos, "--json", report, tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "images decoded and resized with OpenCV" in done.stdout and done.stderr == "", done.stderr
+    rows = {r["file"]: (r["index"], r["gates"]) for r in json.loads(report.read_text())["images"]}
+    expected = toolkit_rows(default_bundle, photos)
+    assert sorted(rows) == sorted(expected)
+    native = [f for f in expected if "/b" not in f.replace(str(photos), "")]  # b*.png are resized
+    assert len(native) == 16 and {f: rows[f] for f in native} == {f: expected[f] for f in native}
+
+
+def test_opencv_bad_images_are_one_line_without_decoding_a_bomb(default_bundle, test_images, tmp_path):
+    """A cut-off JPEG (libjpeg only warns and fills it with gray), a file that is no image and one over the pixel
+    limit: one line each, exit 2, nothing of OpenCV's own messages; the oversized one refused from its header (the
+    process never holds its 151 MB of pixels)."""
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(test_images.images[0]).resize((64, 64)).save(whole, quality=90)
+    (tmp_path / "cut.jpg").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.new("L", (8000, 6300)).save(tmp_path / "huge.png")  # 50.4 M pixels, 49 kB of PNG
+    cases = {"cut.jpg": "is truncated (OpenCV: Premature end of JPEG file)", "notes.png": "is not an image OpenCV can read",
+             "huge.png": "over the 50000000 pixel limit"}
+    for name, text in cases.items():
+        done = run_without_pillow(default_bundle / "run_engine.py", tmp_path / name, tmp_path=tmp_path)
+        assert done.returncode == 2 and text in done.stderr, (name, done.stderr)
+        assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0, (name, done.stderr)
+        if name == "huge.png":
+            rss_mb = int(done.stdout.split("peak-kb")[-1]) / 1024
+            assert rss_mb < 151, f"the image was decoded before the size check ({rss_mb:.0f} MB)"
 
 
 def test_graph_metadata_alone_is_enough_for_the_onnx_path(default_bundle, photos, tmp_path):
