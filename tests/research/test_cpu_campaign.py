@@ -1,5 +1,5 @@
-"""Issue 21's CPU campaign at tiny size: the plan, the same recipe for every contender, the static choice,
-compact finished runs, chunks that resume bit-exact, the report."""
+"""Issue 21's CPU campaign (cosinegate/research/cpu_campaign/) at tiny size: the plan, the same recipe for every
+contender, the static choice, compact finished runs, chunks that resume bit-exact, the report."""
 
 import copy
 import json
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cosinegate.research import cpu_campaign as cc, winner_check
+from cosinegate.research.cpu_campaign import schedule
 from cosinegate.errors import CosineGateError
 from cosinegate.training.checkpoint import load_checkpoint
 
@@ -233,7 +234,7 @@ def test_campaigns_share_the_slots_in_folder_order_with_every_control_last(tmp_p
     first, second = tmp_path / "a", tmp_path / "b"
     cc.load_protocol(first, TINY)
     cc.load_protocol(second, {**TINY, "controls": False})
-    queue = [f"{f.name}/{r.name}" for f, r in cc._plans([first, second], log=lambda text: None)]
+    queue = [f"{f.name}/{r.name}" for f, r in schedule._plans([first, second], log=lambda text: None)]
     assert queue == ["a/teacher-s0", "a/static-d1-s0", "a/rates-r0.5-s0", "b/teacher-s0", "b/static-d1-s0", "b/rates-r0.5-s0",
                      "a/control-s0"]
 

@@ -1,0 +1,208 @@
+"""What the campaign has shown so far: results.md, results.json and pareto.png from its state, the goals of issue 21,
+the hours left, and the deployment check of the leading gated run (winner-check.json)."""
+
+import json
+from pathlib import Path
+
+from cosinegate.artifacts import atomic_write_json, atomic_write_text, read_json
+from cosinegate.research import winner_check
+from cosinegate.research.cpu_campaign.plan import TEACHER_PRESET, finetunes_done, load_protocol, plan, table, winner_run
+from cosinegate.research.cpu_campaign.state import compact, run_state
+from cosinegate.research.experiments import pareto_plot, results_markdown
+from cosinegate.training.loop import read_metrics
+
+WINNER_CHECK = "winner-check.json"  # the deployment goal's record (winner_check.check) of the leading gated run
+
+
+def _kind(run):
+    """What an epoch's time depends on: (backbone, dense or gated, distilled); None before the run can be planned."""
+    if run.config is None:
+        return None
+    return (run.config["model"]["backbone"], "dense" if run.config["model"]["mode"] == "none" else "gated",
+            bool(run.config.get("distill", {}).get("weight")))
+
+
+
+def progress(folder, runs):
+    """{run: state, epochs_done, epochs (planned), hours_left}: hours_left estimates the one-core hours the run still
+    needs, its epochs left times the median epoch seconds of its own epochs, or before it has one, of every epoch
+    trained so far by runs of its kind (_kind; this machine, shared with other work while they ran); None where
+    neither exists, or the run cannot be planned yet (a static run before its teacher, a control before every
+    fine-tune)."""
+    report, seconds, own = {}, {}, {}
+    for run in runs:
+        path = Path(folder) / "runs" / run.name / "metrics.jsonl"
+        metrics = read_metrics(path) if path.is_file() else []
+        own[run.name] = [m["seconds"] for m in metrics if m.get("seconds")]
+        seconds.setdefault(_kind(run), []).extend(own[run.name])
+        planned = run.config["optim"]["epochs"] if run.config else None
+        report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": len({m["epoch"] for m in metrics}),
+                            "epochs": planned}
+    for run in runs:
+        entry, measured = report[run.name], sorted(own[run.name] or seconds.get(_kind(run)) or [])
+        median = measured[len(measured) // 2] if measured else None
+        if entry["state"] == "done":
+            entry["hours_left"] = 0.0
+        elif entry["epochs"] is None or median is None:  # not plannable yet, or no epoch of its kind yet
+            entry["hours_left"] = None
+        else:
+            entry["hours_left"] = round(max(0, entry["epochs"] - entry["epochs_done"]) * median / 3600, 2)
+    return report
+
+
+
+def hours_left_line(state, jobs=2):
+    """One line: the estimated one-core hours the campaign still needs, and the least that is in hours with `jobs`
+    runs at once (runs wait for their teacher, so it can take longer)."""
+    known = [p["hours_left"] for p in state.values() if p["hours_left"] is not None]
+    unknown = [n for n, p in state.items() if p["hours_left"] is None]
+    if not known or (unknown and not sum(known)):
+        return f"One-core hours left: not estimated yet (no epoch of the kind of {', '.join(unknown)})."
+    total = sum(known)
+    text = (f"About {total:.1f} one-core hours left (at least {total / jobs:.1f} hours with {jobs} runs at once), from "
+            "the median epoch time of each run, or of runs of its kind, measured so far on this shared machine")
+    return text + (f"; not estimated yet: {', '.join(unknown)} (no epoch of their kind, or not plannable)." if unknown else ".")
+
+
+
+def _teacher_lines(folder, runs):
+    lines = []
+    for run in (r for r in runs if r.group == "teacher" or r.group.startswith("reference-")):
+        path = Path(folder) / "runs" / run.name
+        metrics = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
+        minutes = sum(m.get("seconds", 0.0) for m in metrics) / 60
+        if (path / "summary.json").is_file():
+            summary = json.loads((path / "summary.json").read_text())
+            lines.append(f"| {run.name} | {summary['final']['top1'] * 100:.2f} | {len(metrics)} | {minutes:.0f} | {summary['hardware']} |")
+        elif metrics:
+            lines.append(f"| {run.name} | (held-out {metrics[-1]['val_top1'] * 100:.2f} at epoch {metrics[-1]['epoch']}) | "
+                         f"{len(metrics)} of {run.config['optim']['epochs']} | {minutes:.0f} | in progress |")
+    return lines
+
+
+
+def reference_goal(rows, reference):
+    """The deeper-backbone goal (issue 21's fallback): a gated run at <= the dense reference's MACs >= 0.3 pp above it."""
+    goal = f"a gated network at <= the dense {reference} MACs >= 0.3 pp above it (both with 2 seeds)"
+    ref = next((r for r in rows if r["preset"] == f"reference-{reference}" and r["seeds"] >= 2), None)
+    if ref is None:
+        return goal, f"open: the dense {reference} has not finished with 2 seeds"
+    gated = [r for r in rows if r["mode"] != "none" and r["seeds"] >= 2 and not r["preset"].startswith("control")]
+    if not gated:
+        return goal, "open: no gated contender finished with 2 seeds yet"
+    cheap = [r for r in gated if r["executed_macs"] <= ref["executed_macs"]]
+    if not cheap:
+        return goal, (f"not met: every gated run executes more than {ref['executed_macs'] / 1e6:.1f}M MACs (least: "
+                      f"{min(r['executed_macs'] for r in gated) / 1e6:.1f}M)")
+    best = max(cheap, key=lambda r: r["top1_mean"])
+    gain = best["top1_mean"] - ref["top1_mean"]
+    return goal, (f"{'met' if gain >= 0.003 else 'not met'}: {best['preset']} {best['top1_mean'] * 100:.2f}% at "
+                  f"{best['executed_macs'] / 1e6:.1f}M MACs vs {reference} {ref['top1_mean'] * 100:.2f}% at "
+                  f"{ref['executed_macs'] / 1e6:.1f}M ({gain * 100:+.2f} pp)")
+
+
+
+def goals(rows, teacher_top1, deploy_status=None, reference=None):
+    """Issue 21's goals on the finished rows: (goal, status text); deploy_status: the deployment goal's line;
+    reference: the protocol's dense reference backbone, whose goal is added."""
+    gated = [r for r in rows if r["mode"] != "none"]
+    both = [r for r in gated if r["seeds"] >= 2]
+    out = []
+    inside = [r for r in both if r.get("gain_vs_static") is not None]
+    if inside:
+        best = max(inside, key=lambda r: r["gain_vs_static"])
+        met = best["beats_static"]
+        out.append(("best gated >= 0.3 pp above the static curve at its executed MACs, >= half of its savings dynamic",
+                    f"{'met' if met else 'not met'}: {best['preset']} {best['gain_vs_static'] * 100:+.2f} pp, "
+                    f"{best['dynamic_share'] * 100:.0f}% dynamic ({best['seeds']} seeds)"))
+    elif both:
+        out.append(("best gated >= 0.3 pp above the static curve", "not measured: every gated contender with 2 seeds lies "
+                    "outside the static curve's MAC range"))
+    else:
+        out.append(("best gated >= 0.3 pp above the static curve", "open: no gated contender finished with 2 seeds yet"))
+    if both and teacher_top1 is not None:
+        close = [r for r in both if r["real_savings"] >= 0.285]
+        best = max(close, key=lambda r: r["top1_mean"]) if close else None
+        if best is None:
+            out.append((">= 28.5% real savings within 0.3 pp of the teacher", "not met: no contender saves 28.5%"))
+        else:
+            gap = best["top1_mean"] - teacher_top1
+            out.append((">= 28.5% real savings within 0.3 pp of the teacher",
+                        f"{'met' if gap >= -0.003 else 'not met'}: {best['preset']} {best['real_savings'] * 100:.1f}% at "
+                        f"{gap * 100:+.2f} pp"))
+    else:
+        out.append((">= 28.5% real savings within 0.3 pp of the teacher", "open: needs the teachers and 2 seeds of a gated contender"))
+    out.append(("the winner exported with --policy auto passes parity; INT8 Q/DQ <= 0.5 pp, gate agreement >= 99.5%",
+                deploy_status or "open: no gated contender has finished"))
+    if reference:
+        out.append(reference_goal(rows, reference))
+    return out
+
+
+
+def deploy_status(folder, runs, rows):
+    """The deployment goal's line for the leading gated run (winner_run's rule over the runs finished so far)."""
+    run = winner_run(folder, runs, rows)
+    if run is None:
+        return None
+    path = Path(folder) / WINNER_CHECK
+    record = read_json(path, "winner check") if path.is_file() else None
+    line = winner_check.status(record, run.name, Path(folder) / "runs" / run.name / "last.pt")
+    return line if finetunes_done(folder, runs) else line + " (provisional: fine-tunes still running)"
+
+
+
+def check_winner(folder, test_images=None, log=print):
+    """winner_check.check on the leading gated run's last.pt, recorded in WINNER_CHECK (None: no gated run finished)."""
+    folder = Path(folder)
+    runs = plan(folder, load_protocol(folder))
+    run = winner_run(folder, runs)
+    if run is None:
+        return None
+    compact(folder / "runs" / run.name)  # the check names last.pt by hash: hash the file the campaign keeps
+    record = winner_check.check(folder / "runs" / run.name / "last.pt", test_images=test_images, log=log)
+    record.update(run=run.name, all_finetunes_done=finetunes_done(folder, runs))
+    atomic_write_json(folder / WINNER_CHECK, record)
+    return record
+
+
+
+def write_report(folder, protocol=None, jobs=2):
+    """results.md, results.json and pareto.png of the campaign folder, from its state as it is now (`jobs`: runs at
+    once, for the hours-left line)."""
+    folder = Path(folder)
+    protocol = protocol or load_protocol(folder)
+    runs = plan(folder, protocol)
+    rows = table(folder, runs)
+    state = progress(folder, runs)
+    teacher = [r for r in rows if r["preset"] == "teacher"]
+    teacher_top1 = teacher[0]["top1_mean"] if teacher and teacher[0]["seeds"] == protocol["seeds"] else None
+    ft = protocol["finetune"]
+    note = (f"Protocol (campaign.json): {protocol['backbone']} on {protocol['data']['root']} (45,000 train / 5,000 held out / "
+            f"10,000 test), {protocol['seeds']} seeds; dense teacher recipe train/configs/{TEACHER_PRESET}.yaml; every "
+            f"contender fine-tuned from its seed's teacher for {ft['epochs']} epochs (lr {ft['lr']} {ft['schedule']}, "
+            f"nesterov, gates at {ft['gate_lr_scale']}x the lr, distillation weight {ft['distill']['weight']} at "
+            f"T={ft['distill']['temperature']})"
+            + (f"; a dense {protocol['reference']['backbone']} trained from scratch with the teacher's recipe for "
+               f"{protocol['teacher_epochs'] + ft['epochs']} epochs" if protocol.get("reference") else "")
+            + ("" if protocol.get("controls", True) else "; no control run")
+            + "; CPU, one thread per run, bf16 autocast. Rows show finished runs only.")
+    lines = [f"# The CPU campaign (issue 21), {protocol['backbone']}: dense teacher, then every contender fine-tuned from it",
+             "", note, "",
+             "## Teachers" + (" and the dense reference" if protocol.get("reference") else ""), "", "| run | test top-1 % (final epoch) | epochs | minutes training | hardware |", "|---|---|---|---|---|",
+             *_teacher_lines(folder, runs), "", "## Goals", ""]
+    status = deploy_status(folder, runs, rows)
+    reference = (protocol.get("reference") or {}).get("backbone")
+    lines += [f"- {goal}: **{text}**" for goal, text in goals(rows, teacher_top1, status, reference)]
+    lines += ["", "## Progress", "", hours_left_line(state, jobs), "", "| run | state | epochs | one-core hours left (est.) |",
+              "|---|---|---|---|"]
+    lines += [f"| {n} | {p['state']} | {p['epochs_done']} of {p['epochs'] or '?'} | "
+              f"{'?' if p['hours_left'] is None else format(p['hours_left'], '.1f')} |" for n, p in state.items()]
+    text = "\n".join(lines) + "\n\n" + (results_markdown(rows, "") if rows else "No run has finished yet.\n")
+    atomic_write_text(folder / "results.md", text)
+    atomic_write_json(folder / "results.json", {"protocol": protocol, "rows": rows, "progress": state,
+                                                "goals": dict(goals(rows, teacher_top1, status, reference))})
+    if rows:
+        pareto_plot(rows, folder / "pareto.png", "CPU campaign: top-1 vs executed MACs (fine-tuned from the teacher)",
+                    paper_points=False)
+    return text
