@@ -105,7 +105,7 @@ class EngineManifest(Record):
 
     FORMAT, WHAT = ENGINE_FORMAT, "engine manifest"
     FIX = "rebuild the engine with deploy/build_engine.py"
-    OMIT_NONE = ("selection", "built_by", "preprocessing")
+    OMIT_NONE = ("selection", "built_by", "preprocessing", "power_rails")
 
     engine_sha256: object = None
     model: object = None
@@ -126,6 +126,8 @@ class EngineManifest(Record):
     built_by: object = None
     selection: object = None
     preprocessing: object = None  # image file -> input (card "preprocessing"); absent in engines built before it
+    power_rails: object = None  # {"total": [rail], "detail": [rail]}: the target profile's tegrastats rails, read by
+    # bench --power (the profile may be a local file the board never sees); absent in engines built before them
 
 
 @dataclass

@@ -193,11 +193,10 @@ def run_bench(s, backend_name, workdir, log=print):
     wall = report.pop("_wall")
     if sampler:
         from cosinegate.bench.tegrastats import read_power_mode
-        from cosinegate.trt.targets import load_target
+        from cosinegate.manifests import engine_manifest_path
+        from cosinegate.trt.manifest import engine_power_rails
 
-        rails = ()
-        if backend_name == "trt":
-            rails = load_target(backend.manifest.target, allow_path=False).total_power_rails
+        rails = engine_power_rails(backend.manifest, engine_manifest_path(model_path))  # --power: --engine only
         # mean power over the sampled span, energy per image over the timed loop only
         report["power"] = sampler.summary(rails, images=len(wall) * s.batch, seconds=sum(wall) / 1e3)
         report["power_mode"] = read_power_mode()

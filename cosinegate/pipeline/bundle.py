@@ -109,7 +109,7 @@ def write_bundle(s, target, art, log=print):
             manifest.candidates, manifest.selection = candidates, select_here(s, art, candidates, log)
         engine = EngineManifest(model=name, target=profile.name, precision=s.precision, batch=s.batch, form=s.form,
                                 built_by="build_on_device.sh (trtexec)", onnx_metadata=meta,
-                                preprocessing=meta.get("preprocessing"),
+                                preprocessing=meta.get("preprocessing"), power_rails=profile.power_rails,
                                 gate_thresholds={str(b): "logit > 0" for b in range(len(meta.get("blocks", [])))},
                                 settings={"dla_core": s.dla_core, "workspace_mib": s.workspace or profile.default_workspace_mib})
         plan = ScriptPlan(profile, name, s.form, s.precision, s.int8_path if s.precision == "int8" else None,

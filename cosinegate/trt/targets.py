@@ -114,6 +114,11 @@ class TargetProfile:
     def tensorrt_names(self):
         return ", ".join(str(r.version) for r in self.tensorrt)
 
+    @property
+    def power_rails(self):
+        """The rails as an engine manifest records them (bench --power reads them there)."""
+        return {"total": list(self.total_power_rails), "detail": list(self.detail_power_rails)}
+
 
 @dataclass(frozen=True)
 class HostInfo:

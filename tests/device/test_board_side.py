@@ -352,6 +352,8 @@ def test_engine_manifest_records_the_calibration_cache_only_when_the_build_reads
     engine, _ = build_one(settings, target, Artifacts("tiny", graph, cache=cache), form)
     manifest = json.loads((tmp_path / "out" / f"{engine.name}.json").read_text())
     assert manifest["calibration_sha256"] == (sha256_file(cache) if records_cache else None)
+    assert manifest["power_rails"] == {"total": ["VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"],  # bench --power reads them
+                                       "detail": ["VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"]}  # jetson-orin.toml
 
 
 LAYERS_FP16_GATE = {"Layers": [

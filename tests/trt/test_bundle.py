@@ -308,6 +308,26 @@ def test_device_script_refuses_a_damaged_bundle(bundle_copy, tmp_path):
     assert not (tmp_path / "trtexec.log").exists()
 
 
+def test_the_engine_manifest_carries_the_rails_of_the_profile_it_was_built_for(bundled, tmp_path):
+    """A local profile (here one that keeps the shipped name, with other rails): the board never sees the file, so
+    the engine manifest records its rails and bench --power sums those, not the shipped profile's."""
+    from cosinegate.trt.manifest import engine_power_rails, read_engine_manifest
+    from cosinegate.trt.targets import load_target
+
+    target = evil_target(tmp_path / "mine", total_power_rails=["VDD_IN"], detail_power_rails=["VDD_IN", "VDD_SOC"])
+    out = tmp_path / "out"
+    shutil.copytree(bundled[0] / ".work", out / ".work")  # reuse the exports by hash
+    assert build_engine.main(["--target", target, "--checkpoint", str(bundled[1]), "--out", str(out)]) == 0
+    copy = tmp_path / "bundle"
+    shutil.copytree(out / "tiny-conditional-fp16-bundle", copy)
+    done = run_device_script(copy, tmp_path, tools=("trtexec",), FAKE_TRT_NV="8502")
+    assert done.returncode == 0, done.stderr
+    engine = copy / "results" / "tiny-conditional-fp16-trt8.5.2-sm87.engine"
+    manifest = read_engine_manifest(engine)
+    assert manifest.power_rails == {"total": ["VDD_IN"], "detail": ["VDD_IN", "VDD_SOC"]}
+    assert engine_power_rails(manifest, "x") == ("VDD_IN",) != load_target("jetson-orin").total_power_rails
+
+
 def test_int8_cache_bundle_carries_a_cache_per_release(bundled, tmp_path):
     from cosinegate.trtversion import parse_calibration_cache_header
 
