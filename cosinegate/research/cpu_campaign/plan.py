@@ -48,7 +48,7 @@ class Run:
     seed: int
     config: dict = None  # the full train.py config (None: not plannable yet, e.g. static before its teacher)
     needs: list = field(default_factory=list)  # runs that must be done first
-
+    outline: tuple = None  # (epochs, kind) of a run not plannable yet, for the hours-left estimate (report.kind)
 
 
 def load_protocol(folder, protocol=None):
@@ -66,10 +66,6 @@ def load_protocol(folder, protocol=None):
     return protocol or PROTOCOL
 
 
-
-
-
-
 def _base(protocol, preset, seed):
     config = load_config(preset)
     config["seed"] = seed
@@ -78,12 +74,10 @@ def _base(protocol, preset, seed):
     return config
 
 
-
 def teacher_config(protocol, seed):
     config = _base(protocol, TEACHER_PRESET, seed)
     config["optim"]["epochs"] = protocol["teacher_epochs"]
     return validate(config)
-
 
 
 def finetune_config(protocol, preset, seed, teacher, name, init, drop_blocks=None, rate=None):
@@ -106,7 +100,6 @@ def finetune_config(protocol, preset, seed, teacher, name, init, drop_blocks=Non
     return validate(config)
 
 
-
 def control_config(protocol, winner, seed):
     """The winning gated contender trained from scratch with the teacher's recipe for teacher + fine-tune epochs."""
     config = copy.deepcopy(winner)
@@ -117,7 +110,6 @@ def control_config(protocol, winner, seed):
     return config
 
 
-
 def reference_config(protocol, seed):
     """The protocol's dense reference network (another depth) trained from scratch with the teacher's recipe for
     teacher + fine-tune epochs, the training every contender has had in all."""
@@ -125,7 +117,6 @@ def reference_config(protocol, seed):
     config["name"] = f"reference-{protocol['reference']['backbone']}"
     config["optim"]["epochs"] = protocol["teacher_epochs"] + protocol["finetune"]["epochs"]
     return validate(config)
-
 
 
 def plan(folder, protocol):
@@ -146,7 +137,8 @@ def plan(folder, protocol):
             config = None
             if choice is not None:
                 config = finetune_config(protocol, "dense", s, teacher.config, name, init, drop_blocks=choice["order"][:k])
-            finetunes.append(Run(name, f"static-d{k}", s, config, [teacher.name]))
+            outline = (protocol["finetune"]["epochs"], (protocol["backbone"], "dense", True))
+            finetunes.append(Run(name, f"static-d{k}", s, config, [teacher.name], outline))
         for rate in protocol["rates"]:
             for method in protocol["methods"]:
                 name = f"{method}-r{rate}-s{s}"
@@ -160,9 +152,9 @@ def plan(folder, protocol):
     for s in range(protocol["seeds"]):
         config = control_config(protocol, winner.config, s) if winner else None
         group = config["name"] if config else "control"
-        runs.append(Run(f"{group}-s{s}", group, s, config, names))
+        outline = (protocol["teacher_epochs"] + protocol["finetune"]["epochs"], (protocol["backbone"], "gated", False))
+        runs.append(Run(f"{group}-s{s}", group, s, config, names, outline))
     return runs
-
 
 
 def finetunes_done(folder, runs):
@@ -171,14 +163,12 @@ def finetunes_done(folder, runs):
                if r.group != "teacher" and not r.group.startswith(("control", "reference-")))
 
 
-
 def read_choice(folder, seed):
     path = Path(folder) / f"static-choice-s{seed}.json"
     if not path.is_file():
         return None
 
     return read_json(path, "static block choice")
-
 
 
 def winner_run(folder, runs, rows=None):
@@ -193,7 +183,6 @@ def winner_run(folder, runs, rows=None):
     best = max(inside, key=lambda g: rows[g]["gain_vs_static"]) if inside else max(rows, key=lambda g: rows[g]["top1_mean"])
     finished = [r for r in runs if r.group == best and run_state(Path(folder) / "runs" / r.name) == "done"]
     return min(finished, key=lambda r: r.seed)  # seed 0 when it has finished
-
 
 
 def table(folder, runs):

@@ -14,55 +14,80 @@ from cosinegate.training.loop import read_metrics
 WINNER_CHECK = "winner-check.json"  # the deployment goal's record (winner_check.check) of the leading gated run
 
 
-def _kind(run):
-    """What an epoch's time depends on: (backbone, dense or gated, distilled); None before the run can be planned."""
+def kind(run):
+    """What an epoch's time depends on: (backbone, dense or gated, distilled); a run not plannable yet has it from
+    its outline (a static run before its teacher, a control before the fine-tunes)."""
     if run.config is None:
-        return None
+        return run.outline[1] if run.outline else None
     return (run.config["model"]["backbone"], "dense" if run.config["model"]["mode"] == "none" else "gated",
             bool(run.config.get("distill", {}).get("weight")))
-
 
 
 def progress(folder, runs):
     """{run: state, epochs_done, epochs (planned), hours_left}: hours_left estimates the one-core hours the run still
     needs, its epochs left times the median epoch seconds of its own epochs, or before it has one, of every epoch
-    trained so far by runs of its kind (_kind; this machine, shared with other work while they ran); None where
-    neither exists, or the run cannot be planned yet (a static run before its teacher, a control before every
-    fine-tune)."""
+    trained so far by runs of its kind (or, where none has, of its backbone and dense/gated alone; this machine,
+    shared with other work while they ran); None where neither exists."""
     report, seconds, own = {}, {}, {}
     for run in runs:
         path = Path(folder) / "runs" / run.name / "metrics.jsonl"
         metrics = read_metrics(path) if path.is_file() else []
         own[run.name] = [m["seconds"] for m in metrics if m.get("seconds")]
-        seconds.setdefault(_kind(run), []).extend(own[run.name])
-        planned = run.config["optim"]["epochs"] if run.config else None
+        if kind(run):
+            for key in (kind(run), kind(run)[:2]):
+                seconds.setdefault(key, []).extend(own[run.name])
+        planned = run.config["optim"]["epochs"] if run.config else run.outline and run.outline[0]
         report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": len({m["epoch"] for m in metrics}),
                             "epochs": planned}
     for run in runs:
-        entry, measured = report[run.name], sorted(own[run.name] or seconds.get(_kind(run)) or [])
+        entry = report[run.name]
+        measured = sorted(own[run.name] or (kind(run) and (seconds.get(kind(run)) or seconds.get(kind(run)[:2]))) or [])
         median = measured[len(measured) // 2] if measured else None
         if entry["state"] == "done":
             entry["hours_left"] = 0.0
-        elif entry["epochs"] is None or median is None:  # not plannable yet, or no epoch of its kind yet
+        elif entry["epochs"] is None or median is None:  # no epoch of its kind yet
             entry["hours_left"] = None
         else:
             entry["hours_left"] = round(max(0, entry["epochs"] - entry["epochs_done"]) * median / 3600, 2)
     return report
 
 
+def wall_hours(runs, state, jobs=2):
+    """Hours until the last run ends when the runs left start in the campaign's order on `jobs` slots, each once the
+    runs it needs have ended (the scheduler's rule); None when a run left has no estimate."""
+    left = [r for r in runs if state[r.name]["state"] != "done"]
+    if any(state[r.name]["hours_left"] is None for r in left):
+        return None
+    names = {r.name for r in runs}
+    ends = {r.name: 0.0 for r in runs if r not in left}
+    slots = [0.0] * jobs  # when each slot is free
+    while left:
+        now, slot = min((t, i) for i, t in enumerate(slots))
+        ready = [r for r in left if all(ends.get(n, float("inf")) <= now for n in r.needs if n in names)]
+        if not ready:  # wait for the next run to end
+            slots[slot] = min((t for t in ends.values() if t > now), default=None)
+            if slots[slot] is None:  # needs that can never be met
+                return None
+            continue
+        run = ready[0]
+        ends[run.name] = slots[slot] = now + state[run.name]["hours_left"]
+        left.remove(run)
+    return max(ends.values(), default=0.0)
 
-def hours_left_line(state, jobs=2):
-    """One line: the estimated one-core hours the campaign still needs, and the least that is in hours with `jobs`
-    runs at once (runs wait for their teacher, so it can take longer)."""
+
+def hours_left_line(state, runs, jobs=2):
+    """One line: the estimated one-core hours the campaign still needs, and the hours they take with `jobs` runs
+    at once in the campaign's order (wall_hours), or the least they can take where some run has no estimate yet."""
     known = [p["hours_left"] for p in state.values() if p["hours_left"] is not None]
     unknown = [n for n, p in state.items() if p["hours_left"] is None]
     if not known or (unknown and not sum(known)):
         return f"One-core hours left: not estimated yet (no epoch of the kind of {', '.join(unknown)})."
-    total = sum(known)
-    text = (f"About {total:.1f} one-core hours left (at least {total / jobs:.1f} hours with {jobs} runs at once), from "
+    total, wall = sum(known), wall_hours(runs, state, jobs)
+    text = (f"About {total:.1f} one-core hours left ("
+            + (f"about {wall:.1f} hours with {jobs} runs at once in the campaign's order" if wall is not None else
+               f"at least {total / jobs:.1f} hours with {jobs} runs at once") + "), from "
             "the median epoch time of each run, or of runs of its kind, measured so far on this shared machine")
-    return text + (f"; not estimated yet: {', '.join(unknown)} (no epoch of their kind, or not plannable)." if unknown else ".")
-
+    return text + (f"; not estimated yet: {', '.join(unknown)} (no epoch of their kind)." if unknown else ".")
 
 
 def _teacher_lines(folder, runs):
@@ -78,7 +103,6 @@ def _teacher_lines(folder, runs):
             lines.append(f"| {run.name} | (held-out {metrics[-1]['val_top1'] * 100:.2f} at epoch {metrics[-1]['epoch']}) | "
                          f"{len(metrics)} of {run.config['optim']['epochs']} | {minutes:.0f} | in progress |")
     return lines
-
 
 
 def reference_goal(rows, reference):
@@ -99,7 +123,6 @@ def reference_goal(rows, reference):
     return goal, (f"{'met' if gain >= 0.003 else 'not met'}: {best['preset']} {best['top1_mean'] * 100:.2f}% at "
                   f"{best['executed_macs'] / 1e6:.1f}M MACs vs {reference} {ref['top1_mean'] * 100:.2f}% at "
                   f"{ref['executed_macs'] / 1e6:.1f}M ({gain * 100:+.2f} pp)")
-
 
 
 def goals(rows, teacher_top1, deploy_status=None, reference=None):
@@ -139,7 +162,6 @@ def goals(rows, teacher_top1, deploy_status=None, reference=None):
     return out
 
 
-
 def deploy_status(folder, runs, rows):
     """The deployment goal's line for the leading gated run (winner_run's rule over the runs finished so far)."""
     run = winner_run(folder, runs, rows)
@@ -149,7 +171,6 @@ def deploy_status(folder, runs, rows):
     record = read_json(path, "winner check") if path.is_file() else None
     line = winner_check.status(record, run.name, Path(folder) / "runs" / run.name / "last.pt")
     return line if finetunes_done(folder, runs) else line + " (provisional: fine-tunes still running)"
-
 
 
 def check_winner(folder, test_images=None, log=print):
@@ -164,7 +185,6 @@ def check_winner(folder, test_images=None, log=print):
     record.update(run=run.name, all_finetunes_done=finetunes_done(folder, runs))
     atomic_write_json(folder / WINNER_CHECK, record)
     return record
-
 
 
 def write_report(folder, protocol=None, jobs=2):
@@ -194,7 +214,7 @@ def write_report(folder, protocol=None, jobs=2):
     status = deploy_status(folder, runs, rows)
     reference = (protocol.get("reference") or {}).get("backbone")
     lines += [f"- {goal}: **{text}**" for goal, text in goals(rows, teacher_top1, status, reference)]
-    lines += ["", "## Progress", "", hours_left_line(state, jobs), "", "| run | state | epochs | one-core hours left (est.) |",
+    lines += ["", "## Progress", "", hours_left_line(state, runs, jobs), "", "| run | state | epochs | one-core hours left (est.) |",
               "|---|---|---|---|"]
     lines += [f"| {n} | {p['state']} | {p['epochs_done']} of {p['epochs'] or '?'} | "
               f"{'?' if p['hours_left'] is None else format(p['hours_left'], '.1f')} |" for n, p in state.items()]

@@ -20,9 +20,6 @@ START_MARGIN = 600  # seconds before the deadline after which no run is started 
 SPEED_FLAGS = {"none": ["--amp", "bf16", "--channels-last", "--fused"], "gated": ["--amp", "bf16"]}
 
 
-
-
-
 def write_config(run, folder):
     """The run's config as the YAML file train.py is started with (unchanged if it already holds the same)."""
     import yaml
@@ -41,10 +38,8 @@ def write_config(run, folder):
     return path
 
 
-
 def ready(run, folder):
     return run.config is not None and all(run_state(Path(folder) / "runs" / n) == "done" for n in run.needs)
-
 
 
 @dataclass
@@ -53,7 +48,6 @@ class Result:
     stopped: list
     failed: list
     seconds: float
-
 
 
 def _start(folder, run, left, threads, device, command, nice, stop_after):
@@ -70,7 +64,6 @@ def _start(folder, run, left, threads, device, command, nice, stop_after):
     with open(run_dir / "train.log", "a") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=(lambda: os.nice(nice)) if nice else None), "--resume" in args
-
 
 
 def _plans(folders, log, choose=True):
@@ -93,7 +86,6 @@ def _plans(folders, log, choose=True):
     return [(folder, run) for *_, folder, run in sorted(queue, key=lambda q: q[:3])]
 
 
-
 def _stop_children(running):
     """Stop the runs still going (on the way out after an error): each keeps its last whole epoch."""
     for proc in running.values():
@@ -101,7 +93,6 @@ def _stop_children(running):
             proc.terminate()
     for proc in running.values():
         proc.wait()
-
 
 
 def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", command=TRAIN_COMMAND, nice=10, poll=5.0, log=print,
