@@ -90,11 +90,12 @@ def _power(line):
     return rails
 
 
-def summarize_power(samples, rails, images=None, seconds=None):
+def summarize_power(samples, rails, images=None, seconds=None, detail=()):
     """Mean power of ``rails`` over parsed ``samples`` and, given images and seconds, energy per image.
 
-    Returns {"samples", "rails_mean_mw": {rail: mW}, "total_mean_w", "energy_j", "energy_per_image_j"}
-    where the total sums ``rails`` (pick rails that do not contain each other).
+    Returns {"samples", "rails_mean_mw": {rail: mW}, "total_mean_w", "energy_j", "energy_per_image_j",
+    "detail_mean_mw": {rail: mW}} where the total sums ``rails`` (pick rails that do not contain each other) and the
+    detail holds the mean of each rail of ``detail`` that the samples have, reported one by one.
     """
     if not samples:
         raise CosineGateError(
@@ -113,8 +114,10 @@ def summarize_power(samples, rails, images=None, seconds=None):
             )
         means[rail] = statistics.fmean(values)
     total_w = sum(means.values()) / 1000.0
+    shown = {rail: [s["power_mw"][rail][0] for s in samples if rail in s["power_mw"]] for rail in detail}
     summary = {"samples": len(samples), "rails_mean_mw": means, "total_mean_w": total_w,
-               "energy_j": None, "energy_per_image_j": None}
+               "energy_j": None, "energy_per_image_j": None,
+               "detail_mean_mw": {rail: statistics.fmean(values) for rail, values in shown.items() if values}}
     if seconds is not None:
         summary["energy_j"] = total_w * seconds
         if images:
@@ -170,9 +173,9 @@ class TegrastatsSampler:
     def samples(self):
         return [parse_line(line) for line in self.lines]
 
-    def summary(self, rails, images=None, seconds=None):
-        """Mean power of ``rails`` and energy per image over the recorded lines."""
-        return summarize_power(self.samples(), rails, images, seconds)
+    def summary(self, rails, images=None, seconds=None, detail=()):
+        """Mean power of ``rails`` (and of each ``detail`` rail) and energy per image over the recorded lines."""
+        return summarize_power(self.samples(), rails, images, seconds, detail)
 
 
 def _run_text(command):

@@ -94,6 +94,11 @@ def print_report(report):
           f"p90 {report['latency_ms']['p90']:.3f}, p99 {report['latency_ms']['p99']:.3f}, {report['throughput']:.1f} img/s"
           + (f", skip rate {report['skip_rate']:.3f}, executed {report['executed_macs'] / 1e6:.2f}M / {report['dense_macs'] / 1e6:.2f}M MACs"
              if "skip_rate" in report else ""))
+    if "power" in report:
+        p = report["power"]
+        per_image = "" if p["energy_per_image_j"] is None else f", {p['energy_per_image_j'] * 1e3:.2f} mJ per image"
+        print(f"power: {p['total_mean_w']:.2f} W ({' + '.join(p['rails_mean_mw'])}, {p['samples']} tegrastats samples)"
+              + per_image + "".join(f"; {rail} {mw / 1e3:.2f} W" for rail, mw in p.get("detail_mean_mw", {}).items()))
 
 
 def print_if_cost(t):

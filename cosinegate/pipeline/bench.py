@@ -177,7 +177,10 @@ def run_bench(s, backend_name, workdir, log=print):
     sampler = None
     if s.power:
         from cosinegate.bench.tegrastats import TegrastatsSampler
+        from cosinegate.manifests import engine_manifest_path
+        from cosinegate.trt.manifest import engine_power_rails
 
+        rails, detail = engine_power_rails(backend.manifest, engine_manifest_path(model_path))  # --power: --engine only
         sampler = TegrastatsSampler()
         sampler.__enter__()
     try:
@@ -193,12 +196,9 @@ def run_bench(s, backend_name, workdir, log=print):
     wall = report.pop("_wall")
     if sampler:
         from cosinegate.bench.tegrastats import read_power_mode
-        from cosinegate.manifests import engine_manifest_path
-        from cosinegate.trt.manifest import engine_power_rails
 
-        rails = engine_power_rails(backend.manifest, engine_manifest_path(model_path))  # --power: --engine only
         # mean power over the sampled span, energy per image over the timed loop only
-        report["power"] = sampler.summary(rails, images=len(wall) * s.batch, seconds=sum(wall) / 1e3)
+        report["power"] = sampler.summary(rails, images=len(wall) * s.batch, seconds=sum(wall) / 1e3, detail=detail)
         report["power_mode"] = read_power_mode()
     series = {f"{backend_name}": wall}  # replaced by the comparison's graphs (the conditional one included) below
     if s.if_cost_table:

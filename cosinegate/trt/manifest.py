@@ -170,25 +170,28 @@ def read_engine_manifest(engine):
     return manifest
 
 
-RAIL_NAME = re.compile(r"[A-Za-z0-9_]{1,32}")  # tegrastats rail names: VDD_IN, VDD_GPU_SOC, VIN_SYS_5V0, GPU
-
-
 def engine_power_rails(manifest, where):
-    """The tegrastats rails bench --power sums for an engine: those its manifest records (the profile it was built for,
-    a local file included); for an engine built before they were recorded, the shipped profile's of its target."""
-    from cosinegate.trt.targets import load_target, list_targets
+    """(rails summed, rails reported one by one) for bench --power on an engine: those its manifest records (the
+    profile it was built for, a local file included); for an engine built before they were recorded, the shipped
+    profile's of its target. One line where there are none to sum or the record is not rail names."""
+    from cosinegate.trt.targets import RAIL_NAME, list_targets, load_target
 
     rails = manifest.power_rails
     if rails is None:
         if manifest.target not in list_targets():
             raise CosineGateError(f"{where} records no power rails and its target {str(manifest.target)[:40]!r} is not a "
                                   "shipped profile; rebuild the engine (its manifest then records the profile's rails).")
-        return load_target(manifest.target, allow_path=False).total_power_rails
-    total = rails.get("total") if isinstance(rails, dict) else None
-    if not isinstance(total, list) or not all(isinstance(r, str) and RAIL_NAME.fullmatch(r) for r in total):
-        raise CosineGateError(f"{where}: power_rails = {json.dumps(rails)[:60]} is not a list of tegrastats rail names "
-                              "under \"total\"; rebuild the engine.")
-    return tuple(total)
+        profile = load_target(manifest.target, allow_path=False)
+        rails = profile.power_rails
+    elif not isinstance(rails, dict) or not all(
+            isinstance(rails.get(key), list) and all(isinstance(r, str) and RAIL_NAME.fullmatch(r) for r in rails[key])
+            for key in ("total", "detail")):
+        raise CosineGateError(f"{where}: power_rails = {json.dumps(rails)[:60]} is not lists of tegrastats rail names "
+                              "under \"total\" and \"detail\"; rebuild the engine.")
+    if not rails["total"]:
+        raise CosineGateError(f"the target profile of {where} ({str(manifest.target)[:40]}) names no power rails to sum "
+                              "(total_power_rails); --power needs a Jetson profile with tegrastats rails.")
+    return tuple(rails["total"]), tuple(rails["detail"])
 
 
 def check_engine_manifest(engine, trt_version, compute_capability, check_hash=True):

@@ -188,10 +188,12 @@ def image_reader():
         if array is None and "MAX_IMAGE_PIXELS" in said:
             raise BadInput("image {} is over the {} pixel limit; shrink it first.".format(path, MAX_PIXELS))
         if array is None:
-            raise BadInput("{} is not an image OpenCV can read; pass a JPEG or PNG (or install Pillow).".format(path))
-        cut = [line.strip() for line in said.splitlines() if "Premature end" in line]
-        if cut:  # libjpeg fills a cut-off file with gray and only warns; Pillow refuses it
-            raise BadInput("{} is truncated (OpenCV: {}); replace it with a complete file.".format(path, cut[0][:80]))
+            reason = [line.strip() for line in said.splitlines() if line.strip()]
+            raise BadInput("{} is not an image OpenCV can read{}; re-save it as an 8-bit PNG or JPEG, or install Pillow "
+                           "(pip3 install pillow).".format(path, " (OpenCV: {})".format(reason[-1][:80]) if reason else ""))
+        # libjpeg fills a cut-off JPEG with gray and only warns (once: not at all after an earlier warning)
+        if "Premature end" in said or not jpeg_complete(path):
+            raise BadInput("{} is truncated (a JPEG without its end); replace it with a complete file.".format(path))
         if array.shape[0] * array.shape[1] > MAX_PIXELS:
             raise BadInput("image {} is over the {} pixel limit; shrink it first.".format(path, MAX_PIXELS))
         return np.ascontiguousarray(array[:, :, ::-1])
@@ -205,24 +207,48 @@ def image_reader():
 
 def quiet_imread(cv2, path):
     """cv2.imread(path) as (BGR array or None, what OpenCV and its decoders wrote to stderr meanwhile): they write to
-    file descriptor 2 directly, so it is pointed at a temporary file for the call (bad input stays one line)."""
+    file descriptor 2 directly, so it points at a temporary file for the call (bad input stays one line); where no
+    temporary file or descriptor can be had, the read is not captured."""
     import tempfile
 
     sys.stderr.flush()
-    with tempfile.TemporaryFile() as sink:
+    sink = saved = None
+    try:
+        sink = tempfile.TemporaryFile()
         saved = os.dup(2)
         os.dup2(sink.fileno(), 2)
-        raised = ""
-        try:
-            array = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        except cv2.error as exc:  # newer OpenCV raises where older ones print and return None
-            array, raised = None, str(exc)
-        finally:
+    except OSError:  # no temporary file, or no stderr to point elsewhere: the read is not captured
+        if saved is not None:
+            os.close(saved)
+        if sink is not None:
+            sink.close()
+        sink = saved = None
+    raised = ""
+    try:
+        array = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. over OPENCV_IO_MAX_IMAGE_PIXELS: checked by an assertion that raises
+        array, raised = None, str(exc)
+    finally:
+        if saved is not None:
             os.dup2(saved, 2)
             os.close(saved)
-        sink.seek(0)
-        said = sink.read().decode("utf-8", "replace")
+    said = ""
+    if sink is not None:
+        with sink:
+            sink.seek(0)
+            said = sink.read().decode("utf-8", "replace")
     return array, said + raised
+
+
+def jpeg_complete(path):
+    """False for a JPEG cut off before its end-of-image marker: no FF D9 after its last start of scan (FF DA; inside
+    the scan data an FF byte is followed by 00 or a restart marker, never D9). True for any other file."""
+    with open(str(path), "rb") as handle:
+        data = handle.read()
+    if not data.startswith(b"\xff\xd8"):
+        return True
+    scan = data.rfind(b"\xff\xda")
+    return scan >= 0 and data.find(b"\xff\xd9", scan + 2) >= 0
 
 
 def fit(array, pre, resize):

@@ -41,6 +41,7 @@ except ImportError:  # Python < 3.11
 
 ARCHES = ("aarch64", "x86_64")
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name, never a path or `..`
+RAIL_NAME = re.compile(r"[A-Za-z0-9_]{1,32}")  # tegrastats rail names: VDD_IN, VDD_GPU_SOC, VIN_SYS_5V0, GPU
 MAX_WORKSPACE_MIB = 1 << 20  # 1 TiB
 MAX_DEPTH = 32
 MAX_PROFILE_BYTES = 1 << 20
@@ -305,6 +306,14 @@ def _check_text(path, field, value):
         _fail(path, field, f"holds a control character ({value!r})")
 
 
+def _rails(data, field, path):
+    rails = _strings(data, field, path)
+    for rail in rails:
+        if not RAIL_NAME.fullmatch(rail):
+            _fail(path, field, f"has {rail!r}, not a tegrastats rail name (letters, digits and _, as tegrastats prints them)")
+    return rails
+
+
 def _strings(data, field, path, allowed=None, where=""):
     values = data[field]
     for value in values:
@@ -386,8 +395,8 @@ def _profile_from(data, path):
         use_dla=data["use_dla"],
         gpu_fallback=data["gpu_fallback"],
         if_on_dla=data["if_on_dla"],
-        total_power_rails=_strings(data, "total_power_rails", path),
-        detail_power_rails=_strings(data, "detail_power_rails", path),
+        total_power_rails=_rails(data, "total_power_rails", path),
+        detail_power_rails=_rails(data, "detail_power_rails", path),
         tensorrt=tuple(sorted(releases, key=lambda r: r.version)),
         source=path,
     )

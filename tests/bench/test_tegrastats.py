@@ -1,5 +1,6 @@
 """tegrastats parsing on recorded lines, power summaries, the sampler and read_power_mode."""
 
+import statistics
 import subprocess
 
 import pytest
@@ -185,6 +186,14 @@ def test_summarize_power_means_and_energy_per_image():
     assert summary["total_mean_w"] == pytest.approx(8.6515)
     assert summary["energy_j"] == pytest.approx(17.303)
     assert summary["energy_per_image_j"] == pytest.approx(0.17303)
+
+
+def test_summarize_power_reports_detail_rails_one_by_one():
+    samples = [parse_line(ORIN_NANO_JP6), parse_line(ORIN_NANO_JP6_BUSY)]
+    summary = summarize_power(samples, ["VDD_IN"], detail=["VDD_SOC", "VDD_CPU_GPU_CV", "NOT_THERE"])
+    assert list(summary["detail_mean_mw"]) == ["VDD_SOC", "VDD_CPU_GPU_CV"]  # a rail these lines lack is left out
+    assert summary["detail_mean_mw"]["VDD_SOC"] == pytest.approx(statistics.fmean(s["power_mw"]["VDD_SOC"][0] for s in samples))
+    assert summary["total_mean_w"] == pytest.approx(summary["rails_mean_mw"]["VDD_IN"] / 1000)  # the detail is not summed
 
 
 def test_summarize_power_sums_agx_orin_rails():

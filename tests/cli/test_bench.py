@@ -139,6 +139,55 @@ def test_engine_manifest_refusal(tmp_path):
         check_engine_manifest(tmp_path / "absent.engine", "8.5.2", "8.7")
 
 
+def test_power_sums_the_rails_the_engine_manifest_records(conditional_onnx, tmp_path, monkeypatch, capsys):
+    """bench --engine --power: the rails are the engine manifest's (a local profile's), checked before anything is
+    timed, and the summary prints the power line. Stand-ins: ONNX Runtime runs the graph in TensorRT's place, and the
+    sampler holds two recorded Orin Nano tegrastats lines (the plumbing only, never a measurement)."""
+    import cosinegate.bench.backends as backends
+    import cosinegate.bench.tegrastats as tegrastats
+    from cosinegate.pipeline.engine import onnx_meta
+    from cosinegate.trt.manifest import read_engine_manifest
+    from test_tegrastats import ORIN_NANO_JP6, ORIN_NANO_JP6_BUSY
+
+    entered = []
+
+    class StandInTrt(backends.OnnxrtBackend):
+        def __init__(self, engine):
+            super().__init__(conditional_onnx)
+            self.manifest = read_engine_manifest(engine)
+
+    class RecordedTegrastats(tegrastats.TegrastatsSampler):
+        def __enter__(self):
+            entered.append(True)
+            self.lines = [ORIN_NANO_JP6, ORIN_NANO_JP6_BUSY]
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(backends, "TrtBackend", StandInTrt)
+    monkeypatch.setattr(tegrastats, "TegrastatsSampler", RecordedTegrastats)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"stand-in")
+
+    def manifest(rails):
+        write_engine_manifest(engine, EngineManifest(trt_version="8.5.2", compute_capability="8.7", target="my-nano",
+                                                     onnx_metadata=onnx_meta(conditional_onnx), power_rails=rails))
+
+    manifest({"total": ["VDD_IN"], "detail": ["VDD_SOC", "VDD_CPU_GPU_CV"]})
+    args = ["--engine", str(engine), "--power", "--random-input", "--warmup", "1", "--iterations", "5"]
+    assert bench.main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    power = json.loads((tmp_path / "r.json").read_text())["power"]
+    assert list(power["rails_mean_mw"]) == ["VDD_IN"] and sorted(power["detail_mean_mw"]) == ["VDD_CPU_GPU_CV", "VDD_SOC"]
+    line = next(text for text in capsys.readouterr().out.splitlines() if text.startswith("power: "))
+    assert f"{power['total_mean_w']:.2f} W (VDD_IN, 2 tegrastats samples)" in line and "VDD_SOC" in line, line
+    manifest({"total": [], "detail": []})
+    entered.clear()
+    with pytest.raises(CosineGateError, match="names no power rails to sum"):
+        bench.main(args)
+    assert not entered  # refused before the sampler started and anything was timed
+
+
 def test_trt_backend_refuses_without_tensorrt(tmp_path, monkeypatch):
     import cosinegate.trtversion as versions
 

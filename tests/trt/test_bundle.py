@@ -311,8 +311,11 @@ def test_device_script_refuses_a_damaged_bundle(bundle_copy, tmp_path):
 def test_the_engine_manifest_carries_the_rails_of_the_profile_it_was_built_for(bundled, tmp_path):
     """A local profile (here one that keeps the shipped name, with other rails): the board never sees the file, so
     the engine manifest records its rails and bench --power sums those, not the shipped profile's."""
+    import cosinegate.pipeline.engine as engine_stage
+    from cosinegate.trt import build as trt_build
     from cosinegate.trt.manifest import engine_power_rails, read_engine_manifest
-    from cosinegate.trt.targets import load_target
+    from cosinegate.trt.targets import HostInfo, load_target
+    from cosinegate.trtversion import parse_version
 
     target = evil_target(tmp_path / "mine", total_power_rails=["VDD_IN"], detail_power_rails=["VDD_IN", "VDD_SOC"])
     out = tmp_path / "out"
@@ -325,7 +328,19 @@ def test_the_engine_manifest_carries_the_rails_of_the_profile_it_was_built_for(b
     engine = copy / "results" / "tiny-conditional-fp16-trt8.5.2-sm87.engine"
     manifest = read_engine_manifest(engine)
     assert manifest.power_rails == {"total": ["VDD_IN"], "detail": ["VDD_IN", "VDD_SOC"]}
-    assert engine_power_rails(manifest, "x") == ("VDD_IN",) != load_target("jetson-orin").total_power_rails
+    assert engine_power_rails(manifest, "x") == (("VDD_IN",), ("VDD_IN", "VDD_SOC"))
+    assert load_target("jetson-orin").total_power_rails != ("VDD_IN",)
+    # the Python build on the board (--target by its name: the board's shipped profile) records the bundle's rails too
+    mp = pytest.MonkeyPatch()
+    mp.setattr(trt_build, "detect_host", lambda: HostInfo("aarch64", "8.7", parse_version("8.5.2.2")))
+    mp.setattr(trt_build, "build_engine", lambda onnx, path, settings: open(str(path), "wb").close() or 0.1)
+    mp.setattr(engine_stage, "engine_parity", lambda *args: {"passed": True, "stand_in": True})
+    try:
+        assert build_engine.main(["--target", "jetson-orin", "--bundle", str(copy), "--out", str(tmp_path / "py")]) == 0
+    finally:
+        mp.undo()
+    built = read_engine_manifest(tmp_path / "py" / "tiny-conditional-fp16-trt8.5.2.2-sm87.engine")
+    assert built.power_rails == {"total": ["VDD_IN"], "detail": ["VDD_IN", "VDD_SOC"]}
 
 
 def test_int8_cache_bundle_carries_a_cache_per_release(bundled, tmp_path):

@@ -66,28 +66,35 @@ def test_an_engine_manifest_without_its_versions_is_refused(tmp_path):
         check_engine_manifest(engine, "10.3.0", "8.7")
 
 
-@pytest.mark.parametrize("rails", [["VDD_IN", "$(touch PWNED)"], {"detail": ["VDD_IN"]}, "VDD_IN", {"total": "VDD_IN"},
-                                   {"total": [["VDD_IN"]]}])
+@pytest.mark.parametrize("rails", [{"total": ["VDD_IN", "$(touch PWNED)"], "detail": []}, {"total": ["V" * 33], "detail": []},
+                                   {"total": ["VDD_IN"]}, ["VDD_IN"], "VDD_IN", {"total": "VDD_IN", "detail": []},
+                                   {"total": [["VDD_IN"]], "detail": []}])
 def test_an_engine_manifests_bad_power_rails_are_one_line(rails):
     from cosinegate.manifests import EngineManifest
     from cosinegate.trt.manifest import engine_power_rails
 
-    with pytest.raises(CosineGateError, match="not a list of tegrastats rail names") as refused:
+    with pytest.raises(CosineGateError, match="is not lists of tegrastats rail names") as refused:
         engine_power_rails(EngineManifest(target="jetson-orin", power_rails=rails), "x.engine.json")
     assert "\n" not in str(refused.value)
 
 
-def test_power_rails_of_an_engine_built_before_they_were_recorded():
-    """The shipped profile of its target; a target that is not shipped (a local profile) is one line: rebuild."""
+def test_power_rails_of_an_engine_built_before_they_were_recorded_or_of_a_profile_without_them():
+    """The shipped profile of its target; a target that is not shipped (a local profile) is one line: rebuild. A
+    profile without rails to sum (desktop.toml) is one line before anything is measured."""
     from cosinegate.manifests import EngineManifest
     from cosinegate.trt.manifest import engine_power_rails
     from cosinegate.trt.targets import load_target
 
-    assert engine_power_rails(EngineManifest(target="jetson-orin"), "x") == load_target("jetson-orin").total_power_rails
+    orin = load_target("jetson-orin")
+    assert engine_power_rails(EngineManifest(target="jetson-orin"), "x") == (orin.total_power_rails, orin.detail_power_rails)
     with pytest.raises(CosineGateError, match="records no power rails and its target 'my-orin' is not a shipped profile"):
         engine_power_rails(EngineManifest(target="my-orin"), "x.engine.json")
     with pytest.raises(CosineGateError, match="is not a shipped profile"):
         engine_power_rails(EngineManifest(target="../jetson-orin"), "x.engine.json")
+    with pytest.raises(CosineGateError, match=r"\(desktop\) names no power rails to sum"):
+        engine_power_rails(EngineManifest(target="desktop"), "x.engine.json")
+    with pytest.raises(CosineGateError, match="names no power rails to sum"):
+        engine_power_rails(EngineManifest(target="mine", power_rails={"total": [], "detail": ["VDD_IN"]}), "x")
 
 
 def test_an_engine_manifest_with_bad_onnx_metadata_is_refused(tmp_path):

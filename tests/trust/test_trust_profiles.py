@@ -33,6 +33,8 @@ BAD = {  # label: (profile text change, message)
     "a release listed twice": (lambda t: t + RELEASE, "'tensorrt' lists release 8.5.2 more than once"),
     "opset 10**9": (lambda t: t.replace("max_onnx_opset = 17", "max_onnx_opset = 1000000000", 1), "not an ONNX opset number"),
     "dla_cores 10**6": (lambda t: t.replace("dla_cores = 2", "dla_cores = 1000000"), "'dla_cores' is 1000000; give 0..16"),
+    "a rail name tegrastats never prints": (lambda t: t.replace('total_power_rails = ["VDD_GPU_SOC"', 'total_power_rails = ["VDD-GPU"'),
+                                            "'total_power_rails' has 'VDD-GPU', not a tegrastats rail name"),
 }
 
 
