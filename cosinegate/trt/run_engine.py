@@ -240,15 +240,23 @@ def quiet_imread(cv2, path):
     return array, said + raised
 
 
-def jpeg_complete(path):
+def jpeg_complete(path, chunk=1 << 20):
     """False for a JPEG cut off before its end-of-image marker: no FF D9 after its last start of scan (FF DA; inside
-    the scan data an FF byte is followed by 00 or a restart marker, never D9). True for any other file."""
+    the scan data an FF byte is followed by 00 or a restart marker, never D9). True for any other file. Read in
+    chunks: bytes after the end (a camera's trailer, or gigabytes of them) cost no memory."""
     with open(str(path), "rb") as handle:
-        data = handle.read()
-    if not data.startswith(b"\xff\xd8"):
-        return True
-    scan = data.rfind(b"\xff\xda")
-    return scan >= 0 and data.find(b"\xff\xd9", scan + 2) >= 0
+        if handle.read(2) != b"\xff\xd8":
+            return True
+        complete, carried = False, b""
+        while True:
+            data = handle.read(chunk)
+            if not data:
+                return complete
+            window = carried + data  # a marker split between two reads is whole here
+            scan, end = window.rfind(b"\xff\xda"), window.rfind(b"\xff\xd9")
+            if scan >= 0 or end >= 0:
+                complete = end > scan
+            carried = window[-1:]
 
 
 def fit(array, pre, resize):

@@ -261,6 +261,32 @@ def test_opencv_decodes_as_pillow_and_resizes_within_a_few_levels(readers, test_
         assert np.abs(mine - theirs).max() <= 8 and np.abs(mine - theirs).mean() < 1.0, np.abs(mine - theirs).max()
 
 
+def test_the_jpeg_end_check_reads_in_chunks_as_it_would_read_the_whole_file(test_images, tmp_path):
+    """jpeg_complete against the rule on the whole file (an end marker after the last start of scan), for every cut
+    of a JPEG with a thumbnail (markers before the main scan) and with a trailer, in reads of 1 to 64 bytes."""
+    from cosinegate.trt.run_engine import jpeg_complete
+
+    source = tmp_path / "source.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    Image.fromarray(test_images.images[3]).save(source, quality=80, exif=exif)
+    thumb = tmp_path / "thumb.jpg"
+    Image.fromarray(test_images.images[4]).resize((8, 8)).save(thumb, quality=50)
+    data = source.read_bytes()
+    data = data[:2] + b"\xff\xe1" + (len(thumb.read_bytes()) + 2).to_bytes(2, "big") + thumb.read_bytes() + data[2:]
+    data += b"\0" * 40 + b"trailer"
+    cut = tmp_path / "cut.jpg"
+    answers = set()
+    for end in range(2, len(data) + 1, 7):
+        cut.write_bytes(data[:end])
+        whole = data[:end]
+        expected = whole.rfind(b"\xff\xd9") > whole.rfind(b"\xff\xda")
+        answers.add(expected)
+        for chunk in (1, 2, 3, 64):
+            assert jpeg_complete(cut, chunk) == expected, (end, chunk)
+    assert answers == {True, False} and jpeg_complete(source) and jpeg_complete(thumb)
+
+
 def test_onnx_path_with_opencv_only(default_bundle, photos, tmp_path):
     """run_engine.py with OpenCV and no Pillow: a note says so; images of the input size (no resize) and the .npy
     stack give exactly the toolkit's labels and gates."""
