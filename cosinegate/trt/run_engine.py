@@ -18,8 +18,8 @@ Board side: Python 3.8+, numpy and TensorRT 8.5+ (JetPack 5.1: 8.5.2, 6.0: 8.6.2
 runtime library libcudart.so (JetPack's CUDA, /usr/local/cuda/lib64; called through ctypes, so no pycuda or
 cuda-python is needed; CUDART=/path/libcudart.so picks another). Images need Pillow (`pip3 install pillow`, the exact
 resize of training) or OpenCV (cv2, which JetPack ships: the same decoded pixels, a resize within a few levels of 255
-of Pillow's). --onnx needs
-onnxruntime instead of TensorRT. Imports nothing from the toolkit. Exit status 2 on bad input, with one line naming it.
+of Pillow's). --onnx needs onnxruntime instead of TensorRT. Imports nothing from the toolkit. Exit status 2 on bad
+input, with one line naming it.
 """
 
 import argparse
