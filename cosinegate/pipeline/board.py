@@ -13,19 +13,18 @@ def from_bundle(s, target, log=print):
     import onnx
 
     from cosinegate.pipeline.engine import build_here, onnx_opset
-    from cosinegate.trt.manifest import bundle_member, listed_member, verify_bundle
-    from cosinegate.trt.targets import check_opset, load_target
+    from cosinegate.trt.manifest import bundle_member, listed_member, safe_name, verify_bundle
+    from cosinegate.trt.targets import check_opset
     from cosinegate.trt.trtexec import check_layer_names
 
     profile, host = target.profile, target.host
     bundle_dir = Path(s.bundle)
     manifest = verify_bundle(bundle_dir)
+    safe_name(manifest.target, "bundle target name")
     if manifest.target != profile.name:
-        raise CosineGateError(f"bundle {bundle_dir} was made for {manifest.target!r}, not {profile.name}; pass --target {manifest.target}.")
-    if f"{profile.name}.toml" in manifest.files:  # the profile it was made for (maybe a local file): its power rails
-        made_for = load_target(profile.name, targets_dir=bundle_dir, allow_path=False)  # go into the engine manifest
-        profile = replace(profile, total_power_rails=made_for.total_power_rails, detail_power_rails=made_for.detail_power_rails)
-        target = replace(target, profile=profile)
+        carried = f"{manifest.target}.toml" in manifest.files  # its own profile, a local one included
+        raise CosineGateError(f"bundle {bundle_dir} was made for {manifest.target!r}, not {profile.name}; pass --target "
+                              + (str(bundle_dir / f"{manifest.target}.toml") if carried else str(manifest.target)) + ".")
     s = replace(s, **bundle_fields(manifest, profile))
     onnx_path = listed_member(bundle_dir, manifest, manifest.build_onnx, "build_onnx")
     if onnx_path is None:

@@ -79,6 +79,8 @@ def resolve(settings, log=print):
 
     s = settings
     profile = load_target(s.target)
+    if s.bundle:
+        profile = bundle_profile(Path(s.bundle), profile, log)
     check_workspace(s.workspace)
     out, where = output_folder(s, profile.name)
     if not (s.checkpoint or s.onnx or s.bundle):
@@ -123,6 +125,21 @@ def resolve(settings, log=print):
     s = replace(s, select=resolve_select(s, log))
     log(f"output: {out} ({where})")
     return s, Target(profile, host, can_build, why, out)
+
+
+def bundle_profile(bundle, profile, log=print):
+    """The profile a bundle carries under ``profile``'s name: the one it was made for (a local file included, which the
+    board has no other copy of; its hash is checked with the bundle's before anything is built), else ``profile``.
+    Says so when the two differ."""
+    from cosinegate.trt.targets import load_target
+
+    if not (bundle / f"{profile.name}.toml").is_file():
+        return profile
+    made_for = load_target(profile.name, targets_dir=bundle, allow_path=False)
+    if replace(made_for, source=profile.source) != profile:
+        log(f"bundle {bundle} carries its own {profile.name} profile, which differs from {profile.source}: building "
+            "with the bundle's (the one it was made for)")
+    return made_for
 
 
 def output_folder(s, target):

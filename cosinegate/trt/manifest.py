@@ -189,7 +189,7 @@ def engine_power_rails(manifest, where):
         raise CosineGateError(f"{where}: power_rails = {json.dumps(rails)[:60]} is not lists of tegrastats rail names "
                               "under \"total\" and \"detail\"; rebuild the engine.")
     if not rails["total"]:
-        raise CosineGateError(f"the target profile of {where} ({str(manifest.target)[:40]}) names no power rails to sum "
+        raise CosineGateError(f"the target profile of {where} ({str(manifest.target)[:40]!r}) names no power rails to sum "
                               "(total_power_rails); --power needs a Jetson profile with tegrastats rails.")
     return tuple(rails["total"]), tuple(rails["detail"])
 

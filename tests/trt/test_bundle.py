@@ -308,9 +308,10 @@ def test_device_script_refuses_a_damaged_bundle(bundle_copy, tmp_path):
     assert not (tmp_path / "trtexec.log").exists()
 
 
-def test_the_engine_manifest_carries_the_rails_of_the_profile_it_was_built_for(bundled, tmp_path):
+def test_the_engine_manifest_carries_the_rails_of_the_profile_it_was_built_for(bundled, tmp_path, capsys):
     """A local profile (here one that keeps the shipped name, with other rails): the board never sees the file, so
-    the engine manifest records its rails and bench --power sums those, not the shipped profile's."""
+    the engine manifest records its rails and bench --power sums those, not the shipped profile's; the Python build
+    on the board takes the profile the bundle carries, and says so."""
     import cosinegate.pipeline.engine as engine_stage
     from cosinegate.trt import build as trt_build
     from cosinegate.trt.manifest import engine_power_rails, read_engine_manifest
@@ -341,6 +342,19 @@ def test_the_engine_manifest_carries_the_rails_of_the_profile_it_was_built_for(b
         mp.undo()
     built = read_engine_manifest(tmp_path / "py" / "tiny-conditional-fp16-trt8.5.2.2-sm87.engine")
     assert built.power_rails == {"total": ["VDD_IN"], "detail": ["VDD_IN", "VDD_SOC"]}
+    assert "carries its own jetson-orin profile, which differs from" in capsys.readouterr().out
+
+
+def test_a_bundle_of_a_local_profile_names_the_profile_it_carries(bundled, tmp_path):
+    target = evil_target(tmp_path / "mine", name="my-orin")
+    out = tmp_path / "out"
+    shutil.copytree(bundled[0] / ".work", out / ".work")
+    assert build_engine.main(["--target", target, "--checkpoint", str(bundled[1]), "--out", str(out)]) == 0
+    bundle = out / "tiny-conditional-fp16-bundle"
+    with pytest.raises(CosineGateError, match=f"made for 'my-orin', not jetson-orin; pass --target {bundle}/my-orin.toml"):
+        build_engine.main(["--target", "jetson-orin", "--bundle", str(bundle), "--out", str(tmp_path / "board")])
+    assert build_engine.main(["--target", str(bundle / "my-orin.toml"), "--bundle", str(bundle),
+                              "--out", str(tmp_path / "board")]) == 0  # verified; no TensorRT here to build
 
 
 def test_int8_cache_bundle_carries_a_cache_per_release(bundled, tmp_path):

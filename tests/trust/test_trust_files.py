@@ -91,7 +91,7 @@ def test_power_rails_of_an_engine_built_before_they_were_recorded_or_of_a_profil
         engine_power_rails(EngineManifest(target="my-orin"), "x.engine.json")
     with pytest.raises(CosineGateError, match="is not a shipped profile"):
         engine_power_rails(EngineManifest(target="../jetson-orin"), "x.engine.json")
-    with pytest.raises(CosineGateError, match=r"\(desktop\) names no power rails to sum"):
+    with pytest.raises(CosineGateError, match=r"\('desktop'\) names no power rails to sum"):
         engine_power_rails(EngineManifest(target="desktop"), "x.engine.json")
     with pytest.raises(CosineGateError, match="names no power rails to sum"):
         engine_power_rails(EngineManifest(target="mine", power_rails={"total": [], "detail": ["VDD_IN"]}), "x")
