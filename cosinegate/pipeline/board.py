@@ -21,10 +21,8 @@ def from_bundle(s, target, log=print):
     bundle_dir = Path(s.bundle)
     manifest = verify_bundle(bundle_dir)
     safe_name(manifest.target, "bundle target name")
-    if manifest.target != profile.name:
-        carried = f"{manifest.target}.toml" in manifest.files  # its own profile, a local one included
-        raise CosineGateError(f"bundle {bundle_dir} was made for {manifest.target!r}, not {profile.name}; pass --target "
-                              + (str(bundle_dir / f"{manifest.target}.toml") if carried else str(manifest.target)) + ".")
+    if manifest.target != profile.name:  # --target NAME takes the profile the bundle carries (plan.target_profile)
+        raise CosineGateError(f"bundle {bundle_dir} was made for {manifest.target!r}, not {profile.name}; pass --target {manifest.target}.")
     s = replace(s, **bundle_fields(manifest, profile))
     onnx_path = listed_member(bundle_dir, manifest, manifest.build_onnx, "build_onnx")
     if onnx_path is None:

@@ -75,12 +75,10 @@ class Artifacts:
 def resolve(settings, log=print):
     """(settings with every default filled in, Target); raises CosineGateError before any work."""
     from cosinegate.trt.build import check_int8_form, detect_host, dla_releases_that_build
-    from cosinegate.trt.targets import check_dla_core, check_workspace, host_matches, load_target
+    from cosinegate.trt.targets import check_dla_core, check_workspace, host_matches
 
     s = settings
-    profile = load_target(s.target)
-    if s.bundle:
-        profile = bundle_profile(Path(s.bundle), profile, log)
+    profile = target_profile(s.target, s.bundle, log)
     check_workspace(s.workspace)
     out, where = output_folder(s, profile.name)
     if not (s.checkpoint or s.onnx or s.bundle):
@@ -127,18 +125,22 @@ def resolve(settings, log=print):
     return s, Target(profile, host, can_build, why, out)
 
 
-def bundle_profile(bundle, profile, log=print):
-    """The profile a bundle carries under ``profile``'s name: the one it was made for (a local file included, which the
-    board has no other copy of; its hash is checked with the bundle's before anything is built), else ``profile``.
-    Says so when the two differ."""
-    from cosinegate.trt.targets import load_target
+def target_profile(target, bundle=None, log=print):
+    """--target's profile. With --bundle (verified first: no file of it is read before its hashes are checked) and
+    --target naming the bundle's own target: the profile the bundle carries, the one it was made for (a local profile
+    included, of which the board has no other copy), said where it differs from the shipped one of that name."""
+    from cosinegate.trt.manifest import verify_bundle
+    from cosinegate.trt.targets import list_targets, load_target
 
-    if not (bundle / f"{profile.name}.toml").is_file():
-        return profile
-    made_for = load_target(profile.name, targets_dir=bundle, allow_path=False)
-    if replace(made_for, source=profile.source) != profile:
-        log(f"bundle {bundle} carries its own {profile.name} profile, which differs from {profile.source}: building "
-            "with the bundle's (the one it was made for)")
+    manifest = verify_bundle(bundle) if bundle else None
+    if manifest is None or target != manifest.target or f"{target}.toml" not in manifest.files:
+        return load_target(target)
+    made_for = load_target(target, targets_dir=bundle, allow_path=False)
+    if target in list_targets():
+        shipped = load_target(target)
+        if replace(made_for, source=shipped.source) != shipped:
+            log(f"bundle {bundle} carries its own {target} profile, which differs from the shipped one: building with the "
+                "bundle's (the one it was made for)")
     return made_for
 
 

@@ -240,23 +240,54 @@ def quiet_imread(cv2, path):
     return array, said + raised
 
 
-def jpeg_complete(path, chunk=1 << 20):
-    """False for a JPEG cut off before its end-of-image marker: no FF D9 after its last start of scan (FF DA; inside
-    the scan data an FF byte is followed by 00 or a restart marker, never D9). True for any other file. Read in
-    chunks: bytes after the end (a camera's trailer, or gigabytes of them) cost no memory."""
+def jpeg_complete(path, chunk=1 << 16):
+    """False for a JPEG cut off before its end-of-image marker (FF D9), True for a whole one and for any other file.
+    Walks the marker structure as a decoder does: length-prefixed segments skipped whole (an EXIF thumbnail with its
+    own markers included), scan data searched for the next marker (FF 00 and restart markers belong to the scan,
+    FF FF is fill). Stops at the end marker: bytes after it (a camera's trailer, any size) are never read."""
     with open(str(path), "rb") as handle:
-        if handle.read(2) != b"\xff\xd8":
+        state = {"buf": b"", "pos": 0}
+
+        def ahead(n):  # at least n unread bytes buffered; False at the end of the file
+            while len(state["buf"]) - state["pos"] < n:
+                more = handle.read(chunk)
+                if not more:
+                    return False
+                state["buf"], state["pos"] = state["buf"][state["pos"]:] + more, 0
             return True
-        complete, carried = False, b""
+
+        def next_marker(in_scan):
+            while ahead(2):
+                buf, pos = state["buf"], state["pos"]
+                at = buf.find(b"\xff", pos, len(buf) - 1)
+                if at < 0:
+                    state["pos"] = len(buf) - 1
+                    continue
+                marker = buf[at + 1]
+                state["pos"] = at + 1 if marker == 0xFF else at + 2
+                if marker == 0xFF or marker == 0x00 or (in_scan and 0xD0 <= marker <= 0xD7):
+                    continue
+                return marker
+            return None
+
+        if not ahead(2) or state["buf"][:2] != b"\xff\xd8":
+            return True
+        state["pos"], in_scan = 2, False
         while True:
-            data = handle.read(chunk)
-            if not data:
-                return complete
-            window = carried + data  # a marker split between two reads is whole here
-            scan, end = window.rfind(b"\xff\xda"), window.rfind(b"\xff\xd9")
-            if scan >= 0 or end >= 0:
-                complete = end > scan
-            carried = window[-1:]
+            marker = next_marker(in_scan)
+            if marker is None:
+                return False
+            if marker == 0xD9:
+                return True
+            if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # restart and TEM markers stand alone
+                continue
+            if not ahead(2):
+                return False
+            length = int.from_bytes(state["buf"][state["pos"]:state["pos"] + 2], "big")
+            if length < 2 or not ahead(length):
+                return False
+            state["pos"] += length
+            in_scan = marker == 0xDA
 
 
 def fit(array, pre, resize):
@@ -628,8 +659,8 @@ def main(argv=None):
         print("\n".join(lines(rows, info)))
         if args.json:
             write_report(args.json, rows, info)
-    except BadInput as exc:
-        print("error: {}".format(exc), file=sys.stderr)
+    except BadInput as exc:  # file names and libraries' messages in it: control characters escaped, one line
+        print("error: {}".format("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))), file=sys.stderr)
         return 2
     return 0
 

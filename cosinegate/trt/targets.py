@@ -241,7 +241,8 @@ def load_target(name, targets_dir=None, allow_path=True):
 def read_profile_toml(path):
     """The TOML mapping of profile ``path``, or one CosineGateError line (bad bytes, syntax, depth, size)."""
     try:
-        raw = Path(path).read_bytes()[: MAX_PROFILE_BYTES + 1]
+        with open(path, "rb") as handle:  # at most the limit and one byte: a huge file is never read whole
+            raw = handle.read(MAX_PROFILE_BYTES + 1)
         if len(raw) > MAX_PROFILE_BYTES:
             raise CosineGateError(f"{path}: over {MAX_PROFILE_BYTES} bytes, not a target profile; fix the file.")
         text = raw.decode("utf-8")

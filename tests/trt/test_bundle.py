@@ -351,10 +351,27 @@ def test_a_bundle_of_a_local_profile_names_the_profile_it_carries(bundled, tmp_p
     shutil.copytree(bundled[0] / ".work", out / ".work")
     assert build_engine.main(["--target", target, "--checkpoint", str(bundled[1]), "--out", str(out)]) == 0
     bundle = out / "tiny-conditional-fp16-bundle"
-    with pytest.raises(CosineGateError, match=f"made for 'my-orin', not jetson-orin; pass --target {bundle}/my-orin.toml"):
+    with pytest.raises(CosineGateError, match="made for 'my-orin', not jetson-orin; pass --target my-orin"):
         build_engine.main(["--target", "jetson-orin", "--bundle", str(bundle), "--out", str(tmp_path / "board")])
-    assert build_engine.main(["--target", str(bundle / "my-orin.toml"), "--bundle", str(bundle),
-                              "--out", str(tmp_path / "board")]) == 0  # verified; no TensorRT here to build
+    with pytest.raises(CosineGateError, match="unknown target 'my-orin'"):  # no such profile here without the bundle
+        build_engine.main(["--target", "my-orin", "--checkpoint", str(bundled[1]), "--out", str(tmp_path / "none")])
+    assert build_engine.main(["--target", "my-orin", "--bundle", str(bundle), "--out", str(tmp_path / "board")]) == 0
+
+
+def test_the_profile_a_bundle_carries_is_read_only_once_its_hash_is_checked(bundle_copy, tmp_path):
+    """A bundle's profile file altered, or made a link to a file outside: refused as a damaged bundle, before the
+    profile is read (read first, this one would be refused as bad TOML)."""
+    outside = tmp_path / "outside.toml"
+    outside.write_text("name = = 'not a profile'\n")
+    for change in ("alter", "link"):
+        (bundle_copy / "jetson-orin.toml").unlink()
+        if change == "alter":
+            shutil.copy(outside, bundle_copy / "jetson-orin.toml")
+        else:
+            (bundle_copy / "jetson-orin.toml").symlink_to(outside)
+        with pytest.raises(CosineGateError, match="bundle .* is damaged|symlink|not a plain file") as refused:
+            build_engine.main(["--target", "jetson-orin", "--bundle", str(bundle_copy), "--out", str(tmp_path / "o")])
+        assert "\n" not in str(refused.value) and not (tmp_path / "o").exists()
 
 
 def test_int8_cache_bundle_carries_a_cache_per_release(bundled, tmp_path):

@@ -7,6 +7,7 @@ against each release's bindings): never evidence that an engine runs; that needs
 """
 
 import ast
+import io
 import json
 import os
 import shutil
@@ -167,6 +168,8 @@ def test_onnx_path_on_python_3_8_with_numpy_and_onnxruntime_only(default_bundle,
 def bad_cases(bundle, photos, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not an image")
+    control = tmp_path / "a\x1b[2Jname\x07.png"  # a name that would clear a terminal and ring its bell
+    control.write_text("not an image either")
     odd = tmp_path / "odd.npy"
     np.save(odd, np.zeros((2, 5), np.float64))
     old = json.loads((bundle / "manifest.json").read_text())
@@ -181,6 +184,7 @@ def bad_cases(bundle, photos, tmp_path):
     return {
         "missing file": ([*onnx, tmp_path / "nope.png"], "not found"),
         "wrong image": ([*onnx, text], "is not a readable image"),
+        "control characters in a file name": ([*onnx, control], "a\\x1b[2Jname\\x07.png is not a readable image"),
         "other file type": ([*onnx, bundle / "manifest.json"], "is not an image"),
         "wrong array": ([*onnx, odd], "pass uint8 images"),
         "manifest without preprocessing": ([*onnx, "--manifest", older, photos], "records no preprocessing rule"),
@@ -197,6 +201,7 @@ def test_bad_inputs_are_one_line_and_exit_2(default_bundle, photos, tmp_path):
         assert done.returncode == 2, (what, done.stdout, done.stderr)
         assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0, (what, done.stderr)
         assert text in done.stderr and "Traceback" not in done.stderr, (what, done.stderr)
+        assert done.stderr.strip().isprintable(), (what, done.stderr)
 
 
 # ---- the OpenCV path: JetPack ships OpenCV (cv2), not Pillow ----------------------------------------------------------
@@ -261,30 +266,32 @@ def test_opencv_decodes_as_pillow_and_resizes_within_a_few_levels(readers, test_
         assert np.abs(mine - theirs).max() <= 8 and np.abs(mine - theirs).mean() < 1.0, np.abs(mine - theirs).max()
 
 
-def test_the_jpeg_end_check_reads_in_chunks_as_it_would_read_the_whole_file(test_images, tmp_path):
-    """jpeg_complete against the rule on the whole file (an end marker after the last start of scan), for every cut
-    of a JPEG with a thumbnail (markers before the main scan) and with a trailer, in reads of 1 to 64 bytes."""
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_is_complete_exactly_from_its_end_marker_on(test_images, tmp_path, progressive):
+    """jpeg_complete on every cut of a JPEG with a thumbnail (an EXIF segment holding its own scan and end markers)
+    and a trailer of random bytes (a camera's: FF DA and FF D9 among them): complete exactly from the main image's
+    end marker on, in reads of any size (markers split between reads)."""
     from cosinegate.trt.run_engine import jpeg_complete
 
-    source = tmp_path / "source.jpg"
-    exif = Image.Exif()
-    exif[0x0112] = 1
-    Image.fromarray(test_images.images[3]).save(source, quality=80, exif=exif)
-    thumb = tmp_path / "thumb.jpg"
-    Image.fromarray(test_images.images[4]).resize((8, 8)).save(thumb, quality=50)
-    data = source.read_bytes()
-    data = data[:2] + b"\xff\xe1" + (len(thumb.read_bytes()) + 2).to_bytes(2, "big") + thumb.read_bytes() + data[2:]
-    data += b"\0" * 40 + b"trailer"
+    def jpeg(array, **options):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, "JPEG", **options)
+        return buffer.getvalue()
+
+    thumbnail = jpeg(np.ascontiguousarray(test_images.images[4][:8, :8]), quality=50)
+    main = jpeg(test_images.images[3], quality=80, progressive=progressive)
+    exif = b"\xff\xe1" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail  # an APP1 segment around the thumbnail
+    image = main[:2] + exif + main[2:]
+    rng = np.random.default_rng(0)
+    trailer = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes() + b"\xff\xda\x00\x08" + b"\xff\xd9" * 3
+    data = image + trailer
     cut = tmp_path / "cut.jpg"
-    answers = set()
-    for end in range(2, len(data) + 1, 7):
+    for end in range(0, len(data) + 1):
         cut.write_bytes(data[:end])
-        whole = data[:end]
-        expected = whole.rfind(b"\xff\xd9") > whole.rfind(b"\xff\xda")
-        answers.add(expected)
-        for chunk in (1, 2, 3, 64):
+        expected = end >= len(image) if end >= 2 else True  # under 2 bytes: no JPEG at all
+        for chunk in ((64, 1 << 16) if end % 13 else (1, 2, 3, 64)):
             assert jpeg_complete(cut, chunk) == expected, (end, chunk)
-    assert answers == {True, False} and jpeg_complete(source) and jpeg_complete(thumb)
+    assert Image.open(io.BytesIO(data)).size == (32, 32)  # the file with its trailer is a readable image
 
 
 def test_onnx_path_with_opencv_only(default_bundle, photos, tmp_path):
