@@ -120,6 +120,19 @@ def board_venv(jetpack, root):
     return venv, install if opencv.returncode == 0 else opencv
 
 
+def python_venv(version, requirements, name):
+    """A venv of pyenv's Python ``version`` with ``requirements`` installed from PyPI by pip as a user's would (kept
+    between runs, keyed by the requirements). Returns (venv path, the install's CompletedProcess)."""
+    key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12]
+    venv = CACHE / f"{name}-{version}-{key}"
+    if not (venv / "bin" / "python").is_file():
+        for old in CACHE.glob(f"{name}-{version}-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        made = run([pyenv_python(version), "-m", "venv", venv])
+        assert made.returncode == 0, made.stderr
+    return venv, run([venv / "bin" / "pip", "install", "-q", *requirements], env=clean_pip_env())
+
+
 class RangeFile(io.RawIOBase):
     """A remote file read by HTTP range requests: zipfile reads one member of a wheel without the whole wheel."""
 

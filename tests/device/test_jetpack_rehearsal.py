@@ -3,23 +3,27 @@
 Per JetPack, in a venv of its Python (pyenv 3.8 / 3.10) where its Ubuntu's pip ran the bundle README's
 ``pip3 install -e '.[device]'`` (no torch anywhere), beside its OpenCV version (no Pillow), with the release's real
 ``tensorrt/__init__.py`` over stand-in bindings of exactly its API names, fake trtexec/nvpmodel/jetson_clocks/polygraphy
-commands, and CC=8.7 on an "aarch64" machine: ``sh build_on_device.sh`` (and its check_parity.py), ``build_engine.py --bundle``, ``bench.py
---engine``, ``bench.py --if-cost --backend trt --onnx`` and calibration/data_loader.py under Polygraphy's script loader.
-The commands that need TensorRT or CUDA must get exactly as far as their first real TensorRT/CUDA call.
+commands, and CC=8.7 on an "aarch64" machine: ``sh build_on_device.sh`` (and its check_parity.py), ``run_engine.py``,
+``build_engine.py --bundle``, ``bench.py --engine``, ``bench.py --if-cost --backend trt --onnx`` and
+calibration/data_loader.py under Polygraphy's script loader.
+The commands that need TensorRT or CUDA must get exactly as far as their first real TensorRT/CUDA call. Beside it,
+run_engine.py --onnx under Python 3.8 with numpy and onnxruntime only, as pip resolves them there.
 
-Slow (two venvs, PyPI downloads): deselected by default; CI runs it as its own step (.ci/run):
+Slow (three venvs, PyPI downloads): deselected by default; CI runs it as its own step (.ci/run):
 ``python -m pytest -q -m rehearsal tests/device/test_jetpack_rehearsal.py``. Skips with the reason where pyenv's Python or
 PyPI is missing. A stand-in TensorRT is never evidence that a build works: that needs the board.
 """
 
+import json
 import os
 import sys
 
 import pytest
 
 from conftest import ROOT
-from jetpack_rehearsal import JETPACKS, MARKER, board_venv, fake_board_packages, run, why_not
+from jetpack_rehearsal import JETPACKS, MARKER, board_venv, fake_board_packages, python_venv, run, why_not
 from test_bundle import FAKE_JETSON_CLOCKS, FAKE_NVPMODEL, FAKE_POLYGRAPHY, FAKE_TRTEXEC, bundle_copy, bundled, flat_twin  # noqa: F401
+from test_run_engine import default_bundle, photos, toolkit_rows  # noqa: F401
 
 pytestmark = pytest.mark.rehearsal
 DATA_LOADER = (
@@ -125,6 +129,29 @@ def test_the_board_side_runs_on_jetpack(name, bundle_copy, flat_twin, fake_cifar
                  COSINEGATE_CALIB_DATA="cifar10", COSINEGATE_CALIB_DATA_ROOT=str(fake_cifar_root))
     done = run([python, "-c", DATA_LOADER], cwd=ROOT, env=calib)
     assert done.returncode == 0 and "calibration feeds: 20 (1, 3, 32, 32) float32" in done.stdout, done.stderr[-3000:]
+
+
+def test_run_engine_onnx_path_on_python_3_8_with_numpy_and_onnxruntime_only(default_bundle, photos, tmp_path):  # noqa: F811
+    """run_engine.py --onnx under Python 3.8 (JetPack 5.1's) with numpy and onnxruntime only, as pip resolves them
+    there (no Pillow, no OpenCV: the .npy file alone): the toolkit's labels and gates exactly."""
+    reason = why_not(JETPACKS["5.1"])
+    if reason:
+        pytest.skip(f"Python 3.8 run_engine.py --onnx: {reason}")
+    venv, install = python_venv("3.8", ["numpy<1.25", "onnxruntime<1.20"], "venv-run-engine")
+    assert install.returncode == 0, install.stderr[-2000:]
+    python = venv / "bin" / "python"
+    probe = run([python, "-c", "import sys, numpy, onnxruntime, importlib.util as u\n"
+                             "print(sys.version_info[:2], u.find_spec('PIL') is None and u.find_spec('cv2') is None)"])
+    assert probe.stdout.strip() == "(3, 8) True", probe.stdout + probe.stderr
+    mine = tmp_path / "py38.json"
+    graph = default_bundle / "model.conditional.onnx"
+    done = run([python, default_bundle / "run_engine.py", "--onnx", graph, photos / "d.npy", "--json", mine])
+    assert done.returncode == 0, done.stderr
+    expected = toolkit_rows(default_bundle, photos)
+    assert {r["file"]: (r["index"], r["gates"]) for r in json.loads(mine.read_text())["images"]} == {
+        k: v for k, v in expected.items() if "d.npy" in k}
+    done = run([python, default_bundle / "run_engine.py", "--onnx", graph, photos / "a00.png"])
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "pip3 install pillow" in done.stderr
 
 
 def test_the_rehearsal_is_deselected_by_default():

@@ -19,7 +19,6 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from jetpack_rehearsal import pyenv_python
 
 from cosinegate.trt import build as trt_build
 from cosinegate.trt.manifest import verify_bundle
@@ -141,28 +140,6 @@ def test_onnx_path_matches_the_toolkit_exactly(default_bundle, photos, tmp_path)
     assert last.startswith(f"{len(rows)} images: mean executed MACs") and f"({100 * (1 - mean / dense):.1f}% saved)" in last
     first = done.stdout.splitlines()[0].split()
     assert first[1] == rows[0]["label"] and first[4] == f"{sum(rows[0]['gates'])}/9"
-
-
-def test_onnx_path_on_python_3_8_with_numpy_and_onnxruntime_only(default_bundle, photos, tmp_path):
-    """The board's Python (JetPack 5.1: 3.8) with numpy + onnxruntime only (no Pillow: the .npy file alone)."""
-    python = os.environ.get("RUN_ENGINE_PY38") or pyenv_python("3.8")
-    has = python and subprocess.run([str(python), "-c", "import numpy, onnxruntime"], capture_output=True).returncode == 0
-    if not has:
-        pytest.skip("no Python 3.8 with numpy + onnxruntime: set RUN_ENGINE_PY38 to one (python3.8 -m venv V && "
-                    "V/bin/pip install 'numpy<1.25' 'onnxruntime<1.20')")
-    probe = subprocess.run([python, "-c", "import sys, numpy, onnxruntime\ntry:\n import PIL\n print('pil')\nexcept ImportError:\n"
-                            " print(sys.version_info[:2])"], capture_output=True, text=True)
-    assert probe.stdout.strip() == "(3, 8)", probe.stdout + probe.stderr
-    mine = tmp_path / "py38.json"
-    done = run_script(default_bundle / "run_engine.py", "--onnx", default_bundle / "model.conditional.onnx",
-                      photos / "d.npy", "--json", mine, python=python)
-    assert done.returncode == 0, done.stderr
-    expected = toolkit_rows(default_bundle, photos)
-    assert {r["file"]: (r["index"], r["gates"]) for r in json.loads(mine.read_text())["images"]} == {
-        k: v for k, v in expected.items() if "d.npy" in k}
-    done = run_script(default_bundle / "run_engine.py", "--onnx", default_bundle / "model.conditional.onnx",
-                      photos / "a00.png", python=python)
-    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "pip3 install pillow" in done.stderr
 
 
 def bad_cases(bundle, photos, tmp_path):
