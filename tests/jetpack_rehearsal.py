@@ -125,12 +125,13 @@ def python_venv(version, requirements, name):
     between runs, keyed by the requirements). Returns (venv path, the install's CompletedProcess)."""
     key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12]
     venv = CACHE / f"{name}-{version}-{key}"
-    if not (venv / "bin" / "python").is_file():
+    if not (venv / "made").is_file():  # absent, or left half-made by a failed run
         for old in CACHE.glob(f"{name}-{version}-*"):
             shutil.rmtree(old, ignore_errors=True)
         made = run([pyenv_python(version), "-m", "venv", venv])
         assert made.returncode == 0, made.stderr
-    return venv, run([venv / "bin" / "pip", "install", "-q", *requirements], env=clean_pip_env())
+        (venv / "made").write_text("")
+    return venv, run([venv / "bin" / "python", "-m", "pip", "install", "-q", "-U", *requirements], env=clean_pip_env())
 
 
 class RangeFile(io.RawIOBase):

@@ -126,21 +126,24 @@ def resolve(settings, log=print):
 
 
 def target_profile(target, bundle=None, log=print):
-    """--target's profile. With --bundle (verified first: no file of it is read before its hashes are checked) and
-    --target naming the bundle's own target: the profile the bundle carries, the one it was made for (a local profile
-    included, of which the board has no other copy), said where it differs from the shipped one of that name."""
+    """--target's profile (a name or a file). With --bundle (verified first: no file of it is read before its hashes
+    are checked) and --target naming the bundle's own target: the profile the bundle carries, the one it was made for
+    (a local profile by its name included, of which the board has no other copy), said where the one --target names
+    differs."""
     from cosinegate.trt.manifest import verify_bundle
     from cosinegate.trt.targets import list_targets, load_target
 
     manifest = verify_bundle(bundle) if bundle else None
-    if manifest is None or target != manifest.target or f"{target}.toml" not in manifest.files:
-        return load_target(target)
-    made_for = load_target(target, targets_dir=bundle, allow_path=False)
-    if target in list_targets():
-        shipped = load_target(target)
-        if replace(made_for, source=shipped.source) != shipped:
-            log(f"bundle {bundle} carries its own {target} profile, which differs from the shipped one: building with the "
-                "bundle's (the one it was made for)")
+    carried = manifest is not None and f"{manifest.target}.toml" in manifest.files
+    if carried and target == manifest.target and target not in list_targets():
+        return load_target(target, targets_dir=bundle, allow_path=False)
+    profile = load_target(target)
+    if not carried or profile.name != manifest.target:  # another target: from_bundle refuses it in one line
+        return profile
+    made_for = load_target(profile.name, targets_dir=bundle, allow_path=False)
+    if replace(made_for, source=profile.source) != profile:
+        log(f"bundle {bundle} carries its own {profile.name} profile, which differs from {profile.source}: building "
+            "with the bundle's (the one it was made for)")
     return made_for
 
 

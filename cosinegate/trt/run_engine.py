@@ -28,6 +28,7 @@ import ctypes.util
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -38,6 +39,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 MAX_PIXELS = 50000000  # as the toolkit's image reader: width x height
 MAX_INPUTS = 100000
 RESIZE_RULES = ("native-or-center-crop", "native", "eval")
+MARKER = re.compile(rb"\xff([^\x00\xff])")  # a JPEG marker: FF and a code (fill FFs before it are passed over; FF 00 is
+MARKER_IN_SCAN = re.compile(rb"\xff([^\x00\xff\xd0-\xd7])")  # data); in scan data restart markers belong to the scan
 
 
 class BadInput(Exception):
@@ -257,17 +260,14 @@ def jpeg_complete(path, chunk=1 << 16):
             return True
 
         def next_marker(in_scan):
+            pattern = MARKER_IN_SCAN if in_scan else MARKER
             while ahead(2):
-                buf, pos = state["buf"], state["pos"]
-                at = buf.find(b"\xff", pos, len(buf) - 1)
-                if at < 0:
-                    state["pos"] = len(buf) - 1
-                    continue
-                marker = buf[at + 1]
-                state["pos"] = at + 1 if marker == 0xFF else at + 2
-                if marker == 0xFF or marker == 0x00 or (in_scan and 0xD0 <= marker <= 0xD7):
-                    continue
-                return marker
+                buf = state["buf"]
+                found = pattern.search(buf, state["pos"])
+                if found:
+                    state["pos"] = found.end()
+                    return found.group(1)[0]
+                state["pos"] = len(buf) - 1 if buf.endswith(b"\xff") else len(buf)  # an FF may start the next read's marker
             return None
 
         if not ahead(2) or state["buf"][:2] != b"\xff\xd8":
@@ -279,7 +279,7 @@ def jpeg_complete(path, chunk=1 << 16):
                 return False
             if marker == 0xD9:
                 return True
-            if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # restart and TEM markers stand alone
+            if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # restart, start-of-image and TEM markers stand alone
                 continue
             if not ahead(2):
                 return False
@@ -623,6 +623,11 @@ def write_report(path, rows, info):
         raise BadInput("cannot write {} ({}); pass --json into a writable folder.".format(path, exc.strerror or exc))
 
 
+def printable(text):
+    """``text`` with control characters escaped: a file name or a library's message stays on its one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files, folders of images (listed recursively) or .npy files")
@@ -656,11 +661,11 @@ def main(argv=None):
         if not args.onnx:
             runner = TensorRTRunner(args.engine or find_engine(form=info["form"]))
         rows = run_all(runner, items, info, labels)
-        print("\n".join(lines(rows, info)))
+        print("\n".join(printable(line) for line in lines(rows, info)))
         if args.json:
             write_report(args.json, rows, info)
-    except BadInput as exc:  # file names and libraries' messages in it: control characters escaped, one line
-        print("error: {}".format("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))), file=sys.stderr)
+    except BadInput as exc:
+        print("error: {}".format(printable(exc)), file=sys.stderr)
         return 2
     return 0
 

@@ -356,6 +356,7 @@ def test_a_bundle_of_a_local_profile_names_the_profile_it_carries(bundled, tmp_p
     with pytest.raises(CosineGateError, match="unknown target 'my-orin'"):  # no such profile here without the bundle
         build_engine.main(["--target", "my-orin", "--checkpoint", str(bundled[1]), "--out", str(tmp_path / "none")])
     assert build_engine.main(["--target", "my-orin", "--bundle", str(bundle), "--out", str(tmp_path / "board")]) == 0
+    assert build_engine.main(["--target", target, "--bundle", str(bundle), "--out", str(tmp_path / "board")]) == 0  # its file
 
 
 def test_the_profile_a_bundle_carries_is_read_only_once_its_hash_is_checked(bundle_copy, tmp_path):

@@ -111,7 +111,7 @@ def test_run_engine_imports_nothing_from_the_toolkit():
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "cosinegate" not in names
     assert names <= {"argparse", "ctypes", "json", "math", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime", "tensorrt",
-                     "tempfile"}
+                     "re", "tempfile"}
 
 
 def test_onnx_path_matches_the_toolkit_exactly(default_bundle, photos, tmp_path):
@@ -269,6 +269,29 @@ def test_a_jpeg_is_complete_exactly_from_its_end_marker_on(test_images, tmp_path
         for chunk in ((64, 1 << 16) if end % 13 else (1, 2, 3, 64)):
             assert jpeg_complete(cut, chunk) == expected, (end, chunk)
     assert Image.open(io.BytesIO(data)).size == (32, 32)  # the file with its trailer is a readable image
+
+
+def test_the_jpeg_walk_over_crafted_scans(tmp_path):
+    """Scan data full of stuffed bytes (FF 00), restart markers and fill (FF FF) is data; a second start-of-image
+    stands alone; the end marker is found after any of them, and its absence means cut."""
+    from cosinegate.trt.run_engine import jpeg_complete
+
+    scan = b"\xff\xda\x00\x08" + b"\x01\x01\x00\x00\x3f\x00"  # a start of scan with its 6-byte header
+    data = (b"\xff\xd8" + b"\xff\xd8" + b"\xff\xe0\x00\x04\xff\xd9" + scan
+            + (b"\x12\xff\x00" * 5000 + b"\xff\xd3" + b"\xff" * 3000 + b"\x00\x34") * 3 + b"\xff\xff\xd9")
+    path = tmp_path / "crafted.jpg"
+    for cut, expected in ((len(data), True), (len(data) - 1, False), (len(data) - 2, False), (len(data) // 2, False)):
+        path.write_bytes(data[:cut])
+        for chunk in (1, 7, 1 << 16):
+            assert jpeg_complete(path, chunk) == expected, (cut, chunk)
+
+
+def test_result_lines_escape_control_characters_in_file_names(default_bundle, photos, tmp_path):
+    named = tmp_path / "a\x1b[2Jname.png"
+    shutil.copy(photos / "a00.png", named)
+    done = run_script(default_bundle / "run_engine.py", "--onnx", default_bundle / "model.conditional.onnx", named)
+    assert done.returncode == 0 and "a\\x1b[2Jname.png" in done.stdout, done.stdout + done.stderr
+    assert all(line.isprintable() for line in done.stdout.splitlines()), done.stdout
 
 
 def test_onnx_path_with_opencv_only(default_bundle, photos, tmp_path):
