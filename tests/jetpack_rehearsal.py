@@ -94,6 +94,22 @@ def run(args, **kwargs):
     return subprocess.run([str(a) for a in args], **kwargs)
 
 
+def cached_venv(version, name, key, first=()):
+    """CACHE/<name>-<version>-<key>: a venv of pyenv's Python ``version``, kept between runs; made anew where absent,
+    left half-made by a failed run, or made for another key. ``first``: pip argument lists run once, when it is made."""
+    venv = CACHE / f"{name}-{version}-{key}"
+    if not (venv / "made").is_file():
+        for old in CACHE.glob(f"{name}-{version}-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        made = run([pyenv_python(version), "-m", "venv", venv])
+        assert made.returncode == 0, made.stderr
+        for args in first:
+            done = run([venv / "bin" / "python", "-m", "pip", *args], env=clean_pip_env())
+            assert done.returncode == 0, done.stderr
+        (venv / "made").write_text("")
+    return venv
+
+
 def board_venv(jetpack, root):
     """A venv of the JetPack's Python with its Ubuntu's pip and setuptools, ``pip3 install -e '.[device]'`` from
     ``root`` run in it (the bundle README's line), then JetPack's OpenCV added as apt adds it: beside, never resolved
@@ -103,15 +119,8 @@ def board_venv(jetpack, root):
     Kept between runs, keyed by the project's requirements: a changed setup.cfg resolves afresh, as a board would."""
     key = hashlib.sha256(jetpack.opencv.encode() + b"".join(
         (root / f).read_bytes() for f in ("setup.cfg", "setup.py", "pyproject.toml") if (root / f).is_file())).hexdigest()[:12]
-    venv = CACHE / f"venv-{jetpack.python}-pip{jetpack.pip}-{key}"
-    if not (venv / "bin" / "python").is_file():
-        for old in CACHE.glob(f"venv-{jetpack.python}-pip{jetpack.pip}-*"):  # made for other requirements
-            shutil.rmtree(old, ignore_errors=True)
-        made = run([pyenv_python(jetpack.python), "-m", "venv", venv])
-        assert made.returncode == 0, made.stderr
-        pins = run([venv / "bin" / "python", "-m", "pip", "install", "-q", f"pip=={jetpack.pip}",
-                    f"setuptools=={jetpack.setuptools}"], env=clean_pip_env())
-        assert pins.returncode == 0, pins.stderr
+    venv = cached_venv(jetpack.python, f"venv-pip{jetpack.pip}", key,
+                       first=[["install", "-q", f"pip=={jetpack.pip}", f"setuptools=={jetpack.setuptools}"]])
     install = run([venv / "bin" / "pip3", "install", "-q", "-e", ".[device]"], cwd=root, env=clean_pip_env())
     if install.returncode != 0:
         return venv, install
@@ -123,14 +132,7 @@ def board_venv(jetpack, root):
 def python_venv(version, requirements, name):
     """A venv of pyenv's Python ``version`` with ``requirements`` installed from PyPI by pip as a user's would (kept
     between runs, keyed by the requirements). Returns (venv path, the install's CompletedProcess)."""
-    key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12]
-    venv = CACHE / f"{name}-{version}-{key}"
-    if not (venv / "made").is_file():  # absent, or left half-made by a failed run
-        for old in CACHE.glob(f"{name}-{version}-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        made = run([pyenv_python(version), "-m", "venv", venv])
-        assert made.returncode == 0, made.stderr
-        (venv / "made").write_text("")
+    venv = cached_venv(version, name, hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12])
     return venv, run([venv / "bin" / "python", "-m", "pip", "install", "-q", "-U", *requirements], env=clean_pip_env())
 
 

@@ -8,18 +8,18 @@ from cosinegate.pipeline.plan import FORMS, Artifacts
 
 
 def from_bundle(s, target, log=print):
-    """Verify the bundle ``s.bundle``; build and check its engine when this host can. (engine or None, parity
-    passed or None)."""
+    """Check the bundle ``s.bundle`` (its hashes verified by plan.resolve: ``target.bundle``; here its names and
+    choices); build and check its engine when this host can. (engine or None, parity passed or None)."""
     import onnx
 
     from cosinegate.pipeline.engine import build_here, onnx_opset
-    from cosinegate.trt.manifest import bundle_member, listed_member, safe_name, verify_bundle
+    from cosinegate.trt.manifest import bundle_member, listed_member, safe_name
     from cosinegate.trt.targets import check_opset
     from cosinegate.trt.trtexec import check_layer_names
 
     profile, host = target.profile, target.host
     bundle_dir = Path(s.bundle)
-    manifest = verify_bundle(bundle_dir)
+    manifest = target.bundle  # verified by plan.resolve
     safe_name(manifest.target, "bundle target name")
     if manifest.target != profile.name:  # --target NAME takes the profile the bundle carries (plan.target_profile)
         raise CosineGateError(f"bundle {bundle_dir} was made for {manifest.target!r}, not {profile.name}; pass --target {manifest.target}.")

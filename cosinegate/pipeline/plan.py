@@ -44,13 +44,15 @@ class DeploySettings:
 
 @dataclass(frozen=True)
 class Target:
-    """The target profile, this host, whether it builds the engine (and why not), and the output folder."""
+    """The target profile, this host, whether it builds the engine (and why not), the output folder, and with
+    --bundle the bundle's manifest, verified (every file's hash checked) before anything of it was read."""
 
     profile: object
     host: object
     can_build: bool
     why: str
     out: Path
+    bundle: object = None
 
 
 @dataclass
@@ -77,8 +79,11 @@ def resolve(settings, log=print):
     from cosinegate.trt.build import check_int8_form, detect_host, dla_releases_that_build
     from cosinegate.trt.targets import check_dla_core, check_workspace, host_matches
 
+    from cosinegate.trt.manifest import verify_bundle
+
     s = settings
-    profile = target_profile(s.target, s.bundle, log)
+    bundle = verify_bundle(s.bundle) if s.bundle else None  # before any file of it is read
+    profile = target_profile(s.target, s.bundle, bundle, log)
     check_workspace(s.workspace)
     out, where = output_folder(s, profile.name)
     if not (s.checkpoint or s.onnx or s.bundle):
@@ -122,18 +127,15 @@ def resolve(settings, log=print):
         raise CosineGateError(f"--require-engine: cannot build a {profile.name} engine on this host ({why}); run on the device.")
     s = replace(s, select=resolve_select(s, log))
     log(f"output: {out} ({where})")
-    return s, Target(profile, host, can_build, why, out)
+    return s, Target(profile, host, can_build, why, out, bundle)
 
 
-def target_profile(target, bundle=None, log=print):
-    """--target's profile (a name or a file). With --bundle (verified first: no file of it is read before its hashes
-    are checked) and --target naming the bundle's own target: the profile the bundle carries, the one it was made for
-    (a local profile by its name included, of which the board has no other copy), said where the one --target names
-    differs."""
-    from cosinegate.trt.manifest import verify_bundle
+def target_profile(target, bundle=None, manifest=None, log=print):
+    """--target's profile (a name or a file). With --bundle (its verified ``manifest``) and --target naming the bundle's
+    own target: the profile the bundle carries, the one it was made for (a local profile by its name included, of which
+    the board has no other copy), said where the one --target names differs."""
     from cosinegate.trt.targets import list_targets, load_target
 
-    manifest = verify_bundle(bundle) if bundle else None
     carried = manifest is not None and f"{manifest.target}.toml" in manifest.files
     if carried and target == manifest.target and target not in list_targets():
         return load_target(target, targets_dir=bundle, allow_path=False)

@@ -33,15 +33,15 @@ def progress(folder, runs):
         path = Path(folder) / "runs" / run.name / "metrics.jsonl"
         metrics = read_metrics(path) if path.is_file() else []
         own[run.name] = [m["seconds"] for m in metrics if m.get("seconds")]
-        if kind(run):
-            for key in (kind(run), kind(run)[:2]):
-                seconds.setdefault(key, []).extend(own[run.name])
+        its = kind(run)
+        for key in (its, its[:2]) if its else ():
+            seconds.setdefault(key, []).extend(own[run.name])
         planned = run.config["optim"]["epochs"] if run.config else run.outline and run.outline[0]
         report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": len({m["epoch"] for m in metrics}),
                             "epochs": planned}
     for run in runs:
-        entry = report[run.name]
-        measured = sorted(own[run.name] or (kind(run) and (seconds.get(kind(run)) or seconds.get(kind(run)[:2]))) or [])
+        entry, its = report[run.name], kind(run)
+        measured = sorted(own[run.name] or (its and (seconds.get(its) or seconds.get(its[:2]))) or [])
         median = measured[len(measured) // 2] if measured else None
         if entry["state"] == "done":
             entry["hours_left"] = 0.0
