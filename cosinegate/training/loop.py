@@ -340,8 +340,7 @@ class Trainer:
         save_checkpoint(self.out / "last.pt", **self.state(epoch, rep["skip_rates"]))
 
     def finish(self):
-        # keep only the last record of each epoch (a run killed after writing metrics but before last.pt repeats one)
-        metrics = list({m["epoch"]: m for m in read_metrics(self.out / "metrics.jsonl")}.values())
+        metrics = read_metrics(self.out / "metrics.jsonl")
         final = evaluate(self.model, self.test, device=self.device)
         best_model, best_state = model_from_checkpoint(self.out / "best.pt")
         best = evaluate(best_model.to(self.device), self.test, device=self.device)
@@ -401,16 +400,17 @@ def routing_note(model, skip_rates):
 
 
 def read_metrics(path):
-    """The records of a metrics.jsonl; a line a kill cut short (only the last can be) is skipped."""
-    records = []
+    """The records of a metrics.jsonl, the last of each epoch (a run killed between logging an epoch and saving last.pt
+    logs it again when resumed); a line a kill cut short (only the last can be) is skipped."""
+    records = {}
     for line in Path(path).read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and "epoch" in record:
-            records.append(record)
-    return records
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+            records[record["epoch"]] = record
+    return list(records.values())
 
 
 def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None, stop_after=None, log=None,

@@ -12,10 +12,13 @@ renamed into place at the end, so a failure leaves nothing half-written.
 import os
 import shutil
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 from cosinegate.artifacts import publish_dir, staging_dir, write_error
+from cosinegate.errors import CosineGateError
 from cosinegate.trt.manifest import file_hashes, write_bundle_manifest
+from cosinegate.trt.targets import load_target
 from cosinegate.trtversion import calibration_cache_header, parse_calibration_cache_header
 
 
@@ -92,6 +95,14 @@ def gate_pattern_inputs(batches, gates, folder):
     return files, "\n".join(lines) + "\n"
 
 
+def _same_profile(copy, profile):
+    """Whether the profile file copied into a bundle still says what ``profile`` (read before) says."""
+    try:
+        return replace(load_target(profile.name, copy.parent), source=profile.source) == profile
+    except CosineGateError:
+        return False
+
+
 def make_bundle(out_dir, name, profile, files, script, manifest, texts=None):
     """Assemble ``<out_dir>/<name>-bundle`` (+ .tar.gz) from ``files`` {bundle name: source path} and ``texts``
     {bundle name: text} (README, per-release caches); ``manifest.json`` (``manifest``, a BundleManifest, with the
@@ -115,6 +126,8 @@ def make_bundle(out_dir, name, profile, files, script, manifest, texts=None):
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             (staging / rel).write_text(text)
         shutil.copy2(profile.source, staging / f"{profile.name}.toml")
+        if not _same_profile(staging / f"{profile.name}.toml", profile):
+            raise CosineGateError(f"{profile.source} changed since it was read; run the command again.")
         (staging / "build_on_device.sh").write_text(script)
         os.chmod(staging / "build_on_device.sh", 0o755)
         manifest = write_bundle_manifest(staging, manifest)

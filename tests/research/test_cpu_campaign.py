@@ -154,6 +154,21 @@ def test_progress_estimates_the_hours_left_from_epochs_of_the_same_kind(tmp_path
     assert "(about 12.3 hours with 2 runs at once in the campaign's order)" in cc.hours_left_line(state, runs, jobs=2)
 
 
+def test_an_epoch_logged_again_after_a_kill_counts_once(tmp_path):
+    # a run killed between logging an epoch and saving last.pt logs that epoch again when resumed (training/loop.py)
+    from cosinegate.research.cpu_campaign.report import _teacher_lines
+    from cosinegate.research.cpu_campaign.state import epochs_done
+    protocol = cc.load_protocol(tmp_path, {**TINY, "teacher_epochs": 5})
+    runs = cc.plan(tmp_path, protocol)
+    folder = tmp_path / "runs" / "teacher-s0"
+    folder.mkdir(parents=True)
+    records = [{"epoch": 1, "seconds": 60.0, "val_top1": 0.5}, {"epoch": 2, "seconds": 60.0, "val_top1": 0.6},
+               {"epoch": 2, "seconds": 60.0, "val_top1": 0.6}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert epochs_done(folder) == 2 and cc.progress(tmp_path, runs)["teacher-s0"]["epochs_done"] == 2
+    assert _teacher_lines(tmp_path, runs) == ["| teacher-s0 | (held-out 60.00 at epoch 2) | 2 of 5 | 2 | in progress |"]
+
+
 def test_wall_hours_start_each_run_once_the_runs_it_needs_have_ended():
     runs = [cc.Run("t0", "teacher", 0), cc.Run("t1", "teacher", 1), cc.Run("a0", "x", 0, needs=["t0"]),
             cc.Run("a1", "x", 1, needs=["t1"]), cc.Run("c", "control", 0, needs=["a0", "a1"])]

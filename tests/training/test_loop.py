@@ -263,3 +263,11 @@ def test_routing_note_names_a_dense_or_static_outcome():
     assert routing_note(gated, [0.0, 0.0, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]) is None  # block 2 is dynamic
     assert "no gated block ever skipped" in routing_note(gated, [0.0] * 9)
     assert "blocks [2, 8] are always skipped" in routing_note(gated, [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+
+
+def test_read_metrics_keeps_the_last_record_of_each_epoch_and_skips_a_cut_line(tmp_path):
+    from cosinegate.training.loop import read_metrics
+    path = tmp_path / "metrics.jsonl"
+    # epoch 2 logged, killed before last.pt, logged again on resume; a list epoch and a cut last line from a bad file
+    path.write_text('{"epoch": 1, "x": 1}\n{"epoch": 2, "x": 2}\n{"epoch": 2, "x": 3}\n{"epoch": [3]}\n{"epoch": 3, "x"')
+    assert read_metrics(path) == [{"epoch": 1, "x": 1}, {"epoch": 2, "x": 3}]

@@ -699,3 +699,18 @@ def test_bundle_size_is_graphs_plus_images(bundled):
     assert (bundle / "inputs.npz").stat().st_size < images + 4096  # uint8, one copy
     assert folder <= 1.3 * (graphs + images) + 400_000, (folder, graphs, images)
     assert (out / "tiny-conditional-fp16-bundle.tar.gz").stat().st_size <= folder
+
+
+def test_a_profile_changed_after_it_was_read_leaves_no_bundle(tmp_path):
+    from cosinegate.manifests import BundleManifest
+    from cosinegate.trt.bundle import make_bundle
+
+    source = tmp_path / "my-orin.toml"
+    source.write_text((ROOT / "engines/targets/jetson-orin.toml").read_text().replace('"jetson-orin"', '"my-orin"', 1))
+    profile = load_target(str(source))
+    source.write_text(source.read_text().replace("default_workspace_mib = 4096", "default_workspace_mib = 2048"))
+    (tmp_path / "m.onnx").write_bytes(b"graph")
+    with pytest.raises(CosineGateError, match="my-orin.toml changed since it was read"):
+        make_bundle(tmp_path / "out", "m", profile, {"model.conditional.onnx": tmp_path / "m.onnx"}, "echo\n",
+                    BundleManifest(model="m"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -114,9 +114,9 @@ def test_bundle_folder_and_archive_never_disagree(tmp_path):
     from cosinegate.trt.bundle import make_bundle
     from cosinegate.trt.manifest import verify_bundle
 
-    profile_toml = tmp_path / "jetson-orin.toml"
-    profile_toml.write_text("name = 'jetson-orin'\n")
-    profile = types.SimpleNamespace(source=profile_toml, name="jetson-orin")
+    from cosinegate.trt.targets import load_target
+
+    profile = load_target("jetson-orin")
     (tmp_path / "old.onnx").write_bytes(b"old graph")
     (tmp_path / "new.onnx").write_bytes(b"new graph")
     out = tmp_path / "engines"

@@ -7,9 +7,8 @@ from pathlib import Path
 from cosinegate.artifacts import atomic_write_json, atomic_write_text, read_json
 from cosinegate.research import winner_check
 from cosinegate.research.cpu_campaign.plan import TEACHER_PRESET, finetunes_done, load_protocol, plan, table, winner_run
-from cosinegate.research.cpu_campaign.state import compact, run_state
+from cosinegate.research.cpu_campaign.state import compact, run_metrics, run_state
 from cosinegate.research.experiments import pareto_plot, results_markdown
-from cosinegate.training.loop import read_metrics
 
 WINNER_CHECK = "winner-check.json"  # the deployment goal's record (winner_check.check) of the leading gated run
 
@@ -30,14 +29,14 @@ def progress(folder, runs):
     shared with other work while they ran); None where neither exists."""
     report, seconds, own = {}, {}, {}
     for run in runs:
-        path = Path(folder) / "runs" / run.name / "metrics.jsonl"
-        metrics = read_metrics(path) if path.is_file() else []
+        run_folder = Path(folder) / "runs" / run.name
+        metrics = run_metrics(run_folder)
         own[run.name] = [m["seconds"] for m in metrics if m.get("seconds")]
         its = kind(run)
         for key in (its, its[:2]) if its else ():
             seconds.setdefault(key, []).extend(own[run.name])
         planned = run.config["optim"]["epochs"] if run.config else run.outline and run.outline[0]
-        report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": len({m["epoch"] for m in metrics}),
+        report[run.name] = {"state": run_state(run_folder), "epochs_done": len(metrics),
                             "epochs": planned}
     for run in runs:
         entry, its = report[run.name], kind(run)
@@ -94,7 +93,7 @@ def _teacher_lines(folder, runs):
     lines = []
     for run in (r for r in runs if r.group == "teacher" or r.group.startswith("reference-")):
         path = Path(folder) / "runs" / run.name
-        metrics = read_metrics(path / "metrics.jsonl") if (path / "metrics.jsonl").is_file() else []
+        metrics = run_metrics(path)
         minutes = sum(m.get("seconds", 0.0) for m in metrics) / 60
         if (path / "summary.json").is_file():
             summary = json.loads((path / "summary.json").read_text())

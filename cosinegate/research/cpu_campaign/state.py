@@ -15,10 +15,15 @@ def run_state(folder):
     return "partial" if (folder / "last.pt").is_file() else "new"
 
 
-def epochs_done(run_folder):
-    """How many epochs the run has finished (its metrics.jsonl)."""
+def run_metrics(run_folder):
+    """The run's per-epoch records (read_metrics: the last of each epoch); empty before its first epoch."""
     path = Path(run_folder) / "metrics.jsonl"
-    return len({m["epoch"] for m in read_metrics(path)}) if path.is_file() else 0
+    return read_metrics(path) if path.is_file() else []
+
+
+def epochs_done(run_folder):
+    """How many epochs the run has finished."""
+    return len(run_metrics(run_folder))
 
 
 def compact(run_folder):
