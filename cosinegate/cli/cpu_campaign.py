@@ -14,6 +14,8 @@ bf16 autocast); a run still going at the limit stops after its last whole epoch 
 
 import argparse
 import json
+import signal
+import sys
 import time
 
 # the campaigns one command continues, in priority order (the controls of each go last), and the protocol each
@@ -70,12 +72,14 @@ def main(argv=None):
                   + (f" ({record['why']})" if record["why"] else "") + f"; wrote {folder}/winner-check.json")
     elif not args.report:
         deadline = time.time() + (args.time_limit or float("inf"))
+        # `kill` (the way a background campaign is stopped) unwinds like Ctrl-C: its runs stop, their state is kept
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         result = cc.continue_campaign(folders, deadline, jobs=args.jobs, threads=args.threads, device=args.device, log=log)
         print(f"finished {len(result.finished)}, stopped at the limit {len(result.stopped)}, failed {len(result.failed)} "
               f"in {result.seconds / 60:.0f} min")
     reports = {}
     for folder in folders:
-        cc.write_report(folder, jobs=args.jobs)
+        cc.write_report(folder, jobs=args.jobs, folders=folders)
         plot = ", pareto.png" if (Path(folder) / "pareto.png").is_file() else " (no plot: no run has finished)"
         print(f"wrote {folder}/results.md, results.json{plot}")
         reports[folder] = json.loads((Path(folder) / "results.json").read_text())
@@ -86,6 +90,9 @@ def main(argv=None):
                  "seconds": result.seconds} if result else None
         atomic_write_json(args.json, {"chunk": chunk, **{folder: {"progress": r["progress"], "goals": r["goals"]}
                                                          for folder, r in reports.items()}})
+    if result and result.failed:
+        print(f"error: {', '.join(result.failed)} failed; see each run's train.log (the results list them)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ contender, the static choice, compact finished runs, chunks that resume bit-exac
 
 import copy
 import json
+import sys
 import time
 
 import pytest
@@ -132,7 +133,7 @@ def test_progress_estimates_the_hours_left_from_epochs_of_the_same_kind(tmp_path
 
     def epochs(run, *seconds):
         (tmp_path / "runs" / run).mkdir(parents=True, exist_ok=True)
-        (tmp_path / "runs" / run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "seconds": s}) + "\n"
+        (tmp_path / "runs" / run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "seconds": s, "val_top1": 0.5}) + "\n"
                                                                       for e, s in enumerate(seconds, 1)))
 
     epochs("teacher-s0", 300.0, 360.0, 9000.0)
@@ -151,7 +152,18 @@ def test_progress_estimates_the_hours_left_from_epochs_of_the_same_kind(tmp_path
     # two slots in the campaign's order: the teacher (0.2 h), then static (0.1) beside rates (0.0), then the control
     # once both have ended (12 h): 12.3 h; with one slot the sum of them
     assert cc.wall_hours(runs, state, jobs=2) == pytest.approx(12.3) and cc.wall_hours(runs, state, jobs=1) == pytest.approx(12.3)
-    assert "(about 12.3 hours with 2 runs at once in the campaign's order)" in cc.hours_left_line(state, runs, jobs=2)
+    assert "(about 12.3 hours until its last run ends, with 2 runs at once in the campaign's order)" in cc.hours_left_line(
+        state, runs, jobs=2)
+    # a second campaign sharing one slot: its runs queue behind the first's, every control behind every other run
+    other = tmp_path / "other"
+    cc.load_protocol(other, {**TINY, "teacher_epochs": 5})
+    for run in ("teacher-s0", "rates-r0.5-s0"):
+        (other / "runs" / run).mkdir(parents=True)
+        (other / "runs" / run / "metrics.jsonl").write_text((tmp_path / "runs" / run / "metrics.jsonl").read_text())
+    walls = cc.shared_wall_hours([tmp_path, other], jobs=1)
+    assert walls[tmp_path] == pytest.approx(0.2 + 0.1 + 0.2 + 0.1 + 12) and walls[other] == pytest.approx(12.6 + 12)
+    assert "about 24.6 hours until its last run ends, with 1 runs at once sharing them with the other campaigns" in (
+        cc.write_report(other, jobs=1, folders=[tmp_path, other]))
 
 
 def test_an_epoch_logged_again_after_a_kill_counts_once(tmp_path):
@@ -167,6 +179,35 @@ def test_an_epoch_logged_again_after_a_kill_counts_once(tmp_path):
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert epochs_done(folder) == 2 and cc.progress(tmp_path, runs)["teacher-s0"]["epochs_done"] == 2
     assert _teacher_lines(tmp_path, runs) == ["| teacher-s0 | (held-out 60.00 at epoch 2) | 2 of 5 | 2 | in progress |"]
+
+
+def test_a_new_run_waits_for_a_deadline_its_first_epoch_fits_before(tmp_path):
+    # train.py judges its next epoch by its own epochs: a new run has none, so the campaign judges by its kind's
+    cc.load_protocol(tmp_path, TINY)
+    (tmp_path / "runs" / "teacher-s0").mkdir(parents=True)
+    (tmp_path / "runs" / "teacher-s0" / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "seconds": 3000.0}) + "\n")
+    estimates = cc.first_epoch_seconds([(tmp_path, r) for r in cc.plan(tmp_path, TINY)])
+    assert estimates[tmp_path, "teacher-s0"] == 3000.0 and estimates[tmp_path, "static-d1-s0"] == 3000.0  # dense resnet20s
+    assert (tmp_path, "rates-r0.5-s0") not in estimates  # no gated epoch yet
+    result = cc.continue_campaign(tmp_path, time.time() + 3600, jobs=2, nice=0, poll=0.2, log=lambda text: None,
+                                  start_margin=0)
+    assert result.finished == result.stopped == result.failed == [] and cc.run_state(tmp_path / "runs" / "teacher-s0") == "new"
+
+
+def test_a_failed_run_is_recorded_with_the_state_and_cleared_when_it_runs_again(tmp_path, capsys):
+    fail = [sys.executable, "-c", "import sys; print('out of memory'); sys.exit(3)"]
+    cc.load_protocol(tmp_path, TINY)
+    result = cc.continue_campaign(tmp_path, time.time() + 3600, jobs=2, nice=0, poll=0.2, log=lambda text: None,
+                                  start_margin=0, command=fail)
+    assert result.failed == ["teacher-s0"]
+    record = json.loads((tmp_path / "runs" / "teacher-s0" / "failure.json").read_text())
+    assert record["exit"] == 3 and record["log_tail"] == ["out of memory"]
+    text = cc.write_report(tmp_path)
+    assert "**Failed in the last chunk they ran in**" in text and "teacher-s0 (exit 3, " in text
+    assert "| teacher-s0 | new (failed) | 0 of 2 |" in text
+    cc.continue_campaign(tmp_path, time.time() + 3600, jobs=2, nice=0, poll=0.2, log=lambda text: None, start_margin=0,
+                         command=[sys.executable, "-c", "pass"])
+    assert not (tmp_path / "runs" / "teacher-s0" / "failure.json").exists()
 
 
 def test_wall_hours_start_each_run_once_the_runs_it_needs_have_ended():
@@ -198,6 +239,9 @@ def test_goals_are_read_off_the_rows_with_both_seeds():
     rows[1].update(gain_vs_static=0.002, beats_static=False)
     assert [s.split(":")[0] for s in dict(cc.goals(rows, teacher)).values()][:2] == ["not met", "not met"]
     assert list(dict(cc.goals(rows[:1], None)).values())[0].startswith("open")
+    # the control (trained from scratch) is no contender of the fine-tuning goals, however well it does
+    control = _row("control-rates-r0.55", "predictive", 0.915, 0.30, gain=0.03)
+    assert "control" not in " ".join(dict(cc.goals(rows + [control], teacher)).values())
     cheap = [rows[0], _row("rates-r0.75", "predictive", 0.912, 0.20, gain=0.0)]  # above the teacher, but saves 20%
     assert list(dict(cc.goals(cheap, teacher)).values())[1] == "not met: no contender saves 28.5%"
 
@@ -300,3 +344,24 @@ def test_campaign_folders_with_the_same_name_keep_their_runs_apart(tmp_path):
     result = cc.continue_campaign(folders, float("inf"), jobs=2, nice=0, poll=0.2, start_margin=0, log=lambda text: None)
     assert result.failed == [] and result.finished == ["c/teacher-s0", "c/teacher-s0"]
     assert all(cc.run_state(f / "runs/teacher-s0") == "done" for f in folders)
+
+
+def test_a_killed_campaign_stops_its_runs_and_they_resume(tmp_path):
+    # a background campaign is stopped with kill (SIGTERM): its runs must not go on training unwatched
+    import signal
+    import subprocess
+
+    from conftest import ROOT, script_env
+
+    cc.load_protocol(tmp_path, {**TINY, "teacher_epochs": 200})
+    campaign = subprocess.Popen([sys.executable, str(ROOT / "train/cpu_campaign.py"), "--folder", str(tmp_path)], cwd=ROOT,
+                                env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "runs" / "teacher-s0" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.2)
+    campaign.send_signal(signal.SIGTERM)
+    assert campaign.wait(60) == 143
+    epochs = metrics.read_text().count("\n")
+    time.sleep(3)  # a run left going would log more epochs (a tiny epoch takes well under a second)
+    assert metrics.read_text().count("\n") == epochs and cc.run_state(tmp_path / "runs" / "teacher-s0") == "partial"

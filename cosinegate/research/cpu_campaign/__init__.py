@@ -13,11 +13,12 @@ and `runs/NAME/` (train/train.py run folders). A run in progress keeps last.pt a
 """
 
 from cosinegate.research.cpu_campaign.plan import PROTOCOL, RESNET56_PROTOCOL, Run, load_protocol, plan, teacher_config
-from cosinegate.research.cpu_campaign.report import (WINNER_CHECK, check_winner, deploy_status, goals, hours_left_line,
-                                                     progress, reference_goal, wall_hours, write_report)
+from cosinegate.research.cpu_campaign.report import (WINNER_CHECK, check_winner, deploy_status, first_epoch_seconds, goals,
+                                                     hours_left_line, progress, reference_goal, shared_wall_hours,
+                                                     wall_hours, write_report)
 from cosinegate.research.cpu_campaign.schedule import Result, continue_campaign
 from cosinegate.research.cpu_campaign.state import run_state
 
 __all__ = ["PROTOCOL", "RESNET56_PROTOCOL", "WINNER_CHECK", "Result", "Run", "check_winner", "continue_campaign",
-           "deploy_status", "goals", "hours_left_line", "load_protocol", "plan", "progress", "reference_goal", "run_state",
-           "teacher_config", "wall_hours", "write_report"]
+           "deploy_status", "first_epoch_seconds", "goals", "hours_left_line", "load_protocol", "plan", "progress",
+           "reference_goal", "run_state", "shared_wall_hours", "teacher_config", "wall_hours", "write_report"]

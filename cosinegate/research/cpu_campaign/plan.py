@@ -51,6 +51,14 @@ class Run:
     outline: tuple = None  # (epochs, kind) of a run not plannable yet, for the hours-left estimate (report.kind)
 
 
+def in_order(plans):
+    """The (folder, run) pairs of ``plans`` [(folder, runs)] in the order the scheduler starts them: every campaign's
+    runs in folder order, every campaign's controls last."""
+    queue = [(run.group.startswith("control"), rank, i, folder, run)
+             for rank, (folder, runs) in enumerate(plans) for i, run in enumerate(runs)]
+    return [(folder, run) for *_, folder, run in sorted(queue, key=lambda q: q[:3])]
+
+
 def load_protocol(folder, protocol=None):
     """campaign.json of `folder` (written from `protocol` or PROTOCOL when the campaign is new)."""
     path = Path(folder) / "campaign.json"

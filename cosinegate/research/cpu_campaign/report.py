@@ -2,12 +2,14 @@
 the hours left, and the deployment check of the leading gated run (winner-check.json)."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_json, atomic_write_text, read_json
 from cosinegate.research import winner_check
-from cosinegate.research.cpu_campaign.plan import TEACHER_PRESET, finetunes_done, load_protocol, plan, table, winner_run
-from cosinegate.research.cpu_campaign.state import compact, run_metrics, run_state
+from cosinegate.research.cpu_campaign.plan import (TEACHER_PRESET, finetunes_done, in_order, load_protocol, plan, table,
+                                                   winner_run)
+from cosinegate.research.cpu_campaign.state import compact, last_failure, run_metrics, run_state
 from cosinegate.research.experiments import pareto_plot, results_markdown
 
 WINNER_CHECK = "winner-check.json"  # the deployment goal's record (winner_check.check) of the leading gated run
@@ -22,38 +24,68 @@ def kind(run):
             bool(run.config.get("distill", {}).get("weight")))
 
 
+def _epoch_seconds(pairs):
+    """({(folder, run name): its epochs' seconds}, {kind and (backbone, dense/gated): every epoch's seconds of runs of
+    that kind}) over (folder, run) pairs."""
+    own, by_kind = {}, {}
+    for folder, run in pairs:
+        own[folder, run.name] = [m["seconds"] for m in run_metrics(Path(folder) / "runs" / run.name) if m.get("seconds")]
+        its = kind(run)
+        for key in (its, its[:2]) if its else ():
+            by_kind.setdefault(key, []).extend(own[folder, run.name])
+    return own, by_kind
+
+
+def _median_epoch(run, own, by_kind):
+    """The median seconds of the run's own epochs, or before it has one, of its kind's (or its backbone and
+    dense/gated alone); None where neither exists."""
+    its = kind(run)
+    measured = sorted(own or (its and (by_kind.get(its) or by_kind.get(its[:2]))) or [])
+    return measured[len(measured) // 2] if measured else None
+
+
+def first_epoch_seconds(queue):
+    """{(folder, run name): the estimated seconds of the first epoch of each new run in the (folder, run) queue}, from
+    runs of its kind (runs without one are left out): a new run's train.py has no epoch of its own to judge by."""
+    own, by_kind = _epoch_seconds(queue)
+    estimates = {}
+    for folder, run in queue:
+        if run_state(Path(folder) / "runs" / run.name) == "new":
+            median = _median_epoch(run, [], by_kind)
+            if median is not None:
+                estimates[folder, run.name] = median
+    return estimates
+
+
 def progress(folder, runs):
-    """{run: state, epochs_done, epochs (planned), hours_left}: hours_left estimates the one-core hours the run still
+    """{run: state, epochs_done, epochs (planned), hours_left, and failed: {exit, at} where train.py failed in the
+    last chunk the run was in}: hours_left estimates the one-core hours the run still
     needs, its epochs left times the median epoch seconds of its own epochs, or before it has one, of every epoch
     trained so far by runs of its kind (or, where none has, of its backbone and dense/gated alone; this machine,
     shared with other work while they ran); None where neither exists."""
-    report, seconds, own = {}, {}, {}
+    own, by_kind = _epoch_seconds([(folder, run) for run in runs])
+    report = {}
     for run in runs:
-        run_folder = Path(folder) / "runs" / run.name
-        metrics = run_metrics(run_folder)
-        own[run.name] = [m["seconds"] for m in metrics if m.get("seconds")]
-        its = kind(run)
-        for key in (its, its[:2]) if its else ():
-            seconds.setdefault(key, []).extend(own[run.name])
         planned = run.config["optim"]["epochs"] if run.config else run.outline and run.outline[0]
-        report[run.name] = {"state": run_state(run_folder), "epochs_done": len(metrics),
-                            "epochs": planned}
-    for run in runs:
-        entry, its = report[run.name], kind(run)
-        measured = sorted(own[run.name] or (its and (seconds.get(its) or seconds.get(its[:2]))) or [])
-        median = measured[len(measured) // 2] if measured else None
+        done = len(run_metrics(Path(folder) / "runs" / run.name))
+        entry = report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": done,
+                                    "epochs": planned}
+        failure = last_failure(Path(folder) / "runs" / run.name)
+        if failure is not None:
+            entry["failed"] = {"exit": failure.get("exit"), "at": failure.get("at")}
+        median = _median_epoch(run, own[folder, run.name], by_kind)
         if entry["state"] == "done":
             entry["hours_left"] = 0.0
-        elif entry["epochs"] is None or median is None:  # no epoch of its kind yet
+        elif planned is None or median is None:  # no epoch of its kind yet
             entry["hours_left"] = None
         else:
-            entry["hours_left"] = round(max(0, entry["epochs"] - entry["epochs_done"]) * median / 3600, 2)
+            entry["hours_left"] = round(max(0, planned - done) * median / 3600, 2)
     return report
 
 
-def wall_hours(runs, state, jobs=2):
-    """Hours until the last run ends when the runs left start in the campaign's order on `jobs` slots, each once the
-    runs it needs have ended (the scheduler's rule); None when a run left has no estimate."""
+def _ends(runs, state, jobs):
+    """{run: hours until it ends} when the runs left start in the given order on `jobs` slots, each once the runs it
+    needs have ended (the scheduler's rule); None when a run left has no estimate."""
     left = [r for r in runs if state[r.name]["state"] != "done"]
     if any(state[r.name]["hours_left"] is None for r in left):
         return None
@@ -71,20 +103,48 @@ def wall_hours(runs, state, jobs=2):
         run = ready[0]
         ends[run.name] = slots[slot] = now + state[run.name]["hours_left"]
         left.remove(run)
-    return max(ends.values(), default=0.0)
+    return ends
 
 
-def hours_left_line(state, runs, jobs=2):
-    """One line: the estimated one-core hours the campaign still needs, and the hours they take with `jobs` runs
-    at once in the campaign's order (wall_hours), or the least they can take where some run has no estimate yet."""
+def wall_hours(runs, state, jobs=2):
+    """Hours until the last run ends when the runs left start in the campaign's order on `jobs` slots (_ends); None
+    when a run left has no estimate."""
+    ends = _ends(runs, state, jobs)
+    return None if ends is None else max(ends.values(), default=0.0)
+
+
+def shared_wall_hours(folders, jobs=2):
+    """{folder: hours until its last run ends} when the runs left of every campaign in ``folders`` share the `jobs`
+    slots in the scheduler's order (plan.in_order); None for every folder when a run left has no estimate."""
+    plans = [(Path(f), plan(f, load_protocol(f))) for f in folders]
+    runs, state = [], {}
+    for rank, (folder, folder_runs) in enumerate(plans):
+        for name, entry in progress(folder, folder_runs).items():
+            state[f"{rank}/{name}"] = entry
+    ranks = {folder: rank for rank, (folder, _) in enumerate(plans)}
+    for folder, run in in_order(plans):
+        rank = ranks[folder]
+        runs.append(replace(run, name=f"{rank}/{run.name}", needs=[f"{rank}/{n}" for n in run.needs]))
+    ends = _ends(runs, state, jobs)
+    return {folder: None if ends is None else max((t for n, t in ends.items() if n.startswith(f"{rank}/")), default=0.0)
+            for folder, rank in ranks.items()}
+
+
+def hours_left_line(state, runs, jobs=2, shared=False, wall=None):
+    """One line: the estimated one-core hours the campaign still needs, and the hours until its last run ends with
+    `jobs` runs at once in the campaign's order (wall_hours; with ``shared``, ``wall`` from shared_wall_hours: the
+    slots shared with the other campaigns), or the least they can take where some run has no estimate yet."""
     known = [p["hours_left"] for p in state.values() if p["hours_left"] is not None]
     unknown = [n for n, p in state.items() if p["hours_left"] is None]
     if not known or (unknown and not sum(known)):
         return f"One-core hours left: not estimated yet (no epoch of the kind of {', '.join(unknown)})."
-    total, wall = sum(known), wall_hours(runs, state, jobs)
+    total = sum(known)
+    wall = wall if shared else wall_hours(runs, state, jobs)
+    order = ("sharing them with the other campaigns in the scheduler's order (every control last)" if shared
+             else "in the campaign's order")
     text = (f"About {total:.1f} one-core hours left ("
-            + (f"about {wall:.1f} hours with {jobs} runs at once in the campaign's order" if wall is not None else
-               f"at least {total / jobs:.1f} hours with {jobs} runs at once") + "), from "
+            + (f"about {wall:.1f} hours until its last run ends, with {jobs} runs at once {order}" if wall is not None
+               else f"at least {total / jobs:.1f} hours with {jobs} runs at once") + "), from "
             "the median epoch time of each run, or of runs of its kind, measured so far on this shared machine")
     return text + (f"; not estimated yet: {', '.join(unknown)} (no epoch of their kind)." if unknown else ".")
 
@@ -127,7 +187,7 @@ def reference_goal(rows, reference):
 def goals(rows, teacher_top1, deploy_status=None, reference=None):
     """Issue 21's goals on the finished rows: (goal, status text); deploy_status: the deployment goal's line;
     reference: the protocol's dense reference backbone, whose goal is added."""
-    gated = [r for r in rows if r["mode"] != "none"]
+    gated = [r for r in rows if r["mode"] != "none" and not r["preset"].startswith("control")]  # the control is not fine-tuned
     both = [r for r in gated if r["seeds"] >= 2]
     out = []
     inside = [r for r in both if r.get("gain_vs_static") is not None]
@@ -186,10 +246,12 @@ def check_winner(folder, test_images=None, log=print):
     return record
 
 
-def write_report(folder, protocol=None, jobs=2):
+def write_report(folder, protocol=None, jobs=2, folders=None):
     """results.md, results.json and pareto.png of the campaign folder, from its state as it is now (`jobs`: runs at
-    once, for the hours-left line)."""
+    once, for the hours-left line; ``folders``: every campaign sharing them, this one included)."""
     folder = Path(folder)
+    shared = folders is not None and len(folders) > 1
+    wall = shared_wall_hours(folders, jobs)[folder] if shared else None
     protocol = protocol or load_protocol(folder)
     runs = plan(folder, protocol)
     rows = table(folder, runs)
@@ -213,9 +275,12 @@ def write_report(folder, protocol=None, jobs=2):
     status = deploy_status(folder, runs, rows)
     reference = (protocol.get("reference") or {}).get("backbone")
     lines += [f"- {goal}: **{text}**" for goal, text in goals(rows, teacher_top1, status, reference)]
-    lines += ["", "## Progress", "", hours_left_line(state, runs, jobs), "", "| run | state | epochs | one-core hours left (est.) |",
-              "|---|---|---|---|"]
-    lines += [f"| {n} | {p['state']} | {p['epochs_done']} of {p['epochs'] or '?'} | "
+    failed = ", ".join(f"{n} (exit {p['failed']['exit']}, {p['failed']['at']})" for n, p in state.items() if "failed" in p)
+    lines += ["", "## Progress", "", hours_left_line(state, runs, jobs, shared, wall), "",
+              *([f"**Failed in the last chunk they ran in** (see their train.log and failure.json): {failed}.", ""]
+                if failed else []),
+              "| run | state | epochs | one-core hours left (est.) |", "|---|---|---|---|"]
+    lines += [f"| {n} | {p['state']}{' (failed)' if 'failed' in p else ''} | {p['epochs_done']} of {p['epochs'] or '?'} | "
               f"{'?' if p['hours_left'] is None else format(p['hours_left'], '.1f')} |" for n, p in state.items()]
     text = "\n".join(lines) + "\n\n" + (results_markdown(rows, "") if rows else "No run has finished yet.\n")
     atomic_write_text(folder / "results.md", text)

@@ -10,11 +10,13 @@ from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_text, folder_lock
 from cosinegate.research import TRAIN_COMMAND, child_env
-from cosinegate.research.cpu_campaign.plan import load_protocol, plan, read_choice
-from cosinegate.research.cpu_campaign.state import compact, epochs_done, run_state
+from cosinegate.research.cpu_campaign.plan import in_order, load_protocol, plan, read_choice
+from cosinegate.research.cpu_campaign.report import first_epoch_seconds
+from cosinegate.research.cpu_campaign.state import clear_failure, compact, epochs_done, record_failure, run_state
 from cosinegate.research.cpu_campaign.static_choice import choose_static_blocks
 
 START_MARGIN = 600  # seconds before the deadline after which no run is started (its first epoch would overrun)
+CHOICE_MARGIN = 1800  # seconds before it after which no static choice starts (ResNet-56's took 8 minutes)
 # how runs execute, not what they learn (bench.txt, 1 thread, idle machine): dense 531 img/s with bf16 + channels_last +
 # fused SGD (521 bf16 alone); gated 432 with bf16 alone (403 with channels_last + fused)
 SPEED_FLAGS = {"none": ["--amp", "bf16", "--channels-last", "--fused"], "gated": ["--amp", "bf16"]}
@@ -67,11 +69,10 @@ def _start(folder, run, left, threads, device, command, nice, stop_after):
 
 
 def _plans(folders, log, choose=True):
-    """Each campaign's plan (after writing the static choices its finished teachers allow, when `choose`, and
-    compacting finished runs), as one priority list of (folder, run): every campaign's runs in folder order, the
-    controls last."""
-    queue = []
-    for rank, folder in enumerate(folders):
+    """Each campaign's plan (after writing the static choices its finished teachers allow, when `choose`), as one
+    priority list of (folder, run): every campaign's runs in folder order, the controls last."""
+    plans = []
+    for folder in folders:
         protocol = load_protocol(folder)
         runs = plan(folder, protocol)
         for run in runs:
@@ -79,11 +80,14 @@ def _plans(folders, log, choose=True):
                     and run_state(folder / "runs" / run.name) == "done" and read_choice(folder, run.seed) is None):
                 choose_static_blocks(folder, protocol, run.seed, log=log)
                 runs = plan(folder, protocol)
-        for run in runs:
-            if run_state(folder / "runs" / run.name) == "done" and compact(folder / "runs" / run.name):
-                log(f"{run.name}: finished; kept a model-only last.pt")
-        queue += [(run.group.startswith("control"), rank, i, folder, run) for i, run in enumerate(runs)]
-    return [(folder, run) for *_, folder, run in sorted(queue, key=lambda q: q[:3])]
+        plans.append((folder, runs))
+    return in_order(plans)
+
+
+def _compact_finished(queue, log):
+    for folder, run in queue:
+        if run_state(folder / "runs" / run.name) == "done" and compact(folder / "runs" / run.name):
+            log(f"{run.name}: finished; kept a model-only last.pt")
 
 
 def _stop_children(running):
@@ -109,10 +113,14 @@ def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", comman
     with contextlib.ExitStack() as stack:
         for folder in folders:  # one campaign process per folder (report and check may run beside it)
             stack.enter_context(folder_lock(folder, "cpu_campaign.py"))
-        stack.callback(_stop_children, running)  # a crash of this process never leaves a run going unwatched
+        stack.callback(_stop_children, running)  # an error, Ctrl-C or SIGTERM (cli) never leaves a run going unwatched
+        queue, changed = None, True
         while True:
-            left = deadline - time.time()
-            queue = _plans(folders, log, choose=left >= start_margin)
+            if changed:  # planned again only when a run has ended (a plan reads every run's state)
+                queue = _plans(folders, log, choose=deadline - time.time() >= CHOICE_MARGIN)
+                _compact_finished(queue, log)
+                estimates = first_epoch_seconds(queue)
+            left = deadline - time.time()  # after the plan: a static choice takes minutes
             for folder, run in queue:
                 key = (folder, run.name)
                 if len(running) >= jobs or left < start_margin:
@@ -120,20 +128,24 @@ def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", comman
                 if (run_state(folder / "runs" / run.name) == "done" or key in running or key in failed or key in stopped
                         or not ready(run, folder)):
                     continue
+                if left < 1.5 * estimates.get(key, 0.0):  # a new run's first epoch is the child's blind spot
+                    continue
                 running[key], resumed = _start(folder, run, left, threads, device, command, nice, stop_after)
+                clear_failure(folder / "runs" / run.name)
                 log(f"{label(*key)}: {'resumed' if resumed else 'started'} ({epochs_done(folder / 'runs' / run.name)} "
                     f"of {run.config['optim']['epochs']} epochs done)")
             if not running:
                 break
             time.sleep(poll)
+            changed = False
             for (folder, name), proc in list(running.items()):
                 if proc.poll() is None:
                     continue
-                key = (folder, name)
+                key, changed = (folder, name), True
                 del running[key]
-                run = next(r for f, r in queue if (f, r.name) == key)
                 if proc.returncode != 0:
                     failed.append(key)
+                    record_failure(folder / "runs" / name, proc.returncode)
                     log(f"{label(*key)}: FAILED (exit {proc.returncode}); see {folder / 'runs' / name / 'train.log'}")
                 elif run_state(folder / "runs" / name) == "done":
                     finished.append(key)
@@ -141,7 +153,6 @@ def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", comman
                 else:
                     stopped.append(key)
                     log(f"{label(*key)}: stopped at the deadline ({epochs_done(folder / 'runs' / name)} epochs done)")
-        for folder, run in _plans(folders, log, choose=False):
-            compact(folder / "runs" / run.name)
+        _compact_finished(_plans(folders, log, choose=False), log)
     finished, stopped, failed = ([label(*k) for k in keys] for keys in (finished, stopped, failed))
     return Result(finished, stopped, failed, time.time() - started)
