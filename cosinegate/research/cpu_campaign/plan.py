@@ -34,7 +34,7 @@ PROTOCOL = {  # campaign.json's content when a campaign starts; a running campai
     "rates": [0.55, 0.75],
 }
 # issue 21's fallback, since ResNet-20's static curve is flat (no headroom): the same recipe on ResNet-56 against a
-# dense ResNet-32 (69M MACs); the gated runs aim below 69M (24 of 27 blocks gated at rate 0.45: about 57M), the static
+# dense ResNet-32 (69M MACs); the gated runs aim below 69M (24 of 27 blocks gated at rate 0.45: about 63M), the static
 # baselines remove 12 blocks (ResNet-32's count, 69M) and 15 (55M: the curve reaches below the gated runs); no
 # control (65 gated ResNet-56 epochs per seed is beyond the budget)
 RESNET56_PROTOCOL = {**PROTOCOL, "backbone": "resnet56", "static_removals": [12, 15], "methods": ["two-phase", "shaping"],
