@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -287,11 +288,27 @@ def atomic_write_text(path, text):
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+_report_stdout = None  # the real stdout while report_on_stdout() sends every other line to stderr
+
+
+@contextlib.contextmanager
+def report_on_stdout():
+    """Inside, print() goes to stderr and a ``-`` report (atomic_write_json) to stdout: ``--json - | jq`` reads the
+    JSON alone."""
+    global _report_stdout
+    _report_stdout = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _report_stdout = None
+
+
 def atomic_write_json(path, obj):
     """Write ``obj`` as JSON to ``path`` atomically; ``-`` prints it to stdout instead."""
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     if str(path) == "-":
-        print(text, end="", flush=True)
+        print(text, end="", flush=True, file=_report_stdout or sys.stdout)
         return
     atomic_write_text(path, text)
 

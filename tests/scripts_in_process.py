@@ -42,7 +42,7 @@ def run(relpath, *argv):
     code = None
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            run_main(lambda: main([str(a) for a in argv]))
+            run_main(lambda: main([str(a) for a in argv]), [str(a) for a in argv])
         except SystemExit as exc:
             code = exc.code
         except Exception:  # noqa: BLE001 - recorded, the test decides

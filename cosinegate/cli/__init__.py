@@ -53,13 +53,25 @@ def missing_extra(exc):
     return f"this command needs {module}: pip install 'cosinegate-edge[{extra}]'{hint}"
 
 
-def run_main(main):
+def json_to_stdout(argv):
+    """Whether ``argv`` asks for the report on stdout (--json -, or parity's old spelling --report -)."""
+    names = ("--json", "--report")
+    return any(a in names and b == "-" for a, b in zip(argv, argv[1:])) or any(a in {n + "=-" for n in names} for a in argv)
+
+
+def run_main(main, argv=None):
     """Run main(); print a CosineGateError, or a missing optional module (with the extra that installs it), as one
-    line and exit 2."""
+    line and exit 2. With --json - in ``argv`` (default sys.argv) the report alone goes to stdout, every other
+    line to stderr."""
+    import contextlib
+
+    from cosinegate.artifacts import report_on_stdout
     from cosinegate.errors import CosineGateError
 
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        code = main()
+        with report_on_stdout() if json_to_stdout(argv) else contextlib.nullcontext():
+            code = main()
     except CosineGateError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
@@ -155,5 +167,5 @@ def console_main(argv=None):
         return 2
     sys.argv = [f"cosinegate {argv[0]}", *argv[1:]]
     main = importlib.import_module(f"cosinegate.cli.{COMMANDS[argv[0]]}").main
-    run_main(lambda: main(argv[1:]))
+    run_main(lambda: main(argv[1:]), argv[1:])
     return 0

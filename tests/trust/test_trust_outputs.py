@@ -6,6 +6,7 @@ FIFO or device at the output path is refused in one line. The board's build_on_d
 results fresh and refuses a link or non-file anywhere in the bundle.
 """
 
+import json
 import os
 
 from test_bundle import bundle_copy, bundled, run_device_script  # noqa: F401 - fixtures
@@ -111,6 +112,7 @@ def test_json_reports_can_go_to_stdout_with_a_dash(tiny_checkpoint, capsys):
     code, out, err = run("train/evaluate.py", "--checkpoint", tiny_checkpoint, "--subset", "10", "--json", "-")
     assert code == 0, err
     assert '"checkpoint": "' in out and not os.path.exists("-")
+    assert json.loads(out)["checkpoint"] and "top-1" in err  # stdout holds the report alone: `--json - | jq` works
 
 
 def test_a_checkpoint_save_on_a_full_disk_is_one_line_and_leaves_the_old_file(tmp_path, monkeypatch):
