@@ -41,11 +41,11 @@ def get_metadata(model):
                 value = None
             if value is None and p.value.strip() != "null" or depth(value) > MAX_DEPTH:
                 raise CosineGateError(f"the graph's metadata {p.key} is nested over {MAX_DEPTH} deep; re-export it with "
-                                      "deploy/export_onnx.py from its checkpoint.")
+                                      "cosinegate export from its checkpoint.")
             out[p.key[len(META_PREFIX):]] = value
     problem = metadata_problem(out, input_hw(model), gate_count(model))
     if problem:
-        raise CosineGateError(f"the graph's metadata {problem}; re-export it with deploy/export_onnx.py from its checkpoint.")
+        raise CosineGateError(f"the graph's metadata {problem}; re-export it with cosinegate export from its checkpoint.")
     return out
 
 

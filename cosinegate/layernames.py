@@ -127,7 +127,7 @@ def check_layer_names(model, source):
     by layer name (``if_problems``): one line naming the problem and the fix. Returns ``model``."""
     problems = if_problems(model)
     if problems:
-        raise CosineGateError(f"{source}: {problems[0]}; re-export the graph with deploy/export_onnx.py (graphs of this "
+        raise CosineGateError(f"{source}: {problems[0]}; re-export the graph with cosinegate export (graphs of this "
                               "toolkit name each branch output's node like its output).")
     for node in model.graph.node:
         problem = layer_name_problem(node.name) if "/gate/" in node.name else None

@@ -2,7 +2,7 @@
 
 ``lazy_import("onnxruntime", "deploy")`` returns a stand-in that imports the module when one of its
 attributes is first read; when the module is missing, that read raises a one-line CosineGateError naming the
-extra that provides it (``pip install 'cosinegate-edge[deploy]'``). ``require`` imports at once. The extras are
+extra that provides it (``pip install '.[deploy]'`` in the toolkit's checkout; install_line). ``require`` imports at once. The extras are
 setup.cfg's: deploy (desktop export and parity), device (the board, no torch), trt (TensorRT and pycuda),
 training (torch).
 """
@@ -12,6 +12,16 @@ import importlib
 from cosinegate.errors import CosineGateError
 
 EXTRAS = ("deploy", "device", "trt", "training")
+
+
+def install_line(extra, module=None):
+    """How to get ``module`` of setup.cfg's ``extra``: the checkout's extra (the package is installed from its
+    checkout), or for TensorRT and pycuda, where they come from on a Jetson."""
+    if module == "tensorrt":
+        return "TensorRT comes with JetPack on a Jetson (elsewhere from NVIDIA: pip install tensorrt)"
+    if module == "pycuda":
+        return "pip3 install pycuda"
+    return f"pip install '.[{extra}]' in the toolkit's checkout"
 
 
 def require(name, extra, purpose=None):
@@ -28,8 +38,8 @@ def missing_message(name, extra, purpose=None):
     unknown = [e for e in extras if e not in EXTRAS]
     if unknown:
         raise ValueError(f"unknown extra {unknown[0]!r}; setup.cfg has {', '.join(EXTRAS)}")
-    installs = " or ".join(f"pip install 'cosinegate-edge[{e}]'" for e in extras)
     root = name.split(".")[0]
+    installs = " or ".join(dict.fromkeys(install_line(e, root) for e in extras))
     return f"{purpose or 'this'} needs the Python module {root!r}, which is not importable here; {installs}."
 
 

@@ -3,7 +3,7 @@
 #   train -> evaluate -> export (conditional, masked, flat) -> parity of every form
 #   -> INT8 calibration + INT8 parity -> Jetson Orin bundle -> ONNX Runtime benchmark
 # Results in $OUT (default runs/pipeline). Real CIFAR-10 instead:
-#   DATA="--data imagefolder --data-root ../shared/data/cifar10-jpeg" bash scripts/pipeline.sh
+#   DATA="--data imagefolder --data-root ROOT" bash scripts/pipeline.sh   # ROOT/{train,test}/<class>/*.jpg
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh

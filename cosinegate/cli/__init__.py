@@ -49,8 +49,9 @@ def missing_extra(exc):
     extra = EXTRA_OF_MODULE.get(module)
     if extra is None:
         return None
-    hint = " (on Jetson, JetPack ships them)" if extra == "trt" else ""
-    return f"this command needs {module}: pip install 'cosinegate-edge[{extra}]'{hint}"
+    from cosinegate.lazy import install_line
+
+    return f"this command needs {module}: {install_line(extra, module)}"
 
 
 def json_to_stdout(argv):

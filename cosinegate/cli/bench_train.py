@@ -7,7 +7,7 @@
 Each step is exactly train/train.py's step (cosinegate.training.loop.Trainer.step): the batch gathered
 from the uint8 images already on the device, crop+flip on the device, forward, the loss with the
 compute penalties and the CIR term (gated), backward, gradient clipping and an SGD step, with no host
-synchronization. On CUDA, --sync-check (on by default) runs a few steps under
+synchronization. On CUDA a sync check (always) runs a few steps under
 torch.cuda.set_sync_debug_mode("error") and reports the first synchronizing call, if any.
 --probe is what `train/reproduce.py --jobs auto` runs in several processes at once to measure the
 aggregate throughput against the number of concurrent runs.

@@ -1,7 +1,7 @@
 """Build a TensorRT engine for a target board, or the bundle the board needs to build it.
 
     python deploy/build_engine.py --target jetson-orin --checkpoint CKPT
-    python deploy/build_engine.py --target jetson-orin --checkpoint CKPT --precision int8 --int8 cache --calib-cache calib.cache
+    python deploy/build_engine.py --target jetson-orin --checkpoint CKPT --form masked --precision int8 --int8 cache --calib-cache calib.cache
     python deploy/build_engine.py --target jetson-orin --bundle engines/jetson-orin/model-bundle    # on the device
 
 Everything goes to OUT: --out, else RUN/engines/<target> beside --checkpoint RUN/best.pt, else
@@ -63,7 +63,7 @@ def parse_args(argv=None):
                         "pruned and gate-free dense candidates, time each, keep the fastest whose accuracy is within the "
                         "profile's tolerance of the conditional one; or force one")
     p.add_argument("--select-images", type=positive_int, default=300, help="labelled test images the candidates are timed and scored on")
-    p.add_argument("--if-cost-table", help="--policy auto keeps plain the dynamic blocks whose expected saving is below their "
+    p.add_argument("--if-cost-table", help="the export keeps plain (the block policy auto) the dynamic blocks whose expected saving is below their "
                                            "If cost in this table (deploy/bench.py --if-cost --json)")
     p.add_argument("--force", action="store_true", help="replace a bundle of the same name made from another model")
     add_report_flags(p, "what was built (the bundle's or the engine's manifest)", verbosity=True)

@@ -1,7 +1,7 @@
 """One GPU run of the issue-16 campaign (at most --budget seconds), continuing from the previous run's state.
 
     # here, once (run-prep): the CIFAR-10 JPEG folder as a tar under the ignored .campaign/ folder
-    python train/campaign.py --make-tar ../shared/data/cifar10-jpeg .campaign/cifar10-jpeg.tar.gz
+    python train/campaign.py --make-tar ROOT .campaign/cifar10-jpeg.tar.gz
     # on the GPU machine (device tool, carry [".campaign"]), once per GPU run:
     python3 train/campaign.py --device cuda --data-tar .campaign/cifar10-jpeg.tar.gz --state .campaign/state --out $OUT
     # here, after each GPU run: the returned state for the next run, the results into train/results/

@@ -1,7 +1,7 @@
 """Continue issue 21's CPU campaigns from their committed state, until done or until the time limit.
 
     # from the repository root, in the background, while other work goes on:
-    nice python train/cpu_campaign.py --time-limit 9000 > .campaign/cpu.log 2>&1 &
+    mkdir -p .campaign && nice python train/cpu_campaign.py --time-limit 9000 > .campaign/cpu.log 2>&1 &
     # then commit train/results/cifar10-campaign-cpu*/ (the state, the table, the plot)
     python train/cpu_campaign.py --report      # only regenerate results.md, results.json, pareto.png
     python train/cpu_campaign.py --check-winner  # the deployment goal on the leading gated run (a few minutes)

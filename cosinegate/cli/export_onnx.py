@@ -8,8 +8,8 @@
 
 Forms: `conditional` (default; batch 1; one ONNX If per dynamic block, so a skipped
 block is not computed), `masked` (any batch; every block computed, selected per
-sample; the only form for paper-mode gates and for batches > 1, since a TensorRT
-conditional takes one scalar condition), `compact` (any batch; each dynamic block
+sample: it saves nothing; the only form for paper-mode gates, and INT8 from a
+calibration cache at a batch), `compact` (any batch, the one for batches > 1; each dynamic block
 runs only on the samples whose gate is on: NonZero, Gather, ScatterND; TensorRT 8.5+),
 `flat` (every block runs; the twin for graph passes and quantization). Outputs: `logits` [N, classes] and `gates` [N, blocks]
 (1 = block executed). Input `input` [N, 3, S, S] float32 (S = the checkpoint's image size), RGB,
@@ -25,7 +25,7 @@ block latency) is below their If cost. `conditional-all` gates every gated block
 `pruned` is auto with every dynamic block plain (no If), `dense` the gate-free network.
 
 Opset: default 17, accepted by TensorRT 8.5 (JetPack 5, max 17) and TensorRT 10.x
-(JetPack 6, opsets 9-20).
+(JetPack 6.1/6.2, opsets 9-20).
 """
 
 import argparse

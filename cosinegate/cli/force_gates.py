@@ -3,7 +3,7 @@
     python deploy/force_gates.py --checkpoint CKPT --skip 0.5 --out forced.pt
 
 Each gated block's threshold is moved, block by block, so that it skips --skip of the first
---samples test images (of the checkpoint's data, at its image size) exactly; the skip rates
+--test-images test images (of the checkpoint's data, at its image size) exactly; the skip rates
 stored for the deploy policy are measured on those images. The copy records that its gates
 were forced: it is for speed measurements (realized vs ideal speedup), not for accuracy.
 """

@@ -2,7 +2,7 @@
 
     python deploy/parity.py --checkpoint CKPT --onnx model.onnx --json parity.json
     python deploy/parity.py --checkpoint CKPT --onnx model.onnx --data imagefolder \\
-        --data-root ../shared/data/cifar10-jpeg --test-images 1000
+        --data-root ROOT --test-images 1000
     python deploy/parity.py --checkpoint CKPT --onnx model.onnx --backend trt        # where TensorRT is installed
     python deploy/parity.py --checkpoint CKPT --onnx int8.onnx --int8                # Q/DQ graphs
 

@@ -1,6 +1,6 @@
 """Reproduce the paper's CIFAR-10 table honestly: same recipe, real executed MACs, Pareto plot.
 
-    python train/reproduce.py --data imagefolder --data-root ../shared/data/cifar10-jpeg \\
+    python train/reproduce.py --data imagefolder --data-root ROOT \\
         --backbones resnet20,resnet56 --epochs 30 --device cuda --jobs 6 --out train/results
 
     # issue 7: gated presets against a static curve (1..3 blocks removed) at equal MACs

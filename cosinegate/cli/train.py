@@ -79,6 +79,21 @@ def parse_drop_blocks(text):
         raise CosineGateError(f"--drop-blocks {text!r}: expected comma-separated block indices or from:CKPT.") from exc
 
 
+def check_loss_flags(args, config):
+    """--target and --block-rates set the targets of two losses; a config whose loss is off would ignore them."""
+    from cosinegate.errors import CosineGateError
+
+    gate = config["gate"]
+    if args.target is not None and not gate["penalty"]:
+        raise CosineGateError(f"--target is the compute penalty's target, and {args.config} has no compute penalty "
+                              "(gate.penalty 0: it trains per-block rates); use --block-rates R, or a preset with the "
+                              "penalty (balanced, aggressive, conservative).")
+    if args.block_rates is not None and not gate["block_rate_weight"]:
+        raise CosineGateError(f"--block-rates sets per-block execution rates, which {args.config} does not train toward "
+                              "(gate.block_rate_weight 0); use --config rates, shaping or two-phase, or --target for the "
+                              "compute penalty.")
+
+
 def config_from_args(args):
     from cosinegate.config import load_config, validate
 
@@ -97,6 +112,7 @@ def config_from_args(args):
         ("gate", "target"): args.target,
         ("gate", "block_rates"): args.block_rates,
     }
+    check_loss_flags(args, config)
     for (section, key), value in overrides.items():
         if value is not None:
             config[section][key] = value

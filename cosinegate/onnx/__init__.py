@@ -57,7 +57,7 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
     if form == "conditional" and batch != 1:
         raise CosineGateError(
             f"--form conditional needs --batch 1 (got {batch}): an If condition is one scalar, so a batch cannot "
-            "take different branches; use --form masked for batches."
+            "take different branches; use --form compact for batches (each block runs only on the images whose gate is on)."
         )
     model, state = model_from_checkpoint(checkpoint)
     if form == "conditional" and model.mode == "paper":

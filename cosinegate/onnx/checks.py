@@ -24,7 +24,7 @@ def load_toolkit_onnx(path):
     """Load an ONNX file written by this toolkit; anything else is a CosineGateError."""
     path = Path(path)
     if not path.is_file():
-        raise CosineGateError(f"ONNX file {path} not found; export one with `python deploy/export_onnx.py` or fix the path.")
+        raise CosineGateError(f"ONNX file {path} not found; export one with `cosinegate export` or fix the path.")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several types for corrupt files
@@ -33,12 +33,12 @@ def load_toolkit_onnx(path):
         raise CosineGateError(
             f"{path} was not produced by this toolkit (it needs input `{INPUT}`, outputs `{LOGITS}` and `{GATES}` and the "
             "toolkit's metadata); "
-            "export the model with deploy/export_onnx.py."
+            "export the model with cosinegate export."
         )
 
     problem = graph_problem(model)
     if problem:
-        raise CosineGateError(f"{path}: {problem}; export the model with deploy/export_onnx.py.")
+        raise CosineGateError(f"{path}: {problem}; export the model with cosinegate export.")
     load_own_external_data(model, path)
     return model
 

@@ -161,7 +161,7 @@ def _policy_kinds(kinds, policy, skip_rates):
     if skip_rates is None:
         raise CosineGateError(
             "--policy auto needs held-out skip rates, and this checkpoint stores none; pass --skip-rates FILE "
-            "(a JSON list, or the JSON report of train/evaluate.py) or use --policy conditional-all."
+            "(a JSON list, or the JSON report of cosinegate evaluate --json) or use --policy conditional-all."
         )
     if len(skip_rates) != len(kinds):
         raise CosineGateError(
@@ -179,7 +179,7 @@ def conditionalize(flat_graph, policy="auto", skip_rates=None, plain=()):
     if meta["batch"] != 1:
         raise CosineGateError(
             f"the conditional form takes batch 1 (an If condition is one scalar), this graph has batch {meta['batch']}; "
-            "export with --batch 1, or use --form masked for batches."
+            "export with --batch 1, or use --form compact for batches."
         )
     return _deploy(flat_graph, "conditional", policy, skip_rates, _wrap_in_if, plain)
 

@@ -128,7 +128,8 @@ def run_bench(s, backend_name, workdir, log=print):
         model_path = s.engine
     elif backend_name == "torch":
         if not s.checkpoint:
-            raise CosineGateError("--backend torch needs --checkpoint CKPT.")
+            raise CosineGateError("--backend torch needs --checkpoint CKPT." if s.backend else
+                                  "bench needs a model: --checkpoint CKPT, --onnx FILE or --engine FILE.")
         backend = TorchBackend(s.checkpoint, s.threads)
         from cosinegate.macs import model_mac_table
 

@@ -182,7 +182,7 @@ def prepare(s, target, opset, log=print):
             if s.int8_path == "qdq":
                 if qdq is None:
                     raise CosineGateError(f"--int8 qdq --form {s.form} needs the {s.form} Q/DQ graph in {calib_dir}; "
-                                          f"rerun calibration/calibrate.py --forms flat,{s.form}, or use --int8 cache.")
+                                          f"rerun cosinegate calibrate --forms flat,{s.form}, or use --int8 cache.")
                 check_layer_names(onnx.load(str(qdq), load_external_data=False), qdq)
                 art.qdq = art.onnx = qdq
             if s.int8_path == "qdq" or not s.calib_cache:  # the shipped cache is this folder's: same amax values
@@ -210,7 +210,7 @@ def check_cache_covers(cache, graph_path):
     if missing:
         raise CosineGateError(f"calibration cache {cache} has no scale for {len(missing)} tensor(s) of {graph_path} "
                               f"({', '.join(missing[:3])}...): it was made for another model; recalibrate this one "
-                              "(calibration/calibrate.py) or pass its cache.")
+                              "(cosinegate calibrate) or pass its cache.")
 
 
 def refuse_overwrite(final, s):

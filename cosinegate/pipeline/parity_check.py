@@ -77,4 +77,4 @@ def check_profile_fits(graph, int8, path):
         raise CosineGateError(f"{path} is an INT8 Q/DQ graph; add --int8 (the INT8 tolerance profile) to check it.")
     if int8 and not quantized:
         raise CosineGateError(f"--int8 on {path}, which has no Q/DQ nodes and runs in FP32 on ONNX Runtime; drop --int8 "
-                              "(the FP32 profile) or pass the Q/DQ graph from calibration/calibrate.py.")
+                              "(the FP32 profile) or pass the Q/DQ graph from cosinegate calibrate.")

@@ -95,7 +95,7 @@ def resolve(settings, log=print):
     if s.precision not in profile.precisions:
         raise CosineGateError(f"precision {s.precision} is not offered by {profile.name}; use {', '.join(profile.precisions)}.")
     if s.form == "conditional" and s.batch != 1:
-        raise CosineGateError("--form conditional takes --batch 1 (an If condition is one scalar); use --form masked for batches.")
+        raise CosineGateError("--form conditional takes --batch 1 (an If condition is one scalar); use --form compact for batches.")
     if s.dla_core is not None and s.precision == "fp32":
         raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
     if s.form == "compact":
@@ -110,7 +110,7 @@ def resolve(settings, log=print):
         dla_releases_that_build(profile, s.form, s.precision, s.int8_path, s.dla_core)
     if not s.bundle and s.precision == "int8" and s.int8_path == "qdq" and s.batch != 1:
         raise CosineGateError(f"--int8 qdq builds the calibrated Q/DQ graph, which has batch 1, not --batch {s.batch}; "
-                              "use --int8 cache for batches, or --batch 1.")
+                              "for INT8 at a batch use --form masked --int8 cache, or --batch 1.")
     if s.require_int8_pass and s.precision != "int8":
         raise CosineGateError(f"--require-int8-pass checks an INT8 build, not {s.precision}; drop it or add --precision int8.")
     if s.precision == "int8" and not (s.checkpoint or s.bundle or s.calib_cache or s.calibration):

@@ -166,7 +166,7 @@ def calibration_files(calib_dir, form, checkpoint=None):
     from cosinegate.quant.calibrate import CACHE_NAME, FILE_BY_FORM, MANIFEST_NAME
 
     calib_dir = Path(calib_dir)
-    rerun = f"rerun calibration/calibrate.py --out {calib_dir}"
+    rerun = f"rerun cosinegate calibrate --out {calib_dir}"
     if not (calib_dir / MANIFEST_NAME).is_file():
         raise CosineGateError(f"calibration {calib_dir} has no {MANIFEST_NAME}, so its files cannot be checked; {rerun}.")
     manifest = read_json(calib_dir / MANIFEST_NAME, "calibration manifest")

@@ -190,7 +190,7 @@ def check_cache(path, trt_version, algorithm):
         raise CosineGateError(
             f"calibration cache {path} was built for TensorRT {built_for} with {cache_algorithm}; "
             f"this target uses TensorRT {trt_version} with {algorithm}; recalibrate with "
-            f"`python calibration/calibrate.py --trt-version {trt_version}` or pass the matching cache."
+            f"`cosinegate calibrate --trt-version {trt_version}` or pass the matching cache."
         )
     return scales
 

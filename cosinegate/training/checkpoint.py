@@ -190,7 +190,7 @@ def load_checkpoint(path):
     """
     path = Path(path)
     if not path.is_file():
-        raise CosineGateError(f"checkpoint {path} not found; train one with `python train/train.py` or fix the path.")
+        raise CosineGateError(f"checkpoint {path} not found; train one with `cosinegate train` or fix the path.")
     state = _safe_load(path)
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, *OLD_FORMATS):
         raise CosineGateError(f"{path} is not a CosineGate checkpoint (no '{FORMAT}' marker); pass a file written by train/train.py.")

@@ -62,12 +62,17 @@ CONDITIONAL_CACHE = (
     "the branch outputs have no entry, so those tensors would silently run uncalibrated; build the conditional "
     "form with --int8 qdq, or use --int8 cache with --form masked."
 )
+COMPACT_CACHE = (
+    "the INT8 calibration cache does not fit the compact graph: it holds the flat twin's tensors, and the compact "
+    "graph's gathered and scattered ones (NonZero, Gather, ScatterND) have no entry, so they would run uncalibrated; "
+    "for INT8 at a batch use --form masked --int8 cache, for the compact form --int8 qdq at --batch 1."
+)
 
 
 def check_int8_form(form, precision, int8_path):
-    """Refuse the calibration cache for the conditional (If) graph; see CONDITIONAL_CACHE."""
-    if precision == "int8" and int8_path == "cache" and form == "conditional":
-        raise CosineGateError(CONDITIONAL_CACHE)
+    """Refuse the calibration cache for the conditional (If) and compact graphs; see CONDITIONAL_CACHE, COMPACT_CACHE."""
+    if precision == "int8" and int8_path == "cache" and form in ("conditional", "compact"):
+        raise CosineGateError(CONDITIONAL_CACHE if form == "conditional" else COMPACT_CACHE)
 
 
 def dla_releases_that_build(profile, form, precision, int8_path, dla_core):
@@ -83,8 +88,8 @@ def dla_releases_that_build(profile, form, precision, int8_path, dla_core):
         uses_cache = int8_path == "cache" or path == "cache"
         if path is None:
             why[str(release.version)] = "no DLA"
-        elif uses_cache and form == "conditional":
-            why[str(release.version)] = "DLA takes INT8 only from a calibration cache, which the conditional graph cannot use"
+        elif uses_cache and form in ("conditional", "compact"):
+            why[str(release.version)] = f"DLA takes INT8 only from a calibration cache, which the {form} graph cannot use"
         else:
             ok.append(str(release.version))
     if not ok:

@@ -99,10 +99,9 @@ def branch(plan, release):
     cache = plan.caches.get(str(version)) if plan.precision == "int8" and int8_path == "cache" else None
     try:
         if plan.precision == "int8" and int8_path == "cache":
-            if plan.form == "conditional":
-                from cosinegate.trt.build import CONDITIONAL_CACHE
+            from cosinegate.trt.build import check_int8_form
 
-                raise CosineGateError(CONDITIONAL_CACHE)
+            check_int8_form(plan.form, plan.precision, int8_path)
             if cache is None:
                 raise CosineGateError(f"this bundle has no calibration cache written for TensorRT {version} (a cache is "
                                       "tied to the exact release in its header); make the bundle for an exact release")

@@ -295,7 +295,7 @@ def test_crafted_graph_metadata_is_refused_in_one_line(conditional_onnx, tmp_pat
     onnx.save(model, str(tmp_path / "m.onnx"))
     done = run_script("deploy/bench.py", "--onnx", tmp_path / "m.onnx", "--random-input", "--iterations", "2")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-800:]
-    assert re.search(message, done.stderr) and "re-export it with deploy/export_onnx.py" in done.stderr, done.stderr
+    assert re.search(message, done.stderr) and "re-export it with cosinegate export" in done.stderr, done.stderr
 
 
 def test_compare_dense_forces_nothing_on_a_graph_without_an_if(dense_checkpoint, fake_cifar_root, tmp_path, capsys):
@@ -309,3 +309,12 @@ def test_compare_dense_forces_nothing_on_a_graph_without_an_if(dense_checkpoint,
     assert c["ort_native_forced_on_latency_ms"] is None and c["ort_native_forced_on_overhead"] is None
     out = capsys.readouterr().out
     assert out.count("forced-on overhead n/a (no If to force)") == 2 and "gates forced on" not in out
+
+
+def test_bench_without_a_model_names_the_three_sources(capsys):
+    from scripts_in_process import run
+
+    code, _, err = run("deploy/bench.py")
+    assert code == 2 and err.strip() == "error: bench needs a model: --checkpoint CKPT, --onnx FILE or --engine FILE."
+    code, _, err = run("deploy/bench.py", "--backend", "torch")
+    assert code == 2 and err.strip() == "error: --backend torch needs --checkpoint CKPT."

@@ -232,3 +232,14 @@ def test_a_config_file_naming_a_cifar10_root_never_downloads_into_it(tmp_path):
     result = run_script("train/train.py", "--config", config, "--epochs", "1", "--out", tmp_path / "run")
     assert_user_error(result, "no CIFAR-10 python batches", "downloads it")
     assert list(foreign.iterdir()) == []
+
+
+@pytest.mark.parametrize("preset, flag, message", [
+    ("rates", ["--target", "0.5"], "has no compute penalty (gate.penalty 0"),
+    ("balanced", ["--block-rates", "0.5"], "which balanced does not train toward (gate.block_rate_weight 0)"),
+])
+def test_a_loss_flag_the_preset_ignores_is_refused(preset, flag, message, tmp_path):
+    from scripts_in_process import run
+
+    code, _, err = run("train/train.py", "--config", preset, *flag, "--epochs", "1", "--out", tmp_path / "run")
+    assert code == 2 and message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()

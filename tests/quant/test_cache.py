@@ -121,7 +121,7 @@ def test_check_cache_accepts_match_and_refuses_mismatch(tmp_path):
     message = str(version_error.value)
     assert "built for TensorRT 8.5.2 with EntropyCalibration2" in message
     assert "this target uses TensorRT 10.3.0" in message
-    assert "python calibration/calibrate.py --trt-version 10.3.0" in message
+    assert "cosinegate calibrate --trt-version 10.3.0" in message
     with pytest.raises(CosineGateError, match="with MinMaxCalibration"):
         check_cache(path, "8.5.2", MINMAX)
 

@@ -22,7 +22,7 @@ def test_missing_module_names_the_extra_in_one_line(monkeypatch):
     with pytest.raises(CosineGateError) as info:
         ort.InferenceSession
     message = str(info.value)
-    assert "\n" not in message and "the ONNX Runtime runner" in message and "pip install 'cosinegate-edge[deploy]'" in message
+    assert "\n" not in message and "the ONNX Runtime runner" in message and "pip install '.[deploy]' in the toolkit's checkout" in message
     assert not ort.is_installed()
 
 

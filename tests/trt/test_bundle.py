@@ -170,6 +170,10 @@ def test_jetson_dla_int8_qdq_uses_the_cache_on_8x_and_weak_qdq_on_10():
 def test_conditional_cache_branches_refuse_and_minmax_points_to_python():
     script = device_script(_plan(load_target("jetson-orin"), "int8", "cache", None, form="conditional"))
     assert script_builds(script) == {} and "If branch" in script
+    compact = device_script(_plan(load_target("jetson-orin"), "int8", "cache", None, form="compact"))
+    assert script_builds(compact) == {} and "NonZero, Gather, ScatterND" in compact
+    with pytest.raises(CosineGateError, match="for INT8 at a batch use --form masked --int8 cache"):
+        trt_build.check_int8_form("compact", "int8", "cache")
     minmax = device_script(_plan(load_target("jetson-orin"), "int8", "cache", None, calibrator="minmax"))
     assert "set -- --onnx" not in minmax and "MinMax" in minmax and "build_engine.py --target jetson-orin --bundle" in minmax
 
