@@ -28,20 +28,25 @@ JSON_HELP = "also write the command's JSON report to this file ('-': print it to
 DEVICE_HELP = "torch device: cpu | cuda | cuda:N"
 
 
+def _unshown(default):
+    """No default to show: none, a switch's False (by identity: a default of 0 is shown) or suppressed."""
+    return default is None or default is False or default is argparse.SUPPRESS
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The commands' --help: the docstring as written, and every flag's default beside its help."""
 
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if "default" in text.lower() or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if "default" in text.lower() or _unshown(default) or not action.option_strings:
             return action.help
         shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
         return f"{text} (default: {shown})".strip()
 
     def _format_action(self, action):
         # argparse prints no help line for a flag without help: give one with a default its "(default: ...)" too
-        if not action.help and action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+        if not action.help and action.option_strings and not _unshown(action.default):
             action = copy.copy(action)
             action.help = "(default: %(default)s)"
         return super()._format_action(action)

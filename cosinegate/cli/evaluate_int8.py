@@ -1,6 +1,6 @@
 """Compare FP32 and INT8 (explicit Q/DQ) graphs of a checkpoint on the test split with ONNX Runtime.
 
-    python calibration/evaluate_int8.py --checkpoint CKPT [--data imagefolder --data-root DIR] \
+    python calibration/evaluate_int8.py --checkpoint CKPT [--data imagefolder --data-root DIR] \\
         [--methods minmax,entropy,percentile] [--test-images N] [--json OUT]
 
 Data: the checkpoint's own training data unless --data/--data-root say otherwise.

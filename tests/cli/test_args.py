@@ -147,6 +147,17 @@ def test_every_default_is_shown_once(parsers):
         assert flat.count("(default: (default") == 0 and "default: None" not in flat, command
     bench_train = " ".join(parser_of("bench-train", pytest.MonkeyPatch()).format_help().split())
     assert "--backbone BACKBONE backbone timed (default: resnet20)" in bench_train
+    calibrate = " ".join(parser_of("calibrate", pytest.MonkeyPatch()).format_help().split())
+    assert "calibration images (default: 0)" in calibrate  # a default of 0 is no switch's False
+
+
+def test_usage_lines_in_the_docstrings_keep_their_line_breaks():
+    """A backslash at a line's end in a (non-raw) docstring joins the lines in --help: it must be doubled."""
+    for module in COMMANDS.values():
+        source = importlib.import_module(f"cosinegate.cli.{module}").__file__
+        text = open(source).read()
+        written = ast.get_source_segment(text, ast.parse(text).body[0])
+        assert written.count("\n") == ast.get_docstring(ast.parse(text), clean=False).count("\n"), module
 
 
 def test_every_flag_says_what_it_does(parsers):
