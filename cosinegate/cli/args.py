@@ -103,15 +103,16 @@ def add_checkpoint_flags(parser, required=False, note=None, exclusive=False):
     return target
 
 
-def add_data_flags(parser, default="the checkpoint's", source=None, image_size=True):
-    """The 'data' group: --data, --data-root, --subset, --image-size; `default` says where the data comes from when
-    --data/--data-root are not given (`source`: --data's value then, where it has one)."""
+def add_data_flags(parser, default="the checkpoint's", source=None, image_size=True, subset=True):
+    """The 'data' group: --data, --data-root, --subset (where the command takes a subset), --image-size; `default`
+    says where the data comes from when --data/--data-root are not given (`source`: --data's value then)."""
     group = _group(parser, "data")
     group.add_argument("--data", default=source, choices=DATA_SOURCES, help=f"data source (default: {default})")
     group.add_argument("--data-root", default=None, metavar="DIR",
                        help=f"folder of cifar10 batches or ROOT/{{train,test}}/<class>/ images (default: {default})")
-    group.add_argument("--subset", type=positive_int, default=None, metavar="N",
-                       help="deterministic class-balanced subset of N images")
+    if subset:
+        group.add_argument("--subset", type=positive_int, default=None, metavar="N",
+                           help="deterministic class-balanced subset of N images")
     if image_size:
         group.add_argument("--image-size", type=positive_int, default=None, metavar="N",
                            help="input size N x N (train: default 32, 224 for resnet18/34/50; later stages: the "

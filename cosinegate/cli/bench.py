@@ -39,7 +39,7 @@ def parse_args(argv=None):
                                                                                "of --warmup)")
     p.add_argument("--iterations", type=positive_int, default=300, help="timed runs")
     p.add_argument("--duration", type=positive_float, default=None, help="timed loop length in seconds (instead of --iterations)")
-    add_data_flags(p)
+    add_data_flags(p, subset=False)
     add_flag(p, "--test-images", "--samples", type=positive_int, default=300, metavar="N",
              help="distinct test images cycled through (--samples is the old spelling)")
     p.add_argument("--random-input", action="store_true", help="random tensors: speed only, no skip statistics")

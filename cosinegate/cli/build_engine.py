@@ -67,7 +67,7 @@ def parse_args(argv=None):
                                            "If cost in this table (deploy/bench.py --if-cost --json)")
     p.add_argument("--force", action="store_true", help="replace a bundle of the same name made from another model")
     add_report_flags(p, "what was built (the bundle's or the engine's manifest)", verbosity=True)
-    add_data_flags(p)
+    add_data_flags(p, subset=False)
     add_version_flag(p)
     return p.parse_args(argv)
 

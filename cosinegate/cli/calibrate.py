@@ -33,7 +33,7 @@ def parse_args(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)
-    add_data_flags(parser)
+    add_data_flags(parser, subset=False)  # calibration takes --calib-images
     add_flag(parser, "--calib-images", "--num-images", type=positive_int, default=512, metavar="N",
              help="calibration images from the train split (default 512; --num-images is the old spelling)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the class-balanced sample of calibration images")

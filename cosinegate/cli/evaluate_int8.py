@@ -21,7 +21,7 @@ def parse_args(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)
-    add_data_flags(parser)
+    add_data_flags(parser, subset=False)  # --test-images and --calib-images instead
     parser.add_argument("--methods", default="minmax,entropy,percentile", help="comma list of calibration methods compared")
     add_flag(parser, "--calib-images", "--num-images", type=positive_int, default=512, metavar="N",
              help="calibration images from the train split (default 512; --num-images is the old spelling)")
@@ -56,8 +56,6 @@ def main(argv=None):
         raise CosineGateError("--methods is empty; pass e.g. minmax,entropy,percentile.")
     for method in methods:
         check_method(method)
-    if args.subset is not None:
-        raise CosineGateError("--subset is not used here; use --test-images N for the test split and --calib-images for calibration.")
     model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
     data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
     calib = select(data.train, args.calib_images, args.seed, data.source, None if data.root is None else str(data.root))

@@ -24,7 +24,7 @@ def main(argv=None):
     parser.add_argument("--skip", type=float, default=0.5, help="fraction of images each gated block skips (0..1)")
     add_flag(parser, "--test-images", "--samples", type=positive_int, default=200, metavar="N",
              help="test images the thresholds are placed on (--samples is the old spelling)")
-    add_data_flags(parser)
+    add_data_flags(parser, subset=False)
     add_output_flag(parser, "the forced checkpoint (.pt)", required=True, metavar="FILE")
     add_report_flags(parser, "the data used and the skip rates", verbosity=True)
     add_version_flag(parser)

@@ -28,7 +28,7 @@ def parse_args(argv=None):
              help="distinct test images cycled through (--samples is the old spelling)")
     p.add_argument("--random-input", action="store_true", help="random tensors instead of test images (speed only)")
     add_report_flags(p, "the table (a row per variant)")
-    add_data_flags(p, "the checkpoint's; without --checkpoint, synthetic")
+    add_data_flags(p, "the checkpoint's; without --checkpoint, synthetic", image_size=False, subset=False)
     add_version_flag(p)
     return p.parse_args(argv)
 

@@ -17,7 +17,6 @@ class CalibrationSettings:
     out: Optional[str] = None  # None: default_calibration_dir(checkpoint), where build_engine looks for it
     data: Optional[str] = None
     data_root: Optional[str] = None
-    subset: Optional[int] = None  # refused: calibration takes calib_images
     image_size: Optional[int] = None
     calib_images: int = 512
     seed: int = 0
@@ -50,8 +49,6 @@ def calibrate_checkpoint(s, log=print):
     trt_version = s.trt_version or DEFAULT_TRT
     check_method(s.method)
     resolve_trt_version(trt_version)
-    if s.subset is not None:
-        raise CosineGateError("--subset is not used by calibration; use --calib-images N.")
     state = load_checkpoint(s.checkpoint)
     check_image_size(s.image_size, state, s.checkpoint)
     calib_set = None

@@ -151,6 +151,13 @@ def test_every_default_is_shown_once(parsers):
     assert "calibration images (default: 0)" in calibrate  # a default of 0 is no switch's False
 
 
+def test_only_commands_that_read_a_subset_offer_it(parsers):
+    """--subset where a command subsets its images; calibrate and evaluate-int8 count theirs with --calib-images and
+    --test-images, and the deploy and bench commands read none (a flag there would be ignored)."""
+    assert sorted(c for c, flags in parsers.items() if "--subset" in flags) == ["campaign", "evaluate", "parity", "reproduce",
+                                                                                "train"]
+
+
 def test_usage_lines_in_the_docstrings_keep_their_line_breaks():
     """A backslash at a line's end in a (non-raw) docstring joins the lines in --help: it must be doubled."""
     for module in COMMANDS.values():
