@@ -125,6 +125,9 @@ def resolve(settings, log=print):
     can_build, why = (False, "TensorRT is not installed here") if host.trt_version is None else host_matches(profile, host)
     if s.require_engine and not can_build:
         raise CosineGateError(f"--require-engine: cannot build a {profile.name} engine on this host ({why}); run on the device.")
+    if s.onnx and not can_build:  # the bundle written instead needs the PyTorch reference of a checkpoint
+        raise CosineGateError(f"--onnx builds an engine only where TensorRT builds for {profile.name} (here: {why}); to make "
+                              "the board's bundle pass --checkpoint, whose PyTorch outputs are the bundle's reference.")
     s = replace(s, select=resolve_select(s, log))
     log(f"output: {out} ({where})")
     return s, Target(profile, host, can_build, why, out, bundle)

@@ -56,6 +56,13 @@ def test_int8_onnx_without_cache(tmp_path):
         build_engine.main(["--target", "jetson-orin", "--onnx", str(tmp_path / "m.onnx"), "--precision", "int8"])
 
 
+def test_onnx_without_tensorrt_here_is_refused_before_any_work(tmp_path):
+    # the bundle written where no engine can be built needs the PyTorch reference, which only a checkpoint gives
+    with pytest.raises(CosineGateError, match="--onnx builds an engine only where TensorRT builds for jetson-orin"):
+        build_engine.main(["--target", "jetson-orin", "--onnx", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
 def test_settings_follow_version_guards(tmp_path):
     orin = load_target("jetson-orin")
     s = trt_build.build_settings(orin, "10.3.0", "int8", "qdq")
