@@ -104,7 +104,8 @@ def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", comman
     """Train the runs of one campaign folder (or of several, sharing the `jobs` slots: the first folder's runs first,
     every folder's controls last), `jobs` at once (`threads` each), until every run is done or the next epoch would
     end after `deadline` (a time.time() value): each run then stops after its last whole epoch (train.py
-    --time-limit); no run starts in the last `start_margin` seconds. stop_after=N stops every run after epoch N of
+    --time-limit); no run starts in the last `start_margin` seconds, and no new run whose first epoch (as long as its
+    kind's, report.first_epoch_seconds) would not fit. stop_after=N stops every run after epoch N of
     its schedule (a chunk measured in epochs). Returns what finished, stopped and failed (run names; a folder's
     name/ in front when there are several folders)."""
     folders = [Path(f) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
