@@ -14,7 +14,7 @@ from pathlib import Path
 from cosinegate.artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from cosinegate.errors import CosineGateError
 from cosinegate.layernames import check_layer_names
-from cosinegate.onnx.checks import assert_clean, graph_problems, is_toolkit_onnx, load_toolkit_onnx
+from cosinegate.onnx.checks import assert_clean, graph_problems, is_toolkit_onnx, load_toolkit_onnx, read_onnx
 from cosinegate.onnx.conditionalize import (
     PAPER_CONDITIONAL,
     POLICIES,
@@ -173,5 +173,6 @@ __all__ = [
     "mask",
     "matching_manifest",
     "optimize_flat",
+    "read_onnx",
     "resolve_policy",
 ]

@@ -20,15 +20,20 @@ def is_toolkit_onnx(model):
             and isinstance(meta.get("blocks"), list) and isinstance(meta.get("backbone"), str))
 
 
+def read_onnx(path):
+    """The ONNX graph of ``path`` without its external data; a file that is not one is a CosineGateError."""
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several types for corrupt files
+        raise CosineGateError(f"{path} is not a readable ONNX file ({type(exc).__name__}); re-export it.") from exc
+
+
 def load_toolkit_onnx(path):
     """Load an ONNX file written by this toolkit; anything else is a CosineGateError."""
     path = Path(path)
     if not path.is_file():
         raise CosineGateError(f"ONNX file {path} not found; export one with `cosinegate export` or fix the path.")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises several types for corrupt files
-        raise CosineGateError(f"{path} is not a readable ONNX file ({type(exc).__name__}); re-export it.") from exc
+    model = read_onnx(path)
     if not is_toolkit_onnx(model):
         raise CosineGateError(
             f"{path} was not produced by this toolkit (it needs input `{INPUT}`, outputs `{LOGITS}` and `{GATES}` and the "
@@ -49,13 +54,14 @@ def external_data_problem(model, folder):
 
     from onnx.external_data_helper import uses_external_data
 
+    real_folder = Path(folder).resolve()
     for tensor in all_tensors(model):
         if not uses_external_data(tensor):
             continue
         location = {e.key: e.value for e in tensor.external_data}.get("location", "")
         target = Path(folder) / location
-        if (not location or os.path.isabs(location) or ".." in Path(location).parts or target.is_symlink()
-                or not target.is_file()):
+        if (not location or os.path.isabs(location) or ".." in Path(location).parts or not target.is_file()
+                or target.resolve() != real_folder / location):  # a link anywhere on the way (a folder's too)
             return f"tensor {tensor.name!r} reads external data {location!r}, not a plain file beside the graph"
     return None
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cosinegate.artifacts import read_json, sha256_file
+from cosinegate.artifacts import is_sha256, read_json, sha256_file
 from cosinegate.errors import CosineGateError
 
 
@@ -25,7 +25,7 @@ def claimed_checkpoint(onnx_path, meta):
             continue
         hashes = data.get("onnx_sha256")
         names = hashes.values() if isinstance(hashes, dict) else [hashes]
-        if graph_sha in names and data.get("checkpoint_sha256"):
+        if graph_sha in names and is_sha256(data.get("checkpoint_sha256")):  # a claim of another shape is none
             return data["checkpoint_sha256"], str(manifest)
     return None, None
 

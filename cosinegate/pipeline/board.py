@@ -10,8 +10,7 @@ from cosinegate.pipeline.plan import FORMS, Artifacts
 def from_bundle(s, target, log=print):
     """Check the bundle ``s.bundle`` (its hashes verified by plan.resolve: ``target.bundle``; here its names and
     choices); build and check its engine when this host can. (engine or None, parity passed or None)."""
-    import onnx
-
+    from cosinegate.onnx import read_onnx
     from cosinegate.pipeline.engine import build_here, onnx_opset
     from cosinegate.trt.manifest import bundle_member, listed_member, safe_name
     from cosinegate.trt.targets import check_opset
@@ -31,7 +30,7 @@ def from_bundle(s, target, log=print):
     art = Artifacts(manifest.model, onnx_path, cache=listed_member(bundle_dir, manifest, manifest.calibration_cache, "calibration_cache"),
                     reference=bundle_member(bundle_dir, "reference.json") if reference else None,
                     inputs=bundle_member(bundle_dir, "inputs.npz") if reference else None)
-    graph = check_layer_names(onnx.load(str(onnx_path), load_external_data=False), onnx_path)
+    graph = check_layer_names(read_onnx(onnx_path), onnx_path)
     check_opset(profile, onnx_opset(graph), host.trt_version if target.can_build else None)
     if not target.can_build:
         log(f"bundle {bundle_dir} verified ({len(manifest.files)} files, hashes match); no engine built here ({target.why}).")

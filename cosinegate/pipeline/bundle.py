@@ -31,6 +31,7 @@ def write_bundle(s, target, art, log=print):
     from cosinegate.parity.compare import saved_feeds
     from cosinegate.pipeline.engine import onnx_meta
     from cosinegate.pipeline.stages import parity_profile
+    from cosinegate.quant.names import CACHE_NAME, MANIFEST_NAME
     from cosinegate.trt.build import cache_calibrator, gate_layer_names
     from cosinegate.trt.bundle import (PATTERNS, input_bin, make_bundle, polygraphy_tolerance, release_cache_name,
                                        release_caches)
@@ -47,9 +48,10 @@ def write_bundle(s, target, art, log=print):
             files[f"model.{form}.onnx.json"] = Path(f"{path}.json")
     float_rel = build_rel = f"model.{s.form}.onnx"
     if art.calibration:
-        for extra in sorted(Path(art.calibration).glob("*")):  # its cache and manifest, and the Q/DQ graph built
-            if extra.is_file() and not extra.name.endswith((".stage.json", ".onnx", ".onnx.json")):
-                files[f"calibration/{extra.name}"] = extra
+        for rel in (CACHE_NAME, MANIFEST_NAME):  # what calibrate wrote beside its graphs (stages.calibration_files
+            extra = Path(art.calibration) / rel  # refused links and special files), and the Q/DQ graph built
+            if extra.is_file():
+                files[f"calibration/{rel}"] = extra
         if art.qdq:
             build_rel = f"calibration/{Path(art.qdq).name}"
             files[build_rel] = Path(art.qdq)

@@ -127,6 +127,7 @@ def prepare(s, target, opset, log=print):
     """Run or reuse the stages; the Artifacts of the build."""
     import onnx
 
+    from cosinegate.onnx import read_onnx
     from cosinegate.pipeline.engine import onnx_opset
     from cosinegate.pipeline.stages import Stages, calibration_files, decision_counts, model_name
     from cosinegate.trt.targets import check_opset
@@ -183,7 +184,7 @@ def prepare(s, target, opset, log=print):
                 if qdq is None:
                     raise CosineGateError(f"--int8 qdq --form {s.form} needs the {s.form} Q/DQ graph in {calib_dir}; "
                                           f"rerun cosinegate calibrate --forms flat,{s.form}, or use --int8 cache.")
-                check_layer_names(onnx.load(str(qdq), load_external_data=False), qdq)
+                check_layer_names(read_onnx(qdq), qdq)
                 art.qdq = art.onnx = qdq
             if s.int8_path == "qdq" or not s.calib_cache:  # the shipped cache is this folder's: same amax values
                 art.qdq_twin = qdq  # as a graph ONNX Runtime runs: a forecast of the engine

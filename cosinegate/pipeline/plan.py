@@ -121,6 +121,10 @@ def resolve(settings, log=print):
         from cosinegate.quant.cache import parse_cache
 
         parse_cache(s.calib_cache)  # the checks calibrate --cache-in makes: header, finite scales > 0
+    if s.calibration and s.precision == "int8":
+        from cosinegate.pipeline.stages import calibration_files
+
+        calibration_files(s.calibration, s.form, s.checkpoint)  # its files and manifest, before any work
     host = detect_host()
     can_build, why = (False, "TensorRT is not installed here") if host.trt_version is None else host_matches(profile, host)
     if s.require_engine and not can_build:

@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from cosinegate.artifacts import atomic_write_json, read_json, sha256_file
+from cosinegate.artifacts import atomic_write_json, not_writable_file, read_json, sha256_file
 from cosinegate.errors import CosineGateError
 from cosinegate.manifests import StageRecord
 from cosinegate.progress import detail
@@ -169,13 +169,22 @@ def calibration_files(calib_dir, form, checkpoint=None):
     rerun = f"rerun cosinegate calibrate --out {calib_dir}"
     if not (calib_dir / MANIFEST_NAME).is_file():
         raise CosineGateError(f"calibration {calib_dir} has no {MANIFEST_NAME}, so its files cannot be checked; {rerun}.")
+    qdq, cache = calib_dir / FILE_BY_FORM[form], calib_dir / CACHE_NAME
+    for path in (calib_dir / MANIFEST_NAME, qdq, cache):  # read, and copied into bundles: the folder's own files only
+        problem = not_writable_file(path)
+        if problem:
+            raise CosineGateError(f"calibration {calib_dir}: {path.name} {problem.split(' (')[0]}; a calibration folder "
+                                  f"holds the files calibrate wrote; {rerun}.")
     manifest = read_json(calib_dir / MANIFEST_NAME, "calibration manifest")
+    hashes, cache_entry = manifest.get("onnx_sha256") or {}, manifest.get("cache") or {}
+    if not (isinstance(hashes, dict) and isinstance(cache_entry, dict)):
+        raise CosineGateError(f"calibration {calib_dir}: its {MANIFEST_NAME} is not one calibrate writes (onnx_sha256 and "
+                              f"cache are not mappings); {rerun}.")
     claimed = manifest.get("checkpoint_sha256")
     if checkpoint is not None and claimed != sha256_file(checkpoint):
         raise CosineGateError(f"calibration {calib_dir} was made from another checkpoint (sha256 {str(claimed)[:16]}...), not "
                               f"{checkpoint}; calibrate this checkpoint or drop --calibration.")
-    qdq, cache = calib_dir / FILE_BY_FORM[form], calib_dir / CACHE_NAME
-    expected = {qdq.name: (manifest.get("onnx_sha256") or {}).get(qdq.name), cache.name: (manifest.get("cache") or {}).get("sha256")}
+    expected = {qdq.name: hashes.get(qdq.name), cache.name: cache_entry.get("sha256")}
     for path in (qdq, cache):
         actual = sha256_file(path) if path.is_file() else expected[path.name]
         if actual != expected[path.name]:

@@ -138,7 +138,7 @@ def test_evaluate_json(tmp_path, tiny_checkpoint):
 def test_evaluate_missing_checkpoint(tmp_path):
     out = tmp_path / "eval.json"
     result = run_script("train/evaluate.py", "--checkpoint", tmp_path / "nope.pt", "--json", out)
-    assert_user_error(result, "nope.pt not found", "train/train.py")
+    assert_user_error(result, "nope.pt not found", "cosinegate train")
     assert not out.exists()
 
 

@@ -145,3 +145,18 @@ def test_a_failed_require_names_an_earlier_bundle_left_in_the_folder(run, tmp_pa
     assert build_engine.main(int8_args(run, out, "--require-int8-pass")) == 1
     err = capsys.readouterr().err
     assert "no bundle written" in err and f"The bundle at {out / 'run-conditional-int8-bundle'} is from an earlier build" in err
+
+
+def test_the_bundle_carries_the_calibration_files_only(run, tmp_path, monkeypatch):
+    # a stray file in the calibration folder (a note, or a link to anything readable) is not shipped to the board
+    import cosinegate.pipeline.bundle as bundle
+
+    monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+    monkeypatch.setattr(bundle, "qdq_preview", lambda graph, inputs, reference: {"passed": True, "top1_agreement": 1.0,
+                                                                                "gate_agreement": 1.0, "num_samples": 4})
+    mine = tmp_path / "run"
+    shutil.copytree(run, mine)
+    (mine / "int8" / "notes.txt").write_text("TOP SECRET")
+    assert build_engine.main(int8_args(mine, tmp_path / "engines", "--calibration", str(mine / "int8"))) == 0
+    shipped = tmp_path / "engines" / "run-conditional-int8-bundle" / "calibration"
+    assert sorted(p.name for p in shipped.iterdir()) == ["calibration.cache", "manifest.json", "model.qdq.conditional.onnx"]

@@ -73,6 +73,16 @@ def test_calibration_folder_files_are_checked_against_its_manifest(tmp_path):
     (cal / "calibration.cache").write_bytes(b"another cache")
     with pytest_mod.raises(CosineGateError, match="calibration.cache is not the file"):
         calibration_files(cal, "masked", checkpoint)
+    # a link in the folder (it would be read, and copied into a bundle) and a manifest of the wrong shape
+    (cal / "calibration.cache").unlink()
+    (cal / "calibration.cache").symlink_to(tmp_path / "a.pt")
+    with pytest_mod.raises(CosineGateError, match="calibration.cache is a symbolic link; a calibration folder holds"):
+        calibration_files(cal, "masked", checkpoint)
+    (cal / "calibration.cache").unlink()
+    (cal / "calibration.cache").write_bytes(b"cache")
+    (cal / "manifest.json").write_text(json_mod.dumps({"checkpoint_sha256": sha(b"checkpoint a"), "cache": "x"}))
+    with pytest_mod.raises(CosineGateError, match="onnx_sha256 and cache are not mappings"):
+        calibration_files(cal, "masked", checkpoint)
     (cal / "manifest.json").unlink()
     with pytest_mod.raises(CosineGateError, match="has no manifest.json"):
         calibration_files(cal, "masked", checkpoint)

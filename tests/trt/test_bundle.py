@@ -608,7 +608,11 @@ def test_onnx_node_names_trtexec_cannot_pin_are_refused_from_onnx_and_bundles(bu
     foreign = tmp_path / "foreign.onnx"
     onnx.save(model, str(foreign))
     out = tmp_path / "out"
-    with pytest.raises(CosineGateError, match=r"ONNX node .* cannot carry.*rename the node") as refused:
+    from cosinegate.trtversion import parse_version
+
+    with pytest.MonkeyPatch.context() as board, \
+            pytest.raises(CosineGateError, match=r"ONNX node .* cannot carry.*rename the node") as refused:
+        board.setattr(trt_build, "detect_host", lambda: HostInfo("aarch64", "8.7", parse_version("10.3.0")))  # --onnx builds
         build_engine.main(["--target", "jetson-orin", "--onnx", str(foreign), "--out", str(out)])
     assert repr(node_name) in str(refused.value) and "\n" not in str(refused.value) and not out.exists()
 
@@ -718,3 +722,17 @@ def test_a_profile_changed_after_it_was_read_leaves_no_bundle(tmp_path):
         make_bundle(tmp_path / "out", "m", profile, {"model.conditional.onnx": tmp_path / "m.onnx"}, "echo\n",
                     BundleManifest(model="m"))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_bundle_graph_that_is_not_onnx_is_one_line(bundled, tmp_path):
+    # its hash matches (a bundle from someone else), its bytes are no ONNX
+    from cosinegate.artifacts import sha256_file
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundled[0] / "tiny-conditional-fp16-bundle", copy)
+    (copy / "model.conditional.onnx").write_bytes(b"\x0a\xff\xff\xff\xff\x0f")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["model.conditional.onnx"] = sha256_file(copy / "model.conditional.onnx")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CosineGateError, match=r"model.conditional.onnx is not a readable ONNX file \(DecodeError\)"):
+        build_engine.main(["--target", "jetson-orin", "--bundle", str(copy)])

@@ -100,6 +100,8 @@ ROWS = {  # label: (change, part of the message)
     "If else-branch of another shape": (_else_shape, "declares other outputs in its branches"),
     "external data ../outside": (_external("../outside.bin"), "reads external data '../outside.bin'"),
     "external data /etc/hostname": (_external("/etc/hostname"), "reads external data '/etc/hostname'"),
+    # sub is a link to the folder above (made in the test): the last name is a plain file, a folder on the way is not
+    "external data through a linked folder": (_external("sub/outside.bin"), "reads external data 'sub/outside.bin'"),
 }
 
 
@@ -109,6 +111,7 @@ def test_a_bad_graph_is_refused_in_one_line(exported, tmp_path, label):
     model = change(onnx.load(str(exported)))
     (tmp_path / "outside.bin").write_bytes(b"\0" * 64)
     (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "sub").symlink_to(tmp_path)
     path = tmp_path / "g" / "bad.onnx"
     onnx.save(model, str(path))
     with pytest.raises(CosineGateError) as info:
@@ -120,3 +123,19 @@ def test_a_bad_graph_is_refused_in_one_line(exported, tmp_path, label):
 
 def test_the_exported_graph_itself_loads(exported):
     assert load_toolkit_onnx(exported).graph.input[0].name == "input"
+
+
+def test_a_provenance_manifest_of_another_shape_claims_nothing(exported, tmp_path):
+    # an older export's <graph>.onnx.json names the checkpoint; a claim that is no SHA-256 is no claim (it was a TypeError)
+    import json
+
+    from cosinegate.artifacts import sha256_file
+    from cosinegate.onnx.provenance import claimed_checkpoint
+
+    graph = tmp_path / "old.onnx"
+    graph.write_bytes(exported.read_bytes())
+    manifest = {"onnx_sha256": sha256_file(graph), "checkpoint_sha256": 7}
+    (tmp_path / "old.onnx.json").write_text(json.dumps(manifest))
+    assert claimed_checkpoint(graph, {}) == (None, None)
+    (tmp_path / "old.onnx.json").write_text(json.dumps({**manifest, "checkpoint_sha256": "a" * 64}))
+    assert claimed_checkpoint(graph, {}) == ("a" * 64, str(tmp_path / "old.onnx.json"))
