@@ -1,13 +1,13 @@
 """Training configurations: defaults, YAML presets, validation and overrides."""
 
 import copy
-import math
 from pathlib import Path
 
 from cosinegate.data.normalization import check_normalization
 from cosinegate.errors import CosineGateError
 from cosinegate.models.backbones import backbone_spec, default_image_size
 from cosinegate.models.ungated import resolve_ungated
+from cosinegate.schema import number, shown, whole
 
 DEFAULTS = {
     "name": "custom",
@@ -133,7 +133,7 @@ def read_yaml(path):
         raise CosineGateError(f"config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
     except OSError as exc:
         raise CosineGateError(f"cannot read config {path} ({exc.strerror}).") from None
-    except (yaml.YAMLError, RecursionError) as exc:
+    except (yaml.YAMLError, RecursionError, ValueError) as exc:  # ValueError: an int over Python's digit limit
         problem = " ".join(str(exc).split())[:300]
         raise CosineGateError(f"config {path} is not valid YAML ({problem}).") from None
 
@@ -214,14 +214,12 @@ def _check_ranges(config):
     for (section, key), (kind, low, high, low_open, high_open, note) in RANGES.items():
         value = config[key] if section is None else config[section][key]
         name = key if section is None else f"{section}.{key}"
-        whole = isinstance(value, int) and not isinstance(value, bool)
-        number = whole or isinstance(value, float)
-        if not (whole if kind == "int" else number) or (isinstance(value, float) and not math.isfinite(value)):
-            raise CosineGateError(f"{name} = {value!r}; it must be a {'whole' if kind == 'int' else 'finite'} number ({note}).")
+        if not (whole(value) if kind == "int" else number(value)) or not number(value):  # an int too large for a float too
+            raise CosineGateError(f"{name} = {shown(value)}; it must be a {'whole' if kind == 'int' else 'finite'} number ({note}).")
         if ((low is not None and (value <= low if low_open else value < low))
                 or (high is not None and (value >= high if high_open else value > high))):
             span = f"{'(' if low_open else '['}{low}, {'inf' if high is None else high}{')' if high_open or high is None else ']'}"
-            raise CosineGateError(f"{name} = {value!r} is out of range; give a number in {span} ({note}).")
+            raise CosineGateError(f"{name} = {shown(value)} is out of range; give a number in {span} ({note}).")
     for (section, key), kind in TYPES.items():
         if not isinstance(config[section][key], kind):
             raise CosineGateError(f"{section}.{key} = {config[section][key]!r}; it must be a {kind.__name__}.")
@@ -234,10 +232,13 @@ def _check_ranges(config):
 
 def validate(config):
     """Check values a config cannot run with; return the config."""
-    from cosinegate.models.network import MODES
+    from cosinegate.models.network import MODES, block_indices
 
     data = config["data"]
     _check_ranges(config)
+    model = config["model"]
+    if model.get("drop_blocks"):
+        block_indices("model.drop_blocks", model["drop_blocks"], model["backbone"], len(backbone_spec(model["backbone"]).blocks))
     if data["image_size"] is None:
         data["image_size"] = default_image_size(config["model"]["backbone"])
     if isinstance(data["image_size"], bool) or not isinstance(data["image_size"], int):
@@ -254,13 +255,13 @@ def validate(config):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise CosineGateError(f"optim.{key} = {value!r}; it must be a whole number of at least 1.")
     lr = config["optim"]["lr"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    if not number(lr) or lr <= 0:
         raise CosineGateError(f"optim.lr = {lr!r}; the learning rate must be a finite number above 0.")
     smoothing = config["optim"]["label_smoothing"]
     if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing < 1.0):
         raise CosineGateError(f"optim.label_smoothing = {smoothing!r}; give a number in [0, 1), e.g. 0.1.")
     scale = config["optim"]["gate_lr_scale"]
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+    if not (number(scale) and scale > 0):
         raise CosineGateError(f"optim.gate_lr_scale = {scale!r}; give a finite number above 0 (1 = the backbone's rate).")
     if not isinstance(config["optim"]["nesterov"], bool):
         raise CosineGateError(f"optim.nesterov = {config['optim']['nesterov']!r}; it must be true or false.")

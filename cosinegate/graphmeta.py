@@ -192,8 +192,8 @@ def normalization_problem(norm):
     check for graph metadata and checkpoints."""
     try:
         mean, std = ([float(v) for v in norm[key]] for key in ("mean", "std"))
-    except (TypeError, ValueError, KeyError):
-        return f"= {str(norm)[:80]!r} has no 3 means and 3 stds"
+    except (TypeError, ValueError, KeyError, OverflowError):
+        return f"= {shown(norm, 80)} has no 3 means and 3 stds"
     if len(mean) != 3 or len(std) != 3 or not all(map(math.isfinite, mean + std)) or min(std) <= 0:
         return f"mean {mean} std {std} is not 3 finite means and 3 finite positive stds"
     return None

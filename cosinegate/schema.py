@@ -6,15 +6,25 @@ Nothing here imports torch or onnx, so the board's readers use it too.
 """
 
 import math
+import reprlib
 
 MAX_DEPTH = 64  # nesting of JSON a manifest or metadata may hold
 MIN_IMAGE_SIZE = 8  # input side a model, checkpoint or graph may have
 MAX_IMAGE_SIZE = 1024  # a 1024 x 1024 batch already fills a desktop GPU; more is a typo or a crafted file
 
 
+_SHORT = reprlib.Repr()  # bounded: a value nested 100,000 deep or an int of 5,000 digits is shown in a few characters
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple, _SHORT.maxlong = 4, 10, 10, 10, 40
+_SHORT.maxstring = _SHORT.maxother = 200  # then cut to the width asked for
+
+
 def shown(value, width=60):
-    """A value for a message: repr, cut to `width` characters, control characters escaped by repr."""
-    text = repr(value)
+    """A value for a message: its repr (bounded in depth, length and digits), cut to `width` characters, control
+    characters escaped by repr."""
+    try:
+        text = _SHORT.repr(value)
+    except (ValueError, RecursionError):  # an int over Python's digit limit; an object whose repr recurses
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -23,7 +33,11 @@ def whole(value):
 
 
 def number(value):
-    return (whole(value) or isinstance(value, float)) and math.isfinite(value)
+    """A finite int or float (an int too large for a float is none)."""
+    try:
+        return (whole(value) or isinstance(value, float)) and math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def int_problem(field, value, low, high=None):
@@ -45,11 +59,11 @@ def fraction_list_problem(field, values, length=None):
 
 
 def depth(value, limit=MAX_DEPTH):
-    """Nesting depth of lists/dicts in `value`, counted iteratively (stops past `limit`)."""
+    """Nesting depth of lists, tuples and dicts in `value`, counted iteratively (stops past `limit`)."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, (list, dict)):
+        if isinstance(item, (list, tuple, dict)):
             deepest = max(deepest, level)
             if deepest > limit:
                 return deepest

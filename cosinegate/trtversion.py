@@ -38,8 +38,10 @@ from cosinegate.errors import CosineGateError
 # MAJOR[.MINOR[.PATCH[.BUILD]]] with an optional pre/post/dev-release tail as wheels and packages write
 # it: 10.13.3.9.post1 and 10.14.1.48.post1 (tensorrt-cu12 wheels), 10.0.0b6, 8.6.1.post1, 10.3.0.30-1+cuda12.5
 # (JetPack's dpkg version). The tail is kept as text and takes no part in comparisons.
-_VERSION_RE = re.compile(r"^\s*v?(\d+(?:\.\d+){0,3})((?:[.-]?(?:post|dev|rc|a|b)\d*)*(?:-\d+)?(?:\+[A-Za-z0-9.]+)?)\s*$")
-_HEADER_RE = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
+# ASCII digits, at most 9 a part: \d takes any script's digits and int() of thousands of them fails or crawls
+_VERSION_RE = re.compile(r"^\s*v?([0-9]{1,9}(?:\.[0-9]{1,9}){0,3})((?:[.-]?(?:post|dev|rc|a|b)[0-9]{0,9})*(?:-[0-9]{1,9})?"
+                         r"(?:\+[A-Za-z0-9.]{1,64})?)\s*$")
+_HEADER_RE = re.compile(r"^TRT-([0-9]{1,9})-([A-Za-z0-9]{1,64})$")
 
 CALIBRATION_ALGORITHMS = {
     "entropy2": "EntropyCalibration2",

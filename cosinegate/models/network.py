@@ -10,8 +10,24 @@ from cosinegate.errors import CosineGateError
 from cosinegate.models.backbones import backbone_spec
 from cosinegate.models.blocks import GatedBlock
 from cosinegate.models.ungated import resolve_ungated
+from cosinegate.schema import number, shown, whole
 
 MODES = ("paper", "predictive", "none")
+MAX_GATE_HIDDEN = 4096  # as config.RANGES: a checkpoint's config is not read through it
+
+
+def block_indices(field, values, backbone, count):
+    """Sorted distinct block indices of ``values`` (whole numbers in 0..count-1); anything else is one line."""
+    try:
+        values = list(values)
+    except TypeError:
+        values = None
+    if values is None or not all(whole(b) for b in values):
+        raise CosineGateError(f"{field} = {shown(values)}; give a list of block indices (whole numbers, 0-based).")
+    bad = [b for b in values if not 0 <= b < count]
+    if bad:
+        raise CosineGateError(f"{field} {shown(bad)} out of range for {backbone} ({count} blocks, 0-based indices).")
+    return sorted(set(values))
 
 
 @dataclass
@@ -51,12 +67,11 @@ class CosineGateNet(nn.Module):
             raise CosineGateError(f"unknown gate mode {mode!r}; choose one of {', '.join(MODES)}.")
         self.spec = backbone_spec(backbone, image_size)
         self.normalization = dict(CIFAR10)  # input mean/std; training and checkpoints set the real one
-        drop_blocks = sorted(set(int(b) for b in drop_blocks))
-        bad = [b for b in drop_blocks if not 0 <= b < len(self.spec.blocks)]
-        if bad:
-            raise CosineGateError(
-                f"drop_blocks {bad} out of range for {backbone} ({len(self.spec.blocks)} blocks, 0-based indices)."
-            )
+        drop_blocks = block_indices("drop_blocks", drop_blocks, backbone, len(self.spec.blocks))
+        if not whole(gate_hidden) or not 1 <= gate_hidden <= MAX_GATE_HIDDEN:  # before any layer is made of it
+            raise CosineGateError(f"gate_hidden = {shown(gate_hidden)}; give the gate's hidden units, 1..{MAX_GATE_HIDDEN}.")
+        if not number(open_bias) or not -100 <= open_bias <= 100:
+            raise CosineGateError(f"open_bias = {shown(open_bias)}; give the gate logit's starting bias, -100..100.")
         self.backbone = backbone
         self.mode = mode
         self.num_classes = num_classes

@@ -5,10 +5,9 @@ The table is measured and written by ``bench.py --if-cost --json FILE`` (cosineg
 the format and the reader from here): export sits below bench, so the reader lives with export.
 """
 
-import numpy as np
-
 from cosinegate.artifacts import read_json
 from cosinegate.errors import CosineGateError
+from cosinegate.schema import number, shown, whole
 
 TABLE_FORMAT = "cosinegate-if-cost-v1"
 
@@ -20,10 +19,9 @@ def load_table(path):
     if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or not isinstance(data.get("blocks"), list):
         raise CosineGateError(f"{path} is not an If cost table; {fix}.")
     for row in data["blocks"]:
-        ok = isinstance(row, dict) and isinstance(row.get("block"), int) and all(
-            isinstance(row.get(k), (int, float)) and np.isfinite(row[k]) for k in ("latency_us", "if_cost_us"))
+        ok = isinstance(row, dict) and whole(row.get("block")) and all(number(row.get(k)) for k in ("latency_us", "if_cost_us"))
         if not ok:
-            raise CosineGateError(f"{path} has a malformed block row {row!r}; {fix}.")
+            raise CosineGateError(f"{path} has a malformed block row {shown(row)}; {fix}.")
     return data
 
 

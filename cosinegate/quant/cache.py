@@ -46,7 +46,7 @@ ALGORITHMS = (ENTROPY, MINMAX)
 # cache needs a builder that reads it with IInt8MinMaxCalibrator.
 _ALGORITHM_BY_METHOD = {"entropy": ENTROPY, "minmax": MINMAX, "percentile": MINMAX}
 
-_HEADER = re.compile(r"TRT-(\d+)-([A-Za-z0-9]+)")
+_HEADER = re.compile(r"TRT-([0-9]{1,9})-([A-Za-z0-9]{1,64})")  # ASCII digits, bounded (as trtversion's)
 _HEX_SCALE = re.compile(r"[0-9a-fA-F]{1,8}")
 _INT8_MAX = 127.0
 _MIN_SCALE = float(np.finfo(np.float32).tiny)  # the smallest normal float32: a denormal scale loses its precision

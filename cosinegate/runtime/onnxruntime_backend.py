@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosinegate.errors import CosineGateError
 from cosinegate.graphmeta import get_metadata
 from cosinegate.lazy import lazy_import, require
 from cosinegate.runtime.base import Runner
@@ -55,7 +56,13 @@ class OnnxRuntimeRunner(Runner):
         if self.log_severity is not None:
             options.log_severity_level = int(self.log_severity)
         source = str(self.model) if isinstance(self.model, (str, Path)) else self._serialized()
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types (InvalidGraph, Fail, ...)
+            name = source if isinstance(source, str) else "the graph"
+            first = " ".join(str(exc).split())[:200]
+            raise CosineGateError(f"{name} is not a graph ONNX Runtime loads ({type(exc).__name__}: {first}); "
+                                  "re-export it.") from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def _deactivate(self):

@@ -6,6 +6,7 @@ never code. RNG states are stored in that form too (`capture_rng`/`restore_rng`)
 """
 
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from cosinegate.data.normalization import of_checkpoint
 from cosinegate.data.resize import image_size_of, refuse_other_size
 from cosinegate.errors import CosineGateError
 from cosinegate.models import build_model
-from cosinegate.schema import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, fraction_list_problem, int_problem, shown
+from cosinegate.schema import MAX_DEPTH, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, depth, fraction_list_problem, int_problem, shown
 
 FORMAT = "cosinegate-checkpoint-v2"
 OLD_FORMATS = ("cosinegate-checkpoint-v1",)  # v1 kept numpy's RNG state and scalars as numpy objects
@@ -147,8 +148,25 @@ def _torch_load(path):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _compressed_members(path):
+    """Names of the compressed members of a zip-format torch file (torch.save stores every member as it is, so a
+    compressed one can only be a crafted file, whose inflated size the file's own size does not bound)."""
+    if not zipfile.is_zipfile(path):
+        return []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [m.filename for m in archive.infolist() if m.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return []  # torch.load says what is wrong
+
+
 def _safe_load(path):
-    """torch.load(weights_only=True); a file that needs more than numpy's data globals is refused unread."""
+    """torch.load(weights_only=True); a file that needs more than numpy's data globals is refused unread, and so is
+    one with compressed members (a few MB could inflate to GBs)."""
+    compressed = _compressed_members(path)
+    if compressed:
+        raise CosineGateError(f"checkpoint {path} has compressed members ({shown(compressed[0])}), which torch.save never "
+                              "writes; refused unread. Pass a file written by train/train.py.")
     try:
         return _torch_load(path)
     except Exception as exc:  # UnpicklingError for a refused global, many types for corrupt files
@@ -192,6 +210,9 @@ def load_checkpoint(path):
     if not path.is_file():
         raise CosineGateError(f"checkpoint {path} not found; train one with `cosinegate train` or fix the path.")
     state = _safe_load(path)
+    if depth(state) > MAX_DEPTH:  # before anything walks it recursively
+        raise CosineGateError(f"checkpoint {path} holds values nested over {MAX_DEPTH} deep, which train/train.py never "
+                              "writes; pass a file written by train/train.py.")
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, *OLD_FORMATS):
         raise CosineGateError(f"{path} is not a CosineGate checkpoint (no '{FORMAT}' marker); pass a file written by train/train.py.")
     if state["format"] != FORMAT:
@@ -259,6 +280,8 @@ def _weights_problem(state):
             return f"model[{name!r}] is a {type(tensor).__name__}, not a tensor"
         if tensor.layout != torch.strided or tensor.is_quantized:
             return f"model[{name!r}] is a {tensor.layout} tensor, not a dense one"
+        if tensor.device.type != "cpu" or tensor.is_complex():
+            return f"model[{name!r}] is a {tensor.dtype} tensor on {tensor.device.type}, not a real one in memory"
     return None
 
 
@@ -320,7 +343,7 @@ def model_from_checkpoint(path, backbone=None, image_size=None):
     try:
         model = build_model(config["model"], num_classes=state["num_classes"], image_size=size)
         model.load_state_dict(state["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as exc:
         first = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:240] or type(exc).__name__
         raise CosineGateError(f"checkpoint {path} does not match the model its config describes ({first}); "
                               "pass an unmodified file written by train/train.py.") from exc
