@@ -40,7 +40,7 @@ def parse_args(argv=None):
                              "split and its INT8 Q/DQ graph (winner-check.json), then regenerate the results")
     add_report_flags(parser, '{"chunk": {"finished", "stopped", "failed": [run names], "seconds"} (null with --report '
                      'or --check-winner), and per campaign folder {"progress": {run: {"state", "epochs_done", "epochs", '
-                     '"hours_left"}}, "goals": {goal: status}}')
+                     '"hours_left", and "failed": {"exit", "at"} after a failure}}, "goals": {goal: status}}')
     add_version_flag(parser)
     return parser.parse_args(argv)
 
