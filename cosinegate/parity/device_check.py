@@ -9,14 +9,21 @@ function the desktop fed PyTorch and ONNX Runtime when it made reference.json, s
 
 reference.json and parity_profile.json are read from beside this file (or --reference/--profile).
 The profile is the precision's: logits within atol/rtol per element (no bound where null), top-1
-agreement and gate-decision agreement at least their minimums (1.0 = exact). Prints top-1
-agreement, gate agreement, the blocks whose decisions differ and the largest logit error; exit
-status 0 when parity holds, 1 when it fails. Needs numpy and Polygraphy only (Python 3.8+).
+agreement and gate-decision agreement at least their minimums (1.0 = exact); a profile looser than
+its precision's own (PROFILES) is refused. Prints top-1 agreement, gate agreement, the blocks whose
+decisions differ and the largest logit error; exit status 0 when parity holds, 1 when it fails, 2
+(with one line) when a file is not what it should be. Needs numpy and Polygraphy only (Python 3.8+).
 """
 
 import argparse
+import io
 import json
+import math
+import os
+import stat
 import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +31,20 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 INPUTS = "inputs.npz"  # the reference images beside this file
 INPUT = "input"  # the graph's input name
+# the toolkit's parity profiles (cosinegate.parity.PROFILES, as parity_profile.json writes them; None: no bound): this
+# file travels alone, so they are written out here; a bundle's profile may be stricter, never looser
+PROFILES = {
+    "fp32": {"profile": "fp32", "logits_atol": 1e-4, "logits_rtol": 1e-3, "min_top1_agreement": 1.0, "min_gate_agreement": 1.0},
+    "fp16": {"profile": "fp16", "logits_atol": 5e-2, "logits_rtol": 5e-2, "min_top1_agreement": 0.99, "min_gate_agreement": 0.995},
+    "int8": {"profile": "int8", "logits_atol": None, "logits_rtol": None, "min_top1_agreement": 0.97, "min_gate_agreement": 0.995},
+}
+PROFILE_BYTES = 1 << 16  # a parity_profile.json is a few hundred bytes
+NPZ_MEMBERS = ["batch.npy", "images.npy", "mean.npy", "std.npy"]
+MAX_IMAGES = 100000  # reference images in an inputs.npz (the toolkit writes a few hundred)
+MAX_IMAGE_BYTES = 1 << 30  # their uint8 array
+SMALL_MEMBER = 4096  # mean.npy, std.npy, batch.npy: a header and a few values
+HEADER_BYTES = 1 << 16  # room for a .npy header (numpy writes 128 bytes; 1.24+ reads at most 10000)
+MAX_RATIO = 100  # size : deflated size of a member (np.savez stores them; savez_compressed deflates images ~2:1)
 
 
 def float_feeds(images, mean, std, batch=1, name=INPUT):
@@ -47,13 +68,17 @@ def save_inputs(file, images, mean, std, batch=1):
 
 
 def read_inputs(path):
-    """(uint8 NHWC images, mean, std, batch) of an inputs .npz, checked: plain arrays only (no pickle), the expected
-    keys, shapes and types; ValueError naming the problem otherwise."""
-    with np.load(str(path), allow_pickle=False) as data:
-        keys = sorted(data.files)
-        if keys != ["batch", "images", "mean", "std"]:
-            raise ValueError(f"holds {keys}, not batch, images, mean, std")
-        images, mean, std, batch = data["images"], data["mean"], data["std"], data["batch"]
+    """(uint8 NHWC images, mean, std, batch) of an inputs .npz, checked: before loading, its members' sizes and
+    headers (``check_npz``); after, plain arrays only (no pickle), the expected shapes and types; ValueError naming
+    the problem otherwise."""
+    check_npz(path)
+    try:
+        with np.load(str(path), allow_pickle=False) as data:
+            images, mean, std, batch = data["images"], data["mean"], data["std"], data["batch"]
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a damaged member: bad CRC, cut-off deflate data
+        raise ValueError(f"a member is damaged ({type(exc).__name__})") from None
+    except MemoryError:
+        raise ValueError("its arrays do not fit in memory") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or len(images) == 0:
         raise ValueError(f"images are {images.dtype} {list(images.shape)}, not uint8 N x H x W x 3")
     for label, v in (("mean", mean), ("std", std)):
@@ -66,16 +91,78 @@ def read_inputs(path):
     return images, mean, std, int(batch)
 
 
+def check_npz(path):
+    """Check an inputs .npz before numpy allocates anything for it: a regular file holding exactly batch, images,
+    mean and std; each member of a bounded size (images.npy: MAX_IMAGE_BYTES and a header), deflated at most
+    MAX_RATIO:1, its .npy header declaring as many bytes as it holds; images uint8 N x H x W x 3 with N up to
+    MAX_IMAGES. ValueError naming the problem otherwise."""
+    if not stat.S_ISREG(os.stat(str(path)).st_mode):
+        raise ValueError("not a regular file (a FIFO, device, ...)")
+    try:
+        with zipfile.ZipFile(str(path)) as archive:
+            members = archive.infolist()
+            names = sorted(m.filename for m in members)
+            if names != NPZ_MEMBERS:
+                raise ValueError(f"holds {shown(names)}, not {', '.join(NPZ_MEMBERS)}")
+            headers = {m.filename: npz_member_header(archive, m) for m in members}
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:  # RuntimeError: encrypted
+        raise ValueError(f"not a readable .npz ({type(exc).__name__})") from None
+    shape, dtype = headers["images.npy"]
+    if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or min(shape) < 1:
+        raise ValueError(f"images are {shown(dtype)} {shown(list(shape))}, not uint8 N x H x W x 3")
+    if shape[0] > MAX_IMAGES:
+        raise ValueError(f"holds {shape[0]} images, over {MAX_IMAGES}")
+
+
+def npz_member_header(archive, member):
+    """(shape, dtype) of one .npy member of an open .npz, from its header, with the member's size checked first."""
+    limit = MAX_IMAGE_BYTES + HEADER_BYTES if member.filename == "images.npy" else SMALL_MEMBER
+    if member.file_size > limit:
+        raise ValueError(f"{member.filename} is {member.file_size} bytes, over {limit}")
+    if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ValueError(f"{member.filename} is compressed by method {member.compress_type}, not stored or deflated")
+    if member.compress_type == zipfile.ZIP_DEFLATED and member.file_size > MAX_RATIO * max(member.compress_size, 1):
+        raise ValueError(f"{member.filename} inflates {member.compress_size} bytes to {member.file_size}, over {MAX_RATIO}:1")
+    with archive.open(member) as handle:
+        head = io.BytesIO(handle.read(min(member.file_size, HEADER_BYTES)))
+    version = np.lib.format.read_magic(head)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"{member.filename} is .npy format {version}, not 1.0 or 2.0")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(head)
+    if dtype.hasobject:
+        raise ValueError(f"{member.filename} holds Python objects (a pickle), not plain values")
+    declared = dtype.itemsize * math.prod(shape)
+    if min(shape, default=0) < 0 or declared != member.file_size - head.tell():
+        raise ValueError(f"{member.filename} declares {shown(dtype)} {shown(list(shape))} but holds "
+                         f"{member.file_size - head.tell()} bytes of data")
+    return shape, dtype
+
+
+def shown(value, width=60):
+    """``value`` as text, cut to ``width`` characters (a hostile file's value stays a short line)."""
+    text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def load_inputs(path):
     """The float feeds of an inputs .npz (``float_feeds`` of its images)."""
     images, mean, std, batch = read_inputs(path)
-    return float_feeds(images, mean, std, batch)
+    try:
+        return float_feeds(images, mean, std, batch)
+    except MemoryError:
+        raise ValueError(f"the float feeds of its {len(images)} images do not fit in memory") from None
 
 
 def load_data():
     """Polygraphy's data loader (``polygraphy run ... --data-loader-script check_parity.py``): the feeds of the
-    bundle's inputs.npz beside this file."""
-    return load_inputs(HERE / INPUTS)
+    bundle's inputs.npz beside this file; a file that is not one ends the run with one line and exit status 2."""
+    try:
+        return load_inputs(HERE / INPUTS)
+    except (OSError, ValueError) as exc:
+        print(f"error: {HERE / INPUTS} is not the bundle's reference inputs ({exc}); unpack the bundle again.",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def load_outputs(path):
@@ -102,8 +189,9 @@ def check(reference, outputs, profile):
     ref_logits, logits = np.asarray(reference["logits"], np.float64), np.asarray(outputs["logits"], np.float64)
     ref_gates, gates = np.asarray(reference["gates"]) > 0.5, np.asarray(outputs["gates"]) > 0.5
     if ref_logits.shape != logits.shape or ref_gates.shape != gates.shape:
-        raise SystemExit(f"error: outputs {logits.shape}/{gates.shape} do not match the reference "
-                         f"{ref_logits.shape}/{ref_gates.shape}; run the bundle's graph on its inputs (--data-loader-script check_parity.py).")
+        print(f"error: outputs {logits.shape}/{gates.shape} do not match the reference {ref_logits.shape}/{ref_gates.shape}; "
+              "run the bundle's graph on its inputs (--data-loader-script check_parity.py).", file=sys.stderr)
+        sys.exit(2)
     error = np.abs(logits - ref_logits)
     atol, rtol = profile.get("logits_atol"), profile.get("logits_rtol")
     within = True
@@ -120,12 +208,72 @@ def check(reference, outputs, profile):
 
 def summary(r, profile):
     verdict = "PASSED" if r["passed"] else "FAILED"
-    bound = "none" if profile.get("logits_atol") is None else f"atol {profile['logits_atol']:g} rtol {profile['logits_rtol']:g}"
+    bound = "none" if profile.get("logits_atol") is None else f"atol {profile['logits_atol']:g} rtol {profile['logits_rtol'] or 0:g}"
     flipped = f"; gate decisions differ in {', '.join(r['flipped_blocks'])}" if r["flipped_blocks"] else ""
     return (f"parity {verdict} ({r['profile']}, {r['num_samples']} images): top-1 agreement {r['top1_agreement']:.4f} "
             f"(min {profile['min_top1_agreement']}), gate agreement {r['gate_agreement']:.4f} (min {profile['min_gate_agreement']}), "
             f"max |logits error| {r['max_abs_logit_error']:.3g} (bound: {bound}{', exceeded' if not r['logits_within_tolerance'] else ''})"
             f"{flipped}")
+
+
+def read_profile(path):
+    """The parity profile in ``path``, checked (``profile_problem``); a file that is unreadable or fails the check
+    ends it with one line and exit status 2."""
+    try:
+        if not stat.S_ISREG(os.stat(str(path)).st_mode):
+            raise OSError("a FIFO, device or folder, not a regular file")
+        with open(str(path), "rb") as handle:
+            text = handle.read(PROFILE_BYTES + 1)
+        if len(text) > PROFILE_BYTES:
+            raise ValueError(f"over {PROFILE_BYTES} bytes")
+        profile = json.loads(text)
+        problem = profile_problem(profile) if isinstance(profile, dict) else "is not a JSON object"
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        problem = f"is not readable JSON ({type(exc).__name__}: {shown(exc)})"
+    if problem:
+        print(f"error: parity profile {path} {problem}; use the bundle's own parity_profile.json (unpack it again).",
+              file=sys.stderr)
+        sys.exit(2)
+    return {key: profile.get(key) if key == "profile" or profile.get(key) is None else float(profile[key])
+            for key in PROFILES[profile["profile"]]}
+
+
+def profile_problem(profile):
+    """What is wrong with a parity profile (a dict), None when nothing is: the profile one of PROFILES, agreement
+    minimums finite numbers in 0..1, atol/rtol null or finite and >= 0, and no bound looser than the profile's own."""
+    def number(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of 309 digits or more
+            return None
+        return value if math.isfinite(value) else None
+
+    name = profile.get("profile")
+    if name not in PROFILES:
+        return f"has profile {shown(repr(name))}, not one of {', '.join(PROFILES)}"
+    for key in ("min_top1_agreement", "min_gate_agreement"):
+        value = number(profile.get(key))
+        if value is None or not 0 <= value <= 1:
+            return f"has {key} {shown(repr(profile.get(key)))}, not a number from 0 to 1"
+    for key in ("logits_atol", "logits_rtol"):
+        value = profile.get(key)
+        if value is not None and (number(value) is None or value < 0):
+            return f"has {key} {shown(repr(value))}, not null or a finite number >= 0"
+    own = PROFILES[name]
+    looser = [key for key, have, bound in zip(("logits_atol", "logits_rtol"), logit_bounds(profile), logit_bounds(own))
+              if have > bound]
+    looser += [key for key in ("min_top1_agreement", "min_gate_agreement") if profile[key] < own[key]]
+    if looser:
+        return f"is looser than the {name} profile in {', '.join(looser)} ({', '.join(f'{k} {own[k]}' for k in looser)})"
+    return None
+
+
+def logit_bounds(profile):
+    """(atol, rtol) as ``check`` applies them: no bound (inf) where atol is null, rtol null = 0."""
+    atol = profile.get("logits_atol")
+    return (math.inf, math.inf) if atol is None else (float(atol), float(profile.get("logits_rtol") or 0))
 
 
 def main(argv=None):
@@ -135,8 +283,9 @@ def main(argv=None):
     parser.add_argument("--profile", default=str(HERE / "parity_profile.json"))
     parser.add_argument("--json", metavar="REPORT", help="write the verdict as JSON here")
     args = parser.parse_args(argv)
-    profile = json.loads(Path(args.profile).read_text())
-    report = check(load_outputs(args.reference), load_outputs(args.outputs), profile)
+    reference, outputs = load_outputs(args.reference), load_outputs(args.outputs)
+    profile = read_profile(args.profile)
+    report = check(reference, outputs, profile)
     print(summary(report, profile))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

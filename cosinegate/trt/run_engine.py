@@ -25,6 +25,7 @@ input, with one line naming it.
 import argparse
 import ctypes
 import ctypes.util
+import io
 import json
 import math
 import os
@@ -38,6 +39,9 @@ HERE = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 MAX_PIXELS = 50000000  # as the toolkit's image reader: width x height
 MAX_INPUTS = 100000
+MAX_NPY_BYTES = 1 << 30  # one .npy array
+NPY_HEADER_BYTES = 1 << 16  # room for a .npy header (numpy writes 128 bytes; 1.24+ reads at most 10000)
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024  # the input sides the toolkit exports (cosinegate.schema)
 RESIZE_RULES = ("native-or-center-crop", "native", "eval")
 MARKER = re.compile(rb"\xff([^\x00\xff])")  # a JPEG marker: FF and a code (fill FFs before it are passed over; FF 00 is
 MARKER_IN_SCAN = re.compile(rb"\xff([^\x00\xff\xd0-\xd7])")  # data); in scan data restart markers belong to the scan
@@ -106,15 +110,24 @@ def preprocessing_problem(pre):
         side = int(pre["resize_shorter_side"])
         mean = [float(v) for v in pre["mean"]]
         std = [float(v) for v in pre["std"]]
-    except (KeyError, TypeError, ValueError):
-        return "lacks crop, resize_shorter_side, mean or std"
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(inf), float(10**400)
+        return "lacks a numeric crop, resize_shorter_side, mean or std"
     finite = all(math.isfinite(v) for v in mean + std)
-    if len(crop) != 2 or crop[0] != crop[1] or side < crop[0] or len(mean) != 3 or len(std) != 3 or not finite or min(std) <= 0:
-        return "has crop {}, shorter side {}, mean {}, std {}: not a square crop, 3 finite means and 3 positive stds".format(
-            crop, side, mean, std)
+    if len(crop) != 2 or crop[0] != crop[1] or len(mean) != 3 or len(std) != 3 or not finite or min(std) <= 0:
+        return "has crop {}, mean {}, std {}: not a square crop, 3 finite means and 3 positive stds".format(
+            shown(crop), shown(mean), shown(std))
+    if not MIN_IMAGE_SIZE <= crop[0] <= MAX_IMAGE_SIZE or not crop[0] <= side <= 4 * MAX_IMAGE_SIZE:
+        return "has crop {} and shorter side {}: not a crop of {} to {} and a side from the crop to {}".format(
+            shown(crop), shown(side), MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, 4 * MAX_IMAGE_SIZE)
     if pre.get("layout") != "NCHW" or pre.get("dtype") != "float32" or list(pre.get("pixel_range") or []) != [0, 255]:
         return "is not pixels 0..255 fed as NCHW float32"
     return None
+
+
+def shown(value, width=60):
+    """``value`` as text, cut to ``width`` characters (a hostile file's value stays a short line)."""
+    text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def read_labels(path, classes):
@@ -132,20 +145,24 @@ def read_labels(path, classes):
 
 
 def list_inputs(paths):
-    """The image and .npy files named, folders listed (sorted, recursively, hidden files skipped)."""
+    """The image and .npy files named, folders listed (sorted, recursively, hidden files and all but regular files
+    skipped: a FIFO would block the read for ever)."""
     found = []
     for name in paths:
         path = Path(name)
         if path.is_dir():
             for root, dirs, files in os.walk(str(path)):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [Path(root) / f for f in sorted(files)
-                          if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES + (".npy",)]
+                found += [Path(root) / f for f in sorted(files) if not f.startswith(".")
+                          and Path(f).suffix.lower() in IMAGE_SUFFIXES + (".npy",) and (Path(root) / f).is_file()]
         elif path.is_file():
             if path.suffix.lower() not in IMAGE_SUFFIXES + (".npy",):
                 raise BadInput("{} is not an image ({}) or a .npy file; pass images, folders of them or .npy arrays.".format(
                     name, " ".join(IMAGE_SUFFIXES)))
             found.append(path)
+        elif path.exists():
+            raise BadInput("{} is not a regular file (a FIFO, device, ...); pass image files, folders of images or .npy "
+                           "files.".format(name))
         else:
             raise BadInput("{} not found; pass image files, folders of images or .npy files.".format(name))
     if not found:
@@ -328,9 +345,12 @@ def load_inputs(files, pre, reader):
     for path in files:
         if path.suffix.lower() == ".npy":
             try:
+                check_npy(path)
                 array = np.load(str(path), allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise BadInput("{} is not a numpy .npy array ({}); save it with numpy.save.".format(path, str(exc)[:80]))
+            except MemoryError:
+                raise BadInput("{} does not fit in memory; split it into smaller arrays.".format(path))
             if array.dtype == np.uint8 and array.ndim in (3, 4) and array.shape[-1] == 3:
                 stack = array[None] if array.ndim == 3 else array
                 try:
@@ -338,6 +358,8 @@ def load_inputs(files, pre, reader):
                 except NoReader:
                     raise BadInput("{} holds images of another size than {}x{}; resizing needs Pillow: pip3 install pillow "
                                    "(or OpenCV).".format(path, size, size))
+                except MemoryError:
+                    raise BadInput("{}'s images do not fit in memory once resized; split it into smaller arrays.".format(path))
             elif array.dtype == np.float32 and array.ndim in (3, 4) and tuple(array.shape[-3:]) == (3, size, size):
                 x = array[None] if array.ndim == 3 else array
             else:
@@ -351,14 +373,39 @@ def load_inputs(files, pre, reader):
         if read is None:
             raise BadInput("reading {} needs Pillow or OpenCV: pip3 install pillow (or pass .npy arrays).".format(path))
         try:
-            array = read(path)
+            array = fit(read(path), pre, resize)
         except BadInput:
             raise
+        except MemoryError:
+            raise BadInput("{} does not fit in memory once resized; shrink it first.".format(path))
         except Exception as exc:  # a file boundary: Pillow and OpenCV raise many types for a broken file
             raise BadInput("{} is not a readable image ({}: {}); remove or replace it.".format(
                 path, type(exc).__name__, (str(exc).splitlines() or [""])[0][:80]))
-        out.append((str(path), to_input(fit(array, pre, resize)[None], pre)[0]))
+        out.append((str(path), to_input(array[None], pre)[0]))
     return out
+
+
+def check_npy(path):
+    """Check a .npy file's header before numpy allocates its array: no more bytes declared than the file holds, at
+    most MAX_NPY_BYTES, MAX_INPUTS images and MAX_PIXELS pixels an image (BadInput); ValueError where the header is
+    not one numpy reads (format 1.0 or 2.0)."""
+    with open(str(path), "rb") as handle:
+        head = io.BytesIO(handle.read(NPY_HEADER_BYTES))
+        size = os.fstat(handle.fileno()).st_size
+    version = np.lib.format.read_magic(head)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError("format {}.{}, not 1.0 or 2.0".format(*version))
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(head)
+    declared = dtype.itemsize * math.prod(shape)
+    if min(shape, default=0) < 0 or declared > min(size - head.tell(), MAX_NPY_BYTES):
+        raise BadInput("{} declares a {} {} array, more than its {} bytes hold or over {}; save it again with numpy.save, "
+                       "in smaller arrays.".format(path, shown(dtype), shown(list(shape)), size, MAX_NPY_BYTES))
+    if len(shape) == 4 and shape[0] > MAX_INPUTS:
+        raise BadInput("{} holds {} arrays, over {}; split it into smaller arrays.".format(path, shape[0], MAX_INPUTS))
+    if dtype == np.uint8 and len(shape) in (3, 4) and shape[-3] * shape[-2] > MAX_PIXELS:
+        raise BadInput("{} holds images of {} x {} pixels, over the {} pixel limit; shrink them first.".format(
+            path, shape[-2], shape[-3], MAX_PIXELS))
 
 
 # ---- runners --------------------------------------------------------------------------------------------------------

@@ -57,6 +57,21 @@ def test_bundle_build_reaches_the_engine_manifest_without_torch(bundle_copy, tmp
     assert manifest["card"]["classes"] and manifest["trt_version"] == "8.5.2.2"
 
 
+RUN_SCRIPT = "import runpy\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')\n"
+
+
+def test_check_parity_refuses_a_loosened_profile_in_one_line(tmp_path):
+    """The board's verdict: a parity_profile.json looser than its precision's own made any engine pass (exit 0)."""
+    from test_device_check import FP16, save_outputs
+
+    outputs = save_outputs(tmp_path / "outputs.json")
+    profile = tmp_path / "parity_profile.json"
+    profile.write_text(json.dumps(dict(FP16, logits_atol=None, min_top1_agreement=-1e999, min_gate_agreement=-1e999)))
+    done = run_code(RUN_SCRIPT, ROOT / "cosinegate/parity/device_check.py", outputs, "--reference", outputs, "--profile", profile)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: parity profile {profile} has min_top1_agreement -inf")
+    assert len(done.stderr.splitlines()) == 1 and not done.stdout, done.stderr
+
+
 def nptype_of_trt_8_5_2(trt):
     """TensorRT 8.5.2's ``nptype`` (NVIDIA/TensorRT python/packaging/tensorrt/__init__.py at tag 8.5.2, l.151-171) as it
     runs under numpy 1.24.x, the newest numpy for Python 3.8: ``np.bool`` is gone there (numpy 1.24.0 release notes,

@@ -171,3 +171,14 @@ def test_parity_refuses_a_cpu_onnxruntime_graph_built_elsewhere(tmp_path):
     with pytest.raises(CosineGateError, match=r"cannot run here: built by ONNX Runtime 0\.0\.1.*--target cpu-onnxruntime") as exc:
         graph_runner(graph, "onnxrt")
     assert "\n" not in str(exc.value)
+
+
+def test_saved_feeds_refuse_an_inputs_bomb_in_one_line(tmp_path):
+    from test_device_check import npy_header_only, write_npz
+
+    from cosinegate.parity.compare import saved_feeds
+
+    path = write_npz(tmp_path / "inputs.npz", npy_header_only((10**7, 1024, 1024, 3)))  # 28.6 TiB declared, 1 KB file
+    with pytest.raises(CosineGateError, match=r"is not a reference inputs \.npz \(images\.npy declares uint8") as exc:
+        saved_feeds(path)
+    assert "\n" not in str(exc.value)

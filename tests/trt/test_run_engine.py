@@ -110,8 +110,15 @@ def test_run_engine_imports_nothing_from_the_toolkit():
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "cosinegate" not in names
-    assert names <= {"argparse", "ctypes", "json", "math", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime", "tensorrt",
-                     "re", "tempfile"}
+    assert names <= {"argparse", "ctypes", "io", "json", "math", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime",
+                     "tensorrt", "re", "tempfile"}
+
+
+def test_run_engine_bounds_image_sides_as_the_toolkit():
+    from cosinegate import schema
+    from cosinegate.trt import run_engine
+
+    assert (run_engine.MIN_IMAGE_SIZE, run_engine.MAX_IMAGE_SIZE) == (schema.MIN_IMAGE_SIZE, schema.MAX_IMAGE_SIZE)
 
 
 def test_onnx_path_matches_the_toolkit_exactly(default_bundle, photos, tmp_path):
@@ -154,9 +161,20 @@ def bad_cases(bundle, photos, tmp_path):
     old["card"].pop("preprocessing")
     older = tmp_path / "manifest.json"
     older.write_text(json.dumps(old))
-    bad_rule = json.loads((bundle / "manifest.json").read_text())
-    bad_rule["preprocessing"]["std"] = [0.2, 0.0, 0.2]
-    (tmp_path / "bad-rule.json").write_text(json.dumps(bad_rule))
+    rules = {}
+    for name, change in (("bad-rule", {"std": [0.2, 0.0, 0.2]}), ("big-crop", {"crop": [2048, 2048], "resize_shorter_side": 2048}),
+                         ("long-side", {"resize_shorter_side": 5000}), ("inf-crop", {"crop": [float("inf")] * 2}),
+                         ("huge-mean", {"mean": [10**400] * 3})):
+        rule = json.loads((bundle / "manifest.json").read_text())
+        rule["preprocessing"].update(change)
+        rules[name] = tmp_path / f"{name}.json"
+        rules[name].write_text(json.dumps(rule))
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.npy"  # 128 bytes declaring 28.6 TiB
+    with open(huge, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "|u1", "fortran_order": False, "shape": (10**7, 1024, 1024, 3)})
+    image = photos / "a00.png"
     onnx = ["--onnx", bundle / "model.conditional.onnx"]
     return {
         "missing file": ([*onnx, tmp_path / "nope.png"], "not found"),
@@ -165,7 +183,13 @@ def bad_cases(bundle, photos, tmp_path):
         "other file type": ([*onnx, bundle / "manifest.json"], "is not an image"),
         "wrong array": ([*onnx, odd], "pass uint8 images"),
         "manifest without preprocessing": ([*onnx, "--manifest", older, photos], "records no preprocessing rule"),
-        "manifest with a bad rule": ([*onnx, "--manifest", tmp_path / "bad-rule.json", photos], "3 positive stds"),
+        "manifest with a bad rule": ([*onnx, "--manifest", rules["bad-rule"], photos], "3 positive stds"),
+        "manifest with a crop over 1024": ([*onnx, "--manifest", rules["big-crop"], image], "not a crop of 8 to 1024"),
+        "manifest with a side over 4096": ([*onnx, "--manifest", rules["long-side"], image], "a side from the crop to 4096"),
+        "manifest with an infinite crop": ([*onnx, "--manifest", rules["inf-crop"], image], "lacks a numeric crop"),
+        "manifest with a 400-digit mean": ([*onnx, "--manifest", rules["huge-mean"], image], "lacks a numeric crop"),
+        "a FIFO named": ([*onnx, fifo], "fifo.png is not a regular file"),
+        "a .npy header over its size": ([*onnx, huge], "huge.npy declares a uint8 [10000000, 1024, 1024, 3] array"),
         "missing graph": (["--onnx", tmp_path / "none.onnx", photos], "graph"),
         "no engine built": ([photos], "no engine in"),
         "missing labels": ([*onnx, "--labels", tmp_path / "labels.txt", photos], "labels file"),
@@ -179,6 +203,17 @@ def test_bad_inputs_are_one_line_and_exit_2(default_bundle, photos, tmp_path):
         assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0, (what, done.stderr)
         assert text in done.stderr and "Traceback" not in done.stderr, (what, done.stderr)
         assert done.stderr.strip().isprintable(), (what, done.stderr)
+
+
+def test_a_fifo_in_an_image_folder_is_skipped(default_bundle, photos, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(photos / "a00.png", folder)
+    os.mkfifo(folder / "b.jpg")  # opened, it would block until something writes to it
+    done = subprocess.run([sys.executable, str(default_bundle / "run_engine.py"), "--onnx",
+                           str(default_bundle / "model.conditional.onnx"), str(folder)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "a00.png" in done.stdout and "b.jpg" not in done.stdout, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("1 images: mean executed MACs")
 
 
 # ---- the OpenCV path: JetPack ships OpenCV (cv2), not Pillow ----------------------------------------------------------

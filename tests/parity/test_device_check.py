@@ -1,0 +1,167 @@
+"""The bundle's check_parity.py (parity/device_check.py) on files from others: the profile and inputs.npz it reads are
+checked, a bad one is one line and exit status 2 (1 means parity FAILED), and nothing is allocated before the check."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from polygraphy.comparator import RunResults
+from polygraphy.comparator.struct import IterationResult
+
+from cosinegate.parity import device_check
+from cosinegate.pipeline.stages import parity_profile
+
+
+def test_built_in_profiles_are_the_toolkits():
+    assert device_check.PROFILES == {p: parity_profile(p) for p in ("fp32", "fp16", "int8")}
+
+
+def save_outputs(path):
+    """A Polygraphy RunResults JSON of 8 images at ``path``; compared with itself, every bound holds."""
+    rng = np.random.default_rng(0)
+    run = {"logits": rng.normal(size=(8, 10)).astype(np.float32), "gates": rng.integers(0, 2, (8, 9)).astype(np.float32)}
+    RunResults([("runner", [IterationResult(run, runner_name="runner")])]).save(str(path))
+    return path
+
+
+@pytest.fixture()
+def outputs(tmp_path):
+    return save_outputs(tmp_path / "outputs.json")
+
+
+def check_with(outputs, profile_text, capsys):
+    """(exit status, stderr) of check_parity.py judging ``outputs`` against themselves under a profile file's text."""
+    profile = outputs.with_name("parity_profile.json")
+    profile.write_text(profile_text)
+    try:
+        code = device_check.main([str(outputs), "--reference", str(outputs), "--profile", str(profile)])
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_the_bundles_profile_and_a_stricter_one_pass(outputs, capsys, precision):
+    profile = parity_profile(precision)
+    assert check_with(outputs, json.dumps(profile), capsys) == (0, "")
+    stricter = dict(profile, logits_atol=1e-6, logits_rtol=None, min_top1_agreement=1, min_gate_agreement=1.0)
+    assert check_with(outputs, json.dumps(stricter), capsys) == (0, "")
+
+
+FP16 = {"profile": "fp16", "logits_atol": 0.05, "logits_rtol": 0.05, "min_top1_agreement": 0.99, "min_gate_agreement": 0.995}
+BAD_PROFILES = {
+    "not JSON": ("garbage{", "is not readable JSON"),
+    "a list": ("[1, 2]", "is not a JSON object"),
+    "nested deeply": ("[" * 50000, "is not readable JSON (RecursionError"),
+    "too long": (" " * 70000 + "{}", "over 65536 bytes"),
+    "no thresholds": ('{"profile": "fp16"}', "has min_top1_agreement None"),
+    "an unknown profile": (json.dumps(dict(FP16, profile="fp8")), "has profile 'fp8', not one of fp32, fp16, int8"),
+    "a string atol": (json.dumps(dict(FP16, logits_atol="x")), "has logits_atol 'x'"),
+    "minus infinity": (json.dumps(dict(FP16, logits_atol=None, min_top1_agreement=-1e999, min_gate_agreement=-1e999)),
+                       "has min_top1_agreement -inf"),
+    "a boolean": (json.dumps(dict(FP16, min_gate_agreement=True)), "has min_gate_agreement True"),
+    "over 1": (json.dumps(dict(FP16, min_top1_agreement=1.5)), "has min_top1_agreement 1.5"),
+    "an infinite atol": (json.dumps(dict(FP16, profile="int8", logits_atol=1e999)), "has logits_atol inf"),
+    "a 400-digit atol": (json.dumps(dict(FP16, profile="int8", logits_atol=10**400)), "has logits_atol 1000"),
+    "no logit bound": (json.dumps(dict(FP16, logits_atol=None)), "is looser than the fp16 profile in logits_atol, logits_rtol"),
+    "a wider rtol": (json.dumps(dict(FP16, profile="fp32", logits_atol=1e-4, min_top1_agreement=1, min_gate_agreement=1)),
+                     "is looser than the fp32 profile in logits_rtol (logits_rtol 0.001)"),
+    "a lower top-1 minimum": (json.dumps(dict(FP16, profile="int8", min_top1_agreement=0.5)),
+                              "is looser than the int8 profile in min_top1_agreement (min_top1_agreement 0.97)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PROFILES)
+def test_a_bad_or_looser_profile_is_one_line_and_exit_2(outputs, capsys, case):
+    text, message = BAD_PROFILES[case]
+    code, err = check_with(outputs, text, capsys)
+    assert code == 2 and err.startswith("error: parity profile ") and message in err, err
+    assert len(err.splitlines()) == 1 and len(err) < 400, err
+
+
+def test_a_profile_that_is_a_fifo_is_refused_without_blocking(outputs, capsys):
+    import os
+
+    fifo = outputs.with_name("fifo.json")
+    os.mkfifo(fifo)
+    with pytest.raises(SystemExit) as exc:
+        device_check.main([str(outputs), "--reference", str(outputs), "--profile", str(fifo)])
+    assert exc.value.code == 2 and "not a regular file" in capsys.readouterr().err
+
+
+# ---- inputs.npz ------------------------------------------------------------------------------------------------------
+
+
+def npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def npy_header_only(shape, descr="|u1"):
+    """A .npy header declaring ``shape`` and no data after it."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def write_npz(path, images, compression=zipfile.ZIP_STORED, **replace):
+    """An inputs.npz of these ``images`` member bytes (and mean, std, batch, each replaceable by its bytes)."""
+    members = {"images.npy": images, "mean.npy": npy(np.float32([0.5] * 3)), "std.npy": npy(np.float32([0.25] * 3)),
+               "batch.npy": npy(np.asarray(1, np.int64))}
+    members.update({f"{k}.npy": v for k, v in replace.items()})
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_inputs_npz_of_the_toolkit_still_loads(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    device_check.save_inputs(tmp_path / "inputs.npz", images, [0.5] * 3, [0.25] * 3, 2)
+    got, _, _, batch = device_check.read_inputs(tmp_path / "inputs.npz")
+    assert np.array_equal(got, images) and batch == 2
+    compressed = tmp_path / "compressed.npz"
+    np.savez_compressed(compressed, images=images, mean=np.float32([0.5] * 3), std=np.float32([0.25] * 3), batch=np.int64(1))
+    assert len(device_check.load_inputs(compressed)) == 4
+
+
+BAD_INPUTS = {
+    "a header of 28.6 TiB": (lambda p: write_npz(p, npy_header_only((10**7, 1024, 1024, 3))), "holds 0 bytes of data"),
+    "a deflated bomb": (lambda p: write_npz(p, npy(np.zeros((2000, 32, 32, 3), np.uint8)), zipfile.ZIP_DEFLATED),
+                        "over 100:1"),
+    "over the image count": (lambda p: write_npz(p, npy(np.zeros((100001, 1, 1, 3), np.uint8))), "100001 images, over 100000"),
+    "a huge mean": (lambda p: write_npz(p, npy(np.zeros((1, 8, 8, 3), np.uint8)), mean=npy_header_only((10**12,), "<f4")),
+                    "mean.npy declares"),
+    "float images": (lambda p: write_npz(p, npy(np.zeros((1, 8, 8, 3), np.float32))), "not uint8 N x H x W x 3"),
+    "a pickle": (lambda p: write_npz(p, npy(np.zeros((1, 8, 8, 3), np.uint8)), batch=npy(np.array([None]))),
+                 "holds Python objects"),
+    "another member": (lambda p: write_npz(p, npy(np.zeros((1, 8, 8, 3), np.uint8)), extra=b""), "holds ['batch.npy'"),
+    "not a zip": (lambda p: write_bytes(p, b"PK\x03\x04 cut off"), "not a readable .npz (BadZipFile)"),
+}
+
+
+def write_bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_inputs_npz_is_checked_before_anything_is_allocated(tmp_path, case):
+    make, message = BAD_INPUTS[case]
+    path = make(tmp_path / "inputs.npz")
+    with pytest.raises(ValueError, match="^[^\n]*$") as exc:
+        device_check.read_inputs(path)
+    assert message in str(exc.value)
+
+
+def test_the_data_loader_refuses_a_bomb_in_one_line(tmp_path, monkeypatch, capsys):
+    write_npz(tmp_path / "inputs.npz", npy_header_only((10**7, 1024, 1024, 3)))
+    monkeypatch.setattr(device_check, "HERE", tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        device_check.load_data()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith(f"error: {tmp_path / 'inputs.npz'} is not the bundle's reference inputs")
+    assert len(err.splitlines()) == 1
