@@ -214,9 +214,11 @@ def _check_ranges(config):
     for (section, key), (kind, low, high, low_open, high_open, note) in RANGES.items():
         value = config[key] if section is None else config[section][key]
         name = key if section is None else f"{section}.{key}"
-        if not (whole(value) if kind == "int" else number(value)) or not number(value):  # an int too large for a float too
+        if not (whole(value) if kind == "int" else whole(value) or isinstance(value, float)) or (
+                isinstance(value, float) and not number(value)):
             raise CosineGateError(f"{name} = {shown(value)}; it must be a {'whole' if kind == 'int' else 'finite'} number ({note}).")
-        if ((low is not None and (value <= low if low_open else value < low))
+        if (not number(value)  # an int too large for a float
+                or (low is not None and (value <= low if low_open else value < low))
                 or (high is not None and (value >= high if high_open else value > high))):
             span = f"{'(' if low_open else '['}{low}, {'inf' if high is None else high}{')' if high_open or high is None else ']'}"
             raise CosineGateError(f"{name} = {shown(value)} is out of range; give a number in {span} ({note}).")

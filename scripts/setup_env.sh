@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 too_old() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null && return 1 || return 0; }
+if ! command -v "$PYTHON" >/dev/null; then
+  echo "error: $PYTHON not found; install Python 3.10 or newer, or name one: PYTHON=python3.11 bash $0" >&2
+  exit 2
+fi
 if too_old "$PYTHON"; then
   echo "error: $PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())' 2>/dev/null || echo '?'); the desktop side (torch 2.13) needs 3.10 or newer: PYTHON=python3.11 bash $0" >&2
   exit 2

@@ -6,10 +6,13 @@ in the checkpoint; every later stage (evaluation, export metadata, calibration,
 parity, bench) uses the checkpoint's numbers.
 """
 
+import math
+
 import numpy as np
 
 from cosinegate.errors import CosineGateError
 from cosinegate.graphmeta import normalization_problem
+from cosinegate.schema import shown
 
 NAMED = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -33,10 +36,11 @@ def check_normalization(value):
         return value
     try:
         mean, std = ([float(v) for v in part] for part in value)
-    except (TypeError, ValueError) as exc:
-        raise CosineGateError(f"data.normalization = {value!r}; use {FLAG_HELP}.") from exc
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise CosineGateError(f"data.normalization = {value!r}: needs 3 means and 3 positive stds, e.g. 0.5,0.5,0.5/0.25,0.25,0.25.")
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an int too large for a float
+        raise CosineGateError(f"data.normalization = {shown(value)}; use {FLAG_HELP}.") from exc
+    if len(mean) != 3 or len(std) != 3 or not all(map(math.isfinite, mean + std)) or min(std) <= 0:
+        raise CosineGateError(f"data.normalization = {shown(value)}: needs 3 finite means and 3 positive stds, e.g. "
+                              "0.5,0.5,0.5/0.25,0.25,0.25.")
     return [mean, std]
 
 

@@ -1,5 +1,7 @@
 """CosineGateNet: stem, gateable residual blocks, classifier (stem and classifier never gated)."""
 
+import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -10,24 +12,35 @@ from cosinegate.errors import CosineGateError
 from cosinegate.models.backbones import backbone_spec
 from cosinegate.models.blocks import GatedBlock
 from cosinegate.models.ungated import resolve_ungated
-from cosinegate.schema import number, shown, whole
+from cosinegate.schema import shown
 
 MODES = ("paper", "predictive", "none")
 MAX_GATE_HIDDEN = 4096  # as config.RANGES: a checkpoint's config is not read through it
 
 
+def whole_number(value):
+    """``value`` as a Python int where it is a whole number (numpy ints, and integral floats of older configs,
+    included), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return int(value) if isinstance(value, float) and value.is_integer() else None
+
+
 def block_indices(field, values, backbone, count):
     """Sorted distinct block indices of ``values`` (whole numbers in 0..count-1); anything else is one line."""
     try:
-        values = list(values)
-    except TypeError:
-        values = None
-    if values is None or not all(whole(b) for b in values):
+        indices = [whole_number(b) for b in values]
+    except TypeError:  # not a list
+        indices = [None]
+    if None in indices:
         raise CosineGateError(f"{field} = {shown(values)}; give a list of block indices (whole numbers, 0-based).")
-    bad = [b for b in values if not 0 <= b < count]
+    bad = [b for b in indices if not 0 <= b < count]
     if bad:
         raise CosineGateError(f"{field} {shown(bad)} out of range for {backbone} ({count} blocks, 0-based indices).")
-    return sorted(set(values))
+    return sorted(set(indices))
 
 
 @dataclass
@@ -68,10 +81,16 @@ class CosineGateNet(nn.Module):
         self.spec = backbone_spec(backbone, image_size)
         self.normalization = dict(CIFAR10)  # input mean/std; training and checkpoints set the real one
         drop_blocks = block_indices("drop_blocks", drop_blocks, backbone, len(self.spec.blocks))
-        if not whole(gate_hidden) or not 1 <= gate_hidden <= MAX_GATE_HIDDEN:  # before any layer is made of it
+        hidden = whole_number(gate_hidden)
+        if hidden is None or not 1 <= hidden <= MAX_GATE_HIDDEN:  # before any layer is made of it
             raise CosineGateError(f"gate_hidden = {shown(gate_hidden)}; give the gate's hidden units, 1..{MAX_GATE_HIDDEN}.")
-        if not number(open_bias) or not -100 <= open_bias <= 100:
+        try:
+            bias = float(open_bias)
+        except (TypeError, ValueError, OverflowError):
+            bias = math.nan
+        if isinstance(open_bias, (bool, str)) or not -100 <= bias <= 100:  # nan fails too
             raise CosineGateError(f"open_bias = {shown(open_bias)}; give the gate logit's starting bias, -100..100.")
+        gate_hidden, open_bias = hidden, bias
         self.backbone = backbone
         self.mode = mode
         self.num_classes = num_classes

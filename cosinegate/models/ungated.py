@@ -2,6 +2,7 @@
 
 from cosinegate.errors import CosineGateError
 from cosinegate.models.backbones import backbone_spec
+from cosinegate.schema import shown
 
 
 def stage_first_blocks(spec):
@@ -17,8 +18,8 @@ def resolve_ungated(backbone, value):
     if value == "stage_first":
         return stage_first_blocks(spec)
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise CosineGateError(f"model.ungated_blocks = {value!r}; give 0-based block indices, e.g. [0, 3, 6], or \"stage_first\".")
+        raise CosineGateError(f"model.ungated_blocks = {shown(value)}; give 0-based block indices, e.g. [0, 3, 6], or \"stage_first\".")
     bad = [v for v in value if not 0 <= v < len(spec.blocks)]
     if bad:
-        raise CosineGateError(f"model.ungated_blocks {bad} out of range for {backbone} ({len(spec.blocks)} blocks, 0-based indices).")
+        raise CosineGateError(f"model.ungated_blocks {shown(bad)} out of range for {backbone} ({len(spec.blocks)} blocks, 0-based indices).")
     return sorted(set(value))

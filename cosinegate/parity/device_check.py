@@ -43,7 +43,7 @@ NPZ_MEMBERS = ["batch.npy", "images.npy", "mean.npy", "std.npy"]
 MAX_IMAGES = 100000  # reference images in an inputs.npz (the toolkit writes a few hundred)
 MAX_IMAGE_BYTES = 1 << 30  # their uint8 array
 SMALL_MEMBER = 4096  # mean.npy, std.npy, batch.npy: a header and a few values
-HEADER_BYTES = 1 << 16  # room for a .npy header (numpy writes 128 bytes; 1.24+ reads at most 10000)
+HEADER_BYTES = 1 << 16  # room for a .npy header (numpy writes 128 bytes and refuses one over 10000)
 MAX_RATIO = 100  # size : deflated size of a member (np.savez stores them; savez_compressed deflates images ~2:1)
 
 
@@ -160,7 +160,8 @@ def load_data():
     try:
         return load_inputs(HERE / INPUTS)
     except (OSError, ValueError) as exc:
-        print(f"error: {HERE / INPUTS} is not the bundle's reference inputs ({exc}); unpack the bundle again.",
+        print(f"error: {HERE / INPUTS} is not the bundle's reference inputs ({' '.join(str(exc).split())}); unpack the "
+              "bundle again.",
               file=sys.stderr)
         sys.exit(2)
 

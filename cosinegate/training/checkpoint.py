@@ -343,7 +343,10 @@ def model_from_checkpoint(path, backbone=None, image_size=None):
     try:
         model = build_model(config["model"], num_classes=state["num_classes"], image_size=size)
         model.load_state_dict(state["model"])
-    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as exc:
+    except CosineGateError as exc:  # a model config value out of range (the model's own checks)
+        raise CosineGateError(f"checkpoint {path}: its model config: {exc}".rstrip(".") + "; pass an unmodified file "
+                              "written by train/train.py.") from exc
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:240] or type(exc).__name__
         raise CosineGateError(f"checkpoint {path} does not match the model its config describes ({first}); "
                               "pass an unmodified file written by train/train.py.") from exc

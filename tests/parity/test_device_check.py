@@ -165,3 +165,16 @@ def test_the_data_loader_refuses_a_bomb_in_one_line(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert exc.value.code == 2 and err.startswith(f"error: {tmp_path / 'inputs.npz'} is not the bundle's reference inputs")
     assert len(err.splitlines()) == 1
+
+
+def test_numpys_own_multi_line_refusal_stays_one_line(tmp_path, monkeypatch, capsys):
+    # a legal .npy 1.0 header of ~20 KB: numpy (1.23 too) refuses it in a three-line ValueError
+    buffer = io.BytesIO()
+    header = {"descr": "|u1", "fortran_order": False, "shape": (1, 8, 8, 3), "pad": " " * 20000}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    write_npz(tmp_path / "inputs.npz", buffer.getvalue() + bytes(192))
+    monkeypatch.setattr(device_check, "HERE", tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        device_check.load_data()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and "is not the bundle's reference inputs" in err

@@ -189,9 +189,11 @@ def test_a_new_run_waits_for_a_deadline_its_first_epoch_fits_before(tmp_path):
     estimates = cc.first_epoch_seconds([(tmp_path, r) for r in cc.plan(tmp_path, TINY)])
     assert estimates[tmp_path, "teacher-s0"] == 3000.0 and estimates[tmp_path, "static-d1-s0"] == 3000.0  # dense resnet20s
     assert (tmp_path, "rates-r0.5-s0") not in estimates  # no gated epoch yet
-    result = cc.continue_campaign(tmp_path, time.time() + 3600, jobs=2, nice=0, poll=0.2, log=lambda text: None,
-                                  start_margin=0)
+    said = []
+    result = cc.continue_campaign(tmp_path, time.time() + 3600, jobs=2, nice=0, poll=0.2, log=said.append, start_margin=0)
     assert result.finished == result.stopped == result.failed == [] and cc.run_state(tmp_path / "runs" / "teacher-s0") == "new"
+    assert said == ["teacher-s0: not started: an epoch of its kind (~50 min, 1.5x for safety) would not end before the "
+                    "deadline"]
 
 
 def test_a_failed_run_is_recorded_with_the_state_and_cleared_when_it_runs_again(tmp_path, capsys):

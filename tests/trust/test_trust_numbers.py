@@ -2,6 +2,7 @@
 weight on no device, a compressed checkpoint member): one line each, never a traceback or gigabytes allocated."""
 
 import json
+import re
 import zipfile
 
 import pytest
@@ -37,7 +38,7 @@ def _changed(source, path, change):
 
 CHECKPOINTS = {  # label: (change of a trained checkpoint, part of the message)
     "drop_blocks [inf]": (lambda s: s["config"]["model"].update(drop_blocks=[float("inf")]), "drop_blocks = [inf]"),
-    "drop_blocks 3": (lambda s: s["config"]["model"].update(drop_blocks=3), "drop_blocks = None"),
+    "drop_blocks 3": (lambda s: s["config"]["model"].update(drop_blocks=3), "its model config: drop_blocks = 3; give"),
     "gate_hidden 10**6": (lambda s: s["config"]["model"].update(gate_hidden=10**6), "gate_hidden = 1000000"),
     "open_bias nan": (lambda s: s["config"]["model"].update(open_bias=float("nan")), "open_bias = nan"),
     "config nested 10,000 deep": (lambda s: s.update(config=_deep(10_000)), "nested over 64 deep"),
@@ -60,6 +61,20 @@ def test_a_checkpoint_value_out_of_every_range_is_one_line(tiny_checkpoint, tmp_
     assert code == 2 and message in err and "Traceback" not in err and err.count("\n") == 1, err
 
 
+def test_whole_numbers_of_other_types_are_still_block_indices():
+    # numpy ints (a library caller's) and integral floats (an older config's [1.0], trained through int()) stay valid
+    import numpy as np
+
+    from cosinegate.models.network import CosineGateNet, block_indices
+
+    assert block_indices("drop_blocks", np.array([4, 1]), "resnet20", 9) == [1, 4]
+    assert block_indices("drop_blocks", [1.0, 3], "resnet20", 9) == [1, 3]
+    model = CosineGateNet(drop_blocks=(2,), gate_hidden=np.int64(8), open_bias=np.float32(2.0))
+    assert model.drop_blocks == (2,) and model.blocks[1].gate is not None
+    with pytest.raises(CosineGateError, match=r"drop_blocks = \[1.5\]"):
+        block_indices("drop_blocks", [1.5], "resnet20", 9)
+
+
 def test_a_checkpoint_with_compressed_members_is_refused_unread(tiny_checkpoint, tmp_path):
     # torch.save stores members as they are; a deflated one is a crafted file (~1000:1 before any check)
     bomb = tmp_path / "bomb.pt"
@@ -74,13 +89,15 @@ def test_a_checkpoint_with_compressed_members_is_refused_unread(tiny_checkpoint,
     ("optim: {lr: 1" + "0" * 400 + "}\n", "optim.lr = 1000"),
     ("optim: {gate_lr_scale: 1" + "0" * 400 + "}\n", "optim.gate_lr_scale = 1000"),
     ("seed: 1" + "0" * 5000 + "\n", "is not valid YAML"),
+    ("seed: 1" + "0" * 400 + "\n", "is out of range; give a number in [0, 4294967295]"),
+    ("data: {normalization: [[1" + "0" * 400 + ", 0, 0], [1, 1, 1]]}\n", "data.normalization = [[1000"),
     ("model: {drop_blocks: [.inf]}\n", "model.drop_blocks = [inf]"),
 ])
 def test_a_config_number_out_of_every_range_is_one_line(tmp_path, text, message):
     from cosinegate.config import load_config, validate
 
     (tmp_path / "c.yaml").write_text(text)
-    with pytest.raises(CosineGateError, match=message.replace(".", r"\.").replace("[", r"\[")):
+    with pytest.raises(CosineGateError, match=re.escape(message)):
         validate(load_config(str(tmp_path / "c.yaml")))
 
 

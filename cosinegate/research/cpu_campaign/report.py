@@ -144,7 +144,9 @@ def hours_left_line(state, runs, jobs=2, shared=False, wall=None):
              else "in the campaign's order")
     text = (f"About {total:.1f} one-core hours left ("
             + (f"about {wall:.1f} hours until its last run ends, with {jobs} runs at once {order}" if wall is not None
-               else f"at least {total / jobs:.1f} hours with {jobs} runs at once") + "), from "
+               else f"at least {total / jobs:.1f} hours with {jobs} runs at once"
+               + ("; no estimate of the slots shared with the other campaigns until each of their runs left has an "
+                  "epoch of its kind" if shared and not unknown else "")) + "), from "
             "the median epoch time of each run, or of runs of its kind, measured so far on this shared machine")
     return text + (f"; not estimated yet: {', '.join(unknown)} (no epoch of their kind)." if unknown else ".")
 

@@ -104,8 +104,8 @@ def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", comman
     """Train the runs of one campaign folder (or of several, sharing the `jobs` slots: the first folder's runs first,
     every folder's controls last), `jobs` at once (`threads` each), until every run is done or the next epoch would
     end after `deadline` (a time.time() value): each run then stops after its last whole epoch (train.py
-    --time-limit); no run starts in the last `start_margin` seconds, and no new run whose first epoch (as long as its
-    kind's, report.first_epoch_seconds) would not fit. stop_after=N stops every run after epoch N of
+    --time-limit); no run starts in the last `start_margin` seconds, and no new run unless 1.5x an epoch of its kind
+    (report.first_epoch_seconds) fits. stop_after=N stops every run after epoch N of
     its schedule (a chunk measured in epochs). Returns what finished, stopped and failed (run names; a folder's
     name/ in front when there are several folders)."""
     folders = [Path(f) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
@@ -115,7 +115,7 @@ def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", comman
         for folder in folders:  # one campaign process per folder (report and check may run beside it)
             stack.enter_context(folder_lock(folder, "cpu_campaign.py"))
         stack.callback(_stop_children, running)  # an error, Ctrl-C or SIGTERM (cli) never leaves a run going unwatched
-        queue, changed = None, True
+        queue, changed, held = None, True, set()
         while True:
             if changed:  # planned again only when a run has ended (a plan reads every run's state)
                 queue = _plans(folders, log, choose=deadline - time.time() >= CHOICE_MARGIN)
@@ -130,6 +130,10 @@ def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", comman
                         or not ready(run, folder)):
                     continue
                 if left < 1.5 * estimates.get(key, 0.0):  # a new run's first epoch is the child's blind spot
+                    if key not in held:
+                        held.add(key)
+                        log(f"{label(*key)}: not started: an epoch of its kind (~{estimates[key] / 60:.0f} min, 1.5x "
+                            f"for safety) would not end before the deadline")
                     continue
                 running[key], resumed = _start(folder, run, left, threads, device, command, nice, stop_after)
                 clear_failure(folder / "runs" / run.name)
