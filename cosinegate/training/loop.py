@@ -21,6 +21,7 @@ from cosinegate.evaluation import block_classes, evaluate
 from cosinegate.macs import model_mac_table
 from cosinegate.models import build_model
 from cosinegate.plots import training_curves
+from cosinegate.schema import shown
 from cosinegate.training import schedules
 from cosinegate.training.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
 from cosinegate.training.distributed import DistContext
@@ -124,6 +125,7 @@ class Trainer:
             "normalization": self.normalization,
             # the resize rule the test split used (native or eval): the board's run_engine.py applies the same
             "input_resize": self.test.rule,
+            "runtime": self.runtime.as_dict(),  # how it executed (resume says where that changes the numerics)
         }
 
     def resume(self):
@@ -138,6 +140,10 @@ class Trainer:
         restore_rng(state["rng"])
         self.start_epoch, self.best_val = state["epoch"] + 1, state["best_val"]
         self.init_report = state.get("init_from")
+        trained = state.get("runtime")  # None: a checkpoint from before it was recorded
+        if trained is not None and trained != self.runtime.as_dict():
+            self.log(f"note: {path} trained with {shown(trained, 120)}, this resume runs {self.runtime.as_dict()}: the "
+                     "run is no longer bit-exact with one run in one go (pass the same --amp/--channels-last/--fused)")
 
     # ---- one step -----------------------------------------------------------
     def forward_loss(self, x, y, progress):

@@ -271,3 +271,21 @@ def test_read_metrics_keeps_the_last_record_of_each_epoch_and_skips_a_cut_line(t
     # epoch 2 logged, killed before last.pt, logged again on resume; a list epoch and a cut last line from a bad file
     path.write_text('{"epoch": 1, "x": 1}\n{"epoch": 2, "x": 2}\n{"epoch": 2, "x": 3}\n{"epoch": [3]}\n{"epoch": 3, "x"')
     assert read_metrics(path) == [{"epoch": 1, "x": 1}, {"epoch": 2, "x": 3}]
+
+
+def test_a_resume_that_runs_other_numerics_says_so(tmp_path):
+    # the campaign's chunks resume with its speed flags; a changed flag would change the numerics silently
+    from cosinegate.config import load_config, validate
+    from cosinegate.training.loop import train
+    from cosinegate.training.runtime import Runtime
+
+    config = load_config("dense")
+    config["data"].update(source="synthetic", subset=40)
+    config["optim"].update(epochs=2, batch_size=20)
+    config = validate(config)
+    said = []
+    train(config, tmp_path / "run", progress=False, runtime=Runtime(), stop_after=1, log=said.append)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["runtime"] == Runtime().as_dict()
+    train(config, tmp_path / "run", resume=True, progress=False, runtime=Runtime(amp="bf16"), log=said.append)
+    notes = [line for line in said if line.startswith("note: ") and "is no longer bit-exact" in line]
+    assert len(notes) == 1 and "'amp': 'none'" in notes[0] and "'amp': 'bf16'" in notes[0]
