@@ -108,11 +108,6 @@ def not_writable_file(path):
     return None
 
 
-def is_sha256(value):
-    """Whether ``value`` (read from a file) is a SHA-256 as this toolkit writes it: 64 lowercase hex digits."""
-    return isinstance(value, str) and len(value) == 64 and set(value) <= set("0123456789abcdef")
-
-
 def same_file(a, b):
     """True when paths ``a`` and ``b`` name one existing file (by inode: links and ``..`` included)."""
     try:

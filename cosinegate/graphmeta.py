@@ -8,14 +8,13 @@ import json
 import math
 
 from cosinegate.errors import CosineGateError
-from cosinegate.schema import MAX_DEPTH, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, depth, shown, whole
+from cosinegate.schema import MAX_DEPTH, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, depth, is_sha256, shown, whole
 
 INPUT, LOGITS, GATES = "input", "logits", "gates"
 META_PREFIX = "cosinegate."
 MAX_META_CHARS = 1 << 20  # one metadata value; the toolkit's are a few KiB
 MIN_OPSET = 7
 DOMAINS = ("", "ai.onnx", "com.microsoft", "com.microsoft.nchwc")  # standard, and ONNX Runtime's (ort_native graphs)
-SHA256_HEX = frozenset("0123456789abcdef")
 
 
 def set_metadata(model, **values):
@@ -99,7 +98,7 @@ def metadata_problem(meta, hw=None, gates=None):
     if problem:
         return f"cosinegate.macs {problem}"
     digest = meta.get("checkpoint_sha256")
-    if digest is not None and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= SHA256_HEX):
+    if digest is not None and not is_sha256(digest):
         return f"cosinegate.checkpoint_sha256 = {shown(digest)} is not a SHA-256 (64 hex digits)"
     data = meta.get("data")
     if data is not None and not (isinstance(data, dict) and isinstance(data.get("source"), str)

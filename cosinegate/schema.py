@@ -58,6 +58,11 @@ def fraction_list_problem(field, values, length=None):
     return None
 
 
+def is_sha256(value):
+    """Whether ``value`` (read from a file) is a SHA-256 as this toolkit writes it: 64 lowercase hex digits."""
+    return isinstance(value, str) and len(value) == 64 and set(value) <= set("0123456789abcdef")
+
+
 def depth(value, limit=MAX_DEPTH):
     """Nesting depth of lists, tuples and dicts in `value`, counted iteratively (stops past `limit`)."""
     deepest, stack = 0, [(value, 1)]

@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from cosinegate.artifacts import is_sha256, read_json, sha256_file
+from cosinegate.artifacts import read_json, sha256_file
 from cosinegate.errors import CosineGateError
+from cosinegate.schema import is_sha256
 
 
 def claimed_checkpoint(onnx_path, meta):

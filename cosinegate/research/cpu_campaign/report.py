@@ -24,12 +24,13 @@ def kind(run):
             bool(run.config.get("distill", {}).get("weight")))
 
 
-def _epoch_seconds(pairs):
+def _epoch_seconds(pairs, metrics=None):
     """({(folder, run name): its epochs' seconds}, {kind and (backbone, dense/gated): every epoch's seconds of runs of
-    that kind}) over (folder, run) pairs."""
+    that kind}) over (folder, run) pairs (``metrics``: their run_metrics where already read)."""
     own, by_kind = {}, {}
     for folder, run in pairs:
-        own[folder, run.name] = [m["seconds"] for m in run_metrics(Path(folder) / "runs" / run.name) if m.get("seconds")]
+        records = metrics[folder, run.name] if metrics else run_metrics(Path(folder) / "runs" / run.name)
+        own[folder, run.name] = [m["seconds"] for m in records if m.get("seconds")]
         its = kind(run)
         for key in (its, its[:2]) if its else ():
             by_kind.setdefault(key, []).extend(own[folder, run.name])
@@ -63,11 +64,12 @@ def progress(folder, runs):
     needs, its epochs left times the median epoch seconds of its own epochs, or before it has one, of every epoch
     trained so far by runs of its kind (or, where none has, of its backbone and dense/gated alone; this machine,
     shared with other work while they ran); None where neither exists."""
-    own, by_kind = _epoch_seconds([(folder, run) for run in runs])
+    metrics = {(folder, run.name): run_metrics(Path(folder) / "runs" / run.name) for run in runs}
+    own, by_kind = _epoch_seconds([(folder, run) for run in runs], metrics)
     report = {}
     for run in runs:
         planned = run.config["optim"]["epochs"] if run.config else run.outline and run.outline[0]
-        done = len(run_metrics(Path(folder) / "runs" / run.name))
+        done = len(metrics[folder, run.name])
         entry = report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": done,
                                     "epochs": planned}
         failure = last_failure(Path(folder) / "runs" / run.name)
