@@ -294,13 +294,24 @@ _report_stdout = None  # the real stdout while report_on_stdout() sends every ot
 @contextlib.contextmanager
 def report_on_stdout():
     """Inside, print() goes to stderr and a ``-`` report (atomic_write_json) to stdout: ``--json - | jq`` reads the
-    JSON alone."""
+    JSON alone. File descriptor 1 points at stderr too, so what C libraries and child processes write there stays
+    out of the report."""
     global _report_stdout
-    _report_stdout = sys.stdout
+    sys.stdout.flush()
+    saved = None
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # stdout is no descriptor: print() alone moves
+        if sys.stdout.fileno() == 1:
+            saved = os.dup(1)
+            os.dup2(2, 1)
+    _report_stdout = sys.stdout if saved is None else os.fdopen(saved, "w", encoding="utf-8")
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
+        if saved is not None:
+            _report_stdout.flush()
+            os.dup2(saved, 1)
+            _report_stdout.close()
         _report_stdout = None
 
 

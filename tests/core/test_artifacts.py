@@ -1,4 +1,5 @@
-"""One chunked file hasher in the package: cosinegate.artifacts.file_digest (the device script keeps its own stdlib copy)."""
+"""cosinegate.artifacts: one chunked file hasher in the package (file_digest; the device script keeps its own stdlib
+copy), and a `--json -` report alone on stdout."""
 
 import hashlib
 from pathlib import Path
@@ -23,3 +24,27 @@ def test_the_package_has_no_other_chunked_file_reader():
     others = [p for p in PACKAGE.rglob("*.py") if p not in STANDALONE and "iter(lambda" in p.read_text()]
     assert others == []
     assert init_from.sha256_file is sha256_file
+
+
+REPORT_ON_STDOUT = """
+import os, subprocess, sys
+from cosinegate.artifacts import atomic_write_json, report_on_stdout
+with report_on_stdout():
+    print("a progress line")
+    os.write(1, b"a C library's line\\n")
+    subprocess.run([sys.executable, "-c", "print('a child process line')"], check=True)
+    atomic_write_json("-", {"report": 1})
+print("after")
+"""
+
+
+def test_a_dash_report_is_alone_on_stdout_whatever_else_writes_to_descriptor_1():
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", REPORT_ON_STDOUT], capture_output=True, text=True, check=True,
+                          cwd=PACKAGE.parent)
+    report, after = done.stdout.rsplit("}\n", 1)[0] + "}", done.stdout.rsplit("}\n", 1)[1]
+    assert json.loads(report) == {"report": 1} and after == "after\n"  # stdout comes back after the block
+    assert done.stderr.splitlines() == ["a progress line", "a C library's line", "a child process line"]
