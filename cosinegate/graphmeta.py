@@ -8,7 +8,7 @@ import json
 import math
 
 from cosinegate.errors import CosineGateError
-from cosinegate.schema import MAX_DEPTH, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, depth, is_sha256, shown, whole
+from cosinegate.schema import MAX_DEPTH, MAX_GATE_HIDDEN, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, depth, is_sha256, shown, whole
 
 INPUT, LOGITS, GATES = "input", "logits", "gates"
 META_PREFIX = "cosinegate."
@@ -107,6 +107,9 @@ def metadata_problem(meta, hw=None, gates=None):
     batch = meta.get("batch")
     if batch is not None and not (whole(batch) and 1 <= batch <= 1 << 16):
         return f"cosinegate.batch = {shown(batch)} is not a batch size"
+    hidden = meta.get("gate_hidden")
+    if hidden is not None and not (whole(hidden) and 1 <= hidden <= MAX_GATE_HIDDEN):
+        return f"cosinegate.gate_hidden = {shown(hidden)} is not a gate's hidden units (1..{MAX_GATE_HIDDEN})"
     for key in ("backbone", "form", "mode", "policy", "format"):
         if key in meta and not isinstance(meta[key], str):
             return f"cosinegate.{key} = {shown(meta[key])} is not a name"

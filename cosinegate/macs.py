@@ -89,22 +89,32 @@ def mac_table(backbone, mode="none", num_classes=10, drop_blocks=(), gate_hidden
 
 def model_mac_table(model):
     """The MacTable of a built model; its ungated blocks (always run, no gate) cost no gate MACs."""
-    table = mac_table(model.backbone, model.mode, model.num_classes, model.drop_blocks, _gate_hidden(model), model.image_size)
+    table = mac_table(model.backbone, model.mode, model.num_classes, model.drop_blocks, gate_hidden_of(model), model.image_size)
     ungated = set(getattr(model, "ungated_blocks", ()))
     blocks = tuple(BlockMacs(b.residual, b.shortcut, 0) if i in ungated else b for i, b in enumerate(table.blocks))
     return MacTable(table.stem, blocks, table.classifier)
 
 
 def metadata_mac_table(meta, num_classes=None):
-    """The MacTable of an exported graph from its toolkit metadata: its dropped blocks (kind "dropped",
-    only the shortcut in the graph) cost no residual and no gate MACs, as `model_mac_table` counts them."""
-    dropped = [i for i, b in enumerate(meta.get("blocks", [])) if b.get("kind") == "dropped"]
+    """The MacTable of an exported graph from its toolkit metadata, as `model_mac_table` counts its model: the MAC
+    counts export stored (``macs``, checked by graphmeta when read), else from the backbone and the blocks' kinds
+    (a dropped block costs no residual and no gate, an ungated one no gate)."""
+    stored = meta.get("macs")
+    if stored is not None:
+        blocks = tuple(BlockMacs(b["residual"], b["shortcut"], b["gate"]) for b in stored["blocks"])
+        return MacTable(stored["stem"], blocks, stored["classifier"])
+    kinds = [b.get("kind") for b in meta.get("blocks", [])]
     classes = num_classes or len(meta.get("classes") or ()) or 10
-    return mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), classes, dropped,
-                     image_size=meta.get("image_size", 32))
+    table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), classes,
+                      [i for i, k in enumerate(kinds) if k == "dropped"], meta.get("gate_hidden", 16),
+                      meta.get("image_size", 32))
+    blocks = tuple(BlockMacs(b.residual, b.shortcut, 0) if i < len(kinds) and kinds[i] == "dense" else b
+                   for i, b in enumerate(table.blocks))
+    return MacTable(table.stem, blocks, table.classifier)
 
 
-def _gate_hidden(model):
+def gate_hidden_of(model):
+    """The hidden units of the model's gates (16, the default, when it has none)."""
     for block in model.blocks:
         if block.gate is not None and hasattr(block.gate, "hidden"):
             return block.gate.hidden.out_features

@@ -11,6 +11,7 @@ import reprlib
 MAX_DEPTH = 64  # nesting of JSON a manifest or metadata may hold
 MIN_IMAGE_SIZE = 8  # input side a model, checkpoint or graph may have
 MAX_IMAGE_SIZE = 1024  # a 1024 x 1024 batch already fills a desktop GPU; more is a typo or a crafted file
+MAX_GATE_HIDDEN = 4096  # a gate's hidden units, as config.RANGES (a checkpoint's or graph's values are not read through it)
 
 
 _SHORT = reprlib.Repr()  # bounded: a value nested 100,000 deep or an int of 5,000 digits is shown in a few characters

@@ -12,10 +12,9 @@ from cosinegate.errors import CosineGateError
 from cosinegate.models.backbones import backbone_spec
 from cosinegate.models.blocks import GatedBlock
 from cosinegate.models.ungated import resolve_ungated
-from cosinegate.schema import shown
+from cosinegate.schema import MAX_GATE_HIDDEN, shown
 
 MODES = ("paper", "predictive", "none")
-MAX_GATE_HIDDEN = 4096  # as config.RANGES: a checkpoint's config is not read through it
 
 
 def whole_number(value):

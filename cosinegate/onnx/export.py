@@ -28,6 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cosinegate.errors import CosineGateError
 from cosinegate.graphmeta import GATES, INPUT, LOGITS, META_PREFIX, get_metadata, set_metadata  # noqa: F401 (re-exported)
+from cosinegate.macs import gate_hidden_of
 
 DEFAULT_OPSET = 17  # highest opset TensorRT 8.5 (JetPack 5) parses; inside TensorRT 10.x's 9..20
 MIN_OPSET = 13  # Slice/ReduceSum/Pad with tensor inputs, Q/DQ with `axis`
@@ -142,7 +143,8 @@ def build_flat_graph(model, batch=1, opset=DEFAULT_OPSET):
     # the lowest IR version for the opset (IR 8 for opset 17): older parsers (TensorRT 8.5) refuse newer IR
     onnx_model.ir_version = helper.find_min_ir_version_for(opsets)
     set_metadata(onnx_model, format=FORMAT, form="flat", policy="none", mode=model.mode, backbone=model.backbone,
-                 blocks=blocks, batch=batch, image_size=size, normalization=model.normalization)
+                 blocks=blocks, batch=batch, image_size=size, normalization=model.normalization,
+                 gate_hidden=gate_hidden_of(model))
     return onnx_model
 
 

@@ -284,6 +284,7 @@ def test_mac_columns_count_what_each_graph_executes_with_a_dropped_block(tiny_ch
     ("normalization", '{"mean": "x"}', "normalization = .* has no 3 means and 3 stds"),
     ("normalization", '{"mean": [0, 0, 0], "std": [0, 0, 0]}', "3 finite positive stds"),
     ("classes", "5", "classes = '5' is not a list of class names"),
+    ("gate_hidden", "0", "gate_hidden = 0 is not a gate's hidden units"),
     ("classes", '["cat\\ndog", "b"]', "control character"),
 ])
 def test_crafted_graph_metadata_is_refused_in_one_line(conditional_onnx, tmp_path, key, value, message):

@@ -193,3 +193,20 @@ def test_dense_report():
     rep = report(model, _decisions(np.ones((2, 9), bool), np.ones((2, 9)), [True, False]), [str(c) for c in range(10)])
     assert rep["executed_macs"] == rep["dense_macs"] == 40_551_040
     assert rep["real_savings"] == 0 and rep["nominal_savings"] == 0
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored-counts", "from-kinds"])
+def test_a_graphs_mac_table_is_its_models_with_ungated_blocks_and_other_gate_sizes(stored):
+    """Reviewer finding: bench counted gate MACs for ungated blocks and assumed 16 hidden units (rates/shaping/
+    two-phase presets keep stage-first blocks ungated)."""
+    from cosinegate.macs import metadata_mac_table
+    from cosinegate.onnx.card import mac_counts
+    from cosinegate.onnx.export import build_flat_graph, get_metadata, set_metadata
+
+    model = CosineGateNet("resnet20", "predictive", drop_blocks=(4,), gate_hidden=8, ungated_blocks="stage_first").eval()
+    graph = build_flat_graph(model)
+    if stored:
+        set_metadata(graph, macs=mac_counts(model), gate_hidden=99)  # the stored counts win over the kinds
+    table = metadata_mac_table(get_metadata(graph))
+    assert table == model_mac_table(model) and table.blocks[0].gate == 0 and table.blocks[4].residual == 0
+    assert table.blocks[1].gate == model_mac_table(model).blocks[1].gate != mac_table("resnet20", "predictive").blocks[1].gate
