@@ -69,6 +69,21 @@ def test_perturbed_gate_bias_fails_parity_and_names_the_block(dyn_checkpoint, mo
     assert "block3" in report["summary"] and "FAILED" in report["summary"]
 
 
+def test_fp32_parity_fails_on_logits_alone(dyn_checkpoint, model, test_images, tmp_path):
+    """Every class logit moved by 1e-2 (argmax and gates unchanged): the fp32 profile fails on Polygraphy's logit
+    comparison alone; the INT8 profile, which reads decisions only, passes."""
+    path = tmp_path / "shifted.onnx"
+    graph = export(dyn_checkpoint, tmp_path / "m.onnx")
+    bias = next(t for t in graph.graph.initializer if t.name == "head/fc/bias")
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + np.float32(1e-2), bias.name))
+    onnx.save(graph, str(path))
+    report = run_parity(model, graph, path, test_images, samples=SAMPLES)
+    assert report["top1_agreement"] == 1.0 and report["gate_agreement"] == 1.0
+    assert report["max_abs_err"]["logits"] > FP32.logits_atol
+    assert not report["passed"] and not report["polygraphy_passed"] and "FAILED" in report["summary"]
+    assert run_parity(model, graph, path, test_images, samples=SAMPLES, tolerance=INT8)["passed"]
+
+
 def test_static_policy_disagreement_is_measured(dyn_checkpoint, model, test_images, tmp_path):
     """Declaring the dynamic block 2 always-run: parity follows the policy, and reports how often PyTorch disagrees."""
     path = tmp_path / "m.onnx"
