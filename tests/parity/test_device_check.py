@@ -178,3 +178,19 @@ def test_numpys_own_multi_line_refusal_stays_one_line(tmp_path, monkeypatch, cap
         device_check.load_data()
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and "is not the bundle's reference inputs" in err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_flipped_gate_decisions_alone_fail_every_profile_and_name_the_block(precision):
+    """Logits untouched, 20 of block 2's 400 decisions flipped (99.44% of all 3,600 agree, under every profile's
+    minimum): the board's verdict fails on the gates alone, under each profile the bundle can carry."""
+    rng = np.random.default_rng(1)
+    reference = {"logits": rng.normal(size=(400, 10)), "gates": rng.integers(0, 2, (400, 9)).astype(np.float32)}
+    flipped = {"logits": reference["logits"].copy(), "gates": reference["gates"].copy()}
+    flipped["gates"][:20, 2] = 1 - flipped["gates"][:20, 2]
+    profile = device_check.PROFILES[precision]
+    assert 1 - 20 / 3600 < profile["min_gate_agreement"]
+    assert device_check.check(reference, reference, profile)["passed"]
+    report = device_check.check(reference, flipped, profile)
+    assert not report["passed"] and report["flipped_blocks"] == ["block2"]
+    assert report["logits_within_tolerance"] and report["top1_agreement"] == 1.0
