@@ -53,7 +53,7 @@ def trtexec_command(
     default. ``input_spec`` is (input name, dims without batch), needed when ``batch`` is not 1
     (dynamic-batch ONNX): all three shape profiles are set to that batch. ``verbose`` adds
     ``--verbose`` (the build log); ``detailed_profile`` ``--profilingVerbosity=detailed`` (layer
-    information for ``--exportLayerInfo`` when timing).
+    information for ``--exportLayerInfo`` when timing). TF32 is off (``--noTF32``), as in Polygraphy's builds.
     """
     version = parse_version(trt_version) if trt_version is not None else profile.newest_tensorrt
     if profile.release_for(version) is None:
@@ -71,6 +71,10 @@ def trtexec_command(
     args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
     args += _precision_args(profile, version, precision, int8_path, calib_cache, fp32_layers, dla_core)
     args += _dla_args(profile, version, precision, dla_core)
+    # trtexec enables TF32 unless told (sampleOptions.cpp 8.5.2 l.843 "--noTF32 ... default is to enable tf32";
+    # sampleEngines.cpp l.811-814): on Orin the fp32 engine and the FP32-pinned gate heads would run TF32 math.
+    # Polygraphy's CreateConfig, the Python build path, leaves TF32 off.
+    args.append("--noTF32")
     args.append(f"--memPoolSize=workspace:{_workspace(profile, workspace_mib)}")
     if timing_cache is not None:
         args.append(f"--timingCacheFile={timing_cache}")

@@ -36,11 +36,13 @@ def test_every_target_release_and_precision(name, version, build):
                 _build(profile, build, version)
             return
         args = _build(profile, build, version)
+        assert "--noTF32" in args
         assert "--stronglyTyped" in args and not {"--fp16", "--int8"} & set(args)
         assert not any(a.startswith(("--layerPrecisions", "--precisionConstraints", "--calib")) for a in args)
         return
     args = _build(profile, build, version)
     assert args[:3] == ["trtexec", "--onnx=model.onnx", "--saveEngine=model.engine"]
+    assert "--noTF32" in args  # fp32 means FP32, and so do the gate pins (trtexec enables TF32 by default)
     assert f"--memPoolSize=workspace:{profile.default_workspace_mib}" in args
     assert not any(a.startswith("--useDLACore") for a in args)
     pins = "--layerPrecisions=/gate1/fc/Gemm:fp32,/gate2/*:fp32"
@@ -84,7 +86,7 @@ def test_default_int8_path_comes_from_the_profile():
 def test_dla_flags_and_checks():
     orin, nano = load_target("jetson-orin"), load_target("jetson-orin-nano")
     args = trtexec_command(orin, "m.onnx", "m.engine", "fp16", dla_core=1, trt_version="8.5.2")
-    assert args[-3:-1] == ["--useDLACore=1", "--allowGPUFallback"]
+    assert args[-4:-2] == ["--useDLACore=1", "--allowGPUFallback"]
     with pytest.raises(CosineGateError, match="no DLA"):
         trtexec_command(nano, "m.onnx", "m.engine", "fp16", dla_core=0)
     with pytest.raises(CosineGateError, match="use a core from 0 to 1"):
