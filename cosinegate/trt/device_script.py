@@ -98,6 +98,9 @@ def branch(plan, release):
         note = f"INT8 on DLA with TensorRT {version} comes from the calibration cache (DLA takes no Q/DQ on 8.x)"
     cache = plan.caches.get(str(version)) if plan.precision == "int8" and int8_path == "cache" else None
     try:
+        if note and plan.calibrator == "minmax":
+            raise CosineGateError("DLA on 8.x reads INT8 ranges from a calibration cache, and trtexec and DLA read only "
+                                  "EntropyCalibrator2 caches; this bundle's is MinMax: calibrate with --method entropy")
         if plan.precision == "int8" and int8_path == "cache":
             from cosinegate.trt.build import check_int8_form
 
@@ -255,10 +258,10 @@ def device_script(plan):
     if plan.precision == "int8" and plan.calibrator == "minmax" and plan.int8_path == "cache":
         # trtexec --calib always reads a cache with an EntropyCalibrator2 (and DLA needs entropy2), so a MinMax
         # cache builds only through the toolkit's Python path (Polygraphy Calibrator, BaseClass IInt8MinMaxCalibrator).
-        python_path = f"python3 ~/cosinegate/deploy/build_engine.py --target {profile.name} --bundle"
+        python_path = f"python3 deploy/build_engine.py --target {profile.name} --bundle"
         lines += [
-            "say " + sh_word("error: this bundle's calibration cache is MinMax, which trtexec cannot read; build it from a "
-                              "toolkit checkout (pip3 install -e 'cosinegate[device]') with:") + " >&2",
+            "say " + sh_word("error: this bundle's calibration cache is MinMax, which trtexec cannot read; in the toolkit's "
+                              "checkout on this board, pip3 install -e '.[device]', then:") + " >&2",
             "say " + sh_word("  " + python_path) + ' "$BUNDLE" >&2',
             "exit 2",
         ]
@@ -289,13 +292,30 @@ def device_script(plan):
 
 
 def _compute_capability(profile):
+    """Shell lines setting CC and SM: $CC when it reads like a capability (CC is also the C compiler's variable), else
+    the Jetson SoC in the device tree (as build.detect_host), else nvidia-smi; a target of one capability assumes it
+    only when none of them tells. A capability not the target's stops the build (an Orin bundle on a Xavier)."""
+    from cosinegate.trt.build import TEGRA_CAPABILITY
+
     capabilities = "|".join(sh_word(cc) for cc in profile.compute_capabilities)
+    socs = "; ".join(f"s/^{soc}$/{cc}/p" for soc, cc in TEGRA_CAPABILITY.items())
+    lines = [
+        'CC=${CC:-}',
+        "if [ -n \"$CC\" ] && ! say \"$CC\" | grep -Eqx '[0-9]+[.][0-9]+'; then",
+        "    say \"note: CC='$CC' is no compute capability (X.Y); ignored\"",
+        "    CC=''",
+        "fi",
+        "[ -n \"$CC\" ] || CC=$(tr '\\000' '\\n' 2>/dev/null < \"${DEVICE_TREE:-/proc/device-tree/compatible}\" | sed -n "
+        + sh_word(socs) + " | head -n 1) || CC=''",
+        "[ -n \"$CC\" ] || CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1) || CC=''",
+    ]
     if len(profile.compute_capabilities) == 1:
-        first = ["CC=" + sh_word(profile.compute_capabilities[0])]
-    else:
-        first = ["CC=${CC:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1)}"]
-    which = f" is not one of {profile.name}'s ({', '.join(profile.compute_capabilities)}); set CC=X.Y if nvidia-smi cannot tell, or use another target."
-    return first + [
+        only = profile.compute_capabilities[0]
+        lines.append('[ -n "$CC" ] || { CC=' + sh_word(only) + "; say "
+                     + sh_word(f"note: neither the device tree nor nvidia-smi names the GPU; assuming {profile.name}'s "
+                               f"compute capability {only} (set CC=X.Y to say otherwise)") + "; }")
+    which = f" is not one of {profile.name}'s ({', '.join(profile.compute_capabilities)}); set CC=X.Y if nothing can tell, or use another target."
+    return lines + [
         'case "$CC" in',
         f"    {capabilities}) ;;",
         "    *)",

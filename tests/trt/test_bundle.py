@@ -165,6 +165,10 @@ def test_jetson_dla_int8_qdq_uses_the_cache_on_8x_and_weak_qdq_on_10():
     assert "--onnx=model.masked.onnx" in builds["8.5.2"] and "--calib=calibration-trt8.5.2.cache" in builds["8.5.2"]
     assert "--onnx=calibration/model.qdq.onnx" in builds["10.3.0"] and "--stronglyTyped" not in builds["10.3.0"]
     assert {"--int8", "--fp16", "--useDLACore=0"} <= set(builds["10.3.0"])
+    minmax = device_script(_plan(load_target("jetson-orin"), "int8", "qdq", 0, calibrator="minmax"))
+    builds = script_builds(minmax)  # reviewer finding: 8.x fed trtexec the MinMax cache there
+    assert "8.5.2" not in builds and "error: not possible with TensorRT 8.5.2: DLA on 8.x reads INT8 ranges" in minmax
+    assert "--onnx=calibration/model.qdq.onnx" in builds["10.3.0"]  # Q/DQ on DLA needs no cache on 10.x
 
 
 def test_conditional_cache_branches_refuse_and_minmax_points_to_python():
@@ -175,7 +179,8 @@ def test_conditional_cache_branches_refuse_and_minmax_points_to_python():
     with pytest.raises(CosineGateError, match="for INT8 at a batch use --form masked --int8 cache"):
         trt_build.check_int8_form("compact", "int8", "cache")
     minmax = device_script(_plan(load_target("jetson-orin"), "int8", "cache", None, calibrator="minmax"))
-    assert "set -- --onnx" not in minmax and "MinMax" in minmax and "build_engine.py --target jetson-orin --bundle" in minmax
+    assert "set -- --onnx" not in minmax and "MinMax" in minmax and "python3 deploy/build_engine.py --target jetson-orin --bundle" in minmax
+    assert "~/cosinegate" not in minmax and "in the toolkit's checkout on this board, pip3 install -e" in minmax.replace("'\"'\"'", "'")
 
 
 def test_desktop_names_engines_by_the_gpu_it_finds():
@@ -557,10 +562,12 @@ def test_shell_metacharacters_reach_the_device_script_only_as_data(bundled, tmp_
     scp = shlex.split(done.stdout[done.stdout.rindex("  scp -r ") + len("  scp -r "):])  # pastes as it reads
     assert scp == [f"nvidia@{__import__('socket').gethostname()}:{results}", f"./{name}-results"]
 
-    for env, message in (({"CC": f"$(touch {PWNED})`touch {PWNED}`"}, f"$(touch {PWNED})`touch {PWNED}`' is not one of "
-                          f"{profile.name}'s"), ({"CC": "8.7", "FAKE_TRT_NV": "9200"}, f"not a release of {profile.name} (")):
+    evil_cc = f"$(touch {PWNED})`touch {PWNED}`"
+    for env, message in (({"CC": evil_cc}, f"GPU compute capability '' is not one of {profile.name}'s"),
+                         ({"CC": "8.7", "FAKE_TRT_NV": "9200"}, f"not a release of {profile.name} (")):
         refused = run_device_script(bundle, tmp_path, fakes={"trtexec": FAKE_TRTEXEC_ARGV}, cwd=tmp_path, **env)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+        assert (f"note: CC='{evil_cc}' is no compute capability (X.Y); ignored" in refused.stdout) == (env["CC"] == evil_cc)
     assert no_pwned_anywhere(tmp_path, out, bundle) == []
 
 
@@ -736,3 +743,22 @@ def test_a_bundle_graph_that_is_not_onnx_is_one_line(bundled, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CosineGateError, match=r"model.conditional.onnx is not a readable ONNX file \(DecodeError\)"):
         build_engine.main(["--target", "jetson-orin", "--bundle", str(copy)])
+
+
+@pytest.mark.parametrize("soc, expected", [("nvidia,tegra234", "8.7"), ("nvidia,tegra194", None), (None, "assumed")])
+def test_the_device_script_reads_the_boards_compute_capability(bundle_copy, tmp_path, soc, expected):
+    """Reviewer finding: an Orin bundle wrote CC=8.7 whatever the board, so on a Xavier (same TensorRT 8.5.2) it built
+    an engine named and recorded sm87 that bench.py there then refused. The Jetson SoC in the device tree decides
+    (build.detect_host's table); with nothing to tell, a target of one capability assumes it and says so."""
+    tree = tmp_path / "compatible"
+    if soc:
+        tree.write_bytes(b"nvidia,p3701-0000\0" + soc.encode() + b"\0")
+    done = run_device_script(bundle_copy, tmp_path, DEVICE_TREE=str(tree))
+    assumed = "note: neither the device tree nor nvidia-smi names the GPU; assuming jetson-orin's compute capability 8.7"
+    if expected is None:
+        assert done.returncode == 2 and "GPU compute capability '7.2' is not one of jetson-orin's (8.7)" in done.stderr
+        assert not (bundle_copy / "results").exists() or not list((bundle_copy / "results").glob("*.engine"))
+        return
+    assert done.returncode == 0, done.stderr
+    assert (assumed in done.stdout) == (expected == "assumed")
+    assert list((bundle_copy / "results").glob("*-sm87.engine"))
