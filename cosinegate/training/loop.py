@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from cosinegate.artifacts import append_line, atomic_write_json, atomic_write_text, folder_lock, write_error
 from cosinegate.config import DEFAULTS, merge
+from cosinegate.cpuinfo import cpu_name
 from cosinegate.data import balanced_subset, load_dataset, normalization, split_holdout
 from cosinegate.data.augment import crop_flip_params, crop_padding, random_crop_flip, to_tensor
 from cosinegate.data.resize import resize_note
@@ -38,7 +39,7 @@ def _epoch_seed(seed, epoch):
 def hardware_label(device):
     if str(device).startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_name()}, {platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def param_groups(model, gate_lr_scale):
@@ -62,6 +63,7 @@ class Trainer:
         self.device = torch.device(device)
         self.progress = progress
         self.runtime = runtime or Runtime()
+        self.hardware = hardware_label(device)
         self.dist = DistContext.from_env(device)
         data = config["data"]
         self.image_size = data["image_size"]
@@ -337,7 +339,8 @@ class Trainer:
         held_out = self.val_set if self.val_set is not None else self.train_set.cropped(self.image_size)
         rep = evaluate(self.model, held_out, device=self.device)
         line = {"epoch": epoch + 1, **metrics, "seconds": seconds, "val_top1": rep["top1"],
-                "val_real_savings": rep["real_savings"], "val_skip_rates": rep["skip_rates"]}
+                "val_real_savings": rep["real_savings"], "val_skip_rates": rep["skip_rates"],
+                "amp": self.runtime.amp, "hardware": self.hardware}  # a resumed run may change machine and precision
         append_line(self.out / "metrics.jsonl", json.dumps(line))  # whole lines only, a killed run's partial one dropped
         self.log(epoch_line(line, self.config["optim"]["epochs"], self.model.mode != "none"))
         if rep["top1"] > self.best_val:
@@ -355,7 +358,7 @@ class Trainer:
             "config": self.config,
             "epochs": self.config["optim"]["epochs"],
             "data": self.config["data"]["source"],
-            "hardware": hardware_label(self.device),
+            "hardware": self.hardware,
             "runtime": self.runtime.as_dict(),
             "init_from": self.init_report,
             "image_size": self.image_size,

@@ -89,11 +89,15 @@ def test_the_resumed_teacher_is_the_one_trained_in_one_go(chunked, tmp_path):
     from cosinegate.training.loop import train
     from cosinegate.training.runtime import Runtime
 
+    from cosinegate.research.cpu_campaign.schedule import speed_flags
+
     folder = chunked[0]
+    flags = speed_flags("none")  # what the campaign ran the teacher with on this CPU
+    runtime = Runtime("bf16" if "--amp" in flags else "none", "--channels-last" in flags, False, "--fused" in flags)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(cc.teacher_config(TINY, 0), tmp_path / "one-go", progress=False, runtime=Runtime("bf16", True, False, True))
+        train(cc.teacher_config(TINY, 0), tmp_path / "one-go", progress=False, runtime=runtime)
     finally:
         torch.set_num_threads(threads)
     ours, theirs = (load_checkpoint(f / "last.pt")["model"] for f in (tmp_path / "one-go", folder / "runs/teacher-s0"))
@@ -367,3 +371,12 @@ def test_a_killed_campaign_stops_its_runs_and_they_resume(tmp_path):
     epochs = metrics.read_text().count("\n")
     time.sleep(3)  # a run left going would log more epochs (a tiny epoch takes well under a second)
     assert metrics.read_text().count("\n") == epochs and cc.run_state(tmp_path / "runs" / "teacher-s0") == "partial"
+
+
+def test_the_campaign_trains_in_bf16_only_where_the_cpu_computes_it():
+    from cosinegate.research.cpu_campaign.schedule import speed_flags
+
+    for mode in ("none", "predictive"):
+        assert speed_flags(mode, bf16=True)[:2] == ["--amp", "bf16"]
+        assert "--amp" not in speed_flags(mode, bf16=False) and "--channels-last" in speed_flags(mode, bf16=False)
+    assert "--fused" in speed_flags("none", bf16=False) and "--fused" not in speed_flags("predictive", bf16=False)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_text, folder_lock
+from cosinegate.cpuinfo import native_bf16
 from cosinegate.research import TRAIN_COMMAND, child_env
 from cosinegate.research.cpu_campaign.plan import in_order, load_protocol, plan, read_choice
 from cosinegate.research.cpu_campaign.report import first_epoch_seconds
@@ -17,9 +18,20 @@ from cosinegate.research.cpu_campaign.static_choice import choose_static_blocks
 
 START_MARGIN = 600  # seconds before the deadline after which no run is started (its first epoch would overrun)
 CHOICE_MARGIN = 1800  # seconds before it after which no static choice starts (ResNet-56's took 8 minutes)
-# how runs execute, not what they learn (bench.txt, 1 thread, idle machine): dense 531 img/s with bf16 + channels_last +
-# fused SGD (521 bf16 alone); gated 432 with bf16 alone (403 with channels_last + fused)
+# how runs execute, not what they learn (1 thread, idle machine). With native bf16 (bench.txt, AMX): ResNet-20 dense
+# 531 img/s with bf16 + channels_last + fused SGD (521 bf16 alone), gated 432 with bf16 alone (403 with channels_last +
+# fused). Without it (a 2-core AMD EPYC, AVX2; train/bench_train.py --backbone resnet56): bf16 is emulated (19x
+# slower), ResNet-56 fp32 + channels_last 86 img/s dense, 74 gated (69 and 67 without channels_last).
 SPEED_FLAGS = {"none": ["--amp", "bf16", "--channels-last", "--fused"], "gated": ["--amp", "bf16"]}
+FP32_SPEED_FLAGS = {"none": ["--channels-last", "--fused"], "gated": ["--channels-last"]}
+
+
+def speed_flags(mode, bf16=None):
+    """train.py's speed flags for a run of gate mode `mode` on this CPU (`bf16`: whether it computes bf16 itself)."""
+    if bf16 is None:
+        bf16 = native_bf16()
+    flags = SPEED_FLAGS if bf16 else FP32_SPEED_FLAGS
+    return flags["none" if mode == "none" else "gated"]
 
 
 def write_config(run, folder):
@@ -57,7 +69,7 @@ def _start(folder, run, left, threads, device, command, nice, stop_after):
     run_dir = folder / "runs" / run.name
     args = [*command, "--config", str(config_path), "--device", device, "--out", str(run_dir), "--no-progress",
             *(["--time-limit", str(int(left))] if left != float("inf") else []),
-            *SPEED_FLAGS["none" if run.config["model"]["mode"] == "none" else "gated"]]
+            *speed_flags(run.config["model"]["mode"])]
     if run_state(run_dir) == "partial":
         args.append("--resume")
     if stop_after is not None:
