@@ -108,9 +108,14 @@ def test_the_resumed_teacher_is_the_one_trained_in_one_go(chunked, tmp_path):
 
 
 def test_the_report_says_what_finished(chunked):
+    from cosinegate.cpuinfo import cpu_name
+    from cosinegate.research.cpu_campaign.schedule import speed_flags
+
     folder = chunked[0]
     text = cc.write_report(folder)
     assert "| teacher-s0 |" in text and "rates-r0.5" in text and (folder / "pareto.png").stat().st_size > 10_000
+    row = next(line for line in text.splitlines() if line.startswith("| teacher-s0 | done"))
+    assert row.endswith(f"| {'bf16' if '--amp' in speed_flags('none') else 'fp32'}, {cpu_name()}: 2 |")  # both epochs
     report = json.loads((folder / "results.json").read_text())
     assert {r["preset"] for r in report["rows"]} >= {"teacher", "static-d1", "rates-r0.5"}
     assert all(p["state"] == "done" for p in report["progress"].values())
@@ -380,3 +385,12 @@ def test_the_campaign_trains_in_bf16_only_where_the_cpu_computes_it():
         assert speed_flags(mode, bf16=True)[:2] == ["--amp", "bf16"]
         assert "--amp" not in speed_flags(mode, bf16=False) and "--channels-last" in speed_flags(mode, bf16=False)
     assert "--fused" in speed_flags("none", bf16=False) and "--fused" not in speed_flags("predictive", bf16=False)
+
+
+def test_a_runs_epochs_are_told_by_precision_and_cpu_in_order():
+    from cosinegate.research.cpu_campaign.report import runtime_mix
+
+    epyc, xeon = "cpu (AMD EPYC, x86_64, 1 threads)", "cpu (Intel(R) Xeon(R) Platinum 8481C, x86_64, 1 threads)"
+    metrics = [{}] * 3 + [{"amp": "none", "hardware": epyc}] * 2 + [{"amp": "bf16", "hardware": xeon}]
+    assert runtime_mix(metrics) == "unrecorded: 3; fp32, AMD EPYC: 2; bf16, Intel(R) Xeon(R) Platinum 8481C: 1"
+    assert runtime_mix([]) == ""

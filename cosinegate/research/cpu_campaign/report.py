@@ -58,6 +58,25 @@ def first_epoch_seconds(queue):
     return estimates
 
 
+def runtime_mix(metrics):
+    """A run's epochs by precision and CPU, in order ("unrecorded: 41; fp32, AMD EPYC: 7"): a resumed run may change
+    both, and epochs logged before they were recorded say "unrecorded"."""
+    parts = []
+    for m in metrics:
+        key = "unrecorded" if "amp" not in m else f"{'bf16' if m['amp'] == 'bf16' else 'fp32'}, {cpu_of(m.get('hardware'))}"
+        if parts and parts[-1][0] == key:
+            parts[-1][1] += 1
+        else:
+            parts.append([key, 1])
+    return "; ".join(f"{key}: {count}" for key, count in parts)
+
+
+def cpu_of(hardware):
+    """The CPU's name in a hardware label ("cpu (AMD EPYC, x86_64, 1 threads)" -> "AMD EPYC")."""
+    text = str(hardware or "unknown")
+    return text[len("cpu ("):].split(",")[0] if text.startswith("cpu (") else text
+
+
 def progress(folder, runs):
     """{run: state, epochs_done, epochs (planned), hours_left, and failed: {exit, at} where train.py failed in the
     last chunk the run was in}: hours_left estimates the one-core hours the run still
@@ -71,7 +90,7 @@ def progress(folder, runs):
         planned = run.config["optim"]["epochs"] if run.config else run.outline and run.outline[0]
         done = len(metrics[folder, run.name])
         entry = report[run.name] = {"state": run_state(Path(folder) / "runs" / run.name), "epochs_done": done,
-                                    "epochs": planned}
+                                    "epochs": planned, "runtime": runtime_mix(metrics[folder, run.name])}
         failure = last_failure(Path(folder) / "runs" / run.name)
         if failure is not None:
             entry["failed"] = {"exit": failure.get("exit"), "at": failure.get("at")}
@@ -271,7 +290,9 @@ def write_report(folder, protocol=None, jobs=2, folders=None):
             + (f"; a dense {protocol['reference']['backbone']} trained from scratch with the teacher's recipe for "
                f"{protocol['teacher_epochs'] + ft['epochs']} epochs" if protocol.get("reference") else "")
             + ("" if protocol.get("controls", True) else "; no control run")
-            + "; CPU, one thread per run, bf16 autocast. Rows show finished runs only.")
+            + "; CPU, one thread per run, bf16 autocast where the CPU computes bf16 (AMX, AVX-512 bf16), else fp32: each "
+              "run's epochs by precision and CPU are in the Progress table (unrecorded: epochs before 2026-12-06, all "
+              "bf16 on the machine of the ResNet-20 campaign's bench.txt). Rows show finished runs only.")
     lines = [f"# The CPU campaign (issue 21), {protocol['backbone']}: dense teacher, then every contender fine-tuned from it",
              "", note, "",
              "## Teachers" + (" and the dense reference" if protocol.get("reference") else ""), "", "| run | test top-1 % (final epoch) | epochs | minutes training | hardware |", "|---|---|---|---|---|",
@@ -283,9 +304,10 @@ def write_report(folder, protocol=None, jobs=2, folders=None):
     lines += ["", "## Progress", "", hours_left_line(state, runs, jobs, shared, wall), "",
               *([f"**Failed in the last chunk they ran in** (see their train.log and failure.json): {failed}.", ""]
                 if failed else []),
-              "| run | state | epochs | one-core hours left (est.) |", "|---|---|---|---|"]
+              "| run | state | epochs | one-core hours left (est.) | epochs by precision, CPU |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {p['state']}{' (failed)' if 'failed' in p else ''} | {p['epochs_done']} of {p['epochs'] or '?'} | "
-              f"{'?' if p['hours_left'] is None else format(p['hours_left'], '.1f')} |" for n, p in state.items()]
+              f"{'?' if p['hours_left'] is None else format(p['hours_left'], '.1f')} | {p['runtime'] or '-'} |"
+              for n, p in state.items()]
     text = "\n".join(lines) + "\n\n" + (results_markdown(rows, "") if rows else "No run has finished yet.\n")
     atomic_write_text(folder / "results.md", text)
     atomic_write_json(folder / "results.json", {"protocol": protocol, "rows": rows, "progress": state,
