@@ -10,9 +10,6 @@ folder inside the installed package.
 
 from pathlib import Path
 
-# the folder above the package: the checkout's root in a checkout or an editable install, site-packages in a
-# plain install. Only the checkout's research commands (train/*.py wrappers) look there; defaults do not.
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN = Path("runs") / "pipeline" / "balanced-resnet20"
 DEFAULT_RECIPE = {"preset": "balanced", "data": "synthetic", "epochs": 8, "subset": 4000}
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cosinegate.blockkinds import ALWAYS_RUN, ALWAYS_SKIPPED, block_classes  # noqa: F401 (re-exported)
+from cosinegate.blockkinds import block_classes
 from cosinegate.data.augment import to_tensor
 from cosinegate.macs import mac_table, model_mac_table
 

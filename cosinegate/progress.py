@@ -1,8 +1,8 @@
 """How much a command says while it works: its result always, notes and progress bars by default, details with --verbose.
 
-A command makes one `Log` from its --quiet/--verbose flags (cosinegate/cli/args.py add_verbosity_flags) and hands it
-to the library as the `log` callable it already takes: ``log(text)`` is a normal line (hidden by --quiet),
-``log.detail(text)`` a --verbose line (e.g. a reused stage), ``log.bar(...)`` a tqdm progress bar on stderr (shown
+A command makes one `Log` from its --quiet/--verbose flags (cosinegate/cli/args.py, add_report_flags with
+verbosity=True) and hands it to the library as the `log` callable it already takes: ``log(text)`` is a normal line
+(hidden by --quiet), ``log.detail(text)`` a --verbose line (e.g. a reused stage), ``log.bar(...)`` a tqdm progress bar on stderr (shown
 only where stderr is a terminal, never with --quiet). Library code that got a plain callable (``print``, a test's
 list.append) calls the module functions `detail` and `bar`, which fall back to: no detail lines, and a bar only
 on a terminal.

@@ -20,8 +20,8 @@ Version guards (sources in brackets):
 - ``has_builder_optimization_level`` (8.6+) and ``dla_int8_path`` (cache on 8.x, weakly typed Q/DQ on 10.x, no DLA on 11): see each property.
 
 The API names each guarded branch touches are checked against the official bindings of every
-release (tests/data/trt_api/, tests/test_trt_api_surface.py); the trtexec flags against each
-release's sampleOptions.cpp (tests/data/trtexec_flags/, tests/test_trtexec_flags.py).
+release (tests/data/trt_api/, tests/trt/test_api_surface.py); the trtexec flags against each
+release's sampleOptions.cpp (tests/data/trtexec_flags/, tests/trt/test_trtexec_flags.py).
 
 Calibration cache header: the first line of a TensorRT calibration cache is
 ``TRT-<NV_TENSORRT_VERSION>-<algorithm>``, e.g. ``TRT-8502-EntropyCalibration2`` (8.5.2) and

@@ -18,7 +18,6 @@ from cosinegate.errors import CosineGateError
 
 CANDIDATES = ("conditional", "pruned", "dense")
 POLICY = {"conditional": "auto", "pruned": "pruned", "dense": "dense"}
-SELECT = ("fastest", *CANDIDATES)
 STAT = "p50"
 
 

@@ -18,7 +18,7 @@ The table (``bench.py --if-cost --json FILE``) is read back by ``--policy auto -
 import numpy as np
 
 from cosinegate.errors import CosineGateError
-from cosinegate.onnx.costtable import TABLE_FORMAT, load_table, plain_by_cost  # noqa: F401 (moved: export reads the table)
+from cosinegate.onnx.costtable import TABLE_FORMAT, load_table
 
 IF_COUNTS = (0, 1, 3, 9)
 STATIC_VERDICT = {"always_run": "plain (always run)", "always_skipped": "removed (always skipped)"}

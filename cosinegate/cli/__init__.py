@@ -4,17 +4,6 @@ flags and argument groups: cosinegate/cli/args.py)."""
 import sys
 from pathlib import Path
 
-# the shared argument groups and number types (re-exported: older imports name them here)
-from cosinegate.cli.args import (  # noqa: F401
-    HelpFormatter,
-    add_data_flags,
-    add_version_flag,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-    seed_int,
-)
-
 # `cosinegate SUBCOMMAND ...` runs the script (the scripts stay the primary interface)
 COMMANDS = {  # subcommand: module of cosinegate.cli (the checkout's scripts call the same main)
     "train": "train",

@@ -126,7 +126,8 @@ def probe(args):
 
 
 def main(argv=None):
-    from cosinegate.cli import HelpFormatter, add_version_flag, pick_device
+    from cosinegate.cli import pick_device
+    from cosinegate.cli.args import HelpFormatter, add_version_flag
     from cosinegate.errors import CosineGateError
 
     from cosinegate.cli.args import add_device_flags, add_report_flags

@@ -22,7 +22,8 @@ from pathlib import Path
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, atomic_write_text
-    from cosinegate.cli import HelpFormatter, add_version_flag, nonnegative_int, pick_device, positive_float, positive_int
+    from cosinegate.cli import pick_device
+    from cosinegate.cli.args import HelpFormatter, add_version_flag, nonnegative_int, positive_float, positive_int
     from cosinegate.errors import CosineGateError
     from cosinegate.research.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
     from cosinegate.cli.args import add_data_flags, add_device_flags, add_output_flag, add_report_flags

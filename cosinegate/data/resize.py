@@ -12,7 +12,6 @@ import numpy as np
 
 from cosinegate.errors import CosineGateError
 
-RULES = ("native", "eval", "train")
 CROP_FRACTION = 0.875
 
 

@@ -6,7 +6,7 @@ bundle and engine manifests; the class names also go to `labels.txt` in a bundle
 
 from cosinegate.artifacts import sha256_file
 from cosinegate.data.resize import CROP_FRACTION, resized_side
-from cosinegate.graphmeta import CARD_KEYS, card_of  # noqa: F401 (re-exported; torch-free there for the device)
+from cosinegate.graphmeta import card_of  # noqa: F401 (re-exported; torch-free there for the device)
 
 
 def gate_threshold(model):

@@ -27,7 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cosinegate.errors import CosineGateError
-from cosinegate.graphmeta import GATES, INPUT, LOGITS, META_PREFIX, get_metadata, set_metadata  # noqa: F401 (re-exported)
+from cosinegate.graphmeta import GATES, INPUT, LOGITS, get_metadata, set_metadata  # noqa: F401 (re-exported)
 from cosinegate.macs import gate_hidden_of
 
 DEFAULT_OPSET = 17  # highest opset TensorRT 8.5 (JetPack 5) parses; inside TensorRT 10.x's 9..20

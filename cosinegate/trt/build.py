@@ -1,7 +1,7 @@
 """Engine builds through Polygraphy's TensorRT loaders (TensorRT and pycuda imported lazily).
 
 ``build_settings`` turns the target profile, the TensorRT version and the request into plain
-settings (testable without TensorRT, decided with the guards of versions.py); ``build_engine``
+settings (testable without TensorRT, decided with the guards of trtversion.py); ``build_engine``
 feeds them to ``NetworkFromOnnxPath`` -> ``CreateConfig`` -> ``EngineFromNetwork`` -> ``SaveEngine``:
 
 - Q/DQ INT8 on TensorRT >= 9 (and every build on 11): strongly typed network, precision from the graph.
@@ -101,7 +101,7 @@ def dla_releases_that_build(profile, form, precision, int8_path, dla_core):
 
 def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=None, dla_core=None,
                    workspace_mib=None, timing_cache=None, fp32_layers=(), optimization_level=3, form=None):
-    """Decide how to build (no TensorRT needed; every version decision through versions.py's guards)."""
+    """Decide how to build (no TensorRT needed; every version decision through trtversion.py's guards)."""
     version = parse_version(trt_version)
     if precision not in profile.precisions:
         raise CosineGateError(f"precision {precision!r} is not offered by {profile.name}; use one of {', '.join(profile.precisions)}.")
@@ -272,7 +272,7 @@ POLYGRAPHY_TRT_NAMES = {
 
 
 def config_kwargs(settings, version, trt):
-    """CreateConfig keyword arguments for ``settings`` on TensorRT ``version`` (guards from versions.py)."""
+    """CreateConfig keyword arguments for ``settings`` on TensorRT ``version`` (guards from trtversion.py)."""
     version = parse_version(version)
     kwargs = {"memory_pool_limits": {trt.MemoryPoolType.WORKSPACE: settings.workspace_mib << 20}}
     if settings.fp16:

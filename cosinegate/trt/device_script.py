@@ -6,7 +6,7 @@ What it does, in order (everything it writes goes to ``results/`` beside it):
 2. Finds trtexec: ``$TRTEXEC``, then PATH, then ``/usr/src/tensorrt/bin/trtexec`` (where JetPack puts it).
 3. Reads the TensorRT version (trtexec's ``[TensorRT v8502]`` banner, else ``import tensorrt``, else dpkg) and
    picks the branch of that release; each branch is a ``trtexec_command`` line for it (per-release INT8
-   decisions and calibration cache, see versions.py).
+   decisions and calibration cache, see trtversion.py).
 4. Builds with ``--verbose`` into ``results/build.log``, to a temporary name renamed on success.
 5. Writes ``<engine>.json``, the engine manifest ``bench.py --engine`` reads.
 6. Checks the engine with ``polygraphy run ENGINE --trt --model-type engine --data-loader-script check_parity.py

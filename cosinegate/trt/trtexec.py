@@ -20,7 +20,7 @@ Flag conventions followed (trtexec help text of TensorRT 8.5 to 10.x):
   ``--exportTimes``/``--exportProfile``/``--exportLayerInfo`` with ``--separateProfileRun``.
 
 Every line is checked against the flag list of each release's trtexec (tests/trt/test_trtexec_flags.py).
-- TensorRT 11 builds strongly typed only (see versions.py): no ``--fp16``/``--int8``/``--calib``.
+- TensorRT 11 builds strongly typed only (see trtversion.py): no ``--fp16``/``--int8``/``--calib``.
 """
 
 from cosinegate.errors import CosineGateError

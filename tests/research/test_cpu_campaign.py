@@ -357,7 +357,7 @@ def test_campaign_folders_with_the_same_name_keep_their_runs_apart(tmp_path):
     assert all(cc.run_state(f / "runs/teacher-s0") == "done" for f in folders)
 
 
-def test_a_killed_campaign_stops_its_runs_and_they_resume(tmp_path):
+def test_a_killed_campaign_stops_its_runs_and_leaves_them_resumable(tmp_path):
     # a background campaign is stopped with kill (SIGTERM): its runs must not go on training unwatched
     import signal
     import subprocess

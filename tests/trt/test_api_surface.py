@@ -3,7 +3,7 @@
 Evidence: tests/data/trt_api/<release>.txt, the names of the official Python bindings of 8.6.1,
 10.3.0, 10.16.1, 11.0.0 and 11.4.0 (wheel strings) and of 8.5.2 (pyCore.cpp etc. at tag 8.5.2), made
 by scripts/trt_evidence.py (tests/data/README.md). The code is driven with a recording stand-in for
-``tensorrt`` (tests/trt_recorder.py) reporting each release's version, so the guards of versions.py
+``tensorrt`` (tests/trt_recorder.py) reporting each release's version, so the guards of trtversion.py
 pick that release's branch; the names it reads, sets or calls, plus the names Polygraphy touches for
 each CreateConfig/NetworkFromOnnxPath argument it is given, must all be in that release's list.
 
