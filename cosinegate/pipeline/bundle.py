@@ -199,13 +199,14 @@ def int8_preview(s, art, log=print):
     (cosinegate.pipeline.int8_check). None otherwise; a preview that cannot run is a warning, never a reason to
     withhold the bundle, unless ``s.require_int8_pass`` (then Int8CheckFailed, before anything is written)."""
     from cosinegate.parity import INT8
+    from cosinegate.pipeline import int8_check
     from cosinegate.pipeline.int8_check import verdict, warn
 
     if s.precision != "int8" or art.qdq_twin is None or not art.reference:
         return verdict(s, art, None, log) if s.precision == "int8" else None
     graph = Path(art.qdq_twin).name
     try:
-        r = qdq_preview(art.qdq_twin, art.inputs, art.reference)
+        r = int8_check.qdq_preview(art.qdq_twin, art.inputs, art.reference)
     except Exception as exc:  # Polygraphy and ONNX Runtime raise many types; the bundle does not depend on it
         warn(f"warning: the INT8 preview on ONNX Runtime could not run ({type(exc).__name__}: "
              f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the device check is the only verdict.")
@@ -219,17 +220,6 @@ def int8_preview(s, art, log=print):
              f"{INT8.min_top1}, gates >= {INT8.min_gate_agreement}); the engine will most likely fail it too.")
     kept = {key: r[key] for key in ("passed", "top1_agreement", "gate_agreement", "num_samples")}
     return verdict(s, art, {**kept, "graph": graph}, log)
-
-
-def qdq_preview(qdq, inputs_json, reference_json):
-    """The bundle's INT8 check run here on ONNX Runtime with the Q/DQ graph: a forecast, not the engine's verdict.
-    The Q/DQ graphs have batch 1, so a masked bundle's batches are fed one image at a time (gates are per image)."""
-    from cosinegate.parity.compare import graph_runner, saved_feeds
-    from cosinegate.pipeline.engine import saved_parity
-
-    feeds = [{name: x[i : i + 1] for name, x in feed.items()} for feed in saved_feeds(inputs_json)
-             for i in range(len(next(iter(feed.values()))))]
-    return saved_parity(graph_runner(qdq, "onnxrt"), feeds, reference_json, "int8")
 
 
 def device_candidates(selection, rels, select):

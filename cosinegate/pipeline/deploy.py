@@ -1,7 +1,6 @@
 """``deploy(settings)``: checkpoint (or graph) -> ONNX forms -> calibration -> reference -> selection -> engine
 here, or the device bundle where this host cannot build for the target; from a bundle on the device, its engine."""
 
-import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +71,9 @@ def deploy(settings, log=print):
                 final, archive, manifest = write_bundle(s, target, art, log)
                 result = DeployResult(True, bundle=final, archive=archive, manifest=manifest)
             if result.passed:
-                finish_work(s, target, art.name, log)
+                from cosinegate.pipeline.stages import finish_work
+
+                finish_work(target.out, s.clean_work, art.name, log)
             if result.manifest is not None:  # build-engine's last line: without --require-int8-pass it still exits 0
                 from cosinegate.trt.bundle_readme import preview_failure
 
@@ -102,34 +103,13 @@ def stale_bundle(out, s):
     return next((p for p in (out / f"{name}-bundle", out / f"{name}-bundle.tar.gz") if p.exists()), None)
 
 
-def work_folder(out, name):
-    """The work cache of ``name``'s stages (exports, references, calibration), reused by input hash."""
-    return Path(out) / ".work" / name
-
-
-def finish_work(s, target, name, log=print):
-    """After a successful run: remove the work cache with ``s.clean_work``, else say where it is and what it holds."""
-    work = work_folder(target.out, name)
-    if not work.is_dir():
-        return
-    size = sum(f.stat().st_size for f in work.rglob("*") if f.is_file() and not f.is_symlink())
-    if not s.clean_work:
-        log(f"work cache: {work} ({size / 1e6:.1f} MB: exported graphs incl. the flat twin, references, calibration; "
-            "kept for the next run; --clean-work removes it)")
-        return
-    shutil.rmtree(work, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        work.parent.rmdir()  # .work itself, when no other model's cache is left in it
-    log(f"work cache {work} removed (--clean-work; {size / 1e6:.1f} MB freed; the next run exports and checks again)")
-
-
 def prepare(s, target, opset, log=print):
     """Run or reuse the stages; the Artifacts of the build."""
     import onnx
 
     from cosinegate.onnx import read_onnx
     from cosinegate.pipeline.engine import onnx_opset
-    from cosinegate.pipeline.stages import Stages, calibration_files, decision_counts, model_name
+    from cosinegate.pipeline.stages import Stages, calibration_files, decision_counts, model_name, work_folder
     from cosinegate.trt.targets import check_opset
     from cosinegate.trt.trtexec import check_layer_names
 

@@ -47,12 +47,11 @@ def calibration_images(manifest, data):
 
 def measure_methods(checkpoint, calibration_dir, data, form, inputs_json, reference_json, failed=None, log=warn):
     """Calibrate ``checkpoint`` with each of TRIALS but the one ``calibration_dir`` holds, on the same images, and run
-    the preview (cosinegate.pipeline.bundle.qdq_preview) of each ``form`` Q/DQ graph against the saved reference.
+    the preview (qdq_preview) of each ``form`` Q/DQ graph against the saved reference.
     ``failed``: the preview of the calibration itself (its row). Returns the advice record: rows, best, commands."""
     import json
     import tempfile
 
-    from cosinegate.pipeline.bundle import qdq_preview
     from cosinegate.pipeline.calibration import default_calibration_dir
     from cosinegate.pipeline.stages import calibration_forms
     from cosinegate.quant.calibrate import calibrate
@@ -141,3 +140,14 @@ def verdict(s, art, preview, log=print):
             why += f"; {best} passes here (commands above)" if best else "; build fp16 (--precision fp16)"
         raise Int8CheckFailed(f"--require-int8-pass: {why}; no bundle written.")
     return preview
+
+
+def qdq_preview(qdq, inputs_json, reference_json):
+    """The bundle's INT8 check run here on ONNX Runtime with the Q/DQ graph: a forecast, not the engine's verdict.
+    The Q/DQ graphs have batch 1, so a masked bundle's batches are fed one image at a time (gates are per image)."""
+    from cosinegate.parity.compare import graph_runner, saved_feeds
+    from cosinegate.pipeline.engine import saved_parity
+
+    feeds = [{name: x[i : i + 1] for name, x in feed.items()} for feed in saved_feeds(inputs_json)
+             for i in range(len(next(iter(feed.values()))))]
+    return saved_parity(graph_runner(qdq, "onnxrt"), feeds, reference_json, "int8")

@@ -93,8 +93,7 @@ def _build(s, profile, out, log):
     from cosinegate.artifacts import atomic_write_json
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.onnx import DEFAULT_OPSET
-    from cosinegate.pipeline.deploy import finish_work, work_folder
-    from cosinegate.pipeline.stages import Stages, candidate_graphs, model_name
+    from cosinegate.pipeline.stages import Stages, candidate_graphs, finish_work, model_name, work_folder
     from cosinegate.training.checkpoint import check_image_size, load_checkpoint
 
     state = load_checkpoint(s.checkpoint)
@@ -126,17 +125,11 @@ def _build(s, profile, out, log):
         chosen = s.select
     passed = built[chosen]["parity"]["passed"]
     if passed:
-        finish_work(s, _Out(out), name, log)
+        finish_work(out, s.clean_work, name, log)
     from cosinegate.runtime.ort_engine import read_ort_manifest
 
     return built[chosen]["engine"], passed, read_ort_manifest(built[chosen]["engine"])
 
-
-class _Out:
-    """What finish_work reads of a Target: the output folder."""
-
-    def __init__(self, out):
-        self.out = out
 
 
 def native_graph(cand, flat_model, candidate_onnx, skip_rates, nchwc):

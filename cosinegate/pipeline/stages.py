@@ -253,3 +253,28 @@ def reference_images(data, samples=300, checkpoint=None):
     test = reference_subset(data.test, samples)
     norm = of_checkpoint(state)
     return [feed[INPUT] for feed in float_feeds(test.images, norm["mean"], norm["std"])], test.labels
+
+
+def work_folder(out, name):
+    """The work cache of ``name``'s stages (exports, references, calibration), reused by input hash."""
+    return Path(out) / ".work" / name
+
+
+def finish_work(out, clean, name, log=print):
+    """After a successful run into ``out``: with ``clean`` remove the work cache, else say where it is and what it
+    holds."""
+    import contextlib
+    import shutil
+
+    work = work_folder(out, name)
+    if not work.is_dir():
+        return
+    size = sum(f.stat().st_size for f in work.rglob("*") if f.is_file() and not f.is_symlink())
+    if not clean:
+        log(f"work cache: {work} ({size / 1e6:.1f} MB: exported graphs incl. the flat twin, references, calibration; "
+            "kept for the next run; --clean-work removes it)")
+        return
+    shutil.rmtree(work, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        work.parent.rmdir()  # .work itself, when no other model's cache is left in it
+    log(f"work cache {work} removed (--clean-work; {size / 1e6:.1f} MB freed; the next run exports and checks again)")

@@ -66,11 +66,11 @@ def test_a_changed_calibration_folder_is_not_reused(calibrated_run, tmp_path):
 
 def test_build_engine_reuses_the_calibration_beside_the_run(calibrated_run, tmp_path, monkeypatch, capsys):
     """The README path: calibrate (default --out), then build-engine --precision int8 uses that calibration."""
-    import cosinegate.pipeline.bundle as bundle
+    import cosinegate.pipeline.int8_check as int8_check
 
     run, _ = calibrated_run
     monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
-    monkeypatch.setattr(bundle, "qdq_preview", lambda *a: {"passed": True, "top1_agreement": 1.0, "gate_agreement": 1.0,
+    monkeypatch.setattr(int8_check, "qdq_preview", lambda *a: {"passed": True, "top1_agreement": 1.0, "gate_agreement": 1.0,
                                                           "num_samples": 1})
     out = tmp_path / "engines"
     assert build_engine.main(["--target", "jetson-orin", "--checkpoint", str(run / "best.pt"), "--precision", "int8",

@@ -30,7 +30,7 @@ def run(dyn_checkpoint, tmp_path_factory):
 @pytest.fixture
 def only_minmax_passes(monkeypatch):
     """The preview passes for the minmax trial's graph only (the bundle's own graph, entropy, fails)."""
-    import cosinegate.pipeline.bundle as bundle
+    import cosinegate.pipeline.int8_check as int8_check
 
     seen = []
 
@@ -40,7 +40,7 @@ def only_minmax_passes(monkeypatch):
         return {"passed": ok, "top1_agreement": 0.99 if ok else 0.5, "gate_agreement": 1.0 if ok else 0.9, "num_samples": 4}
 
     monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
-    monkeypatch.setattr(bundle, "qdq_preview", preview)
+    monkeypatch.setattr(int8_check, "qdq_preview", preview)
     return seen
 
 
@@ -149,10 +149,10 @@ def test_a_failed_require_names_an_earlier_bundle_left_in_the_folder(run, tmp_pa
 
 def test_the_bundle_carries_the_calibration_files_only(run, tmp_path, monkeypatch):
     # a stray file in the calibration folder (a note, or a link to anything readable) is not shipped to the board
-    import cosinegate.pipeline.bundle as bundle
+    import cosinegate.pipeline.int8_check as int8_check
 
     monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
-    monkeypatch.setattr(bundle, "qdq_preview", lambda graph, inputs, reference: {"passed": True, "top1_agreement": 1.0,
+    monkeypatch.setattr(int8_check, "qdq_preview", lambda graph, inputs, reference: {"passed": True, "top1_agreement": 1.0,
                                                                                 "gate_agreement": 1.0, "num_samples": 4})
     mine = tmp_path / "run"
     shutil.copytree(run, mine)
