@@ -6,8 +6,10 @@ checkpoint (session scope, trained once in-process), the real CIFAR-10 folder
 in a subprocess with this interpreter (the venv's python).
 """
 
+import contextlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +38,22 @@ requires_real_cifar = pytest.mark.skipif(
 FAKE_PER_BATCH = 60
 FAKE_TEST = 100
 FAKE_CLASSES = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]
+
+
+@contextlib.contextmanager
+def within(seconds):
+    """Raise TimeoutError in the body once it has run `seconds` (a blocked read, a runaway loop), so that a refusal that
+    should come at once fails the test instead of hanging it (SIGALRM interrupts a blocking open or read)."""
+    def expired(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def script_env(**extra):

@@ -1,10 +1,10 @@
 """Image folders from outside: decoded faithfully or refused in one line, never blocking, never silently dropped."""
 
 import os
-import time
 
 import numpy as np
 import pytest
+from conftest import within
 from PIL import Image
 
 from cosinegate.data import imagefolder
@@ -34,10 +34,8 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
 def test_a_fifo_among_the_images_is_refused_without_blocking(tmp_path):
     root = _tree(tmp_path / "d")
     os.mkfifo(root / "train" / "a" / "x.png")
-    started = time.monotonic()
-    with pytest.raises(CosineGateError, match=r"x\.png is not a regular file"):
+    with within(5), pytest.raises(CosineGateError, match=r"x\.png is not a regular file"):
         load_imagefolder(root, 16)
-    assert time.monotonic() - started < 5
 
 
 def test_a_class_folder_that_is_a_symlink_loop_is_named_not_dropped(tmp_path):
