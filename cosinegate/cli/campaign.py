@@ -18,7 +18,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -177,6 +179,7 @@ def campaign(args):
         return sum(sizes[r.backbone] for r in partial if r.name != run.name) + sizes[run.backbone] <= cp.STATE_LIMIT_BYTES - 2**20
 
     extra = speed_flags(campaign_dir / "bench.json", cuda, args.compile, log)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` also stops the runs in flight
     failed = run_all(pending, campaign_dir, device, jobs, extra, deadline, admit) if pending else []
     log(f"training stopped at {time.time() - began:.0f}s; {jobs} concurrent; failed: {failed or 'none'}")
     rows = collect(campaign_dir, runs)

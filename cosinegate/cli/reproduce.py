@@ -15,6 +15,8 @@ Writes OUT/results.md, OUT/results.json and OUT/pareto.png.
 """
 
 import argparse
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +71,7 @@ def main(argv=None):
     if not args.collect_only and pending:
         setting = "bf16+channels_last+fused" if args.fast and str(device).startswith("cuda") else "fp32"
         jobs = resolve_jobs(args.jobs, args.jobs_levels, device, out, len(pending), setting)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` also stops the runs in flight
         failed = run_all(pending, out, device, jobs, extra, deadline)
     rows = collect(out, runs)
     left = [r.name for r in runs if run_state(out / "runs" / r.name) != "done"]

@@ -7,9 +7,7 @@ since fewer concurrent runs finish sooner each and carry less partial state to t
 """
 
 import json
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -77,7 +75,7 @@ def parse_levels(text):
     return levels
 
 
-def resolve_jobs(jobs, levels, device, out, pending, setting="fp32", seconds=8.0):
+def resolve_jobs(jobs, levels, device, out, pending, setting="fp32", seconds=8.0, log=print):
     """--jobs N, or for 'auto' the measured best concurrency (probed once per device and setting, kept in
     OUT/concurrency.json); never more than the runs pending."""
     if str(jobs) != "auto":
@@ -93,12 +91,12 @@ def resolve_jobs(jobs, levels, device, out, pending, setting="fp32", seconds=8.0
     if cache.is_file():
         known = json.loads(cache.read_text())
         if {k: known.get(k) for k in key} == key:
-            print(f"--jobs auto: {known['chosen']} (measured before, {cache})")
+            log(f"--jobs auto: {known['chosen']} (measured before, {cache})")
             return min(known["chosen"], pending)
-    chosen, measured = choose_jobs(parse_levels(levels), device, setting=setting, seconds=seconds)
+    chosen, measured = choose_jobs(parse_levels(levels), device, setting=setting, seconds=seconds, log=log)
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, {**key, "chosen": chosen, "levels": measured})
-    print(f"--jobs auto: {chosen} concurrent runs (aggregate images/s: "
+    log(f"--jobs auto: {chosen} concurrent runs (aggregate images/s: "
           + ", ".join(f"{r['jobs']}: {r['images_per_s']:.0f}" for r in measured) + ")")
     return min(chosen, pending)
 
@@ -118,7 +116,6 @@ def run_all(pending, out, device, jobs, extra=(), deadline=None, admit=None):
 
     out = Path(out)
     queue, active, failed = list(pending), {}, []
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` also stops the runs in flight
     with tqdm(total=len(pending), desc="runs", unit="run") as bar:
         try:
             while queue or active:
