@@ -260,6 +260,8 @@ def bundle_copy(bundled, tmp_path):
 def test_device_script_builds_checks_times_and_records(bundle_copy, tmp_path):
     from cosinegate.trt.manifest import check_engine_manifest
 
+    readme = (bundle_copy / "README.md").read_text()  # one working folder per command: the checkout, paths into BUNDLE
+    assert "deploy/bench.py --engine BUNDLE/results/<engine>.engine --inputs BUNDLE/inputs.npz" in readme
     done = run_device_script(bundle_copy, tmp_path)
     assert done.returncode == 0, done.stderr
     results = bundle_copy / "results"
