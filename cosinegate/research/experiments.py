@@ -159,6 +159,7 @@ def plan_runs(backbones, presets, seeds, epochs, data, data_root=None, subset=No
 
 
 def run_state(run_dir):
+    """"done" (summary.json written), "partial" (a last.pt to resume) or "new" (the CPU campaign's rule too)."""
     run_dir = Path(run_dir)
     if (run_dir / "summary.json").is_file():
         return "done"

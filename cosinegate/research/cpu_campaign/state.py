@@ -6,16 +6,9 @@ import time
 from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_json, read_json
+from cosinegate.research.experiments import run_state  # one rule for both research runners (re-exported)
 from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
 from cosinegate.training.loop import read_metrics
-
-
-def run_state(folder):
-    """"done" (summary.json written), "partial" (a last.pt to resume) or "new"."""
-    folder = Path(folder)
-    if (folder / "summary.json").is_file():
-        return "done"
-    return "partial" if (folder / "last.pt").is_file() else "new"
 
 
 def run_metrics(run_folder):
