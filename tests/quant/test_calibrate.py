@@ -148,6 +148,16 @@ def test_flat_qdq_placement_rules(built):
         if C.is_gate_node(node.name):  # the gate head reads FP32 only
             for name in node.input:
                 assert name not in made_by or made_by[name].op_type not in ("QuantizeLinear", "DequantizeLinear"), node.name
+    # the same rules from the export's names, not calibrate's predicates: every block's gate head is there (FP32,
+    # above), and each block add's shortcut input is a Q/DQ of the block's input or of its shortcut branch
+    from cosinegate.onnx.export import block_names
+
+    blocks = sorted({n.name.split("/")[0] for n in graph.node if n.name.startswith("block") and "/gate/" in n.name})
+    assert blocks == sorted(f"block{i}" for i in range(9))
+    for i in range(9):
+        add = next(n for n in graph.node if n.name == block_names(i)["add"])
+        quantized = made_by[made_by[add.input[0]].input[0]]
+        assert quantized.op_type == "QuantizeLinear" and quantized.input[0] in (block_names(i)["input"], f"block{i}/shortcut")
 
 
 def test_activation_scales_come_from_amax(built):
