@@ -289,3 +289,11 @@ def test_a_resume_that_runs_other_numerics_says_so(tmp_path):
     train(config, tmp_path / "run", resume=True, progress=False, runtime=Runtime(amp="bf16"), log=said.append)
     notes = [line for line in said if line.startswith("note: ") and "is no longer bit-exact" in line]
     assert len(notes) == 1 and "'amp': 'none'" in notes[0] and "'amp': 'bf16'" in notes[0]
+    from cosinegate.training.loop import hardware_label, read_metrics
+
+    epochs = read_metrics(tmp_path / "run" / "metrics.jsonl")  # each epoch says how it ran
+    assert [(m["amp"], m["hardware"]) for m in epochs] == [("none", hardware_label("cpu")), ("bf16", hardware_label("cpu"))]
+    said.clear()  # the same runtime resumes silently
+    train(config, tmp_path / "same", progress=False, runtime=Runtime(), stop_after=1, log=said.append)
+    train(config, tmp_path / "same", resume=True, progress=False, runtime=Runtime(), log=said.append)
+    assert not [line for line in said if "bit-exact" in line]
