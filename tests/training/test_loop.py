@@ -297,3 +297,18 @@ def test_a_resume_that_runs_other_numerics_says_so(tmp_path):
     train(config, tmp_path / "same", progress=False, runtime=Runtime(), stop_after=1, log=said.append)
     train(config, tmp_path / "same", resume=True, progress=False, runtime=Runtime(), log=said.append)
     assert not [line for line in said if "bit-exact" in line]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_that_emulates_it_is_named(tmp_path, monkeypatch, native):
+    from cosinegate.config import load_config, validate
+    from cosinegate.training import loop
+    from cosinegate.training.runtime import Runtime
+
+    monkeypatch.setattr(loop, "native_bf16", lambda: native)
+    config = load_config("dense")
+    config["data"].update(source="synthetic", subset=40)
+    config["optim"].update(epochs=1, batch_size=20)
+    said = []
+    loop.train(validate(config), tmp_path / "run", progress=False, runtime=Runtime(amp="bf16"), log=said.append)
+    assert bool([line for line in said if "does not compute bf16 itself" in line]) is not native
