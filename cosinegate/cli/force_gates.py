@@ -12,12 +12,10 @@ import argparse
 
 
 def main(argv=None):
-    from cosinegate.artifacts import atomic_write_json, input_record, sha256_file
+    from cosinegate.artifacts import atomic_write_json, input_record
     from cosinegate.cli import check_output_files, command_log
     from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
                                      add_report_flags, add_version_flag, positive_int)
-    from cosinegate.data.choice import DataOrigin, choose_data
-    from cosinegate.errors import CosineGateError
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)
@@ -31,26 +29,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint}, out=args.out, json=args.json)
 
-    from cosinegate.bench.gate_patterns import force_skip_fraction  # torch: after the parsing, --help needs none
-    from cosinegate.evaluation import run_model
-    from cosinegate.training.checkpoint import model_from_checkpoint, save_checkpoint
+    from cosinegate.bench.gate_patterns import force_checkpoint  # torch: after the parsing, --help needs none
 
-    model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
-    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root, log=command_log(args, polygraphy=False))
-    test = data.test
-    if args.test_images < 2 or args.test_images > len(test):
-        raise CosineGateError(f"--test-images {args.test_images}: use 2..{len(test)} (the test split's size).")
-    images = test.take(range(args.test_images))
-    force_skip_fraction(model, images.images, args.skip)
-    skip_rates = (1.0 - run_model(model, images).gates.mean(0)).tolist()
-    forced = {"skip": args.skip, "samples": args.test_images, "data": data.record(), "from": str(args.checkpoint),
-              "from_sha256": sha256_file(args.checkpoint), "note": "gates forced for benchmarks; not a trained model"}
-    save_checkpoint(args.out, **{**{k: v for k, v in state.items() if k != "format"}, "model": model.state_dict(),
-                                 "skip_rates": skip_rates, "forced_gates": forced})
+    forced = force_checkpoint(args.checkpoint, args.out, args.skip, args.test_images, args.data, args.data_root,
+                              args.image_size, log=command_log(args, polygraphy=False))
+    model = forced.model
     print(f"wrote {args.out}: {model.backbone} at {model.image_size}x{model.image_size}, skip rates "
-          f"{' '.join(f'{s:.2f}' for s in skip_rates)} on {args.test_images} {data.source} test images")
+          f"{' '.join(f'{s:.2f}' for s in forced.skip_rates)} on {args.test_images} {forced.data.source} test images")
     if args.json:
-        atomic_write_json(args.json, {**forced, "out": str(args.out), "skip_rates": skip_rates,
+        atomic_write_json(args.json, {**forced.record, "out": str(args.out), "skip_rates": forced.skip_rates,
                                       "inputs": input_record(checkpoint=args.checkpoint), "outputs": input_record(out=args.out)})
     return 0
 
