@@ -99,7 +99,8 @@ def test_v1_checkpoint_is_read_safely_and_upgraded(tiny_checkpoint, tmp_path):
 
 def test_every_command_that_loads_a_checkpoint_refuses_the_crafted_one(tmp_path, fake_cifar_root):
     """evaluate, export, parity, calibrate, evaluate_int8, build_engine, bench (torch and onnxrt-from-checkpoint),
-    train --resume and train --drop-blocks from: all refuse before running anything of the file."""
+    train --resume, --drop-blocks from:, --init-from and --distill, force_gates and gpu_gate_sync: all refuse before
+    running anything of the file."""
     marker = tmp_path / "ran"
     evil = crafted_checkpoint(tmp_path / "evil.pt", marker)
     resume_dir = tmp_path / "run"
@@ -117,12 +118,18 @@ def test_every_command_that_loads_a_checkpoint_refuses_the_crafted_one(tmp_path,
         "bench onnxrt": ("deploy/bench.py", "--backend", "onnxrt", "--checkpoint", evil),
         "train --resume": ("train/train.py", *data, "--epochs", "1", "--resume", "--no-progress", "--out", resume_dir),
         "train --drop-blocks": ("train/train.py", "--drop-blocks", f"from:{evil}", "--out", tmp_path / "drop"),
+        "train --init-from": ("train/train.py", *data, "--epochs", "1", "--init-from", evil, "--no-progress",
+                              "--out", tmp_path / "init"),
+        "train --distill": ("train/train.py", *data, "--epochs", "1", "--init-from", evil, "--distill", "0.5",
+                            "--no-progress", "--out", tmp_path / "distill"),
+        "force_gates": ("deploy/force_gates.py", "--checkpoint", evil, "--out", tmp_path / "forced.pt"),
+        "gpu_gate_sync": ("deploy/gpu_gate_sync.py", "--checkpoint", evil, "--device", "cpu"),
     }
     for name, (path, *argv) in commands.items():
         code, _, err = run(path, *argv)
         assert code == 2 and "refused unread" in err and "Traceback" not in err, (name, code, err[-800:])
         assert not marker.exists(), name
-    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "cal").exists() and not (tmp_path / "drop").exists()
+    assert not any((tmp_path / name).exists() for name in ("m.onnx", "cal", "drop", "init", "distill", "forced.pt"))
 
 
 def _altered(src, dst, change):
