@@ -205,6 +205,27 @@ def test_a_new_run_waits_for_a_deadline_its_first_epoch_fits_before(tmp_path):
                     "deadline"]
 
 
+def test_epochs_on_another_machine_are_scaled_to_this_ones(tmp_path):
+    """Review finding: on a slower machine a new run's first epoch was judged by a faster machine's epochs. Epochs
+    recorded here count alone; the rest are scaled by this machine's measured slowdown on a kind timed both ways."""
+    from cosinegate.research.cpu_campaign.report import this_machine
+
+    amp, cpu = this_machine()
+    here = {"amp": amp, "hardware": f"cpu ({cpu}, x86_64, 1 threads)"}
+    cc.load_protocol(tmp_path, {**TINY, "teacher_epochs": 5})
+    runs = cc.plan(tmp_path, cc.load_protocol(tmp_path))
+    (tmp_path / "runs" / "teacher-s0").mkdir(parents=True)
+    records = [{"epoch": e, "seconds": 100.0} for e in (1, 2, 3)] + [{"epoch": 4, "seconds": 600.0, **here}]
+    (tmp_path / "runs" / "teacher-s0" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "runs" / "rates-r0.5-s0").mkdir(parents=True)
+    (tmp_path / "runs" / "rates-r0.5-s0" / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "seconds": 50.0}) + "\n")
+    state = cc.progress(tmp_path, runs)
+    assert state["teacher-s0"]["hours_left"] == round(1 * 600.0 / 3600, 2)  # its own epochs here, not the 100 s ones
+    assert state["control-s0"]["hours_left"] == round(6 * 50.0 * 6 / 3600, 2)  # gated, timed elsewhere: 6x slower here
+    estimates = cc.first_epoch_seconds([(tmp_path, r) for r in runs])
+    assert estimates[tmp_path, "static-d1-s0"] == 600.0
+
+
 def test_a_failed_run_is_recorded_with_the_state_and_cleared_when_it_runs_again(tmp_path, capsys):
     fail = [sys.executable, "-c", "import sys; print('out of memory'); sys.exit(3)"]
     cc.load_protocol(tmp_path, TINY)
@@ -394,3 +415,5 @@ def test_a_runs_epochs_are_told_by_precision_and_cpu_in_order():
     metrics = [{}] * 3 + [{"amp": "none", "hardware": epyc}] * 2 + [{"amp": "bf16", "hardware": xeon}]
     assert runtime_mix(metrics) == "unrecorded: 3; fp32, AMD EPYC: 2; bf16, Intel(R) Xeon(R) Platinum 8481C: 1"
     assert runtime_mix([]) == ""
+    windows = "cpu (Intel64 Family 6 Model 158 Stepping 10, GenuineIntel, AMD64, 1 threads)"  # platform.processor()
+    assert runtime_mix([{"amp": "none", "hardware": windows}]) == "fp32, Intel64 Family 6 Model 158 Stepping 10, GenuineIntel: 1"

@@ -24,25 +24,55 @@ def kind(run):
             bool(run.config.get("distill", {}).get("weight")))
 
 
-def _epoch_seconds(pairs, metrics=None):
+def this_machine():
+    """(precision, CPU name) the campaign trains with here (schedule.speed_flags: bf16 only where the CPU computes it)."""
+    from cosinegate.cpuinfo import cpu_name, native_bf16
+
+    return ("bf16" if native_bf16() else "none", cpu_name())
+
+
+def _epoch_seconds(pairs, metrics=None, here=None):
     """({(folder, run name): its epochs' seconds}, {kind and (backbone, dense/gated): every epoch's seconds of runs of
-    that kind}) over (folder, run) pairs (``metrics``: their run_metrics where already read)."""
-    own, by_kind = {}, {}
+    that kind}) over (folder, run) pairs (``metrics``: their run_metrics where already read). Epochs recorded with
+    this machine's precision and CPU (`here`, default this_machine()) count alone where a run or kind has any; the
+    others (another machine's, or unrecorded) are scaled by the largest ratio of this machine's median epoch to the
+    others' over the kinds measured both ways (1 where none is): a first epoch on a slower machine must not be
+    judged by a faster one's."""
+    here = here or this_machine()
+    runs, split = [], {}
     for folder, run in pairs:
         records = metrics[folder, run.name] if metrics else run_metrics(Path(folder) / "runs" / run.name)
-        own[folder, run.name] = [m["seconds"] for m in records if m.get("seconds")]
+        timed = [(m["seconds"], (m.get("amp"), cpu_of(m.get("hardware")) if "hardware" in m else None) == here)
+                 for m in records if m.get("seconds")]
+        runs.append(((folder, run.name), timed))
         its = kind(run)
         for key in (its, its[:2]) if its else ():
-            by_kind.setdefault(key, []).extend(own[folder, run.name])
+            mine, others = split.setdefault(key, ([], []))
+            for seconds, is_here in timed:
+                (mine if is_here else others).append(seconds)
+    ratios = [_median(mine) / _median(others) for mine, others in split.values() if mine and others]
+    scale = max(ratios, default=1.0)
+
+    def pick(timed):
+        mine = [seconds for seconds, is_here in timed if is_here]
+        return mine or [seconds * scale for seconds, _ in timed]
+
+    own = {key: pick(timed) for key, timed in runs}
+    by_kind = {key: mine or [seconds * scale for seconds in others] for key, (mine, others) in split.items()}
     return own, by_kind
+
+
+def _median(values):
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def _median_epoch(run, own, by_kind):
     """The median seconds of the run's own epochs, or before it has one, of its kind's (or its backbone and
     dense/gated alone); None where neither exists."""
     its = kind(run)
-    measured = sorted(own or (its and (by_kind.get(its) or by_kind.get(its[:2]))) or [])
-    return measured[len(measured) // 2] if measured else None
+    measured = own or (its and (by_kind.get(its) or by_kind.get(its[:2]))) or []
+    return _median(measured) if measured else None
 
 
 def first_epoch_seconds(queue):
@@ -74,7 +104,7 @@ def runtime_mix(metrics):
 def cpu_of(hardware):
     """The CPU's name in a hardware label ("cpu (AMD EPYC, x86_64, 1 threads)" -> "AMD EPYC")."""
     text = str(hardware or "unknown")
-    return text[len("cpu ("):].split(",")[0] if text.startswith("cpu (") else text
+    return text[len("cpu ("):].rsplit(",", 2)[0] if text.startswith("cpu (") else text  # a name may hold commas
 
 
 def progress(folder, runs):
@@ -291,8 +321,10 @@ def write_report(folder, protocol=None, jobs=2, folders=None):
                f"{protocol['teacher_epochs'] + ft['epochs']} epochs" if protocol.get("reference") else "")
             + ("" if protocol.get("controls", True) else "; no control run")
             + "; CPU, one thread per run, bf16 autocast where the CPU computes bf16 (AMX, AVX-512 bf16), else fp32: each "
-              "run's epochs by precision and CPU are in the Progress table (unrecorded: epochs before 2026-12-06, all "
-              "bf16 on the machine of the ResNet-20 campaign's bench.txt). Rows show finished runs only.")
+              "run's epochs by precision and CPU are in the Progress table"
+            + (" (unrecorded: epochs trained before they were recorded; the campaign's README says how they ran)"
+               if any("unrecorded" in p["runtime"] for p in state.values()) else "")
+            + ". Rows show finished runs only.")
     lines = [f"# The CPU campaign (issue 21), {protocol['backbone']}: dense teacher, then every contender fine-tuned from it",
              "", note, "",
              "## Teachers" + (" and the dense reference" if protocol.get("reference") else ""), "", "| run | test top-1 % (final epoch) | epochs | minutes training | hardware |", "|---|---|---|---|---|",
