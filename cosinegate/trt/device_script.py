@@ -308,6 +308,7 @@ def _compute_capability(profile):
         "[ -n \"$CC\" ] || CC=$(tr '\\000' '\\n' 2>/dev/null < \"${DEVICE_TREE:-/proc/device-tree/compatible}\" | sed -n "
         + sh_word(socs) + " | head -n 1) || CC=''",
         "[ -n \"$CC\" ] || CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1) || CC=''",
+        "say \"$CC\" | grep -Eqx '([0-9]+[.][0-9]+)?' || CC=''  # a driver before 510 prints an error there",
     ]
     if len(profile.compute_capabilities) == 1:
         only = profile.compute_capabilities[0]

@@ -149,9 +149,11 @@ def run_script(bundle, tmp_path, **env):
     fake.mkdir(exist_ok=True)
     (fake / "trtexec").write_text(FAKE_TRTEXEC)
     (fake / "trtexec").chmod(0o755)
+    (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 1\n")  # the host's GPU, if any, is not the board's
+    (fake / "nvidia-smi").chmod(0o755)
     system = [d for d in ("/usr/bin", "/bin") if os.path.isdir(d)]
     full = {"PATH": os.pathsep.join([str(fake)] + system), "HOME": str(tmp_path), "USER": "nvidia",
-            "FAKE_LOG": str(tmp_path / "trtexec.log"), **env}
+            "FAKE_LOG": str(tmp_path / "trtexec.log"), "DEVICE_TREE": str(tmp_path / "no-device-tree"), **env}
     return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=60)
 
 

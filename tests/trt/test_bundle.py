@@ -243,9 +243,11 @@ def run_device_script(bundle, tmp_path, tools=("trtexec", "nvpmodel", "jetson_cl
         (fake / tool).chmod(0o755)
     (fake / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # check_parity.py's numpy + Polygraphy
     (fake / "python3").chmod(0o755)
+    (fake / "nvidia-smi").write_text((fakes or {}).get("nvidia-smi", "#!/bin/sh\nexit 1\n"))  # not the host's GPU
+    (fake / "nvidia-smi").chmod(0o755)
     system = [d for d in ("/usr/bin", "/bin") if os.path.isdir(d)]
     full = {"PATH": os.pathsep.join([str(fake)] + system), "HOME": str(tmp_path), "USER": "nvidia",
-            "FAKE_LOG": str(tmp_path / "trtexec.log"), **env}
+            "FAKE_LOG": str(tmp_path / "trtexec.log"), "DEVICE_TREE": str(tmp_path / "no-device-tree"), **env}
     return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=60,
                           cwd=cwd)
 
@@ -747,15 +749,18 @@ def test_a_bundle_graph_that_is_not_onnx_is_one_line(bundled, tmp_path):
         build_engine.main(["--target", "jetson-orin", "--bundle", str(copy)])
 
 
-@pytest.mark.parametrize("soc, expected", [("nvidia,tegra234", "8.7"), ("nvidia,tegra194", None), (None, "assumed")])
+@pytest.mark.parametrize("soc, expected", [("nvidia,tegra234", "8.7"), ("nvidia,tegra194", None), (None, "assumed"),
+                                          ("old driver", "assumed")])
 def test_the_device_script_reads_the_boards_compute_capability(bundle_copy, tmp_path, soc, expected):
     """Reviewer finding: an Orin bundle wrote CC=8.7 whatever the board, so on a Xavier (same TensorRT 8.5.2) it built
     an engine named and recorded sm87 that bench.py there then refused. The Jetson SoC in the device tree decides
     (build.detect_host's table); with nothing to tell, a target of one capability assumes it and says so."""
-    tree = tmp_path / "compatible"
-    if soc:
+    tree, fakes = tmp_path / "compatible", {}
+    if soc == "old driver":  # nvidia-smi before 510 answers the query with an error on stdout
+        fakes["nvidia-smi"] = "#!/bin/sh\necho 'Field \"compute_cap\" is not a valid field to query.'\n"
+    elif soc:
         tree.write_bytes(b"nvidia,p3701-0000\0" + soc.encode() + b"\0")
-    done = run_device_script(bundle_copy, tmp_path, DEVICE_TREE=str(tree))
+    done = run_device_script(bundle_copy, tmp_path, fakes=fakes, DEVICE_TREE=str(tree))
     assumed = "note: neither the device tree nor nvidia-smi names the GPU; assuming jetson-orin's compute capability 8.7"
     if expected is None:
         assert done.returncode == 2 and "GPU compute capability '7.2' is not one of jetson-orin's (8.7)" in done.stderr
