@@ -297,7 +297,9 @@ def report_on_stdout():
     JSON alone. File descriptor 1 points at stderr too, so what C libraries and child processes write there stays
     out of the report."""
     global _report_stdout
-    sys.stdout.flush()
+    for stream in (sys.stdout, sys.stderr):  # what was written before keeps its place; None when closed (>&-)
+        if stream is not None:
+            stream.flush()
     saved = None
     with contextlib.suppress(AttributeError, ValueError, OSError):  # stdout is no descriptor: print() alone moves
         if sys.stdout.fileno() == 1:
@@ -308,11 +310,15 @@ def report_on_stdout():
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
-        if saved is not None:
-            _report_stdout.flush()
-            os.dup2(saved, 1)
-            _report_stdout.close()
-        _report_stdout = None
+        try:
+            if saved is not None:
+                _report_stdout.flush()  # a reader gone (| head) raises here: fd 1 is restored all the same
+        finally:
+            if saved is not None:
+                os.dup2(saved, 1)
+                with contextlib.suppress(OSError):
+                    _report_stdout.close()
+            _report_stdout = None
 
 
 def atomic_write_json(path, obj):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of x86 CPUs that compute in bf16
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")  # x86's flags, and Arm's Features (FEAT_BF16: Graviton3, Grace)
 
 
 def cpu_flags(cpuinfo="/proc/cpuinfo"):
@@ -28,6 +28,6 @@ def cpu_name(cpuinfo="/proc/cpuinfo"):
 
 
 def native_bf16(cpuinfo="/proc/cpuinfo"):
-    """Whether this CPU computes bf16 itself (AMX or AVX-512 bf16). Elsewhere torch emulates it: bf16 autocast trained
+    """Whether this CPU computes bf16 itself (AMX or AVX-512 bf16; Arm's bf16 instructions). Elsewhere torch emulates it: bf16 autocast trained
     a ResNet-20 19x slower than fp32 on a 2-core AMD EPYC with AVX2 only (12 against 224 img/s, one thread)."""
     return bool(cpu_flags(cpuinfo) & set(NATIVE_BF16_FLAGS))

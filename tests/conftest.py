@@ -40,12 +40,16 @@ FAKE_TEST = 100
 FAKE_CLASSES = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]
 
 
+class Expired(BaseException):
+    """within()'s alarm: a BaseException, so that code catching OSError (TimeoutError is one) cannot swallow it."""
+
+
 @contextlib.contextmanager
 def within(seconds):
-    """Raise TimeoutError in the body once it has run `seconds` (a blocked read, a runaway loop), so that a refusal that
+    """Raise Expired in the body once it has run `seconds` (a blocked read, a runaway loop), so that a refusal that
     should come at once fails the test instead of hanging it (SIGALRM interrupts a blocking open or read)."""
     def expired(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
+        raise Expired(f"still running after {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)

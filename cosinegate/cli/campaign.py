@@ -171,7 +171,7 @@ def campaign(args):
     cuda = str(device).startswith("cuda")
     setting = "bf16+channels_last+fused" if cuda else "fp32"
     jobs = resolve_jobs(args.jobs, "1,2" if args.tiny else args.jobs_levels, device, campaign_dir, max(1, len(pending)),
-                        setting, seconds=6.0 if args.tiny else 8.0) if pending else 0
+                        setting, seconds=6.0 if args.tiny else 8.0, log=log) if pending else 0
     sizes = {b: cp.state_bytes(b) for b in {r.backbone for r in runs}}
 
     def admit(run, active):  # bound what the deadline leaves behind, so the next run can carry it

@@ -48,3 +48,14 @@ def test_a_dash_report_is_alone_on_stdout_whatever_else_writes_to_descriptor_1()
     report, after = done.stdout.rsplit("}\n", 1)[0] + "}", done.stdout.rsplit("}\n", 1)[1]
     assert json.loads(report) == {"report": 1} and after == "after\n"  # stdout comes back after the block
     assert done.stderr.splitlines() == ["a progress line", "a C library's line", "a child process line"]
+
+
+def test_a_dash_report_with_stdout_closed_is_no_traceback():
+    import subprocess
+    import sys
+
+    script = ("from cosinegate.artifacts import atomic_write_json, report_on_stdout\n"
+              "with report_on_stdout():\n    print('a progress line')\n    atomic_write_json('-', {'report': 1})\n")
+    done = subprocess.run(["sh", "-c", f'"{sys.executable}" -c "$0" >&-', script], capture_output=True, text=True,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-500:]
