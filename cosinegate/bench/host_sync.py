@@ -101,3 +101,50 @@ def measure(model, inputs, warmup=50, iterations=1000):
     return {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "gates": gates, "skip_rate": skip,
             "variants": rows, "sync_cost_per_gate_us": per_gate,
             "gated_over_best_dense": rows["gated, host sync per gate"]["p50_us"] / best_dense}
+
+
+def measure_checkpoint(checkpoint=None, backbone="resnet20", device="cuda", warmup=50, iterations=1000, test_images=64,
+                       random_input=False, data=None, data_root=None):
+    """`measure` on `checkpoint` (else an untrained predictive `backbone`, speed only) with its first `test_images` test
+    images (of its data, at its input size and normalization; `random_input`: random tensors), batch 1 on `device`
+    (cpu: a dry run on one thread); the report adds the model, input shape, data and torch version."""
+    from cosinegate.data.augment import to_tensor
+    from cosinegate.data.choice import DataOrigin, choose_data
+    from cosinegate.errors import CosineGateError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CosineGateError("no CUDA device here; run on a GPU, or pass --device cpu for a dry run.")
+    if iterations < 1 or test_images < 1:
+        raise CosineGateError("--iterations and --test-images must be at least 1.")
+    if checkpoint:
+        from cosinegate.data.normalization import of_checkpoint
+        from cosinegate.training.checkpoint import model_from_checkpoint
+
+        model, state = model_from_checkpoint(checkpoint)
+        source, normalization, origin = checkpoint, of_checkpoint(state), DataOrigin.of_checkpoint(state)
+    else:
+        from cosinegate.config import load_config
+        from cosinegate.models import build_model
+
+        config = load_config("balanced")["model"]
+        model = build_model(dict(config, backbone=backbone, mode="predictive")).eval()
+        source, normalization, origin = f"untrained predictive {backbone} (speed only)", None, None
+    if device == "cpu":
+        torch.set_num_threads(1)  # a dry run: stable, and polite on shared machines
+    model = model.to(device).eval()
+    size = model.spec.image_size
+    if random_input:
+        x = torch.randn(test_images, model.spec.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+        record = "random (speed only)"
+    else:
+        if origin is None:  # an untrained network has no data of its own: the given data, else the embedded set
+            origin = DataOrigin("synthetic", None, (), size)
+        chosen = choose_data(origin, data, data_root)
+        x = to_tensor(chosen.test.images[:test_images], "cpu", normalization)
+        record = chosen.record()
+    x = x.to(device)
+    inputs = [x[i : i + 1] for i in range(x.shape[0])]
+    report = measure(model, inputs, warmup, iterations)
+    report.update(model=str(source), backbone=model.backbone, input=list(inputs[0].shape), data=record,
+                  torch=torch.__version__, images=len(inputs))
+    return report

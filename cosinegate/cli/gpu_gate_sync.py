@@ -11,7 +11,6 @@ measures speed only (its gates skip little) and says so.
 """
 
 import argparse
-import json
 
 
 def parse_args(argv=None):
@@ -35,55 +34,16 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from cosinegate.cli import check_output_files
-    from cosinegate.data.choice import DataOrigin, choose_data
-    from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
-
-    import torch  # after the parsing: --help works on the base install
-
-    from cosinegate.bench.host_sync import measure
-    from cosinegate.data.augment import to_tensor
-
     check_output_files({"checkpoint": args.checkpoint}, json=args.json)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise CosineGateError("no CUDA device here; run on a GPU, or pass --device cpu for a dry run.")
-    if args.iterations < 1 or args.test_images < 1:
-        raise CosineGateError("--iterations and --test-images must be at least 1.")
-    if args.checkpoint:
-        from cosinegate.training.checkpoint import model_from_checkpoint
 
-        from cosinegate.data.normalization import of_checkpoint
+    from cosinegate.bench.host_sync import measure_checkpoint  # torch: after the parsing, --help needs none
 
-        model, state = model_from_checkpoint(args.checkpoint)
-        source, normalization, origin = args.checkpoint, of_checkpoint(state), DataOrigin.of_checkpoint(state)
-    else:
-        from cosinegate.config import load_config
-        from cosinegate.models import build_model
-
-        config = load_config("balanced")["model"]
-        model = build_model(dict(config, backbone=args.backbone, mode="predictive")).eval()
-        source, normalization, origin = f"untrained predictive {args.backbone} (speed only)", None, None
-    if args.device == "cpu":
-        torch.set_num_threads(1)  # a dry run: stable, and polite on shared machines
-    model = model.to(args.device).eval()
-    size = model.spec.image_size
-    if args.random_input:
-        x = torch.randn(args.test_images, model.spec.in_channels, size, size, generator=torch.Generator().manual_seed(0))
-        data = "random (speed only)"
-    else:
-        if origin is None:  # an untrained network has no data of its own: the given data, else the embedded set
-            origin = DataOrigin("synthetic", None, (), size)
-        chosen = choose_data(origin, args.data, args.data_root)
-        x = to_tensor(chosen.test.images[: args.test_images], "cpu", normalization)
-        data = chosen.record()
-    x = x.to(args.device)
-    inputs = [x[i : i + 1] for i in range(x.shape[0])]
-    report = measure(model, inputs, args.warmup, args.iterations)
-    report.update(model=source, backbone=model.backbone, input=list(inputs[0].shape), data=data,
-                  torch=torch.__version__)
-    print(f"{source} on {report['device']}, input {'x'.join(map(str, report['input']))}, {report['gates']} gates, "
-          f"skip rate {report['skip_rate']:.3f} on {len(inputs)} {'random inputs' if args.random_input else 'test images'}:")
+    report = measure_checkpoint(args.checkpoint, args.backbone, args.device, args.warmup, args.iterations,
+                                args.test_images, args.random_input, args.data, args.data_root)
+    print(f"{report['model']} on {report['device']}, input {'x'.join(map(str, report['input']))}, {report['gates']} gates, "
+          f"skip rate {report['skip_rate']:.3f} on {report['images']} {'random inputs' if args.random_input else 'test images'}:")
     print(f"{'variant':28s} {'p50 us':>9s} {'mean us':>9s}")
     for name, row in report["variants"].items():
         print(f"{name:28s} {row['p50_us']:9.1f} {row['mean_us']:9.1f}")
