@@ -97,7 +97,8 @@ def sync_check(trainer):
 
 
 def probe(args):
-    """One process of the concurrency probe: warm up, say ready, wait for 'go', count images for --seconds."""
+    """One process of the concurrency probe: warm up, say ready, wait for 'go', train whole steps for at least --seconds
+    and report the images and the seconds they took."""
     import torch
 
     from cosinegate.training.runtime import Runtime
@@ -115,13 +116,14 @@ def probe(args):
         time.sleep(0.001)
     images, step = 0, args.warmup
     chunk = 10 if trainer.device.type == "cuda" else 1  # steps between synchronizations
-    while time.time() < start + args.seconds:
+    while True:  # whole steps until the window has passed: a step longer than the window counts, with its time
         timed_steps(trainer, chunk, step)
         sync(trainer.device)
         step += chunk
-        if time.time() <= start + args.seconds:
-            images += chunk * args.batch_size
-    (barrier / f"result-{args.probe_id}.json").write_text(json.dumps({"images": images, "seconds": args.seconds,
+        images += chunk * args.batch_size
+        if time.time() >= start + args.seconds:
+            break
+    (barrier / f"result-{args.probe_id}.json").write_text(json.dumps({"images": images, "seconds": time.time() - start,
                                                                        "memory": torch.cuda.max_memory_allocated() if trainer.device.type == "cuda" else 0}))
 
 
@@ -168,7 +170,6 @@ def main(argv=None):
     if args.probe:
         args.settings = args.settings or "fp32"
         return probe(args)
-    cuda = str(device).startswith("cuda")
     names = args.settings.split(",") if args.settings else [n for n in SETTINGS if "compile" not in n]
     if args.compile and not any("compile" in n for n in names):
         names.append("bf16+channels_last+fused+compile")

@@ -44,7 +44,7 @@ def probe_level(k, device, backbone, setting, seconds, batch_size=128, timeout=1
                 if p.poll() is None:
                     p.kill()
         results = [json.loads((barrier / f"result-{i}.json").read_text()) for i in range(k)]
-    return {"jobs": k, "images_per_s": sum(r["images"] for r in results) / seconds,
+    return {"jobs": k, "images_per_s": sum(r["images"] / r["seconds"] for r in results),
             "max_memory_bytes": max(r["memory"] for r in results)}
 
 
