@@ -2,7 +2,6 @@
 docs/commands.md has a section for every subcommand, and links and repository paths resolve."""
 
 import re
-from pathlib import Path
 
 import pytest
 

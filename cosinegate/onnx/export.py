@@ -20,8 +20,6 @@ them when inserting nodes): ``block{i}/add`` (inputs: shortcut, residual),
 ``block{i}/gate/value`` (float [N, 1]).
 """
 
-import json
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper

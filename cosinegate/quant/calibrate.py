@@ -22,7 +22,6 @@ Flow (all on the CPU with ONNX Runtime):
 
 import contextlib
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field

@@ -2,13 +2,12 @@
 
 import csv
 import json
-import sys
 import re
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import run_script
 
 import cosinegate.cli.bench as bench  # noqa: E402
 

@@ -1,12 +1,11 @@
 """deploy/build_engine.py off the device: TensorRT-absent path, settings from the version guards, bad inputs."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import run_script
 
 import cosinegate.cli.build_engine as build_engine  # noqa: E402
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import ROOT, run_script
+from conftest import run_script
 from onnx import numpy_helper
 
 from cosinegate.cli import run_main
@@ -115,12 +115,9 @@ def test_bad_input_in_a_subprocess_has_no_traceback(paper_checkpoint, tmp_path):
 
 def test_parity_profile_follows_the_graph_on_onnxrt():
     """Reviewer finding: a Q/DQ graph without --int8 failed with no hint; --int8 on an FP32 graph loosened its check."""
-    import sys
-
     import onnx
     from onnx import TensorProto, helper
 
-    from conftest import ROOT
     from cosinegate.errors import CosineGateError
 
     from cosinegate.pipeline.parity_check import check_profile_fits

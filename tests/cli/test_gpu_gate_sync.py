@@ -1,11 +1,9 @@
 """deploy/gpu_gate_sync.py: the dense and forced-open paths compute the network; the CPU dry run writes its table."""
 
 import json
-import sys
 
 import torch
 
-from conftest import ROOT
 
 import cosinegate.cli.gpu_gate_sync as gpu_gate_sync  # noqa: E402
 

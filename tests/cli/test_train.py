@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import ROOT, run_script, write_image_tree
+from conftest import run_script, write_image_tree
 from cosinegate.training.checkpoint import load_checkpoint
 
 REQUIRED = {

@@ -3,7 +3,6 @@ says which it used, records it, and refuses (naming the override) when that data
 
 import importlib.util
 import json
-import sys
 
 import pytest
 from conftest import ROOT

@@ -3,10 +3,9 @@
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
-from conftest import PYTHON, ROOT, make_dynamic_checkpoint, script_env, widest_gap_split
+from conftest import PYTHON, make_dynamic_checkpoint, script_env, widest_gap_split
 
 import cosinegate.cli.build_engine as build_engine  # noqa: E402
 

@@ -2,11 +2,9 @@
 simpler graph unless a faster one wins beyond the timing spread, within the accuracy tolerance), here and on the board."""
 
 import json
-import sys
 
 import pytest
 
-from conftest import ROOT
 
 import cosinegate.cli.build_engine as build_engine  # noqa: E402
 

@@ -3,8 +3,6 @@
 import base64
 import io
 import json
-import math
-import os
 import re
 
 import numpy as np
