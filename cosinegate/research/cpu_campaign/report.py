@@ -31,13 +31,10 @@ def this_machine():
     return ("bf16" if native_bf16() else "none", cpu_name())
 
 
-def _epoch_seconds(pairs, metrics=None, here=None):
-    """({(folder, run name): its epochs' seconds}, {kind and (backbone, dense/gated): every epoch's seconds of runs of
-    that kind}) over (folder, run) pairs (``metrics``: their run_metrics where already read). Epochs recorded with
-    this machine's precision and CPU (`here`, default this_machine()) count alone where a run or kind has any; the
-    others (another machine's, or unrecorded) are scaled by the largest ratio of this machine's median epoch to the
-    others' over the kinds measured both ways (1 where none is): a first epoch on a slower machine must not be
-    judged by a faster one's."""
+def _timed(pairs, metrics=None, here=None):
+    """([((folder, run name), [(seconds, recorded here)])], {kind and (backbone, dense/gated): (this machine's epoch
+    seconds, the others')}) over (folder, run) pairs (``metrics``: their run_metrics where already read; `here`: this
+    machine's (precision, CPU), default this_machine())."""
     here = here or this_machine()
     runs, split = [], {}
     for folder, run in pairs:
@@ -50,8 +47,29 @@ def _epoch_seconds(pairs, metrics=None, here=None):
             mine, others = split.setdefault(key, ([], []))
             for seconds, is_here in timed:
                 (mine if is_here else others).append(seconds)
-    ratios = [_median(mine) / _median(others) for mine, others in split.values() if mine and others]
-    scale = max(ratios, default=1.0)
+    return runs, split
+
+
+def _slowdown(split):
+    """The largest ratio of this machine's median epoch to the others' over the kinds timed both ways; 1 where none
+    is."""
+    return max((_median(mine) / _median(others) for mine, others in split.values() if mine and others), default=1.0)
+
+
+def machine_scale(folders):
+    """_epoch_seconds' scale measured over every run of every campaign in ``folders`` (they share this machine)."""
+    return _slowdown(_timed([(Path(f), run) for f in folders for run in plan(f, load_protocol(f))])[1])
+
+
+def _epoch_seconds(pairs, metrics=None, here=None, scale=None):
+    """({(folder, run name): its epochs' seconds}, {kind and (backbone, dense/gated): every epoch's seconds of runs of
+    that kind}) over (folder, run) pairs (``metrics``: their run_metrics where already read). Epochs recorded with
+    this machine's precision and CPU (`here`, default this_machine()) count alone where a run or kind has any; the
+    others (another machine's, or unrecorded) are scaled by the largest ratio of this machine's median epoch to the
+    others' over the kinds measured both ways (1 where none is; `scale`: that ratio over more campaigns,
+    machine_scale): a first epoch on a slower machine must not be judged by a faster one's."""
+    runs, split = _timed(pairs, metrics, here)
+    scale = _slowdown(split) if scale is None else scale
 
     def pick(timed):
         mine = [seconds for seconds, is_here in timed if is_here]
@@ -107,14 +125,14 @@ def cpu_of(hardware):
     return text[len("cpu ("):].rsplit(",", 2)[0] if text.startswith("cpu (") else text  # a name may hold commas
 
 
-def progress(folder, runs):
+def progress(folder, runs, scale=None):
     """{run: state, epochs_done, epochs (planned), hours_left, and failed: {exit, at} where train.py failed in the
     last chunk the run was in}: hours_left estimates the one-core hours the run still
     needs, its epochs left times the median epoch seconds of its own epochs, or before it has one, of every epoch
     trained so far by runs of its kind (or, where none has, of its backbone and dense/gated alone; this machine,
     shared with other work while they ran); None where neither exists."""
     metrics = {(folder, run.name): run_metrics(Path(folder) / "runs" / run.name) for run in runs}
-    own, by_kind = _epoch_seconds([(folder, run) for run in runs], metrics)
+    own, by_kind = _epoch_seconds([(folder, run) for run in runs], metrics, scale=scale)
     report = {}
     for run in runs:
         planned = run.config["optim"]["epochs"] if run.config else run.outline and run.outline[0]
@@ -168,9 +186,10 @@ def shared_wall_hours(folders, jobs=2):
     """{folder: hours until its last run ends} when the runs left of every campaign in ``folders`` share the `jobs`
     slots in the scheduler's order (plan.in_order); None for every folder when a run left has no estimate."""
     plans = [(Path(f), plan(f, load_protocol(f))) for f in folders]
+    scale = machine_scale(folders)
     runs, state = [], {}
     for rank, (folder, folder_runs) in enumerate(plans):
-        for name, entry in progress(folder, folder_runs).items():
+        for name, entry in progress(folder, folder_runs, scale).items():
             state[f"{rank}/{name}"] = entry
     ranks = {folder: rank for rank, (folder, _) in enumerate(plans)}
     for folder, run in in_order(plans):
@@ -198,7 +217,8 @@ def hours_left_line(state, runs, jobs=2, shared=False, wall=None):
                else f"at least {total / jobs:.1f} hours with {jobs} runs at once"
                + ("; no estimate of the slots shared with the other campaigns until each of their runs left has an "
                   "epoch of its kind" if shared and not unknown else "")) + "), from "
-            "the median epoch time of each run, or of runs of its kind, measured so far on this shared machine")
+            "the median epoch time of each run, or of runs of its kind, measured so far on this machine, shared with "
+            "other work (another machine's epochs scaled by the largest slowdown measured here: on the safe side)")
     return text + (f"; not estimated yet: {', '.join(unknown)} (no epoch of their kind)." if unknown else ".")
 
 
@@ -308,7 +328,7 @@ def write_report(folder, protocol=None, jobs=2, folders=None):
     protocol = protocol or load_protocol(folder)
     runs = plan(folder, protocol)
     rows = table(folder, runs)
-    state = progress(folder, runs)
+    state = progress(folder, runs, machine_scale(folders) if shared else None)
     teacher = [r for r in rows if r["preset"] == "teacher"]
     teacher_top1 = teacher[0]["top1_mean"] if teacher and teacher[0]["seeds"] == protocol["seeds"] else None
     ft = protocol["finetune"]
