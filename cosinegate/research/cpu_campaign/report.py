@@ -39,7 +39,7 @@ def _timed(pairs, metrics=None, here=None):
     runs, split = [], {}
     for folder, run in pairs:
         records = metrics[folder, run.name] if metrics else run_metrics(Path(folder) / "runs" / run.name)
-        timed = [(m["seconds"], (m.get("amp"), cpu_of(m.get("hardware")) if "hardware" in m else None) == here)
+        timed = [(m["seconds"], epoch_runtime(m) == here)
                  for m in records if m.get("seconds")]
         runs.append(((folder, run.name), timed))
         its = kind(run)
@@ -111,12 +111,18 @@ def runtime_mix(metrics):
     both, and epochs logged before they were recorded say "unrecorded"."""
     parts = []
     for m in metrics:
-        key = "unrecorded" if "amp" not in m else f"{'bf16' if m['amp'] == 'bf16' else 'fp32'}, {cpu_of(m.get('hardware'))}"
+        amp, cpu = epoch_runtime(m) or (None, None)
+        key = "unrecorded" if amp is None else f"{'bf16' if amp == 'bf16' else 'fp32'}, {cpu}"
         if parts and parts[-1][0] == key:
             parts[-1][1] += 1
         else:
             parts.append([key, 1])
     return "; ".join(f"{key}: {count}" for key, count in parts)
+
+
+def epoch_runtime(record):
+    """(precision, CPU name) an epoch's metrics line records; None before they were recorded."""
+    return (record["amp"], cpu_of(record.get("hardware"))) if "amp" in record else None
 
 
 def cpu_of(hardware):
