@@ -80,16 +80,25 @@ class FakeCuda:
         self.memcpy_dtoh_async = lambda host, device, stream: self.copies.append(("dtoh", host.shape))
 
 
-def fake_engine_modules(monkeypatch, release, log, shapes, dtype="float32"):
+def fake_engine_modules(monkeypatch, release, log, shapes, dtype="float32", dla_cores=0):
     """``tensorrt`` (a recorder reporting ``release``) and ``pycuda`` stand-ins installed in sys.modules, with a
-    runtime that deserializes any bytes into an engine of I/O tensors ``shapes`` {name: shape}. Returns (trt, cuda)."""
+    runtime of ``dla_cores`` DLA cores that deserializes any bytes into an engine of I/O tensors ``shapes``
+    {name: shape}; ``trt.Runtime(None).deserialized_on`` lists its DLA_core at each deserialization (None: unset).
+    Returns (trt, cuda)."""
     import sys
 
     trt = fake_tensorrt(release, log)
     engine = Recorder(log, {"num_io_tensors": len(shapes), "get_tensor_name": list(shapes).__getitem__,
                             "get_tensor_shape": shapes.__getitem__, "get_tensor_dtype": lambda name: getattr(trt, dtype)},
                       "engine")
-    runtime = Recorder(log, {"deserialize_cuda_engine": lambda data: engine}, "runtime")
+    deserialized_on = []
+
+    def deserialize(data):
+        deserialized_on.append(runtime._values.get("DLA_core"))
+        return engine
+
+    runtime = Recorder(log, {"deserialize_cuda_engine": deserialize, "num_DLA_cores": dla_cores}, "runtime")
+    object.__setattr__(runtime, "deserialized_on", deserialized_on)
     trt._values.update(Runtime=lambda logger: runtime)
     cuda = FakeCuda()
     for name, module in (("tensorrt", trt), ("pycuda", object()), ("pycuda.autoinit", object()), ("pycuda.driver", cuda)):

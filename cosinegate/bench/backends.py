@@ -69,7 +69,8 @@ class TrtBackend(Timed):
 
         version = require_tensorrt("the trt bench backend")
         self.manifest = check_engine_manifest(engine_path, version, detect_host().compute_capability)
-        super().__init__(TensorRTRunner(engine_path, purpose="the trt bench backend"))
+        settings = self.manifest.settings if isinstance(self.manifest.settings, dict) else {}
+        super().__init__(TensorRTRunner(engine_path, purpose="the trt bench backend", dla_core=settings.get("dla_core")))
 
 
 def time_interleaved(backends, batches, warmup=10, iterations=200, duration=None, rounds=5, clock="wall", by_round=False,

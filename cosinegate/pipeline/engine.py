@@ -68,7 +68,7 @@ def build_one(s, target, art, label, log=print):
     log(f"built {engine} in {seconds:.1f}s (TensorRT {version}, sm{cc}); manifest {engine}.json")
     if not art.reference:
         return engine, None
-    report = engine_parity(engine, art.inputs, art.reference, s.precision)
+    report = engine_parity(engine, art.inputs, art.reference, s.precision, dla_core=settings.dla_core)
     atomic_write_json(f"{engine}.parity.json", report)
     log(f"parity vs PyTorch reference: {'passed' if report['passed'] else 'FAILED'} -> {engine}.parity.json")
     return engine, report
@@ -96,12 +96,13 @@ def onnx_meta(path):
     return get_metadata(onnx.load(str(path), load_external_data=False))
 
 
-def engine_parity(engine, inputs_json, reference_json, precision):
-    """The TensorRT runner on the saved inputs (.npz or Polygraphy JSON) vs the saved PyTorch outputs, under the precision's profile."""
+def engine_parity(engine, inputs_json, reference_json, precision, dla_core=None):
+    """The TensorRT runner on the saved inputs (.npz or Polygraphy JSON) vs the saved PyTorch outputs, under the
+    precision's profile (``dla_core``: the DLA core the engine was built for)."""
     from cosinegate.parity.compare import saved_feeds
     from cosinegate.runtime.tensorrt_backend import TensorRTRunner
 
-    return saved_parity(TensorRTRunner(Path(engine)).polygraphy(), saved_feeds(inputs_json), reference_json, precision)
+    return saved_parity(TensorRTRunner(Path(engine), dla_core=dla_core).polygraphy(), saved_feeds(inputs_json), reference_json, precision)
 
 
 def saved_parity(runner, feeds, reference_json, precision):

@@ -19,12 +19,16 @@ NUMPY_TYPES = ("float32", "float16", "int8", "int32", "bool")  # tensorrt's Data
 class TensorRTRunner(Runner):
     """``engine``: an .engine path, its bytes, or a callable returning them (built on activation, as
     Polygraphy's loaders). ``inputs``: the names of the engine's input tensors (the toolkit's graphs have one,
-    ``input``); every other I/O tensor is an output. Shapes are the engine's (static)."""
+    ``input``); every other I/O tensor is an output. Shapes are the engine's (static). ``dla_core``: the DLA core a
+    DLA engine was built for (its manifest's ``settings.dla_core``), set on the runtime before deserializing."""
 
     name = "trt"
 
-    def __init__(self, engine, inputs=(INPUT,), name=None, purpose="the TensorRT runner"):
+    def __init__(self, engine, inputs=(INPUT,), name=None, purpose="the TensorRT runner", dla_core=None):
         super().__init__(name)
+        if dla_core is not None and (type(dla_core) is not int or dla_core < 0):
+            raise CosineGateError(f"DLA core {dla_core!r} is not a core number; rebuild the engine with deploy/build_engine.py.")
+        self.dla_core = dla_core
         self.engine_source = engine
         self.inputs = tuple(inputs)
         self.purpose = purpose
@@ -68,6 +72,11 @@ class TensorRTRunner(Runner):
         are the modules, so tests/trt/test_api_surface.py can record the TensorRT names used)."""
         self.cuda = cuda
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if self.dla_core is not None:  # before deserializing, as trtexec (sampleEngines.cpp 8.5.2 l.113-116)
+            if self.dla_core >= runtime.num_DLA_cores:
+                raise CosineGateError(f"the engine runs on DLA core {self.dla_core} and this device has "
+                                      f"{runtime.num_DLA_cores} DLA cores; rebuild it for a core it has.")
+            runtime.DLA_core = self.dla_core
         self.engine = runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
             raise CosineGateError("TensorRT could not deserialize the engine (built by another TensorRT version or for "

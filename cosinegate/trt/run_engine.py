@@ -506,11 +506,28 @@ def numpy_dtype(trt, dtype):
     raise BadInput("the engine has an I/O tensor of TensorRT type {}; rebuild it from the bundle's graph.".format(dtype))
 
 
+def engine_dla_core(engine, manifest=None):
+    """The DLA core ``engine`` was built for: ``settings.dla_core`` of its ``<engine>.json`` (build_on_device.sh writes
+    it), else the given bundle or engine manifest's; None for a GPU engine."""
+    side = Path("{}.json".format(engine))
+    record = read_json(side, "engine manifest") if side.is_file() else manifest
+    if not isinstance(record, dict):
+        return None
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    core = settings.get("dla_core", record.get("dla_core"))
+    if core is not None and (type(core) is not int or core < 0):
+        raise BadInput("{} names DLA core {!r}, not a core number; rebuild the engine with sh build_on_device.sh.".format(
+            side if side.is_file() else "the manifest", core))
+    return core
+
+
 class TensorRTRunner:
     """The engine on TensorRT. 8.5+ (JetPack 5.1, 6.x): named tensors, set_tensor_address, execute_async_v3 (the only
-    API of 10.x; the binding API is deprecated from 8.5 and removed in 10.0). Older releases: bindings, execute_v2."""
+    API of 10.x; the binding API is deprecated from 8.5 and removed in 10.0). Older releases: bindings, execute_v2.
+    ``dla_core``: the core a DLA engine was built for, set on the runtime before deserializing (as trtexec does:
+    sampleEngines.cpp 8.5.2 l.113-116)."""
 
-    def __init__(self, path, trt=None, cuda=None):
+    def __init__(self, path, trt=None, cuda=None, dla_core=None):
         if not Path(path).is_file():
             raise BadInput("engine {} not found; build it with sh build_on_device.sh (results/*.engine) or pass --engine.".format(path))
         if trt is None:
@@ -521,6 +538,11 @@ class TensorRTRunner:
                                "(or run with --onnx MODEL.onnx on ONNX Runtime).")
         self.trt = trt
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if dla_core is not None:
+            if dla_core >= runtime.num_DLA_cores:
+                raise BadInput("{} runs on DLA core {} and this device has {} DLA cores; rebuild the bundle for a core "
+                               "it has (or without --dla-core).".format(path, dla_core, runtime.num_DLA_cores))
+            runtime.DLA_core = dla_core
         self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
             raise BadInput("TensorRT {} could not load {} (built by another TensorRT version or for another GPU?); rebuild it "
@@ -688,14 +710,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         manifest_path = Path(args.manifest) if args.manifest else HERE / "manifest.json"
+        manifest = None
         if args.onnx:
             runner = OnnxRunner(args.onnx)
             if args.manifest or manifest_path.is_file():
-                info = model_info(read_json(manifest_path, "manifest"))
+                manifest = read_json(manifest_path, "manifest")
+                info = model_info(manifest)
             else:
                 info = model_info(None, runner.metadata())
         else:
-            info = model_info(read_json(manifest_path, "manifest"))
+            manifest = read_json(manifest_path, "manifest")
+            info = model_info(manifest)
         if args.labels and not Path(args.labels).is_file():
             raise BadInput("labels file {} not found; pass a text file with one class name per line.".format(args.labels))
         labels = read_labels(Path(args.labels) if args.labels else HERE / "labels.txt", info["classes"])
@@ -706,7 +731,8 @@ def main(argv=None):
             print("note: images decoded and resized with OpenCV, whose resize differs slightly from training's Pillow; "
                   "pip3 install pillow for the exact pixels.")
         if not args.onnx:
-            runner = TensorRTRunner(args.engine or find_engine(form=info["form"]))
+            engine = args.engine or find_engine(form=info["form"])
+            runner = TensorRTRunner(engine, dla_core=engine_dla_core(engine, manifest))
         rows = run_all(runner, items, info, labels)
         print("\n".join(printable(line) for line in lines(rows, info)))
         if args.json:

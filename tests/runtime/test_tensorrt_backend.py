@@ -27,6 +27,22 @@ def test_an_engine_file_runs_with_its_buffers(monkeypatch, tmp_path):
     assert [c[0] for c in cuda.copies[1:]] == ["dtoh", "dtoh"]
 
 
+def test_a_dla_engine_is_deserialized_on_its_core(monkeypatch):
+    """trtexec sets the runtime's DLA core before deserializing (sampleEngines.cpp 8.5.2 l.113-116); so does the runner."""
+    trt, _ = fake_engine_modules(monkeypatch, "8.5.2", set(), SHAPES, dla_cores=2)
+    with TensorRTRunner(b"plan"):
+        pass
+    assert trt.Runtime(None).deserialized_on == [None]  # a GPU engine: the runtime's default
+    trt, _ = fake_engine_modules(monkeypatch, "8.5.2", set(), SHAPES, dla_cores=2)
+    with TensorRTRunner(b"plan", dla_core=1):
+        pass
+    assert trt.Runtime(None).deserialized_on == [1]
+    with pytest.raises(CosineGateError, match="DLA core 2 and this device has 2 DLA cores"):
+        TensorRTRunner(b"plan", dla_core=2).activate()
+    with pytest.raises(CosineGateError, match="'1' is not a core number"):
+        TensorRTRunner(b"plan", dla_core="1")
+
+
 def test_a_feed_of_another_shape_is_refused(monkeypatch):
     fake_engine_modules(monkeypatch, "10.3.0", set(), SHAPES)
     with TensorRTRunner(b"plan") as runner, pytest.raises(CosineGateError, match=r"\[1, 3, 8, 8\].*\[2, 3, 8, 8\]"):

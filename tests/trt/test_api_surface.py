@@ -143,11 +143,13 @@ def test_the_builds_that_touch_most_are_not_skipped(tmp_path, monkeypatch):
 @pytest.mark.parametrize("release", RELEASES)
 def test_tensorrt_runner_uses_only_names_the_release_has(release, monkeypatch):
     log = set()
-    trt, _ = fake_engine_modules(monkeypatch, release, log, {"input": (1, 3, 32, 32), "logits": (1, 10), "gates": (1, 9)})
-    with TensorRTRunner(b"") as runner:
+    trt, _ = fake_engine_modules(monkeypatch, release, log, {"input": (1, 3, 32, 32), "logits": (1, 10), "gates": (1, 9)},
+                                 dla_cores=1)
+    with TensorRTRunner(b"", dla_core=0) as runner:
         runner.infer({"input": np.zeros((1, 3, 32, 32), np.float32)})
     names = log - {"__version__"}
-    assert {"execute_async_v3", "set_tensor_address", "num_io_tensors", "float32"} <= names and "nptype" not in names
+    assert {"execute_async_v3", "set_tensor_address", "num_io_tensors", "float32", "DLA_core"} <= names
+    assert "nptype" not in names
     missing = sorted(names - evidence(release))
     assert not missing, f"TensorRT {release} bindings lack {missing}"
 

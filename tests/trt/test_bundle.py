@@ -348,7 +348,7 @@ def test_the_engine_manifest_carries_the_rails_of_the_profile_it_was_built_for(b
     mp = pytest.MonkeyPatch()
     mp.setattr(trt_build, "detect_host", lambda: HostInfo("aarch64", "8.7", parse_version("8.5.2.2")))
     mp.setattr(trt_build, "build_engine", lambda onnx, path, settings: open(str(path), "wb").close() or 0.1)
-    mp.setattr(engine_stage, "engine_parity", lambda *args: {"passed": True, "stand_in": True})
+    mp.setattr(engine_stage, "engine_parity", lambda *args, **kwargs: {"passed": True, "stand_in": True})
     try:
         assert build_engine.main(["--target", "jetson-orin", "--bundle", str(copy), "--out", str(tmp_path / "py")]) == 0
     finally:

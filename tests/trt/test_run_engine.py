@@ -431,9 +431,10 @@ class FakeCuda:
         pass
 
 
-def fake_tensorrt(graph, cuda, log):
+def fake_tensorrt(graph, cuda, log, cores=None):
     """A tensorrt stand-in whose engine runs ``graph`` on ONNX Runtime inside execute_async_v3; records each TensorRT
-    name the runner touches in ``log``."""
+    name the runner touches in ``log``, and its runtime's DLA core at each deserialization in ``cores`` (a device
+    with two DLA cores; -1, TensorRT's default, where none was set)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
@@ -445,6 +446,11 @@ def fake_tensorrt(graph, cuda, log):
             if not name.startswith("_"):
                 log.add(name)
             return object.__getattribute__(self, name)
+
+        def __setattr__(self, name, value):
+            if not name.startswith("_"):
+                log.add(name)
+            object.__setattr__(self, name, value)
 
     class Context(Recorded):
         def __init__(self):
@@ -484,12 +490,15 @@ def fake_tensorrt(graph, cuda, log):
             def __init__(self, level):
                 log.add("Logger")
 
-        class Runtime:
+        class Runtime(Recorded):
+            num_DLA_cores = 2
+
             def __init__(self, logger):
                 log.add("Runtime")
+                object.__setattr__(self, "DLA_core", -1)  # TensorRT's default, not the runner's doing
 
             def deserialize_cuda_engine(self, data):
-                log.add("deserialize_cuda_engine")
+                (cores if cores is not None else []).append(object.__getattribute__(self, "DLA_core"))
                 return Engine()
 
     trt = Module()
@@ -519,3 +528,32 @@ def test_tensorrt_path_plumbing_with_a_stand_in(default_bundle, photos, tmp_path
     for release in ("8.5.2", "8.6.1", "10.3.0"):
         names = {line.strip() for line in (TRT_API / f"{release}.txt").read_text().splitlines() if not line.startswith("#")}
         assert used <= names, (release, sorted(used - names))
+
+
+def test_a_dla_engine_is_deserialized_on_the_core_it_was_built_for(default_bundle, tmp_path):
+    """The engine manifest's settings.dla_core (else the bundle's) is set on the runtime before deserializing, as trtexec
+    does (sampleEngines.cpp 8.5.2 l.113-116); a core the device lacks or a value that is no core is one line."""
+    sys.path.insert(0, str(default_bundle))
+    try:
+        import run_engine
+    finally:
+        sys.path.remove(str(default_bundle))
+    graph, engine = default_bundle / "model.conditional.onnx", tmp_path / "x.engine"
+    engine.write_bytes(b"stand-in")
+    bundle = json.loads((default_bundle / "manifest.json").read_text())
+    assert bundle.get("dla_core") is None and run_engine.engine_dla_core(engine, bundle) is None
+    assert run_engine.engine_dla_core(engine, dict(bundle, dla_core=0)) == 0
+    (tmp_path / "x.engine.json").write_text(json.dumps({"settings": {"dla_core": 1}}))
+    assert run_engine.engine_dla_core(engine, dict(bundle, dla_core=0)) == 1  # the engine's own record first
+    log, cuda, cores = set(), FakeCuda(), []
+    for core in (None, 1):
+        run_engine.TensorRTRunner(engine, trt=fake_tensorrt(graph, cuda, log, cores), cuda=cuda, dla_core=core)
+    assert cores == [-1, 1]
+    with pytest.raises(run_engine.BadInput, match="DLA core 2 and this device has 2 DLA cores"):
+        run_engine.TensorRTRunner(engine, trt=fake_tensorrt(graph, cuda, log), cuda=cuda, dla_core=2)
+    for release in ("8.5.2", "8.6.1", "10.3.0"):
+        names = {line.strip() for line in (TRT_API / f"{release}.txt").read_text().splitlines() if not line.startswith("#")}
+        assert {"DLA_core", "num_DLA_cores"} <= log <= names, (release, sorted(log - names))
+    (tmp_path / "x.engine.json").write_text(json.dumps({"settings": {"dla_core": "1"}}))
+    with pytest.raises(run_engine.BadInput, match=r"names DLA core '1', not a core number"):
+        run_engine.engine_dla_core(engine, bundle)
