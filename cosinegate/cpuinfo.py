@@ -5,26 +5,25 @@ from pathlib import Path
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")  # x86's flags, and Arm's Features (FEAT_BF16: Graviton3, Grace)
 
 
-def cpu_flags(cpuinfo="/proc/cpuinfo"):
-    """The CPU's feature flags (empty where /proc/cpuinfo does not list them)."""
+def first_value(prefixes, cpuinfo="/proc/cpuinfo"):
+    """The value of the first /proc/cpuinfo line starting with one of ``prefixes`` ("" where none or unreadable)."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
-    return set(line.partition(":")[2].split())
+        return ""
+    return next((line.partition(":")[2].strip() for line in text.splitlines() if line.startswith(prefixes)), "")
+
+
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU's feature flags (empty where /proc/cpuinfo does not list them)."""
+    return set(first_value(("flags", "Features"), cpuinfo).split())
 
 
 def cpu_name(cpuinfo="/proc/cpuinfo"):
     """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"), else the platform's word."""
     import platform
 
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        text = ""
-    name = next((line.partition(":")[2].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    return name or platform.processor() or platform.machine()
+    return first_value(("model name",), cpuinfo) or platform.processor() or platform.machine()
 
 
 def native_bf16(cpuinfo="/proc/cpuinfo"):
