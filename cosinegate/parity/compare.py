@@ -21,12 +21,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-from polygraphy.comparator import Comparator
-from polygraphy.logger import G_LOGGER
 
 from cosinegate.artifacts import atomic_path
 from cosinegate.errors import CosineGateError
 from cosinegate.graphmeta import GATES, INPUT, LOGITS, get_metadata
+from cosinegate.parity import device_check
 from cosinegate.progress import bar
 
 BACKENDS = ("onnxrt", "trt")
@@ -35,11 +34,24 @@ STATIC = ("always_run", "always_skipped")
 
 @dataclass(frozen=True)
 class Tolerance:
+    """A parity profile of device_check.PROFILES (the one table: check_parity.py carries it to the board), with no
+    logit bound as inf."""
+
     name: str
     logits_atol: float
     logits_rtol: float
     min_top1: float
     min_gate_agreement: float
+
+    @classmethod
+    def of(cls, name):
+        p = device_check.PROFILES[name]
+        bound = (float("inf"), float("inf")) if p["logits_atol"] is None else (p["logits_atol"], p["logits_rtol"] or 0.0)
+        return cls(name, *bound, min_top1=p["min_top1_agreement"], min_gate_agreement=p["min_gate_agreement"])
+
+    def profile(self):
+        """The profile dict device_check.check and parity_profile.json take (null: no bound)."""
+        return dict(device_check.PROFILES[self.name])
 
     def compare_func(self):
         return simple_compare_func(atol={LOGITS: self.logits_atol, GATES: 0.0}, rtol={LOGITS: self.logits_rtol, GATES: 0.0})
@@ -65,26 +77,27 @@ def _simple_compare_class():
     return SimpleCompareFunc
 
 
-FP32 = Tolerance("fp32", 1e-4, 1e-3, min_top1=1.0, min_gate_agreement=1.0)
-INT8 = Tolerance("int8", float("inf"), float("inf"), min_top1=0.97, min_gate_agreement=0.995)
+FP32, FP16, INT8 = Tolerance.of("fp32"), Tolerance.of("fp16"), Tolerance.of("int8")
 # FP16 engines (gate heads pinned to FP32, their inputs computed in FP16): logits within 5e-2, and a
 # near-threshold gate may flip, so agreement thresholds as for INT8 with a tighter top-1 bound.
-FP16 = Tolerance("fp16", 5e-2, 5e-2, min_top1=0.99, min_gate_agreement=0.995)
 PROFILES = {"fp32": FP32, "fp16": FP16, "int8": INT8}
 
 
 def agreement_report(reference, outputs, tolerance):
-    """Parity of stacked outputs ({"logits", "gates"} arrays) against a reference under a profile."""
-    ref_logits, logits = np.asarray(reference[LOGITS]), np.asarray(outputs[LOGITS])
-    ref_gates, gates = np.asarray(reference[GATES]), np.asarray(outputs[GATES])
-    logits_ok = bool(np.all(np.abs(logits - ref_logits) <= tolerance.logits_atol + tolerance.logits_rtol * np.abs(ref_logits)))
-    top1 = float((logits.argmax(1) == ref_logits.argmax(1)).mean())
-    gate = float((gates == ref_gates).mean())
-    passed = logits_ok and top1 >= tolerance.min_top1 and gate >= tolerance.min_gate_agreement
-    return {"passed": passed, "profile": tolerance.name, "logits_within_tolerance": logits_ok, "top1_agreement": top1,
-            "gate_agreement": gate, "max_abs_err": {LOGITS: float(np.abs(logits - ref_logits).max()),
-                                                     GATES: float(np.abs(gates - ref_gates).max())},
-            "num_samples": int(len(ref_gates))}
+    """Parity of stacked outputs ({"logits", "gates"} arrays) against a reference under a profile: device_check's
+    verdict, with the largest error of both outputs."""
+    report = check(reference, outputs, tolerance)
+    report["max_abs_err"] = {name: float(np.abs(np.asarray(outputs[name], np.float64) - np.asarray(reference[name])).max())
+                             for name in (LOGITS, GATES)}
+    return report
+
+
+def check(reference, outputs, tolerance):
+    """device_check.check under ``tolerance``; outputs that do not match the reference's shapes are one line."""
+    try:
+        return device_check.check(reference, outputs, tolerance.profile())
+    except ValueError as exc:
+        raise CosineGateError(f"{exc}; compare outputs of the same images.") from None
 
 
 def input_feeds(images, batch, samples, normalization=None):
@@ -176,6 +189,9 @@ def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=2
     """Run both sides on `images` and return the parity report (a JSON-ready dict). ``save_inputs``: the float feeds
     as Polygraphy JSON; ``save_images``: the uint8 images they were made from as an .npz (check_parity.py's format);
     ``log``: the caller's, for the progress bar over the images (cosinegate.progress)."""
+    from polygraphy.comparator import Comparator
+    from polygraphy.logger import G_LOGGER
+
     from cosinegate.runtime.torch_backend import TorchRunner
 
     batch = check_pairing(model, onnx_model)
@@ -232,24 +248,17 @@ def stack_iterations(iterations):
 
 def summarize(ref, got, own, kinds, tolerance, polygraphy_passed):
     """Agreement statistics of reference vs graph outputs and the verdict under `tolerance`."""
-    agree = ref[GATES] == got[GATES]
-    per_block = agree.mean(0)
-    top1 = float((ref[LOGITS].argmax(1) == got[LOGITS].argmax(1)).mean())
-    gate_agreement = float(agree.mean())
-    verdict = top1 >= tolerance.min_top1 and gate_agreement >= tolerance.min_gate_agreement
-    if tolerance.name == "fp32":
-        verdict = verdict and polygraphy_passed
+    verdict = check(ref, got, tolerance)
+    passed = verdict["passed"] and (polygraphy_passed or tolerance.name != "fp32")  # fp32: Polygraphy's elementwise check too
     static = {f"block{i}": float((own[:, i] != (1.0 if k == "always_run" else 0.0)).mean()) for i, k in enumerate(kinds) if k in STATIC}
     return {
-        "passed": bool(verdict),
+        "passed": bool(passed),
         "tolerance": {"profile": tolerance.name, "logits_atol": tolerance.logits_atol, "logits_rtol": tolerance.logits_rtol,
                       "gates_atol": 0.0, "min_top1_agreement": tolerance.min_top1, "min_gate_agreement": tolerance.min_gate_agreement},
         "polygraphy_passed": bool(polygraphy_passed),
         "num_samples": int(ref[LOGITS].shape[0]),
-        "gate_agreement": gate_agreement,
-        "gate_agreement_per_block": [float(a) for a in per_block],
-        "flipped_blocks": [f"block{i}" for i, a in enumerate(per_block) if a < 1.0],
-        "top1_agreement": top1,
+        "logits_within_tolerance": verdict["logits_within_tolerance"],
+        **{key: verdict[key] for key in ("gate_agreement", "gate_agreement_per_block", "flipped_blocks", "top1_agreement")},
         "max_abs_err": {name: float(np.abs(ref[name] - got[name]).max()) for name in (LOGITS, GATES)},
         "static_policy_disagreement": static,
         "decisions": {"ran": [int(n) for n in (ref[GATES] > 0.5).sum(0)]},  # per block, in the reference

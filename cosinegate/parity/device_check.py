@@ -186,25 +186,32 @@ def load_outputs(path):
 
 
 def check(reference, outputs, profile):
-    """The parity verdict of stacked outputs against the reference under a profile dict."""
+    """The parity verdict of stacked outputs ({"logits", "gates"}) against the reference under a profile dict: the
+    toolkit's one rule (the desktop's reports call it too). Logits within atol + rtol * |reference| per element where
+    the profile bounds them, and finite always; top-1 and gate-decision (> 0.5) agreement at least the profile's
+    minimums. ValueError when the shapes differ."""
     ref_logits, logits = np.asarray(reference["logits"], np.float64), np.asarray(outputs["logits"], np.float64)
     ref_gates, gates = np.asarray(reference["gates"]) > 0.5, np.asarray(outputs["gates"]) > 0.5
+    if ref_logits.ndim != 2 or ref_gates.ndim != 2 or len(ref_logits) == 0:
+        raise ValueError(f"the reference holds no samples (logits {list(ref_logits.shape)}, gates {list(ref_gates.shape)})")
     if ref_logits.shape != logits.shape or ref_gates.shape != gates.shape:
-        print(f"error: outputs {logits.shape}/{gates.shape} do not match the reference {ref_logits.shape}/{ref_gates.shape}; "
-              "run the bundle's graph on its inputs (--data-loader-script check_parity.py).", file=sys.stderr)
-        sys.exit(2)
+        raise ValueError(f"outputs {list(logits.shape)}/{list(gates.shape)} do not match the reference "
+                         f"{list(ref_logits.shape)}/{list(ref_gates.shape)}")
     error = np.abs(logits - ref_logits)
     atol, rtol = profile.get("logits_atol"), profile.get("logits_rtol")
-    within = True
+    within = bool(np.all(np.isfinite(logits)))
     if atol is not None:
-        within = bool(np.all(error <= atol + (rtol or 0.0) * np.abs(ref_logits)))
+        within = within and bool(np.all(error <= atol + (rtol or 0.0) * np.abs(ref_logits)))
     top1 = float((logits.argmax(1) == ref_logits.argmax(1)).mean())
     per_block = (gates == ref_gates).mean(0)
     gate = float((gates == ref_gates).mean())
     passed = within and top1 >= profile["min_top1_agreement"] and gate >= profile["min_gate_agreement"]
+    worst = float(error.max())
     return {"passed": bool(passed), "profile": profile["profile"], "num_samples": int(len(ref_logits)),
-            "logits_within_tolerance": within, "max_abs_logit_error": float(error.max()), "top1_agreement": top1,
-            "gate_agreement": gate, "flipped_blocks": [f"block{i}" for i, a in enumerate(per_block) if a < 1.0]}
+            "logits_within_tolerance": within, "max_abs_logit_error": worst if math.isfinite(worst) else None,
+            "top1_agreement": top1, "gate_agreement": gate,
+            "gate_agreement_per_block": [float(a) for a in per_block],
+            "flipped_blocks": [f"block{i}" for i, a in enumerate(per_block) if a < 1.0]}
 
 
 def summary(r, profile):
@@ -213,8 +220,13 @@ def summary(r, profile):
     flipped = f"; gate decisions differ in {', '.join(r['flipped_blocks'])}" if r["flipped_blocks"] else ""
     return (f"parity {verdict} ({r['profile']}, {r['num_samples']} images): top-1 agreement {r['top1_agreement']:.4f} "
             f"(min {profile['min_top1_agreement']}), gate agreement {r['gate_agreement']:.4f} (min {profile['min_gate_agreement']}), "
-            f"max |logits error| {r['max_abs_logit_error']:.3g} (bound: {bound}{', exceeded' if not r['logits_within_tolerance'] else ''})"
+            f"max |logits error| {worst_error(r['max_abs_logit_error'])} (bound: {bound}{', exceeded' if not r['logits_within_tolerance'] else ''})"
             f"{flipped}")
+
+
+def worst_error(value):
+    """The largest logit error as text ("not finite" where an output was NaN or infinite)."""
+    return "not finite" if value is None else f"{value:.3g}"
 
 
 def read_profile(path):
@@ -286,7 +298,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     reference, outputs = load_outputs(args.reference), load_outputs(args.outputs)
     profile = read_profile(args.profile)
-    report = check(reference, outputs, profile)
+    try:
+        report = check(reference, outputs, profile)
+    except ValueError as exc:
+        print(f"error: {exc}; run the bundle's graph on its inputs (--data-loader-script check_parity.py).", file=sys.stderr)
+        return 2
     print(summary(report, profile))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -33,7 +33,7 @@ def write_bundle(s, target, art, log=print):
     from cosinegate.pipeline.stages import parity_profile
     from cosinegate.quant.names import CACHE_NAME, MANIFEST_NAME
     from cosinegate.trt.build import cache_calibrator, gate_layer_names
-    from cosinegate.trt.bundle import (PATTERNS, input_bin, make_bundle, polygraphy_tolerance, release_cache_name,
+    from cosinegate.trt.bundle import (PATTERNS, input_bin, make_bundle, release_cache_name,
                                        release_caches)
     from cosinegate.trt import run_engine
     from cosinegate.trt.bundle_readme import bundle_readme, preview_failure
@@ -116,7 +116,7 @@ def write_bundle(s, target, art, log=print):
                                 settings={"dla_core": s.dla_core, "workspace_mib": s.workspace or profile.default_workspace_mib})
         plan = ScriptPlan(profile, name, s.form, s.precision, s.int8_path if s.precision == "int8" else None,
                           build_rel, float_rel, caches, calibrator, s.batch, gate_layer_names(build_path), s.workspace,
-                          s.dla_core, tolerance_args=tuple(shlex.split(polygraphy_tolerance(s.precision))),
+                          s.dla_core,
                           reference=check_rels["reference"], reference_inputs=check_rels["inputs"],
                           manifest_fields=engine.to_json(),
                           candidates=device_candidates(manifest.selection, candidates, s.select),

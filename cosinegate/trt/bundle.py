@@ -22,16 +22,6 @@ from cosinegate.trt.targets import load_target
 from cosinegate.trtversion import calibration_cache_header, parse_calibration_cache_header
 
 
-def polygraphy_tolerance(precision):
-    """`polygraphy run` tolerance flags of the precision's parity profile (gates always exact there;
-    the profile's agreement thresholds are applied by `build_engine.py --bundle`)."""
-    from cosinegate.parity import PROFILES
-
-    profile = PROFILES[precision]
-    atol, rtol = (min(v, 1e9) for v in (profile.logits_atol, profile.logits_rtol))
-    return f"--atol logits:{atol:g} gates:0 --rtol logits:{rtol:g} gates:0"
-
-
 def release_caches(cache_path, profile):
     """{release version: cache text} for every exact TensorRT release of ``profile`` (MAJOR.MINOR.PATCH).
 

@@ -59,7 +59,6 @@ class ScriptPlan:
     dla_core: int = None
     input_bin: str = "input.bin"
     input_name: str = "input"
-    tolerance_args: tuple = ()
     reference: str = "reference.json"  # Polygraphy RunResults of the PyTorch side, for the engine check
     reference_inputs: str = "inputs.npz"  # the uint8 reference images; check_parity.py (the data loader) reads it
     manifest_fields: dict = field(default_factory=dict)  # the engine manifest's static part (EngineManifest JSON)
@@ -576,8 +575,11 @@ def _candidate_table(plan):
         engine = f"{plan.name}-{name}-{plan.precision}-trt"
         if cand["inputs"] != plan.reference_inputs:
             raise CosineGateError(f"candidate {name} names inputs {cand['inputs']}, not the bundle's {plan.reference_inputs}")
-        check = "polygraphy run " + sh_words(["$CAND_ENGINE", "--trt", "--model-type", "engine", *data_loader(plan),
-                                              "--load-outputs", cand["reference"], *plan.tolerance_args])
+        outputs = f"$RESULTS/outputs.{name}.json"
+        check = ("polygraphy run " + sh_words(["$CAND_ENGINE", "--trt", "--model-type", "engine", *data_loader(plan),
+                                               "--save-outputs", outputs])
+                 + f' > "$RESULTS/polygraphy.{name}.log" 2>&1 && python3 check_parity.py '
+                 + sh_words([outputs, "--reference", cand["reference"], "--json", f"$RESULTS/parity.{name}.json"]))
         accuracy = "within" if cand["eligible"] else "outside"
         lines += [
             "",
@@ -589,7 +591,7 @@ def _candidate_table(plan):
             f'if build_{name} > "$RESULTS/build.{name}.log" 2>&1; then',
             '    mv "$CAND_TMP" "$CAND_ENGINE"',
             "    if command -v polygraphy > /dev/null 2>&1; then",
-            f'        if {check} > "$RESULTS/polygraphy.{name}.log" 2>&1; then P=passed; else P=FAILED; fi',
+            f'        if {check} >> "$RESULTS/polygraphy.{name}.log" 2>&1; then P=passed; else P=FAILED; fi',
             "    else P=not-run; fi",
             f'    set -- {sh_words(timing[1:])}',
             f'    if "$TRTEXEC" "$@" > "$RESULTS/timing.{name}.log" 2>&1; then M=$(median_ms "$RESULTS/timing.{name}.log"); fi',

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 from cosinegate.errors import CosineGateError
 from cosinegate.onnx import export_checkpoint
-from cosinegate.parity import FP32, INT8, run_parity
+from cosinegate.parity import FP16, FP32, INT8, PROFILES, agreement_report, run_parity
 from cosinegate.parity.compare import summarize
 from cosinegate.training.checkpoint import model_from_checkpoint
 
@@ -160,7 +160,6 @@ def test_parity_on_real_cifar_images(name, dyn_checkpoint, model, tmp_path, monk
 
 
 def test_engine_profiles_by_precision():
-    from cosinegate.parity import FP16, PROFILES, agreement_report
 
     rng = np.random.default_rng(1)
     ref = {"logits": rng.normal(size=(100, 10)).astype(np.float32), "gates": rng.integers(0, 2, (100, 9)).astype(np.float32)}
@@ -169,6 +168,30 @@ def test_engine_profiles_by_precision():
     fp16_like["gates"][:10, 4] = 1 - fp16_like["gates"][:10, 4]  # 10 of 900 decisions flipped: 98.9%
     report = agreement_report(ref, fp16_like, FP16)
     assert not report["passed"] and report["gate_agreement"] == pytest.approx(890 / 900)
+
+
+def test_every_report_takes_the_verdict_of_check_parity():
+    """One rule for the desktop reports and the board's check_parity.py: a reference logit of exactly 0 under INT8's
+    unbounded profile (inf * 0 was nan: every INT8 check of such a reference failed), FP16's logit bound in the
+    export-side summary (it was dropped), and NaN logits (no profile lets them pass)."""
+    from cosinegate.parity import device_check
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(50, 10))
+    logits[0, 3] = 0.0
+    ref = {"logits": logits, "gates": rng.integers(0, 2, (50, 9)).astype(np.float32)}
+    own, kinds = ref["gates"], ["dynamic"] * 9
+    assert agreement_report(ref, dict(ref), INT8)["passed"]
+    off = {"logits": logits + 0.1 * np.sign(logits), "gates": ref["gates"]}  # same argmax, 0.1 off: beyond FP16's 5e-2
+    for report in (summarize(ref, off, own, kinds, FP16, polygraphy_passed=True), agreement_report(ref, off, FP16)):
+        assert not report["passed"] and not report["logits_within_tolerance"] and report["top1_agreement"] == 1.0
+    nan = {"logits": logits.copy(), "gates": ref["gates"]}
+    nan["logits"][7] = np.nan
+    assert not agreement_report(ref, nan, INT8)["passed"]
+    for name, tolerance in PROFILES.items():
+        for outputs in (dict(ref), off, nan):
+            assert (agreement_report(ref, outputs, tolerance)["passed"]
+                    == device_check.check(ref, outputs, device_check.PROFILES[name])["passed"])
 
 
 def test_parity_refuses_a_cpu_onnxruntime_graph_built_elsewhere(tmp_path):

@@ -194,3 +194,19 @@ def test_flipped_gate_decisions_alone_fail_every_profile_and_name_the_block(prec
     report = device_check.check(reference, flipped, profile)
     assert not report["passed"] and report["flipped_blocks"] == ["block2"]
     assert report["logits_within_tolerance"] and report["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("shape, message", [((0, 10), "the reference holds no samples (logits [0, 10], gates [0, 9])"),
+                                            ((4, 10), "outputs [4, 10]/[4, 9] do not match the reference [8, 10]/[8, 9]")])
+def test_outputs_of_other_shapes_are_one_line_and_exit_2(tmp_path, capsys, shape, message):
+    """Outputs of other images (or none) are a bad file, not a parity failure: one line, exit status 2."""
+    reference = save_outputs(tmp_path / "reference.json")
+    run = {"logits": np.zeros(shape, np.float32), "gates": np.zeros((shape[0], 9), np.float32)}
+    other = tmp_path / "outputs.json"
+    RunResults([("runner", [IterationResult(run, runner_name="runner")])]).save(str(other))
+    profile = tmp_path / "parity_profile.json"
+    profile.write_text(json.dumps(parity_profile("int8")))
+    first, second = (other, reference) if shape[0] == 0 else (reference, other)  # the reference is the empty one
+    code = device_check.main([str(second), "--reference", str(first), "--profile", str(profile)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err

@@ -2,6 +2,7 @@
 simpler graph unless a faster one wins beyond the timing spread, within the accuracy tolerance), here and on the board."""
 
 import json
+import sys
 
 import pytest
 
@@ -150,7 +151,8 @@ def run_script(bundle, tmp_path, **env):
     (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 1\n")  # the host's GPU, if any, is not the board's
     (fake / "nvidia-smi").chmod(0o755)
     system = [d for d in ("/usr/bin", "/bin") if os.path.isdir(d)]
-    full = {"PATH": os.pathsep.join([str(fake)] + system), "HOME": str(tmp_path), "USER": "nvidia",
+    extra = [env.pop("FAKE_BIN")] if "FAKE_BIN" in env else []  # more stand-in tools
+    full = {"PATH": os.pathsep.join([str(fake)] + extra + system), "HOME": str(tmp_path), "USER": "nvidia",
             "FAKE_LOG": str(tmp_path / "trtexec.log"), "DEVICE_TREE": str(tmp_path / "no-device-tree"), **env}
     return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=60)
 
@@ -193,6 +195,37 @@ def test_device_script_times_every_candidate_and_names_the_winner(wide_bundle, t
     assert timing and "--loadInputs=input:input.bin" in timing[0] and "--useSpinWait" in timing[0]
     assert (bundle / "results" / "winner.txt").read_text().splitlines()[0] == f"winner: {winner}"
     assert f"winner: {winner}" in done.stdout
+
+
+# A polygraphy that "runs" an engine by saving the outputs its candidate's graph gives (the bundle's reference of that
+# candidate); WRONG_DENSE=1: the dense engine gives the pruned graph's outputs instead.
+FAKE_POLYGRAPHY_BY_CANDIDATE = """#!/bin/sh
+engine="$2"
+while [ $# -gt 0 ]; do if [ "$1" = --save-outputs ]; then out="$2"; fi; shift; done
+case "$engine" in
+  *-pruned-*) ref=reference.pruned.json ;;
+  *-dense-*) if [ -n "${WRONG_DENSE:-}" ]; then ref=reference.pruned.json; else ref=reference.dense.json; fi ;;
+  *) ref=reference.json ;;
+esac
+cp "$ref" "$out"
+"""
+
+
+def test_candidates_are_judged_by_check_parity_against_their_own_reference(wide_bundle, tmp_path):
+    """The board judges every candidate as the bundle's engine: check_parity.py under the bundle's profile (it compared
+    them elementwise with gates exact before, stricter than the fp16 and int8 profiles' agreement minimums)."""
+    for folder in ("bin", "right", "wrong"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "bin" / "polygraphy").write_text(FAKE_POLYGRAPHY_BY_CANDIDATE)
+    (tmp_path / "bin" / "polygraphy").chmod(0o755)
+    (tmp_path / "bin" / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (tmp_path / "bin" / "python3").chmod(0o755)
+    bundle, _, rows, _ = device_run(wide_bundle, tmp_path / "right", FAKE_BIN=str(tmp_path / "bin"))
+    assert {name: row[2] for name, row in rows.items()} == {"conditional": "passed", "pruned": "passed", "dense": "passed"}
+    assert json.loads((bundle / "results" / "parity.dense.json").read_text())["profile"] == "fp16"
+    bundle, _, rows, _ = device_run(wide_bundle, tmp_path / "wrong", FAKE_BIN=str(tmp_path / "bin"), WRONG_DENSE="1")
+    assert (rows["pruned"][2], rows["dense"][2]) == ("passed", "FAILED")
+    assert "parity FAILED (fp16" in (bundle / "results" / "polygraphy.dense.log").read_text()
 
 
 def test_device_script_skips_candidates_outside_the_tolerance(selected, tmp_path):
