@@ -52,6 +52,32 @@ def test_a_running_campaign_keeps_its_protocol(tmp_path):
         cc.load_protocol(tmp_path, cc.PROTOCOL)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"methods": ["/tmp/x/evil.yaml"]}, "has methods \"['/tmp/x/evil.yaml']\", not a list of the gated presets' names"),
+    ({"methods": ["dense"]}, "not a list of the gated presets' names"),
+    ({"seeds": "2"}, "has seeds '2', not a whole number from 1 to 100"),
+    ({"rates": [0.5, "../x"]}, "not a list of rates in (0, 1]"),
+    ({"reference": {"backbone": "../../x"}}, "not {backbone: name}"),
+    ({"finetune": {"epochs": 1}}, "not the fine-tuning recipe"),
+    ({"static_removals": None}, "not a list of block counts"),
+])
+def test_a_campaign_json_from_elsewhere_is_checked_before_any_run_is_named(tmp_path, capsys, change, message):
+    """Run names become folders under runs/ (and configs there): a campaign.json naming a path or a value of another
+    kind is one line (a method path had sent a run's config, logs and checkpoints outside the folder)."""
+    (tmp_path / "campaign.json").write_text(json.dumps({**TINY, **change}))
+    with pytest.raises(CosineGateError, match="restore the committed campaign.json") as refused:
+        cc.load_protocol(tmp_path)
+    assert message in str(refused.value)
+    from cosinegate.cli import cpu_campaign as command, run_main
+
+    with pytest.raises(SystemExit) as ended:
+        run_main(lambda: command.main(["--folder", str(tmp_path), "--report"]), [])
+    err = capsys.readouterr().err
+    assert ended.value.code == 2
+    assert err.count("\n") == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["campaign.json"]
+
+
 def test_no_run_starts_inside_the_margin(tmp_path):
     cc.load_protocol(tmp_path, TINY)
     result = cc.continue_campaign(tmp_path, time.time() + 100, nice=0, log=lambda text: None, start_margin=600)
@@ -417,3 +443,10 @@ def test_a_runs_epochs_are_told_by_precision_and_cpu_in_order():
     assert runtime_mix([]) == ""
     windows = "cpu (Intel64 Family 6 Model 158 Stepping 10, GenuineIntel, AMD64, 1 threads)"  # platform.processor()
     assert runtime_mix([{"amp": "none", "hardware": windows}]) == "fp32, Intel64 Family 6 Model 158 Stepping 10, GenuineIntel: 1"
+
+
+def test_a_static_choice_without_a_block_order_is_one_line(tmp_path):
+    protocol = cc.load_protocol(tmp_path, TINY)
+    (tmp_path / "static-choice-s0.json").write_text(json.dumps({"order": ["../x"]}))
+    with pytest.raises(CosineGateError, match="holds no block order .* delete it"):
+        cc.plan(tmp_path, protocol)

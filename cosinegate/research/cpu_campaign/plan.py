@@ -9,11 +9,13 @@ fine-tune epochs.
 """
 
 import copy
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_json, read_json
-from cosinegate.config import load_config, validate
+from cosinegate.config import load_config, preset_names, validate
 from cosinegate.errors import CosineGateError
 from cosinegate.research.cpu_campaign.state import run_state
 from cosinegate.research.experiments import RunSpec, collect
@@ -60,10 +62,14 @@ def in_order(plans):
 
 
 def load_protocol(folder, protocol=None):
-    """campaign.json of `folder` (written from `protocol` or PROTOCOL when the campaign is new)."""
+    """campaign.json of `folder` (written from `protocol` or PROTOCOL when the campaign is new), checked."""
     path = Path(folder) / "campaign.json"
     if path.is_file():
         stored = read_json(path, "campaign.json")
+        problem = protocol_problem(stored)
+        if problem:
+            raise CosineGateError(f"{path} {problem}; restore the committed campaign.json (git checkout) or start a "
+                                  "new campaign folder.")
         if protocol is not None and stored != protocol:
             raise CosineGateError(f"{path} holds another protocol than the one asked for; continue it as it is or "
                                   "start a new campaign folder.")
@@ -72,6 +78,59 @@ def load_protocol(folder, protocol=None):
     Path(folder).mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, protocol or PROTOCOL)
     return protocol or PROTOCOL
+
+
+def _whole(value, low=0):
+    return type(value) is int and low <= value <= 10**6
+
+
+def _number(value, low=0.0, high=math.inf):
+    return type(value) in (int, float) and math.isfinite(value) and low <= value <= high
+
+
+def _word(value):
+    return isinstance(value, str) and re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", value) is not None
+
+
+PROTOCOL_CHECKS = {  # key: (test, what it must be); run names, and so folders under runs/, are made of these values
+    "backbone": (_word, "a backbone name"),
+    "seeds": (lambda v: _whole(v, 1) and v <= 100, "a whole number from 1 to 100"),
+    "data": (lambda v: isinstance(v, dict) and isinstance(v.get("source"), str) and isinstance(v.get("root"), (str, type(None)))
+             and (v.get("subset") is None or _whole(v["subset"], 1)), "{source, root, subset}: text, a folder or null, a count or null"),
+    "teacher_epochs": (lambda v: _whole(v, 1), "a whole number of epochs"),
+    "finetune": (lambda v: isinstance(v, dict) and _whole(v.get("epochs"), 1) and _number(v.get("lr"), 1e-9)
+                 and isinstance(v.get("schedule"), str) and _number(v.get("warmup_epochs"))
+                 and isinstance(v.get("nesterov"), bool) and _number(v.get("gate_lr_scale"))
+                 and isinstance(v.get("distill"), dict) and isinstance(v.get("gate", {}), dict),
+                 "the fine-tuning recipe (epochs, lr, schedule, warmup_epochs, nesterov, gate_lr_scale, distill, gate)"),
+    "static_removals": (lambda v: isinstance(v, list) and all(_whole(k, 1) for k in v), "a list of block counts"),
+    "methods": (lambda v: isinstance(v, list) and all(m in preset_names() and m not in ("dense", TEACHER_PRESET) for m in v),
+                "a list of the gated presets' names"),
+    "rates": (lambda v: isinstance(v, list) and all(_number(r, 1e-6, 1.0) for r in v), "a list of rates in (0, 1]"),
+}
+OPTIONAL_CHECKS = {
+    "reference": (lambda v: v is None or (isinstance(v, dict) and _word(v.get("backbone"))), "{backbone: name}"),
+    "controls": (lambda v: isinstance(v, bool), "true or false"),
+    "static_choice_images": (lambda v: _whole(v, 1), "a whole number of images"),
+}
+
+
+def protocol_problem(protocol):
+    """What is wrong with a campaign.json's content (None when nothing is)."""
+    if not isinstance(protocol, dict):
+        return "is not a JSON object"
+    for key, (test, what) in {**PROTOCOL_CHECKS, **OPTIONAL_CHECKS}.items():
+        if key not in protocol:
+            if key in PROTOCOL_CHECKS:
+                return f"has no {key!r}"
+            continue
+        try:
+            ok = test(protocol[key])
+        except TypeError:  # a value of another kind where a comparison was made
+            ok = False
+        if not ok:
+            return f"has {key} {str(protocol[key])[:60]!r}, not {what}"
+    return None
 
 
 def _base(protocol, preset, seed):
@@ -176,7 +235,12 @@ def read_choice(folder, seed):
     if not path.is_file():
         return None
 
-    return read_json(path, "static block choice")
+    choice = read_json(path, "static block choice")
+    if not isinstance(choice, dict) or not isinstance(choice.get("order"), list) or not all(
+            _whole(b) for b in choice["order"]):
+        raise CosineGateError(f"{path} holds no block order (a list of block indices); delete it: the campaign chooses "
+                              "again.")
+    return choice
 
 
 def winner_run(folder, runs, rows=None):
