@@ -121,6 +121,7 @@ def run_bench(s, backend_name, workdir, log=print):
             if inputs is None:
                 raise CosineGateError("no images for the engine: pass --inputs BUNDLE/inputs.npz (the reference images), "
                                       "--data with a dataset, or --random-input (speed only).")
+            log(f"images: {inputs} (the engine's reference inputs)")
         if inputs:  # before TensorRT is needed, so a bad --inputs is said first
             batches = batches_from_inputs(inputs, s.batch)
         backend = TrtBackend(s.engine)
@@ -287,10 +288,23 @@ def native_if_graphs(flat, threads):
 
 
 def reference_inputs(engine, manifest):
-    """The reference inputs an engine was checked with: its manifest's, or the bundle's beside results/."""
+    """The reference inputs an engine was checked with: its manifest's (a board build names a file of its bundle,
+    beside results/; a desktop build its own absolute path), else the bundle's inputs.npz or inputs.json."""
+    from cosinegate.trt.manifest import bundle_member
+
     named = manifest.reference_inputs
+    if named is not None and not isinstance(named, str):
+        raise CosineGateError(f"engine manifest {engine}.json names reference inputs {str(named)[:60]!r}, not a file; "
+                              "pass --inputs BUNDLE/inputs.npz, or rebuild the engine.")
     bundle = Path(engine).resolve().parent.parent
-    candidates = ([Path(named)] if named else []) + [bundle / "inputs.npz", bundle / "inputs.json"]
+    candidates = [bundle / "inputs.npz", bundle / "inputs.json"]
+    if named and Path(named).is_absolute():
+        candidates.insert(0, Path(named))
+    elif named:
+        try:
+            candidates.insert(0, bundle_member(bundle, named, "reference inputs"))
+        except FileNotFoundError:
+            pass
     return next((path for path in candidates if path.is_file()), None)
 
 

@@ -62,7 +62,7 @@ def build_one(s, target, art, label, log=print):
         settings=settings.to_json(), inputs={"onnx": str(art.onnx), "onnx_sha256": sha256_file(art.onnx)},
         calibration_sha256=sha256_file(settings.calib_cache) if settings.calib_cache else None,  # the cache it read
         gate_thresholds={b: "logit > 0" for b in range(len(meta.get("blocks", [])))}, onnx_metadata=meta,
-        card=card_of(meta), reference_inputs=str(art.inputs) if art.inputs else None,
+        card=card_of(meta), reference_inputs=str(Path(art.inputs).resolve()) if art.inputs else None,
         preprocessing=meta.get("preprocessing"), power_rails=target.profile.power_rails,
     ))
     log(f"built {engine} in {seconds:.1f}s (TensorRT {version}, sm{cc}); manifest {engine}.json")

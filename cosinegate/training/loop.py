@@ -27,6 +27,7 @@ from cosinegate.training import schedules
 from cosinegate.training.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
 from cosinegate.training.distributed import DistContext
 from cosinegate.training.init_from import apply_init, load_teacher, read_init_weights
+from cosinegate.training.metrics_log import read_metrics
 from cosinegate.training.penalty import block_rate_loss, block_rate_targets, collapse_penalty, compute_penalty, compute_ratio
 from cosinegate.training.runtime import Runtime
 from cosinegate.training.shaping import batch_shaping_loss
@@ -410,20 +411,6 @@ def routing_note(model, skip_rates):
                 "would have no If). Train longer, or raise gate.penalty / lower gate.target or gate.block_rates.")
     return (f"WARNING: no block is dynamic: blocks {skipped} are always skipped and the rest always run, i.e. static pruning "
             "(train/train.py --drop-blocks gives that network without gates). Lower gate.penalty or raise gate.min_rate.")
-
-
-def read_metrics(path):
-    """The records of a metrics.jsonl, the last of each epoch (a run killed between logging an epoch and saving last.pt
-    logs it again when resumed); a line a kill cut short (only the last can be) is skipped."""
-    records = {}
-    for line in Path(path).read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
-            records[record["epoch"]] = record
-    return list(records.values())
 
 
 def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None, stop_after=None, log=None,

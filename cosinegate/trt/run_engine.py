@@ -30,6 +30,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 MAX_PIXELS = 50000000  # as the toolkit's image reader: width x height
 MAX_INPUTS = 100000
 MAX_NPY_BYTES = 1 << 30  # one .npy array
+MAX_JSON_BYTES = 1 << 24  # a manifest (the toolkit writes tens of kilobytes)
 NPY_HEADER_BYTES = 1 << 16  # room for a .npy header (numpy writes 128 bytes and refuses one over 10000)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024  # the input sides the toolkit exports (cosinegate.schema)
 RESIZE_RULES = ("native-or-center-crop", "native", "eval")
@@ -56,6 +58,10 @@ class BadInput(Exception):
 
 def read_json(path, what):
     try:
+        info = os.stat(str(path))
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_JSON_BYTES:
+            raise BadInput("{} {} is not a regular file of at most {} bytes; unpack the bundle again.".format(
+                what, path, MAX_JSON_BYTES))
         with open(str(path)) as handle:
             return json.load(handle)
     except FileNotFoundError:
@@ -94,7 +100,7 @@ def model_info(manifest, graph_meta=None):
 def macs_usable(macs):
     """Whether stored MAC counts are whole numbers this script can add up (else no MACs are reported)."""
     def whole(v):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 63
 
     return (isinstance(macs, dict) and all(whole(macs.get(k)) for k in ("stem", "classifier", "dense")) and macs["dense"] > 0
             and isinstance(macs.get("blocks"), list)
@@ -105,13 +111,16 @@ def preprocessing_problem(pre):
     """What this script cannot apply in a preprocessing record, or None."""
     if pre.get("resize") not in RESIZE_RULES:
         return "resize {!r} is not one this run_engine.py knows ({})".format(pre.get("resize"), ", ".join(RESIZE_RULES))
+    values = [pre.get(key) for key in ("crop", "mean", "std")] + [[pre.get("resize_shorter_side")]]
+    if not all(isinstance(v, list) and v and all(is_number(x) for x in v) for v in values):
+        return "lacks a numeric crop, resize_shorter_side, mean or std (lists of numbers, a number)"
     try:
         crop = [int(v) for v in pre["crop"]]
         side = int(pre["resize_shorter_side"])
         mean = [float(v) for v in pre["mean"]]
         std = [float(v) for v in pre["std"]]
-    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(inf), float(10**400)
-        return "lacks a numeric crop, resize_shorter_side, mean or std"
+    except (ValueError, OverflowError):  # int(nan), int(inf), float(10**400)
+        return "lacks a numeric crop, resize_shorter_side, mean or std (finite numbers)"
     finite = all(math.isfinite(v) for v in mean + std)
     if len(crop) != 2 or crop[0] != crop[1] or len(mean) != 3 or len(std) != 3 or not finite or min(std) <= 0:
         return "has crop {}, mean {}, std {}: not a square crop, 3 finite means and 3 positive stds".format(
@@ -119,9 +128,14 @@ def preprocessing_problem(pre):
     if not MIN_IMAGE_SIZE <= crop[0] <= MAX_IMAGE_SIZE or not crop[0] <= side <= 4 * MAX_IMAGE_SIZE:
         return "has crop {} and shorter side {}: not a crop of {} to {} and a side from the crop to {}".format(
             shown(crop), shown(side), MIN_IMAGE_SIZE, MAX_IMAGE_SIZE, 4 * MAX_IMAGE_SIZE)
-    if pre.get("layout") != "NCHW" or pre.get("dtype") != "float32" or list(pre.get("pixel_range") or []) != [0, 255]:
+    if pre.get("layout") != "NCHW" or pre.get("dtype") != "float32" or pre.get("pixel_range") != [0, 255]:
         return "is not pixels 0..255 fed as NCHW float32"
     return None
+
+
+def is_number(value):
+    """A JSON number (not a boolean)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def shown(value, width=60):
@@ -320,6 +334,9 @@ def fit(array, pre, resize):
         raise NoReader()
     scale = side / float(min(w, h))
     new_w, new_h = max(size, int(round(w * scale))), max(size, int(round(h * scale)))
+    if new_w * new_h > MAX_PIXELS:
+        raise Oversize("{}x{} resized to a shorter side of {} is {}x{}, over {} pixels".format(w, h, side, new_w, new_h,
+                                                                                              MAX_PIXELS))
     array = resize(array, new_w, new_h)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return array[top : top + size, left : left + size]
@@ -327,6 +344,10 @@ def fit(array, pre, resize):
 
 class NoReader(Exception):
     pass
+
+
+class Oversize(Exception):
+    """An image whose resized size would exceed MAX_PIXELS."""
 
 
 def to_input(images, pre):
@@ -360,6 +381,8 @@ def load_inputs(files, pre, reader):
                                    "(or OpenCV).".format(path, size, size))
                 except MemoryError:
                     raise BadInput("{}'s images do not fit in memory once resized; split it into smaller arrays.".format(path))
+                except Oversize as exc:
+                    raise BadInput("{} holds an image of {}; crop it first.".format(path, exc))
             elif array.dtype == np.float32 and array.ndim in (3, 4) and tuple(array.shape[-3:]) == (3, size, size):
                 x = array[None] if array.ndim == 3 else array
             else:
@@ -378,6 +401,8 @@ def load_inputs(files, pre, reader):
             raise
         except MemoryError:
             raise BadInput("{} does not fit in memory once resized; shrink it first.".format(path))
+        except Oversize as exc:
+            raise BadInput("{} is an image of {}; crop it first.".format(path, exc))
         except Exception as exc:  # a file boundary: Pillow and OpenCV raise many types for a broken file
             raise BadInput("{} is not a readable image ({}: {}); remove or replace it.".format(
                 path, type(exc).__name__, (str(exc).splitlines() or [""])[0][:80]))
@@ -602,9 +627,14 @@ def find_engine(results=None, form=None):
     engines = sorted(results.glob("*.engine"))
     if len(engines) > 1:
         winner = None
-        if (results / "winner.txt").is_file():
-            words = (results / "winner.txt").read_text().split("winner:", 1)[-1].split()
+        try:
+            if not (results / "winner.txt").is_file():  # a FIFO would block the read
+                raise OSError("no winner.txt")
+            with open(str(results / "winner.txt"), "rb") as handle:  # build_on_device.sh's: a few lines
+                words = handle.read(4096).decode("utf-8", "replace").split("winner:", 1)[-1].split()
             winner = words[0] if words else None
+        except OSError:
+            pass
         for name in (winner, form):
             chosen = [e for e in engines if name and "-{}-".format(name) in e.name]
             if len(chosen) == 1:

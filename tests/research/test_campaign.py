@@ -106,3 +106,13 @@ def test_state_bound_fits_the_carry_limit():
     assert cp.STATE_LIMIT_BYTES + data_tar + 8 * 2**20 < 64 * 2**20  # state + data + working tree
     assert cp.state_bytes("resnet56") > 2.5 * cp.state_bytes("resnet20")
     assert cp.state_bytes("resnet110") * 2 / 3 < cp.PART_BYTES  # its last.pt (weights + momentum) fits one part
+
+
+def test_progress_counts_whole_epochs_of_a_metrics_log_a_kill_cut_short(tmp_path):
+    """A kill leaves a half-written last line (and a resumed run may log an epoch again): counted once, never a
+    JSONDecodeError."""
+    run = _fake_runs()[0]
+    folder = tmp_path / "runs" / run.name
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 2}\n{"epoch": 3, "train_lo')
+    assert cp.progress_report(tmp_path, [run])[run.name]["epochs_done"] == 2

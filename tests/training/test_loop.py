@@ -266,7 +266,7 @@ def test_routing_note_names_a_dense_or_static_outcome():
 
 
 def test_read_metrics_keeps_the_last_record_of_each_epoch_and_skips_a_cut_line(tmp_path):
-    from cosinegate.training.loop import read_metrics
+    from cosinegate.training.metrics_log import read_metrics
     path = tmp_path / "metrics.jsonl"
     # epoch 2 logged, killed before last.pt, logged again on resume; a list epoch and a cut last line from a bad file
     path.write_text('{"epoch": 1, "x": 1}\n{"epoch": 2, "x": 2}\n{"epoch": 2, "x": 3}\n{"epoch": [3]}\n{"epoch": 3, "x"')
@@ -289,7 +289,8 @@ def test_a_resume_that_runs_other_numerics_says_so(tmp_path):
     train(config, tmp_path / "run", resume=True, progress=False, runtime=Runtime(amp="bf16"), log=said.append)
     notes = [line for line in said if line.startswith("note: ") and "is no longer bit-exact" in line]
     assert len(notes) == 1 and "'amp': 'none'" in notes[0] and "'amp': 'bf16'" in notes[0]
-    from cosinegate.training.loop import hardware_label, read_metrics
+    from cosinegate.training.loop import hardware_label
+    from cosinegate.training.metrics_log import read_metrics
 
     epochs = read_metrics(tmp_path / "run" / "metrics.jsonl")  # each epoch says how it ran
     assert [(m["amp"], m["hardware"]) for m in epochs] == [("none", hardware_label("cpu")), ("bf16", hardware_label("cpu"))]

@@ -111,7 +111,7 @@ def test_run_engine_imports_nothing_from_the_toolkit():
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "cosinegate" not in names
     assert names <= {"argparse", "ctypes", "io", "json", "math", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime",
-                     "tensorrt", "re", "tempfile"}
+                     "tensorrt", "re", "stat", "tempfile"}
 
 
 def test_run_engine_bounds_image_sides_as_the_toolkit():
@@ -164,7 +164,9 @@ def bad_cases(bundle, photos, tmp_path):
     rules = {}
     for name, change in (("bad-rule", {"std": [0.2, 0.0, 0.2]}), ("big-crop", {"crop": [2048, 2048], "resize_shorter_side": 2048}),
                          ("long-side", {"resize_shorter_side": 5000}), ("inf-crop", {"crop": [float("inf")] * 2}),
-                         ("huge-mean", {"mean": [10**400] * 3})):
+                         ("huge-mean", {"mean": [10**400] * 3}), ("range-number", {"pixel_range": 5}),
+                         ("mean-text", {"mean": "123"}), ("std-mapping", {"std": {"0": 1, "1": 2, "2": 3}}),
+                         ("side-4096", {"resize_shorter_side": 4096})):
         rule = json.loads((bundle / "manifest.json").read_text())
         rule["preprocessing"].update(change)
         rules[name] = tmp_path / f"{name}.json"
@@ -175,6 +177,8 @@ def bad_cases(bundle, photos, tmp_path):
     with open(huge, "wb") as handle:
         np.lib.format.write_array_header_1_0(handle, {"descr": "|u1", "fortran_order": False, "shape": (10**7, 1024, 1024, 3)})
     image = photos / "a00.png"
+    wide = tmp_path / "wide.npy"  # one row of 600,000 pixels: resized to a shorter side of 4096, 2.5e9 wide
+    np.save(wide, np.zeros((1, 600000, 3), np.uint8))
     onnx = ["--onnx", bundle / "model.conditional.onnx"]
     return {
         "missing file": ([*onnx, tmp_path / "nope.png"], "not found"),
@@ -188,6 +192,13 @@ def bad_cases(bundle, photos, tmp_path):
         "manifest with a side over 4096": ([*onnx, "--manifest", rules["long-side"], image], "a side from the crop to 4096"),
         "manifest with an infinite crop": ([*onnx, "--manifest", rules["inf-crop"], image], "lacks a numeric crop"),
         "manifest with a 400-digit mean": ([*onnx, "--manifest", rules["huge-mean"], image], "lacks a numeric crop"),
+        "manifest with a pixel range that is a number": ([*onnx, "--manifest", rules["range-number"], image],
+                                                         "is not pixels 0..255"),
+        "manifest with a mean that is text": ([*onnx, "--manifest", rules["mean-text"], image], "lacks a numeric crop"),
+        "manifest with a std that is a mapping": ([*onnx, "--manifest", rules["std-mapping"], image], "lacks a numeric crop"),
+        "an image that would be resized past the pixel bound": ([*onnx, "--manifest", rules["side-4096"], wide],
+                                                                "wide.npy holds an image of 600000x1 resized"),
+        "a FIFO as the manifest": ([*onnx, "--manifest", fifo, image], "is not a regular file of at most"),
         "a FIFO named": ([*onnx, fifo], "fifo.png is not a regular file"),
         "a .npy header over its size": ([*onnx, huge], "huge.npy declares a uint8 [10000000, 1024, 1024, 3] array"),
         "missing graph": (["--onnx", tmp_path / "none.onnx", photos], "graph"),
@@ -398,6 +409,18 @@ def test_the_default_engine_is_the_one_built_or_the_winner(default_bundle, tmp_p
     assert run_engine.find_engine(results, form="conditional").name == "m-conditional-fp16-trt10.3.0-sm87.engine"
     (results / "winner.txt").write_text("winner: pruned\n")
     assert run_engine.find_engine(results, form="conditional").name == "m-pruned-fp16-trt10.3.0-sm87.engine"
+    (results / "winner.txt").write_bytes(b"winner: \xff\xfe\n")  # not UTF-8: no winner named, the bundle's own form
+    assert run_engine.find_engine(results, form="conditional").name == "m-conditional-fp16-trt10.3.0-sm87.engine"
+
+
+def test_mac_counts_past_what_a_float_holds_are_left_out(default_bundle, photos, tmp_path):
+    manifest = json.loads((default_bundle / "manifest.json").read_text())
+    manifest["card"]["macs"]["dense"] = 10**400
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    done = run_script(default_bundle / "run_engine.py", "--onnx", default_bundle / "model.conditional.onnx",
+                      "--manifest", path, photos / "a00.png")
+    assert done.returncode == 0 and "no MAC counts recorded" in done.stdout, done.stderr
 
 
 # ---- the TensorRT path's plumbing, with a stand-in TensorRT and CUDA (never evidence that an engine runs) ----

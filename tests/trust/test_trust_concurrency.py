@@ -69,7 +69,8 @@ def test_read_only_out_is_refused_before_the_first_epoch(tmp_path, fake_cifar_ro
 
 
 def test_resume_survives_a_partial_last_metrics_line(tiny_run, tmp_path, fake_cifar_root):
-    from cosinegate.training.loop import read_metrics, train
+    from cosinegate.training.loop import train
+    from cosinegate.training.metrics_log import read_metrics
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)

@@ -106,6 +106,29 @@ def test_an_engine_manifest_with_bad_onnx_metadata_is_refused(tmp_path):
             engine_metadata(EngineManifest.from_json(manifest, "m.engine.json"), tmp_path / "m.engine")
 
 
+def test_an_engines_reference_inputs_are_a_file_of_its_bundle_or_the_desktops_own_path(tmp_path, monkeypatch):
+    """bench --engine takes its images from the engine manifest's reference_inputs: a board build names a file of its
+    bundle (found from any working folder), a desktop build its absolute path; a path out of the bundle or a value
+    that is no path is one line (a number was a TypeError, '../' left the bundle)."""
+    from cosinegate.manifests import EngineManifest
+    from cosinegate.pipeline.bench import reference_inputs
+
+    bundle = tmp_path / "bundle"
+    (bundle / "results").mkdir(parents=True)
+    (bundle / "inputs.npz").write_bytes(b"x")
+    (bundle / "own.npz").write_bytes(b"x")
+    (tmp_path / "outside.npz").write_bytes(b"x")
+    engine = bundle / "results" / "m.engine"
+    monkeypatch.chdir(tmp_path)
+    assert reference_inputs(engine, EngineManifest(reference_inputs="own.npz")) == bundle / "own.npz"
+    assert reference_inputs(engine, EngineManifest(reference_inputs="gone.npz")) == bundle / "inputs.npz"
+    desktop = str(tmp_path / "outside.npz")
+    assert reference_inputs(engine, EngineManifest(reference_inputs=desktop)) == tmp_path / "outside.npz"
+    for named, message in ((5, "names reference inputs '5', not a file"), ("../outside.npz", "not a relative path inside")):
+        with pytest.raises(CosineGateError, match=message):
+            reference_inputs(engine, EngineManifest(reference_inputs=named))
+
+
 def test_a_bundle_graph_reading_external_data_outside_is_refused(tmp_path):
     import onnx
     from onnx import TensorProto, helper

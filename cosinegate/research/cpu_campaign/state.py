@@ -7,8 +7,7 @@ from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_json, read_json
 from cosinegate.research.experiments import run_state  # one rule for both research runners (re-exported)
-from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
-from cosinegate.training.loop import read_metrics
+from cosinegate.training.metrics_log import read_metrics
 
 
 def run_metrics(run_folder):
@@ -52,6 +51,8 @@ def compact(run_folder):
     last = folder / "last.pt"
     if run_state(folder) != "done" or not last.is_file():
         return False
+    from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint  # torch: only here
+
     state = load_checkpoint(last)
     changed = False
     if "optimizer" in state:
