@@ -14,7 +14,7 @@ def from_bundle(s, target, log=print):
     from cosinegate.pipeline.engine import build_here, onnx_opset
     from cosinegate.trt.manifest import bundle_member, listed_member, safe_name
     from cosinegate.trt.targets import check_opset
-    from cosinegate.trt.trtexec import check_layer_names
+    from cosinegate.layernames import check_layer_names
 
     profile, host = target.profile, target.host
     bundle_dir = Path(s.bundle)

@@ -111,7 +111,7 @@ def prepare(s, target, opset, log=print):
     from cosinegate.pipeline.engine import onnx_opset
     from cosinegate.pipeline.stages import Stages, calibration_files, decision_counts, model_name, work_folder
     from cosinegate.trt.targets import check_opset
-    from cosinegate.trt.trtexec import check_layer_names
+    from cosinegate.layernames import check_layer_names
 
     profile = target.profile
     if s.checkpoint:

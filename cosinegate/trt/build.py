@@ -23,7 +23,8 @@ from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 from cosinegate.layernames import check_compact_releases
-from cosinegate.trt.targets import HostInfo, check_dla_core
+from cosinegate.trt.precision import precision_plan
+from cosinegate.trt.targets import HostInfo
 from cosinegate.trtversion import installed_tensorrt, parse_calibration_cache_header, parse_version, require_tensorrt
 
 
@@ -101,52 +102,25 @@ def dla_releases_that_build(profile, form, precision, int8_path, dla_core):
 
 def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=None, dla_core=None,
                    workspace_mib=None, timing_cache=None, fp32_layers=(), optimization_level=3, form=None):
-    """Decide how to build (no TensorRT needed; every version decision through trtversion.py's guards)."""
+    """Decide how to build (no TensorRT needed): precision.precision_plan's decision, with the calibration cache
+    read and checked where the plan takes INT8 from one."""
     version = parse_version(trt_version)
-    if precision not in profile.precisions:
-        raise CosineGateError(f"precision {precision!r} is not offered by {profile.name}; use one of {', '.join(profile.precisions)}.")
-    check_dla_core(profile, dla_core)
-    if dla_core is None and profile.use_dla:
-        dla_core = 0
-    if dla_core is not None and precision == "fp32":
-        raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
-    if dla_core is not None and version.dla_int8_path is None:
-        raise CosineGateError(f"TensorRT {version} has no DLA support on this target; drop --dla-core.")
-    int8_path = int8_path or profile.default_int8_path
-    check_int8_form(form, precision, int8_path)
+    plan = precision_plan(profile, version, precision, int8_path, dla_core)
+    check_int8_form(form, precision, plan.int8_path)
     if form == "compact":
         check_compact_releases([version], f"{profile.name} build")
-    s = BuildSettings(precision, False, precision in ("fp16", "int8"), precision == "int8",
-                      workspace_mib=workspace_mib or profile.default_workspace_mib, timing_cache=timing_cache,
-                      dla_core=dla_core, gpu_fallback=dla_core is not None and profile.gpu_fallback,
-                      optimization_level=optimization_level)
-    qdq = precision == "int8" and int8_path == "qdq"
-    if qdq and dla_core is not None:
-        if version.dla_int8_path == "cache":
-            raise CosineGateError(f"DLA on TensorRT {version} takes INT8 only from a calibration cache, not from a Q/DQ "
-                                  "graph; use --int8 cache (masked form) or drop --dla-core.")
-        s.notes.append("Q/DQ graph built weakly typed for DLA (--int8 --fp16): DLA turns on FP16, which a strongly "
-                       "typed network refuses")
-    elif qdq and version.supports_strongly_typed or version.requires_strongly_typed:
-        if version.requires_strongly_typed and precision == "fp16":
-            raise CosineGateError(f"TensorRT {version} builds strongly typed only; export an fp16 graph and build it as fp32.")
-        if version.requires_strongly_typed and precision == "int8" and int8_path == "cache":
-            raise CosineGateError(f"TensorRT {version} removed calibration caches; use --int8 qdq.")
-        s.strongly_typed, s.fp16, s.int8 = True, False, False
-        s.notes.append("strongly typed: precision taken from the Q/DQ graph")
-        return s
-    if precision == "int8" and int8_path == "cache":
+    calibrator = None
+    if plan.uses_cache:
         if calib_cache is None:
             raise CosineGateError("--int8 cache needs a calibration cache; run calibration first or use --int8 qdq.")
-        s.calib_cache, s.calibrator = str(calib_cache), cache_calibrator(calib_cache)
+        calibrator = cache_calibrator(calib_cache)
         check_cache_version(calib_cache, version)
-        if s.calibrator == "minmax" and dla_core is not None:
-            raise CosineGateError("DLA needs an EntropyCalibrator2 cache; this cache is MinMax. Drop --dla-core or recalibrate with entropy.")
-        if version.calibrator_deprecated:
-            s.notes.append(f"implicit INT8 calibration is deprecated in TensorRT {version}; prefer --int8 qdq")
-    if precision in ("fp16", "int8"):
-        s.fp32_layers = tuple(fp32_layers)
-    return s
+        plan = precision_plan(profile, version, precision, int8_path, dla_core, calibrator)  # DLA reads Entropy2 only
+    return BuildSettings(precision, plan.strongly_typed, plan.fp16, plan.int8,
+                         calib_cache=str(calib_cache) if plan.uses_cache else None, calibrator=calibrator,
+                         fp32_layers=tuple(fp32_layers) if plan.pins_layers else (), dla_core=plan.dla_core,
+                         gpu_fallback=plan.gpu_fallback, workspace_mib=workspace_mib or profile.default_workspace_mib,
+                         timing_cache=timing_cache, optimization_level=optimization_level, notes=plan.notes)
 
 
 def check_cache_version(calib_cache, version):

@@ -97,9 +97,6 @@ def branch(plan, release):
         note = f"INT8 on DLA with TensorRT {version} comes from the calibration cache (DLA takes no Q/DQ on 8.x)"
     cache = plan.caches.get(str(version)) if plan.precision == "int8" and int8_path == "cache" else None
     try:
-        if note and plan.calibrator == "minmax":
-            raise CosineGateError("DLA on 8.x reads INT8 ranges from a calibration cache, and trtexec and DLA read only "
-                                  "EntropyCalibrator2 caches; this bundle's is MinMax: calibrate with --method entropy")
         if plan.precision == "int8" and int8_path == "cache":
             from cosinegate.trt.build import check_int8_form
 
@@ -109,7 +106,7 @@ def branch(plan, release):
                                       "tied to the exact release in its header); make the bundle for an exact release")
         args = trtexec_command(plan.profile, onnx_rel, "$ENGINE_TMP", plan.precision, int8_path, cache, plan.dla_core,
                                plan.workspace_mib, "$RESULTS/timing.cache", version, plan.batch, plan.fp32_layers,
-                               verbose=True, detailed_profile=True)
+                               verbose=True, detailed_profile=True, calibrator=plan.calibrator)
     except CosineGateError as exc:
         message = f"error: not possible with TensorRT {version}: {exc}"
         return f"TensorRT {version}{jetpack}", [f"say {sh_word(message)} >&2", "exit 2"]

@@ -24,7 +24,8 @@ Every line is checked against the flag list of each release's trtexec (tests/trt
 """
 
 from cosinegate.errors import CosineGateError
-from cosinegate.layernames import check_layer_names, layer_name_problem  # noqa: F401 (check_layer_names: re-exported)
+from cosinegate.layernames import layer_name_problem
+from cosinegate.trt.precision import precision_plan
 from cosinegate.trt.targets import check_dla_core
 from cosinegate.trtversion import parse_version
 
@@ -46,6 +47,7 @@ def trtexec_command(
     input_spec=None,
     verbose=False,
     detailed_profile=False,
+    calibrator=None,
 ):
     """Argument list for trtexec building ``onnx_path`` into ``engine_path`` for ``profile``.
 
@@ -53,7 +55,7 @@ def trtexec_command(
     default. ``input_spec`` is (input name, dims without batch), needed when ``batch`` is not 1
     (dynamic-batch ONNX): all three shape profiles are set to that batch. ``verbose`` adds
     ``--verbose`` (the build log); ``detailed_profile`` ``--profilingVerbosity=detailed`` (layer
-    information for ``--exportLayerInfo`` when timing). TF32 is off (``--noTF32``), as in Polygraphy's builds.
+    information for ``--exportLayerInfo`` when timing); ``calibrator`` the cache's ("entropy2" | "minmax"). TF32 is off (``--noTF32``), as in Polygraphy's builds.
     """
     version = parse_version(trt_version) if trt_version is not None else profile.newest_tensorrt
     if profile.release_for(version) is None:
@@ -61,16 +63,11 @@ def trtexec_command(
             f"TensorRT {version} is not a release of target {profile.name} "
             f"(it has {profile.tensorrt_names()}); pass one of those."
         )
-    if precision not in profile.precisions:
-        raise CosineGateError(
-            f"precision {precision!r} is not offered by {profile.name}; use one of "
-            f"{', '.join(profile.precisions)}."
-        )
-    if dla_core is None and profile.use_dla:
-        dla_core = 0
+    plan = precision_plan(profile, version, precision, int8_path, dla_core, calibrator)
     args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
-    args += _precision_args(profile, version, precision, int8_path, calib_cache, fp32_layers, dla_core)
-    args += _dla_args(profile, version, precision, dla_core)
+    args += _precision_args(plan, calib_cache, fp32_layers)
+    if plan.dla_core is not None:
+        args += [f"--useDLACore={plan.dla_core}"] + (["--allowGPUFallback"] if plan.gpu_fallback else [])
     # trtexec enables TF32 unless told (sampleOptions.cpp 8.5.2 l.843 "--noTF32 ... default is to enable tf32";
     # sampleEngines.cpp l.811-814): on Orin the fp32 engine and the FP32-pinned gate heads would run TF32 math.
     # Polygraphy's CreateConfig, the Python build path, leaves TF32 off.
@@ -108,58 +105,17 @@ def trtexec_timing_command(profile, engine_path, trt_version, inputs=None, expor
     return args
 
 
-def _precision_args(profile, version, precision, int8_path, calib_cache, fp32_layers, dla_core=None):
-    if precision == "int8":
-        int8_path = int8_path or profile.default_int8_path
-        if int8_path not in profile.int8_paths:
-            raise CosineGateError(
-                f"INT8 path {int8_path!r} is not offered by {profile.name}; use one of "
-                f"{', '.join(profile.int8_paths)}."
-            )
-    if version.requires_strongly_typed:
-        return _strongly_typed_only(version, precision, int8_path)
-    pins = _fp32_pins(fp32_layers)  # weakly typed only: TensorRT 11 (no per-layer precision) returned above
-    if precision == "fp32":
-        return []
-    if precision == "fp16":
-        return ["--fp16"] + pins
-    if int8_path == "qdq":
-        if dla_core is not None:
-            return _dla_qdq_args(version, pins)
-        if version.supports_strongly_typed:
-            return ["--stronglyTyped"]
-        return ["--int8", "--fp16"] + pins
-    if calib_cache is None:
-        raise CosineGateError(
-            "the INT8 cache path needs a calibration cache; pass calib_cache "
-            "(run calibration first) or use the qdq INT8 path."
-        )
-    return ["--int8", "--fp16", f"--calib={calib_cache}"] + pins
-
-
-def _dla_qdq_args(version, pins):
-    """A Q/DQ graph for DLA: weakly typed on 10.x (trtexec turns on FP16 for DLA unless --int8 is set,
-    which a --stronglyTyped network refuses); not on 8.x, whose DLA takes INT8 from a calibration cache only."""
-    if version.dla_int8_path == "cache":
-        raise CosineGateError(
-            f"DLA on TensorRT {version} takes INT8 only from a calibration cache (implicit quantization), "
-            "not from a Q/DQ graph; use the cache INT8 path (--int8 cache, masked form) or drop --dla-core."
-        )
-    return ["--int8", "--fp16"] + pins
-
-
-def _strongly_typed_only(version, precision, int8_path):
-    if precision == "fp16":
-        raise CosineGateError(
-            f"TensorRT {version} builds strongly typed only, so --fp16 is gone; convert the "
-            "ONNX to fp16 (keeping the gate heads fp32) and build it as fp32."
-        )
-    if precision == "int8" and int8_path == "cache":
-        raise CosineGateError(
-            f"TensorRT {version} removed calibration caches (implicit quantization); "
-            "use the qdq INT8 path."
-        )
-    return ["--stronglyTyped"]
+def _precision_args(plan, calib_cache, fp32_layers):
+    """trtexec's precision flags of a PrecisionPlan."""
+    if plan.strongly_typed:
+        return ["--stronglyTyped"]
+    args = (["--int8"] if plan.int8 else []) + (["--fp16"] if plan.fp16 else [])
+    if plan.uses_cache:
+        if calib_cache is None:
+            raise CosineGateError("the INT8 cache path needs a calibration cache; pass calib_cache (run calibration "
+                                  "first) or use the qdq INT8 path.")
+        args.append(f"--calib={calib_cache}")
+    return args + (_fp32_pins(fp32_layers) if plan.pins_layers else [])
 
 
 def _fp32_pins(fp32_layers):
@@ -173,17 +129,6 @@ def _fp32_pins(fp32_layers):
             )
     spec = ",".join(f"{layer}:fp32" for layer in fp32_layers)
     return ["--precisionConstraints=obey", f"--layerPrecisions={spec}", f"--layerOutputTypes={spec}"]
-
-
-def _dla_args(profile, version, precision, dla_core):
-    if dla_core is None:
-        return []
-    check_dla_core(profile, dla_core)
-    if version.dla_int8_path is None:
-        raise CosineGateError(f"TensorRT {version} has no DLA support on this target; drop --dla-core.")
-    if precision == "fp32":
-        raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
-    return [f"--useDLACore={dla_core}"] + (["--allowGPUFallback"] if profile.gpu_fallback else [])
 
 
 def _workspace(profile, workspace_mib):
