@@ -74,6 +74,20 @@ class TrtVersion:
     def _part(self, index):
         return self.parts[index] if len(self.parts) > index else 0
 
+    @property
+    def release(self):
+        """MAJOR.MINOR.PATCH ("8.5" -> "8.5.0"): what engines and calibration caches are tied to."""
+        return ".".join(str(self._part(i)) for i in range(3))
+
+    @property
+    def is_exact(self):
+        """Whether this names one release (MAJOR.MINOR.PATCH at least), not a family such as "10"."""
+        return len(self.parts) >= 3
+
+    def same_release(self, other):
+        """Whether ``other`` (a TrtVersion) is this release (builds beyond the patch are not compared)."""
+        return self.release == other.release
+
     def __str__(self):
         return ".".join(str(p) for p in self.parts)
 
@@ -129,7 +143,11 @@ class TrtVersion:
 
     @property
     def nv_tensorrt_version(self):
-        """The integer TensorRT writes into calibration cache headers (8.5.2 -> 8502)."""
+        """The integer TensorRT writes into calibration cache headers (8.5.2 -> 8502; NV_TENSORRT_VERSION packs the
+        minor into one decimal digit before 10, two from 10 on, and the patch into two): CosineGateError for a
+        version it cannot hold."""
+        if self.minor >= (100 if self.major >= 10 else 10) or self.patch >= 100:
+            raise CosineGateError(f"TensorRT version {self} cannot be encoded in a cache header.")
         scale = 10000 if self.major >= 10 else 1000
         return self.major * scale + self.minor * 100 + self.patch
 

@@ -43,7 +43,7 @@ def from_bundle(s, target, log=print):
     caches = manifest.calibration_caches or {}
     if not isinstance(caches, dict):
         raise CosineGateError("the bundle manifest's calibration_caches is not a table of release: file; re-create the bundle.")
-    release = ".".join(str(version._part(i)) for i in range(3))
+    release = version.release
     if art.cache is None and caches.get(release) is not None:
         art.cache = listed_member(bundle_dir, manifest, caches[release], "cache")
     if s.select in ("pruned", "dense"):

@@ -66,14 +66,8 @@ def parse_version(trt_version):
             "pass it like 8.5.2 or 10.3.0."
         )
     version = trtversion.parse_version(".".join(parts[:3]))
-    _check_encodable(version)
+    version.nv_tensorrt_version  # refuses a version a cache header cannot hold
     return tuple(version.parts)
-
-
-def _check_encodable(version):
-    """NV_TENSORRT_VERSION packs minor and patch into two decimal digits each (one for minor before 10)."""
-    if version.minor >= (100 if version.major >= 10 else 10) or version.patch >= 100:
-        raise CosineGateError(f"TensorRT version {version} cannot be encoded in a cache header.")
 
 
 def format_header(trt_version, algorithm):
@@ -93,7 +87,6 @@ def parse_header(header):
         )
     try:
         version, algorithm = trtversion.parse_calibration_cache_header(header)
-        _check_encodable(version)
         valid = version.nv_tensorrt_version == int(match.group(1))
     except CosineGateError:
         valid = False

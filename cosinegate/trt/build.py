@@ -128,7 +128,7 @@ def check_cache_version(calib_cache, version):
     again (on no data), so the engine would not use these scales."""
     header = Path(calib_cache).read_text(errors="replace").splitlines()[:1]
     written_for, _ = parse_calibration_cache_header(header[0])
-    if written_for.parts[:3] != tuple(version._part(i) for i in range(3)):
+    if not written_for.same_release(version):
         raise CosineGateError(
             f"calibration cache {calib_cache} was written for TensorRT {written_for} (header {header[0].strip()}), "
             f"this build uses {version}; TensorRT would ignore it. Use the cache made for {version} "

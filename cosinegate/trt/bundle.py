@@ -34,7 +34,7 @@ def release_caches(cache_path, profile):
     _, algorithm = parse_calibration_cache_header(lines[0])
     out = {}
     for release in profile.tensorrt:
-        if len(release.version.parts) >= 3:
+        if release.version.is_exact:
             header = calibration_cache_header(release.version, algorithm)
             out[str(release.version)] = "\n".join([header] + lines[1:]) + "\n"
     return out

@@ -202,7 +202,7 @@ def check_engine_manifest(engine, trt_version, compute_capability, check_hash=Tr
     manifest = read_engine_manifest(engine)
     built_trt = parse_version(manifest.trt_version)
     here = parse_version(trt_version)
-    if built_trt.parts[:3] != here.parts[:3]:
+    if not built_trt.same_release(here):
         raise CosineGateError(
             f"engine {Path(engine).name} was built with TensorRT {built_trt}, this machine has TensorRT {here}; "
             "engines do not move between TensorRT versions: rebuild it here with deploy/build_engine.py."

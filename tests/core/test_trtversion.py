@@ -141,3 +141,22 @@ def test_require_tensorrt_returns_version_when_present(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0.30"))
     assert require_tensorrt("building").parts == (10, 3, 0, 30)
     assert versions.installed_tensorrt().calibrator_deprecated is True
+
+
+def test_a_release_is_major_minor_patch_and_families_are_not_exact():
+    from cosinegate.trtversion import parse_version
+
+    assert parse_version("8.5").release == "8.5.0" and parse_version("10.3.0.26").release == "10.3.0"
+    assert parse_version("10.3.0.26").same_release(parse_version("10.3.0"))
+    assert not parse_version("10.3.1").same_release(parse_version("10.3.0"))
+    assert parse_version("8.5.2").is_exact and not parse_version("10").is_exact and not parse_version("10.15").is_exact
+
+
+def test_a_version_a_cache_header_cannot_hold_is_refused():
+    from cosinegate.errors import CosineGateError
+    from cosinegate.trtversion import parse_version
+
+    assert parse_version("10.13.3").nv_tensorrt_version == 101303 and parse_version("8.6.1").nv_tensorrt_version == 8601
+    for text in ("8.10.0", "10.100.0", "10.3.100"):
+        with pytest.raises(CosineGateError, match="cannot be encoded in a cache header"):
+            parse_version(text).nv_tensorrt_version
