@@ -48,6 +48,31 @@ def probe_level(k, device, backbone, setting, seconds, batch_size=128, timeout=1
             "max_memory_bytes": max(r["memory"] for r in results)}
 
 
+def parse_concurrency(text):
+    """'1x2,2x1' -> [(1, 2), (2, 1)] (jobs, threads)."""
+    try:
+        specs = [tuple(int(n) for n in spec.lower().split("x")) for spec in text.split(",")]
+    except ValueError:
+        specs = []
+    if not specs or not all(len(s) == 2 and min(s) >= 1 for s in specs):
+        raise CosineGateError(f"--concurrency {text!r}: give JOBSxTHREADS pairs, e.g. 1x2,2x1.")
+    return specs
+
+
+def concurrency_rows(specs, device, backbone, setting, seconds, batch_size=128, warmup=3):
+    """Aggregate images/s of JOBS concurrent probe processes of THREADS threads each (``specs``: [(jobs, threads)]),
+    dense ("none") and gated ("predictive")."""
+    rows = []
+    for jobs, threads in specs:
+        row = {"jobs": jobs, "threads": threads}
+        for mode in ("none", "predictive"):
+            level = probe_level(jobs, device, backbone, setting, seconds, batch_size,
+                                extra=["--threads", str(threads), "--probe-mode", mode, "--warmup", str(warmup)])
+            row[mode] = level["images_per_s"]
+        rows.append(row)
+    return rows
+
+
 def choose_jobs(levels, device, backbone="resnet20", setting="fp32", seconds=8.0, tolerance=0.05, log=print):
     """Probe each concurrency level in `levels` (ascending); return (chosen jobs, measurements). Stops early
     once a level is more than `tolerance` below the best so far."""
