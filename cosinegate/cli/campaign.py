@@ -163,7 +163,7 @@ def campaign(args):
     epochs, seeds, subset = (2, 1, args.subset or 600) if args.tiny else (args.epochs, args.seeds, args.subset)
     subset = subset if subset and subset < len(train) else None
     runs = cp.plan(stages, epochs, seeds, str(data_root), subset, finetune_epochs=1 if args.tiny else None)
-    from cosinegate.research.experiments import collect, pareto_plot, results_markdown, run_state
+    from cosinegate.research.experiments import collect, run_state, write_results
     from cosinegate.research.packing import resolve_jobs, run_all
 
     pending = [r for r in runs if run_state(campaign_dir / "runs" / r.name) != "done"]
@@ -188,9 +188,7 @@ def campaign(args):
                 f"recipe; two-phase: {max(1, epochs // 4) if not args.tiny else 1} fine-tuning epochs from the dense run); "
                 f"data: {data_root.name}{' subset ' + str(subset) if subset else ''}; seeds {seeds}; "
                 f"hardware: {', '.join(sorted({r['hardware'] for r in rows}))}.")
-        (out / "results.md").write_text(results_markdown(rows, note))
-        (out / "results.json").write_text(json.dumps({"note": note, "rows": rows, "failed": failed}, indent=1))
-        pareto_plot(rows, out / "pareto.png", f"CIFAR-10, {epochs} epochs (campaign)", paper_points=True)
+        write_results(out, rows, note, failed, f"CIFAR-10, {epochs} epochs (campaign)")
     state, finals = cp.state_members(campaign_dir, runs)
     if sum(len(d) for _, d in state) > cp.STATE_LIMIT_BYTES:
         raise CosineGateError(f"state is {sum(len(d) for _, d in state) / 2**20:.1f} MiB, over the carry limit; lower --jobs.")

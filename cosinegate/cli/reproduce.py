@@ -17,18 +17,16 @@ Writes OUT/results.md, OUT/results.json and OUT/pareto.png.
 import argparse
 import signal
 import sys
-import time
 from pathlib import Path
 
 
-
 def main(argv=None):
-    from cosinegate.artifacts import atomic_write_json, atomic_write_text
+    from cosinegate.artifacts import atomic_write_json
     from cosinegate.cli import pick_device
-    from cosinegate.cli.args import HelpFormatter, add_version_flag, nonnegative_int, positive_float, positive_int
+    from cosinegate.cli.args import (HelpFormatter, add_data_flags, add_device_flags, add_output_flag, add_report_flags,
+                                     add_version_flag, nonnegative_int, positive_float, positive_int)
     from cosinegate.errors import CosineGateError
-    from cosinegate.research.experiments import PRESETS, collect, pareto_plot, plan_runs, results_markdown, run_state
-    from cosinegate.cli.args import add_data_flags, add_device_flags, add_output_flag, add_report_flags
+    from cosinegate.research.experiments import PRESETS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_data_flags(parser, default="synthetic", source="synthetic", image_size=False)
@@ -55,47 +53,23 @@ def main(argv=None):
     add_report_flags(parser, "results.json")
     add_version_flag(parser)
     args = parser.parse_args(argv)
-    from cosinegate.research.packing import resolve_jobs, run_all  # torch: after parsing, so --help needs no torch
+    from cosinegate.research.reproduce import reproduce  # torch: after parsing, so --help needs no torch
 
-
-    began = time.time()
     device = pick_device(args.device)
-    runs = plan_runs([b.strip() for b in args.backbones.split(",")], [p.strip() for p in args.presets.split(",")],
-                     args.seeds, args.epochs, args.data, args.data_root, args.subset, args.static_curve, args.finetune_epochs)
-    out = Path(args.out)
-    pending = [r for r in runs if run_state(out / "runs" / r.name) != "done"]
-    print(f"{len(runs)} runs planned, {len(runs) - len(pending)} already finished, {len(pending)} to train on {device}")
-    extra = (["--fast"] if args.fast else []) + (["--compile"] if args.compile else [])
-    deadline = None if args.time_limit is None else began + args.time_limit
-    failed = []
-    if not args.collect_only and pending:
-        setting = "bf16+channels_last+fused" if args.fast and str(device).startswith("cuda") else "fp32"
-        jobs = resolve_jobs(args.jobs, args.jobs_levels, device, out, len(pending), setting)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` also stops the runs in flight
-        failed = run_all(pending, out, device, jobs, extra, deadline)
-    rows = collect(out, runs)
-    left = [r.name for r in runs if run_state(out / "runs" / r.name) != "done"]
-    if left and deadline is not None:
-        print(f"time limit: {len(left)} runs not finished ({', '.join(left)}); rerun the same command to continue them")
-    if not rows:
-        if deadline is not None and not failed:
-            return 0
-        raise CosineGateError(f"no run finished; see the train.log files under {out / 'runs'}.")
-    hardware = sorted({r["hardware"] for r in rows})
-    note = (f"Schedule: {args.epochs} epochs, cosine LR 0.1, batch 128, SGD momentum 0.9, wd 5e-4; "
-            f"data: {args.data}{' subset ' + str(args.subset) if args.subset else ''}; hardware: {', '.join(hardware)}; "
-            f"seeds: {args.seeds}.")
-    results = {"note": note, "rows": rows, "failed": failed}
-    atomic_write_json(out / "results.json", results)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` also stops the runs in flight
+    result = reproduce(args.out, [b.strip() for b in args.backbones.split(",")], [p.strip() for p in args.presets.split(",")],
+                       args.seeds, args.epochs, args.data, args.data_root, args.subset, args.static_curve,
+                       args.finetune_epochs, device, args.jobs, args.jobs_levels, args.fast, args.compile, args.time_limit,
+                       args.collect_only)
+    if result.results is None:
+        return 0
     if args.json:
-        atomic_write_json(args.json, results)
-    atomic_write_text(out / "results.md", results_markdown(rows, note))
-    title = f"{'CIFAR-10 (' + args.data + ')' if args.data != 'synthetic' else 'synthetic data'}, {args.epochs} epochs"
-    pareto_plot(rows, out / "pareto.png", title, paper_points=args.data != "synthetic")
-    print((out / "results.md").read_text())
-    print(f"wrote {out}/results.md, results.json, pareto.png")
-    if failed:
-        raise CosineGateError(f"runs failed: {', '.join(failed)}; see their train.log, fix, and rerun (finished runs are kept).")
+        atomic_write_json(args.json, result.results)
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/results.md, results.json, pareto.png")
+    if result.failed:
+        raise CosineGateError(f"runs failed: {', '.join(result.failed)}; see their train.log, fix, and rerun (finished "
+                              "runs are kept).")
 
 
 if __name__ == "__main__":

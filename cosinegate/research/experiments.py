@@ -344,6 +344,18 @@ def results_markdown(rows, note):
     return "\n".join(lines) + "\n"
 
 
+def write_results(out, rows, note, failed, title, paper_points=True):
+    """results.json, results.md and pareto.png of the finished runs' ``rows`` in ``out`` (each written aside and
+    renamed in); returns results.json's content."""
+    from cosinegate.artifacts import atomic_write_json, atomic_write_text
+
+    results = {"note": note, "rows": rows, "failed": failed}
+    atomic_write_json(Path(out) / "results.json", results)
+    atomic_write_text(Path(out) / "results.md", results_markdown(rows, note))
+    pareto_plot(rows, Path(out) / "pareto.png", title, paper_points=paper_points)
+    return results
+
+
 def pareto_plot(rows, path, title, paper_points=True):
     """Accuracy vs executed MACs relative to each backbone's dense MACs; the paper's published CIFAR-10 points only
     when the data is CIFAR-10. With dense runs of two or more CIFAR depths, a second panel in absolute MACs sets the
