@@ -74,7 +74,7 @@ def test_settings_follow_version_guards(tmp_path):
     cache.write_text("TRT-100300-MinMaxCalibration\ninput: 3c010a14\n")
     s = trt_build.build_settings(orin, "10.3.0", "int8", "cache", calib_cache=cache)
     assert s.calibrator == "minmax" and any("deprecated" in n for n in s.notes)
-    with pytest.raises(CosineGateError, match="DLA needs an EntropyCalibrator2"):
+    with pytest.raises(CosineGateError, match="DLA reads only EntropyCalibrator2 caches and this cache is MinMax"):
         trt_build.build_settings(orin, "10.3.0", "int8", "cache", calib_cache=cache, dla_core=0)
     with pytest.raises(CosineGateError, match="strongly typed only"):
         trt_build.build_settings(orin, "11.0", "fp16")
