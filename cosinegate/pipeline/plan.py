@@ -91,6 +91,8 @@ def resolve(settings, log=print):
 
         s = replace(s, checkpoint=str(default_checkpoint()))
     check_dla_core(profile, s.dla_core)
+    if s.dla_core is None and profile.use_dla:  # the profile's DLA default, named once for every stage and record
+        s = replace(s, dla_core=0)
     s = replace(s, precision=resolve_precision(s.precision, s.int8_path))
     if s.precision not in profile.precisions:
         raise CosineGateError(f"precision {s.precision} is not offered by {profile.name}; use {', '.join(profile.precisions)}.")

@@ -146,3 +146,22 @@ def test_readers_refuse_files_of_an_unknown_schema_version(tmp_path):
     record = tmp_path / "a.onnx.stage.json"
     record.write_text(json.dumps({**json.loads(record.read_text()), "schema_version": 2}))
     assert not reusable(artifact, {"stage": "export"})  # a record of another schema: the stage is made again
+
+
+def test_a_profile_that_uses_dla_names_core_0_for_every_stage(tmp_path, tiny_checkpoint, monkeypatch):
+    """use_dla = true: the settings carry core 0 from the start (the bundle's engine manifest and trtexec's timing line
+    named no core while its build line used core 0), and fp32 is refused as with --dla-core."""
+    from cosinegate.pipeline.plan import DeploySettings, resolve
+    from cosinegate.trt.targets import DEFAULT_TARGETS_DIR as PROFILE_DIR
+
+    monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
+    text = (PROFILE_DIR / "jetson-orin.toml").read_text()
+    assert "use_dla = false" in text and 'name = "jetson-orin"' in text
+    profile = tmp_path / "dla-orin.toml"
+    profile.write_text(text.replace("use_dla = false", "use_dla = true").replace('name = "jetson-orin"', 'name = "dla-orin"'))
+    settings, _ = resolve(DeploySettings(str(profile), checkpoint=str(tiny_checkpoint), precision="fp16",
+                                         out=str(tmp_path / "o")), log=lambda line: None)
+    assert settings.dla_core == 0
+    with pytest.raises(CosineGateError, match="DLA runs fp16 or int8 only"):
+        resolve(DeploySettings(str(profile), checkpoint=str(tiny_checkpoint), precision="fp32", out=str(tmp_path / "o")),
+                log=lambda line: None)
