@@ -141,13 +141,17 @@ class TrtVersion:
     def skip_inference_flag(self):
         return "--skipInference" if self.at_least(8, 6) else "--buildOnly"
 
+    def check_encodable(self):
+        """Refuse a version NV_TENSORRT_VERSION (a cache header's number) cannot hold."""
+        if self.minor >= (100 if self.major >= 10 else 10) or self.patch >= 100:
+            raise CosineGateError(f"TensorRT version {self} cannot be encoded in a cache header.")
+
     @property
     def nv_tensorrt_version(self):
         """The integer TensorRT writes into calibration cache headers (8.5.2 -> 8502; NV_TENSORRT_VERSION packs the
         minor into one decimal digit before 10, two from 10 on, and the patch into two): CosineGateError for a
         version it cannot hold."""
-        if self.minor >= (100 if self.major >= 10 else 10) or self.patch >= 100:
-            raise CosineGateError(f"TensorRT version {self} cannot be encoded in a cache header.")
+        self.check_encodable()
         scale = 10000 if self.major >= 10 else 1000
         return self.major * scale + self.minor * 100 + self.patch
 

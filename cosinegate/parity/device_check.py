@@ -301,7 +301,9 @@ def main(argv=None):
     try:
         report = check(reference, outputs, profile)
     except ValueError as exc:
-        print(f"error: {exc}; run the bundle's graph on its inputs (--data-loader-script check_parity.py).", file=sys.stderr)
+        fix = ("use the bundle's reference.json (unpack the bundle again)" if "reference holds no samples" in str(exc)
+               else "run the bundle's graph on its inputs (--data-loader-script check_parity.py)")
+        print(f"error: {exc}; {fix}.", file=sys.stderr)
         return 2
     print(summary(report, profile))
     if args.json:

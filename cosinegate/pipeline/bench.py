@@ -303,8 +303,11 @@ def reference_inputs(engine, manifest):
     elif named:
         try:
             candidates.insert(0, bundle_member(bundle, named, "reference inputs"))
-        except FileNotFoundError:
+        except FileNotFoundError:  # an engine built before the name was the bundle's (a desktop path): the defaults
             pass
+        except CosineGateError:
+            raise CosineGateError(f"engine manifest {engine}.json names reference inputs {named[:60]!r}, not a file of its "
+                                  "bundle; pass --inputs BUNDLE/inputs.npz, or rebuild the engine.") from None
     return next((path for path in candidates if path.is_file()), None)
 
 

@@ -77,7 +77,8 @@ class Artifacts:
 def resolve(settings, log=print):
     """(settings with every default filled in, Target); raises CosineGateError before any work."""
     from cosinegate.trt.build import check_int8_form, detect_host, dla_releases_that_build
-    from cosinegate.trt.targets import check_dla_core, check_workspace, host_matches
+    from cosinegate.trt.precision import check_request
+    from cosinegate.trt.targets import check_workspace, host_matches
 
     from cosinegate.trt.manifest import verify_bundle
 
@@ -90,23 +91,16 @@ def resolve(settings, log=print):
         from cosinegate.defaults import default_checkpoint
 
         s = replace(s, checkpoint=str(default_checkpoint()))
-    check_dla_core(profile, s.dla_core)
-    if s.dla_core is None and profile.use_dla:  # the profile's DLA default, named once for every stage and record
-        s = replace(s, dla_core=0)
     s = replace(s, precision=resolve_precision(s.precision, s.int8_path))
-    if s.precision not in profile.precisions:
-        raise CosineGateError(f"precision {s.precision} is not offered by {profile.name}; use {', '.join(profile.precisions)}.")
+    # the profile's defaults (DLA core 0 where it uses DLA, its INT8 path), named once for every stage and record
+    dla_core, int8_path = check_request(profile, s.precision, s.int8_path, s.dla_core)
+    s = replace(s, dla_core=dla_core, int8_path=int8_path or s.int8_path or profile.default_int8_path)
     if s.form == "conditional" and s.batch != 1:
         raise CosineGateError("--form conditional takes --batch 1 (an If condition is one scalar); use --form compact for batches.")
-    if s.dla_core is not None and s.precision == "fp32":
-        raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
     if s.form == "compact":
         from cosinegate.layernames import check_compact_releases
 
         check_compact_releases([r.version for r in profile.tensorrt], f"target {profile.name}")
-    s = replace(s, int8_path=s.int8_path or profile.default_int8_path)
-    if s.precision == "int8" and s.int8_path not in profile.int8_paths:
-        raise CosineGateError(f"INT8 path {s.int8_path} is not offered by {profile.name}; use {', '.join(profile.int8_paths)}.")
     if not s.bundle:
         check_int8_form(s.form, s.precision, s.int8_path)
         dla_releases_that_build(profile, s.form, s.precision, s.int8_path, s.dla_core)

@@ -123,14 +123,9 @@ def decision_counts(report, kinds):
 
 def parity_profile(precision):
     """The precision's parity profile as JSON (null: no bound), for the bundle's check_parity.py."""
-    import math
-
     from cosinegate.parity import PROFILES
 
-    t = PROFILES[precision]
-    finite = [None if math.isinf(v) else v for v in (t.logits_atol, t.logits_rtol)]
-    return {"profile": t.name, "logits_atol": finite[0], "logits_rtol": finite[1], "min_top1_agreement": t.min_top1,
-            "min_gate_agreement": t.min_gate_agreement}
+    return PROFILES[precision].profile()
 
 
 def run_reference(checkpoint, onnx_path, reference, inputs_npz, data, samples=REFERENCE_SAMPLES, backend="onnxrt", log=None):

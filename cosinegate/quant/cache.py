@@ -66,7 +66,7 @@ def parse_version(trt_version):
             "pass it like 8.5.2 or 10.3.0."
         )
     version = trtversion.parse_version(".".join(parts[:3]))
-    version.nv_tensorrt_version  # refuses a version a cache header cannot hold
+    version.check_encodable()
     return tuple(version.parts)
 
 

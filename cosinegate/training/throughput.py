@@ -132,6 +132,8 @@ def run_probe(folder, probe_id, mode, backbone, device, setting, batch_size, war
 
     from cosinegate.training.runtime import Runtime
 
+    if batch_size < 1 or warmup < 0 or seconds <= 0:
+        raise CosineGateError("a probe needs --batch-size of at least 1, --warmup of 0 or more and --seconds above 0.")
     barrier = Path(folder)
     trainer = make_trainer(mode, backbone, device, batch_size, Runtime(**SETTINGS[setting]))
     timed_steps(trainer, warmup)

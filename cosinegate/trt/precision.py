@@ -34,22 +34,32 @@ class PrecisionPlan:
         return not self.strongly_typed and (self.fp16 or self.int8)
 
 
-def precision_plan(profile, version, precision, int8_path=None, dla_core=None, calibrator=None):
-    """The plan for building ``precision`` with TensorRT ``version`` (a TrtVersion) for ``profile``; ``calibrator``:
-    the cache's ("entropy2" | "minmax") where one is known. CosineGateError names what cannot be built and the fix."""
+def check_request(profile, precision, int8_path=None, dla_core=None):
+    """(DLA core, INT8 path) of a request with the profile's defaults filled in (core 0 where it uses DLA; its INT8 path;
+    None for another precision), refused in one line where the profile does not offer it, whatever the release."""
     if precision not in profile.precisions:
         raise CosineGateError(f"precision {precision!r} is not offered by {profile.name}; use one of "
                               f"{', '.join(profile.precisions)}.")
     check_dla_core(profile, dla_core)
     if dla_core is None and profile.use_dla:
         dla_core = 0
-    if precision == "int8":
-        int8_path = int8_path or profile.default_int8_path
-        if int8_path not in profile.int8_paths:
-            raise CosineGateError(f"INT8 path {int8_path!r} is not offered by {profile.name}; use one of "
-                                  f"{', '.join(profile.int8_paths)}.")
-    else:
-        int8_path = None
+    if dla_core is not None and precision == "fp32":
+        raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
+    if precision != "int8":
+        return dla_core, None
+    int8_path = int8_path or profile.default_int8_path
+    if int8_path not in profile.int8_paths:
+        raise CosineGateError(f"INT8 path {int8_path!r} is not offered by {profile.name}; use one of "
+                              f"{', '.join(profile.int8_paths)}.")
+    return dla_core, int8_path
+
+
+def precision_plan(profile, version, precision, int8_path=None, dla_core=None, calibrator=None):
+    """The plan for building ``precision`` with TensorRT ``version`` (a TrtVersion) for ``profile``; ``calibrator``:
+    the cache's ("entropy2" | "minmax") where one is known. CosineGateError names what cannot be built and the fix."""
+    dla_core, int8_path = check_request(profile, precision, int8_path, dla_core)
+    if dla_core is not None and version.dla_int8_path is None:
+        raise CosineGateError(f"TensorRT {version} has no DLA support on this target; drop --dla-core.")
     if version.requires_strongly_typed:
         if precision == "fp16":
             raise CosineGateError(f"TensorRT {version} builds strongly typed only, so --fp16 is gone; convert the ONNX "
@@ -58,10 +68,6 @@ def precision_plan(profile, version, precision, int8_path=None, dla_core=None, c
             raise CosineGateError(f"TensorRT {version} removed calibration caches (implicit quantization); use the qdq "
                                   "INT8 path.")
     if dla_core is not None:
-        if version.dla_int8_path is None:
-            raise CosineGateError(f"TensorRT {version} has no DLA support on this target; drop --dla-core.")
-        if precision == "fp32":
-            raise CosineGateError("DLA runs fp16 or int8 only; build fp16 or int8, or drop --dla-core.")
         if int8_path == "qdq" and version.dla_int8_path == "cache":
             raise CosineGateError(f"DLA on TensorRT {version} takes INT8 only from a calibration cache (implicit "
                                   "quantization), not from a Q/DQ graph; use the cache INT8 path (--int8 cache, masked "

@@ -762,7 +762,8 @@ def main(argv=None):
                   "pip3 install pillow for the exact pixels.")
         if not args.onnx:
             engine = args.engine or find_engine(form=info["form"])
-            runner = TensorRTRunner(engine, dla_core=engine_dla_core(engine, manifest))
+            # the bundle's core applies to the engines its script built, not to one named by --engine without its .json
+            runner = TensorRTRunner(engine, dla_core=engine_dla_core(engine, None if args.engine else manifest))
         rows = run_all(runner, items, info, labels)
         print("\n".join(printable(line) for line in lines(rows, info)))
         if args.json:

@@ -60,6 +60,7 @@ def test_a_running_campaign_keeps_its_protocol(tmp_path):
     ({"reference": {"backbone": "../../x"}}, "not {backbone: name}"),
     ({"finetune": {"epochs": 1}}, "not the fine-tuning recipe"),
     ({"static_removals": None}, "not a list of block counts"),
+    ({"finetune": {**TINY["finetune"], "lr": 10**400}}, "not the fine-tuning recipe"),
 ])
 def test_a_campaign_json_from_elsewhere_is_checked_before_any_run_is_named(tmp_path, capsys, change, message):
     """Run names become folders under runs/ (and configs there): a campaign.json naming a path or a value of another

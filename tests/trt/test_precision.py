@@ -7,11 +7,11 @@ import pytest
 
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.build import build_settings
-from cosinegate.trt.targets import load_target
+from cosinegate.trt.targets import DEFAULT_TARGETS_DIR, load_target
 from cosinegate.trt.trtexec import trtexec_command
 from cosinegate.trtversion import calibration_cache_header
 
-TARGETS = ("desktop", "jetson-orin", "jetson-agx-xavier", "jetson-orin-nano")
+TARGETS = sorted(p.stem for p in DEFAULT_TARGETS_DIR.glob("*.toml") if p.stem != "cpu-onnxruntime")  # TensorRT's
 PINS = ("block0/gate/fc",)
 
 
@@ -51,5 +51,13 @@ def test_build_settings_and_trtexec_lines_make_the_same_decision(target, tmp_pat
         assert ("--fp16" in flags) == settings.fp16 and ("--int8" in flags) == settings.int8, case
         assert ("--calib" in flags) == (settings.calib_cache is not None), case
         assert ("--useDLACore" in flags) == (settings.dla_core is not None), case
+        assert ("--allowGPUFallback" in flags) == settings.gpu_fallback, case
         assert ("--layerPrecisions" in flags) == bool(settings.fp32_layers), case
     assert seen["built"] and (seen["refused"] or not profile.dla_cores), seen
+
+
+def test_a_release_without_dla_is_said_before_what_it_lacks_besides():
+    """TensorRT 11 with a DLA core: "no DLA support" first (its fp16 refusal would send the user to an fp32 build that
+    DLA refuses too)."""
+    with pytest.raises(CosineGateError, match="TensorRT 11.0 has no DLA support on this target; drop --dla-core"):
+        build_settings(load_target("jetson-orin"), "11.0", "fp16", dla_core=0)

@@ -124,7 +124,8 @@ def test_an_engines_reference_inputs_are_a_file_of_its_bundle_or_the_desktops_ow
     assert reference_inputs(engine, EngineManifest(reference_inputs="gone.npz")) == bundle / "inputs.npz"
     desktop = str(tmp_path / "outside.npz")
     assert reference_inputs(engine, EngineManifest(reference_inputs=desktop)) == tmp_path / "outside.npz"
-    for named, message in ((5, "names reference inputs '5', not a file"), ("../outside.npz", "not a relative path inside")):
+    for named, message in ((5, "names reference inputs '5', not a file"),
+                           ("../outside.npz", "names reference inputs '../outside.npz', not a file of its bundle")):
         with pytest.raises(CosineGateError, match=message):
             reference_inputs(engine, EngineManifest(reference_inputs=named))
 

@@ -126,7 +126,7 @@ def protocol_problem(protocol):
             continue
         try:
             ok = test(protocol[key])
-        except TypeError:  # a value of another kind where a comparison was made
+        except (TypeError, OverflowError):  # a value of another kind where a comparison was made; 10**400
             ok = False
         if not ok:
             return f"has {key} {str(protocol[key])[:60]!r}, not {what}"
