@@ -101,7 +101,7 @@ def check(reference, outputs, tolerance):
     try:
         return device_check.check(reference, outputs, tolerance.profile())
     except ValueError as exc:
-        fix = "make the reference again" if "reference holds no samples" in str(exc) else "compare outputs of the same images"
+        fix = "make the reference again" if isinstance(exc, device_check.NoSamples) else "compare outputs of the same images"
         raise CosineGateError(f"{exc}; {fix}.") from None
 
 

@@ -185,17 +185,25 @@ def load_outputs(path):
         sys.exit(2)
 
 
+class NoSamples(ValueError):
+    """The reference holds no samples (or not logits and gates of N samples)."""
+
+
+class OtherShapes(ValueError):
+    """The outputs are not of the reference's shapes (other images, another graph)."""
+
+
 def check(reference, outputs, profile):
     """The parity verdict of stacked outputs ({"logits", "gates"}) against the reference under a profile dict: the
     toolkit's one rule (the desktop's reports call it too). Logits within atol + rtol * |reference| per element where
     the profile bounds them, and finite always; top-1 and gate-decision (> 0.5) agreement at least the profile's
-    minimums. ValueError when the shapes differ."""
+    minimums. NoSamples or OtherShapes (ValueErrors) when the shapes do not allow a comparison."""
     ref_logits, logits = np.asarray(reference["logits"], np.float64), np.asarray(outputs["logits"], np.float64)
     ref_gates, gates = np.asarray(reference["gates"]) > 0.5, np.asarray(outputs["gates"]) > 0.5
     if ref_logits.ndim != 2 or ref_gates.ndim != 2 or len(ref_logits) == 0:
-        raise ValueError(f"the reference holds no samples (logits {list(ref_logits.shape)}, gates {list(ref_gates.shape)})")
+        raise NoSamples(f"the reference holds no samples (logits {list(ref_logits.shape)}, gates {list(ref_gates.shape)})")
     if ref_logits.shape != logits.shape or ref_gates.shape != gates.shape:
-        raise ValueError(f"outputs {list(logits.shape)}/{list(gates.shape)} do not match the reference "
+        raise OtherShapes(f"outputs {list(logits.shape)}/{list(gates.shape)} do not match the reference "
                          f"{list(ref_logits.shape)}/{list(ref_gates.shape)}")
     error = np.abs(logits - ref_logits)
     atol, rtol = profile.get("logits_atol"), profile.get("logits_rtol")
@@ -301,7 +309,7 @@ def main(argv=None):
     try:
         report = check(reference, outputs, profile)
     except ValueError as exc:
-        fix = ("use the bundle's reference.json (unpack the bundle again)" if "reference holds no samples" in str(exc)
+        fix = ("use the bundle's reference.json (unpack the bundle again)" if isinstance(exc, NoSamples)
                else "run the bundle's graph on its inputs (--data-loader-script check_parity.py)")
         print(f"error: {exc}; {fix}.", file=sys.stderr)
         return 2

@@ -93,8 +93,8 @@ def resolve(settings, log=print):
         s = replace(s, checkpoint=str(default_checkpoint()))
     s = replace(s, precision=resolve_precision(s.precision, s.int8_path))
     # the profile's defaults (DLA core 0 where it uses DLA, its INT8 path), named once for every stage and record
-    dla_core, int8_path = check_request(profile, s.precision, s.int8_path, s.dla_core)
-    s = replace(s, dla_core=dla_core, int8_path=int8_path or s.int8_path or profile.default_int8_path)
+    dla_core, _ = check_request(profile, s.precision, s.int8_path, s.dla_core)
+    s = replace(s, dla_core=dla_core, int8_path=s.int8_path or profile.default_int8_path)
     if s.form == "conditional" and s.batch != 1:
         raise CosineGateError("--form conditional takes --batch 1 (an If condition is one scalar); use --form compact for batches.")
     if s.form == "compact":

@@ -18,7 +18,7 @@ from cosinegate.errors import CosineGateError
 from cosinegate.models import CosineGateNet
 from cosinegate.research.experiments import plan_runs, run_state
 from cosinegate.training.checkpoint import load_checkpoint, save_checkpoint
-from cosinegate.training.metrics_log import read_metrics
+from cosinegate.training.metrics_log import run_metrics
 
 PART_BYTES = 15 * 2**20  # each returned file must stay under the tool's 16 MiB
 STATE_LIMIT_BYTES = 2 * PART_BYTES  # + ~20 MB data tar + the working tree < 64 MiB carried
@@ -184,6 +184,6 @@ def progress_report(work, runs):
     for run in runs:
         folder = Path(work) / "runs" / run.name
         epochs = run.args[run.args.index("--epochs") + 1]
-        done = len(read_metrics(folder / "metrics.jsonl")) if (folder / "metrics.jsonl").is_file() else 0
+        done = len(run_metrics(folder))
         report[run.name] = {"state": run_state(folder), "epochs_done": done, "epochs": int(epochs)}
     return report

@@ -16,3 +16,9 @@ def read_metrics(path):
         if isinstance(record, dict) and isinstance(record.get("epoch"), int):
             records[record["epoch"]] = record
     return list(records.values())
+
+
+def run_metrics(run_folder):
+    """A run folder's per-epoch records (read_metrics: the last of each epoch); empty before its first epoch."""
+    path = Path(run_folder) / "metrics.jsonl"
+    return read_metrics(path) if path.is_file() else []

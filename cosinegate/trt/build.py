@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 from cosinegate.layernames import check_compact_releases
-from cosinegate.trt.precision import precision_plan
+from cosinegate.trt.precision import check_calibrator, precision_plan
 from cosinegate.trt.targets import HostInfo
 from cosinegate.trtversion import installed_tensorrt, parse_calibration_cache_header, parse_version, require_tensorrt
 
@@ -115,7 +115,7 @@ def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=
             raise CosineGateError("--int8 cache needs a calibration cache; run calibration first or use --int8 qdq.")
         calibrator = cache_calibrator(calib_cache)
         check_cache_version(calib_cache, version)
-        plan = precision_plan(profile, version, precision, int8_path, dla_core, calibrator)  # DLA reads Entropy2 only
+        check_calibrator(plan, calibrator)
     return BuildSettings(precision, plan.strongly_typed, plan.fp16, plan.int8,
                          calib_cache=str(calib_cache) if plan.uses_cache else None, calibrator=calibrator,
                          fp32_layers=tuple(fp32_layers) if plan.pins_layers else (), dla_core=plan.dla_core,

@@ -72,11 +72,9 @@ def precision_plan(profile, version, precision, int8_path=None, dla_core=None, c
             raise CosineGateError(f"DLA on TensorRT {version} takes INT8 only from a calibration cache (implicit "
                                   "quantization), not from a Q/DQ graph; use the cache INT8 path (--int8 cache, masked "
                                   "form) or drop --dla-core.")
-        if int8_path == "cache" and calibrator == "minmax":
-            raise CosineGateError("DLA reads only EntropyCalibrator2 caches and this cache is MinMax; recalibrate with "
-                                  "--method entropy, or drop --dla-core.")
     plan = PrecisionPlan(precision, False, precision in ("fp16", "int8"), precision == "int8", int8_path, dla_core,
                          dla_core is not None and profile.gpu_fallback)
+    check_calibrator(plan, calibrator)
     if int8_path == "qdq" and dla_core is not None:
         plan.notes.append("Q/DQ graph built weakly typed for DLA (--int8 --fp16): DLA turns on FP16, which a strongly "
                           "typed network refuses")
@@ -86,3 +84,10 @@ def precision_plan(profile, version, precision, int8_path=None, dla_core=None, c
     elif int8_path == "cache" and version.calibrator_deprecated:
         plan.notes.append(f"implicit INT8 calibration is deprecated in TensorRT {version}; prefer --int8 qdq")
     return plan
+
+
+def check_calibrator(plan, calibrator):
+    """Refuse a MinMax cache for a DLA build from a cache (DLA reads EntropyCalibrator2 caches only)."""
+    if plan.dla_core is not None and plan.int8_path == "cache" and calibrator == "minmax":
+        raise CosineGateError("DLA reads only EntropyCalibrator2 caches and this cache is MinMax; recalibrate with "
+                              "--method entropy, or drop --dla-core.")

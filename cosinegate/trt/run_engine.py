@@ -627,14 +627,13 @@ def find_engine(results=None, form=None):
     engines = sorted(results.glob("*.engine"))
     if len(engines) > 1:
         winner = None
-        try:
-            if not (results / "winner.txt").is_file():  # a FIFO would block the read
-                raise OSError("no winner.txt")
-            with open(str(results / "winner.txt"), "rb") as handle:  # build_on_device.sh's: a few lines
-                words = handle.read(4096).decode("utf-8", "replace").split("winner:", 1)[-1].split()
-            winner = words[0] if words else None
-        except OSError:
-            pass
+        if (results / "winner.txt").is_file():  # a regular file (a FIFO would block the read)
+            try:
+                with open(str(results / "winner.txt"), "rb") as handle:  # build_on_device.sh's: a few lines
+                    words = handle.read(4096).decode("utf-8", "replace").split("winner:", 1)[-1].split()
+                winner = words[0] if words else None
+            except OSError:
+                pass
         for name in (winner, form):
             chosen = [e for e in engines if name and "-{}-".format(name) in e.name]
             if len(chosen) == 1:

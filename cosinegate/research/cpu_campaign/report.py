@@ -9,8 +9,9 @@ from cosinegate.artifacts import atomic_write_json, atomic_write_text, read_json
 from cosinegate.research import winner_check
 from cosinegate.research.cpu_campaign.plan import (TEACHER_PRESET, finetunes_done, in_order, load_protocol, plan, table,
                                                    winner_run)
-from cosinegate.research.cpu_campaign.state import compact, last_failure, run_metrics, run_state
+from cosinegate.research.cpu_campaign.state import compact, last_failure, run_state
 from cosinegate.research.experiments import pareto_plot, results_markdown
+from cosinegate.training.metrics_log import run_metrics
 
 WINNER_CHECK = "winner-check.json"  # the deployment goal's record (winner_check.check) of the leading gated run
 

@@ -7,13 +7,7 @@ from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_json, read_json
 from cosinegate.research.experiments import run_state  # one rule for both research runners (re-exported)
-from cosinegate.training.metrics_log import read_metrics
-
-
-def run_metrics(run_folder):
-    """The run's per-epoch records (read_metrics: the last of each epoch); empty before its first epoch."""
-    path = Path(run_folder) / "metrics.jsonl"
-    return read_metrics(path) if path.is_file() else []
+from cosinegate.training.metrics_log import run_metrics
 
 
 def epochs_done(run_folder):
