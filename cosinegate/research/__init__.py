@@ -1,5 +1,5 @@
 """Research code, apart from the product: paper reproduction (`experiments`), the GPU and CPU training campaigns
-(`campaign`, `cpu_campaign`), the campaign's deployment check of its leading run (`winner_check`) and how many
+(`campaign`, `campaign_run`, `cpu_campaign`), the campaign's deployment check of its leading run (`winner_check`) and how many
 runs to train at once (`packing`).
 
 It sits beside the pipeline, above everything the toolkit ships (tests/test_layers.py): it may use training, models,
