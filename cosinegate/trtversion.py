@@ -51,6 +51,26 @@ CALIBRATION_ALGORITHMS = {
 }
 
 
+@dataclass(frozen=True)
+class JetPack:
+    """What one JetPack release ships: its TensorRT, the system Python its bindings are built for, the OS."""
+
+    tensorrt: str
+    python: str
+    ubuntu: str
+
+
+# JetPack release notes; each Jetson target profile's [[tensorrt]] jetpack lists agree (tests/test_trtversion.py)
+JETPACKS = {
+    "5.1": JetPack("8.5.2", "3.8", "20.04"),
+    "6.0": JetPack("8.6.2", "3.10", "22.04"),
+    "6.1": JetPack("10.3.0", "3.10", "22.04"),
+    "6.2": JetPack("10.3.0", "3.10", "22.04"),
+}
+# Short names of the two Jetson TensorRT worlds a calibration cache is written for: JetPack 5.1 and JetPack 6.1/6.2
+SHORT_RELEASES = {"8.5": JETPACKS["5.1"].tensorrt, "10.3": JETPACKS["6.2"].tensorrt}
+
+
 @dataclass(frozen=True, order=True)
 class TrtVersion:
     """A TensorRT version; ``parts`` keeps as many numbers as were written (1 to 4), ``tail`` any

@@ -28,7 +28,7 @@ from cosinegate.errors import CosineGateError
 from cosinegate.graphmeta import GATES, INPUT, LOGITS, get_metadata, set_metadata  # noqa: F401 (re-exported)
 from cosinegate.macs import gate_hidden_of
 
-DEFAULT_OPSET = 17  # highest opset TensorRT 8.5 (JetPack 5) parses; inside TensorRT 10.x's 9..20
+DEFAULT_OPSET = 17  # highest opset TensorRT 8.5 and 8.6 (JetPack 5, 6.0) parse; each target profile's max_onnx_opset says more
 MIN_OPSET = 13  # Slice/ReduceSum/Pad with tensor inputs, Q/DQ with `axis`
 FORMAT = "cosinegate-onnx-v1"
 GATE_RULES = {"predictive": "logit > 0", "paper": "sigmoid(logit) > 0.42"}
@@ -60,7 +60,7 @@ def check_opset(opset):
     if not MIN_OPSET <= int(opset) <= top:
         raise CosineGateError(
             f"opset {opset} is not supported: use {MIN_OPSET}..{top} (default {DEFAULT_OPSET}: "
-            "TensorRT 8.5/JetPack 5 parses up to 17, TensorRT 10.x from 9 up to at least 20)."
+            "TensorRT 8.5/8.6 parse up to 17; a target profile's max_onnx_opset names its release's limit)."
         )
     return int(opset)
 

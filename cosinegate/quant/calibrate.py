@@ -39,15 +39,16 @@ from cosinegate.onnx.passes import infer_shapes
 from cosinegate.quant import cache as cache_mod
 from cosinegate.quant.calibset import batches, check_image_array
 from cosinegate.quant.names import (CACHE_NAME, COMPACT_QDQ, CONDITIONAL_QDQ, DEFAULT_FORMS, DEFAULT_TRT, FILE_BY_FORM, FLAT_QDQ, FORMS,  # noqa: F401
-                                    MANIFEST_FORMAT, MANIFEST_NAME, MASKED_QDQ, TRT_ALIASES)
+                                    MANIFEST_FORMAT, MANIFEST_NAME, MASKED_QDQ)
 from cosinegate.progress import bar
 from cosinegate.quant.ranges import METHODS, RangeCollector
+from cosinegate.trtversion import SHORT_RELEASES
 
 
 
 def resolve_trt_version(text):
     """'8.5' -> '8.5.2', '10.3' -> '10.3.0'; a full MAJOR.MINOR.PATCH[.BUILD] passes through (validated)."""
-    full = TRT_ALIASES.get(str(text).strip(), str(text).strip())
+    full = SHORT_RELEASES.get(str(text).strip(), str(text).strip())
     cache_mod.parse_version(full)
     return full
 

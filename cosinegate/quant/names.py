@@ -9,7 +9,4 @@ FORMS = ("flat", "conditional", "masked", "compact")
 DEFAULT_FORMS = ("flat", "conditional")
 FILE_BY_FORM = {"flat": FLAT_QDQ, "conditional": CONDITIONAL_QDQ, "masked": MASKED_QDQ, "compact": COMPACT_QDQ}
 
-# Short names for the two Jetson TensorRT worlds: JetPack 5.1.x ships TensorRT 8.5.2,
-# JetPack 6.1/6.2 ship TensorRT 10.3.0.
-TRT_ALIASES = {"8.5": "8.5.2", "10.3": "10.3.0"}
-DEFAULT_TRT = "10.3"
+DEFAULT_TRT = "10.3"  # a short name (trtversion.SHORT_RELEASES): JetPack 6.1/6.2's TensorRT

@@ -1,14 +1,6 @@
 """README.md of a device bundle: what the board needs per JetPack release, and the steps."""
 
-# What each JetPack ships (JetPack release notes): TensorRT with trtexec in /usr/src/tensorrt/bin and
-# the Python bindings for the system Python only.
-JETPACK = {
-    "5.1": ("TensorRT 8.5.2", "Python 3.8", "Ubuntu 20.04"),
-    "6.0": ("TensorRT 8.6.2", "Python 3.10", "Ubuntu 22.04"),
-    "6.1": ("TensorRT 10.3.0", "Python 3.10", "Ubuntu 22.04"),
-    "6.2": ("TensorRT 10.3.0", "Python 3.10", "Ubuntu 22.04"),
-}
-
+from cosinegate.trtversion import JETPACKS
 
 def preview_failure(preview):
     """One line saying the INT8 preview on ONNX Runtime failed (``preview``: the manifest's int8_preview_onnxrt
@@ -49,7 +41,9 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name, int8_
         lines += ["| JetPack | ships | Python | OS |", "|---|---|---|---|"]
         for release in profile.tensorrt:
             for jetpack in release.jetpack:
-                trt, python, os_name = JETPACK.get(jetpack, (f"TensorRT {release.version}", "system Python 3", ""))
+                ships = JETPACKS.get(jetpack)
+                trt, python, os_name = (f"TensorRT {ships.tensorrt}", f"Python {ships.python}", f"Ubuntu {ships.ubuntu}") \
+                    if ships else (f"TensorRT {release.version}", "system Python 3", "")
                 lines.append(f"| {jetpack} | {trt} | {python} | {os_name} |")
         lines += [
             "",

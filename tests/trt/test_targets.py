@@ -247,3 +247,19 @@ def test_onnxruntime_profile_kept_apart_from_tensorrt_ones(tmp_path):
     (tmp_path / "cpu-onnxruntime.toml").write_text(text.replace('["fp32"]', '["fp16"]'))
     with pytest.raises(CosineGateError, match="'precisions' has 'fp16'"):
         load_ort_target("cpu-onnxruntime", tmp_path)
+
+
+def test_every_jetson_profile_names_the_tensorrt_its_jetpack_ships():
+    """trtversion.JETPACKS (the bundle README's table, the short release names) and the profiles' [[tensorrt]]
+    jetpack lists are one fact: a JetPack a profile lists ships that release."""
+    from cosinegate.trtversion import JETPACKS, SHORT_RELEASES
+
+    seen = set()
+    for name in list_targets():
+        for release in load_target(name).tensorrt:
+            for jetpack in release.jetpack:
+                assert parse_version(JETPACKS[jetpack].tensorrt) == release.version, (name, jetpack)
+                seen.add(jetpack)
+    assert seen == set(JETPACKS)
+    assert set(SHORT_RELEASES.values()) <= {j.tensorrt for j in JETPACKS.values()}
+    assert all(full.startswith(short + ".") for short, full in SHORT_RELEASES.items())
