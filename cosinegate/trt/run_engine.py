@@ -547,8 +547,8 @@ def engine_dla_core(engine, manifest=None):
 
 
 class TensorRTRunner:
-    """The engine on TensorRT. 8.5+ (JetPack 5.1, 6.x): named tensors, set_tensor_address, execute_async_v3 (the only
-    API of 10.x; the binding API is deprecated from 8.5 and removed in 10.0). Older releases: bindings, execute_v2.
+    """The engine on TensorRT 8.5+ (JetPack 5.1, 6.x, every release a target profile names): named tensors,
+    set_tensor_address, execute_async_v3 (the only API of 10.x; the binding API is deprecated from 8.5, removed in 10.0).
     ``dla_core``: the core a DLA engine was built for, set on the runtime before deserializing (as trtexec does:
     sampleEngines.cpp 8.5.2 l.113-116)."""
 
@@ -572,47 +572,36 @@ class TensorRTRunner:
         if self.engine is None:
             raise BadInput("TensorRT {} could not load {} (built by another TensorRT version or for another GPU?); rebuild it "
                            "here with sh build_on_device.sh.".format(getattr(trt, "__version__", "?"), path))
+        if not hasattr(self.engine, "num_io_tensors"):
+            raise BadInput("TensorRT {} is older than 8.5, which every target profile needs; use JetPack 5.1 or later.".format(
+                getattr(trt, "__version__", "?")))
         self.context = self.engine.create_execution_context()
-        self.named = hasattr(self.engine, "num_io_tensors")
-        self.tensors = {}  # name -> (index, shape, dtype); the toolkit's graphs: input `input`, outputs logits, gates
-        if self.named:
-            for i in range(self.engine.num_io_tensors):
-                name = self.engine.get_tensor_name(i)
-                self.tensors[name] = (i, tuple(self.engine.get_tensor_shape(name)), numpy_dtype(trt, self.engine.get_tensor_dtype(name)))
-        else:
-            for i in range(self.engine.num_bindings):
-                name = self.engine.get_binding_name(i)
-                self.tensors[name] = (i, tuple(self.engine.get_binding_shape(i)), numpy_dtype(trt, self.engine.get_binding_dtype(i)))
+        self.tensors = {}  # name -> (shape, dtype); the toolkit's graphs: input `input`, outputs logits, gates
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            self.tensors[name] = (tuple(self.engine.get_tensor_shape(name)), numpy_dtype(trt, self.engine.get_tensor_dtype(name)))
         if sorted(self.tensors) != ["gates", "input", "logits"]:
             raise BadInput("{} has tensors {}, not the toolkit's input, logits and gates; build it from the bundle's graph.".format(
                 path, sorted(self.tensors)))
-        if any(d < 0 for _, shape, _ in self.tensors.values() for d in shape):
+        if any(d < 0 for shape, _ in self.tensors.values() for d in shape):
             raise BadInput("{} has a dynamic shape; build it from the bundle's graph (fixed batch).".format(path))
-        self.batch, self.shape = self.tensors["input"][1][0], self.tensors["input"][1][1:]
+        self.batch, self.shape = self.tensors["input"][0][0], self.tensors["input"][0][1:]
         self.cuda = cuda or Cudart()
         self.stream = self.cuda.stream()
         self.device = {name: self.cuda.malloc(np.prod(shape) * np.dtype(dtype).itemsize)
-                       for name, (_, shape, dtype) in self.tensors.items()}
-        if self.named:
-            for name, pointer in self.device.items():
-                self.context.set_tensor_address(name, pointer)
+                       for name, (shape, dtype) in self.tensors.items()}
+        for name, pointer in self.device.items():
+            self.context.set_tensor_address(name, pointer)
 
     def run(self, x):
-        x = np.ascontiguousarray(x, dtype=self.tensors["input"][2])
+        x = np.ascontiguousarray(x, dtype=self.tensors["input"][1])
         self.cuda.copy(self.device["input"], x.ctypes.data, x.nbytes, Cudart.H2D, self.stream)
-        if self.named:
-            ok = self.context.execute_async_v3(self.stream)
-        else:
-            bindings = [0] * len(self.tensors)
-            for name, (index, _, _) in self.tensors.items():
-                bindings[index] = self.device[name]
-            self.cuda.sync(self.stream)
-            ok = self.context.execute_v2(bindings)
+        ok = self.context.execute_async_v3(self.stream)
         if ok is False:
             raise RuntimeError("TensorRT could not run the engine (see its log above)")
         out = []
         for name in ("logits", "gates"):
-            _, shape, dtype = self.tensors[name]
+            shape, dtype = self.tensors[name]
             host = np.empty(shape, dtype)
             self.cuda.copy(host.ctypes.data, self.device[name], host.nbytes, Cudart.D2H, self.stream)
             out.append(host)

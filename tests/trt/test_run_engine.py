@@ -580,3 +580,35 @@ def test_a_dla_engine_is_deserialized_on_the_core_it_was_built_for(default_bundl
     (tmp_path / "x.engine.json").write_text(json.dumps({"settings": {"dla_core": "1"}}))
     with pytest.raises(run_engine.BadInput, match=r"names DLA core '1', not a core number"):
         run_engine.engine_dla_core(engine, bundle)
+
+
+def test_a_tensorrt_before_8_5_is_refused_in_one_line(default_bundle, tmp_path):
+    """Every target profile needs 8.5+ (named tensors, execute_async_v3); an older release's engine (binding API only)
+    is refused by name instead of being run on a path nothing tests."""
+    sys.path.insert(0, str(default_bundle))
+    try:
+        import run_engine
+    finally:
+        sys.path.remove(str(default_bundle))
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"stand-in")
+
+    class Old:
+        __version__ = "8.4.3"
+
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, level):
+                pass
+
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, data):
+                return type("Engine", (), {"num_bindings": 3})()
+
+    with pytest.raises(run_engine.BadInput, match="TensorRT 8.4.3 is older than 8.5") as info:
+        run_engine.TensorRTRunner(engine, trt=Old(), cuda=FakeCuda())
+    assert "\n" not in str(info.value)
