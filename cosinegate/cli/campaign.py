@@ -23,7 +23,6 @@ import sys
 
 def parse_args(argv):
     from cosinegate.cli.args import HelpFormatter, add_device_flags, add_output_flag, add_report_flags, add_version_flag
-    from cosinegate.research.campaign_run import WORK
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--make-tar", nargs=2, metavar=("JPEG_FOLDER", "TAR"), help="run-prep: tar the CIFAR-10 JPEG folder")
@@ -46,7 +45,7 @@ def parse_args(argv):
     parser.add_argument("--tiny", action="store_true", help="CPU dry-run size: 2 epochs, 1 seed, 600 images, 2 stages")
     add_report_flags(parser, "this job's report (the campaign run: campaign.json's content; --make-tar: the tar's image "
                              "count and size; --absorb: where the files went)")
-    parser.add_argument("--work", default=str(WORK), help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)  # default: campaign_run.WORK
     add_version_flag(parser)
     return parser.parse_args(argv)
 
@@ -77,7 +76,7 @@ def main(argv=None):
         settings = campaign_run.RunSettings(
             out=args.out, data_tar=args.data_tar, state=args.state, device=pick_device(args.device), budget=args.budget,
             epochs=args.epochs, seeds=args.seeds, subset=args.subset, jobs=args.jobs, jobs_levels=args.jobs_levels,
-            bench_steps=args.bench_steps, compile=args.compile, tiny=args.tiny, work=args.work)
+            bench_steps=args.bench_steps, compile=args.compile, tiny=args.tiny, work=args.work or str(campaign_run.WORK))
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` also stops the runs in flight
         result = campaign_run.run_on_device(settings, log=lambda text: print(text, flush=True))
         print(f"wrote {', '.join(result.files)} to {args.out}")

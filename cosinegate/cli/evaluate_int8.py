@@ -61,8 +61,6 @@ def main(argv=None):
     calib = select(data.train, args.calib_images, args.seed, data.source, None if data.root is None else str(data.root))
     images, labels = data.test.images, data.test.labels
     if args.test_images is not None:
-        if args.test_images < 1:
-            raise CosineGateError(f"--test-images must be at least 1, got {args.test_images}.")
         images, labels = images[: args.test_images], labels[: args.test_images]
     report = evaluate(model, state, images, labels, calib.images, methods, args.policy, args.eval_batch,
                       args.batch_size, args.percentile)

@@ -92,6 +92,7 @@ def _build(s, profile, out, log):
 
     from cosinegate.artifacts import atomic_write_json
     from cosinegate.data.choice import DataOrigin, choose_data
+    from cosinegate.bench.candidates import CANDIDATES
     from cosinegate.onnx import DEFAULT_OPSET
     from cosinegate.pipeline.stages import Stages, candidate_graphs, finish_work, model_name, work_folder
     from cosinegate.training.checkpoint import check_image_size, load_checkpoint
@@ -103,7 +104,7 @@ def _build(s, profile, out, log):
     opset = s.opset or DEFAULT_OPSET
     stages = Stages(work_folder(out, name), log)
     flat = stages.export(s.checkpoint, "flat", 1, opset)
-    names = ("conditional", "pruned", "dense") if s.select == "fastest" else (s.select,)
+    names = CANDIDATES if s.select == "fastest" else (s.select,)
     candidates = candidate_graphs(stages, s.checkpoint, opset, names, data)
     flat_model = onnx.load(str(flat))
     built = {}

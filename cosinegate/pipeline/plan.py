@@ -5,10 +5,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
+from cosinegate.bench.candidates import CANDIDATES
 from cosinegate.errors import CosineGateError
 
 FORMS = ("conditional", "masked", "compact")
-SELECTIONS = ("fastest", "conditional", "pruned", "dense")
+SELECTIONS = ("fastest", *CANDIDATES)
 
 
 @dataclass(frozen=True)
