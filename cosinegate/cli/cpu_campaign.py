@@ -13,14 +13,9 @@ bf16 autocast); a run still going at the limit stops after its last whole epoch 
 """
 
 import argparse
-import json
 import signal
 import sys
 import time
-
-# the campaigns one command continues, in priority order (the controls of each go last), and the protocol each
-# starts with when its folder is new
-CAMPAIGNS = {"train/results/cifar10-campaign-cpu": "PROTOCOL", "train/results/cifar10-campaign-cpu-r56": "RESNET56_PROTOCOL"}
 
 
 def parse_args(argv=None):
@@ -30,7 +25,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--folder", action="append", metavar="DIR",
                         help="a campaign's state and results (repeat for several, which share the --jobs slots in this "
-                             f"order; default: {' then '.join(CAMPAIGNS)}); a new folder starts with the default protocol")
+                             "order; default: train/results/cifar10-campaign-cpu then train/results/cifar10-campaign-cpu-r56, "
+                             "research/cpu_campaign/chunk.py's CAMPAIGNS); a new folder starts with the default protocol")
     parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="stop cleanly before this many seconds")
     parser.add_argument("--jobs", type=positive_int, default=2, help="runs at once (default 2: one per core)")
     add_device_flags(parser, threads=1, note="each run is one process")
@@ -52,44 +48,33 @@ def main(argv=None):
 
     from pathlib import Path
 
-    from cosinegate.research import cpu_campaign as cc
+    from cosinegate.research.cpu_campaign.chunk import run_chunk
 
     torch.set_num_threads(args.threads)
-    folders = args.folder or list(CAMPAIGNS)
-    known = {Path(k).resolve(): v for k, v in CAMPAIGNS.items()}
-    for folder in folders:
-        new = not (Path(folder) / "campaign.json").is_file()
-        cc.load_protocol(folder, getattr(cc, known.get(Path(folder).resolve(), "PROTOCOL")) if new else None)
     log = lambda text: print(time.strftime("%H:%M:%S"), text, flush=True)  # noqa: E731
-    result = None
-    if args.check_winner:
-        for folder in folders:
-            record = cc.check_winner(folder, log=log)
-            if record is None:
-                print(f"{folder}: no gated contender has finished yet; nothing to check")
-                continue
+    train = not (args.report or args.check_winner)
+    if train:  # `kill` (the way a background campaign is stopped) unwinds like Ctrl-C: its runs stop, their state is kept
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    deadline = time.time() + args.time_limit if args.time_limit else None
+    chunk = run_chunk(args.folder, deadline, train=train, check=args.check_winner, jobs=args.jobs, threads=args.threads,
+                      device=args.device, log=log)
+    for folder, record in chunk.checks.items():
+        if record is None:
+            print(f"{folder}: no gated contender has finished yet; nothing to check")
+        else:
             print(f"{record['run']}: deployment goal {'met' if record['met'] else 'not met'}"
                   + (f" ({record['why']})" if record["why"] else "") + f"; wrote {folder}/winner-check.json")
-    elif not args.report:
-        deadline = time.time() + (args.time_limit or float("inf"))
-        # `kill` (the way a background campaign is stopped) unwinds like Ctrl-C: its runs stop, their state is kept
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        result = cc.continue_campaign(folders, deadline, jobs=args.jobs, threads=args.threads, device=args.device, log=log)
+    result = chunk.trained
+    if result:
         print(f"finished {len(result.finished)}, stopped at the limit {len(result.stopped)}, failed {len(result.failed)} "
               f"in {result.seconds / 60:.0f} min")
-    reports = {}
-    for folder in folders:
-        cc.write_report(folder, jobs=args.jobs, folders=folders)
+    for folder in chunk.results:
         plot = ", pareto.png" if (Path(folder) / "pareto.png").is_file() else " (no plot: no run has finished)"
         print(f"wrote {folder}/results.md, results.json{plot}")
-        reports[folder] = json.loads((Path(folder) / "results.json").read_text())
     if args.json:
         from cosinegate.artifacts import atomic_write_json
 
-        chunk = {"finished": result.finished, "stopped": result.stopped, "failed": result.failed,
-                 "seconds": result.seconds} if result else None
-        atomic_write_json(args.json, {"chunk": chunk, **{folder: {"progress": r["progress"], "goals": r["goals"]}
-                                                         for folder, r in reports.items()}})
+        atomic_write_json(args.json, chunk.summary())
     if result and result.failed:
         print(f"error: {', '.join(result.failed)} failed; see each run's train.log (the results list them)", file=sys.stderr)
         return 1

@@ -451,3 +451,18 @@ def test_a_static_choice_without_a_block_order_is_one_line(tmp_path):
     (tmp_path / "static-choice-s0.json").write_text(json.dumps({"order": ["../x"]}))
     with pytest.raises(CosineGateError, match="holds no block order .* delete it"):
         cc.plan(tmp_path, protocol)
+
+
+def test_a_chunk_starts_each_known_campaign_with_its_own_protocol_and_only_reports_when_asked(tmp_path, monkeypatch):
+    """run_chunk with no folders opens CAMPAIGNS in order (relative to the working folder): a new ResNet-56 folder gets
+    RESNET56_PROTOCOL, the other PROTOCOL; train=False trains nothing and still writes every folder's results."""
+    from cosinegate.research.cpu_campaign import CAMPAIGNS, PROTOCOL, RESNET56_PROTOCOL, run_chunk
+
+    monkeypatch.chdir(tmp_path)
+    chunk = run_chunk(train=False, log=lambda text: None)
+    assert list(chunk.results) == list(CAMPAIGNS) and chunk.trained is None and chunk.checks == {}
+    protocols = [json.loads((tmp_path / folder / "campaign.json").read_text()) for folder in CAMPAIGNS]
+    assert protocols == [PROTOCOL, RESNET56_PROTOCOL]
+    summary = chunk.summary()
+    assert summary["chunk"] is None and all(summary[f]["progress"] == chunk.results[f]["progress"] for f in CAMPAIGNS)
+    assert all(state["state"] == "new" for state in summary[list(CAMPAIGNS)[1]]["progress"].values())

@@ -10,6 +10,7 @@ and `runs/NAME/` (train/train.py run folders). A run in progress keeps last.pt a
     static_choice  which blocks the static baselines remove
     schedule       train the planned runs in subprocesses until done or the deadline
     report         results, goals and hours left from the state; the leading run's deployment check
+    chunk          one working stretch: train (or check the leading run), then regenerate every campaign's results
 """
 
 from cosinegate.research.cpu_campaign.plan import PROTOCOL, RESNET56_PROTOCOL, Run, load_protocol, plan, teacher_config
@@ -18,7 +19,8 @@ from cosinegate.research.cpu_campaign.report import (WINNER_CHECK, check_winner,
                                                      wall_hours, write_report)
 from cosinegate.research.cpu_campaign.schedule import Result, continue_campaign
 from cosinegate.research.cpu_campaign.state import run_state
+from cosinegate.research.cpu_campaign.chunk import CAMPAIGNS, Chunk, run_chunk
 
-__all__ = ["PROTOCOL", "RESNET56_PROTOCOL", "WINNER_CHECK", "Result", "Run", "check_winner", "continue_campaign",
-           "deploy_status", "first_epoch_seconds", "goals", "hours_left_line", "load_protocol", "plan", "progress",
-           "reference_goal", "run_state", "shared_wall_hours", "teacher_config", "wall_hours", "write_report"]
+__all__ = ["CAMPAIGNS", "PROTOCOL", "RESNET56_PROTOCOL", "WINNER_CHECK", "Chunk", "Result", "Run", "check_winner",
+           "continue_campaign", "deploy_status", "first_epoch_seconds", "goals", "hours_left_line", "load_protocol", "plan", "progress",
+           "reference_goal", "run_chunk", "run_state", "shared_wall_hours", "teacher_config", "wall_hours", "write_report"]
