@@ -61,74 +61,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def parse_drop_blocks(text):
-    """'2,5,8' -> [2, 5, 8]; 'from:CKPT' -> the blocks whose stored held-out skip rate makes them always skipped."""
-    from cosinegate.errors import CosineGateError
-
-    if text.startswith("from:"):
-        from cosinegate.evaluation import block_classes
-        from cosinegate.training.checkpoint import load_checkpoint
-
-        rates = load_checkpoint(text[5:]).get("skip_rates")
-        if rates is None:
-            raise CosineGateError(f"{text[5:]} stores no skip rates; pass the indices, e.g. --drop-blocks 2,5,8.")
-        return [i for i, kind in enumerate(block_classes(rates)) if kind == "always_skipped"]
-    try:
-        return [int(b) for b in text.split(",") if b.strip()]
-    except ValueError as exc:
-        raise CosineGateError(f"--drop-blocks {text!r}: expected comma-separated block indices or from:CKPT.") from exc
-
-
-def check_loss_flags(args, config):
-    """--target and --block-rates set the targets of two losses; a config whose loss is off would ignore them."""
-    from cosinegate.errors import CosineGateError
-
-    gate = config["gate"]
-    if args.target is not None and not gate["penalty"]:
-        raise CosineGateError(f"--target is the compute penalty's target, and {args.config} has no compute penalty "
-                              "(gate.penalty 0: it trains per-block rates); use --block-rates R, or a preset with the "
-                              "penalty (balanced, aggressive, conservative).")
-    if args.block_rates is not None and not gate["block_rate_weight"]:
-        raise CosineGateError(f"--block-rates sets per-block execution rates, which {args.config} does not train toward "
-                              "(gate.block_rate_weight 0); use --config rates, shaping or two-phase, or --target for the "
-                              "compute penalty.")
-
-
 def config_from_args(args):
-    from cosinegate.config import load_config, validate
+    from cosinegate.training.run_config import OVERRIDES, run_config
 
-    config = load_config(args.config)
-    overrides = {
-        ("model", "backbone"): args.backbone,
-        ("model", "mode"): args.mode,
-        ("data", "source"): args.data,
-        ("data", "root"): args.data_root,
-        ("data", "subset"): args.subset,
-        ("data", "image_size"): args.image_size,
-        ("optim", "epochs"): args.epochs,
-        ("optim", "batch_size"): args.batch_size,
-        ("optim", "lr"): args.lr,
-        ("optim", "schedule"): args.schedule,
-        ("gate", "target"): args.target,
-        ("gate", "block_rates"): args.block_rates,
-    }
-    check_loss_flags(args, config)
-    for (section, key), value in overrides.items():
-        if value is not None:
-            config[section][key] = value
-    if args.normalization is not None:
-        from cosinegate.data.normalization import parse_flag
-
-        config["data"]["normalization"] = parse_flag(args.normalization)
-    if args.drop_blocks is not None:
-        config["model"]["drop_blocks"] = parse_drop_blocks(args.drop_blocks)
-    if args.seed is not None:
-        config["seed"] = args.seed
-    if args.init_from is not None:
-        config["init_from"] = args.init_from
-    if args.distill is not None:
-        config["distill"]["weight"] = args.distill
-    return validate(config)
+    return run_config(args.config, normalization=args.normalization, drop_blocks=args.drop_blocks, seed=args.seed,
+                      init_from=args.init_from, **{key: getattr(args, key) for key in OVERRIDES})
 
 
 def runtime_from_args(args, device):

@@ -179,21 +179,6 @@ def test_evaluate_wrong_data(tmp_path, tiny_checkpoint):
     assert not out.exists()
 
 
-def test_drop_blocks_from_a_gated_checkpoint(tmp_path):
-    from cosinegate.cli.train import parse_drop_blocks
-    from cosinegate.errors import CosineGateError
-    from cosinegate.training.checkpoint import save_checkpoint
-
-    save_checkpoint(tmp_path / "gated.pt", skip_rates=[0.0, 1.0, 0.3, 0.996, 0.0], config={}, model={}, epoch=0)
-    assert parse_drop_blocks(f"from:{tmp_path / 'gated.pt'}") == [1, 3]  # the always-skipped blocks only
-    assert parse_drop_blocks("2, 5,8") == [2, 5, 8]
-    with pytest.raises(CosineGateError, match="block indices"):
-        parse_drop_blocks("two")
-    save_checkpoint(tmp_path / "dense.pt", skip_rates=None, config={}, model={}, epoch=0)
-    with pytest.raises(CosineGateError, match="stores no skip rates"):
-        parse_drop_blocks(f"from:{tmp_path / 'dense.pt'}")
-
-
 # ---- issue 23's training leftovers: an empty --out, an --init-from without a config, --jobs 0, a config's data root --
 def test_train_refuses_an_empty_out():
     assert_user_error(run_script("train/train.py", "--config", "dense", "--epochs", "1", "--out", ""), "--out is empty")
