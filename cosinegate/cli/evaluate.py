@@ -11,8 +11,6 @@ def main(argv=None):
     from cosinegate.cli import check_output_files, command_log, pick_device
     from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_report_flags,
                                      add_version_flag)
-    from cosinegate.data import balanced_subset
-    from cosinegate.data.choice import DataOrigin, choose_data
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = add_checkpoint_flags(parser, required=True)
@@ -26,18 +24,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_output_files({"checkpoint": args.checkpoint}, json=args.json, plot=args.plot)
 
-    from cosinegate.evaluation import evaluate, format_table  # torch: after the parsing, --help needs none
-    from cosinegate.training.checkpoint import model_from_checkpoint
+    from cosinegate.evaluation import format_table  # torch: after the parsing, --help needs none
+    from cosinegate.training.evaluate import evaluate_checkpoint
 
     log = command_log(args, polygraphy=False)
-    model, state = model_from_checkpoint(args.checkpoint, args.backbone, args.image_size)
-    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root, log=log)
-    images = data.test if args.split == "test" else data.train
-    if args.subset:
-        images = balanced_subset(images, args.subset)
-    rep = evaluate(model.to(pick_device(args.device)), images, device=args.device, progress=not log.quiet)
-    rep.update({"checkpoint": str(args.checkpoint), "data": data.record(), "split": args.split, "epochs_trained": state["epoch"] + 1,
-                "image_size": model.image_size, "normalization": model.normalization})
+    rep = evaluate_checkpoint(args.checkpoint, args.backbone, args.image_size, args.data, args.data_root, args.split,
+                              args.subset, pick_device(args.device), progress=not log.quiet, log=log)
     print(format_table(rep))
     if args.json:
         atomic_write_json(args.json, rep)

@@ -40,32 +40,16 @@ def parse_args(argv=None):
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
     from cosinegate.cli import check_output_files
-    from cosinegate.data.choice import DataOrigin, choose_data
-    from cosinegate.errors import CosineGateError
 
     args = parse_args(argv)
-
-    from cosinegate.quant.accuracy import evaluate, format_table  # torch: after the parsing, --help needs none
-    from cosinegate.quant.calibrate import check_method
-    from cosinegate.quant.calibset import select
-    from cosinegate.training.checkpoint import model_from_checkpoint
-
     check_output_files({"checkpoint": args.checkpoint}, json=args.json)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise CosineGateError("--methods is empty; pass e.g. minmax,entropy,percentile.")
-    for method in methods:
-        check_method(method)
-    model, state = model_from_checkpoint(args.checkpoint, image_size=args.image_size)
-    data = choose_data(DataOrigin.of_checkpoint(state), args.data, args.data_root)
-    calib = select(data.train, args.calib_images, args.seed, data.source, None if data.root is None else str(data.root))
-    images, labels = data.test.images, data.test.labels
-    if args.test_images is not None:
-        images, labels = images[: args.test_images], labels[: args.test_images]
-    report = evaluate(model, state, images, labels, calib.images, methods, args.policy, args.eval_batch,
-                      args.batch_size, args.percentile)
-    report.update(checkpoint=str(args.checkpoint), data=data.record(), calibration_images=len(calib), calibration_ids_sha256=calib.ids_sha256)
-    print(f"{report['num_images']} test images, {len(calib)} calibration images, policy {args.policy}")
+
+    from cosinegate.quant.accuracy import evaluate_checkpoint, format_table  # torch: after the parsing, --help needs none
+
+    report = evaluate_checkpoint(args.checkpoint, [m.strip() for m in args.methods.split(",") if m.strip()], args.data,
+                                 args.data_root, args.image_size, args.calib_images, args.seed, args.policy,
+                                 args.test_images, args.eval_batch, args.batch_size, args.percentile)
+    print(f"{report['num_images']} test images, {report['calibration_images']} calibration images, policy {args.policy}")
     print(format_table(report))
     if args.json:
         atomic_write_json(args.json, report)

@@ -63,6 +63,31 @@ def evaluate(model, state, test_images, test_labels, calib_images, methods, poli
     return report
 
 
+def evaluate_checkpoint(checkpoint, methods, data=None, data_root=None, image_size=None, calib_images=512, seed=0,
+                        policy="conditional-all", test_images=None, batch=100, calib_batch=64, percentile=99.99):
+    """`evaluate` on the checkpoint's own data (unless `data`/`data_root` say otherwise): ranges from a class-balanced
+    sample of `calib_images` training images (`seed`), the first `test_images` test images (None: all); the report
+    names the checkpoint, the data and the calibration sample."""
+    from cosinegate.data.choice import DataOrigin, choose_data
+    from cosinegate.errors import CosineGateError
+    from cosinegate.quant.calibrate import check_method
+    from cosinegate.quant.calibset import select
+    from cosinegate.training.checkpoint import model_from_checkpoint
+
+    if not methods:
+        raise CosineGateError("--methods is empty; pass e.g. minmax,entropy,percentile.")
+    for method in methods:
+        check_method(method)
+    model, state = model_from_checkpoint(checkpoint, image_size=image_size)
+    chosen = choose_data(DataOrigin.of_checkpoint(state), data, data_root)
+    calib = select(chosen.train, calib_images, seed, chosen.source, None if chosen.root is None else str(chosen.root))
+    images, labels = chosen.test.images[:test_images], chosen.test.labels[:test_images]
+    report = evaluate(model, state, images, labels, calib.images, methods, policy, batch, calib_batch, percentile)
+    report.update(checkpoint=str(checkpoint), data=chosen.record(), calibration_images=len(calib),
+                  calibration_ids_sha256=calib.ids_sha256)
+    return report
+
+
 def format_table(report):
     rows = [("method", "top1 fp32", "top1 int8", "drop pp", "top1 agree", "gate agree min", "gate agree mean", "cos mean", "cos min")]
     for method, m in report["methods"].items():

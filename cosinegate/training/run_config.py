@@ -23,7 +23,7 @@ OVERRIDES = {
 def parse_drop_blocks(text):
     """'2,5,8' -> [2, 5, 8]; 'from:CKPT' -> the blocks whose stored held-out skip rate makes them always skipped."""
     if text.startswith("from:"):
-        from cosinegate.evaluation import block_classes
+        from cosinegate.blockkinds import block_classes
         from cosinegate.training.checkpoint import load_checkpoint
 
         rates = load_checkpoint(text[5:]).get("skip_rates")
