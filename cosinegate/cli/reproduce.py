@@ -57,10 +57,11 @@ def main(argv=None):
 
     device = pick_device(args.device)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `timeout` also stops the runs in flight
-    result = reproduce(args.out, [b.strip() for b in args.backbones.split(",")], [p.strip() for p in args.presets.split(",")],
-                       args.seeds, args.epochs, args.data, args.data_root, args.subset, args.static_curve,
-                       args.finetune_epochs, device, args.jobs, args.jobs_levels, args.fast, args.compile, args.time_limit,
-                       args.collect_only)
+    result = reproduce(args.out, backbones=[b.strip() for b in args.backbones.split(",")],
+                       presets=[p.strip() for p in args.presets.split(",")], seeds=args.seeds, epochs=args.epochs,
+                       data=args.data, data_root=args.data_root, subset=args.subset, static_curve=args.static_curve,
+                       finetune_epochs=args.finetune_epochs, device=device, jobs=args.jobs, jobs_levels=args.jobs_levels,
+                       fast=args.fast, compile=args.compile, time_limit=args.time_limit, collect_only=args.collect_only)
     if result.results is None:
         return 0
     if args.json:
