@@ -227,6 +227,17 @@ def static_curve(rows, backbone):
     return sorted((r for r in rows if r["backbone"] == backbone and r["mode"] == "none"), key=lambda r: r["executed_macs"])
 
 
+def at_equal_macs(points, seeds):
+    """(the curve's mean top-1 at each seed's executed MACs, the seeds' mean gain over it): `points` (rows with
+    executed_macs and top1_mean, cheapest first) joined linearly; (None, None) with fewer than two points or a seed
+    outside their MAC range."""
+    macs, top1 = np.array([p["executed_macs"] for p in points]), np.array([p["top1_mean"] for p in points])
+    if len(points) < 2 or not all(macs[0] <= x["executed_macs"] <= macs[-1] for x in seeds):
+        return None, None
+    curve = [float(np.interp(x["executed_macs"], macs, top1)) for x in seeds]
+    return float(np.mean(curve)), float(np.mean([x["top1"] - c for x, c in zip(seeds, curve)]))
+
+
 def compare_with_static_curve(rows, min_gain=0.003):
     """Set, on every gated row, the static curve's top-1 at the row's executed MACs.
 
@@ -238,15 +249,11 @@ def compare_with_static_curve(rows, min_gain=0.003):
     """
     for backbone in {r["backbone"] for r in rows}:
         points = static_curve(rows, backbone)
-        macs, top1 = np.array([p["executed_macs"] for p in points]), np.array([p["top1_mean"] for p in points])
         for r in rows:
             if r["backbone"] != backbone or r["mode"] == "none":
                 continue
-            seeds = r["per_seed"]
-            inside = len(points) > 1 and all(macs[0] <= x["executed_macs"] <= macs[-1] for x in seeds)
-            curve = [float(np.interp(x["executed_macs"], macs, top1)) for x in seeds] if inside else None
-            r["static_top1_at_equal_macs"] = float(np.mean(curve)) if inside else None
-            r["gain_vs_static"] = float(np.mean([x["top1"] - c for x, c in zip(seeds, curve)])) if inside else None
+            r["static_top1_at_equal_macs"], r["gain_vs_static"] = at_equal_macs(points, r["per_seed"])
+            inside = r["gain_vs_static"] is not None
             skipped = r["static_savings"] + r["dynamic_savings"]
             r["dynamic_share"] = r["dynamic_savings"] / skipped if skipped > 0 else 0.0
             r["beats_static"] = bool(inside and r["dynamic_share"] >= 0.5 and r["gain_vs_static"] >= min_gain)
@@ -263,16 +270,11 @@ def compare_with_depths(rows, min_gain=0.003):
     """Set, on every gated CIFAR-ResNet row, the top-1 of the dense-depth curve (ResNet-20/32/44/56/110 trained with
     the same recipe, linear between them) at the row's executed MACs, read per seed; None outside the curve."""
     points = depth_curve(rows)
-    macs, top1 = np.array([p["executed_macs"] for p in points]), np.array([p["top1_mean"] for p in points])
     for r in rows:
         if r["mode"] == "none" or r["backbone"] not in CIFAR_DEPTHS:
             continue
-        seeds = r["per_seed"]
-        inside = len(points) > 1 and all(macs[0] <= x["executed_macs"] <= macs[-1] for x in seeds)
-        curve = [float(np.interp(x["executed_macs"], macs, top1)) for x in seeds] if inside else None
-        r["depth_top1_at_equal_macs"] = float(np.mean(curve)) if inside else None
-        r["gain_vs_depths"] = float(np.mean([x["top1"] - c for x, c in zip(seeds, curve)])) if inside else None
-        r["beats_depths"] = bool(inside and r["gain_vs_depths"] >= min_gain)
+        r["depth_top1_at_equal_macs"], r["gain_vs_depths"] = at_equal_macs(points, r["per_seed"])
+        r["beats_depths"] = bool(r["gain_vs_depths"] is not None and r["gain_vs_depths"] >= min_gain)
     return rows
 
 
