@@ -108,6 +108,14 @@ def not_writable_file(path):
     return None
 
 
+def is_readable_file(path):
+    """True for a regular file (after links): a FIFO would block a reader, a loop or dangling link cannot be read."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def same_file(a, b):
     """True when paths ``a`` and ``b`` name one existing file (by inode: links and ``..`` included)."""
     try:

@@ -6,16 +6,14 @@ when the official archive lies beside them, every batch must have the official M
 official archive (MD5 below) is a trustworthy source of these files.
 """
 
-import os
 import pickle
-import stat
 import tarfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from cosinegate.artifacts import file_digest
+from cosinegate.artifacts import file_digest, is_readable_file
 from cosinegate.data.imageset import ImageSet
 from cosinegate.data.resize import fit_arrays, split_rule
 from cosinegate.errors import CosineGateError
@@ -82,13 +80,6 @@ def check_official(folder):
     return True
 
 
-def _regular(path):
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 def _batch_dir(root):
     root = Path(root)
     return root if (root / "batches.meta").is_file() else root / FOLDER
@@ -138,7 +129,7 @@ def load_cifar10(root, allow_download=True, image_size=32, training=False):
                                   "downloaded here; pass the right --data-root (train.py --data cifar10 --data-root DIR downloads it).")
         download(root)
         folder = _batch_dir(root)
-    odd = [name for name in ("batches.meta", *TRAIN_BATCHES, "test_batch") if not _regular(folder / name)]
+    odd = [name for name in ("batches.meta", *TRAIN_BATCHES, "test_batch") if not is_readable_file(folder / name)]
     if odd:
         raise CosineGateError(f"{folder / odd[0]} is missing or not a regular file (a FIFO, device or looping link is not "
                               f"read); {SAFE_SOURCE}: put the official batches there.")

@@ -21,13 +21,12 @@ Names are shown escaped, so an error stays on one line.
 
 import hashlib
 import os
-import stat
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from cosinegate.artifacts import atomic_path
+from cosinegate.artifacts import atomic_path, is_readable_file
 from cosinegate.data import resize
 from cosinegate.data.imageset import ImageSet
 from cosinegate.errors import CosineGateError
@@ -71,7 +70,7 @@ def _list_split(root, split):
     files = [(c, sorted(f for f in (folder / c).iterdir() if f.suffix.lower() in EXTENSIONS)) for c in classes]
     if not classes or not any(f for _, f in files):
         raise CosineGateError(f"no images under {shown(folder)}; expected {shown(folder)}/<class>/*.jpg or *.png.")
-    odd = [f for _, group in files for f in group if not _regular(f)]
+    odd = [f for _, group in files for f in group if not is_readable_file(f)]
     if odd:
         raise CosineGateError(f"{shown(odd[0])}{f' and {len(odd) - 1} more' if len(odd) > 1 else ''} is not a regular file "
                               "(a FIFO, device, or a link that loops or points nowhere) and is not read; remove it.")
@@ -87,14 +86,6 @@ def _resolves(path):
     try:
         path.stat()
         return True
-    except OSError:
-        return False
-
-
-def _regular(path):
-    """True for a regular file (after links); a FIFO would block the reader, a loop or dangling link cannot be read."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
 
