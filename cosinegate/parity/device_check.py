@@ -26,7 +26,14 @@ import zipfile
 import zlib
 from pathlib import Path
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # a board without numpy: one line and exit status 2 (1 means a failed check), also for --help
+    if __name__ != "__main__":
+        raise
+    print("error: check_parity.py needs numpy and Polygraphy: pip3 install 'numpy<1.24' polygraphy (JetPack 5.1; any "
+          "numpy on JetPack 6).", file=sys.stderr)
+    sys.exit(2)
 
 HERE = Path(__file__).resolve().parent
 INPUTS = "inputs.npz"  # the reference images beside this file
@@ -169,8 +176,16 @@ def load_data():
 def load_outputs(path):
     """{"logits", "gates"} stacked over the iterations of the first runner in a Polygraphy RunResults JSON;
     a file that is missing or holds no such outputs ends the check with one line and exit status 2."""
-    from polygraphy.comparator import RunResults
-
+    try:
+        from polygraphy.comparator import RunResults
+    except ImportError:
+        print("error: check_parity.py reads Polygraphy's outputs and needs Polygraphy: pip3 install polygraphy "
+              "(with 'numpy<1.24' on JetPack 5.1).", file=sys.stderr)
+        sys.exit(2)
+    if not Path(path).is_file():
+        print(f"error: {path} not found; pass the outputs polygraphy run ... --save-outputs wrote (or the bundle's "
+              "reference.json).", file=sys.stderr)
+        sys.exit(2)
     try:
         text = Path(path).read_text()
         if json.loads(text).get("polygraphy_class") != "RunResults":  # before Polygraphy logs its own lines

@@ -91,6 +91,9 @@ def bench(settings, log=print):
     if s.duration is not None and s.duration < MIN_DURATION:
         raise CosineGateError(f"--duration {s.duration:g} s is too short to time a run; give at least {MIN_DURATION} s "
                               "or use --iterations N.")
+    if s.engine and Path(s.engine).suffix.lower() == ".onnx":
+        raise CosineGateError(f"--engine {s.engine} is an ONNX graph, not a TensorRT engine; time it with --onnx {s.engine} "
+                              "(ONNX Runtime), or build the engine with build-engine.")
     if s.power and backend_name != "trt":
         raise CosineGateError("--power reads the Jetson power rails of an engine's target; use it with --engine on the device.")
     if s.if_cost:

@@ -34,7 +34,14 @@ import stat
 import sys
 from pathlib import Path
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # a board without numpy: one line, also for --help
+    if __name__ != "__main__":
+        raise
+    print("error: run_engine.py needs numpy: pip3 install 'numpy<1.24' (JetPack 5.1; any numpy on JetPack 6).",
+          file=sys.stderr)
+    sys.exit(2)
 
 HERE = Path(__file__).resolve().parent
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
@@ -715,6 +722,16 @@ def printable(text):
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
+def check_engine_path(path):
+    """The engine file to run, refused in one line when it is missing or an ONNX graph."""
+    if Path(path).suffix.lower() == ".onnx":
+        raise BadInput("{} is an ONNX graph, not a TensorRT engine; run it with --onnx {} (ONNX Runtime), or build the "
+                       "engine with sh build_on_device.sh.".format(path, path))
+    if not Path(path).is_file():
+        raise BadInput("engine {} not found; build it with sh build_on_device.sh (results/*.engine) or pass --engine.".format(path))
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files, folders of images (listed recursively) or .npy files")
@@ -742,6 +759,7 @@ def main(argv=None):
         if args.labels and not Path(args.labels).is_file():
             raise BadInput("labels file {} not found; pass a text file with one class name per line.".format(args.labels))
         labels = read_labels(Path(args.labels) if args.labels else HERE / "labels.txt", info["classes"])
+        engine = None if args.onnx else check_engine_path(args.engine or find_engine(form=info["form"]))
         files = list_inputs(args.inputs)
         reader = image_reader()
         items = load_inputs(files, info["pre"], reader)
@@ -749,7 +767,6 @@ def main(argv=None):
             print("note: images decoded and resized with OpenCV, whose resize differs slightly from training's Pillow; "
                   "pip3 install pillow for the exact pixels.")
         if not args.onnx:
-            engine = args.engine or find_engine(form=info["form"])
             # the bundle's core applies to the engines its script built, not to one named by --engine without its .json
             runner = TensorRTRunner(engine, dla_core=engine_dla_core(engine, None if args.engine else manifest))
         rows = run_all(runner, items, info, labels)

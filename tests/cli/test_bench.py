@@ -122,6 +122,11 @@ def test_bad_backend():
         bench.main(["--onnx", "x.onnx", "--backend", "tflite"])
 
 
+def test_an_onnx_graph_given_as_the_engine_is_named_as_one(conditional_onnx):
+    with pytest.raises(CosineGateError, match="is an ONNX graph, not a TensorRT engine; time it with --onnx"):
+        bench.main(["--engine", str(conditional_onnx), "--random-input"])
+
+
 def test_engine_manifest_refusal(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"fake engine")

@@ -612,3 +612,50 @@ def test_a_tensorrt_before_8_5_is_refused_in_one_line(default_bundle, tmp_path):
     with pytest.raises(run_engine.BadInput, match="TensorRT 8.4.3 is older than 8.5") as info:
         run_engine.TensorRTRunner(engine, trt=Old(), cuda=FakeCuda())
     assert "\n" not in str(info.value)
+
+
+# ---- a board that lacks a package, and files of the wrong kind: one line, exit status 2 --------------------------------
+
+WITHOUT = """import runpy, sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # as on a board where it is not installed
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_without(modules, script, *args, tmp_path):
+    wrapper = tmp_path / "without.py"
+    wrapper.write_text(WITHOUT)
+    return subprocess.run([sys.executable, str(wrapper), modules, str(script), *map(str, args)], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("script, modules, args, message", [
+    ("run_engine.py", "numpy", ["--help"], "run_engine.py needs numpy: pip3 install"),
+    ("check_parity.py", "numpy", ["--help"], "check_parity.py needs numpy and Polygraphy"),
+    ("check_parity.py", "polygraphy,polygraphy.comparator", ["reference.json"], "needs Polygraphy: pip3 install polygraphy"),
+])
+def test_a_missing_package_on_the_board_is_one_line_and_exit_2_not_a_failed_check(default_bundle, tmp_path, script,
+                                                                                    modules, args, message):
+    """check_parity.py's exit status 1 means parity failed: a missing numpy or Polygraphy must not look like that."""
+    done = run_without(modules, default_bundle / script, *[default_bundle / a if a.endswith(".json") else a for a in args],
+                       tmp_path=tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_wrong_files_are_named_for_what_they_are(default_bundle, photos, tmp_path):
+    missing = run_script(default_bundle / "check_parity.py", tmp_path / "nope.json")
+    assert missing.returncode == 2 and "nope.json not found" in missing.stderr, missing.stderr
+    graph = default_bundle / "model.conditional.onnx"
+    onnx = run_script(default_bundle / "run_engine.py", "--engine", graph, photos)
+    assert onnx.returncode == 2 and "is an ONNX graph, not a TensorRT engine; run it with --onnx" in onnx.stderr, onnx.stderr
+    folder = tmp_path / "mixed"  # no engine built yet, and a file that is not an image: the engine is named first
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not an image")
+    shutil.copy(next(photos.iterdir()), folder)
+    alone = tmp_path / "bundle"
+    shutil.copytree(default_bundle, alone, ignore=shutil.ignore_patterns("results"))
+    done = run_script(alone / "run_engine.py", folder)
+    assert done.returncode == 2 and "engine" in done.stderr and "notes.txt" not in done.stderr, done.stderr
