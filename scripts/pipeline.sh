@@ -4,6 +4,9 @@
 #   -> INT8 calibration + INT8 parity -> Jetson Orin bundle -> ONNX Runtime benchmark
 # Results in $OUT (default runs/pipeline). Real CIFAR-10 instead:
 #   DATA="--data imagefolder --data-root ROOT" bash scripts/pipeline.sh   # ROOT/{train,test}/<class>/*.jpg
+# EPOCHS (default 8) and SUBSET (training images, default 4000) size the training: EPOCHS=1 SUBSET=600 for a quick
+# look (its model is too weak for INT8 parity, so step 5 may stop there). Run again with the same settings, it
+# continues; with other settings, the earlier run is moved aside to $RUN.previous-<time> and training starts anew.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -17,8 +20,19 @@ CKPT=$RUN/best.pt
 step() { printf '\n=== %s\n' "$*"; }
 
 step "1/8 train a small predictive CosineGate (balanced preset, $EPOCHS epochs, $SUBSET images)"
-RESUME=""; [ -f "$RUN/last.pt" ] && RESUME="--resume"
-python train/train.py --config balanced $DATA --epochs "$EPOCHS" --subset "$SUBSET" --out "$RUN" $RESUME
+SETTINGS="--config balanced $DATA --epochs $EPOCHS --subset $SUBSET"
+RESUME=""
+if [ -f "$RUN/last.pt" ]; then
+  if [ "$(cat "$RUN/pipeline-settings.txt" 2>/dev/null)" = "$SETTINGS" ]; then
+    RESUME="--resume"
+  else
+    ASIDE="$RUN.previous-$(date +%Y%m%d-%H%M%S)"
+    echo "note: $RUN was trained with other settings; moved to $ASIDE, training anew"
+    mv "$RUN" "$ASIDE"
+  fi
+fi
+mkdir -p "$RUN" && echo "$SETTINGS" > "$RUN/pipeline-settings.txt"
+python train/train.py $SETTINGS --out "$RUN" $RESUME
 
 step "2/8 evaluate with hard decisions on the test split"
 python train/evaluate.py --checkpoint "$CKPT" $DATA --json "$OUT/eval.json" --plot "$OUT/executed_macs.png"

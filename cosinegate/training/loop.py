@@ -53,6 +53,18 @@ def param_groups(model, gate_lr_scale):
     return [{"params": [p for p in model.parameters() if id(p) not in ids]}, {"params": gates, "lr_scale": gate_lr_scale}]
 
 
+def config_changes(old, new, prefix=""):
+    """[(dotted key, old value, new value)] where two configs differ, keys in order."""
+    changes = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append((f"{prefix}{key}", a, b))
+    return changes
+
+
 class Trainer:
     """Holds data, model and optimizer of one run in `out_dir`."""
 
@@ -136,8 +148,13 @@ class Trainer:
         if not path.is_file():
             raise CosineGateError(f"--resume given but {path} does not exist; start without --resume.")
         state = load_checkpoint(path)
-        if merge(DEFAULTS, state["config"]) != self.config:  # a run from before a key was added still resumes
-            raise CosineGateError(f"{path} was trained with another config; resume with the same flags or use a new --out.")
+        trained = merge(DEFAULTS, state["config"])  # a run from before a key was added still resumes
+        if trained != self.config:
+            changed = config_changes(trained, self.config)
+            shown_changes = "; ".join(f"{key} {shown(was, 40)} there, {shown(now, 40)} here" for key, was, now in changed[:4])
+            raise CosineGateError(f"{path} was trained with another config ({shown_changes}"
+                                  f"{'; ...' if len(changed) > 4 else ''}); resume with the same flags, or train anew in "
+                                  "another --out.")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"])

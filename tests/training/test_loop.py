@@ -153,10 +153,20 @@ def test_resume_after_kill_is_bitwise_identical(tmp_path, fake_cifar_root):
 
     # resuming with another config is refused; a second run into the same folder without --resume too
     other = run_script("train/train.py", *_train_cmd(fake_cifar_root, killed, "--resume", "--lr", "0.05")[2:])
-    assert other.returncode == 2 and "another config" in other.stderr and "Traceback" not in other.stderr
+    assert other.returncode == 2 and "another config (optim.lr 0.1 there, 0.05 here)" in other.stderr, other.stderr
+    assert "Traceback" not in other.stderr
     again = run_script("train/train.py", *_train_cmd(fake_cifar_root, killed)[2:])
     assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
     assert torch.equal(load_checkpoint(killed / "last.pt")["model"]["fc.weight"], b["model"]["fc.weight"])
+
+
+def test_config_changes_name_each_differing_key_once():
+    from cosinegate.training.loop import config_changes
+
+    old = {"optim": {"lr": 0.1, "epochs": 8}, "data": {"subset": 600, "root": None}, "seed": 0}
+    new = {"optim": {"lr": 0.1, "epochs": 1}, "data": {"subset": 4000, "root": None}, "seed": 0, "init_from": "t.pt"}
+    assert config_changes(old, new) == [("data.subset", 600, 4000), ("init_from", None, "t.pt"), ("optim.epochs", 8, 1)]
+    assert config_changes(new, new) == []
 
 
 def test_resume_without_a_run(tmp_path, fake_cifar_root):
