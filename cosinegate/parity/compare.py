@@ -91,9 +91,16 @@ def agreement_report(reference, outputs, tolerance):
     """Parity of stacked outputs ({"logits", "gates"} arrays) against a reference under a profile: device_check's
     verdict, with the largest error of both outputs."""
     report = check(reference, outputs, tolerance)
-    report["max_abs_err"] = {name: float(np.abs(np.asarray(outputs[name], np.float64) - np.asarray(reference[name])).max())
-                             for name in (LOGITS, GATES)}
+    report["max_abs_err"] = max_abs_errors(reference, outputs)
     return report
+
+
+def max_abs_errors(reference, outputs):
+    """{output: its largest absolute error}, None where an error is not finite (NaN or infinite outputs), so the
+    report stays strict JSON."""
+    errors = {name: float(np.abs(np.asarray(outputs[name], np.float64) - np.asarray(reference[name], np.float64)).max())
+              for name in (LOGITS, GATES)}
+    return {name: value if math.isfinite(value) else None for name, value in errors.items()}
 
 
 def check(reference, outputs, tolerance):
@@ -258,23 +265,27 @@ def summarize(ref, got, own, kinds, tolerance, polygraphy_passed):
     static = {f"block{i}": float((own[:, i] != (1.0 if k == "always_run" else 0.0)).mean()) for i, k in enumerate(kinds) if k in STATIC}
     return {
         "passed": bool(passed),
-        "tolerance": {"profile": tolerance.name, "logits_atol": tolerance.logits_atol, "logits_rtol": tolerance.logits_rtol,
-                      "gates_atol": 0.0, "min_top1_agreement": tolerance.min_top1, "min_gate_agreement": tolerance.min_gate_agreement},
+        "tolerance": {**tolerance.profile(), "gates_atol": 0.0},  # logits bounds null: none (strict JSON, no Infinity)
         "polygraphy_passed": bool(polygraphy_passed),
         "num_samples": int(ref[LOGITS].shape[0]),
         "logits_within_tolerance": verdict["logits_within_tolerance"],
         **{key: verdict[key] for key in ("gate_agreement", "gate_agreement_per_block", "flipped_blocks", "top1_agreement")},
-        "max_abs_err": {name: float(np.abs(ref[name] - got[name]).max()) for name in (LOGITS, GATES)},
+        "max_abs_err": max_abs_errors(ref, got),
         "static_policy_disagreement": static,
         "decisions": {"ran": [int(n) for n in (ref[GATES] > 0.5).sum(0)]},  # per block, in the reference
     }
 
 
 def _summary_line(r):
+    """The verdict with the limits it was judged by, as the board's check_parity.py says it."""
     verdict = "PASSED" if r["passed"] else "FAILED"
+    t = r["tolerance"]
     flipped = f"; gate decisions differ in {', '.join(r['flipped_blocks'])}" if r["flipped_blocks"] else ""
+    bound = "none" if t["logits_atol"] is None else f"atol {t['logits_atol']:g} rtol {t['logits_rtol'] or 0:g}"
     return (
-        f"parity {verdict} ({r['tolerance']['profile']}, {r['form']} graph on {r['backend']}, {r['num_samples']} images): "
-        f"top-1 agreement {r['top1_agreement']:.4f}, gate agreement {r['gate_agreement']:.4f}, "
-        f"max |logits error| {r['max_abs_err'][LOGITS]:.3g}{flipped}"
+        f"parity {verdict} ({t['profile']}, {r['form']} graph on {r['backend']}, {r['num_samples']} images): "
+        f"top-1 agreement {r['top1_agreement']:.4f} (min {t['min_top1_agreement']}), gate agreement "
+        f"{r['gate_agreement']:.4f} (min {t['min_gate_agreement']}), max |logits error| "
+        f"{device_check.worst_error(r['max_abs_err'][LOGITS])} (bound: {bound}"
+        f"{', exceeded' if not r['logits_within_tolerance'] else ''}){flipped}"
     )

@@ -220,3 +220,16 @@ def test_saved_feeds_refuse_an_inputs_bomb_in_one_line(tmp_path):
     with pytest.raises(CosineGateError, match=r"is not a reference inputs \.npz \(images\.npy declares uint8") as exc:
         saved_feeds(path)
     assert "\n" not in str(exc.value)
+
+
+def test_an_int8_report_is_strict_json_and_its_line_names_the_limits(dyn_checkpoint, model, test_images, tmp_path):
+    """INT8 has no logit bound: the report says null (json.dumps(allow_nan=False) and JSON.parse take it; Infinity they
+    refuse), and the one-line verdict names the minimums it was judged by, as check_parity.py does on the board."""
+    import json
+
+    path = tmp_path / "m.onnx"
+    report = run_parity(model, export(dyn_checkpoint, path), path, test_images, samples=SAMPLES, tolerance=INT8)
+    text = json.dumps(report, allow_nan=False)
+    assert json.loads(text)["tolerance"]["logits_atol"] is None
+    assert f"(min {INT8.min_top1})" in report["summary"] and f"(min {INT8.min_gate_agreement})" in report["summary"]
+    assert "(bound: none)" in report["summary"]
