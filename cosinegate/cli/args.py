@@ -136,9 +136,10 @@ def add_report_flags(parser, holds, quiet=False, old=(), verbosity=False):
     what the report holds); `old`: deprecated spellings of --json. With `verbosity` --quiet and
     --verbose (cosinegate.progress.Log.of(args.quiet, args.verbose) is the command's log); with `quiet` (train)
     --no-progress and --quiet instead."""
-    note = f"--json REPORT holds {holds}"
+    note = f"The JSON report (--json) holds {holds}"
     if old:
         note += f" ({', '.join(old)} is the old spelling)"
+    note += "."
     group = _group(parser, "report", note)
     add_flag(group, "--json", *old, metavar="REPORT", help=JSON_HELP)
     if quiet:

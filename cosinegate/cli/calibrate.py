@@ -41,7 +41,7 @@ def parse_args(argv=None):
                                                                            "depend on it)")
     parser.add_argument("--method", default="entropy", help="minmax | entropy | percentile")
     parser.add_argument("--percentile", type=float, default=99.99, help="--method percentile: the percentile of |x| kept as amax")
-    parser.add_argument("--trt-version", default=DEFAULT_TRT, help="8.5 | 10.3 | MAJOR.MINOR.PATCH")
+    parser.add_argument("--trt-version", default=DEFAULT_TRT, help="8.5 (= 8.5.2, JetPack 5.1) | 10.3 (= 10.3.0, JetPack 6.1/6.2) | any full MAJOR.MINOR.PATCH")
     parser.add_argument("--forms", default=",".join(DEFAULT_FORMS), help="comma list of flat, conditional, masked, compact")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all (as deploy/export_onnx.py)")
     parser.add_argument("--cache-in", default=None, help="existing calibration cache to reuse (validated)")

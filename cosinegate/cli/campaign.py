@@ -1,4 +1,4 @@
-"""One GPU run of the issue-16 campaign (at most --budget seconds), continuing from the previous run's state.
+"""One GPU run of the training campaign (at most --budget seconds), continuing from the previous run's state.
 
     # here, once (run-prep): the CIFAR-10 JPEG folder as a tar under the ignored .campaign/ folder
     python train/campaign.py --make-tar ROOT .campaign/cifar10-jpeg.tar.gz

@@ -1,4 +1,4 @@
-"""Continue issue 21's CPU campaigns from their committed state, until done or until the time limit.
+"""Continue the CPU training campaigns (docs/results.md) from their committed state, until done or the time limit.
 
     # from the repository root, in the background, while other work goes on:
     mkdir -p .campaign && nice python train/cpu_campaign.py --time-limit 9000 > .campaign/cpu.log 2>&1 &

@@ -1,4 +1,4 @@
-"""Batch-1 cost of deciding on the host at each gate, with PyTorch (no TensorRT needed):
+"""Batch-1 cost of deciding on the host at each gate, with PyTorch (no TensorRT needed).
 
     python deploy/gpu_gate_sync.py --checkpoint CKPT --device cuda --json gpu_gate_sync.json
     python deploy/gpu_gate_sync.py --backbone resnet20 --device cpu --iterations 5      # dry run, any machine

@@ -62,7 +62,8 @@ def parse_version(trt_version):
     parts = str(trt_version).strip().split(".")
     if len(parts) not in (3, 4) or not all(part.isdigit() for part in parts):
         raise CosineGateError(
-            f"TensorRT version {trt_version!r} is not of the form MAJOR.MINOR.PATCH[.BUILD]; "
+            f"TensorRT version {trt_version!r} is not of the form MAJOR.MINOR.PATCH[.BUILD] (a calibration cache names "
+            f"the patch release; short names: {', '.join(f'{k} = {v}' for k, v in trtversion.SHORT_RELEASES.items())}); "
             "pass it like 8.5.2 or 10.3.0."
         )
     version = trtversion.parse_version(".".join(parts[:3]))
