@@ -20,8 +20,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", default="balanced", help="preset name (cosinegate/presets/*.yaml, linked from the checkout's "
                                                            "train/configs/) or YAML path")
-    parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style)")
-    parser.add_argument("--mode", help="gate mode: paper|predictive|none")
+    parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style); default: the config's, resnet20 for balanced")
+    parser.add_argument("--mode", help="gate mode: paper|predictive|none (default: the config's, predictive for balanced)")
     parser.add_argument("--drop-blocks", help="0-based block indices removed for good (static baseline), e.g. 2,5,8; "
                                               "or from:CKPT = the blocks that gated checkpoint always skips")
     add_data_flags(parser, "the config's, else synthetic")
@@ -31,10 +31,12 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=positive_int, help="images per step (optim.batch_size; default: the config's, 128 "
                                                                  "for balanced)")
     parser.add_argument("--lr", type=positive_float, help="peak learning rate (optim.lr; default: the config's, 0.1 for balanced)")
-    parser.add_argument("--schedule", help="learning-rate schedule: cosine|cosine_restarts|onecycle")
-    parser.add_argument("--target", type=float, help="gate compute target r_target")
+    parser.add_argument("--schedule", help="learning-rate schedule: cosine|cosine_restarts|onecycle (default: the config's, cosine for balanced)")
+    parser.add_argument("--target", type=float, help="the compute penalty's target: MAC-weighted share of the network executed (gate.target; default: the "
+                                                          "config's, 0.68 for balanced; presets with the penalty only)")
     parser.add_argument("--block-rates", type=float, metavar="R", help="per-block target execution rate of every gated "
-                                                                       "block (gate.block_rates; presets rates, shaping, two-phase)")
+                                                                       "block (gate.block_rates; presets rates, shaping, two-phase; default: "
+                                                                       "the config's)")
     add_device_flags(parser)
     parser.add_argument("--seed", type=int, help="seed of the initialisation, data order, augmentation and held-out split "
                                                  "(default: the config's, 0)")

@@ -200,3 +200,20 @@ def test_data_sources_match_the_data_package():
     from cosinegate.data import SOURCES
 
     assert args.DATA_SOURCES == tuple(SOURCES)
+
+
+def test_trains_help_says_the_balanced_presets_own_defaults(monkeypatch):
+    """`--epochs ... default: the config's, 30 for balanced`: each such value is what the balanced preset holds."""
+    import re
+
+    from cosinegate.config import load_config
+    from cosinegate.training.run_config import OVERRIDES
+
+    balanced, checked = load_config("balanced"), []
+    for action in parser_of("train", monkeypatch)._actions:
+        said = re.search(r"([\w.]+) for balanced", action.help or "")
+        if said:
+            section, field = OVERRIDES.get(action.dest, ("optim", action.dest))
+            assert said.group(1) == str(balanced[section][field]), (action.dest, said.group(1))
+            checked.append(action.dest)
+    assert {"backbone", "mode", "epochs", "batch_size", "lr", "schedule", "target"} <= set(checked)
