@@ -22,17 +22,19 @@ def training_curves(metrics, path, title="", train_augmented=False):
     from matplotlib.ticker import MaxNLocator
 
     epochs = [m["epoch"] for m in metrics]
+    dots = {"marker": "o", "markersize": 4} if len(epochs) <= 30 else {}  # a short run's points (one epoch: a dot, not nothing)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     augmented = " (with augmentation)" if train_augmented else ""
-    axes[0].plot(epochs, [m["train_top1"] for m in metrics], label=f"train{augmented}")
-    axes[0].plot(epochs, [m["val_top1"] for m in metrics], label="held-out (no augmentation)" if train_augmented else "held-out")
+    axes[0].plot(epochs, [m["train_top1"] for m in metrics], label=f"train{augmented}", **dots)
+    axes[0].plot(epochs, [m["val_top1"] for m in metrics], label="held-out (no augmentation)" if train_augmented else "held-out",
+                 **dots)
     axes[0].set(xlabel="epoch", ylabel="top-1", title="accuracy")
     axes[0].legend()
     if train_augmented:
         axes[0].set_title("accuracy\n(train on augmented batches, held-out without: the gap is not all overfitting)",
                           fontsize=9)
-    axes[1].plot(epochs, [m["train_compute_ratio"] for m in metrics], label="train (hard gates)")
-    axes[1].plot(epochs, [1 - m["val_real_savings"] for m in metrics], label="held-out executed MACs / dense")
+    axes[1].plot(epochs, [m["train_compute_ratio"] for m in metrics], label="train (hard gates)", **dots)
+    axes[1].plot(epochs, [1 - m["val_real_savings"] for m in metrics], label="held-out executed MACs / dense", **dots)
     axes[1].set(xlabel="epoch", ylabel="compute ratio", title="executed compute", ylim=(0, 1.05))
     axes[1].legend()
     skip = np.array([m["val_skip_rates"] for m in metrics]).T
@@ -40,7 +42,11 @@ def training_curves(metrics, path, title="", train_augmented=False):
                            extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5, skip.shape[0] - 0.5))
     axes[2].set(xlabel="epoch", ylabel="block", title="held-out skip rate per block")
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)  # one epoch: the epoch, not 0.945..1.05
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[2].yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(image, ax=axes[2])
     fig.suptitle(title, y=1.04)
