@@ -95,8 +95,8 @@ def choose(candidates, max_drop, forced=None):
     ms = p50(name)
     others = ", ".join(f"{n} {c['latency_ms'][STAT]:.3f} ms" for n, c in candidates.items() if n != name)
     dropped = [n for n in candidates if n not in eligible]
-    reason = f"{STAT} {ms:.3f} ms ({others}), accuracy {eligible[name]['accuracy']:.4f} within {max_drop:.4f} " \
-             f"of the conditional {candidates['conditional']['accuracy']:.4f}"
+    reason = f"{STAT} {ms:.3f} ms ({others}), accuracy {eligible[name]['accuracy']:.4f} (the conditional's " \
+             f"{candidates['conditional']['accuracy']:.4f}; at most {max_drop:.4f} lower is allowed)"
     if dropped:
         notes.append(f"{', '.join(dropped)} out of tolerance")
     return name, "; ".join([reason, *notes])
