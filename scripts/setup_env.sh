@@ -23,6 +23,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 . .venv/bin/activate
+# once per change of the package's metadata: a rerun (each pipeline.sh) skips pip and its build warnings
+STAMP=.venv/.cosinegate-setup
+WANT=$(cat setup.cfg setup.py pyproject.toml | "$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+if [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] && python -c "import torch, cosinegate" 2>/dev/null; then
+  exit 0
+fi
 python -m pip install -q --upgrade pip >/dev/null
 # The CPU build first, so nothing below can pull a CUDA build of torch.
 if ! python -c "import torch" 2>/dev/null; then
@@ -33,3 +39,4 @@ if ! python -c "import torch" 2>/dev/null; then
   python -m pip install -q torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 python -m pip install -q -e ".[training,deploy,dev]"
+echo "$WANT" > "$STAMP"
