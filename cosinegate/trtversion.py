@@ -60,7 +60,7 @@ class JetPack:
     ubuntu: str
 
 
-# JetPack release notes; each Jetson target profile's [[tensorrt]] jetpack lists agree (tests/test_trtversion.py)
+# JetPack release notes; each Jetson target profile's [[tensorrt]] jetpack lists agree (tests/trt/test_targets.py)
 JETPACKS = {
     "5.1": JetPack("8.5.2", "3.8", "20.04"),
     "6.0": JetPack("8.6.2", "3.10", "22.04"),

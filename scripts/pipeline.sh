@@ -23,7 +23,8 @@ step "1/8 train a small predictive CosineGate (balanced preset, $EPOCHS epochs, 
 SETTINGS="--config balanced $DATA --epochs $EPOCHS --subset $SUBSET"
 RESUME=""
 if [ -f "$RUN/last.pt" ]; then
-  if [ "$(cat "$RUN/pipeline-settings.txt" 2>/dev/null)" = "$SETTINGS" ]; then
+  # same settings, or a run from before they were recorded: continue it (train.py refuses another config, naming it)
+  if [ ! -f "$RUN/pipeline-settings.txt" ] || [ "$(cat "$RUN/pipeline-settings.txt")" = "$SETTINGS" ]; then
     RESUME="--resume"
   else
     ASIDE="$RUN.previous-$(date +%Y%m%d-%H%M%S)"

@@ -25,8 +25,10 @@ fi
 . .venv/bin/activate
 # once per change of the package's metadata: a rerun (each pipeline.sh) skips pip and its build warnings
 STAMP=.venv/.cosinegate-setup
-WANT=$(cat setup.cfg setup.py pyproject.toml | "$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
-if [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] && python -c "import torch, cosinegate" 2>/dev/null; then
+WANT=$(cat setup.cfg setup.py pyproject.toml scripts/setup_env.sh | "$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+# checked from / : in the checkout, the cosinegate folder would import without being installed
+if [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] && [ -x .venv/bin/cosinegate ] \
+    && (cd / && python -c "import importlib.metadata as m, torch; m.distribution('cosinegate-edge')") 2>/dev/null; then
   exit 0
 fi
 python -m pip install -q --upgrade pip >/dev/null

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""One GPU run of the issue-16 campaign (at most --budget seconds), continuing from the previous run's state. (`cosinegate/cli/campaign.py`; `--help` for the usage)."""
+"""One GPU run of the training campaign (at most --budget seconds), continuing from the previous run's state. (`cosinegate/cli/campaign.py`; `--help` for the usage)."""
 
 import _bootstrap  # noqa: F401
 from cosinegate.cli import run_main

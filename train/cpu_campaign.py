@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Continue issue 21's CPU campaign from its committed state, until done or until the time limit. (`cosinegate/cli/cpu_campaign.py`; `--help` for the usage)."""
+"""Continue the CPU training campaigns from their committed state, until done or until the time limit. (`cosinegate/cli/cpu_campaign.py`; `--help` for the usage)."""
 
 import _bootstrap  # noqa: F401
 from cosinegate.cli import run_main

@@ -28,8 +28,9 @@ def main(argv=None):
     from cosinegate.training.evaluate import evaluate_checkpoint
 
     log = command_log(args, polygraphy=False)
-    rep = evaluate_checkpoint(args.checkpoint, args.backbone, args.image_size, args.data, args.data_root, args.split,
-                              args.subset, pick_device(args.device), progress=not log.quiet, log=log)
+    rep = evaluate_checkpoint(args.checkpoint, backbone=args.backbone, image_size=args.image_size, data=args.data,
+                              data_root=args.data_root, split=args.split, subset=args.subset,
+                              device=pick_device(args.device), progress=not log.quiet, log=log)
     print(format_table(rep))
     if args.json:
         atomic_write_json(args.json, rep)

@@ -46,9 +46,10 @@ def main(argv=None):
 
     from cosinegate.quant.accuracy import evaluate_checkpoint, format_table  # torch: after the parsing, --help needs none
 
-    report = evaluate_checkpoint(args.checkpoint, [m.strip() for m in args.methods.split(",") if m.strip()], args.data,
-                                 args.data_root, args.image_size, args.calib_images, args.seed, args.policy,
-                                 args.test_images, args.eval_batch, args.batch_size, args.percentile)
+    report = evaluate_checkpoint(args.checkpoint, [m.strip() for m in args.methods.split(",") if m.strip()], data=args.data,
+                                 data_root=args.data_root, image_size=args.image_size, calib_images=args.calib_images,
+                                 seed=args.seed, policy=args.policy, test_images=args.test_images, batch=args.eval_batch,
+                                 calib_batch=args.batch_size, percentile=args.percentile)
     print(f"{report['num_images']} test images, {report['calibration_images']} calibration images, policy {args.policy}")
     print(format_table(report))
     if args.json:

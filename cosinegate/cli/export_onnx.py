@@ -24,8 +24,8 @@ always-run blocks (<= 0.5%) are plain, only dynamic blocks are gated; with
 block latency) is below their If cost. `conditional-all` gates every gated block,
 `pruned` is auto with every dynamic block plain (no If), `dense` the gate-free network.
 
-Opset: default 17, accepted by TensorRT 8.5 (JetPack 5, max 17) and TensorRT 10.x
-(JetPack 6.1/6.2, opsets 9-20).
+Opset: default 17, the highest TensorRT 8.5 and 8.6 parse (JetPack 5.1, 6.0); each target profile's
+max_onnx_opset names its releases' limits (cosinegate/trt/profiles/*.toml).
 """
 
 import argparse
@@ -43,7 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=positive_int, default=1, help="static batch size (conditional: 1 only)")
     # default None, filled in by main: cosinegate.onnx needs onnx, and --help works on the base install
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: cosinegate.onnx.DEFAULT_OPSET, 17, "
-                                                                "the highest TensorRT 8.5 parses)")
+                                                                "the highest TensorRT 8.5 and 8.6 parse)")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all | pruned (no If) | dense (gate-free)")
     parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "
                                                 "If cost in this table (deploy/bench.py --if-cost --json)")

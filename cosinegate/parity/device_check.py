@@ -330,7 +330,7 @@ def main(argv=None):
         return 2
     print(summary(report, profile))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return 0 if report["passed"] else 1
 
 

@@ -76,6 +76,8 @@ def evaluate_checkpoint(checkpoint, methods, data=None, data_root=None, image_si
 
     if not methods:
         raise CosineGateError("--methods is empty; pass e.g. minmax,entropy,percentile.")
+    if test_images is not None and test_images < 1:
+        raise CosineGateError(f"--test-images must be at least 1, got {test_images}.")
     for method in methods:
         check_method(method)
     model, state = model_from_checkpoint(checkpoint, image_size=image_size)

@@ -1,4 +1,4 @@
-"""One GPU run of the issue-16 campaign (`run_on_device`) and, back here, taking what it returned (`absorb`).
+"""One GPU run of the training campaign (`run_on_device`) and, back here, taking what it returned (`absorb`).
 
 A GPU run unpacks the data tar and the previous run's state, measures training throughput and the best number of
 concurrent runs (first run only, kept in the state), trains the planned runs in priority order until the deadline
@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,10 +123,6 @@ def check_returned(out):
 def run_on_device(settings, log=print):
     """Train what fits in settings.budget seconds, continuing from settings.state; return a RunResult (also written
     as OUT/campaign.json)."""
-    from cosinegate.data import load_dataset
-    from cosinegate.research.experiments import collect, run_state, write_results
-    from cosinegate.research.packing import resolve_jobs, run_all
-
     s = settings
     began = time.time()
     deadline = began + s.budget - PACK_SECONDS
@@ -145,7 +142,23 @@ def run_on_device(settings, log=print):
     campaign_dir.mkdir(parents=True, exist_ok=True)
     restored = cp.unpack_state(s.state, campaign_dir)
     say(f"data {data_root}; state: {len(restored)} tars restored")
+    cache = os.environ.get("COSINEGATE_CACHE")
     os.environ["COSINEGATE_CACHE"] = str(work / "cache")  # inherited by every run: decode once, here
+    try:
+        return _train_and_pack(s, began, deadline, out, campaign_dir, data_root, say, lines)
+    finally:
+        if cache is None:
+            os.environ.pop("COSINEGATE_CACHE", None)
+        else:
+            os.environ["COSINEGATE_CACHE"] = cache
+
+
+def _train_and_pack(s, began, deadline, out, campaign_dir, data_root, say, lines):
+    """run_on_device's work once the data and the state are unpacked."""
+    from cosinegate.data import load_dataset
+    from cosinegate.research.experiments import collect, run_state, write_results
+    from cosinegate.research.packing import resolve_jobs, run_all
+
     train, test = load_dataset("imagefolder", data_root)
     say(f"decoded {len(train)} train / {len(test)} test images")
 
@@ -212,16 +225,26 @@ def absorb(files_at, results, carry):
     except ValueError as exc:
         raise CosineGateError(f"{src / 'campaign.json'} is not JSON ({exc}); pass the folder a GPU run returned.") from None
     finals = carry.parent / "finals"
-    for path in sorted(src.glob("finals-*.tar")):
-        try:
-            with tarfile.open(path) as tar:
-                tar.extractall(finals, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise CosineGateError(f"{path}: {exc}; pass the folder a GPU run returned, as it came back.") from None
-    shutil.rmtree(carry, ignore_errors=True)  # the state of this run replaces the previous one's
-    carry.mkdir(parents=True)
-    for path in sorted(src.glob("state-*.tar")):
-        shutil.copy(path, carry / path.name)
+    states = sorted(src.glob("state-*.tar"))
+    staged = Path(tempfile.mkdtemp(prefix=".finals-", dir=carry.parent.resolve() if carry.parent.exists() else None))
+    try:  # every tar checked (the finals unpacked aside) before the carried state is replaced
+        for path in states + sorted(src.glob("finals-*.tar")):
+            try:
+                with tarfile.open(path) as tar:
+                    if path in states:
+                        tar.getmembers()
+                    else:
+                        tar.extractall(staged, filter="data")
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                why = " ".join(str(exc).split())[:200] or type(exc).__name__
+                raise CosineGateError(f"{path}: {why}; pass the folder a GPU run returned, as it came back.") from None
+        shutil.rmtree(carry, ignore_errors=True)  # the state of this run replaces the previous one's
+        carry.mkdir(parents=True)
+        for path in states:
+            shutil.copy(path, carry / path.name)
+        shutil.copytree(staged, finals, dirs_exist_ok=True)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     results.mkdir(parents=True, exist_ok=True)
     for name in ("results.md", "results.json", "pareto.png", "bench.txt"):
         if (src / name).is_file():

@@ -151,7 +151,8 @@ class Trainer:
         trained = merge(DEFAULTS, state["config"])  # a run from before a key was added still resumes
         if trained != self.config:
             changed = config_changes(trained, self.config)
-            shown_changes = "; ".join(f"{key} {shown(was, 40)} there, {shown(now, 40)} here" for key, was, now in changed[:4])
+            shown_changes = "; ".join(f"{key} {shown(was, 40)} there, {shown(now, 40)} here" for key, was, now in changed[:4]) \
+                or "a setting left unset there and set to None here"
             raise CosineGateError(f"{path} was trained with another config ({shown_changes}"
                                   f"{'; ...' if len(changed) > 4 else ''}); resume with the same flags, or train anew in "
                                   "another --out.")

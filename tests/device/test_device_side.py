@@ -21,7 +21,7 @@ DEVICE_MODULES = [
     "cosinegate/models/__init__.py", "cosinegate/models/backbones.py",
     "cosinegate/data/__init__.py", "cosinegate/data/imageset.py", "cosinegate/data/resize.py",
     "cosinegate/parity/__init__.py", "cosinegate/parity/compare.py",
-    "cosinegate/bench/__init__.py", "cosinegate/bench/backends.py", "cosinegate/bench/report.py",
+    "cosinegate/bench/__init__.py", "cosinegate/bench/backends.py", "cosinegate/bench/report.py", "cosinegate/bench/candidates.py",
     "cosinegate/runtime/__init__.py", "cosinegate/runtime/base.py", "cosinegate/runtime/onnxruntime_backend.py",
     "cosinegate/runtime/tensorrt_backend.py", "cosinegate/bench/tegrastats.py", "cosinegate/bench/ifcost.py", "cosinegate/bench/graphs.py",
     "cosinegate/blockkinds.py", "cosinegate/quant/__init__.py", "cosinegate/quant/calibset.py", "cosinegate/data/choice.py", "cosinegate/onnx/__init__.py", "cosinegate/onnx/card.py", "cosinegate/onnx/checks.py",

@@ -233,3 +233,13 @@ def test_an_int8_report_is_strict_json_and_its_line_names_the_limits(dyn_checkpo
     assert json.loads(text)["tolerance"]["logits_atol"] is None
     assert f"(min {INT8.min_top1})" in report["summary"] and f"(min {INT8.min_gate_agreement})" in report["summary"]
     assert "(bound: none)" in report["summary"]
+
+
+def test_nan_outputs_fail_and_their_report_stays_strict_json():
+    import json
+
+    reference = {"logits": np.zeros((4, 10), np.float32), "gates": np.ones((4, 2), np.float32)}
+    outputs = {"logits": np.full((4, 10), np.nan, np.float32), "gates": np.ones((4, 2), np.float32)}
+    report = agreement_report(reference, outputs, FP32)
+    assert not report["passed"] and report["max_abs_err"] == {"logits": None, "gates": 0.0}
+    json.dumps(report, allow_nan=False)

@@ -14,7 +14,9 @@ def test_int8_accuracy_of_a_checkpoint_names_its_sample(tiny_checkpoint):
     assert again["calibration_ids_sha256"] != report["calibration_ids_sha256"]
 
 
-@pytest.mark.parametrize("methods, message", [([], "--methods is empty"), (["best"], "unknown calibration method")])
-def test_methods_are_checked_before_any_work(tiny_checkpoint, methods, message):
+@pytest.mark.parametrize("methods, test_images, message", [([], None, "--methods is empty"),
+                                                          (["best"], None, "unknown calibration method"),
+                                                          (["minmax"], 0, "--test-images must be at least 1")])
+def test_methods_and_sizes_are_checked_before_any_work(tiny_checkpoint, methods, test_images, message):
     with pytest.raises(CosineGateError, match=message):
-        evaluate_checkpoint(tiny_checkpoint, methods)
+        evaluate_checkpoint(tiny_checkpoint, methods, test_images=test_images)

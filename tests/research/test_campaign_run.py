@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import shutil
 import tarfile
 
@@ -42,7 +43,7 @@ def test_absorb_replaces_the_state_unpacks_finals_and_logs_each_run(tmp_path):
     assert [r["jobs"] for r in log] == [2, 3]
 
 
-@pytest.mark.parametrize("damage", ["no-record", "not-json", "escaping-finals"])
+@pytest.mark.parametrize("damage", ["no-record", "not-json", "escaping-finals", "truncated-state", "second-finals-bad"])
 def test_absorb_refuses_a_bad_folder_in_one_line_and_keeps_the_old_state(tmp_path, damage):
     carry = tmp_path / ".campaign/state"
     carry.mkdir(parents=True)
@@ -52,12 +53,17 @@ def test_absorb_refuses_a_bad_folder_in_one_line_and_keeps_the_old_state(tmp_pat
         (src / "campaign.json").unlink()
     elif damage == "not-json":
         (src / "campaign.json").write_text("{")
-    else:
+    elif damage == "escaping-finals":
         _tar(src / "finals-1.tar", {"../../escaped.pt": b"x"})
+    elif damage == "truncated-state":
+        (src / "state-1.tar").write_bytes((src / "state-1.tar").read_bytes()[:700])
+    else:
+        (src / "finals-2.tar").write_bytes(b"not a tar")
     with pytest.raises(CosineGateError) as info:
         cr.absorb(src, tmp_path / "results", carry)
     assert "\n" not in str(info.value)
     assert (carry / "state-1.tar").read_bytes() == b"old" and not (tmp_path / "escaped.pt").exists()
+    assert not (tmp_path / ".campaign/finals").exists()  # not half of the finals either
     assert not (tmp_path / "results/campaign-log.jsonl").exists()
 
 
@@ -120,6 +126,7 @@ def test_a_device_run_packs_what_the_next_run_resumes(tmp_path, tiny_checkpoint,
     assert set(first.files) == {"bench.txt", "campaign.json", "state-1.tar"}
     record = json.loads((tmp_path / "out1/campaign.json").read_text())
     assert record["runs"] == first.runs and record["jobs"] == 2 and record["log"] == first.log
+    assert os.environ["COSINEGATE_CACHE"] == str(tmp_path / "cache")  # the process's own setting, back
     with tarfile.open(tmp_path / "out1/state-1.tar") as tar:
         assert {f"runs/{name}/last.pt" for name in planned} <= set(tar.getnames())
 

@@ -467,3 +467,14 @@ def test_a_chunk_starts_each_known_campaign_with_its_own_protocol_and_only_repor
     summary = chunk.summary()
     assert summary["chunk"] is None and all(summary[f]["progress"] == chunk.results[f]["progress"] for f in CAMPAIGNS)
     assert all(state["state"] == "new" for state in summary[list(CAMPAIGNS)[1]]["progress"].values())
+
+
+def test_the_commands_help_names_the_default_campaigns_in_order(capsys):
+    """--folder's help spells the campaign table out (the command's --help imports no torch); it follows CAMPAIGNS."""
+    from cosinegate.cli import cpu_campaign as command
+    from cosinegate.research.cpu_campaign import CAMPAIGNS
+
+    with pytest.raises(SystemExit):
+        command.parse_args(["--help"])
+    text = "".join(capsys.readouterr().out.split())  # however argparse wrapped it (at spaces or hyphens)
+    assert "then".join(CAMPAIGNS) in text
