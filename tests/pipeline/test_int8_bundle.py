@@ -114,8 +114,8 @@ def test_check_parity_names_a_bad_outputs_file_in_one_line(tmp_path):
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({"profile": "fp32", "min_top1_agreement": 1.0, "min_gate_agreement": 1.0}))
     (tmp_path / "empty.json").write_text("{}")
-    for bad in (tmp_path / "missing.json", tmp_path / "empty.json"):
+    for bad, said in ((tmp_path / "missing.json", "not found"), (tmp_path / "empty.json", "holds no Polygraphy outputs")):
         done = subprocess.run([PYTHON, str(ROOT / "cosinegate/parity/device_check.py"), str(bad), "--reference", str(bad),
                                "--profile", str(profile)], capture_output=True, text=True, env=script_env())
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-        assert done.stderr.startswith(f"error: {bad} holds no Polygraphy outputs") and len(done.stderr.splitlines()) == 1
+        assert done.stderr.startswith(f"error: {bad} {said}") and len(done.stderr.splitlines()) == 1
