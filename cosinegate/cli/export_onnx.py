@@ -53,17 +53,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def read_skip_rates(path):
-    from cosinegate.artifacts import read_json
-    from cosinegate.errors import CosineGateError
-
-    data = read_json(path, "skip-rates file", mapping=False)
-    rates = data.get("skip_rates") if isinstance(data, dict) else data
-    if not isinstance(rates, list) or not all(isinstance(r, (int, float)) and 0.0 <= r <= 1.0 for r in rates):
-        raise CosineGateError(f"{path} holds no skip rates: give a JSON list of numbers in [0, 1] or an object with 'skip_rates'.")
-    return rates
-
-
 def output_path(out, form):
     """--out as given, or FOLDER/model.<form>.onnx when it names a folder (trailing slash or an existing one)."""
     import os
@@ -84,11 +73,11 @@ def main(argv=None):
     args = parse_args(argv)
     log = command_log(args)
 
-    from cosinegate.onnx import DEFAULT_OPSET, export_checkpoint
+    from cosinegate.onnx import DEFAULT_OPSET, export_checkpoint, load_skip_rates
 
     if args.opset is None:
         args.opset = DEFAULT_OPSET
-    skip_rates = read_skip_rates(args.skip_rates) if args.skip_rates else None
+    skip_rates = load_skip_rates(args.skip_rates) if args.skip_rates else None
     args.out = output_path(args.out, args.form)
     check_output_files({"checkpoint": args.checkpoint, "skip-rates file": args.skip_rates, "If cost table": args.if_cost_table},
                        out=args.out, out_manifest=f"{args.out}.json", json=args.json)

@@ -35,6 +35,18 @@ MANIFEST_FORMAT = "cosinegate-onnx-manifest-v1"
 MAX_BATCH = 4096
 
 
+def load_skip_rates(path):
+    """Per-block skip rates for policy auto from a file from anywhere: a JSON list of numbers in [0, 1], or an object
+    (train/evaluate.py's report) with "skip_rates"; anything else is one line."""
+    from cosinegate.artifacts import read_json
+
+    data = read_json(path, "skip-rates file", mapping=False)
+    rates = data.get("skip_rates") if isinstance(data, dict) else data
+    if not isinstance(rates, list) or not all(type(r) in (int, float) and 0.0 <= r <= 1.0 for r in rates):
+        raise CosineGateError(f"{path} holds no skip rates: give a JSON list of numbers in [0, 1] or an object with 'skip_rates'.")
+    return [float(r) for r in rates]
+
+
 def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAULT_OPSET, policy="auto", skip_rates=None,
                       if_cost_table=None):
     """Export a checkpoint to `out` (.onnx) plus `<out>.json` manifest; return the manifest.
@@ -169,6 +181,7 @@ __all__ = [
     "export_checkpoint",
     "graph_problems",
     "is_toolkit_onnx",
+    "load_skip_rates",
     "load_toolkit_onnx",
     "mask",
     "matching_manifest",

@@ -212,3 +212,19 @@ def test_a_dense_checkpoint_exports_in_every_form(dense_checkpoint, tmp_path):
     for form, (logits, gates) in outputs.items():
         np.testing.assert_allclose(logits, outputs["flat"][0], atol=1e-5, err_msg=form)
         assert gates.tolist() == outputs["flat"][1].tolist() and gates[0, 5] == 0.0 and gates[0, 4] == 1.0, form
+
+
+@pytest.mark.parametrize("text, rates", [("[0, 0.5, 1]", [0.0, 0.5, 1.0]), ('{"skip_rates": [0.25], "top1": 0.9}', [0.25]),
+                                         ("[true, 0.5]", None), ("[1.5]", None), ('["0.5"]', None), ("[NaN]", None),
+                                         ('{"rates": [0.5]}', None)])
+def test_a_skip_rates_file_holds_numbers_in_0_1_or_is_one_line(tmp_path, text, rates):
+    from cosinegate.onnx import load_skip_rates
+
+    path = tmp_path / "rates.json"
+    path.write_text(text)
+    if rates is not None:
+        assert load_skip_rates(path) == rates
+    else:
+        with pytest.raises(CosineGateError, match="holds no skip rates") as info:
+            load_skip_rates(path)
+        assert "\n" not in str(info.value)
