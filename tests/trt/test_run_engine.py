@@ -393,12 +393,18 @@ def test_graph_metadata_alone_is_enough_for_the_onnx_path(default_bundle, photos
     assert {r["file"]: (r["index"], r["gates"]) for r in rows} == toolkit_rows(default_bundle, photos)
 
 
-def test_the_default_engine_is_the_one_built_or_the_winner(default_bundle, tmp_path):
-    sys.path.insert(0, str(default_bundle))
+def bundle_run_engine(bundle):
+    """The bundle's own copy of run_engine.py, imported as the board imports it (from the bundle folder)."""
+    sys.path.insert(0, str(bundle))
     try:
         import run_engine
     finally:
-        sys.path.remove(str(default_bundle))
+        sys.path.remove(str(bundle))
+    return run_engine
+
+
+def test_the_default_engine_is_the_one_built_or_the_winner(default_bundle, tmp_path):
+    run_engine = bundle_run_engine(default_bundle)
     results = tmp_path / "results"
     results.mkdir()
     (results / "m-conditional-fp16-trt10.3.0-sm87.engine").write_bytes(b"x")
@@ -532,11 +538,7 @@ def fake_tensorrt(graph, cuda, log, cores=None):
 def test_tensorrt_path_plumbing_with_a_stand_in(default_bundle, photos, tmp_path):
     """Stand-in TensorRT + CUDA: the runner's copies and batching give the ONNX path's rows, and every TensorRT name it
     touches exists in the bindings of 8.5.2 (JetPack 5.1), 8.6.1 (6.0's 8.6 API) and 10.3.0 (6.1/6.2)."""
-    sys.path.insert(0, str(default_bundle))
-    try:
-        import run_engine
-    finally:
-        sys.path.remove(str(default_bundle))
+    run_engine = bundle_run_engine(default_bundle)
     engine = tmp_path / "x.engine"
     engine.write_bytes(b"stand-in")
     log, cuda = set(), FakeCuda()
@@ -557,11 +559,7 @@ def test_tensorrt_path_plumbing_with_a_stand_in(default_bundle, photos, tmp_path
 def test_a_dla_engine_is_deserialized_on_the_core_it_was_built_for(default_bundle, tmp_path):
     """The engine manifest's settings.dla_core (else the bundle's) is set on the runtime before deserializing, as trtexec
     does (sampleEngines.cpp 8.5.2 l.113-116); a core the device lacks or a value that is no core is one line."""
-    sys.path.insert(0, str(default_bundle))
-    try:
-        import run_engine
-    finally:
-        sys.path.remove(str(default_bundle))
+    run_engine = bundle_run_engine(default_bundle)
     graph, engine = default_bundle / "model.conditional.onnx", tmp_path / "x.engine"
     engine.write_bytes(b"stand-in")
     bundle = json.loads((default_bundle / "manifest.json").read_text())
@@ -586,11 +584,7 @@ def test_a_dla_engine_is_deserialized_on_the_core_it_was_built_for(default_bundl
 def test_a_tensorrt_before_8_5_is_refused_in_one_line(default_bundle, tmp_path):
     """Every target profile needs 8.5+ (named tensors, execute_async_v3); an older release's engine (binding API only)
     is refused by name instead of being run on a path nothing tests."""
-    sys.path.insert(0, str(default_bundle))
-    try:
-        import run_engine
-    finally:
-        sys.path.remove(str(default_bundle))
+    run_engine = bundle_run_engine(default_bundle)
     engine = tmp_path / "x.engine"
     engine.write_bytes(b"stand-in")
 
