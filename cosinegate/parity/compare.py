@@ -277,15 +277,7 @@ def summarize(ref, got, own, kinds, tolerance, polygraphy_passed):
 
 
 def _summary_line(r):
-    """The verdict with the limits it was judged by, as the board's check_parity.py says it."""
-    verdict = "PASSED" if r["passed"] else "FAILED"
+    """The verdict with the limits it was judged by: check_parity.py's line (device_check.summary), naming the graph."""
     t = r["tolerance"]
-    flipped = f"; gate decisions differ in {', '.join(r['flipped_blocks'])}" if r["flipped_blocks"] else ""
-    bound = "none" if t["logits_atol"] is None else f"atol {t['logits_atol']:g} rtol {t['logits_rtol'] or 0:g}"
-    return (
-        f"parity {verdict} ({t['profile']}, {r['form']} graph on {r['backend']}, {r['num_samples']} images): "
-        f"top-1 agreement {r['top1_agreement']:.4f} (min {t['min_top1_agreement']}), gate agreement "
-        f"{r['gate_agreement']:.4f} (min {t['min_gate_agreement']}), max |logits error| "
-        f"{device_check.worst_error(r['max_abs_err'][LOGITS])} (bound: {bound}"
-        f"{', exceeded' if not r['logits_within_tolerance'] else ''}){flipped}"
-    )
+    return device_check.summary({**r, "profile": t["profile"], "max_abs_logit_error": r["max_abs_err"][LOGITS]}, t,
+                                where=f"{r['form']} graph on {r['backend']}, ")

@@ -237,11 +237,13 @@ def check(reference, outputs, profile):
             "flipped_blocks": [f"block{i}" for i, a in enumerate(per_block) if a < 1.0]}
 
 
-def summary(r, profile):
+def summary(r, profile, where=""):
+    """The verdict in one line with the limits it was judged by; `where` (e.g. "conditional graph on onnxrt, ") names
+    what ran."""
     verdict = "PASSED" if r["passed"] else "FAILED"
     bound = "none" if profile.get("logits_atol") is None else f"atol {profile['logits_atol']:g} rtol {profile['logits_rtol'] or 0:g}"
     flipped = f"; gate decisions differ in {', '.join(r['flipped_blocks'])}" if r["flipped_blocks"] else ""
-    return (f"parity {verdict} ({r['profile']}, {r['num_samples']} images): top-1 agreement {r['top1_agreement']:.4f} "
+    return (f"parity {verdict} ({r['profile']}, {where}{r['num_samples']} images): top-1 agreement {r['top1_agreement']:.4f} "
             f"(min {profile['min_top1_agreement']}), gate agreement {r['gate_agreement']:.4f} (min {profile['min_gate_agreement']}), "
             f"max |logits error| {worst_error(r['max_abs_logit_error'])} (bound: {bound}{', exceeded' if not r['logits_within_tolerance'] else ''})"
             f"{flipped}")

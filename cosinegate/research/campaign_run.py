@@ -14,18 +14,19 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 from cosinegate.research import BENCH_TRAIN_COMMAND, child_env
 from cosinegate.research import campaign as cp
+from cosinegate.training.throughput import FAST
 
 WORK = Path("/tmp/cosinegate-campaign")  # fixed: run configs record the data root and teacher paths under it
 PACK_SECONDS = 40  # kept free at the end of the budget for collecting and packing
 MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2**20  # what the device tool returns
 BENCH_TIMEOUT = 150
-FAST = "bf16+channels_last+fused"
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,7 @@ class RunResult:
 
     def counts(self):
         """{run state: how many runs are in it}."""
-        counts = {}
-        for entry in self.runs.values():
-            counts[entry["state"]] = counts.get(entry["state"], 0) + 1
-        return counts
+        return dict(Counter(entry["state"] for entry in self.runs.values()))
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,6 @@ def run_bench(device, steps, tiny, work, out, log):
         text = stdout + f"\n(timed out after {BENCH_TIMEOUT} s)"
     (Path(out) / "bench.txt").write_text(text)
     log(text)
-    return text
 
 
 def speed_flags(bench_json, cuda, compile_, log):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 from cosinegate.research.experiments import collect, plan_runs, run_state, write_results
+from cosinegate.training.throughput import FAST
 
 
 @dataclass
@@ -33,7 +34,7 @@ def reproduce(out, backbones, presets, seeds, epochs, data, data_root=None, subs
     deadline = None if time_limit is None else began + time_limit
     result = Reproduction(runs, len(pending))
     if not collect_only and pending:
-        setting = "bf16+channels_last+fused" if fast and str(device).startswith("cuda") else "fp32"
+        setting = FAST if fast and str(device).startswith("cuda") else "fp32"
         count = resolve_jobs(jobs, jobs_levels, device, out, len(pending), setting, log=log)
         extra = (["--fast"] if fast else []) + (["--compile"] if compile else [])
         result.failed = run_all(pending, out, device, count, extra, deadline)

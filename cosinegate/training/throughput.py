@@ -12,11 +12,12 @@ from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 
+FAST = "bf16+channels_last+fused"  # what train.py --fast runs (on CUDA)
 SETTINGS = {  # name -> Runtime fields
     "fp32": {},
     "fp32+channels_last": {"channels_last": True},
     "bf16": {"amp": "bf16"},
-    "bf16+channels_last+fused": {"amp": "bf16", "channels_last": True, "fused": True},
+    FAST: {"amp": "bf16", "channels_last": True, "fused": True},
     "bf16+channels_last+fused+compile": {"amp": "bf16", "channels_last": True, "fused": True, "compile": True},
 }
 PRESET_OF_MODE = {"none": "dense", "predictive": "balanced"}

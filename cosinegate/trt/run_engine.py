@@ -560,8 +560,7 @@ class TensorRTRunner:
     sampleEngines.cpp 8.5.2 l.113-116)."""
 
     def __init__(self, path, trt=None, cuda=None, dla_core=None):
-        if not Path(path).is_file():
-            raise BadInput("engine {} not found; build it with sh build_on_device.sh (results/*.engine) or pass --engine.".format(path))
+        check_engine_path(path)
         if trt is None:
             try:
                 import tensorrt as trt
@@ -759,7 +758,7 @@ def main(argv=None):
         if args.labels and not Path(args.labels).is_file():
             raise BadInput("labels file {} not found; pass a text file with one class name per line.".format(args.labels))
         labels = read_labels(Path(args.labels) if args.labels else HERE / "labels.txt", info["classes"])
-        engine = None if args.onnx else check_engine_path(args.engine or find_engine(form=info["form"]))
+        engine = None if args.onnx else check_engine_path(args.engine or find_engine(form=info["form"]))  # before the images
         files = list_inputs(args.inputs)
         reader = image_reader()
         items = load_inputs(files, info["pre"], reader)
