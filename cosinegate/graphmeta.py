@@ -123,6 +123,11 @@ def gate_count(model):
     return dims[-1].dim_value if len(dims) == 2 and dims[-1].HasField("dim_value") else None
 
 
+def if_count(model):
+    """The number of If nodes at the graph's top level (one per gated block left conditional)."""
+    return sum(node.op_type == "If" for node in model.graph.node)
+
+
 def graph_problem(model):
     """What makes a graph unfit for the toolkit's tools (None when nothing does): an IR version or opset they do not
     take, a node of a foreign domain, an input that is not float32 N x 3 x S x S, an If whose branches disagree."""

@@ -45,6 +45,7 @@ def graph_info(onnx_path):
     """(metadata, MAC table, block kinds, number of If nodes) of a toolkit graph."""
     import onnx
 
+    from cosinegate.graphmeta import if_count
     from cosinegate.macs import metadata_mac_table
     from cosinegate.onnx.export import get_metadata
 
@@ -53,7 +54,7 @@ def graph_info(onnx_path):
     classes = next(o for o in model.graph.output if o.name == "logits").type.tensor_type.shape.dim[1].dim_value
     table = metadata_mac_table(meta, classes)
     kinds = [b["kind"] for b in meta.get("blocks", [])]
-    return meta, table, kinds, sum(n.op_type == "If" for n in model.graph.node)
+    return meta, table, kinds, if_count(model)
 
 
 def block_subgraph(model, index):

@@ -26,6 +26,7 @@ from cosinegate.onnx.conditionalize import (
     resolve_policy,
 )
 from cosinegate.onnx.card import card_of, model_card
+from cosinegate.graphmeta import if_count
 from cosinegate.onnx.costtable import load_table, plain_by_cost
 from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata, set_metadata
 from cosinegate.onnx.passes import optimize_flat
@@ -159,7 +160,7 @@ def _manifest(checkpoint, graph, model, data, opset, batch, skip_rates, skip_sou
         "batch": batch,
         "backbone": model.backbone,
         "mode": model.mode,
-        "num_if": sum(node.op_type == "If" for node in graph.graph.node),
+        "num_if": if_count(graph),
         "blocks": blocks,
         "input": {"name": "input", "shape": [batch, *meta["input_size"]], "layout": meta["input_layout"],
                   "normalization": meta["normalization"]},

@@ -27,7 +27,8 @@ def select_engines(s, target, art, log=print):
     for name, paths in art.candidates.items():
         engine, report = build_one(s, target, replace(art, **paths), name, log)
         engines[name] = engine
-        extra[name] = {"engine": engine.name, "onnx": str(paths["onnx"]), "parity_passed": bool(report and report["passed"])}
+        extra[name] = {"engine": engine.name, "onnx": str(paths["onnx"]), "num_if": onnx_if_count(paths["onnx"]),
+                       "parity_passed": bool(report and report["passed"])}
     batches, labels = reference_images(art.data_choice, s.select_images, s.checkpoint)
     record = compare_candidates({n: TrtBackend(e) for n, e in engines.items()}, batches, labels,
                                 max_accuracy_drop(PROFILES[s.precision]), extra=extra, clock="gpu", log=log)
@@ -94,6 +95,15 @@ def onnx_meta(path):
     from cosinegate.graphmeta import get_metadata
 
     return get_metadata(onnx.load(str(path), load_external_data=False))
+
+
+def onnx_if_count(path):
+    """The number of If nodes of the graph at ``path`` (the selection table's If column)."""
+    import onnx
+
+    from cosinegate.graphmeta import if_count
+
+    return if_count(onnx.load(str(path), load_external_data=False))
 
 
 def engine_parity(engine, inputs_json, reference_json, precision, dla_core=None):

@@ -90,6 +90,54 @@ def test_select_needs_a_checkpoint_and_fp(tmp_path, dyn_checkpoint):
     assert not list(tmp_path.glob("*bundle*"))
 
 
+def test_tensorrt_selection_table_counts_each_candidates_ifs(selected, monkeypatch, tmp_path):
+    """Where TensorRT builds here, the selection table's If column is filled from each candidate's graph, as on ONNX
+    Runtime (it was blank). Building and timing are stood in: this checks the record, not an engine."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import cosinegate.bench.backends as backends
+    import cosinegate.pipeline.engine as engine
+    import cosinegate.pipeline.stages as stages
+    import cosinegate.trt.manifest as trt_manifest
+    from cosinegate.pipeline.plan import Artifacts
+
+    @dataclass
+    class Manifest:
+        selection: dict = None
+
+    out, _ = selected
+    bundle = next(out.glob("*-bundle"))
+    rels = verify_bundle(bundle).candidates
+    built = {}
+
+    def build_one(s, target, art, name, log):
+        built[name] = tmp_path / f"{name}.engine"
+        return built[name], {"passed": True}
+
+    class Backend:
+        def __init__(self, path):
+            self.ms = {"conditional": 3.0, "pruned": 2.0, "dense": 1.0}[path.stem]
+
+        def run(self, x):
+            return {"logits": np.array([[1.0, 0.0]])}, self.ms
+
+    monkeypatch.setattr(engine, "build_one", build_one)
+    monkeypatch.setattr(backends, "TrtBackend", Backend)
+    monkeypatch.setattr(stages, "reference_images", lambda data, n, checkpoint: ([np.zeros((1, 1))], np.zeros(1, np.int64)))
+    monkeypatch.setattr(trt_manifest, "read_engine_manifest", lambda path: Manifest())
+    monkeypatch.setattr(trt_manifest, "write_engine_manifest", lambda path, manifest: None)
+    art = Artifacts("m", bundle / rels["conditional"]["onnx"],
+                    candidates={n: {"onnx": bundle / r["onnx"]} for n, r in rels.items()})
+    s = SimpleNamespace(select_images=1, checkpoint=None, precision="fp16")
+    chosen, passed = engine.select_engines(s, SimpleNamespace(out=tmp_path), art, log=lambda *a: None)
+    record = json.loads((tmp_path / "m-selection.json").read_text())
+    assert chosen == built["dense"] and passed and record["backend"] == "trt"
+    assert {n: c["num_if"] for n, c in record["candidates"].items()} == {"conditional": 7, "pruned": 0, "dense": 0}
+
+
 def test_gpu_clock_decides_when_asked():
     """The TensorRT path times by CUDA events: a candidate slow on the host clock but fast on the GPU clock wins."""
     import time
