@@ -7,7 +7,6 @@ official archive (MD5 below) is a trustworthy source of these files.
 """
 
 import pickle
-import tarfile
 import urllib.request
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from cosinegate.artifacts import file_digest, is_readable_file
 from cosinegate.data.imageset import ImageSet
 from cosinegate.data.resize import fit_arrays, split_rule
+from cosinegate.archives import extract
 from cosinegate.errors import CosineGateError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -103,8 +103,7 @@ def download(root):
         partial.unlink()
         raise CosineGateError(f"downloaded CIFAR-10 archive has MD5 {digest}, expected {MD5}; try again.")
     partial.rename(archive)
-    with tarfile.open(archive) as tar:
-        tar.extractall(root, filter="data")
+    extract(archive, root, f"delete {archive} and download again.")
 
 
 def _read_batch(path):

@@ -14,6 +14,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cosinegate.archives import extract
 from cosinegate.errors import CosineGateError
 from cosinegate.models import CosineGateNet
 from cosinegate.research.experiments import plan_runs, run_state
@@ -137,8 +138,7 @@ def unpack_state(state_dir, work):
     """Extract every state-*.tar of a previous GPU run into `work` (regular files inside it only)."""
     paths = sorted(Path(state_dir).glob("state-*.tar")) if state_dir else []
     for path in paths:
-        with tarfile.open(path) as tar:
-            tar.extractall(work, filter="data")
+        extract(path, work, "pass the state folder a GPU run returned (its state-N.tar files), as it came back.")
     for summary in Path(work).glob("runs/*/summary.json"):  # finished before: their finals were returned already
         (summary.parent / ".returned").touch()
     return paths
@@ -150,8 +150,8 @@ def unpack_data(tar_path, dest):
     if not Path(tar_path).is_file():
         raise CosineGateError(f"data tar {tar_path} not found; build it with `python train/campaign.py --make-tar "
                               "../shared/data/cifar10-jpeg .campaign/cifar10-jpeg.tar.gz`.")
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(dest, filter="data")
+    extract(tar_path, dest, "build it with `python train/campaign.py --make-tar ../shared/data/cifar10-jpeg "
+                           ".campaign/cifar10-jpeg.tar.gz`.")
     roots = [p.parent for p in dest.rglob("train") if p.is_dir() and (p.parent / "test").is_dir()]
     if not roots:
         raise CosineGateError(f"{tar_path} holds no folder with train/ and test/; build it with --make-tar.")

@@ -98,10 +98,14 @@ def run_bench(device, steps, tiny, work, out, log):
 def speed_flags(bench_json, cuda, compile_, log):
     """train.py's --fast on CUDA unless the bench could not run that setting (then the plain fp32 path); --compile
     if asked."""
+    from cosinegate.artifacts import read_json
+
     flags = ["--fast"] if cuda else []
     bench_json = Path(bench_json)
     if cuda and bench_json.is_file():
-        rows = json.loads(bench_json.read_text())["rows"]
+        rows = read_json(bench_json, "the bench's table").get("rows")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("setting"), str) for r in rows):
+            raise CosineGateError(f"{bench_json} has no list of rows with a setting each; delete it to bench again.")
         if any("error" in r for r in rows if r["setting"] == FAST):
             log("bench: the fast setting failed on this machine; training with the fp32 path")
             flags = []
@@ -214,34 +218,32 @@ def absorb(files_at, results, carry):
     """Take a GPU run's returned files: state-*.tar to `carry` (replacing the old state), finals-*.tar unpacked to
     carry's sibling finals/, the tables, plot and bench into `results`, campaign.json appended to
     results/campaign-log.jsonl. Returns an Absorbed."""
+    from cosinegate.archives import checked_members, extract
+    from cosinegate.artifacts import publish_dir, read_json, staging_dir
+
     src, carry, results = Path(files_at), Path(carry), Path(results)
     if not (src / "campaign.json").is_file():
         raise CosineGateError(f"{src} holds no campaign.json; pass the folder the device tool returned (files_at).")
-    try:
-        record = json.loads((src / "campaign.json").read_text())
-    except ValueError as exc:
-        raise CosineGateError(f"{src / 'campaign.json'} is not JSON ({exc}); pass the folder a GPU run returned.") from None
+    record = read_json(src / "campaign.json", "the GPU run's campaign.json")
+    fix = "pass the folder a GPU run returned, as it came back."
     finals = carry.parent / "finals"
     states = sorted(src.glob("state-*.tar"))
     staged = Path(tempfile.mkdtemp(prefix=".finals-", dir=carry.parent.resolve() if carry.parent.exists() else None))
     try:  # every tar checked (the finals unpacked aside) before the carried state is replaced
-        for path in states + sorted(src.glob("finals-*.tar")):
-            try:
-                with tarfile.open(path) as tar:
-                    if path in states:
-                        tar.getmembers()
-                    else:
-                        tar.extractall(staged, filter="data")
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                why = " ".join(str(exc).split())[:200] or type(exc).__name__
-                raise CosineGateError(f"{path}: {why}; pass the folder a GPU run returned, as it came back.") from None
-        shutil.rmtree(carry, ignore_errors=True)  # the state of this run replaces the previous one's
-        carry.mkdir(parents=True)
         for path in states:
-            shutil.copy(path, carry / path.name)
+            with tarfile.open(path) as tar:
+                checked_members(tar, path, fix)
+        for path in sorted(src.glob("finals-*.tar")):
+            extract(path, staged, fix)
         shutil.copytree(staged, finals, dirs_exist_ok=True)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CosineGateError(f"{src}: {' '.join(str(exc).split())[:200] or type(exc).__name__}; {fix}") from None
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+    new_carry = staging_dir(carry)  # the state of this run replaces the previous one's in one step
+    for path in states:
+        shutil.copy(path, new_carry / path.name)
+    publish_dir(new_carry, carry)
     results.mkdir(parents=True, exist_ok=True)
     for name in ("results.md", "results.json", "pareto.png", "bench.txt"):
         if (src / name).is_file():

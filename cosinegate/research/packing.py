@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cosinegate.artifacts import atomic_write_json
+from cosinegate.artifacts import atomic_write_json, read_json
 from cosinegate.errors import CosineGateError
 from cosinegate.research import BENCH_TRAIN_COMMAND, child_env, experiments
 from cosinegate.training.loop import hardware_label
@@ -114,10 +114,14 @@ def resolve_jobs(jobs, levels, device, out, pending, setting="fp32", seconds=8.0
     key = {"hardware": hardware_label(device), "setting": setting}
     cache = Path(out) / "concurrency.json"
     if cache.is_file():
-        known = json.loads(cache.read_text())
+        known = read_json(cache, "the measured concurrency")
+        chosen = known.get("chosen")
+        if not isinstance(chosen, int) or isinstance(chosen, bool) or chosen < 1:
+            raise CosineGateError(f"{cache} holds chosen={chosen!r}, not a number of runs (1 or more); delete it and "
+                                  "--jobs auto measures again.")
         if {k: known.get(k) for k in key} == key:
-            log(f"--jobs auto: {known['chosen']} (measured before, {cache})")
-            return min(known["chosen"], pending)
+            log(f"--jobs auto: {chosen} (measured before, {cache})")
+            return min(chosen, pending)
     chosen, measured = choose_jobs(parse_levels(levels), device, setting=setting, seconds=seconds, log=log)
     Path(out).mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, {**key, "chosen": chosen, "levels": measured})

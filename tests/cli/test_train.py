@@ -208,6 +208,24 @@ def test_jobs_must_be_at_least_one():
     assert parse_levels("4,1,2,2") == [1, 2, 4]
 
 
+@pytest.mark.parametrize("chosen", [-7, 0, "2", True, None])
+def test_a_measured_concurrency_file_with_no_count_is_refused(tmp_path, chosen):
+    """concurrency.json travels in the campaign's state: chosen=-7 used to start nothing until the deadline."""
+    import json
+
+    from cosinegate.errors import CosineGateError
+    from cosinegate.research.packing import resolve_jobs
+    from cosinegate.training.loop import hardware_label
+
+    (tmp_path / "concurrency.json").write_text(json.dumps({"hardware": hardware_label("cpu"), "setting": "fp32",
+                                                           "chosen": chosen}))
+    with pytest.raises(CosineGateError, match="not a number of runs"):
+        resolve_jobs("auto", "1", "cpu", tmp_path, 3)
+    (tmp_path / "concurrency.json").write_text("[1]")
+    with pytest.raises(CosineGateError, match="not an object"):
+        resolve_jobs("auto", "1", "cpu", tmp_path, 3)
+
+
 def test_a_config_file_naming_a_cifar10_root_never_downloads_into_it(tmp_path):
     """Only a --data-root given on the command line may be downloaded into; a root a YAML file names is read only."""
     foreign = tmp_path / "foreign"

@@ -69,7 +69,7 @@ def test_state_refuses_paths_outside_the_work_folder(tmp_path):
         info = tarfile.TarInfo("../escaped.txt")
         info.size = 2
         tar.addfile(info, io.BytesIO(b"hi"))
-    with pytest.raises(tarfile.TarError):
+    with pytest.raises(CosineGateError, match="outside the folder"):
         cp.unpack_state(bad.parent, tmp_path / "work")
     assert not (tmp_path / "escaped.txt").exists()
 

@@ -43,7 +43,8 @@ def test_absorb_replaces_the_state_unpacks_finals_and_logs_each_run(tmp_path):
     assert [r["jobs"] for r in log] == [2, 3]
 
 
-@pytest.mark.parametrize("damage", ["no-record", "not-json", "escaping-finals", "truncated-state", "second-finals-bad"])
+@pytest.mark.parametrize("damage", ["no-record", "not-json", "deep-record", "escaping-finals", "linked-finals",
+                                    "linked-state", "truncated-state", "second-finals-bad"])
 def test_absorb_refuses_a_bad_folder_in_one_line_and_keeps_the_old_state(tmp_path, damage):
     carry = tmp_path / ".campaign/state"
     carry.mkdir(parents=True)
@@ -53,8 +54,15 @@ def test_absorb_refuses_a_bad_folder_in_one_line_and_keeps_the_old_state(tmp_pat
         (src / "campaign.json").unlink()
     elif damage == "not-json":
         (src / "campaign.json").write_text("{")
+    elif damage == "deep-record":  # json's RecursionError was a traceback
+        (src / "campaign.json").write_text("[" * 100000)
     elif damage == "escaping-finals":
         _tar(src / "finals-1.tar", {"../../escaped.pt": b"x"})
+    elif damage in ("linked-finals", "linked-state"):  # a link inside looped the finals' copy (41 copies, then a traceback)
+        with tarfile.open(src / ("finals-2.tar" if damage == "linked-finals" else "state-2.tar"), "w") as tar:
+            info = tarfile.TarInfo("runs/a/loop")
+            info.type, info.linkname = tarfile.SYMTYPE, "."
+            tar.addfile(info)
     elif damage == "truncated-state":
         (src / "state-1.tar").write_bytes((src / "state-1.tar").read_bytes()[:700])
     else:
@@ -75,6 +83,10 @@ def test_speed_flags_follow_the_bench(tmp_path):
     assert cr.speed_flags(bench, cuda=True, compile_=False, log=said.append) == [] and len(said) == 1
     bench.write_text(json.dumps({"rows": [{"setting": cr.FAST, "mode": "gated"}]}))
     assert cr.speed_flags(bench, cuda=True, compile_=True, log=said.append) == ["--fast", "--compile"]
+    for bad in ({"rows": [{"x": 1}]}, {"rows": 3}, [1]):  # a traceback each (KeyError, TypeError, ...)
+        bench.write_text(json.dumps(bad))
+        with pytest.raises(CosineGateError, match="bench"):
+            cr.speed_flags(bench, cuda=True, compile_=False, log=said.append)
 
 
 def test_an_output_the_device_tool_would_cut_is_refused(tmp_path):

@@ -1,0 +1,53 @@
+"""Tar archives from others, extracted safely: every member is checked before anything is written.
+
+Only plain files and folders are taken, each named inside the destination (no absolute name, no `..`), and the
+sizes the headers declare must sum under a cap. Links of every kind are refused rather than filtered: Python's
+own ``filter="data"`` let a chain of symlinked folders write outside the destination on some releases
+(CVE-2025-4517), and a link that stays inside is still followed by a later copy.
+"""
+
+import tarfile
+from pathlib import PurePosixPath
+
+from cosinegate.errors import CosineGateError
+
+MAX_EXTRACT_BYTES = 8 << 30  # above any state, finals or CIFAR-10 tar this toolkit writes or reads
+
+
+def member_problem(member):
+    """Why ``member`` (a TarInfo) may not be extracted, or None."""
+    name = PurePosixPath(member.name)
+    if not (member.isfile() or member.isdir()):
+        return f"member {member.name!r} is a link or a special file, not a plain file or folder"
+    if name.is_absolute() or ".." in name.parts or "\\" in member.name or not member.name.strip("/."):
+        return f"member {member.name!r} names a place outside the folder it is extracted into"
+    return None
+
+
+def checked_members(tar, path, fix, max_bytes=MAX_EXTRACT_BYTES):
+    """The members of the open ``tar`` (read from ``path``), or a CosineGateError naming the first bad one and
+    ``fix``."""
+    try:
+        members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CosineGateError(f"{path}: {' '.join(str(exc).split())[:200] or type(exc).__name__}; {fix}") from None
+    for member in members:
+        problem = member_problem(member)
+        if problem:
+            raise CosineGateError(f"{path}: {problem}; {fix}")
+    total = sum(m.size for m in members if m.isfile())
+    if total > max_bytes:
+        raise CosineGateError(f"{path}: its files would take {total / 2**30:.1f} GiB, over the "
+                              f"{max_bytes / 2**30:.0f} GiB this toolkit extracts; {fix}")
+    return members
+
+
+def extract(path, dest, fix, max_bytes=MAX_EXTRACT_BYTES):
+    """Extract the tar at ``path`` into ``dest`` after checking every member (see the module); ``fix`` ends the
+    one-line error a bad or unreadable archive raises."""
+    try:
+        with tarfile.open(path) as tar:
+            members = checked_members(tar, path, fix, max_bytes)
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CosineGateError(f"{path}: {' '.join(str(exc).split())[:200] or type(exc).__name__}; {fix}") from None

@@ -1,0 +1,89 @@
+"""Tars from others: only plain files and folders named inside the destination are extracted, every member checked
+before anything is written, and a bad archive is one line."""
+
+import io
+import tarfile
+
+import pytest
+
+from cosinegate import archives
+from cosinegate.errors import CosineGateError
+
+FIX = "make it again."
+
+
+def _tar(path, *members):
+    """Write a tar of ``members``: (name, bytes) for a file, (name, "->target") for a symlink, (name, "=>target")
+    for a hard link, (name, "fifo") for a FIFO, (name, None) for a folder."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+            elif isinstance(data, str) and data.startswith("->"):
+                info.type, info.linkname = tarfile.SYMTYPE, data[2:]
+            elif isinstance(data, str) and data.startswith("=>"):
+                info.type, info.linkname = tarfile.LNKTYPE, data[2:]
+            elif data == "fifo":
+                info.type = tarfile.FIFOTYPE
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                continue
+            tar.addfile(info)
+    return path
+
+
+def test_plain_files_and_folders_are_extracted(tmp_path):
+    path = _tar(tmp_path / "a.tar", ("runs", None), ("runs/a/last.pt", b"state"), ("./top.txt", b"t"))
+    archives.extract(path, tmp_path / "out", FIX)
+    assert (tmp_path / "out/runs/a/last.pt").read_bytes() == b"state" and (tmp_path / "out/top.txt").read_bytes() == b"t"
+
+
+BAD = {
+    "symlink inside": [("runs/a/loop", "->.")],
+    "symlink out": [("runs/evil", "->../../.."), ("runs/evil/x", b"x")],
+    "hard link": [("runs/a/last.pt", b"x"), ("runs/b", "=>runs/a/last.pt")],
+    "fifo": [("pipe", "fifo")],
+    "absolute": [("/tmp/escaped-by-test", b"x")],
+    "parent": [("runs/../../escaped", b"x")],
+    "backslash": [("..\\escaped", b"x")],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_a_link_special_file_or_escaping_name_is_refused_before_anything_is_written(tmp_path, kind):
+    path = _tar(tmp_path / "bad.tar", ("first.txt", b"written only if all is well"), *BAD[kind])
+    with pytest.raises(CosineGateError) as info:
+        archives.extract(path, tmp_path / "out", FIX)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path)) and message.endswith(FIX)
+    assert not (tmp_path / "out").exists()  # nothing at all, not even the good member before the bad one
+
+
+def test_the_symlinked_folder_chain_of_cve_2025_4517_writes_nothing_outside(tmp_path):
+    """The shape of the published bypass of filter="data" (symlinked folders, then a link through them; the bypass
+    itself needs names past PATH_MAX): refused by kind, whatever the lengths."""
+    long = "d" * 200
+    members = [(long, None), (f"{long}/l", "->" + "../" * 3), (f"{long}/l/escape", b"x"), ("esc", f"->{long}/l/x")]
+    path = _tar(tmp_path / "cve.tar", *members)
+    with pytest.raises(CosineGateError, match="link"):
+        archives.extract(path, tmp_path / "a/b/out", FIX)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "escape").exists()
+
+
+def test_declared_sizes_over_the_cap_are_refused(tmp_path):
+    path = _tar(tmp_path / "big.tar", ("a", b"x" * 600), ("b", b"y" * 600))
+    with pytest.raises(CosineGateError, match="GiB this toolkit extracts"):
+        archives.extract(path, tmp_path / "out", FIX, max_bytes=1000)
+    archives.extract(path, tmp_path / "out", FIX, max_bytes=1200)
+    assert (tmp_path / "out/b").stat().st_size == 600
+
+
+@pytest.mark.parametrize("content", [b"not a tar at all", b""])
+def test_an_unreadable_archive_is_one_line(tmp_path, content):
+    path = tmp_path / "junk.tar"
+    path.write_bytes(content)
+    with pytest.raises(CosineGateError) as info:
+        archives.extract(path, tmp_path / "out", FIX)
+    assert "\n" not in str(info.value) and str(info.value).endswith(FIX)
