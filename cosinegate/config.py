@@ -125,7 +125,8 @@ def read_yaml(path):
     import yaml
 
     try:
-        raw = Path(path).read_bytes()[: MAX_CONFIG_BYTES + 1]
+        with open(path, "rb") as handle:  # at most one byte past the limit, however large the file
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
         if len(raw) > MAX_CONFIG_BYTES:
             raise CosineGateError(f"config {path} is over {MAX_CONFIG_BYTES} bytes; a config is a few lines of YAML.")
         return yaml.load(raw.decode("utf-8"), Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass

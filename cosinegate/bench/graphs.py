@@ -42,14 +42,13 @@ def _force_on(model):
 
 
 def graph_info(onnx_path):
-    """(metadata, MAC table, block kinds, number of If nodes) of a toolkit graph."""
-    import onnx
-
+    """(metadata, MAC table, block kinds, number of If nodes) of a toolkit graph (anything else: CosineGateError)."""
     from cosinegate.graphmeta import if_count
     from cosinegate.macs import metadata_mac_table
+    from cosinegate.onnx.checks import load_toolkit_onnx
     from cosinegate.onnx.export import get_metadata
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = load_toolkit_onnx(onnx_path)
     meta = get_metadata(model)
     classes = next(o for o in model.graph.output if o.name == "logits").type.tensor_type.shape.dim[1].dim_value
     table = metadata_mac_table(meta, classes)

@@ -289,7 +289,7 @@ def profile_problem(profile):
         return value if math.isfinite(value) else None
 
     name = profile.get("profile")
-    if name not in PROFILES:
+    if not isinstance(name, str) or name not in PROFILES:
         return f"has profile {shown(repr(name))}, not one of {', '.join(PROFILES)}"
     for key in ("min_top1_agreement", "min_gate_agreement"):
         value = number(profile.get(key))

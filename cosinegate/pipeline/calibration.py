@@ -94,20 +94,19 @@ def find_calibration(checkpoint, data, form, log=print):
 
 def calibration_mismatch(folder, checkpoint_sha, data, form):
     """Why the calibration in ``folder`` is not one of this checkpoint and data (None: it is)."""
-    import json
-
+    from cosinegate.artifacts import read_json
     from cosinegate.quant.names import FILE_BY_FORM, MANIFEST_NAME
 
     try:
-        manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
+        manifest = read_json(Path(folder) / MANIFEST_NAME, MANIFEST_NAME)
+    except CosineGateError:
         return f"it has no readable {MANIFEST_NAME}"
-    if not isinstance(manifest, dict):
-        return f"its {MANIFEST_NAME} is not a calibration manifest"
     made_from = str(manifest.get("checkpoint_sha256"))
     if made_from != checkpoint_sha:
         return f"it was made from another checkpoint (sha256 {made_from[:12]}..., this one {checkpoint_sha[:12]}...)"
     source = manifest.get("calibration") or {}
+    if not isinstance(source, dict) or not isinstance(manifest.get("onnx_sha256") or {}, dict):
+        return f"its {MANIFEST_NAME} is not one calibrate writes"
     if source.get("kind") != "images":
         return "its ranges came from a cache (--cache-in), not from this checkpoint's data"
     if source.get("data") != data.source or not same_root(source.get("data_root"), data.root):

@@ -202,7 +202,7 @@ def reusable(artifact, inputs, companions=()):
         return False
     try:
         data = StageRecord.from_json(json.loads(record.read_text()), record)
-    except (ValueError, TypeError, CosineGateError):  # unreadable or of another schema: the stage is made again
+    except (ValueError, TypeError, RecursionError, CosineGateError):  # unreadable or another schema: made again
         return False
     if data.inputs != json.loads(json.dumps(inputs)):
         return False

@@ -7,7 +7,6 @@ that its MACs match the balanced preset's compute target; --static-curve adds mo
 static points, and every gated run is compared with that curve at its own MACs.
 """
 
-import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from cosinegate.macs import mac_table
 from cosinegate.models.backbones import CIFAR_DEPTHS, backbone_spec
 from cosinegate.models.ungated import resolve_ungated
 from cosinegate.research import TRAIN_COMMAND, child_env
+from cosinegate.training.metrics_log import read_summary
 
 PRESETS = ("dense", "static", "paper", "aggressive", "balanced", "conservative", "balanced-batch", "balanced-sample", "balanced-floor",
            "balanced-quiet", "rates", "shaping", "two-phase")
@@ -184,9 +184,9 @@ def collect(out, runs):
     """Group finished runs by (backbone, preset) and aggregate over seeds."""
     groups = {}
     for run in runs:
-        path = Path(out) / "runs" / run.name / "summary.json"
-        if path.is_file():
-            groups.setdefault((run.backbone, run.preset), []).append(json.loads(path.read_text()))
+        folder = Path(out) / "runs" / run.name
+        if (folder / "summary.json").is_file():
+            groups.setdefault((run.backbone, run.preset), []).append(read_summary(folder))
     rows = []
     for (backbone, preset), summaries in groups.items():
         finals = [s["final"] for s in summaries]

@@ -464,6 +464,10 @@ class OnnxRunner:
         if [i.name for i in inputs] != ["input"]:
             raise BadInput("{} has inputs {}, not the toolkit's one `input`; pass a model.*.onnx file of the bundle.".format(
                 path, [i.name for i in inputs]))
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if any(len(outputs.get(name) or ()) != 2 for name in ("logits", "gates")):
+            raise BadInput("{} has outputs {}, not the toolkit's `logits` [N, classes] and `gates` [N, blocks]; pass a "
+                           "model.*.onnx file of the bundle.".format(path, outputs))
         shape = inputs[0].shape
         self.batch = shape[0] if isinstance(shape[0], int) else 1
         self.shape = tuple(shape[1:])
@@ -475,7 +479,7 @@ class OnnxRunner:
             if key.startswith("cosinegate."):
                 try:
                     meta[key[len("cosinegate."):]] = json.loads(value)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested past the parser: not the toolkit's value
                     pass
         return meta
 
@@ -668,6 +672,9 @@ def run_all(runner, items, info, labels):
         x[: len(chunk)] = np.stack([a for _, a in chunk])
         logits, gates = runner.run(x)
         logits, gates = np.asarray(logits, np.float64), np.asarray(gates)
+        if logits.ndim != 2 or gates.ndim != 2 or min(len(logits), len(gates)) < len(chunk):
+            raise BadInput("the model returned logits {} and gates {} for a batch of {}, not [N, classes] and [N, blocks]; "
+                           "pass the bundle's own graph or engine.".format(logits.shape, gates.shape, batch))
         for i, (name, _) in enumerate(chunk):
             z = logits[i] - logits[i].max()
             probs = np.exp(z) / np.exp(z).sum()

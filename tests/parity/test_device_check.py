@@ -58,6 +58,7 @@ BAD_PROFILES = {
     "too long": (" " * 70000 + "{}", "over 65536 bytes"),
     "no thresholds": ('{"profile": "fp16"}', "has min_top1_agreement None"),
     "an unknown profile": (json.dumps(dict(FP16, profile="fp8")), "has profile 'fp8', not one of fp32, fp16, int8"),
+    "a listed profile": (json.dumps(dict(FP16, profile=["fp16"])), "has profile ['fp16'], not one of"),
     "a string atol": (json.dumps(dict(FP16, logits_atol="x")), "has logits_atol 'x'"),
     "minus infinity": (json.dumps(dict(FP16, logits_atol=None, min_top1_agreement=-1e999, min_gate_agreement=-1e999)),
                        "has min_top1_agreement -inf"),

@@ -54,6 +54,20 @@ def test_another_calibration_is_never_reused_silently(calibrated_run, tmp_path, 
     assert len(lines) == 1 and lines[0].startswith(f"not reusing the calibration in {run / 'int8'}: {why}"), lines
 
 
+@pytest.mark.parametrize("field, value", [("calibration", "images"), ("calibration", ["images"]), ("onnx_sha256", 3)])
+def test_a_manifest_with_a_field_of_the_wrong_kind_is_a_reason_not_a_traceback(calibrated_run, tmp_path, field, value):
+    """A handed run's int8/manifest.json with the right checkpoint_sha256 and "calibration": "images" was an
+    AttributeError in build-engine; now it is a reason not to reuse the folder."""
+    run, data = calibrated_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    manifest = json.loads((copy / "int8" / "manifest.json").read_text())
+    (copy / "int8" / "manifest.json").write_text(json.dumps({**manifest, field: value}))
+    lines = []
+    assert find_calibration(copy / "best.pt", data, "conditional", lines.append) is None
+    assert "its manifest.json is not one calibrate writes" in lines[0], lines
+
+
 def test_a_changed_calibration_folder_is_not_reused(calibrated_run, tmp_path):
     run, data = calibrated_run
     copy = tmp_path / "run"

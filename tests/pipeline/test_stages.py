@@ -39,6 +39,17 @@ def test_stages_reuse_by_input_hash(tmp_path):
     assert not reusable(artifact, inputs)
 
 
+def test_a_stage_record_nested_past_the_parser_is_made_again(tmp_path):
+    """A handed work folder's .stage.json of 100,000 brackets was a RecursionError traceback."""
+    from cosinegate.pipeline.stages import record_stage, reusable, stage_record_path
+
+    artifact = tmp_path / "a.onnx"
+    artifact.write_bytes(b"graph")
+    record_stage(artifact, {"stage": "export"})
+    stage_record_path(artifact).write_text("[" * 100000)
+    assert not reusable(artifact, {"stage": "export"})
+
+
 def test_calibration_folder_files_are_checked_against_its_manifest(tmp_path):
     """--calibration DIR: a Q/DQ graph or cache that is not the one its manifest names (a mixed folder) is refused."""
     import hashlib

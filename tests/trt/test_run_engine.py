@@ -654,3 +654,32 @@ def test_wrong_files_are_named_for_what_they_are(default_bundle, photos, tmp_pat
     shutil.copytree(default_bundle, alone, ignore=shutil.ignore_patterns("results"))
     done = run_script(alone / "run_engine.py", folder)
     assert done.returncode == 2 and "engine" in done.stderr and "notes.txt" not in done.stderr, done.stderr
+
+
+def test_a_crafted_graph_is_one_line_not_a_traceback(default_bundle, photos, tmp_path):
+    """Attacker review: metadata nested 100,000 deep (RecursionError) and a graph whose logits are rank 1 (IndexError)
+    reached run_engine.py --onnx as tracebacks."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(default_bundle / "run_engine.py", alone)
+    model = onnx.load(str(default_bundle / "model.conditional.onnx"))
+    entry = next(p for p in model.metadata_props if p.key == "cosinegate.classes")
+    entry.value = "[" * 100000
+    onnx.save(model, str(alone / "deep.onnx"))
+    deep = run_script(alone / "run_engine.py", "--onnx", alone / "deep.onnx", photos)
+    assert deep.returncode == 0 and "Traceback" not in deep.stderr, deep.stderr  # the value is ignored: labels are indices
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])
+    nodes = [helper.make_node("ReduceMean", ["input"], ["logits"], axes=[1, 2, 3], keepdims=0),
+             helper.make_node("ReduceMean", ["input"], ["gates"], axes=[2, 3], keepdims=0)]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1]),
+               helper.make_tensor_value_info("gates", TensorProto.FLOAT, [1, 3])]
+    rank1 = helper.make_model(helper.make_graph(nodes, "rank1", [x], outputs), opset_imports=[helper.make_opsetid("", 13)])
+    rank1.ir_version = 8
+    rank1.metadata_props.extend(p for p in model.metadata_props if p.key != "cosinegate.classes")
+    onnx.save(rank1, str(alone / "rank1.onnx"))
+    done = run_script(alone / "run_engine.py", "--onnx", alone / "rank1.onnx", photos)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "not the toolkit's `logits` [N, classes]" in done.stderr

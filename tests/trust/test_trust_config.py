@@ -88,3 +88,22 @@ def test_train_refuses_before_reading_data_or_writing(tmp_path, label, argv, mes
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and "Traceback" not in err and len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_huge_config_is_refused_without_reading_it_whole(tmp_path):
+    """read_yaml read the whole file before cutting it to the limit: a 256 MiB file cost 256 MiB."""
+    import tracemalloc
+
+    from cosinegate.config import MAX_CONFIG_BYTES, read_yaml
+
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as handle:
+        handle.truncate(256 << 20)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        with pytest.raises(CosineGateError, match=f"over {MAX_CONFIG_BYTES} bytes"):
+            read_yaml(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MAX_CONFIG_BYTES, peak

@@ -1,7 +1,6 @@
 """What the campaign has shown so far: results.md, results.json and pareto.png from its state, the goals of issue 21,
 the hours left, and the deployment check of the leading gated run (winner-check.json)."""
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from cosinegate.research.cpu_campaign.plan import (TEACHER_PRESET, finetunes_don
                                                    winner_run)
 from cosinegate.research.cpu_campaign.state import compact, last_failure, run_state
 from cosinegate.research.experiments import pareto_plot, results_markdown
-from cosinegate.training.metrics_log import run_metrics
+from cosinegate.training.metrics_log import read_summary, run_metrics
 
 WINNER_CHECK = "winner-check.json"  # the deployment goal's record (winner_check.check) of the leading gated run
 
@@ -236,7 +235,7 @@ def _teacher_lines(folder, runs):
         metrics = run_metrics(path)
         minutes = sum(m.get("seconds", 0.0) for m in metrics) / 60
         if (path / "summary.json").is_file():
-            summary = json.loads((path / "summary.json").read_text())
+            summary = read_summary(path)
             lines.append(f"| {run.name} | {summary['final']['top1'] * 100:.2f} | {len(metrics)} | {minutes:.0f} | {summary['hardware']} |")
         elif metrics:
             lines.append(f"| {run.name} | (held-out {metrics[-1]['val_top1'] * 100:.2f} at epoch {metrics[-1]['epoch']}) | "
