@@ -19,22 +19,25 @@ def member_problem(member):
     name = PurePosixPath(member.name)
     if not (member.isfile() or member.isdir()):
         return f"member {member.name!r} is a link or a special file, not a plain file or folder"
-    if name.is_absolute() or ".." in name.parts or "\\" in member.name or not member.name.strip("/."):
+    if name.is_absolute() or ".." in name.parts or "\\" in member.name:
         return f"member {member.name!r} names a place outside the folder it is extracted into"
+    if member.isfile() and not name.parts:
+        return f"member {member.name!r} is a file without a name"
     return None
 
 
 def checked_members(tar, path, fix, max_bytes=MAX_EXTRACT_BYTES):
-    """The members of the open ``tar`` (read from ``path``), or a CosineGateError naming the first bad one and
-    ``fix``."""
-    try:
-        members = tar.getmembers()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise CosineGateError(f"{path}: {' '.join(str(exc).split())[:200] or type(exc).__name__}; {fix}") from None
-    for member in members:
+    """The members of the open ``tar`` (read from ``path``) to extract, each with plain permissions (rw-r--r--,
+    folders rwxr-xr-x: a folder of mode 000 could not be written or removed), or a CosineGateError naming the
+    first bad one and ``fix``. The folder itself (`.` or `./`, as `tar -C DIR -cf X .` writes it) is left out."""
+    members = []
+    for member in tar.getmembers():
         problem = member_problem(member)
         if problem:
             raise CosineGateError(f"{path}: {problem}; {fix}")
+        if PurePosixPath(member.name).parts:
+            member.mode = 0o755 if member.isdir() else 0o644
+            members.append(member)
     total = sum(m.size for m in members if m.isfile())
     if total > max_bytes:
         raise CosineGateError(f"{path}: its files would take {total / 2**30:.1f} GiB, over the "
@@ -42,12 +45,23 @@ def checked_members(tar, path, fix, max_bytes=MAX_EXTRACT_BYTES):
     return members
 
 
+def check(path, fix, max_bytes=MAX_EXTRACT_BYTES):
+    """The checked members of the tar at ``path`` (see checked_members); an unreadable archive is a one-line
+    CosineGateError naming it and ending with ``fix``."""
+    try:
+        with tarfile.open(path) as tar:
+            return checked_members(tar, path, fix, max_bytes)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CosineGateError(f"{path}: {' '.join(str(exc).split())[:200] or type(exc).__name__}; {fix}") from None
+
+
 def extract(path, dest, fix, max_bytes=MAX_EXTRACT_BYTES):
     """Extract the tar at ``path`` into ``dest`` after checking every member (see the module); ``fix`` ends the
     one-line error a bad or unreadable archive raises."""
+    # Python before 3.10.12 / 3.11.4 has no extraction filters: the members are checked above either way
+    options = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     try:
         with tarfile.open(path) as tar:
-            members = checked_members(tar, path, fix, max_bytes)
-            tar.extractall(dest, members=members, filter="data")
+            tar.extractall(dest, members=checked_members(tar, path, fix, max_bytes), **options)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise CosineGateError(f"{path}: {' '.join(str(exc).split())[:200] or type(exc).__name__}; {fix}") from None

@@ -28,6 +28,15 @@ for _folder in sorted(Path(__file__).resolve().parent.iterdir()):
         sys.path.append(str(_folder))
 
 PYTHON = sys.executable
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (scripts/test.sh) the workers share the cores: each one's torch gets its part of them, not
+    all of them (cores x cores threads on a large machine). Subprocesses keep torch's own default."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
 REAL_CIFAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg"
 requires_real_cifar = pytest.mark.skipif(
     not (REAL_CIFAR / "train").is_dir() or not (REAL_CIFAR / "test").is_dir(),

@@ -7,7 +7,7 @@ at any depth: module level, inside functions, under ``if``/``try``. A *unit* is 
     core -> data -> models -> training -> onnx -> quant, runtime -> parity -> trt -> bench
          -> pipeline, research -> cli
 
-(core: errors, artifacts, schema, graphmeta, minitoml, trtversion, layernames, lazy, manifests, progress, cpuinfo; models: models/, macs, blockkinds;
+(core: errors, artifacts, archives, schema, graphmeta, minitoml, trtversion, layernames, lazy, manifests, progress, cpuinfo; models: models/, macs, blockkinds;
 training: training/, config, evaluation, plots, defaults.)
 
 A unit may import its own layer or a lower one, never a higher one; and no chain of imports between units
@@ -24,8 +24,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cosinegate"
 
 # low -> high; a unit not named here fails the test until it is placed.
 LAYERS = (
-    ("core", {"cosinegate", "errors", "artifacts", "schema", "graphmeta", "minitoml", "trtversion", "layernames", "lazy",
-              "manifests", "progress", "cpuinfo"}),
+    ("core", {"cosinegate", "errors", "artifacts", "archives", "schema", "graphmeta", "minitoml", "trtversion", "layernames",
+              "lazy", "manifests", "progress", "cpuinfo"}),
     ("data", {"data"}),
     ("models", {"models", "macs", "blockkinds"}),
     ("training", {"training", "config", "evaluation", "plots", "defaults"}),

@@ -43,6 +43,7 @@ def _force_on(model):
 
 def graph_info(onnx_path):
     """(metadata, MAC table, block kinds, number of If nodes) of a toolkit graph (anything else: CosineGateError)."""
+    from cosinegate.errors import CosineGateError
     from cosinegate.graphmeta import if_count
     from cosinegate.macs import metadata_mac_table
     from cosinegate.onnx.checks import load_toolkit_onnx
@@ -50,7 +51,10 @@ def graph_info(onnx_path):
 
     model = load_toolkit_onnx(onnx_path)
     meta = get_metadata(model)
-    classes = next(o for o in model.graph.output if o.name == "logits").type.tensor_type.shape.dim[1].dim_value
+    dims = next(o for o in model.graph.output if o.name == "logits").type.tensor_type.shape.dim
+    if len(dims) != 2 or dims[1].dim_value < 1:
+        raise CosineGateError(f"{onnx_path}: output `logits` is not [N, classes]; export the model with cosinegate export.")
+    classes = dims[1].dim_value
     table = metadata_mac_table(meta, classes)
     kinds = [b["kind"] for b in meta.get("blocks", [])]
     return meta, table, kinds, if_count(model)

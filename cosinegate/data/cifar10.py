@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cosinegate.archives import extract
 from cosinegate.artifacts import file_digest, is_readable_file
 from cosinegate.data.imageset import ImageSet
 from cosinegate.data.resize import fit_arrays, split_rule
-from cosinegate.archives import extract
 from cosinegate.errors import CosineGateError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"

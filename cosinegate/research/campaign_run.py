@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections import Counter
@@ -218,7 +217,7 @@ def absorb(files_at, results, carry):
     """Take a GPU run's returned files: state-*.tar to `carry` (replacing the old state), finals-*.tar unpacked to
     carry's sibling finals/, the tables, plot and bench into `results`, campaign.json appended to
     results/campaign-log.jsonl. Returns an Absorbed."""
-    from cosinegate.archives import checked_members, extract
+    from cosinegate.archives import check, extract
     from cosinegate.artifacts import publish_dir, read_json, staging_dir
 
     src, carry, results = Path(files_at), Path(carry), Path(results)
@@ -231,13 +230,10 @@ def absorb(files_at, results, carry):
     staged = Path(tempfile.mkdtemp(prefix=".finals-", dir=carry.parent.resolve() if carry.parent.exists() else None))
     try:  # every tar checked (the finals unpacked aside) before the carried state is replaced
         for path in states:
-            with tarfile.open(path) as tar:
-                checked_members(tar, path, fix)
+            check(path, fix)
         for path in sorted(src.glob("finals-*.tar")):
             extract(path, staged, fix)
         shutil.copytree(staged, finals, dirs_exist_ok=True)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise CosineGateError(f"{src}: {' '.join(str(exc).split())[:200] or type(exc).__name__}; {fix}") from None
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     new_carry = staging_dir(carry)  # the state of this run replaces the previous one's in one step

@@ -672,7 +672,7 @@ def run_all(runner, items, info, labels):
         x[: len(chunk)] = np.stack([a for _, a in chunk])
         logits, gates = runner.run(x)
         logits, gates = np.asarray(logits, np.float64), np.asarray(gates)
-        if logits.ndim != 2 or gates.ndim != 2 or min(len(logits), len(gates)) < len(chunk):
+        if logits.ndim != 2 or gates.ndim != 2 or min(len(logits), len(gates)) < len(chunk) or not logits.shape[1]:
             raise BadInput("the model returned logits {} and gates {} for a batch of {}, not [N, classes] and [N, blocks]; "
                            "pass the bundle's own graph or engine.".format(logits.shape, gates.shape, batch))
         for i, (name, _) in enumerate(chunk):

@@ -70,6 +70,8 @@ def test_absorb_refuses_a_bad_folder_in_one_line_and_keeps_the_old_state(tmp_pat
     with pytest.raises(CosineGateError) as info:
         cr.absorb(src, tmp_path / "results", carry)
     assert "\n" not in str(info.value)
+    if damage in ("truncated-state", "linked-state"):
+        assert str(src / ("state-2.tar" if damage == "linked-state" else "state-1.tar")) in str(info.value)  # the tar, not its folder
     assert (carry / "state-1.tar").read_bytes() == b"old" and not (tmp_path / "escaped.pt").exists()
     assert not (tmp_path / ".campaign/finals").exists()  # not half of the finals either
     assert not (tmp_path / "results/campaign-log.jsonl").exists()

@@ -44,9 +44,11 @@ FINAL = {"top1": 0.9, "mode": "predictive", "dense_macs": 40, "executed_macs": 3
 SUMMARY = {"final": FINAL, "epochs": 3, "data": "synthetic", "hardware": "cpu (x)"}
 
 
-def test_a_summary_train_writes_is_read(tmp_path):
+def test_what_train_writes_is_read(tmp_path, tiny_run):
     (tmp_path / "summary.json").write_text(json.dumps(SUMMARY))
     assert read_summary(tmp_path) == SUMMARY
+    assert read_summary(tiny_run)["final"]["top1"] == json.loads((tiny_run / "summary.json").read_text())["final"]["top1"]
+    assert [m["epoch"] for m in read_metrics(tiny_run / "metrics.jsonl")] == [1, 2]
 
 
 @pytest.mark.parametrize("change, says", [
