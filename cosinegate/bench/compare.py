@@ -119,8 +119,8 @@ def _selection(graphs, runs, batches, labels, threads):
     from cosinegate.parity import FP32
 
     names = {"conditional": "conditional", "pruned": "static_pruned", "dense": "dense"}
-    candidates = {c: {**timing_record(runs[g]["_rounds"]), "accuracy": accuracy(OnnxrtBackend(graphs[g], threads), batches, labels)}
-                  for c, g in names.items() if g in runs}
+    candidates = {c: {**timing_record(runs[g]["_rounds"]), "accuracy": accuracy(OnnxrtBackend(graphs[g], threads), batches, labels),
+                      "num_if": graph_info(graphs[g])[3]} for c, g in names.items() if g in runs}
     return selection_record(candidates, max_accuracy_drop(FP32))
 
 

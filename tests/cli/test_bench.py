@@ -85,6 +85,8 @@ def test_compare_dense(conditional_onnx, tiny_checkpoint, fake_cifar_root, tmp_p
     from cosinegate.bench.candidates import choose
 
     assert sel["chosen"] == choose(sel["candidates"], sel["max_accuracy_drop"])[0]
+    num_if = {name: candidate["num_if"] for name, candidate in sel["candidates"].items()}  # the table's If column
+    assert num_if["conditional"] == c["conditional_if_count"] >= 1 and num_if["pruned"] == num_if["dense"] == 0
     assert "realized/ideal" in capsys.readouterr().out
 
 
