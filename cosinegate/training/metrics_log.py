@@ -31,18 +31,18 @@ def read_metrics(path):
     logs it again when resumed); a line a kill cut short (only the last can be) is skipped, a record with a field
     of the wrong kind is a CosineGateError."""
     records = {}
-    for number_, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
+    for line_no, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
         try:
             record = json.loads(line)
         except ValueError:
             continue
         except RecursionError:
-            raise CosineGateError(f"{path} line {number_} is nested too deeply to be a metrics record; the run folder "
+            raise CosineGateError(f"{path} line {line_no} is nested too deeply to be a metrics record; the run folder "
                                   "was not written by train: remove the line or start the run again.") from None
         if isinstance(record, dict) and whole(record.get("epoch")):
             problem = record_problem(record)
             if problem:
-                raise CosineGateError(f"{path} line {number_}: {problem}; the run folder was not written by train: "
+                raise CosineGateError(f"{path} line {line_no}: {problem}; the run folder was not written by train: "
                                       "remove the line or start the run again.")
             records[record["epoch"]] = record
     return list(records.values())
