@@ -42,9 +42,9 @@ def main(argv=None):
 
     import torch  # after the parsing: --help works on the base install
 
-    from cosinegate.research.packing import concurrency_rows, parse_concurrency
+    from cosinegate.research.packing import parse_concurrency
+    from cosinegate.research.train_speed import measure
     from cosinegate.training import throughput
-    from cosinegate.training.loop import hardware_label
 
     device = pick_device(args.device)
     specs = parse_concurrency(args.concurrency) if args.concurrency else []  # refused before anything is measured
@@ -53,36 +53,13 @@ def main(argv=None):
     if args.probe:
         return throughput.run_probe(args.probe, args.probe_id, args.probe_mode, args.backbone, device,
                                     (args.settings or "fp32").split(",")[0], args.batch_size, args.warmup, args.seconds)
-    names = throughput.setting_names(args.settings, args.compile)
-    rows = throughput.throughput_rows(names, args.backbone, device, args.batch_size, args.steps, args.warmup, args.repeats)
-    print(f"training throughput, {args.backbone}, batch {args.batch_size}, {args.steps} steps x {args.repeats} (best), "
-          f"{hardware_label(device)}, torch {torch.__version__}")
-    print(f"{'setting':<34}{'dense img/s':>13}{'gated img/s':>13}{'gated/dense time':>18}  host syncs in a step (dense / gated)")
-    for name in names:
-        dense, gated = (next(r for r in rows if r["setting"] == name and r["mode"] == m) for m in ("none", "predictive"))
-        if "error" in dense or "error" in gated:
-            print(f"{name:<34}  failed: {dense.get('error') or gated.get('error')}")
-            continue
-        ratio = dense["images_per_s"] / gated["images_per_s"]
-        print(f"{name:<34}{dense['images_per_s']:>13.0f}{gated['images_per_s']:>13.0f}{ratio:>17.2f}x  "
-              f"{dense['host_syncs']} / {gated['host_syncs']}")
-    epoch_images = 45_000
-    best = max((r for r in rows if r.get("mode") == "none" and "error" not in r), key=lambda r: r["images_per_s"], default=None)
-    if best:
-        print(f"at the best dense setting ({best['setting']}): a 160-epoch run over {epoch_images} images would take "
-              f"{160 * epoch_images / best['images_per_s'] / 60:.1f} min of training steps (evaluation not counted)")
-    levels = concurrency_rows(specs, str(args.device), args.backbone, names[0], args.seconds, args.batch_size,
-                              args.warmup)
-    if levels:
-        print(f"\nconcurrent runs ({names[0]}, {args.seconds:.0f} s window each; images/s summed over the runs)")
-        print(f"{'runs x threads':<16}{'dense img/s':>13}{'gated img/s':>13}")
-        for r in levels:
-            print(f"{r['jobs']}x{r['threads']:<14}{r['none']:>13.0f}{r['predictive']:>13.0f}")
+    speed = measure(device, args.settings, args.compile, args.backbone, args.batch_size, args.steps, args.warmup,
+                    args.repeats, specs, args.seconds, device_name=str(args.device), log=print)
+    print("\n".join(speed.lines()))
     if args.json:
         from cosinegate.artifacts import atomic_write_json
 
-        atomic_write_json(args.json, {"backbone": args.backbone, "batch_size": args.batch_size, "hardware": hardware_label(device),
-                                      "torch": torch.__version__, "rows": rows, "concurrency": levels})
+        atomic_write_json(args.json, speed.record())
 
 
 if __name__ == "__main__":
