@@ -443,6 +443,66 @@ def check_npy(path):
 # ---- runners --------------------------------------------------------------------------------------------------------
 
 
+# The fields of onnx.proto that hold tensors, graphs and their containers: {message: {field number: message}}
+# (tests/trt/test_run_engine.py derives the same table from onnx's own descriptors).
+ONNX_TENSOR_FIELDS = {
+    "model": {7: "graph", 25: "function"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "function": {7: "node", 11: "attribute"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {},
+}
+TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION, EXTERNAL = 13, 14, 1
+
+
+def varint(data, pos, end):
+    """(value, next position) of the protobuf varint at ``pos``."""
+    value, shift = 0, 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ValueError("a varint runs past its message")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
+def uses_external_data(data):
+    """Whether a serialized ONNX model keeps any tensor (initializers, attributes, subgraphs, functions) in an
+    external file: ONNX Runtime before 1.24 reads such a file wherever the graph says, outside its folder too.
+    Read with the protobuf wire format alone (no onnx package on the board); ValueError for what is no model."""
+    stack = [("model", 0, len(data))]
+    while stack:
+        kind, pos, end = stack.pop()
+        while pos < end:
+            key, pos = varint(data, pos, end)
+            field, wire = key >> 3, key & 7
+            if wire == 0:
+                value, pos = varint(data, pos, end)
+                if kind == "tensor" and field == TENSOR_DATA_LOCATION and value == EXTERNAL:
+                    return True
+            elif wire == 2:
+                size, pos = varint(data, pos, end)
+                if pos + size > end:
+                    raise ValueError("a field runs past its message")
+                if kind == "tensor" and field == TENSOR_EXTERNAL_DATA:
+                    return True
+                child = ONNX_TENSOR_FIELDS[kind].get(field)
+                if child:
+                    stack.append((child, pos, pos + size))
+                pos += size
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                raise ValueError("wire type {} is not one ONNX writes".format(wire))
+        if pos != end:
+            raise ValueError("a field runs past its message")
+    return False
+
+
 class OnnxRunner:
     """The graph on ONNX Runtime's CPU provider (the same file on a desktop, and this script's test)."""
 
@@ -453,6 +513,14 @@ class OnnxRunner:
             raise BadInput("--onnx needs onnxruntime: pip3 install onnxruntime.")
         if not Path(path).is_file():
             raise BadInput("graph {} not found; pass a model.*.onnx file of the bundle.".format(path))
+        try:
+            external = uses_external_data(Path(path).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise BadInput("{} is not an ONNX graph ({}); pass a model.*.onnx file of the bundle.".format(path, exc))
+        if external:
+            raise BadInput("{} keeps tensors in external files, which ONNX Runtime before 1.24 reads wherever the graph "
+                           "points; the bundle's graphs carry their weights inside: pass a model.*.onnx file of the "
+                           "bundle.".format(path))
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         try:

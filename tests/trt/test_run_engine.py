@@ -683,3 +683,50 @@ def test_a_crafted_graph_is_one_line_not_a_traceback(default_bundle, photos, tmp
     done = run_script(alone / "run_engine.py", "--onnx", alone / "rank1.onnx", photos)
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert "not the toolkit's `logits` [N, classes]" in done.stderr
+
+
+def test_the_wire_walk_knows_every_onnx_field_that_holds_a_tensor_or_graph():
+    """run_engine.py's table of onnx.proto fields, derived again from onnx's own descriptors."""
+    import onnx
+
+    from cosinegate.trt import run_engine
+
+    kinds = {"model": onnx.ModelProto, "graph": onnx.GraphProto, "function": onnx.FunctionProto, "node": onnx.NodeProto,
+             "attribute": onnx.AttributeProto, "sparse": onnx.SparseTensorProto, "tensor": onnx.TensorProto}
+    by_descriptor = {message.DESCRIPTOR.full_name: kind for kind, message in kinds.items()}
+    derived = {kind: {f.number: by_descriptor[f.message_type.full_name] for f in message.DESCRIPTOR.fields
+                      if f.message_type is not None and f.message_type.full_name in by_descriptor}
+               for kind, message in kinds.items()}
+    assert derived == run_engine.ONNX_TENSOR_FIELDS
+    tensor = onnx.TensorProto.DESCRIPTOR.fields_by_name
+    assert (tensor["external_data"].number, tensor["data_location"].number) == (run_engine.TENSOR_EXTERNAL_DATA,
+                                                                                run_engine.TENSOR_DATA_LOCATION)
+    assert onnx.TensorProto.EXTERNAL == run_engine.EXTERNAL
+
+
+def test_a_graph_with_external_data_is_refused_before_onnx_runtime_opens_it(default_bundle, photos, tmp_path):
+    """ONNX Runtime before 1.24 (what a board's pip gives) follows a crafted graph's external-data location outside
+    its folder (seen with 1.17.3 reading ../secret.bin); run_engine.py refuses any external data, inside or out,
+    and a file that is no model, in one line."""
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    from cosinegate.trt import run_engine
+
+    graph = default_bundle / "model.conditional.onnx"
+    assert not run_engine.uses_external_data(graph.read_bytes())
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(default_bundle / "run_engine.py", alone)
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 4096)
+    model = onnx.load(str(graph))
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="w.bin", size_threshold=0)
+    onnx.save(model, str(alone / "inside.onnx"))  # and alone/w.bin: the layout onnx itself writes for large models
+    for tensor in (t for t in model.graph.initializer if t.external_data):
+        next(e for e in tensor.external_data if e.key == "location").value = "../secret.bin"
+    (alone / "outside.onnx").write_bytes(model.SerializeToString())
+    (alone / "cut.onnx").write_bytes(graph.read_bytes()[:1000])
+    for name, says in (("inside", "keeps tensors in external files"), ("outside", "keeps tensors in external files"),
+                       ("cut", "is not an ONNX graph (")):
+        done = run_script(alone / "run_engine.py", "--onnx", alone / f"{name}.onnx", photos)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, (name, done.stderr)
