@@ -54,8 +54,7 @@ def main(argv=None):
         return throughput.run_probe(args.probe, args.probe_id, args.probe_mode, args.backbone, device,
                                     (args.settings or "fp32").split(",")[0], args.batch_size, args.warmup, args.seconds)
     speed = measure(device, args.settings, args.compile, args.backbone, args.batch_size, args.steps, args.warmup,
-                    args.repeats, specs, args.seconds, device_name=str(args.device), log=print)
-    print("\n".join(speed.lines()))
+                    args.repeats, specs, args.seconds, device_name=str(args.device), log=print)  # prints each table
     if args.json:
         from cosinegate.artifacts import atomic_write_json
 

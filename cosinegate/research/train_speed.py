@@ -22,8 +22,12 @@ class TrainingSpeed:
     seconds: float = 0.0  # the window of each concurrency level
 
     def lines(self):
-        """The printed tables: throughput per setting (with the gated/dense time and host syncs), the estimate of a
-        160-epoch run at the best dense setting, and the concurrency table."""
+        """The printed tables: throughput_lines() and concurrency_lines()."""
+        return self.throughput_lines() + self.concurrency_lines()
+
+    def throughput_lines(self):
+        """Throughput per setting (with the gated/dense time and host syncs) and the estimate of a 160-epoch run at
+        the best dense setting."""
         out = [f"training throughput, {self.backbone}, batch {self.batch_size}, {self.steps} steps x {self.repeats} (best), "
                f"{self.hardware}, torch {self.torch}",
                f"{'setting':<34}{'dense img/s':>13}{'gated img/s':>13}{'gated/dense time':>18}  host syncs in a step (dense / gated)"]
@@ -40,11 +44,15 @@ class TrainingSpeed:
         if best:
             out.append(f"at the best dense setting ({best['setting']}): a 160-epoch run over {EPOCH_IMAGES} images would "
                        f"take {160 * EPOCH_IMAGES / best['images_per_s'] / 60:.1f} min of training steps (evaluation not counted)")
-        if self.concurrency:
-            out += ["", f"concurrent runs ({self.settings[0]}, {self.seconds:.0f} s window each; images/s summed over the runs)",
-                    f"{'runs x threads':<16}{'dense img/s':>13}{'gated img/s':>13}"]
-            out += [f"{r['jobs']}x{r['threads']:<14}{r['none']:>13.0f}{r['predictive']:>13.0f}" for r in self.concurrency]
         return out
+
+    def concurrency_lines(self):
+        """The aggregate images/s of concurrent runs (none where no level was measured)."""
+        if not self.concurrency:
+            return []
+        return ["", f"concurrent runs ({self.settings[0]}, {self.seconds:.0f} s window each; images/s summed over the runs)",
+                f"{'runs x threads':<16}{'dense img/s':>13}{'gated img/s':>13}",
+                *(f"{r['jobs']}x{r['threads']:<14}{r['none']:>13.0f}{r['predictive']:>13.0f}" for r in self.concurrency)]
 
     def record(self):
         """The JSON report (--json)."""
@@ -56,8 +64,8 @@ def measure(device, settings=None, compile=False, backbone="resnet20", batch_siz
             concurrency=(), seconds=8.0, device_name=None, log=None):
     """Time every setting (``settings``: comma-separated names, default all but compile) dense and gated on
     ``device`` (a torch.device), then each (jobs, threads) of ``concurrency`` for ``seconds`` per level at the first
-    setting (``device_name``: the device as the probe processes are told it); a TrainingSpeed. ``log`` hears what
-    is being timed."""
+    setting (``device_name``: the device as the probe processes are told it); a TrainingSpeed. ``log`` gets each
+    table's lines as soon as it is measured."""
     import torch
 
     from cosinegate.research.packing import concurrency_rows
@@ -66,10 +74,13 @@ def measure(device, settings=None, compile=False, backbone="resnet20", batch_siz
 
     log = log or (lambda line: None)
     names = throughput.setting_names(settings, compile)
-    log(f"timing {len(names)} setting(s), dense and gated, {repeats} x {steps} steps each ...")
     rows = throughput.throughput_rows(names, backbone, device, batch_size, steps, warmup, repeats)
-    if concurrency:
-        log(f"timing {len(concurrency)} concurrency level(s), dense and gated, {seconds:.0f} s each ...")
-    levels = concurrency_rows(list(concurrency), device_name or str(device), backbone, names[0], seconds, batch_size, warmup)
-    return TrainingSpeed(backbone, batch_size, steps, repeats, hardware_label(device), torch.__version__, names, rows, levels,
-                         seconds)
+    speed = TrainingSpeed(backbone, batch_size, steps, repeats, hardware_label(device), torch.__version__, names, rows,
+                          seconds=seconds)
+    for line in speed.throughput_lines():
+        log(line)
+    speed.concurrency = concurrency_rows(list(concurrency), device_name or str(device), backbone, names[0], seconds,
+                                         batch_size, warmup)
+    for line in speed.concurrency_lines():
+        log(line)
+    return speed

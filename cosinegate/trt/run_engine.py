@@ -444,9 +444,10 @@ def check_npy(path):
 
 
 # The fields of onnx.proto that hold tensors, graphs and their containers: {message: {field number: message}}
-# (tests/trt/test_run_engine.py derives the same table from onnx's own descriptors).
+# (tests/trt/test_run_engine.py derives the same table from onnx's own descriptors, from ModelProto outward).
 ONNX_TENSOR_FIELDS = {
-    "model": {7: "graph", 25: "function"},
+    "model": {7: "graph", 20: "training_info", 25: "function"},
+    "training_info": {1: "graph", 2: "graph"},
     "graph": {1: "node", 5: "tensor", 15: "sparse"},
     "function": {7: "node", 11: "attribute"},
     "node": {5: "attribute"},
@@ -455,6 +456,9 @@ ONNX_TENSOR_FIELDS = {
     "tensor": {},
 }
 TENSOR_EXTERNAL_DATA, TENSOR_DATA_LOCATION, EXTERNAL = 13, 14, 1
+MAX_GRAPH_BYTES = 2 << 30  # protobuf's own limit: a larger graph keeps its weights outside
+MAX_NESTING = 100  # protobuf's default recursion limit
+MAX_FIELDS = 10000000  # far above any graph the toolkit writes (weights are one raw_data field per tensor)
 
 
 def varint(data, pos, end):
@@ -473,34 +477,44 @@ def varint(data, pos, end):
 def uses_external_data(data):
     """Whether a serialized ONNX model keeps any tensor (initializers, attributes, subgraphs, functions) in an
     external file: ONNX Runtime before 1.24 reads such a file wherever the graph says, outside its folder too.
-    Read with the protobuf wire format alone (no onnx package on the board); ValueError for what is no model."""
-    stack = [("model", 0, len(data))]
-    while stack:
-        kind, pos, end = stack.pop()
-        while pos < end:
-            key, pos = varint(data, pos, end)
-            field, wire = key >> 3, key & 7
-            if wire == 0:
-                value, pos = varint(data, pos, end)
-                if kind == "tensor" and field == TENSOR_DATA_LOCATION and value == EXTERNAL:
-                    return True
-            elif wire == 2:
-                size, pos = varint(data, pos, end)
-                if pos + size > end:
-                    raise ValueError("a field runs past its message")
-                if kind == "tensor" and field == TENSOR_EXTERNAL_DATA:
-                    return True
-                child = ONNX_TENSOR_FIELDS[kind].get(field)
-                if child:
-                    stack.append((child, pos, pos + size))
-                pos += size
-            elif wire in (1, 5):
-                pos += 8 if wire == 1 else 4
-            else:
-                raise ValueError("wire type {} is not one ONNX writes".format(wire))
-        if pos != end:
-            raise ValueError("a field runs past its message")
-    return False
+    Read with the protobuf wire format alone (no onnx package on the board), depth first (the stack holds one entry
+    per level of nesting); ValueError for what is no model, or nests or counts past what a graph holds."""
+    stack, (kind, pos, end), fields = [], ("model", 0, len(data)), 0
+    while True:
+        if pos >= end:
+            if pos != end:
+                raise ValueError("a field runs past its message")
+            if not stack:
+                return False
+            kind, pos, end = stack.pop()
+            continue
+        fields += 1
+        if fields > MAX_FIELDS:
+            raise ValueError("over {} fields".format(MAX_FIELDS))
+        key, pos = varint(data, pos, end)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = varint(data, pos, end)
+            if kind == "tensor" and field == TENSOR_DATA_LOCATION and value == EXTERNAL:
+                return True
+        elif wire == 2:
+            size, pos = varint(data, pos, end)
+            if pos + size > end:
+                raise ValueError("a field runs past its message")
+            if kind == "tensor" and field == TENSOR_EXTERNAL_DATA:
+                return True
+            child = ONNX_TENSOR_FIELDS[kind].get(field)
+            if child:
+                if len(stack) >= MAX_NESTING:
+                    raise ValueError("nested over {} deep".format(MAX_NESTING))
+                stack.append((kind, pos + size, end))
+                kind, end = child, pos + size
+                continue
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError("wire type {} is not one ONNX writes".format(wire))
 
 
 class OnnxRunner:
@@ -514,8 +528,10 @@ class OnnxRunner:
         if not Path(path).is_file():
             raise BadInput("graph {} not found; pass a model.*.onnx file of the bundle.".format(path))
         try:
+            if Path(path).stat().st_size > MAX_GRAPH_BYTES:
+                raise ValueError("over {} bytes".format(MAX_GRAPH_BYTES))
             external = uses_external_data(Path(path).read_bytes())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, MemoryError) as exc:
             raise BadInput("{} is not an ONNX graph ({}); pass a model.*.onnx file of the bundle.".format(path, exc))
         if external:
             raise BadInput("{} keeps tensors in external files, which ONNX Runtime before 1.24 reads wherever the graph "

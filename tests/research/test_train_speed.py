@@ -21,3 +21,25 @@ def test_the_tables_name_failures_and_estimate_from_the_fastest_dense_setting():
     assert f"(bf16): a 160-epoch run over {EPOCH_IMAGES} images would take {160 * EPOCH_IMAGES / 600 / 60:.1f} min" in lines[5]
     assert lines[-1].split() == ["2x1", "700", "500"] and "8 s window each" in lines[-3]
     assert speed.record()["concurrency"][0]["jobs"] == 2 and len(speed.record()["rows"]) == 6
+
+
+def test_each_table_is_logged_as_soon_as_it_is_measured(monkeypatch):
+    """The throughput table comes before the concurrency probes run (a failed probe leaves it printed)."""
+    import pytest
+    import torch
+
+    from cosinegate.errors import CosineGateError
+    from cosinegate.research import packing, train_speed
+    from cosinegate.training import throughput
+
+    said = []
+    monkeypatch.setattr(throughput, "throughput_rows", lambda *a: [_row("fp32", "none", 300.0), _row("fp32", "predictive", 250.0)])
+
+    def probes_fail(*args):
+        said.append("probing")
+        raise CosineGateError("probe failed")
+
+    monkeypatch.setattr(packing, "concurrency_rows", probes_fail)
+    with pytest.raises(CosineGateError):
+        train_speed.measure(torch.device("cpu"), "fp32", concurrency=[(1, 1)], log=said.append)
+    assert said[-1] == "probing" and said[2].split()[:3] == ["fp32", "300", "250"] and "160-epoch" in said[3]

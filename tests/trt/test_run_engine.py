@@ -686,22 +686,56 @@ def test_a_crafted_graph_is_one_line_not_a_traceback(default_bundle, photos, tmp
 
 
 def test_the_wire_walk_knows_every_onnx_field_that_holds_a_tensor_or_graph():
-    """run_engine.py's table of onnx.proto fields, derived again from onnx's own descriptors."""
+    """run_engine.py's table of onnx.proto fields, derived again from onnx's own descriptors: every message reachable
+    from ModelProto that can hold a TensorProto, and the fields that lead there."""
     import onnx
 
     from cosinegate.trt import run_engine
 
-    kinds = {"model": onnx.ModelProto, "graph": onnx.GraphProto, "function": onnx.FunctionProto, "node": onnx.NodeProto,
-             "attribute": onnx.AttributeProto, "sparse": onnx.SparseTensorProto, "tensor": onnx.TensorProto}
-    by_descriptor = {message.DESCRIPTOR.full_name: kind for kind, message in kinds.items()}
-    derived = {kind: {f.number: by_descriptor[f.message_type.full_name] for f in message.DESCRIPTOR.fields
-                      if f.message_type is not None and f.message_type.full_name in by_descriptor}
-               for kind, message in kinds.items()}
+    tensor = onnx.TensorProto.DESCRIPTOR
+    reachable, todo = {}, [onnx.ModelProto.DESCRIPTOR]
+    while todo:
+        message = todo.pop()
+        if message.full_name not in reachable:
+            reachable[message.full_name] = message
+            todo += [f.message_type for f in message.fields if f.message_type is not None]
+    holds = {tensor.full_name}
+    while True:  # the messages that hold a tensor, directly or through others
+        more = {name for name, m in reachable.items() if any(f.message_type and f.message_type.full_name in holds
+                                                              for f in m.fields)} - holds
+        if not more:
+            break
+        holds |= more
+    kinds = {"onnx.ModelProto": "model", "onnx.TrainingInfoProto": "training_info", "onnx.GraphProto": "graph",
+             "onnx.FunctionProto": "function", "onnx.NodeProto": "node", "onnx.AttributeProto": "attribute",
+             "onnx.SparseTensorProto": "sparse", "onnx.TensorProto": "tensor"}
+    assert {name.replace("onnx_proto.", "onnx.") for name in holds} == set(kinds)  # a new container would show here
+    derived = {kinds[name.replace("onnx_proto.", "onnx.")]: {
+        f.number: kinds[f.message_type.full_name.replace("onnx_proto.", "onnx.")] for f in reachable[name].fields
+        if f.message_type is not None and f.message_type.full_name in holds} for name in holds}
     assert derived == run_engine.ONNX_TENSOR_FIELDS
-    tensor = onnx.TensorProto.DESCRIPTOR.fields_by_name
-    assert (tensor["external_data"].number, tensor["data_location"].number) == (run_engine.TENSOR_EXTERNAL_DATA,
-                                                                                run_engine.TENSOR_DATA_LOCATION)
+    assert (tensor.fields_by_name["external_data"].number, tensor.fields_by_name["data_location"].number) == (
+        run_engine.TENSOR_EXTERNAL_DATA, run_engine.TENSOR_DATA_LOCATION)
     assert onnx.TensorProto.EXTERNAL == run_engine.EXTERNAL
+
+
+def test_the_wire_walk_refuses_nesting_past_protobufs_limit_and_walks_wide_graphs_in_little_memory():
+    from cosinegate.trt import run_engine
+
+    def field(number, payload):
+        size, out = len(payload), bytearray([number << 3 | 2])
+        while True:
+            out.append(size & 0x7F | (0x80 if size >> 7 else 0))
+            size >>= 7
+            if not size:
+                return bytes(out) + payload
+
+    graph = b""
+    for _ in range(run_engine.MAX_NESTING):  # graph.node -> node.attribute -> attribute.g -> graph ...
+        graph = field(1, field(5, field(6, graph)))
+    with pytest.raises(ValueError, match="nested over"):
+        run_engine.uses_external_data(field(7, graph))
+    assert run_engine.uses_external_data(field(7, field(1, b"") * 200000)) is False  # wide: one stack entry per level
 
 
 def test_a_graph_with_external_data_is_refused_before_onnx_runtime_opens_it(default_bundle, photos, tmp_path):
