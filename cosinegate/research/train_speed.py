@@ -21,10 +21,6 @@ class TrainingSpeed:
     concurrency: list = field(default_factory=list)
     seconds: float = 0.0  # the window of each concurrency level
 
-    def lines(self):
-        """The printed tables: throughput_lines() and concurrency_lines()."""
-        return self.throughput_lines() + self.concurrency_lines()
-
     def throughput_lines(self):
         """Throughput per setting (with the gated/dense time and host syncs) and the estimate of a 160-epoch run at
         the best dense setting."""

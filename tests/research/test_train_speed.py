@@ -14,7 +14,7 @@ def test_the_tables_name_failures_and_estimate_from_the_fastest_dense_setting():
             _row("compile", "none", error="no compiler"), _row("compile", "predictive", 900.0)]
     speed = TrainingSpeed("resnet20", 128, 5, 1, "cpu (x)", "2.13.0", ["fp32", "bf16", "compile"], rows,
                           [{"jobs": 2, "threads": 1, "none": 700.0, "predictive": 500.0}], seconds=8.0)
-    lines = speed.lines()
+    lines = speed.throughput_lines() + speed.concurrency_lines()
     assert lines[2].split() == ["fp32", "300", "250", "1.20x", "0", "/", "0"]
     assert lines[3].split()[:4] == ["bf16", "600", "400", "1.50x"]
     assert lines[4].split() == ["compile", "failed:", "no", "compiler"]
