@@ -75,6 +75,7 @@ def test_build_engine_and_bench_choose_by_the_same_function(monkeypatch):
     monkeypatch.setattr(cands, "choose", lambda *a, **k: calls.append(a) or real(*a, **k))
     monkeypatch.setattr(backends, "time_interleaved", lambda b, *a, **k: {n: rounds[n] for n in b})
     monkeypatch.setattr(backends, "OnnxrtBackend", Fake)
+    monkeypatch.setattr(compare, "graph_info", lambda path: ({}, None, [], 0))  # no graphs here: the If column is 0
     batches, labels = [np.zeros((1, 1))], np.zeros(1, np.int64)
     built = cands.compare_candidates({n: Fake() for n in rounds}, batches, labels, 0.0)
     runs = {g: {"_rounds": rounds[c]} for c, g in {"conditional": "conditional", "pruned": "static_pruned",
