@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_json, read_json
 from cosinegate.errors import CosineGateError
+from cosinegate.schema import whole
 from cosinegate.research import BENCH_TRAIN_COMMAND, child_env, experiments
 from cosinegate.training.loop import hardware_label
 
@@ -116,7 +117,7 @@ def resolve_jobs(jobs, levels, device, out, pending, setting="fp32", seconds=8.0
     if cache.is_file():
         known = read_json(cache, "the measured concurrency")
         chosen = known.get("chosen")
-        if not isinstance(chosen, int) or isinstance(chosen, bool) or chosen < 1:
+        if not whole(chosen) or chosen < 1:
             raise CosineGateError(f"{cache} holds chosen={chosen!r}, not a number of runs (1 or more); delete it and "
                                   "--jobs auto measures again.")
         if {k: known.get(k) for k in key} == key:
