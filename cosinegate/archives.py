@@ -30,18 +30,18 @@ def checked_members(tar, path, fix, max_bytes=MAX_EXTRACT_BYTES):
     """The members of the open ``tar`` (read from ``path``) to extract, each with plain permissions (rw-r--r--,
     folders rwxr-xr-x: a folder of mode 000 could not be written or removed), or a CosineGateError naming the
     first bad one and ``fix``. The folder itself (`.` or `./`, as `tar -C DIR -cf X .` writes it) is left out."""
-    members = []
-    for member in tar.getmembers():
+    members, total = [], 0
+    for member in tar:  # one header at a time: a compressed bomb is refused before its data is inflated
         problem = member_problem(member)
         if problem:
             raise CosineGateError(f"{path}: {problem}; {fix}")
+        total += member.size if member.isfile() else 0
+        if total > max_bytes:
+            raise CosineGateError(f"{path}: its files would take more than the {max_bytes / 2**30:g} GiB this "
+                                  f"toolkit extracts; {fix}")
         if PurePosixPath(member.name).parts:
             member.mode = 0o755 if member.isdir() else 0o644
             members.append(member)
-    total = sum(m.size for m in members if m.isfile())
-    if total > max_bytes:
-        raise CosineGateError(f"{path}: its files would take {total / 2**30:.1f} GiB, over the "
-                              f"{max_bytes / 2**30:.0f} GiB this toolkit extracts; {fix}")
     return members
 
 
@@ -52,7 +52,7 @@ def check(path, fix, max_bytes=MAX_EXTRACT_BYTES):
         with tarfile.open(path) as tar:
             return checked_members(tar, path, fix, max_bytes)
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise CosineGateError(f"{path}: {' '.join(str(exc).split())[:200] or type(exc).__name__}; {fix}") from None
+        raise unreadable(path, exc, fix) from None
 
 
 def extract(path, dest, fix, max_bytes=MAX_EXTRACT_BYTES):
@@ -64,4 +64,9 @@ def extract(path, dest, fix, max_bytes=MAX_EXTRACT_BYTES):
         with tarfile.open(path) as tar:
             tar.extractall(dest, members=checked_members(tar, path, fix, max_bytes), **options)
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise CosineGateError(f"{path}: {' '.join(str(exc).split())[:200] or type(exc).__name__}; {fix}") from None
+        raise unreadable(path, exc, fix) from None
+
+
+def unreadable(path, exc, fix):
+    """The one-line error of an archive that tarfile or the file system could not read."""
+    return CosineGateError(f"{path}: {' '.join(str(exc).split())[:200] or type(exc).__name__}; {fix}")

@@ -100,6 +100,24 @@ def test_declared_sizes_over_the_cap_are_refused(tmp_path):
     assert (tmp_path / "out/b").stat().st_size == 600
 
 
+def test_the_cap_is_checked_before_a_compressed_member_is_inflated(tmp_path):
+    """A gzip bomb's first header already declares more than the cap: refused there, before tarfile would inflate
+    the member's data to reach the next header (here the data is cut off, so inflating it would fail instead)."""
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("bomb")
+        info.size = 1 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    path = tmp_path / "bomb.tar.gz"
+    path.write_bytes(gzip.compress(raw.getvalue()[:4096]))
+    with pytest.raises(CosineGateError, match="GiB this toolkit extracts"):
+        archives.check(path, FIX, max_bytes=1000)
+
+
 @pytest.mark.parametrize("content", [b"not a tar at all", b""])
 def test_an_unreadable_archive_is_one_line(tmp_path, content):
     path = tmp_path / "junk.tar"
