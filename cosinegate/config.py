@@ -85,9 +85,8 @@ def resolve_config_path(name_or_path):
     path = Path(name_or_path)
     if path.is_file():
         return path
-    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
+    if name_or_path in preset_names():  # a preset's name only: "../x" does not reach past the presets folder
+        return CONFIG_DIR / f"{name_or_path}.yaml"
     raise CosineGateError(
         f"unknown config or preset {name_or_path!r}; use a YAML path or one of: {', '.join(preset_names())} "
         f"(e.g. --config balanced)."
@@ -289,12 +288,15 @@ def _validate_methods(config):
         if isinstance(rates, list) and len(rates) != blocks:
             raise CosineGateError(f"gate.block_rates has {len(rates)} entries but {config['model']['backbone']} has {blocks} "
                                   "blocks; give one rate per block or a single number.")
-        if not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in values):
+        if not all(number(v) and 0.0 <= v <= 1.0 for v in values):
             raise CosineGateError("gate.block_rates are execution rates and must lie in [0, 1].")
     prior = gate["batch_shaping_prior"]
-    if not (isinstance(prior, list) and len(prior) == 2 and all(isinstance(v, (int, float)) and v > 0 for v in prior)):
-        raise CosineGateError(f"gate.batch_shaping_prior = {prior!r}; give the Beta prior as [a, b] with a, b > 0, e.g. [0.6, 0.4].")
+    if not (isinstance(prior, list) and len(prior) == 2 and all(number(v) and v > 0 for v in prior)):
+        raise CosineGateError(f"gate.batch_shaping_prior = {shown(prior)}; give the Beta prior as [a, b] with finite a, b > 0, "
+                              "e.g. [0.6, 0.4].")
     if config["distill"]["weight"] and not config["init_from"]:
         raise CosineGateError("distill.weight > 0 needs a teacher: pass --init-from CKPT (the dense checkpoint of phase one).")
-    if not 0.0 <= config["distill"]["weight"] <= 1.0 or config["distill"]["temperature"] <= 0:
+    distill = config["distill"]
+    if not (number(distill["weight"]) and 0.0 <= distill["weight"] <= 1.0 and number(distill["temperature"])
+            and distill["temperature"] > 0):
         raise CosineGateError("distill.weight must lie in [0, 1] and distill.temperature be positive.")

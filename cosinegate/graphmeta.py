@@ -130,11 +130,18 @@ def if_count(model):
 
 def graph_problem(model):
     """What makes a graph unfit for the toolkit's tools (None when nothing does): an IR version or opset they do not
-    take, a node of a foreign domain, an input that is not float32 N x 3 x S x S, an If whose branches disagree."""
+    take, model-local functions or sparse tensors (the toolkit's graphs have none, and the checks below would not
+    see inside them), a node of a foreign domain, an input that is not float32 N x 3 x S x S, an If whose branches
+    disagree."""
     import onnx
 
     if not 3 <= model.ir_version <= onnx.IR_VERSION:
         return f"IR version {model.ir_version} is not one this onnx {onnx.__version__} reads (3..{onnx.IR_VERSION})"
+    if len(model.functions):
+        return f"it defines {len(model.functions)} model-local function(s); the toolkit exports none"
+    if any(len(g.sparse_initializer) for g in all_graphs(model.graph)) or any(
+            a.HasField("sparse_tensor") or len(a.sparse_tensors) for n in all_nodes(model.graph) for a in n.attribute):
+        return "it holds sparse tensors; the toolkit exports none"
     newest = onnx.defs.onnx_opset_version()
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx") and not MIN_OPSET <= opset.version <= newest:
@@ -160,33 +167,42 @@ def graph_problem(model):
     return None
 
 
-def all_nodes(graph):
-    """Every node of a graph, those inside If/Loop/Scan bodies included."""
+def all_graphs(graph):
+    """A graph and every If/Loop/Scan body inside it, at any depth (a model-local function's body too when
+    ``graph`` is a FunctionProto: it has nodes, and its nodes may have bodies)."""
     stack = [graph]
     while stack:
         current = stack.pop()
+        yield current
         for node in current.node:
-            yield node
             for attribute in node.attribute:
                 if attribute.HasField("g"):
                     stack.append(attribute.g)
                 stack.extend(attribute.graphs)
 
 
+def all_nodes(graph):
+    """Every node of a graph, those inside If/Loop/Scan bodies included."""
+    for current in all_graphs(graph):
+        yield from current.node
+
+
 def all_tensors(model):
-    """Initializers and constant tensors of the graph and of every subgraph."""
-    stack = [model.graph]
-    while stack:
-        graph = stack.pop()
-        yield from graph.initializer
+    """Every tensor that may name external data: initializers (sparse ones' values and indices too) and constant
+    attributes of the graph, of every subgraph and of every model-local function."""
+    for graph in [g for root in (model.graph, *model.functions) for g in all_graphs(root)]:
+        for sparse in getattr(graph, "sparse_initializer", ()):  # a FunctionProto has no initializers
+            yield from (sparse.values, sparse.indices)
+        yield from getattr(graph, "initializer", ())
         for node in graph.node:
             for attribute in node.attribute:
                 if attribute.HasField("t"):
                     yield attribute.t
                 yield from attribute.tensors
-                if attribute.HasField("g"):
-                    stack.append(attribute.g)
-                stack.extend(attribute.graphs)
+                if attribute.HasField("sparse_tensor"):
+                    yield from (attribute.sparse_tensor.values, attribute.sparse_tensor.indices)
+                for sparse in attribute.sparse_tensors:
+                    yield from (sparse.values, sparse.indices)
 
 
 def _declared(type_proto):

@@ -16,6 +16,7 @@ decisions differ and the largest logit error; exit status 0 when parity holds, 1
 """
 
 import argparse
+import base64
 import io
 import json
 import math
@@ -52,6 +53,7 @@ MAX_IMAGE_BYTES = 1 << 30  # their uint8 array
 SMALL_MEMBER = 4096  # mean.npy, std.npy, batch.npy: a header and a few values
 HEADER_BYTES = 1 << 16  # room for a .npy header (numpy writes 128 bytes and refuses one over 10000)
 MAX_RATIO = 100  # size : deflated size of a member (np.savez stores them; savez_compressed deflates images ~2:1)
+MAX_OUTPUTS_BYTES = 1 << 30  # a RunResults JSON (the toolkit's reference.json of a few hundred images: a few MB)
 
 
 def float_feeds(images, mean, std, batch=1, name=INPUT):
@@ -131,19 +133,47 @@ def npz_member_header(archive, member):
     if member.compress_type == zipfile.ZIP_DEFLATED and member.file_size > MAX_RATIO * max(member.compress_size, 1):
         raise ValueError(f"{member.filename} inflates {member.compress_size} bytes to {member.file_size}, over {MAX_RATIO}:1")
     with archive.open(member) as handle:
-        head = io.BytesIO(handle.read(min(member.file_size, HEADER_BYTES)))
+        return npy_header(member.filename, handle.read(min(member.file_size, HEADER_BYTES)), member.file_size)
+
+
+def npy_header(name, head, size):
+    """(shape, dtype) from the first bytes ``head`` of a .npy of ``size`` bytes: format 1.0 or 2.0, no Python
+    objects, and a header that declares as many bytes of data as the file holds (numpy would allocate what it
+    declares before reading). ValueError naming ``name`` otherwise."""
+    if not head.startswith(np.lib.format.MAGIC_PREFIX):
+        raise ValueError(f"{name} is not a .npy (its first bytes are {shown(head[:8])})")
+    head = io.BytesIO(head)
     version = np.lib.format.read_magic(head)
     if version not in ((1, 0), (2, 0)):
-        raise ValueError(f"{member.filename} is .npy format {version}, not 1.0 or 2.0")
+        raise ValueError(f"{name} is .npy format {version}, not 1.0 or 2.0")
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = read_header(head)
     if dtype.hasobject:
-        raise ValueError(f"{member.filename} holds Python objects (a pickle), not plain values")
+        raise ValueError(f"{name} holds Python objects (a pickle), not plain values")
     declared = dtype.itemsize * math.prod(shape)
-    if min(shape, default=0) < 0 or declared != member.file_size - head.tell():
-        raise ValueError(f"{member.filename} declares {shown(dtype)} {shown(list(shape))} but holds "
-                         f"{member.file_size - head.tell()} bytes of data")
+    if min(shape, default=0) < 0 or declared != size - head.tell():
+        raise ValueError(f"{name} declares {shown(dtype)} {shown(list(shape))} but holds {size - head.tell()} bytes of data")
     return shape, dtype
+
+
+def check_arrays(document):
+    """Check every array of a parsed Polygraphy JSON before Polygraphy decodes it: each a base64 .npy, as Polygraphy
+    writes them (see npy_header). The older forms Polygraphy still reads are refused: an .npz payload is a zip that
+    can inflate far past the file, and a latin-1 one is not base64. ValueError naming the problem otherwise."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if node.get("polygraphy_class") == "ndarray":
+                payload = node.get("array")
+                if not isinstance(payload, str):
+                    raise ValueError("an array without a base64 'array' payload")
+                data = base64.b64decode(payload.encode("ascii"), validate=True)
+                npy_header("an array", data[:HEADER_BYTES], len(data))
+            else:
+                stack.extend(node.values())
 
 
 def shown(value, width=60):
@@ -186,10 +216,16 @@ def load_outputs(path):
         print(f"error: {path} not found; pass the outputs polygraphy run ... --save-outputs wrote (or the bundle's "
               "reference.json).", file=sys.stderr)
         sys.exit(2)
+    if Path(path).stat().st_size > MAX_OUTPUTS_BYTES:
+        print(f"error: {path} is {Path(path).stat().st_size} bytes, over the {MAX_OUTPUTS_BYTES} this check reads; "
+              "save the outputs of the bundle's inputs only (--data-loader-script check_parity.py).", file=sys.stderr)
+        sys.exit(2)
     try:
         text = Path(path).read_text()
-        if json.loads(text).get("polygraphy_class") != "RunResults":  # before Polygraphy logs its own lines
+        document = json.loads(text)
+        if not isinstance(document, dict) or document.get("polygraphy_class") != "RunResults":  # before Polygraphy logs
             raise ValueError("not a RunResults file")
+        check_arrays(document)
         results = RunResults.from_json(text)
         _, iterations = results[0]
         return {name: np.concatenate([np.asarray(it[name]) for it in iterations]) for name in ("logits", "gates")}
@@ -332,8 +368,27 @@ def main(argv=None):
         return 2
     print(summary(report, profile))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        problem = write_report(Path(args.json), json.dumps(report, indent=2, allow_nan=False) + "\n")
+        if problem:
+            print(f"error: --json {args.json} {problem}; name a new file or a plain one.", file=sys.stderr)
+            return 2
     return 0 if report["passed"] else 1
+
+
+def write_report(path, text):
+    """Write ``text`` to a fresh file beside ``path`` and rename it over ``path``: a link, FIFO or device planted
+    there is refused, not written through. Why it was refused, or None."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return "is a link or not a regular file"
+    fresh = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        handle = os.open(str(fresh), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(str(fresh), str(path))
+    except OSError as exc:
+        return f"could not be written ({exc.strerror or type(exc).__name__})"
+    return None
 
 
 if __name__ == "__main__":

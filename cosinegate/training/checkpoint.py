@@ -282,6 +282,9 @@ def _weights_problem(state):
             return f"model[{name!r}] is a {tensor.layout} tensor, not a dense one"
         if tensor.device.type != "cpu" or tensor.is_complex():
             return f"model[{name!r}] is a {tensor.dtype} tensor on {tensor.device.type}, not a real one in memory"
+        if tensor.numel() * tensor.element_size() > tensor.untyped_storage().nbytes():  # e.g. zeros(1).expand(2**40)
+            return (f"model[{name!r}] is a view of {tuple(tensor.shape)} over {tensor.untyped_storage().nbytes()} bytes "
+                    "of data, not a tensor of its own")
     return None
 
 

@@ -131,14 +131,17 @@ except ImportError:
     sys.exit(f"error: {graph} may read external data and onnx is not installed to check it; pip3 install onnx.")
 listed = {line.split("  ", 1)[1].rstrip("\n") for line in open("SHA256SUMS") if "  " in line}
 model = onnx.load(graph, load_external_data=False)
-stack = [model.graph]
+stack = [model.graph] + list(model.functions)  # a model-local function's tensors are read too
 while stack:
     g = stack.pop()
-    tensors = list(g.initializer)
+    sparse = list(getattr(g, "sparse_initializer", []))
+    tensors = list(getattr(g, "initializer", []))
     for node in g.node:
         for a in node.attribute:
             tensors += ([a.t] if a.HasField("t") else []) + list(a.tensors)
+            sparse += ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors)
             stack += ([a.g] if a.HasField("g") else []) + list(a.graphs)
+    tensors += [t for s in sparse for t in (s.values, s.indices)]
     for t in tensors:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             where = dict((e.key, e.value) for e in t.external_data).get("location", "")
@@ -203,10 +206,12 @@ def device_script(plan):
         "    exit 2",
         "fi",
         'mkdir -p "$RESULTS"',
-        "# result files are written fresh: a link, FIFO or device planted in the bundle (results/ included) is refused",
-        'BAD=$(find . -mindepth 1 ! -type f ! -type d -print | head -n 1)',
+        "# result files are written fresh: a link (a hard link too: tar xf links a planted member to a file of that name",
+        "# in the folder it unpacks into), FIFO or device planted in the bundle (results/ included) is refused",
+        'BAD=$(find . -mindepth 1 \\( \\( ! -type f ! -type d \\) -o \\( -type f -links +1 \\) \\) -print | head -n 1)',
         'if [ -n "$BAD" ]; then',
-        '    say "error: ${BAD#./} in the bundle is a link or not a plain file; a bundle holds plain files only: remove it." >&2',
+        '    say "error: ${BAD#./} in the bundle is a link (hard links included) or not a plain file; a bundle holds plain '
+        'files only: remove it, or unpack the bundle again into an empty folder." >&2',
         "    exit 2",
         "fi",
         "",

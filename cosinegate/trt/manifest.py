@@ -99,10 +99,21 @@ def verify_bundle(directory):
         if altered:
             parts.append("hash mismatch: " + ", ".join(altered))
         raise CosineGateError(f"bundle {directory} is damaged ({'; '.join(parts)}); copy it again or re-create it.")
+    for field, rel in named_graphs(manifest):
+        if not (isinstance(rel, str) and rel.endswith(".onnx")):
+            raise CosineGateError(f"the bundle manifest's {field} {rel!r} is not an .onnx file; re-create the bundle.")
     for rel in manifest.files:
-        if rel.endswith(".onnx"):
+        if rel.endswith(".onnx"):  # every graph the manifest names, checked above
             _check_external_data(directory, rel, manifest.files)
     return manifest
+
+
+def named_graphs(manifest):
+    """(field, name) of every graph a bundle manifest names for a build: build_onnx, float_onnx, candidates' onnx."""
+    named = [("build_onnx", manifest.build_onnx), ("float_onnx", manifest.float_onnx)]
+    candidates = manifest.candidates if isinstance(manifest.candidates, dict) else {}
+    named += [(f"candidates.{name}.onnx", files.get("onnx")) for name, files in candidates.items() if isinstance(files, dict)]
+    return [(field, rel) for field, rel in named if rel is not None]
 
 
 def _check_external_data(directory, rel, files):

@@ -49,6 +49,7 @@ MAX_PIXELS = 50000000  # as the toolkit's image reader: width x height
 MAX_INPUTS = 100000
 MAX_NPY_BYTES = 1 << 30  # one .npy array
 MAX_JSON_BYTES = 1 << 24  # a manifest (the toolkit writes tens of kilobytes)
+MAX_LABELS_BYTES = 1 << 20  # labels.txt: one class name a line (CIFAR-10's is 60 bytes)
 NPY_HEADER_BYTES = 1 << 16  # room for a .npy header (numpy writes 128 bytes and refuses one over 10000)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024  # the input sides the toolkit exports (cosinegate.schema)
 RESIZE_RULES = ("native-or-center-crop", "native", "eval")
@@ -154,6 +155,8 @@ def shown(value, width=60):
 def read_labels(path, classes):
     """Class names: labels.txt (one per line) when present, else the manifest's, else None (indices are printed)."""
     if path is not None and Path(path).is_file():
+        if Path(path).stat().st_size > MAX_LABELS_BYTES:
+            raise BadInput("labels file {} is over {} bytes; pass one class name per line.".format(path, MAX_LABELS_BYTES))
         try:
             names = Path(path).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -430,6 +433,8 @@ def check_npy(path):
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, _, dtype = read_header(head)
     declared = dtype.itemsize * math.prod(shape)
+    if 0 in shape:
+        raise BadInput("{} holds an empty {} array; save images with pixels in them.".format(path, shown(list(shape))))
     if min(shape, default=0) < 0 or declared > min(size - head.tell(), MAX_NPY_BYTES):
         raise BadInput("{} declares a {} {} array, more than its {} bytes hold or over {}; save it again with numpy.save, "
                        "in smaller arrays.".format(path, shown(dtype), shown(list(shape)), size, MAX_NPY_BYTES))

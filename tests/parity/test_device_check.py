@@ -1,6 +1,7 @@
 """The bundle's check_parity.py (parity/device_check.py) on files from others: the profile and inputs.npz it reads are
 checked, a bad one is one line and exit status 2 (1 means parity FAILED), and nothing is allocated before the check."""
 
+import base64
 import io
 import json
 import zipfile
@@ -211,3 +212,62 @@ def test_outputs_of_other_shapes_are_one_line_and_exit_2(tmp_path, capsys, shape
     code = device_check.main([str(second), "--reference", str(first), "--profile", str(profile)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def _npz_payload(inflated):
+    """A base64 .npz holding one deflated float32 .npy of ``inflated`` bytes of zeros (Polygraphy's older form)."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": (inflated // 40, 10)})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("logits.npy", head.getvalue() + bytes(inflated // 40 * 40))
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _short_npy_payload():
+    """A base64 .npy whose header declares 2**40 floats but holds none."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": (1 << 36, 16)})
+    return base64.b64encode(head.getvalue()).decode()
+
+
+@pytest.mark.parametrize("payload, message", [
+    (_npz_payload(1 << 20), "an array is not a .npy (its first bytes are b'PK"),  # an .npz is a zip
+    (_short_npy_payload(), "declares float32 [68719476736, 16] but holds 0 bytes"),
+    ("bm90IGFuIGFycmF5", "an array is not a .npy (its first bytes are b'not an a"),
+    (7, "without a base64 'array' payload"),
+])
+def test_outputs_arrays_are_checked_before_polygraphy_decodes_them(tmp_path, capsys, payload, message):
+    """Attacker review: Polygraphy still decodes .npz payloads, so 1.5 MB of reference.json inflated to over 10 GiB;
+    a .npy header may declare far more than it holds. Each is one line and exit status 2, before any decoding."""
+    outputs = save_outputs(tmp_path / "outputs.json")
+    document = json.loads(outputs.read_text())
+    document["lst"][0][1][0]["outputs"]["logits"]["values"]["array"] = payload
+    outputs.write_text(json.dumps(document))
+    code, err = check_with(outputs, json.dumps(parity_profile("fp32")), capsys)
+    assert code == 2 and err.count("\n") == 1 and "holds no Polygraphy outputs" in err and message in err, err
+
+
+def test_an_outputs_file_over_the_cap_is_refused_unread(outputs, capsys, monkeypatch):
+    monkeypatch.setattr(device_check, "MAX_OUTPUTS_BYTES", outputs.stat().st_size - 1)
+    code, err = check_with(outputs, json.dumps(parity_profile("fp32")), capsys)
+    assert code == 2 and err.count("\n") == 1 and "bytes, over the" in err, err
+
+
+def test_json_report_is_not_written_through_a_planted_link(outputs, capsys, tmp_path):
+    """Attacker review: --json wrote through a symlink to a file outside; now it is refused, and a plain file is
+    replaced by rename."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep\n")
+    link = tmp_path / "report.json"
+    link.symlink_to(precious)
+    profile = outputs.with_name("parity_profile.json")
+    profile.write_text(json.dumps(parity_profile("fp32")))
+    args = [str(outputs), "--reference", str(outputs), "--profile", str(profile), "--json"]
+    assert device_check.main(args + [str(link)]) == 2
+    assert precious.read_text() == "keep\n" and "is a link or not a regular file" in capsys.readouterr().err
+    plain = tmp_path / "plain.json"
+    plain.write_text("old")
+    assert device_check.main(args + [str(plain)]) == 0 and json.loads(plain.read_text())["passed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs.json", "parity_profile.json", "plain.json",
+                                                          "precious.txt", "report.json"]

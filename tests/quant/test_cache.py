@@ -6,6 +6,7 @@ import pytest
 from cosinegate.errors import CosineGateError
 from cosinegate.quant.cache import (
     ENTROPY,
+    MAX_CACHE_BYTES,
     MINMAX,
     algorithm_for,
     check_cache,
@@ -103,6 +104,11 @@ def test_binary_and_missing_cache_refused(tmp_path):
         parse_cache(path)
     with pytest.raises(CosineGateError, match="not found"):
         parse_cache(tmp_path / "absent.cache")
+    huge = tmp_path / "huge.cache"  # attacker review: read whole, whatever its size
+    with open(huge, "wb") as handle:
+        handle.truncate(MAX_CACHE_BYTES + 1)
+    with pytest.raises(CosineGateError, match=f"huge.cache is over {MAX_CACHE_BYTES} bytes"):
+        parse_cache(huge)
 
 
 def test_write_refuses_bad_amax(tmp_path):

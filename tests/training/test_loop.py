@@ -1,6 +1,7 @@
 """Training: presets, schedules, run artifacts, deterministic resume after kill -9, DDP on CPU (gloo)."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script, script_env
-from cosinegate.config import DEFAULTS, load_config, merge, preset_names, validate
+from cosinegate.config import CONFIG_DIR, DEFAULTS, load_config, merge, preset_names, validate
 from cosinegate.errors import CosineGateError
 from cosinegate.training import schedules
 from cosinegate.training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -44,6 +45,11 @@ def test_paper_preset_is_the_authors_recipe():
 def test_config_errors(tmp_path):
     with pytest.raises(CosineGateError, match="unknown config or preset 'fastest'.*balanced"):
         load_config("fastest")
+    outside = tmp_path / "outside.yaml"  # attacker review: a preset name reached past the presets folder
+    outside.write_text("optim: {epochs: 3}\n")
+    relative = os.path.relpath(outside.with_suffix(""), CONFIG_DIR)
+    with pytest.raises(CosineGateError, match="unknown config or preset '.*outside'"):
+        load_config(relative)
     with pytest.raises(CosineGateError, match="unknown key 'lrr'"):
         merge(DEFAULTS, {"optim": {"lrr": 1}})
     bad = tmp_path / "bad.yaml"

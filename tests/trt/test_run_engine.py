@@ -179,6 +179,11 @@ def bad_cases(bundle, photos, tmp_path):
     image = photos / "a00.png"
     wide = tmp_path / "wide.npy"  # one row of 600,000 pixels: resized to a shorter side of 4096, 2.5e9 wide
     np.save(wide, np.zeros((1, 600000, 3), np.uint8))
+    long_labels = tmp_path / "long_labels.txt"  # attacker review: read whole, whatever its size
+    with open(long_labels, "wb") as handle:
+        handle.truncate((1 << 20) + 1)
+    zero_width = tmp_path / "zero_width.npy"  # attacker review: a ZeroDivisionError traceback
+    np.save(zero_width, np.zeros((1, 5, 0, 3), np.uint8))
     onnx = ["--onnx", bundle / "model.conditional.onnx"]
     return {
         "missing file": ([*onnx, tmp_path / "nope.png"], "not found"),
@@ -201,6 +206,8 @@ def bad_cases(bundle, photos, tmp_path):
         "a FIFO as the manifest": ([*onnx, "--manifest", fifo, image], "is not a regular file of at most"),
         "a FIFO named": ([*onnx, fifo], "fifo.png is not a regular file"),
         "a .npy header over its size": ([*onnx, huge], "huge.npy declares a uint8 [10000000, 1024, 1024, 3] array"),
+        "labels over a MiB": ([*onnx, "--labels", long_labels, photos], "long_labels.txt is over 1048576 bytes"),
+        "a zero-width image": ([*onnx, zero_width], "zero_width.npy holds an empty [1, 5, 0, 3] array"),
         "missing graph": (["--onnx", tmp_path / "none.onnx", photos], "graph"),
         "no engine built": ([photos], "no engine in"),
         "missing labels": ([*onnx, "--labels", tmp_path / "labels.txt", photos], "labels file"),

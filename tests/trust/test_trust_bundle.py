@@ -24,6 +24,18 @@ def tiny_onnx(path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
+def with_external_function(model, location):
+    """``model`` with a model-local function whose Constant reads its value from the external file ``location``
+    (onnx and TensorRT's parser read functions' tensors too)."""
+    value = helper.make_tensor("value", TensorProto.FLOAT, [1], [0.0])
+    value.ClearField("float_data")
+    value.data_location = TensorProto.EXTERNAL
+    value.external_data.add(key="location", value=location)
+    constant = helper.make_node("Constant", [], ["y"], value=value)
+    model.functions.append(helper.make_function("local", "F", [], ["y"], [constant], [helper.make_opsetid("", 17)]))
+    return model
+
+
 def write_bundle(folder, files=None, **fields):
     """A bundle folder whose manifest hashes `files` {name: path on disk} (default: its own model.conditional.onnx)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,6 +87,15 @@ def test_crafted_bundles_are_refused(tmp_path):
                          ("calibration_cache", "../outside/x.cache"), ("calibration_cache", str(outside / "x.cache"))):
         folder, _ = variant(f"{field}-{len(cases)}")
         cases[f"{field} {value[:12]}"] = (write_bundle(folder, **{field: value}), f"{field} .* is not one of its hashed files")
+    folder, _ = variant("notonnx")
+    shutil.copy(folder / "model.conditional.onnx", folder / "model.conditional.bin")
+    cases["build_onnx not .onnx"] = (write_bundle(folder, {"model.conditional.bin": folder / "model.conditional.bin"},
+                                                  build_onnx="model.conditional.bin"), "build_onnx 'model.conditional.bin' is not an .onnx")
+    folder, _ = variant("function")
+    onnx.save(with_external_function(onnx.load(str(folder / "model.conditional.onnx")), "../outside/secret.onnx"),
+              str(folder / "model.conditional.onnx"))
+    cases["external data in a function"] = (write_bundle(folder, {"model.conditional.onnx": folder / "model.conditional.onnx"}),
+                                            "reads external data '../outside/secret.onnx'")
     for field, value in (("model", "../../escaped"), ("model", "/tmp/escaped"), ("model", "tiny\nrm -rf ~"),
                          ("model", "$(touch pwned)"), ("form", "../x"), ("precision", "fp16;id"), ("batch", "1"),
                          ("batch", True), ("batch", 10**9)):

@@ -161,10 +161,14 @@ def test_damaged_weights_are_refused_in_one_line(tiny_checkpoint, tmp_path):
     def no_std(state):
         state["normalization"] = {"mean": [0.5, 0.5, 0.5]}
 
+    def stride_zero(state):  # attacker review: 2.3 MB that weights_only accepts; the NaN scan allocated 4 TiB
+        state["model"]["fc.weight"] = torch.zeros(1).expand(2**40)
+
     for change, message in ((nan, "NaN or infinite weights \\(fc.weight\\)"), (shape, "is not a list of 7 class names"),
                             (missing, "does not match the model .*fc.bias"), (no_config, "config = 'resnet20' is not a mapping"),
                             (zero_std, "finite positive stds"), (nan_mean, "finite positive stds"),
-                            (no_std, "no usable normalization")):
+                            (no_std, "no usable normalization"),
+                            (stride_zero, "fc.weight'\\] is a view of \\(1099511627776,\\) over 4 bytes")):
         path = _altered(tiny_checkpoint, tmp_path / f"{change.__name__}.pt", change)
         with pytest.raises(CosineGateError, match=message):
             ckpt.model_from_checkpoint(path)

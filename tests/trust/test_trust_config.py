@@ -54,6 +54,9 @@ BAD = {  # label: (YAML text, part of the one-line message)
     "not UTF-8": (b"name: \xff\xfe\n", "not UTF-8 text"),
     "a python object tag": ("name: !!python/object/apply:os.system [echo pwned]\n", "not valid YAML"),
     "seed 1.0e+400": ("seed: 1.0e+400\n", "seed = inf; it must be a whole number"),
+    "batch_shaping_prior infinite": ("gate: {batch_shaping_prior: [.inf, .inf]}\n", "batch_shaping_prior = [inf, inf]"),
+    "batch_shaping_prior 10**400": (f"gate: {{batch_shaping_prior: [{10**400}, 1]}}\n", "batch_shaping_prior = [100000"),
+    "block_rates true": ("gate: {block_rates: true}\n", "block_rates are execution rates"),
 }
 
 

@@ -82,6 +82,26 @@ def _external(location):
     return change
 
 
+def _function_node(model):
+    """A model-local function whose body holds a node of a foreign domain (its body is not the graph's)."""
+    evil = helper.make_node("Evil", ["x"], ["y"], domain="com.example.evil")
+    model.functions.append(helper.make_function("local", "F", ["x"], ["y"], [evil], [helper.make_opsetid("com.example.evil", 1)]))
+    return model
+
+
+def _function_external(model):
+    from test_trust_bundle import with_external_function
+
+    return with_external_function(model, "../outside.bin")
+
+
+def _sparse(model):
+    values = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    indices = helper.make_tensor("i", TensorProto.INT64, [1], [0])
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [4]))
+    return model
+
+
 ROWS = {  # label: (change, part of the message)
     "metadata blocks = [1, 2, 3]": (_meta("blocks", [1, 2, 3]), "cosinegate.blocks = [1, 2, 3] is not a list of blocks"),
     "metadata lists 3 blocks of 9": (_meta("blocks", [{"kind": "dynamic", "post": "relu"}] * 3),
@@ -99,6 +119,9 @@ ROWS = {  # label: (change, part of the message)
     "ir_version 99": (_ir(99), "IR version 99"),
     "If else-branch of another shape": (_else_shape, "declares other outputs in its branches"),
     "external data ../outside": (_external("../outside.bin"), "reads external data '../outside.bin'"),
+    "external data in a model-local function": (_function_external, "1 model-local function(s); the toolkit exports none"),
+    "custom-domain node in a model-local function": (_function_node, "1 model-local function(s); the toolkit exports none"),
+    "sparse initializer": (_sparse, "holds sparse tensors"),
     "external data /etc/hostname": (_external("/etc/hostname"), "reads external data '/etc/hostname'"),
     # sub is a link to the folder above (made in the test): the last name is a plain file, a folder on the way is not
     "external data through a linked folder": (_external("sub/outside.bin"), "reads external data 'sub/outside.bin'"),

@@ -25,11 +25,23 @@ def test_device_script_refuses_a_result_file_linked_outside(bundle_copy, tmp_pat
 def test_device_script_refuses_a_fifo_or_link_anywhere_in_the_bundle(bundle_copy, tmp_path):  # noqa: F811
     os.mkfifo(bundle_copy / "results.fifo")
     done = run_device_script(bundle_copy, tmp_path)
-    assert done.returncode == 2 and "results.fifo in the bundle is a link or not a plain file" in done.stderr, done.stderr
+    assert done.returncode == 2 and "results.fifo in the bundle is a link (hard links included) or not a plain file" in done.stderr, done.stderr
     os.remove(bundle_copy / "results.fifo")
     os.symlink("/etc/hostname", bundle_copy / "extra")
     done = run_device_script(bundle_copy, tmp_path)
     assert done.returncode == 2 and "extra in the bundle is a link" in done.stderr, done.stderr
+
+
+def test_device_script_refuses_a_hard_link_planted_by_tar(bundle_copy, tmp_path):  # noqa: F811
+    """GNU tar links a hard-link member to a file of that name in the folder it unpacks into: a results file that
+    is another name for a file outside would be written through by the script's first redirect."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    (bundle_copy / "results").mkdir(exist_ok=True)
+    os.link(outside, bundle_copy / "results" / "sha256sum.txt")
+    done = run_device_script(bundle_copy, tmp_path)
+    assert done.returncode == 2 and "results/sha256sum.txt in the bundle is a link (hard links" in done.stderr, done.stderr
+    assert outside.read_text() == "precious\n" and not (tmp_path / "trtexec.log").exists()
 
 
 # ---- an output that is an input, or a link / FIFO where a report goes ----
@@ -134,12 +146,15 @@ def test_a_checkpoint_save_on_a_full_disk_is_one_line_and_leaves_the_old_file(tm
     assert (tmp_path / "last.pt").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
-def test_device_script_refuses_a_graph_reading_external_data_outside_the_bundle(bundle_copy, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("where", ["initializer", "function", "sparse"])
+def test_device_script_refuses_a_graph_reading_external_data_outside_the_bundle(bundle_copy, tmp_path, where):  # noqa: F811
+    """An initializer, a model-local function's constant or a sparse initializer naming ../secret.bin."""
     import hashlib
 
     import numpy as np
     import onnx
     from onnx import TensorProto, helper
+    from test_trust_bundle import with_external_function
 
     secret = tmp_path / "secret.bin"
     secret.write_bytes(np.ones(4, np.float32).tobytes())
@@ -147,10 +162,17 @@ def test_device_script_refuses_a_graph_reading_external_data_outside_the_bundle(
     weight.ClearField("float_data")
     weight.data_location = TensorProto.EXTERNAL
     weight.external_data.add(key="location", value="../secret.bin")
-    graph = helper.make_graph([helper.make_node("Add", ["input", "w"], ["logits"])], "g",
+    graph = helper.make_graph([helper.make_node("Add", ["input", "input"], ["logits"])], "g",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], [weight])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(bundle_copy / "extra.onnx"))
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+    if where == "initializer":
+        graph.initializer.append(weight)
+    elif where == "sparse":
+        graph.sparse_initializer.append(helper.make_sparse_tensor(weight, helper.make_tensor("i", TensorProto.INT64, [4], [0, 1, 2, 3]), [4]))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if where == "function":
+        model = with_external_function(model, "../secret.bin")
+    onnx.save(model, str(bundle_copy / "extra.onnx"))
     digest = hashlib.sha256((bundle_copy / "extra.onnx").read_bytes()).hexdigest()
     with open(bundle_copy / "SHA256SUMS", "a") as sums:
         sums.write(f"{digest}  extra.onnx\n")
