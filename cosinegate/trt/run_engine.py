@@ -802,12 +802,17 @@ def write_report(path, rows, info):
     macs = [r["macs"] for r in rows if r["macs"] is not None]
     report = {"images": rows, "mean_executed_macs": float(np.mean(macs)) if macs else None,
               "dense_macs": info["macs"]["dense"] if info["macs"] else None}
-    tmp = Path("{}.tmp{}".format(path, os.getpid()))
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):  # replaced, never written through
+        raise BadInput("--json {} is a link or not a regular file; name a new file or a plain one.".format(path))
+    tmp, handle = Path("{}.tmp{}".format(path, os.getpid())), None
     try:
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        handle = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(handle, "w") as out:
+            out.write(json.dumps(report, indent=1) + "\n")
         os.replace(str(tmp), str(path))
     except OSError as exc:
-        if tmp.exists():
+        if handle is not None and tmp.exists():  # ours: made above, not renamed
             tmp.unlink()
         raise BadInput("cannot write {} ({}); pass --json into a writable folder.".format(path, exc.strerror or exc))
 

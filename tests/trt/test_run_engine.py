@@ -182,6 +182,10 @@ def bad_cases(bundle, photos, tmp_path):
     long_labels = tmp_path / "long_labels.txt"  # attacker review: read whole, whatever its size
     with open(long_labels, "wb") as handle:
         handle.truncate((1 << 20) + 1)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep\n")
+    linked_report = tmp_path / "linked.json"  # a planted link where the report goes: refused, not replaced
+    linked_report.symlink_to(precious)
     zero_width = tmp_path / "zero_width.npy"  # attacker review: a ZeroDivisionError traceback
     np.save(zero_width, np.zeros((1, 5, 0, 3), np.uint8))
     onnx = ["--onnx", bundle / "model.conditional.onnx"]
@@ -207,6 +211,8 @@ def bad_cases(bundle, photos, tmp_path):
         "a FIFO named": ([*onnx, fifo], "fifo.png is not a regular file"),
         "a .npy header over its size": ([*onnx, huge], "huge.npy declares a uint8 [10000000, 1024, 1024, 3] array"),
         "labels over a MiB": ([*onnx, "--labels", long_labels, photos], "long_labels.txt is over 1048576 bytes"),
+        "a --json report path that is a link": ([*onnx, photos, "--json", linked_report],
+                                                 "linked.json is a link or not a regular file"),
         "a zero-width image": ([*onnx, zero_width], "zero_width.npy holds an empty [1, 5, 0, 3] array"),
         "missing graph": (["--onnx", tmp_path / "none.onnx", photos], "graph"),
         "no engine built": ([photos], "no engine in"),
@@ -221,6 +227,7 @@ def test_bad_inputs_are_one_line_and_exit_2(default_bundle, photos, tmp_path):
         assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0, (what, done.stderr)
         assert text in done.stderr and "Traceback" not in done.stderr, (what, done.stderr)
         assert done.stderr.strip().isprintable(), (what, done.stderr)
+    assert (tmp_path / "precious.txt").read_text() == "keep\n" and (tmp_path / "linked.json").is_symlink()
 
 
 def test_a_fifo_in_an_image_folder_is_skipped(default_bundle, photos, tmp_path):
