@@ -137,6 +137,9 @@ def refuse_clobbering(inputs, files=(), folders=()):
         why = not_writable_file(path)
         if why:
             raise CosineGateError(f"{flag} {path} {why}; name a new or regular file to write.")
+        why = unwritable_place(Path(path).parent)
+        if why:
+            raise CosineGateError(f"{flag} {path} {why}; name a file in a folder you can write.")
         for what, source in inputs.items():
             if same_file(path, source):
                 raise CosineGateError(f"{flag} {path} is the {what} {source} this command reads; name another file to write.")
@@ -145,10 +148,26 @@ def refuse_clobbering(inputs, files=(), folders=()):
             continue
         if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
             raise CosineGateError(f"{flag} {path} is a symbolic link or not a folder; name a plain folder to write.")
+        why = unwritable_place(path)
+        if why:
+            raise CosineGateError(f"{flag} {path} {why}; name a folder you can write.")
         for what, source in inputs.items():
             if _inside(source, path):
                 raise CosineGateError(f"{flag} {path} holds the {what} {source} this command reads and would be replaced; "
                                       "name another folder to write.")
+
+
+def unwritable_place(folder):
+    """Why nothing can be written in ``folder`` (made if missing): the nearest part of it that exists is not a
+    folder, or not one this user may write (a read-only mount included). None when it can be."""
+    existing = Path(os.path.abspath(folder))
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"lies under {existing}, which is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"lies in {existing}, which this user cannot write"
+    return None
 
 
 def _inside(path, folder):

@@ -5,7 +5,9 @@
 # Results in $OUT (default runs/pipeline). Real CIFAR-10 instead:
 #   DATA="--data imagefolder --data-root ROOT" bash scripts/pipeline.sh   # ROOT/{train,test}/<class>/*.jpg
 # EPOCHS (default 8) and SUBSET (training images, default 4000) size the training: EPOCHS=1 SUBSET=600 for a quick
-# look (its model is too weak for INT8 parity, so step 5 may stop there). Run again with the same settings, it
+# look at the plumbing only (its gates have not learned to skip yet, so every graph is dense, 0 If; and its model is
+# too weak for INT8 parity, so step 5 may stop there). On a machine busy with other work, THREADS=1 (PyTorch's CPU
+# threads; default: one a core) keeps training from slowing down several-fold. Run again with the same settings, it
 # continues; with other settings, the earlier run is moved aside to $RUN.previous-<time> and training starts anew.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +35,7 @@ if [ -f "$RUN/last.pt" ]; then
   fi
 fi
 mkdir -p "$RUN" && echo "$SETTINGS" > "$RUN/pipeline-settings.txt"
-python train/train.py $SETTINGS --out "$RUN" $RESUME
+python train/train.py $SETTINGS --out "$RUN" $RESUME ${THREADS:+--threads "$THREADS"}
 
 step "2/8 evaluate with hard decisions on the test split"
 python train/evaluate.py --checkpoint "$CKPT" $DATA --json "$OUT/eval.json" --plot "$OUT/executed_macs.png"

@@ -37,7 +37,7 @@ def parse_args(argv=None):
     parser.add_argument("--block-rates", type=float, metavar="R", help="per-block target execution rate of every gated "
                                                                        "block (gate.block_rates; presets rates, shaping, two-phase; default: "
                                                                        "the config's)")
-    add_device_flags(parser)
+    add_device_flags(parser, threads=0)  # on a machine busy with other work, --threads 1 keeps threads from fighting
     parser.add_argument("--seed", type=int, help="seed of the initialisation, data order, augmentation and held-out split "
                                                  "(default: the config's, 0)")
     add_output_flag(parser, "run folder (last.pt, best.pt, metrics.jsonl, summary.json)", default="runs/train")
@@ -87,6 +87,10 @@ def main(argv=None):
 
     config = config_from_args(args)
     device = pick_device(args.device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # recorded in summary.json's hardware
     if not str(args.out).strip():
         from cosinegate.errors import CosineGateError
 

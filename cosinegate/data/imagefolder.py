@@ -235,7 +235,8 @@ def load_imagefolder(root, image_size=32, training=False):
     training=True stores the train split for random crops (resize rule `train`); else both use `eval`.
     """
     if not Path(root).is_dir():
-        raise CosineGateError(f"data root {root} does not exist; pass --data-root pointing at ROOT/{{train,test}}/<class>/.")
+        what = "is a file, not a folder" if Path(root).exists() else "does not exist"
+        raise CosineGateError(f"data root {root} {what}; pass --data-root pointing at ROOT/{{train,test}}/<class>/.")
     train_classes, train_files = _list_split(root, "train")
     test_classes, test_files = _list_split(root, "test")
     if train_classes != test_classes:

@@ -52,8 +52,9 @@ def check_settings(s, profile):
 
 
 def engine_name(model, candidate, version, machine):
-    tag = re.sub(r"[^A-Za-z0-9.]", "_", f"ort{version}-{machine}")
-    return f"{model}-{candidate}-fp32-{tag}.onnx"
+    """<model>-<candidate>-fp32-ort<version>-<machine>.onnx, the version and machine reduced to plain characters."""
+    version, machine = (re.sub(r"[^A-Za-z0-9._]", "_", str(part)) for part in (version, machine))
+    return f"{model}-{candidate}-fp32-ort{version}-{machine}.onnx"
 
 
 def deploy_ort(settings, log=print):

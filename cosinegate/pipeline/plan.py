@@ -79,7 +79,7 @@ def resolve(settings, log=print):
     """(settings with every default filled in, Target); raises CosineGateError before any work."""
     from cosinegate.trt.build import check_int8_form, detect_host, dla_releases_that_build
     from cosinegate.trt.precision import check_request
-    from cosinegate.trt.targets import check_workspace, host_matches
+    from cosinegate.trt.targets import check_workspace, compute_capability_text, host_matches
 
     from cosinegate.trt.manifest import verify_bundle
 
@@ -124,6 +124,10 @@ def resolve(settings, log=print):
         calibration_files(s.calibration, s.form, s.checkpoint)  # its files and manifest, before any work
     host = detect_host()
     can_build, why = (False, "TensorRT is not installed here") if host.trt_version is None else host_matches(profile, host)
+    if s.bundle and host.trt_version is None and host_matches(profile, host)[0]:
+        raise CosineGateError(f"this is a {profile.name} host (sm{compute_capability_text(host.compute_capability)}), but "
+                              "this Python cannot import tensorrt, so --bundle cannot build here: use JetPack's python3 "
+                              "(sudo apt install python3-libnvinfer), or a venv made with --system-site-packages.")
     if s.require_engine and not can_build:
         raise CosineGateError(f"--require-engine: cannot build a {profile.name} engine on this host ({why}); run on the device.")
     if s.onnx and not can_build:  # the bundle written instead needs the PyTorch reference of a checkpoint

@@ -207,6 +207,8 @@ def load_checkpoint(path):
     Files of the older v1 format are read (their numpy RNG state is data only) and returned in v2 form.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CosineGateError(f"checkpoint {path} is a folder; pass the file in it (e.g. {path / 'best.pt'}).")
     if not path.is_file():
         raise CosineGateError(f"checkpoint {path} not found; train one with `cosinegate train` or fix the path.")
     state = _safe_load(path)

@@ -531,7 +531,8 @@ class OnnxRunner:
         except ImportError:
             raise BadInput("--onnx needs onnxruntime: pip3 install onnxruntime.")
         if not Path(path).is_file():
-            raise BadInput("graph {} not found; pass a model.*.onnx file of the bundle.".format(path))
+            what = "is a folder" if Path(path).is_dir() else "not found"
+            raise BadInput("graph {} {}; pass a model.*.onnx file of the bundle.".format(path, what))
         try:
             if Path(path).stat().st_size > MAX_GRAPH_BYTES:
                 raise ValueError("over {} bytes".format(MAX_GRAPH_BYTES))

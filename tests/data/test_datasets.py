@@ -282,3 +282,12 @@ def test_imagefolder_cache_names_the_rule_applied_and_is_compressed(image_tree, 
     monkeypatch.setattr(imagefolder, "_decode_all", no_decode)
     train2, test2 = imagefolder.load_imagefolder(root)
     assert np.array_equal(train2.images, train.images) and np.array_equal(test2.images, test.images)
+
+
+def test_a_data_root_that_is_a_file_or_missing_says_which(tmp_path):
+    """A new user's finding: a file passed as --data-root was reported as missing."""
+    (tmp_path / "README.md").write_text("not a folder")
+    with pytest.raises(CosineGateError, match="README.md is a file, not a folder; pass --data-root"):
+        imagefolder.load_imagefolder(tmp_path / "README.md")
+    with pytest.raises(CosineGateError, match="nowhere does not exist; pass --data-root"):
+        imagefolder.load_imagefolder(tmp_path / "nowhere")

@@ -37,6 +37,12 @@ def test_deploy_writes_a_bundle_from_a_settings_object(tiny_checkpoint, tmp_path
     assert any(line.startswith(f"output: {out} (beside the checkpoint") for line in lines), lines
     assert not (out / ".work").exists()  # --clean-work: the work cache went after the bundle was written
     assert any("--clean-work" in line and "freed" in line for line in lines), lines
+    # the board half: on a desktop without TensorRT, --bundle verifies; on an Orin whose Python cannot import
+    # tensorrt (a venv without JetPack's bindings: a new user's finding) it is an error, not a silent exit 0
+    assert deploy(DeploySettings("jetson-orin", bundle=str(result.bundle)), log=lines.append).engine is None
+    monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("aarch64", "8.7", None))
+    with pytest.raises(CosineGateError, match="jetson-orin host \\(sm8.7\\), but this Python cannot import tensorrt"):
+        deploy(DeploySettings("jetson-orin", bundle=str(result.bundle)), log=lines.append)
 
 
 def test_output_folder_defaults(tmp_path):

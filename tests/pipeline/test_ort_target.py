@@ -55,7 +55,12 @@ def test_selection_uses_the_shared_rule(built):
 
 
 def test_built_graph_loads_here_and_is_refused_elsewhere(built):
+    import platform
+
+    import onnxruntime
+
     graph = next(built.glob("*-conditional-fp32-*.onnx"))
+    assert graph.name.endswith(f"-conditional-fp32-ort{onnxruntime.__version__}-{platform.machine()}.onnx")  # as documented
     assert check_ort_engine(graph).candidate == "conditional"
     runner, manifest = load_ort_engine(graph)
     assert manifest.layout == ("nchwc" if nchwc_here() else "nchw") and runner.threads == 1

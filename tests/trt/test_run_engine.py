@@ -214,7 +214,8 @@ def bad_cases(bundle, photos, tmp_path):
         "a --json report path that is a link": ([*onnx, photos, "--json", linked_report],
                                                  "linked.json is a link or not a regular file"),
         "a zero-width image": ([*onnx, zero_width], "zero_width.npy holds an empty [1, 5, 0, 3] array"),
-        "missing graph": (["--onnx", tmp_path / "none.onnx", photos], "graph"),
+        "missing graph": (["--onnx", tmp_path / "none.onnx", photos], "none.onnx not found"),
+        "a folder as the graph": (["--onnx", bundle, photos], "is a folder; pass a model.*.onnx file"),
         "no engine built": ([photos], "no engine in"),
         "missing labels": ([*onnx, "--labels", tmp_path / "labels.txt", photos], "labels file"),
     }

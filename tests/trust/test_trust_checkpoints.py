@@ -172,3 +172,10 @@ def test_damaged_weights_are_refused_in_one_line(tiny_checkpoint, tmp_path):
         path = _altered(tiny_checkpoint, tmp_path / f"{change.__name__}.pt", change)
         with pytest.raises(CosineGateError, match=message):
             ckpt.model_from_checkpoint(path)
+
+
+def test_a_folder_given_as_the_checkpoint_names_the_file_to_pass(tmp_path):
+    """A new user's finding: `--checkpoint runs` (a folder) was reported as not found."""
+    with pytest.raises(CosineGateError, match="is a folder; pass the file in it \\(e.g. .*best.pt\\)"):
+        ckpt.load_checkpoint(tmp_path)
+

@@ -92,6 +92,11 @@ def _cases(ckpt, graph, d):
          "is the checkpoint"),
         ("build_engine --json the graph", "deploy/build_engine.py", ["--target", "jetson-orin", "--onnx", graph, "--json", graph],
          graph, "is the graph"),
+        # a new user's finding: the whole evaluation ran before the report could not be written
+        ("evaluate --json under a file", "train/evaluate.py", ["--checkpoint", ckpt, "--json", d / "ckpt.onnx" / "e.json"],
+         d / "ckpt.onnx", "lies under " + str(d / "ckpt.onnx") + ", which is not a folder"),
+        ("calibrate --out under a file", "calibration/calibrate.py", ["--checkpoint", ckpt, "--out", d / "ckpt.onnx" / "c"],
+         d / "ckpt.onnx", "which is not a folder"),
     ]
 
 
