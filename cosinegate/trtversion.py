@@ -27,11 +27,14 @@ Calibration cache header: the first line of a TensorRT calibration cache is
 ``TRT-<NV_TENSORRT_VERSION>-<algorithm>``, e.g. ``TRT-8502-EntropyCalibration2`` (8.5.2) and
 ``TRT-100300-MinMaxCalibration`` (10.3.0). ``NV_TENSORRT_VERSION`` is
 major*1000 + minor*100 + patch before 10 and major*10000 + minor*100 + patch from 10
-(``NV_TENSORRT_VERSION_INT`` in NvInferVersion.h of TensorRT 10).
+(``NV_TENSORRT_VERSION_INT`` in NvInferVersion.h of TensorRT 10). Every reader of a cache (quant's parser, trt's
+build and bundle) reads it through ``read_cache_text``, which bounds its size.
 """
 
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 
@@ -197,6 +200,24 @@ def calibration_cache_header(version, method):
             f"unknown calibration method {method!r}; use one of {', '.join(CALIBRATION_ALGORITHMS)}."
         )
     return f"TRT-{parse_version(version).nv_tensorrt_version}-{algorithm}"
+
+
+MAX_CACHE_BYTES = 16 << 20  # a cache is a line a tensor: ResNet-56's is a few kilobytes
+
+
+def read_cache_text(path):
+    """The text of the calibration cache at ``path``: a regular file of at most MAX_CACHE_BYTES in UTF-8 (every
+    reader of a cache from outside goes through here); a CosineGateError otherwise."""
+    where = Path(os.fspath(path))
+    if not where.is_file():
+        raise CosineGateError(f"calibration cache not found: {where}. Check the path or recalibrate.")
+    if where.stat().st_size > MAX_CACHE_BYTES:
+        raise CosineGateError(f"calibration cache {where} is over {MAX_CACHE_BYTES} bytes, not a cache this toolkit "
+                              "wrote; recalibrate.")
+    try:
+        return where.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise CosineGateError(f"calibration cache {where} is not plain text; the file is corrupt, recalibrate.") from None
 
 
 def parse_calibration_cache_header(line):

@@ -144,9 +144,9 @@ def saved_feeds(path):
     from cosinegate.parity.device_check import load_inputs
 
     if Path(path).suffix != ".npz":
-        from polygraphy.json import load_json
+        from polygraphy.json import from_json
 
-        return load_json(str(path))
+        return from_json(polygraphy_text(path, "reference inputs"))
     try:
         return load_inputs(path)
     except (OSError, ValueError) as exc:  # np.load: a damaged or foreign file; read_inputs: the wrong arrays
@@ -281,3 +281,15 @@ def _summary_line(r):
     t = r["tolerance"]
     return device_check.summary({**r, "profile": t["profile"], "max_abs_logit_error": r["max_abs_err"][LOGITS]}, t,
                                 where=f"{r['form']} graph on {r['backend']}, ")
+
+
+def polygraphy_text(path, what):
+    """The text of a Polygraphy JSON from outside (a bundle's reference.json, saved feeds), checked before
+    Polygraphy decodes it (parity/device_check.read_polygraphy_json); a bad one is a one-line CosineGateError."""
+    try:
+        return device_check.read_polygraphy_json(path)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise CosineGateError(f"{what} {path} is refused ({' '.join(str(exc).split())[:200] or type(exc).__name__}); "
+                              "use the file this toolkit wrote (unpack the bundle again).") from None
+
+

@@ -53,7 +53,9 @@ MAX_IMAGE_BYTES = 1 << 30  # their uint8 array
 SMALL_MEMBER = 4096  # mean.npy, std.npy, batch.npy: a header and a few values
 HEADER_BYTES = 1 << 16  # room for a .npy header (numpy writes 128 bytes and refuses one over 10000)
 MAX_RATIO = 100  # size : deflated size of a member (np.savez stores them; savez_compressed deflates images ~2:1)
-MAX_OUTPUTS_BYTES = 1 << 30  # a RunResults JSON (the toolkit's reference.json of a few hundred images: a few MB)
+MAX_OUTPUTS_BYTES = 256 << 20  # a RunResults JSON (the toolkit's reference.json of a few hundred images: a few MB);
+# parsed, decoded and parsed again by Polygraphy it takes about four times its size
+POLYGRAPHY_CLASSES = ("RunResults", "IterationResult", "ndarray", "LazyArray", "LazyNumpyArray")
 
 
 def float_feeds(images, mean, std, batch=1, name=INPUT):
@@ -157,23 +159,45 @@ def npy_header(name, head, size):
 
 
 def check_arrays(document):
-    """Check every array of a parsed Polygraphy JSON before Polygraphy decodes it: each a base64 .npy, as Polygraphy
-    writes them (see npy_header). The older forms Polygraphy still reads are refused: an .npz payload is a zip that
-    can inflate far past the file, and a latin-1 one is not base64. ValueError naming the problem otherwise."""
+    """Check a parsed Polygraphy JSON before Polygraphy decodes it: every object at any depth is plain data or one of
+    the classes run results and feeds are made of (POLYGRAPHY_CLASSES), and every array is a base64 .npy, as
+    Polygraphy writes them (see npy_header). What Polygraphy still reads besides is refused: the older
+    ``__polygraphy_encoded_*`` markers, .npz payloads (a zip can inflate far past the file), latin-1 payloads, and
+    any other class (a ``Tensor`` goes to torch.load). ValueError naming the problem otherwise."""
     stack = [document]
     while stack:
         node = stack.pop()
         if isinstance(node, list):
             stack.extend(node)
         elif isinstance(node, dict):
-            if node.get("polygraphy_class") == "ndarray":
+            stack.extend(node.values())
+            marker = [k for k, v in node.items() if k.startswith("__polygraphy") or v == "polygraphy_serialized_json_type"]
+            if marker:
+                raise ValueError(f"an object in Polygraphy's older encoding ({shown(marker[0])})")
+            kind = node.get("polygraphy_class")
+            if kind is not None and kind not in POLYGRAPHY_CLASSES:
+                raise ValueError(f"an object of class {shown(kind)}, not run results or arrays")
+            if kind == "ndarray":
                 payload = node.get("array")
                 if not isinstance(payload, str):
                     raise ValueError("an array without a base64 'array' payload")
                 data = base64.b64decode(payload.encode("ascii"), validate=True)
                 npy_header("an array", data[:HEADER_BYTES], len(data))
-            else:
-                stack.extend(node.values())
+
+
+def read_polygraphy_json(path, max_bytes=None):
+    """The text of the Polygraphy JSON at ``path`` (run results or feeds), checked before Polygraphy reads it: a
+    regular file of at most ``max_bytes`` (default MAX_OUTPUTS_BYTES) whose objects pass check_arrays. OSError
+    or ValueError naming the problem otherwise; Polygraphy's from_json / load_json of the text is then safe."""
+    max_bytes = MAX_OUTPUTS_BYTES if max_bytes is None else max_bytes
+    info = os.stat(str(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file (a FIFO, device, ...)")
+    if info.st_size > max_bytes:
+        raise ValueError(f"{info.st_size} bytes, over the {max_bytes} this toolkit reads")
+    text = Path(path).read_text()
+    check_arrays(json.loads(text))
+    return text
 
 
 def shown(value, width=60):
@@ -221,11 +245,9 @@ def load_outputs(path):
               "save the outputs of the bundle's inputs only (--data-loader-script check_parity.py).", file=sys.stderr)
         sys.exit(2)
     try:
-        text = Path(path).read_text()
-        document = json.loads(text)
-        if not isinstance(document, dict) or document.get("polygraphy_class") != "RunResults":  # before Polygraphy logs
+        text = read_polygraphy_json(path)
+        if json.loads(text).get("polygraphy_class") != "RunResults":  # before Polygraphy logs its own lines
             raise ValueError("not a RunResults file")
-        check_arrays(document)
         results = RunResults.from_json(text)
         _, iterations = results[0]
         return {name: np.concatenate([np.asarray(it[name]) for it in iterations]) for name in ("logits", "gates")}
@@ -380,13 +402,15 @@ def write_report(path, text):
     there is refused, not written through. Why it was refused, or None."""
     if path.is_symlink() or (path.exists() and not path.is_file()):
         return "is a link or not a regular file"
-    fresh = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fresh, handle = path.with_name(f".{path.name}.{os.getpid()}.tmp"), None
     try:
         handle = os.open(str(fresh), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
         with os.fdopen(handle, "w") as out:
             out.write(text)
         os.replace(str(fresh), str(path))
     except OSError as exc:
+        if handle is not None and fresh.exists():  # ours: made above, not renamed
+            fresh.unlink()
         return f"could not be written ({exc.strerror or type(exc).__name__})"
     return None
 

@@ -322,6 +322,7 @@ def batches_from_inputs(path, batch):
 
     from cosinegate.artifacts import read_json
     from cosinegate.graphmeta import INPUT
+    from cosinegate.parity.compare import polygraphy_text
 
     fix = "pass a bundle's inputs.npz, or a Polygraphy inputs JSON (parity.py --save-reference writes one)"
     if Path(path).suffix == ".npz":
@@ -335,6 +336,7 @@ def batches_from_inputs(path, batch):
                                                       and f[INPUT].get("polygraphy_class") == "ndarray" for f in feeds)):
         raise CosineGateError(f"{path} is not a Polygraphy inputs JSON: a list of feeds holding one numpy '{INPUT}' array each "
                               f"(a pickled tensor or any other object is refused unread); {fix}.")
+    polygraphy_text(path, "inputs file")  # every array a .npy declaring what it holds, before Polygraphy decodes it
     try:
         arrays = [from_json(json.dumps(feed))[INPUT] for feed in feeds]  # numpy arrays only: np.load(allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - Polygraphy raises several types for damaged arrays

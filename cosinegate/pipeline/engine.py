@@ -120,9 +120,9 @@ def saved_parity(runner, feeds, reference_json, precision):
     from polygraphy.comparator import Comparator, RunResults
 
     from cosinegate.parity import PROFILES, agreement_report
-    from cosinegate.parity.compare import stack_iterations
+    from cosinegate.parity.compare import polygraphy_text, stack_iterations
 
-    reference = RunResults.load(str(reference_json))
+    reference = RunResults.from_json(polygraphy_text(reference_json, "reference outputs"))
     results = Comparator.run([runner], data_loader=feeds)
     return {"precision": precision, **agreement_report(stack_iterations(reference[0][1]), stack_iterations(results[0][1]),
                                                        PROFILES[precision])}

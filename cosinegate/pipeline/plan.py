@@ -124,10 +124,11 @@ def resolve(settings, log=print):
         calibration_files(s.calibration, s.form, s.checkpoint)  # its files and manifest, before any work
     host = detect_host()
     can_build, why = (False, "TensorRT is not installed here") if host.trt_version is None else host_matches(profile, host)
-    if s.bundle and host.trt_version is None and host_matches(profile, host)[0]:
-        raise CosineGateError(f"this is a {profile.name} host (sm{compute_capability_text(host.compute_capability)}), but "
-                              "this Python cannot import tensorrt, so --bundle cannot build here: use JetPack's python3 "
-                              "(sudo apt install python3-libnvinfer), or a venv made with --system-site-packages.")
+    if s.bundle and host.trt_version is None and profile.arch == "aarch64" and host_matches(profile, host)[0]:
+        raise CosineGateError(f"this is a {profile.name} board (sm{compute_capability_text(host.compute_capability)}), "
+                              "but this Python cannot import tensorrt, so --bundle cannot build here: use JetPack's "
+                              "python3 (sudo apt install python3-libnvinfer), or a venv made with --system-site-packages; "
+                              "or run the bundle's sh build_on_device.sh, which needs trtexec only.")
     if s.require_engine and not can_build:
         raise CosineGateError(f"--require-engine: cannot build a {profile.name} engine on this host ({why}); run on the device.")
     if s.onnx and not can_build:  # the bundle written instead needs the PyTorch reference of a checkpoint

@@ -30,6 +30,7 @@ import numpy as np
 from cosinegate.artifacts import atomic_write_text
 from cosinegate.errors import CosineGateError
 from cosinegate import trtversion
+from cosinegate.trtversion import read_cache_text
 
 ENTROPY = "EntropyCalibration2"
 MINMAX = "MinMaxCalibration"
@@ -51,7 +52,6 @@ _HEX_SCALE = re.compile(r"[0-9a-fA-F]{1,8}")
 _INT8_MAX = 127.0
 _MIN_SCALE = float(np.finfo(np.float32).tiny)  # the smallest normal float32: a denormal scale loses its precision
 _MAX_SCALE = float(np.finfo(np.float32).max) / _INT8_MAX  # amax = 127 * scale must stay finite
-MAX_CACHE_BYTES = 16 << 20  # a cache is a line a tensor: ResNet-56's is a few kilobytes
 
 
 def parse_version(trt_version):
@@ -144,12 +144,7 @@ def parse_cache(path_or_text):
         where, text = "text", path_or_text
     else:
         where = Path(os.fspath(path_or_text))
-        if not where.is_file():
-            raise CosineGateError(f"calibration cache not found: {where}. Check the path or recalibrate.")
-        if where.stat().st_size > MAX_CACHE_BYTES:
-            raise CosineGateError(f"calibration cache {where} is over {MAX_CACHE_BYTES} bytes, not a cache this toolkit "
-                                  "wrote; recalibrate.")
-        text = _decode(where.read_bytes(), f"calibration cache {where}")
+        text = read_cache_text(where)
     lines = text.splitlines()
     if not lines:
         raise CosineGateError(f"calibration cache {where} is empty; recalibrate.")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 from cosinegate.layernames import check_compact_releases
+from cosinegate.trtversion import read_cache_text
 from cosinegate.trt.precision import check_calibrator, precision_plan
 from cosinegate.trt.targets import HostInfo
 from cosinegate.trtversion import installed_tensorrt, parse_calibration_cache_header, parse_version, require_tensorrt
@@ -50,7 +51,7 @@ class BuildSettings:
 
 def cache_calibrator(calib_cache):
     """'minmax' or 'entropy2' from a calibration cache's header line."""
-    header = Path(calib_cache).read_text(errors="replace").splitlines()[:1]
+    header = read_cache_text(calib_cache).splitlines()[:1]
     if not header:
         raise CosineGateError(f"calibration cache {calib_cache} is empty; rerun calibration.")
     _, algorithm = parse_calibration_cache_header(header[0])
@@ -126,7 +127,7 @@ def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=
 def check_cache_version(calib_cache, version):
     """Refuse a cache whose header names another TensorRT release: TensorRT skips it silently and calibrates
     again (on no data), so the engine would not use these scales."""
-    header = Path(calib_cache).read_text(errors="replace").splitlines()[:1]
+    header = read_cache_text(calib_cache).splitlines()[:1]
     written_for, _ = parse_calibration_cache_header(header[0])
     if not written_for.same_release(version):
         raise CosineGateError(

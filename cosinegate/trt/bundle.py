@@ -30,7 +30,9 @@ def release_caches(cache_path, profile):
     the bundle carries one copy per release with that release's header; prefix releases ("10") get none,
     and their cache branches refuse.
     """
-    lines = Path(cache_path).read_text().splitlines()
+    from cosinegate.trtversion import read_cache_text
+
+    lines = read_cache_text(cache_path).splitlines()
     _, algorithm = parse_calibration_cache_header(lines[0])
     out = {}
     for release in profile.tensorrt:

@@ -131,7 +131,7 @@ except ImportError:
     sys.exit(f"error: {graph} may read external data and onnx is not installed to check it; pip3 install onnx.")
 listed = {line.split("  ", 1)[1].rstrip("\n") for line in open("SHA256SUMS") if "  " in line}
 model = onnx.load(graph, load_external_data=False)
-stack = [model.graph] + list(model.functions)  # a model-local function's tensors are read too
+stack = [model.graph] + list(getattr(model, "functions", []))  # a model-local function's tensors are read too (onnx 1.10+)
 while stack:
     g = stack.pop()
     sparse = list(getattr(g, "sparse_initializer", []))

@@ -59,3 +59,25 @@ def test_a_dash_report_with_stdout_closed_is_no_traceback():
     done = subprocess.run(["sh", "-c", f'"{sys.executable}" -c "$0" >&-', script], capture_output=True, text=True,
                           cwd=PACKAGE.parent)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-500:]
+
+
+def test_outputs_in_a_place_that_cannot_be_written_are_refused_before_work(tmp_path, monkeypatch):
+    """A file output's folder, and a folder output's parent (where it is staged and renamed), must be writable;
+    `-` (standard output) is no place. os.access stands in for a read-only mount (the tests run as root)."""
+    import os
+
+    import pytest
+
+    from cosinegate.artifacts import refuse_clobbering
+    from cosinegate.errors import CosineGateError
+
+    locked = tmp_path / "locked"
+    (locked / "int8").mkdir(parents=True)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: str(p) != str(locked) and real_access(p, mode))
+    with pytest.raises(CosineGateError, match="--json .*e.json lies in .*locked, which this user cannot write"):
+        refuse_clobbering({}, files={"--json": locked / "e.json"})
+    with pytest.raises(CosineGateError, match="--out .*int8 lies in .*locked, which this user cannot write"):
+        refuse_clobbering({}, folders={"--out": locked / "int8"})
+    monkeypatch.chdir(locked)
+    refuse_clobbering({}, files={"--json": "-"}, folders={"--out": tmp_path / "fresh"})

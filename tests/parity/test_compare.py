@@ -243,3 +243,27 @@ def test_nan_outputs_fail_and_their_report_stays_strict_json():
     report = agreement_report(reference, outputs, FP32)
     assert not report["passed"] and report["max_abs_err"] == {"logits": None, "gates": 0.0}
     json.dumps(report, allow_nan=False)
+
+
+def test_saved_polygraphy_files_are_checked_before_polygraphy_decodes_them(tmp_path):
+    """Diff review: a bundle's reference.json reached RunResults.load (build-engine --bundle on the board) and saved
+    feeds reached load_json with no check; an .npz payload there inflates past the file."""
+    import base64
+    import io
+    import json
+
+    import numpy as np
+    import pytest
+
+    from cosinegate.errors import CosineGateError
+    from cosinegate.parity.compare import saved_feeds
+    from cosinegate.pipeline.engine import saved_parity
+
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros((1, 3, 32, 32), np.float32))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"input": {"array": base64.b64encode(buf.getvalue()).decode(), "polygraphy_class": "ndarray"}}]))
+    with pytest.raises(CosineGateError, match="reference inputs .*bad.json is refused \\(an array is not a .npy"):
+        saved_feeds(bad)
+    with pytest.raises(CosineGateError, match="reference outputs .*bad.json is refused \\(an array is not a .npy"):
+        saved_parity(None, [], bad, "fp32")

@@ -248,6 +248,30 @@ def test_outputs_arrays_are_checked_before_polygraphy_decodes_them(tmp_path, cap
     assert code == 2 and err.count("\n") == 1 and "holds no Polygraphy outputs" in err and message in err, err
 
 
+def _good_npy_payload():
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((8, 10), np.float32))
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"__polygraphy_encoded_ndarray": "polygraphy_serialized_json_type", "array": _npz_payload(1 << 20)},
+     "Polygraphy's older encoding"),
+    ({"polygraphy_class": "ndarray", "array": _good_npy_payload(),
+      "inner": {"polygraphy_class": "ndarray", "array": _npz_payload(1 << 20)}}, "an array is not a .npy"),
+    ({"polygraphy_class": "Tensor", "tensor": "AAAA"}, "an object of class Tensor"),
+])
+def test_polygraphys_other_encodings_are_refused_too(tmp_path, capsys, values, message):
+    """Diff review: the older marker form and an array nested inside a checked one still reached np.load's .npz
+    path; a Tensor goes to torch.load where torch is installed."""
+    outputs = save_outputs(tmp_path / "outputs.json")
+    document = json.loads(outputs.read_text())
+    document["lst"][0][1][0]["outputs"]["logits"]["values"] = values
+    outputs.write_text(json.dumps(document))
+    code, err = check_with(outputs, json.dumps(parity_profile("fp32")), capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
 def test_an_outputs_file_over_the_cap_is_refused_unread(outputs, capsys, monkeypatch):
     monkeypatch.setattr(device_check, "MAX_OUTPUTS_BYTES", outputs.stat().st_size - 1)
     code, err = check_with(outputs, json.dumps(parity_profile("fp32")), capsys)

@@ -41,7 +41,7 @@ def test_deploy_writes_a_bundle_from_a_settings_object(tiny_checkpoint, tmp_path
     # tensorrt (a venv without JetPack's bindings: a new user's finding) it is an error, not a silent exit 0
     assert deploy(DeploySettings("jetson-orin", bundle=str(result.bundle)), log=lines.append).engine is None
     monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("aarch64", "8.7", None))
-    with pytest.raises(CosineGateError, match="jetson-orin host \\(sm8.7\\), but this Python cannot import tensorrt"):
+    with pytest.raises(CosineGateError, match="jetson-orin board \\(sm8.7\\), but this Python cannot import tensorrt"):
         deploy(DeploySettings("jetson-orin", bundle=str(result.bundle)), log=lines.append)
 
 

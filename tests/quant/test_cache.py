@@ -6,7 +6,6 @@ import pytest
 from cosinegate.errors import CosineGateError
 from cosinegate.quant.cache import (
     ENTROPY,
-    MAX_CACHE_BYTES,
     MINMAX,
     algorithm_for,
     check_cache,
@@ -104,6 +103,8 @@ def test_binary_and_missing_cache_refused(tmp_path):
         parse_cache(path)
     with pytest.raises(CosineGateError, match="not found"):
         parse_cache(tmp_path / "absent.cache")
+    from cosinegate.trtversion import MAX_CACHE_BYTES
+
     huge = tmp_path / "huge.cache"  # attacker review: read whole, whatever its size
     with open(huge, "wb") as handle:
         handle.truncate(MAX_CACHE_BYTES + 1)
@@ -138,3 +139,22 @@ def test_algorithm_for_methods():
     assert algorithm_for("percentile", "8.5.2") == MINMAX
     with pytest.raises(CosineGateError, match="entropy, minmax, percentile"):
         algorithm_for("mse", "8.5.2")
+
+
+def test_every_reader_of_a_cache_caps_it(tmp_path, monkeypatch):
+    """Diff review: the build path (cache_calibrator, check_cache_version) and the bundle's per-release copies read
+    a cache whole whatever its size; each goes through read_cache_text now."""
+    from cosinegate import trtversion
+    from cosinegate.trt.build import cache_calibrator, check_cache_version
+    from cosinegate.trt.bundle import release_caches
+    from cosinegate.trt.targets import load_target
+    from cosinegate.trtversion import parse_version
+
+    path = tmp_path / "calib.cache"
+    write_cache(path, {"input": 1.0}, format_header("8.5.2", ENTROPY))
+    assert cache_calibrator(path) == "entropy2"
+    monkeypatch.setattr(trtversion, "MAX_CACHE_BYTES", path.stat().st_size - 1)
+    for read in (cache_calibrator, lambda p: check_cache_version(p, parse_version("8.5.2")),
+                 lambda p: release_caches(p, load_target("jetson-orin"))):
+        with pytest.raises(CosineGateError, match="calib.cache is over"):
+            read(path)

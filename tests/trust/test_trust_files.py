@@ -184,6 +184,17 @@ def _npz(path, **arrays):
 NORM = {"mean": np.float32([0.5, 0.5, 0.5]), "std": np.float32([0.25, 0.25, 0.25]), "batch": np.int64(1)}
 
 
+def _npz_payload_feeds(path):
+    """Feeds whose array is a base64 .npz (Polygraphy still decodes them: a zip that may inflate past the file)."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros((1, 3, 32, 32), np.float32))
+    path.write_text(json.dumps([{"input": {"array": base64.b64encode(buf.getvalue()).decode(), "polygraphy_class": "ndarray"}}]))
+    return path
+
+
 @pytest.mark.parametrize("label, make, message", [
     ("an npz with a pickled object", lambda p: _npz(p, images=np.array([{"x": 1}], dtype=object), **NORM),
      "is not a reference inputs .npz"),
@@ -198,6 +209,7 @@ NORM = {"mean": np.float32([0.5, 0.5, 0.5]), "std": np.float32([0.25, 0.25, 0.25
     ("a JSON object", lambda p: _text(p, "{}"), "is not a Polygraphy inputs JSON: a list of feeds"),
     ("nested deep", lambda p: _text(p, "[" * 50000 + "]" * 50000), "nested over 64 deep"),
     ("4 channels", lambda p: _feeds(p, [np.zeros((1, 4, 32, 32), np.float32)]), "not 3 x S x S"),
+    ("an .npz payload", _npz_payload_feeds, "an array is not a .npy"),  # diff review: Polygraphy inflates it
 ])
 def test_bench_inputs_must_be_the_graphs_shape_and_plain_arrays(tiny_checkpoint, tmp_path, label, make, message):
     path = make(tmp_path / "inputs.json")

@@ -9,16 +9,20 @@ results fresh and refuses a link or non-file anywhere in the bundle.
 import json
 import os
 
+import pytest
 from test_bundle import bundle_copy, bundled, run_device_script  # noqa: F401 - fixtures
 
 
-def test_device_script_refuses_a_result_file_linked_outside(bundle_copy, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("link", [os.symlink, os.link])
+def test_device_script_refuses_a_result_file_linked_outside(bundle_copy, tmp_path, link):  # noqa: F811
+    """A symlink, or a hard link (GNU tar links a hard-link member to a file of that name in the folder it unpacks
+    into), as a results file would be written through by the script's first redirect."""
     outside = tmp_path / "outside.txt"
     outside.write_text("precious\n")
     (bundle_copy / "results").mkdir(exist_ok=True)
-    os.symlink(outside, bundle_copy / "results" / "sha256sum.txt")
+    link(outside, bundle_copy / "results" / "sha256sum.txt")
     done = run_device_script(bundle_copy, tmp_path)
-    assert done.returncode == 2 and "results/sha256sum.txt in the bundle is a link" in done.stderr, done.stderr
+    assert done.returncode == 2 and "results/sha256sum.txt in the bundle is a link (hard links" in done.stderr, done.stderr
     assert outside.read_text() == "precious\n" and not (tmp_path / "trtexec.log").exists()
 
 
@@ -32,21 +36,8 @@ def test_device_script_refuses_a_fifo_or_link_anywhere_in_the_bundle(bundle_copy
     assert done.returncode == 2 and "extra in the bundle is a link" in done.stderr, done.stderr
 
 
-def test_device_script_refuses_a_hard_link_planted_by_tar(bundle_copy, tmp_path):  # noqa: F811
-    """GNU tar links a hard-link member to a file of that name in the folder it unpacks into: a results file that
-    is another name for a file outside would be written through by the script's first redirect."""
-    outside = tmp_path / "outside.txt"
-    outside.write_text("precious\n")
-    (bundle_copy / "results").mkdir(exist_ok=True)
-    os.link(outside, bundle_copy / "results" / "sha256sum.txt")
-    done = run_device_script(bundle_copy, tmp_path)
-    assert done.returncode == 2 and "results/sha256sum.txt in the bundle is a link (hard links" in done.stderr, done.stderr
-    assert outside.read_text() == "precious\n" and not (tmp_path / "trtexec.log").exists()
-
-
 # ---- an output that is an input, or a link / FIFO where a report goes ----
 
-import pytest  # noqa: E402
 from scripts_in_process import run  # noqa: E402
 
 
