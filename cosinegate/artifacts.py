@@ -137,7 +137,7 @@ def refuse_clobbering(inputs, files=(), folders=()):
         why = not_writable_file(path)
         if why:
             raise CosineGateError(f"{flag} {path} {why}; name a new or regular file to write.")
-        why = None if str(path) == "-" else unwritable_place(Path(path).parent)  # "-": standard output
+        why = None if str(path) == "-" else unwritable_place(os.path.dirname(os.path.abspath(path)))  # "-": stdout
         if why:
             raise CosineGateError(f"{flag} {path} {why}; name a file in a folder you can write.")
         for what, source in inputs.items():
@@ -148,7 +148,7 @@ def refuse_clobbering(inputs, files=(), folders=()):
             continue
         if os.path.islink(path) or (os.path.exists(path) and not os.path.isdir(path)):
             raise CosineGateError(f"{flag} {path} is a symbolic link or not a folder; name a plain folder to write.")
-        why = unwritable_place(Path(path).absolute().parent)  # a folder output is staged beside it and renamed
+        why = unwritable_place(os.path.dirname(os.path.abspath(path)))  # a folder output is staged beside it, renamed
         if why:
             raise CosineGateError(f"{flag} {path} {why}; name a folder you can write.")
         for what, source in inputs.items():

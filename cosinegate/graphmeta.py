@@ -139,8 +139,9 @@ def graph_problem(model):
         return f"IR version {model.ir_version} is not one this onnx {onnx.__version__} reads (3..{onnx.IR_VERSION})"
     if len(model.functions):
         return f"it defines {len(model.functions)} model-local function(s); the toolkit exports none"
-    if any(len(g.sparse_initializer) for g in all_graphs(model.graph)) or any(
-            a.HasField("sparse_tensor") or len(a.sparse_tensors) for n in all_nodes(model.graph) for a in n.attribute):
+    if any(len(g.sparse_initializer)
+           or any(a.HasField("sparse_tensor") or len(a.sparse_tensors) for n in g.node for a in n.attribute)
+           for g in all_graphs(model.graph)):
         return "it holds sparse tensors; the toolkit exports none"
     newest = onnx.defs.onnx_opset_version()
     for opset in model.opset_import:

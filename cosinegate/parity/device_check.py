@@ -185,16 +185,15 @@ def check_arrays(document):
                 npy_header("an array", data[:HEADER_BYTES], len(data))
 
 
-def read_polygraphy_json(path, max_bytes=None):
+def read_polygraphy_json(path):
     """The text of the Polygraphy JSON at ``path`` (run results or feeds), checked before Polygraphy reads it: a
-    regular file of at most ``max_bytes`` (default MAX_OUTPUTS_BYTES) whose objects pass check_arrays. OSError
-    or ValueError naming the problem otherwise; Polygraphy's from_json / load_json of the text is then safe."""
-    max_bytes = MAX_OUTPUTS_BYTES if max_bytes is None else max_bytes
+    regular file of at most MAX_OUTPUTS_BYTES whose objects pass check_arrays. OSError or ValueError naming the
+    problem otherwise; Polygraphy's from_json of the text is then safe."""
     info = os.stat(str(path))
     if not stat.S_ISREG(info.st_mode):
         raise ValueError("not a regular file (a FIFO, device, ...)")
-    if info.st_size > max_bytes:
-        raise ValueError(f"{info.st_size} bytes, over the {max_bytes} this toolkit reads")
+    if info.st_size > MAX_OUTPUTS_BYTES:
+        raise ValueError(f"{info.st_size} bytes, over the {MAX_OUTPUTS_BYTES} this toolkit reads")
     text = Path(path).read_text()
     check_arrays(json.loads(text))
     return text

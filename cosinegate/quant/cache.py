@@ -30,7 +30,6 @@ import numpy as np
 from cosinegate.artifacts import atomic_write_text
 from cosinegate.errors import CosineGateError
 from cosinegate import trtversion
-from cosinegate.trtversion import read_cache_text
 
 ENTROPY = "EntropyCalibration2"
 MINMAX = "MinMaxCalibration"
@@ -144,7 +143,7 @@ def parse_cache(path_or_text):
         where, text = "text", path_or_text
     else:
         where = Path(os.fspath(path_or_text))
-        text = read_cache_text(where)
+        text = trtversion.read_cache_text(where)
     lines = text.splitlines()
     if not lines:
         raise CosineGateError(f"calibration cache {where} is empty; recalibrate.")

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 from cosinegate.layernames import check_compact_releases
-from cosinegate.trtversion import read_cache_text
 from cosinegate.trt.precision import check_calibrator, precision_plan
 from cosinegate.trt.targets import HostInfo
-from cosinegate.trtversion import installed_tensorrt, parse_calibration_cache_header, parse_version, require_tensorrt
+from cosinegate.trtversion import (installed_tensorrt, parse_calibration_cache_header, parse_version, read_cache_text,
+                                   require_tensorrt)
 
 
 @dataclass

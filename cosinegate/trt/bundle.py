@@ -19,7 +19,7 @@ from cosinegate.artifacts import publish_dir, staging_dir, write_error
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.manifest import file_hashes, write_bundle_manifest
 from cosinegate.trt.targets import load_target
-from cosinegate.trtversion import calibration_cache_header, parse_calibration_cache_header
+from cosinegate.trtversion import calibration_cache_header, parse_calibration_cache_header, read_cache_text
 
 
 def release_caches(cache_path, profile):
@@ -30,8 +30,6 @@ def release_caches(cache_path, profile):
     the bundle carries one copy per release with that release's header; prefix releases ("10") get none,
     and their cache branches refuse.
     """
-    from cosinegate.trtversion import read_cache_text
-
     lines = read_cache_text(cache_path).splitlines()
     _, algorithm = parse_calibration_cache_header(lines[0])
     out = {}
