@@ -286,6 +286,7 @@ def test_device_script_builds_checks_times_and_records(bundle_copy, tmp_path):
     assert (results / "nvpmodel.txt").read_text().startswith("NV Power Mode: MAXN")
     assert (results / "jetson_clocks_state.txt").read_text().strip() == "on"
     assert (results / "parity.txt").read_text().strip() == "parity: passed"
+    assert "model.conditional.onnx: OK" in (results / "sha256sum.txt").read_text().splitlines()
     assert done.stdout.strip().splitlines()[-1].strip() == f"scp -r nvidia@{__import__('socket').gethostname()}:{results} ./tiny-results"
 
 
@@ -311,6 +312,8 @@ def test_device_script_failures_say_why(bundle_copy, tmp_path, case, env, tools,
     done = run_device_script(bundle_copy, tmp_path, tools=tools, **env)
     assert done.returncode == code and message in done.stderr, (case, done.stderr)
     assert not list((bundle_copy / "results").glob("*.engine*"))
+    # a refused bundle or board leaves no results/ behind; a failed build leaves its log
+    assert (bundle_copy / "results").exists() == (code == 1), case
 
 
 def test_device_script_refuses_a_damaged_bundle(bundle_copy, tmp_path):
@@ -318,7 +321,7 @@ def test_device_script_refuses_a_damaged_bundle(bundle_copy, tmp_path):
         handle.write(b"x")
     done = run_device_script(bundle_copy, tmp_path)
     assert done.returncode == 2 and "bundle is damaged" in done.stderr and "model.conditional.onnx: FAILED" in done.stderr
-    assert not (tmp_path / "trtexec.log").exists()
+    assert not (tmp_path / "trtexec.log").exists() and not (bundle_copy / "results").exists()
 
 
 def test_the_engine_manifest_carries_the_rails_of_the_profile_it_was_built_for(bundled, tmp_path, capsys):
