@@ -1,7 +1,7 @@
 """Tar archives from others, extracted safely: every member is checked before anything is written.
 
 Only plain files and folders are taken, each named inside the destination (no absolute name, no `..`), and the
-sizes the headers declare must sum under a cap. Links of every kind are refused rather than filtered: Python's
+sizes the headers declare must sum under a cap, as must the number of members. Links of every kind are refused rather than filtered: Python's
 own ``filter="data"`` let a chain of symlinked folders write outside the destination on some releases
 (CVE-2025-4517), and a link that stays inside is still followed by a later copy.
 """
@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 from cosinegate.errors import CosineGateError
 
 MAX_EXTRACT_BYTES = 8 << 30  # above any state, finals or CIFAR-10 tar this toolkit writes or reads
+MAX_EXTRACT_MEMBERS = 200_000  # above the 60,000 images (and their folders) of the CIFAR-10 JPEG tar
 
 
 def member_problem(member):
@@ -31,10 +32,14 @@ def checked_members(tar, path, fix, max_bytes=MAX_EXTRACT_BYTES):
     folders rwxr-xr-x: a folder of mode 000 could not be written or removed), or a CosineGateError naming the
     first bad one and ``fix``. The folder itself (`.` or `./`, as `tar -C DIR -cf X .` writes it) is left out."""
     members, total = [], 0
-    for member in tar:  # one header at a time: a compressed bomb is refused before its data is inflated
+    # one header at a time: a compressed bomb is refused before its data is inflated
+    for count, member in enumerate(tar, 1):
         problem = member_problem(member)
         if problem:
             raise CosineGateError(f"{path}: {problem}; {fix}")
+        if count > MAX_EXTRACT_MEMBERS:  # empty members compress to almost nothing, each still a file and memory here
+            raise CosineGateError(f"{path}: it holds more than the {MAX_EXTRACT_MEMBERS:,} members this toolkit "
+                                  f"extracts; {fix}")
         total += member.size if member.isfile() else 0
         if total > max_bytes:
             raise CosineGateError(f"{path}: its files would take more than the {max_bytes / 2**30:g} GiB this "

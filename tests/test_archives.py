@@ -100,6 +100,18 @@ def test_declared_sizes_over_the_cap_are_refused(tmp_path):
     assert (tmp_path / "out/b").stat().st_size == 600
 
 
+def test_more_members_than_the_cap_are_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """Empty members cost nothing to compress and a file and memory each to extract: their number is capped too."""
+    path = _tar(tmp_path / "many.tar", ("d", None), ("d/a", b""), ("d/b", b""))
+    monkeypatch.setattr(archives, "MAX_EXTRACT_MEMBERS", 2)
+    with pytest.raises(CosineGateError, match="more than the 2 members this toolkit extracts"):
+        archives.extract(path, tmp_path / "out", FIX)
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(archives, "MAX_EXTRACT_MEMBERS", 3)
+    archives.extract(path, tmp_path / "out", FIX)
+    assert (tmp_path / "out/d/b").is_file()
+
+
 def test_the_cap_is_checked_before_a_compressed_member_is_inflated(tmp_path):
     """A gzip bomb's first header already declares more than the cap: refused there, before tarfile would inflate
     the member's data to reach the next header (here the data is cut off, so inflating it would fail instead)."""
