@@ -180,6 +180,13 @@ def launch(run, out, device, extra=(), command=TRAIN_COMMAND):
         return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=child_env())
 
 
+def seed_of(summary, index):
+    """The seed a run's summary was trained with (its config's), else its place among the row's runs."""
+    config = summary.get("config")
+    seed = config.get("seed") if isinstance(config, dict) else None
+    return seed if isinstance(seed, int) else index
+
+
 def collect(out, runs):
     """Group finished runs by (backbone, preset) and aggregate over seeds."""
     groups = {}
@@ -210,8 +217,9 @@ def collect(out, runs):
             "skip_rates": np.mean([f["skip_rates"] for f in finals], axis=0).round(4).tolist(),
             "block_classes": [kinds[0] if len(set(kinds)) == 1 else "differs by seed"
                               for kinds in zip(*[f["block_classes"] for f in finals])],
-            "per_seed": [{"top1": f["top1"], "executed_macs": f["executed_macs"], "static_savings": f["static_savings"],
-                          "dynamic_savings": f["dynamic_savings"]} for f in finals],
+            "per_seed": [{"seed": seed_of(summary, i), "top1": f["top1"], "executed_macs": f["executed_macs"],
+                          "static_savings": f["static_savings"], "dynamic_savings": f["dynamic_savings"],
+                          "drop_blocks": f["drop_blocks"]} for i, (summary, f) in enumerate(zip(summaries, finals))],
             "drop_blocks": finals[0]["drop_blocks"],
             "mutual_information_bits": np.mean([f["mutual_information_bits"] for f in finals], axis=0).round(4).tolist(),
         })
@@ -295,6 +303,14 @@ def _depth_panel(ax, rows, colors, depths, markers):
     ax.grid(alpha=0.3)
 
 
+def dropped_blocks(row):
+    """The blocks a row's runs remove ('-' for none): one list when every seed removes the same, else each seed's."""
+    choices = [s["drop_blocks"] for s in row["per_seed"]]
+    if all(c == choices[0] for c in choices):
+        return ",".join(map(str, choices[0])) or "-"
+    return "; ".join(f"s{s['seed']}: {','.join(map(str, s['drop_blocks'])) or '-'}" for s in row["per_seed"])
+
+
 def results_markdown(rows, note):
     lines = [
         "# CosineGate on CIFAR-10: same-recipe results",
@@ -314,7 +330,7 @@ def results_markdown(rows, note):
             f"| {r['backbone']} | {r['preset']} | {r['mode']} | {r['seeds']} | {r['top1_mean'] * 100:.2f}{std} | "
             f"{r['dense_macs'] / 1e6:.2f} | {r['executed_macs'] / 1e6:.2f} | {r['real_savings'] * 100:.1f} | "
             f"{r['static_savings'] * 100:.1f} | {r['dynamic_savings'] * 100:.1f} | {r['nominal_savings'] * 100:.1f} | "
-            f"{','.join(map(str, r['drop_blocks'])) or '-'} |"
+            f"{dropped_blocks(r)} |"
         )
     gated = [r for r in rows if "static_top1_at_equal_macs" in r]
     if gated:

@@ -209,3 +209,23 @@ def test_runs_start_as_the_installed_module_not_a_checkout_script(tmp_path, monk
     assert seen["args"][-2:] == ["--time-limit", "60"] and "--out" in seen["args"]
     root = str(Path(experiments.__file__).resolve().parents[2])
     assert seen["env"]["PYTHONPATH"].split(os.pathsep)[0] == root
+
+
+def test_the_table_names_each_seeds_dropped_blocks_when_the_seeds_chose_differently():
+    """ResNet-56's static baselines: each seed's teacher chose its own blocks (static-choice-s0/s1.json), and the
+    table shows both choices, not the first seed's alone; a choice shared by every seed is shown once."""
+    from types import SimpleNamespace
+
+    from cosinegate.research.experiments import collect, results_markdown
+
+    folder = Path(__file__).resolve().parents[2] / "train/results/cifar10-campaign-cpu-r56"
+    runs = [SimpleNamespace(name=f"{preset}-s{seed}", backbone="resnet56", preset=preset)
+            for preset in ("static-d12", "teacher") for seed in (0, 1)]
+    rows = {r["preset"]: r for r in collect(folder, runs)}
+    choices = {seed: json.loads((folder / f"static-choice-s{seed}.json").read_text())["order"][:12] for seed in (0, 1)}
+    assert choices[0] != choices[1]
+    cell = [line for line in results_markdown(list(rows.values()), "").splitlines() if "| static-d12 |" in line][0]
+    assert cell.split("|")[-2].strip() == "; ".join(f"s{s}: {','.join(map(str, sorted(c)))}" for s, c in choices.items())
+    assert [s["seed"] for s in rows["static-d12"]["per_seed"]] == [0, 1]
+    teacher = [line for line in results_markdown(list(rows.values()), "").splitlines() if "| teacher |" in line][0]
+    assert teacher.split("|")[-2].strip() == "-"
