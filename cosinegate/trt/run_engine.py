@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import platform
 import re
 import stat
 import sys
@@ -50,6 +51,7 @@ MAX_INPUTS = 100000
 MAX_NPY_BYTES = 1 << 30  # one .npy array
 MAX_JSON_BYTES = 1 << 24  # a manifest (the toolkit writes tens of kilobytes)
 MAX_LABELS_BYTES = 1 << 20  # labels.txt: one class name a line (CIFAR-10's is 60 bytes)
+ORT_ENGINE_FORMAT = "cosinegate-ort-engine-v1"  # cosinegate.manifests' (this file imports nothing from the toolkit)
 NPY_HEADER_BYTES = 1 << 16  # room for a .npy header (numpy writes 128 bytes and refuses one over 10000)
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024  # the input sides the toolkit exports (cosinegate.schema)
 RESIZE_RULES = ("native-or-center-crop", "native", "eval")
@@ -522,6 +524,19 @@ def uses_external_data(data):
             raise ValueError("wire type {} is not one ONNX writes".format(wire))
 
 
+def ort_engine_build(graph):
+    """(ONNX Runtime version, machine) that optimized ``graph``, from the cpu-onnxruntime manifest beside it
+    (``<graph>.json``), or None where there is none: the bundle's graphs are plain ONNX and run on any release."""
+    path = Path("{}.json".format(graph))
+    if not path.is_file():
+        return None
+    manifest = read_json(path, "graph manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != ORT_ENGINE_FORMAT:
+        return None
+    cpu = manifest.get("cpu") if isinstance(manifest.get("cpu"), dict) else {}
+    return str(manifest.get("onnxruntime_version")), str(cpu.get("machine"))
+
+
 class OnnxRunner:
     """The graph on ONNX Runtime's CPU provider (the same file on a desktop, and this script's test)."""
 
@@ -543,6 +558,12 @@ class OnnxRunner:
             raise BadInput("{} keeps tensors in external files, which ONNX Runtime before 1.24 reads wherever the graph "
                            "points; the bundle's graphs carry their weights inside: pass a model.*.onnx file of the "
                            "bundle.".format(path))
+        built = ort_engine_build(path)
+        if built and built != (ort.__version__, platform.machine()):
+            raise BadInput("{} was optimized for ONNX Runtime {} on {} (the cpu-onnxruntime target), this is ONNX "
+                           "Runtime {} on {}; pass the bundle's model.*.onnx, or rebuild the graph on this machine with "
+                           "deploy/build_engine.py --target cpu-onnxruntime.".format(
+                               path, shown(built[0], 40), shown(built[1], 40), ort.__version__, platform.machine()))
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         try:

@@ -111,7 +111,7 @@ def test_run_engine_imports_nothing_from_the_toolkit():
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "cosinegate" not in names
     assert names <= {"argparse", "ctypes", "io", "json", "math", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime",
-                     "tensorrt", "re", "stat", "tempfile"}
+                     "tensorrt", "re", "stat", "tempfile", "platform"}
 
 
 def test_run_engine_bounds_image_sides_as_the_toolkit():
@@ -779,3 +779,30 @@ def test_a_graph_with_external_data_is_refused_before_onnx_runtime_opens_it(defa
                        ("cut", "is not an ONNX graph (")):
         done = run_script(alone / "run_engine.py", "--onnx", alone / f"{name}.onnx", photos)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, (name, done.stderr)
+
+
+def test_a_cpu_onnxruntime_graph_runs_only_under_the_onnx_runtime_and_machine_that_optimized_it(default_bundle, photos,
+                                                                                                 tmp_path):
+    """run_engine.py imports nothing from the toolkit, so it reads the manifest the toolkit writes beside a
+    cpu-onnxruntime graph (written here by the toolkit's own OrtEngineManifest) on its own; the bundle's plain
+    graphs have none and run anywhere."""
+    import platform
+
+    import onnxruntime
+
+    from cosinegate.artifacts import sha256_file
+    from cosinegate.manifests import OrtEngineManifest
+    from cosinegate.runtime.ort_engine import cpu_identity
+
+    graph = tmp_path / "model.ort.onnx"
+    shutil.copy(default_bundle / "model.conditional.onnx", graph)
+    for version, code in (("1.2.3", 2), (onnxruntime.__version__, 0)):
+        manifest = OrtEngineManifest(engine_sha256=sha256_file(graph), target="cpu-onnxruntime",
+                                     onnxruntime_version=version, cpu=cpu_identity())
+        (tmp_path / "model.ort.onnx.json").write_text(json.dumps(manifest.to_json()))
+        done = run_script(default_bundle / "run_engine.py", "--onnx", graph, photos)
+        assert done.returncode == code, (version, done.stderr)
+        if code:
+            assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith(
+                f"error: {graph} was optimized for ONNX Runtime 1.2.3 on {platform.machine()} (the cpu-onnxruntime "
+                f"target), this is ONNX Runtime {onnxruntime.__version__} on {platform.machine()}; "), done.stderr
