@@ -146,7 +146,7 @@ def saved_feeds(path):
     if Path(path).suffix != ".npz":
         from polygraphy.json import from_json
 
-        return from_json(polygraphy_text(path, "reference inputs"))
+        return from_json(polygraphy_json(path, "reference inputs")[0])
     try:
         return load_inputs(path)
     except (OSError, ValueError) as exc:  # np.load: a damaged or foreign file; read_inputs: the wrong arrays
@@ -283,8 +283,8 @@ def _summary_line(r):
                                 where=f"{r['form']} graph on {r['backend']}, ")
 
 
-def polygraphy_text(path, what):
-    """The text of a Polygraphy JSON from outside (a bundle's reference.json, saved feeds), checked before
+def polygraphy_json(path, what):
+    """(text, parsed JSON) of a Polygraphy JSON from outside (a bundle's reference.json, saved feeds), checked before
     Polygraphy decodes it (parity/device_check.read_polygraphy_json); a bad one is a one-line CosineGateError."""
     try:
         return device_check.read_polygraphy_json(path)

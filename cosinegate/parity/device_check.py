@@ -186,17 +186,18 @@ def check_arrays(document):
 
 
 def read_polygraphy_json(path):
-    """The text of the Polygraphy JSON at ``path`` (run results or feeds), checked before Polygraphy reads it: a
-    regular file of at most MAX_OUTPUTS_BYTES whose objects pass check_arrays. OSError or ValueError naming the
-    problem otherwise; Polygraphy's from_json of the text is then safe."""
+    """(text, parsed JSON) of the Polygraphy JSON at ``path`` (run results or feeds), checked before Polygraphy
+    reads it: a regular file of at most MAX_OUTPUTS_BYTES whose objects pass check_arrays. OSError or ValueError
+    naming the problem otherwise; Polygraphy's from_json of the text is then safe."""
     info = os.stat(str(path))
     if not stat.S_ISREG(info.st_mode):
         raise ValueError("not a regular file (a FIFO, device, ...)")
     if info.st_size > MAX_OUTPUTS_BYTES:
         raise ValueError(f"{info.st_size} bytes, over the {MAX_OUTPUTS_BYTES} this toolkit reads")
     text = Path(path).read_text()
-    check_arrays(json.loads(text))
-    return text
+    data = json.loads(text)
+    check_arrays(data)
+    return text, data
 
 
 def shown(value, width=60):
@@ -239,13 +240,9 @@ def load_outputs(path):
         print(f"error: {path} not found; pass the outputs polygraphy run ... --save-outputs wrote (or the bundle's "
               "reference.json).", file=sys.stderr)
         sys.exit(2)
-    if Path(path).stat().st_size > MAX_OUTPUTS_BYTES:
-        print(f"error: {path} is {Path(path).stat().st_size} bytes, over the {MAX_OUTPUTS_BYTES} this check reads; "
-              "save the outputs of the bundle's inputs only (--data-loader-script check_parity.py).", file=sys.stderr)
-        sys.exit(2)
     try:
-        text = read_polygraphy_json(path)
-        if json.loads(text).get("polygraphy_class") != "RunResults":  # before Polygraphy logs its own lines
+        text, data = read_polygraphy_json(path)
+        if not isinstance(data, dict) or data.get("polygraphy_class") != "RunResults":  # before Polygraphy logs its lines
             raise ValueError("not a RunResults file")
         results = RunResults.from_json(text)
         _, iterations = results[0]

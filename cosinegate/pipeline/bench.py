@@ -1,7 +1,6 @@
 """``bench(settings)``: latency, throughput, skip rate and executed MACs of an engine, an ONNX graph or a checkpoint
 (with the dense comparison, power and If-cost rows when asked), or the If-cost table of a model."""
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,7 +321,7 @@ def batches_from_inputs(path, batch):
 
     from cosinegate.artifacts import read_json
     from cosinegate.graphmeta import INPUT
-    from cosinegate.parity.compare import polygraphy_text
+    from cosinegate.parity.compare import polygraphy_json
 
     fix = "pass a bundle's inputs.npz, or a Polygraphy inputs JSON (parity.py --save-reference writes one)"
     if Path(path).suffix == ".npz":
@@ -336,9 +335,9 @@ def batches_from_inputs(path, batch):
                                                       and f[INPUT].get("polygraphy_class") == "ndarray" for f in feeds)):
         raise CosineGateError(f"{path} is not a Polygraphy inputs JSON: a list of feeds holding one numpy '{INPUT}' array each "
                               f"(a pickled tensor or any other object is refused unread); {fix}.")
-    polygraphy_text(path, "inputs file")  # every array a .npy declaring what it holds, before Polygraphy decodes it
+    text, _ = polygraphy_json(path, "inputs file")  # every array a .npy declaring what it holds, before Polygraphy decodes it
     try:
-        arrays = [from_json(json.dumps(feed))[INPUT] for feed in feeds]  # numpy arrays only: np.load(allow_pickle=False)
+        arrays = [feed[INPUT] for feed in from_json(text)]  # numpy arrays only: np.load(allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - Polygraphy raises several types for damaged arrays
         raise CosineGateError(f"{path} holds an unreadable '{INPUT}' array ({type(exc).__name__}); {fix}.") from None
     shapes = {a.shape[1:] if isinstance(a, np.ndarray) and a.ndim == 4 else None for a in arrays}

@@ -120,9 +120,9 @@ def saved_parity(runner, feeds, reference_json, precision):
     from polygraphy.comparator import Comparator, RunResults
 
     from cosinegate.parity import PROFILES, agreement_report
-    from cosinegate.parity.compare import polygraphy_text, stack_iterations
+    from cosinegate.parity.compare import polygraphy_json, stack_iterations
 
-    reference = RunResults.from_json(polygraphy_text(reference_json, "reference outputs"))
+    reference = RunResults.from_json(polygraphy_json(reference_json, "reference outputs")[0])
     results = Comparator.run([runner], data_loader=feeds)
     return {"precision": precision, **agreement_report(stack_iterations(reference[0][1]), stack_iterations(results[0][1]),
                                                        PROFILES[precision])}
