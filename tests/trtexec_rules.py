@@ -71,6 +71,11 @@ def problems(args, version):
         found.append("neither --onnx nor --loadEngine")
     if has("--exportLayerInfo") and flags.get("--profilingVerbosity") != "detailed" and version.at_least(8, 6):
         found.append("--exportLayerInfo without --profilingVerbosity=detailed (layer info would be names only)")
+    if {"--shapes", "--minShapes", "--optShapes", "--maxShapes"} & set(flags):
+        # the toolkit's graphs have static input shapes, and a static model refuses shape flags (sampleEngines.cpp
+        # setupNetworkAndConfig: 8.5.2 l.764-770, v8.6.1 l.869-875, v10.3.0 l.839-845 "Static model does not take
+        # explicit shapes ...", return false)
+        found.append("shape flags for a static-shape graph")
     if has("--memPoolSize") and not flags["--memPoolSize"].startswith("workspace:"):
         found.append("--memPoolSize without a workspace: pool")
     for spec_flag in ("--layerPrecisions", "--layerOutputTypes"):

@@ -115,7 +115,7 @@ def write_bundle(s, target, art, log=print):
                                 gate_thresholds={str(b): "logit > 0" for b in range(len(meta.get("blocks", [])))},
                                 settings={"dla_core": s.dla_core, "workspace_mib": s.workspace or profile.default_workspace_mib})
         plan = ScriptPlan(profile, name, s.form, s.precision, s.int8_path if s.precision == "int8" else None,
-                          build_rel, float_rel, caches, calibrator, s.batch, gate_layer_names(build_path), s.workspace,
+                          build_rel, float_rel, caches, calibrator, gate_layer_names(build_path), s.workspace,
                           s.dla_core,
                           reference=check_rels["reference"], reference_inputs=check_rels["inputs"],
                           manifest_fields=engine.to_json(),

@@ -53,7 +53,6 @@ class ScriptPlan:
     float_onnx: str  # the float graph (cache builds)
     caches: dict  # {release version string: cache file} for releases whose branch reads a cache
     calibrator: str  # "entropy2" | "minmax" | None
-    batch: int
     fp32_layers: tuple
     workspace_mib: int = None
     dla_core: int = None
@@ -105,7 +104,7 @@ def branch(plan, release):
                 raise CosineGateError(f"this bundle has no calibration cache written for TensorRT {version} (a cache is "
                                       "tied to the exact release in its header); make the bundle for an exact release")
         args = trtexec_command(plan.profile, onnx_rel, "$ENGINE_TMP", plan.precision, int8_path, cache, plan.dla_core,
-                               plan.workspace_mib, "$RESULTS/timing.cache", version, plan.batch, plan.fp32_layers,
+                               plan.workspace_mib, "$RESULTS/timing.cache", version, plan.fp32_layers,
                                verbose=True, detailed_profile=True, calibrator=plan.calibrator)
     except CosineGateError as exc:
         message = f"error: not possible with TensorRT {version}: {exc}"
@@ -117,7 +116,7 @@ def branch(plan, release):
     lines.append("set -- " + sh_words(args[1:]))
     for name, cand in plan.candidates.items():  # plain float graphs: no gate layers to pin
         cand_args = trtexec_command(plan.profile, cand["onnx"], "$CAND_TMP", plan.precision, None, None, plan.dla_core,
-                                    plan.workspace_mib, "$RESULTS/timing.cache", version, plan.batch, (), verbose=True)
+                                    plan.workspace_mib, "$RESULTS/timing.cache", version, verbose=True)
         lines.append(f'build_{name}() {{ "$TRTEXEC" {sh_words(cand_args[1:])}; }}')
     return f"TensorRT {version}{jetpack}", lines
 

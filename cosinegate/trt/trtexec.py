@@ -41,10 +41,8 @@ def trtexec_command(
     workspace_mib=None,
     timing_cache=None,
     trt_version=None,
-    batch=1,
     fp32_layers=(),
     skip_inference=False,
-    input_spec=None,
     verbose=False,
     detailed_profile=False,
     calibrator=None,
@@ -52,8 +50,9 @@ def trtexec_command(
     """Argument list for trtexec building ``onnx_path`` into ``engine_path`` for ``profile``.
 
     ``trt_version`` defaults to the target's newest TensorRT; ``int8_path`` to the target's
-    default. ``input_spec`` is (input name, dims without batch), needed when ``batch`` is not 1
-    (dynamic-batch ONNX): all three shape profiles are set to that batch. ``verbose`` adds
+    default. No shape flags: the toolkit's graphs carry their batch in a static input shape, and trtexec refuses
+    --shapes/--minShapes/--optShapes/--maxShapes for a static model (sampleEngines.cpp setupNetworkAndConfig,
+    8.5.2 l.764-770, v10.3.0 l.839-845: "Static model does not take explicit shapes"). ``verbose`` adds
     ``--verbose`` (the build log); ``detailed_profile`` ``--profilingVerbosity=detailed`` (layer
     information for ``--exportLayerInfo`` when timing); ``calibrator`` the cache's ("entropy2" | "minmax"). TF32 is off (``--noTF32``), as in Polygraphy's builds.
     """
@@ -75,7 +74,6 @@ def trtexec_command(
     args.append(f"--memPoolSize=workspace:{_workspace(profile, workspace_mib)}")
     if timing_cache is not None:
         args.append(f"--timingCacheFile={timing_cache}")
-    args += _shape_args(batch, input_spec)
     if skip_inference:
         args.append(version.skip_inference_flag)
     if detailed_profile:
@@ -85,8 +83,7 @@ def trtexec_command(
     return args
 
 
-def trtexec_timing_command(profile, engine_path, trt_version, inputs=None, export_prefix=None, dla_core=None,
-                           iterations=None):
+def trtexec_timing_command(profile, engine_path, trt_version, inputs=None, export_prefix=None, dla_core=None):
     """trtexec line timing a built engine: ``--loadEngine``, real inputs (``inputs`` = {name: .bin file},
     passed as ``--loadInputs``), ``--useSpinWait``, and with ``export_prefix`` the per-run times, the
     per-layer profile and the layer information as JSON (``<prefix>.times.json`` etc.)."""
@@ -94,8 +91,6 @@ def trtexec_timing_command(profile, engine_path, trt_version, inputs=None, expor
     args = ["trtexec", f"--loadEngine={engine_path}", "--useSpinWait"]
     if inputs:
         args.append("--loadInputs=" + ",".join(f"{name}:{path}" for name, path in inputs.items()))
-    if iterations is not None:
-        args.append(f"--iterations={int(iterations)}")
     if dla_core is not None:
         check_dla_core(profile, dla_core)
         args.append(f"--useDLACore={dla_core}")
@@ -136,18 +131,3 @@ def _workspace(profile, workspace_mib):
     if not isinstance(workspace, int) or isinstance(workspace, bool) or workspace <= 0:
         raise CosineGateError(f"workspace {workspace!r} MiB is not a positive whole number; give MiB like 1024.")
     return workspace
-
-
-def _shape_args(batch, input_spec):
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise CosineGateError(f"batch {batch!r} is not a positive whole number; use 1 or more.")
-    if input_spec is None:
-        if batch != 1:
-            raise CosineGateError(
-                f"batch {batch} needs the input name and dims (input_spec) to set trtexec shapes; "
-                "pass them, or export the ONNX with that static batch."
-            )
-        return []
-    name, dims = input_spec
-    shape = f"{name}:" + "x".join(str(d) for d in (batch, *dims))
-    return [f"--minShapes={shape}", f"--optShapes={shape}", f"--maxShapes={shape}"]

@@ -1,6 +1,7 @@
 """trtexec command lines for every target x precision, and their version-dependent flags."""
 
 import pytest
+from trtexec_rules import problems
 
 from cosinegate.errors import CosineGateError
 from cosinegate.trt.targets import list_targets, load_target
@@ -95,27 +96,25 @@ def test_dla_flags_and_checks():
         trtexec_command(orin, "m.onnx", "m.engine", "fp32", dla_core=0)
 
 
-def test_workspace_timing_cache_shapes_and_skip_inference():
+def test_workspace_timing_cache_no_shapes_and_skip_inference():
+    """No shape flags: the toolkit's graphs have static shapes, which trtexec refuses shape flags for (rules)."""
     profile = load_target("jetson-orin-nano")
     args = trtexec_command(
         profile, "m.onnx", "m.engine", "fp16", workspace_mib=512, timing_cache="t.cache",
-        trt_version="10.3.0", batch=8, input_spec=("input", (3, 224, 224)), skip_inference=True,
+        trt_version="10.3.0", skip_inference=True,
     )
     assert "--memPoolSize=workspace:512" in args
     assert "--timingCacheFile=t.cache" in args
-    for flag in ("--minShapes", "--optShapes", "--maxShapes"):
-        assert f"{flag}=input:8x3x224x224" in args
+    assert not [a for a in args if "Shapes=" in a or a.startswith("--shapes")]
+    assert problems(args, "10.3.0") == []
+    assert problems(args + ["--optShapes=input:4x3x32x32"], "10.3.0") == ["shape flags for a static-shape graph"]
     assert args[-1] == "--skipInference"
     old = trtexec_command(profile, "m.onnx", "m.engine", "fp16", trt_version="8.5.2", skip_inference=True)
     assert old[-1] == "--buildOnly"
 
 
-def test_batch_without_input_spec_and_bad_values():
+def test_bad_values():
     profile = load_target("desktop")
-    with pytest.raises(CosineGateError, match="input_spec"):
-        trtexec_command(profile, "m.onnx", "m.engine", "fp16", batch=4, trt_version="10.15")
-    with pytest.raises(CosineGateError, match="batch 0"):
-        trtexec_command(profile, "m.onnx", "m.engine", "fp16", batch=0, trt_version="10.15")
     with pytest.raises(CosineGateError, match="workspace"):
         trtexec_command(profile, "m.onnx", "m.engine", "fp16", workspace_mib=-1, trt_version="10.15")
 
