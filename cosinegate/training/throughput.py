@@ -23,18 +23,17 @@ SETTINGS = {  # name -> Runtime fields
 PRESET_OF_MODE = {"none": "dense", "predictive": "balanced"}
 
 
-def make_trainer(mode, backbone, device, batch_size, runtime, images=4096, folder=None):
-    """A Trainer on the embedded synthetic set (a class-balanced subset), preset dense or balanced."""
-    import tempfile
-
+def make_trainer(mode, backbone, device, batch_size, runtime, folder):
+    """A Trainer on the embedded synthetic set (a class-balanced subset of 4,096 images), preset dense or balanced,
+    with ``folder`` as its run folder (timing steps write nothing there)."""
     from cosinegate.config import load_config, validate
     from cosinegate.training.loop import Trainer
 
     config = load_config(PRESET_OF_MODE[mode])
     config["model"]["backbone"] = backbone
-    config["data"].update(source="synthetic", subset=images)
+    config["data"].update(source="synthetic", subset=4096)
     config["optim"]["batch_size"] = batch_size
-    return Trainer(validate(config), folder or tempfile.mkdtemp(prefix="bench-train-"), device, progress=False, runtime=runtime)
+    return Trainer(validate(config), folder, device, progress=False, runtime=runtime)
 
 
 def timed_steps(trainer, steps, start_step=0):
@@ -106,22 +105,26 @@ def setting_names(settings=None, compile=False):
 def throughput_rows(names, backbone, device, batch_size, steps, warmup, repeats):
     """Per setting and mode (dense "none", gated "predictive"): images/s, ms per step and host syncs, or the error of
     a setting torch cannot run here (e.g. compile without a compiler)."""
+    import tempfile
+
     from cosinegate.training.runtime import Runtime
 
     if steps < 1 or batch_size < 1 or repeats < 1:
         raise CosineGateError("--steps, --batch-size and --repeats must be at least 1.")
     rows = []
-    for name in names:
-        for mode in ("none", "predictive"):
-            trainer = make_trainer(mode, backbone, device, batch_size, Runtime(**SETTINGS[name]))
-            try:
-                seconds = measure(trainer, steps, warmup, repeats)
-                syncs = sync_check(trainer)
-            except Exception as exc:  # reported in its row, the other settings still timed
-                rows.append({"setting": name, "mode": mode, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"})
-                continue
-            rows.append({"setting": name, "mode": mode, "images_per_s": batch_size / seconds, "ms_per_step": 1000 * seconds,
-                         "host_syncs": syncs})
+    with tempfile.TemporaryDirectory(prefix="cosinegate-bench-train-") as folder:
+        for name in names:
+            for mode in ("none", "predictive"):
+                trainer = make_trainer(mode, backbone, device, batch_size, Runtime(**SETTINGS[name]), folder)
+                try:
+                    seconds = measure(trainer, steps, warmup, repeats)
+                    syncs = sync_check(trainer)
+                except Exception as exc:  # reported in its row, the other settings still timed
+                    rows.append({"setting": name, "mode": mode,
+                                 "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"})
+                    continue
+                rows.append({"setting": name, "mode": mode, "images_per_s": batch_size / seconds,
+                             "ms_per_step": 1000 * seconds, "host_syncs": syncs})
     return rows
 
 
@@ -136,7 +139,7 @@ def run_probe(folder, probe_id, mode, backbone, device, setting, batch_size, war
     if batch_size < 1 or warmup < 0 or seconds <= 0:
         raise CosineGateError("a probe needs --batch-size of at least 1, --warmup of 0 or more and --seconds above 0.")
     barrier = Path(folder)
-    trainer = make_trainer(mode, backbone, device, batch_size, Runtime(**SETTINGS[setting]))
+    trainer = make_trainer(mode, backbone, device, batch_size, Runtime(**SETTINGS[setting]), barrier / f"run-{probe_id}")
     timed_steps(trainer, warmup)
     sync(trainer.device)
     (barrier / f"ready-{probe_id}").write_text("ready")
