@@ -54,14 +54,6 @@ class LazyModule:
             raise AttributeError(attr)
         return getattr(require(self._name, self._extra, self._purpose), attr)
 
-    def is_installed(self):
-        """Whether the module can be imported (imports it)."""
-        try:
-            importlib.import_module(self._name)
-        except ImportError:
-            return False
-        return True
-
     def __repr__(self):
         return f"<lazy module {self._name!r} (extra {self._extra})>"
 

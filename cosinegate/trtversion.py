@@ -11,7 +11,7 @@ Version guards (sources in brackets):
   trtexec 8.5/8.6 has no ``--stronglyTyped``.
 - ``calibrator_deprecated``: the implicit-quantization ``IInt8Calibrator`` path is deprecated
   from 10.1.
-- ``calibrator_removed`` and ``requires_strongly_typed``: TensorRT 11 removed weakly typed
+- ``requires_strongly_typed``: TensorRT 11 removed weakly typed
   networks and implicit quantization [NVIDIA/TensorRT README, 11.x announcement]. So on 11 every
   build is strongly typed: precision comes from the ONNX graph (Q/DQ nodes, fp16 tensors), the
   ``--fp16``/``--int8`` builder flags and per-layer precision constraints are gone, and an INT8
@@ -138,10 +138,6 @@ class TrtVersion:
     @property
     def calibrator_deprecated(self):
         return self.at_least(10, 1)
-
-    @property
-    def calibrator_removed(self):
-        return self.at_least(11)
 
     @property
     def has_builder_optimization_level(self):

@@ -5,9 +5,6 @@ from torch.nn import functional as F
 
 from cosinegate.data.normalization import CIFAR10
 
-MEAN, STD = tuple(CIFAR10["mean"]), tuple(CIFAR10["std"])  # the default normalization (CIFAR-10's statistics)
-
-
 _STATS = {}
 
 

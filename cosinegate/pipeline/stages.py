@@ -158,7 +158,7 @@ def calibration_files(calib_dir, form, checkpoint=None):
     """(Q/DQ graph for ``form`` or None, calibration cache or None) from a calibration output dir, each checked
     against the hash its manifest holds (a folder mixed by hand or by a copy is refused), and the folder's
     checkpoint against ``checkpoint`` when given."""
-    from cosinegate.quant.calibrate import CACHE_NAME, FILE_BY_FORM, MANIFEST_NAME
+    from cosinegate.quant.names import CACHE_NAME, FILE_BY_FORM, MANIFEST_NAME
 
     calib_dir = Path(calib_dir)
     rerun = f"rerun cosinegate calibrate --out {calib_dir}"
@@ -217,15 +217,14 @@ def record_stage(artifact, inputs, companions=()):
     atomic_write_json(stage_record_path(artifact), record.to_json())
 
 
-def candidate_graphs(stages, checkpoint, opset, names, data, if_cost_table=None):
+def candidate_graphs(stages, checkpoint, opset, names, data):
     """{candidate: {"onnx", "reference", "inputs"}}: each selection candidate (conditional form, batch 1) exported
     with its policy (cosinegate.bench.candidates.POLICY) and checked against PyTorch following that policy."""
     from cosinegate.bench.candidates import POLICY
 
     out = {}
     for name in names:
-        onnx_path = stages.export(checkpoint, "conditional", 1, opset, POLICY[name], name=None if name == "conditional" else name,
-                                  if_cost_table=if_cost_table if name == "conditional" else None)
+        onnx_path = stages.export(checkpoint, "conditional", 1, opset, POLICY[name], name=None if name == "conditional" else name)
         tag = "" if name == "conditional" else f".{name}"
         reference, inputs, _ = stages.reference(checkpoint, onnx_path, data, tag=tag)
         out[name] = {"onnx": onnx_path, "reference": reference, "inputs": inputs}

@@ -38,8 +38,7 @@ from cosinegate.onnx.export import set_metadata
 from cosinegate.onnx.passes import infer_shapes
 from cosinegate.quant import cache as cache_mod
 from cosinegate.quant.calibset import batches, check_image_array
-from cosinegate.quant.names import (CACHE_NAME, COMPACT_QDQ, CONDITIONAL_QDQ, DEFAULT_FORMS, DEFAULT_TRT, FILE_BY_FORM, FLAT_QDQ, FORMS,  # noqa: F401
-                                    MANIFEST_FORMAT, MANIFEST_NAME, MASKED_QDQ)
+from cosinegate.quant.names import CACHE_NAME, DEFAULT_FORMS, DEFAULT_TRT, FILE_BY_FORM, FORMS, MANIFEST_FORMAT, MANIFEST_NAME
 from cosinegate.progress import bar
 from cosinegate.quant.ranges import METHODS, RangeCollector
 from cosinegate.trtversion import SHORT_RELEASES

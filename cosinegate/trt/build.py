@@ -102,7 +102,7 @@ def dla_releases_that_build(profile, form, precision, int8_path, dla_core):
 
 
 def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=None, dla_core=None,
-                   workspace_mib=None, timing_cache=None, fp32_layers=(), optimization_level=3, form=None):
+                   workspace_mib=None, timing_cache=None, fp32_layers=(), form=None):
     """Decide how to build (no TensorRT needed): precision.precision_plan's decision, with the calibration cache
     read and checked where the plan takes INT8 from one."""
     version = parse_version(trt_version)
@@ -121,7 +121,7 @@ def build_settings(profile, trt_version, precision, int8_path=None, calib_cache=
                          calib_cache=str(calib_cache) if plan.uses_cache else None, calibrator=calibrator,
                          fp32_layers=tuple(fp32_layers) if plan.pins_layers else (), dla_core=plan.dla_core,
                          gpu_fallback=plan.gpu_fallback, workspace_mib=workspace_mib or profile.default_workspace_mib,
-                         timing_cache=timing_cache, optimization_level=optimization_level, notes=plan.notes)
+                         timing_cache=timing_cache, notes=plan.notes)
 
 
 def check_cache_version(calib_cache, version):
@@ -227,23 +227,6 @@ def _tegra_capability(device_tree):
         return None
     return next((TEGRA_CAPABILITY[c.decode(errors="replace")] for c in compatible
                  if c.decode(errors="replace") in TEGRA_CAPABILITY), None)
-
-
-# The TensorRT names each CreateConfig / NetworkFromOnnxPath argument makes Polygraphy touch
-# (polygraphy/backend/trt/config.py and loader.py, 0.49-0.53); tests/trt/test_api_surface.py checks
-# them against the bindings of every release whose settings produce the argument.
-POLYGRAPHY_TRT_NAMES = {
-    "fp16": ("BuilderFlag", "FP16"),
-    "int8": ("BuilderFlag", "INT8"),
-    "calibrator": ("int8_calibrator",),
-    "precision_constraints": ("BuilderFlag", "OBEY_PRECISION_CONSTRAINTS"),
-    "memory_pool_limits": ("MemoryPoolType", "WORKSPACE", "set_memory_pool_limit"),
-    "builder_optimization_level": ("builder_optimization_level",),
-    "load_timing_cache": ("create_timing_cache", "set_timing_cache"),
-    "use_dla": ("DeviceType", "DLA", "default_device_type", "DLA_core"),
-    "allow_gpu_fallback": ("BuilderFlag", "GPU_FALLBACK"),
-    "strongly_typed": ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"),
-}
 
 
 def config_kwargs(settings, version, trt):

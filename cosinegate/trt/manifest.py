@@ -205,7 +205,7 @@ def engine_power_rails(manifest, where):
     return tuple(rails["total"]), tuple(rails["detail"])
 
 
-def check_engine_manifest(engine, trt_version, compute_capability, check_hash=True):
+def check_engine_manifest(engine, trt_version, compute_capability):
     """Refuse an engine built for another TensorRT version or compute capability; return its EngineManifest."""
     from cosinegate.trt.targets import compute_capability_text
     from cosinegate.trtversion import parse_version
@@ -229,6 +229,6 @@ def check_engine_manifest(engine, trt_version, compute_capability, check_hash=Tr
             f"engine {Path(engine).name} was built for compute capability {built_cc}, this GPU is {cc}; "
             "rebuild it on this device with deploy/build_engine.py."
         )
-    if check_hash and manifest.engine_sha256 != sha256_file(engine):
+    if manifest.engine_sha256 != sha256_file(engine):
         raise CosineGateError(f"engine {engine} does not match the hash in its manifest; rebuild it.")
     return manifest

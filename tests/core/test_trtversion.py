@@ -64,25 +64,24 @@ def test_prefix_matching():
 
 
 @pytest.mark.parametrize(
-    "text, v3, strong, strong_only, deprecated, removed, skip_flag",
+    "text, v3, strong, strong_only, deprecated, skip_flag",
     [
-        ("8.4.1", False, False, False, False, False, "--buildOnly"),
-        ("8.5.2.2", True, False, False, False, False, "--buildOnly"),
-        ("8.6.2", True, False, False, False, False, "--skipInference"),
-        ("9.2.0", True, True, False, False, False, "--skipInference"),
-        ("10.0.1", True, True, False, False, False, "--skipInference"),
-        ("10.1.0", True, True, False, True, False, "--skipInference"),
-        ("10.3.0", True, True, False, True, False, "--skipInference"),
-        ("11.0", True, True, True, True, True, "--skipInference"),
+        ("8.4.1", False, False, False, False, "--buildOnly"),
+        ("8.5.2.2", True, False, False, False, "--buildOnly"),
+        ("8.6.2", True, False, False, False, "--skipInference"),
+        ("9.2.0", True, True, False, False, "--skipInference"),
+        ("10.0.1", True, True, False, False, "--skipInference"),
+        ("10.1.0", True, True, False, True, "--skipInference"),
+        ("10.3.0", True, True, False, True, "--skipInference"),
+        ("11.0", True, True, True, True, "--skipInference"),
     ],
 )
-def test_guards(text, v3, strong, strong_only, deprecated, removed, skip_flag):
+def test_guards(text, v3, strong, strong_only, deprecated, skip_flag):
     version = parse_version(text)
     assert version.has_execute_async_v3 is v3
     assert version.supports_strongly_typed is strong
     assert version.requires_strongly_typed is strong_only
     assert version.calibrator_deprecated is deprecated
-    assert version.calibrator_removed is removed
     assert version.skip_inference_flag == skip_flag
 
 

@@ -10,11 +10,15 @@ import torch
 from conftest import FAKE_CLASSES, REAL_CIFAR, requires_real_cifar, write_image_tree
 from cosinegate.data import balanced_subset, load_dataset, split_holdout
 from cosinegate.data import imagefolder
-from cosinegate.data.augment import MEAN, STD, random_crop_flip, to_tensor
+from cosinegate.data.augment import random_crop_flip, to_tensor
 from cosinegate.data.cifar10 import load_cifar10
 from cosinegate.data.imageset import ImageSet, check_images
+from cosinegate.data.normalization import CIFAR10
 from cosinegate.data.synthetic import CLASSES, generate, load_synthetic
 from cosinegate.errors import CosineGateError
+
+MEAN, STD = CIFAR10["mean"], CIFAR10["std"]  # to_tensor's default normalization
+
 
 # ---- synthetic -------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from cosinegate.errors import CosineGateError
 from cosinegate.quant import cache as cache_mod
 from cosinegate.quant import calibrate as C
 from cosinegate.quant.calibset import ids_sha256, select
+from cosinegate.quant.names import CACHE_NAME, COMPACT_QDQ, CONDITIONAL_QDQ, FLAT_QDQ, MASKED_QDQ
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINED = ROOT / "train/results/cifar10-campaign-cpu/runs/rates-r0.75-s0/last.pt"  # the CPU campaign's leader
@@ -126,7 +127,7 @@ def test_unknown_method_refused(tiny_checkpoint, calib_set):
 
 
 def test_flat_qdq_placement_rules(built):
-    model = onnx.load_from_string(built.files[C.FLAT_QDQ])
+    model = onnx.load_from_string(built.files[FLAT_QDQ])
     graph, inits, made_by = model.graph, _inits(model), _producers(model.graph)
     qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qdq
@@ -161,7 +162,7 @@ def test_flat_qdq_placement_rules(built):
 
 
 def test_activation_scales_come_from_amax(built):
-    model = onnx.load_from_string(built.files[C.FLAT_QDQ])
+    model = onnx.load_from_string(built.files[FLAT_QDQ])
     inits, amax = _inits(model), built.manifest["amax"]
     for node in model.graph.node:
         if node.op_type == "QuantizeLinear" and node.name.endswith(("/input_q_QuantizeLinear", "/shortcut_q_QuantizeLinear")):
@@ -169,7 +170,7 @@ def test_activation_scales_come_from_amax(built):
 
 
 def test_conditional_qdq_lives_in_then_branches(built):
-    model = onnx.load_from_string(built.files[C.CONDITIONAL_QDQ])
+    model = onnx.load_from_string(built.files[CONDITIONAL_QDQ])
     ifs = [n for n in model.graph.node if n.op_type == "If"]
     assert ifs
     top = [n.name for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
@@ -188,7 +189,7 @@ def test_paper_mode_conditional_refused(tmp_path, fake_cifar_root, calib_set):
     with pytest.raises(CosineGateError, match="--forms flat,masked"):
         C.calibrate(path, calib_set, "minmax")
     result = C.calibrate(path, calib_set, "minmax", forms=("flat", "masked"), policy="conditional-all")
-    assert set(result.files) == {C.FLAT_QDQ, C.MASKED_QDQ, C.CACHE_NAME}
+    assert set(result.files) == {FLAT_QDQ, MASKED_QDQ, CACHE_NAME}
 
 
 def test_compact_qdq_graph_runs_each_sample_as_the_conditional_qdq_graph(tiny_checkpoint, calib_set, fake_cifar):
@@ -202,7 +203,7 @@ def test_compact_qdq_graph_runs_each_sample_as_the_conditional_qdq_graph(tiny_ch
 
     result = C.calibrate(tiny_checkpoint, calib_set, "minmax", 16, trt_version="8.5", forms=("flat", "compact"),
                          policy="conditional-all")
-    written = onnx.load_from_string(result.files[C.COMPACT_QDQ])
+    written = onnx.load_from_string(result.files[COMPACT_QDQ])
     assert {"NonZero", "ScatterND", "QuantizeLinear"} <= {n.op_type for n in written.graph.node}
     with pytest.raises(CosineGateError, match="TensorRT 8.4.3.*--form masked"):
         C.calibrate(tiny_checkpoint, calib_set, "minmax", 16, trt_version="8.4.3", forms=("flat", "compact"))
@@ -224,14 +225,14 @@ def test_compact_qdq_graph_runs_each_sample_as_the_conditional_qdq_graph(tiny_ch
 
 def test_cache_round_trip_and_header(built, tmp_path):
     C.write_outputs(built, tmp_path / "out")
-    header, scales = cache_mod.parse_cache(tmp_path / "out" / C.CACHE_NAME)
+    header, scales = cache_mod.parse_cache(tmp_path / "out" / CACHE_NAME)
     assert header == "TRT-8502-MinMaxCalibration"
     amax = built.manifest["amax"]
     assert set(scales) == set(amax) and set(built.manifest["quantized_tensors"]) <= set(scales)
     assert not [name for name in scales if "/gate/" in name]
     for name, scale in scales.items():
         assert scale == float(np.float32(amax[name] / 127)), name
-    back = C.amax_from_cache(tmp_path / "out" / C.CACHE_NAME, "8.5", "minmax")
+    back = C.amax_from_cache(tmp_path / "out" / CACHE_NAME, "8.5", "minmax")
     for name in amax:
         assert back[name] == pytest.approx(amax[name], rel=1e-6)
 
@@ -246,7 +247,7 @@ def test_header_by_method_and_version(method, trt, header):
 
 def test_mismatched_cache_refused(built, tmp_path):
     path = tmp_path / "c.cache"
-    path.write_bytes(built.files[C.CACHE_NAME])  # TRT 8.5.2 MinMax
+    path.write_bytes(built.files[CACHE_NAME])  # TRT 8.5.2 MinMax
     with pytest.raises(CosineGateError, match="built for TensorRT 8.5.2 with MinMaxCalibration.*10.3.0"):
         C.amax_from_cache(path, "10.3", "minmax")
     with pytest.raises(CosineGateError, match="EntropyCalibration2"):
@@ -255,9 +256,9 @@ def test_mismatched_cache_refused(built, tmp_path):
 
 def test_reusing_a_matching_cache_gives_the_same_graph(built, tiny_checkpoint, tmp_path):
     path = tmp_path / "c.cache"
-    path.write_bytes(built.files[C.CACHE_NAME])
+    path.write_bytes(built.files[CACHE_NAME])
     again = C.calibrate(tiny_checkpoint, None, "minmax", trt_version="8.5", forms=("flat",), cache_in=path)
-    a, b = (_inits(onnx.load_from_string(r.files[C.FLAT_QDQ])) for r in (built, again))
+    a, b = (_inits(onnx.load_from_string(r.files[FLAT_QDQ])) for r in (built, again))
     for name in a:
         if name.endswith("input_q_scale"):
             assert b[name] == pytest.approx(a[name], rel=1e-6)
@@ -274,8 +275,8 @@ def _agreement(checkpoint, calib, test_images, policy):
     result = C.calibrate(checkpoint, calib, "minmax", 32, forms=("flat", "conditional"), policy=policy)
     model, state = model_from_checkpoint(checkpoint)
     fp32_cond = C.onnxrt_runner(conditionalize(C.flat_twin(model, 1), policy, state.get("skip_rates")))
-    flat_q = C.onnxrt_runner(onnx.load_from_string(result.files[C.FLAT_QDQ]))
-    cond_q = C.onnxrt_runner(onnx.load_from_string(result.files[C.CONDITIONAL_QDQ]))
+    flat_q = C.onnxrt_runner(onnx.load_from_string(result.files[FLAT_QDQ]))
+    cond_q = C.onnxrt_runner(onnx.load_from_string(result.files[CONDITIONAL_QDQ]))
     masked_q = C.onnxrt_runner(mask(C.quantize_flat(C.flat_twin(model, 1), result.manifest["amax"]), policy, state.get("skip_rates")))
     agree, total = 0, 0
     for image in test_images:

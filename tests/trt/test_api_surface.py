@@ -34,6 +34,23 @@ CALIBRATOR_OVERRIDES = ("get_batch", "get_batch_size", "read_calibration_cache",
 BUILDS = [("fp32", None), ("fp16", None), ("int8", "qdq"), ("int8", "cache")]
 
 
+# The TensorRT names each CreateConfig / NetworkFromOnnxPath argument makes Polygraphy touch
+# (polygraphy/backend/trt/config.py and loader.py, 0.49-0.53); the test below checks
+# them against the bindings of every release whose settings produce the argument.
+POLYGRAPHY_TRT_NAMES = {
+    "fp16": ("BuilderFlag", "FP16"),
+    "int8": ("BuilderFlag", "INT8"),
+    "calibrator": ("int8_calibrator",),
+    "precision_constraints": ("BuilderFlag", "OBEY_PRECISION_CONSTRAINTS"),
+    "memory_pool_limits": ("MemoryPoolType", "WORKSPACE", "set_memory_pool_limit"),
+    "builder_optimization_level": ("builder_optimization_level",),
+    "load_timing_cache": ("create_timing_cache", "set_timing_cache"),
+    "use_dla": ("DeviceType", "DLA", "default_device_type", "DLA_core"),
+    "allow_gpu_fallback": ("BuilderFlag", "GPU_FALLBACK"),
+    "strongly_typed": ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"),
+}
+
+
 def evidence(release):
     return {line.strip() for line in (DATA / f"{release}.txt").read_text().splitlines() if line and not line.startswith("#")}
 
@@ -102,8 +119,8 @@ def touched_names(release, profile_name, precision, int8_path, dla_core, tmp_pat
     build.build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", settings)
     names = set(log)
     for kwarg in loaders.kwargs:
-        assert kwarg in build.POLYGRAPHY_TRT_NAMES, f"CreateConfig/NetworkFromOnnxPath argument {kwarg} has no TRT name mapping"
-        names |= set(build.POLYGRAPHY_TRT_NAMES[kwarg])
+        assert kwarg in POLYGRAPHY_TRT_NAMES, f"CreateConfig/NetworkFromOnnxPath argument {kwarg} has no TRT name mapping"
+        names |= set(POLYGRAPHY_TRT_NAMES[kwarg])
     if "calibrator" in loaders.kwargs:
         calibrator_class = type(loaders.kwargs["calibrator"])
         assert all(name in calibrator_class.__dict__ for name in CALIBRATOR_OVERRIDES)
