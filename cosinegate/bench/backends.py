@@ -32,10 +32,9 @@ class OnnxrtBackend(Timed):
     def __init__(self, onnx_path, threads=1, optimization="all"):
         from cosinegate.onnx import load_toolkit_onnx
         from cosinegate.runtime.onnxruntime_backend import OnnxRuntimeRunner
-        from cosinegate.runtime.ort_engine import check_ort_engine, is_ort_engine
+        from cosinegate.runtime.ort_engine import check_if_ort_engine
 
-        if is_ort_engine(onnx_path):  # built for the cpu-onnxruntime target: only under its ONNX Runtime and CPU
-            check_ort_engine(onnx_path)
+        check_if_ort_engine(onnx_path)
         super().__init__(OnnxRuntimeRunner(load_toolkit_onnx(onnx_path), threads=threads, optimization=optimization))
 
 

@@ -159,10 +159,9 @@ def graph_runner(onnx_path, backend, int8=False):
     runs one small batch at a time beside PyTorch) or TensorRT runner (engine built from the graph here)."""
     if backend == "onnxrt":
         from cosinegate.runtime.onnxruntime_backend import OnnxRuntimeRunner
-        from cosinegate.runtime.ort_engine import check_ort_engine, is_ort_engine
+        from cosinegate.runtime.ort_engine import check_if_ort_engine
 
-        if is_ort_engine(onnx_path):  # built for the cpu-onnxruntime target: only under its ONNX Runtime and CPU
-            check_ort_engine(onnx_path)
+        check_if_ort_engine(onnx_path)
         return OnnxRuntimeRunner(onnx_path, threads=1, spinning=False).polygraphy()
     if backend == "trt":
         from cosinegate.runtime.tensorrt_backend import TensorRTRunner

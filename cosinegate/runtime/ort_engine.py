@@ -4,7 +4,7 @@
 extensions the kernels pick from: AVX-512, AVX2, NEON); ``check_ort_engine(path)`` reads the manifest beside a
 graph built for the cpu-onnxruntime target (``<graph>.json``, a cosinegate.manifests.OrtEngineManifest: data,
 never code), checks the graph's hash and refuses, in one line naming the rebuild, another ONNX Runtime version
-or another CPU; ``load_ort_engine(path)`` does that and returns the runner.
+or another CPU; ``check_if_ort_engine(path)`` does that where a graph has such a manifest (every reader of a graph).
 """
 
 import platform
@@ -95,9 +95,7 @@ def is_ort_engine(graph):
         return False
 
 
-def load_ort_engine(graph, threads=1):
-    """An OnnxRuntimeRunner of the cpu-onnxruntime graph ``graph`` after ``check_ort_engine``; (runner, manifest)."""
-    from cosinegate.runtime.onnxruntime_backend import OnnxRuntimeRunner
-
-    manifest = check_ort_engine(graph)
-    return OnnxRuntimeRunner(str(graph), threads=threads), manifest
+def check_if_ort_engine(graph):
+    """``check_ort_engine(graph)`` where ``graph`` was built for the cpu-onnxruntime target (its manifest or None):
+    such a graph runs only under its ONNX Runtime and CPU, a plain toolkit graph anywhere."""
+    return check_ort_engine(graph) if is_ort_engine(graph) else None
