@@ -37,7 +37,8 @@ def nchwc_here(machine=None):
 def check_settings(s, profile):
     """Refuse, in one line, what the cpu-onnxruntime target does not build; the settings with defaults filled in."""
     for name, flag in _UNUSED.items():
-        if getattr(s, name):
+        value = getattr(s, name)
+        if value is not None and value is not False:  # given at all: --dla-core 0 too (0 == False)
             raise CosineGateError(f"target {profile.name} builds the fp32 ONNX Runtime graph here from a checkpoint; "
                                   f"drop {flag}.")
     precision = s.precision or "fp32"

@@ -383,7 +383,7 @@ def _check(plan):
         "    fi",
         '    tail -n 1 "$RESULTS/polygraphy.log"',
         "else",
-        "    PARITY='not run (polygraphy not installed: pip3 install numpy polygraphy)'",
+        "    PARITY='not run (polygraphy not installed: pip3 install \"numpy<1.24\" polygraphy: TensorRT 8.5 needs np.bool)'",
         "fi",
         'say "parity: $PARITY" | tee "$RESULTS/parity.txt"',
     ]

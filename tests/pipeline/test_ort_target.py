@@ -73,6 +73,7 @@ def test_built_graph_loads_here_and_is_refused_elsewhere(built):
     (["--precision", "fp16"], "precision fp16 is not offered by cpu-onnxruntime"),
     (["--form", "masked"], "ORT-native conditional graph at batch 1"),
     (["--int8", "qdq"], "drop --int8"),
+    (["--dla-core", "0"], "drop --dla-core"),  # core 0 is a value too (docs review: it was let through)
 ])
 def test_bad_inputs_in_one_line(argv, words, tiny_checkpoint, tmp_path):
     with pytest.raises(CosineGateError, match=words) as exc:
