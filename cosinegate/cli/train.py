@@ -40,7 +40,7 @@ def parse_args(argv=None):
     add_device_flags(parser, threads=0)  # on a machine busy with other work, --threads 1 keeps threads from fighting
     parser.add_argument("--seed", type=int, help="seed of the initialisation, data order, augmentation and held-out split "
                                                  "(default: the config's, 0)")
-    add_output_flag(parser, "run folder (last.pt, best.pt, metrics.jsonl, summary.json)", default="runs/train")
+    add_output_flag(parser, "run folder (last.pt, best.pt, metrics.jsonl, summary.json, config.json, training.png)", default="runs/train")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     parser.add_argument("--init-from", metavar="CKPT", help="start from this checkpoint's weights (matching tensors; the gates "
                                                              "stay freshly initialised, open), or from a torchvision-format "

@@ -42,7 +42,7 @@ def check_loss_overrides(name, config, target=None, block_rates=None):
     if target is not None and not gate["penalty"]:
         raise CosineGateError(f"--target is the compute penalty's target, and {name} has no compute penalty "
                               "(gate.penalty 0: it trains per-block rates); use --block-rates R, or a preset with the "
-                              "penalty (balanced, aggressive, conservative).")
+                              "penalty (aggressive, conservative, paper or any balanced*).")
     if block_rates is not None and not gate["block_rate_weight"]:
         raise CosineGateError(f"--block-rates sets per-block execution rates, which {name} does not train toward "
                               "(gate.block_rate_weight 0); use --config rates, shaping or two-phase, or --target for the "
