@@ -13,6 +13,27 @@ from cosinegate.errors import CosineGateError
 
 MAX_EXTRACT_BYTES = 8 << 30  # above any state, finals or CIFAR-10 tar this toolkit writes or reads
 MAX_EXTRACT_MEMBERS = 200_000  # above the 60,000 images (and their folders) of the CIFAR-10 JPEG tar
+MAX_NAME_HEADER_BYTES = 64 << 10  # a GNU long-name or pax header (a long path is a few hundred bytes)
+
+
+class HeaderRefused(tarfile.TarError):
+    """A header tarfile would read whole (or in unbounded parts) before any member check could see it."""
+
+
+class CheckedTarInfo(tarfile.TarInfo):
+    """tarfile reads a GNU long-name or pax extended header whole into memory (a 300 KB .tar.gz declaring a 300 MiB
+    name took 2.4 GB), and a GNU sparse header's extension blocks one by one into a list, while it looks for the
+    next member; such headers are refused here before their data is read."""
+
+    def _proc_member(self, tarfile_):
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise HeaderRefused(f"member {self.name!r} is a GNU sparse file, which this toolkit never writes")
+        long_headers = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                        tarfile.SOLARIS_XHDTYPE)
+        if self.type in long_headers and self.size > MAX_NAME_HEADER_BYTES:
+            raise HeaderRefused(f"a long-name or pax header declares {self.size} bytes, over the "
+                                f"{MAX_NAME_HEADER_BYTES} this toolkit reads")
+        return super()._proc_member(tarfile_)
 
 
 def member_problem(member):
@@ -54,7 +75,7 @@ def check(path, fix, max_bytes=MAX_EXTRACT_BYTES):
     """The checked members of the tar at ``path`` (see checked_members); an unreadable archive is a one-line
     CosineGateError naming it and ending with ``fix``."""
     try:
-        with tarfile.open(path) as tar:
+        with tarfile.open(path, tarinfo=CheckedTarInfo) as tar:
             return checked_members(tar, path, fix, max_bytes)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise unreadable(path, exc, fix) from None
@@ -66,7 +87,7 @@ def extract(path, dest, fix, max_bytes=MAX_EXTRACT_BYTES):
     # Python before 3.10.12 / 3.11.4 has no extraction filters: the members are checked above either way
     options = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     try:
-        with tarfile.open(path) as tar:
+        with tarfile.open(path, tarinfo=CheckedTarInfo) as tar:
             tar.extractall(dest, members=checked_members(tar, path, fix, max_bytes), **options)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise unreadable(path, exc, fix) from None

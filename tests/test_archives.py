@@ -130,6 +130,48 @@ def test_the_cap_is_checked_before_a_compressed_member_is_inflated(tmp_path):
         archives.check(path, FIX, max_bytes=1000)
 
 
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_a_long_name_header_is_read_only_up_to_a_cap(tmp_path, fmt):
+    """Attacker review: tarfile reads a GNU long-name or pax header whole while looking for the next member (a 300 KB
+    .tar.gz declaring a 300 MiB name took 2.4 GB); a header declaring more than 64 KiB is refused before its data
+    is read (here the data is cut off, so reading it would fail otherwise). A long path of a few hundred bytes, as
+    tarfile writes it in either format, still extracts."""
+    import gzip
+
+    name = "d/" + "/".join(["n" * 60] * 5)  # 300 characters: over the 100 of a plain ustar name
+    ok = tmp_path / "ok.tar"
+    with tarfile.open(ok, "w", format=fmt) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"ok"))
+    archives.extract(ok, tmp_path / "out", FIX)
+    assert (tmp_path / "out" / name).read_bytes() == b"ok"
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=fmt) as tar:
+        info = tarfile.TarInfo("e/" + "n" * (100 << 10))
+        tar.addfile(info)
+    header = raw.getvalue()[:512]  # the long-name or pax header alone, declaring over 100 KiB that never follow
+    path = tmp_path / "long.tar.gz"
+    path.write_bytes(gzip.compress(header + b"\0" * 4096))
+    with pytest.raises(CosineGateError, match="long-name or pax header declares .* over the 65536 this toolkit reads"):
+        archives.check(path, FIX)
+
+
+def test_a_gnu_sparse_member_is_refused(tmp_path):
+    """tarfile reads a sparse header's extension blocks into a list, one per 512 bytes of (compressible) tar."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("sparse")
+        info.type = tarfile.GNUTYPE_SPARSE
+        tar.addfile(info)
+    path = tmp_path / "sparse.tar"
+    path.write_bytes(raw.getvalue())
+    with pytest.raises(CosineGateError, match="GNU sparse file") as exc:
+        archives.extract(path, tmp_path / "out", FIX)
+    assert "\n" not in str(exc.value) and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("content", [b"not a tar at all", b""])
 def test_an_unreadable_archive_is_one_line(tmp_path, content):
     path = tmp_path / "junk.tar"
