@@ -43,8 +43,8 @@ def calibrate_checkpoint(s, log=print):
     ``log``: notes and the progress bar over the calibration images (cosinegate.progress)."""
     from cosinegate.data.choice import DataOrigin, choose_data
     from cosinegate.quant.calibrate import calibrate, check_method, resolve_trt_version, write_outputs
-    from cosinegate.quant.names import DEFAULT_FORMS, DEFAULT_TRT
     from cosinegate.quant.calibset import select
+    from cosinegate.quant.names import DEFAULT_FORMS, DEFAULT_TRT
     from cosinegate.training.checkpoint import check_image_size, load_checkpoint
 
     trt_version = s.trt_version or DEFAULT_TRT

@@ -524,17 +524,65 @@ def uses_external_data(data):
             raise ValueError("wire type {} is not one ONNX writes".format(wire))
 
 
-def ort_engine_build(graph):
-    """(ONNX Runtime version, machine) that optimized ``graph``, from the cpu-onnxruntime manifest beside it
-    (``<graph>.json``), or None where there is none: the bundle's graphs are plain ONNX and run on any release."""
+ISA = (("avx512", ("avx512f",)), ("avx2", ("avx2",)), ("neon", ("neon", "asimd")))  # as cosinegate.runtime.ort_engine
+
+
+def cpu_identity(cpuinfo="/proc/cpuinfo"):
+    """{"machine", "model", "isa"} of this CPU, exactly as the toolkit's cosinegate.runtime.ort_engine.cpu_identity
+    (this file imports nothing from the toolkit; tests/trt/test_run_engine.py checks the two agree)."""
+    model, flags = "", set()
+    try:
+        with open(cpuinfo, errors="replace") as handle:
+            text = handle.read(1 << 20)
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "cpu model") and not model:
+            model = value.strip()
+        elif key in ("flags", "features"):
+            flags.update(value.split())
+    if not model and text:  # ARM kernels name no model: the implementer and part numbers say which core
+        parts = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in text.splitlines()) if v}
+        model = " ".join("{}={}".format(k, parts[k]) for k in ("cpu implementer", "cpu part") if k in parts)
+    isa = sorted(name for name, keys in ISA if flags & set(keys))
+    return {"machine": platform.machine(), "model": " ".join(model.split())[:200] or "unknown", "isa": isa}
+
+
+def sha256_of(path, chunk=1 << 20):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(str(path), "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ort_engine_problem(graph, version, cpu=None):
+    """Why ONNX Runtime ``version`` on this CPU may not run ``graph``, where the manifest beside it (``<graph>.json``)
+    says it was built for the cpu-onnxruntime target: the checks of cosinegate.runtime.ort_engine.check_ort_engine
+    (hash, ONNX Runtime version, CPU machine, model and vector extensions). (is such a graph, problem or None); the
+    bundle's graphs have no such manifest and run on any release."""
     path = Path("{}.json".format(graph))
     if not path.is_file():
-        return None
+        return False, None
     manifest = read_json(path, "graph manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != ORT_ENGINE_FORMAT:
-        return None
-    cpu = manifest.get("cpu") if isinstance(manifest.get("cpu"), dict) else {}
-    return str(manifest.get("onnxruntime_version")), str(cpu.get("machine"))
+        return False, None
+    if manifest.get("engine_sha256") != sha256_of(graph):
+        return True, "it does not match the hash in {} (changed since it was built)".format(path.name)
+    if str(manifest.get("onnxruntime_version")) != version:
+        return True, "it was optimized by ONNX Runtime {}, this is ONNX Runtime {}".format(
+            shown(manifest.get("onnxruntime_version"), 40), version)
+    built = manifest.get("cpu") if isinstance(manifest.get("cpu"), dict) else {}
+    here = cpu_identity() if cpu is None else cpu
+    for key in ("machine", "model", "isa"):
+        if built.get(key) != here.get(key):
+            return True, "it was optimized on CPU {} ({}), this CPU is {}".format(shown(built.get(key), 80), key,
+                                                                               shown(here.get(key), 80))
+    return True, None
 
 
 class OnnxRunner:
@@ -558,14 +606,15 @@ class OnnxRunner:
             raise BadInput("{} keeps tensors in external files, which ONNX Runtime before 1.24 reads wherever the graph "
                            "points; the bundle's graphs carry their weights inside: pass a model.*.onnx file of the "
                            "bundle.".format(path))
-        built = ort_engine_build(path)
-        if built and built != (ort.__version__, platform.machine()):
-            raise BadInput("{} was optimized for ONNX Runtime {} on {} (the cpu-onnxruntime target), this is ONNX "
-                           "Runtime {} on {}; pass the bundle's model.*.onnx, or rebuild the graph on this machine with "
-                           "deploy/build_engine.py --target cpu-onnxruntime.".format(
-                               path, shown(built[0], 40), shown(built[1], 40), ort.__version__, platform.machine()))
+        native, problem = ort_engine_problem(path, ort.__version__)
+        if problem:
+            raise BadInput("{} was built for the cpu-onnxruntime target and cannot run here: {}; pass the bundle's "
+                           "model.*.onnx, or rebuild the graph on this machine with deploy/build_engine.py --target "
+                           "cpu-onnxruntime.".format(path, problem))
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
+        if native:  # optimized offline for this ONNX Runtime and CPU: loaded as it is, as the toolkit's runner does
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ONNX Runtime raises its own types for a file that is no graph

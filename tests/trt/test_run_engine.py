@@ -111,7 +111,7 @@ def test_run_engine_imports_nothing_from_the_toolkit():
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "cosinegate" not in names
     assert names <= {"argparse", "ctypes", "io", "json", "math", "os", "sys", "pathlib", "numpy", "PIL", "cv2", "onnxruntime",
-                     "tensorrt", "re", "stat", "tempfile", "platform"}
+                     "tensorrt", "re", "stat", "tempfile", "platform", "hashlib"}
 
 
 def test_run_engine_bounds_image_sides_as_the_toolkit():
@@ -781,13 +781,11 @@ def test_a_graph_with_external_data_is_refused_before_onnx_runtime_opens_it(defa
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, (name, done.stderr)
 
 
-def test_a_cpu_onnxruntime_graph_runs_only_under_the_onnx_runtime_and_machine_that_optimized_it(default_bundle, photos,
-                                                                                                 tmp_path):
+def test_a_cpu_onnxruntime_graph_runs_only_under_the_onnx_runtime_and_cpu_that_optimized_it(default_bundle, photos,
+                                                                                             tmp_path):
     """run_engine.py imports nothing from the toolkit, so it reads the manifest the toolkit writes beside a
-    cpu-onnxruntime graph (written here by the toolkit's own OrtEngineManifest) on its own; the bundle's plain
-    graphs have none and run anywhere."""
-    import platform
-
+    cpu-onnxruntime graph (written here by the toolkit's own OrtEngineManifest) on its own, with the toolkit's checks:
+    hash, ONNX Runtime version, CPU machine, model and vector extensions; the bundle's plain graphs run anywhere."""
     import onnxruntime
 
     from cosinegate.artifacts import sha256_file
@@ -796,13 +794,34 @@ def test_a_cpu_onnxruntime_graph_runs_only_under_the_onnx_runtime_and_machine_th
 
     graph = tmp_path / "model.ort.onnx"
     shutil.copy(default_bundle / "model.conditional.onnx", graph)
-    for version, code in (("1.2.3", 2), (onnxruntime.__version__, 0)):
-        manifest = OrtEngineManifest(engine_sha256=sha256_file(graph), target="cpu-onnxruntime",
-                                     onnxruntime_version=version, cpu=cpu_identity())
-        (tmp_path / "model.ort.onnx.json").write_text(json.dumps(manifest.to_json()))
+    here, version = cpu_identity(), onnxruntime.__version__
+    cases = {
+        "as built": ({}, None),
+        "another release": ({"onnxruntime_version": "1.2.3"}, f"optimized by ONNX Runtime 1.2.3, this is ONNX Runtime {version}"),
+        "other vector extensions": ({"cpu": dict(here, isa=["neon"])}, "(isa), this CPU is"),
+        "another CPU model": ({"cpu": dict(here, model="Some Other CPU")}, "optimized on CPU Some Other CPU (model)"),
+        "graph changed": ({"engine_sha256": "0" * 64}, "does not match the hash in model.ort.onnx.json"),
+    }
+    for case, (changes, says) in cases.items():
+        fields = dict(engine_sha256=sha256_file(graph), target="cpu-onnxruntime", onnxruntime_version=version, cpu=here)
+        (tmp_path / "model.ort.onnx.json").write_text(json.dumps(OrtEngineManifest(**{**fields, **changes}).to_json()))
         done = run_script(default_bundle / "run_engine.py", "--onnx", graph, photos)
-        assert done.returncode == code, (version, done.stderr)
-        if code:
-            assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith(
-                f"error: {graph} was optimized for ONNX Runtime 1.2.3 on {platform.machine()} (the cpu-onnxruntime "
-                f"target), this is ONNX Runtime {onnxruntime.__version__} on {platform.machine()}; "), done.stderr
+        assert done.returncode == (2 if says else 0), (case, done.stderr)
+        if says:
+            assert done.stderr.strip().count("\n") == 0 and says in done.stderr, (case, done.stderr)
+            assert done.stderr.startswith(f"error: {graph} was built for the cpu-onnxruntime target and cannot run here: ")
+
+
+@pytest.mark.parametrize("cpuinfo", [
+    "processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx2 avx512f avx512bw\n",
+    "processor\t: 0\nBogoMIPS\t: 62.50\nFeatures\t: fp asimd evtstrm aes\nCPU implementer\t: 0x41\nCPU part\t: 0xd42\n",
+    "",
+])
+def test_run_engine_names_the_cpu_as_the_toolkit(cpuinfo, tmp_path):
+    from cosinegate.runtime import ort_engine
+    from cosinegate.trt import run_engine
+
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    assert run_engine.cpu_identity(str(path)) == ort_engine.cpu_identity(path)
+    assert run_engine.cpu_identity() == ort_engine.cpu_identity()  # this machine's
