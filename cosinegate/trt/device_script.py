@@ -333,6 +333,10 @@ def _build_and_manifest(plan):
     return [
         "",
         'mkdir -p "$RESULTS"',
+        "# a rerun (a rebuild, or another bundle of this name unpacked over this one) starts without the last run's",
+        "# verdicts and this engine: a failed build leaves no stale engine, and run_engine.py follows no old winner",
+        'rm -f "$ENGINE" "$ENGINE.json" "$RESULTS/winner.txt" "$RESULTS/candidates.txt" "$RESULTS/parity.txt" '
+        '"$RESULTS/parity.json"',
         'say "$SUMS" > "$RESULTS/sha256sum.txt"',
         'say "building $ENGINE (log: results/build.log)"',
         'START=$(date +%s)',

@@ -317,6 +317,21 @@ def test_device_script_failures_say_why(bundle_copy, tmp_path, case, env, tools,
     assert (bundle_copy / "results").exists() == (code == 1), case
 
 
+def test_a_rerun_keeps_no_stale_engine_or_verdict(bundle_copy, tmp_path):
+    """Board review: a results/ from an earlier run (another bundle of this name unpacked over this one, whose
+    candidates named a winner) made run_engine.py pick the old winner's engine, and a failed rebuild left the old
+    engine and its 'parity: passed' behind. A rerun now starts without them."""
+    results = bundle_copy / "results"
+    assert run_device_script(bundle_copy, tmp_path).returncode == 0
+    engine = results / "tiny-conditional-fp16-trt10.3.0-sm87.engine"
+    assert engine.is_file() and (results / "parity.txt").is_file()
+    (results / "winner.txt").write_text("winner: dense\n")  # as an earlier bundle with candidates left it
+    done = run_device_script(bundle_copy, tmp_path, FAKE_TRTEXEC_RC="1")
+    assert done.returncode == 1 and "could not build the engine" in done.stderr
+    assert not engine.exists() and not (results / f"{engine.name}.json").exists()
+    assert not (results / "winner.txt").exists() and not (results / "parity.txt").exists()
+
+
 def test_device_script_refuses_a_damaged_bundle(bundle_copy, tmp_path):
     with open(bundle_copy / "model.conditional.onnx", "ab") as handle:
         handle.write(b"x")
