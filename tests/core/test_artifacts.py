@@ -9,7 +9,8 @@ from cosinegate.data import cifar10
 from cosinegate.training import init_from
 
 PACKAGE = Path(__file__).resolve().parents[2] / "cosinegate"
-STANDALONE = {PACKAGE / "artifacts.py", PACKAGE / "trt" / "device_script.py"}  # the latter runs on a board without the package
+# the latter two run on a board without the package (run_engine.py hashes a cpu-onnxruntime graph itself)
+STANDALONE = {PACKAGE / "artifacts.py", PACKAGE / "trt" / "device_script.py", PACKAGE / "trt" / "run_engine.py"}
 
 
 def test_file_digest_matches_hashlib_across_chunks(tmp_path):
