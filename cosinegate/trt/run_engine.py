@@ -560,7 +560,7 @@ def sha256_of(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def ort_engine_problem(graph, version, cpu=None):
+def ort_engine_problem(graph, version):
     """Why ONNX Runtime ``version`` on this CPU may not run ``graph``, where the manifest beside it (``<graph>.json``)
     says it was built for the cpu-onnxruntime target: the checks of cosinegate.runtime.ort_engine.check_ort_engine
     (hash, ONNX Runtime version, CPU machine, model and vector extensions). (is such a graph, problem or None); the
@@ -577,7 +577,7 @@ def ort_engine_problem(graph, version, cpu=None):
         return True, "it was optimized by ONNX Runtime {}, this is ONNX Runtime {}".format(
             shown(manifest.get("onnxruntime_version"), 40), version)
     built = manifest.get("cpu") if isinstance(manifest.get("cpu"), dict) else {}
-    here = cpu_identity() if cpu is None else cpu
+    here = cpu_identity()
     for key in ("machine", "model", "isa"):
         if built.get(key) != here.get(key):
             return True, "it was optimized on CPU {} ({}), this CPU is {}".format(shown(built.get(key), 80), key,
