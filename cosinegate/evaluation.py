@@ -56,7 +56,7 @@ def report(model, decisions, classes):
     table = model_mac_table(model)
     ran = decisions.gates
     skip_rates = 1.0 - ran.mean(0)
-    per_image = np.array([table.executed(row, model.mode) for row in ran], dtype=np.float64)
+    per_image = np.array([table.executed(row) for row in ran], dtype=np.float64)
     full = mac_table(model.backbone, "none", model.num_classes, image_size=model.image_size)  # the whole backbone: dropped blocks count as saved
     dense = full.dense
     kinds = block_classes(skip_rates)

@@ -19,6 +19,7 @@ class BlockMacs:
     residual: int  # F(x): the part a skipped block saves
     shortcut: int
     gate: int  # controller (+ CIR in paper mode); 0 for dense or dropped blocks
+    computed: bool = False  # F(x) runs whatever the gate decides (paper mode; a masked or flat graph's gated block)
 
 
 @dataclass(frozen=True)
@@ -32,16 +33,16 @@ class MacTable:
         """MACs of the same backbone without gates, every block run."""
         return self.stem + self.classifier + sum(b.residual + b.shortcut for b in self.blocks)
 
-    def executed(self, ran, mode):
+    def executed(self, ran):
         """MACs of one image given its hard decisions `ran` (one bool per block).
 
-        A skipped block costs its shortcut and gate; in paper mode F(x) and CIR are
-        computed before the decision, so a skipped block costs everything.
+        A skipped block costs its shortcut and gate, and its F(x) too where that is computed before or beside the
+        decision (paper mode: CIR needs F(x); a masked graph multiplies F(x) by the decision).
         """
         total = self.stem + self.classifier
         for block, r in zip(self.blocks, ran):
             total += block.shortcut + block.gate
-            if r or mode == "paper":
+            if r or block.computed:
                 total += block.residual
         return total
 
@@ -82,7 +83,7 @@ def mac_table(backbone, mode="none", num_classes=10, drop_blocks=(), gate_hidden
         residual = 0 if dropped else residual_macs(b)
         shortcut = conv_macs(b.in_channels, b.out_channels, 1, b.out_size) if b.changes_shape and spec.shortcut == "B" else 0
         gate = 0 if dropped else gate_macs(mode, b, gate_hidden)
-        blocks.append(BlockMacs(residual, shortcut, gate))
+        blocks.append(BlockMacs(residual, shortcut, gate, mode == "paper" and not dropped))
     stem = conv_macs(spec.in_channels, spec.stem_channels, spec.stem_kernel, spec.stem_conv_size)  # the max-pool is no MACs
     return MacTable(stem, tuple(blocks), linear_macs(spec.feature_channels, num_classes))
 
@@ -95,13 +96,32 @@ def model_mac_table(model):
     return MacTable(table.stem, blocks, table.classifier)
 
 
+def graph_mac_table(meta, num_classes=None):
+    """The MacTable of what an exported graph computes: its model's (`metadata_mac_table`) with the export's
+    deployed kinds applied. A block the policy fixed (always run or always skipped) lost its gate head; a gated
+    block of a masked or flat graph computes F(x) whatever its gate decides (conditional, compact: only if it ran)."""
+    table = metadata_mac_table(meta, num_classes)
+    kinds = [b.get("kind") for b in meta.get("blocks", [])]
+    every = meta.get("form") in ("masked", "flat")
+    blocks = []
+    for i, b in enumerate(table.blocks):
+        kind = kinds[i] if i < len(kinds) else None
+        if kind in ("always_run", "always_skipped"):
+            b = BlockMacs(b.residual, b.shortcut, 0)
+        elif kind in ("gated", "dynamic") and every:
+            b = BlockMacs(b.residual, b.shortcut, b.gate, True)
+        blocks.append(b)
+    return MacTable(table.stem, tuple(blocks), table.classifier)
+
+
 def metadata_mac_table(meta, num_classes=None):
     """The MacTable of an exported graph from its toolkit metadata, as `model_mac_table` counts its model: the MAC
     counts export stored (``macs``, checked by graphmeta when read), else from the backbone and the blocks' kinds
     (a dropped block costs no residual and no gate, an ungated one no gate)."""
     stored = meta.get("macs")
     if stored is not None:
-        blocks = tuple(BlockMacs(b["residual"], b["shortcut"], b["gate"]) for b in stored["blocks"])
+        paper = stored.get("residual_always_computed") is True or meta.get("mode") == "paper"
+        blocks = tuple(BlockMacs(b["residual"], b["shortcut"], b["gate"], paper and b["gate"] > 0) for b in stored["blocks"])
         return MacTable(stored["stem"], blocks, stored["classifier"])
     kinds = [b.get("kind") for b in meta.get("blocks", [])]
     classes = num_classes or len(meta.get("classes") or ()) or 10

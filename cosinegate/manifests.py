@@ -93,7 +93,7 @@ class BundleManifest(Record):
     parity_profile: object = None
     int8_preview_onnxrt: object = None
     timing: object = None
-    candidates: object = None  # {candidate: {"onnx", "reference", "inputs"}} with --select
+    candidates: object = None  # {candidate: {"onnx", "reference", "inputs", "kinds"}} with --select
     selection: object = None
     preprocessing: object = None  # image file -> input (card "preprocessing"; run_engine.py reads it); absent before
     files: dict = field(default_factory=dict)  # {relative path: sha256}

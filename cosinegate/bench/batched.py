@@ -60,7 +60,7 @@ def compare_batched(model, images, skip=0.5, threads=1, warmup=10, iterations=10
     backends = {name: OnnxrtGraph(g, threads) for name, g in graphs.items()}
     gates = backends["compact"].run(x)[0]["gates"] > 0.5
     table = model_mac_table(forced[skip])
-    executed = float(np.mean([table.executed(row, model.mode) for row in gates]))
+    executed = float(np.mean([table.executed(row) for row in gates]))
     walls = time_interleaved(backends, [x], warmup, iterations, None, rounds)
     return BatchedComparison(model.backbone, model.image_size, batch, skip, threads, table.dense / executed,
                              executed / table.dense, {name: summarize(wall, [], batch)["latency_ms"] for name, wall in walls.items()})

@@ -18,6 +18,7 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
     from cosinegate.bench.backends import OnnxrtBackend, time_interleaved
     from cosinegate.bench.report import summarize
     from cosinegate.errors import CosineGateError
+    from cosinegate.macs import metadata_mac_table
 
     if backend_name != "onnxrt":
         raise CosineGateError("--compare-dense runs ONNX graphs here; use --backend onnxrt (with --onnx or --checkpoint).")
@@ -47,7 +48,7 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
     graphs = {"dense": dense_path}
     if forced_on(forced_source, forced_path):  # a graph without an If has nothing to force (its timing is the graph's own)
         graphs["forced_on"] = forced_path
-    flat_macs = table.executed([True] * len(kinds), meta.get("mode"))  # every block and every gate head
+    flat_macs = metadata_mac_table(meta).executed([True] * len(kinds))  # the model's every block and gate head
     if checkpoint:
         graphs["flat_twin"] = workdir / "flat.onnx"
         export_checkpoint(checkpoint, graphs["flat_twin"], "flat", batch)
@@ -56,9 +57,9 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
         try:
             pruned_path = workdir / "pruned.onnx"
             export_checkpoint(checkpoint, pruned_path, "masked", batch, policy="auto")
-            _, _, pkinds, _ = graph_info(pruned_path)
+            _, ptable, pkinds, _ = graph_info(pruned_path)
             graphs["static_pruned"] = pruned_path
-            pruned_macs = table.executed([k != "always_skipped" for k in pkinds], meta.get("mode"))
+            pruned_macs = ptable.executed([k != "always_skipped" for k in pkinds])
         except CosineGateError as exc:
             log(f"static-pruned graph not available: {exc}")
         try:

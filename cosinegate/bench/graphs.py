@@ -42,10 +42,11 @@ def _force_on(model):
 
 
 def graph_info(onnx_path):
-    """(metadata, MAC table, block kinds, number of If nodes) of a toolkit graph (anything else: CosineGateError)."""
+    """(metadata, MAC table of what it computes, block kinds, number of If nodes) of a toolkit graph (anything else:
+    CosineGateError)."""
     from cosinegate.errors import CosineGateError
     from cosinegate.graphmeta import if_count
-    from cosinegate.macs import metadata_mac_table
+    from cosinegate.macs import graph_mac_table
     from cosinegate.onnx.checks import load_toolkit_onnx
     from cosinegate.onnx.export import get_metadata
 
@@ -55,7 +56,7 @@ def graph_info(onnx_path):
     if len(dims) != 2 or dims[1].dim_value < 1:
         raise CosineGateError(f"{onnx_path}: output `logits` is not [N, classes]; export the model with cosinegate export.")
     classes = dims[1].dim_value
-    table = metadata_mac_table(meta, classes)
+    table = graph_mac_table(meta, classes)
     kinds = [b["kind"] for b in meta.get("blocks", [])]
     return meta, table, kinds, if_count(model)
 

@@ -19,12 +19,12 @@ def latency_stats(ms):
             "p99": float(np.percentile(a, 99)), "min": float(a.min()), "count": int(a.size)}
 
 
-def gate_stats(gates, table, mode, kinds=None):
+def gate_stats(gates, table, kinds=None):
     """skip_rate over gated blocks, mean executed MACs per image, dense MACs, from gates rows [N, blocks]."""
     g = np.concatenate([np.asarray(x).reshape(-1, len(table.blocks)) for x in gates]) > 0.5
     gated = [i for i, k in enumerate(kinds or [])
              if k in ("gated", "dynamic", "always_run", "always_skipped")] or list(range(g.shape[1]))
-    executed = np.array([table.executed(row, mode) for row in g], dtype=np.float64)
+    executed = np.array([table.executed(row) for row in g], dtype=np.float64)
     return {"skip_rate": float(1.0 - g[:, gated].mean()), "skip_rate_per_block": [float(1 - v) for v in g.mean(0)],
             "executed_macs": float(executed.mean()), "executed_macs_std": float(executed.std()),
             "dense_macs": int(table.dense), "images": int(g.shape[0])}

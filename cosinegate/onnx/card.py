@@ -72,8 +72,9 @@ def mac_counts(model):
     return {"stem": int(table.stem), "classifier": int(table.classifier), "dense": int(full.dense),
             "blocks": [{"residual": int(b.residual), "shortcut": int(b.shortcut), "gate": int(b.gate)} for b in table.blocks],
             "residual_always_computed": model.mode == "paper",
-            "rule": "executed = stem + classifier + sum over blocks of (shortcut + gate + residual if the block ran "
-                    "(gates > 0.5) or residual_always_computed); savings = 1 - executed / dense"}
+            "rule": "executed = stem + classifier + sum over blocks of (shortcut + gate unless the export fixed the block "
+                    "(kind always_run or always_skipped) + residual if the block ran (gates > 0.5), or if it is computed "
+                    "anyway: residual_always_computed, or a gated block of a masked graph); savings = 1 - executed / dense"}
 
 
 def model_card(checkpoint, state, model):

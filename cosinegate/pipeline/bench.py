@@ -112,7 +112,7 @@ def run_bench(s, backend_name, workdir, log=print):
     from cosinegate.bench import report as rep
     from cosinegate.bench.backends import OnnxrtBackend, TorchBackend, TrtBackend
 
-    mode, table, kinds, meta, model_path, batches, inputs = "predictive", None, None, {}, None, None, s.inputs
+    table, kinds, meta, model_path, batches, inputs = None, None, {}, None, None, s.inputs
     if backend_name == "trt":
         if not s.engine:
             raise CosineGateError("--backend trt needs --engine FILE (built by deploy/build_engine.py).")
@@ -136,7 +136,7 @@ def run_bench(s, backend_name, workdir, log=print):
         backend = TorchBackend(s.checkpoint, s.threads)
         from cosinegate.macs import model_mac_table
 
-        table, mode, model_path = model_mac_table(backend.model), backend.model.mode, s.checkpoint
+        table, model_path = model_mac_table(backend.model), s.checkpoint
     else:
         model_path = s.onnx
         if model_path is None:
@@ -154,11 +154,10 @@ def run_bench(s, backend_name, workdir, log=print):
 
             meta, table, kinds, _ = graph_info(model_path)
         elif meta:
-            from cosinegate.macs import metadata_mac_table
+            from cosinegate.macs import graph_mac_table
 
-            table = metadata_mac_table(meta)
+            table = graph_mac_table(meta)
             kinds = [b["kind"] for b in meta.get("blocks", [])]
-        mode = meta.get("mode", "predictive")
         if backend.batch and backend.batch != s.batch:
             raise CosineGateError(f"the model has a static batch of {backend.batch}; pass --batch {backend.batch}.")
     data = labels = None  # the data record and labels, when test images are read
@@ -188,7 +187,7 @@ def run_bench(s, backend_name, workdir, log=print):
         sampler = TegrastatsSampler()
         sampler.__enter__()
     try:
-        result = measure(backend, batches, s, table, mode, kinds, log)
+        result = measure(backend, batches, s, table, kinds, log)
     finally:
         if sampler:
             sampler.__exit__(None, None, None)
@@ -401,7 +400,7 @@ def make_batches(s, image_size, normalization, origin, log=print):
     return [np.ascontiguousarray(x[i : i + s.batch]) for i in range(0, count, s.batch)], data.record(), test.labels[:count]
 
 
-def measure(backend, batches, s, table=None, mode=None, kinds=None, log=None):
+def measure(backend, batches, s, table=None, kinds=None, log=None):
     """Time ``backend`` on ``batches`` as ``s`` says; with a MAC ``table``, the skip statistics of every image.
     Progress bars (timed runs, then the statistics pass) follow ``log`` (cosinegate.progress)."""
     from cosinegate.bench.backends import time_backend
@@ -416,7 +415,7 @@ def measure(backend, batches, s, table=None, mode=None, kinds=None, log=None):
     if table is not None and not s.random_input:
         # every image once, for the statistics
         full = [backend.run(b)[0]["gates"] for b in bar(log, batches, desc="skip statistics", unit="batch")]
-        report.update(gate_stats(full, table, mode, kinds))
+        report.update(gate_stats(full, table, kinds))
     elif table is not None:
         report["dense_macs"] = int(table.dense)
     return report

@@ -81,7 +81,7 @@ def write_bundle(s, target, art, log=print):
         rels = {"onnx": f"model.{cand}.onnx", "reference": f"reference{suffix}.json", "inputs": INPUTS}
         for key, rel in rels.items():
             files.setdefault(rel, paths[key])
-        candidates[cand] = rels
+        candidates[cand] = dict(rels, kinds=[b.get("kind") for b in onnx_meta(paths["onnx"]).get("blocks", [])])
     check_rels = {"reference": "reference.json", "inputs": INPUTS}
     if s.select not in ("fastest", "conditional"):
         build_rel = float_rel = f"model.{s.select}.onnx"

@@ -12,7 +12,8 @@ data's sizes were mixed, so every image is resized and cropped, N x N ones inclu
 made before the rule was stored: decided per image, as "native"), scaled to 0..1, normalized with the checkpoint's mean/std and fed as
 NCHW float32. A .npy file holds uint8 images (H x W x 3, or K x H x W x 3: preprocessed as images) or float32 network
 inputs (3 x N x N, or K x 3 x N x N: fed as they are). Prints per image the label, its softmax score and the blocks that
-ran (the `gates` output), then the mean executed MACs and the saving against the dense network.
+ran (the `gates` output), then the mean executed MACs of the graph that ran (a masked graph computes the blocks its
+gates skip; a block the export fixed has no gate head) and the saving against the dense network.
 
 Board side: Python 3.8+, numpy and TensorRT 8.5+ (JetPack 5.1: 8.5.2, 6.0: 8.6.2, 6.1/6.2: 10.3.0) with the CUDA
 runtime library libcudart.so (JetPack's CUDA, /usr/local/cuda/lib64; called through ctypes, so no pycuda or
@@ -103,8 +104,31 @@ def model_info(manifest, graph_meta=None):
     blocks = card.get("blocks") if isinstance(card.get("blocks"), list) else []
     kinds = [b.get("kind") if isinstance(b, dict) else None for b in blocks]
     classes = card.get("classes") if isinstance(card.get("classes"), list) else None
-    form = manifest.get("form") if isinstance(manifest, dict) and isinstance(manifest.get("form"), str) else None
+    form = manifest.get("form") if isinstance(manifest, dict) else None
+    form = form if isinstance(form, str) else card.get("form") if isinstance(card.get("form"), str) else None
     return {"pre": pre, "macs": macs, "kinds": kinds, "classes": classes, "form": form}
+
+
+def graph_kinds(info, engine=None, manifest=None, graph_meta=None):
+    """``info`` with the form and block kinds of the graph that runs, which a bundle's manifest may not describe: an
+    ONNX graph's own metadata, an engine's ``<engine>.json``, or for a selection candidate's engine (named
+    <model>-<candidate>-...) the kinds the bundle records for that candidate."""
+    meta = graph_meta
+    if meta is None and engine is not None:
+        side = Path("{}.json".format(engine))
+        record = read_json(side, "engine manifest") if side.is_file() else {}
+        meta = record.get("onnx_metadata") if isinstance(record, dict) else None
+        candidates = manifest.get("candidates") if isinstance(manifest, dict) else None
+        if not isinstance(meta, dict) and isinstance(candidates, dict) and isinstance(manifest.get("model"), str):
+            for name, cand in candidates.items():
+                if Path(engine).name.startswith("{}-{}-".format(manifest["model"], name)) and isinstance(cand, dict):
+                    meta = {"form": "conditional", "blocks": [{"kind": k} for k in cand.get("kinds") or []]}
+    if not isinstance(meta, dict):
+        return info
+    blocks = meta.get("blocks") if isinstance(meta.get("blocks"), list) else []
+    kinds = [b.get("kind") if isinstance(b, dict) else None for b in blocks]
+    form = meta.get("form") if isinstance(meta.get("form"), str) else info["form"]
+    return dict(info, kinds=kinds or info["kinds"], form=form)
 
 
 def macs_usable(macs):
@@ -807,14 +831,21 @@ def find_engine(results=None, form=None):
 # ---- run, report ----------------------------------------------------------------------------------------------------
 
 
-def executed_macs(macs, ran):
-    """MACs of one image from its gate decisions (the toolkit's MacTable.executed): None without MAC counts."""
-    if not macs or len(macs.get("blocks") or []) != len(ran):
+def executed_macs(info, ran, form):
+    """MACs of one image from its gate decisions in a graph of ``form`` (the toolkit's graph_mac_table): None without
+    MAC counts. A block the export fixed (always run or skipped) has no gate head; a gated block of a masked graph
+    computes F(x) whatever its gate says, as does a paper-mode one (its CIR needs F(x))."""
+    macs, kinds = info["macs"], info["kinds"]
+    if not macs or len(macs["blocks"]) != len(ran):
         return None
+    paper, every = macs.get("residual_always_computed") is True, form in ("masked", "flat")
     total = macs["stem"] + macs["classifier"]
-    for block, r in zip(macs["blocks"], ran):
-        total += block["shortcut"] + block["gate"]
-        if r or macs.get("residual_always_computed"):
+    for i, (block, r) in enumerate(zip(macs["blocks"], ran)):
+        kind = kinds[i] if i < len(kinds) else None
+        fixed = kind in ("always_run", "always_skipped")
+        total += block["shortcut"] + (0 if fixed else block["gate"])
+        computed = not fixed and ((paper and block["gate"] > 0) or (every and kind in ("gated", "dynamic")))
+        if r or computed:
             total += block["residual"]
     return total
 
@@ -842,7 +873,8 @@ def run_all(runner, items, info, labels):
             ran = [bool(g > 0.5) for g in gates[i]]
             label = labels[index] if labels and index < len(labels) else str(index)
             rows.append({"file": name, "index": index, "label": label, "score": float(probs[index]),
-                         "gates": [int(r) for r in ran], "macs": executed_macs(info["macs"], ran)})
+                         "gates": [int(r) for r in ran], "macs": executed_macs(info, ran, info["form"]),
+                         "decided_macs": executed_macs(info, ran, "conditional")})
     return rows
 
 
@@ -862,8 +894,12 @@ def lines(rows, info):
     macs = [r["macs"] for r in rows if r["macs"] is not None]
     if macs and info["macs"]:
         mean, dense = float(np.mean(macs)), info["macs"]["dense"]
+        decided = float(np.mean([r["decided_macs"] for r in rows]))
         out.append("{} images: mean executed MACs {} of {} dense ({:.1f}% saved)".format(
             len(rows), mega(mean), mega(dense), 100.0 * (1.0 - mean / dense)))
+        if decided != mean:  # a masked graph computes the blocks its gates skip
+            out.append("this {} graph computes every gated block; its gates' decisions would execute {} ({:.1f}% saved) "
+                       "in the conditional or compact form".format(info["form"], mega(decided), 100.0 * (1.0 - decided / dense)))
     else:
         out.append("{} images (no MAC counts recorded: re-create the bundle with this toolkit to get them)".format(len(rows)))
     return out
@@ -871,7 +907,8 @@ def lines(rows, info):
 
 def write_report(path, rows, info):
     macs = [r["macs"] for r in rows if r["macs"] is not None]
-    report = {"images": rows, "mean_executed_macs": float(np.mean(macs)) if macs else None,
+    report = {"images": rows, "form": info["form"], "mean_executed_macs": float(np.mean(macs)) if macs else None,
+              "mean_decided_macs": float(np.mean([r["decided_macs"] for r in rows])) if macs else None,
               "dense_macs": info["macs"]["dense"] if info["macs"] else None}
     path = Path(path)
     if path.is_symlink() or (path.exists() and not path.is_file()):  # replaced, never written through
@@ -921,7 +958,7 @@ def main(argv=None):
             runner = OnnxRunner(args.onnx)
             if args.manifest or manifest_path.is_file():
                 manifest = read_json(manifest_path, "manifest")
-                info = model_info(manifest)
+                info = graph_kinds(model_info(manifest), graph_meta=runner.metadata())
             else:
                 info = model_info(None, runner.metadata())
         else:
@@ -940,6 +977,7 @@ def main(argv=None):
         if not args.onnx:
             # the bundle's core applies to the engines its script built, not to one named by --engine without its .json
             runner = TensorRTRunner(engine, dla_core=engine_dla_core(engine, None if args.engine else manifest))
+            info = graph_kinds(info, engine, manifest)
         rows = run_all(runner, items, info, labels)
         print("\n".join(printable(line) for line in lines(rows, info)))
         if args.json:

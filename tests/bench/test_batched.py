@@ -19,7 +19,7 @@ def test_compare_batched_reports_every_graph_and_the_ideal_from_executed_macs():
     assert all(v["p50"] > 0 for v in result["latency_ms"].values()) and result["speedup_vs_dense"]["dense"] == 1.0
     table = model_mac_table(model)
     # 2 of the 4 images skip each block, so the mean executed MACs are midway between all-run and all-skip
-    both = (table.executed([True] * 9, "predictive") + table.executed([False] * 9, "predictive")) / 2
+    both = (table.executed([True] * 9) + table.executed([False] * 9)) / 2
     assert abs(result["executed_mac_ratio"] - both / table.dense) < 1e-9
     assert abs(result["ideal_speedup"] * result["executed_mac_ratio"] - 1.0) < 1e-9
     assert result["batch"] == 4 and result["skip"] == 0.5

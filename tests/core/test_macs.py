@@ -100,12 +100,12 @@ def test_model_mac_table_follows_model():
 def test_executed_macs_with_hard_decisions():
     table = mac_table("resnet20", "predictive")
     gates = sum(b.gate for b in table.blocks)
-    assert table.executed([True] * 9, "predictive") == table.dense + gates
+    assert table.executed([True] * 9) == table.dense + gates
     skipped = table.stem + table.classifier + gates  # option A: the shortcut is free
-    assert table.executed([False] * 9, "predictive") == skipped
+    assert table.executed([False] * 9) == skipped
     ran = [True, False, True, True, False, True, True, True, False]
     expected = table.dense + gates - sum(b.residual for b, r in zip(table.blocks, ran) if not r)
-    assert table.executed(ran, "predictive") == expected
+    assert table.executed(ran) == expected
 
 
 def test_skipped_projection_block_still_costs_its_shortcut():
@@ -114,13 +114,13 @@ def test_skipped_projection_block_still_costs_its_shortcut():
     ran[2] = False
     b = table.blocks[2]
     assert b.shortcut > 0
-    assert table.executed(ran, "predictive") == table.executed([True] * 8, "predictive") - b.residual
+    assert table.executed(ran) == table.executed([True] * 8) - b.residual
 
 
 def test_paper_mode_skipping_saves_nothing():
     table = mac_table("paper8", "paper")
-    assert table.executed([False] * 8, "paper") == table.executed([True] * 8, "paper")
-    assert table.executed([False] * 8, "paper") == table.dense + sum(b.gate for b in table.blocks)
+    assert table.executed([False] * 8) == table.executed([True] * 8)
+    assert table.executed([False] * 8) == table.dense + sum(b.gate for b in table.blocks)
 
 
 def _decisions(gates, probs, correct):
@@ -142,7 +142,7 @@ def test_report_numbers():
     assert rep["mode"] == "predictive" and rep["backbone"] == "resnet20" and rep["num_images"] == 4
     assert rep["top1"] == 0.75
     assert rep["dense_macs"] == 40_551_040
-    per_image = [table.executed(row, "predictive") for row in gates]
+    per_image = [table.executed(row) for row in gates]
     assert rep["executed_macs"] == pytest.approx(np.mean(per_image))
     assert rep["real_savings"] == pytest.approx(1 - rep["executed_macs"] / rep["dense_macs"])
     assert rep["nominal_savings"] == pytest.approx(0.2)
@@ -182,7 +182,7 @@ def test_evaluate_on_a_model():
     assert rep["num_images"] == 20 and len(rep["skip_rates"]) == 9
     assert rep["skip_rates"] == [0, 0, 1, 0, 0, 0, 0, 1, 0]
     table = model_mac_table(model)
-    expected = table.executed([i not in (2, 7) for i in range(9)], "predictive")
+    expected = table.executed([i not in (2, 7) for i in range(9)])
     assert rep["executed_macs"] == pytest.approx(expected)
     assert rep["real_savings"] == pytest.approx(1 - expected / 40_551_040)
     assert 0 <= rep["top1"] <= 1 and 0 <= rep["nominal_savings"] <= 1

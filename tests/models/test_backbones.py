@@ -95,7 +95,7 @@ def test_a_skipped_bottleneck_is_its_projection_shortcut():
     assert stats["gates"].tolist() == [0.0, 0.0]
     assert torch.allclose(y, expected)
     table = model_mac_table(model)
-    skipped = table.executed([False] * 16, "predictive")
+    skipped = table.executed([False] * 16)
     assert skipped == table.stem + table.classifier + sum(b.shortcut + b.gate for b in table.blocks)
 
 

@@ -11,6 +11,7 @@ import cosinegate.cli.build_engine as build_engine  # noqa: E402
 
 from cosinegate.bench.candidates import STAT, choose, eligible_names  # noqa: E402
 from cosinegate.errors import CosineGateError  # noqa: E402
+from cosinegate.pipeline.engine import onnx_meta  # noqa: E402
 from cosinegate.trt import build as trt_build  # noqa: E402
 from cosinegate.trt.manifest import verify_bundle  # noqa: E402
 from cosinegate.trt.targets import HostInfo  # noqa: E402
@@ -49,8 +50,12 @@ def test_selection_on_onnxrt_is_recorded(selected, capsys):
     assert set(sel["candidates"]) == {"conditional", "pruned", "dense"} and sel["backend"] == "onnxrt"
     assert {n: c["num_if"] for n, c in sel["candidates"].items()} == {"conditional": 7, "pruned": 0, "dense": 0}
     for name, rels in manifest.candidates.items():
-        assert all(rel in manifest.files for rel in rels.values()), name
+        assert all(rels[key] in manifest.files for key in ("onnx", "reference", "inputs")), name
+        # the kinds of each candidate's graph, so run_engine.py counts a candidate engine's MACs by its own graph
+        assert rels["kinds"] == [b["kind"] for b in onnx_meta(bundle / rels["onnx"])["blocks"]], name
         assert 0.0 <= sel["candidates"][name]["accuracy"] <= 1.0 and sel["candidates"][name]["latency_ms"]["count"] > 0
+    assert set(manifest.candidates["dense"]["kinds"]) <= {"always_run", "dense", "dropped"}
+    assert "dynamic" in manifest.candidates["conditional"]["kinds"]
     assert sel["chosen"] == choose(sel["candidates"], sel["max_accuracy_drop"])[0]
     assert sel["max_accuracy_drop"] == 0.0  # fp32 profile: no accuracy may be lost
 
@@ -79,6 +84,8 @@ def test_forced_candidate_is_the_build_graph(dyn_checkpoint, tmp_path, monkeypat
     bundle = next(tmp_path.glob("*-bundle"))
     manifest = verify_bundle(bundle)
     assert manifest.build_onnx == "model.dense.onnx" and manifest.selection["chosen"] == "dense"
+    # the card describes the graph built (its MACs are counted by its kinds), not the conditional one
+    assert manifest.card["blocks"] == onnx_meta(bundle / "model.dense.onnx")["blocks"] and manifest.card["policy"] == "dense"
     assert bundle.name == "dyn-dense-fp16-bundle"  # the name carries the selected candidate, not the form
     assert "model.dense.onnx" in (next(tmp_path.glob("*-bundle")) / "build_on_device.sh").read_text()
 

@@ -134,13 +134,16 @@ def test_onnx_path_matches_the_toolkit_exactly(default_bundle, photos, tmp_path)
     assert len(patterns) > 1, "the images take one gate pattern only: the test would not see a wrong gate"
     labels = (default_bundle / "labels.txt").read_text().splitlines()
     assert all(r["label"] == labels[r["index"]] for r in rows)
-    # executed MACs: the toolkit's MacTable of the checkpoint, per image, and the mean against dense
-    from cosinegate.macs import mac_table, model_mac_table
+    # executed MACs: the toolkit's MacTable of the graph (its fixed blocks lost their gate heads), per image, and the
+    # mean against the checkpoint's dense backbone
+    from cosinegate.bench.graphs import graph_info
+    from cosinegate.macs import mac_table
     from cosinegate.training.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(default_bundle.parents[1] / "runs" / "pipeline" / "balanced-resnet20" / "best.pt")
-    table = model_mac_table(model)
-    assert [r["macs"] for r in rows] == [table.executed(r["gates"], model.mode) for r in rows]
+    _, table, kinds, _ = graph_info(default_bundle / "model.conditional.onnx")
+    assert {"always_run", "dynamic"} <= set(kinds), "no fixed block: the test would not see its gate head counted"
+    assert [r["macs"] for r in rows] == [table.executed(r["gates"]) for r in rows]
     dense = mac_table(model.backbone, "none", model.num_classes, image_size=32).dense
     mean = np.mean([r["macs"] for r in rows])
     last = done.stdout.strip().splitlines()[-1]
@@ -433,6 +436,65 @@ def test_the_default_engine_is_the_one_built_or_the_winner(default_bundle, tmp_p
     assert run_engine.find_engine(results, form="conditional").name == "m-pruned-fp16-trt10.3.0-sm87.engine"
     (results / "winner.txt").write_bytes(b"winner: \xff\xfe\n")  # not UTF-8: no winner named, the bundle's own form
     assert run_engine.find_engine(results, form="conditional").name == "m-conditional-fp16-trt10.3.0-sm87.engine"
+
+
+@pytest.mark.parametrize("form, policy", [("conditional", "auto"), ("conditional", "dense"), ("masked", "auto"),
+                                          ("masked", "pruned"), ("compact", "conditional-all"), ("flat", "auto")])
+def test_executed_macs_follow_the_graph_that_runs_as_the_toolkit_counts_them(default_bundle, dyn_checkpoint, tmp_path,
+                                                                          form, policy):
+    """Board walkthrough: a masked graph was credited with the savings of its gates' decisions though it computes every
+    gated block, and a gate-free (dense) graph was charged for gate heads it lacks (-0.3% saved). run_engine.py's count
+    is the toolkit's graph_mac_table on every form and policy."""
+    from cosinegate.bench.graphs import graph_info
+    from cosinegate.onnx import export_checkpoint
+
+    run_engine = bundle_run_engine(default_bundle)
+    path = tmp_path / "g.onnx"
+    export_checkpoint(dyn_checkpoint, path, form, policy=policy)
+    meta, table, kinds, _ = graph_info(path)
+    info = run_engine.model_info(None, json.loads(json.dumps(meta)))
+    n = len(kinds)
+    fixed = {"always_run": True, "dense": True, "always_skipped": False, "dropped": False}  # the graph's fixed columns
+
+    def decided(ran):
+        return [fixed.get(k, r) for k, r in zip(kinds, ran)]
+
+    decisions = [decided(r) for r in [[True] * n, [False] * n] + (np.random.default_rng(0).random((30, n)) > 0.5).tolist()]
+    counted = [table.executed(r) for r in decisions]
+    assert [run_engine.executed_macs(info, ran, info["form"]) for ran in decisions] == counted
+    if policy == "dense":  # no gate head left: every image costs the dense network exactly
+        assert set(counted) == {table.dense} and sum(b.gate for b in table.blocks) == 0
+    elif form in ("masked", "flat"):  # every gated block computed whatever its gate says
+        assert len(set(counted)) == 1 and (policy == "pruned" or {"dynamic", "gated"} & set(kinds))
+    else:
+        assert counted[1] < counted[0]
+
+
+def test_a_masked_or_candidate_engine_is_counted_by_its_own_graph(default_bundle, dyn_checkpoint, photos, tmp_path):
+    """--onnx with the bundle's manifest counts the graph given (its own kinds and form); an engine's by its .json or,
+    for a selection candidate's engine, by the kinds the bundle records for it."""
+    from cosinegate.onnx import export_checkpoint
+
+    summaries = {}
+    for form, policy in (("masked", "auto"), ("conditional", "dense")):
+        path = tmp_path / f"model.{form}-{policy}.onnx"
+        export_checkpoint(dyn_checkpoint, path, form, policy=policy)
+        done = run_script(default_bundle / "run_engine.py", "--onnx", path, photos)
+        assert done.returncode == 0, done.stderr
+        summaries[policy] = done.stdout.strip().splitlines()[-2:]
+    assert summaries["dense"][-1].endswith("(0.0% saved)")
+    masked = summaries["auto"]
+    assert masked[-1].startswith("this masked graph computes every gated block; its gates' decisions would execute")
+    assert float(masked[0].split("(")[-1].split("%")[0]) < float(masked[-1].split("(")[-1].split("%")[0])
+    run_engine = bundle_run_engine(default_bundle)
+    info = {"form": "conditional", "kinds": ["dynamic"] * 9}
+    manifest = {"model": "m", "candidates": {"dense": {"kinds": ["always_run"] * 9}}}
+    engine = tmp_path / "m-dense-fp16-trt10.3.0-sm87.engine"
+    assert run_engine.graph_kinds(info, engine, manifest)["kinds"] == ["always_run"] * 9
+    assert run_engine.graph_kinds(info, tmp_path / "m-conditional-fp16.engine", manifest) == info
+    (tmp_path / "m-conditional-fp16.engine.json").write_text(json.dumps(
+        {"onnx_metadata": {"form": "masked", "blocks": [{"kind": "dynamic"}] * 9}}))
+    assert run_engine.graph_kinds(info, tmp_path / "m-conditional-fp16.engine", manifest)["form"] == "masked"
 
 
 def test_mac_counts_past_what_a_float_holds_are_left_out(default_bundle, photos, tmp_path):
