@@ -487,9 +487,42 @@ def test_device_script_check_fails_an_engine_that_disagrees(bundle_copy, tmp_pat
     wrong = tmp_path / "wrong.json"
     results.save(str(wrong))
     done = run_device_script(bundle_copy, tmp_path, FAKE_OUTPUTS=str(wrong))
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # built and timed, but not the model: the status says so
+    assert "error: the engine disagrees with the PyTorch reference beyond the fp16 profile" in done.stderr
     assert (bundle_copy / "results" / "parity.txt").read_text().strip() == "parity: FAILED"
     assert json.loads((bundle_copy / "results" / "parity.json").read_text())["top1_agreement"] < 0.5
+
+
+@pytest.mark.parametrize("crash", ["polygraphy", "outputs"])
+def test_a_check_that_could_not_run_is_not_a_failed_engine(bundle_copy, tmp_path, crash):
+    """Board walkthrough: Polygraphy crashing (JetPack 5.1's TensorRT 8.5 bindings with numpy 1.24: np.bool) read as
+    "parity: FAILED" and the script exited 0. Now the verdict says the check did not run, and the status is 1."""
+    broken = "#!/bin/sh\necho \"AttributeError: module 'numpy' has no attribute 'bool'\" >&2\nexit 1\n"
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text("{}")
+    fakes = {"polygraphy": broken} if crash == "polygraphy" else None
+    done = run_device_script(bundle_copy, tmp_path, fakes=fakes, **({} if fakes else {"FAKE_OUTPUTS": str(garbled)}))
+    parity = (bundle_copy / "results" / "parity.txt").read_text().strip()
+    assert done.returncode == 1 and "FAILED" not in parity, (parity, done.stderr)
+    assert parity.startswith("parity: not checked: " + ("Polygraphy could not run the engine" if fakes else "check_parity.py could not"))
+    assert "error: the engine was built and timed but not checked" in done.stderr
+    assert (bundle_copy / "results" / "tiny-conditional-fp16-trt10.3.0-sm87.engine").is_file()
+
+
+@pytest.mark.parametrize("where", ["folder", "no banner"])
+def test_a_trtexec_that_is_a_folder_or_tells_no_release_is_named(bundle_copy, tmp_path, where):
+    """Board walkthrough: TRTEXEC=/usr/src/tensorrt/bin (the folder) passed -x and ended in "TensorRT  is not a
+    release"."""
+    folder = tmp_path / "bin-folder"
+    folder.mkdir()
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\nexit 0\n")
+    silent.chmod(0o755)
+    done = run_device_script(bundle_copy, tmp_path, TRTEXEC=str(folder if where == "folder" else silent))
+    expected = ("is not an executable file; point it at trtexec itself" if where == "folder"
+                else "cannot tell the TensorRT release: " + str(silent) + " --help printed no [TensorRT vNNNN] banner")
+    assert done.returncode == 2 and expected in done.stderr, done.stderr
+    assert not (bundle_copy / "results").exists()
 
 
 # ---- shell metacharacters in every value that reaches build_on_device.sh (issue 12): the script is run with the
