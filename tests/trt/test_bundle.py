@@ -252,6 +252,30 @@ def run_device_script(bundle, tmp_path, tools=("trtexec", "nvpmodel", "jetson_cl
                           cwd=cwd)
 
 
+# scp and ssh as the desktop runs them, the board's side local: scp copies HOST:PATH; ssh hands its words, joined by
+# spaces, to the board's shell (sh -c), as OpenSSH does
+FAKE_SCP = '#!/bin/sh\n[ "$1" = -r ] && shift\nexec cp -r "${1#*:}" "$2"\n'
+FAKE_SSH = '#!/bin/sh\nshift\nexec sh -c "$*"\n'
+
+
+def bring_back(line, tmp_path):
+    """Run the printed bring-back command on a "desktop" folder with the fake scp/ssh; the folder it fills."""
+    import os
+    import subprocess
+
+    fake, desk = tmp_path / "desk-bin", tmp_path / "desk"
+    for folder in (fake, desk):
+        folder.mkdir(exist_ok=True)
+    for tool, text in (("scp", FAKE_SCP), ("ssh", FAKE_SSH)):
+        (fake / tool).write_text(text)
+        (fake / tool).chmod(0o755)
+    path = os.pathsep.join([str(fake), "/usr/bin", "/bin"])
+    done = subprocess.run(["sh", "-c", line], cwd=desk, env={"PATH": path}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (dest,) = [p for p in desk.iterdir() if p.name.endswith("-results")]
+    return dest
+
+
 @pytest.fixture()
 def bundle_copy(bundled, tmp_path):
     copy = tmp_path / "tiny-conditional-fp16-bundle"
@@ -287,7 +311,9 @@ def test_device_script_builds_checks_times_and_records(bundle_copy, tmp_path):
     assert (results / "jetson_clocks_state.txt").read_text().strip() == "on"
     assert (results / "parity.txt").read_text().strip() == "parity: passed"
     assert "model.conditional.onnx: OK" in (results / "sha256sum.txt").read_text().splitlines()
-    assert done.stdout.strip().splitlines()[-1].strip() == f"scp -r nvidia@{__import__('socket').gethostname()}:{results} ./tiny-results"
+    line = done.stdout.strip().splitlines()[-1].strip()
+    assert line == f"scp -r nvidia@{__import__('socket').gethostname()}:{results} ./{bundle_copy.name}-results"
+    assert (bring_back(line, tmp_path) / "parity.txt").read_text() == (results / "parity.txt").read_text()
 
 
 def test_device_script_picks_the_release_from_trtexec_and_trtexec_from_env(bundle_copy, tmp_path):
@@ -615,8 +641,10 @@ def test_shell_metacharacters_reach_the_device_script_only_as_data(bundled, tmp_
     assert f"--exportTimes={results}/timing.times.json" in timing
     manifest = json.loads((results / f"{engine.name}.json").read_text())
     assert manifest["settings"]["command"] == ["trtexec"] + build and manifest["target"] == profile.name
-    scp = shlex.split(done.stdout[done.stdout.rindex("  scp -r ") + len("  scp -r "):])  # pastes as it reads
-    assert scp == [f"nvidia@{__import__('socket').gethostname()}:{results}", f"./{name}-results"]
+    # the path has shell characters and a newline: ssh + tar, quoted for both shells, brings the files back
+    line = done.stdout[done.stdout.rindex("  mkdir -p ") :].strip()
+    assert line.startswith(f"mkdir -p ./{bundle.name}-results && ssh nvidia@")
+    assert (bring_back(line, tmp_path) / "parity.txt").read_text() == (results / "parity.txt").read_text()
 
     evil_cc = f"$(touch {PWNED})`touch {PWNED}`"
     for env, message in (({"CC": evil_cc}, f"GPU compute capability '' is not one of {profile.name}'s"),
