@@ -47,13 +47,14 @@ def build_one(s, target, art, label, log=print):
     from cosinegate.artifacts import atomic_path, atomic_write_json, sha256_file
     from cosinegate.graphmeta import card_of
     from cosinegate.trt.build import build_engine
+    from cosinegate.trt.device_script import dla_tag
     from cosinegate.trt.manifest import write_engine_manifest
     from cosinegate.trt.targets import compute_capability_text
 
     version, cc = target.host.trt_version, compute_capability_text(target.host.compute_capability)
     settings = trt_settings(s, target.profile, version, art)
     target.out.mkdir(parents=True, exist_ok=True)
-    engine = target.out / f"{art.name}-{label}-{s.precision}-trt{version}-sm{cc.replace('.', '')}.engine"
+    engine = target.out / f"{art.name}-{label}-{s.precision}{dla_tag(s.dla_core)}-trt{version}-sm{cc.replace('.', '')}.engine"
     with atomic_path(engine) as tmp:
         seconds = build_engine(art.onnx, tmp, settings)
     meta = onnx_meta(art.onnx)

@@ -177,6 +177,11 @@ os.replace(tmp, engine + ".json")
 '''
 
 
+def dla_tag(dla_core):
+    """What an engine's file name adds for a DLA core ("-dla0"): a GPU and a DLA engine of one model never share it."""
+    return "" if dla_core is None else f"-dla{dla_core}"
+
+
 def manifest_writer(static_fields):
     """The stdlib-only Python program that writes <engine>.json (static fields embedded as a literal)."""
     return f"STATIC = {json.dumps(json.dumps(static_fields, sort_keys=True))}\n" + MANIFEST_WRITER.lstrip("\n")
@@ -267,7 +272,7 @@ def device_script(plan):
             "exit 2",
         ]
         return "\n".join(lines) + "\n"
-    engine = f"{plan.name}-{plan.form}-{plan.precision}-trt"
+    engine = f"{plan.name}-{plan.form}-{plan.precision}{dla_tag(plan.dla_core)}-trt"
     lines += [f'ENGINE="$RESULTS/"{sh_word(engine)}"$TRT-sm$SM.engine"', 'ENGINE_TMP="$ENGINE.partial"', ""]
     lines.append('case "$TRT" in')
     releases = sorted(profile.tensorrt, key=lambda r: len(r.version.parts), reverse=True)  # most specific first
@@ -589,7 +594,7 @@ def _candidate_table(plan):
              'case "$PARITY" in passed|FAILED) P=$PARITY ;; "not checked"*) P=error ;; *) P=not-run ;; esac',
              "printf '%-12s %10s %-10s %s\\n' " + sh_word(plan.form) + ' "${M:-n/a}" "$P" reference >> "$TABLE"']
     for name, cand in plan.candidates.items():
-        engine = f"{plan.name}-{name}-{plan.precision}-trt"
+        engine = f"{plan.name}-{name}-{plan.precision}{dla_tag(plan.dla_core)}-trt"
         if cand["inputs"] != plan.reference_inputs:
             raise CosineGateError(f"candidate {name} names inputs {cand['inputs']}, not the bundle's {plan.reference_inputs}")
         outputs = f"$RESULTS/outputs.{name}.json"

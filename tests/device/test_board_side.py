@@ -372,6 +372,23 @@ def test_engine_manifest_records_the_calibration_cache_only_when_the_build_reads
                                        "detail": ["VDD_GPU_SOC", "VDD_CPU_CV", "VIN_SYS_5V0"]}  # jetson-orin.toml
 
 
+def test_a_dla_build_does_not_overwrite_the_gpu_engine(bundle_copy, flat_twin, tmp_path, monkeypatch):  # noqa: F811
+    """Board walkthrough: build_engine.py --bundle --dla-core 0 wrote the GPU engine's file name in engines/<target>/."""
+    from cosinegate.pipeline.engine import build_one
+    from cosinegate.pipeline.plan import Artifacts, DeploySettings, Target
+    from cosinegate.trt import build as trt_build
+    from cosinegate.trt.targets import HostInfo, load_target
+    from cosinegate.trtversion import parse_version
+
+    monkeypatch.setattr(trt_build, "build_engine", lambda onnx, engine, settings: open(str(engine), "wb").close() or 0.1)
+    host = HostInfo("aarch64", "8.7", parse_version("10.3.0.30"))
+    target = Target(load_target("jetson-orin"), host, True, "", tmp_path / "out")
+    built = [build_one(DeploySettings("jetson-orin", precision="fp16", form="masked", dla_core=core), target,
+                       Artifacts("tiny", flat_twin), "masked")[0].name for core in (None, 0)]
+    assert built == ["tiny-masked-fp16-trt10.3.0.30-sm87.engine", "tiny-masked-fp16-dla0-trt10.3.0.30-sm87.engine"]
+    assert json.loads((tmp_path / "out" / f"{built[1]}.json").read_text())["settings"]["dla_core"] == 0
+
+
 LAYERS_FP16_GATE = {"Layers": [
     {"Name": "block0/gate/fc/matmul + block0/gate/fc", "LayerType": "Gemm",
      "Inputs": [{"Name": "block0/gate/flatten", "Format/Datatype": "Row major linear FP32"}],

@@ -132,6 +132,15 @@ def _plan(profile, precision, int8_path, dla_core, form="masked", calibrator="en
                       calibrator, ("block0/gate/fc", "block0/gate/logit"), dla_core=dla_core)
 
 
+def test_a_dla_engine_is_named_for_its_core():
+    """Board walkthrough: a DLA engine had the GPU engine's name, so the toolkit's build for DLA overwrote the GPU
+    engine of the same model and precision in engines/<target>/."""
+    orin = load_target("jetson-orin")
+    gpu, dla = (device_script(_plan(orin, "fp16", None, core)) for core in (None, 1))
+    assert 'ENGINE="$RESULTS/"m-masked-fp16-trt"$TRT-sm$SM.engine"' in gpu.splitlines()
+    assert 'ENGINE="$RESULTS/"m-masked-fp16-dla1-trt"$TRT-sm$SM.engine"' in dla.splitlines()
+
+
 def _script_cases():
     for target in list_targets():
         profile = load_target(target)
