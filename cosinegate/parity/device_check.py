@@ -32,8 +32,8 @@ try:
 except ImportError:  # a board without numpy: one line and exit status 2 (1 means a failed check), also for --help
     if __name__ != "__main__":
         raise
-    print("error: check_parity.py needs numpy and Polygraphy: pip3 install 'numpy<1.24' polygraphy (JetPack 5.1; any "
-          "numpy on JetPack 6).", file=sys.stderr)
+    print("error: check_parity.py needs numpy and Polygraphy: pip3 install 'numpy<1.24' polygraphy (TensorRT 8.5 on "
+          "JetPack 5.1 needs np.bool; JetPack 6's TensorRT and OpenCV need numpy below 2).", file=sys.stderr)
     sys.exit(2)
 
 HERE = Path(__file__).resolve().parent

@@ -41,8 +41,8 @@ try:
 except ImportError:  # a board without numpy: one line, also for --help
     if __name__ != "__main__":
         raise
-    print("error: run_engine.py needs numpy: pip3 install 'numpy<1.24' (JetPack 5.1; any numpy on JetPack 6).",
-          file=sys.stderr)
+    print("error: run_engine.py needs numpy: pip3 install 'numpy<1.24' (TensorRT 8.5 on JetPack 5.1 needs np.bool; "
+          "JetPack 6's TensorRT and OpenCV need numpy below 2).", file=sys.stderr)
     sys.exit(2)
 
 HERE = Path(__file__).resolve().parent

@@ -704,7 +704,8 @@ def run_without(modules, script, *args, tmp_path):
 
 
 @pytest.mark.parametrize("script, modules, args, message", [
-    ("run_engine.py", "numpy", ["--help"], "run_engine.py needs numpy: pip3 install"),
+    ("run_engine.py", "numpy", ["--help"], "run_engine.py needs numpy: pip3 install 'numpy<1.24' (TensorRT 8.5 on JetPack "
+                                            "5.1 needs np.bool; JetPack 6's TensorRT and OpenCV need numpy below 2)"),
     ("check_parity.py", "numpy", ["--help"], "check_parity.py needs numpy and Polygraphy"),
     ("check_parity.py", "polygraphy,polygraphy.comparator", ["reference.json"], "needs Polygraphy: pip3 install polygraphy"),
 ])
