@@ -122,7 +122,8 @@ def write_bundle(s, target, art, log=print):
                           candidates=device_candidates(manifest.selection, candidates, s.select),
                           timing_patterns=patterns, int8_warning=failed_preview)
         archive_name = f"{bundle_name(name, s)}-bundle.tar.gz"
-        texts["README.md"] = bundle_readme(profile, name, s.form, s.precision, note, archive_name, preview)
+        texts["README.md"] = bundle_readme(profile, name, s.form, s.precision, note, archive_name, preview, build_rel,
+                                         s.int8_path)
         final, archive, manifest = make_bundle(target.out, bundle_name(name, s), profile, files, device_script(plan),
                                                manifest, texts)
     finally:

@@ -20,10 +20,15 @@ def preview_failure(preview):
             f"will most likely fail its INT8 check; rebuild with {advice}.")
 
 
-def bundle_readme(profile, name, form, precision, int8_note, archive_name, int8_preview=None):
+def bundle_readme(profile, name, form, precision, int8_note, archive_name, int8_preview=None, build_onnx=None,
+                  int8_path=None):
     """Markdown text for the bundle of ``name`` on ``profile`` (``archive_name``: ``<bundle folder>.tar.gz``);
-    ``int8_preview``: the manifest's int8_preview_onnxrt record (a failed one puts a banner on top)."""
+    ``int8_preview``: the manifest's int8_preview_onnxrt record (a failed one puts a banner on top); ``build_onnx``
+    and ``int8_path``: the graph the engine is built from (bundle-relative) and how INT8 gets its scales."""
     folder = archive_name[: -len(".tar.gz")] if archive_name.endswith(".tar.gz") else f"{name}-bundle"
+    onnx_note = "the graph the engine was built from, on ONNX Runtime"
+    if precision == "int8" and int8_path != "qdq":  # built from the float graph and a calibration cache
+        onnx_note += " (in float: the INT8 engine follows it within the int8 profile)"
     failed = preview_failure(int8_preview)
     lines = [
         f"# {name}: {form} {precision} engine for {profile.name}",
@@ -99,10 +104,10 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name, int8_
         "",
         "```sh",
         f"python3 {folder}/run_engine.py photos/            # or image files, or .npy arrays",
-        f"python3 {folder}/run_engine.py --onnx {folder}/model.{form}.onnx photos/   # the same on ONNX Runtime",
+        f"python3 {folder}/run_engine.py --onnx {folder}/{build_onnx or f'model.{form}.onnx'} photos/   # {onnx_note}",
         "```",
         "",
-        "Prints per image the label (`labels.txt`), its score and the blocks that ran, then the mean executed MACs",
+        "Prints per image the label (`labels.txt`), its score and the blocks that ran, then the mean executed MACs of the graph that ran",
         "and the saving against the dense network. It preprocesses as training did (`preprocessing` in",
         "`manifest.json`, `resize`: `native`, an image of the input size as it is, any other resized on its shorter",
         "side and center-cropped; `eval`, the training images' sizes were mixed, so every image is resized and",

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from conftest import PYTHON, make_dynamic_checkpoint, script_env, widest_gap_split
 
@@ -58,6 +59,15 @@ def test_masked_int8_bundle_builds_the_masked_qdq_graph(masked_int8):
     assert manifest["card"]["normalization"]["std"] and manifest["card"]["gate_threshold"]["on"] == "logit"
     preview = manifest["int8_preview_onnxrt"]  # the bundle's own check, run here on ONNX Runtime
     assert preview["passed"] and preview["graph"] == "model.qdq.masked.onnx" and preview["num_samples"] == 100
+    # the README's ONNX Runtime line names the graph the engine is built from (it named the float model.masked.onnx),
+    # and that line runs
+    line = next(x for x in (bundle / "README.md").read_text().splitlines() if "run_engine.py --onnx" in x)
+    assert f"--onnx {bundle.name}/calibration/model.qdq.masked.onnx photos/" in line and "built from" in line
+    images = bundle.parent / "photos.npy"
+    np.save(images, np.zeros((2, 32, 32, 3), np.uint8))
+    done = subprocess.run([PYTHON, str(bundle / "run_engine.py"), "--onnx", str(bundle / "calibration" / "model.qdq.masked.onnx"),
+                           str(images)], capture_output=True, text=True, env=script_env())
+    assert done.returncode == 0 and "this masked graph computes every gated block" in done.stdout, done.stderr
 
 
 def test_int8_preview_warns_when_the_graph_fails_the_check(masked_int8, capsys):
