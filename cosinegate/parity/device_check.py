@@ -227,9 +227,10 @@ def load_data():
         sys.exit(2)
 
 
-def load_outputs(path):
-    """{"logits", "gates"} stacked over the iterations of the first runner in a Polygraphy RunResults JSON;
-    a file that is missing or holds no such outputs ends the check with one line and exit status 2."""
+def load_outputs(path, reference=False):
+    """{"logits", "gates"} stacked over the iterations of the first runner in a Polygraphy RunResults JSON (the
+    engine's outputs, or with ``reference`` the PyTorch reference); a file that is missing or holds no such outputs
+    ends the check with one line and exit status 2."""
     try:
         from polygraphy.comparator import RunResults
     except ImportError:
@@ -237,8 +238,9 @@ def load_outputs(path):
               "(with 'numpy<1.24' on JetPack 5.1).", file=sys.stderr)
         sys.exit(2)
     if not Path(path).is_file():
-        print(f"error: {path} not found; pass the outputs polygraphy run ... --save-outputs wrote (or the bundle's "
-              "reference.json).", file=sys.stderr)
+        fix = ("pass --reference REF.json: the bundle's reference.json, or one cosinegate parity --save-reference wrote"
+               if reference else "pass the outputs polygraphy run ... --save-outputs wrote")
+        print(f"error: {'reference ' if reference else ''}{path} not found; {fix}.", file=sys.stderr)
         sys.exit(2)
     try:
         text, data = read_polygraphy_json(path)
@@ -375,7 +377,7 @@ def main(argv=None):
     parser.add_argument("--profile", default=str(HERE / "parity_profile.json"))
     parser.add_argument("--json", metavar="REPORT", help="write the verdict as JSON here")
     args = parser.parse_args(argv)
-    reference, outputs = load_outputs(args.reference), load_outputs(args.outputs)
+    reference, outputs = load_outputs(args.reference, reference=True), load_outputs(args.outputs)
     profile = read_profile(args.profile)
     try:
         report = check(reference, outputs, profile)

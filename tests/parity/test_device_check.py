@@ -295,3 +295,18 @@ def test_json_report_is_not_written_through_a_planted_link(outputs, capsys, tmp_
     assert device_check.main(args + [str(plain)]) == 0 and json.loads(plain.read_text())["passed"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs.json", "parity_profile.json", "plain.json",
                                                           "precious.txt", "report.json"]
+
+
+@pytest.mark.parametrize("missing", ["reference", "outputs"])
+def test_a_missing_reference_or_outputs_file_says_which_and_how_to_pass_it(outputs, capsys, tmp_path, missing):
+    """Board walkthrough: `python3 check_parity.py outputs.json` outside the bundle folder (no reference.json beside
+    the script) was told to pass the outputs polygraphy wrote, which it had."""
+    absent = tmp_path / "absent.json"
+    args = [str(absent if missing == "outputs" else outputs), "--reference", str(absent if missing == "reference" else outputs)]
+    with pytest.raises(SystemExit) as exit_:
+        device_check.main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1, err
+    expected = (f"error: reference {absent} not found; pass --reference REF.json" if missing == "reference"
+                else f"error: {absent} not found; pass the outputs polygraphy run ... --save-outputs wrote")
+    assert err.startswith(expected), err
