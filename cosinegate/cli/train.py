@@ -10,7 +10,6 @@
 """
 
 import argparse
-from pathlib import Path
 
 
 def parse_args(argv=None):
@@ -83,7 +82,7 @@ def main(argv=None):
 
     from cosinegate.cli import pick_device
     from cosinegate.evaluation import format_table
-    from cosinegate.training.loop import train
+    from cosinegate.training.loop import Stopped, train
 
     config = config_from_args(args)
     device = pick_device(args.device)
@@ -99,13 +98,9 @@ def main(argv=None):
     summary = train(config, args.out, device, resume=args.resume, progress=not (args.no_progress or args.quiet), log=log,
                     runtime=runtime_from_args(args, device), time_limit=args.time_limit, stop_after=args.stop_after,
                     allow_download=args.data_root is not None)
-    if summary is None:
-        from cosinegate.training.checkpoint import load_checkpoint
-
-        last = Path(args.out) / "last.pt"
-        done = load_checkpoint(last)["epoch"] + 1 if last.is_file() else 0
-        print(f"stopped after epoch {done} of {config['optim']['epochs']}; continue with --resume --out {args.out}")
-    if summary is not None:
+    if isinstance(summary, Stopped):
+        print(f"stopped after epoch {summary.done} of {summary.epochs}; continue with --resume --out {args.out}")
+    elif summary is not None:  # the main rank's summary (other ranks print nothing)
         size, norm = summary["image_size"], summary["normalization"]
         print(f"input {size}x{size}, normalization mean {norm['mean']} std {norm['std']} ({norm['source']})")
         print(f"final epoch, test split ({summary['data']}, {summary['epochs']} epochs, {summary['hardware']}):")

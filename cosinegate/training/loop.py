@@ -6,6 +6,7 @@ import math
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -65,6 +66,14 @@ def config_changes(old, new, prefix=""):
     return changes
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """A run that stopped before its schedule's end: `done` of its `epochs` epochs are in last.pt."""
+
+    done: int
+    epochs: int
+
+
 class Trainer:
     """Holds data, model and optimizer of one run in `out_dir`."""
 
@@ -121,7 +130,7 @@ class Trainer:
         self.slack = self.train_set.images.shape[1] - self.image_size
         self.padding = 0 if self.slack else crop_padding(self.image_size)
         self.labels = torch.as_tensor(self.train_set.labels, device=self.device)
-        self.start_epoch, self.best_val, self.stopped_at = 0, -1.0, None
+        self.start_epoch, self.best_val = 0, -1.0
 
     # ---- state -------------------------------------------------------------
     def state(self, epoch, skip_rates=None):
@@ -290,8 +299,8 @@ class Trainer:
     # ---- whole run ---------------------------------------------------------
     def run(self, resume=False, time_limit=None, stop_after=None):
         """Train to the end (returns the summary), or, with `time_limit` seconds, stop after the last
-        epoch that fits, or stop after epoch `stop_after` of the schedule (both return None; last.pt holds
-        it and --resume continues exactly there)."""
+        epoch that fits, or stop after epoch `stop_after` of the schedule (both return `Stopped`; last.pt holds
+        it and --resume continues exactly there). Ranks other than the main one return None."""
         with self._claim_out():
             return self._run(resume, time_limit, stop_after)
 
@@ -326,9 +335,8 @@ class Trainer:
             out_of_time = time_limit is not None and time.time() - self.created + 1.1 * longest > time_limit
             out_of_time = out_of_time or (stop_after is not None and epoch >= stop_after)
             if self.dist.any(out_of_time):  # every rank stops at the same epoch
-                self.stopped_at = epoch
                 self.dist.close()
-                return None
+                return Stopped(epoch, epochs) if self.dist.is_main else None
             start = time.time()
             metrics = self.train_epoch(epoch)
             if self.dist.is_main:

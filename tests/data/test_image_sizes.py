@@ -318,6 +318,7 @@ def test_training_says_the_size_it_trains_at_and_how_to_change_it(tmp_path):
     config = tiny_config(tmp_path)
     config["data"].update(source="imagefolder", root=str(_folder_of(tmp_path / "big", 96, per_class=4)), val_fraction=0.0)
     lines = []
-    assert Trainer(config, tmp_path / "run", log=lines.append, progress=False).run(stop_after=0) is None
+    stopped = Trainer(config, tmp_path / "run", log=lines.append, progress=False).run(stop_after=0)
+    assert (stopped.done, stopped.epochs) == (0, config["optim"]["epochs"])
     assert ("note: images are 96x96; training at 32x32: they are resized (shorter side to 37, random 32x32 crops of its "
             "37x37 center); --image-size N (data.image_size) trains at another size, --image-size 96 at theirs") in lines, lines

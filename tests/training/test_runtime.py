@@ -67,7 +67,7 @@ def test_time_limit_stops_after_whole_epochs_and_resumes_exactly(fake_cifar_root
 
         monkeypatch.setattr(loop.Trainer, "train_epoch", slow_epoch)
         out = tmp_path / "run"
-        assert loop.train(config, out, progress=False, time_limit=150.0) is None
+        assert loop.train(config, out, progress=False, time_limit=150.0) == loop.Stopped(1, config["optim"]["epochs"])
         assert load_checkpoint(out / "last.pt")["epoch"] == 0 and not (out / "summary.json").exists()
         summary = loop.train(config, out, progress=False, resume=True)
     finally:
