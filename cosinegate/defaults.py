@@ -28,5 +28,5 @@ def default_checkpoint(log=print):
     config = load_config(DEFAULT_RECIPE["preset"])
     config["data"].update(source=DEFAULT_RECIPE["data"], subset=DEFAULT_RECIPE["subset"])
     config["optim"]["epochs"] = DEFAULT_RECIPE["epochs"]
-    train(validate(config), DEFAULT_RUN, resume=(DEFAULT_RUN / "last.pt").is_file())
+    train(validate(config), DEFAULT_RUN, resume=(DEFAULT_RUN / "last.pt").is_file(), log=log)
     return path

@@ -122,6 +122,21 @@ def test_the_default_run_is_under_the_current_folder(tiny_checkpoint, tmp_path, 
     assert defaults.default_checkpoint().resolve() == run / "best.pt"  # found there, nothing trained
 
 
+def test_training_the_default_model_reports_to_the_commands_log(tmp_path, monkeypatch, capsys):
+    """Dead-code audit: default_checkpoint printed its line itself, whatever log the command passed (build_engine
+    --quiet, a pipeline collecting its lines), and trained without one (no line per epoch)."""
+    import cosinegate.training.loop as loop
+    from cosinegate import defaults
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(loop, "train", lambda config, out, resume, log: calls.append((config["optim"]["epochs"], log)))
+    lines = []
+    defaults.default_checkpoint(lines.append)
+    assert lines[0].startswith("no --checkpoint given: training the embedded default model into ")
+    assert calls == [(defaults.DEFAULT_RECIPE["epochs"], lines.append)] and capsys.readouterr().out == ""
+
+
 # ---- the package installed from a wheel, run from a folder outside the checkout ----
 
 

@@ -71,7 +71,7 @@ def deploy_ort(settings, log=print):
     if not s.checkpoint:
         from cosinegate.defaults import default_checkpoint
 
-        s = replace(s, checkpoint=str(default_checkpoint()))
+        s = replace(s, checkpoint=str(default_checkpoint(log)))
     if not Path(s.checkpoint).is_file():
         raise CosineGateError(f"checkpoint {s.checkpoint} not found; check the path.")
     log(f"output: {out} ({where})")

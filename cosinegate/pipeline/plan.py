@@ -91,7 +91,7 @@ def resolve(settings, log=print):
     if not (s.checkpoint or s.onnx or s.bundle):
         from cosinegate.defaults import default_checkpoint
 
-        s = replace(s, checkpoint=str(default_checkpoint()))
+        s = replace(s, checkpoint=str(default_checkpoint(log)))
     s = replace(s, precision=resolve_precision(s.precision, s.int8_path))
     # the profile's defaults (DLA core 0 where it uses DLA, its INT8 path), named once for every stage and record
     dla_core, _ = check_request(profile, s.precision, s.int8_path, s.dla_core)
