@@ -155,13 +155,13 @@ def selection_lines(selection):
     return lines
 
 
-def select_onnxrt(graphs, batches, labels, max_drop, threads=1, warmup=20, iterations=300, rounds=5, forced=None, log=None):
-    """The selection on ONNX Runtime's CPU provider: ``graphs`` {candidate: ONNX path}."""
+def select_onnxrt(graphs, batches, labels, max_drop, log=None):
+    """The selection on ONNX Runtime's CPU provider, one thread: ``graphs`` {candidate: ONNX path}."""
     from cosinegate.bench.backends import OnnxrtBackend
     from cosinegate.bench.graphs import graph_info
 
-    backends = {name: OnnxrtBackend(path, threads) for name, path in graphs.items()}
+    backends = {name: OnnxrtBackend(path, 1) for name, path in graphs.items()}
     extra = {name: {"onnx": str(path), "num_if": graph_info(path)[3]} for name, path in graphs.items()}
-    record = compare_candidates(backends, batches, labels, max_drop, warmup, iterations, rounds, forced, extra, log=log)
-    record.update(backend="onnxrt", threads=threads)
+    record = compare_candidates(backends, batches, labels, max_drop, extra=extra, log=log)
+    record.update(backend="onnxrt", threads=1)
     return record
