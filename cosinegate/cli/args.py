@@ -33,6 +33,32 @@ def _unshown(default):
     return default is None or default is False or default is argparse.SUPPRESS
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """The commands' parser: a flag it does not know is named first, with the closest one it does (argparse would
+    report a misspelled --checkpoint as a missing one, not mention the misspelling)."""
+
+    def parse_args(self, args=None, namespace=None):
+        import difflib
+
+        args = sys.argv[1:] if args is None else [str(a) for a in args]
+        required = [a for a in self._actions if a.required]
+        for action in required:
+            action.required = False
+        self.trial = True  # a first pass for unknown flags only: no missing flag refused, no note printed
+        try:
+            _, unknown = self.parse_known_args(args, copy.copy(namespace))
+        finally:
+            self.trial = False
+            for action in required:
+                action.required = True
+        if unknown:
+            flags = [o for a in self._actions for o in a.option_strings if a.help is not argparse.SUPPRESS]
+            word = unknown[0].split("=", 1)[0]
+            close = difflib.get_close_matches(word, flags, n=1) if word.startswith("-") else []
+            self.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" (did you mean {close[0]}?)" if close else ""))
+        return super().parse_args(args, namespace)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The commands' --help: the docstring as written, and every flag's default beside its help."""
 
@@ -61,7 +87,8 @@ class DeprecatedAlias(argparse.Action):
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        if not getattr(parser, "trial", False):  # said once, on the parse that counts (ArgumentParser.parse_args)
+            print(f"note: {option_string} is deprecated; use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 

@@ -18,14 +18,12 @@ the same images, timed in turns (--rounds), and prints realized vs ideal speedup
 the gate-free dense graph and its MACs.
 """
 
-import argparse
-
 
 def parse_args(argv=None):
-    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_flag,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_flag,
                                      add_report_flags, add_version_flag, nonnegative_int, positive_float, positive_int)
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = add_checkpoint_flags(p, note="the model measured: --checkpoint (backend torch; or the source of exports for "
                                          "onnxrt/--compare-dense), --onnx or --engine")
     model.add_argument("--engine", help="TensorRT engine built by deploy/build_engine.py (backend trt)")

@@ -17,9 +17,9 @@ from cosinegate.training.throughput import SETTINGS
 
 def main(argv=None):
     from cosinegate.cli import pick_device
-    from cosinegate.cli.args import HelpFormatter, add_device_flags, add_report_flags, add_version_flag
+    from cosinegate.cli.args import ArgumentParser, HelpFormatter, add_device_flags, add_report_flags, add_version_flag
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_device_flags(parser, threads=0)
     parser.add_argument("--backbone", default="resnet20", help="backbone timed")
     parser.add_argument("--batch-size", type=int, default=128, help="images per training step")

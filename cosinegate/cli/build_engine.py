@@ -20,15 +20,13 @@ Exit status: 0 done, 1 engine parity failed (or, with --require-int8-pass, the I
 bundle written), 2 bad input (nothing half-written).
 """
 
-import argparse
-
 
 def parse_args(argv=None):
-    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_output_flag, add_report_flags,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_output_flag, add_report_flags,
                                      add_version_flag, nonnegative_int, positive_int)
     from cosinegate.pipeline.plan import FORMS, SELECTIONS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--target", required=True, help="engines/targets/<NAME>.toml (cpu-onnxruntime: this CPU on ONNX Runtime, "
                                                    "the graph built and checked here)")
     src = add_checkpoint_flags(parser=p, exclusive=True, note="one of them; without any: the embedded default model, "

@@ -23,15 +23,13 @@ is refused unless its header matches --trt-version and the method's algorithm.
 Paper-mode checkpoints have no conditional form: use --forms flat,masked.
 """
 
-import argparse
-
 
 def parse_args(argv=None):
-    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
                                      add_report_flags, add_version_flag, positive_int, seed_int)
     from cosinegate.quant.names import DEFAULT_FORMS, DEFAULT_TRT
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)
     add_data_flags(parser, subset=False)  # calibration takes --calib-images
     add_flag(parser, "--calib-images", "--num-images", type=positive_int, default=512, metavar="N",

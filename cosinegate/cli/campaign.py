@@ -22,9 +22,9 @@ import sys
 
 
 def parse_args(argv):
-    from cosinegate.cli.args import HelpFormatter, add_device_flags, add_output_flag, add_report_flags, add_version_flag
+    from cosinegate.cli.args import ArgumentParser, HelpFormatter, add_device_flags, add_output_flag, add_report_flags, add_version_flag
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--make-tar", nargs=2, metavar=("JPEG_FOLDER", "TAR"), help="run-prep: tar the CIFAR-10 JPEG folder")
     parser.add_argument("--per-class", type=int, help="with --make-tar: only N images per class and split (dry runs)")
     parser.add_argument("--absorb", metavar="FILES_AT", help="here, after a GPU run: take its returned files")

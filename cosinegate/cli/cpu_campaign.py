@@ -12,17 +12,16 @@ bf16 autocast); a run still going at the limit stops after its last whole epoch 
 (train.py --resume) the next time. See cosinegate/research/cpu_campaign/plan.py for the protocols.
 """
 
-import argparse
 import signal
 import sys
 import time
 
 
 def parse_args(argv=None):
-    from cosinegate.cli.args import (HelpFormatter, add_device_flags, add_report_flags, add_version_flag, positive_float,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_device_flags, add_report_flags, add_version_flag, positive_float,
                                      positive_int)
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--folder", action="append", metavar="DIR",
                         help="a campaign's state and results (repeat for several, which share the --jobs slots in this "
                              "order; default: train/results/cifar10-campaign-cpu then train/results/cifar10-campaign-cpu-r56, "

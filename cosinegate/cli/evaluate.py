@@ -3,16 +3,14 @@
     python train/evaluate.py --checkpoint runs/balanced/last.pt --json eval.json
 """
 
-import argparse
-
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
     from cosinegate.cli import check_output_files, command_log, pick_device
-    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_report_flags,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_report_flags,
                                      add_version_flag)
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = add_checkpoint_flags(parser, required=True)
     model.add_argument("--backbone", help="refuse the checkpoint unless it holds this backbone")
     add_data_flags(parser)

@@ -12,14 +12,12 @@ Both sides run the masked form (same function as the conditional graph, batched)
 --policy conditional-all (default) compares every gate.
 """
 
-import argparse
-
 
 def parse_args(argv=None):
-    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_report_flags,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_report_flags,
                                      add_version_flag, positive_int, seed_int)
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)
     add_data_flags(parser, subset=False)  # --test-images and --calib-images instead
     parser.add_argument("--methods", default="minmax,entropy,percentile", help="comma list of calibration methods compared")

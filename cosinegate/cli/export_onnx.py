@@ -28,14 +28,12 @@ Opset: default 17, the highest TensorRT 8.5 and 8.6 parse (JetPack 5.1, 6.0); ea
 max_onnx_opset names its releases' limits (cosinegate/trt/profiles/*.toml).
 """
 
-import argparse
-
 
 def parse_args(argv=None):
-    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_output_flag, add_report_flags, add_version_flag,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_output_flag, add_report_flags, add_version_flag,
                                      positive_int)
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)
     add_output_flag(parser, "ONNX file to write (a folder: FOLDER/model.<form>.onnx); the manifest goes to <out>.json",
                     required=True, metavar="FILE")

@@ -8,16 +8,14 @@ stored for the deploy policy are measured on those images. The copy records that
 were forced: it is for speed measurements (realized vs ideal speedup), not for accuracy.
 """
 
-import argparse
-
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, input_record
     from cosinegate.cli import check_output_files, command_log
-    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
                                      add_report_flags, add_version_flag, positive_int)
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)
     parser.add_argument("--skip", type=float, default=0.5, help="fraction of images each gated block skips (0..1)")
     add_flag(parser, "--test-images", "--samples", type=positive_int, default=200, metavar="N",

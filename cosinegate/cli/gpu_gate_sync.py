@@ -10,14 +10,12 @@ model's input size and normalization; without --checkpoint an untrained predicti
 measures speed only (its gates skip little) and says so.
 """
 
-import argparse
-
 
 def parse_args(argv=None):
-    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_flag,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_flag,
                                      add_report_flags, add_version_flag, nonnegative_int, positive_int)
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = add_checkpoint_flags(p, note="without --checkpoint: an untrained --backbone network (speed only)")
     model.add_argument("--backbone", default="resnet20", help="without --checkpoint: the backbone built (default resnet20)")
     add_device_flags(p, device="cuda", note="cuda is the measurement; cpu a dry run without the CUDA graph")

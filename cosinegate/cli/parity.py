@@ -29,15 +29,14 @@ inputs.json and ref.json to the device, and run
 (`--onnxrt` instead of `--trt` runs the same check with ONNX Runtime.)
 """
 
-import argparse
 import json
 
 
 def parse_args(argv=None):
-    from cosinegate.cli.args import (HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_report_flags,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_report_flags,
                                      add_version_flag, positive_int)
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = add_checkpoint_flags(parser, required=True, note="the checkpoint the graph was exported from, and the graph")
     model.add_argument("--onnx", required=True, help="graph written by deploy/export_onnx.py")
     parser.add_argument("--backend", default="onnxrt", help="onnxrt | trt")

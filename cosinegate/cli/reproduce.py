@@ -14,7 +14,6 @@ interrupted ones resumed (also across machines: rerun the same command to contin
 Writes OUT/results.md, OUT/results.json and OUT/pareto.png.
 """
 
-import argparse
 import signal
 import sys
 from pathlib import Path
@@ -23,12 +22,12 @@ from pathlib import Path
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
     from cosinegate.cli import pick_device
-    from cosinegate.cli.args import (HelpFormatter, add_data_flags, add_device_flags, add_output_flag, add_report_flags,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_data_flags, add_device_flags, add_output_flag, add_report_flags,
                                      add_version_flag, nonnegative_int, positive_float, positive_int)
     from cosinegate.errors import CosineGateError
     from cosinegate.research.experiments import PRESETS
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_data_flags(parser, default="synthetic", source="synthetic", image_size=False)
     parser.add_argument("--backbones", default="resnet20", help="comma-separated, e.g. resnet20,resnet56")
     parser.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated subset of {','.join(PRESETS)}")

@@ -9,14 +9,12 @@
     torchrun --nproc_per_node=2 train/train.py --config balanced --device cpu ...
 """
 
-import argparse
-
 
 def parse_args(argv=None):
-    from cosinegate.cli.args import (HelpFormatter, add_data_flags, add_device_flags, add_output_flag, add_report_flags,
+    from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_data_flags, add_device_flags, add_output_flag, add_report_flags,
                                      add_version_flag, positive_float, positive_int)
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", default="balanced", help="preset name (cosinegate/presets/*.yaml, linked from the checkout's "
                                                            "train/configs/) or YAML path")
     parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style); default: the config's, resnet20 for balanced")

@@ -44,7 +44,7 @@ def parser_of(command, monkeypatch):
 
     module = importlib.import_module(f"cosinegate.cli.{COMMANDS[command]}")
     with monkeypatch.context() as patch:
-        patch.setattr(argparse.ArgumentParser, "parse_args", stop)
+        patch.setattr(args.ArgumentParser, "parse_args", stop)
         with pytest.raises(_Parsed) as parsed:
             (getattr(module, "parse_args", None) or module.main)([])
     return parsed.value.args[0]
@@ -117,6 +117,19 @@ def test_an_old_spelling_works_and_names_the_new_flag(command, old, dest, value,
     assert err == f"note: {old} is deprecated; use {new}\n", err
     again = parse(command, [*required, new, value])  # the new spelling: the same value, no note
     assert getattr(again, dest) == expected and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_misspelled_flag_is_named_before_a_missing_one(command, capsys):
+    """argparse said "the following arguments are required: --checkpoint" for `--checkpiont x`, never naming the
+    misspelling; every command now names it first, with the closest flag it has."""
+    parser = parser_of(command, pytest.MonkeyPatch())
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--checkpiont", "x"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "unrecognized arguments: --checkpiont x" in err, err
+    has = "--checkpoint" in [o for a in parser._actions for o in a.option_strings]
+    assert ("(did you mean --checkpoint?)" in err) == has, err
 
 
 def test_an_old_spelling_keeps_the_default_of_the_new_flag():
