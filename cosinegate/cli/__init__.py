@@ -153,7 +153,10 @@ def console_main(argv=None):
         print(f"cosinegate {__version__}")
         return 0
     if argv[0] not in COMMANDS:
-        print(f"error: unknown command {argv[0]!r}; {usage}", file=sys.stderr)
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], list(COMMANDS), n=1)
+        print(f"error: unknown command {argv[0]!r}{f' (did you mean {close[0]}?)' if close else ''}; {usage}", file=sys.stderr)
         return 2
     sys.argv = [f"cosinegate {argv[0]}", *argv[1:]]
     main = importlib.import_module(f"cosinegate.cli.{COMMANDS[argv[0]]}").main

@@ -77,6 +77,8 @@ def test_console_entry_point_runs_the_scripts():
     assert helped.returncode == 0 and helped.stdout == listed.stderr
     bad = subprocess.run([PYTHON, "-m", "cosinegate", "deploy"], capture_output=True, text=True, cwd=ROOT, env=script_env())
     assert bad.returncode == 2 and "unknown command 'deploy'" in bad.stderr
+    typo = subprocess.run([PYTHON, "-m", "cosinegate", "expot"], capture_output=True, text=True, cwd=ROOT, env=script_env())
+    assert typo.returncode == 2 and "unknown command 'expot' (did you mean export?)" in typo.stderr
     assert "cosinegate = cosinegate.cli:console_main" in (ROOT / "setup.cfg").read_text()
 
 
