@@ -370,14 +370,22 @@ def logit_bounds(profile):
     return (math.inf, math.inf) if atol is None else (float(atol), float(profile.get("logits_rtol") or 0))
 
 
+def is_own_reference(reference):
+    """Whether ``reference`` is the default one, the bundle's own reference.json."""
+    return Path(reference).resolve() == (HERE / "reference.json").resolve()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("outputs", help="Polygraphy RunResults JSON of the device run (polygraphy run --save-outputs)")
-    parser.add_argument("--reference", default=str(HERE / "reference.json"))
+    parser.add_argument("--reference", default=str(HERE / "reference.json"),
+                        help="the PyTorch reference (default: the bundle's reference.json, its own graph's; a selection "
+                             "candidate's outputs need its reference.<candidate>.json)")
     parser.add_argument("--profile", default=str(HERE / "parity_profile.json"))
     parser.add_argument("--json", metavar="REPORT", help="write the verdict as JSON here")
     args = parser.parse_args(argv)
-    reference, outputs = load_outputs(args.reference, reference=True), load_outputs(args.outputs)
+    outputs = load_outputs(args.outputs)  # the file named first is checked first
+    reference = load_outputs(args.reference, reference=True)
     profile = read_profile(args.profile)
     try:
         report = check(reference, outputs, profile)
@@ -387,6 +395,10 @@ def main(argv=None):
         print(f"error: {exc}; {fix}.", file=sys.stderr)
         return 2
     print(summary(report, profile))
+    others = sorted(p.name for p in HERE.glob("reference.*.json"))
+    if not report["passed"] and is_own_reference(args.reference) and others:
+        print(f"note: judged against the bundle's own graph's reference.json; outputs of a selection candidate's engine "
+              f"need its reference: --reference {' or '.join(others)}")
     if args.json:
         problem = write_report(Path(args.json), json.dumps(report, indent=2, allow_nan=False) + "\n")
         if problem:

@@ -9,11 +9,15 @@ from cosinegate.manifests import BundleManifest, EngineManifest
 INPUTS = "inputs.npz"  # the reference images, uint8 (cosinegate.parity.device_check.INPUTS, read by check_parity.py)
 
 
+def graph_label(s):
+    """What names the bundle and its engine: a candidate selected on the desktop (--select pruned|dense), else the
+    form."""
+    return s.select if s.select in ("pruned", "dense") else s.form
+
+
 def bundle_name(model, s):
-    """Bundles of one model for other forms, precisions or DLA cores get their own folders; a candidate selected
-    before naming (--select pruned|dense) names the bundle instead of the form."""
-    graph = s.select if s.select in ("pruned", "dense") else s.form
-    return f"{model}-{graph}-{s.precision}" + (f"-dla{s.dla_core}" if s.dla_core is not None else "")
+    """Bundles of one model for other forms, precisions or DLA cores get their own folders."""
+    return f"{model}-{graph_label(s)}-{s.precision}" + (f"-dla{s.dla_core}" if s.dla_core is not None else "")
 
 
 def write_bundle(s, target, art, log=print):
@@ -120,10 +124,10 @@ def write_bundle(s, target, art, log=print):
                           reference=check_rels["reference"], reference_inputs=check_rels["inputs"],
                           manifest_fields=engine.to_json(),
                           candidates=device_candidates(manifest.selection, candidates, s.select),
-                          timing_patterns=patterns, int8_warning=failed_preview)
+                          timing_patterns=patterns, int8_warning=failed_preview, graph=graph_label(s))
         archive_name = f"{bundle_name(name, s)}-bundle.tar.gz"
-        texts["README.md"] = bundle_readme(profile, name, s.form, s.precision, note, archive_name, preview, build_rel,
-                                         s.int8_path)
+        texts["README.md"] = bundle_readme(profile, name, graph_label(s), s.precision, note, archive_name, build_rel,
+                                           s.int8_path, preview)
         final, archive, manifest = make_bundle(target.out, bundle_name(name, s), profile, files, device_script(plan),
                                                manifest, texts)
     finally:

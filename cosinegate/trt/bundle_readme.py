@@ -20,9 +20,10 @@ def preview_failure(preview):
             f"will most likely fail its INT8 check; rebuild with {advice}.")
 
 
-def bundle_readme(profile, name, form, precision, int8_note, archive_name, int8_preview=None, build_onnx=None,
-                  int8_path=None):
-    """Markdown text for the bundle of ``name`` on ``profile`` (``archive_name``: ``<bundle folder>.tar.gz``);
+def bundle_readme(profile, name, graph, precision, int8_note, archive_name, build_onnx, int8_path=None,
+                  int8_preview=None):
+    """Markdown text for the bundle of ``name``'s ``graph`` (its form, or the candidate selected: pruned, dense) on
+    ``profile`` (``archive_name``: ``<bundle folder>.tar.gz``);
     ``int8_preview``: the manifest's int8_preview_onnxrt record (a failed one puts a banner on top); ``build_onnx``
     and ``int8_path``: the graph the engine is built from (bundle-relative) and how INT8 gets its scales."""
     folder = archive_name[: -len(".tar.gz")] if archive_name.endswith(".tar.gz") else f"{name}-bundle"
@@ -31,7 +32,7 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name, int8_
         onnx_note += " (in float: the INT8 engine follows it within the int8 profile)"
     failed = preview_failure(int8_preview)
     lines = [
-        f"# {name}: {form} {precision} engine for {profile.name}",
+        f"# {name}: {graph} {precision} engine for {profile.name}",
         "",
     ]
     if failed:
@@ -104,7 +105,7 @@ def bundle_readme(profile, name, form, precision, int8_note, archive_name, int8_
         "",
         "```sh",
         f"python3 {folder}/run_engine.py photos/            # or image files, or .npy arrays",
-        f"python3 {folder}/run_engine.py --onnx {folder}/{build_onnx or f'model.{form}.onnx'} photos/   # {onnx_note}",
+        f"python3 {folder}/run_engine.py --onnx {folder}/{build_onnx} photos/   # {onnx_note}",
         "```",
         "",
         "Prints per image the label (`labels.txt`), its score and the blocks that ran, then the mean executed MACs of the graph that ran",

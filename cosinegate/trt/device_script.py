@@ -65,6 +65,7 @@ class ScriptPlan:
     candidates: dict = field(default_factory=dict)
     timing_patterns: str = None  # conditional form: bundle.PATTERNS (one input per gate pattern of the timing images)
     int8_warning: str = None  # bundle_readme.preview_failure: the INT8 preview failed on the desktop; said first
+    graph: str = None  # what the engine is named for: a candidate selected on the desktop (pruned, dense), else the form
 
 
 def sh_word(text):
@@ -192,7 +193,8 @@ def device_script(plan):
     profile = plan.profile
     lines = [
         "#!/bin/sh",
-        f"# Build, check and time the {plan.name} {plan.form} {plan.precision} engine for {profile.name} on the device.",
+        f"# Build, check and time the {plan.name} {plan.graph or plan.form} {plan.precision} engine for {profile.name} on the "
+        "device.",
         "#   sh build_on_device.sh                 (TRTEXEC=/path/to/trtexec sh build_on_device.sh to pick a trtexec)",
         "# Everything it writes lands in results/ beside it; it ends by printing the command that copies results/ back.",
         "set -eu",
@@ -202,6 +204,14 @@ def device_script(plan):
         lines.append(f"say {shlex.quote('warning: ' + plan.int8_warning)} >&2")
     lines += [
         'PATH="$PATH:${HOME:-/nonexistent}/.local/bin"  # pip3 install --user puts polygraphy there; on PATH after the next login',
+        "export PYTHONDONTWRITEBYTECODE=1  # Polygraphy imports check_parity.py: no __pycache__ in the bundle",
+        "# TRTEXEC as the caller meant it, before the cd: a relative path from where the script was started, a bare name",
+        "# from PATH",
+        'case "${TRTEXEC:-}" in',
+        '    "" | /*) ;;',
+        '    */*) TRTEXEC="$(pwd)/$TRTEXEC" ;;',
+        '    *) TRTEXEC=$(command -v -- "$TRTEXEC" || printf \'%s\' "$TRTEXEC") ;;',
+        "esac",
         'cd -- "$(dirname -- "$0")"',
         'BUNDLE=$(pwd)',
         'RESULTS="$BUNDLE/results"',
@@ -272,7 +282,7 @@ def device_script(plan):
             "exit 2",
         ]
         return "\n".join(lines) + "\n"
-    engine = f"{plan.name}-{plan.form}-{plan.precision}{dla_tag(plan.dla_core)}-trt"
+    engine = f"{plan.name}-{plan.graph or plan.form}-{plan.precision}{dla_tag(plan.dla_core)}-trt"
     lines += [f'ENGINE="$RESULTS/"{sh_word(engine)}"$TRT-sm$SM.engine"', 'ENGINE_TMP="$ENGINE.partial"', ""]
     lines.append('case "$TRT" in')
     releases = sorted(profile.tensorrt, key=lambda r: len(r.version.parts), reverse=True)  # most specific first
@@ -344,10 +354,10 @@ def _build_and_manifest(plan):
     return [
         "",
         'mkdir -p "$RESULTS"',
-        "# a rerun (a rebuild, or another bundle of this name unpacked over this one) starts without the last run's",
-        "# verdicts and this engine: a failed build leaves no stale engine, and run_engine.py follows no old winner",
-        'rm -f "$ENGINE" "$ENGINE.json" "$RESULTS/winner.txt" "$RESULTS/candidates.txt" "$RESULTS/parity.txt" '
-        '"$RESULTS/parity.json"',
+        "# a rerun (a rebuild, or another bundle of this name unpacked over this one) starts from an empty results/ but",
+        "# for TensorRT's timing cache (it only speeds the build up): no engine, output, verdict or timing of the last",
+        "# run is read again, followed by run_engine.py or carried back",
+        'find "$RESULTS" -mindepth 1 -maxdepth 1 ! -name timing.cache -exec rm -rf -- {} +',
         'say "$SUMS" > "$RESULTS/sha256sum.txt"',
         'say "building $ENGINE (log: results/build.log)"',
         'START=$(date +%s)',
@@ -389,10 +399,16 @@ def _check(plan):
                                                     "--json", "$RESULTS/parity.json"])
     return [
         "",
+        "# why Polygraphy failed, in one line: its first error line (and the numpy pin where numpy is the cause)",
+        "polygraphy_error() {",
+        "    WHY=$(grep -m 1 -E 'could not be imported|Error|error|FAILED' \"$1\" 2>/dev/null | tr -d '\\r' | cut -c1-200) || WHY=''",
+        "    case \"$WHY\" in *numpy*|*bool*) WHY=\"$WHY; TensorRT 8.5's bindings need numpy<1.24\" ;; esac",
+        "    printf '%s' \"${WHY:+: $WHY} (see ${1#\"$BUNDLE/\"})\"",
+        "}",
         "if command -v polygraphy > /dev/null 2>&1; then",
         f'    say "checking the engine against the PyTorch reference ({plan.precision} profile; log: results/polygraphy.log)"',
         f"    if ! {polygraphy} > \"$RESULTS/polygraphy.log\" 2>&1; then",
-        "        PARITY=\"not checked: Polygraphy could not run the engine (see results/polygraphy.log; TensorRT 8.5 needs numpy<1.24)\"",
+        '        PARITY="not checked: Polygraphy could not run the engine$(polygraphy_error "$RESULTS/polygraphy.log")"',
         f"    elif {judge} >> \"$RESULTS/polygraphy.log\" 2>&1; then",
         "        PARITY=passed",
         "    elif [ $? -eq 1 ]; then  # check_parity.py: 1 = outputs outside the profile, 2 = it could not judge them",
@@ -491,8 +507,8 @@ MEDIAN_LATENCY = ("median_ms() { awk '/\\] Latency: min = / { for (i = 1; i < NF
 # engine's timings are pooled over its gate patterns, each pattern weighted by its images, and compared by their
 # median (the desktop's p50 over real images). Spread = interquartile range, numpy's linear percentiles for equal
 # weights (one trtexec run per engine, so no range of round medians as on the desktop). The conditional engine is
-# dropped if its own check FAILED. Prints "winner: NAME" (run_engine.py reads it) and the comparisons; stdlib only,
-# Python 3.8.
+# dropped if its own check FAILED or could not run (error). Prints "winner: NAME" (run_engine.py reads it) and the
+# comparisons; stdlib only, Python 3.8.
 CHOOSE_WINNER = r"""
 import json, os, sys
 results = sys.argv[1]
@@ -538,8 +554,9 @@ def conditional_samples():
 with open(os.path.join(results, "candidates.txt")) as f:
     rows = [line.split() for line in f][1:]
 timed, notes = {}, []
+unchecked = [row[0] for row in rows if len(row) >= 4 and row[2] == "error"]
 for row in rows:
-    if len(row) < 4 or row[1] == "n/a" or row[2] == "FAILED" or row[3] == "outside":
+    if len(row) < 4 or row[1] == "n/a" or row[2] in ("FAILED", "error") or row[3] == "outside":
         continue
     name, median, reference = row[0], float(row[1]), row[3] == "reference"
     if reference:
@@ -557,7 +574,8 @@ for row in rows:
         notes.append("%s: median %.4f ms; no --exportTimes timings, spread unknown (taken as 0)" % (name, median))
     timed["conditional" if reference else name] = (median, spread, name)
 if not timed:
-    print("winner: none (no candidate timed)")
+    print("winner: none (%s)" % ("the checks of %s could not run: see results/polygraphy*.log" % ", ".join(unchecked)
+                                 if unchecked else "no candidate timed"))
     sys.exit(0)
 kept = None
 for key in sorted(timed, key=lambda k: SIMPLER_FIRST.index(k) if k in SIMPLER_FIRST else len(SIMPLER_FIRST)):

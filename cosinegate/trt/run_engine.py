@@ -885,10 +885,12 @@ def mega(value):
 def lines(rows, info):
     out = []
     width = max(len(r["file"]) for r in rows)
+    computes_all = info["form"] in ("masked", "flat")  # its gates decide, but every gated block is computed
     for r in rows:
         skipped = [str(b) for b, g in enumerate(r["gates"]) if not g]
-        blocks = "ran {}/{} blocks{}".format(sum(r["gates"]), len(r["gates"]),
-                                             " (skipped {})".format(",".join(skipped)) if skipped else "")
+        blocks = "{} {}/{} blocks{}".format("gates on for" if computes_all else "ran", sum(r["gates"]), len(r["gates"]),
+                                            " ({} {})".format("off:" if computes_all else "skipped", ",".join(skipped))
+                                            if skipped else "")
         cost = "  {} MACs".format(mega(r["macs"])) if r["macs"] is not None else ""
         out.append("{:<{w}}  {}  {:.3f}  {}{}".format(r["file"], r["label"], r["score"], blocks, cost, w=width))
     macs = [r["macs"] for r in rows if r["macs"] is not None]

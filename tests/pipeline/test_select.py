@@ -88,6 +88,9 @@ def test_forced_candidate_is_the_build_graph(dyn_checkpoint, tmp_path, monkeypat
     assert manifest.card["blocks"] == onnx_meta(bundle / "model.dense.onnx")["blocks"] and manifest.card["policy"] == "dense"
     assert bundle.name == "dyn-dense-fp16-bundle"  # the name carries the selected candidate, not the form
     assert "model.dense.onnx" in (next(tmp_path.glob("*-bundle")) / "build_on_device.sh").read_text()
+    # the engine and the README are named for the graph built, as the bundle is (both said "conditional")
+    assert 'ENGINE="$RESULTS/"dyn-dense-fp16-trt"$TRT-sm$SM.engine"' in (bundle / "build_on_device.sh").read_text()
+    assert (bundle / "README.md").read_text().startswith("# dyn: dense fp16 engine for jetson-orin")
 
 
 def test_select_needs_a_checkpoint_and_fp(tmp_path, dyn_checkpoint):
@@ -281,6 +284,43 @@ def test_candidates_are_judged_by_check_parity_against_their_own_reference(wide_
     bundle, _, rows, _ = device_run(wide_bundle, tmp_path / "wrong", FAKE_BIN=str(tmp_path / "bin"), WRONG_DENSE="1")
     assert (rows["pruned"][2], rows["dense"][2]) == ("passed", "FAILED")
     assert "parity FAILED (fp16" in (bundle / "results" / "polygraphy.dense.log").read_text()
+
+
+def test_no_winner_is_named_when_no_candidates_check_could_run(wide_bundle, tmp_path):
+    """Board walkthrough: with a Polygraphy that cannot run (every check `error`) a winner was still named, so
+    run_engine.py followed an unchecked engine."""
+    import shutil
+
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "polygraphy").write_text("#!/bin/sh\necho 'ModuleNotFoundError: tensorrt' >&2\nexit 1\n")
+    (tmp_path / "bin" / "polygraphy").chmod(0o755)
+    bundle = tmp_path / "b"
+    shutil.copytree(wide_bundle, bundle)
+    done = run_script(bundle, tmp_path, FAKE_BIN=str(tmp_path / "bin"))
+    assert done.returncode == 1, done.stderr
+    rows = [line.split() for line in (bundle / "results" / "candidates.txt").read_text().splitlines()[1:]]
+    assert {row[0]: row[2] for row in rows} == {"conditional": "error", "pruned": "error", "dense": "error"}
+    assert (bundle / "results" / "winner.txt").read_text().splitlines()[0] == (
+        "winner: none (the checks of conditional, pruned, dense could not run: see results/polygraphy*.log)")
+
+
+def test_check_parity_on_a_candidates_outputs_names_its_reference(wide_bundle, tmp_path):
+    """Board walkthrough: a candidate's outputs judged against the default reference.json failed with no hint that the
+    candidate has its own reference."""
+    import shutil
+    import subprocess
+
+    bundle = tmp_path / "b"
+    shutil.copytree(wide_bundle, bundle)
+    done = subprocess.run([sys.executable, "check_parity.py", "reference.pruned.json"], capture_output=True, text=True,
+                          cwd=bundle, timeout=120)
+    assert done.returncode == 1 and "parity FAILED" in done.stdout, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == ("note: judged against the bundle's own graph's reference.json; outputs of "
+                                                    "a selection candidate's engine need its reference: --reference "
+                                                    "reference.dense.json or reference.pruned.json")
+    again = subprocess.run([sys.executable, "check_parity.py", "reference.pruned.json", "--reference", "reference.pruned.json"],
+                           capture_output=True, text=True, cwd=bundle, timeout=120)
+    assert again.returncode == 0 and "note:" not in again.stdout, again.stdout + again.stderr
 
 
 def test_device_script_skips_candidates_outside_the_tolerance(selected, tmp_path):

@@ -540,8 +540,43 @@ def test_a_check_that_could_not_run_is_not_a_failed_engine(bundle_copy, tmp_path
     parity = (bundle_copy / "results" / "parity.txt").read_text().strip()
     assert done.returncode == 1 and "FAILED" not in parity, (parity, done.stderr)
     assert parity.startswith("parity: not checked: " + ("Polygraphy could not run the engine" if fakes else "check_parity.py could not"))
+    if fakes:  # the cause, from Polygraphy's log, and the numpy pin when numpy is it
+        assert ("Polygraphy could not run the engine: AttributeError: module 'numpy' has no attribute 'bool'; TensorRT "
+                "8.5's bindings need numpy<1.24 (see results/polygraphy.log)") in parity
     assert "error: the engine was built and timed but not checked" in done.stderr
     assert (bundle_copy / "results" / "tiny-conditional-fp16-trt10.3.0-sm87.engine").is_file()
+
+
+def test_a_rerun_reads_nothing_the_last_run_left(bundle_copy, tmp_path):
+    """Board walkthrough: a rerun kept the last run's outputs.json, so a Polygraphy that exited 0 without saving
+    outputs read as "parity: passed"; and a candidate's old engine and verdicts came back with the results."""
+    assert run_device_script(bundle_copy, tmp_path).returncode == 0
+    results = bundle_copy / "results"
+    (results / "outputs.dense.json").write_text("{}")  # as a candidate of an earlier run left them
+    (results / "m-dense-fp16-trt10.3.0-sm87.engine").write_bytes(b"old")
+    (results / "timing.cache").write_bytes(b"kept")  # TensorRT's timing cache: it only speeds the rebuild up
+    silent = "#!/bin/sh\nexit 0\n"  # runs, saves nothing
+    done = run_device_script(bundle_copy, tmp_path, fakes={"polygraphy": silent})
+    parity = (results / "parity.txt").read_text().strip()
+    assert done.returncode == 1 and parity.startswith("parity: not checked: check_parity.py could not"), parity
+    assert not (results / "outputs.dense.json").exists() and not (results / "m-dense-fp16-trt10.3.0-sm87.engine").exists()
+    assert (results / "timing.cache").read_bytes() == b"kept"
+
+
+def test_trtexec_is_found_as_the_caller_named_it(bundle_copy, tmp_path):
+    """Board walkthrough: TRTEXEC=./trtexec (relative to where the script was started) and TRTEXEC=<a name on PATH>
+    were refused as "not an executable file": the script had changed folder first."""
+    here = tmp_path / "here"
+    (here / "tools").mkdir(parents=True)
+    (here / "tools" / "my-trtexec").write_text(FAKE_TRTEXEC)
+    (here / "tools" / "my-trtexec").chmod(0o755)
+    done = run_device_script(bundle_copy, tmp_path, tools=("nvpmodel",), cwd=here, TRTEXEC="tools/my-trtexec")
+    assert done.returncode == 0 and f"trtexec: {here}/tools/my-trtexec (TensorRT 10.3.0)" in done.stdout, done.stderr
+    done = run_device_script(bundle_copy, tmp_path, cwd=here, TRTEXEC="trtexec")  # the fake on PATH, by name
+    assert done.returncode == 0 and f"trtexec: {tmp_path}/bin/trtexec (TensorRT 10.3.0)" in done.stdout, done.stderr
+    # Polygraphy imports check_parity.py as its data loader: no __pycache__ may land in the bundle
+    lines = (bundle_copy / "build_on_device.sh").read_text().splitlines()
+    assert any(line.startswith("export PYTHONDONTWRITEBYTECODE=1 ") for line in lines)
 
 
 @pytest.mark.parametrize("where", ["folder", "no banner"])
