@@ -161,7 +161,7 @@ def select_onnxrt(graphs, batches, labels, max_drop, log=None):
     from cosinegate.bench.graphs import graph_info
 
     backends = {name: OnnxrtBackend(path, 1) for name, path in graphs.items()}
-    extra = {name: {"onnx": str(path), "num_if": graph_info(path)[3]} for name, path in graphs.items()}
+    extra = {name: {"onnx": str(path), "num_if": graph_info(path).num_if} for name, path in graphs.items()}
     record = compare_candidates(backends, batches, labels, max_drop, extra=extra, log=log)
     record.update(backend="onnxrt", threads=1)
     return record

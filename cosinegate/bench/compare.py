@@ -24,7 +24,7 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
         raise CosineGateError("--compare-dense runs ONNX graphs here; use --backend onnxrt (with --onnx or --checkpoint).")
     if "executed_macs" not in cond_report:
         raise CosineGateError("--compare-dense needs real images for executed MACs; drop --random-input.")
-    meta, table, kinds, num_if = graph_info(conditional_path)
+    meta, table, kinds, num_if, classes = graph_info(conditional_path)
     if meta.get("form") != "conditional":
         raise CosineGateError(f"--compare-dense compares a conditional graph; {conditional_path} is {meta.get('form')}.")
     from cosinegate.onnx import export_checkpoint
@@ -36,7 +36,7 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
             raise CosineGateError("--compare-dense needs --dense-onnx FILE or --checkpoint CKPT to export the gate-free dense graph.")
         dense_path = workdir / "dense.onnx"
         export_checkpoint(checkpoint, dense_path, "conditional" if batch == 1 else "masked", batch, policy="dense")
-    dense_meta, _, dense_kinds, _ = graph_info(dense_path)
+    dense_meta, _, dense_kinds = graph_info(dense_path)[:3]
     if any(kind not in ("dense", "always_run", "dropped") for kind in dense_kinds):
         raise CosineGateError(f"--dense-onnx {dense_path} is not gate-free ({dense_meta.get('form')} form, policy "
                               f"{dense_meta.get('policy')}); the dense baseline is the backbone without gates: export it "
@@ -48,7 +48,7 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
     graphs = {"dense": dense_path}
     if forced_on(forced_source, forced_path):  # a graph without an If has nothing to force (its timing is the graph's own)
         graphs["forced_on"] = forced_path
-    flat_macs = metadata_mac_table(meta).executed([True] * len(kinds))  # the model's every block and gate head
+    flat_macs = metadata_mac_table(meta, classes).executed([True] * len(kinds))  # the model's every block and gate head
     if checkpoint:
         graphs["flat_twin"] = workdir / "flat.onnx"
         export_checkpoint(checkpoint, graphs["flat_twin"], "flat", batch)
@@ -57,7 +57,7 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
         try:
             pruned_path = workdir / "pruned.onnx"
             export_checkpoint(checkpoint, pruned_path, "masked", batch, policy="auto")
-            _, ptable, pkinds, _ = graph_info(pruned_path)
+            _, ptable, pkinds = graph_info(pruned_path)[:3]
             graphs["static_pruned"] = pruned_path
             pruned_macs = ptable.executed([k != "always_skipped" for k in pkinds])
         except CosineGateError as exc:
@@ -121,7 +121,7 @@ def _selection(graphs, runs, batches, labels, threads):
 
     names = {"conditional": "conditional", "pruned": "static_pruned", "dense": "dense"}
     candidates = {c: {**timing_record(runs[g]["_rounds"]), "accuracy": accuracy(OnnxrtBackend(graphs[g], threads), batches, labels),
-                      "num_if": graph_info(graphs[g])[3]} for c, g in names.items() if g in runs}
+                      "num_if": graph_info(graphs[g]).num_if} for c, g in names.items() if g in runs}
     return selection_record(candidates, max_accuracy_drop(FP32))
 
 

@@ -1,5 +1,7 @@
 """Graph surgery and inspection for benchmarks: every gate forced on, one block cut out; metadata, MAC table, If count."""
 
+from collections import namedtuple
+
 
 def forced_on(onnx_path, out):
     """The conditional graph with every If condition replaced by Or(condition, True): all gates forced on,
@@ -41,9 +43,12 @@ def _force_on(model):
     return count
 
 
+GraphInfo = namedtuple("GraphInfo", "meta table kinds num_if classes")
+
+
 def graph_info(onnx_path):
-    """(metadata, MAC table of what it computes, block kinds, number of If nodes) of a toolkit graph (anything else:
-    CosineGateError)."""
+    """GraphInfo of a toolkit graph (anything else: CosineGateError): its metadata, the MAC table of what it computes,
+    its block kinds, its number of If nodes and of classes."""
     from cosinegate.errors import CosineGateError
     from cosinegate.graphmeta import if_count
     from cosinegate.macs import graph_mac_table
@@ -58,7 +63,7 @@ def graph_info(onnx_path):
     classes = dims[1].dim_value
     table = graph_mac_table(meta, classes)
     kinds = [b["kind"] for b in meta.get("blocks", [])]
-    return meta, table, kinds, if_count(model)
+    return GraphInfo(meta, table, kinds, if_count(model), classes)
 
 
 def block_subgraph(model, index):

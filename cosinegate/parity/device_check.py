@@ -394,6 +394,10 @@ def main(argv=None):
                else "run the bundle's graph on its inputs (--data-loader-script check_parity.py)")
         print(f"error: {exc}; {fix}.", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - exit 1 is the verdict FAILED; anything else could not judge (status 2)
+        print(f"error: the outputs could not be judged ({type(exc).__name__}: {shown(exc)}); check numpy and Polygraphy "
+              "(pip3 install 'numpy<1.24' polygraphy on JetPack 5.1).", file=sys.stderr)
+        return 2
     print(summary(report, profile))
     others = sorted(p.name for p in HERE.glob("reference.*.json"))
     if not report["passed"] and is_own_reference(args.reference) and others:

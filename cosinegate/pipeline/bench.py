@@ -152,7 +152,7 @@ def run_bench(s, backend_name, workdir, log=print):
         if backend_name == "onnxrt":
             from cosinegate.bench.graphs import graph_info
 
-            meta, table, kinds, _ = graph_info(model_path)
+            meta, table, kinds = graph_info(model_path)[:3]
         elif meta:
             from cosinegate.macs import graph_mac_table
 

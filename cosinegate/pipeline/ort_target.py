@@ -208,7 +208,7 @@ def select(s, built, data, log=print):
     from cosinegate.pipeline.stages import reference_images
 
     backends = {c: OnnxrtBackend(b["engine"], threads=1) for c, b in built.items()}
-    extra = {c: {"engine": b["engine"].name, "layout": b["layout"], "num_if": graph_info(b["engine"])[3],
+    extra = {c: {"engine": b["engine"].name, "layout": b["layout"], "num_if": graph_info(b["engine"]).num_if,
                  "parity_passed": bool(b["parity"]["passed"])} for c, b in built.items()}
     batches, labels = reference_images(data, s.select_images, s.checkpoint)
     record = compare_candidates(backends, batches, labels, max_accuracy_drop(PROFILES["fp32"]), extra=extra, log=log)

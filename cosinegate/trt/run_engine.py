@@ -82,7 +82,8 @@ def read_json(path, what):
 
 
 def model_info(manifest, graph_meta=None):
-    """{"pre", "macs", "kinds", "classes"} from a bundle or engine manifest (or a graph's cosinegate.* metadata)."""
+    """{"pre", "macs", "kinds", "classes", "form", "mode"} from a bundle or engine manifest (or a graph's cosinegate.*
+    metadata)."""
     if graph_meta is not None:
         card, where = graph_meta, "the graph's metadata"
     else:
@@ -106,7 +107,7 @@ def model_info(manifest, graph_meta=None):
     classes = card.get("classes") if isinstance(card.get("classes"), list) else None
     form = manifest.get("form") if isinstance(manifest, dict) else None
     form = form if isinstance(form, str) else card.get("form") if isinstance(card.get("form"), str) else None
-    return {"pre": pre, "macs": macs, "kinds": kinds, "classes": classes, "form": form}
+    return {"pre": pre, "macs": macs, "kinds": kinds, "classes": classes, "form": form, "mode": card.get("mode")}
 
 
 def graph_kinds(info, engine=None, manifest=None, graph_meta=None):
@@ -119,10 +120,16 @@ def graph_kinds(info, engine=None, manifest=None, graph_meta=None):
         record = read_json(side, "engine manifest") if side.is_file() else {}
         meta = record.get("onnx_metadata") if isinstance(record, dict) else None
         candidates = manifest.get("candidates") if isinstance(manifest, dict) else None
-        if not isinstance(meta, dict) and isinstance(candidates, dict) and isinstance(manifest.get("model"), str):
+        if not isinstance(meta, dict) and isinstance(candidates, dict):
             for name, cand in candidates.items():
-                if Path(engine).name.startswith("{}-{}-".format(manifest["model"], name)) and isinstance(cand, dict):
-                    meta = {"form": "conditional", "blocks": [{"kind": k} for k in cand.get("kinds") or []]}
+                prefix = "{}-{}-{}-".format(manifest.get("model"), name, manifest.get("precision"))
+                if Path(engine).name.startswith(prefix) and isinstance(cand, dict):
+                    if not isinstance(cand.get("kinds"), list):  # a bundle made before they were recorded
+                        return dict(info, note="note: the bundle records no block kinds for the {} candidate; its MACs "
+                                               "are counted with the bundle graph's (re-create the bundle for "
+                                               "exact ones)".format(name))
+                    meta = {"form": "conditional", "blocks": [{"kind": k} for k in cand["kinds"]]}
+                    break
     if not isinstance(meta, dict):
         return info
     blocks = meta.get("blocks") if isinstance(meta.get("blocks"), list) else []
@@ -838,7 +845,8 @@ def executed_macs(info, ran, form):
     macs, kinds = info["macs"], info["kinds"]
     if not macs or len(macs["blocks"]) != len(ran):
         return None
-    paper, every = macs.get("residual_always_computed") is True, form in ("masked", "flat")
+    paper = macs.get("residual_always_computed") is True or info["mode"] == "paper"
+    every = form in ("masked", "flat")
     total = macs["stem"] + macs["classifier"]
     for i, (block, r) in enumerate(zip(macs["blocks"], ran)):
         kind = kinds[i] if i < len(kinds) else None
@@ -980,6 +988,8 @@ def main(argv=None):
             # the bundle's core applies to the engines its script built, not to one named by --engine without its .json
             runner = TensorRTRunner(engine, dla_core=engine_dla_core(engine, None if args.engine else manifest))
             info = graph_kinds(info, engine, manifest)
+            if info.get("note"):
+                print(info["note"])
         rows = run_all(runner, items, info, labels)
         print("\n".join(printable(line) for line in lines(rows, info)))
         if args.json:

@@ -7,6 +7,7 @@ import pytest
 
 from cosinegate.bench import candidates as cands
 from cosinegate.bench.candidates import choose, selection_lines, spread_ms, timing_record
+from cosinegate.bench.graphs import GraphInfo
 
 
 def timed(rounds, acc=0.9):
@@ -75,7 +76,7 @@ def test_build_engine_and_bench_choose_by_the_same_function(monkeypatch):
     monkeypatch.setattr(cands, "choose", lambda *a, **k: calls.append(a) or real(*a, **k))
     monkeypatch.setattr(backends, "time_interleaved", lambda b, *a, **k: {n: rounds[n] for n in b})
     monkeypatch.setattr(backends, "OnnxrtBackend", Fake)
-    monkeypatch.setattr(compare, "graph_info", lambda path: ({}, None, [], 0))  # no graphs here: the If column is 0
+    monkeypatch.setattr(compare, "graph_info", lambda path: GraphInfo({}, None, [], 0, 10))  # no graphs here: 0 If
     batches, labels = [np.zeros((1, 1))], np.zeros(1, np.int64)
     built = cands.compare_candidates({n: Fake() for n in rounds}, batches, labels, 0.0)
     runs = {g: {"_rounds": rounds[c]} for c, g in {"conditional": "conditional", "pruned": "static_pruned",

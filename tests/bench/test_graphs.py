@@ -17,9 +17,10 @@ def conditional(tiny_checkpoint, tmp_path_factory):
 
 
 def test_a_toolkit_graph_is_read(conditional):
-    meta, table, kinds, num_if = graph_info(conditional)
+    meta, table, kinds, num_if, classes = graph_info(conditional)
     assert meta["form"] == "conditional" and len(kinds) == len(meta["blocks"])
     assert num_if == sum(node.op_type == "If" for node in onnx.load(str(conditional)).graph.node)
+    assert classes == len(meta["classes"]) == table.classifier // 64  # ResNet-20's 64 features into the classes
 
 
 def test_logits_of_another_rank_are_one_line(conditional, tmp_path):

@@ -310,3 +310,14 @@ def test_a_missing_reference_or_outputs_file_says_which_and_how_to_pass_it(outpu
     expected = (f"error: reference {absent} not found; pass --reference REF.json" if missing == "reference"
                 else f"error: {absent} not found; pass the outputs polygraphy run ... --save-outputs wrote")
     assert err.startswith(expected), err
+
+
+def test_a_check_that_breaks_is_exit_2_not_the_verdict_failed(outputs, capsys, monkeypatch):
+    """Diff review: an exception other than ValueError inside the check exited 1, which build_on_device.sh reads as
+    "outputs outside the profile"."""
+    def broken(reference, outputs, profile):
+        raise KeyError("gates")
+
+    monkeypatch.setattr(device_check, "check", broken)
+    code, err = check_with(outputs, json.dumps(parity_profile("fp32")), capsys)
+    assert code == 2 and err.startswith("error: the outputs could not be judged (KeyError: ") and err.count("\n") == 1, err

@@ -212,7 +212,7 @@ def run_script(bundle, tmp_path, **env):
     extra = [env.pop("FAKE_BIN")] if "FAKE_BIN" in env else []  # more stand-in tools
     full = {"PATH": os.pathsep.join([str(fake)] + extra + system), "HOME": str(tmp_path), "USER": "nvidia",
             "FAKE_LOG": str(tmp_path / "trtexec.log"), "DEVICE_TREE": str(tmp_path / "no-device-tree"), **env}
-    return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=60)
+    return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +263,7 @@ while [ $# -gt 0 ]; do if [ "$1" = --save-outputs ]; then out="$2"; fi; shift; d
 case "$engine" in
   *-pruned-*) ref=reference.pruned.json ;;
   *-dense-*) if [ -n "${WRONG_DENSE:-}" ]; then ref=reference.pruned.json; else ref=reference.dense.json; fi ;;
-  *) ref=reference.json ;;
+  *) if [ -n "${WRONG_COND:-}" ]; then ref=reference.pruned.json; else ref=reference.json; fi ;;
 esac
 cp "$ref" "$out"
 """
@@ -272,7 +272,7 @@ cp "$ref" "$out"
 def test_candidates_are_judged_by_check_parity_against_their_own_reference(wide_bundle, tmp_path):
     """The board judges every candidate as the bundle's engine: check_parity.py under the bundle's profile (it compared
     them elementwise with gates exact before, stricter than the fp16 and int8 profiles' agreement minimums)."""
-    for folder in ("bin", "right", "wrong"):
+    for folder in ("bin", "right", "wrong", "cond"):
         (tmp_path / folder).mkdir()
     (tmp_path / "bin" / "polygraphy").write_text(FAKE_POLYGRAPHY_BY_CANDIDATE)
     (tmp_path / "bin" / "polygraphy").chmod(0o755)
@@ -284,6 +284,11 @@ def test_candidates_are_judged_by_check_parity_against_their_own_reference(wide_
     bundle, _, rows, _ = device_run(wide_bundle, tmp_path / "wrong", FAKE_BIN=str(tmp_path / "bin"), WRONG_DENSE="1")
     assert (rows["pruned"][2], rows["dense"][2]) == ("passed", "FAILED")
     assert "parity FAILED (fp16" in (bundle / "results" / "polygraphy.dense.log").read_text()
+    # the bundle's own engine fails, a candidate that passed wins: the status follows the engine run_engine.py uses
+    bundle, done, rows, _ = device_run(wide_bundle, tmp_path / "cond", FAKE_BIN=str(tmp_path / "bin"), WRONG_COND="1")
+    winner = (bundle / "results" / "winner.txt").read_text().split()[1]
+    assert rows["conditional"][2] == "FAILED" and winner in ("pruned", "dense") and rows[winner][2] == "passed"
+    assert f"note: the bundle's own engine: parity FAILED; run_engine.py uses the winner, {winner}" in done.stdout
 
 
 def test_no_winner_is_named_when_no_candidates_check_could_run(wide_bundle, tmp_path):

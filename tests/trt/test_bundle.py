@@ -257,7 +257,7 @@ def run_device_script(bundle, tmp_path, tools=("trtexec", "nvpmodel", "jetson_cl
     system = [d for d in ("/usr/bin", "/bin") if os.path.isdir(d)]
     full = {"PATH": os.pathsep.join([str(fake)] + system), "HOME": str(tmp_path), "USER": "nvidia",
             "FAKE_LOG": str(tmp_path / "trtexec.log"), "DEVICE_TREE": str(tmp_path / "no-device-tree"), **env}
-    return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=60,
+    return subprocess.run(["sh", str(bundle / "build_on_device.sh")], capture_output=True, text=True, env=full, timeout=300,
                           cwd=cwd)
 
 

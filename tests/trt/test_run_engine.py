@@ -141,7 +141,7 @@ def test_onnx_path_matches_the_toolkit_exactly(default_bundle, photos, tmp_path)
     from cosinegate.training.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(default_bundle.parents[1] / "runs" / "pipeline" / "balanced-resnet20" / "best.pt")
-    _, table, kinds, _ = graph_info(default_bundle / "model.conditional.onnx")
+    _, table, kinds = graph_info(default_bundle / "model.conditional.onnx")[:3]
     assert {"always_run", "dynamic"} <= set(kinds), "no fixed block: the test would not see its gate head counted"
     assert [r["macs"] for r in rows] == [table.executed(r["gates"]) for r in rows]
     dense = mac_table(model.backbone, "none", model.num_classes, image_size=32).dense
@@ -438,10 +438,12 @@ def test_the_default_engine_is_the_one_built_or_the_winner(default_bundle, tmp_p
     assert run_engine.find_engine(results, form="conditional").name == "m-conditional-fp16-trt10.3.0-sm87.engine"
 
 
-@pytest.mark.parametrize("form, policy", [("conditional", "auto"), ("conditional", "dense"), ("masked", "auto"),
-                                          ("masked", "pruned"), ("compact", "conditional-all"), ("flat", "auto")])
-def test_executed_macs_follow_the_graph_that_runs_as_the_toolkit_counts_them(default_bundle, dyn_checkpoint, tmp_path,
-                                                                          form, policy):
+@pytest.mark.parametrize("form, policy, checkpoint", [
+    ("conditional", "auto", "dyn"), ("conditional", "dense", "dyn"), ("masked", "auto", "dyn"), ("masked", "pruned", "dyn"),
+    ("compact", "conditional-all", "dyn"), ("flat", "auto", "dyn"), ("masked", "conditional-all", "paper"),
+    ("flat", "auto", "paper")])
+def test_executed_macs_follow_the_graph_that_runs_as_the_toolkit_counts_them(default_bundle, request, tmp_path, form,
+                                                                          policy, checkpoint):
     """Board walkthrough: a masked graph was credited with the savings of its gates' decisions though it computes every
     gated block, and a gate-free (dense) graph was charged for gate heads it lacks (-0.3% saved). run_engine.py's count
     is the toolkit's graph_mac_table on every form and policy."""
@@ -450,9 +452,13 @@ def test_executed_macs_follow_the_graph_that_runs_as_the_toolkit_counts_them(def
 
     run_engine = bundle_run_engine(default_bundle)
     path = tmp_path / "g.onnx"
-    export_checkpoint(dyn_checkpoint, path, form, policy=policy)
-    meta, table, kinds, _ = graph_info(path)
-    info = run_engine.model_info(None, json.loads(json.dumps(meta)))
+    export_checkpoint(request.getfixturevalue(f"{checkpoint}_checkpoint"), path, form, policy=policy)
+    meta, table, kinds = graph_info(path)[:3]
+    infos = [run_engine.model_info(None, json.loads(json.dumps(meta)))]
+    if checkpoint == "paper":  # a graph whose MAC counts lack the flag: paper mode still computes F(x) before deciding
+        bare = json.loads(json.dumps(meta))
+        del bare["macs"]["residual_always_computed"]
+        infos.append(run_engine.model_info(None, bare))
     n = len(kinds)
     fixed = {"always_run": True, "dense": True, "always_skipped": False, "dropped": False}  # the graph's fixed columns
 
@@ -461,7 +467,8 @@ def test_executed_macs_follow_the_graph_that_runs_as_the_toolkit_counts_them(def
 
     decisions = [decided(r) for r in [[True] * n, [False] * n] + (np.random.default_rng(0).random((30, n)) > 0.5).tolist()]
     counted = [table.executed(r) for r in decisions]
-    assert [run_engine.executed_macs(info, ran, info["form"]) for ran in decisions] == counted
+    for info in infos:
+        assert [run_engine.executed_macs(info, ran, info["form"]) for ran in decisions] == counted
     if policy == "dense":  # no gate head left: every image costs the dense network exactly
         assert set(counted) == {table.dense} and sum(b.gate for b in table.blocks) == 0
     elif form in ("masked", "flat"):  # every gated block computed whatever its gate says
@@ -490,9 +497,13 @@ def test_a_masked_or_candidate_engine_is_counted_by_its_own_graph(default_bundle
     assert float(masked[0].split("(")[-1].split("%")[0]) < float(masked[-1].split("(")[-1].split("%")[0])
     run_engine = bundle_run_engine(default_bundle)
     info = {"form": "conditional", "kinds": ["dynamic"] * 9}
-    manifest = {"model": "m", "candidates": {"dense": {"kinds": ["always_run"] * 9}}}
+    manifest = {"model": "m", "precision": "fp16", "candidates": {"dense": {"kinds": ["always_run"] * 9}}}
     engine = tmp_path / "m-dense-fp16-trt10.3.0-sm87.engine"
     assert run_engine.graph_kinds(info, engine, manifest)["kinds"] == ["always_run"] * 9
+    older = dict(manifest, candidates={"dense": {"onnx": "model.dense.onnx"}})  # a bundle from before kinds were kept
+    assert run_engine.graph_kinds(info, engine, older) == dict(info, note=(
+        "note: the bundle records no block kinds for the dense candidate; its MACs are counted with the bundle graph's "
+        "(re-create the bundle for exact ones)"))
     assert run_engine.graph_kinds(info, tmp_path / "m-conditional-fp16.engine", manifest) == info
     (tmp_path / "m-conditional-fp16.engine.json").write_text(json.dumps(
         {"onnx_metadata": {"form": "masked", "blocks": [{"kind": "dynamic"}] * 9}}))
