@@ -142,6 +142,9 @@ def compare_candidates(backends, batches, labels, max_drop, warmup=20, iteration
     return record
 
 
+NOISY = 0.5  # a spread above this share of a candidate's median: the timings cannot rank the candidates
+
+
 def selection_lines(selection):
     """The candidate table as printable lines (median, p99, spread, accuracy, If count), the winner marked."""
     lines = [f"{'candidate':12s} {'p50 ms':>8s} {'p99 ms':>8s} {'spread':>8s} {'accuracy':>9s} {'If':>3s}"]
@@ -152,6 +155,12 @@ def selection_lines(selection):
         lines.append(f"{name:12s} {c['latency_ms']['p50']:8.3f} {'' if p99 is None else f'{p99:8.3f}':>8s} "
                      f"{'' if spread is None else f'{spread:8.3f}':>8s} {c['accuracy']:9.4f} {c.get('num_if', ''):>3}{mark}")
     lines.append(f"chosen: {selection['chosen']} ({selection['reason']})")
+    noisy = {n: c["spread_ms"] / c["latency_ms"]["p50"] for n, c in selection["candidates"].items()
+             if c.get("spread_ms") and c["latency_ms"]["p50"] > 0 and c["spread_ms"] > NOISY * c["latency_ms"]["p50"]}
+    if noisy:
+        worst = max(noisy, key=noisy.get)
+        lines.append(f"warning: {worst}'s timings spread over {100 * noisy[worst]:.0f}% of its median (other work on this "
+                     "machine?): the choice rests on noise; time again on an idle machine, or choose with --select NAME")
     return lines
 
 

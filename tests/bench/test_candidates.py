@@ -54,6 +54,19 @@ def test_the_table_shows_the_spread_and_says_why():
     assert lines[0].split() == ["candidate", "p50", "ms", "p99", "ms", "spread", "accuracy", "If"]
     assert "<- chosen" in next(line for line in lines if line.startswith("dense"))
     assert "within the spread" in lines[-1]
+    assert not any(line.startswith("warning:") for line in lines)  # an 8% spread ranks them
+
+
+def test_timings_too_noisy_to_rank_say_so():
+    """Board walkthrough: on a loaded CPU the desktop kept dense "within the spread 2485.0%" without a word that the
+    timings could not rank anything."""
+    c = {"conditional": timed(rounds_around(0.97, 0.08)), "pruned": timed(rounds_around(0.98, 0.08)),
+         "dense": timed(rounds_around(1.00, 1.5))}
+    lines = selection_lines(cands.selection_record(c, 0.0))
+    share = 100 * c["dense"]["spread_ms"] / c["dense"]["latency_ms"]["p50"]
+    assert share > 100 * cands.NOISY and lines[-1] == (
+        f"warning: dense's timings spread over {share:.0f}% of its median (other work on this machine?): the choice rests "
+        "on noise; time again on an idle machine, or choose with --select NAME")
 
 
 def test_build_engine_and_bench_choose_by_the_same_function(monkeypatch):
