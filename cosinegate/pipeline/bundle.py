@@ -17,7 +17,9 @@ def graph_label(s):
 
 def bundle_name(model, s):
     """Bundles of one model for other forms, precisions or DLA cores get their own folders."""
-    return f"{model}-{graph_label(s)}-{s.precision}" + (f"-dla{s.dla_core}" if s.dla_core is not None else "")
+    from cosinegate.trt.device_script import dla_tag
+
+    return f"{model}-{graph_label(s)}-{s.precision}{dla_tag(s.dla_core)}"
 
 
 def write_bundle(s, target, art, log=print):
