@@ -2,10 +2,11 @@
 
 A command makes one `Log` from its --quiet/--verbose flags (cosinegate/cli/args.py, add_report_flags with
 verbosity=True) and hands it to the library as the `log` callable it already takes: ``log(text)`` is a normal line
-(hidden by --quiet), ``log.detail(text)`` a --verbose line (e.g. a reused stage), ``log.bar(...)`` a tqdm progress bar on stderr (shown
-only where stderr is a terminal, never with --quiet). Library code that got a plain callable (``print``, a test's
-list.append) calls the module functions `detail` and `bar`, which fall back to: no detail lines, and a bar only
-on a terminal.
+(hidden by --quiet), ``log.detail(text)`` a --verbose line (e.g. a reused stage), ``log.warn(text)`` a warning on
+stderr (shown even with --quiet, and where stdout is a log file), ``log.bar(...)`` a tqdm progress bar on stderr
+(shown only where stderr is a terminal, never with --quiet). Library code that got a plain callable (``print``, a
+test's list.append) calls the module functions `detail`, `warn` and `bar`, which fall back to: no detail lines,
+warnings to the callable itself, and a bar only on a terminal. The library never prints on its own.
 
 Polygraphy's logger follows the same level (`Log.apply_to_polygraphy`): --quiet shows its errors only; the default
 its errors too (its [W]/[I] lines are TensorRT's and Polygraphy's working notes; what matters to the user the
@@ -60,6 +61,10 @@ class Log:
         if self.level >= VERBOSE:
             print(text, file=self.out, flush=True)
 
+    def warn(self, text):
+        """A warning: stderr, at every level (a failed check is seen even with --quiet or where stdout is a log)."""
+        print(text, file=self.err, flush=True)
+
     def bar(self, iterable=None, total=None, desc=None, unit="it"):
         """A progress bar on stderr: tqdm where it is installed and stderr is a terminal, never with --quiet."""
         return make_bar(iterable, total, desc, unit, show=None if self.level >= NORMAL else False, stream=self.err)
@@ -83,6 +88,12 @@ def detail(log, text):
     method = getattr(log, "detail", None)
     if method is not None:
         method(text)
+
+
+def warn(log, text):
+    """``log.warn(text)`` where `log` is a Log; a plain callable gets the warning as one of its lines."""
+    method = getattr(log, "warn", None)
+    (method or log)(text)
 
 
 def bar(log, iterable=None, total=None, desc=None, unit="it"):

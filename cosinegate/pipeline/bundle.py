@@ -207,7 +207,8 @@ def int8_preview(s, art, log=print):
     withhold the bundle, unless ``s.require_int8_pass`` (then Int8CheckFailed, before anything is written)."""
     from cosinegate.parity import INT8
     from cosinegate.pipeline import int8_check
-    from cosinegate.pipeline.int8_check import verdict, warn
+    from cosinegate.pipeline.int8_check import verdict
+    from cosinegate.progress import warn
 
     if s.precision != "int8" or art.qdq_twin is None or not art.reference:
         return verdict(s, art, None, log) if s.precision == "int8" else None
@@ -215,7 +216,7 @@ def int8_preview(s, art, log=print):
     try:
         r = int8_check.qdq_preview(art.qdq_twin, art.inputs, art.reference)
     except Exception as exc:  # Polygraphy and ONNX Runtime raise many types; the bundle does not depend on it
-        warn(f"warning: the INT8 preview on ONNX Runtime could not run ({type(exc).__name__}: "
+        warn(log, f"warning: the INT8 preview on ONNX Runtime could not run ({type(exc).__name__}: "
              f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the device check is the only verdict.")
         return verdict(s, art, {"passed": None, "graph": graph, "error": type(exc).__name__}, log)
     line = (f"top-1 agreement {r['top1_agreement']:.4f}, gate agreement {r['gate_agreement']:.4f} on "
@@ -223,7 +224,7 @@ def int8_preview(s, art, log=print):
     if r["passed"]:
         log(f"INT8 preview: the bundle's check passes here: {line}")
     else:
-        warn(f"warning: the bundle's INT8 check fails here already: {line}, below the int8 profile (top-1 >= "
+        warn(log, f"warning: the bundle's INT8 check fails here already: {line}, below the int8 profile (top-1 >= "
              f"{INT8.min_top1}, gates >= {INT8.min_gate_agreement}); the engine will most likely fail it too.")
     kept = {key: r[key] for key in ("passed", "top1_agreement", "gate_agreement", "num_samples")}
     return verdict(s, art, {**kept, "graph": graph}, log)

@@ -3,10 +3,10 @@ images, each Q/DQ graph put through the same preview on ONNX Runtime, a table an
 passes) and, with --require-int8-pass, a failed deploy (``Int8CheckFailed``) before any bundle is written."""
 
 import shlex
-import sys
 from pathlib import Path
 
 from cosinegate.errors import CosineGateError
+from cosinegate.progress import warn
 
 PERCENTILE = 99.99  # calibrate's default --percentile
 TRIALS = (("minmax", None), ("entropy", None), ("percentile", PERCENTILE), ("percentile", 99.999))
@@ -14,11 +14,6 @@ TRIALS = (("minmax", None), ("entropy", None), ("percentile", PERCENTILE), ("per
 
 class Int8CheckFailed(CosineGateError):
     """--require-int8-pass and the INT8 preview failed (or could not run): no bundle was written. The command exits 1."""
-
-
-def warn(text):
-    """Warnings and the advice go to stderr, so a failed check is seen even where stdout is a log."""
-    print(text, file=sys.stderr)
 
 
 def trial_label(method, percentile):
@@ -45,7 +40,7 @@ def calibration_images(manifest, data):
     return select(train, count, int(source.get("seed") or 0), data.source, root), f"a fresh sample of {count} train images"
 
 
-def measure_methods(checkpoint, calibration_dir, data, form, inputs_json, reference_json, failed=None, log=warn):
+def measure_methods(checkpoint, calibration_dir, data, form, inputs_json, reference_json, failed=None, log=print):
     """Calibrate ``checkpoint`` with each of TRIALS but the one ``calibration_dir`` holds, on the same images, and run
     the preview (qdq_preview) of each ``form`` Q/DQ graph against the saved reference.
     ``failed``: the preview of the calibration itself (its row). Returns the advice record: rows, best, commands."""
@@ -117,16 +112,16 @@ def advice_lines(advice):
 
 def verdict(s, art, preview, log=print):
     """After the preview (``preview``: its manifest record, None when none could be made): on failure the measured
-    advice on stderr (recorded under "advice"); with ``s.require_int8_pass`` a failed, unrun or impossible preview
-    raises Int8CheckFailed. Returns the record."""
+    advice as a warning (a Log's stderr; recorded under "advice"); with ``s.require_int8_pass`` a failed, unrun or
+    impossible preview raises Int8CheckFailed. Returns the record."""
     if preview is not None and preview.get("passed") is False and s.checkpoint and art.calibration and art.data_choice:
         try:
             advice = measure_methods(s.checkpoint, art.calibration, art.data_choice, s.form, art.inputs, art.reference,
                                      failed=preview, log=log)  # its step lines follow --quiet; the advice is a warning
         except Exception as exc:  # noqa: BLE001 - calibration, Polygraphy and ONNX Runtime raise many types; advice is a help
-            warn(f"warning: the calibration methods could not be tried ({type(exc).__name__}: {str(exc)[:160]})")
+            warn(log, f"warning: the calibration methods could not be tried ({type(exc).__name__}: {str(exc)[:160]})")
         else:
-            warn("\n".join(advice_lines(advice)))
+            warn(log, "\n".join(advice_lines(advice)))
             preview["advice"] = advice
     if s.require_int8_pass and (preview is None or preview.get("passed") is not True):
         if preview is None:

@@ -46,6 +46,19 @@ def test_a_plain_callable_gets_no_details():
     assert said == []
 
 
+@pytest.mark.parametrize("level", [QUIET, NORMAL, VERBOSE])
+def test_warnings_go_to_stderr_at_every_level(level):
+    out, err = io.StringIO(), io.StringIO()
+    progress.warn(Log(level, out=out, err=err), "warning: x")
+    assert (out.getvalue(), err.getvalue()) == ("", "warning: x\n")
+
+
+def test_a_plain_callable_gets_warnings_as_lines(capsys):
+    said = []
+    progress.warn(said.append, "warning: x")
+    assert said == ["warning: x"] and capsys.readouterr() == ("", "")  # the library prints nothing of its own
+
+
 @pytest.mark.parametrize("level, shown", [(QUIET, False), (NORMAL, True), (VERBOSE, True)])
 def test_bars_on_a_terminal_unless_quiet(level, shown):
     err = Terminal()
