@@ -23,6 +23,7 @@ from cosinegate.evaluation import block_classes, evaluate
 from cosinegate.macs import model_mac_table
 from cosinegate.models import build_model
 from cosinegate.plots import training_curves
+from cosinegate.progress import make_bar
 from cosinegate.schema import shown
 from cosinegate.training import schedules
 from cosinegate.training.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
@@ -270,11 +271,8 @@ class Trainer:
         steps = math.ceil(len(order) / local_batch)
         self.net.train()
         totals = torch.zeros(6, dtype=torch.float64, device=self.device)  # loss, correct, count, ratio, penalty, non-finite
-        iterator = range(steps)
-        if self.progress and self.dist.is_main:
-            from tqdm import tqdm
-
-            iterator = tqdm(iterator, desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=False)
+        iterator = make_bar(range(steps), desc=f"epoch {epoch + 1}/{epochs}", unit="step",  # on a terminal only: a
+                            show=None if self.progress and self.dist.is_main else False)  # log file gets the epoch lines
         check_every = 25 if self.device.type == "cpu" else steps  # a GPU checks once per epoch: no sync inside steps
         for step in iterator:
             lr = self.set_schedules(epoch + step / steps)

@@ -316,6 +316,25 @@ def test_a_resume_that_runs_other_numerics_says_so(tmp_path):
     assert not [line for line in said if "bit-exact" in line]
 
 
+@pytest.mark.parametrize("terminal", [True, False])
+def test_the_step_bar_shows_on_a_terminal_only(tmp_path, monkeypatch, capsys, terminal):
+    """A log file (the embedded default's training inside build-engine, a campaign's train.log) gets the epoch lines,
+    not a progress bar's carriage returns."""
+    import sys
+
+    from cosinegate.config import load_config, validate
+    from cosinegate.training.loop import train
+    from cosinegate.training.runtime import Runtime
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    config = load_config("dense")
+    config["data"].update(source="synthetic", subset=40)
+    config["optim"].update(epochs=1, batch_size=20)
+    said = []
+    train(validate(config), tmp_path / "run", progress=True, runtime=Runtime(), log=said.append)
+    assert ("epoch 1/1" in capsys.readouterr().err) is terminal and any(line.startswith("epoch") for line in said)
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_cpu_that_emulates_it_is_named(tmp_path, monkeypatch, native):
     from cosinegate.config import load_config, validate
