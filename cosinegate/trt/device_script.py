@@ -497,9 +497,10 @@ def _pattern_timing(plan):
     ]
 
 
-# Median of trtexec's "Latency" line (H2D + GPU compute + D2H of one query; sampleReporting.cpp printEpilog).
+# Median of trtexec's "Latency" line (H2D + GPU compute + D2H of one query; sampleReporting.cpp printEpilog), with
+# four decimals like the pattern-weighted latency beside it in the candidate table (trtexec prints six digits).
 MEDIAN_LATENCY = ("median_ms() { awk '/\\] Latency: min = / { for (i = 1; i < NF; i++) if ($i == \"median\") v = $(i + 2) } "
-                  "END { print v }' \"$1\" 2>/dev/null || true; }")
+                  "END { if (v != \"\") printf \"%.4f\\n\", v }' \"$1\" 2>/dev/null || true; }")
 
 
 # The desktop's selection rule (cosinegate.bench.candidates.choose) on the board's table: candidates.txt (candidate,
