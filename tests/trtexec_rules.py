@@ -2,6 +2,7 @@
 trtexec.cpp at the release tag, scripts/trt_evidence.py) and the combinations its option parsing and
 engine setup accept (rules below, each with the source it comes from)."""
 
+import shlex
 from pathlib import Path
 
 from cosinegate.trtversion import parse_version
@@ -84,3 +85,15 @@ def problems(args, version):
             if not layer or precision not in ("fp32", "fp16", "int8", "int32", "bool"):
                 found.append(f"{spec_flag} entry {entry!r} is not <layer>:<type>")
     return found
+
+
+def script_builds(script):
+    """{release: trtexec args} of each case branch of build_on_device.sh (its `set --` build line)."""
+    builds, release = {}, None
+    for line in script.splitlines():
+        line = line.strip()
+        if line.startswith("RELEASE="):
+            release = shlex.split(line[len("RELEASE="):])[0]
+        elif line.startswith("set -- --onnx=") and release:
+            builds[release] = ["trtexec"] + shlex.split(line)[2:]
+    return builds

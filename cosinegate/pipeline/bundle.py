@@ -47,24 +47,25 @@ def write_bundle(s, target, art, log=print):
 
     profile, name = target.profile, art.name
     files, texts = {}, {}
-    for form in board_forms(s, art):  # the graphs the board builds; the flat twin stays in the work folder
+    qdq_only = s.precision == "int8" and bool(art.qdq) and not reads_cache(s, profile)  # no release builds the float graph
+    for form in [] if qdq_only else board_forms(s, art):  # the graphs the board builds; the flat twin stays here
         path = art.forms[form]
         files[f"model.{form}.onnx"] = path
         if matching_manifest(path) is not None:  # a manifest naming another graph (a killed export) stays out
             files[f"model.{form}.onnx.json"] = Path(f"{path}.json")
-    float_rel = build_rel = f"model.{s.form}.onnx"
+    float_rel = build_rel = None if qdq_only else f"model.{s.form}.onnx"
     if art.calibration:
-        for rel in (CACHE_NAME, MANIFEST_NAME):  # what calibrate wrote beside its graphs (stages.calibration_files
-            extra = Path(art.calibration) / rel  # refused links and special files), and the Q/DQ graph built
+        for rel in (MANIFEST_NAME,) if qdq_only else (CACHE_NAME, MANIFEST_NAME):  # what calibrate wrote beside its
+            extra = Path(art.calibration) / rel  # graphs (stages.calibration_files refused links and special files)
             if extra.is_file():
                 files[f"calibration/{rel}"] = extra
-        if art.qdq:
+        if art.qdq:  # and the Q/DQ graph built
             build_rel = f"calibration/{Path(art.qdq).name}"
             files[build_rel] = Path(art.qdq)
     calibrator, caches = None, {}
     if art.cache and s.precision == "int8":
         calibrator = cache_calibrator(art.cache)
-        for version, text in release_caches(art.cache, profile).items():
+        for version, text in release_caches(art.cache, profile).items() if reads_cache(s, profile) else ():
             texts[release_cache_name(version)] = text
             caches[version] = release_cache_name(version)
     if not art.reference:
@@ -145,6 +146,15 @@ def write_bundle(s, target, art, log=print):
     log(f"     or:     python3 deploy/build_engine.py --bundle {quote(final.name)} --target {quote(profile.name)}   "
         "(from a toolkit checkout with the device extra; checks hashes, builds with Polygraphy, runs parity)")
     return final, archive, manifest
+
+
+def reads_cache(s, profile):
+    """Whether a build of this bundle reads a calibration cache (then it carries the float graph and one cache per
+    release): the cache path, or a Q/DQ bundle for a DLA core on a release whose DLA takes no Q/DQ (TensorRT 8.x)."""
+    if s.precision != "int8":
+        return False
+    return s.int8_path != "qdq" or (s.dla_core is not None
+                                    and any(r.version.dla_int8_path == "cache" for r in profile.tensorrt))
 
 
 def board_forms(s, art):

@@ -15,7 +15,7 @@ from cosinegate.errors import CosineGateError  # noqa: E402
 from cosinegate.trt import build as trt_build  # noqa: E402
 import shlex  # noqa: E402
 
-from trtexec_rules import problems  # noqa: E402
+from trtexec_rules import problems, script_builds  # noqa: E402
 
 from cosinegate.trt.device_script import ScriptPlan, device_script  # noqa: E402
 from cosinegate.trt.manifest import verify_bundle  # noqa: E402
@@ -64,18 +64,6 @@ def test_bundle_contents_and_hashes(bundled):
         assert "tiny-conditional-fp16-bundle/manifest.json" in tar.getnames()
     assert "scp" in printed and "build_on_device.sh" in printed and "--bundle tiny-conditional-fp16-bundle" in printed
     assert not [p for p in out.iterdir() if p.name.startswith(".tiny-conditional-fp16-bundle")]  # no temp left
-
-
-def script_builds(script):
-    """{release: trtexec args} of each case branch of build_on_device.sh (its `set --` build line)."""
-    builds, release = {}, None
-    for line in script.splitlines():
-        line = line.strip()
-        if line.startswith("RELEASE="):
-            release = shlex.split(line[len("RELEASE="):])[0]
-        elif line.startswith("set -- --onnx=") and release:
-            builds[release] = ["trtexec"] + shlex.split(line)[2:]
-    return builds
 
 
 def test_script_builds_each_release_with_float_pins_only(bundled):
