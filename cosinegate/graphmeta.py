@@ -48,6 +48,12 @@ def get_metadata(model):
     return out
 
 
+def block_kinds(meta):
+    """The kind of each block of toolkit metadata (gated, dynamic, always_run, always_skipped, dense, dropped: checked
+    by get_metadata); [] for a graph that lists none."""
+    return [b.get("kind") for b in meta.get("blocks") or ()]
+
+
 def class_name_problem(name):
     """Why a class name cannot travel (labels.txt holds one name per line), or None."""
     if not isinstance(name, str) or not name.strip():

@@ -11,6 +11,7 @@ ResNet-18 1.814G, ResNet-34 3.664G, ResNet-50 4.089G (torchvision: 1.82/3.67/4.0
 
 from dataclasses import dataclass
 
+from cosinegate.graphmeta import block_kinds
 from cosinegate.models.backbones import backbone_spec
 
 
@@ -101,7 +102,7 @@ def graph_mac_table(meta, num_classes=None):
     deployed kinds applied. A block the policy fixed (always run or always skipped) lost its gate head; a gated
     block of a masked or flat graph computes F(x) whatever its gate decides (conditional, compact: only if it ran)."""
     table = metadata_mac_table(meta, num_classes)
-    kinds = [b.get("kind") for b in meta.get("blocks", [])]
+    kinds = block_kinds(meta)
     every = meta.get("form") in ("masked", "flat")
     blocks = []
     for i, b in enumerate(table.blocks):
@@ -123,7 +124,7 @@ def metadata_mac_table(meta, num_classes=None):
         paper = stored.get("residual_always_computed") is True or meta.get("mode") == "paper"
         blocks = tuple(BlockMacs(b["residual"], b["shortcut"], b["gate"], paper and b["gate"] > 0) for b in stored["blocks"])
         return MacTable(stored["stem"], blocks, stored["classifier"])
-    kinds = [b.get("kind") for b in meta.get("blocks", [])]
+    kinds = block_kinds(meta)
     classes = num_classes or len(meta.get("classes") or ()) or 10
     table = mac_table(meta.get("backbone", "resnet20"), meta.get("mode", "predictive"), classes,
                       [i for i, k in enumerate(kinds) if k == "dropped"], meta.get("gate_hidden", 16),

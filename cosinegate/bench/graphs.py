@@ -50,7 +50,7 @@ def graph_info(onnx_path):
     """GraphInfo of a toolkit graph (anything else: CosineGateError): its metadata, the MAC table of what it computes,
     its block kinds, its number of If nodes and of classes."""
     from cosinegate.errors import CosineGateError
-    from cosinegate.graphmeta import if_count
+    from cosinegate.graphmeta import block_kinds, if_count
     from cosinegate.macs import graph_mac_table
     from cosinegate.onnx.checks import load_toolkit_onnx
     from cosinegate.onnx.export import get_metadata
@@ -62,7 +62,7 @@ def graph_info(onnx_path):
         raise CosineGateError(f"{onnx_path}: output `logits` is not [N, classes]; export the model with cosinegate export.")
     classes = dims[1].dim_value
     table = graph_mac_table(meta, classes)
-    kinds = [b["kind"] for b in meta.get("blocks", [])]
+    kinds = block_kinds(meta)
     return GraphInfo(meta, table, kinds, if_count(model), classes)
 
 

@@ -18,6 +18,7 @@ The table (``bench.py --if-cost --json FILE``) is read back by ``--policy auto -
 import numpy as np
 
 from cosinegate.errors import CosineGateError
+from cosinegate.graphmeta import block_kinds
 from cosinegate.onnx.costtable import TABLE_FORMAT, load_table
 
 IF_COUNTS = (0, 1, 3, 9)
@@ -80,7 +81,7 @@ def measure_if_cost(make_runner, flat, conditional_all, skip_rates, kinds, warmu
     chain_us = [1e3 * float(np.median(walls[f"K={k}"])) for k in counts]
     forced = forced_on_model(conditional_all)
     meta = get_metadata(flat)
-    gated = [i for i, b in enumerate(meta["blocks"]) if b["kind"] == "gated"]
+    gated = [i for i, kind in enumerate(block_kinds(meta)) if kind == "gated"]
     blocks = []
     for i in gated:
         plain = block_subgraph(flat, i)
@@ -168,7 +169,7 @@ def model_graphs(checkpoint=None, flat_onnx=None, opset=None):
     if meta.get("mode") == "paper":
         raise CosineGateError("paper-mode gates need F(x) before deciding, so no block is conditional; --if-cost takes a "
                               "predictive checkpoint.")
-    kinds = [b["kind"] for b in meta["blocks"]]
+    kinds = block_kinds(meta)
     auto = resolve_policy(kinds, "auto", skip_rates) if skip_rates is not None else ["dynamic" if k == "gated" else k for k in kinds]
     cond_all = conditionalize(flat, "conditional-all", None)
     return flat, cond_all, skip_rates, auto

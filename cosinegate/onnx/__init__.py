@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from cosinegate.errors import CosineGateError
-from cosinegate.graphmeta import if_count
+from cosinegate.graphmeta import block_kinds, if_count
 from cosinegate.layernames import check_layer_names
 from cosinegate.onnx.checks import assert_clean, graph_problems, is_toolkit_onnx, load_toolkit_onnx, read_onnx
 from cosinegate.onnx.conditionalize import (
@@ -130,7 +130,7 @@ def _plain_by_cost(path, flat, policy, skip_rates):
     if policy != "auto":
         raise CosineGateError(f"--if-cost-table applies to --policy auto, not {policy}; drop one of them.")
     meta = get_metadata(flat)
-    kinds = resolve_policy([b["kind"] for b in meta["blocks"]], policy, skip_rates)
+    kinds = resolve_policy(block_kinds(meta), policy, skip_rates)
     table = load_table(path)
     plain = plain_by_cost(table, skip_rates, kinds, meta["backbone"], len(kinds))
     return plain, {"table": str(path), "table_sha256": sha256_file(path), "backend": table.get("backend"),

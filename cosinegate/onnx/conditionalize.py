@@ -42,6 +42,7 @@ from onnx import helper, numpy_helper
 
 from cosinegate.blockkinds import block_classes
 from cosinegate.errors import CosineGateError
+from cosinegate.graphmeta import block_kinds
 from cosinegate.onnx.export import GATES, block_names, get_metadata, set_metadata
 from cosinegate.onnx.passes import ancestors, infer_shapes, producers, remove_dead_nodes, toposort, used_names
 
@@ -208,7 +209,7 @@ def _flat_metadata(model):
 def _deploy(flat_graph, form, policy, skip_rates, wrap, plain=()):
     meta = get_metadata(flat_graph)
     blocks = meta["blocks"]
-    kinds = resolve_policy([b["kind"] for b in blocks], policy, skip_rates, plain)
+    kinds = resolve_policy(block_kinds(meta), policy, skip_rates, plain)
     model = infer_shapes(copy.deepcopy(flat_graph))
     graph = model.graph
     shapes = {v.name: v.type for v in list(graph.value_info) + list(graph.output)}

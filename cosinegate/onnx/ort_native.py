@@ -35,7 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cosinegate.errors import CosineGateError
-from cosinegate.graphmeta import all_nodes
+from cosinegate.graphmeta import all_nodes, block_kinds
 from cosinegate.onnx.conditionalize import _deploy
 from cosinegate.onnx.export import block_names, get_metadata, set_metadata
 from cosinegate.onnx.passes import toposort
@@ -77,7 +77,7 @@ def ort_native_conditional(flat_graph, policy="auto", skip_rates=None, threads=1
         raise CosineGateError("the ORT-native conditional graph needs a predictive checkpoint exported at batch 1; "
                               "export the flat twin with --batch 1 (paper-mode gates: use the masked form).")
     static = _deploy(flat_graph, "flat", policy, skip_rates, lambda *args: None, plain)
-    kinds = [b["kind"] for b in get_metadata(static)["blocks"]]
+    kinds = block_kinds(get_metadata(static))
     model = ort_optimize(static, threads, nchwc)
     _name_every_node(model.graph)
     for index, kind in enumerate(kinds):

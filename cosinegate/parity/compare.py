@@ -28,7 +28,7 @@ import numpy as np
 
 from cosinegate.artifacts import atomic_path
 from cosinegate.errors import CosineGateError
-from cosinegate.graphmeta import GATES, INPUT, LOGITS, get_metadata
+from cosinegate.graphmeta import GATES, INPUT, LOGITS, block_kinds, get_metadata
 from cosinegate.parity import device_check
 from cosinegate.progress import bar
 
@@ -207,7 +207,7 @@ def run_parity(model, onnx_model, onnx_path, images, backend="onnxrt", samples=2
 
     batch = check_pairing(model, onnx_model)
     meta = get_metadata(onnx_model)
-    kinds = [b["kind"] for b in meta.get("blocks", [])] or ["dynamic"] * model.num_blocks
+    kinds = block_kinds(meta) or ["dynamic"] * model.num_blocks
     feeds = input_feeds(images, batch, samples, model.normalization)
     torch_runner = TorchRunner(model, kinds, threads=1, batch=batch, record=True)
     runners = [torch_runner.polygraphy(), graph_runner(onnx_path, backend, tolerance is INT8)]

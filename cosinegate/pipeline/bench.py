@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from cosinegate.errors import CosineGateError
+from cosinegate.graphmeta import block_kinds
 
 MIN_DURATION = 0.01  # seconds of timed loop, at the least
 MAX_SECONDS = 3600.0  # duration and warmup_seconds: an hour of timing is more than any figure needs
@@ -157,7 +158,7 @@ def run_bench(s, backend_name, workdir, log=print):
             from cosinegate.macs import graph_mac_table
 
             table = graph_mac_table(meta)
-            kinds = [b["kind"] for b in meta.get("blocks", [])]
+            kinds = block_kinds(meta)
         if backend.batch and backend.batch != s.batch:
             raise CosineGateError(f"the model has a static batch of {backend.batch}; pass --batch {backend.batch}.")
     data = labels = None  # the data record and labels, when test images are read
@@ -276,7 +277,7 @@ def native_if_graphs(flat, threads):
     from cosinegate.onnx.export import get_metadata
     from cosinegate.onnx.ort_native import ort_native_conditional
 
-    gated = [i for i, b in enumerate(get_metadata(flat)["blocks"]) if b["kind"] == "gated"]
+    gated = [i for i, kind in enumerate(block_kinds(get_metadata(flat))) if kind == "gated"]
     base = []
 
     def native(index):

@@ -31,7 +31,7 @@ def write_bundle(s, target, art, log=print):
     import onnx
 
     from cosinegate.artifacts import sha256_file
-    from cosinegate.graphmeta import card_of, get_metadata
+    from cosinegate.graphmeta import block_kinds, card_of, get_metadata
     from cosinegate.onnx import matching_manifest
     from cosinegate.parity import device_check
     from cosinegate.parity.compare import saved_feeds
@@ -88,7 +88,7 @@ def write_bundle(s, target, art, log=print):
         rels = {"onnx": f"model.{cand}.onnx", "reference": f"reference{suffix}.json", "inputs": INPUTS}
         for key, rel in rels.items():
             files.setdefault(rel, paths[key])
-        candidates[cand] = dict(rels, kinds=[b.get("kind") for b in onnx_meta(paths["onnx"]).get("blocks", [])])
+        candidates[cand] = dict(rels, kinds=block_kinds(onnx_meta(paths["onnx"])))
     check_rels = {"reference": "reference.json", "inputs": INPUTS}
     if s.select not in ("fastest", "conditional"):
         build_rel = float_rel = f"model.{s.select}.onnx"

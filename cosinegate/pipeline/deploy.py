@@ -116,6 +116,7 @@ def prepare(s, target, opset, log=print):
     profile = target.profile
     if s.checkpoint:
         from cosinegate.data.choice import DataOrigin, choose_data
+        from cosinegate.graphmeta import block_kinds
         from cosinegate.onnx.export import get_metadata
         from cosinegate.training.checkpoint import check_image_size, load_checkpoint
 
@@ -130,7 +131,7 @@ def prepare(s, target, opset, log=print):
         art = Artifacts(name, graph, forms={s.form: graph, "flat": stages.export(s.checkpoint, "flat", s.batch, opset)},
                         data=data.record(), data_choice=data)
         art.reference, art.inputs, ref_report = stages.reference(s.checkpoint, art.onnx, data)
-        kinds = [b["kind"] for b in get_metadata(onnx.load(str(art.onnx), load_external_data=False))["blocks"]]
+        kinds = block_kinds(get_metadata(onnx.load(str(art.onnx), load_external_data=False)))
         art.reference_decisions = decision_counts(ref_report, kinds)
         if art.reference_decisions["dynamic_blocks_seen_one_way"]:
             log(f"note: the {ref_report['num_samples']} reference images see dynamic block(s) "

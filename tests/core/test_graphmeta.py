@@ -64,3 +64,11 @@ def test_graphs_and_manifests_without_them_still_read(card):
     engine = EngineManifest.from_json({"format": "cosinegate-engine-v1", "model": "m"}, "x.engine.json")
     assert engine.preprocessing is None and "preprocessing" not in engine.to_json()
     assert EngineManifest(preprocessing=card["preprocessing"]).to_json()["preprocessing"]["crop"] == [32, 32]
+
+
+def test_block_kinds_lists_each_blocks_kind_in_order():
+    from cosinegate.graphmeta import block_kinds
+
+    meta = {"blocks": [{"kind": "always_run", "post": "a"}, {"kind": "dynamic"}, {"kind": "always_skipped"}]}
+    assert block_kinds(meta) == ["always_run", "dynamic", "always_skipped"]
+    assert block_kinds({}) == [] and block_kinds({"blocks": None}) == []  # a graph that lists no blocks
