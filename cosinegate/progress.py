@@ -6,7 +6,8 @@ verbosity=True) and hands it to the library as the `log` callable it already tak
 stderr (shown even with --quiet, and where stdout is a log file), ``log.bar(...)`` a tqdm progress bar on stderr
 (shown only where stderr is a terminal, never with --quiet). Library code that got a plain callable (``print``, a
 test's list.append) calls the module functions `detail`, `warn` and `bar`, which fall back to: no detail lines,
-warnings to the callable itself, and a bar only on a terminal. The library never prints on its own.
+warnings on stderr for ``print`` (the library's default) and to any other callable itself, and a bar only on a
+terminal.
 
 Polygraphy's logger follows the same level (`Log.apply_to_polygraphy`): --quiet shows its errors only; the default
 its errors too (its [W]/[I] lines are TensorRT's and Polygraphy's working notes; what matters to the user the
@@ -91,9 +92,15 @@ def detail(log, text):
 
 
 def warn(log, text):
-    """``log.warn(text)`` where `log` is a Log; a plain callable gets the warning as one of its lines."""
+    """``log.warn(text)`` where `log` is a Log; the library's default ``print`` prints it on stderr; another callable
+    (a test's list.append) gets it as one of its lines; None: nothing (the caller wants silence)."""
     method = getattr(log, "warn", None)
-    (method or log)(text)
+    if method is not None:
+        method(text)
+    elif log is print:
+        print(text, file=sys.stderr, flush=True)
+    elif log is not None:
+        log(text)
 
 
 def bar(log, iterable=None, total=None, desc=None, unit="it"):

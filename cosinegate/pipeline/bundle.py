@@ -47,7 +47,8 @@ def write_bundle(s, target, art, log=print):
 
     profile, name = target.profile, art.name
     files, texts = {}, {}
-    qdq_only = s.precision == "int8" and bool(art.qdq) and not reads_cache(s, profile)  # no release builds the float graph
+    cache_builds = cache_releases(s, profile)  # the releases whose build reads a calibration cache
+    qdq_only = s.precision == "int8" and bool(art.qdq) and not cache_builds  # no release builds the float graph
     for form in [] if qdq_only else board_forms(s, art):  # the graphs the board builds; the flat twin stays here
         path = art.forms[form]
         files[f"model.{form}.onnx"] = path
@@ -63,11 +64,12 @@ def write_bundle(s, target, art, log=print):
             build_rel = f"calibration/{Path(art.qdq).name}"
             files[build_rel] = Path(art.qdq)
     calibrator, caches = None, {}
-    if art.cache and s.precision == "int8":
+    if art.cache and cache_builds:
         calibrator = cache_calibrator(art.cache)
-        for version, text in release_caches(art.cache, profile).items() if reads_cache(s, profile) else ():
-            texts[release_cache_name(version)] = text
-            caches[version] = release_cache_name(version)
+        for version, text in release_caches(art.cache, profile).items():
+            if version in cache_builds:
+                texts[release_cache_name(version)] = text
+                caches[version] = release_cache_name(version)
     if not art.reference:
         raise CosineGateError("a bundle needs the PyTorch reference (reference.json, inputs.npz), made from --checkpoint; "
                               "pass --checkpoint instead of --onnx.")
@@ -148,13 +150,13 @@ def write_bundle(s, target, art, log=print):
     return final, archive, manifest
 
 
-def reads_cache(s, profile):
-    """Whether a build of this bundle reads a calibration cache (then it carries the float graph and one cache per
-    release): the cache path, or a Q/DQ bundle for a DLA core on a release whose DLA takes no Q/DQ (TensorRT 8.x)."""
-    if s.precision != "int8":
-        return False
-    return s.int8_path != "qdq" or (s.dla_core is not None
-                                    and any(r.version.dla_int8_path == "cache" for r in profile.tensorrt))
+def cache_releases(s, profile):
+    """The releases of ``profile`` whose build of this bundle reads a calibration cache (the bundle carries the float
+    graph and one cache for each): all for the cache path; for a Q/DQ bundle on a DLA core, those whose DLA takes no
+    Q/DQ (TensorRT 8.x), where the form can use a cache (not conditional, compact: trt.build.dla_releases_that_build)."""
+    if s.precision != "int8" or (s.int8_path == "qdq" and (s.dla_core is None or s.form in ("conditional", "compact"))):
+        return []
+    return [str(r.version) for r in profile.tensorrt if s.int8_path != "qdq" or r.version.dla_int8_path == "cache"]
 
 
 def board_forms(s, art):
@@ -212,7 +214,7 @@ def timing_patterns(s, art, folder):
 
 def int8_preview(s, art, log=print):
     """For an INT8 bundle with a Q/DQ graph of its form: its own check run here on ONNX Runtime, logged, and a
-    warning on stderr when it fails (the engine on the device will most likely fail it too), with measured advice
+    warning (progress.warn: stderr) when it fails (the engine on the device will most likely fail it too), with measured advice
     (cosinegate.pipeline.int8_check). None otherwise; a preview that cannot run is a warning, never a reason to
     withhold the bundle, unless ``s.require_int8_pass`` (then Int8CheckFailed, before anything is written)."""
     from cosinegate.parity import INT8

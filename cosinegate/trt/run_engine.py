@@ -2,7 +2,8 @@
 
     python3 run_engine.py IMAGE_OR_FOLDER [...]                   (the engine in results/, built by build_on_device.sh)
     python3 run_engine.py --engine results/X.engine photos/
-    python3 run_engine.py --onnx model.conditional.onnx photos/   (ONNX Runtime instead of TensorRT, e.g. on a desktop)
+    python3 run_engine.py --onnx model.conditional.onnx photos/   (ONNX Runtime instead of TensorRT, e.g. on a desktop;
+                                                                   the bundle README names its graph)
 
 Reads the preprocessing rule, the per-block MACs and the block kinds from the bundle's manifest.json and the class
 names from labels.txt (both beside this file, or --manifest / --labels; with --onnx and no manifest, the graph's own

@@ -53,10 +53,13 @@ def test_warnings_go_to_stderr_at_every_level(level):
     assert (out.getvalue(), err.getvalue()) == ("", "warning: x\n")
 
 
-def test_a_plain_callable_gets_warnings_as_lines(capsys):
+def test_a_plain_callable_gets_warnings_as_lines_and_print_on_stderr(capsys):
     said = []
     progress.warn(said.append, "warning: x")
-    assert said == ["warning: x"] and capsys.readouterr() == ("", "")  # the library prints nothing of its own
+    progress.warn(None, "warning: y")  # silence asked for
+    assert said == ["warning: x"] and capsys.readouterr() == ("", "")
+    progress.warn(print, "warning: z")  # the library's default log: a Python caller of deploy() sees it on stderr
+    assert capsys.readouterr() == ("", "warning: z\n")
 
 
 @pytest.mark.parametrize("level, shown", [(QUIET, False), (NORMAL, True), (VERBOSE, True)])

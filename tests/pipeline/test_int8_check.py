@@ -149,11 +149,13 @@ def test_a_failed_require_names_an_earlier_bundle_left_in_the_folder(run, tmp_pa
     assert "no bundle written" in err and f"The bundle at {out / 'run-conditional-int8-bundle'} is from an earlier build" in err
 
 
-@pytest.mark.parametrize("dla", [False, True])
-def test_the_bundle_carries_the_calibration_files_its_builds_read(run, tmp_path, monkeypatch, dla):
+@pytest.mark.parametrize("form, dla, cached", [("conditional", False, []), ("conditional", True, []),
+                                              ("masked", True, ["8.5.2", "8.6.2"])])
+def test_the_bundle_carries_the_calibration_files_its_builds_read(run, tmp_path, monkeypatch, form, dla, cached):
     """A stray file in the calibration folder (a note, or a link to anything readable) is not shipped to the board.
     Board walkthrough: a Q/DQ bundle for the GPU also carried the float graph and a calibration cache per release,
-    which no build reads (only DLA on TensorRT 8.x, which takes no Q/DQ, builds the float graph from a cache)."""
+    which no build reads: only DLA on TensorRT 8.x (no Q/DQ there) builds the float graph from a cache, and only for
+    a form that can use one (the conditional graph's 8.x DLA branches are refused; 10.x builds Q/DQ on DLA)."""
     import cosinegate.pipeline.int8_check as int8_check
     from trtexec_rules import script_builds
 
@@ -163,19 +165,21 @@ def test_the_bundle_carries_the_calibration_files_its_builds_read(run, tmp_path,
     mine = tmp_path / "run"
     shutil.copytree(run, mine)
     (mine / "int8" / "notes.txt").write_text("TOP SECRET")
-    assert build_engine.main(int8_args(mine, tmp_path / "engines", "--calibration", str(mine / "int8"),
+    assert build_engine.main(int8_args(mine, tmp_path / "engines", "--form", form,
+                                       *(["--calibration", str(mine / "int8")] if form == "conditional" else []),
                                        *(["--dla-core", "0"] if dla else []))) == 0
-    bundle = tmp_path / "engines" / f"run-conditional-int8{'-dla0' if dla else ''}-bundle"
+    bundle = tmp_path / "engines" / f"run-{form}-int8{'-dla0' if dla else ''}-bundle"
     shipped = sorted(p.name for p in (bundle / "calibration").iterdir())
-    assert shipped == ["calibration.cache", "manifest.json", "model.qdq.conditional.onnx"][0 if dla else 1:]
-    caches = sorted(p.name for p in bundle.glob("calibration-trt*.cache"))
-    assert caches == (["calibration-trt10.3.0.cache", "calibration-trt8.5.2.cache", "calibration-trt8.6.2.cache"] if dla else [])
-    assert (bundle / "model.conditional.onnx").is_file() is dla
+    assert shipped == ["calibration.cache", "manifest.json", f"model.qdq.{form}.onnx"][0 if cached else 1:]
+    assert sorted(p.name for p in bundle.glob("calibration-trt*.cache")) == [f"calibration-trt{v}.cache" for v in cached]
+    assert (bundle / f"model.{form}.onnx").is_file() is bool(cached)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["build_onnx"] == "calibration/model.qdq.conditional.onnx"
-    assert manifest["float_onnx"] == ("model.conditional.onnx" if dla else None)
+    assert manifest["build_onnx"] == f"calibration/model.qdq.{form}.onnx"
+    assert manifest["float_onnx"] == (f"model.{form}.onnx" if cached else None)
+    assert sorted(manifest["calibration_caches"] or {}) == cached and bool(manifest["calibrator"]) is bool(cached)
     builds = script_builds((bundle / "build_on_device.sh").read_text())
+    assert sorted(builds) == (["10.3.0"] if dla and not cached else ["10.3.0", "8.5.2", "8.6.2"])
     for release, args in builds.items():  # every file a build names is in the bundle
         named = [a.split("=", 1)[1] for a in args if a.startswith(("--onnx=", "--calib="))]
         assert named and all((bundle / rel).is_file() for rel in named), (release, args)
-        assert any(a.startswith("--calib=") for a in args) is (dla and release.startswith("8.")), (release, args)
+        assert any(a.startswith("--calib=") for a in args) is (release in cached), (release, args)
