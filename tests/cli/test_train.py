@@ -256,3 +256,16 @@ def test_a_loss_flag_the_preset_ignores_is_refused(preset, flag, message, tmp_pa
 
     code, _, err = run("train/train.py", "--config", preset, *flag, "--epochs", "1", "--out", tmp_path / "run")
     assert code == 2 and message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_torchrun_rank_other_than_the_main_one_prints_nothing(monkeypatch, tmp_path, capsys):
+    """Under torchrun every rank runs train.py; only the main rank's train() returns the summary (the others None),
+    and only it prints the table and writes --json."""
+    import cosinegate.cli.train as train_command
+    import cosinegate.training.loop as loop
+
+    monkeypatch.setattr(loop, "train", lambda *args, **kwargs: None)  # what a non-main rank's train() returns
+    report = tmp_path / "summary.json"
+    assert not train_command.main(["--config", "dense", "--data", "synthetic", "--epochs", "1", "--no-progress", "--out",
+                                   str(tmp_path / "run"), "--json", str(report)])
+    assert capsys.readouterr() == ("", "") and not report.exists()
