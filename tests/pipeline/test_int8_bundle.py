@@ -104,6 +104,13 @@ def test_masked_batch4_int8_cache_bundle_previews_image_by_image(masked_int8, tm
                               "--int8", "cache", "--out", str(tmp_path), "--json", str(report)]) == 0
     preview = json.loads(report.read_text())["int8_preview_onnxrt"]
     assert preview["graph"] == "model.qdq.masked.onnx" and preview["passed"] and preview["num_samples"] == 100, preview
+    # the board side of batch 4: check_parity.py feeds its batches of 4 to the batch-4 graph the engine is built from
+    # (here on ONNX Runtime, the float graph, which the int8 profile admits) and judges the batched outputs
+    batch4 = tmp_path / "dyn-masked-int8-bundle"
+    manifest = json.loads((batch4 / "manifest.json").read_text())
+    assert manifest["batch"] == 4 and manifest["build_onnx"] == "model.masked.onnx"
+    code, printed = device_check(batch4, batch4 / manifest["build_onnx"], tmp_path)
+    assert code == 0 and "parity PASSED (int8" in printed and "100 images" in printed, printed
     with pytest.raises(CosineGateError, match="--int8 qdq builds the calibrated Q/DQ graph, which has batch 1"):
         build_engine.main(["--target", "jetson-orin", "--checkpoint", str(ckpt), "--form", "masked", "--batch", "4",
                            "--int8", "qdq", "--out", str(tmp_path / "q")])
