@@ -35,12 +35,23 @@ def _unshown(default):
 
 class ArgumentParser(argparse.ArgumentParser):
     """The commands' parser: a flag it does not know is named first, with the closest one it does (argparse would
-    report a misspelled --checkpoint as a missing one, not mention the misspelling)."""
+    report a misspelled --checkpoint as a missing one, not mention the misspelling); a flag is spelled out in full
+    (argparse's abbreviations would take --check for --checkpoint); a bad command line is one ``error:`` line."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        """One line on stderr naming the problem (argparse prints its whole usage first), exit 2."""
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
     def parse_args(self, args=None, namespace=None):
         import difflib
 
         args = sys.argv[1:] if args is None else [str(a) for a in args]
+        if {"-h", "--help"} & set(args):  # the usage line shows the required flags as required
+            return super().parse_args(args, namespace)
         required = [a for a in self._actions if a.required]
         for action in required:
             action.required = False
@@ -185,7 +196,7 @@ def add_device_flags(parser, device="cpu", threads=None, note=None):
     (default `threads`; "torch's choice" when that is 0); `note` is the group's description."""
     group = _group(parser, "device", note)
     if device is not None:
-        group.add_argument("--device", default=device, help=DEVICE_HELP)
+        group.add_argument("--device", type=device_name, default=device, help=DEVICE_HELP)
     if threads is not None:
         text = "intra-op threads of each process (torch, ONNX Runtime)"
         group.add_argument("--threads", type=positive_int, metavar="N", default=threads or None,
@@ -201,6 +212,14 @@ def _number(kind, text, low, what):
     if not math.isfinite(value) or value < low or (what == "positive" and value <= 0):
         raise argparse.ArgumentTypeError(f"must be {'at least ' + str(low) if what != 'positive' else 'above 0'}, got {text}")
     return value
+
+
+def device_name(text):
+    """argparse type: a torch device the commands run on: cpu, cuda or cuda:N (torch's own error is a traceback)."""
+    kind, colon, index = text.partition(":")
+    if text == "cpu" or (kind == "cuda" and (not colon or (index.isdigit() and index.isascii()))):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a device here: use cpu, cuda or cuda:N")
 
 
 def positive_int(text):

@@ -230,3 +230,46 @@ def test_trains_help_says_the_balanced_presets_own_defaults(monkeypatch):
             assert said.group(1) == str(balanced[section][field]), (action.dest, said.group(1))
             checked.append(action.dest)
     assert {"backbone", "mode", "epochs", "batch_size", "lr", "schedule", "target"} <= set(checked)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_bad_command_line_is_one_error_line(command, capsys):
+    """New-user audit: argparse printed its whole usage block (6-19 lines) before the error; --checkpiont was named,
+    --check was silently taken for --checkpoint (prefix matching)."""
+    parser = parser_of(command, pytest.MonkeyPatch())
+    required = any(a.required for a in parser._actions)
+    for argv, said in ((["--no-such-flag"], "unrecognized arguments: --no-such-flag"), ([], None)):
+        if not (argv or required):  # nothing required: [] is a valid command line
+            continue
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
+        assert (said or "the following arguments are required") in err and f"see {parser.prog} --help" in err, err
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--") and len(o) > 4]
+    with pytest.raises(SystemExit):
+        parser.parse_args([flags[0][:-1], "1"])  # an abbreviation is a flag it does not know
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", sorted(c for c in COMMANDS if c in ("export", "evaluate", "build-engine", "parity")))
+def test_help_shows_the_required_flags_as_required(command, capsys):
+    parser = parser_of(command, pytest.MonkeyPatch())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    usage = " ".join(capsys.readouterr().out.split("\n\n")[0].split())
+    required = [a.option_strings[0] for a in parser._actions if a.required]
+    assert required and all(f"[{flag}" not in usage and f" {flag} " in usage for flag in required), usage
+
+
+@pytest.mark.parametrize("value, ok", [("cpu", True), ("cuda", True), ("cuda:1", True), ("gpu", False), ("cuda:", False),
+                                       ("cuda:x", False), ("CPU", False)])
+def test_device_names_are_checked_in_one_line(value, ok, capsys):
+    """New-user audit: --device gpu reached torch, whose RuntimeError was a 22-line traceback."""
+    if ok:
+        assert parse("evaluate", ["--checkpoint", "c.pt", "--device", value]).device == value
+        return
+    with pytest.raises(SystemExit):
+        parse("evaluate", ["--checkpoint", "c.pt", "--device", value])
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --device:") and "use cpu, cuda or cuda:N" in err and len(err.splitlines()) == 1
