@@ -110,6 +110,10 @@ def resolve(settings, log=print):
                               "for INT8 at a batch use --form masked --int8 cache, or --batch 1.")
     if s.require_int8_pass and s.precision != "int8":
         raise CosineGateError(f"--require-int8-pass checks an INT8 build, not {s.precision}; drop it or add --precision int8.")
+    for flag, value in (("--calibration", s.calibration), ("--calib-cache", s.calib_cache)):
+        if value and s.precision != "int8" and not s.bundle:  # it was ignored: an fp16 engine, as if never given
+            raise CosineGateError(f"{flag} {value} is INT8 calibration, but this build is {s.precision}; add --precision "
+                                  f"int8, or drop {flag}.")
     if s.precision == "int8" and not (s.checkpoint or s.bundle or s.calib_cache or s.calibration):
         raise CosineGateError("INT8 needs calibration data or a cache: pass --checkpoint (calibrates), --calibration DIR or --calib-cache FILE.")
     if s.calib_cache and not Path(s.calib_cache).is_file():

@@ -140,6 +140,16 @@ def test_require_int8_pass_is_for_int8_builds(dyn_checkpoint, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("flag", ["--calibration", "--calib-cache"])
+def test_calibration_flags_are_for_int8_builds(dyn_checkpoint, tmp_path, flag):
+    """New-user audit: build-engine --calibration DIR without --precision int8 built fp16 for a minute, the flag
+    ignored without a word."""
+    with pytest.raises(CosineGateError, match=f"{flag} .* is INT8 calibration, but this build is fp16; add --precision int8"):
+        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), flag, str(tmp_path),
+                           "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_failed_require_names_an_earlier_bundle_left_in_the_folder(run, tmp_path, only_minmax_passes, capsys):
     out = tmp_path / "engines"
     assert build_engine.main(int8_args(run, out)) == 0  # a warning only: the bundle is written
