@@ -108,6 +108,22 @@ def not_writable_file(path):
     return None
 
 
+def check_input_file(path, what, missing="check the path", inside=None):
+    """Refuse in one line an input ``what`` (a checkpoint, an ONNX file) that is a folder or is not there; ``missing``:
+    the fix for a missing one; ``inside``: the file such a folder usually holds (a run folder's best.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CosineGateError(f"{what} {path} is a folder; pass " + (f"the file in it (e.g. {path / inside})." if inside
+                                                                     else "a file."))
+    if not path.is_file():
+        raise CosineGateError(f"{what} {path} not found; {missing}.")
+
+
+def check_checkpoint_file(path):
+    """check_input_file for a checkpoint: a run folder names its best.pt, a missing file `cosinegate train`."""
+    check_input_file(path, "checkpoint", "train one with `cosinegate train` or fix the path", inside="best.pt")
+
+
 def is_readable_file(path):
     """True for a regular file (after links): a FIFO would block a reader, a loop or dangling link cannot be read."""
     try:

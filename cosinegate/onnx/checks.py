@@ -5,6 +5,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
+from cosinegate.artifacts import check_input_file
 from cosinegate.errors import CosineGateError
 from cosinegate.graphmeta import all_nodes, all_tensors, graph_problem
 from cosinegate.onnx.export import FORMAT, GATES, INPUT, LOGITS, get_metadata
@@ -31,8 +32,7 @@ def read_onnx(path):
 def load_toolkit_onnx(path):
     """Load an ONNX file written by this toolkit; anything else is a CosineGateError."""
     path = Path(path)
-    if not path.is_file():
-        raise CosineGateError(f"ONNX file {path} not found; export one with `cosinegate export` or fix the path.")
+    check_input_file(path, "ONNX file", "export one with `cosinegate export` or fix the path")
     model = read_onnx(path)
     if not is_toolkit_onnx(model):
         raise CosineGateError(

@@ -120,8 +120,6 @@ def prepare(s, target, opset, log=print):
         from cosinegate.onnx.export import get_metadata
         from cosinegate.training.checkpoint import check_image_size, load_checkpoint
 
-        if not Path(s.checkpoint).is_file():
-            raise CosineGateError(f"checkpoint {s.checkpoint} not found; check the path.")
         state = load_checkpoint(s.checkpoint)
         check_image_size(s.image_size, state, s.checkpoint)
         data = choose_data(DataOrigin.of_checkpoint(state), s.data, s.data_root, log=log)

@@ -17,7 +17,6 @@ import re
 import shutil
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 
@@ -61,7 +60,7 @@ def engine_name(model, candidate, version, machine):
 def deploy_ort(settings, log=print):
     """Build, check and select the cpu-onnxruntime graphs ``settings`` (a DeploySettings) asks for;
     (chosen graph, parity passed, its OrtEngineManifest). An output folder this run made is removed when it fails."""
-    from cosinegate.artifacts import folder_lock, write_error
+    from cosinegate.artifacts import check_checkpoint_file, folder_lock, write_error
     from cosinegate.pipeline.plan import output_folder
     from cosinegate.trt.targets import load_ort_target
 
@@ -72,8 +71,7 @@ def deploy_ort(settings, log=print):
         from cosinegate.defaults import default_checkpoint
 
         s = replace(s, checkpoint=str(default_checkpoint(log)))
-    if not Path(s.checkpoint).is_file():
-        raise CosineGateError(f"checkpoint {s.checkpoint} not found; check the path.")
+    check_checkpoint_file(s.checkpoint)
     log(f"output: {out} ({where})")
     created = not out.exists()
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cosinegate.artifacts import atomic_path
+from cosinegate.artifacts import atomic_path, check_checkpoint_file
 from cosinegate.data import SOURCES
 from cosinegate.data.normalization import of_checkpoint
 from cosinegate.data.resize import image_size_of, refuse_other_size
@@ -207,10 +207,7 @@ def load_checkpoint(path):
     Files of the older v1 format are read (their numpy RNG state is data only) and returned in v2 form.
     """
     path = Path(path)
-    if path.is_dir():
-        raise CosineGateError(f"checkpoint {path} is a folder; pass the file in it (e.g. {path / 'best.pt'}).")
-    if not path.is_file():
-        raise CosineGateError(f"checkpoint {path} not found; train one with `cosinegate train` or fix the path.")
+    check_checkpoint_file(path)
     state = _safe_load(path)
     if depth(state) > MAX_DEPTH:  # before anything walks it recursively
         raise CosineGateError(f"checkpoint {path} holds values nested over {MAX_DEPTH} deep, which train/train.py never "

@@ -165,3 +165,12 @@ def test_quiet_prints_only_the_result(tiny_checkpoint, tmp_path, capsys):
     assert printed.err == ""
     assert build_engine.main([*argv, "--verbose"]) == 0  # again: every stage reused, said at the default level
     assert "reused" in capsys.readouterr().out
+
+
+def test_a_checkpoint_folder_is_named_before_any_output_line(tmp_path, capsys):
+    """New-user audit: build-engine --checkpoint RUN_FOLDER said "not found" (evaluate, parity and calibrate say "is a
+    folder; pass RUN/best.pt"), after an "output: ..." line as if the work had begun."""
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CosineGateError, match=r"checkpoint .*run is a folder; pass the file in it \(e.g. .*best.pt\)"):
+        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "o")])
+    assert "output:" not in capsys.readouterr().out and not (tmp_path / "o").exists()

@@ -1,8 +1,10 @@
 """cosinegate.artifacts: one chunked file hasher in the package (file_digest; the device script keeps its own stdlib
-copy), and a `--json -` report alone on stdout."""
+copy), a `--json -` report alone on stdout, and one-line refusals of inputs that are folders or missing."""
 
 import hashlib
 from pathlib import Path
+
+import pytest
 
 from cosinegate.artifacts import file_digest, sha256_file
 from cosinegate.data import cifar10
@@ -82,3 +84,18 @@ def test_outputs_in_a_place_that_cannot_be_written_are_refused_before_work(tmp_p
         refuse_clobbering({}, folders={"--out": locked / "int8"})
     monkeypatch.chdir(locked)
     refuse_clobbering({}, files={"--json": "-"}, folders={"--out": tmp_path / "fresh"})
+
+
+def test_an_input_that_is_a_folder_or_missing_is_one_line(tmp_path):
+    from cosinegate.artifacts import check_checkpoint_file, check_input_file
+    from cosinegate.errors import CosineGateError
+
+    (tmp_path / "f.onnx").write_bytes(b"x")
+    (tmp_path / "run").mkdir()
+    check_input_file(tmp_path / "f.onnx", "ONNX file")  # a file passes
+    with pytest.raises(CosineGateError, match=r"^checkpoint .*run is a folder; pass the file in it \(e.g. .*run/best.pt\)\.$"):
+        check_checkpoint_file(tmp_path / "run")
+    with pytest.raises(CosineGateError, match=r"^ONNX file .* is a folder; pass a file\.$"):
+        check_input_file(tmp_path, "ONNX file")
+    with pytest.raises(CosineGateError, match=r"^checkpoint .*none.pt not found; train one with `cosinegate train`"):
+        check_checkpoint_file(tmp_path / "none.pt")
