@@ -1,11 +1,11 @@
 """One GPU run of the training campaign (at most --budget seconds), continuing from the previous run's state.
 
-    # here, once (run-prep): the CIFAR-10 JPEG folder as a tar under the ignored .campaign/ folder
+    # on the desktop, once: the CIFAR-10 JPEG folder as a tar under the ignored .campaign/ folder
     python train/campaign.py --make-tar ROOT .campaign/cifar10-jpeg.tar.gz
-    # on the GPU machine (device tool, carry [".campaign"]), once per GPU run:
-    python3 train/campaign.py --device cuda --data-tar .campaign/cifar10-jpeg.tar.gz --state .campaign/state --out $OUT
-    # here, after each GPU run: the returned state for the next run, the results into train/results/
-    python train/campaign.py --absorb FILES_AT --results train/results/cifar10-campaign-h200
+    # on the GPU machine (with the checkout and .campaign/ copied there), once per GPU run:
+    python3 train/campaign.py --device cuda --data-tar .campaign/cifar10-jpeg.tar.gz --state .campaign/state --out OUT
+    # on the desktop, after each GPU run: OUT copied back as RETURNED; its state for the next run, its results
+    python train/campaign.py --absorb RETURNED --results train/results/cifar10-campaign-h200
 
 It unpacks the data and the state, measures training throughput (bench.txt, first run only) and the best
 number of concurrent runs (first run only), trains the planned runs in priority order with a deadline
@@ -25,15 +25,15 @@ def parse_args(argv):
     from cosinegate.cli.args import ArgumentParser, HelpFormatter, add_device_flags, add_output_flag, add_report_flags, add_version_flag
 
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--make-tar", nargs=2, metavar=("JPEG_FOLDER", "TAR"), help="run-prep: tar the CIFAR-10 JPEG folder")
+    parser.add_argument("--make-tar", nargs=2, metavar=("JPEG_FOLDER", "TAR"), help="on the desktop, before the first GPU run: tar the CIFAR-10 JPEG folder")
     parser.add_argument("--per-class", type=int, help="with --make-tar: only N images per class and split (dry runs)")
-    parser.add_argument("--absorb", metavar="FILES_AT", help="here, after a GPU run: take its returned files")
+    parser.add_argument("--absorb", metavar="RETURNED", help="on the desktop, after a GPU run: take the folder its --out was copied back to")
     parser.add_argument("--results", default="train/results/cifar10-campaign-h200", help="with --absorb: where the tables go")
     parser.add_argument("--carry", default=".campaign/state", help="with --absorb: where the state for the next run goes")
     add_device_flags(parser, device="cuda")
     parser.add_argument("--data-tar", default=".campaign/cifar10-jpeg.tar.gz", help="the CIFAR-10 JPEG tar (--make-tar)")
     parser.add_argument("--state", help="folder with the previous run's state-*.tar (absent: a fresh campaign)")
-    add_output_flag(parser, "where the returned files go (default $OUT)", default=os.environ.get("OUT"))
+    add_output_flag(parser, "where the GPU run writes the files to bring back (default: the OUT environment variable)", default=os.environ.get("OUT"))
     parser.add_argument("--budget", type=float, default=540, help="seconds for the whole GPU run (unpacking to packing)")
     parser.add_argument("--epochs", type=int, default=160, help="training epochs of every run")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per configuration")

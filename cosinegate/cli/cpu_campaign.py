@@ -2,7 +2,7 @@
 
     # from the repository root, in the background, while other work goes on:
     mkdir -p .campaign && nice python train/cpu_campaign.py --time-limit 9000 > .campaign/cpu.log 2>&1 &
-    # then commit train/results/cifar10-campaign-cpu*/ (the state, the table, the plot)
+    # the state, the table and the plot are in train/results/cifar10-campaign-cpu*/ (commit them to continue elsewhere)
     python train/cpu_campaign.py --report      # only regenerate results.md, results.json, pareto.png
     python train/cpu_campaign.py --check-winner  # the deployment goal on the leading gated run (a few minutes)
 

@@ -1,12 +1,12 @@
-"""Reproduce the paper's CIFAR-10 table honestly: same recipe, real executed MACs, Pareto plot.
+"""Reproduce the paper's CIFAR-10 table with one recipe for every contender, executed MACs and a Pareto plot.
 
     python train/reproduce.py --data imagefolder --data-root ROOT \\
         --backbones resnet20,resnet56 --epochs 30 --device cuda --jobs 6 --out train/results
 
-    # issue 7: gated presets against a static curve (1..3 blocks removed) at equal MACs
+    # gated presets against a static curve (1..3 blocks removed) at equal MACs
     python train/reproduce.py --presets dense,static,balanced,balanced-floor --static-curve 3 ...
 
-    # issue 16 on a GPU: fast path, as many runs at once as raise throughput, stop cleanly after 9 minutes
+    # the gate methods on a GPU: fast path, as many runs at once as raise throughput, stop cleanly after 9 minutes
     python train/reproduce.py --presets dense,rates,shaping,two-phase --device cuda --fast --jobs auto --time-limit 540 ...
 
 Each run lives in OUT/runs/<backbone>-<preset>-s<seed>/; finished runs are skipped,
