@@ -5,7 +5,7 @@ import subprocess
 
 from conftest import PYTHON, ROOT, run_script, script_env
 
-from cosinegate.cli import COMMANDS
+from cosinegate.cli import COMMANDS, EXPERIMENTS
 
 PROBE = """
 import contextlib, io, runpy, sys
@@ -75,6 +75,12 @@ def test_console_entry_point_runs_the_scripts():
     assert "  train          Train a CosineGate model" in listed.stderr and all(f"  {name} " in listed.stderr for name in COMMANDS)
     helped = subprocess.run([PYTHON, "-m", "cosinegate", "--help"], capture_output=True, text=True, cwd=ROOT, env=script_env())
     assert helped.returncode == 0 and helped.stdout == listed.stderr
+    # new-user audit: the experiments (hours of training) are listed apart from the path to an engine
+    rows = [line.split()[0] for line in helped.stdout.splitlines() if line.startswith("  ")]
+    experiments = helped.stdout.index("experiments (")
+    assert rows[-len(EXPERIMENTS):] == list(EXPERIMENTS) and set(rows) == set(COMMANDS)
+    assert all(helped.stdout.index(f"  {name} ") > experiments for name in EXPERIMENTS)
+    assert helped.stdout.index("  build-engine ") < experiments
     bad = subprocess.run([PYTHON, "-m", "cosinegate", "deploy"], capture_output=True, text=True, cwd=ROOT, env=script_env())
     assert bad.returncode == 2 and "unknown command 'deploy'" in bad.stderr
     typo = subprocess.run([PYTHON, "-m", "cosinegate", "expot"], capture_output=True, text=True, cwd=ROOT, env=script_env())
