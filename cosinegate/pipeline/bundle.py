@@ -160,8 +160,8 @@ def cache_releases(s, profile):
 
 
 def board_forms(s, art):
-    """The exported forms the board builds: the requested one (the float graph of an INT8 bundle too: the cache path
-    and DLA on TensorRT 8.x build it). The flat twin is the desktop's (graph passes, calibration, bench --if-cost)."""
+    """The exported forms the board builds: the requested one (an INT8 bundle's float graph where cache_releases
+    build from it). The flat twin is the desktop's (graph passes, calibration, bench --if-cost)."""
     return [form for form in art.forms if form == s.form]
 
 
@@ -214,8 +214,8 @@ def timing_patterns(s, art, folder):
 
 def int8_preview(s, art, log=print):
     """For an INT8 bundle with a Q/DQ graph of its form: its own check run here on ONNX Runtime, logged, and a
-    warning (progress.warn: stderr) when it fails (the engine on the device will most likely fail it too), with measured advice
-    (cosinegate.pipeline.int8_check). None otherwise; a preview that cannot run is a warning, never a reason to
+    warning (progress.warn: stderr) when it fails (the engine on the device will most likely fail it too), with
+    measured advice (cosinegate.pipeline.int8_check). None otherwise; a preview that cannot run is a warning, never a reason to
     withhold the bundle, unless ``s.require_int8_pass`` (then Int8CheckFailed, before anything is written)."""
     from cosinegate.parity import INT8
     from cosinegate.pipeline import int8_check
@@ -229,7 +229,7 @@ def int8_preview(s, art, log=print):
         r = int8_check.qdq_preview(art.qdq_twin, art.inputs, art.reference)
     except Exception as exc:  # Polygraphy and ONNX Runtime raise many types; the bundle does not depend on it
         warn(log, f"warning: the INT8 preview on ONNX Runtime could not run ({type(exc).__name__}: "
-             f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the device check is the only verdict.")
+                  f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); the device check is the only verdict.")
         return verdict(s, art, {"passed": None, "graph": graph, "error": type(exc).__name__}, log)
     line = (f"top-1 agreement {r['top1_agreement']:.4f}, gate agreement {r['gate_agreement']:.4f} on "
             f"{r['num_samples']} reference images (ONNX Runtime, {graph})")
@@ -237,7 +237,7 @@ def int8_preview(s, art, log=print):
         log(f"INT8 preview: the bundle's check passes here: {line}")
     else:
         warn(log, f"warning: the bundle's INT8 check fails here already: {line}, below the int8 profile (top-1 >= "
-             f"{INT8.min_top1}, gates >= {INT8.min_gate_agreement}); the engine will most likely fail it too.")
+                  f"{INT8.min_top1}, gates >= {INT8.min_gate_agreement}); the engine will most likely fail it too.")
     kept = {key: r[key] for key in ("passed", "top1_agreement", "gate_agreement", "num_samples")}
     return verdict(s, art, {**kept, "graph": graph}, log)
 
