@@ -139,9 +139,9 @@ def resolve(settings, log=print):
         raise CosineGateError(f"--onnx builds an engine only where TensorRT builds for {profile.name} (here: {why}); to make "
                               "the board's bundle pass --checkpoint, whose PyTorch outputs are the bundle's reference.")
     s = replace(s, select=resolve_select(s, log))
-    if s.checkpoint:
+    if s.checkpoint:  # said before the output line (the work starts after it)
         from cosinegate.artifacts import check_checkpoint_file
-  # said before the output line (the work starts after it)
+
         check_checkpoint_file(s.checkpoint)
     log(f"output: {out} ({where})")
     return s, Target(profile, host, can_build, why, out, bundle)
