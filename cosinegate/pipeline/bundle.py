@@ -152,11 +152,16 @@ def write_bundle(s, target, art, log=print):
 
 def cache_releases(s, profile):
     """The releases of ``profile`` whose build of this bundle reads a calibration cache (the bundle carries the float
-    graph and one cache for each): all for the cache path; for a Q/DQ bundle on a DLA core, those whose DLA takes no
-    Q/DQ (TensorRT 8.x), where the form can use a cache (not conditional, compact: trt.build.dla_releases_that_build)."""
-    if s.precision != "int8" or (s.int8_path == "qdq" and (s.dla_core is None or s.form in ("conditional", "compact"))):
+    graph and one cache for each): all for the cache path; for a Q/DQ bundle on a DLA core, those of the releases
+    that can build it (trt.build.dla_releases_that_build) whose DLA takes no Q/DQ (TensorRT 8.x)."""
+    from cosinegate.trt.build import dla_releases_that_build
+
+    if s.precision != "int8" or (s.int8_path == "qdq" and s.dla_core is None):
         return []
-    return [str(r.version) for r in profile.tensorrt if s.int8_path != "qdq" or r.version.dla_int8_path == "cache"]
+    if s.int8_path != "qdq":
+        return [str(r.version) for r in profile.tensorrt]
+    building = dla_releases_that_build(profile, s.form, s.precision, s.int8_path, s.dla_core)
+    return [str(r.version) for r in profile.tensorrt if str(r.version) in building and r.version.dla_int8_path == "cache"]
 
 
 def board_forms(s, art):
