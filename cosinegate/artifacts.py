@@ -380,8 +380,7 @@ def read_json(path, what="JSON file", mapping=True):
     """Read JSON (a JSON object unless ``mapping=False``), turning a missing, corrupt, oversized, too deeply nested
     or wrongly shaped file into a one-line CosineGateError."""
     path = Path(path)
-    if not path.is_file():
-        raise CosineGateError(f"{what} not found: {path}. Check the path.")
+    check_input_file(path, what)
     if path.stat().st_size > MAX_JSON_BYTES:
         raise CosineGateError(f"{what} {path} is over {MAX_JSON_BYTES >> 20} MiB, not one this toolkit writes; regenerate it.")
     try:

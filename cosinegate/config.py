@@ -128,7 +128,7 @@ def read_yaml(path):
             raw = handle.read(MAX_CONFIG_BYTES + 1)
         if len(raw) > MAX_CONFIG_BYTES:
             raise CosineGateError(f"config {path} is over {MAX_CONFIG_BYTES} bytes; a config is a few lines of YAML.")
-        return yaml.load(raw.decode("utf-8"), Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(raw.decode("utf-8"), Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
     except UnicodeDecodeError as exc:
         raise CosineGateError(f"config {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
     except OSError as exc:
@@ -136,6 +136,31 @@ def read_yaml(path):
     except (yaml.YAMLError, RecursionError, ValueError) as exc:  # ValueError: an int over Python's digit limit
         problem = " ".join(str(exc).split())[:300]
         raise CosineGateError(f"config {path} is not valid YAML ({problem}).") from None
+    where, value = _not_plain(data)
+    if where is not None:
+        raise CosineGateError(f"config {path}: {where or 'the document'} is a YAML {type(value).__name__} "
+                              f"({shown(value, 40)}); a config holds numbers, text, true/false, lists and mappings only.")
+    return data
+
+
+def _not_plain(value, where=""):
+    """(key path, value) of the first value in a loaded YAML document that is not plain data (a !!set, a
+    timestamp, !!binary: SafeLoader builds them), else (None, None)."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    elif value is None or isinstance(value, (str, int, float, bool)):
+        return None, None
+    else:
+        return where, value
+    for key, item in items:
+        if not (key is None or isinstance(key, (str, int, float, bool))):
+            return f"{where}[key {shown(key, 40)}]", key
+        found = _not_plain(item, f"{where}.{key}" if where else str(key))
+        if found[0] is not None:
+            return found
+    return None, None
 
 
 def load_config(name_or_path):

@@ -206,7 +206,7 @@ def read_cache_text(path):
     reader of a cache from outside goes through here); a CosineGateError otherwise."""
     where = Path(os.fspath(path))
     if not where.is_file():
-        raise CosineGateError(f"calibration cache not found: {where}. Check the path or recalibrate.")
+        raise CosineGateError(f"calibration cache {where} not found; check the path or rerun calibration.")
     if where.stat().st_size > MAX_CACHE_BYTES:
         raise CosineGateError(f"calibration cache {where} is over {MAX_CACHE_BYTES} bytes, not a cache this toolkit "
                               "wrote; recalibrate.")

@@ -50,8 +50,48 @@ def test_every_subcommands_help_needs_only_the_base_install(tmp_path):
     assert done.stdout.split() == [word for name in COMMANDS for word in ("ok", name)]
 
 
+# a command line per command whose input file is missing, and the words its refusal must hold
+MISSING_INPUT = {
+    "evaluate": (["--checkpoint", "nope.pt"], "checkpoint nope.pt not found"),
+    "export": (["--checkpoint", "nope.pt", "--out", "model.onnx"], "checkpoint nope.pt not found"),
+    "parity": (["--checkpoint", "nope.pt", "--onnx", "model.onnx"], "checkpoint nope.pt not found"),
+    "calibrate": (["--checkpoint", "nope.pt"], "checkpoint nope.pt not found"),
+    "evaluate-int8": (["--checkpoint", "nope.pt"], "checkpoint nope.pt not found"),
+    "build-engine": (["--target", "jetson-orin", "--onnx", "nope.onnx"], "ONNX file nope.onnx not found"),
+    "bench": (["--onnx", "nope.onnx"], "ONNX file nope.onnx not found"),
+    "force-gates": (["--checkpoint", "nope.pt", "--out", "forced.pt"], "checkpoint nope.pt not found"),
+    "gpu-gate-sync": (["--checkpoint", "nope.pt"], "checkpoint nope.pt not found"),
+    "train": (["--config", "nope.yaml", "--out", "run"], "unknown config or preset 'nope.yaml'"),
+}
+
+
+def test_a_missing_input_file_is_refused_before_the_optional_modules_load(tmp_path):
+    """The check comes first: "not found" in a fraction of a second, not after seconds of torch and onnx imports
+    (here they are absent, so a command that imported one first would name the missing extra instead)."""
+    probe = BLOCK + (
+        "import contextlib, io, json\n"
+        "from cosinegate.cli import console_main\n"
+        "for name, (argv, _) in json.loads(sys.argv[1]).items():\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        try:\n"
+        "            console_main([name, *argv])\n"
+        "        except SystemExit as exc:\n"
+        "            print(name, exc.code, json.dumps(err.getvalue()))\n"
+    )
+    done = run_python(probe, json.dumps(MISSING_INPUT), cwd=tmp_path, env=script_env(PYTHONPATH=ROOT))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {name: (int(code), json.loads(err)) for name, code, err in (line.split(" ", 2) for line in done.stdout.splitlines())}
+    assert sorted(lines) == sorted(MISSING_INPUT)
+    for name, (code, err) in lines.items():
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), (name, err)
+        assert MISSING_INPUT[name][1] in err, (name, err)
+    assert not [p.name for p in tmp_path.iterdir()]  # nothing written
+
+
 def test_a_missing_extra_is_one_line_naming_the_extra(tmp_path):
     code = "import sys\nsys.modules['torch'] = None\nfrom cosinegate.cli import console_main\nsys.exit(console_main(sys.argv[1:]))"
+    (tmp_path / "model.pt").write_bytes(b"not read: torch is missing")
     done = run_python(code, "evaluate", "--checkpoint", tmp_path / "model.pt", cwd=tmp_path,
                       env=script_env(PYTHONPATH=ROOT))
     assert done.returncode == 2

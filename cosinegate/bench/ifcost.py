@@ -138,11 +138,8 @@ def model_graphs(checkpoint=None, flat_onnx=None, opset=None):
     """(flat twin, conditional-all graph, per-block skip rates or None, policy-auto kinds) of the model measured.
 
     From a checkpoint (exported here) or from a flat twin ONNX (a bundle's model.flat.onnx; skip rates from
-    its ``.json`` manifest when present)."""
-    from pathlib import Path
-
-    from cosinegate.artifacts import read_json
-    from cosinegate.onnx import conditionalize, load_toolkit_onnx, resolve_policy
+    its ``.json`` manifest when that names this graph)."""
+    from cosinegate.onnx import conditionalize, load_toolkit_onnx, manifest_skip_rates, resolve_policy
     from cosinegate.onnx.export import DEFAULT_OPSET, get_metadata
 
     if checkpoint:
@@ -157,12 +154,7 @@ def model_graphs(checkpoint=None, flat_onnx=None, opset=None):
         if get_metadata(flat).get("form") != "flat":
             raise CosineGateError(f"--if-cost needs the flat twin (model.flat.onnx), {flat_onnx} is "
                                   f"{get_metadata(flat).get('form')}; or pass --checkpoint CKPT.")
-        manifest = Path(f"{flat_onnx}.json")
-        skip_rates = None
-        if manifest.is_file():
-            blocks = read_json(manifest, "ONNX manifest").get("blocks", [])
-            rates = [b.get("skip_rate") for b in blocks if isinstance(b, dict)]
-            skip_rates = rates if rates and all(isinstance(r, (int, float)) for r in rates) else None
+        skip_rates = manifest_skip_rates(flat_onnx)
     else:
         raise CosineGateError("--if-cost measures a model's blocks: pass --checkpoint CKPT or --onnx model.flat.onnx.")
     meta = get_metadata(flat)

@@ -84,18 +84,37 @@ def one_line(text):
     return "".join(c if ord(c) >= 32 and ord(c) != 127 else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def check_output_files(inputs=None, **paths):
-    """Before any work: refuse output files (flag name -> path; None skipped) that are folders, links or other
-    non-regular files, or one of the command's `inputs` ({what: path})."""
+# what a missing input file of a command needs, by its name in check_files' ``inputs`` (else: check the path);
+# a timing cache may be missing (the build writes one)
+MISSING_INPUT_FIX = {
+    "graph": ("ONNX file", "export one with `cosinegate export` or fix the path"),
+    "engine": ("engine", "check the path (build_on_device.sh writes engines to the bundle's results/ folder)"),
+    "calibration cache": ("calibration cache", "check the path or rerun calibration"),
+    "If cost table": ("If cost table", "write one with `cosinegate bench --if-cost --json FILE` or fix the path"),
+}
+MAY_BE_MISSING = ("timing cache",)
+
+
+def check_files(inputs=None, **outputs):
+    """Before any work (and before the heavy imports): the command's ``inputs`` ({what: path}; None skipped) are
+    files that exist, and its output files (flag name -> path) are not folders, links or other non-regular files, nor
+    one of its inputs."""
     from pathlib import Path
 
-    from cosinegate.artifacts import refuse_clobbering
+    from cosinegate.artifacts import check_checkpoint_file, check_input_file, refuse_clobbering
     from cosinegate.errors import CosineGateError
 
-    for flag, path in paths.items():
+    for what, path in (inputs or {}).items():
+        if path is None or what in MAY_BE_MISSING:
+            continue
+        if what == "checkpoint":
+            check_checkpoint_file(path)
+        else:
+            check_input_file(path, *MISSING_INPUT_FIX.get(what, (what, "check the path")))
+    for flag, path in outputs.items():
         if path is not None and Path(path).is_dir():
             raise CosineGateError(f"--{flag.replace('_', '-')} {path} is a folder; name a file to write.")
-    refuse_clobbering(inputs or {}, files={f"--{flag.replace('_', '-')}": path for flag, path in paths.items()})
+    refuse_clobbering(inputs or {}, files={f"--{flag.replace('_', '-')}": path for flag, path in outputs.items()})
 
 
 def check_output_folder(flag, path, inputs=None):

@@ -68,12 +68,12 @@ def parse_args(argv=None):
 def main(argv=None):
     from dataclasses import fields
 
-    from cosinegate.cli import check_output_files, command_log
+    from cosinegate.cli import check_files, command_log
     from cosinegate.pipeline.bench import BenchSettings, bench
 
     args = parse_args(argv)
-    check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "engine": args.engine, "inputs file": args.inputs,
-                        "If cost table": args.if_cost_table}, json=args.json, csv=args.csv, plot=args.plot)
+    check_files({"checkpoint": args.checkpoint, "graph": args.onnx, "engine": args.engine, "inputs file": args.inputs,
+                "If cost table": args.if_cost_table}, json=args.json, csv=args.csv, plot=args.plot)
     result = bench(BenchSettings(**{f.name: getattr(args, f.name) for f in fields(BenchSettings)}), log=command_log(args))
     if result.if_cost:
         print_if_cost(result.report)

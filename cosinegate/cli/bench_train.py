@@ -6,8 +6,6 @@
 
 Each step is exactly train/train.py's step, with no host synchronization (cosinegate.training.throughput); on
 CUDA a sync check reports the first synchronizing call, if any.
---probe is what `train/reproduce.py --jobs auto` runs in several processes at once to measure the
-aggregate throughput against the number of concurrent runs.
 """
 
 import argparse
@@ -34,6 +32,8 @@ def main(argv=None):
     parser.add_argument("--concurrency", metavar="JOBSxTHREADS,...", help="also measure the aggregate images/s of "
                         "concurrent runs, e.g. 1x2,2x1 (one 2-thread run against two 1-thread runs), dense and gated, "
                         "at the first --settings")
+    # --probe*: what `train/reproduce.py --jobs auto` runs in several processes at once to measure the aggregate
+    # throughput against the number of concurrent runs (not for users: hidden from --help)
     parser.add_argument("--probe", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--probe-mode", default="predictive", choices=("none", "predictive"), help=argparse.SUPPRESS)
     parser.add_argument("--probe-id", default="0", help=argparse.SUPPRESS)

@@ -25,10 +25,13 @@ def parse_args(argv=None):
     from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_output_flag, add_report_flags,
                                      add_version_flag, nonnegative_int, positive_int)
     from cosinegate.pipeline.plan import FORMS, SELECTIONS
+    from cosinegate.trt.targets import list_targets
 
     p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--target", required=True, help="engines/targets/<NAME>.toml (cpu-onnxruntime: this CPU on ONNX Runtime, "
-                                                   "the graph built and checked here)")
+    p.add_argument("--target", required=True,
+                   help=f"the board: {', '.join(list_targets())}; cpu-onnxruntime (this CPU on ONNX Runtime, the graph "
+                        "built and checked here); or the path of your own profile (a copy of one of "
+                        "cosinegate/trt/profiles/*.toml with its name changed)")
     src = add_checkpoint_flags(parser=p, exclusive=True, note="one of them; without any: the embedded default model, "
                                "runs/pipeline/balanced-resnet20/best.pt, trained first if missing")
     src.add_argument("--onnx", help="graph from deploy/export_onnx.py")
@@ -46,7 +49,8 @@ def parse_args(argv=None):
                         "and writes no bundle; without it the failure is a warning, recorded in the manifest")
     p.add_argument("--form", default="conditional", choices=FORMS, help="ONNX form built (deploy/export_onnx.py --form)")
     p.add_argument("--batch", type=positive_int, default=1, help="static batch size of the engine (conditional: 1 only)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset for export (default: the toolkit's)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset for export (default 17, the highest TensorRT 8.5 and "
+                                                                  "8.6 parse; a build refuses one above the target's max_onnx_opset)")
     p.add_argument("--dla-core", type=nonnegative_int, default=None, help="build for this DLA core of the target (default: the GPU)")
     p.add_argument("--workspace", type=positive_int, default=None, help="workspace MiB (default: the target's)")
     p.add_argument("--timing-cache", help="timing cache file (loaded if present, saved after the build)")
@@ -74,14 +78,14 @@ def main(argv=None):
     from dataclasses import fields
 
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import check_output_files, command_log
+    from cosinegate.cli import check_files, command_log
     from cosinegate.pipeline.deploy import deploy
     from cosinegate.pipeline.int8_check import Int8CheckFailed
     from cosinegate.pipeline.plan import DeploySettings
 
     args = parse_args(argv)
-    check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx, "calibration cache": args.calib_cache,
-                        "timing cache": args.timing_cache, "If cost table": args.if_cost_table}, json=args.json)
+    check_files({"checkpoint": args.checkpoint, "graph": args.onnx, "calibration cache": args.calib_cache,
+                "timing cache": args.timing_cache, "If cost table": args.if_cost_table}, json=args.json)
     log = command_log(args)
     try:
         result = deploy(DeploySettings(**{f.name: getattr(args, f.name) for f in fields(DeploySettings)}), log=log)

@@ -37,10 +37,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import check_output_files
+    from cosinegate.cli import check_files
 
     args = parse_args(argv)
-    check_output_files({"checkpoint": args.checkpoint}, json=args.json)
+    check_files({"checkpoint": args.checkpoint}, json=args.json)
 
     from cosinegate.quant.accuracy import evaluate_checkpoint, format_table  # torch: after the parsing, --help needs none
 

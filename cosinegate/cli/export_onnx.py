@@ -40,8 +40,7 @@ def parse_args(argv=None):
     parser.add_argument("--form", default="conditional", help="conditional | masked | compact | flat")
     parser.add_argument("--batch", type=positive_int, default=1, help="static batch size (conditional: 1 only)")
     # default None, filled in by main: cosinegate.onnx needs onnx, and --help works on the base install
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: cosinegate.onnx.DEFAULT_OPSET, 17, "
-                                                                "the highest TensorRT 8.5 and 8.6 parse)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, the highest TensorRT 8.5 and 8.6 parse)")
     parser.add_argument("--policy", default="auto", help="auto | conditional-all | pruned (no If) | dense (gate-free)")
     parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "
                                                 "If cost in this table (deploy/bench.py --if-cost --json)")
@@ -66,19 +65,19 @@ def output_path(out, form):
 
 
 def main(argv=None):
-    from cosinegate.cli import check_output_files, command_log
+    from cosinegate.cli import check_files, command_log
 
     args = parse_args(argv)
     log = command_log(args)
+    args.out = output_path(args.out, args.form)
+    check_files({"checkpoint": args.checkpoint, "skip-rates file": args.skip_rates, "If cost table": args.if_cost_table},
+                out=args.out, out_manifest=f"{args.out}.json", json=args.json)
 
-    from cosinegate.onnx import DEFAULT_OPSET, export_checkpoint, load_skip_rates
+    from cosinegate.onnx import DEFAULT_OPSET, export_checkpoint, load_skip_rates  # onnx, torch: after the checks
 
     if args.opset is None:
         args.opset = DEFAULT_OPSET
     skip_rates = load_skip_rates(args.skip_rates) if args.skip_rates else None
-    args.out = output_path(args.out, args.form)
-    check_output_files({"checkpoint": args.checkpoint, "skip-rates file": args.skip_rates, "If cost table": args.if_cost_table},
-                       out=args.out, out_manifest=f"{args.out}.json", json=args.json)
     manifest = export_checkpoint(args.checkpoint, args.out, args.form, args.batch, args.opset, args.policy, skip_rates,
                                  args.if_cost_table)
     if args.json:

@@ -31,10 +31,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    from cosinegate.cli import check_output_files
+    from cosinegate.cli import check_files
 
     args = parse_args(argv)
-    check_output_files({"checkpoint": args.checkpoint}, json=args.json)
+    check_files({"checkpoint": args.checkpoint}, json=args.json)
 
     from cosinegate.bench.host_sync import measure_checkpoint  # torch: after the parsing, --help needs none
 

@@ -55,14 +55,14 @@ def parse_args(argv=None):
 def main(argv=None):
     from dataclasses import fields
 
-    from cosinegate.cli import check_output_files, command_log
+    from cosinegate.cli import check_files, command_log
 
     args = parse_args(argv)
     from cosinegate.pipeline.parity_check import ParitySettings, check_parity, saved_inputs_path
 
     settings = ParitySettings(**{f.name: getattr(args, f.name) for f in fields(ParitySettings)})
-    check_output_files({"checkpoint": args.checkpoint, "graph": args.onnx}, json=args.json,
-                       save_reference=args.save_reference, save_inputs=saved_inputs_path(settings))
+    check_files({"checkpoint": args.checkpoint, "graph": args.onnx}, json=args.json,
+                save_reference=args.save_reference, save_inputs=saved_inputs_path(settings))
     report = check_parity(settings, log=command_log(args))
     print(report["summary"])
     if report["static_policy_disagreement"]:

@@ -77,21 +77,21 @@ def runtime_from_args(args, device):
 
 def main(argv=None):
     args = parse_args(argv)  # before the torch imports: --help works on the base install
+    config = config_from_args(args)  # a missing or bad config is refused before them too
+    if not str(args.out).strip():
+        from cosinegate.errors import CosineGateError
+
+        raise CosineGateError("--out is empty; name the run folder, e.g. --out runs/my-run.")
 
     from cosinegate.cli import pick_device
     from cosinegate.evaluation import format_table
     from cosinegate.training.loop import Stopped, train
 
-    config = config_from_args(args)
     device = pick_device(args.device)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)  # recorded in summary.json's hardware
-    if not str(args.out).strip():
-        from cosinegate.errors import CosineGateError
-
-        raise CosineGateError("--out is empty; name the run folder, e.g. --out runs/my-run.")
     log = None if args.quiet else (lambda text: print(text, flush=True))
     summary = train(config, args.out, device, resume=args.resume, progress=not (args.no_progress or args.quiet), log=log,
                     runtime=runtime_from_args(args, device), time_limit=args.time_limit, stop_after=args.stop_after,

@@ -33,7 +33,7 @@ def is_torchvision_layout(state):
     if not isinstance(state, dict):
         return False
     keys = set(state)
-    return {"conv1.weight", "bn1.weight", "fc.weight"} <= keys and any(k.startswith("layer4.") for k in keys)
+    return {"conv1.weight", "bn1.weight", "fc.weight"} <= keys and any(isinstance(k, str) and k.startswith("layer4.") for k in keys)
 
 
 def detect_backbone(state):

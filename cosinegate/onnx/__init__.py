@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from cosinegate.artifacts import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from cosinegate.artifacts import MAX_JSON_BYTES, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from cosinegate.errors import CosineGateError
 from cosinegate.graphmeta import block_kinds, if_count
 from cosinegate.layernames import check_layer_names
@@ -43,8 +43,28 @@ def load_skip_rates(path):
 
     data = read_json(path, "skip-rates file", mapping=False)
     rates = data.get("skip_rates") if isinstance(data, dict) else data
-    if not isinstance(rates, list) or not all(type(r) in (int, float) and 0.0 <= r <= 1.0 for r in rates):
+    if not _are_rates(rates):
         raise CosineGateError(f"{path} holds no skip rates: give a JSON list of numbers in [0, 1] or an object with 'skip_rates'.")
+    return [float(r) for r in rates]
+
+
+def _are_rates(rates):
+    return isinstance(rates, list) and all(type(r) in (int, float) and 0.0 <= r <= 1.0 for r in rates)  # NaN fails too
+
+
+def manifest_skip_rates(onnx_path):
+    """The per-block skip rates in the ``<onnx>.json`` manifest of this graph (matching_manifest); None without such a
+    manifest or when it was exported without rates. A manifest of this graph with bad blocks or rates is one line."""
+    manifest = matching_manifest(onnx_path)
+    if manifest is None:
+        return None
+    blocks = manifest.get("blocks")
+    rates = [b.get("skip_rate") for b in blocks] if isinstance(blocks, list) and all(isinstance(b, dict) for b in blocks) else None
+    if rates is not None and all(r is None for r in rates):
+        return None
+    if not rates or not _are_rates(rates):
+        raise CosineGateError(f"ONNX manifest {onnx_path}.json names this graph but its blocks' skip rates are not numbers "
+                              "in [0, 1], one per block; export the graph again (cosinegate export) or delete the manifest.")
     return [float(r) for r in rates]
 
 
@@ -116,11 +136,11 @@ def write_graph_and_manifest(out, data, manifest):
 def matching_manifest(onnx_path):
     """The ``<onnx>.json`` manifest if it is there and names this graph's sha256, else None."""
     path = Path(f"{onnx_path}.json")
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size > MAX_JSON_BYTES:
         return None
     try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("onnx_sha256") == sha256_file(onnx_path) else None
 
@@ -183,6 +203,7 @@ __all__ = [
     "graph_problems",
     "is_toolkit_onnx",
     "load_skip_rates",
+    "manifest_skip_rates",
     "load_toolkit_onnx",
     "mask",
     "matching_manifest",

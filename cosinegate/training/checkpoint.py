@@ -270,19 +270,25 @@ def _config_problem(state):
 
 def _weights_problem(state):
     weights = state.get("model")
-    if weights is None:
-        return None
+    return None if weights is None else weights_problem(weights)
+
+
+def weights_problem(weights, what="model"):
+    """What is wrong with a state dict from a file (None when nothing is): it must map weight names to dense real
+    tensors in memory, each with data of its own."""
     if not isinstance(weights, dict):
-        return "model is not a mapping of weight names to tensors"
+        return f"{what} is not a mapping of weight names to tensors"
     for name, tensor in weights.items():
+        if not isinstance(name, str):
+            return f"{what} has the key {shown(name, 40)}, not a weight name"
         if not isinstance(tensor, torch.Tensor):
-            return f"model[{name!r}] is a {type(tensor).__name__}, not a tensor"
+            return f"{what}[{name!r}] is a {type(tensor).__name__}, not a tensor"
         if tensor.layout != torch.strided or tensor.is_quantized:
-            return f"model[{name!r}] is a {tensor.layout} tensor, not a dense one"
+            return f"{what}[{name!r}] is a {tensor.layout} tensor, not a dense one"
         if tensor.device.type != "cpu" or tensor.is_complex():
-            return f"model[{name!r}] is a {tensor.dtype} tensor on {tensor.device.type}, not a real one in memory"
+            return f"{what}[{name!r}] is a {tensor.dtype} tensor on {tensor.device.type}, not a real one in memory"
         if tensor.numel() * tensor.element_size() > tensor.untyped_storage().nbytes():  # e.g. zeros(1).expand(2**40)
-            return (f"model[{name!r}] is a view of {tuple(tensor.shape)} over {tensor.untyped_storage().nbytes()} bytes "
+            return (f"{what}[{name!r}] is a view of {tuple(tensor.shape)} over {tensor.untyped_storage().nbytes()} bytes "
                     "of data, not a tensor of its own")
     return None
 

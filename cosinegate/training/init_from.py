@@ -18,7 +18,7 @@ from cosinegate.models import torchvision_import
 def read_init_weights(path):
     """(state dict, source description) of a CosineGate checkpoint written by train/train.py or of a
     torchvision-format ResNet state dict (resnet18/34/50)."""
-    from cosinegate.training.checkpoint import load_checkpoint, load_tensor_file
+    from cosinegate.training.checkpoint import load_checkpoint, load_tensor_file, weights_problem
 
     raw = load_tensor_file(path)
     if not (isinstance(raw, dict) and "format" in raw):
@@ -26,6 +26,9 @@ def read_init_weights(path):
         if not torchvision_import.is_torchvision_layout(tensors):
             raise CosineGateError(f"--init-from {path} is neither a CosineGate checkpoint nor a torchvision ResNet state dict "
                                   "(conv1, bn1, layer1..4, fc); pass a file written by train/train.py or torchvision weights.")
+        problem = weights_problem(tensors, "the state dict")
+        if problem:
+            raise CosineGateError(f"--init-from {path}: {problem}; pass torchvision's weights file as it was downloaded.")
         weights, backbone = torchvision_import.map_state_dict(tensors)
         source = {"path": str(path), "sha256": sha256_file(path), "format": torchvision_import.FORMAT, "backbone": backbone,
                   "num_classes": int(weights["fc.weight"].shape[0]), "replaceable": list(torchvision_import.CLASSIFIER),
@@ -33,9 +36,10 @@ def read_init_weights(path):
         return weights, source
     state = load_checkpoint(path)
     model_cfg = (state.get("config") or {}).get("model")
-    if not isinstance(model_cfg, dict) or "model" not in state or "epoch" not in state or "num_classes" not in state:
-        raise CosineGateError(f"--init-from {path} has no model config, weights, epoch or class count; pass a checkpoint "
-                              "written by train/train.py (last.pt or best.pt of a run).")
+    if (not isinstance(model_cfg, dict) or not {"backbone", "mode"} <= set(model_cfg)
+            or not {"model", "epoch", "num_classes"} <= set(state)):
+        raise CosineGateError(f"--init-from {path} has no model config (backbone, mode), weights, epoch or class count; "
+                              "pass a checkpoint written by train/train.py (last.pt or best.pt of a run).")
     source = {"path": str(path), "sha256": sha256_file(path), "format": "cosinegate-checkpoint",
               "backbone": model_cfg["backbone"], "mode": model_cfg["mode"], "epoch": state["epoch"] + 1,
               "num_classes": state["num_classes"]}

@@ -158,6 +158,11 @@ class Trainer:
         if not path.is_file():
             raise CosineGateError(f"--resume given but {path} does not exist; start without --resume.")
         state = load_checkpoint(path)
+        missing = [key for key in ("config", "model", "optimizer", "rng", "epoch", "best_val") if key not in state]
+        if missing or type(state["best_val"]) not in (int, float):
+            lacks = f"lacks {', '.join(missing)}" if missing else f"has best_val = {shown(state['best_val'], 40)}, not a number"
+            raise CosineGateError(f"{path} cannot be resumed: it {lacks}; resume the last.pt train wrote, or train anew in "
+                                  "another --out.")
         trained = merge(DEFAULTS, state["config"])  # a run from before a key was added still resumes
         if trained != self.config:
             changed = config_changes(trained, self.config)
@@ -166,8 +171,13 @@ class Trainer:
             raise CosineGateError(f"{path} was trained with another config ({shown_changes}"
                                   f"{'; ...' if len(changed) > 4 else ''}); resume with the same flags, or train anew in "
                                   "another --out.")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # weights or optimizer of another model
+            first = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:240] or type(exc).__name__
+            raise CosineGateError(f"{path} cannot be resumed: its weights or optimizer state do not fit the model of its "
+                                  f"config ({first}); resume the last.pt train wrote, or train anew in another --out.") from None
         restore_rng(state["rng"])
         self.start_epoch, self.best_val = state["epoch"] + 1, state["best_val"]
         self.init_report = state.get("init_from")

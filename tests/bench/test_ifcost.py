@@ -153,3 +153,37 @@ def test_native_if_graphs_gate_one_block(dyn_checkpoint):
     x = np.random.default_rng(4).standard_normal((1, 3, 32, 32), dtype=np.float32)
     plain, forced = OnnxrtGraph(base).run(x)[0], OnnxrtGraph(forced_on_model(wrapped)).run(x)[0]
     np.testing.assert_allclose(forced["logits"], plain["logits"], atol=1e-4)  # gate forced on: the same network
+
+
+@pytest.fixture(scope="module")
+def flat_with_manifest(dyn_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("flat") / "model.flat.onnx"
+    assert export_onnx.main(["--checkpoint", str(dyn_checkpoint), "--form", "flat", "--out", str(out)]) in (0, None)
+    return out
+
+
+@pytest.mark.parametrize("change, refused", [
+    (lambda m: m.update(blocks=5), True),
+    (lambda m: m["blocks"][0].update(skip_rate=float("nan")), True),
+    (lambda m: m["blocks"][1].update(skip_rate=1e300), True),
+    (lambda m: m["blocks"][2].update(skip_rate=True), True),
+    (lambda m: m["blocks"][3].pop("skip_rate"), True),
+    (lambda m: m.update(onnx_sha256="0" * 64), False),  # another graph's manifest: not this graph's rates
+], ids=["blocks-not-a-list", "nan", "huge", "bool", "one-missing", "another-graph"])
+def test_if_cost_from_a_flat_graph_refuses_bad_skip_rates_in_its_manifest(flat_with_manifest, tmp_path, change, refused):
+    from cosinegate.onnx import manifest_skip_rates
+
+    graph = tmp_path / "model.flat.onnx"
+    graph.write_bytes(flat_with_manifest.read_bytes())
+    manifest = json.loads(open(f"{flat_with_manifest}.json").read())
+    assert manifest_skip_rates(flat_with_manifest) == [b["skip_rate"] for b in manifest["blocks"]]
+    change(manifest)
+    (tmp_path / "model.flat.onnx.json").write_text(json.dumps(manifest))
+    if not refused:
+        assert manifest_skip_rates(graph) is None
+        return
+    with pytest.raises(CosineGateError, match="skip rates are not numbers in \\[0, 1\\], one per block"):
+        manifest_skip_rates(graph)
+    with pytest.raises(CosineGateError, match="skip rates are not numbers"):  # before anything is timed or written
+        bench.main(["--if-cost", "--onnx", str(graph), *FAST, "--json", str(tmp_path / "ic.json")])
+    assert not (tmp_path / "ic.json").exists()

@@ -273,3 +273,18 @@ def test_device_names_are_checked_in_one_line(value, ok, capsys):
         parse("evaluate", ["--checkpoint", "c.pt", "--device", value])
     err = capsys.readouterr().err
     assert err.startswith("error: argument --device:") and "use cpu, cuda or cuda:N" in err and len(err.splitlines()) == 1
+
+
+def test_the_opset_help_names_the_default_export_uses(parsers):
+    """--help cannot import cosinegate.onnx (onnx is not in the base install), so it writes the default out."""
+    from cosinegate.onnx import DEFAULT_OPSET
+
+    for command in ("export", "build-engine"):
+        assert f"(default {DEFAULT_OPSET}," in parsers[command]["--opset"][0].help, command
+
+
+def test_the_target_help_lists_every_shipped_target(parsers):
+    from cosinegate.trt.targets import list_targets
+
+    text = parsers["build-engine"]["--target"][0].help
+    assert list_targets() and all(name in text for name in list_targets(runtime=None)), text

@@ -119,9 +119,9 @@ def test_forced_on_keeps_ifs(conditional_onnx, tmp_path):
     onnx.checker.check_model(model)
 
 
-def test_bad_backend():
+def test_bad_backend(conditional_onnx):
     with pytest.raises(CosineGateError, match="unknown backend"):
-        bench.main(["--onnx", "x.onnx", "--backend", "tflite"])
+        bench.main(["--onnx", str(conditional_onnx), "--backend", "tflite"])
 
 
 def test_an_onnx_graph_given_as_the_engine_is_named_as_one(conditional_onnx):
@@ -198,6 +198,7 @@ def test_trt_backend_refuses_without_tensorrt(tmp_path, monkeypatch):
     import cosinegate.trtversion as versions
 
     monkeypatch.setattr(versions, "installed_tensorrt", lambda: None)
+    (tmp_path / "m.engine").write_bytes(b"not read: TensorRT is missing")
     with pytest.raises(CosineGateError, match="TensorRT is not installed"):
         bench.main(["--engine", str(tmp_path / "m.engine"), "--random-input"])  # images given: TensorRT is next
 

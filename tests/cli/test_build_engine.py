@@ -51,12 +51,14 @@ def test_int8_cache_path_needs_cache(tiny_checkpoint, tmp_path):
 
 
 def test_int8_onnx_without_cache(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"not read: refused before")
     with pytest.raises(CosineGateError, match="calibration data or a cache"):
         build_engine.main(["--target", "jetson-orin", "--onnx", str(tmp_path / "m.onnx"), "--precision", "int8"])
 
 
 def test_onnx_without_tensorrt_here_is_refused_before_any_work(tmp_path):
     # the bundle written where no engine can be built needs the PyTorch reference, which only a checkpoint gives
+    (tmp_path / "m.onnx").write_bytes(b"not read: refused before")
     with pytest.raises(CosineGateError, match="--onnx builds an engine only where TensorRT builds for jetson-orin"):
         build_engine.main(["--target", "jetson-orin", "--onnx", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()

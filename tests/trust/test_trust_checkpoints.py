@@ -1,10 +1,12 @@
 """Checkpoints from strangers: read with weights_only=True, a pickled object is refused by every command before it runs."""
 
 import random
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from scripts_in_process import run
 
 from cosinegate.errors import CosineGateError
@@ -107,10 +109,12 @@ def test_every_command_that_loads_a_checkpoint_refuses_the_crafted_one(tmp_path,
     resume_dir.mkdir()
     crafted_checkpoint(resume_dir / "last.pt", marker)
     data = ["--data", "cifar10", "--data-root", fake_cifar_root]
+    given_onnx = tmp_path / "given.onnx"
+    given_onnx.write_bytes(b"not read: the checkpoint is refused first")
     commands = {
         "evaluate": ("train/evaluate.py", "--checkpoint", evil),
         "export": ("deploy/export_onnx.py", "--checkpoint", evil, "--out", tmp_path / "m.onnx"),
-        "parity": ("deploy/parity.py", "--checkpoint", evil, "--onnx", tmp_path / "m.onnx"),
+        "parity": ("deploy/parity.py", "--checkpoint", evil, "--onnx", given_onnx),
         "calibrate": ("calibration/calibrate.py", "--checkpoint", evil, "--out", tmp_path / "cal"),
         "evaluate_int8": ("calibration/evaluate_int8.py", "--checkpoint", evil),
         "build_engine": ("deploy/build_engine.py", "--target", "jetson-orin", "--checkpoint", evil, "--out", tmp_path / "eng"),
@@ -179,3 +183,45 @@ def test_a_folder_given_as_the_checkpoint_names_the_file_to_pass(tmp_path):
     with pytest.raises(CosineGateError, match="is a folder; pass the file in it \\(e.g. .*best.pt\\)"):
         ckpt.load_checkpoint(tmp_path)
 
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.pop("rng"), "it lacks rng"),
+    (lambda s: s.pop("optimizer"), "it lacks optimizer"),
+    (lambda s: s.update(best_val="high"), "has best_val = 'high', not a number"),
+    (lambda s: s.update(optimizer={"state": {}, "param_groups": [{"params": [999]}]}), "optimizer state do not fit"),
+    (lambda s: s["model"].update({"stem.0.weight": torch.zeros(1)}), "weights or optimizer state do not fit .*stem.0.weight"),
+], ids=["no-rng", "no-optimizer", "best-val-text", "optimizer-of-another-model", "weights-of-another-shape"])
+def test_a_damaged_last_checkpoint_is_refused_by_resume_in_one_line(tiny_run, tmp_path, fake_cifar_root, change, message):
+    """Attacker review: load_checkpoint checks the fields a file holds, resume needs more of them to fit its model."""
+    from cosinegate.training.loop import train
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    _altered(tiny_run / "last.pt", run_dir / "last.pt", change)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    with pytest.raises(CosineGateError, match=f"last.pt cannot be resumed: .*{message}"):
+        train(tiny_config(fake_cifar_root, epochs=2), run_dir, resume=True, progress=False)  # the run's own config
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+
+def _torchvision_like(**extra):
+    t = torch.zeros(2)
+    weights = {"conv1.weight": t, "bn1.weight": t, "fc.weight": t}
+    weights.update({f"layer{s}.{j}.conv1.weight": t for s in range(1, 5) for j in range(2)})
+    return {**weights, **extra}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tiny: torch.save(_torchvision_like(**{"fc.weight": 5}), "f.pt"), "the state dict\\['fc.weight'\\] is a int, not a tensor"),
+    (lambda tiny: torch.save({**_torchvision_like(), 7: torch.zeros(2)}, "f.pt"), "the state dict has the key 7, not a weight name"),
+    (lambda tiny: _altered(tiny, "f.pt", lambda s: s["config"].update(model={})), "has no model config \\(backbone, mode\\)"),
+], ids=["value-not-a-tensor", "key-not-a-name", "no-backbone"])
+def test_init_from_refuses_a_crafted_file_in_one_line(tiny_checkpoint, tmp_path, monkeypatch, make, message):
+    """Attacker review: a torchvision-like dict of other things, or a checkpoint without its model's backbone."""
+    from cosinegate.training.init_from import read_init_weights
+
+    monkeypatch.chdir(tmp_path)
+    make(tiny_checkpoint)
+    with pytest.raises(CosineGateError, match=f"--init-from f.pt.*{message}"):
+        read_init_weights("f.pt")

@@ -131,7 +131,8 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path):
 def test_bench_removes_work_folders_of_killed_runs(tmp_path):
     stale = tempfile.mkdtemp(prefix=f"cg-bench.{_dead_pid()}.")
     mine_before = {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(f"cg-bench.{os.getpid()}.")}
-    code, _, err = run("deploy/bench.py", "--onnx", tmp_path / "missing.onnx")
+    (tmp_path / "broken.onnx").write_bytes(b"not an ONNX graph")
+    code, _, err = run("deploy/bench.py", "--onnx", tmp_path / "broken.onnx")
     assert code == 2 and "Traceback" not in err, err
     assert not os.path.exists(stale)
     assert {p for p in os.listdir(tempfile.gettempdir()) if p.startswith(f"cg-bench.{os.getpid()}.")} == mine_before

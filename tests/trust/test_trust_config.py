@@ -57,6 +57,10 @@ BAD = {  # label: (YAML text, part of the one-line message)
     "batch_shaping_prior infinite": ("gate: {batch_shaping_prior: [.inf, .inf]}\n", "batch_shaping_prior = [inf, inf]"),
     "batch_shaping_prior 10**400": (f"gate: {{batch_shaping_prior: [{10**400}, 1]}}\n", "batch_shaping_prior = [100000"),
     "block_rates true": ("gate: {block_rates: true}\n", "block_rates are execution rates"),
+    # attacker review: SafeLoader builds sets, dates and bytes; a set trained an epoch, then failed to save
+    "drop_blocks a set": ("model:\n  drop_blocks: !!set {1: null}\n", "model.drop_blocks is a YAML set ({1})"),
+    "epochs a date": ("optim: {epochs: 2024-01-01}\n", "optim.epochs is a YAML date"),
+    "a binary document": ("!!binary aGVsbG8=\n", "the document is a YAML bytes"),
 }
 
 
