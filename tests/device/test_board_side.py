@@ -342,7 +342,8 @@ def test_dla_int8_requests_no_release_of_the_target_can_build_are_refused(target
 def test_the_xavier_dla_conditional_qdq_bundle_is_refused_before_anything_is_written(tmp_path):
     from scripts_in_process import run
 
-    code, out, err = run("deploy/build_engine.py", "--target", "jetson-agx-xavier", "--onnx", tmp_path / "absent.onnx",
+    (tmp_path / "model.onnx").write_bytes(b"not read: the target is refused first")
+    code, out, err = run("deploy/build_engine.py", "--target", "jetson-agx-xavier", "--onnx", tmp_path / "model.onnx",
                          "--int8", "qdq", "--dla-core", "0", "--out", tmp_path / "out")
     assert code == 2 and "no TensorRT release of jetson-agx-xavier" in err and not (tmp_path / "out").exists(), err
 

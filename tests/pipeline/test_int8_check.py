@@ -144,8 +144,12 @@ def test_require_int8_pass_is_for_int8_builds(dyn_checkpoint, tmp_path):
 def test_calibration_flags_are_for_int8_builds(dyn_checkpoint, tmp_path, flag):
     """New-user audit: build-engine --calibration DIR without --precision int8 built fp16 for a minute, the flag
     ignored without a word."""
+    given = tmp_path  # --calibration takes a calibration folder, --calib-cache a cache file
+    if flag == "--calib-cache":
+        given = tmp_path / "calibration.cache"
+        given.write_text("TRT-8600-EntropyCalibration2\n")
     with pytest.raises(CosineGateError, match=f"{flag} .* is INT8 calibration, but this build is fp16; add --precision int8"):
-        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), flag, str(tmp_path),
+        build_engine.main(["--target", "jetson-orin", "--checkpoint", str(dyn_checkpoint), flag, str(given),
                            "--out", str(tmp_path / "o")])
     assert not (tmp_path / "o").exists()
 
