@@ -136,7 +136,10 @@ def read_yaml(path):
     except (yaml.YAMLError, RecursionError, ValueError) as exc:  # ValueError: an int over Python's digit limit
         problem = " ".join(str(exc).split())[:300]
         raise CosineGateError(f"config {path} is not valid YAML ({problem}).") from None
-    where, value = _not_plain(data)
+    try:
+        where, value = _not_plain(data)
+    except RecursionError:
+        raise CosineGateError(f"config {path} is nested too deep; a config is a few sections of plain values.") from None
     if where is not None:
         raise CosineGateError(f"config {path}: {where or 'the document'} is a YAML {type(value).__name__} "
                               f"({shown(value, 40)}); a config holds numbers, text, true/false, lists and mappings only.")
