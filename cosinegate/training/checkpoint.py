@@ -323,6 +323,11 @@ def _optimizer_problem(state):
     return None
 
 
+def load_error_gist(exc):
+    """A failed load_state_dict's message in one line: its first two lines, at most 240 characters."""
+    return " ".join(line.strip() for line in str(exc).splitlines()[:2])[:240] or type(exc).__name__
+
+
 def check_image_size(requested, state, path):
     """The checkpoint's image size; a different `requested` size (e.g. --image-size) is a CosineGateError."""
     return refuse_other_size(requested, image_size_of(state), f"checkpoint {path}")
@@ -355,8 +360,7 @@ def model_from_checkpoint(path, backbone=None, image_size=None):
         raise CosineGateError(f"checkpoint {path}: its model config: {exc}".rstrip(".") + "; pass an unmodified file "
                               "written by train/train.py.") from exc
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:240] or type(exc).__name__
-        raise CosineGateError(f"checkpoint {path} does not match the model its config describes ({first}); "
+        raise CosineGateError(f"checkpoint {path} does not match the model its config describes ({load_error_gist(exc)}); "
                               "pass an unmodified file written by train/train.py.") from exc
     model.normalization = of_checkpoint(state, f"checkpoint {path}")
     model.eval()

@@ -26,7 +26,8 @@ from cosinegate.plots import training_curves
 from cosinegate.progress import make_bar
 from cosinegate.schema import shown
 from cosinegate.training import schedules
-from cosinegate.training.checkpoint import capture_rng, load_checkpoint, model_from_checkpoint, restore_rng, save_checkpoint
+from cosinegate.training.checkpoint import (capture_rng, load_checkpoint, load_error_gist, model_from_checkpoint, restore_rng,
+                                           save_checkpoint)
 from cosinegate.training.distributed import DistContext
 from cosinegate.training.init_from import apply_init, load_teacher, read_init_weights
 from cosinegate.training.metrics_log import read_metrics
@@ -175,9 +176,8 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # weights or optimizer of another model
-            first = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:240] or type(exc).__name__
             raise CosineGateError(f"{path} cannot be resumed: its weights or optimizer state do not fit the model of its "
-                                  f"config ({first}); resume the last.pt train wrote, or train anew in another --out.") from None
+                                  f"config ({load_error_gist(exc)}); resume the last.pt train wrote, or train anew in another --out.") from None
         restore_rng(state["rng"])
         self.start_epoch, self.best_val = state["epoch"] + 1, state["best_val"]
         self.init_report = state.get("init_from")
