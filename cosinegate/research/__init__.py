@@ -21,3 +21,9 @@ def child_env(**extra):
     root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": root if not path else os.pathsep.join([root, path]), **extra}
+
+
+def at_niceness(level):
+    """A `preexec_fn` that puts the child at niceness `level` (absolute, where `os.nice` adds): a campaign started under
+    `nice` (already at 10) still runs its training at 10, not 19. A child never gets a higher priority than its parent."""
+    return lambda: os.nice(max(0, level - os.nice(0)))

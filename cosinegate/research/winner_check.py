@@ -6,7 +6,6 @@ Each step is the toolkit's own command (export_onnx, parity, evaluate_int8) in a
 scratch folder; the record keeps the numbers and the commands (scratch paths shown as ``WORK/``).
 """
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from cosinegate.artifacts import read_json, sha256_file
 from cosinegate.errors import CosineGateError
-from cosinegate.research import child_env
+from cosinegate.research import at_niceness, child_env
 
 MAX_DROP_PP = 0.5
 MIN_GATE_AGREEMENT = 0.995  # per block: a block whose gate flips more often fails, however well the others agree
@@ -32,7 +31,7 @@ def _run(name, command, work, log, report=None):
     """Run one step; parity's exit 1 (a failed comparison) counts when it wrote its report."""
     log(f"winner check: {name} ...")
     proc = subprocess.run(command, env=child_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"), capture_output=True, text=True,
-                          preexec_fn=lambda: os.nice(NICE))
+                          preexec_fn=at_niceness(NICE))
     if proc.returncode != 0 and not (proc.returncode == 1 and report is not None and report.is_file()):
         tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
         raise CosineGateError(f"winner check: {name} failed (exit {proc.returncode}): {tail[0]}")

@@ -478,3 +478,14 @@ def test_the_commands_help_names_the_default_campaigns_in_order(capsys):
         command.parse_args(["--help"])
     text = "".join(capsys.readouterr().out.split())  # however argparse wrapped it (at spaces or hyphens)
     assert "then".join(CAMPAIGNS) in text
+
+
+@pytest.mark.parametrize("parent", [0, 10, 15])
+def test_training_runs_at_the_campaign_niceness_whatever_the_parent_had(parent):
+    """`nice python train/cpu_campaign.py` starts the campaign at 10; its runs must run at 10 too, not 10 + 10. (The
+    parent here starts at this test's own niceness or above: lowering it needs privileges.)"""
+    import subprocess
+    code = ("import os; from cosinegate.research import at_niceness; "
+            f"os.nice(max(0, {parent} - os.nice(0))); start = os.nice(0); at_niceness(10)(); print(start, os.nice(0))")
+    start, child = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    assert child == max(10, start)

@@ -2,7 +2,6 @@
 after a whole epoch and resumes bit-exact (train.py --resume); finished runs are compacted."""
 
 import contextlib
-import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from pathlib import Path
 
 from cosinegate.artifacts import atomic_write_text, folder_lock
 from cosinegate.cpuinfo import native_bf16
-from cosinegate.research import TRAIN_COMMAND, child_env
+from cosinegate.research import TRAIN_COMMAND, at_niceness, child_env
 from cosinegate.research.cpu_campaign.plan import in_order, load_protocol, plan, read_choice
 from cosinegate.research.cpu_campaign.report import first_epoch_seconds
 from cosinegate.research.cpu_campaign.state import clear_failure, compact, epochs_done, record_failure, run_state
@@ -77,7 +76,7 @@ def _start(folder, run, left, threads, device, command, nice, stop_after):
     env = child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(run_dir / "train.log", "a") as out:
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=(lambda: os.nice(nice)) if nice else None), "--resume" in args
+                                preexec_fn=at_niceness(nice) if nice else None), "--resume" in args
 
 
 def _plans(folders, log, choose=True):
