@@ -108,10 +108,22 @@ def not_writable_file(path):
     return None
 
 
-def check_input_file(path, what, missing="check the path", inside=None):
+# the fix for a missing input file, by what it is (any other: check the path); every "not found" of these reads it
+MISSING_FIX = {
+    "checkpoint": "train one with `cosinegate train` or fix the path",
+    "ONNX file": "export one with `cosinegate export` or fix the path",
+    "engine": "check the path (build_on_device.sh writes engines to the bundle's results/ folder)",
+    "calibration cache": "check the path or rerun calibration",
+    "If cost table": "write one with `cosinegate bench --if-cost --json FILE` or fix the path",
+}
+
+
+def check_input_file(path, what, missing=None, inside=None):
     """Refuse in one line an input ``what`` (a checkpoint, an ONNX file) that is a folder or is not there; ``missing``:
-    the fix for a missing one; ``inside``: the file such a folder usually holds (a run folder's best.pt)."""
+    the fix for a missing one (default: MISSING_FIX's); ``inside``: the file such a folder usually holds (a run
+    folder's best.pt)."""
     path = Path(path)
+    missing = missing or MISSING_FIX.get(what, "check the path")
     if path.is_dir():
         raise CosineGateError(f"{what} {path} is a folder; pass " + (f"the file in it (e.g. {path / inside})." if inside
                                                                      else "a file."))
@@ -121,7 +133,7 @@ def check_input_file(path, what, missing="check the path", inside=None):
 
 def check_checkpoint_file(path):
     """check_input_file for a checkpoint: a run folder names its best.pt, a missing file `cosinegate train`."""
-    check_input_file(path, "checkpoint", "train one with `cosinegate train` or fix the path", inside="best.pt")
+    check_input_file(path, "checkpoint", inside="best.pt")
 
 
 def is_readable_file(path):

@@ -36,6 +36,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cosinegate.artifacts import check_input_file
 from cosinegate.errors import CosineGateError
 
 # MAJOR[.MINOR[.PATCH[.BUILD]]] with an optional pre/post/dev-release tail as wheels and packages write
@@ -205,8 +206,7 @@ def read_cache_text(path):
     """The text of the calibration cache at ``path``: a regular file of at most MAX_CACHE_BYTES in UTF-8 (every
     reader of a cache from outside goes through here); a CosineGateError otherwise."""
     where = Path(os.fspath(path))
-    if not where.is_file():
-        raise CosineGateError(f"calibration cache {where} not found; check the path or rerun calibration.")
+    check_input_file(where, "calibration cache")
     if where.stat().st_size > MAX_CACHE_BYTES:
         raise CosineGateError(f"calibration cache {where} is over {MAX_CACHE_BYTES} bytes, not a cache this toolkit "
                               "wrote; recalibrate.")

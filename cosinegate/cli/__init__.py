@@ -84,15 +84,7 @@ def one_line(text):
     return "".join(c if ord(c) >= 32 and ord(c) != 127 else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-# what a missing input file of a command needs, by its name in check_files' ``inputs`` (else: check the path);
-# a timing cache may be missing (the build writes one)
-MISSING_INPUT_FIX = {
-    "graph": ("ONNX file", "export one with `cosinegate export` or fix the path"),
-    "engine": ("engine", "check the path (build_on_device.sh writes engines to the bundle's results/ folder)"),
-    "calibration cache": ("calibration cache", "check the path or rerun calibration"),
-    "If cost table": ("If cost table", "write one with `cosinegate bench --if-cost --json FILE` or fix the path"),
-}
-MAY_BE_MISSING = ("timing cache",)
+MAY_BE_MISSING = ("timing cache",)  # an input file a build writes when it is missing
 
 
 def check_files(inputs=None, **outputs):
@@ -110,7 +102,7 @@ def check_files(inputs=None, **outputs):
         if what == "checkpoint":
             check_checkpoint_file(path)
         else:
-            check_input_file(path, *MISSING_INPUT_FIX.get(what, (what, "check the path")))
+            check_input_file(path, what)
     for flag, path in outputs.items():
         if path is not None and Path(path).is_dir():
             raise CosineGateError(f"--{flag.replace('_', '-')} {path} is a folder; name a file to write.")

@@ -72,7 +72,7 @@ def main(argv=None):
     from cosinegate.pipeline.bench import BenchSettings, bench
 
     args = parse_args(argv)
-    check_files({"checkpoint": args.checkpoint, "graph": args.onnx, "engine": args.engine, "inputs file": args.inputs,
+    check_files({"checkpoint": args.checkpoint, "ONNX file": args.onnx, "engine": args.engine, "inputs file": args.inputs,
                 "If cost table": args.if_cost_table}, json=args.json, csv=args.csv, plot=args.plot)
     result = bench(BenchSettings(**{f.name: getattr(args, f.name) for f in fields(BenchSettings)}), log=command_log(args))
     if result.if_cost:

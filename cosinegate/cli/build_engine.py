@@ -84,7 +84,7 @@ def main(argv=None):
     from cosinegate.pipeline.plan import DeploySettings
 
     args = parse_args(argv)
-    check_files({"checkpoint": args.checkpoint, "graph": args.onnx, "calibration cache": args.calib_cache,
+    check_files({"checkpoint": args.checkpoint, "ONNX file": args.onnx, "calibration cache": args.calib_cache,
                 "timing cache": args.timing_cache, "If cost table": args.if_cost_table}, json=args.json)
     log = command_log(args)
     try:

@@ -61,7 +61,7 @@ def main(argv=None):
     from cosinegate.pipeline.parity_check import ParitySettings, check_parity, saved_inputs_path
 
     settings = ParitySettings(**{f.name: getattr(args, f.name) for f in fields(ParitySettings)})
-    check_files({"checkpoint": args.checkpoint, "graph": args.onnx}, json=args.json,
+    check_files({"checkpoint": args.checkpoint, "ONNX file": args.onnx}, json=args.json,
                 save_reference=args.save_reference, save_inputs=saved_inputs_path(settings))
     report = check_parity(settings, log=command_log(args))
     print(report["summary"])

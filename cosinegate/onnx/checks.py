@@ -32,7 +32,7 @@ def read_onnx(path):
 def load_toolkit_onnx(path):
     """Load an ONNX file written by this toolkit; anything else is a CosineGateError."""
     path = Path(path)
-    check_input_file(path, "ONNX file", "export one with `cosinegate export` or fix the path")
+    check_input_file(path, "ONNX file")
     model = read_onnx(path)
     if not is_toolkit_onnx(model):
         raise CosineGateError(

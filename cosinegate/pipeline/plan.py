@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
+from cosinegate.artifacts import check_input_file
 from cosinegate.bench.candidates import CANDIDATES
 from cosinegate.errors import CosineGateError
 
@@ -116,8 +117,8 @@ def resolve(settings, log=print):
                                   f"int8, or drop {flag}.")
     if s.precision == "int8" and not (s.checkpoint or s.bundle or s.calib_cache or s.calibration):
         raise CosineGateError("INT8 needs calibration data or a cache: pass --checkpoint (calibrates), --calibration DIR or --calib-cache FILE.")
-    if s.calib_cache and not Path(s.calib_cache).is_file():
-        raise CosineGateError(f"calibration cache {s.calib_cache} not found; check the path or rerun calibration.")
+    if s.calib_cache:
+        check_input_file(s.calib_cache, "calibration cache")
     if s.calib_cache:
         from cosinegate.quant.cache import parse_cache
 

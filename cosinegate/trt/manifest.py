@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from dataclasses import replace
 
-from cosinegate.artifacts import atomic_write_json, read_json, sha256_file
+from cosinegate.artifacts import atomic_write_json, check_input_file, read_json, sha256_file
 from cosinegate.errors import CosineGateError
 from cosinegate.manifests import BundleManifest, EngineManifest, engine_manifest_path
 
@@ -165,9 +165,7 @@ def write_engine_manifest(engine, manifest):
 def read_engine_manifest(engine):
     """The EngineManifest beside ``engine``, its versions checked."""
     path = engine_manifest_path(engine)
-    if not Path(engine).is_file():
-        raise CosineGateError(f"engine {engine} not found; check the path (build_on_device.sh writes engines to the "
-                              "bundle's results/ folder).")
+    check_input_file(engine, "engine")
     if not path.is_file():
         raise CosineGateError(
             f"engine {engine} has no manifest {path.name}; engines are tied to the TensorRT version and GPU they were "

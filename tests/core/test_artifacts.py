@@ -99,3 +99,25 @@ def test_an_input_that_is_a_folder_or_missing_is_one_line(tmp_path):
         check_input_file(tmp_path, "ONNX file")
     with pytest.raises(CosineGateError, match=r"^checkpoint .*none.pt not found; train one with `cosinegate train`"):
         check_checkpoint_file(tmp_path / "none.pt")
+
+
+def test_every_reader_of_a_missing_input_names_the_same_fix(tmp_path):
+    """One table (artifacts.MISSING_FIX) holds the fix for each missing input: the commands' early check
+    (cli.check_files) and the library's own readers say the same words."""
+    from cosinegate import trtversion
+    from cosinegate.artifacts import MISSING_FIX
+    from cosinegate.cli import check_files
+    from cosinegate.errors import CosineGateError
+    from cosinegate.trt.manifest import read_engine_manifest
+
+    onnx_checks = pytest.importorskip("cosinegate.onnx.checks")
+    readers = {"ONNX file": onnx_checks.load_toolkit_onnx, "engine": read_engine_manifest,
+               "calibration cache": trtversion.read_cache_text}
+    assert sorted(readers) == sorted(set(MISSING_FIX) - {"checkpoint", "If cost table"})
+    for what, reader in readers.items():
+        missing = tmp_path / "none"
+        expected = f"{what} {missing} not found; {MISSING_FIX[what]}."
+        for call in (lambda: reader(missing), lambda: check_files({what: missing})):
+            with pytest.raises(CosineGateError) as caught:
+                call()
+            assert str(caught.value) == expected
