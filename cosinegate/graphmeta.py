@@ -11,6 +11,8 @@ from cosinegate.errors import CosineGateError
 from cosinegate.schema import MAX_DEPTH, MAX_GATE_HIDDEN, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, depth, is_sha256, shown, whole
 
 INPUT, LOGITS, GATES = "input", "logits", "gates"
+GRAPH_FORMS = ("conditional", "masked", "compact", "flat")  # docs/graph-forms.md; every command's --form choices
+BLOCK_POLICIES = ("auto", "conditional-all", "pruned", "dense")  # which blocks get an If; the --policy choices
 META_PREFIX = "cosinegate."
 MAX_META_CHARS = 1 << 20  # one metadata value; the toolkit's are a few KiB
 MIN_OPSET = 7

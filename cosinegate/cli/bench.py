@@ -22,6 +22,7 @@ the gate-free dense graph and its MACs.
 def parse_args(argv=None):
     from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_flag,
                                      add_report_flags, add_version_flag, nonnegative_int, positive_float, positive_int)
+    from cosinegate.graphmeta import BLOCK_POLICIES
 
     p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = add_checkpoint_flags(p, note="the model measured: --checkpoint (backend torch; or the source of exports for "
@@ -29,7 +30,8 @@ def parse_args(argv=None):
     model.add_argument("--engine", help="TensorRT engine built by deploy/build_engine.py (backend trt)")
     model.add_argument("--onnx", help="graph from deploy/export_onnx.py (backend onnxrt)")
     p.add_argument("--backend", default=None, help="onnxrt | torch | trt (default: from the model given)")
-    p.add_argument("--policy", default="auto", help="policy when exporting the conditional graph from --checkpoint")
+    p.add_argument("--policy", default="auto", choices=BLOCK_POLICIES, help="policy when exporting the conditional graph "
+                   "from --checkpoint")
     p.add_argument("--batch", type=positive_int, default=1, help="images per run (the model's static batch)")
     add_device_flags(p, device=None, threads=1)
     p.add_argument("--warmup", type=nonnegative_int, default=20, help="untimed runs before the timed loop")

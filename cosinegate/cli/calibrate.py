@@ -27,6 +27,7 @@ Paper-mode checkpoints have no conditional form: use --forms flat,masked.
 def parse_args(argv=None):
     from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
                                      add_report_flags, add_version_flag, positive_int, seed_int)
+    from cosinegate.graphmeta import BLOCK_POLICIES
     from cosinegate.quant.names import DEFAULT_FORMS, DEFAULT_TRT
 
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
@@ -41,7 +42,8 @@ def parse_args(argv=None):
     parser.add_argument("--percentile", type=float, default=99.99, help="--method percentile: the percentile of |x| kept as amax")
     parser.add_argument("--trt-version", default=DEFAULT_TRT, help="8.5 (= 8.5.2, JetPack 5.1) | 10.3 (= 10.3.0, JetPack 6.1/6.2) | any full MAJOR.MINOR.PATCH")
     parser.add_argument("--forms", default=",".join(DEFAULT_FORMS), help="comma list of flat, conditional, masked, compact")
-    parser.add_argument("--policy", default="auto", help="auto | conditional-all (as deploy/export_onnx.py)")
+    parser.add_argument("--policy", default="auto", choices=BLOCK_POLICIES, help="block policy of the Q/DQ graphs "
+                        "(as `cosinegate export --policy`)")
     parser.add_argument("--cache-in", default=None, help="existing calibration cache to reuse (validated)")
     add_output_flag(parser, "folder of the Q/DQ graphs, the calibration cache and manifest.json (default: int8/ beside "
                             "the checkpoint, where build_engine finds it)")

@@ -32,16 +32,18 @@ max_onnx_opset names its releases' limits (cosinegate/trt/profiles/*.toml).
 def parse_args(argv=None):
     from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_output_flag, add_report_flags, add_version_flag,
                                      positive_int)
+    from cosinegate.graphmeta import BLOCK_POLICIES, GRAPH_FORMS
 
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)
     add_output_flag(parser, "ONNX file to write (a folder: FOLDER/model.<form>.onnx); the manifest goes to <out>.json",
                     required=True, metavar="FILE")
-    parser.add_argument("--form", default="conditional", help="conditional | masked | compact | flat")
+    parser.add_argument("--form", default="conditional", choices=GRAPH_FORMS, help="graph form (docs/graph-forms.md)")
     parser.add_argument("--batch", type=positive_int, default=1, help="static batch size (conditional: 1 only)")
     # default None, filled in by main: cosinegate.onnx needs onnx, and --help works on the base install
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, the highest TensorRT 8.5 and 8.6 parse)")
-    parser.add_argument("--policy", default="auto", help="auto | conditional-all | pruned (no If) | dense (gate-free)")
+    parser.add_argument("--policy", default="auto", choices=BLOCK_POLICIES, help="which blocks keep their gate: auto (where "
+                        "skipping pays), conditional-all, pruned (no If), dense (gate-free)")
     parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "
                                                 "If cost in this table (deploy/bench.py --if-cost --json)")
     parser.add_argument("--skip-rates", help="JSON list of per-block skip rates, or a train/evaluate.py JSON report")

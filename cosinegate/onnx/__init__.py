@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cosinegate.artifacts import MAX_JSON_BYTES, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from cosinegate.errors import CosineGateError
-from cosinegate.graphmeta import block_kinds, if_count
+from cosinegate.graphmeta import GRAPH_FORMS as FORMS, block_kinds, if_count
 from cosinegate.layernames import check_layer_names
 from cosinegate.onnx.checks import assert_clean, graph_problems, is_toolkit_onnx, load_toolkit_onnx, read_onnx
 from cosinegate.onnx.conditionalize import (
@@ -31,7 +31,6 @@ from cosinegate.onnx.costtable import load_table, plain_by_cost
 from cosinegate.onnx.export import DEFAULT_OPSET, GATE_RULES, build_flat_graph, check_opset, get_metadata, set_metadata
 from cosinegate.onnx.passes import optimize_flat
 
-FORMS = ("conditional", "masked", "compact", "flat")
 MANIFEST_FORMAT = "cosinegate-onnx-manifest-v1"
 MAX_BATCH = 4096
 

@@ -42,11 +42,10 @@ from onnx import helper, numpy_helper
 
 from cosinegate.blockkinds import block_classes
 from cosinegate.errors import CosineGateError
-from cosinegate.graphmeta import block_kinds
+from cosinegate.graphmeta import BLOCK_POLICIES as POLICIES, block_kinds
 from cosinegate.onnx.export import GATES, block_names, get_metadata, set_metadata
 from cosinegate.onnx.passes import ancestors, infer_shapes, producers, remove_dead_nodes, toposort, used_names
 
-POLICIES = ("auto", "conditional-all", "pruned", "dense")
 STATIC_GATE_VALUE = {"always_skipped": 0.0, "always_run": 1.0}
 
 PAPER_CONDITIONAL = (

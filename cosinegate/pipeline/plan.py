@@ -8,8 +8,9 @@ from typing import Optional
 from cosinegate.artifacts import check_input_file
 from cosinegate.bench.candidates import CANDIDATES
 from cosinegate.errors import CosineGateError
+from cosinegate.graphmeta import GRAPH_FORMS
 
-FORMS = ("conditional", "masked", "compact")
+FORMS = tuple(form for form in GRAPH_FORMS if form != "flat")  # an engine is built from a graph with gates
 SELECTIONS = ("fastest", *CANDIDATES)
 
 

@@ -1,11 +1,13 @@
 """The calibration stage's names and defaults (files, forms, TensorRT releases), readable without onnx or torch
 (the calibrate command's --help shows them)."""
 
+from cosinegate.graphmeta import GRAPH_FORMS
+
 MANIFEST_FORMAT = "cosinegate-int8-calibration-v1"
 FLAT_QDQ, CONDITIONAL_QDQ, MASKED_QDQ = "model.qdq.onnx", "model.qdq.conditional.onnx", "model.qdq.masked.onnx"
 COMPACT_QDQ = "model.qdq.compact.onnx"
 CACHE_NAME, MANIFEST_NAME = "calibration.cache", "manifest.json"
-FORMS = ("flat", "conditional", "masked", "compact")
+FORMS = GRAPH_FORMS  # a Q/DQ graph of each
 DEFAULT_FORMS = ("flat", "conditional")
 FILE_BY_FORM = {"flat": FLAT_QDQ, "conditional": CONDITIONAL_QDQ, "masked": MASKED_QDQ, "compact": COMPACT_QDQ}
 

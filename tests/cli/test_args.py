@@ -288,3 +288,15 @@ def test_the_target_help_lists_every_shipped_target(parsers):
 
     text = parsers["build-engine"]["--target"][0].help
     assert list_targets() and all(name in text for name in list_targets(runtime=None)), text
+
+
+def test_graph_forms_and_block_policies_are_argparse_choices_where_the_library_takes_them(parsers):
+    """A bad --form or --policy is refused by argparse (before any file check or import), with the library's names."""
+    from cosinegate.onnx import FORMS, POLICIES
+    from cosinegate.pipeline.plan import FORMS as ENGINE_FORMS
+    from cosinegate.quant.names import FORMS as QDQ_FORMS
+
+    assert tuple(parsers["export"]["--form"][0].choices) == FORMS == QDQ_FORMS
+    assert tuple(parsers["build-engine"]["--form"][0].choices) == ENGINE_FORMS == tuple(f for f in FORMS if f != "flat")
+    for command in ("export", "calibrate", "bench"):
+        assert tuple(parsers[command]["--policy"][0].choices) == POLICIES, command

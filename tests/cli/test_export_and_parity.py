@@ -85,7 +85,7 @@ def bad_cases(dyn, paper, tmp):
         ("batch with conditional", EXPORT, ["--checkpoint", dyn, "--out", out, "--batch", 8], "--batch 1"),
         ("paper conditional", EXPORT, ["--checkpoint", paper, "--out", out], "--form masked"),
         ("paper compact", EXPORT, ["--checkpoint", paper, "--out", out, "--form", "compact", "--batch", 8], "--form masked"),
-        ("unknown form", EXPORT, ["--checkpoint", dyn, "--out", out, "--form", "sparse"], "unknown form"),
+        ("unknown form", EXPORT, ["--checkpoint", dyn, "--out", out, "--form", "sparse"], "invalid choice: 'sparse'"),
         ("bad skip-rates file", EXPORT, ["--checkpoint", dyn, "--out", out, "--skip-rates", foreign], "skip-rates"),
         ("foreign onnx", PARITY, ["--checkpoint", dyn, "--onnx", foreign], "not produced by this toolkit"),
         ("mismatched checkpoint", PARITY, ["--checkpoint", paper, "--onnx", good], "exported from another checkpoint"),
