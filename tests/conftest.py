@@ -54,19 +54,21 @@ class Expired(BaseException):
 
 
 @contextlib.contextmanager
-def within(seconds):
+def within(seconds, cpu=False):
     """Raise Expired in the body once it has run `seconds` (a blocked read, a runaway loop), so that a refusal that
-    should come at once fails the test instead of hanging it (SIGALRM interrupts a blocking open or read)."""
+    should come at once fails the test instead of hanging it (SIGALRM interrupts a blocking open or read). With `cpu`,
+    `seconds` of this process's CPU time (SIGPROF): a runaway loop still fails, a machine busy with other work does not."""
     def expired(signum, frame):
-        raise Expired(f"still running after {seconds} s")
+        raise Expired(f"still running after {seconds} s" + (" of CPU time" if cpu else ""))
 
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    timer, signum = (signal.ITIMER_PROF, signal.SIGPROF) if cpu else (signal.ITIMER_REAL, signal.SIGALRM)
+    previous = signal.signal(signum, expired)
+    signal.setitimer(timer, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(timer, 0)
+        signal.signal(signum, previous)
 
 
 def script_env(**extra):
