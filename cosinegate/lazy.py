@@ -2,7 +2,8 @@
 
 ``lazy_import("onnxruntime", "deploy")`` returns a stand-in that imports the module when one of its
 attributes is first read; when the module is missing, that read raises a one-line CosineGateError naming the
-extra that provides it (``pip install '.[deploy]'`` in the toolkit's checkout; install_line). ``require`` imports at once. The extras are
+extra that provides it (``pip install onnxruntime (or '.[deploy]' in the toolkit's checkout)``; install_line).
+``require`` imports at once. The extras are
 setup.cfg's: deploy (desktop export and parity), device (the board, no torch), trt (TensorRT and pycuda),
 training (torch).
 """
@@ -12,16 +13,25 @@ import importlib
 from cosinegate.errors import CosineGateError
 
 EXTRAS = ("deploy", "device", "trt", "training")
+# pip's name of a module the extras install, where it differs; torch: the CPU build (PyPI's pulls CUDA)
+PIP_NAME = {"PIL": "pillow", "yaml": "pyyaml", "onnx_graphsurgeon": "onnx-graphsurgeon",
+            "torch": "torch --index-url https://download.pytorch.org/whl/cpu"}
 
 
 def install_line(extra, module=None):
-    """How to get ``module`` of setup.cfg's ``extra``: the checkout's extra (the package is installed from its
-    checkout), or for TensorRT and pycuda, where they come from on a Jetson."""
+    """How to get ``module`` of setup.cfg's ``extra`` (one, or several that each provide it): its pip line, which
+    works however the toolkit was installed, or the checkout's extra; for TensorRT and pycuda, where they come from
+    on a Jetson."""
     if module == "tensorrt":
         return "TensorRT comes with JetPack on a Jetson (elsewhere from NVIDIA: pip install tensorrt)"
     if module == "pycuda":
         return "pip3 install pycuda"
-    return f"pip install '.[{extra}]' in the toolkit's checkout"
+    extras = " or ".join(f"'.[{e}]'" for e in ((extra,) if isinstance(extra, str) else extra))
+    if module is None:
+        return f"pip install {extras} in the toolkit's checkout"
+    if module == "torch":  # the training extra would pull PyPI's CUDA build
+        return f"pip install {PIP_NAME[module]} (the CPU build; with a GPU, PyTorch's CUDA build)"
+    return f"pip install {PIP_NAME.get(module, module)} (or {extras} in the toolkit's checkout)"
 
 
 def require(name, extra, purpose=None):
@@ -39,7 +49,7 @@ def missing_message(name, extra, purpose=None):
     if unknown:
         raise ValueError(f"unknown extra {unknown[0]!r}; setup.cfg has {', '.join(EXTRAS)}")
     root = name.split(".")[0]
-    installs = " or ".join(dict.fromkeys(install_line(e, root) for e in extras))
+    installs = install_line(extras, root)
     return f"{purpose or 'this'} needs the Python module {root!r}, which is not importable here; {installs}."
 
 

@@ -95,7 +95,8 @@ def test_a_missing_extra_is_one_line_naming_the_extra(tmp_path):
     done = run_python(code, "evaluate", "--checkpoint", tmp_path / "model.pt", cwd=tmp_path,
                       env=script_env(PYTHONPATH=ROOT))
     assert done.returncode == 2
-    assert done.stderr == "error: this command needs torch: pip install '.[training]' in the toolkit's checkout\n"
+    assert done.stderr == ("error: this command needs torch: pip install torch --index-url https://download.pytorch.org/whl/cpu "
+                           "(the CPU build; with a GPU, PyTorch's CUDA build)\n")
 
 
 @pytest.mark.parametrize("module, extra", [("onnxruntime", "deploy"), ("tensorrt", "trt"), ("yaml", "training"),
@@ -110,8 +111,11 @@ def test_run_main_names_the_extra_of_a_missing_module(module, extra, monkeypatch
         run_main(main)
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    # the package is installed from its checkout (it is not on PyPI); TensorRT comes with JetPack
-    hint = "TensorRT comes with JetPack on a Jetson" if module == "tensorrt" else f"pip install '.[{extra}]' in the toolkit's checkout"
+    # the module's own pip line works for a checkout and a wheel install alike (the package is not on PyPI); TensorRT
+    # comes with JetPack
+    pip = {"yaml": "pyyaml", "onnx_graphsurgeon": "onnx-graphsurgeon"}.get(module, module)
+    hint = ("TensorRT comes with JetPack on a Jetson" if module == "tensorrt"
+            else f"pip install {pip} (or '.[{extra}]' in the toolkit's checkout)")
     assert err.count("\n") == 1 and err.startswith(f"error: this command needs {module}: {hint}")
 
 
