@@ -7,7 +7,7 @@
     python train/cpu_campaign.py --check-winner  # the deployment goal on the leading gated run (a few minutes)
 
 Two campaigns share the slots: ResNet-20 (cifar10-campaign-cpu/) first, then the ResNet-56-vs-ResNet-32
-fallback (cifar10-campaign-cpu-r56/), every control last. Each run is a train/train.py subprocess (one thread,
+fallback (cifar10-campaign-cpu-r56/), every control last. Each run is a cosinegate train subprocess (one thread,
 bf16 autocast); a run still going at the limit stops after its last whole epoch and continues bit-exact
 (train.py --resume) the next time. See cosinegate/research/cpu_campaign/plan.py for the protocols.
 """
@@ -25,7 +25,8 @@ def parse_args(argv=None):
     parser.add_argument("--folder", action="append", metavar="DIR",
                         help="a campaign's state and results (repeat for several, which share the --jobs slots in this "
                              "order; default: train/results/cifar10-campaign-cpu then train/results/cifar10-campaign-cpu-r56, "
-                             "research/cpu_campaign/chunk.py's CAMPAIGNS); a new folder starts with the default protocol")
+                             "research/cpu_campaign/chunk.py's CAMPAIGNS); a new folder starts with the default protocol "
+                             "(training only: --report and --check-winner need a campaign's state)")
     parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="stop cleanly before this many seconds")
     parser.add_argument("--jobs", type=positive_int, default=2, help="runs at once (default 2: one per core)")
     add_device_flags(parser, threads=1, note="each run is one process")

@@ -455,15 +455,22 @@ def test_a_static_choice_without_a_block_order_is_one_line(tmp_path):
 
 
 def test_a_chunk_starts_each_known_campaign_with_its_own_protocol_and_only_reports_when_asked(tmp_path, monkeypatch):
-    """run_chunk with no folders opens CAMPAIGNS in order (relative to the working folder): a new ResNet-56 folder gets
-    RESNET56_PROTOCOL, the other PROTOCOL; train=False trains nothing and still writes every folder's results."""
+    """open_campaigns with no folders opens CAMPAIGNS in order (relative to the working folder): a new ResNet-56 folder
+    gets RESNET56_PROTOCOL, the other PROTOCOL; a report (train=False) starts none (new-user audit: `cpu-campaign
+    --report` outside the checkout wrote two empty campaigns), and then trains nothing and writes every folder's results."""
     from cosinegate.research.cpu_campaign import CAMPAIGNS, PROTOCOL, RESNET56_PROTOCOL, run_chunk
+    from cosinegate.research.cpu_campaign.chunk import open_campaigns
 
     monkeypatch.chdir(tmp_path)
-    chunk = run_chunk(train=False, log=lambda text: None)
-    assert list(chunk.results) == list(CAMPAIGNS) and chunk.trained is None and chunk.checks == {}
+    for check in (False, True):
+        with pytest.raises(CosineGateError, match=r"^train/results/cifar10-campaign-cpu holds no campaign .* --folder\.$"):
+            run_chunk(train=False, check=check, log=lambda text: None)
+    assert not list(tmp_path.iterdir())
+    assert open_campaigns() == list(CAMPAIGNS)
     protocols = [json.loads((tmp_path / folder / "campaign.json").read_text()) for folder in CAMPAIGNS]
     assert protocols == [PROTOCOL, RESNET56_PROTOCOL]
+    chunk = run_chunk(train=False, log=lambda text: None)
+    assert list(chunk.results) == list(CAMPAIGNS) and chunk.trained is None and chunk.checks == {}
     summary = chunk.summary()
     assert summary["chunk"] is None and all(summary[f]["progress"] == chunk.results[f]["progress"] for f in CAMPAIGNS)
     assert all(state["state"] == "new" for state in summary[list(CAMPAIGNS)[1]]["progress"].values())

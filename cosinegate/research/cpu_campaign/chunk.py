@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cosinegate.errors import CosineGateError
 from cosinegate.research.cpu_campaign.plan import PROTOCOL, RESNET56_PROTOCOL, load_protocol
 from cosinegate.research.cpu_campaign.report import check_winner, write_report
 from cosinegate.research.cpu_campaign.schedule import continue_campaign
@@ -32,12 +33,16 @@ class Chunk:
                                    for folder, r in self.results.items()}}
 
 
-def open_campaigns(folders=None):
-    """The campaign folders (default: CAMPAIGNS in order), each new one started with its protocol; checked."""
+def open_campaigns(folders=None, start=True):
+    """The campaign folders (default: CAMPAIGNS in order, relative to the current folder), each new one started with
+    its protocol when `start` (else refused: a report or check needs a campaign's state); checked."""
     folders = [str(f) for f in folders] if folders else list(CAMPAIGNS)
     known = {Path(k).resolve(): v for k, v in CAMPAIGNS.items()}
     for folder in folders:
         new = not (Path(folder) / "campaign.json").is_file()
+        if new and not start:
+            raise CosineGateError(f"{folder} holds no campaign (no campaign.json); run this in the checkout's root, or "
+                                  "name a campaign's folder with --folder.")
         load_protocol(folder, known.get(Path(folder).resolve(), PROTOCOL) if new else None)
     return folders
 
@@ -45,7 +50,7 @@ def open_campaigns(folders=None):
 def run_chunk(folders=None, deadline=None, train=True, check=False, jobs=2, threads=1, device="cpu", log=print):
     """Continue the campaigns in `folders` until `deadline` (time.time() value; None: until done) when `train`, or
     check each one's leading gated run when `check`; then write every folder's results. Returns a Chunk."""
-    folders = open_campaigns(folders)
+    folders = open_campaigns(folders, start=train and not check)
     chunk = Chunk()
     if check:
         chunk.checks = {folder: check_winner(folder, log=log) for folder in folders}
