@@ -134,7 +134,7 @@ def check_layer_names(model, source):
         if problem:
             raise CosineGateError(
                 f"{source}: ONNX node {node.name!r} {problem} (it is pinned to FP32 by name); rename the node "
-                "(letters, digits, '/', '_', '.' and '-' are safe) or re-export the graph with deploy/export_onnx.py."
+                "(letters, digits, '/', '_', '.' and '-' are safe) or re-export the graph with cosinegate export."
             )
     return model
 

@@ -104,7 +104,7 @@ class EngineManifest(Record):
     """``<engine>.json``: what an engine was built from, for which TensorRT and GPU, and its hash."""
 
     FORMAT, WHAT = ENGINE_FORMAT, "engine manifest"
-    FIX = "rebuild the engine with deploy/build_engine.py"
+    FIX = "rebuild the engine with cosinegate build-engine"
     OMIT_NONE = ("selection", "built_by", "preprocessing", "power_rails")
 
     engine_sha256: object = None
@@ -136,7 +136,7 @@ class OrtEngineManifest(Record):
     version and CPU that optimized it (it runs only there), its layout, what it was made from and its hash."""
 
     FORMAT, WHAT = ORT_ENGINE_FORMAT, "ONNX Runtime engine manifest"
-    FIX = "rebuild it with deploy/build_engine.py --target cpu-onnxruntime"
+    FIX = "rebuild it with cosinegate build-engine --target cpu-onnxruntime"
     OMIT_NONE = ("selection", "parity")
 
     engine_sha256: object = None

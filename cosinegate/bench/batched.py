@@ -1,7 +1,7 @@
 """Batch > 1 on ONNX Runtime's CPU provider: the compact form (each gated block runs on the gathered rows whose
 gate is on) beside the masked form (every block computed) and the gate-free dense graph, timed in turns.
 
-One batch of images; the gates are moved (cosinegate.bench.gate_patterns, as deploy/force_gates.py does) so
+One batch of images; the gates are moved (cosinegate.bench.gate_patterns, as cosinegate force-gates does) so
 every gated block skips ``skip`` of exactly those images; the compact graph is also timed with every gate on
 (its overhead against dense) and every gate off. Ideal speedup: dense MACs over the executed MACs of the
 images' decisions (cosinegate.macs); realized: dense p50 over the graph's p50.

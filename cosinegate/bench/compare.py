@@ -31,7 +31,7 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
 
     dense_path, dense_origin = dense_onnx, str(dense_onnx)
     if dense_path is None:
-        dense_origin = f"exported from {checkpoint} (deploy/export_onnx.py --policy dense; not kept)"
+        dense_origin = f"exported from {checkpoint} (cosinegate export --policy dense; not kept)"
         if not checkpoint:
             raise CosineGateError("--compare-dense needs --dense-onnx FILE or --checkpoint CKPT to export the gate-free dense graph.")
         dense_path = workdir / "dense.onnx"
@@ -40,7 +40,7 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
     if any(kind not in ("dense", "always_run", "dropped") for kind in dense_kinds):
         raise CosineGateError(f"--dense-onnx {dense_path} is not gate-free ({dense_meta.get('form')} form, policy "
                               f"{dense_meta.get('policy')}); the dense baseline is the backbone without gates: export it "
-                              "with deploy/export_onnx.py --policy dense.")
+                              "with cosinegate export --policy dense.")
     forced_path, forced_source = workdir / "forced_on.onnx", conditional_path
     if checkpoint:  # every gated block as an If, so forced-on measures the conditional machinery at full MACs
         forced_source = workdir / "conditional_all.onnx"

@@ -129,7 +129,7 @@ def block_rows(path, skip_rates, kinds):
     table = load_table(path)
     if table.get("num_blocks") != len(skip_rates):
         raise CosineGateError(f"the If cost table {path} has {table.get('num_blocks')} blocks, this model {len(skip_rates)}; "
-                              "measure this model: python deploy/bench.py --if-cost --checkpoint CKPT --json FILE.")
+                              "measure this model: cosinegate bench --if-cost --checkpoint CKPT --json FILE.")
     return [block_row(r["block"], kinds[r["block"]] if kinds else r.get("kind"), float(skip_rates[r["block"]]),
                       r["latency_us"], r["if_cost_us"]) for r in table["blocks"] if 0 <= r["block"] < len(skip_rates)]
 

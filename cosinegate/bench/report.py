@@ -61,7 +61,7 @@ def check_csv_header(path):
                               "or name another file.") from exc
     if tuple(header) != CSV_FIELDS:
         raise CosineGateError(f"--csv {path} has another header ({','.join(header)[:80]}); name a new file or a CSV "
-                              "that deploy/bench.py wrote.")
+                              "that cosinegate bench wrote.")
 
 
 def append_csv(path, row):

@@ -137,7 +137,7 @@ def add_checkpoint_flags(parser, required=False, note=None, exclusive=False):
     group = _group(parser, "model", note)
     target = group.add_mutually_exclusive_group() if exclusive else group
     target.add_argument("--checkpoint", required=required, metavar="CKPT",
-                        help="checkpoint written by train/train.py (best.pt or last.pt)")
+                        help="checkpoint written by cosinegate train (best.pt or last.pt)")
     return target
 
 

@@ -1,9 +1,9 @@
 """Latency, throughput, skip rate and executed MACs of an engine, an ONNX graph or a checkpoint.
 
-    python deploy/bench.py --onnx model.onnx --backend onnxrt --threads 1 --json bench.json
-    python deploy/bench.py --checkpoint CKPT --backend torch
-    python deploy/bench.py --engine engines/jetson-orin/m-conditional-fp16-trt10.3.0-sm87.engine     # on the device
-    python deploy/bench.py --checkpoint CKPT --backend onnxrt --compare-dense --data imagefolder --data-root DIR
+    cosinegate bench --onnx model.onnx --backend onnxrt --threads 1 --json bench.json
+    cosinegate bench --checkpoint CKPT --backend torch
+    cosinegate bench --engine engines/jetson-orin/m-conditional-fp16-trt10.3.0-sm87.engine     # on the device
+    cosinegate bench --checkpoint CKPT --backend onnxrt --compare-dense --data imagefolder --data-root DIR
 
 Skip rate and executed MACs come from the model's own `gates` output on real test images: by
 default the test split of the data the model was trained on (from --checkpoint, else from the
@@ -27,8 +27,8 @@ def parse_args(argv=None):
     p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = add_checkpoint_flags(p, note="the model measured: --checkpoint (backend torch; or the source of exports for "
                                          "onnxrt/--compare-dense), --onnx or --engine")
-    model.add_argument("--engine", help="TensorRT engine built by deploy/build_engine.py (backend trt)")
-    model.add_argument("--onnx", help="graph from deploy/export_onnx.py (backend onnxrt)")
+    model.add_argument("--engine", help="TensorRT engine built by cosinegate build-engine (backend trt)")
+    model.add_argument("--onnx", help="graph from cosinegate export (backend onnxrt)")
     p.add_argument("--backend", default=None, help="onnxrt | torch | trt (default: from the model given)")
     p.add_argument("--policy", default="auto", choices=BLOCK_POLICIES, help="policy when exporting the conditional graph "
                    "from --checkpoint")
@@ -54,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="--compare-dense: graphs are timed in turns, this many rounds of iterations/rounds each")
     p.add_argument("--dense-onnx", help="gate-free dense graph for --compare-dense (default: exported from --checkpoint, "
-                                        "deploy/export_onnx.py --policy dense)")
+                                        "cosinegate export --policy dense)")
     p.add_argument("--power", action="store_true", help="sample tegrastats during the timed loop (Jetson)")
     p.add_argument("--if-cost", action="store_true",
                    help="cost of a conditional: If chains (K = 0, 1, 3, 9) at the model's input size and each gated block "

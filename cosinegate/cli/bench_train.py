@@ -1,10 +1,10 @@
-"""Training throughput (images/s), dense vs gated, for each speed setting of train/train.py.
+"""Training throughput (images/s), dense vs gated, for each speed setting of cosinegate train.
 
     python train/bench_train.py --device cuda                  # every setting, dense and gated, sync check
     python train/bench_train.py --device cpu --steps 5         # the CPU dry-run
     python train/bench_train.py --device cuda --backbone resnet56 --compile
 
-Each step is exactly train/train.py's step, with no host synchronization (cosinegate.training.throughput); on
+Each step is exactly cosinegate train's step, with no host synchronization (cosinegate.training.throughput); on
 CUDA a sync check reports the first synchronizing call, if any.
 """
 

@@ -1,8 +1,8 @@
 """Build a TensorRT engine for a target board, or the bundle the board needs to build it.
 
-    python deploy/build_engine.py --target jetson-orin --checkpoint CKPT
-    python deploy/build_engine.py --target jetson-orin --checkpoint CKPT --form masked --precision int8 --int8 cache --calib-cache calib.cache
-    python deploy/build_engine.py --target jetson-orin --bundle engines/jetson-orin/model-bundle    # on the device
+    cosinegate build-engine --target jetson-orin --checkpoint CKPT
+    cosinegate build-engine --target jetson-orin --checkpoint CKPT --form masked --precision int8 --int8 cache --calib-cache calib.cache
+    cosinegate build-engine --target jetson-orin --bundle engines/jetson-orin/model-bundle    # on the device
 
 Everything goes to OUT: --out, else RUN/engines/<target> beside --checkpoint RUN/best.pt, else
 (--onnx, --bundle, the embedded default model) engines/<target> in the current folder.
@@ -34,7 +34,7 @@ def parse_args(argv=None):
                         "cosinegate/trt/profiles/*.toml with its name changed)")
     src = add_checkpoint_flags(parser=p, exclusive=True, note="one of them; without any: the embedded default model, "
                                "runs/pipeline/balanced-resnet20/best.pt, trained first if missing")
-    src.add_argument("--onnx", help="graph from deploy/export_onnx.py")
+    src.add_argument("--onnx", help="graph from cosinegate export")
     src.add_argument("--bundle", help="bundle folder made by this command (on the device)")
     p.add_argument("--precision", default=None, choices=("int8", "fp16", "fp32"),
                    help="engine precision (default fp16; int8 when --int8 is given)")
@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--require-int8-pass", action="store_true",
                    help="a failed INT8 preview (the bundle's check run here on ONNX Runtime with the Q/DQ graph) exits 1 "
                         "and writes no bundle; without it the failure is a warning, recorded in the manifest")
-    p.add_argument("--form", default="conditional", choices=FORMS, help="ONNX form built (deploy/export_onnx.py --form)")
+    p.add_argument("--form", default="conditional", choices=FORMS, help="ONNX form built (cosinegate export --form)")
     p.add_argument("--batch", type=positive_int, default=1, help="static batch size of the engine (conditional: 1 only)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset for export (default 17, the highest TensorRT 8.5 and "
                                                                   "8.6 parse; a build refuses one above the target's max_onnx_opset)")
@@ -66,7 +66,7 @@ def parse_args(argv=None):
                         "profile's tolerance of the conditional one; or force one")
     p.add_argument("--select-images", type=positive_int, default=300, help="labelled test images the candidates are timed and scored on")
     p.add_argument("--if-cost-table", help="the export keeps plain (the block policy auto) the dynamic blocks whose expected saving is below their "
-                                           "If cost in this table (deploy/bench.py --if-cost --json)")
+                                           "If cost in this table (cosinegate bench --if-cost --json)")
     p.add_argument("--force", action="store_true", help="replace a bundle of the same name made from another model")
     add_report_flags(p, "what was built (the bundle's or the engine's manifest)", verbosity=True)
     add_data_flags(p, subset=False)

@@ -1,9 +1,9 @@
 """INT8 calibration: explicit Q/DQ ONNX graphs and a TensorRT calibration cache from one set of ranges.
 
-    python calibration/calibrate.py --checkpoint CKPT [--data imagefolder --data-root DIR] \\
+    cosinegate calibrate --checkpoint CKPT [--data imagefolder --data-root DIR] \\
         [--calib-images 512] [--seed 0] [--batch-size 32] [--method minmax|entropy|percentile] \\
         [--percentile 99.99] [--trt-version 8.5|10.3] [--forms flat,conditional] [--out DIR (default RUN/int8)]
-    python calibration/calibrate.py --checkpoint CKPT --cache-in calibration.cache --method entropy --trt-version 8.5
+    cosinegate calibrate --checkpoint CKPT --cache-in calibration.cache --method entropy --trt-version 8.5
 
 Data: the training split of the data the checkpoint was trained on (its source and
 root; --data/--data-root override them, a class-count mismatch is an error); the

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint with hard gate decisions: accuracy, executed MACs, savings, routing.
 
-    python train/evaluate.py --checkpoint runs/balanced/last.pt --json eval.json
+    cosinegate evaluate --checkpoint runs/balanced/last.pt --json eval.json
 """
 
 

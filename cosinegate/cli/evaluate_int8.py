@@ -1,11 +1,11 @@
 """Compare FP32 and INT8 (explicit Q/DQ) graphs of a checkpoint on the test split with ONNX Runtime.
 
-    python calibration/evaluate_int8.py --checkpoint CKPT [--data imagefolder --data-root DIR] \\
+    cosinegate evaluate-int8 --checkpoint CKPT [--data imagefolder --data-root DIR] \\
         [--methods minmax,entropy,percentile] [--test-images N] [--json OUT]
 
 Data: the checkpoint's own training data unless --data/--data-root say otherwise.
 Per method: ranges from the calibration set (class-stratified sample of the TRAIN
-split, --calib-images/--seed), Q/DQ graph built like calibration/calibrate.py, then
+split, --calib-images/--seed), Q/DQ graph built like cosinegate calibrate, then
 top-1 of FP32 and INT8, top-1 agreement, gate-decision agreement per block and
 the cosine similarity of the logits, on the (first --test-images images of the) test split.
 Both sides run the masked form (same function as the conditional graph, batched);

@@ -1,10 +1,10 @@
 """Export a CosineGate checkpoint to ONNX (plus a <out>.json manifest).
 
-    python deploy/export_onnx.py --checkpoint runs/balanced/best.pt --out model.onnx
-    python deploy/export_onnx.py --checkpoint CKPT --out masked.onnx --form masked --batch 32
-    python deploy/export_onnx.py --checkpoint CKPT --out compact.onnx --form compact --batch 8
-    python deploy/export_onnx.py --checkpoint CKPT --out flat.onnx --form flat
-    python deploy/export_onnx.py --checkpoint CKPT --out onnx/ --form masked      # writes onnx/model.masked.onnx
+    cosinegate export --checkpoint runs/balanced/best.pt --out model.onnx
+    cosinegate export --checkpoint CKPT --out masked.onnx --form masked --batch 32
+    cosinegate export --checkpoint CKPT --out compact.onnx --form compact --batch 8
+    cosinegate export --checkpoint CKPT --out flat.onnx --form flat
+    cosinegate export --checkpoint CKPT --out onnx/ --form masked      # writes onnx/model.masked.onnx
 
 Forms: `conditional` (default; batch 1; one ONNX If per dynamic block, so a skipped
 block is not computed), `masked` (any batch; every block computed, selected per
@@ -45,8 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--policy", default="auto", choices=BLOCK_POLICIES, help="which blocks keep their gate: auto (where "
                         "skipping pays), conditional-all, pruned (no If), dense (gate-free)")
     parser.add_argument("--if-cost-table", help="auto: keep plain the dynamic blocks whose expected saving is below their "
-                                                "If cost in this table (deploy/bench.py --if-cost --json)")
-    parser.add_argument("--skip-rates", help="JSON list of per-block skip rates, or a train/evaluate.py JSON report")
+                                                "If cost in this table (cosinegate bench --if-cost --json)")
+    parser.add_argument("--skip-rates", help="JSON list of per-block skip rates, or a cosinegate evaluate JSON report")
     add_report_flags(parser, "the manifest", verbosity=True)
     add_version_flag(parser)
     return parser.parse_args(argv)

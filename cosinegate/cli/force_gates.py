@@ -1,6 +1,6 @@
 """Benchmark helper: a copy of a predictive checkpoint whose gates skip a known fraction of images.
 
-    python deploy/force_gates.py --checkpoint CKPT --skip 0.5 --out forced.pt
+    cosinegate force-gates --checkpoint CKPT --skip 0.5 --out forced.pt
 
 Each gated block's threshold is moved, block by block, so that it skips --skip of the first
 --test-images test images (of the checkpoint's data, at its image size) exactly; the skip rates

@@ -1,7 +1,7 @@
 """Batch-1 cost of deciding on the host at each gate, with PyTorch (no TensorRT needed).
 
-    python deploy/gpu_gate_sync.py --checkpoint CKPT --device cuda --json gpu_gate_sync.json
-    python deploy/gpu_gate_sync.py --backbone resnet20 --device cpu --iterations 5      # dry run, any machine
+    cosinegate gpu-gate-sync --checkpoint CKPT --device cuda --json gpu_gate_sync.json
+    cosinegate gpu-gate-sync --backbone resnet20 --device cpu --iterations 5      # dry run, any machine
 
 Variants: the dense (gate-free) network eager and captured in a CUDA graph (GPU only), the gated network
 as deployed in PyTorch (each gate's decision read by the host, skipped blocks not computed), and the gated

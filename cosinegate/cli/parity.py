@@ -1,10 +1,10 @@
 """Check that an exported graph computes what its checkpoint computes, gate decisions included.
 
-    python deploy/parity.py --checkpoint CKPT --onnx model.onnx --json parity.json
-    python deploy/parity.py --checkpoint CKPT --onnx model.onnx --data imagefolder \\
+    cosinegate parity --checkpoint CKPT --onnx model.onnx --json parity.json
+    cosinegate parity --checkpoint CKPT --onnx model.onnx --data imagefolder \\
         --data-root ROOT --test-images 1000
-    python deploy/parity.py --checkpoint CKPT --onnx model.onnx --backend trt        # where TensorRT is installed
-    python deploy/parity.py --checkpoint CKPT --onnx int8.onnx --int8                # Q/DQ graphs
+    cosinegate parity --checkpoint CKPT --onnx model.onnx --backend trt        # where TensorRT is installed
+    cosinegate parity --checkpoint CKPT --onnx int8.onnx --int8                # Q/DQ graphs
 
 First the graph's provenance: a graph whose metadata (or manifest) names another
 checkpoint's sha256 is refused. Then Polygraphy's Comparator runs the checkpoint
@@ -18,7 +18,7 @@ when parity passes, 1 when it fails, 2 on bad input.
 
 Without PyTorch (e.g. on the Jetson): save a reference here,
 
-    python deploy/parity.py --checkpoint CKPT --onnx model.onnx --save-reference ref.json
+    cosinegate parity --checkpoint CKPT --onnx model.onnx --save-reference ref.json
 
 (inputs go to inputs.json beside ref.json, or --save-inputs FILE), copy model.onnx,
 inputs.json and ref.json to the device, and run
@@ -38,7 +38,7 @@ def parse_args(argv=None):
 
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = add_checkpoint_flags(parser, required=True, note="the checkpoint the graph was exported from, and the graph")
-    model.add_argument("--onnx", required=True, help="graph written by deploy/export_onnx.py")
+    model.add_argument("--onnx", required=True, help="graph written by cosinegate export")
     parser.add_argument("--backend", default="onnxrt", help="onnxrt | trt")
     add_data_flags(parser)
     add_flag(parser, "--test-images", "--samples", type=positive_int, default=500, metavar="N",

@@ -1,12 +1,12 @@
 """Train a CosineGate model (or its dense baseline) from a preset or YAML config.
 
-    python train/train.py --config train/configs/balanced.yaml --epochs 5 --out runs/balanced
+    cosinegate train --config balanced --epochs 5 --out runs/balanced       # a preset, or --config my.yaml
     # two phases: dense first, then gated fine-tuning from it (gates and penalty ramped in, distilled)
-    python train/train.py --config dense --out runs/dense
-    python train/train.py --config two-phase --init-from runs/dense/last.pt --out runs/two-phase
+    cosinegate train --config dense --out runs/dense
+    cosinegate train --config two-phase --init-from runs/dense/last.pt --out runs/two-phase
     # the GPU speed path (bf16 autocast, channels_last, fused SGD), stopping cleanly after 9 minutes
-    python train/train.py --config balanced --device cuda --fast --time-limit 540 --out runs/b
-    torchrun --nproc_per_node=2 train/train.py --config balanced --device cpu ...
+    cosinegate train --config balanced --device cuda --fast --time-limit 540 --out runs/b
+    torchrun --nproc_per_node=2 -m cosinegate.cli.train --config balanced --device cpu ...
 """
 
 

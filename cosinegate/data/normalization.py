@@ -96,6 +96,6 @@ def of_checkpoint(state, path="the checkpoint"):
     problem = normalization_problem(stored)
     if problem:
         raise CosineGateError(f"{path} stores no usable normalization (normalization {problem}); pass an unmodified file "
-                              "written by train/train.py.")
+                              "written by cosinegate train.")
     mean, std = ([float(v) for v in stored[key]] for key in ("mean", "std"))
     return {**stored, "mean": mean, "std": std}

@@ -37,7 +37,7 @@ MAX_BATCH = 4096
 
 def load_skip_rates(path):
     """Per-block skip rates for policy auto from a file from anywhere: a JSON list of numbers in [0, 1], or an object
-    (train/evaluate.py's report) with "skip_rates"; anything else is one line."""
+    (cosinegate evaluate's report) with "skip_rates"; anything else is one line."""
     from cosinegate.artifacts import read_json
 
     data = read_json(path, "skip-rates file", mapping=False)

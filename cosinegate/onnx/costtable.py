@@ -15,7 +15,7 @@ TABLE_FORMAT = "cosinegate-if-cost-v1"
 def load_table(path):
     """A cost table written by ``bench.py --if-cost --json``, checked field by field (no code runs)."""
     data = read_json(path, "If cost table")
-    fix = "make it with: python deploy/bench.py --if-cost --checkpoint CKPT --json FILE"
+    fix = "make it with: cosinegate bench --if-cost --checkpoint CKPT --json FILE"
     if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or not isinstance(data.get("blocks"), list):
         raise CosineGateError(f"{path} is not an If cost table; {fix}.")
     for row in data["blocks"]:
@@ -30,7 +30,7 @@ def plain_by_cost(table, skip_rates, kinds, backbone, num_blocks):
     if table.get("backbone") != backbone or table.get("num_blocks") != num_blocks:
         raise CosineGateError(
             f"the If cost table was measured on {table.get('backbone')} with {table.get('num_blocks')} blocks, this model is "
-            f"{backbone} with {num_blocks}; measure this model: python deploy/bench.py --if-cost --checkpoint CKPT --json FILE.")
+            f"{backbone} with {num_blocks}; measure this model: cosinegate bench --if-cost --checkpoint CKPT --json FILE.")
     rows = {row["block"]: row for row in table["blocks"]}
     plain = []
     for i, kind in enumerate(kinds):

@@ -116,7 +116,7 @@ def run_bench(s, backend_name, workdir, log=print):
     table, kinds, meta, model_path, batches, inputs = None, None, {}, None, None, s.inputs
     if backend_name == "trt":
         if not s.engine:
-            raise CosineGateError("--backend trt needs --engine FILE (built by deploy/build_engine.py).")
+            raise CosineGateError("--backend trt needs --engine FILE (built by cosinegate build-engine).")
         from cosinegate.trt.manifest import read_engine_manifest
 
         if not (inputs or s.data or s.random_input):
@@ -366,7 +366,7 @@ def engine_metadata(manifest, engine):
     meta = {} if manifest.onnx_metadata is None else manifest.onnx_metadata
     problem = "is not a mapping" if not isinstance(meta, dict) else metadata_problem(meta)
     if problem:
-        raise CosineGateError(f"{engine}.json: onnx_metadata {problem}; rebuild the engine with deploy/build_engine.py.")
+        raise CosineGateError(f"{engine}.json: onnx_metadata {problem}; rebuild the engine with cosinegate build-engine.")
     return meta
 
 

@@ -77,7 +77,7 @@ class Stages:
     def reference(self, checkpoint, onnx_path, data, samples=REFERENCE_SAMPLES, tag=""):
         """inputs<tag>.npz (the uint8 images, check_parity.py's format) / reference<tag>.json (Polygraphy RunResults of
         PyTorch on the float feeds check_parity.py makes from them) on the test split of ``data`` (a
-        cosinegate.data.choice.DataChoice), via deploy/parity.py's machinery, and reference<tag>.report.json
+        cosinegate.data.choice.DataChoice), via cosinegate parity's machinery, and reference<tag>.report.json
         (its parity report, decision counts included)."""
         out = self.workdir / f"reference{tag}.json"
         inputs_json = self.workdir / f"inputs{tag}.npz"

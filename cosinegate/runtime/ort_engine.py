@@ -15,7 +15,7 @@ from cosinegate.errors import CosineGateError
 from cosinegate.manifests import ORT_ENGINE_FORMAT, OrtEngineManifest
 
 TARGET = "cpu-onnxruntime"
-REBUILD = f"rebuild it on this machine with deploy/build_engine.py --target {TARGET} --checkpoint CKPT"
+REBUILD = f"rebuild it on this machine with cosinegate build-engine --target {TARGET} --checkpoint CKPT"
 _ISA = (("avx512", ("avx512f",)), ("avx2", ("avx2",)), ("neon", ("neon", "asimd")))
 
 

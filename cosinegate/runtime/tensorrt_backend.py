@@ -27,7 +27,7 @@ class TensorRTRunner(Runner):
     def __init__(self, engine, inputs=(INPUT,), name=None, purpose="the TensorRT runner", dla_core=None):
         super().__init__(name)
         if dla_core is not None and (type(dla_core) is not int or dla_core < 0):
-            raise CosineGateError(f"DLA core {dla_core!r} is not a core number; rebuild the engine with deploy/build_engine.py.")
+            raise CosineGateError(f"DLA core {dla_core!r} is not a core number; rebuild the engine with cosinegate build-engine.")
         self.dla_core = dla_core
         self.engine_source = engine
         self.inputs = tuple(inputs)
@@ -80,7 +80,7 @@ class TensorRTRunner(Runner):
         self.engine = runtime.deserialize_cuda_engine(engine_bytes)
         if self.engine is None:
             raise CosineGateError("TensorRT could not deserialize the engine (built by another TensorRT version or for "
-                                  "another GPU?); rebuild it here with deploy/build_engine.py.")
+                                  "another GPU?); rebuild it here with cosinegate build-engine.")
         self.context = self.engine.create_execution_context()
         self.stream = cuda.Stream()
         self.start, self.end = cuda.Event(), cuda.Event()

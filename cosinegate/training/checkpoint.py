@@ -135,7 +135,7 @@ def _corrupt(path, exc):
         head = b""
     if head[:1] == b"\x80" and not head.startswith(LEGACY_TORCH_MAGIC):  # a pickle (protocol 2+), not torch's zip or old format
         return CosineGateError(f"checkpoint {path} is a plain pickle, not a torch.save file; pass a file written by "
-                               "train/train.py.")
+                               "cosinegate train.")
     return CosineGateError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); retrain or restore it.")
 
 
@@ -166,7 +166,7 @@ def _safe_load(path):
     compressed = _compressed_members(path)
     if compressed:
         raise CosineGateError(f"checkpoint {path} has compressed members ({shown(compressed[0])}), which torch.save never "
-                              "writes; refused unread. Pass a file written by train/train.py.")
+                              "writes; refused unread. Pass a file written by cosinegate train.")
     try:
         return _torch_load(path)
     except Exception as exc:  # UnpicklingError for a refused global, many types for corrupt files
@@ -182,7 +182,7 @@ def _safe_load(path):
     if foreign:
         raise CosineGateError(
             f"checkpoint {path} holds pickled Python objects ({', '.join(foreign[:3])}) that could run code when loaded, "
-            "so it was refused unread; use a checkpoint written by train/train.py (it holds tensors, numbers, strings, "
+            "so it was refused unread; use a checkpoint written by cosinegate train (it holds tensors, numbers, strings, "
             "lists and dicts only) and never load this file with weights_only=False unless you trust who made it."
         )
     try:
@@ -210,19 +210,19 @@ def load_checkpoint(path):
     check_checkpoint_file(path)
     state = _safe_load(path)
     if depth(state) > MAX_DEPTH:  # before anything walks it recursively
-        raise CosineGateError(f"checkpoint {path} holds values nested over {MAX_DEPTH} deep, which train/train.py never "
-                              "writes; pass a file written by train/train.py.")
+        raise CosineGateError(f"checkpoint {path} holds values nested over {MAX_DEPTH} deep, which cosinegate train never "
+                              "writes; pass a file written by cosinegate train.")
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, *OLD_FORMATS):
-        raise CosineGateError(f"{path} is not a CosineGate checkpoint (no '{FORMAT}' marker); pass a file written by train/train.py.")
+        raise CosineGateError(f"{path} is not a CosineGate checkpoint (no '{FORMAT}' marker); pass a file written by cosinegate train.")
     if state["format"] != FORMAT:
         try:
             state = _upgrade(state)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CosineGateError(f"checkpoint {path} (v1) has an unreadable RNG state ({type(exc).__name__}); "
-                                  "pass an unmodified file written by train/train.py.") from None
+                                  "pass an unmodified file written by cosinegate train.") from None
     problem = state_problem(state)
     if problem:
-        raise CosineGateError(f"checkpoint {path}: {problem}; pass an unmodified file written by train/train.py.")
+        raise CosineGateError(f"checkpoint {path}: {problem}; pass an unmodified file written by cosinegate train.")
     return state
 
 
@@ -298,7 +298,7 @@ def _rng_problem(state):
     if rng is None:
         return None
     if not isinstance(rng, dict):
-        return "rng is not the torch, numpy and Python RNG states train/train.py stores"
+        return "rng is not the torch, numpy and Python RNG states cosinegate train stores"
     try:
         numpy_state, python_state = rng["numpy"], rng["python"]
         ok = (isinstance(rng, dict) and isinstance(numpy_state, dict) and isinstance(python_state, dict)
@@ -309,7 +309,7 @@ def _rng_problem(state):
               and all(isinstance(v, int) for v in python_state["state"]))
     except (KeyError, TypeError):
         ok = False
-    return None if ok else "rng is not the torch, numpy and Python RNG states train/train.py stores"
+    return None if ok else "rng is not the torch, numpy and Python RNG states cosinegate train stores"
 
 
 def _optimizer_problem(state):
@@ -341,7 +341,7 @@ def model_from_checkpoint(path, backbone=None, image_size=None):
     state = load_checkpoint(path)
     config = state.get("config")
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or not isinstance(state.get("model"), dict):
-        raise CosineGateError(f"checkpoint {path} has no model config or weights; pass a file written by train/train.py.")
+        raise CosineGateError(f"checkpoint {path} has no model config or weights; pass a file written by cosinegate train.")
     if backbone is not None and backbone != config["model"].get("backbone"):
         raise CosineGateError(
             f"checkpoint {path} holds a {config['model'].get('backbone')} but --backbone {backbone} was asked for; "
@@ -358,10 +358,10 @@ def model_from_checkpoint(path, backbone=None, image_size=None):
         model.load_state_dict(state["model"])
     except CosineGateError as exc:  # a model config value out of range (the model's own checks)
         raise CosineGateError(f"checkpoint {path}: its model config: {exc}".rstrip(".") + "; pass an unmodified file "
-                              "written by train/train.py.") from exc
+                              "written by cosinegate train.") from exc
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CosineGateError(f"checkpoint {path} does not match the model its config describes ({load_error_gist(exc)}); "
-                              "pass an unmodified file written by train/train.py.") from exc
+                              "pass an unmodified file written by cosinegate train.") from exc
     model.normalization = of_checkpoint(state, f"checkpoint {path}")
     model.eval()
     return model, state

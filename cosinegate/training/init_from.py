@@ -16,7 +16,7 @@ from cosinegate.models import torchvision_import
 
 
 def read_init_weights(path):
-    """(state dict, source description) of a CosineGate checkpoint written by train/train.py or of a
+    """(state dict, source description) of a CosineGate checkpoint written by cosinegate train or of a
     torchvision-format ResNet state dict (resnet18/34/50)."""
     from cosinegate.training.checkpoint import load_checkpoint, load_tensor_file, weights_problem
 
@@ -25,7 +25,7 @@ def read_init_weights(path):
         tensors = torchvision_import.unwrap(raw)
         if not torchvision_import.is_torchvision_layout(tensors):
             raise CosineGateError(f"--init-from {path} is neither a CosineGate checkpoint nor a torchvision ResNet state dict "
-                                  "(conv1, bn1, layer1..4, fc); pass a file written by train/train.py or torchvision weights.")
+                                  "(conv1, bn1, layer1..4, fc); pass a file written by cosinegate train or torchvision weights.")
         problem = weights_problem(tensors, "the state dict")
         if problem:
             raise CosineGateError(f"--init-from {path}: {problem}; pass torchvision's weights file as it was downloaded.")
@@ -39,7 +39,7 @@ def read_init_weights(path):
     if (not isinstance(model_cfg, dict) or not {"backbone", "mode"} <= set(model_cfg)
             or not {"model", "epoch", "num_classes"} <= set(state)):
         raise CosineGateError(f"--init-from {path} has no model config (backbone, mode), weights, epoch or class count; "
-                              "pass a checkpoint written by train/train.py (last.pt or best.pt of a run).")
+                              "pass a checkpoint written by cosinegate train (last.pt or best.pt of a run).")
     source = {"path": str(path), "sha256": sha256_file(path), "format": "cosinegate-checkpoint",
               "backbone": model_cfg["backbone"], "mode": model_cfg["mode"], "epoch": state["epoch"] + 1,
               "num_classes": state["num_classes"]}

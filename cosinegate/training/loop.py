@@ -444,7 +444,7 @@ def routing_note(model, skip_rates):
         return ("WARNING: no gated block ever skipped on the test split: the model is the dense network (a conditional graph "
                 "would have no If). Train longer, or raise gate.penalty / lower gate.target or gate.block_rates.")
     return (f"WARNING: no block is dynamic: blocks {skipped} are always skipped and the rest always run, i.e. static pruning "
-            "(train/train.py --drop-blocks gives that network without gates). Lower gate.penalty or raise gate.min_rate.")
+            "(cosinegate train --drop-blocks gives that network without gates). Lower gate.penalty or raise gate.min_rate.")
 
 
 def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None, stop_after=None, log=None,

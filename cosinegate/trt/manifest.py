@@ -44,7 +44,7 @@ def safe_name(value, what):
     """`value` if it is one plain name (letters, digits, . _ + -; no path, no control or shell characters)."""
     if not isinstance(value, str) or not SAFE_PART.fullmatch(value) or ".." in value:
         raise CosineGateError(f"{what} {value!r} is not a plain name (letters, digits, '.', '_', '+', '-'); "
-                              "re-create the bundle with deploy/build_engine.py.")
+                              "re-create the bundle with cosinegate build-engine.")
     return value
 
 
@@ -169,7 +169,7 @@ def read_engine_manifest(engine):
     if not path.is_file():
         raise CosineGateError(
             f"engine {engine} has no manifest {path.name}; engines are tied to the TensorRT version and GPU they were "
-            "built on, so only engines built by deploy/build_engine.py (which writes it) are accepted."
+            "built on, so only engines built by cosinegate build-engine (which writes it) are accepted."
         )
     manifest = EngineManifest.from_json(read_json(path, "engine manifest"), path)
     for field in ("trt_version", "compute_capability"):
@@ -214,7 +214,7 @@ def check_engine_manifest(engine, trt_version, compute_capability):
     if not built_trt.same_release(here):
         raise CosineGateError(
             f"engine {Path(engine).name} was built with TensorRT {built_trt}, this machine has TensorRT {here}; "
-            "engines do not move between TensorRT versions: rebuild it here with deploy/build_engine.py."
+            "engines do not move between TensorRT versions: rebuild it here with cosinegate build-engine."
         )
     built_cc, cc = str(manifest.compute_capability), compute_capability_text(compute_capability)
     if compute_capability is None:
@@ -225,7 +225,7 @@ def check_engine_manifest(engine, trt_version, compute_capability):
     if built_cc != cc:
         raise CosineGateError(
             f"engine {Path(engine).name} was built for compute capability {built_cc}, this GPU is {cc}; "
-            "rebuild it on this device with deploy/build_engine.py."
+            "rebuild it on this device with cosinegate build-engine."
         )
     if manifest.engine_sha256 != sha256_file(engine):
         raise CosineGateError(f"engine {engine} does not match the hash in its manifest; rebuild it.")

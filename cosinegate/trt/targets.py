@@ -347,7 +347,7 @@ def _profile_from(data, path):
     if runtime != "tensorrt":
         if runtime == "onnxruntime":
             raise CosineGateError(f"target {path.stem} runs on ONNX Runtime, not TensorRT; use it with "
-                                  f"deploy/build_engine.py --target {path.stem}.")
+                                  f"cosinegate build-engine --target {path.stem}.")
         _fail(path, "runtime", f"is {runtime!r}; allowed: {', '.join(RUNTIMES)}")
     _check_fields(data, _FIELDS, path)
     if data["name"] != path.stem:
