@@ -1,8 +1,8 @@
 """Training throughput (images/s), dense vs gated, for each speed setting of cosinegate train.
 
-    python train/bench_train.py --device cuda                  # every setting, dense and gated, sync check
-    python train/bench_train.py --device cpu --steps 5         # the CPU dry-run
-    python train/bench_train.py --device cuda --backbone resnet56 --compile
+    cosinegate bench-train --device cuda                  # every setting, dense and gated, sync check
+    cosinegate bench-train --device cpu --steps 5         # the CPU dry-run
+    cosinegate bench-train --device cuda --backbone resnet56 --compile
 
 Each step is exactly cosinegate train's step, with no host synchronization (cosinegate.training.throughput); on
 CUDA a sync check reports the first synchronizing call, if any.
@@ -32,7 +32,7 @@ def main(argv=None):
     parser.add_argument("--concurrency", metavar="JOBSxTHREADS,...", help="also measure the aggregate images/s of "
                         "concurrent runs, e.g. 1x2,2x1 (one 2-thread run against two 1-thread runs), dense and gated, "
                         "at the first --settings")
-    # --probe*: what `train/reproduce.py --jobs auto` runs in several processes at once to measure the aggregate
+    # --probe*: what `cosinegate reproduce --jobs auto` runs in several processes at once to measure the aggregate
     # throughput against the number of concurrent runs (not for users: hidden from --help)
     parser.add_argument("--probe", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--probe-mode", default="predictive", choices=("none", "predictive"), help=argparse.SUPPRESS)

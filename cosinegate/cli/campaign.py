@@ -1,11 +1,11 @@
 """One GPU run of the training campaign (at most --budget seconds), continuing from the previous run's state.
 
     # on the desktop, once: the CIFAR-10 JPEG folder as a tar under the ignored .campaign/ folder
-    python train/campaign.py --make-tar ROOT .campaign/cifar10-jpeg.tar.gz
+    cosinegate campaign --make-tar ROOT .campaign/cifar10-jpeg.tar.gz
     # on the GPU machine (with the checkout and .campaign/ copied there), once per GPU run:
-    python3 train/campaign.py --device cuda --data-tar .campaign/cifar10-jpeg.tar.gz --state .campaign/state --out OUT
+    cosinegate campaign --device cuda --data-tar .campaign/cifar10-jpeg.tar.gz --state .campaign/state --out OUT
     # on the desktop, after each GPU run: OUT copied back as RETURNED; its state for the next run, its results
-    python train/campaign.py --absorb RETURNED --results train/results/cifar10-campaign-h200
+    cosinegate campaign --absorb RETURNED --results train/results/cifar10-campaign-h200
 
 It unpacks the data and the state, measures training throughput (bench.txt, first run only) and the best
 number of concurrent runs (first run only), trains the planned runs in priority order with a deadline

@@ -1,10 +1,10 @@
 """Continue the CPU training campaigns (docs/results.md) from their committed state, until done or the time limit.
 
     # from the repository root, in the background, while other work goes on:
-    mkdir -p .campaign && nice python train/cpu_campaign.py --time-limit 9000 > .campaign/cpu.log 2>&1 &
+    mkdir -p .campaign && nice cosinegate cpu-campaign --time-limit 9000 > .campaign/cpu.log 2>&1 &
     # the state, the table and the plot are in train/results/cifar10-campaign-cpu*/ (commit them to continue elsewhere)
-    python train/cpu_campaign.py --report      # only regenerate results.md, results.json, pareto.png
-    python train/cpu_campaign.py --check-winner  # the deployment goal on the leading gated run (a few minutes)
+    cosinegate cpu-campaign --report      # only regenerate results.md, results.json, pareto.png
+    cosinegate cpu-campaign --check-winner  # the deployment goal on the leading gated run (a few minutes)
 
 Two campaigns share the slots: ResNet-20 (cifar10-campaign-cpu/) first, then the ResNet-56-vs-ResNet-32
 fallback (cifar10-campaign-cpu-r56/), every control last. Each run is a cosinegate train subprocess (one thread,

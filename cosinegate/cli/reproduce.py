@@ -1,13 +1,13 @@
 """Reproduce the paper's CIFAR-10 table with one recipe for every contender, executed MACs and a Pareto plot.
 
-    python train/reproduce.py --data imagefolder --data-root ROOT \\
+    cosinegate reproduce --data imagefolder --data-root ROOT \\
         --backbones resnet20,resnet56 --epochs 30 --device cuda --jobs 6 --out train/results
 
     # gated presets against a static curve (1..3 blocks removed) at equal MACs
-    python train/reproduce.py --presets dense,static,balanced,balanced-floor --static-curve 3 ...
+    cosinegate reproduce --presets dense,static,balanced,balanced-floor --static-curve 3 ...
 
     # the gate methods on a GPU: fast path, as many runs at once as raise throughput, stop cleanly after 9 minutes
-    python train/reproduce.py --presets dense,rates,shaping,two-phase --device cuda --fast --jobs auto --time-limit 540 ...
+    cosinegate reproduce --presets dense,rates,shaping,two-phase --device cuda --fast --jobs auto --time-limit 540 ...
 
 Each run lives in OUT/runs/<backbone>-<preset>-s<seed>/; finished runs are skipped,
 interrupted ones resumed (also across machines: rerun the same command to continue).

@@ -148,9 +148,9 @@ def unpack_data(tar_path, dest):
     """Extract the CIFAR-10 JPEG tar; return the folder that holds train/ and test/."""
     dest = Path(dest)
     if not Path(tar_path).is_file():
-        raise CosineGateError(f"data tar {tar_path} not found; build it with `python train/campaign.py --make-tar "
+        raise CosineGateError(f"data tar {tar_path} not found; build it with `cosinegate campaign --make-tar "
                               "../shared/data/cifar10-jpeg .campaign/cifar10-jpeg.tar.gz`.")
-    extract(tar_path, dest, "build it with `python train/campaign.py --make-tar ../shared/data/cifar10-jpeg "
+    extract(tar_path, dest, "build it with `cosinegate campaign --make-tar ../shared/data/cifar10-jpeg "
                            ".campaign/cifar10-jpeg.tar.gz`.")
     roots = [p.parent for p in dest.rglob("train") if p.is_dir() and (p.parent / "test").is_dir()]
     if not roots:

@@ -1,4 +1,4 @@
-"""The paper reproduction's flow (train/reproduce.py): plan same-recipe runs, train the pending ones (resumably, several
+"""The paper reproduction's flow (cosinegate reproduce): plan same-recipe runs, train the pending ones (resumably, several
 at once, up to a deadline), tabulate the finished ones and write results.md, results.json and pareto.png."""
 
 import time

@@ -100,7 +100,7 @@ def check(checkpoint, test_images=None, calib_images=512, methods=METHODS, log=p
 def status(record, run_name, checkpoint):
     """The goal's line for the campaign report: the record's verdict when it is of `checkpoint`, else what to run."""
     if record is None:
-        return f"open: run `train/cpu_campaign.py --check-winner` (leader now: {run_name})"
+        return f"open: run `cosinegate cpu-campaign --check-winner` (leader now: {run_name})"
     if not Path(checkpoint).is_file() or record["checkpoint_sha256"] != sha256_file(checkpoint):
         return f"open: the last check was of {record['checkpoint']}; the leader is now {run_name}: rerun --check-winner"
     row = record["int8"]["methods"][record["int8"]["verdict_method"]]

@@ -300,3 +300,13 @@ def test_graph_forms_and_block_policies_are_argparse_choices_where_the_library_t
     assert tuple(parsers["build-engine"]["--form"][0].choices) == ENGINE_FORMS == tuple(f for f in FORMS if f != "flat")
     for command in ("export", "calibrate", "bench"):
         assert tuple(parsers[command]["--policy"][0].choices) == POLICIES, command
+
+
+def test_no_help_names_a_checkout_script(monkeypatch):
+    """An installed user has `cosinegate SUBCOMMAND`, not deploy/*.py (new-user audit: every --help's examples and
+    several flags named the checkout's scripts)."""
+    import re
+
+    script = re.compile(r"\b(deploy|train|calibration)/\w+\.py\b")
+    found = {command: script.findall(parser_of(command, monkeypatch).format_help()) for command in COMMANDS}
+    assert not {command: names for command, names in found.items() if names}

@@ -19,7 +19,7 @@ START_MARGIN = 600  # seconds before the deadline after which no run is started 
 CHOICE_MARGIN = 1800  # seconds before it after which no static choice starts (ResNet-56's took 8 minutes)
 # how runs execute, not what they learn (1 thread, idle machine). With native bf16 (bench.txt, AMX): ResNet-20 dense
 # 531 img/s with bf16 + channels_last + fused SGD (521 bf16 alone), gated 432 with bf16 alone (403 with channels_last +
-# fused). Without it (a 2-core AMD EPYC, AVX2; train/bench_train.py --backbone resnet56): bf16 is emulated (19x
+# fused). Without it (a 2-core AMD EPYC, AVX2; cosinegate bench-train --backbone resnet56): bf16 is emulated (19x
 # slower), ResNet-56 fp32 + channels_last 86 img/s dense, 74 gated (69 and 67 without channels_last).
 SPEED_FLAGS = {"none": ["--amp", "bf16", "--channels-last", "--fused"], "gated": ["--amp", "bf16"]}
 FP32_SPEED_FLAGS = {"none": ["--channels-last", "--fused"], "gated": ["--channels-last"]}
