@@ -231,8 +231,8 @@ def load_target(name, targets_dir=None, allow_path=True):
         ort = ", ".join(list_targets(directory, "onnxruntime"))
         raise CosineGateError(
             f"unknown target {name!r}; valid targets: {known}{f' (ONNX Runtime: {ort})' if ort else ''}. "
-            + (f"Pick one of those, or write a profile (copy one of engines/targets/*.toml in the repository) and pass "
-               f"its path: --target ./{path.name}." if directory == DEFAULT_TARGETS_DIR
+            + (f"Pick one of those, or write a profile (copy one of {directory}/*.toml, the shipped ones) and pass its "
+               f"path: --target ./{path.name}." if directory == DEFAULT_TARGETS_DIR
                else f"Pick one of those or add {path.name} to {directory}.")
         )
     return _profile_from(read_profile_toml(path), path)
