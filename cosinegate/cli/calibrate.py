@@ -28,7 +28,7 @@ def parse_args(argv=None):
     from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
                                      add_report_flags, add_version_flag, positive_int, seed_int)
     from cosinegate.graphmeta import BLOCK_POLICIES
-    from cosinegate.quant.names import DEFAULT_FORMS, DEFAULT_TRT
+    from cosinegate.quant.names import DEFAULT_FORMS, DEFAULT_TRT, METHODS
 
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_checkpoint_flags(parser, required=True)
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the class-balanced sample of calibration images")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per ONNX Runtime run (the ranges do not "
                                                                            "depend on it)")
-    parser.add_argument("--method", default="entropy", help="minmax | entropy | percentile")
+    parser.add_argument("--method", default="entropy", choices=METHODS, help="how each tensor's range is taken")
     parser.add_argument("--percentile", type=float, default=99.99, help="--method percentile: the percentile of |x| kept as amax")
     parser.add_argument("--trt-version", default=DEFAULT_TRT, help="8.5 (= 8.5.2, JetPack 5.1) | 10.3 (= 10.3.0, JetPack 6.1/6.2) | any full MAJOR.MINOR.PATCH")
     parser.add_argument("--forms", default=",".join(DEFAULT_FORMS), help="comma list of flat, conditional, masked, compact")

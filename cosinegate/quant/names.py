@@ -9,6 +9,7 @@ COMPACT_QDQ = "model.qdq.compact.onnx"
 CACHE_NAME, MANIFEST_NAME = "calibration.cache", "manifest.json"
 FORMS = GRAPH_FORMS  # a Q/DQ graph of each
 DEFAULT_FORMS = ("flat", "conditional")
+METHODS = ("minmax", "percentile", "entropy")  # how a tensor's range is taken (quant/ranges.py)
 FILE_BY_FORM = {"flat": FLAT_QDQ, "conditional": CONDITIONAL_QDQ, "masked": MASKED_QDQ, "compact": COMPACT_QDQ}
 
 DEFAULT_TRT = "10.3"  # a short name (trtversion.SHORT_RELEASES): JetPack 6.1/6.2's TensorRT

@@ -14,8 +14,7 @@ result depends on how the calibration set is split and ordered. Here:
 import numpy as np
 
 from cosinegate.errors import CosineGateError
-
-METHODS = ("minmax", "percentile", "entropy")
+from cosinegate.quant.names import METHODS
 
 # INT8 is symmetric: 127 positive levels plus sign, so 128 quantized bins of |x|.
 QUANT_BINS = 128

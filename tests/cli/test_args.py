@@ -302,6 +302,13 @@ def test_graph_forms_and_block_policies_are_argparse_choices_where_the_library_t
         assert tuple(parsers[command]["--policy"][0].choices) == POLICIES, command
 
 
+def test_calibration_methods_are_argparse_choices(parsers):
+    """calibrate --method entopy was refused after torch and onnx loaded (new-user audit); now argparse refuses it."""
+    from cosinegate.quant.ranges import METHODS
+
+    assert tuple(parsers["calibrate"]["--method"][0].choices) == METHODS
+
+
 def test_no_help_names_a_checkout_script(monkeypatch):
     """An installed user has `cosinegate SUBCOMMAND`, not deploy/*.py (new-user audit: every --help's examples and
     several flags named the checkout's scripts)."""

@@ -56,7 +56,7 @@ def test_cli_bad_inputs(tmp_path, fake_cifar_root):
     common = ["--data", "cifar10", "--data-root", fake_cifar_root]
     cases = [
         ([ckpt, *common, "--num-images", 5], "fewer than the 10 classes"),
-        ([ckpt, *common, "--method", "mse"], "unknown calibration method"),
+        ([ckpt, *common, "--method", "mse"], "argument --method: invalid choice: 'mse'"),
         ([ckpt, *common, "--image-size", 64], "--image-size 64 conflicts with checkpoint"),
         ([paper, *common, "--num-images", 10, "--policy", "conditional-all"], "--forms flat,masked"),
         ([ckpt, *common, "--trt-version", "banana"], "TensorRT version"),
