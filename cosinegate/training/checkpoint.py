@@ -136,6 +136,9 @@ def _corrupt(path, exc):
     if head[:1] == b"\x80" and not head.startswith(LEGACY_TORCH_MAGIC):  # a pickle (protocol 2+), not torch's zip or old format
         return CosineGateError(f"checkpoint {path} is a plain pickle, not a torch.save file; pass a file written by "
                                "cosinegate train.")
+    if head.lstrip()[:1] in (b"{", b"[") or Path(path).suffix in (".json", ".yaml", ".yml", ".txt", ".log", ".md"):
+        return CosineGateError(f"checkpoint {path} is not a torch.save file (a text or JSON file?); pass a run's best.pt "
+                               "or last.pt written by cosinegate train.")
     return CosineGateError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); retrain or restore it.")
 
 

@@ -148,7 +148,7 @@ def test_evaluate_plain_pickle_is_named_without_torch_warnings(tmp_path):
     bad = tmp_path / "plain.pt"
     bad.write_bytes(pickle.dumps({"model": {}}, protocol=4))
     result = run_script("train/evaluate.py", "--checkpoint", bad)
-    assert_user_error(result, "plain pickle", "train/train.py")
+    assert_user_error(result, "plain pickle", "cosinegate train")
     assert "Warning" not in result.stderr
 
 

@@ -225,3 +225,13 @@ def test_init_from_refuses_a_crafted_file_in_one_line(tiny_checkpoint, tmp_path,
     make(tiny_checkpoint)
     with pytest.raises(CosineGateError, match=f"--init-from f.pt.*{message}"):
         read_init_weights("f.pt")
+
+
+@pytest.mark.parametrize("name, text", [("config.json", '{"model": {}}'), ("metrics.yaml", "epochs: 3\n"),
+                                        ("notes", '  [1, 2]')])
+def test_a_text_file_passed_as_checkpoint_is_named_as_the_wrong_file(tmp_path, name, text):
+    """New-user audit: `evaluate --checkpoint RUN/config.json` said the file was corrupt; it is the wrong file."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(CosineGateError, match=r"is not a torch.save file \(a text or JSON file\?\); pass a run's best.pt"):
+        ckpt.load_checkpoint(path)
