@@ -61,7 +61,7 @@ MISSING_INPUT = {
     "bench": (["--onnx", "nope.onnx"], "ONNX file nope.onnx not found"),
     "force-gates": (["--checkpoint", "nope.pt", "--out", "forced.pt"], "checkpoint nope.pt not found"),
     "gpu-gate-sync": (["--checkpoint", "nope.pt"], "checkpoint nope.pt not found"),
-    "train": (["--config", "nope.yaml", "--out", "run"], "unknown config or preset 'nope.yaml'"),
+    "train": (["--config", "nope.yaml", "--out", "run"], "config file nope.yaml not found"),
 }
 
 

@@ -48,8 +48,10 @@ def test_config_errors(tmp_path):
     outside = tmp_path / "outside.yaml"  # attacker review: a preset name reached past the presets folder
     outside.write_text("optim: {epochs: 3}\n")
     relative = os.path.relpath(outside.with_suffix(""), CONFIG_DIR)
-    with pytest.raises(CosineGateError, match="unknown config or preset '.*outside'"):
+    with pytest.raises(CosineGateError, match="config file .*outside not found; fix the path, or name a preset: .*balanced"):
         load_config(relative)
+    with pytest.raises(CosineGateError, match=r"^config file my/run\.yml not found"):  # new-user audit: "unknown preset"
+        load_config("my/run.yml")
     with pytest.raises(CosineGateError, match="unknown key 'lrr'"):
         merge(DEFAULTS, {"optim": {"lrr": 1}})
     bad = tmp_path / "bad.yaml"
