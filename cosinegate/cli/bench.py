@@ -158,7 +158,7 @@ def print_table(c):
     if "selection" in c:
         from cosinegate.bench.candidates import selection_lines
 
-        print("selection (build_engine.py --select's rule):")
+        print("selection (build-engine --select's rule):")
         print("\n".join(selection_lines(c["selection"])))
     if "ort_native_latency_ms" in c:
         print(f"ORT-native: realized {c['ort_native_realized_speedup']:.3f}, realized/ideal "

@@ -15,8 +15,8 @@ def parse_args(argv=None):
                                      add_version_flag, positive_float, positive_int)
 
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--config", default="balanced", help="preset name (cosinegate/presets/*.yaml, linked from the checkout's "
-                                                           "train/configs/) or YAML path")
+    parser.add_argument("--config", default="balanced", help="preset name (the package's presets/*.yaml; a checkout "
+                                                           "links them as train/configs/) or YAML path")
     parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style); default: the config's, resnet20 for balanced")
     parser.add_argument("--mode", help="gate mode: paper|predictive|none (default: the config's, predictive for balanced)")
     parser.add_argument("--drop-blocks", help="0-based block indices removed for good (static baseline), e.g. 2,5,8; "
