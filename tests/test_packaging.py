@@ -89,6 +89,34 @@ def test_a_missing_input_file_is_refused_before_the_optional_modules_load(tmp_pa
     assert not [p.name for p in tmp_path.iterdir()]  # nothing written
 
 
+def test_a_missing_onnxruntime_is_named_before_torch_loads(tmp_path):
+    """New-user audit: parity without onnxruntime said so after ~50 s of torch and data loading; each command that
+    needs it now looks for it (cli.check_modules) right after its file checks."""
+    probe = (
+        "import contextlib, io, sys\n"
+        "sys.modules['onnxruntime'] = None\n"
+        "from cosinegate.cli import console_main\n"
+        "argv = {'parity': ['--onnx', 'm.onnx'], 'calibrate': ['--out', 'cal'], 'evaluate-int8': []}\n"
+        "for name, rest in argv.items():\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        try:\n"
+        "            console_main([name, '--checkpoint', 'c.pt', *rest])\n"
+        "        except SystemExit as exc:\n"
+        "            print(name, exc.code, 'torch' in sys.modules, err.getvalue().strip())\n"
+    )
+    (tmp_path / "c.pt").write_bytes(b"not read")
+    (tmp_path / "m.onnx").write_bytes(b"not read")
+    done = run_python(probe, cwd=tmp_path, env=script_env(PYTHONPATH=ROOT))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["parity", "calibrate", "evaluate-int8"], lines
+    for line in lines:
+        assert line.split(" ", 3)[1:3] == ["2", "False"], line
+        assert line.endswith("error: this command needs onnxruntime: pip install onnxruntime (or '.[deploy]' in the "
+                             "toolkit's checkout)"), line
+
+
 def test_a_missing_extra_is_one_line_naming_the_extra(tmp_path):
     code = "import sys\nsys.modules['torch'] = None\nfrom cosinegate.cli import console_main\nsys.exit(console_main(sys.argv[1:]))"
     (tmp_path / "model.pt").write_bytes(b"not read: torch is missing")

@@ -45,6 +45,19 @@ def missing_extra(exc):
     return f"this command needs {module}: {install_line(extra, module)}"
 
 
+def check_modules(*names):
+    """Before the heavy imports: each optional module in ``names`` (EXTRA_OF_MODULE's) is installed (found, not
+    imported), else missing_extra's line at once, not after torch and the data loaded."""
+    import importlib.util
+
+    from cosinegate.errors import CosineGateError
+
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            exc = ModuleNotFoundError(name=name)
+            raise CosineGateError(missing_extra(exc))
+
+
 def json_to_stdout(argv):
     """Whether ``argv`` asks for the report on stdout (--json -, or parity's old spelling --report -)."""
     names = ("--json", "--report")

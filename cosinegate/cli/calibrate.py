@@ -55,13 +55,14 @@ def parse_args(argv=None):
 def main(argv=None):
     from dataclasses import fields
 
-    from cosinegate.cli import check_files, check_output_folder, command_log
+    from cosinegate.cli import check_files, check_modules, check_output_folder, command_log
 
     args = parse_args(argv)
     from cosinegate.pipeline.calibration import CalibrationSettings, calibrate_checkpoint, default_calibration_dir
 
     inputs = {"checkpoint": args.checkpoint, "calibration cache": args.cache_in}
     check_files(inputs, json=args.json)
+    check_modules("torch", "onnx", "onnxruntime")
     check_output_folder("--out", args.out or str(default_calibration_dir(args.checkpoint)), inputs)
     forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
     values = {f.name: getattr(args, f.name) for f in fields(CalibrationSettings) if f.name != "forms"}

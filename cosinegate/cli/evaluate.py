@@ -6,7 +6,7 @@
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import check_files, command_log, pick_device
+    from cosinegate.cli import check_files, check_modules, command_log, pick_device
     from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_report_flags,
                                      add_version_flag)
 
@@ -21,6 +21,7 @@ def main(argv=None):
     add_version_flag(parser)
     args = parser.parse_args(argv)
     check_files({"checkpoint": args.checkpoint}, json=args.json, plot=args.plot)
+    check_modules("torch")
 
     from cosinegate.evaluation import format_table  # torch: after the parsing, --help needs none
     from cosinegate.training.evaluate import evaluate_checkpoint

@@ -37,10 +37,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json
-    from cosinegate.cli import check_files
+    from cosinegate.cli import check_files, check_modules
 
     args = parse_args(argv)
     check_files({"checkpoint": args.checkpoint}, json=args.json)
+    check_modules("torch", "onnx", "onnxruntime")
 
     from cosinegate.quant.accuracy import evaluate_checkpoint, format_table  # torch: after the parsing, --help needs none
 

@@ -67,13 +67,14 @@ def output_path(out, form):
 
 
 def main(argv=None):
-    from cosinegate.cli import check_files, command_log
+    from cosinegate.cli import check_files, check_modules, command_log
 
     args = parse_args(argv)
     log = command_log(args)
     args.out = output_path(args.out, args.form)
     check_files({"checkpoint": args.checkpoint, "skip-rates file": args.skip_rates, "If cost table": args.if_cost_table},
                 out=args.out, out_manifest=f"{args.out}.json", json=args.json)
+    check_modules("torch", "onnx")
 
     from cosinegate.onnx import DEFAULT_OPSET, export_checkpoint, load_skip_rates  # onnx, torch: after the checks
 

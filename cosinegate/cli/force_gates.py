@@ -11,7 +11,7 @@ were forced: it is for speed measurements (realized vs ideal speedup), not for a
 
 def main(argv=None):
     from cosinegate.artifacts import atomic_write_json, input_record
-    from cosinegate.cli import check_files, command_log
+    from cosinegate.cli import check_files, check_modules, command_log
     from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_flag, add_output_flag,
                                      add_report_flags, add_version_flag, positive_int)
 
@@ -26,6 +26,7 @@ def main(argv=None):
     add_version_flag(parser)
     args = parser.parse_args(argv)
     check_files({"checkpoint": args.checkpoint}, out=args.out, json=args.json)
+    check_modules("torch")
 
     from cosinegate.bench.gate_patterns import force_checkpoint  # torch: after the parsing, --help needs none
 

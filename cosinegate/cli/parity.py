@@ -55,7 +55,7 @@ def parse_args(argv=None):
 def main(argv=None):
     from dataclasses import fields
 
-    from cosinegate.cli import check_files, command_log
+    from cosinegate.cli import check_files, check_modules, command_log
 
     args = parse_args(argv)
     from cosinegate.pipeline.parity_check import ParitySettings, check_parity, saved_inputs_path
@@ -63,6 +63,7 @@ def main(argv=None):
     settings = ParitySettings(**{f.name: getattr(args, f.name) for f in fields(ParitySettings)})
     check_files({"checkpoint": args.checkpoint, "ONNX file": args.onnx}, json=args.json,
                 save_reference=args.save_reference, save_inputs=saved_inputs_path(settings))
+    check_modules("torch", "onnx", *(["onnxruntime"] if args.backend == "onnxrt" else []))
     report = check_parity(settings, log=command_log(args))
     print(report["summary"])
     if report["static_policy_disagreement"]:
