@@ -37,12 +37,14 @@ EXTRA_OF_MODULE = {
 def missing_extra(exc):
     """The one-line message for a ModuleNotFoundError of a known optional module, else None."""
     module = (getattr(exc, "name", None) or "").split(".")[0]
-    extra = EXTRA_OF_MODULE.get(module)
-    if extra is None:
-        return None
+    return missing_module_line(module) if module in EXTRA_OF_MODULE else None
+
+
+def missing_module_line(module):
+    """"this command needs MODULE: how to install it" for a module of EXTRA_OF_MODULE."""
     from cosinegate.lazy import install_line
 
-    return f"this command needs {module}: {install_line(extra, module)}"
+    return f"this command needs {module}: {install_line(EXTRA_OF_MODULE[module], module)}"
 
 
 def check_modules(*names):
@@ -54,8 +56,7 @@ def check_modules(*names):
 
     for name in names:
         if importlib.util.find_spec(name) is None:
-            exc = ModuleNotFoundError(name=name)
-            raise CosineGateError(missing_extra(exc))
+            raise CosineGateError(missing_module_line(name))
 
 
 def json_to_stdout(argv):
