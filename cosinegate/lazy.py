@@ -13,25 +13,33 @@ import importlib
 from cosinegate.errors import CosineGateError
 
 EXTRAS = ("deploy", "device", "trt", "training")
-# pip's name of a module the extras install, where it differs; torch: the CPU build (PyPI's pulls CUDA)
-PIP_NAME = {"PIL": "pillow", "yaml": "pyyaml", "onnx_graphsurgeon": "onnx-graphsurgeon",
+# what pip installs a module by, where it is not the module's name (torch: the CPU build; PyPI's pulls CUDA)
+PIP_ARGS = {"PIL": "pillow", "yaml": "pyyaml", "onnx_graphsurgeon": "onnx-graphsurgeon",
             "torch": "torch --index-url https://download.pytorch.org/whl/cpu"}
+# modules the device extra installs, pinned there for JetPack (numpy < 1.24 for TensorRT 8.5's np.bool, < 2 on
+# 3.10): a bare `pip install onnx` on a board could pull numpy 2, so for these the extra is the install line
+DEVICE_MODULES = ("numpy", "onnx", "polygraphy", "tomli")
 
 
 def install_line(extra, module=None):
-    """How to get ``module`` of setup.cfg's ``extra`` (one, or several that each provide it): its pip line, which
-    works however the toolkit was installed, or the checkout's extra; for TensorRT and pycuda, where they come from
-    on a Jetson."""
+    """How to get ``module`` of setup.cfg's ``extra`` (one, or several that each provide it): its own pip line,
+    which works however the toolkit was installed, beside the checkout's extra; the extra alone for what a board
+    needs pinned; for TensorRT and pycuda, where they come from on a Jetson."""
     if module == "tensorrt":
         return "TensorRT comes with JetPack on a Jetson (elsewhere from NVIDIA: pip install tensorrt)"
     if module == "pycuda":
         return "pip3 install pycuda"
-    extras = " or ".join(f"'.[{e}]'" for e in ((extra,) if isinstance(extra, str) else extra))
+    extras = (extra,) if isinstance(extra, str) else tuple(extra)
+    checkout = " or ".join(f"'.[{e}]'" for e in extras)
     if module is None:
-        return f"pip install {extras} in the toolkit's checkout"
+        return f"pip install {checkout} in the toolkit's checkout"
+    if module in DEVICE_MODULES:
+        board = "" if "device" in extras else "; on a Jetson '.[device]'"
+        return f"pip install {checkout} in the toolkit's checkout{board} (its numpy pins suit JetPack's TensorRT)"
     if module == "torch":  # the training extra would pull PyPI's CUDA build
-        return f"pip install {PIP_NAME[module]} (the CPU build; with a GPU, PyTorch's CUDA build)"
-    return f"pip install {PIP_NAME.get(module, module)} (or {extras} in the toolkit's checkout)"
+        return (f"pip install {PIP_ARGS[module]} (the CPU build; with a GPU, PyTorch's CUDA build), then {checkout} in "
+                "the toolkit's checkout")
+    return f"pip install {PIP_ARGS.get(module, module)} (or {checkout} in the toolkit's checkout)"
 
 
 def require(name, extra, purpose=None):

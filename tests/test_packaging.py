@@ -6,6 +6,7 @@ profiles, and its commands run from any folder; defaults name the current folder
 """
 
 import configparser
+import importlib.util
 import json
 import re
 import shutil
@@ -117,6 +118,46 @@ def test_a_missing_onnxruntime_is_named_before_torch_loads(tmp_path):
                              "toolkit's checkout)"), line
 
 
+def test_check_modules_finds_modules_without_importing_them(tmp_path, monkeypatch):
+    """A folder named like a missing module in the current folder is not that module (`export --out onnx/` makes one);
+    a stand-in already in sys.modules counts as present; a name outside EXTRA_OF_MODULE is a programming error."""
+    import types
+
+    from cosinegate.cli import check_modules
+    from cosinegate.errors import CosineGateError
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    (tmp_path / "tensorrt").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CosineGateError, match="^this command needs tensorrt: TensorRT comes with JetPack"):
+        check_modules("tensorrt")
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # __spec__ None: find_spec raises
+    check_modules("tensorrt")
+    with pytest.raises(ValueError, match="not an optional module"):
+        check_modules("numpy")
+
+
+def test_calibrate_from_a_cache_needs_no_onnxruntime(tmp_path):
+    """The cache holds the ranges ONNX Runtime would collect: calibrate --cache-in gets past the module check without it."""
+    probe = (
+        "import contextlib, io, sys\n"
+        "sys.modules['onnxruntime'] = None\n"
+        "from cosinegate.cli import console_main\n"
+        "err = io.StringIO()\n"
+        "with contextlib.redirect_stderr(err):\n"
+        "    try:\n"
+        "        console_main(['calibrate', '--checkpoint', 'c.pt', '--cache-in', 'calibration.cache', '--out', 'cal'])\n"
+        "    except SystemExit as exc:\n"
+        "        print(exc.code, err.getvalue().strip())\n"
+    )
+    (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "calibration.cache").write_text("TRT-8502-EntropyCalibration2\n")
+    done = run_python(probe, cwd=tmp_path, env=script_env(PYTHONPATH=ROOT))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("2 error: checkpoint c.pt") and "onnxruntime" not in done.stdout, done.stdout
+
+
 def test_a_missing_extra_is_one_line_naming_the_extra(tmp_path):
     code = "import sys\nsys.modules['torch'] = None\nfrom cosinegate.cli import console_main\nsys.exit(console_main(sys.argv[1:]))"
     (tmp_path / "model.pt").write_bytes(b"not read: torch is missing")
@@ -124,11 +165,11 @@ def test_a_missing_extra_is_one_line_naming_the_extra(tmp_path):
                       env=script_env(PYTHONPATH=ROOT))
     assert done.returncode == 2
     assert done.stderr == ("error: this command needs torch: pip install torch --index-url https://download.pytorch.org/whl/cpu "
-                           "(the CPU build; with a GPU, PyTorch's CUDA build)\n")
+                           "(the CPU build; with a GPU, PyTorch's CUDA build), then '.[training]' in the toolkit's checkout\n")
 
 
 @pytest.mark.parametrize("module, extra", [("onnxruntime", "deploy"), ("tensorrt", "trt"), ("yaml", "training"),
-                                           ("onnx_graphsurgeon", "deploy")])
+                                           ("onnx_graphsurgeon", "deploy"), ("onnx", "deploy")])
 def test_run_main_names_the_extra_of_a_missing_module(module, extra, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, module, None)
 
@@ -140,10 +181,11 @@ def test_run_main_names_the_extra_of_a_missing_module(module, extra, monkeypatch
     assert stop.value.code == 2
     err = capsys.readouterr().err
     # the module's own pip line works for a checkout and a wheel install alike (the package is not on PyPI); TensorRT
-    # comes with JetPack
+    # comes with JetPack; onnx, which a board needs too, only through the extras that pin numpy for JetPack
     pip = {"yaml": "pyyaml", "onnx_graphsurgeon": "onnx-graphsurgeon"}.get(module, module)
-    hint = ("TensorRT comes with JetPack on a Jetson" if module == "tensorrt"
-            else f"pip install {pip} (or '.[{extra}]' in the toolkit's checkout)")
+    hint = {"tensorrt": "TensorRT comes with JetPack on a Jetson",
+            "onnx": "pip install '.[deploy]' in the toolkit's checkout; on a Jetson '.[device]' (its numpy pins suit JetPack's"
+            }.get(module, f"pip install {pip} (or '.[{extra}]' in the toolkit's checkout)")
     assert err.count("\n") == 1 and err.startswith(f"error: this command needs {module}: {hint}")
 
 

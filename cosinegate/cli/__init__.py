@@ -49,13 +49,21 @@ def missing_module_line(module):
 
 def check_modules(*names):
     """Before the heavy imports: each optional module in ``names`` (EXTRA_OF_MODULE's) is installed (found, not
-    imported), else missing_extra's line at once, not after torch and the data loaded."""
+    imported), else missing_extra's line at once, not after torch and the data loaded. A folder of that name in the
+    current folder (`export --out onnx/`) is a namespace package, not the module: it counts as missing."""
     import importlib.util
 
     from cosinegate.errors import CosineGateError
 
+    unknown = [name for name in names if name not in EXTRA_OF_MODULE]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not an optional module of EXTRA_OF_MODULE")
     for name in names:
-        if importlib.util.find_spec(name) is None:
+        try:
+            spec = importlib.util.find_spec(name)
+        except ValueError:  # imported already, without a __spec__ (a stand-in): present
+            continue
+        if spec is None or spec.origin is None:
             raise CosineGateError(missing_module_line(name))
 
 

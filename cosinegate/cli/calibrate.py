@@ -62,7 +62,8 @@ def main(argv=None):
 
     inputs = {"checkpoint": args.checkpoint, "calibration cache": args.cache_in}
     check_files(inputs, json=args.json)
-    check_modules("torch", "onnx", "onnxruntime")
+    # ONNX Runtime collects the ranges, which a given cache already holds
+    check_modules("torch", "onnx", "onnx_graphsurgeon", *([] if args.cache_in else ["onnxruntime"]))
     check_output_folder("--out", args.out or str(default_calibration_dir(args.checkpoint)), inputs)
     forms = tuple(f.strip() for f in args.forms.split(",") if f.strip())
     values = {f.name: getattr(args, f.name) for f in fields(CalibrationSettings) if f.name != "forms"}

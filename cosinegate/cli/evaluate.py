@@ -21,7 +21,7 @@ def main(argv=None):
     add_version_flag(parser)
     args = parser.parse_args(argv)
     check_files({"checkpoint": args.checkpoint}, json=args.json, plot=args.plot)
-    check_modules("torch")
+    check_modules("torch", *(["matplotlib"] if args.plot else []))
 
     from cosinegate.evaluation import format_table  # torch: after the parsing, --help needs none
     from cosinegate.training.evaluate import evaluate_checkpoint

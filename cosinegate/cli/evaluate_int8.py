@@ -41,7 +41,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     check_files({"checkpoint": args.checkpoint}, json=args.json)
-    check_modules("torch", "onnx", "onnxruntime")
+    check_modules("torch", "onnx", "onnx_graphsurgeon", "onnxruntime")
 
     from cosinegate.quant.accuracy import evaluate_checkpoint, format_table  # torch: after the parsing, --help needs none
 

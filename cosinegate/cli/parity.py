@@ -63,7 +63,8 @@ def main(argv=None):
     settings = ParitySettings(**{f.name: getattr(args, f.name) for f in fields(ParitySettings)})
     check_files({"checkpoint": args.checkpoint, "ONNX file": args.onnx}, json=args.json,
                 save_reference=args.save_reference, save_inputs=saved_inputs_path(settings))
-    check_modules("torch", "onnx", *(["onnxruntime"] if args.backend == "onnxrt" else []))
+    onnxruntime = args.backend == "onnxrt" or args.save_reference  # a saved reference is checked on ONNX Runtime
+    check_modules("torch", "onnx", "polygraphy", *(["onnxruntime"] if onnxruntime else []))
     report = check_parity(settings, log=command_log(args))
     print(report["summary"])
     if report["static_policy_disagreement"]:

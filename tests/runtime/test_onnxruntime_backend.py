@@ -79,4 +79,4 @@ def test_importing_it_needs_neither_torch_nor_onnxruntime():
             "try:\n    runner.activate()\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("CosineGateError") and "pip install '.[deploy]'" in done.stdout, done.stdout
+    assert done.stdout.startswith("CosineGateError") and "pip install onnxruntime (or '.[deploy]'" in done.stdout, done.stdout

@@ -38,7 +38,7 @@ def test_other_version_or_cpu_refused_in_one_line(version, cpu, words, tmp_path)
     with pytest.raises(CosineGateError, match=words) as exc:
         check_ort_engine(graph, version=version, cpu=cpu)
     message = str(exc.value)
-    assert "\n" not in message and "deploy/build_engine.py --target cpu-onnxruntime" in message
+    assert "\n" not in message and "cosinegate build-engine --target cpu-onnxruntime" in message
 
 
 def test_changed_graph_and_missing_manifest_refused(tmp_path):
