@@ -87,6 +87,8 @@ def resolve_config_path(name_or_path):
         return path
     if name_or_path in preset_names():  # a preset's name only: "../x" does not reach past the presets folder
         return CONFIG_DIR / f"{name_or_path}.yaml"
+    if path.is_dir():
+        raise CosineGateError(f"config {name_or_path} is a folder; pass a YAML file or a preset name.")
     if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
         raise CosineGateError(f"config file {name_or_path} not found; fix the path, or name a preset: "
                               f"{', '.join(preset_names())}.")

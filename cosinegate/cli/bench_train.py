@@ -4,7 +4,7 @@
     cosinegate bench-train --device cpu --steps 5         # the CPU dry-run
     cosinegate bench-train --device cuda --backbone resnet56 --compile
 
-Each step is exactly cosinegate train's step, with no host synchronization (cosinegate.training.throughput); on
+Each step is exactly the training command's step, with no host synchronization (cosinegate.training.throughput); on
 CUDA a sync check reports the first synchronizing call, if any.
 """
 

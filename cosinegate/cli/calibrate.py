@@ -9,7 +9,7 @@ Data: the training split of the data the checkpoint was trained on (its source a
 root; --data/--data-root override them, a class-count mismatch is an error); the
 choice is printed and recorded in manifest.json.
 
-Writes to --out (default: int8/ beside the checkpoint, where build_engine.py finds and reuses a calibration of
+Writes to --out (default: int8/ beside the checkpoint, where build-engine finds and reuses a calibration of
 the same checkpoint and data): model.qdq.onnx (flat twin, Q/DQ), model.qdq.conditional.onnx (Q/DQ
 inside each dynamic block's If then-branch; `--forms` may add `masked` and `compact`),
 calibration.cache (TRT-<version>-EntropyCalibration2 for entropy,

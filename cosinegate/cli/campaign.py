@@ -3,7 +3,7 @@
     # on the desktop, once: the CIFAR-10 JPEG folder as a tar under the ignored .campaign/ folder
     cosinegate campaign --make-tar ROOT .campaign/cifar10-jpeg.tar.gz
     # on the GPU machine (with the checkout and .campaign/ copied there), once per GPU run:
-    cosinegate campaign --device cuda --data-tar .campaign/cifar10-jpeg.tar.gz --state .campaign/state --out OUT
+    python3 -m cosinegate.cli.campaign --device cuda --data-tar .campaign/cifar10-jpeg.tar.gz --state .campaign/state --out OUT
     # on the desktop, after each GPU run: OUT copied back as RETURNED; its state for the next run, its results
     cosinegate campaign --absorb RETURNED --results train/results/cifar10-campaign-h200
 

@@ -9,7 +9,7 @@
 Two campaigns share the slots: ResNet-20 (cifar10-campaign-cpu/) first, then the ResNet-56-vs-ResNet-32
 fallback (cifar10-campaign-cpu-r56/), every control last. Each run is a cosinegate train subprocess (one thread,
 bf16 autocast); a run still going at the limit stops after its last whole epoch and continues bit-exact
-(train.py --resume) the next time. See cosinegate/research/cpu_campaign/plan.py for the protocols.
+(cosinegate train --resume) the next time. See cosinegate/research/cpu_campaign/plan.py for the protocols.
 """
 
 import signal

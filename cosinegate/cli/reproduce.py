@@ -42,7 +42,7 @@ def main(argv=None):
                                                     "measure aggregate images/s at --jobs-levels and take the best (kept in "
                                                     "OUT/concurrency.json for this device and setting)")
     parser.add_argument("--jobs-levels", default="1,2,4,8,12", help="concurrency levels --jobs auto tries")
-    speed = parser.add_argument_group("speed (passed to every train.py run)")
+    speed = parser.add_argument_group("speed (passed to every training run)")
     speed.add_argument("--fast", action="store_true", help="on CUDA: bf16 autocast, channels_last, fused SGD")
     speed.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
     parser.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="stop every run cleanly after its last epoch "

@@ -125,7 +125,7 @@ def load_cifar10(root, allow_download=True, image_size=32, training=False):
     if not (folder / "test_batch").is_file():
         if not allow_download:
             raise CosineGateError(f"no CIFAR-10 python batches under {root} (expected {FOLDER}/test_batch) and nothing is "
-                                  "downloaded here; pass the right --data-root (train.py --data cifar10 --data-root DIR downloads it).")
+                                  "downloaded here; pass the right --data-root (cosinegate train --data cifar10 --data-root DIR downloads it).")
         download(root)
         folder = _batch_dir(root)
     odd = [name for name in ("batches.meta", *TRAIN_BATCHES, "test_batch") if not is_readable_file(folder / name)]

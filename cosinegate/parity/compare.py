@@ -151,7 +151,7 @@ def saved_feeds(path):
         return load_inputs(path)
     except (OSError, ValueError) as exc:  # np.load: a damaged or foreign file; read_inputs: the wrong arrays
         raise CosineGateError(f"{path} is not a reference inputs .npz ({exc}); use the inputs.npz this toolkit wrote "
-                              "(build_engine.py puts one in every bundle).") from None
+                              "(build-engine puts one in every bundle).") from None
 
 
 def graph_runner(onnx_path, backend, int8=False):

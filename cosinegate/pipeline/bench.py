@@ -323,7 +323,7 @@ def batches_from_inputs(path, batch):
     from cosinegate.graphmeta import INPUT
     from cosinegate.parity.compare import polygraphy_json
 
-    fix = "pass a bundle's inputs.npz, or a Polygraphy inputs JSON (parity.py --save-reference writes one)"
+    fix = "pass a bundle's inputs.npz, or a Polygraphy inputs JSON (cosinegate parity --save-reference writes one)"
     if Path(path).suffix == ".npz":
         from cosinegate.parity.compare import saved_feeds
 

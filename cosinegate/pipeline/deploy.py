@@ -53,7 +53,7 @@ def deploy(settings, log=print):
     except OSError as exc:
         raise write_error(out, exc) from exc
     try:
-        with folder_lock(out, "build_engine.py"):  # stages, bundle and engine of two runs would mix
+        with folder_lock(out, "build-engine"):  # stages, bundle and engine of two runs would mix
             if not target.can_build:
                 from cosinegate.pipeline.bundle import bundle_name
                 from cosinegate.pipeline.stages import model_name

@@ -106,7 +106,7 @@ def advice_lines(advice):
         lines += [f"  {c}" for c in advice["commands"]]
     else:
         lines.append(f"no calibration method passes on {advice['images']}: build fp16 (--precision fp16), or calibrate "
-                     "on more images (cosinegate calibrate --calib-images N, then build_engine.py --calibration DIR)")
+                     "on more images (cosinegate calibrate --calib-images N, then cosinegate build-engine --calibration DIR)")
     return lines
 
 

@@ -79,7 +79,7 @@ def deploy_ort(settings, log=print):
     except OSError as exc:
         raise write_error(out, exc) from exc
     try:
-        with folder_lock(out, "build_engine.py"):
+        with folder_lock(out, "build-engine"):
             return _build(s, profile, out, log)
     except BaseException:
         if created:

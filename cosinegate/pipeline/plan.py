@@ -120,7 +120,6 @@ def resolve(settings, log=print):
         raise CosineGateError("INT8 needs calibration data or a cache: pass --checkpoint (calibrates), --calibration DIR or --calib-cache FILE.")
     if s.calib_cache:
         check_input_file(s.calib_cache, "calibration cache")
-    if s.calib_cache:
         from cosinegate.quant.cache import parse_cache
 
         parse_cache(s.calib_cache)  # the checks calibrate --cache-in makes: header, finite scales > 0

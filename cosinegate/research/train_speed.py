@@ -1,4 +1,4 @@
-"""The training-throughput benchmark of cosinegate bench-train: images/s of train.py's step, dense and gated, per speed
+"""The training-throughput benchmark of cosinegate bench-train: images/s of the training command's step, dense and gated, per speed
 setting (cosinegate.training.throughput), and the aggregate of concurrent runs (cosinegate.research.packing)."""
 
 from dataclasses import dataclass, field

@@ -55,7 +55,7 @@ def read_ort_manifest(graph):
     path = manifest_path(graph)
     if not path.is_file():
         raise CosineGateError(f"{graph} has no manifest {path.name}; a {TARGET} graph runs only with the manifest "
-                              f"build_engine.py wrote beside it: {REBUILD}.")
+                              f"build-engine wrote beside it: {REBUILD}.")
     return OrtEngineManifest.from_json(read_json(path, "ONNX Runtime engine manifest"), path)
 
 

@@ -322,7 +322,7 @@ class Trainer:
                 pass
         except OSError as exc:
             raise write_error(self.out, exc) from exc
-        return folder_lock(self.out, "train.py run")
+        return folder_lock(self.out, "training run")
 
     def _run(self, resume, time_limit, stop_after):
         if resume:

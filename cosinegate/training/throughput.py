@@ -1,6 +1,6 @@
-"""Training throughput on the training loop's own step (train/bench_train.py's table and its concurrency probes).
+"""Training throughput on the training loop's own step (cosinegate bench-train's table and its concurrency probes).
 
-Each step is exactly cosinegate train's step (cosinegate.training.loop.Trainer.step): the batch gathered from the uint8
+Each step is exactly the training command's step (cosinegate.training.loop.Trainer.step): the batch gathered from the uint8
 images already on the device, crop+flip on the device, forward, the loss with the compute penalties and the CIR term
 (gated), backward, gradient clipping and an SGD step, with no host synchronization. On CUDA a sync check runs a few
 steps under torch.cuda.set_sync_debug_mode("error") and reports the first synchronizing call, if any.

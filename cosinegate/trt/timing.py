@@ -17,7 +17,7 @@ class TrtGraph:
     def __init__(self, model, precision="fp16"):
         from cosinegate.runtime.tensorrt_backend import TensorRTRunner
 
-        purpose = "bench.py --if-cost --backend trt"
+        purpose = "bench --if-cost --backend trt"
         require_tensorrt(purpose)
         self.runner = TensorRTRunner.from_onnx(model, fp16=precision == "fp16", purpose=purpose).activate()
         self.input = model.graph.input[0].name

@@ -314,6 +314,7 @@ def test_no_help_names_a_checkout_script(monkeypatch):
     several flags named the checkout's scripts)."""
     import re
 
-    script = re.compile(r"\b(deploy|train|calibration)/\w+\.py\b")
+    commands = "train|evaluate|export_onnx|build_engine|bench|parity|calibrate|evaluate_int8|force_gates|gpu_gate_sync"
+    script = re.compile(rf"\b(deploy|train|calibration)/\w+\.py\b|\b({commands}|reproduce|bench_train|campaign|cpu_campaign)\.py\b")
     found = {command: script.findall(parser_of(command, monkeypatch).format_help()) for command in COMMANDS}
     assert not {command: names for command, names in found.items() if names}

@@ -52,6 +52,8 @@ def test_config_errors(tmp_path):
         load_config(relative)
     with pytest.raises(CosineGateError, match=r"^config file my/run\.yml not found"):  # new-user audit: "unknown preset"
         load_config("my/run.yml")
+    with pytest.raises(CosineGateError, match=r"^config .* is a folder; pass a YAML file"):
+        load_config(str(tmp_path))
     with pytest.raises(CosineGateError, match="unknown key 'lrr'"):
         merge(DEFAULTS, {"optim": {"lrr": 1}})
     bad = tmp_path / "bad.yaml"

@@ -34,7 +34,7 @@ def test_a_second_train_on_the_same_out_is_refused(tmp_path, fake_cifar_root):
         assert holder.stdout.readline().strip() == "locked"
         code, _, err = run("train/train.py", "--data", "cifar10", "--data-root", fake_cifar_root, "--epochs", "1",
                            "--no-progress", "--out", out)
-        assert code == 2 and "is in use by another train.py run" in err and "Traceback" not in err, err
+        assert code == 2 and "is in use by another training run" in err and "Traceback" not in err, err
         assert list(out.iterdir()) == []
     finally:
         holder.kill()

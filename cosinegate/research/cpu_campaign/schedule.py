@@ -124,7 +124,7 @@ def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", comman
     started, running, finished, stopped, failed = time.time(), {}, [], [], []  # running: (folder, name) -> process
     with contextlib.ExitStack() as stack:
         for folder in folders:  # one campaign process per folder (report and check may run beside it)
-            stack.enter_context(folder_lock(folder, "cpu_campaign.py"))
+            stack.enter_context(folder_lock(folder, "cpu-campaign"))
         stack.callback(_stop_children, running)  # an error, Ctrl-C or SIGTERM (cli) never leaves a run going unwatched
         queue, changed, held = None, True, set()
         while True:
