@@ -128,8 +128,8 @@ def test_when_no_method_passes_it_says_so_and_suggests_fp16():
             for m in ("entropy (this build)", "minmax")]
     lines = advice_lines({"images": "the calibration's 20 images", "rows": rows, "best": None, "commands": []})
     assert lines[-1].startswith("no calibration method passes on the calibration's 20 images: build fp16 (--precision fp16)")
-    # the flag belongs to cosinegate calibrate, not to build_engine.py, whose output this line is part of
-    assert lines[-1].endswith("(cosinegate calibrate --calib-images N, then build_engine.py --calibration DIR)")
+    # the flag belongs to cosinegate calibrate, not to build-engine, whose output this line is part of
+    assert lines[-1].endswith("(cosinegate calibrate --calib-images N, then cosinegate build-engine --calibration DIR)")
     assert not any("<- best" in line for line in lines)
 
 

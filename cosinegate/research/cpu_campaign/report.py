@@ -371,6 +371,7 @@ def write_report(folder, protocol=None, jobs=2, folders=None):
     atomic_write_json(folder / "results.json", {"protocol": protocol, "rows": rows, "progress": state,
                                                 "goals": dict(goals(rows, teacher_top1, status, reference))})
     if rows:
-        pareto_plot(rows, folder / "pareto.png", "CPU campaign: top-1 vs executed MACs (fine-tuned from the teacher)",
+        scratch = "; control: from scratch" if any(row["preset"].startswith("control") for row in rows) else ""
+        pareto_plot(rows, folder / "pareto.png", f"CPU campaign: top-1 vs executed MACs (fine-tuned from the teacher{scratch})",
                     paper_points=False)
     return text
