@@ -6,6 +6,7 @@ from pathlib import Path
 from cosinegate.data.normalization import check_normalization
 from cosinegate.errors import CosineGateError
 from cosinegate.models.backbones import backbone_spec, default_image_size
+from cosinegate.models.choices import MODES, block_indices
 from cosinegate.models.ungated import resolve_ungated
 from cosinegate.schema import number, shown, whole
 
@@ -267,8 +268,6 @@ def _check_ranges(config):
 
 def validate(config):
     """Check values a config cannot run with; return the config."""
-    from cosinegate.models.network import MODES, block_indices
-
     data = config["data"]
     _check_ranges(config)
     model = config["model"]

@@ -14,11 +14,15 @@ def parse_args(argv=None):
     from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_data_flags, add_device_flags, add_output_flag, add_report_flags,
                                      add_version_flag, positive_float, positive_int)
 
+    from cosinegate.config import CHOICES
+    from cosinegate.models.backbones import BACKBONES
+    from cosinegate.models.choices import MODES
+
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", default="balanced", help="preset name (the package's presets/*.yaml; a checkout "
                                                            "links them as train/configs/) or YAML path")
-    parser.add_argument("--backbone", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style); default: the config's, resnet20 for balanced")
-    parser.add_argument("--mode", help="gate mode: paper|predictive|none (default: the config's, predictive for balanced)")
+    parser.add_argument("--backbone", choices=BACKBONES, metavar="NAME", help="resnet20|resnet32|resnet44|resnet56|resnet110|paper8 (32x32) | resnet18|resnet34|resnet50 (ImageNet-style); default: the config's, resnet20 for balanced")
+    parser.add_argument("--mode", choices=MODES, help="gate mode (default: the config's, predictive for balanced)")
     parser.add_argument("--drop-blocks", help="0-based block indices removed for good (static baseline), e.g. 2,5,8; "
                                               "or from:CKPT = the blocks that gated checkpoint always skips")
     add_data_flags(parser, "the config's, else synthetic")
@@ -28,7 +32,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=positive_int, help="images per step (optim.batch_size; default: the config's, 128 "
                                                                  "for balanced)")
     parser.add_argument("--lr", type=positive_float, help="peak learning rate (optim.lr; default: the config's, 0.1 for balanced)")
-    parser.add_argument("--schedule", help="learning-rate schedule: cosine|cosine_restarts|onecycle (default: the config's, cosine for balanced)")
+    parser.add_argument("--schedule", choices=CHOICES[("optim", "schedule")], help="learning-rate schedule (default: the config's, cosine for balanced)")
     parser.add_argument("--target", type=float, help="the compute penalty's target: MAC-weighted share of the network executed (gate.target; default: the "
                                                           "config's, 0.68 for balanced; presets with the penalty only)")
     parser.add_argument("--block-rates", type=float, metavar="R", help="per-block target execution rate of every gated "

@@ -38,3 +38,24 @@ def test_a_loss_target_the_preset_does_not_train_is_refused():
     with pytest.raises(CosineGateError, match="does not train toward"):
         run_config("balanced", block_rates=0.5)
     assert run_config("balanced", target=0.5)["gate"]["target"] == 0.5
+
+
+def test_a_config_is_checked_without_torch(tmp_path):
+    """A YAML config's bad names (gate mode, drop-blocks, backbone, schedule) are one line before PyTorch loads:
+    the gate modes lived in the network module, so checking any config imported torch first (seconds on an idle
+    machine, half a minute beside training)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.modules['torch'] = None\n"
+            "from cosinegate.errors import CosineGateError\nfrom cosinegate.training.run_config import run_config\n"
+            "print(run_config('balanced', drop_blocks='1,2')['model']['drop_blocks'])\n"
+            "for bad in ({'mode': 'fast'}, {'drop_blocks': '12'}, {'backbone': 'resnet99'}, {'schedule': 'cosin'}):\n"
+            "    try:\n        run_config('balanced', **bad)\n    except CosineGateError as exc:\n        print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "[1, 2]" and len(lines) == 5, lines
+    for line, fragment in zip(lines[1:], ("unknown gate mode 'fast'", "out of range for resnet20", "unknown backbone 'resnet99'",
+                                          "optim.schedule = 'cosin'")):
+        assert fragment in line, (fragment, line)

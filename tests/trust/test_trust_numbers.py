@@ -65,7 +65,8 @@ def test_whole_numbers_of_other_types_are_still_block_indices():
     # numpy ints (a library caller's) and integral floats (an older config's [1.0], trained through int()) stay valid
     import numpy as np
 
-    from cosinegate.models.network import CosineGateNet, block_indices
+    from cosinegate.models.choices import block_indices
+    from cosinegate.models.network import CosineGateNet
 
     assert block_indices("drop_blocks", np.array([4, 1]), "resnet20", 9) == [1, 4]
     assert block_indices("drop_blocks", [1.0, 3], "resnet20", 9) == [1, 3]
