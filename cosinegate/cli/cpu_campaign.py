@@ -43,14 +43,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-
-    import torch  # after the parsing: --help works on the base install
-
     from pathlib import Path
 
-    from cosinegate.research.cpu_campaign.chunk import run_chunk
+    from cosinegate.research.cpu_campaign.chunk import run_chunk  # torch loads in it, after the folders are checked
 
-    torch.set_num_threads(args.threads)
     log = lambda text: print(time.strftime("%H:%M:%S"), text, flush=True)  # noqa: E731
     train = not (args.report or args.check_winner)
     if train:  # `kill` (the way a background campaign is stopped) unwinds like Ctrl-C: its runs stop, their state is kept

@@ -476,6 +476,23 @@ def test_a_chunk_starts_each_known_campaign_with_its_own_protocol_and_only_repor
     assert all(state["state"] == "new" for state in summary[list(CAMPAIGNS)[1]]["progress"].values())
 
 
+def test_a_folder_without_a_campaign_is_refused_before_torch_loads(tmp_path):
+    """`cpu-campaign --report` or `--check-winner` outside the checkout: the one line came after torch's import
+    (seconds; the command imported it first, and the training schedule's static choice at module level)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.modules['torch'] = None\nfrom cosinegate.cli import console_main\n"
+            "sys.exit(console_main(sys.argv[1:]))")
+    for flag in ("--report", "--check-winner"):
+        done = subprocess.run([sys.executable, "-c", code, "cpu-campaign", flag], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 2 and done.stdout == "", (done.stdout, done.stderr)
+        assert done.stderr.startswith("error: train/results/cifar10-campaign-cpu holds no campaign"), done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_commands_help_names_the_default_campaigns_in_order(capsys):
     """--folder's help spells the campaign table out (the command's --help imports no torch); it follows CAMPAIGNS."""
     from cosinegate.cli import cpu_campaign as command

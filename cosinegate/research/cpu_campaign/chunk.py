@@ -50,7 +50,11 @@ def open_campaigns(folders=None, start=True):
 def run_chunk(folders=None, deadline=None, train=True, check=False, jobs=2, threads=1, device="cpu", log=print):
     """Continue the campaigns in `folders` until `deadline` (time.time() value; None: until done) when `train`, or
     check each one's leading gated run when `check`; then write every folder's results. Returns a Chunk."""
-    folders = open_campaigns(folders, start=train and not check)
+    folders = open_campaigns(folders, start=train and not check)  # before torch loads: a wrong folder is one line at once
+    if train or check:  # the evaluations done in this process (static choices, the winner check) use `threads`
+        import torch
+
+        torch.set_num_threads(threads)
     chunk = Chunk()
     if check:
         chunk.checks = {folder: check_winner(folder, log=log) for folder in folders}

@@ -13,7 +13,6 @@ from cosinegate.research import TRAIN_COMMAND, at_niceness, child_env
 from cosinegate.research.cpu_campaign.plan import in_order, load_protocol, plan, read_choice
 from cosinegate.research.cpu_campaign.report import first_epoch_seconds
 from cosinegate.research.cpu_campaign.state import clear_failure, compact, epochs_done, record_failure, run_state
-from cosinegate.research.cpu_campaign.static_choice import choose_static_blocks
 
 START_MARGIN = 600  # seconds before the deadline after which no run is started (its first epoch would overrun)
 CHOICE_MARGIN = 1800  # seconds before it after which no static choice starts (ResNet-56's took 8 minutes)
@@ -89,6 +88,8 @@ def _plans(folders, log, choose=True):
         for run in runs:
             if (choose and run.group == "teacher" and protocol["static_removals"]
                     and run_state(folder / "runs" / run.name) == "done" and read_choice(folder, run.seed) is None):
+                from cosinegate.research.cpu_campaign.static_choice import choose_static_blocks  # torch: only here
+
                 choose_static_blocks(folder, protocol, run.seed, log=log)
                 runs = plan(folder, protocol)
         plans.append((folder, runs))
