@@ -15,7 +15,7 @@ def main(argv=None):
     model.add_argument("--backbone", help="refuse the checkpoint unless it holds this backbone")
     add_data_flags(parser)
     parser.add_argument("--split", default="test", choices=("test", "train"), help="which split of the data is evaluated")
-    add_device_flags(parser)
+    add_device_flags(parser, threads=0)  # beside other work (a training run), --threads 1 keeps threads from fighting
     add_report_flags(parser, "the evaluation: accuracy, executed MACs, savings, routing", verbosity=True)
     parser.add_argument("--plot", help="write a histogram of executed MACs per image here (PNG)")
     add_version_flag(parser)
@@ -26,6 +26,10 @@ def main(argv=None):
     from cosinegate.evaluation import format_table  # torch: after the parsing, --help needs none
     from cosinegate.training.evaluate import evaluate_checkpoint
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     log = command_log(args, polygraphy=False)
     rep = evaluate_checkpoint(args.checkpoint, backbone=args.backbone, image_size=args.image_size, data=args.data,
                               data_root=args.data_root, split=args.split, subset=args.subset,
