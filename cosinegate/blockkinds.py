@@ -1,6 +1,6 @@
 """Block classes from held-out skip rates: always run, always skipped, or dynamic.
 
-Torch-free: ``--policy auto`` decides with them when exporting, and ``bench.py --if-cost --onnx`` on the device.
+Torch-free: ``--policy auto`` decides with them when exporting, and ``cosinegate bench --if-cost --onnx`` on the device.
 """
 
 ALWAYS_SKIPPED = 0.995  # skip rate at or above: the block is statically pruned in effect

@@ -17,7 +17,7 @@ DEFAULTS = {
         "backbone": "resnet20", "mode": "predictive", "drop_blocks": [], "gate_hidden": 16, "open_bias": 3.0,
         "ungated_blocks": [],  # blocks that keep no gate (always run): 0-based indices, or "stage_first"
     },
-    # two phases: initialise from this CosineGate checkpoint (train.py --init-from); gates stay freshly initialised
+    # two phases: initialise from this CosineGate checkpoint (cosinegate train --init-from); gates stay freshly initialised
     "init_from": None,
     # distillation from the --init-from checkpoint's logits: (1 - weight) * CE + weight * T^2 * KL(teacher || student)
     "distill": {"weight": 0.0, "temperature": 4.0},

@@ -1,5 +1,5 @@
 """Which ONNX node names TensorRT handles: its ONNX parser's ``If`` import replayed per release, and the names trtexec
-can pin by (``check_layer_names``, run by export, calibration and build_engine.py). No TensorRT, no torch: core.
+can pin by (``check_layer_names``, run by export, calibration and cosinegate build-engine). No TensorRT, no torch: core.
 
 How TensorRT's ONNX parser (onnx-tensorrt) imports an ``If``, per release, replayed on the ONNX graph:
 

@@ -1,6 +1,6 @@
 """Choosing the deployed graph: the conditional, statically pruned and gate-free dense candidates timed by
-one harness, their accuracy on labelled reference images, and one rule (``choose``) that build_engine.py
---select and bench.py --compare-dense both apply.
+one harness, their accuracy on labelled reference images, and one rule (``choose``) that cosinegate build-engine
+--select and cosinegate bench --compare-dense both apply.
 
 Every candidate is timed in turns with the others (``time_interleaved``: warm-up, then rounds) on the same
 real images; the latency statistic is the median. A candidate is eligible when its top-1 accuracy is within
@@ -113,7 +113,7 @@ def spread_note(faster, simpler, faster_ms, simpler_ms, spread, kept):
 
 def selection_record(candidates, max_drop, forced=None):
     """The selection record (chosen, reason, eligibility marked) of timed and scored ``candidates``: what
-    build_engine.py and bench.py --compare-dense both record."""
+    cosinegate build-engine and cosinegate bench --compare-dense both record."""
     name, reason = choose(candidates, max_drop, forced)
     eligible = set(eligible_names(candidates, max_drop))
     for n, c in candidates.items():

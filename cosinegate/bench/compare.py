@@ -113,7 +113,7 @@ def compare_dense(conditional_path, cond_report, batches, workdir, backend_name,
 
 
 def _selection(graphs, runs, batches, labels, threads):
-    """build_engine.py --select's rule (cosinegate.bench.candidates.selection_record) applied to the graphs just
+    """cosinegate build-engine --select's rule (cosinegate.bench.candidates.selection_record) applied to the graphs just
     timed (fp32 profile: no accuracy may be lost)."""
     from cosinegate.bench.backends import OnnxrtBackend
     from cosinegate.bench.candidates import accuracy, max_accuracy_drop, selection_record, timing_record

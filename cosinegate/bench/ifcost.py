@@ -12,7 +12,7 @@ wrapped, and the rule that keeps plain a dynamic block whose expected saving is 
 - Break-even: a block skipped at rate s saves s x latency per image and pays its If cost always, so skipping
   pays when latency > cost / s.
 
-The table (``bench.py --if-cost --json FILE``) is read back by ``--policy auto --if-cost-table FILE``.
+The table (``cosinegate bench --if-cost --json FILE``) is read back by ``--policy auto --if-cost-table FILE``.
 """
 
 import numpy as np

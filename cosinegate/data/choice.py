@@ -5,7 +5,7 @@ evaluate_int8) asks `choose_data` with the model's origin (source, root and clas
 names from the checkpoint, or from an exported graph's metadata) and the user's
 --data/--data-root. A root that is not there is refused with the flag that
 overrides it; a root is only ever read: nothing a checkpoint or graph records
-causes a download (CIFAR-10 is downloaded by train.py alone, into the --data-root
+causes a download (CIFAR-10 is downloaded by cosinegate train alone, into the --data-root
 its user names); a data source whose class count differs from the model's is an
 error; the choice is printed (`describe`) and recorded (`record`).
 """

@@ -72,7 +72,7 @@ def export_checkpoint(checkpoint, out, form="conditional", batch=1, opset=DEFAUL
     """Export a checkpoint to `out` (.onnx) plus `<out>.json` manifest; return the manifest.
 
     skip_rates: per-block held-out skip rates for policy `auto`; default the checkpoint's.
-    if_cost_table: a `bench.py --if-cost` JSON table; policy `auto` keeps plain the dynamic blocks whose
+    if_cost_table: a `cosinegate bench --if-cost` JSON table; policy `auto` keeps plain the dynamic blocks whose
     expected saving (skip rate x block latency) is below their If cost.
     Both files are written atomically, and only after the graph passed its checks.
     """

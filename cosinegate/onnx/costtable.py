@@ -1,7 +1,7 @@
 """The If cost table as export reads it back: ``--policy auto --if-cost-table FILE`` keeps plain each dynamic block
 whose expected saving (skip rate x block latency) is below its If cost.
 
-The table is measured and written by ``bench.py --if-cost --json FILE`` (cosinegate.bench.ifcost, which imports
+The table is measured and written by ``cosinegate bench --if-cost --json FILE`` (cosinegate.bench.ifcost, which imports
 the format and the reader from here): export sits below bench, so the reader lives with export.
 """
 
@@ -13,7 +13,7 @@ TABLE_FORMAT = "cosinegate-if-cost-v1"
 
 
 def load_table(path):
-    """A cost table written by ``bench.py --if-cost --json``, checked field by field (no code runs)."""
+    """A cost table written by ``cosinegate bench --if-cost --json``, checked field by field (no code runs)."""
     data = read_json(path, "If cost table")
     fix = "make it with: cosinegate bench --if-cost --checkpoint CKPT --json FILE"
     if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT or not isinstance(data.get("blocks"), list):

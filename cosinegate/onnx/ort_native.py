@@ -69,7 +69,7 @@ def ort_native_conditional(flat_graph, policy="auto", skip_rates=None, threads=1
 
     ``plain``: dynamic blocks kept plain (always run, no gate head), as in the portable export; with policy
     ``conditional-all`` and every gated block but one plain, the graph that prices that block's `If`
-    (``bench.py --if-cost`` on onnxrt)."""
+    (``cosinegate bench --if-cost`` on onnxrt)."""
     import onnxruntime as ort
 
     meta = get_metadata(flat_graph)

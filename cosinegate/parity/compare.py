@@ -138,7 +138,7 @@ def save_image_inputs(path, images, count, batch, normalization=None):
 
 def saved_feeds(path):
     """The float feeds of saved reference inputs: an .npz of uint8 images (a bundle's inputs.npz, made into feeds by
-    check_parity.py's numpy code) or a Polygraphy inputs JSON (parity.py --save-inputs)."""
+    check_parity.py's numpy code) or a Polygraphy inputs JSON (cosinegate parity --save-inputs)."""
     from pathlib import Path
 
     from cosinegate.parity.device_check import load_inputs

@@ -95,7 +95,7 @@ def run_bench(device, steps, tiny, work, out, log):
 
 
 def speed_flags(bench_json, cuda, compile_, log):
-    """train.py's --fast on CUDA unless the bench could not run that setting (then the plain fp32 path); --compile
+    """cosinegate train's --fast on CUDA unless the bench could not run that setting (then the plain fp32 path); --compile
     if asked."""
     from cosinegate.artifacts import read_json
 

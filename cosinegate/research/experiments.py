@@ -167,7 +167,7 @@ def run_state(run_dir):
 
 
 def launch(run, out, device, extra=(), command=TRAIN_COMMAND):
-    """Start one run as a subprocess (resuming a partial one); return the Popen. `extra`: more train.py flags
+    """Start one run as a subprocess (resuming a partial one); return the Popen. `extra`: more cosinegate train flags
     (speed settings, --time-limit); `command`: the argv that starts training (default `python -m cosinegate.cli.train`)."""
     run_dir = Path(out) / "runs" / run.name
     args = [*command, *run.args, "--device", device, "--out", str(run_dir), "--no-progress", *extra]

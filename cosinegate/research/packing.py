@@ -1,7 +1,7 @@
 """How many runs to train at once on one device: measure aggregate images/s against concurrency, pick the best.
 
-Each level k starts k copies of `bench_train.py --probe` (`python -m cosinegate.cli.bench_train`; the real training step of a gated
-run); they warm up, wait at a file barrier, then count the images they train in the same wall-clock
+Each level k starts k copies of `cosinegate bench-train --probe` (`python -m cosinegate.cli.bench_train`; the real
+training step of a gated run); they warm up, wait at a file barrier, then count the images they train in the same wall-clock
 window. The aggregate is the sum. The pick is the smallest k within `tolerance` of the best aggregate,
 since fewer concurrent runs finish sooner each and carry less partial state to the next session.
 """
@@ -20,8 +20,8 @@ from cosinegate.training.loop import hardware_label
 
 
 def probe_level(k, device, backbone, setting, seconds, batch_size=128, timeout=180, extra=(), command=BENCH_TRAIN_COMMAND):
-    """Aggregate images/s of k concurrent probe processes (`extra`: more bench_train.py flags, e.g. --threads;
-    `command`: the argv that starts bench_train.py)."""
+    """Aggregate images/s of k concurrent probe processes (`extra`: more cosinegate bench-train flags, e.g. --threads;
+    `command`: the argv that starts cosinegate bench-train)."""
     with tempfile.TemporaryDirectory(prefix="cosinegate-probe-") as folder:
         barrier = Path(folder)
         procs = [subprocess.Popen([*command, "--probe", folder, "--probe-id", str(i), "--device", device,

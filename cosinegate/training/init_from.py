@@ -1,4 +1,4 @@
-"""Two-phase training: initialise a model from another run's checkpoint (train.py --init-from CKPT).
+"""Two-phase training: initialise a model from another run's checkpoint (cosinegate train --init-from CKPT).
 
 `read_init_weights` turns a file into a state dict plus a description of where it
 came from; `apply_init` copies every tensor whose name and shape the new model

@@ -82,7 +82,7 @@ class Trainer:
     def __init__(self, config, out_dir, device="cpu", progress=True, runtime=None, log=None, allow_download=False):
         self.created = time.time()  # a --time-limit counts from here: loading the data is part of it
         self.config = config
-        self.log = log or (lambda text: None)  # one line per epoch and the run's notes (train.py: print)
+        self.log = log or (lambda text: None)  # one line per epoch and the run's notes (cosinegate train: print)
         self.out = Path(out_dir)
         self.device = torch.device(device)
         self.progress = progress
@@ -450,5 +450,5 @@ def routing_note(model, skip_rates):
 def train(config, out_dir, device="cpu", resume=False, progress=True, runtime=None, time_limit=None, stop_after=None, log=None,
           allow_download=False):
     """Train (or resume) one run; allow_download lets a missing CIFAR-10 be fetched into the config's data root
-    (train.py: only a --data-root its user gave on the command line, never one a config file names)."""
+    (cosinegate train: only a --data-root its user gave on the command line, never one a config file names)."""
     return Trainer(config, out_dir, device, progress, runtime, log, allow_download).run(resume, time_limit, stop_after)

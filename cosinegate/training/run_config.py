@@ -1,4 +1,4 @@
-"""A run's config: a preset (or YAML file) with plain overrides, checked; what train.py's flags set."""
+"""A run's config: a preset (or YAML file) with plain overrides, checked; what cosinegate train's flags set."""
 
 from cosinegate.errors import CosineGateError
 

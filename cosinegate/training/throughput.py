@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cosinegate.errors import CosineGateError
 
-FAST = "bf16+channels_last+fused"  # what train.py --fast runs (on CUDA)
+FAST = "bf16+channels_last+fused"  # what cosinegate train --fast runs (on CUDA)
 SETTINGS = {  # name -> Runtime fields
     "fp32": {},
     "fp32+channels_last": {"channels_last": True},

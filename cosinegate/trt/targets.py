@@ -13,7 +13,7 @@ number out of its range, a release listed twice.
 
 A profile with ``runtime = "onnxruntime"`` (cpu-onnxruntime.toml) is no TensorRT board: it holds only name,
 description, runtime and precisions (``load_ort_target``); ``list_targets`` and ``load_target`` keep to TensorRT
-profiles unless asked, and build_engine.py routes such a target to cosinegate.pipeline.ort_target.
+profiles unless asked, and cosinegate build-engine routes such a target to cosinegate.pipeline.ort_target.
 
 TensorRT versions in a profile match by prefix: "8.5.2" covers 8.5.2.2, "10" covers every 10.x;
 the longest matching entry wins.

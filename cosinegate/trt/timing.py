@@ -1,4 +1,4 @@
-"""Any small ONNX graph as a TensorRT engine for timing (``bench.py --if-cost --backend trt``).
+"""Any small ONNX graph as a TensorRT engine for timing (``cosinegate bench --if-cost --backend trt``).
 
 The runtime's TensorRT runner with its engine built here by Polygraphy's loaders (TensorRT 8.5 to 10.x), in the
 bench's backend protocol. The wall time of ``run`` includes the host's wait for every ``If`` condition: what a

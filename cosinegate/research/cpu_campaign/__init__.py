@@ -2,7 +2,7 @@
 
 The state lives in one folder (committed to the repository between working stretches): `campaign.json` (the
 protocol, fixed when the campaign starts), `static-choice-sN.json` (which blocks the static baselines remove)
-and `runs/NAME/` (cosinegate train run folders). A run in progress keeps last.pt and best.pt, so train.py
+and `runs/NAME/` (cosinegate train run folders). A run in progress keeps last.pt and best.pt, so cosinegate train
 --resume continues it bit-exact; a finished run keeps its summary, metrics, curves and a model-only last.pt.
 
     plan           the protocol and the runs it plans (who trains what, in which order)

@@ -48,7 +48,7 @@ class Run:
     name: str
     group: str  # what the results table aggregates over seeds: teacher, static-d2, rates-r0.55, control-...
     seed: int
-    config: dict = None  # the full train.py config (None: not plannable yet, e.g. static before its teacher)
+    config: dict = None  # the full cosinegate train config (None: not plannable yet, e.g. static before its teacher)
     needs: list = field(default_factory=list)  # runs that must be done first
     outline: tuple = None  # (epochs, kind) of a run not plannable yet, for the hours-left estimate (report.kind)
 

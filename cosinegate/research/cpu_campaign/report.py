@@ -95,7 +95,7 @@ def _median_epoch(run, own, by_kind):
 
 def first_epoch_seconds(queue):
     """{(folder, run name): the estimated seconds of the first epoch of each new run in the (folder, run) queue}, from
-    runs of its kind (runs without one are left out): a new run's train.py has no epoch of its own to judge by."""
+    runs of its kind (runs without one are left out): a new run's cosinegate train has no epoch of its own to judge by."""
     own, by_kind = _epoch_seconds(queue)
     estimates = {}
     for folder, run in queue:
@@ -132,7 +132,7 @@ def cpu_of(hardware):
 
 
 def progress(folder, runs, scale=None):
-    """{run: state, epochs_done, epochs (planned), hours_left, and failed: {exit, at} where train.py failed in the
+    """{run: state, epochs_done, epochs (planned), hours_left, and failed: {exit, at} where cosinegate train failed in the
     last chunk the run was in}: hours_left estimates the one-core hours the run still
     needs, its epochs left times the median epoch seconds of its own epochs, or before it has one, of every epoch
     trained so far by runs of its kind (or, where none has, of its backbone and dense/gated alone; this machine,

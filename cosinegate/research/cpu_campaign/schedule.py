@@ -1,5 +1,5 @@
-"""Running the plan: train.py subprocesses, `jobs` at once, until every run is done or the deadline; each run stops
-after a whole epoch and resumes bit-exact (train.py --resume); finished runs are compacted."""
+"""Running the plan: cosinegate train subprocesses, `jobs` at once, until every run is done or the deadline; each run stops
+after a whole epoch and resumes bit-exact (cosinegate train --resume); finished runs are compacted."""
 
 import contextlib
 import subprocess
@@ -25,7 +25,7 @@ FP32_SPEED_FLAGS = {"none": ["--channels-last", "--fused"], "gated": ["--channel
 
 
 def speed_flags(mode, bf16=None):
-    """train.py's speed flags for a run of gate mode `mode` on this CPU (`bf16`: whether it computes bf16 itself)."""
+    """cosinegate train's speed flags for a run of gate mode `mode` on this CPU (`bf16`: whether it computes bf16 itself)."""
     if bf16 is None:
         bf16 = native_bf16()
     flags = SPEED_FLAGS if bf16 else FP32_SPEED_FLAGS
@@ -33,7 +33,7 @@ def speed_flags(mode, bf16=None):
 
 
 def write_config(run, folder):
-    """The run's config as the YAML file train.py is started with (unchanged if it already holds the same)."""
+    """The run's config as the YAML file cosinegate train is started with (unchanged if it already holds the same)."""
     import yaml
 
     path = Path(folder) / "runs" / run.name / "config.yaml"
@@ -115,7 +115,7 @@ def continue_campaign(folders, deadline, jobs=2, threads=1, device="cpu", comman
                       stop_after=None, start_margin=START_MARGIN):
     """Train the runs of one campaign folder (or of several, sharing the `jobs` slots: the first folder's runs first,
     every folder's controls last), `jobs` at once (`threads` each), until every run is done or the next epoch would
-    end after `deadline` (a time.time() value): each run then stops after its last whole epoch (train.py
+    end after `deadline` (a time.time() value): each run then stops after its last whole epoch (cosinegate train
     --time-limit); no run starts in the last `start_margin` seconds, and no new run unless 1.5x an epoch of its kind
     (report.first_epoch_seconds) fits. stop_after=N stops every run after epoch N of
     its schedule (a chunk measured in epochs). Returns what finished, stopped and failed (run names; a folder's

@@ -15,11 +15,11 @@ def epochs_done(run_folder):
     return len(run_metrics(run_folder))
 
 
-FAILURE = "failure.json"  # a run whose train.py failed in the last chunk it ran in (removed when it starts again)
+FAILURE = "failure.json"  # a run whose cosinegate train failed in the last chunk it ran in (removed when it starts again)
 
 
 def record_failure(run_folder, exit_code, lines=5):
-    """Record in the run folder (committed with the state) that its train.py exited with ``exit_code``: when, and
+    """Record in the run folder (committed with the state) that its cosinegate train exited with ``exit_code``: when, and
     the last ``lines`` of its train.log."""
     log = Path(run_folder) / "train.log"
     tail = log.read_text(errors="replace").splitlines()[-lines:] if log.is_file() else []
