@@ -381,7 +381,9 @@ def main(argv=None):
     parser.add_argument("--reference", default=str(HERE / "reference.json"),
                         help="the PyTorch reference (default: the bundle's reference.json, its own graph's; a selection "
                              "candidate's outputs need its reference.<candidate>.json)")
-    parser.add_argument("--profile", default=str(HERE / "parity_profile.json"))
+    parser.add_argument("--profile", default=str(HERE / "parity_profile.json"),
+                        help="the limits the outputs are judged by: top-1 and gate-decision agreement, logit bounds "
+                             "(default: the bundle's parity_profile.json, its precision's)")
     parser.add_argument("--json", metavar="REPORT", help="write the verdict as JSON here")
     args = parser.parse_args(argv)
     outputs = load_outputs(args.outputs)  # the file named first is checked first

@@ -399,10 +399,14 @@ def _check(plan):
                                                     "--json", "$RESULTS/parity.json"])
     return [
         "",
-        "# why Polygraphy failed, in one line: its first error line (and the numpy pin where numpy is the cause)",
+        "# why Polygraphy failed, in one line: its first error line (and the fix where numpy or the bindings are the cause)",
         "polygraphy_error() {",
         "    WHY=$(grep -m 1 -E 'could not be imported|Error|error|FAILED' \"$1\" 2>/dev/null | tr -d '\\r' | cut -c1-200) || WHY=''",
-        "    case \"$WHY\" in *numpy*|*bool*) WHY=\"$WHY; TensorRT 8.5's bindings need numpy<1.24\" ;; esac",
+        "    case \"$WHY\" in",
+        "        *numpy*|*bool*) WHY=\"$WHY; TensorRT 8.5's bindings need numpy<1.24\" ;;",
+        "        *tensorrt*) WHY=\"$WHY; TensorRT's Python bindings: sudo apt install python3-libnvinfer (a venv needs "
+        "--system-site-packages)\" ;;",
+        "    esac",
         "    printf '%s' \"${WHY:+: $WHY} (see ${1#\"$BUNDLE/\"})\"",
         "}",
         "if command -v polygraphy > /dev/null 2>&1; then",
@@ -713,7 +717,7 @@ def _power_state_and_return(plan):
         "        exit 1",
         "        ;;",
         '    "not checked"*)',
-        '        say "error: the engine was built and timed but $PARITY." >&2',
+        '        say "error: the engine was built but $PARITY." >&2',
         "        exit 1",
         "        ;;",
         "esac",

@@ -98,10 +98,11 @@ def model_info(manifest, graph_meta=None):
     pre = card.get("preprocessing")
     if not isinstance(pre, dict):
         raise BadInput("{} records no preprocessing rule (a bundle made before it was stored); re-create the bundle "
-                       "with this toolkit's deploy/build_engine.py.".format(where))
+                       "on the desktop with this toolkit's cosinegate build-engine.".format(where))
     problem = preprocessing_problem(pre)
     if problem:
-        raise BadInput("{}'s preprocessing {}; re-create the bundle with deploy/build_engine.py.".format(where, problem))
+        raise BadInput("{}'s preprocessing {}; re-create the bundle on the desktop (cosinegate build-engine)."
+                       .format(where, problem))
     macs = card.get("macs") if macs_usable(card.get("macs")) else None
     blocks = card.get("blocks") if isinstance(card.get("blocks"), list) else []
     kinds = [b.get("kind") if isinstance(b, dict) else None for b in blocks]
@@ -641,8 +642,8 @@ class OnnxRunner:
         native, problem = ort_engine_problem(path, ort.__version__)
         if problem:
             raise BadInput("{} was built for the cpu-onnxruntime target and cannot run here: {}; pass the bundle's "
-                           "model.*.onnx, or rebuild the graph on this machine with deploy/build_engine.py --target "
-                           "cpu-onnxruntime.".format(path, problem))
+                           "model.*.onnx, or rebuild the graph on this machine with cosinegate build-engine "
+                           "--target cpu-onnxruntime.".format(path, problem))
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         if native:  # optimized offline for this ONNX Runtime and CPU: loaded as it is, as the toolkit's runner does

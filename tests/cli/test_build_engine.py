@@ -27,6 +27,9 @@ def test_require_engine_fails_without_tensorrt(tiny_checkpoint, tmp_path):
                       "--out", tmp_path / "out", "--require-engine")
     assert done.returncode == 2
     assert "require-engine" in done.stderr and "Traceback" not in done.stderr
+    # where TensorRT is missing, the fix names its bindings (board walkthrough: "run on the device" on the device)
+    assert "(TensorRT is not installed here); run it on the device, in JetPack's python3 with TensorRT's bindings (sudo apt " \
+           "install python3-libnvinfer)." in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
 
 

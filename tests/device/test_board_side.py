@@ -482,3 +482,17 @@ def test_the_conditional_engine_is_timed_over_every_gate_pattern_of_the_timing_i
     table = (bundle_copy / "results" / "candidates.txt").read_text().splitlines()
     assert table[1].split()[:2] == ["conditional", f"{expected:.4f}"], table
     assert "0.5" in table[2] and "0.5" in table[3]  # pruned and dense: the same work for every image, input.bin
+
+
+@pytest.mark.parametrize("script", ["cosinegate/parity/device_check.py", "cosinegate/trt/run_engine.py"])
+def test_every_flag_of_the_scripts_that_travel_has_help(script):
+    """Board walkthrough: check_parity.py --help showed `--profile PROFILE` with no word on what it is; the board has
+    no docs but the bundle README and --help."""
+    done = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    options = done.stdout.split("ptions:\n", 1)[1]  # "options:" (3.10+) or "optional arguments:"
+    # a flag line without its help on it is followed by an indented help line, else it has none
+    lines = options.splitlines()
+    missing = [lines[i].strip() for i, line in enumerate(lines) if line.startswith("  -")
+               and len(line.split("  ", 2)) < 3 and (i + 1 == len(lines) or not lines[i + 1].startswith(" " * 8))]
+    assert not missing, missing
