@@ -16,10 +16,12 @@ from cosinegate.training.throughput import SETTINGS
 def main(argv=None):
     from cosinegate.cli import pick_device
     from cosinegate.cli.args import ArgumentParser, HelpFormatter, add_device_flags, add_report_flags, add_version_flag
+    from cosinegate.models.backbones import BACKBONES
 
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_device_flags(parser, threads=0)
-    parser.add_argument("--backbone", default="resnet20", help="backbone timed")
+    parser.add_argument("--backbone", default="resnet20", choices=BACKBONES, metavar="NAME",
+                        help=f"backbone timed: {', '.join(BACKBONES)}")
     parser.add_argument("--batch-size", type=int, default=128, help="images per training step")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per setting")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")

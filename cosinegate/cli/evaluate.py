@@ -9,10 +9,12 @@ def main(argv=None):
     from cosinegate.cli import check_files, check_modules, command_log, pick_device
     from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_report_flags,
                                      add_version_flag)
+    from cosinegate.models.backbones import BACKBONES
 
     parser = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = add_checkpoint_flags(parser, required=True)
-    model.add_argument("--backbone", help="refuse the checkpoint unless it holds this backbone")
+    model.add_argument("--backbone", choices=BACKBONES, metavar="NAME",
+                       help=f"refuse the checkpoint unless it holds this backbone ({', '.join(BACKBONES)})")
     add_data_flags(parser)
     parser.add_argument("--split", default="test", choices=("test", "train"), help="which split of the data is evaluated")
     add_device_flags(parser, threads=0)  # beside other work (a training run), --threads 1 keeps threads from fighting

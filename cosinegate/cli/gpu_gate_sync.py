@@ -14,10 +14,12 @@ measures speed only (its gates skip little) and says so.
 def parse_args(argv=None):
     from cosinegate.cli.args import (ArgumentParser, HelpFormatter, add_checkpoint_flags, add_data_flags, add_device_flags, add_flag,
                                      add_report_flags, add_version_flag, nonnegative_int, positive_int)
+    from cosinegate.models.backbones import BACKBONES
 
     p = ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     model = add_checkpoint_flags(p, note="without --checkpoint: an untrained --backbone network (speed only)")
-    model.add_argument("--backbone", default="resnet20", help="without --checkpoint: the backbone built (default resnet20)")
+    model.add_argument("--backbone", default="resnet20", choices=BACKBONES, metavar="NAME",
+                       help=f"without --checkpoint: the backbone built: {', '.join(BACKBONES)}")
     add_device_flags(p, device="cuda", note="cuda is the measurement; cpu a dry run without the CUDA graph")
     p.add_argument("--warmup", type=nonnegative_int, default=50, help="untimed runs of each variant")
     p.add_argument("--iterations", type=positive_int, default=1000, help="timed runs of each variant")

@@ -159,7 +159,8 @@ def test_every_default_is_shown_once(parsers):
         flat = " ".join(text.split())
         assert flat.count("(default: (default") == 0 and "default: None" not in flat, command
     bench_train = " ".join(parser_of("bench-train", pytest.MonkeyPatch()).format_help().split())
-    assert "--backbone BACKBONE backbone timed (default: resnet20)" in bench_train
+    assert "--backbone NAME backbone timed: resnet20, resnet32, resnet44, resnet56, resnet110, paper8, resnet18, resnet34, " \
+           "resnet50 (default: resnet20)" in bench_train
     calibrate = " ".join(parser_of("calibrate", pytest.MonkeyPatch()).format_help().split())
     assert "calibration images (default: 0)" in calibrate  # a default of 0 is no switch's False
 
@@ -318,3 +319,16 @@ def test_no_help_names_a_checkout_script(monkeypatch):
     script = re.compile(rf"\b(deploy|train|calibration)/\w+\.py\b|\b({commands}|reproduce|bench_train|campaign|cpu_campaign)\.py\b")
     found = {command: script.findall(parser_of(command, monkeypatch).format_help()) for command in COMMANDS}
     assert not {command: names for command, names in found.items() if names}
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "bench-train", "gpu-gate-sync"])
+def test_a_misspelled_backbone_is_refused_by_the_parser(command, capsys):
+    """--backbone takes the backbones' names only (models/backbones.py, torch-free): a typo is argparse's one line at
+    once, not an error after torch and the data loaded (or a checkpoint "not holding" a backbone that does not exist)."""
+    from cosinegate.models.backbones import BACKBONES
+
+    required = ["--checkpoint", "c.pt"] if command == "evaluate" else []
+    assert all(parse(command, [*required, "--backbone", name]).backbone == name for name in BACKBONES)
+    with pytest.raises(SystemExit) as stop:
+        parse(command, [*required, "--backbone", "resnet21"])
+    assert stop.value.code == 2 and "--backbone: invalid choice: 'resnet21'" in capsys.readouterr().err
