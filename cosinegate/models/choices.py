@@ -1,4 +1,4 @@
-"""What a config may name for the model, checked before PyTorch loads: gate modes and block indices."""
+"""What a config may name for the model, checked before PyTorch loads: gate modes, whole numbers, block indices."""
 
 import operator
 

@@ -133,8 +133,10 @@ def resolve(settings, log=print):
                               "python3 (sudo apt install python3-libnvinfer), or a venv made with --system-site-packages; "
                               "or run the bundle's sh build_on_device.sh, which needs trtexec only.")
     if s.require_engine and not can_build:
-        fix = ("run it on the device, in JetPack's python3 with TensorRT's bindings (sudo apt install python3-libnvinfer)"
-               if host.trt_version is None else "run it on the device")
+        fix = "run it on the device"
+        if host.trt_version is None:  # where TensorRT's Python bindings come from on the target
+            fix += (", in JetPack's python3 with TensorRT's bindings (sudo apt install python3-libnvinfer)" if profile.is_jetson
+                    else ", with TensorRT's Python bindings installed")
         raise CosineGateError(f"--require-engine: cannot build a {profile.name} engine on this host ({why}); {fix}.")
     if s.onnx and not can_build:  # the bundle written instead needs the PyTorch reference of a checkpoint
         raise CosineGateError(f"--onnx builds an engine only where TensorRT builds for {profile.name} (here: {why}); to make "

@@ -402,10 +402,13 @@ def _check(plan):
         "# why Polygraphy failed, in one line: its first error line (and the fix where numpy or the bindings are the cause)",
         "polygraphy_error() {",
         "    WHY=$(grep -m 1 -E 'could not be imported|Error|error|FAILED' \"$1\" 2>/dev/null | tr -d '\\r' | cut -c1-200) || WHY=''",
+        "    # Polygraphy's import failure names the module, its cause on the next line (Note: Error was: ...)",
+        "    CAUSE=$(grep -m 1 'Error was:' \"$1\" 2>/dev/null | tr -d '\\r' | sed 's/.*Error was: *//' | cut -c1-200) || CAUSE=''",
+        "    case \"$WHY\" in *'Error was:'*) ;; *) [ -z \"$CAUSE\" ] || WHY=\"$WHY ($CAUSE)\" ;; esac",
         "    case \"$WHY\" in",
         "        *numpy*|*bool*) WHY=\"$WHY; TensorRT 8.5's bindings need numpy<1.24\" ;;",
-        "        *tensorrt*) WHY=\"$WHY; TensorRT's Python bindings: sudo apt install python3-libnvinfer (a venv needs "
-        "--system-site-packages)\" ;;",
+        "        *\"No module named 'tensorrt'\"*) WHY=\"$WHY; TensorRT's Python bindings: sudo apt install python3-libnvinfer "
+        "(a venv needs --system-site-packages)\" ;;",
         "    esac",
         "    printf '%s' \"${WHY:+: $WHY} (see ${1#\"$BUNDLE/\"})\"",
         "}",

@@ -22,15 +22,21 @@ def no_tensorrt(monkeypatch):
     monkeypatch.setattr(trt_build, "detect_host", lambda: HostInfo("x86_64", None, None))
 
 
+@pytest.mark.skipif(HAS_TRT, reason="checks the TensorRT-absent message")
 def test_require_engine_fails_without_tensorrt(tiny_checkpoint, tmp_path):
     done = run_script("deploy/build_engine.py", "--target", "jetson-orin", "--checkpoint", tiny_checkpoint,
                       "--out", tmp_path / "out", "--require-engine")
     assert done.returncode == 2
     assert "require-engine" in done.stderr and "Traceback" not in done.stderr
-    # where TensorRT is missing, the fix names its bindings (board walkthrough: "run on the device" on the device)
+    # where TensorRT is missing, the fix names its bindings (board walkthrough: "run on the device" on the device);
+    # JetPack's only for a Jetson target
     assert "(TensorRT is not installed here); run it on the device, in JetPack's python3 with TensorRT's bindings (sudo apt " \
            "install python3-libnvinfer)." in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+    desktop = run_script("deploy/build_engine.py", "--target", "desktop", "--checkpoint", tiny_checkpoint,
+                         "--out", tmp_path / "out", "--require-engine")
+    assert desktop.returncode == 2 and desktop.stderr.rstrip().endswith(
+        "(TensorRT is not installed here); run it on the device, with TensorRT's Python bindings installed."), desktop.stderr
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -42,9 +42,9 @@ def assert_no_run_files(out):
     "args, fragments",
     [
         # a misspelled name is argparse's refusal, before the config and torch load (it came after both)
-        (["--backbone", "resnet99"], ["--backbone: invalid choice: 'resnet99'", "'resnet20'"]),
-        (["--mode", "fast"], ["--mode: invalid choice: 'fast'", "'predictive'"]),
-        (["--schedule", "cosin"], ["--schedule: invalid choice: 'cosin'", "'cosine'"]),
+        (["--backbone", "resnet99"], ["--backbone: invalid choice: 'resnet99'", "resnet20"]),
+        (["--mode", "fast"], ["--mode: invalid choice: 'fast'", "predictive"]),
+        (["--schedule", "cosin"], ["--schedule: invalid choice: 'cosin'", "cosine_restarts"]),
         (["--config", "fastest"], ["unknown config or preset 'fastest'", "balanced", "--config"]),
         (["--drop-blocks", "12", "--data", "cifar10", "--data-root", "{fake}"], ["out of range", "0-based"]),
         (["--data", "imagefolder"], ["needs --data-root"]),

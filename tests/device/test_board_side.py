@@ -157,6 +157,18 @@ def test_bundle_readme_names_the_real_bundle_folder(bundle_copy):  # noqa: F811
     assert folders == {bundle_copy.name, f"{bundle_copy.name}.tar.gz"}, folders
 
 
+def test_bundle_readme_commands_run_where_the_archive_unpacks(bundle_copy):  # noqa: F811
+    """Review: the parity block said `cd BUNDLE` and the next block ran `python3 BUNDLE/run_engine.py` from the
+    parent folder; followed in order, it failed. A command that needs the bundle as its folder changes there in a
+    subshell."""
+    import re
+
+    readme = (bundle_copy / "README.md").read_text()
+    lines = [line.strip() for block in re.findall(r"```sh\n(.*?)```", readme, re.S) for line in block.splitlines()]
+    assert not [line for line in lines if line.startswith("cd ")], lines
+    assert f"(cd {bundle_copy.name} && polygraphy run results/<engine>.engine" in readme
+
+
 def test_bundle_readme_install_works_with_ubuntu_20_04s_pip(bundle_copy):  # noqa: F811
     """Defect 4: pip 20.0.2 (Ubuntu 20.04, JetPack 5.1) installs a project in editable mode only through its setup.py
     (pip 21.3 added PEP 660); tests/jetpack_rehearsal.py runs the README's line with pip 20.0.2 itself."""

@@ -493,6 +493,23 @@ def test_a_folder_without_a_campaign_is_refused_before_torch_loads(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_training_chunk_runs_its_evaluations_on_the_threads_it_is_given(tmp_path, monkeypatch):
+    """The static choices the campaign's own process evaluates run on --threads (the command set it before torch was
+    imported lazily; now run_chunk does, once the folders are checked)."""
+    import torch
+
+    from cosinegate.research.cpu_campaign import chunk
+
+    seen = []
+    monkeypatch.setattr(chunk, "continue_campaign", lambda folders, deadline, **kw: seen.append(torch.get_num_threads()))
+    threads = torch.get_num_threads()
+    try:
+        chunk.run_chunk([tmp_path / "c"], train=True, threads=threads + 2, log=lambda text: None)
+        assert seen == [threads + 2]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_the_commands_help_names_the_default_campaigns_in_order(capsys):
     """--folder's help spells the campaign table out (the command's --help imports no torch); it follows CAMPAIGNS."""
     from cosinegate.cli import cpu_campaign as command

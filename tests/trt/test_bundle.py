@@ -516,11 +516,22 @@ def test_device_script_check_fails_an_engine_that_disagrees(bundle_copy, tmp_pat
     assert json.loads((bundle_copy / "results" / "parity.json").read_text())["top1_agreement"] < 0.5
 
 
-# Polygraphy's own lines: numpy 1.24 under TensorRT 8.5's bindings; a Python that cannot import tensorrt (a venv
-# without --system-site-packages: Polygraphy 0.53.6's polygraphy/mod/importer.py:200, "Module: '{name}' is required...")
-CRASHES = {"numpy": ("AttributeError: module 'numpy' has no attribute 'bool'", "; TensorRT 8.5's bindings need numpy<1.24"),
-           "tensorrt": ("[!] Module: 'tensorrt' is required but could not be imported.",
-                        "; TensorRT's Python bindings: sudo apt install python3-libnvinfer (a venv needs --system-site-packages)")}
+# Polygraphy's log when it cannot run the engine -> the cause parity.txt gives. numpy 1.24 under TensorRT 8.5's
+# bindings; an import of tensorrt that fails (Polygraphy 0.53.6's polygraphy/mod/importer.py:200 logs "Module: '{name}'
+# is required but could not be imported." and the cause on the next line): a venv without --system-site-packages gets
+# the bindings' fix, another cause (numpy's ABI, a missing libnvinfer) its own words and no wrong advice.
+IMPORT = "[!] Module: 'tensorrt' is required but could not be imported."
+CRASHES = {
+    "numpy": ("AttributeError: module 'numpy' has no attribute 'bool'",
+              "AttributeError: module 'numpy' has no attribute 'bool'; TensorRT 8.5's bindings need numpy<1.24"),
+    "no-bindings": (f"{IMPORT}\nNote: Error was: No module named 'tensorrt'\nYou can set POLYGRAPHY_AUTOINSTALL_DEPS=1",
+                    f"{IMPORT} (No module named 'tensorrt'); TensorRT's Python bindings: sudo apt install python3-libnvinfer "
+                    "(a venv needs --system-site-packages)"),
+    "numpy-abi": (f"{IMPORT}\nNote: Error was: numpy.core.multiarray failed to import",
+                  f"{IMPORT} (numpy.core.multiarray failed to import); TensorRT 8.5's bindings need numpy<1.24"),
+    "libnvinfer": (f"{IMPORT}\nNote: Error was: libnvinfer.so.8: cannot open shared object file",
+                   f"{IMPORT} (libnvinfer.so.8: cannot open shared object file)"),
+}
 
 
 @pytest.mark.parametrize("crash", [*CRASHES, "outputs"])
@@ -530,14 +541,14 @@ def test_a_check_that_could_not_run_is_not_a_failed_engine(bundle_copy, tmp_path
     where the cause is known (a venv without TensorRT's bindings got none), and the status is 1."""
     garbled = tmp_path / "garbled.json"
     garbled.write_text("{}")
-    line, fix = CRASHES.get(crash, (None, None))
-    fakes = {"polygraphy": f"#!/bin/sh\necho \"{line}\" >&2\nexit 1\n"} if line else None
+    log, why = CRASHES.get(crash, (None, None))
+    fakes = {"polygraphy": f"#!/bin/sh\nprintf '%s\\n' \"{log}\" >&2\nexit 1\n"} if log else None
     done = run_device_script(bundle_copy, tmp_path, fakes=fakes, **({} if fakes else {"FAKE_OUTPUTS": str(garbled)}))
     parity = (bundle_copy / "results" / "parity.txt").read_text().strip()
     assert done.returncode == 1 and "FAILED" not in parity, (parity, done.stderr)
     assert parity.startswith("parity: not checked: " + ("Polygraphy could not run the engine" if fakes else "check_parity.py could not"))
     if fakes:  # the cause, from Polygraphy's log, and its fix
-        assert f"Polygraphy could not run the engine: {line}{fix} (see results/polygraphy.log)" in parity, parity
+        assert f"Polygraphy could not run the engine: {why} (see results/polygraphy.log)" in parity, parity
     assert "error: the engine was built but not checked" in done.stderr
     assert (bundle_copy / "results" / "tiny-conditional-fp16-trt10.3.0-sm87.engine").is_file()
 

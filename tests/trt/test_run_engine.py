@@ -198,8 +198,10 @@ def bad_cases(bundle, photos, tmp_path):
         "control characters in a file name": ([*onnx, control], "a\\x1b[2Jname\\x07.png is not a readable image"),
         "other file type": ([*onnx, bundle / "manifest.json"], "is not an image"),
         "wrong array": ([*onnx, odd], "pass uint8 images"),
-        "manifest without preprocessing": ([*onnx, "--manifest", older, photos], "records no preprocessing rule"),
-        "manifest with a bad rule": ([*onnx, "--manifest", rules["bad-rule"], photos], "3 positive stds"),
+        "manifest without preprocessing": ([*onnx, "--manifest", older, photos], "records no preprocessing rule (a bundle made before it was stored); re-create the bundle on the desktop "
+                                           "with this toolkit's cosinegate build-engine."),
+        "manifest with a bad rule": ([*onnx, "--manifest", rules["bad-rule"], photos],
+                                     "3 positive stds; re-create the bundle on the desktop (cosinegate build-engine)."),
         "manifest with a crop over 1024": ([*onnx, "--manifest", rules["big-crop"], image], "not a crop of 8 to 1024"),
         "manifest with a side over 4096": ([*onnx, "--manifest", rules["long-side"], image], "a side from the crop to 4096"),
         "manifest with an infinite crop": ([*onnx, "--manifest", rules["inf-crop"], image], "lacks a numeric crop"),

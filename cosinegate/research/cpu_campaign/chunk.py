@@ -51,7 +51,7 @@ def run_chunk(folders=None, deadline=None, train=True, check=False, jobs=2, thre
     """Continue the campaigns in `folders` until `deadline` (time.time() value; None: until done) when `train`, or
     check each one's leading gated run when `check`; then write every folder's results. Returns a Chunk."""
     folders = open_campaigns(folders, start=train and not check)  # before torch loads: a wrong folder is one line at once
-    if train or check:  # the evaluations done in this process (static choices, the winner check) use `threads`
+    if train:  # the static choices this process evaluates use `threads` (the runs and the winner check: subprocesses)
         import torch
 
         torch.set_num_threads(threads)
