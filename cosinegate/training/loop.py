@@ -338,8 +338,9 @@ class Trainer:
                 self.log(f"note: --amp bf16 on a CPU that does not compute bf16 itself ({cpu_name()}: no AMX or AVX-512 "
                          "bf16): torch emulates it, many times slower than fp32 (ResNet-20: 12 against 224 img/s on a "
                          "2-core AMD EPYC); leave --amp out here")
-        longest = self._longest_epoch()
+        recent = self._recorded_epochs()
         for epoch in range(self.start_epoch, epochs):
+            longest = max(recent[-3:], default=0.0)  # this process's epochs replace the recorded ones as they come
             out_of_time = time_limit is not None and time.time() - self.created + 1.1 * longest > time_limit
             out_of_time = out_of_time or (stop_after is not None and epoch >= stop_after)
             if self.dist.any(out_of_time):  # every rank stops at the same epoch
@@ -350,7 +351,7 @@ class Trainer:
             if self.dist.is_main:
                 self._end_epoch(epoch, metrics, time.time() - start)
             self.dist.barrier()
-            longest = max(longest, time.time() - start)
+            recent.append(time.time() - start)
         summary = self.finish() if self.dist.is_main else None
         self.dist.barrier()
         self.dist.close()
@@ -365,14 +366,14 @@ class Trainer:
                 f"{held}, {len(self.test)} test; {len(self.classes)} classes; {self.image_size}x{self.image_size}; "
                 f"{self.config['optim']['epochs']} epochs from epoch {self.start_epoch + 1}")
 
-    def _longest_epoch(self):
-        """An estimate of one epoch's seconds from this run's metrics so far (0 for a new run): the longest of the
-        last three recorded training times (an epoch slowed by other work long ago says nothing of the machine
-        now) plus 15% for evaluation and checkpoints."""
+    def _recorded_epochs(self):
+        """Seconds of the last three epochs in this run's metrics (none for a new run), each plus 15% for evaluation
+        and checkpoints: the time limit's estimate until this process has timed its own (an epoch slowed by other
+        work long ago says nothing of the machine now)."""
         path = self.out / "metrics.jsonl"
         if not path.is_file():
-            return 0.0
-        return 1.15 * max([m.get("seconds", 0.0) for m in read_metrics(path)[-3:]] or [0.0])
+            return []
+        return [1.15 * m.get("seconds", 0.0) for m in read_metrics(path)[-3:]]
 
     def _end_epoch(self, epoch, metrics, seconds):
         held_out = self.val_set if self.val_set is not None else self.train_set.cropped(self.image_size)

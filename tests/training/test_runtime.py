@@ -76,3 +76,25 @@ def test_time_limit_stops_after_whole_epochs_and_resumes_exactly(fake_cifar_root
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(out / "last.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_the_time_limit_estimates_from_this_processs_epochs_once_it_has_them(fake_cifar_root, tmp_path, monkeypatch):
+    """Campaign chunk: the run's last recorded epoch took 1107 s (beside heavy work, a session earlier), later ones 330 s;
+    the estimate stayed at the slow one for the whole resumed run, which stopped 3 epochs short with 21 minutes
+    left. A clock of 100 s per epoch, one recorded epoch of 500 s: with 1000 s the resumed run trains all 6 epochs
+    left (the slow one leaves the last-three window after 3 of them); held at 1.15 x 500 s it stopped after 4."""
+    config = tiny_config(fake_cifar_root, epochs=8)
+    clock = [0.0]
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    train_epoch = loop.Trainer.train_epoch
+    slow = {1}  # 0-based epochs that take 500 s
+
+    def timed_epoch(self, epoch):
+        clock[0] += 500.0 if epoch in slow else 100.0
+        return train_epoch(self, epoch)
+
+    monkeypatch.setattr(loop.Trainer, "train_epoch", timed_epoch)
+    out = tmp_path / "run"
+    assert loop.train(config, out, progress=False, stop_after=2) == loop.Stopped(2, 8)
+    summary = loop.train(config, out, progress=False, resume=True, time_limit=1000.0)
+    assert not isinstance(summary, loop.Stopped) and summary["epochs"] == 8, summary
