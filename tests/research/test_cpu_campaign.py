@@ -190,6 +190,8 @@ def test_progress_estimates_the_hours_left_from_epochs_of_the_same_kind(tmp_path
     assert cc.wall_hours(runs, state, jobs=2) == pytest.approx(12.3) and cc.wall_hours(runs, state, jobs=1) == pytest.approx(12.3)
     assert "(about 12.3 hours until its last run ends, with 2 runs at once in the campaign's order)" in cc.hours_left_line(
         state, runs, jobs=2)
+    finished = {name: {**p, "state": "done", "hours_left": 0.0} for name, p in state.items()}
+    assert cc.hours_left_line(finished, runs) == f"Every run is done ({len(state)} runs)."  # not "About 0.0 hours left"
     # a second campaign sharing one slot: its runs queue behind the first's, every control behind every other run
     other = tmp_path / "other"
     cc.load_protocol(other, {**TINY, "teacher_epochs": 5})

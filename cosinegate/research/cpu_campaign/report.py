@@ -210,6 +210,8 @@ def hours_left_line(state, runs, jobs=2, shared=False, wall=None):
     """One line: the estimated one-core hours the campaign still needs, and the hours until its last run ends with
     `jobs` runs at once in the campaign's order (wall_hours; with ``shared``, ``wall`` from shared_wall_hours: the
     slots shared with the other campaigns), or the least they can take where some run has no estimate yet."""
+    if state and all(p["state"] == "done" for p in state.values()):
+        return f"Every run is done ({len(state)} runs)."
     known = [p["hours_left"] for p in state.values() if p["hours_left"] is not None]
     unknown = [n for n, p in state.items() if p["hours_left"] is None]
     if not known or (unknown and not sum(known)):
