@@ -28,14 +28,26 @@ for _folder in sorted(Path(__file__).resolve().parent.iterdir()):
         sys.path.append(str(_folder))
 
 PYTHON = sys.executable
+# The longest test files (pytest --durations: about 15 and 12 minutes of one loaded core), handed out first:
+# scripts/test.sh gives each worker whole files (--dist loadfile), and a long file handed out late sets the wall time.
+LONGEST_FIRST = ("research/test_cpu_campaign.py", "trt/test_bundle.py")
 
 
 def pytest_configure(config):
     """Under pytest-xdist (scripts/test.sh) the workers share the cores: each one's torch gets its part of them, not
-    all of them (cores x cores threads on a large machine). Subprocesses keep torch's own default."""
+    all of them (cores x cores threads on a large machine). Subprocesses keep torch's own default. The files go out
+    in the collection's order (LONGEST_FIRST first), not xdist's order by number of tests."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist >= 3.6
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    here = Path(__file__).resolve().parent
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).resolve().relative_to(here).as_posix(), len(rank)))
 
 REAL_CIFAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg"
 requires_real_cifar = pytest.mark.skipif(
