@@ -30,7 +30,7 @@ for _folder in sorted(Path(__file__).resolve().parent.iterdir()):
 PYTHON = sys.executable
 # The longest test files (pytest --durations: about 15 and 12 minutes of one loaded core), handed out first:
 # scripts/test.sh gives each worker whole files (--dist loadfile), and a long file handed out late sets the wall time.
-LONGEST_FIRST = ("research/test_cpu_campaign.py", "trt/test_bundle.py")
+LONGEST_FIRST = ("tests/research/test_cpu_campaign.py", "tests/trt/test_bundle.py")
 
 
 def pytest_configure(config):
@@ -46,8 +46,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    here = Path(__file__).resolve().parent
-    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).resolve().relative_to(here).as_posix(), len(rank)))
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
 
 REAL_CIFAR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg"
 requires_real_cifar = pytest.mark.skipif(
