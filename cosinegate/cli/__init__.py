@@ -149,13 +149,17 @@ def command_log(args, polygraphy=True):
     return log
 
 
-def pick_device(name):
+def pick_device(name, threads=None):
+    """add_device_flags' --device (refused where torch sees no CUDA GPU) and, where given, --threads: torch's
+    intra-op threads set to it."""
     import torch
 
     from cosinegate.errors import CosineGateError
 
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CosineGateError("--device cuda asked for, but this torch build sees no CUDA GPU; use --device cpu.")
+    if threads:
+        torch.set_num_threads(threads)
     return name
 
 

@@ -42,16 +42,12 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=8.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    import torch  # after the parsing: --help works on the base install
-
     from cosinegate.research.packing import parse_concurrency
     from cosinegate.research.train_speed import measure
     from cosinegate.training import throughput
 
-    device = pick_device(args.device)
+    device = pick_device(args.device, args.threads)
     specs = parse_concurrency(args.concurrency) if args.concurrency else []  # refused before anything is measured
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.probe:
         return throughput.run_probe(args.probe, args.probe_id, args.probe_mode, args.backbone, device,
                                     (args.settings or "fp32").split(",")[0], args.batch_size, args.warmup, args.seconds)

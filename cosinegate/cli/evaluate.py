@@ -28,14 +28,10 @@ def main(argv=None):
     from cosinegate.evaluation import format_table  # torch: after the parsing, --help needs none
     from cosinegate.training.evaluate import evaluate_checkpoint
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     log = command_log(args, polygraphy=False)
     rep = evaluate_checkpoint(args.checkpoint, backbone=args.backbone, image_size=args.image_size, data=args.data,
                               data_root=args.data_root, split=args.split, subset=args.subset,
-                              device=pick_device(args.device), progress=not log.quiet, log=log)
+                              device=pick_device(args.device, args.threads), progress=not log.quiet, log=log)
     print(format_table(rep))
     if args.json:
         atomic_write_json(args.json, rep)

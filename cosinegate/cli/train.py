@@ -91,11 +91,7 @@ def main(argv=None):
     from cosinegate.evaluation import format_table
     from cosinegate.training.loop import Stopped, train
 
-    device = pick_device(args.device)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # recorded in summary.json's hardware
+    device = pick_device(args.device, args.threads)  # the threads are recorded in summary.json's hardware
     log = None if args.quiet else (lambda text: print(text, flush=True))
     summary = train(config, args.out, device, resume=args.resume, progress=not (args.no_progress or args.quiet), log=log,
                     runtime=runtime_from_args(args, device), time_limit=args.time_limit, stop_after=args.stop_after,
